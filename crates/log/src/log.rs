@@ -1,0 +1,959 @@
+//! One topic-partition's log: a directory of segments with append, read, durability, recovery
+//! and retention.
+//!
+//! # Appended versus durable
+//!
+//! `append` validates the batches (outside the lock, so CRC work runs in parallel across
+//! writers), assigns offsets by rewriting each base offset, writes the bytes to the active
+//! segment with one positioned write and returns. The bytes are then *appended*: readable through
+//! the page cache, but not yet safe from a power failure. `wait_durable(offset)` returns only after
+//! an fsync that covers `offset` has completed. Writers that wait at the same time share one
+//! fsync: the first becomes the leader and syncs everything appended so far; those that arrive
+//! while it runs wait, and the next leader covers all of them (group commit).
+//!
+//! # Failure
+//!
+//! A failed write is cut back with `set_len`, so nothing partial stays in the file; a full disk is
+//! a clear, recoverable error. A failed fsync *poisons* the log: after one, Linux may have dropped
+//! the dirty pages and cleared the error, so a retry could "succeed" without the data on disk. A
+//! poisoned log refuses writes and never reports an offset durable that was not; reopening it
+//! re-reads the files and starts from what is really there.
+//!
+//! # Recovery
+//!
+//! On open the active segment is always re-read and every CRC checked; a torn or corrupt tail is
+//! truncated to the last valid batch and the cut is logged. Closed segments were fsynced when they
+//! rolled, so only their indexes and their final batches are checked; a closed segment that does
+//! not end where the next one begins is reported as corruption and the log does not open.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::batch::{self, BatchError, BatchHeader, NO_TIMESTAMP};
+use crate::clock::Clock;
+use crate::config::{FsyncPolicy, LogConfig};
+use crate::error::LogError;
+use crate::index::SegmentIndex;
+use crate::segment::{self, HeaderWalk, SegmentPaths, SegmentSummary};
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The log end offset after this append; pass it to `wait_durable`.
+    pub next_offset: i64,
+}
+
+/// Whole batches of one segment, as a byte range of its data file. The broker can send these
+/// bytes as they are (sendfile or a positioned read); the `Arc<File>` keeps the file readable
+/// even if retention deletes the segment meanwhile.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub len: u64,
+    /// Base offset of the first batch in the range (at or below the offset asked for).
+    pub first_offset: i64,
+    /// The offset after the last batch in the range: where the next read continues.
+    pub next_offset: i64,
+}
+
+impl FileRange {
+    /// Reads the range into memory.
+    pub fn read_bytes(&self) -> io::Result<Vec<u8>> {
+        let mut bytes = vec![0u8; self.len as usize];
+        self.file.read_exact_at(&mut bytes, self.position)?;
+        Ok(bytes)
+    }
+}
+
+/// What `Log::verify` read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub segments: usize,
+    pub bytes: u64,
+}
+
+/// A topic-partition log. All methods take `&self`; share it with an `Arc`.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    clock: Arc<dyn Clock>,
+    segments: Mutex<Segments>,
+    sync: Mutex<SyncState>,
+    sync_done: Condvar,
+    /// Mirrors `SyncState::poisoned` so `append` can refuse without taking the sync lock.
+    poisoned: AtomicBool,
+    /// Fault injection for tests: the next fsync fails with EIO instead of running.
+    fail_next_sync: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Segments {
+    active: ActiveSegment,
+    closed: BTreeMap<i64, ClosedSegment>,
+    /// Base offsets of closed segments whose file and index are loaded, least recently used first.
+    loaded: VecDeque<i64>,
+    last_sync_ms: i64,
+    is_closed: bool,
+}
+
+#[derive(Debug)]
+struct ActiveSegment {
+    summary: SegmentSummary,
+    file: Arc<File>,
+    paths: SegmentPaths,
+    created_ms: i64,
+}
+
+#[derive(Debug)]
+struct ClosedSegment {
+    base_offset: i64,
+    next_offset: i64,
+    size: u64,
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    paths: SegmentPaths,
+    loaded: Option<Arc<LoadedSegment>>,
+}
+
+#[derive(Debug)]
+struct LoadedSegment {
+    file: Arc<File>,
+    index: SegmentIndex,
+}
+
+#[derive(Debug)]
+struct SyncState {
+    /// Every offset below this is on disk.
+    durable_offset: i64,
+    sync_in_progress: bool,
+    poisoned: Option<String>,
+}
+
+/// A segment to walk, captured under the lock so the walk itself runs without it.
+struct SegmentCursor {
+    file: Arc<File>,
+    path: PathBuf,
+    start_position: u64,
+    end_position: u64,
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating it if needed, and recovers it (see the module docs).
+    pub fn open(dir: impl Into<PathBuf>, config: LogConfig, clock: Arc<dyn Clock>) -> Result<Log, LogError> {
+        config.validate()?;
+        let dir = dir.into();
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(|error| LogError::io("create log directory", &dir, error))?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        let mut bases = Vec::new();
+        let entries = fs::read_dir(&dir).map_err(|error| LogError::io("list", &dir, error))?;
+        let mut others = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|error| LogError::io("list", &dir, error))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match segment::base_offset_of(&name) {
+                Some(base) => bases.push(base),
+                None => others.push(name),
+            }
+        }
+        bases.sort_unstable();
+        // Index files whose data file is gone were left by a retention delete cut short.
+        for name in others {
+            let stem = name.strip_suffix(".index").or_else(|| name.strip_suffix(".timeindex"));
+            if let Some(stem) = stem {
+                let orphan = stem.parse::<i64>().map_or(true, |base| bases.binary_search(&base).is_err());
+                if orphan {
+                    let path = dir.join(&name);
+                    fs::remove_file(&path)
+                        .map_err(|error| LogError::io("remove orphan index", &path, error))?;
+                }
+            }
+        }
+        if bases.is_empty() {
+            bases.push(0);
+        }
+        let now = clock.now_ms();
+        let mut closed = BTreeMap::new();
+        for pair in bases.windows(2) {
+            let segment = open_closed_segment(&dir, pair[0], pair[1], config.index_interval_bytes)?;
+            closed.insert(pair[0], segment);
+        }
+        let active_base = bases[bases.len() - 1];
+        let active = open_active_segment(&dir, active_base, config.index_interval_bytes, now)?;
+        let end_offset = active.summary.next_offset;
+        Ok(Log {
+            dir,
+            config,
+            clock,
+            segments: Mutex::new(Segments {
+                active,
+                closed,
+                loaded: VecDeque::new(),
+                last_sync_ms: now,
+                is_closed: false,
+            }),
+            sync: Mutex::new(SyncState {
+                durable_offset: end_offset,
+                sync_in_progress: false,
+                poisoned: None,
+            }),
+            sync_done: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+            fail_next_sync: AtomicBool::new(false),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Appends one or more whole v2 batches (a Kafka produce request's `records` for one
+    /// partition). Every batch is validated first; if any is bad, nothing is written. Offsets are
+    /// assigned by rewriting each batch's base offset in `records`. The result is appended, not
+    /// yet durable: see `wait_durable` and `append_durable`.
+    pub fn append(&self, records: &mut [u8]) -> Result<Appended, LogError> {
+        let headers = self.validate_batches(records)?;
+        let now = self.clock.now_ms();
+        let mut segments = self.lock_segments();
+        if segments.is_closed {
+            return Err(LogError::Closed);
+        }
+        self.check_not_poisoned()?;
+        let offset_count: i64 =
+            headers.iter().map(|(_, header)| i64::from(header.last_offset_delta) + 1).sum();
+        if self.needs_roll(&segments.active, records.len() as u64, offset_count, now) {
+            self.roll(&mut segments, now)?;
+        }
+        let active = &mut segments.active;
+        let base_offset = active.summary.next_offset;
+        let mut next_offset = base_offset;
+        for (position, header) in &headers {
+            batch::set_base_offset(&mut records[*position..], next_offset);
+            next_offset += i64::from(header.last_offset_delta) + 1;
+        }
+        let write_position = active.summary.size;
+        if let Err(error) = active.file.write_all_at(records, write_position) {
+            // Cut off whatever part of the write landed so no partial batch stays in the file.
+            if let Err(truncate_error) = active.file.set_len(write_position) {
+                self.poison(format!("could not cut back a failed write: {truncate_error}"));
+            }
+            return Err(LogError::io("append to", &active.paths.data, error));
+        }
+        let mut batch_offset = base_offset;
+        for (_, header) in &headers {
+            let header = BatchHeader { base_offset: batch_offset, ..*header };
+            active.summary.observe(&header);
+            batch_offset = header.next_offset();
+        }
+        Ok(Appended { base_offset, last_offset: next_offset - 1, next_offset })
+    }
+
+    /// `append`, then, under `fsync = always`, `wait_durable`: what a producer with acks=1 or
+    /// acks=all is answered after.
+    pub fn append_durable(&self, records: &mut [u8]) -> Result<Appended, LogError> {
+        let appended = self.append(records)?;
+        if self.config.fsync == FsyncPolicy::Always {
+            self.wait_durable(appended.next_offset)?;
+        }
+        Ok(appended)
+    }
+
+    /// Blocks until every offset below `offset` is on disk, fsyncing if no one else is (group
+    /// commit). Errors if an fsync failed, now or before: the log is then poisoned.
+    pub fn wait_durable(&self, offset: i64) -> Result<(), LogError> {
+        let mut state = lock(&self.sync);
+        loop {
+            if let Some(reason) = &state.poisoned {
+                return Err(LogError::Poisoned { reason: reason.clone() });
+            }
+            if state.durable_offset >= offset {
+                return Ok(());
+            }
+            if state.sync_in_progress {
+                state = self.sync_done.wait(state).expect("log sync mutex poisoned by a panic");
+                continue;
+            }
+            // Become the leader: sync everything appended so far, for every waiter.
+            state.sync_in_progress = true;
+            drop(state);
+            let result = self.sync_active_segment();
+            state = lock(&self.sync);
+            state.sync_in_progress = false;
+            match result {
+                Ok(synced_to) => state.durable_offset = state.durable_offset.max(synced_to),
+                Err(error) => {
+                    let reason = error.to_string();
+                    state.poisoned = Some(reason);
+                    self.poisoned.store(true, Ordering::SeqCst);
+                }
+            }
+            self.sync_done.notify_all();
+        }
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.wait_durable(self.end_offset())
+    }
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch, even a
+    /// larger one, so a consumer always makes progress, as in KIP-74) and only batches that end
+    /// below `max_offset` (the broker's high watermark). The range stays within one segment.
+    /// `Ok(None)` when there is nothing to read yet.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<Option<FileRange>, LogError> {
+        let (cursor, upper) = {
+            let mut segments = self.lock_segments();
+            if segments.is_closed {
+                return Err(LogError::Closed);
+            }
+            let (log_start_offset, log_end_offset) =
+                (segments.log_start_offset(), segments.active.summary.next_offset);
+            if offset < log_start_offset || offset > log_end_offset {
+                return Err(LogError::OffsetOutOfRange { offset, log_start_offset, log_end_offset });
+            }
+            let upper = max_offset.min(log_end_offset);
+            if offset >= upper {
+                return Ok(None);
+            }
+            match self.cursor_for_offset(&mut segments, offset)? {
+                Some(cursor) => (cursor, upper),
+                None => return Ok(None),
+            }
+        };
+        let mut walk = HeaderWalk {
+            file: &cursor.file,
+            path: &cursor.path,
+            position: cursor.start_position,
+            end: cursor.end_position,
+        };
+        let mut range: Option<FileRange> = None;
+        while let Some((position, header)) = walk.next_batch()? {
+            if header.last_offset() >= upper {
+                break;
+            }
+            match &mut range {
+                None if header.last_offset() < offset => continue,
+                None => {
+                    range = Some(FileRange {
+                        file: cursor.file.clone(),
+                        position,
+                        len: header.total_bytes() as u64,
+                        first_offset: header.base_offset,
+                        next_offset: header.next_offset(),
+                    })
+                }
+                Some(range) => {
+                    if range.len + header.total_bytes() as u64 > max_bytes as u64 {
+                        break;
+                    }
+                    range.len += header.total_bytes() as u64;
+                    range.next_offset = header.next_offset();
+                }
+            }
+        }
+        Ok(range)
+    }
+
+    /// The first record whose timestamp is at or after `timestamp`: its offset and timestamp
+    /// (Kafka ListOffsets by time). See `batch::first_record_at_or_after` for compressed batches.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let cursor = {
+            let mut segments = self.lock_segments();
+            let first_newer = segments
+                .closed
+                .values()
+                .find(|segment| segment.max_timestamp >= timestamp)
+                .map(|segment| segment.base_offset);
+            match first_newer {
+                Some(base) => {
+                    let loaded = self.load_closed(&mut segments, base)?;
+                    let segment = &segments.closed[&base];
+                    let relative = loaded.index.offset_for_timestamp(timestamp);
+                    SegmentCursor {
+                        file: loaded.file.clone(),
+                        path: segment.paths.data.clone(),
+                        start_position: u64::from(loaded.index.position_for(relative)),
+                        end_position: segment.size,
+                    }
+                }
+                None if segments.active.summary.max_timestamp >= timestamp => {
+                    let active = &segments.active;
+                    let relative = active.summary.index.offset_for_timestamp(timestamp);
+                    SegmentCursor {
+                        file: active.file.clone(),
+                        path: active.paths.data.clone(),
+                        start_position: u64::from(active.summary.index.position_for(relative)),
+                        end_position: active.summary.size,
+                    }
+                }
+                None => return Ok(None),
+            }
+        };
+        let mut walk = HeaderWalk {
+            file: &cursor.file,
+            path: &cursor.path,
+            position: cursor.start_position,
+            end: cursor.end_position,
+        };
+        while let Some((position, header)) = walk.next_batch()? {
+            if header.max_timestamp >= timestamp {
+                let mut bytes = vec![0u8; header.total_bytes()];
+                cursor
+                    .file
+                    .read_exact_at(&mut bytes, position)
+                    .map_err(|error| LogError::io("read", &cursor.path, error))?;
+                return Ok(batch::first_record_at_or_after(&bytes, timestamp));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The largest timestamp in the log and the base offset of the batch that first reached it
+    /// (Kafka ListOffsets MAX_TIMESTAMP), or `None` if no batch carries a timestamp.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let segments = self.lock_segments();
+        let active = &segments.active.summary;
+        let closed =
+            segments.closed.values().map(|segment| (segment.max_timestamp, segment.offset_of_max_timestamp));
+        closed
+            .chain(std::iter::once((active.max_timestamp, active.offset_of_max_timestamp)))
+            .filter(|(timestamp, _)| *timestamp != NO_TIMESTAMP)
+            // On equal timestamps keep the earliest offset: `max_by_key` keeps the last maximum.
+            .max_by_key(|(timestamp, offset)| (*timestamp, -offset))
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.lock_segments().log_start_offset()
+    }
+
+    /// The offset the next append gets (Kafka's log end offset).
+    pub fn end_offset(&self) -> i64 {
+        self.lock_segments().active.summary.next_offset
+    }
+
+    /// Every offset below this is on disk.
+    pub fn durable_offset(&self) -> i64 {
+        lock(&self.sync).durable_offset
+    }
+
+    /// Bytes of batches in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        let segments = self.lock_segments();
+        segments.closed.values().map(|segment| segment.size).sum::<u64>() + segments.active.summary.size
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.lock_segments().closed.len() + 1
+    }
+
+    /// Periodic housekeeping, called by the server about once a second: rolls an active segment
+    /// older than `segment_ms`, fsyncs under `fsync = interval` when the interval has passed, and
+    /// applies retention. Returns how many segments retention deleted.
+    pub fn tick(&self) -> Result<usize, LogError> {
+        let now = self.clock.now_ms();
+        let due_for_sync = {
+            let mut segments = self.lock_segments();
+            if segments.is_closed {
+                return Ok(0);
+            }
+            let active = &segments.active;
+            if !active.summary.is_empty() && now - active.created_ms >= self.config.segment_ms {
+                self.roll(&mut segments, now)?;
+            }
+            match self.config.fsync {
+                FsyncPolicy::Interval(interval)
+                    if now - segments.last_sync_ms >= interval.as_millis() as i64 =>
+                {
+                    segments.last_sync_ms = now;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if due_for_sync {
+            self.flush()?;
+        }
+        self.apply_retention()
+    }
+
+    /// Deletes whole closed segments that retention no longer keeps, oldest first: by time (the
+    /// segment's newest timestamp is older than `retention_ms`) and by size (the log is larger than
+    /// `retention_bytes` even without the segment). The active segment is never deleted. The log
+    /// start offset moves to the first remaining segment.
+    pub fn apply_retention(&self) -> Result<usize, LogError> {
+        let now = self.clock.now_ms();
+        let mut segments = self.lock_segments();
+        let mut total_size: u64 =
+            segments.closed.values().map(|segment| segment.size).sum::<u64>() + segments.active.summary.size;
+        let mut deleted = 0;
+        while let Some((&base, oldest)) = segments.closed.first_key_value() {
+            let newest_ms = if oldest.max_timestamp == NO_TIMESTAMP {
+                modified_ms(&oldest.paths.data).unwrap_or(now)
+            } else {
+                oldest.max_timestamp
+            };
+            let expired = self.config.retention_ms >= 0 && now - newest_ms > self.config.retention_ms;
+            let oversized = self.config.retention_bytes >= 0
+                && total_size - oldest.size >= self.config.retention_bytes as u64;
+            if !(expired || oversized) {
+                break;
+            }
+            total_size -= oldest.size;
+            let paths = oldest.paths.clone();
+            segments.closed.remove(&base);
+            segments.loaded.retain(|loaded| *loaded != base);
+            // The data file goes first: an index without its data file is cleaned up on open,
+            // while a data file without its index would only be rebuilt.
+            for path in [&paths.data, &paths.offset_index, &paths.time_index] {
+                match fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(LogError::io("delete segment file", path, error)),
+                }
+            }
+            tracing::info!(dir = %self.dir.display(), base_offset = base, "retention deleted segment");
+            deleted += 1;
+        }
+        if deleted > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Re-reads every segment and checks every batch's CRC and offset continuity. Recovery on
+    /// open checks only the active segment this thoroughly; this finds damage anywhere.
+    pub fn verify(&self) -> Result<VerifyReport, LogError> {
+        let (closed, active_base, active_size) = {
+            let segments = self.lock_segments();
+            let closed: Vec<(i64, i64, PathBuf)> = segments
+                .closed
+                .values()
+                .map(|segment| (segment.base_offset, segment.next_offset, segment.paths.data.clone()))
+                .collect();
+            (closed, segments.active.summary.base_offset, segments.active.summary.size)
+        };
+        let mut report = VerifyReport { segments: 0, bytes: 0 };
+        for (base, next_offset, path) in closed {
+            let file = File::open(&path).map_err(|error| LogError::io("open", &path, error))?;
+            let summary =
+                check_whole_segment(&file, &path, base, next_offset, self.config.index_interval_bytes)?;
+            report.segments += 1;
+            report.bytes += summary.size;
+        }
+        let path = SegmentPaths::new(&self.dir, active_base).data;
+        let file = File::open(&path).map_err(|error| LogError::io("open", &path, error))?;
+        let (summary, damage) = segment::recover(&file, active_base, self.config.index_interval_bytes)
+            .map_err(|error| LogError::io("read", &path, error))?;
+        if let Some(damage) = damage.filter(|damage| damage.position < active_size) {
+            return Err(LogError::Corrupt { path, position: damage.position, reason: damage.reason });
+        }
+        report.segments += 1;
+        report.bytes += summary.size.min(active_size);
+        Ok(report)
+    }
+
+    /// Flushes, writes the active segment's indexes and refuses further use. Dropping a log
+    /// without closing it is like a crash: the next open recovers.
+    pub fn close(&self) -> Result<(), LogError> {
+        self.flush()?;
+        let mut segments = self.lock_segments();
+        let active = &mut segments.active;
+        active.summary.push_time_entry();
+        active.summary.index.write(&active.paths.offset_index, &active.paths.time_index)?;
+        segments.is_closed = true;
+        Ok(())
+    }
+
+    /// For tests: the next fsync fails with EIO, as a failing disk would make it.
+    #[doc(hidden)]
+    pub fn inject_fsync_failure(&self) {
+        self.fail_next_sync.store(true, Ordering::SeqCst);
+    }
+
+    fn validate_batches(&self, records: &[u8]) -> Result<Vec<(usize, BatchHeader)>, LogError> {
+        if records.is_empty() {
+            return Err(LogError::EmptyAppend);
+        }
+        let limit = self.config.max_batch_bytes;
+        let mut headers = Vec::new();
+        let mut position = 0;
+        while position < records.len() {
+            let bytes = &records[position..];
+            let header = batch::validate(bytes, limit).map_err(|source| match source {
+                BatchError::BadLength { batch_length, .. } if batch_length > limit as i64 => {
+                    LogError::BatchTooLarge { size: batch_length as usize + batch::LOG_OVERHEAD, limit }
+                }
+                source => LogError::InvalidBatch { position, source },
+            })?;
+            position += header.total_bytes();
+            headers.push((position - header.total_bytes(), header));
+        }
+        Ok(headers)
+    }
+
+    fn needs_roll(&self, active: &ActiveSegment, append_bytes: u64, offset_count: i64, now: i64) -> bool {
+        if active.summary.is_empty() {
+            return false;
+        }
+        let too_big = active.summary.size + append_bytes > self.config.segment_bytes;
+        let too_old = now - active.created_ms >= self.config.segment_ms;
+        // Index entries hold offsets relative to the segment's base as u32.
+        let offsets_overflow =
+            active.summary.next_offset + offset_count - active.summary.base_offset > i64::from(u32::MAX);
+        too_big || too_old || offsets_overflow
+    }
+
+    /// Closes the active segment and starts a new one at the log end offset. The old segment is
+    /// fsynced and its indexes written first, so every closed segment is whole on disk: only the
+    /// active segment can ever have a torn tail.
+    fn roll(&self, segments: &mut Segments, now: i64) -> Result<(), LogError> {
+        let new_base = segments.active.summary.next_offset;
+        {
+            let old = &mut segments.active;
+            if let Err(error) = self.sync_file(&old.file, &old.paths.data) {
+                self.poison(error.to_string());
+                return Err(error);
+            }
+            old.summary.push_time_entry();
+            old.summary.index.write(&old.paths.offset_index, &old.paths.time_index)?;
+        }
+        let new_active = create_segment(&self.dir, new_base, self.config.index_interval_bytes, now)?;
+        let old = std::mem::replace(&mut segments.active, new_active);
+        let summary = old.summary;
+        segments.closed.insert(
+            summary.base_offset,
+            ClosedSegment {
+                base_offset: summary.base_offset,
+                next_offset: summary.next_offset,
+                size: summary.size,
+                max_timestamp: summary.max_timestamp,
+                offset_of_max_timestamp: summary.offset_of_max_timestamp,
+                paths: old.paths,
+                loaded: Some(Arc::new(LoadedSegment { file: old.file, index: summary.index })),
+            },
+        );
+        segments.touch_loaded(summary.base_offset, self.config.open_segments_max);
+        let mut state = lock(&self.sync);
+        state.durable_offset = state.durable_offset.max(new_base);
+        tracing::debug!(dir = %self.dir.display(), base_offset = new_base, "rolled segment");
+        Ok(())
+    }
+
+    fn sync_active_segment(&self) -> Result<i64, LogError> {
+        let (file, path, end_offset) = {
+            let segments = self.lock_segments();
+            let active = &segments.active;
+            (active.file.clone(), active.paths.data.clone(), active.summary.next_offset)
+        };
+        self.sync_file(&file, &path)?;
+        Ok(end_offset)
+    }
+
+    fn sync_file(&self, file: &File, path: &Path) -> Result<(), LogError> {
+        if self.fail_next_sync.swap(false, Ordering::SeqCst) {
+            return Err(LogError::io("fsync", path, io::Error::from_raw_os_error(libc::EIO)));
+        }
+        file.sync_data().map_err(|error| LogError::io("fsync", path, error))
+    }
+
+    fn poison(&self, reason: String) {
+        tracing::error!(dir = %self.dir.display(), %reason, "log failed; it accepts no writes until reopened");
+        let mut state = lock(&self.sync);
+        state.poisoned.get_or_insert(reason);
+        self.poisoned.store(true, Ordering::SeqCst);
+        self.sync_done.notify_all();
+    }
+
+    fn check_not_poisoned(&self) -> Result<(), LogError> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            let reason = lock(&self.sync).poisoned.clone().unwrap_or_default();
+            return Err(LogError::Poisoned { reason });
+        }
+        Ok(())
+    }
+
+    /// Finds the segment holding `offset` and the indexed position to start walking from.
+    fn cursor_for_offset(
+        &self,
+        segments: &mut Segments,
+        offset: i64,
+    ) -> Result<Option<SegmentCursor>, LogError> {
+        let active = &segments.active;
+        if offset >= active.summary.base_offset {
+            let relative = active.summary.relative(offset);
+            return Ok(Some(SegmentCursor {
+                file: active.file.clone(),
+                path: active.paths.data.clone(),
+                start_position: u64::from(active.summary.index.position_for(relative)),
+                end_position: active.summary.size,
+            }));
+        }
+        let Some((&base, _)) = segments.closed.range(..=offset).next_back() else {
+            return Ok(None);
+        };
+        let loaded = self.load_closed(segments, base)?;
+        let segment = &segments.closed[&base];
+        let relative = (offset - base) as u32;
+        Ok(Some(SegmentCursor {
+            file: loaded.file.clone(),
+            path: segment.paths.data.clone(),
+            start_position: u64::from(loaded.index.position_for(relative)),
+            end_position: segment.size,
+        }))
+    }
+
+    /// The open file and index of a closed segment, opening them if they were evicted.
+    fn load_closed(&self, segments: &mut Segments, base: i64) -> Result<Arc<LoadedSegment>, LogError> {
+        let segment = segments.closed.get_mut(&base).ok_or_else(|| LogError::Corrupt {
+            path: self.dir.clone(),
+            position: 0,
+            reason: format!("no segment with base offset {base}"),
+        })?;
+        let loaded = match &segment.loaded {
+            Some(loaded) => loaded.clone(),
+            None => {
+                let paths = &segment.paths;
+                let file =
+                    File::open(&paths.data).map_err(|error| LogError::io("open", &paths.data, error))?;
+                let relative_end = (segment.next_offset - segment.base_offset) as u64;
+                let index = match SegmentIndex::load(
+                    &paths.offset_index,
+                    &paths.time_index,
+                    segment.size,
+                    relative_end,
+                ) {
+                    Some(index) => index,
+                    None => {
+                        let summary = check_whole_segment(
+                            &file,
+                            &paths.data,
+                            base,
+                            segment.next_offset,
+                            self.config.index_interval_bytes,
+                        )?;
+                        summary.index.write(&paths.offset_index, &paths.time_index)?;
+                        summary.index
+                    }
+                };
+                let loaded = Arc::new(LoadedSegment { file: Arc::new(file), index });
+                segment.loaded = Some(loaded.clone());
+                loaded
+            }
+        };
+        segments.touch_loaded(base, self.config.open_segments_max);
+        Ok(loaded)
+    }
+
+    fn lock_segments(&self) -> MutexGuard<'_, Segments> {
+        lock(&self.segments)
+    }
+}
+
+impl Segments {
+    fn log_start_offset(&self) -> i64 {
+        self.closed.keys().next().copied().unwrap_or(self.active.summary.base_offset)
+    }
+
+    /// Marks `base` most recently used and evicts the least recently used loaded segments beyond
+    /// `open_segments_max`. Readers holding an evicted segment's `Arc<File>` keep it open.
+    fn touch_loaded(&mut self, base: i64, open_segments_max: usize) {
+        self.loaded.retain(|loaded| *loaded != base);
+        self.loaded.push_back(base);
+        while self.loaded.len() > open_segments_max {
+            if let Some(evicted) = self.loaded.pop_front() {
+                if let Some(segment) = self.closed.get_mut(&evicted) {
+                    segment.loaded = None;
+                }
+            }
+        }
+    }
+}
+
+/// Opens a closed segment found on disk, checking it ends exactly where the next one starts.
+/// Its index is loaded only to check it; a missing or inconsistent one is rebuilt from the data.
+fn open_closed_segment(
+    dir: &Path,
+    base: i64,
+    next_base: i64,
+    index_interval_bytes: u32,
+) -> Result<ClosedSegment, LogError> {
+    let paths = SegmentPaths::new(dir, base);
+    let file = File::open(&paths.data).map_err(|error| LogError::io("open", &paths.data, error))?;
+    let size = file.metadata().map_err(|error| LogError::io("stat", &paths.data, error))?.len();
+    let relative_end = (next_base - base) as u64;
+    let (max_timestamp, offset_of_max_timestamp) = match SegmentIndex::load(
+        &paths.offset_index,
+        &paths.time_index,
+        size,
+        relative_end,
+    ) {
+        Some(index) => {
+            // Walk from the last index entry to the end: the segment must end in a whole batch
+            // whose next offset is the next segment's base.
+            let start = index.offsets.last().map_or(0, |entry| u64::from(entry.position));
+            let mut walk = HeaderWalk { file: &file, path: &paths.data, position: start, end: size };
+            let mut next_offset = None;
+            let mut newest = index.times.last().map_or((NO_TIMESTAMP, base), |entry| {
+                (entry.timestamp, base + i64::from(entry.relative_offset))
+            });
+            while let Some((_, header)) = walk.next_batch()? {
+                next_offset = Some(header.next_offset());
+                if header.max_timestamp > newest.0 {
+                    newest = (header.max_timestamp, header.base_offset);
+                }
+            }
+            if next_offset != Some(next_base) {
+                return Err(LogError::Corrupt {
+                    path: paths.data.clone(),
+                    position: size,
+                    reason: format!(
+                        "segment ends at offset {next_offset:?}, but the next segment starts at {next_base}"
+                    ),
+                });
+            }
+            newest
+        }
+        None => {
+            tracing::warn!(segment = %paths.data.display(), "index missing or inconsistent; rebuilding it");
+            let summary = check_whole_segment(&file, &paths.data, base, next_base, index_interval_bytes)?;
+            summary.index.write(&paths.offset_index, &paths.time_index)?;
+            (summary.max_timestamp, summary.offset_of_max_timestamp)
+        }
+    };
+    Ok(ClosedSegment {
+        base_offset: base,
+        next_offset: next_base,
+        size,
+        max_timestamp,
+        offset_of_max_timestamp,
+        paths,
+        loaded: None,
+    })
+}
+
+/// Reads a closed segment in full; any damage, or an end that is not `next_base`, is corruption.
+fn check_whole_segment(
+    file: &File,
+    path: &Path,
+    base: i64,
+    next_base: i64,
+    index_interval_bytes: u32,
+) -> Result<SegmentSummary, LogError> {
+    let (mut summary, damage) = segment::recover(file, base, index_interval_bytes)
+        .map_err(|error| LogError::io("read", path, error))?;
+    if let Some(damage) = damage {
+        return Err(LogError::Corrupt {
+            path: path.to_path_buf(),
+            position: damage.position,
+            reason: damage.reason,
+        });
+    }
+    if summary.next_offset != next_base {
+        return Err(LogError::Corrupt {
+            path: path.to_path_buf(),
+            position: summary.size,
+            reason: format!(
+                "segment ends at offset {}, but the next segment starts at {next_base}",
+                summary.next_offset
+            ),
+        });
+    }
+    summary.push_time_entry();
+    Ok(summary)
+}
+
+/// Opens the last segment for appending: re-reads it, truncates a torn or corrupt tail, and
+/// fsyncs, so everything it holds afterwards is durable.
+fn open_active_segment(
+    dir: &Path,
+    base: i64,
+    index_interval_bytes: u32,
+    now: i64,
+) -> Result<ActiveSegment, LogError> {
+    let paths = SegmentPaths::new(dir, base);
+    if !paths.data.exists() {
+        return create_segment(dir, base, index_interval_bytes, now);
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&paths.data)
+        .map_err(|error| LogError::io("open", &paths.data, error))?;
+    let (summary, damage) = segment::recover(&file, base, index_interval_bytes)
+        .map_err(|error| LogError::io("read", &paths.data, error))?;
+    if let Some(damage) = damage {
+        let file_size = file.metadata().map_err(|error| LogError::io("stat", &paths.data, error))?.len();
+        tracing::warn!(
+            segment = %paths.data.display(),
+            position = damage.position,
+            bytes_cut = file_size - damage.position,
+            kept_up_to_offset = summary.next_offset,
+            reason = %damage.reason,
+            "recovery truncated the active segment to its last valid batch"
+        );
+        file.set_len(summary.size).map_err(|error| LogError::io("truncate", &paths.data, error))?;
+    }
+    file.sync_all().map_err(|error| LogError::io("fsync", &paths.data, error))?;
+    Ok(ActiveSegment { summary, file: Arc::new(file), paths, created_ms: now })
+}
+
+fn create_segment(
+    dir: &Path,
+    base: i64,
+    index_interval_bytes: u32,
+    now: i64,
+) -> Result<ActiveSegment, LogError> {
+    let paths = SegmentPaths::new(dir, base);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&paths.data)
+        .map_err(|error| LogError::io("create segment", &paths.data, error))?;
+    // The new file's directory entry must be on disk before anything in it can count as durable.
+    sync_dir(dir)?;
+    Ok(ActiveSegment {
+        summary: SegmentSummary::empty(base, index_interval_bytes),
+        file: Arc::new(file),
+        paths,
+        created_ms: now,
+    })
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(|error| LogError::io("fsync directory", dir, error))
+}
+
+fn modified_ms(path: &Path) -> Option<i64> {
+    let modified = fs::metadata(path).ok()?.modified().ok()?;
+    Some(modified.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a log lock is a bug that may have left the log inconsistent;
+    // carrying on would risk writing wrong data, so the panic spreads.
+    mutex.lock().expect("log mutex poisoned by a panic")
+}

@@ -1,0 +1,3 @@
+//! The log crate's integration tests, one binary with a module per concern.
+
+mod basics;
