@@ -1,0 +1,28 @@
+//! `tidewater log ...`: offline inspection of log directories.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tidewater_log::{Log, LogConfig, SystemClock};
+
+use crate::cli::LogCommand;
+
+pub(crate) fn run(command: LogCommand) -> anyhow::Result<()> {
+    match command {
+        LogCommand::Verify { dir } => {
+            anyhow::ensure!(dir.is_dir(), "{} is not a directory", dir.display());
+            let log = Log::open(&dir, LogConfig::default(), Arc::new(SystemClock))
+                .with_context(|| format!("opening {}", dir.display()))?;
+            let report = log.verify().with_context(|| format!("verifying {}", dir.display()))?;
+            println!(
+                "ok: {} segments, {} bytes, offsets {}..{}",
+                report.segments,
+                report.bytes,
+                log.log_start_offset(),
+                log.end_offset()
+            );
+            log.close()?;
+            Ok(())
+        }
+    }
+}

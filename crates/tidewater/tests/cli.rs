@@ -1,0 +1,165 @@
+//! End-to-end tests of the real `tidewater` binary, run as a child process.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidewater_log::batch::encode_batch;
+use tidewater_log::{Log, LogConfig, SystemClock};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_tidewater");
+/// How long a child may take to reach a line we wait for; generous for a loaded CI machine.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Kills the child if a test fails before it exits on its own.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `tidewater serve` on `data_dir` and returns it with a channel of its stderr lines.
+fn start_server(data_dir: &Path) -> (ChildGuard, mpsc::Receiver<String>) {
+    let mut child = Command::new(BINARY)
+        .args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tidewater");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (ChildGuard(child), receiver)
+}
+
+/// Collects lines until one contains `needle`; panics with everything seen if it never comes.
+fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return seen;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("no line containing {needle:?}; saw:\n{}", seen.join("\n"));
+}
+
+fn send_sigterm(child: &Child) {
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory is involved.
+    let result = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(result, 0, "kill(SIGTERM) failed");
+}
+
+fn wait_exit(guard: &mut ChildGuard) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if let Some(status) = guard.0.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "tidewater did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serve_creates_the_data_dir_and_shuts_down_cleanly_on_sigterm() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data_dir = temp.path().join("data");
+    let (mut server, lines) = start_server(&data_dir);
+    wait_for_line(&lines, "tidewater is running");
+    assert!(data_dir.is_dir());
+    send_sigterm(&server.0);
+    wait_for_line(&lines, "all logs flushed and closed");
+    assert!(wait_exit(&mut server).success());
+}
+
+#[test]
+fn serve_recovers_a_torn_log_and_says_what_it_cut() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data_dir = temp.path().join("data");
+    let partition_dir = data_dir.join("orders-0");
+    let kept = {
+        let log = Log::open(&partition_dir, LogConfig::default(), Arc::new(SystemClock)).expect("open");
+        for index in 0..10u8 {
+            log.append_durable(&mut encode_batch(1_000, &[(None, &[index; 50])])).expect("append");
+        }
+        log.end_offset()
+    };
+    // A torn write: half a batch at the end of the active segment.
+    let segment = partition_dir.join("00000000000000000000.log");
+    let torn = encode_batch(1_000, &[(None, &[9u8; 50])]);
+    let mut bytes = std::fs::read(&segment).expect("read segment");
+    bytes.extend_from_slice(&torn[..torn.len() / 2]);
+    std::fs::write(&segment, &bytes).expect("write segment");
+
+    let (mut server, lines) = start_server(&data_dir);
+    let seen = wait_for_line(&lines, "tidewater is running");
+    assert!(
+        seen.iter().any(|line| line.contains("recovery truncated the active segment")),
+        "no truncation report in:\n{}",
+        seen.join("\n")
+    );
+    send_sigterm(&server.0);
+    assert!(wait_exit(&mut server).success());
+    let log = Log::open(&partition_dir, LogConfig::default(), Arc::new(SystemClock)).expect("reopen");
+    assert_eq!(log.end_offset(), kept);
+}
+
+#[test]
+fn log_verify_reports_corruption_in_a_closed_segment() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let partition_dir = temp.path().join("events-0");
+    let config = LogConfig { segment_bytes: 1024, ..LogConfig::default() };
+    {
+        let log = Log::open(&partition_dir, config, Arc::new(SystemClock)).expect("open");
+        for index in 0..40u8 {
+            log.append_durable(&mut encode_batch(1_000, &[(None, &[index; 60])])).expect("append");
+        }
+        assert!(log.segment_count() > 2);
+        log.close().expect("close");
+    }
+    let output = Command::new(BINARY).args(["log", "verify"]).arg(&partition_dir).output().expect("run");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok: "));
+
+    // Flip a byte inside a record of the first (closed) segment.
+    let segment = partition_dir.join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).expect("read");
+    bytes[100] ^= 0xff;
+    std::fs::write(&segment, &bytes).expect("write");
+    let output = Command::new(BINARY).args(["log", "verify"]).arg(&partition_dir).output().expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("corrupt segment") && stderr.contains("00000000000000000000.log"), "{stderr}");
+}
+
+#[test]
+fn a_bad_setting_is_a_clear_error() {
+    let output = Command::new(BINARY).args(["serve", "--fsync", "sometimes"]).output().expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown fsync policy \"sometimes\""), "{stderr}");
+}
