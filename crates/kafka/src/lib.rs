@@ -1,0 +1,19 @@
+//! Tidewater's Kafka protocol server: framing, version negotiation, request decoding and
+//! dispatch, response encoding, and connection limits.
+//!
+//! Architecture invariant: this crate holds no business state. It knows what a frame, a request
+//! header and a supported version are; what a produce *does* is the `Handler`'s business (the
+//! broker crate). Message types come from the `kafka-protocol` crate and are re-exported so the
+//! broker does not depend on it separately.
+
+pub mod codec;
+pub mod frame;
+pub mod server;
+pub mod versions;
+
+pub use kafka_protocol;
+pub use kafka_protocol::ResponseError;
+
+pub use crate::codec::{decode_request, encode_response, DecodeError, Request};
+pub use crate::server::{serve, ConnectionInfo, Handler, Reply, ReplyFuture, ServerConfig};
+pub use crate::versions::{ApiRange, SupportedVersions};

@@ -1,0 +1,265 @@
+//! The TCP side of the Kafka protocol: accepting connections, reading frames, dispatching
+//! decoded requests to a `Handler` and writing responses back in request order.
+//!
+//! Each connection has a reader (this task) and a writer task joined by a bounded queue of
+//! in-flight requests. The reader decodes a frame, starts its handler on its own task and queues
+//! the task's handle; the writer awaits the handles in queue order. So requests on one connection
+//! run concurrently (a long-polling fetch does not hold up a produce behind it), while responses
+//! leave in the order the requests came, as Kafka clients require. When the queue is full the
+//! reader stops reading: that is the per-connection in-flight limit, and it is backpressure, not
+//! an error.
+//!
+//! A bad frame (oversized, undecodable, an unsupported version) closes that one connection with a
+//! log line. A handler that panics closes its connection too; the server and every other
+//! connection carry on.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::codec::{self, DecodeError, Request};
+use crate::frame;
+use crate::versions::SupportedVersions;
+
+/// What a handler returns for one request.
+#[derive(Debug)]
+pub enum Reply {
+    Response(ResponseKind),
+    /// Send nothing back: a produce with acks=0.
+    NoResponse,
+}
+
+pub type ReplyFuture = Pin<Box<dyn Future<Output = Reply> + Send + 'static>>;
+
+/// The broker's side of the protocol: turns a typed request into a typed reply. The server
+/// answers ApiVersions itself from `supported_versions`.
+pub trait Handler: Send + Sync + 'static {
+    fn supported_versions(&self) -> &SupportedVersions;
+    fn handle(&self, request: Request, connection: &ConnectionInfo) -> ReplyFuture;
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub peer: SocketAddr,
+    pub connection_id: u64,
+}
+
+/// Kafka's `connections.max.idle.ms` default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Requests one connection may have in flight before the server stops reading from it.
+/// librdkafka pipelines up to 5 produce requests per partition leader for idempotence, and
+/// consumers keep a fetch outstanding beside heartbeats and commits.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
+/// Connections open at once; further clients wait in the listen backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// How long shutdown waits for connections to finish their in-flight requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub max_request_bytes: usize,
+    pub max_connections: usize,
+    pub max_in_flight_per_connection: usize,
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_request_bytes: frame::DEFAULT_MAX_REQUEST_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` turns true, then stops reading new
+/// requests, lets every connection answer what it has in flight (up to `SHUTDOWN_GRACE`) and
+/// returns.
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    handler: Arc<dyn Handler>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let connection_slots = Arc::new(Semaphore::new(config.max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    let mut next_connection_id = 0u64;
+    loop {
+        // Take a slot before accepting, so clients beyond the limit wait in the backlog.
+        let slot = tokio::select! {
+            slot = connection_slots.clone().acquire_owned() => slot,
+            _ = shutdown.changed() => break,
+        };
+        let Ok(slot) = slot else { break };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: say so, back off briefly, carry on.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        next_connection_id += 1;
+        let info = ConnectionInfo { peer, connection_id: next_connection_id };
+        let connection = Connection { config: config.clone(), handler: handler.clone(), info };
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            connection.run(stream, shutdown).await;
+            drop(slot);
+        });
+        // Reap finished connections so the set does not grow with every client ever seen.
+        while connections.try_join_next().is_some() {}
+    }
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(remaining = connections.len(), "connections still busy after the shutdown grace period");
+        connections.abort_all();
+    }
+}
+
+struct Connection {
+    config: ServerConfig,
+    handler: Arc<dyn Handler>,
+    info: ConnectionInfo,
+}
+
+/// A request whose reply the writer sends once its task finishes.
+struct InFlight {
+    correlation_id: i32,
+    api_key: ApiKey,
+    api_version: i16,
+    reply: JoinHandle<Reply>,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
+        let peer = self.info.peer;
+        tracing::debug!(%peer, connection_id = self.info.connection_id, "connection opened");
+        let (mut reader, writer) = stream.into_split();
+        let (queue, replies) = mpsc::channel(self.config.max_in_flight_per_connection.max(1));
+        let writer = tokio::spawn(write_replies(writer, replies, peer));
+        let mut buffer = BytesMut::with_capacity(64 * 1024);
+        let close_reason = 'read: loop {
+            loop {
+                match frame::check(&buffer, self.config.max_request_bytes) {
+                    Ok(Some(len)) => {
+                        let payload = buffer.split_to(len).freeze().slice(frame::SIZE_PREFIX_BYTES..);
+                        if let Err(reason) = self.dispatch(payload, &queue).await {
+                            break 'read reason;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => break 'read format!("bad frame: {error}"),
+                }
+            }
+            // Make room for the whole frame once its size is known (`check` has already
+            // refused sizes over the limit).
+            if let Some(needed) = frame_size(&buffer) {
+                buffer.reserve(needed.saturating_sub(buffer.len()));
+            }
+            let read = tokio::select! {
+                read = tokio::time::timeout(self.config.idle_timeout, reader.read_buf(&mut buffer)) => read,
+                _ = shutdown.changed() => break 'read "server shutting down".to_string(),
+            };
+            match read {
+                Ok(Ok(0)) => break "closed by client".to_string(),
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => break format!("read failed: {error}"),
+                Err(_) => break format!("idle for {:?}", self.config.idle_timeout),
+            }
+        };
+        // Let the writer answer everything already accepted, then close.
+        drop(queue);
+        let _ = writer.await;
+        tracing::debug!(%peer, reason = %close_reason, "connection closed");
+    }
+
+    /// Decodes one request and queues its reply. An error closes the connection.
+    async fn dispatch(&self, payload: Bytes, queue: &mpsc::Sender<InFlight>) -> Result<(), String> {
+        let supported = self.handler.supported_versions();
+        let request = match codec::decode_request(payload, supported) {
+            Ok(request) => request,
+            Err(DecodeError::UnsupportedVersion { api_key: ApiKey::ApiVersions, api_version, correlation_id }) => {
+                // KIP-511: answer in v0 with our ranges so the client can pick a version.
+                let response = supported.api_versions_response(true);
+                let reply = tokio::spawn(async move { Reply::Response(ResponseKind::ApiVersions(response)) });
+                tracing::debug!(peer = %self.info.peer, api_version, "unsupported ApiVersions version");
+                let in_flight = InFlight { correlation_id, api_key: ApiKey::ApiVersions, api_version: 0, reply };
+                return queue.send(in_flight).await.map_err(|_| "writer gone".to_string());
+            }
+            Err(error) => {
+                tracing::warn!(peer = %self.info.peer, %error, "closing connection after a bad request");
+                return Err(error.to_string());
+            }
+        };
+        let correlation_id = request.header.correlation_id;
+        let (api_key, api_version) = (request.api_key, request.api_version);
+        let reply = match &request.body {
+            RequestKind::ApiVersions(_) => {
+                let response = supported.api_versions_response(false);
+                tokio::spawn(async move { Reply::Response(ResponseKind::ApiVersions(response)) })
+            }
+            _ => tokio::spawn(self.handler.handle(request, &self.info)),
+        };
+        queue
+            .send(InFlight { correlation_id, api_key, api_version, reply })
+            .await
+            .map_err(|_| "writer gone".to_string())
+    }
+}
+
+/// The size of the frame at the front of `buffer`, prefix included, if its prefix is there.
+fn frame_size(buffer: &[u8]) -> Option<usize> {
+    let prefix = buffer.get(..frame::SIZE_PREFIX_BYTES)?;
+    let size = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+    usize::try_from(size).ok().map(|size| size + frame::SIZE_PREFIX_BYTES)
+}
+
+/// Writes replies in request order. Stops at the first failure (a panicked handler, an encode
+/// error, a broken socket), which closes the connection.
+async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<InFlight>, peer: SocketAddr) {
+    while let Some(in_flight) = replies.recv().await {
+        let reply = match in_flight.reply.await {
+            Ok(reply) => reply,
+            Err(error) => {
+                tracing::error!(%peer, api_key = ?in_flight.api_key, %error, "request handler failed; closing connection");
+                break;
+            }
+        };
+        let Reply::Response(body) = reply else { continue };
+        let bytes = match codec::encode_response(in_flight.correlation_id, in_flight.api_key, in_flight.api_version, &body) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%peer, %error, "could not encode a response; closing connection");
+                break;
+            }
+        };
+        if let Err(error) = writer.write_all(&bytes).await {
+            tracing::debug!(%peer, %error, "write failed");
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
