@@ -119,6 +119,16 @@ impl LogDir {
         Ok(log)
     }
 
+    /// Stops managing a log and closes it (flushing what it has), leaving its files for the
+    /// caller to delete. Readers that still hold the log get `LogError::Closed`.
+    pub fn remove(&self, topic_partition: &TopicPartition) -> Option<Arc<Log>> {
+        let log = self.lock().remove(topic_partition)?;
+        if let Err(error) = log.close() {
+            tracing::warn!(%topic_partition, %error, "closing a removed log failed");
+        }
+        Some(log)
+    }
+
     pub fn logs(&self) -> Vec<(TopicPartition, Arc<Log>)> {
         self.lock().iter().map(|(topic_partition, log)| (topic_partition.clone(), log.clone())).collect()
     }

@@ -32,7 +32,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::batch::{self, BatchError, BatchHeader, NO_TIMESTAMP};
 use crate::clock::Clock;
@@ -84,7 +84,8 @@ pub struct VerifyReport {
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
-    config: LogConfig,
+    /// Replaced whole by `set_config`; read through `config()`.
+    config: RwLock<LogConfig>,
     clock: Arc<dyn Clock>,
     segments: Mutex<Segments>,
     sync: Mutex<SyncState>,
@@ -195,7 +196,7 @@ impl Log {
         let end_offset = active.summary.next_offset;
         Ok(Log {
             dir,
-            config,
+            config: RwLock::new(config),
             clock,
             segments: Mutex::new(Segments {
                 active,
@@ -219,8 +220,24 @@ impl Log {
         &self.dir
     }
 
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    /// The current configuration (a copy: `set_config` may replace it at any time).
+    pub fn config(&self) -> LogConfig {
+        self.config.read().expect("log config lock poisoned by a panic").clone()
+    }
+
+    /// Replaces the configuration of an open log, as a topic config change does. Size, age and
+    /// retention limits apply from the next append or tick; the fsync policy and index interval
+    /// cannot change while the log is open (they shape what is already on disk and in flight).
+    pub fn set_config(&self, config: LogConfig) -> Result<(), LogError> {
+        config.validate()?;
+        let mut current = self.config.write().expect("log config lock poisoned by a panic");
+        if config.fsync != current.fsync || config.index_interval_bytes != current.index_interval_bytes {
+            return Err(LogError::InvalidConfig {
+                reason: "fsync and index_interval_bytes cannot change while the log is open".to_string(),
+            });
+        }
+        *current = config;
+        Ok(())
     }
 
     /// Appends one or more whole v2 batches (a Kafka produce request's `records` for one
@@ -268,7 +285,7 @@ impl Log {
     /// acks=all is answered after.
     pub fn append_durable(&self, records: &mut [u8]) -> Result<Appended, LogError> {
         let appended = self.append(records)?;
-        if self.config.fsync == FsyncPolicy::Always {
+        if self.config().fsync == FsyncPolicy::Always {
             self.wait_durable(appended.next_offset)?;
         }
         Ok(appended)
@@ -478,10 +495,10 @@ impl Log {
                 return Ok(0);
             }
             let active = &segments.active;
-            if !active.summary.is_empty() && now - active.created_ms >= self.config.segment_ms {
+            if !active.summary.is_empty() && now - active.created_ms >= self.config().segment_ms {
                 self.roll(&mut segments, now)?;
             }
-            match self.config.fsync {
+            match self.config().fsync {
                 FsyncPolicy::Interval(interval)
                     if now - segments.last_sync_ms >= interval.as_millis() as i64 =>
                 {
@@ -503,6 +520,7 @@ impl Log {
     /// start offset moves to the first remaining segment.
     pub fn apply_retention(&self) -> Result<usize, LogError> {
         let now = self.clock.now_ms();
+        let config = self.config();
         let mut segments = self.lock_segments();
         let mut total_size: u64 =
             segments.closed.values().map(|segment| segment.size).sum::<u64>() + segments.active.summary.size;
@@ -513,9 +531,9 @@ impl Log {
             } else {
                 oldest.max_timestamp
             };
-            let expired = self.config.retention_ms >= 0 && now - newest_ms > self.config.retention_ms;
-            let oversized = self.config.retention_bytes >= 0
-                && total_size - oldest.size >= self.config.retention_bytes as u64;
+            let expired = config.retention_ms >= 0 && now - newest_ms > config.retention_ms;
+            let oversized =
+                config.retention_bytes >= 0 && total_size - oldest.size >= config.retention_bytes as u64;
             if !(expired || oversized) {
                 break;
             }
@@ -557,13 +575,13 @@ impl Log {
         for (base, next_offset, path) in closed {
             let file = File::open(&path).map_err(|error| LogError::io("open", &path, error))?;
             let summary =
-                check_whole_segment(&file, &path, base, next_offset, self.config.index_interval_bytes)?;
+                check_whole_segment(&file, &path, base, next_offset, self.config().index_interval_bytes)?;
             report.segments += 1;
             report.bytes += summary.size;
         }
         let path = SegmentPaths::new(&self.dir, active_base).data;
         let file = File::open(&path).map_err(|error| LogError::io("open", &path, error))?;
-        let (summary, damage) = segment::recover(&file, active_base, self.config.index_interval_bytes)
+        let (summary, damage) = segment::recover(&file, active_base, self.config().index_interval_bytes)
             .map_err(|error| LogError::io("read", &path, error))?;
         if let Some(damage) = damage.filter(|damage| damage.position < active_size) {
             return Err(LogError::Corrupt { path, position: damage.position, reason: damage.reason });
@@ -595,7 +613,7 @@ impl Log {
         if records.is_empty() {
             return Err(LogError::EmptyAppend);
         }
-        let limit = self.config.max_batch_bytes;
+        let limit = self.config().max_batch_bytes;
         let mut headers = Vec::new();
         let mut position = 0;
         while position < records.len() {
@@ -616,8 +634,9 @@ impl Log {
         if active.summary.is_empty() {
             return false;
         }
-        let too_big = active.summary.size + append_bytes > self.config.segment_bytes;
-        let too_old = now - active.created_ms >= self.config.segment_ms;
+        let config = self.config();
+        let too_big = active.summary.size + append_bytes > config.segment_bytes;
+        let too_old = now - active.created_ms >= config.segment_ms;
         // Index entries hold offsets relative to the segment's base as u32.
         let offsets_overflow =
             active.summary.next_offset + offset_count - active.summary.base_offset > i64::from(u32::MAX);
@@ -638,7 +657,7 @@ impl Log {
             old.summary.push_time_entry();
             old.summary.index.write(&old.paths.offset_index, &old.paths.time_index)?;
         }
-        let new_active = create_segment(&self.dir, new_base, self.config.index_interval_bytes, now)?;
+        let new_active = create_segment(&self.dir, new_base, self.config().index_interval_bytes, now)?;
         let old = std::mem::replace(&mut segments.active, new_active);
         let summary = old.summary;
         segments.closed.insert(
@@ -653,7 +672,7 @@ impl Log {
                 loaded: Some(Arc::new(LoadedSegment { file: old.file, index: summary.index })),
             },
         );
-        segments.touch_loaded(summary.base_offset, self.config.open_segments_max);
+        segments.touch_loaded(summary.base_offset, self.config().open_segments_max);
         let mut state = lock(&self.sync);
         state.durable_offset = state.durable_offset.max(new_base);
         tracing::debug!(dir = %self.dir.display(), base_offset = new_base, "rolled segment");
@@ -750,7 +769,7 @@ impl Log {
                             &paths.data,
                             base,
                             segment.next_offset,
-                            self.config.index_interval_bytes,
+                            self.config().index_interval_bytes,
                         )?;
                         summary.index.write(&paths.offset_index, &paths.time_index)?;
                         summary.index
@@ -761,7 +780,7 @@ impl Log {
                 loaded
             }
         };
-        segments.touch_loaded(base, self.config.open_segments_max);
+        segments.touch_loaded(base, self.config().open_segments_max);
         Ok(loaded)
     }
 

@@ -1,59 +1,103 @@
 //! `tidewater serve`: the server's lifecycle. It opens the data directory (recovering every
-//! log), runs housekeeping on a timer, and on Ctrl-C or SIGTERM flushes and closes every log
-//! before exiting. The Kafka listener joins here in the broker issue.
+//! log), starts the Kafka listener and a housekeeping timer, and on Ctrl-C or SIGTERM stops
+//! accepting, answers the requests already in flight, then flushes and closes every log.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tidewater_log::{LogConfig, LogDir, SystemClock};
+use tidewater_broker::{Broker, BrokerConfig, BrokerHandler};
+use tidewater_kafka::ServerConfig;
+use tidewater_log::{LogConfig, SystemClock};
 
 use crate::cli::ServeArgs;
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let log_config = LogConfig {
+    let log_defaults = LogConfig {
         fsync: args.fsync,
         segment_bytes: args.segment_bytes,
         retention_ms: args.retention_ms,
         retention_bytes: args.retention_bytes,
+        max_batch_bytes: args.max_batch_bytes,
         ..LogConfig::default()
     };
-    log_config.validate().context("invalid log settings")?;
+    log_defaults.validate().context("invalid log settings")?;
+    anyhow::ensure!(
+        (1..=tidewater_broker::PARTITIONS_PER_TOPIC_MAX).contains(&args.default_partitions),
+        "--default-partitions must be between 1 and {}",
+        tidewater_broker::PARTITIONS_PER_TOPIC_MAX
+    );
+    let advertised = args.kafka_advertised.clone().unwrap_or_else(|| args.kafka_listen.to_string());
+    let (advertised_host, advertised_port) = advertised
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host.trim_matches(['[', ']']).to_string(), port.parse::<u16>().ok()?)))
+        .with_context(|| format!("--kafka-advertised {advertised:?} is not host:port"))?;
+    let broker_config = BrokerConfig {
+        data_dir: args.data_dir.clone(),
+        node_id: args.node_id,
+        advertised_host,
+        advertised_port,
+        auto_create_topics: args.auto_create_topics,
+        default_partitions: args.default_partitions,
+        log_defaults,
+    };
+    let server_config = ServerConfig {
+        max_request_bytes: args.max_request_bytes,
+        max_connections: args.max_connections.max(1),
+        max_in_flight_per_connection: args.max_in_flight_per_connection.max(1),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tidewater")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, log_config))
+    runtime.block_on(serve(args, broker_config, server_config))
 }
 
-async fn serve(args: ServeArgs, log_config: LogConfig) -> anyhow::Result<()> {
-    let data_dir = args.data_dir.clone();
+async fn serve(
+    args: ServeArgs,
+    broker_config: BrokerConfig,
+    server_config: ServerConfig,
+) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    // Installed first: a SIGTERM that arrives during recovery must still shut down cleanly.
+    let shutdown = ShutdownSignal::install()?;
     // Opening recovers every log: blocking file I/O, so it runs off the async threads.
-    let logs = tokio::task::spawn_blocking(move || {
-        LogDir::open(&data_dir, Arc::new(SystemClock), |_| log_config.clone())
-    })
-    .await
-    .context("recovery task failed")?
-    .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
-    let logs = Arc::new(logs);
-    let partitions = logs.logs();
-    let bytes: u64 = partitions.iter().map(|(_, log)| log.size_bytes()).sum();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(broker_config, Arc::new(SystemClock)))
+        .await
+        .context("recovery task failed")?
+        .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
+    let broker = Arc::new(broker);
+    let listener = tokio::net::TcpListener::bind(args.kafka_listen)
+        .await
+        .with_context(|| format!("binding the Kafka listener to {}", args.kafka_listen))?;
+    let topics = broker.topics();
     tracing::info!(
         data_dir = %args.data_dir.display(),
-        partitions = partitions.len(),
-        bytes,
+        topics = topics.len(),
+        partitions = topics.iter().map(|topic| topic.partitions.len()).sum::<usize>(),
         fsync = %args.fsync,
+        kafka = %listener.local_addr().map(|address| address.to_string()).unwrap_or_default(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "data directory recovered; tidewater is running"
     );
 
-    let housekeeping = tokio::spawn(housekeeping(logs.clone(), Duration::from_millis(args.housekeeping_interval_ms.max(1))));
-    let signal = shutdown_signal().await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let handler = Arc::new(BrokerHandler::new(broker.clone()));
+    let server = tokio::spawn(tidewater_kafka::serve(listener, server_config, handler, stopped));
+    let housekeeping = tokio::spawn(housekeeping(
+        broker.clone(),
+        Duration::from_millis(args.housekeeping_interval_ms.max(1)),
+    ));
+    let signal = shutdown.wait().await?;
     tracing::info!(signal, "shutting down");
+    let _ = stop.send(true);
+    // Long-polling fetches answer now rather than at their deadline.
+    broker.begin_shutdown();
+    server.await.context("Kafka listener task failed")?;
     housekeeping.abort();
-    let closing = logs.clone();
+    let closing = broker.clone();
     tokio::task::spawn_blocking(move || closing.close())
         .await
         .context("shutdown task failed")?
@@ -63,28 +107,38 @@ async fn serve(args: ServeArgs, log_config: LogConfig) -> anyhow::Result<()> {
 }
 
 /// Rolls old segments, runs interval fsyncs and applies retention, once per `interval`.
-async fn housekeeping(logs: Arc<LogDir>, interval: Duration) {
+async fn housekeeping(broker: Arc<Broker>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let logs = logs.clone();
-        let failures = tokio::task::spawn_blocking(move || logs.tick()).await.unwrap_or_default();
-        for (topic_partition, error) in failures {
-            tracing::error!(%topic_partition, %error, "housekeeping failed");
+        let broker = broker.clone();
+        if let Err(error) = tokio::task::spawn_blocking(move || broker.tick()).await {
+            tracing::error!(%error, "housekeeping task failed");
         }
     }
 }
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM and says which arrived.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => {
-            result.context("waiting for Ctrl-C")?;
-            Ok("SIGINT")
+/// Ctrl-C (SIGINT) and SIGTERM, caught from the moment `install` returns.
+struct ShutdownSignal {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignal {
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    /// Waits for either signal and says which arrived.
+    async fn wait(mut self) -> anyhow::Result<&'static str> {
+        tokio::select! {
+            _ = self.interrupt.recv() => Ok("SIGINT"),
+            _ = self.terminate.recv() => Ok("SIGTERM"),
         }
-        _ = terminate.recv() => Ok("SIGTERM"),
     }
 }

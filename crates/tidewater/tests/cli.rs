@@ -27,7 +27,7 @@ impl Drop for ChildGuard {
 /// Starts `tidewater serve` on `data_dir` and returns it with a channel of its stderr lines.
 fn start_server(data_dir: &Path) -> (ChildGuard, mpsc::Receiver<String>) {
     let mut child = Command::new(BINARY)
-        .args(["serve", "--data-dir"])
+        .args(["serve", "--kafka-listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

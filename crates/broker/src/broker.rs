@@ -1,0 +1,411 @@
+//! The broker's state: topics and their partitions over the log directory, the broker's
+//! metadata file, and the high watermark each partition exposes to consumers.
+//!
+//! All methods here are blocking (file I/O, fsync); the API handlers call them from
+//! `spawn_blocking`. Admin changes (create, delete, add partitions, alter configs) are serialised
+//! by the metadata store's lock and always save the metadata file before touching partition
+//! directories.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use tidewater_kafka::ResponseError;
+use tidewater_log::{Clock, FsyncPolicy, Log, LogConfig, LogDir, TopicPartition};
+use uuid::Uuid;
+
+use crate::error::BrokerError;
+use crate::meta::{MetaStore, TopicMeta};
+use crate::topic_config::{self, TopicConfigs};
+
+/// Partitions one topic may have.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+/// Suffix a partition directory gets while its topic is being deleted; cleaned up on start.
+const DELETING_SUFFIX: &str = ".deleting";
+
+/// Settings of the broker as a whole.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Where the metadata file and every partition directory live.
+    pub data_dir: std::path::PathBuf,
+    pub node_id: i32,
+    /// The host and port clients are told to connect to (Metadata, DescribeCluster).
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    /// Create a topic when a producer or a metadata request names one that does not exist.
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic, and of a created one that asks for the default.
+    pub default_partitions: i32,
+    /// Log settings of every topic that does not override them.
+    pub log_defaults: LogConfig,
+}
+
+/// An error for one topic or partition in a response: a Kafka code and a message for humans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ResponseError, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into() }
+    }
+}
+
+/// One topic as the broker serves it. Replaced whole (copy on write) when it changes.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub configs: TopicConfigs,
+    pub partitions: Vec<Arc<Log>>,
+}
+
+#[derive(Debug)]
+pub struct Broker {
+    pub config: BrokerConfig,
+    logs: LogDir,
+    meta: Mutex<MetaStore>,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    cluster_id: String,
+    /// Woken whenever a partition's high watermark moves, so long-polling fetches re-check.
+    pub data_arrived: tokio::sync::Notify,
+    shutting_down: std::sync::atomic::AtomicBool,
+}
+
+impl Broker {
+    /// Opens the data directory: reads the metadata file, recovers every partition log, creates
+    /// partitions the metadata names but the disk lacks, and finishes interrupted deletes.
+    pub fn open(config: BrokerConfig, clock: Arc<dyn Clock>) -> Result<Broker, BrokerError> {
+        let root = config.data_dir.clone();
+        fs::create_dir_all(&root)
+            .map_err(|error| BrokerError::Meta { path: root.clone(), reason: error.to_string() })?;
+        remove_interrupted_deletes(&root);
+        let meta = MetaStore::open(&root)?;
+        let topic_log_config = |topic: &str| -> LogConfig {
+            meta.meta
+                .topics
+                .get(topic)
+                .and_then(|topic| topic_config::log_config(&config.log_defaults, &topic.configs).ok())
+                .unwrap_or_else(|| config.log_defaults.clone())
+        };
+        let logs = LogDir::open(&root, clock, |topic_partition| topic_log_config(&topic_partition.topic))?;
+        let mut topics = BTreeMap::new();
+        for (name, topic_meta) in &meta.meta.topics {
+            let log_config = topic_log_config(name);
+            let mut partitions = Vec::new();
+            for index in 0..topic_meta.partitions {
+                let topic_partition = TopicPartition::new(name.clone(), index)?;
+                partitions.push(logs.get_or_create(&topic_partition, log_config.clone())?);
+            }
+            let topic = Topic {
+                name: name.clone(),
+                id: topic_meta.topic_id,
+                configs: topic_meta.configs.clone(),
+                partitions,
+            };
+            topics.insert(name.clone(), Arc::new(topic));
+        }
+        for (topic_partition, _) in logs.logs() {
+            if !topics.contains_key(&topic_partition.topic) {
+                tracing::warn!(%topic_partition, "partition directory belongs to no known topic; it is kept but not served");
+            }
+        }
+        let cluster_id = meta.meta.cluster_id.clone();
+        Ok(Broker {
+            config,
+            logs,
+            meta: Mutex::new(meta),
+            topics: RwLock::new(topics),
+            cluster_id,
+            data_arrived: tokio::sync::Notify::new(),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.read_topics().get(name).cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.read_topics().values().cloned().collect()
+    }
+
+    /// The log of one partition, or UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Log>, ApiError> {
+        self.topic(topic)
+            .and_then(|topic| {
+                usize::try_from(partition).ok().and_then(|index| topic.partitions.get(index).cloned())
+            })
+            .ok_or_else(|| {
+                ApiError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("{topic}-{partition} does not exist"),
+                )
+            })
+    }
+
+    /// The topic, auto-created with the default partition count if allowed and missing.
+    pub fn topic_or_create(&self, name: &str, allow_auto_create: bool) -> Result<Arc<Topic>, ApiError> {
+        if let Some(topic) = self.topic(name) {
+            return Ok(topic);
+        }
+        if !(allow_auto_create && self.config.auto_create_topics) {
+            return Err(ApiError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            ));
+        }
+        match self.create_topic(name, -1, TopicConfigs::new(), false) {
+            Ok(topic) => Ok(topic),
+            // Another request created it meanwhile.
+            Err(error) if error.code == ResponseError::TopicAlreadyExists => self.topic(name).ok_or(error),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The offset up to which consumers may read. Under `fsync = always` that is what is on disk,
+    /// so a consumer never sees a record that a crash could take back; otherwise it is the log
+    /// end offset, as in Kafka with a single replica.
+    pub fn high_watermark(&self, log: &Log) -> i64 {
+        match log.config().fsync {
+            FsyncPolicy::Always => log.durable_offset(),
+            FsyncPolicy::Interval(_) | FsyncPolicy::Never => log.end_offset(),
+        }
+    }
+
+    /// Creates a topic. `partitions` of -1 means the default. With `validate_only` nothing changes.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: TopicConfigs,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, ApiError> {
+        TopicPartition::new(name, 0)
+            .map_err(|error| ApiError::new(ResponseError::InvalidTopicException, error.to_string()))?;
+        let partitions = if partitions == -1 { self.config.default_partitions } else { partitions };
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            return Err(ApiError::new(
+                ResponseError::InvalidPartitions,
+                format!("partition count {partitions} is outside 1..={PARTITIONS_PER_TOPIC_MAX}"),
+            ));
+        }
+        let log_config = topic_config::log_config(&self.config.log_defaults, &configs)
+            .map_err(|reason| ApiError::new(ResponseError::InvalidConfig, reason))?;
+        let mut meta = self.lock_meta();
+        if meta.meta.topics.contains_key(name) {
+            return Err(ApiError::new(
+                ResponseError::TopicAlreadyExists,
+                format!("topic {name} already exists"),
+            ));
+        }
+        let topic_id = Uuid::new_v4();
+        if validate_only {
+            return Ok(Arc::new(Topic {
+                name: name.to_string(),
+                id: topic_id,
+                configs,
+                partitions: Vec::new(),
+            }));
+        }
+        meta.meta
+            .topics
+            .insert(name.to_string(), TopicMeta { topic_id, partitions, configs: configs.clone() });
+        if let Err(error) = meta.save() {
+            meta.meta.topics.remove(name);
+            return Err(storage_error(error));
+        }
+        let mut logs = Vec::new();
+        for index in 0..partitions {
+            let topic_partition =
+                TopicPartition::new(name, index).map_err(|error| storage_error(error.into()))?;
+            logs.push(
+                self.logs
+                    .get_or_create(&topic_partition, log_config.clone())
+                    .map_err(|error| storage_error(error.into()))?,
+            );
+        }
+        let topic = Arc::new(Topic { name: name.to_string(), id: topic_id, configs, partitions: logs });
+        self.write_topics().insert(name.to_string(), topic.clone());
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, name: &str) -> Result<Uuid, ApiError> {
+        let mut meta = self.lock_meta();
+        let Some(removed) = meta.meta.topics.remove(name) else {
+            return Err(ApiError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            ));
+        };
+        if let Err(error) = meta.save() {
+            meta.meta.topics.insert(name.to_string(), removed);
+            return Err(storage_error(error));
+        }
+        self.write_topics().remove(name);
+        for index in 0..removed.partitions {
+            let Ok(topic_partition) = TopicPartition::new(name, index) else { continue };
+            if let Some(log) = self.logs.remove(&topic_partition) {
+                // Rename first so a crash mid-delete leaves a directory the next start removes.
+                let dir = log.dir().to_path_buf();
+                let mut deleting = dir.clone().into_os_string();
+                deleting.push(DELETING_SUFFIX);
+                if let Err(error) = fs::rename(&dir, &deleting).and_then(|()| fs::remove_dir_all(&deleting)) {
+                    tracing::warn!(%topic_partition, %error, "could not remove a deleted partition's files");
+                }
+            }
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(removed.topic_id)
+    }
+
+    /// Raises a topic's partition count to `count`.
+    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), ApiError> {
+        let mut meta = self.lock_meta();
+        let Some(topic_meta) = meta.meta.topics.get(name).cloned() else {
+            return Err(ApiError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            ));
+        };
+        if count <= topic_meta.partitions || count > PARTITIONS_PER_TOPIC_MAX {
+            return Err(ApiError::new(
+                ResponseError::InvalidPartitions,
+                format!(
+                    "topic {name} has {} partitions; the new count must be larger and at most {PARTITIONS_PER_TOPIC_MAX}, not {count}",
+                    topic_meta.partitions
+                ),
+            ));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let log_config = topic_config::log_config(&self.config.log_defaults, &topic_meta.configs)
+            .map_err(|reason| ApiError::new(ResponseError::InvalidConfig, reason))?;
+        meta.meta.topics.insert(name.to_string(), TopicMeta { partitions: count, ..topic_meta.clone() });
+        if let Err(error) = meta.save() {
+            meta.meta.topics.insert(name.to_string(), topic_meta);
+            return Err(storage_error(error));
+        }
+        let Some(old) = self.topic(name) else {
+            return Err(ApiError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic {name} vanished"),
+            ));
+        };
+        let mut partitions = old.partitions.clone();
+        for index in old.partitions.len() as i32..count {
+            let topic_partition =
+                TopicPartition::new(name, index).map_err(|error| storage_error(error.into()))?;
+            partitions.push(
+                self.logs
+                    .get_or_create(&topic_partition, log_config.clone())
+                    .map_err(|error| storage_error(error.into()))?,
+            );
+        }
+        let topic = Topic { name: old.name.clone(), id: old.id, configs: old.configs.clone(), partitions };
+        self.write_topics().insert(name.to_string(), Arc::new(topic));
+        tracing::info!(topic = name, partitions = count, "added partitions");
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides with `configs` (already merged by the caller).
+    pub fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: TopicConfigs,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let log_config = topic_config::log_config(&self.config.log_defaults, &configs)
+            .map_err(|reason| ApiError::new(ResponseError::InvalidConfig, reason))?;
+        let mut meta = self.lock_meta();
+        let Some(topic_meta) = meta.meta.topics.get(name).cloned() else {
+            return Err(ApiError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            ));
+        };
+        if validate_only {
+            return Ok(());
+        }
+        meta.meta
+            .topics
+            .insert(name.to_string(), TopicMeta { configs: configs.clone(), ..topic_meta.clone() });
+        if let Err(error) = meta.save() {
+            meta.meta.topics.insert(name.to_string(), topic_meta);
+            return Err(storage_error(error));
+        }
+        let Some(old) = self.topic(name) else {
+            return Err(ApiError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic {name} vanished"),
+            ));
+        };
+        for log in &old.partitions {
+            log.set_config(log_config.clone()).map_err(|error| storage_error(error.into()))?;
+        }
+        let topic = Topic { name: old.name.clone(), id: old.id, configs, partitions: old.partitions.clone() };
+        self.write_topics().insert(name.to_string(), Arc::new(topic));
+        tracing::info!(topic = name, "changed topic configs");
+        Ok(())
+    }
+
+    /// Makes long-polling fetches answer now instead of waiting out their time, for shutdown.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.data_arrived.notify_waiters();
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Housekeeping for every partition: segment age, interval fsync, retention.
+    pub fn tick(&self) {
+        for (topic_partition, error) in self.logs.tick() {
+            tracing::error!(%topic_partition, %error, "housekeeping failed");
+        }
+    }
+
+    /// Flushes and closes every partition log.
+    pub fn close(&self) -> Result<(), BrokerError> {
+        Ok(self.logs.close()?)
+    }
+
+    fn lock_meta(&self) -> MutexGuard<'_, MetaStore> {
+        self.meta.lock().expect("broker metadata mutex poisoned by a panic")
+    }
+
+    fn read_topics(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
+        self.topics.read().expect("topic table lock poisoned by a panic")
+    }
+
+    fn write_topics(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Topic>>> {
+        self.topics.write().expect("topic table lock poisoned by a panic")
+    }
+}
+
+fn storage_error(error: BrokerError) -> ApiError {
+    tracing::error!(%error, "storage error during an admin operation");
+    ApiError::new(ResponseError::KafkaStorageError, error.to_string())
+}
+
+/// Removes partition directories left half-deleted by a crash during DeleteTopics.
+fn remove_interrupted_deletes(root: &std::path::Path) {
+    let Ok(entries) = fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().ends_with(DELETING_SUFFIX) {
+            if let Err(error) = fs::remove_dir_all(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), %error, "could not finish deleting");
+            }
+        }
+    }
+}

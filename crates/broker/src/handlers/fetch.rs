@@ -1,0 +1,136 @@
+//! Fetch: whole batches from each partition, up to the high watermark, with long polling.
+//!
+//! A fetch that finds fewer than `min_bytes` waits, up to `max_wait_ms`, for a produce to move
+//! some high watermark (`Broker::data_arrived`), then reads again. Byte limits follow Kafka: each
+//! partition gets at most `partition_max_bytes` and the response at most `max_bytes`, except that
+//! the first batch is always whole even when it is larger, so a consumer can never get stuck
+//! behind one big batch (KIP-74). Batches are sent as the log stores them, never re-encoded.
+//!
+//! Fetch sessions (KIP-227) are declined by answering session id 0, which tells clients to send
+//! full fetch requests; isolation levels are honoured through the last stable offset, which
+//! equals the high watermark until transactions exist.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tidewater_kafka::kafka_protocol::messages::fetch_request::FetchRequest;
+use tidewater_kafka::kafka_protocol::messages::fetch_response::{
+    FetchResponse, FetchableTopicResponse, PartitionData,
+};
+use tidewater_kafka::ResponseError;
+
+use super::blocking;
+use crate::broker::Broker;
+use crate::error::log_error_code;
+
+/// The longest a fetch may wait for data, whatever the client asks, so a request cannot park a
+/// connection's queue slot forever.
+pub const FETCH_MAX_WAIT_MS_MAX: i32 = 60_000;
+/// Kafka's isolation level for read_committed.
+const READ_COMMITTED: i8 = 1;
+
+pub(super) async fn handle(broker: Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
+    let wait = Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_MAX) as u64);
+    let deadline = tokio::time::Instant::now() + wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let request = Arc::new(request);
+    loop {
+        // Register for wake-ups before reading, so a produce landing between the read and the
+        // wait is not missed.
+        let notified = broker.data_arrived.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (response, bytes, has_error) = {
+            let broker = broker.clone();
+            let request = request.clone();
+            blocking(move || read_partitions(&broker, &request, version)).await
+        };
+        let expired = tokio::time::Instant::now() >= deadline;
+        if bytes >= min_bytes || has_error || expired || broker.is_shutting_down() {
+            return response;
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// One pass over every requested partition. Returns the response, the record bytes in it and
+/// whether any partition had an error (which ends the long poll at once, as in Kafka).
+fn read_partitions(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+    let response_budget = if request.max_bytes > 0 { request.max_bytes as usize } else { usize::MAX };
+    let mut total_bytes = 0usize;
+    let mut has_error = false;
+    let mut responses = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for fetch in &topic.partitions {
+            let mut data = PartitionData::default().with_partition_index(fetch.partition);
+            if version >= 4 {
+                data = data
+                    .with_aborted_transactions((request.isolation_level == READ_COMMITTED).then(Vec::new));
+            }
+            let error = |data: PartitionData, code: ResponseError| {
+                data.with_error_code(code.code())
+                    .with_high_watermark(-1)
+                    .with_last_stable_offset(-1)
+                    .with_log_start_offset(-1)
+            };
+            let log = match broker.partition(&topic.topic.0, fetch.partition) {
+                Ok(log) => log,
+                Err(api_error) => {
+                    has_error = true;
+                    partitions.push(error(data, api_error.code));
+                    continue;
+                }
+            };
+            if fetch.current_leader_epoch > 0 {
+                // We are always at leader epoch 0; a client claiming a newer one knows something
+                // we do not.
+                has_error = true;
+                partitions.push(error(data, ResponseError::UnknownLeaderEpoch));
+                continue;
+            }
+            let high_watermark = broker.high_watermark(&log);
+            let log_start_offset = log.log_start_offset();
+            data = data
+                .with_high_watermark(high_watermark)
+                .with_last_stable_offset(high_watermark)
+                .with_log_start_offset(log_start_offset);
+            let remaining = response_budget.saturating_sub(total_bytes);
+            if remaining == 0 && total_bytes > 0 {
+                partitions.push(data.with_records(Some(Bytes::new())));
+                continue;
+            }
+            let budget = (fetch.partition_max_bytes.max(0) as usize).min(remaining);
+            let read = log.read(fetch.fetch_offset, budget, high_watermark).and_then(|range| match range {
+                Some(range) => range.read_bytes().map(Bytes::from).map_err(|source| {
+                    tidewater_log::LogError::Io { op: "read", path: log.dir().to_path_buf(), source }
+                }),
+                None => Ok(Bytes::new()),
+            });
+            match read {
+                Ok(records) => {
+                    total_bytes += records.len();
+                    partitions.push(data.with_records(Some(records)));
+                }
+                Err(log_error) => {
+                    has_error = true;
+                    if !matches!(log_error, tidewater_log::LogError::OffsetOutOfRange { .. }) {
+                        tracing::error!(topic = %topic.topic.0, partition = fetch.partition, error = %log_error, "fetch failed");
+                    }
+                    partitions.push(
+                        data.with_error_code(log_error_code(&log_error).code())
+                            .with_records(Some(Bytes::new())),
+                    );
+                }
+            }
+        }
+        responses.push(
+            FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions),
+        );
+    }
+    (FetchResponse::default().with_session_id(0).with_responses(responses), total_bytes, has_error)
+}

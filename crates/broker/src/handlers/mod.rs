@@ -1,0 +1,117 @@
+//! The Kafka API handlers: one module per group of APIs, each turning a typed request into a
+//! typed response against the `Broker`. This file holds the version table and the dispatch.
+
+mod admin;
+mod configs;
+mod fetch;
+mod metadata;
+mod offsets;
+mod produce;
+
+use std::sync::Arc;
+
+use tidewater_kafka::kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use tidewater_kafka::kafka_protocol::protocol::StrBytes;
+use tidewater_kafka::{ApiRange, ConnectionInfo, Handler, Reply, ReplyFuture, Request, SupportedVersions};
+
+use crate::broker::Broker;
+
+pub use self::fetch::FETCH_MAX_WAIT_MS_MAX;
+
+/// The APIs and versions this broker implements, sized to what librdkafka 2.x, kafka-python,
+/// aiokafka and kafkajs use. Fetch stays below v13, where requests name topics by id.
+const SUPPORTED: &[ApiRange] = &[
+    ApiRange { api_key: ApiKey::Produce, min: 3, max: 11 },
+    ApiRange { api_key: ApiKey::Fetch, min: 4, max: 12 },
+    ApiRange { api_key: ApiKey::ListOffsets, min: 1, max: 7 },
+    ApiRange { api_key: ApiKey::Metadata, min: 1, max: 12 },
+    ApiRange { api_key: ApiKey::CreateTopics, min: 2, max: 7 },
+    ApiRange { api_key: ApiKey::DeleteTopics, min: 1, max: 6 },
+    ApiRange { api_key: ApiKey::CreatePartitions, min: 0, max: 3 },
+    ApiRange { api_key: ApiKey::DescribeConfigs, min: 1, max: 4 },
+    ApiRange { api_key: ApiKey::AlterConfigs, min: 0, max: 2 },
+    ApiRange { api_key: ApiKey::IncrementalAlterConfigs, min: 0, max: 1 },
+    ApiRange { api_key: ApiKey::DescribeCluster, min: 0, max: 1 },
+    ApiRange { api_key: ApiKey::OffsetForLeaderEpoch, min: 2, max: 4 },
+];
+
+/// The broker as the protocol server sees it.
+#[derive(Debug)]
+pub struct BrokerHandler {
+    broker: Arc<Broker>,
+    supported: SupportedVersions,
+}
+
+impl BrokerHandler {
+    pub fn new(broker: Arc<Broker>) -> Self {
+        BrokerHandler { broker, supported: SupportedVersions::new(SUPPORTED) }
+    }
+}
+
+impl Handler for BrokerHandler {
+    fn supported_versions(&self) -> &SupportedVersions {
+        &self.supported
+    }
+
+    fn handle(&self, request: Request, _connection: &ConnectionInfo) -> ReplyFuture {
+        let broker = self.broker.clone();
+        Box::pin(async move { dispatch(broker, request).await })
+    }
+}
+
+async fn dispatch(broker: Arc<Broker>, request: Request) -> Reply {
+    let version = request.api_version;
+    let response = match request.body {
+        RequestKind::Produce(body) => return produce::handle(broker, body, version).await,
+        RequestKind::Fetch(body) => ResponseKind::Fetch(fetch::handle(broker, body, version).await),
+        RequestKind::ListOffsets(body) => {
+            ResponseKind::ListOffsets(offsets::list_offsets(broker, body, version).await)
+        }
+        RequestKind::OffsetForLeaderEpoch(body) => {
+            ResponseKind::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(&broker, body))
+        }
+        RequestKind::Metadata(body) => {
+            ResponseKind::Metadata(metadata::metadata(broker, body, version).await)
+        }
+        RequestKind::DescribeCluster(body) => {
+            ResponseKind::DescribeCluster(metadata::describe_cluster(&broker, body))
+        }
+        RequestKind::CreateTopics(body) => {
+            ResponseKind::CreateTopics(admin::create_topics(broker, body, version).await)
+        }
+        RequestKind::DeleteTopics(body) => {
+            ResponseKind::DeleteTopics(admin::delete_topics(broker, body, version).await)
+        }
+        RequestKind::CreatePartitions(body) => {
+            ResponseKind::CreatePartitions(admin::create_partitions(broker, body).await)
+        }
+        RequestKind::DescribeConfigs(body) => {
+            ResponseKind::DescribeConfigs(configs::describe(&broker, body, version))
+        }
+        RequestKind::AlterConfigs(body) => ResponseKind::AlterConfigs(configs::alter(broker, body).await),
+        RequestKind::IncrementalAlterConfigs(body) => {
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, body).await)
+        }
+        // The protocol server only passes on APIs in `SUPPORTED`, all matched above.
+        other => {
+            tracing::error!(api_key = ?request.api_key, "no handler for a supported API");
+            debug_assert!(false, "no handler for {other:?}");
+            return Reply::NoResponse;
+        }
+    };
+    Reply::Response(response)
+}
+
+/// Runs blocking broker work (file I/O, fsync) on the blocking pool. A panic there is a bug: it
+/// is re-raised so the protocol server closes this connection (and only this one).
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => panic!("blocking broker task cancelled: {error}"),
+    }
+}
+
+fn str_bytes(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}

@@ -1,0 +1,17 @@
+//! Tidewater's broker: topics and partitions over the log, and the Kafka API handlers that
+//! produce to, fetch from and administer them.
+//!
+//! Architecture invariant: the broker never parses bytes off a socket. It receives typed
+//! requests from `tidewater-kafka` (through the `Handler` trait) and returns typed responses;
+//! blocking log work runs on tokio's blocking pool, never on the async threads.
+
+mod broker;
+mod error;
+mod handlers;
+mod meta;
+pub mod topic_config;
+
+pub use crate::broker::{ApiError, Broker, BrokerConfig, Topic, PARTITIONS_PER_TOPIC_MAX};
+pub use crate::error::BrokerError;
+pub use crate::handlers::{BrokerHandler, FETCH_MAX_WAIT_MS_MAX};
+pub use crate::meta::META_FILE_NAME;
