@@ -68,8 +68,8 @@ pub fn encode_response(
 ) -> Result<Bytes, String> {
     let mut buffer = BytesMut::with_capacity(256);
     buffer.put_i32(0); // size, filled in below
-    // ApiVersions responses always use header v0, so a client that sent a version we do not
-    // support can still read the error and our version ranges.
+                       // ApiVersions responses always use header v0, so a client that sent a version we do not
+                       // support can still read the error and our version ranges.
     let header_version = match api_key {
         ApiKey::ApiVersions => 0,
         _ => api_key.response_header_version(api_version),

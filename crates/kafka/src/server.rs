@@ -129,12 +129,14 @@ pub async fn serve(
         // Reap finished connections so the set does not grow with every client ever seen.
         while connections.try_join_next().is_some() {}
     }
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} })
+            .await;
     if drained.is_err() {
-        tracing::warn!(remaining = connections.len(), "connections still busy after the shutdown grace period");
+        tracing::warn!(
+            remaining = connections.len(),
+            "connections still busy after the shutdown grace period"
+        );
         connections.abort_all();
     }
 }
@@ -201,12 +203,17 @@ impl Connection {
         let supported = self.handler.supported_versions();
         let request = match codec::decode_request(payload, supported) {
             Ok(request) => request,
-            Err(DecodeError::UnsupportedVersion { api_key: ApiKey::ApiVersions, api_version, correlation_id }) => {
+            Err(DecodeError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                api_version,
+                correlation_id,
+            }) => {
                 // KIP-511: answer in v0 with our ranges so the client can pick a version.
                 let response = supported.api_versions_response(true);
                 let reply = tokio::spawn(async move { Reply::Response(ResponseKind::ApiVersions(response)) });
                 tracing::debug!(peer = %self.info.peer, api_version, "unsupported ApiVersions version");
-                let in_flight = InFlight { correlation_id, api_key: ApiKey::ApiVersions, api_version: 0, reply };
+                let in_flight =
+                    InFlight { correlation_id, api_key: ApiKey::ApiVersions, api_version: 0, reply };
                 return queue.send(in_flight).await.map_err(|_| "writer gone".to_string());
             }
             Err(error) => {
@@ -249,7 +256,12 @@ async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<I
             }
         };
         let Reply::Response(body) = reply else { continue };
-        let bytes = match codec::encode_response(in_flight.correlation_id, in_flight.api_key, in_flight.api_version, &body) {
+        let bytes = match codec::encode_response(
+            in_flight.correlation_id,
+            in_flight.api_key,
+            in_flight.api_version,
+            &body,
+        ) {
             Ok(bytes) => bytes,
             Err(error) => {
                 tracing::error!(%peer, %error, "could not encode a response; closing connection");

@@ -72,7 +72,8 @@ fn segments_roll_by_size_and_reads_cross_them_through_the_index() {
     let log = open(dir.path(), small_config(), &clock);
     let mut batches = Vec::new();
     for index in 0..100u32 {
-        let mut batch = batch_of(1_000 + i64::from(index), &[&index.to_be_bytes(), b"payload-payload-payload"]);
+        let mut batch =
+            batch_of(1_000 + i64::from(index), &[&index.to_be_bytes(), b"payload-payload-payload"]);
         let appended = log.append_durable(&mut batch).expect("append");
         assert_eq!(appended.base_offset, i64::from(index) * 2);
         batches.push(batch);
@@ -143,7 +144,8 @@ fn retention_deletes_old_closed_segments_and_moves_the_log_start() {
     let config = LogConfig { retention_ms: 10_000, ..small_config() };
     let log = open(dir.path(), config, &clock);
     for index in 0..60i64 {
-        log.append(&mut batch_of(100_000 + index * 1_000, &[b"payload-payload-payload-payload"])).expect("append");
+        log.append(&mut batch_of(100_000 + index * 1_000, &[b"payload-payload-payload-payload"]))
+            .expect("append");
     }
     let segments_before = log.segment_count();
     assert!(segments_before > 2);
@@ -221,13 +223,15 @@ fn a_failed_fsync_poisons_the_log_until_reopen() {
 fn concurrent_writers_share_fsyncs_and_all_become_durable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(1_000);
-    let log = Arc::new(open(dir.path(), LogConfig { fsync: FsyncPolicy::Always, ..LogConfig::default() }, &clock));
+    let log =
+        Arc::new(open(dir.path(), LogConfig { fsync: FsyncPolicy::Always, ..LogConfig::default() }, &clock));
     let writers: Vec<_> = (0..8)
         .map(|writer| {
             let log = log.clone();
             std::thread::spawn(move || {
                 for index in 0..50u8 {
-                    let appended = log.append_durable(&mut batch_of(1_000, &[&[writer, index]])).expect("append");
+                    let appended =
+                        log.append_durable(&mut batch_of(1_000, &[&[writer, index]])).expect("append");
                     assert!(log.durable_offset() >= appended.next_offset);
                 }
             })
