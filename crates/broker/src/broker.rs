@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::error::BrokerError;
 use crate::meta::{MetaStore, TopicMeta};
+use crate::partition::Partition;
 use crate::topic_config::{self, TopicConfigs};
 
 /// Partitions one topic may have.
@@ -59,7 +60,7 @@ pub struct Topic {
     pub name: String,
     pub id: Uuid,
     pub configs: TopicConfigs,
-    pub partitions: Vec<Arc<Log>>,
+    pub partitions: Vec<Arc<Partition>>,
 }
 
 #[derive(Debug)]
@@ -69,6 +70,7 @@ pub struct Broker {
     meta: Mutex<MetaStore>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     cluster_id: String,
+    clock: Arc<dyn Clock>,
     /// Woken whenever a partition's high watermark moves, so long-polling fetches re-check.
     pub data_arrived: tokio::sync::Notify,
     shutting_down: std::sync::atomic::AtomicBool,
@@ -90,14 +92,16 @@ impl Broker {
                 .and_then(|topic| topic_config::log_config(&config.log_defaults, &topic.configs).ok())
                 .unwrap_or_else(|| config.log_defaults.clone())
         };
-        let logs = LogDir::open(&root, clock, |topic_partition| topic_log_config(&topic_partition.topic))?;
+        let logs =
+            LogDir::open(&root, clock.clone(), |topic_partition| topic_log_config(&topic_partition.topic))?;
         let mut topics = BTreeMap::new();
         for (name, topic_meta) in &meta.meta.topics {
             let log_config = topic_log_config(name);
             let mut partitions = Vec::new();
             for index in 0..topic_meta.partitions {
                 let topic_partition = TopicPartition::new(name.clone(), index)?;
-                partitions.push(logs.get_or_create(&topic_partition, log_config.clone())?);
+                let log = logs.get_or_create(&topic_partition, log_config.clone())?;
+                partitions.push(Arc::new(Partition::open(log, clock.now_ms())?));
             }
             let topic = Topic {
                 name: name.clone(),
@@ -119,6 +123,7 @@ impl Broker {
             meta: Mutex::new(meta),
             topics: RwLock::new(topics),
             cluster_id,
+            clock,
             data_arrived: tokio::sync::Notify::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         })
@@ -136,8 +141,8 @@ impl Broker {
         self.read_topics().values().cloned().collect()
     }
 
-    /// The log of one partition, or UNKNOWN_TOPIC_OR_PARTITION.
-    pub fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Log>, ApiError> {
+    /// One partition, or UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, ApiError> {
         self.topic(topic)
             .and_then(|topic| {
                 usize::try_from(partition).ok().and_then(|index| topic.partitions.get(index).cloned())
@@ -223,13 +228,7 @@ impl Broker {
         }
         let mut logs = Vec::new();
         for index in 0..partitions {
-            let topic_partition =
-                TopicPartition::new(name, index).map_err(|error| storage_error(error.into()))?;
-            logs.push(
-                self.logs
-                    .get_or_create(&topic_partition, log_config.clone())
-                    .map_err(|error| storage_error(error.into()))?,
-            );
+            logs.push(self.open_partition(name, index, &log_config)?);
         }
         let topic = Arc::new(Topic { name: name.to_string(), id: topic_id, configs, partitions: logs });
         self.write_topics().insert(name.to_string(), topic.clone());
@@ -303,13 +302,7 @@ impl Broker {
         };
         let mut partitions = old.partitions.clone();
         for index in old.partitions.len() as i32..count {
-            let topic_partition =
-                TopicPartition::new(name, index).map_err(|error| storage_error(error.into()))?;
-            partitions.push(
-                self.logs
-                    .get_or_create(&topic_partition, log_config.clone())
-                    .map_err(|error| storage_error(error.into()))?,
-            );
+            partitions.push(self.open_partition(name, index, &log_config)?);
         }
         let topic = Topic { name: old.name.clone(), id: old.id, configs: old.configs.clone(), partitions };
         self.write_topics().insert(name.to_string(), Arc::new(topic));
@@ -349,8 +342,8 @@ impl Broker {
                 format!("topic {name} vanished"),
             ));
         };
-        for log in &old.partitions {
-            log.set_config(log_config.clone()).map_err(|error| storage_error(error.into()))?;
+        for partition in &old.partitions {
+            partition.log.set_config(log_config.clone()).map_err(|error| storage_error(error.into()))?;
         }
         let topic = Topic { name: old.name.clone(), id: old.id, configs, partitions: old.partitions.clone() };
         self.write_topics().insert(name.to_string(), Arc::new(topic));
@@ -373,11 +366,39 @@ impl Broker {
         for (topic_partition, error) in self.logs.tick() {
             tracing::error!(%topic_partition, %error, "housekeeping failed");
         }
+        let now = self.clock.now_ms();
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                partition.expire_producers(now);
+            }
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// Flushes and closes every partition log.
     pub fn close(&self) -> Result<(), BrokerError> {
         Ok(self.logs.close()?)
+    }
+
+    /// Creates (or opens) one partition's log and its producer state.
+    fn open_partition(
+        &self,
+        topic: &str,
+        index: i32,
+        log_config: &LogConfig,
+    ) -> Result<Arc<Partition>, ApiError> {
+        let topic_partition =
+            TopicPartition::new(topic, index).map_err(|error| storage_error(error.into()))?;
+        let log = self
+            .logs
+            .get_or_create(&topic_partition, log_config.clone())
+            .map_err(|error| storage_error(error.into()))?;
+        let partition =
+            Partition::open(log, self.clock.now_ms()).map_err(|error| storage_error(error.into()))?;
+        Ok(Arc::new(partition))
     }
 
     fn lock_meta(&self) -> MutexGuard<'_, MetaStore> {

@@ -9,9 +9,12 @@ mod broker;
 mod error;
 mod handlers;
 mod meta;
+mod partition;
+mod producers;
 pub mod topic_config;
 
 pub use crate::broker::{ApiError, Broker, BrokerConfig, Topic, PARTITIONS_PER_TOPIC_MAX};
 pub use crate::error::BrokerError;
 pub use crate::handlers::{BrokerHandler, FETCH_MAX_WAIT_MS_MAX};
 pub use crate::meta::META_FILE_NAME;
+pub use crate::partition::Partition;

@@ -15,5 +15,5 @@ pub use kafka_protocol;
 pub use kafka_protocol::ResponseError;
 
 pub use crate::codec::{decode_request, encode_response, DecodeError, Request};
-pub use crate::server::{serve, ConnectionInfo, Handler, Reply, ReplyFuture, ServerConfig};
+pub use crate::server::{serve, ConnectionInfo, Handler, Reply, ReplyFuture, ServerConfig, Turn, TurnQueue};
 pub use crate::versions::{ApiRange, SupportedVersions};

@@ -24,7 +24,7 @@ use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::codec::{self, DecodeError, Request};
@@ -48,11 +48,49 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request, connection: &ConnectionInfo) -> ReplyFuture;
 }
 
-/// Who is on the other end of a connection.
+/// Who is on the other end of a connection, and what orders work across its requests.
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     pub peer: SocketAddr,
     pub connection_id: u64,
+    /// Requests of one connection run concurrently, but some work must happen in request order
+    /// (appends: Kafka keeps a producer's pipelined batches in order). `Handler::handle` is called
+    /// in request order, so a handler that takes a turn there and waits for it in its future gets
+    /// that order.
+    pub turns: TurnQueue,
+}
+
+/// A FIFO of turns: each `Turn` waits until the turn taken before it on the same queue is over.
+#[derive(Debug, Clone, Default)]
+pub struct TurnQueue {
+    last: Arc<std::sync::Mutex<Option<oneshot::Receiver<()>>>>,
+}
+
+impl TurnQueue {
+    /// Takes the next turn. Call this synchronously, in the order the work must happen.
+    pub fn take(&self) -> Turn {
+        let (done, finished) = oneshot::channel();
+        let previous = self.last.lock().expect("turn queue mutex poisoned by a panic").replace(finished);
+        Turn { previous, _done: done }
+    }
+}
+
+/// One place in a `TurnQueue`. The turn is over when this is dropped (also on error or panic, so
+/// a failed request never blocks the ones behind it).
+#[derive(Debug)]
+pub struct Turn {
+    previous: Option<oneshot::Receiver<()>>,
+    _done: oneshot::Sender<()>,
+}
+
+impl Turn {
+    /// Waits until every turn taken before this one is over.
+    pub async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            // An error only means the previous turn was dropped, which is also "over".
+            let _ = previous.await;
+        }
+    }
 }
 
 /// Kafka's `connections.max.idle.ms` default.
@@ -119,7 +157,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         next_connection_id += 1;
-        let info = ConnectionInfo { peer, connection_id: next_connection_id };
+        let info = ConnectionInfo { peer, connection_id: next_connection_id, turns: TurnQueue::default() };
         let connection = Connection { config: config.clone(), handler: handler.clone(), info };
         let shutdown = shutdown.clone();
         connections.spawn(async move {

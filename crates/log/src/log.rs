@@ -484,6 +484,57 @@ impl Log {
         self.lock_segments().closed.len() + 1
     }
 
+    /// The base offset of the segment `n` segments back from the active one (0 is the active
+    /// segment itself), or the log start offset when there are fewer. Used to bound scans that
+    /// only need recent history, such as rebuilding producer state.
+    pub fn recent_segments_start(&self, n: usize) -> i64 {
+        let segments = self.lock_segments();
+        if n == 0 {
+            return segments.active.summary.base_offset;
+        }
+        segments.closed.keys().rev().nth(n - 1).copied().unwrap_or_else(|| segments.log_start_offset())
+    }
+
+    /// Calls `visit` with the header of every batch that ends at or after `from_offset`, in
+    /// offset order, up to the log end offset as it is now. Reads headers only (no CRC checks);
+    /// a header that is not where one must be is reported as corruption.
+    pub fn for_each_batch(
+        &self,
+        from_offset: i64,
+        mut visit: impl FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        let mut offset = from_offset.max(self.log_start_offset());
+        loop {
+            let cursor = {
+                let mut segments = self.lock_segments();
+                if offset >= segments.active.summary.next_offset {
+                    return Ok(());
+                }
+                match self.cursor_for_offset(&mut segments, offset)? {
+                    Some(cursor) => cursor,
+                    None => return Ok(()),
+                }
+            };
+            let mut walk = HeaderWalk {
+                file: &cursor.file,
+                path: &cursor.path,
+                position: cursor.start_position,
+                end: cursor.end_position,
+            };
+            let before = offset;
+            while let Some((_, header)) = walk.next_batch()? {
+                if header.last_offset() >= offset {
+                    visit(&header);
+                    offset = header.next_offset();
+                }
+            }
+            if offset == before {
+                // The segment holds nothing at or after `offset`: continue in the next one.
+                offset = self.next_segment_base(offset).unwrap_or(i64::MAX);
+            }
+        }
+    }
+
     /// Periodic housekeeping, called by the server about once a second: rolls an active segment
     /// older than `segment_ms`, fsyncs under `fsync = interval` when the interval has passed, and
     /// applies retention. Returns how many segments retention deleted.
@@ -533,7 +584,7 @@ impl Log {
             };
             let expired = config.retention_ms >= 0 && now - newest_ms > config.retention_ms;
             let oversized =
-                config.retention_bytes >= 0 && total_size - oldest.size >= config.retention_bytes as u64;
+                config.retention_bytes >= 0 && total_size - oldest.size > config.retention_bytes as u64;
             if !(expired || oversized) {
                 break;
             }
@@ -786,6 +837,18 @@ impl Log {
 
     fn lock_segments(&self) -> MutexGuard<'_, Segments> {
         lock(&self.segments)
+    }
+
+    /// The base offset of the first segment that starts after `offset`.
+    fn next_segment_base(&self, offset: i64) -> Option<i64> {
+        let segments = self.lock_segments();
+        let active_base = segments.active.summary.base_offset;
+        segments
+            .closed
+            .range(offset + 1..)
+            .next()
+            .map(|(base, _)| *base)
+            .or((active_base > offset).then_some(active_base))
     }
 }
 

@@ -79,7 +79,7 @@ fn read_partitions(broker: &Broker, request: &FetchRequest, version: i16) -> (Fe
                     .with_log_start_offset(-1)
             };
             let log = match broker.partition(&topic.topic.0, fetch.partition) {
-                Ok(log) => log,
+                Ok(partition) => partition.log.clone(),
                 Err(api_error) => {
                     has_error = true;
                     partitions.push(error(data, api_error.code));

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use tidewater_kafka::kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use tidewater_kafka::kafka_protocol::protocol::StrBytes;
-use tidewater_kafka::{ApiRange, ConnectionInfo, Handler, Reply, ReplyFuture, Request, SupportedVersions};
+use tidewater_kafka::{
+    ApiRange, ConnectionInfo, Handler, Reply, ReplyFuture, Request, SupportedVersions, Turn,
+};
 
 use crate::broker::Broker;
 
@@ -53,47 +55,54 @@ impl Handler for BrokerHandler {
         &self.supported
     }
 
-    fn handle(&self, request: Request, _connection: &ConnectionInfo) -> ReplyFuture {
+    fn handle(&self, request: Request, connection: &ConnectionInfo) -> ReplyFuture {
         let broker = self.broker.clone();
-        Box::pin(async move { dispatch(broker, request).await })
+        // Appends keep the connection's request order: take the turn now, while requests are
+        // still handed over one by one.
+        let turn = matches!(request.body, RequestKind::Produce(_)).then(|| connection.turns.take());
+        Box::pin(async move { dispatch(broker, request, turn).await })
     }
 }
 
-async fn dispatch(broker: Arc<Broker>, request: Request) -> Reply {
+async fn dispatch(broker: Arc<Broker>, request: Request, turn: Option<Turn>) -> Reply {
     let version = request.api_version;
-    let response = match request.body {
-        RequestKind::Produce(body) => return produce::handle(broker, body, version).await,
-        RequestKind::Fetch(body) => ResponseKind::Fetch(fetch::handle(broker, body, version).await),
-        RequestKind::ListOffsets(body) => {
+    let response = match (request.body, turn) {
+        (RequestKind::Produce(body), Some(turn)) => {
+            return produce::handle(broker, body, version, turn).await
+        }
+        (RequestKind::Fetch(body), _) => ResponseKind::Fetch(fetch::handle(broker, body, version).await),
+        (RequestKind::ListOffsets(body), _) => {
             ResponseKind::ListOffsets(offsets::list_offsets(broker, body, version).await)
         }
-        RequestKind::OffsetForLeaderEpoch(body) => {
+        (RequestKind::OffsetForLeaderEpoch(body), _) => {
             ResponseKind::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(&broker, body))
         }
-        RequestKind::Metadata(body) => {
+        (RequestKind::Metadata(body), _) => {
             ResponseKind::Metadata(metadata::metadata(broker, body, version).await)
         }
-        RequestKind::DescribeCluster(body) => {
+        (RequestKind::DescribeCluster(body), _) => {
             ResponseKind::DescribeCluster(metadata::describe_cluster(&broker, body))
         }
-        RequestKind::CreateTopics(body) => {
+        (RequestKind::CreateTopics(body), _) => {
             ResponseKind::CreateTopics(admin::create_topics(broker, body, version).await)
         }
-        RequestKind::DeleteTopics(body) => {
+        (RequestKind::DeleteTopics(body), _) => {
             ResponseKind::DeleteTopics(admin::delete_topics(broker, body, version).await)
         }
-        RequestKind::CreatePartitions(body) => {
+        (RequestKind::CreatePartitions(body), _) => {
             ResponseKind::CreatePartitions(admin::create_partitions(broker, body).await)
         }
-        RequestKind::DescribeConfigs(body) => {
+        (RequestKind::DescribeConfigs(body), _) => {
             ResponseKind::DescribeConfigs(configs::describe(&broker, body, version))
         }
-        RequestKind::AlterConfigs(body) => ResponseKind::AlterConfigs(configs::alter(broker, body).await),
-        RequestKind::IncrementalAlterConfigs(body) => {
+        (RequestKind::AlterConfigs(body), _) => {
+            ResponseKind::AlterConfigs(configs::alter(broker, body).await)
+        }
+        (RequestKind::IncrementalAlterConfigs(body), _) => {
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, body).await)
         }
         // The protocol server only passes on APIs in `SUPPORTED`, all matched above.
-        other => {
+        (other, _) => {
             tracing::error!(api_key = ?request.api_key, "no handler for a supported API");
             debug_assert!(false, "no handler for {other:?}");
             return Reply::NoResponse;

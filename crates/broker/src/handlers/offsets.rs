@@ -63,7 +63,7 @@ pub(super) async fn list_offsets(
 /// The offset and timestamp ListOffsets answers for one partition; (-1, -1) when no record
 /// matches a timestamp.
 fn lookup(broker: &Broker, topic: &str, partition: i32, timestamp: i64) -> Result<(i64, i64), ApiError> {
-    let log = broker.partition(topic, partition)?;
+    let log = broker.partition(topic, partition)?.log.clone();
     // With no transactions yet the last stable offset equals the high watermark, so both
     // isolation levels see the same latest offset.
     let high_watermark = broker.high_watermark(&log);
@@ -104,7 +104,7 @@ pub(super) fn offset_for_leader_epoch(
                 .map(|partition| {
                     let response = EpochEndOffset::default().with_partition(partition.partition);
                     let log = match broker.partition(&topic.topic.0, partition.partition) {
-                        Ok(log) => log,
+                        Ok(partition) => partition.log.clone(),
                         Err(error) => {
                             return response
                                 .with_error_code(error.code.code())

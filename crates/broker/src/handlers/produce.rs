@@ -1,10 +1,15 @@
 //! Produce: append each partition's batches to its log and answer once they are durable.
 //!
-//! The data path: the request's `records` for a partition are copied once (the log rewrites the
-//! base offset in place), validated and appended by `Log::append`, then, under `fsync = always`,
-//! `Log::wait_durable` blocks until an fsync covers them; concurrent producers share that fsync.
-//! Only then does the high watermark move, fetchers wake, and the producer get its answer. With
-//! acks=0 the same happens but nothing is sent back.
+//! The data path, in two phases:
+//! 1. *Append, in request order.* The handler holds its connection's turn (`Turn`) while it
+//!    appends, so a producer's pipelined requests land in the order it sent them, as Kafka
+//!    guarantees. Each partition's `records` are copied once (the log rewrites base offsets in
+//!    place), checked against idempotent-producer state, validated and appended.
+//! 2. *Wait for durability, concurrently.* The turn is released, then, under `fsync = always`,
+//!    `Log::wait_durable` blocks until an fsync covers the batches. Requests waiting at the same
+//!    time, from this connection or others, share one fsync (group commit). Only then do the high
+//!    watermarks move, fetchers wake and the producer get its answer. With acks=0 the same
+//!    happens but nothing is sent back.
 
 use std::sync::Arc;
 
@@ -13,61 +18,43 @@ use tidewater_kafka::kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use tidewater_kafka::kafka_protocol::messages::ResponseKind;
-use tidewater_kafka::{Reply, ResponseError};
+use tidewater_kafka::{Reply, ResponseError, Turn};
 use tidewater_log::FsyncPolicy;
 
-use super::str_bytes;
+use super::{blocking, str_bytes};
 use crate::broker::{ApiError, Broker};
 use crate::error::log_error_code;
+use crate::partition::{AppendOutcome, Partition};
 
-pub(super) async fn handle(broker: Arc<Broker>, request: ProduceRequest, version: i16) -> Reply {
+pub(super) async fn handle(
+    broker: Arc<Broker>,
+    request: ProduceRequest,
+    version: i16,
+    mut turn: Turn,
+) -> Reply {
+    turn.wait().await;
     let acks = request.acks;
-    let mut pending = Vec::new();
-    for topic_data in request.topic_data {
-        let name = topic_data.name.0.to_string();
-        let mut partitions = Vec::new();
-        for partition_data in topic_data.partition_data {
-            let index = partition_data.index;
-            let broker = broker.clone();
-            let name = name.clone();
-            let result = if matches!(acks, -1..=1) {
-                let records = partition_data.records.unwrap_or_default();
-                tokio::task::spawn_blocking(move || append(&broker, &name, index, &records))
-            } else {
-                let error = ApiError::new(
-                    ResponseError::InvalidRequiredAcks,
-                    format!("acks must be -1, 0 or 1, not {acks}"),
-                );
-                tokio::task::spawn_blocking(move || Err(error))
-            };
-            partitions.push((index, result));
-        }
-        pending.push((topic_data.name, partitions));
-    }
-    let mut responses = Vec::new();
-    for (name, partitions) in pending {
-        let mut partition_responses = Vec::new();
-        for (index, result) in partitions {
-            let result = match result.await {
-                Ok(result) => result,
-                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-                Err(error) => Err(ApiError::new(ResponseError::UnknownServerError, error.to_string())),
-            };
-            let response = PartitionProduceResponse::default().with_index(index).with_log_append_time_ms(-1);
-            partition_responses.push(match result {
-                Ok((base_offset, log_start_offset)) => {
-                    response.with_base_offset(base_offset).with_log_start_offset(log_start_offset)
-                }
-                Err(error) => response
-                    .with_error_code(error.code.code())
-                    .with_base_offset(-1)
-                    .with_error_message((version >= 8).then(|| str_bytes(error.message))),
-            });
-        }
-        responses.push(
-            TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses),
-        );
-    }
+    let responses = {
+        let broker = broker.clone();
+        blocking(move || {
+            let staged = append_all(&broker, request, turn);
+            staged
+                .into_iter()
+                .map(|(name, partitions)| {
+                    let partition_responses = partitions
+                        .into_iter()
+                        .map(|(index, staged)| {
+                            partition_response(index, staged.and_then(make_durable), version)
+                        })
+                        .collect();
+                    TopicProduceResponse::default()
+                        .with_name(name)
+                        .with_partition_responses(partition_responses)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+    };
     broker.data_arrived.notify_waiters();
     if acks == 0 {
         return Reply::NoResponse;
@@ -75,21 +62,87 @@ pub(super) async fn handle(broker: Arc<Broker>, request: ProduceRequest, version
     Reply::Response(ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
 }
 
-/// Appends one partition's batches; returns the base offset and the log start offset.
-fn append(broker: &Broker, topic: &str, partition: i32, records: &[u8]) -> Result<(i64, i64), ApiError> {
+type Staged = Result<(Arc<Partition>, AppendOutcome), ApiError>;
+
+/// Phase 1: every partition's append, in order, while this connection's turn is held.
+fn append_all(
+    broker: &Broker,
+    request: ProduceRequest,
+    turn: Turn,
+) -> Vec<(tidewater_kafka::kafka_protocol::messages::TopicName, Vec<(i32, Staged)>)> {
+    let acks = request.acks;
+    let now = broker.now_ms();
+    let staged = request
+        .topic_data
+        .into_iter()
+        .map(|topic_data| {
+            let name = topic_data.name.0.to_string();
+            let partitions = topic_data
+                .partition_data
+                .into_iter()
+                .map(|partition_data| {
+                    let index = partition_data.index;
+                    if !matches!(acks, -1..=1) {
+                        let message = format!("acks must be -1, 0 or 1, not {acks}");
+                        return (index, Err(ApiError::new(ResponseError::InvalidRequiredAcks, message)));
+                    }
+                    let records = partition_data.records.unwrap_or_default();
+                    (index, append_one(broker, &name, index, &records, now))
+                })
+                .collect();
+            (topic_data.name, partitions)
+        })
+        .collect();
+    drop(turn);
+    staged
+}
+
+fn append_one(broker: &Broker, topic: &str, partition: i32, records: &[u8], now: i64) -> Staged {
     let topic = broker.topic_or_create(topic, true)?;
-    let log =
-        usize::try_from(partition).ok().and_then(|index| topic.partitions.get(index)).ok_or_else(|| {
-            ApiError::new(
-                ResponseError::UnknownTopicOrPartition,
-                format!("{}-{partition} does not exist", topic.name),
-            )
-        })?;
-    let log_error = |error: tidewater_log::LogError| ApiError::new(log_error_code(&error), error.to_string());
+    let partition =
+        usize::try_from(partition).ok().and_then(|index| topic.partitions.get(index)).cloned().ok_or_else(
+            || {
+                ApiError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("{}-{partition} does not exist", topic.name),
+                )
+            },
+        )?;
     let mut records = records.to_vec();
-    let appended = log.append(&mut records).map_err(log_error)?;
+    let outcome = partition.append(&mut records, now)?;
+    Ok((partition, outcome))
+}
+
+/// Phase 2: waits until the batch (or, for a duplicate, the original) is on disk. Returns the
+/// base offset and log start offset for the response.
+fn make_durable((partition, outcome): (Arc<Partition>, AppendOutcome)) -> Result<(i64, i64), ApiError> {
+    let log = &partition.log;
+    let (base_offset, durable_target) = match outcome {
+        AppendOutcome::Appended(appended) => (appended.base_offset, appended.next_offset),
+        // The original may still be waiting for its fsync; durable offsets fall on batch
+        // boundaries, so passing its base offset means the whole batch is on disk.
+        AppendOutcome::Duplicate { base_offset } => (base_offset, base_offset + 1),
+    };
     if log.config().fsync == FsyncPolicy::Always {
-        log.wait_durable(appended.next_offset).map_err(log_error)?;
+        log.wait_durable(durable_target)
+            .map_err(|error| ApiError::new(log_error_code(&error), error.to_string()))?;
     }
-    Ok((appended.base_offset, log.log_start_offset()))
+    Ok((base_offset, log.log_start_offset()))
+}
+
+fn partition_response(
+    index: i32,
+    result: Result<(i64, i64), ApiError>,
+    version: i16,
+) -> PartitionProduceResponse {
+    let response = PartitionProduceResponse::default().with_index(index).with_log_append_time_ms(-1);
+    match result {
+        Ok((base_offset, log_start_offset)) => {
+            response.with_base_offset(base_offset).with_log_start_offset(log_start_offset)
+        }
+        Err(error) => response
+            .with_error_code(error.code.code())
+            .with_base_offset(-1)
+            .with_error_message((version >= 8).then(|| str_bytes(error.message))),
+    }
 }
