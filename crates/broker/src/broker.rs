@@ -21,6 +21,9 @@ use crate::topic_config::{self, TopicConfigs};
 
 /// Partitions one topic may have.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+/// Producer ids reserved in the metadata file at a time. Ids are never reused: after a restart
+/// allocation continues from the next block, skipping what was reserved but not handed out.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 /// Suffix a partition directory gets while its topic is being deleted; cleaned up on start.
 const DELETING_SUFFIX: &str = ".deleting";
 
@@ -71,6 +74,8 @@ pub struct Broker {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     cluster_id: String,
     clock: Arc<dyn Clock>,
+    /// The current block of producer ids: next to hand out, and the end of the block.
+    producer_ids: Mutex<(i64, i64)>,
     /// Woken whenever a partition's high watermark moves, so long-polling fetches re-check.
     pub data_arrived: tokio::sync::Notify,
     shutting_down: std::sync::atomic::AtomicBool,
@@ -124,6 +129,7 @@ impl Broker {
             topics: RwLock::new(topics),
             cluster_id,
             clock,
+            producer_ids: Mutex::new((0, 0)),
             data_arrived: tokio::sync::Notify::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         })
@@ -349,6 +355,24 @@ impl Broker {
         self.write_topics().insert(name.to_string(), Arc::new(topic));
         tracing::info!(topic = name, "changed topic configs");
         Ok(())
+    }
+
+    /// A producer id no producer has had before (InitProducerId).
+    pub fn allocate_producer_id(&self) -> Result<i64, ApiError> {
+        let mut block = self.producer_ids.lock().expect("producer id mutex poisoned by a panic");
+        if block.0 >= block.1 {
+            let mut meta = self.lock_meta();
+            let start = meta.meta.next_producer_id_block;
+            meta.meta.next_producer_id_block = start + PRODUCER_ID_BLOCK;
+            if let Err(error) = meta.save() {
+                meta.meta.next_producer_id_block = start;
+                return Err(storage_error(error));
+            }
+            *block = (start, start + PRODUCER_ID_BLOCK);
+        }
+        let id = block.0;
+        block.0 += 1;
+        Ok(id)
     }
 
     /// Makes long-polling fetches answer now instead of waiting out their time, for shutdown.

@@ -37,6 +37,9 @@ pub(crate) struct Meta {
     pub(crate) cluster_id: String,
     #[serde(default)]
     pub(crate) topics: BTreeMap<String, TopicMeta>,
+    /// Producer ids below this may have been handed out; the next block starts here.
+    #[serde(default)]
+    pub(crate) next_producer_id_block: i64,
 }
 
 /// The metadata file and its current contents.
@@ -57,6 +60,7 @@ impl MetaStore {
                 format_version: FORMAT_VERSION,
                 cluster_id: new_cluster_id(),
                 topics: BTreeMap::new(),
+                next_producer_id_block: 0,
             };
             let store = MetaStore { path, meta };
             store.save()?;

@@ -101,3 +101,70 @@ fn batch_headers(records: &[u8]) -> Result<Vec<BatchHeader>, ApiError> {
     }
     Ok(headers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidewater_log::{LogConfig, ManualClock};
+
+    /// A v2 batch from producer `producer_id` at `epoch`, starting at `sequence`.
+    fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&[u8]]) -> Vec<u8> {
+        let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|value| (None, *value)).collect();
+        let mut bytes = batch::encode_batch(1_000, &records);
+        bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
+        bytes[53..57].copy_from_slice(&sequence.to_be_bytes());
+        let crc = crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
+    fn crc32c(bytes: &[u8]) -> u32 {
+        // CRC-32C (Castagnoli), bitwise: small and only for building test batches.
+        let mut crc = !0u32;
+        for byte in bytes {
+            crc ^= u32::from(*byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    fn open(dir: &std::path::Path) -> Partition {
+        let log = Log::open(dir, LogConfig::default(), Arc::new(ManualClock::new(1_000))).expect("open log");
+        Partition::open(Arc::new(log), 1_000).expect("open partition")
+    }
+
+    #[test]
+    fn a_retried_batch_is_acknowledged_with_its_first_offset_and_not_written_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partition = open(dir.path());
+        let first = partition.append(&mut idempotent_batch(5, 0, 0, &[b"a", b"b"]), 1_000).expect("append");
+        assert!(matches!(first, AppendOutcome::Appended(appended) if appended.base_offset == 0));
+        partition.append(&mut idempotent_batch(5, 0, 2, &[b"c"]), 1_000).expect("append");
+        let retry = partition.append(&mut idempotent_batch(5, 0, 0, &[b"a", b"b"]), 1_000).expect("retry");
+        assert_eq!(retry, AppendOutcome::Duplicate { base_offset: 0 });
+        assert_eq!(partition.log.end_offset(), 3);
+        let gap = partition.append(&mut idempotent_batch(5, 0, 7, &[b"x"]), 1_000).expect_err("gap");
+        assert_eq!(gap.code, ResponseError::OutOfOrderSequenceNumber);
+        assert_eq!(partition.log.end_offset(), 3);
+    }
+
+    #[test]
+    fn producer_state_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let partition = open(dir.path());
+            partition.append(&mut idempotent_batch(9, 2, 0, &[b"a"]), 1_000).expect("append");
+            partition.append(&mut idempotent_batch(9, 2, 1, &[b"b"]), 1_000).expect("append");
+        }
+        let partition = open(dir.path());
+        let retry = partition.append(&mut idempotent_batch(9, 2, 1, &[b"b"]), 1_000).expect("retry");
+        assert_eq!(retry, AppendOutcome::Duplicate { base_offset: 1 });
+        let next = partition.append(&mut idempotent_batch(9, 2, 2, &[b"c"]), 1_000).expect("next");
+        assert!(matches!(next, AppendOutcome::Appended(appended) if appended.base_offset == 2));
+        let stale = partition.append(&mut idempotent_batch(9, 1, 3, &[b"d"]), 1_000).expect_err("old epoch");
+        assert_eq!(stale.code, ResponseError::InvalidProducerEpoch);
+    }
+}

@@ -146,6 +146,7 @@ impl PartitionProducers {
         before - self.producers.len()
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.producers.len()
     }

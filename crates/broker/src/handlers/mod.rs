@@ -7,6 +7,7 @@ mod fetch;
 mod metadata;
 mod offsets;
 mod produce;
+mod producer_id;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ const SUPPORTED: &[ApiRange] = &[
     ApiRange { api_key: ApiKey::IncrementalAlterConfigs, min: 0, max: 1 },
     ApiRange { api_key: ApiKey::DescribeCluster, min: 0, max: 1 },
     ApiRange { api_key: ApiKey::OffsetForLeaderEpoch, min: 2, max: 4 },
+    ApiRange { api_key: ApiKey::InitProducerId, min: 0, max: 4 },
 ];
 
 /// The broker as the protocol server sees it.
@@ -76,6 +78,9 @@ async fn dispatch(broker: Arc<Broker>, request: Request, turn: Option<Turn>) -> 
         }
         (RequestKind::OffsetForLeaderEpoch(body), _) => {
             ResponseKind::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(&broker, body))
+        }
+        (RequestKind::InitProducerId(body), _) => {
+            ResponseKind::InitProducerId(producer_id::init_producer_id(broker, body).await)
         }
         (RequestKind::Metadata(body), _) => {
             ResponseKind::Metadata(metadata::metadata(broker, body, version).await)
