@@ -303,6 +303,50 @@ pub fn first_record_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)>
     whole_batch_answer
 }
 
+/// One record of an uncompressed batch, borrowed from the batch's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// The records of one whole batch (headers of records are skipped). `None` for a compressed
+/// batch, which needs decompressing first, or for malformed records. Used for Tidewater's own
+/// internal logs, which it writes uncompressed.
+pub fn records(batch: &[u8]) -> Option<Vec<Record<'_>>> {
+    let header = parse_header(batch, BATCH_BYTES_HARD_MAX).ok()?;
+    if header.attributes & ATTRIBUTE_COMPRESSION_MASK != 0 {
+        return None;
+    }
+    let mut cursor = batch.get(BATCH_HEADER_BYTES..header.total_bytes())?;
+    let mut records = Vec::with_capacity((header.records_count.max(0) as usize).min(cursor.len()));
+    for _ in 0..header.records_count {
+        let length = usize::try_from(take_varint(&mut cursor)?).ok()?;
+        let mut record = cursor.get(..length)?;
+        cursor = &cursor[length..];
+        record = record.get(1..)?; // attributes
+        let timestamp = header.base_timestamp + take_varint(&mut record)?;
+        let offset = header.base_offset + take_varint(&mut record)?;
+        let key = take_bytes(&mut record)?;
+        let value = take_bytes(&mut record)?;
+        records.push(Record { offset, timestamp, key, value });
+    }
+    Some(records)
+}
+
+/// Reads a varint length and that many bytes; a length of -1 is null.
+fn take_bytes<'a>(cursor: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
+    let length = take_varint(cursor)?;
+    if length < 0 {
+        return Some(None);
+    }
+    let bytes = cursor.get(..usize::try_from(length).ok()?)?;
+    *cursor = &cursor[bytes.len()..];
+    Some(Some(bytes))
+}
+
 /// Reads one zigzag varint (Kafka's varint and varlong), advancing `cursor`; `None` if malformed.
 fn take_varint(cursor: &mut &[u8]) -> Option<i64> {
     let mut raw: u64 = 0;
@@ -356,6 +400,24 @@ mod tests {
         assert_eq!(first_record_at_or_after(&batch, 999), Some((40, 1_000)));
         assert_eq!(first_record_at_or_after(&batch, 1_000), Some((40, 1_000)));
         assert_eq!(first_record_at_or_after(&batch, 1_001), None);
+    }
+
+    #[test]
+    fn records_decode_what_encode_batch_wrote() {
+        let mut batch = encode_batch(5_000, &[(Some(b"k1"), b"v1"), (None, b""), (Some(b""), b"v3")]);
+        set_base_offset(&mut batch, 10);
+        let decoded = records(&batch).expect("uncompressed");
+        let summary: Vec<_> = decoded.iter().map(|record| (record.offset, record.key, record.value)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (10, Some(&b"k1"[..]), Some(&b"v1"[..])),
+                (11, None, Some(&b""[..])),
+                (12, Some(&b""[..]), Some(&b"v3"[..])),
+            ]
+        );
+        assert!(decoded.iter().all(|record| record.timestamp == 5_000));
+        assert_eq!(records(&batch[..batch.len() - 1]), None);
     }
 
     #[test]
