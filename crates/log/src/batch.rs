@@ -407,7 +407,8 @@ mod tests {
         let mut batch = encode_batch(5_000, &[(Some(b"k1"), b"v1"), (None, b""), (Some(b""), b"v3")]);
         set_base_offset(&mut batch, 10);
         let decoded = records(&batch).expect("uncompressed");
-        let summary: Vec<_> = decoded.iter().map(|record| (record.offset, record.key, record.value)).collect();
+        let summary: Vec<_> =
+            decoded.iter().map(|record| (record.offset, record.key, record.value)).collect();
         assert_eq!(
             summary,
             vec![

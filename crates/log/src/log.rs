@@ -584,7 +584,7 @@ impl Log {
             };
             let expired = config.retention_ms >= 0 && now - newest_ms > config.retention_ms;
             let oversized =
-                config.retention_bytes >= 0 && total_size - oldest.size > config.retention_bytes as u64;
+                config.retention_bytes >= 0 && total_size - oldest.size >= config.retention_bytes as u64;
             if !(expired || oversized) {
                 break;
             }
