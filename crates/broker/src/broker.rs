@@ -15,6 +15,7 @@ use tidewater_log::{Clock, FsyncPolicy, Log, LogConfig, LogDir, TopicPartition};
 use uuid::Uuid;
 
 use crate::error::BrokerError;
+use crate::groups::{Coordinator, GroupConfig, OffsetStore};
 use crate::meta::{MetaStore, TopicMeta};
 use crate::partition::Partition;
 use crate::topic_config::{self, TopicConfigs};
@@ -42,6 +43,11 @@ pub struct BrokerConfig {
     pub default_partitions: i32,
     /// Log settings of every topic that does not override them.
     pub log_defaults: LogConfig,
+    /// Consumer group timing and limits.
+    pub groups: GroupConfig,
+    /// Committed offsets of a group with no members are deleted after this long without a
+    /// commit (Kafka offsets.retention.minutes, 7 days by default).
+    pub offsets_retention_ms: i64,
 }
 
 /// An error for one topic or partition in a response: a Kafka code and a message for humans.
@@ -74,6 +80,10 @@ pub struct Broker {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     cluster_id: String,
     clock: Arc<dyn Clock>,
+    /// The consumer group coordinator (membership, generations, assignments).
+    pub(crate) groups: Mutex<Coordinator>,
+    /// Committed offsets of every group, durable.
+    pub(crate) offsets: Mutex<OffsetStore>,
     /// The current block of producer ids: next to hand out, and the end of the block.
     producer_ids: Mutex<(i64, i64)>,
     /// Woken whenever a partition's high watermark moves, so long-polling fetches re-check.
@@ -122,6 +132,8 @@ impl Broker {
             }
         }
         let cluster_id = meta.meta.cluster_id.clone();
+        let offsets = OffsetStore::open(&root, clock.clone())?;
+        let groups = Coordinator::new(config.groups);
         Ok(Broker {
             config,
             logs,
@@ -130,6 +142,8 @@ impl Broker {
             cluster_id,
             clock,
             producer_ids: Mutex::new((0, 0)),
+            groups: Mutex::new(groups),
+            offsets: Mutex::new(offsets),
             data_arrived: tokio::sync::Notify::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         })
@@ -402,8 +416,51 @@ impl Broker {
         self.clock.now_ms()
     }
 
-    /// Flushes and closes every partition log.
+    /// Consumer group timeouts: expired sessions, join phases whose time is up, and offsets of
+    /// empty groups past retention. Called several times a second.
+    pub fn tick_groups(&self) {
+        let now = self.clock.now_ms();
+        let mut groups = self.lock_groups();
+        groups.tick(now);
+        let expired: Vec<String> = {
+            let offsets = self.lock_offsets();
+            offsets
+                .groups()
+                .into_iter()
+                .filter(|group| groups.state(group).is_none())
+                .filter(|group| {
+                    offsets
+                        .last_commit_ms(group)
+                        .is_some_and(|last| now - last > self.config.offsets_retention_ms)
+                })
+                .collect()
+        };
+        drop(groups);
+        for group in expired {
+            let mut offsets = self.lock_offsets();
+            let keys: Vec<_> = offsets
+                .group(&group)
+                .into_iter()
+                .map(|(topic, partition, _)| ((topic.to_string(), partition), None))
+                .collect();
+            match offsets.write(&group, keys) {
+                Ok(()) => tracing::info!(%group, "expired the committed offsets of an empty group"),
+                Err(error) => tracing::error!(%group, %error, "could not expire offsets"),
+            }
+        }
+    }
+
+    pub(crate) fn lock_groups(&self) -> MutexGuard<'_, Coordinator> {
+        self.groups.lock().expect("group coordinator mutex poisoned by a panic")
+    }
+
+    pub(crate) fn lock_offsets(&self) -> MutexGuard<'_, OffsetStore> {
+        self.offsets.lock().expect("offset store mutex poisoned by a panic")
+    }
+
+    /// Flushes and closes every partition log and the offsets log.
     pub fn close(&self) -> Result<(), BrokerError> {
+        self.lock_offsets().close()?;
         Ok(self.logs.close()?)
     }
 

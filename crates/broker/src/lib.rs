@@ -7,6 +7,7 @@
 
 mod broker;
 mod error;
+pub mod groups;
 mod handlers;
 mod meta;
 mod partition;

@@ -4,6 +4,7 @@
 mod admin;
 mod configs;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -37,6 +38,17 @@ const SUPPORTED: &[ApiRange] = &[
     ApiRange { api_key: ApiKey::DescribeCluster, min: 0, max: 1 },
     ApiRange { api_key: ApiKey::OffsetForLeaderEpoch, min: 2, max: 4 },
     ApiRange { api_key: ApiKey::InitProducerId, min: 0, max: 4 },
+    ApiRange { api_key: ApiKey::FindCoordinator, min: 0, max: 4 },
+    ApiRange { api_key: ApiKey::JoinGroup, min: 0, max: 7 },
+    ApiRange { api_key: ApiKey::SyncGroup, min: 0, max: 5 },
+    ApiRange { api_key: ApiKey::Heartbeat, min: 0, max: 4 },
+    ApiRange { api_key: ApiKey::LeaveGroup, min: 0, max: 5 },
+    ApiRange { api_key: ApiKey::OffsetCommit, min: 2, max: 8 },
+    ApiRange { api_key: ApiKey::OffsetFetch, min: 1, max: 8 },
+    ApiRange { api_key: ApiKey::ListGroups, min: 0, max: 4 },
+    ApiRange { api_key: ApiKey::DescribeGroups, min: 0, max: 5 },
+    ApiRange { api_key: ApiKey::DeleteGroups, min: 0, max: 2 },
+    ApiRange { api_key: ApiKey::OffsetDelete, min: 0, max: 0 },
 ];
 
 /// The broker as the protocol server sees it.
@@ -62,12 +74,19 @@ impl Handler for BrokerHandler {
         // Appends keep the connection's request order: take the turn now, while requests are
         // still handed over one by one.
         let turn = matches!(request.body, RequestKind::Produce(_)).then(|| connection.turns.take());
-        Box::pin(async move { dispatch(broker, request, turn).await })
+        let connection = connection.clone();
+        Box::pin(async move { dispatch(broker, request, turn, connection).await })
     }
 }
 
-async fn dispatch(broker: Arc<Broker>, request: Request, turn: Option<Turn>) -> Reply {
+async fn dispatch(
+    broker: Arc<Broker>,
+    request: Request,
+    turn: Option<Turn>,
+    connection: ConnectionInfo,
+) -> Reply {
     let version = request.api_version;
+    let client_id = request.header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
     let response = match (request.body, turn) {
         (RequestKind::Produce(body), Some(turn)) => {
             return produce::handle(broker, body, version, turn).await
@@ -81,6 +100,33 @@ async fn dispatch(broker: Arc<Broker>, request: Request, turn: Option<Turn>) -> 
         }
         (RequestKind::InitProducerId(body), _) => {
             ResponseKind::InitProducerId(producer_id::init_producer_id(broker, body).await)
+        }
+        (RequestKind::FindCoordinator(body), _) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(&broker, body, version))
+        }
+        (RequestKind::JoinGroup(body), _) => {
+            ResponseKind::JoinGroup(groups::join_group(broker, body, version, connection, client_id).await)
+        }
+        (RequestKind::SyncGroup(body), _) => ResponseKind::SyncGroup(groups::sync_group(broker, body).await),
+        (RequestKind::Heartbeat(body), _) => ResponseKind::Heartbeat(groups::heartbeat(&broker, body)),
+        (RequestKind::LeaveGroup(body), _) => {
+            ResponseKind::LeaveGroup(groups::leave_group(&broker, body, version))
+        }
+        (RequestKind::OffsetCommit(body), _) => {
+            ResponseKind::OffsetCommit(groups::offset_commit(broker, body).await)
+        }
+        (RequestKind::OffsetFetch(body), _) => {
+            ResponseKind::OffsetFetch(groups::offset_fetch(&broker, body, version))
+        }
+        (RequestKind::ListGroups(body), _) => ResponseKind::ListGroups(groups::list_groups(&broker, body)),
+        (RequestKind::DescribeGroups(body), _) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(&broker, body))
+        }
+        (RequestKind::DeleteGroups(body), _) => {
+            ResponseKind::DeleteGroups(groups::delete_groups(broker, body).await)
+        }
+        (RequestKind::OffsetDelete(body), _) => {
+            ResponseKind::OffsetDelete(groups::offset_delete(broker, body).await)
         }
         (RequestKind::Metadata(body), _) => {
             ResponseKind::Metadata(metadata::metadata(broker, body, version).await)

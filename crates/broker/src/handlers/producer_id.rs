@@ -25,7 +25,7 @@ pub(super) async fn init_producer_id(
         return response.with_error_code(ResponseError::InvalidRequest.code());
     }
     let (current_id, current_epoch) = (request.producer_id.0, request.producer_epoch);
-    if current_id >= 0 && current_epoch >= 0 && current_epoch < i16::MAX - 1 {
+    if current_id >= 0 && (0..i16::MAX - 1).contains(&current_epoch) {
         return response.with_producer_id(ProducerId(current_id)).with_producer_epoch(current_epoch + 1);
     }
     match blocking(move || broker.allocate_producer_id()).await {

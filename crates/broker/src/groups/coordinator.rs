@@ -1,0 +1,811 @@
+//! The classic consumer group protocol as a state machine: members join, a leader is chosen and
+//! assigns partitions, everyone syncs, heartbeats keep members alive, and any change of
+//! membership starts a new generation (a rebalance).
+//!
+//! ```text
+//!            join                      all joined / timeout             leader syncs
+//!   Empty ──────────▶ PreparingRebalance ─────────────────▶ CompletingRebalance ─────▶ Stable
+//!     ▲                 ▲          ▲ join, leave, expiry                  │  join, leave,  │
+//!     │ last member     │          └──────────────────────────────────────┘  expiry        │
+//!     └─ leaves ────────┴──────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! No I/O and no clock: every call takes `now_ms`, and `tick` handles timeouts, so tests drive
+//! time. A JoinGroup or SyncGroup that must wait for other members parks a `oneshot` sender
+//! here; the handler awaits the other end. Assignments and subscriptions are opaque bytes: the
+//! client-side assignors (range, roundrobin, cooperative-sticky) work because the metadata passes
+//! through exactly.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use bytes::Bytes;
+use tidewater_kafka::ResponseError;
+use tokio::sync::oneshot;
+
+/// Timing settings, as in Kafka's group coordinator config.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupConfig {
+    /// `group.min.session.timeout.ms`
+    pub min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`
+    pub max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms`: how long a new group waits for more members.
+    pub initial_rebalance_delay_ms: i64,
+    /// Members one group may have (`group.max.size`).
+    pub max_members: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            max_members: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl GroupState {
+    /// The name Kafka tools show.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
+/// A JoinGroup as the coordinator needs it.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    /// (name, metadata) in the member's order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+ clients expect MEMBER_ID_REQUIRED on their first join.
+    pub requires_known_member_id: bool,
+}
+
+/// The answer to a JoinGroup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinResult {
+    pub error: Option<ResponseError>,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// Only the leader gets the members and their metadata for the chosen protocol.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinResult {
+    fn error(error: ResponseError, member_id: &str) -> Self {
+        JoinResult {
+            error: Some(error),
+            generation_id: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            member_id: member_id.to_string(),
+            members: Vec::new(),
+        }
+    }
+}
+
+/// The answer to a SyncGroup: the member's assignment, or an error.
+pub type SyncResult = Result<(Option<String>, Option<String>, Bytes), ResponseError>;
+
+/// What DescribeGroups shows of a member.
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// What DescribeGroups shows of a group.
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol_name: String,
+    pub members: Vec<MemberDescription>,
+}
+
+#[derive(Debug)]
+struct Member {
+    group_instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    session_timeout_ms: i32,
+    rebalance_timeout_ms: i32,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_heartbeat_ms: i64,
+    pending_join: Option<oneshot::Sender<JoinResult>>,
+    pending_sync: Option<oneshot::Sender<SyncResult>>,
+}
+
+#[derive(Debug)]
+struct Group {
+    state: GroupState,
+    generation_id: i32,
+    protocol_type: String,
+    protocol_name: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED and not yet used, with when they expire.
+    pending_member_ids: HashMap<String, i64>,
+    /// PreparingRebalance: the join phase ends at this time even if members are missing.
+    rebalance_deadline_ms: i64,
+    /// PreparingRebalance of a new group: no completion before this, to gather members.
+    initial_delay_until_ms: i64,
+    /// CompletingRebalance: the leader must sync by this time.
+    sync_deadline_ms: i64,
+}
+
+impl Group {
+    fn new() -> Self {
+        Group {
+            state: GroupState::Empty,
+            generation_id: 0,
+            protocol_type: String::new(),
+            protocol_name: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending_member_ids: HashMap::new(),
+            rebalance_deadline_ms: 0,
+            initial_delay_until_ms: 0,
+            sync_deadline_ms: 0,
+        }
+    }
+}
+
+/// All groups this broker coordinates.
+#[derive(Debug, Default)]
+pub struct Coordinator {
+    config: GroupConfig,
+    groups: HashMap<String, Group>,
+    next_member_number: u64,
+}
+
+impl Coordinator {
+    pub fn new(config: GroupConfig) -> Self {
+        Coordinator { config, groups: HashMap::new(), next_member_number: 0 }
+    }
+
+    /// Handles a JoinGroup. The result arrives on `respond`, now or when the rebalance completes.
+    pub fn join(
+        &mut self,
+        group_id: &str,
+        request: JoinRequest,
+        now_ms: i64,
+        respond: oneshot::Sender<JoinResult>,
+    ) {
+        let config = self.config;
+        if request.session_timeout_ms < config.min_session_timeout_ms
+            || request.session_timeout_ms > config.max_session_timeout_ms
+        {
+            let _ = respond.send(JoinResult::error(ResponseError::InvalidSessionTimeout, &request.member_id));
+            return;
+        }
+        if request.protocol_type.is_empty() || request.protocols.is_empty() {
+            let _ =
+                respond.send(JoinResult::error(ResponseError::InconsistentGroupProtocol, &request.member_id));
+            return;
+        }
+        let member_number = self.next_member_number;
+        let group = self.groups.entry(group_id.to_string()).or_insert_with(Group::new);
+        if !group.members.is_empty() {
+            let shared = request.protocols.iter().any(|(name, _)| {
+                group.members.values().all(|member| member.protocols.iter().any(|(other, _)| other == name))
+            });
+            if request.protocol_type != group.protocol_type || !shared {
+                let _ = respond
+                    .send(JoinResult::error(ResponseError::InconsistentGroupProtocol, &request.member_id));
+                return;
+            }
+        }
+        let mut member_id = request.member_id.clone();
+        if member_id.is_empty() {
+            // A static member that restarts takes over its old identity.
+            let previous = request.group_instance_id.as_ref().and_then(|instance| {
+                group
+                    .members
+                    .iter()
+                    .find(|(_, member)| member.group_instance_id.as_ref() == Some(instance))
+                    .map(|(id, _)| id.clone())
+            });
+            if let Some(previous) = previous {
+                if let Some(mut old) = group.members.remove(&previous) {
+                    if let Some(join) = old.pending_join.take() {
+                        let _ = join.send(JoinResult::error(ResponseError::FencedInstanceId, &previous));
+                    }
+                    if group.leader.as_deref() == Some(previous.as_str()) {
+                        group.leader = None;
+                    }
+                }
+            }
+            self.next_member_number += 1;
+            member_id = format!("{}-{}-{member_number}", request.client_id, now_ms);
+            if request.requires_known_member_id && request.group_instance_id.is_none() {
+                group
+                    .pending_member_ids
+                    .insert(member_id.clone(), now_ms + i64::from(request.session_timeout_ms));
+                let _ = respond.send(JoinResult::error(ResponseError::MemberIdRequired, &member_id));
+                return;
+            }
+        } else if !group.members.contains_key(&member_id)
+            && group.pending_member_ids.remove(&member_id).is_none()
+        {
+            let _ = respond.send(JoinResult::error(ResponseError::UnknownMemberId, &member_id));
+            return;
+        }
+        if !group.members.contains_key(&member_id) && group.members.len() >= config.max_members {
+            let _ = respond.send(JoinResult::error(ResponseError::GroupMaxSizeReached, &member_id));
+            return;
+        }
+        let member = group.members.entry(member_id.clone()).or_insert_with(|| Member {
+            group_instance_id: request.group_instance_id.clone(),
+            client_id: request.client_id.clone(),
+            client_host: request.client_host.clone(),
+            session_timeout_ms: request.session_timeout_ms,
+            rebalance_timeout_ms: request.rebalance_timeout_ms,
+            protocols: Vec::new(),
+            assignment: Bytes::new(),
+            last_heartbeat_ms: now_ms,
+            pending_join: None,
+            pending_sync: None,
+        });
+        member.protocols = request.protocols;
+        member.session_timeout_ms = request.session_timeout_ms;
+        member.rebalance_timeout_ms = request.rebalance_timeout_ms.max(request.session_timeout_ms);
+        member.last_heartbeat_ms = now_ms;
+        if let Some(stale) = member.pending_join.replace(respond) {
+            let _ = stale.send(JoinResult::error(ResponseError::UnknownMemberId, &member_id));
+        }
+        group.protocol_type = request.protocol_type;
+        if group.state != GroupState::PreparingRebalance {
+            prepare_rebalance(group, now_ms, config.initial_rebalance_delay_ms);
+        }
+        maybe_complete_join(group, now_ms);
+    }
+
+    /// Handles a SyncGroup. The result arrives on `respond` once the leader's assignment is in.
+    pub fn sync(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        generation_id: i32,
+        assignments: Vec<(String, Bytes)>,
+        now_ms: i64,
+        respond: oneshot::Sender<SyncResult>,
+    ) {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            let _ = respond.send(Err(ResponseError::UnknownMemberId));
+            return;
+        };
+        let Some(member) = group.members.get_mut(member_id) else {
+            let _ = respond.send(Err(ResponseError::UnknownMemberId));
+            return;
+        };
+        if generation_id != group.generation_id {
+            let _ = respond.send(Err(ResponseError::IllegalGeneration));
+            return;
+        }
+        member.last_heartbeat_ms = now_ms;
+        let answer = (Some(group.protocol_type.clone()), group.protocol_name.clone());
+        match group.state {
+            GroupState::Empty | GroupState::PreparingRebalance => {
+                let _ = respond.send(Err(ResponseError::RebalanceInProgress));
+            }
+            GroupState::Stable => {
+                let _ = respond.send(Ok((answer.0, answer.1, member.assignment.clone())));
+            }
+            GroupState::CompletingRebalance => {
+                member.pending_sync = Some(respond);
+                if group.leader.as_deref() == Some(member_id) {
+                    let mut assignments: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    for (id, member) in group.members.iter_mut() {
+                        member.assignment = assignments.remove(id).unwrap_or_default();
+                        if let Some(waiting) = member.pending_sync.take() {
+                            let _ = waiting.send(Ok((
+                                answer.0.clone(),
+                                answer.1.clone(),
+                                member.assignment.clone(),
+                            )));
+                        }
+                    }
+                    group.state = GroupState::Stable;
+                }
+            }
+        }
+    }
+
+    /// Handles a Heartbeat: keeps the member alive and tells it whether to rejoin.
+    pub fn heartbeat(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        generation_id: i32,
+        now_ms: i64,
+    ) -> Result<(), ResponseError> {
+        let group = self.groups.get_mut(group_id).ok_or(ResponseError::UnknownMemberId)?;
+        let member = group.members.get_mut(member_id).ok_or(ResponseError::UnknownMemberId)?;
+        member.last_heartbeat_ms = now_ms;
+        if group.state == GroupState::PreparingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        if generation_id != group.generation_id {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        Ok(())
+    }
+
+    /// Handles a LeaveGroup for one member, named by member id or (static) instance id.
+    pub fn leave(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), ResponseError> {
+        let group = self.groups.get_mut(group_id).ok_or(ResponseError::UnknownMemberId)?;
+        let member_id = if member_id.is_empty() {
+            let instance = instance_id.ok_or(ResponseError::UnknownMemberId)?;
+            group
+                .members
+                .iter()
+                .find(|(_, member)| member.group_instance_id.as_deref() == Some(instance))
+                .map(|(id, _)| id.clone())
+                .ok_or(ResponseError::UnknownMemberId)?
+        } else {
+            member_id.to_string()
+        };
+        remove_member(group, &member_id, ResponseError::UnknownMemberId);
+        after_membership_change(group, now_ms, self.config.initial_rebalance_delay_ms);
+        Ok(())
+    }
+
+    /// Handles time: expired sessions, a join phase whose time is up, a leader that never synced.
+    pub fn tick(&mut self, now_ms: i64) {
+        let delay = self.config.initial_rebalance_delay_ms;
+        for (group_id, group) in self.groups.iter_mut() {
+            group.pending_member_ids.retain(|_, expires| *expires > now_ms);
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|(_, member)| {
+                    member.pending_join.is_none()
+                        && now_ms - member.last_heartbeat_ms > i64::from(member.session_timeout_ms)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for member_id in &expired {
+                tracing::info!(group = %group_id, member = %member_id, "member session expired");
+                remove_member(group, member_id, ResponseError::UnknownMemberId);
+            }
+            if !expired.is_empty() {
+                after_membership_change(group, now_ms, delay);
+            }
+            if group.state == GroupState::CompletingRebalance && now_ms >= group.sync_deadline_ms {
+                tracing::info!(group = %group_id, "leader did not sync in time; rebalancing again");
+                prepare_rebalance(group, now_ms, delay);
+            }
+            maybe_complete_join(group, now_ms);
+        }
+        // Forget groups with nothing left in them; committed offsets live elsewhere.
+        self.groups
+            .retain(|_, group| group.state != GroupState::Empty || !group.pending_member_ids.is_empty());
+    }
+
+    /// The group's state, or `None` when it has no members (Kafka shows such a group as Empty
+    /// if it has committed offsets, and as Dead otherwise).
+    pub fn state(&self, group_id: &str) -> Option<GroupState> {
+        self.groups.get(group_id).map(|group| group.state)
+    }
+
+    /// Whether `member_id` of `generation_id` may commit offsets now: the check OffsetCommit makes.
+    pub fn check_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation_id: i32,
+    ) -> Result<(), ResponseError> {
+        let group = self.groups.get(group_id);
+        let active = group.filter(|group| group.state != GroupState::Empty);
+        if generation_id < 0 && member_id.is_empty() {
+            // A commit from a consumer that manages its own assignment: allowed while no group
+            // members are active, as in Kafka.
+            return match active {
+                None => Ok(()),
+                Some(_) => Err(ResponseError::UnknownMemberId),
+            };
+        }
+        let group = active.ok_or(ResponseError::UnknownMemberId)?;
+        if !group.members.contains_key(member_id) {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        if generation_id != group.generation_id {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        if group.state == GroupState::PreparingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        Ok(())
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let group = self.groups.get(group_id)?;
+        let protocol_name = group.protocol_name.clone().unwrap_or_default();
+        let members = group
+            .members
+            .iter()
+            .map(|(id, member)| MemberDescription {
+                member_id: id.clone(),
+                group_instance_id: member.group_instance_id.clone(),
+                client_id: member.client_id.clone(),
+                client_host: member.client_host.clone(),
+                metadata: member
+                    .protocols
+                    .iter()
+                    .find(|(name, _)| *name == protocol_name)
+                    .map(|(_, metadata)| metadata.clone())
+                    .unwrap_or_default(),
+                assignment: if group.state == GroupState::Stable {
+                    member.assignment.clone()
+                } else {
+                    Bytes::new()
+                },
+            })
+            .collect();
+        Some(GroupDescription {
+            state: group.state,
+            protocol_type: group.protocol_type.clone(),
+            protocol_name,
+            members,
+        })
+    }
+
+    /// Every group with members: (id, protocol type, state).
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        self.groups.iter().map(|(id, group)| (id.clone(), group.protocol_type.clone(), group.state)).collect()
+    }
+}
+
+/// Removes a member, answering anything it was waiting for with `error`.
+fn remove_member(group: &mut Group, member_id: &str, error: ResponseError) {
+    if let Some(mut member) = group.members.remove(member_id) {
+        if let Some(join) = member.pending_join.take() {
+            let _ = join.send(JoinResult::error(error, member_id));
+        }
+        if let Some(sync) = member.pending_sync.take() {
+            let _ = sync.send(Err(error));
+        }
+    }
+    if group.leader.as_deref() == Some(member_id) {
+        group.leader = None;
+    }
+}
+
+fn after_membership_change(group: &mut Group, now_ms: i64, initial_delay_ms: i64) {
+    if group.members.is_empty() {
+        group.state = GroupState::Empty;
+        group.generation_id += 1;
+        group.protocol_name = None;
+        group.leader = None;
+    } else if group.state != GroupState::PreparingRebalance {
+        prepare_rebalance(group, now_ms, initial_delay_ms);
+    }
+}
+
+/// Starts a join phase: every member must rejoin; waiting syncs are told to.
+fn prepare_rebalance(group: &mut Group, now_ms: i64, initial_delay_ms: i64) {
+    let was_empty = group.state == GroupState::Empty;
+    group.state = GroupState::PreparingRebalance;
+    let rebalance_timeout =
+        group.members.values().map(|member| member.rebalance_timeout_ms).max().unwrap_or(0);
+    group.rebalance_deadline_ms = now_ms + i64::from(rebalance_timeout);
+    group.initial_delay_until_ms =
+        if was_empty { now_ms + initial_delay_ms.min(i64::from(rebalance_timeout)) } else { 0 };
+    for member in group.members.values_mut() {
+        if let Some(sync) = member.pending_sync.take() {
+            let _ = sync.send(Err(ResponseError::RebalanceInProgress));
+        }
+    }
+}
+
+/// Ends the join phase when every member has rejoined (and a new group's initial delay is over),
+/// or when time is up, dropping members that did not rejoin.
+fn maybe_complete_join(group: &mut Group, now_ms: i64) {
+    if group.state != GroupState::PreparingRebalance {
+        return;
+    }
+    let all_joined = group.members.values().all(|member| member.pending_join.is_some());
+    let ready =
+        (all_joined && now_ms >= group.initial_delay_until_ms) || now_ms >= group.rebalance_deadline_ms;
+    if !ready {
+        return;
+    }
+    let missing: Vec<String> = group
+        .members
+        .iter()
+        .filter(|(_, member)| member.pending_join.is_none())
+        .map(|(id, _)| id.clone())
+        .collect();
+    for member_id in missing {
+        remove_member(group, &member_id, ResponseError::UnknownMemberId);
+    }
+    group.generation_id += 1;
+    if group.members.is_empty() {
+        group.state = GroupState::Empty;
+        group.leader = None;
+        group.protocol_name = None;
+        return;
+    }
+    group.protocol_name = select_protocol(group);
+    if group.leader.as_ref().is_none_or(|leader| !group.members.contains_key(leader)) {
+        group.leader = group.members.keys().next().cloned();
+    }
+    let leader = group.leader.clone().unwrap_or_default();
+    let protocol = group.protocol_name.clone().unwrap_or_default();
+    let roster: Vec<(String, Option<String>, Bytes)> = group
+        .members
+        .iter()
+        .map(|(id, member)| {
+            let metadata = member
+                .protocols
+                .iter()
+                .find(|(name, _)| *name == protocol)
+                .map(|(_, m)| m.clone())
+                .unwrap_or_default();
+            (id.clone(), member.group_instance_id.clone(), metadata)
+        })
+        .collect();
+    group.state = GroupState::CompletingRebalance;
+    let sync_timeout = group.members.values().map(|member| member.rebalance_timeout_ms).max().unwrap_or(0);
+    group.sync_deadline_ms = now_ms + i64::from(sync_timeout);
+    for (id, member) in group.members.iter_mut() {
+        member.last_heartbeat_ms = now_ms;
+        if let Some(join) = member.pending_join.take() {
+            let _ = join.send(JoinResult {
+                error: None,
+                generation_id: group.generation_id,
+                protocol_type: Some(group.protocol_type.clone()),
+                protocol_name: group.protocol_name.clone(),
+                leader: leader.clone(),
+                member_id: id.clone(),
+                members: if *id == leader { roster.clone() } else { Vec::new() },
+            });
+        }
+    }
+}
+
+/// The protocol every member supports that most members prefer, as Kafka chooses it.
+fn select_protocol(group: &Group) -> Option<String> {
+    let mut candidates: Vec<&str> =
+        group.members.values().next()?.protocols.iter().map(|(name, _)| name.as_str()).collect();
+    candidates.retain(|name| {
+        group.members.values().all(|member| member.protocols.iter().any(|(other, _)| other == name))
+    });
+    let candidate_set: HashSet<&str> = candidates.iter().copied().collect();
+    let mut votes: HashMap<&str, usize> = HashMap::new();
+    for member in group.members.values() {
+        if let Some((name, _)) =
+            member.protocols.iter().find(|(name, _)| candidate_set.contains(name.as_str()))
+        {
+            *votes.entry(name.as_str()).or_default() += 1;
+        }
+    }
+    // Ties go to the earlier candidate in the first member's order.
+    candidates
+        .iter()
+        .max_by_key(|name| {
+            (
+                votes.get(*name).copied().unwrap_or(0),
+                std::cmp::Reverse(candidates.iter().position(|c| c == *name)),
+            )
+        })
+        .map(|name| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DELAY: i64 = 3_000;
+
+    fn coordinator() -> Coordinator {
+        Coordinator::new(GroupConfig { initial_rebalance_delay_ms: DELAY, ..GroupConfig::default() })
+    }
+
+    fn request(member_id: &str, protocols: &[&str]) -> JoinRequest {
+        JoinRequest {
+            member_id: member_id.to_string(),
+            group_instance_id: None,
+            client_id: "client".to_string(),
+            client_host: "/127.0.0.1".to_string(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 20_000,
+            protocol_type: "consumer".to_string(),
+            protocols: protocols
+                .iter()
+                .map(|name| (name.to_string(), Bytes::from(format!("meta-{name}"))))
+                .collect(),
+            requires_known_member_id: true,
+        }
+    }
+
+    /// Joins with an empty member id, answers MEMBER_ID_REQUIRED, joins again; returns the
+    /// member id and the pending second join.
+    fn join_new(
+        coordinator: &mut Coordinator,
+        group: &str,
+        protocols: &[&str],
+        now: i64,
+    ) -> (String, oneshot::Receiver<JoinResult>) {
+        let (respond, mut first) = oneshot::channel();
+        coordinator.join(group, request("", protocols), now, respond);
+        let first = first.try_recv().expect("answered at once");
+        assert_eq!(first.error, Some(ResponseError::MemberIdRequired));
+        let (respond, second) = oneshot::channel();
+        coordinator.join(group, request(&first.member_id, protocols), now, respond);
+        (first.member_id, second)
+    }
+
+    fn sync(
+        coordinator: &mut Coordinator,
+        group: &str,
+        member: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+        now: i64,
+    ) -> oneshot::Receiver<SyncResult> {
+        let (respond, result) = oneshot::channel();
+        coordinator.sync(group, member, generation, assignments, now, respond);
+        result
+    }
+
+    #[test]
+    fn two_members_form_a_group_after_the_initial_delay_and_sync_the_leaders_assignment() {
+        let mut coordinator = coordinator();
+        let (first, mut first_join) = join_new(&mut coordinator, "g", &["range"], 0);
+        let (second, mut second_join) = join_new(&mut coordinator, "g", &["range"], 100);
+        assert!(first_join.try_recv().is_err(), "a new group waits for the initial delay");
+        coordinator.tick(DELAY - 1);
+        assert!(first_join.try_recv().is_err());
+        coordinator.tick(DELAY);
+        let leader = first_join.try_recv().expect("joined");
+        let follower = second_join.try_recv().expect("joined");
+        assert_eq!((leader.error, leader.generation_id, leader.leader.as_str()), (None, 1, first.as_str()));
+        assert_eq!(leader.protocol_name.as_deref(), Some("range"));
+        assert_eq!(leader.members.len(), 2, "the leader sees every member");
+        assert!(follower.members.is_empty(), "followers see none");
+        assert_eq!(coordinator.state("g"), Some(GroupState::CompletingRebalance));
+
+        let mut follower_sync = sync(&mut coordinator, "g", &second, 1, Vec::new(), DELAY);
+        assert!(follower_sync.try_recv().is_err(), "waits for the leader");
+        let assignments =
+            vec![(first.clone(), Bytes::from_static(b"a0")), (second.clone(), Bytes::from_static(b"a1"))];
+        let mut leader_sync = sync(&mut coordinator, "g", &first, 1, assignments, DELAY);
+        assert_eq!(leader_sync.try_recv().expect("synced").expect("ok").2, Bytes::from_static(b"a0"));
+        assert_eq!(follower_sync.try_recv().expect("synced").expect("ok").2, Bytes::from_static(b"a1"));
+        assert_eq!(coordinator.state("g"), Some(GroupState::Stable));
+        assert_eq!(coordinator.heartbeat("g", &second, 1, DELAY + 10), Ok(()));
+        assert_eq!(coordinator.heartbeat("g", &second, 0, DELAY + 10), Err(ResponseError::IllegalGeneration));
+        assert_eq!(coordinator.heartbeat("g", "nobody", 1, DELAY + 10), Err(ResponseError::UnknownMemberId));
+    }
+
+    /// A group of one member, Stable at generation 1; returns its member id.
+    fn stable_group_of_one(coordinator: &mut Coordinator, group: &str) -> String {
+        let (member, mut join) = join_new(coordinator, group, &["range"], 0);
+        coordinator.tick(DELAY);
+        assert_eq!(join.try_recv().expect("joined").generation_id, 1);
+        sync(coordinator, group, &member, 1, vec![(member.clone(), Bytes::from_static(b"all"))], DELAY);
+        assert_eq!(coordinator.state(group), Some(GroupState::Stable));
+        member
+    }
+
+    #[test]
+    fn a_new_member_makes_the_others_rejoin_through_their_heartbeats() {
+        let mut coordinator = coordinator();
+        let first = stable_group_of_one(&mut coordinator, "g");
+        let (_second, mut second_join) = join_new(&mut coordinator, "g", &["range"], 5_000);
+        assert_eq!(coordinator.heartbeat("g", &first, 1, 5_001), Err(ResponseError::RebalanceInProgress));
+        assert_eq!(coordinator.check_commit("g", &first, 1), Err(ResponseError::RebalanceInProgress));
+        let (respond, mut rejoin) = oneshot::channel();
+        coordinator.join("g", request(&first, &["range"]), 5_002, respond);
+        // Not a new group: no initial delay once everyone has rejoined.
+        assert_eq!(rejoin.try_recv().expect("joined").generation_id, 2);
+        assert_eq!(second_join.try_recv().expect("joined").generation_id, 2);
+    }
+
+    #[test]
+    fn a_silent_member_is_expired_and_the_rest_rebalance() {
+        let mut coordinator = coordinator();
+        let (first, mut first_join) = join_new(&mut coordinator, "g", &["range"], 0);
+        let (second, mut second_join) = join_new(&mut coordinator, "g", &["range"], 0);
+        coordinator.tick(DELAY);
+        first_join.try_recv().expect("joined");
+        second_join.try_recv().expect("joined");
+        sync(&mut coordinator, "g", &first, 1, Vec::new(), DELAY);
+        // Only the first keeps heartbeating.
+        assert_eq!(coordinator.heartbeat("g", &first, 1, DELAY + 9_000), Ok(()));
+        coordinator.tick(DELAY + 10_001);
+        assert_eq!(coordinator.state("g"), Some(GroupState::PreparingRebalance));
+        assert_eq!(
+            coordinator.heartbeat("g", &second, 1, DELAY + 10_002),
+            Err(ResponseError::UnknownMemberId)
+        );
+        let (respond, mut rejoin) = oneshot::channel();
+        coordinator.join("g", request(&first, &["range"]), DELAY + 10_003, respond);
+        let result = rejoin.try_recv().expect("joined");
+        assert_eq!((result.generation_id, result.members.len()), (2, 1));
+    }
+
+    #[test]
+    fn the_last_member_leaving_empties_the_group_and_allows_simple_commits() {
+        let mut coordinator = coordinator();
+        let member = stable_group_of_one(&mut coordinator, "g");
+        assert_eq!(coordinator.check_commit("g", "", -1), Err(ResponseError::UnknownMemberId));
+        assert_eq!(coordinator.check_commit("g", &member, 1), Ok(()));
+        assert_eq!(coordinator.leave("g", &member, None, DELAY + 1), Ok(()));
+        assert_eq!(coordinator.state("g"), Some(GroupState::Empty));
+        assert_eq!(coordinator.check_commit("g", "", -1), Ok(()));
+        assert_eq!(coordinator.check_commit("g", &member, 1), Err(ResponseError::UnknownMemberId));
+        coordinator.tick(DELAY + 2);
+        assert_eq!(coordinator.state("g"), None, "forgotten once empty");
+    }
+
+    #[test]
+    fn joins_that_cannot_work_are_refused() {
+        let mut coordinator = coordinator();
+        let check = |coordinator: &mut Coordinator, request: JoinRequest, expected: ResponseError| {
+            let (respond, mut result) = oneshot::channel();
+            coordinator.join("g", request, 0, respond);
+            assert_eq!(result.try_recv().expect("answered").error, Some(expected));
+        };
+        check(
+            &mut coordinator,
+            JoinRequest { session_timeout_ms: 10, ..request("", &["range"]) },
+            ResponseError::InvalidSessionTimeout,
+        );
+        check(&mut coordinator, request("made-up", &["range"]), ResponseError::UnknownMemberId);
+        stable_group_of_one(&mut coordinator, "g");
+        check(
+            &mut coordinator,
+            JoinRequest { requires_known_member_id: false, ..request("", &["roundrobin"]) },
+            ResponseError::InconsistentGroupProtocol,
+        );
+    }
+
+    #[test]
+    fn the_protocol_most_members_prefer_among_those_all_support_wins() {
+        let mut coordinator = coordinator();
+        let (_, mut first) = join_new(&mut coordinator, "g", &["cooperative-sticky", "range"], 0);
+        let (_, _second) = join_new(&mut coordinator, "g", &["range", "cooperative-sticky"], 0);
+        let (_, _third) = join_new(&mut coordinator, "g", &["range"], 0);
+        coordinator.tick(DELAY);
+        assert_eq!(first.try_recv().expect("joined").protocol_name.as_deref(), Some("range"));
+    }
+}

@@ -1,0 +1,524 @@
+//! The consumer group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups and OffsetDelete.
+//!
+//! This broker coordinates every group itself (one node). JoinGroup and SyncGroup may wait for
+//! other members: the coordinator parks a `oneshot` sender and the handler awaits it, so a
+//! waiting member holds no thread.
+
+use std::sync::Arc;
+
+use tidewater_kafka::kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest;
+use tidewater_kafka::kafka_protocol::messages::delete_groups_response::{
+    DeletableGroupResult, DeleteGroupsResponse,
+};
+use tidewater_kafka::kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
+use tidewater_kafka::kafka_protocol::messages::describe_groups_response::{
+    DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
+};
+use tidewater_kafka::kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use tidewater_kafka::kafka_protocol::messages::find_coordinator_response::{
+    Coordinator, FindCoordinatorResponse,
+};
+use tidewater_kafka::kafka_protocol::messages::heartbeat_request::HeartbeatRequest;
+use tidewater_kafka::kafka_protocol::messages::heartbeat_response::HeartbeatResponse;
+use tidewater_kafka::kafka_protocol::messages::join_group_request::JoinGroupRequest;
+use tidewater_kafka::kafka_protocol::messages::join_group_response::{
+    JoinGroupResponse, JoinGroupResponseMember,
+};
+use tidewater_kafka::kafka_protocol::messages::leave_group_request::LeaveGroupRequest;
+use tidewater_kafka::kafka_protocol::messages::leave_group_response::{LeaveGroupResponse, MemberResponse};
+use tidewater_kafka::kafka_protocol::messages::list_groups_request::ListGroupsRequest;
+use tidewater_kafka::kafka_protocol::messages::list_groups_response::{ListGroupsResponse, ListedGroup};
+use tidewater_kafka::kafka_protocol::messages::offset_commit_request::OffsetCommitRequest;
+use tidewater_kafka::kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use tidewater_kafka::kafka_protocol::messages::offset_delete_request::OffsetDeleteRequest;
+use tidewater_kafka::kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponse, OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use tidewater_kafka::kafka_protocol::messages::offset_fetch_request::OffsetFetchRequest;
+use tidewater_kafka::kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponse, OffsetFetchResponseGroup, OffsetFetchResponsePartition,
+    OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use tidewater_kafka::kafka_protocol::messages::sync_group_request::SyncGroupRequest;
+use tidewater_kafka::kafka_protocol::messages::sync_group_response::SyncGroupResponse;
+use tidewater_kafka::kafka_protocol::messages::{BrokerId, GroupId, TopicName};
+use tidewater_kafka::{ConnectionInfo, ResponseError};
+use tokio::sync::oneshot;
+
+use super::{blocking, str_bytes};
+use crate::broker::Broker;
+use crate::groups::coordinator::{JoinRequest, JoinResult};
+use crate::groups::{CommittedOffset, GroupState};
+
+/// FindCoordinator key types.
+const KEY_TYPE_GROUP: i8 = 0;
+
+pub(super) fn find_coordinator(
+    broker: &Broker,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let config = &broker.config;
+    let (error, message) = if request.key_type == KEY_TYPE_GROUP {
+        (0, None)
+    } else {
+        // Transaction coordinators arrive with transactions.
+        (ResponseError::CoordinatorNotAvailable.code(), Some(str_bytes("transactions are not supported yet")))
+    };
+    if version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(config.node_id))
+                    .with_host(str_bytes(config.advertised_host.clone()))
+                    .with_port(i32::from(config.advertised_port))
+                    .with_error_code(error)
+                    .with_error_message(message.clone())
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    FindCoordinatorResponse::default()
+        .with_error_code(error)
+        .with_error_message(message)
+        .with_node_id(BrokerId(config.node_id))
+        .with_host(str_bytes(config.advertised_host.clone()))
+        .with_port(i32::from(config.advertised_port))
+}
+
+pub(super) async fn join_group(
+    broker: Arc<Broker>,
+    request: JoinGroupRequest,
+    version: i16,
+    connection: ConnectionInfo,
+    client_id: String,
+) -> JoinGroupResponse {
+    let group_id = request.group_id.0.to_string();
+    let join = JoinRequest {
+        member_id: request.member_id.to_string(),
+        group_instance_id: request.group_instance_id.map(|id| id.to_string()),
+        client_id,
+        client_host: format!("/{}", connection.peer.ip()),
+        session_timeout_ms: request.session_timeout_ms,
+        // v0 had no rebalance timeout: it was the session timeout.
+        rebalance_timeout_ms: if version >= 1 {
+            request.rebalance_timeout_ms
+        } else {
+            request.session_timeout_ms
+        },
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .into_iter()
+            .map(|protocol| (protocol.name.to_string(), protocol.metadata))
+            .collect(),
+        requires_known_member_id: version >= 4,
+    };
+    let (respond, result) = oneshot::channel();
+    broker.lock_groups().join(&group_id, join, broker.now_ms(), respond);
+    let result = result.await.unwrap_or_else(|_| JoinResult {
+        error: Some(ResponseError::RebalanceInProgress),
+        generation_id: -1,
+        protocol_type: None,
+        protocol_name: None,
+        leader: String::new(),
+        member_id: String::new(),
+        members: Vec::new(),
+    });
+    let members = result
+        .members
+        .into_iter()
+        .map(|(member_id, instance_id, metadata)| {
+            JoinGroupResponseMember::default()
+                .with_member_id(str_bytes(member_id))
+                .with_group_instance_id(instance_id.map(str_bytes))
+                .with_metadata(metadata)
+        })
+        .collect();
+    JoinGroupResponse::default()
+        .with_error_code(result.error.map_or(0, |error| error.code()))
+        .with_generation_id(result.generation_id)
+        .with_protocol_type(result.protocol_type.map(str_bytes))
+        // Before v7 the field is not nullable: an empty name stands for "none".
+        .with_protocol_name(
+            Some(str_bytes(result.protocol_name.unwrap_or_default()))
+                .filter(|name| version < 7 || !name.is_empty()),
+        )
+        .with_leader(str_bytes(result.leader))
+        .with_member_id(str_bytes(result.member_id))
+        .with_members(members)
+}
+
+pub(super) async fn sync_group(broker: Arc<Broker>, request: SyncGroupRequest) -> SyncGroupResponse {
+    let (respond, result) = oneshot::channel();
+    let assignments = request
+        .assignments
+        .into_iter()
+        .map(|assignment| (assignment.member_id.to_string(), assignment.assignment))
+        .collect();
+    broker.lock_groups().sync(
+        &request.group_id.0,
+        &request.member_id,
+        request.generation_id,
+        assignments,
+        broker.now_ms(),
+        respond,
+    );
+    match result.await.unwrap_or(Err(ResponseError::RebalanceInProgress)) {
+        Ok((protocol_type, protocol_name, assignment)) => SyncGroupResponse::default()
+            .with_protocol_type(protocol_type.map(str_bytes))
+            .with_protocol_name(protocol_name.map(str_bytes))
+            .with_assignment(assignment),
+        Err(error) => SyncGroupResponse::default().with_error_code(error.code()),
+    }
+}
+
+pub(super) fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatResponse {
+    let outcome = broker.lock_groups().heartbeat(
+        &request.group_id.0,
+        &request.member_id,
+        request.generation_id,
+        broker.now_ms(),
+    );
+    HeartbeatResponse::default().with_error_code(outcome.err().map_or(0, |error| error.code()))
+}
+
+pub(super) fn leave_group(broker: &Broker, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    let now = broker.now_ms();
+    let mut groups = broker.lock_groups();
+    if version < 3 {
+        let outcome = groups.leave(&request.group_id.0, &request.member_id, None, now);
+        return LeaveGroupResponse::default().with_error_code(outcome.err().map_or(0, |error| error.code()));
+    }
+    let members = request
+        .members
+        .into_iter()
+        .map(|member| {
+            let outcome = groups.leave(
+                &request.group_id.0,
+                &member.member_id,
+                member.group_instance_id.as_deref(),
+                now,
+            );
+            MemberResponse::default()
+                .with_member_id(member.member_id)
+                .with_group_instance_id(member.group_instance_id)
+                .with_error_code(outcome.err().map_or(0, |error| error.code()))
+        })
+        .collect();
+    LeaveGroupResponse::default().with_members(members)
+}
+
+/// A partition index and the error its commit got, if any.
+type PartitionOutcome = (i32, Option<ResponseError>);
+
+pub(super) async fn offset_commit(broker: Arc<Broker>, request: OffsetCommitRequest) -> OffsetCommitResponse {
+    blocking(move || {
+        let group_id = request.group_id.0.to_string();
+        let now = broker.now_ms();
+        let check = broker.lock_groups().check_commit(
+            &group_id,
+            &request.member_id,
+            request.generation_id_or_member_epoch,
+        );
+        let mut entries = Vec::new();
+        let mut results: Vec<(TopicName, Vec<PartitionOutcome>)> = Vec::new();
+        for topic in &request.topics {
+            let mut partitions = Vec::new();
+            for partition in &topic.partitions {
+                let error = match &check {
+                    Err(error) => Some(*error),
+                    Ok(()) if broker.partition(&topic.name.0, partition.partition_index).is_err() => {
+                        Some(ResponseError::UnknownTopicOrPartition)
+                    }
+                    Ok(()) => {
+                        entries.push((
+                            (topic.name.0.to_string(), partition.partition_index),
+                            Some(CommittedOffset {
+                                offset: partition.committed_offset,
+                                leader_epoch: partition.committed_leader_epoch,
+                                metadata: partition
+                                    .committed_metadata
+                                    .as_ref()
+                                    .map(|metadata| metadata.to_string()),
+                                commit_timestamp_ms: now,
+                            }),
+                        ));
+                        None
+                    }
+                };
+                partitions.push((partition.partition_index, error));
+            }
+            results.push((topic.name.clone(), partitions));
+        }
+        let written = broker.lock_offsets().write(&group_id, entries);
+        if let Err(error) = &written {
+            tracing::error!(group = %group_id, %error, "could not store committed offsets");
+        }
+        let topics = results
+            .into_iter()
+            .map(|(name, partitions)| {
+                let partitions = partitions
+                    .into_iter()
+                    .map(|(index, error)| {
+                        let error =
+                            error.or(written.as_ref().err().map(|_| ResponseError::KafkaStorageError));
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(index)
+                            .with_error_code(error.map_or(0, |error| error.code()))
+                    })
+                    .collect();
+                OffsetCommitResponseTopic::default().with_name(name).with_partitions(partitions)
+            })
+            .collect();
+        OffsetCommitResponse::default().with_topics(topics)
+    })
+    .await
+}
+
+/// A committed offset as OffsetFetch reports it: (offset, leader epoch, metadata); -1 and no
+/// metadata when nothing was committed.
+fn committed_for(broker: &Broker, group: &str, topic: &str, partition: i32) -> (i64, i32, Option<String>) {
+    match broker.lock_offsets().get(group, topic, partition) {
+        Some(committed) => (committed.offset, committed.leader_epoch, committed.metadata.clone()),
+        None => (-1, -1, Some(String::new())),
+    }
+}
+
+/// The partitions OffsetFetch asked about, or every partition the group committed when `None`.
+fn requested_partitions(
+    broker: &Broker,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<i32>)> {
+    match topics {
+        Some(topics) => topics,
+        None => {
+            let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
+            for (topic, partition, _) in broker.lock_offsets().group(group) {
+                by_topic.entry(topic.to_string()).or_default().push(partition);
+            }
+            by_topic.into_iter().collect()
+        }
+    }
+}
+
+pub(super) fn offset_fetch(
+    broker: &Broker,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    if version >= 8 {
+        let groups = request
+            .groups
+            .into_iter()
+            .map(|group| {
+                let group_id = group.group_id.0.to_string();
+                let wanted = group.topics.map(|topics| {
+                    topics
+                        .into_iter()
+                        .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
+                        .collect()
+                });
+                let topics = requested_partitions(broker, &group_id, wanted)
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        let partitions = partitions
+                            .into_iter()
+                            .map(|partition| {
+                                let (offset, epoch, metadata) =
+                                    committed_for(broker, &group_id, &topic, partition);
+                                OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(partition)
+                                    .with_committed_offset(offset)
+                                    .with_committed_leader_epoch(epoch)
+                                    .with_metadata(metadata.map(str_bytes))
+                            })
+                            .collect();
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(str_bytes(topic)))
+                            .with_partitions(partitions)
+                    })
+                    .collect();
+                OffsetFetchResponseGroup::default().with_group_id(group.group_id).with_topics(topics)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let group_id = request.group_id.0.to_string();
+    let wanted = request.topics.map(|topics| {
+        topics.into_iter().map(|topic| (topic.name.0.to_string(), topic.partition_indexes)).collect()
+    });
+    let topics = requested_partitions(broker, &group_id, wanted)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|partition| {
+                    let (offset, epoch, metadata) = committed_for(broker, &group_id, &topic, partition);
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(partition)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(epoch)
+                        .with_metadata(metadata.map(str_bytes))
+                })
+                .collect();
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(str_bytes(topic)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+pub(super) fn list_groups(broker: &Broker, request: ListGroupsRequest) -> ListGroupsResponse {
+    let active = broker.lock_groups().list();
+    let mut listed: Vec<(String, String, &'static str)> = active
+        .iter()
+        .map(|(id, protocol_type, state)| (id.clone(), protocol_type.clone(), state.name()))
+        .collect();
+    // Groups with only committed offsets are listed as Empty, as Kafka lists them.
+    for group in broker.lock_offsets().groups() {
+        if !active.iter().any(|(id, ..)| *id == group) {
+            listed.push((group, "consumer".to_string(), GroupState::Empty.name()));
+        }
+    }
+    let groups = listed
+        .into_iter()
+        .filter(|(_, _, state)| {
+            request.states_filter.is_empty()
+                || request.states_filter.iter().any(|wanted| wanted.as_str() == *state)
+        })
+        .map(|(id, protocol_type, state)| {
+            ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(id)))
+                .with_protocol_type(str_bytes(protocol_type))
+                .with_group_state(str_bytes(state))
+                .with_group_type(str_bytes("classic"))
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub(super) fn describe_groups(broker: &Broker, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let groups = request
+        .groups
+        .into_iter()
+        .map(|group_id| {
+            let described = broker.lock_groups().describe(&group_id.0);
+            let has_offsets = !broker.lock_offsets().group(&group_id.0).is_empty();
+            let group = DescribedGroup::default().with_group_id(group_id);
+            match described {
+                Some(description) => {
+                    let members = description
+                        .members
+                        .into_iter()
+                        .map(|member| {
+                            DescribedGroupMember::default()
+                                .with_member_id(str_bytes(member.member_id))
+                                .with_group_instance_id(member.group_instance_id.map(str_bytes))
+                                .with_client_id(str_bytes(member.client_id))
+                                .with_client_host(str_bytes(member.client_host))
+                                .with_member_metadata(member.metadata)
+                                .with_member_assignment(member.assignment)
+                        })
+                        .collect();
+                    group
+                        .with_group_state(str_bytes(description.state.name()))
+                        .with_protocol_type(str_bytes(description.protocol_type))
+                        .with_protocol_data(str_bytes(description.protocol_name))
+                        .with_members(members)
+                }
+                None if has_offsets => {
+                    group.with_group_state(str_bytes("Empty")).with_protocol_type(str_bytes("consumer"))
+                }
+                None => group.with_group_state(str_bytes("Dead")),
+            }
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub(super) async fn delete_groups(broker: Arc<Broker>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    blocking(move || {
+        let results = request
+            .groups_names
+            .into_iter()
+            .map(|group_id| {
+                let error = delete_group(&broker, &group_id.0);
+                DeletableGroupResult::default()
+                    .with_group_id(group_id)
+                    .with_error_code(error.map_or(0, |error| error.code()))
+            })
+            .collect();
+        DeleteGroupsResponse::default().with_results(results)
+    })
+    .await
+}
+
+fn delete_group(broker: &Broker, group: &str) -> Option<ResponseError> {
+    if broker.lock_groups().state(group).is_some_and(|state| state != GroupState::Empty) {
+        return Some(ResponseError::NonEmptyGroup);
+    }
+    let mut offsets = broker.lock_offsets();
+    let keys: Vec<_> = offsets
+        .group(group)
+        .into_iter()
+        .map(|(topic, partition, _)| ((topic.to_string(), partition), None))
+        .collect();
+    if keys.is_empty() {
+        return Some(ResponseError::GroupIdNotFound);
+    }
+    offsets.write(group, keys).err().map(|_| ResponseError::KafkaStorageError)
+}
+
+pub(super) async fn offset_delete(broker: Arc<Broker>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    blocking(move || {
+        let group = request.group_id.0.to_string();
+        if broker.lock_groups().state(&group).is_some_and(|state| state != GroupState::Empty) {
+            // Kafka refuses only for topics the group subscribes to; members' subscriptions are
+            // opaque here, so any active group refuses.
+            return OffsetDeleteResponse::default()
+                .with_error_code(ResponseError::GroupSubscribedToTopic.code());
+        }
+        if broker.lock_offsets().group(&group).is_empty() {
+            return OffsetDeleteResponse::default().with_error_code(ResponseError::GroupIdNotFound.code());
+        }
+        let keys: Vec<_> = request
+            .topics
+            .iter()
+            .flat_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(|partition| ((topic.name.0.to_string(), partition.partition_index), None))
+            })
+            .collect();
+        let written = broker.lock_offsets().write(&group, keys);
+        let error = written.err().map_or(0, |_| ResponseError::KafkaStorageError.code());
+        let topics = request
+            .topics
+            .into_iter()
+            .map(|topic| {
+                let partitions = topic
+                    .partitions
+                    .iter()
+                    .map(|partition| {
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(partition.partition_index)
+                            .with_error_code(error)
+                    })
+                    .collect();
+                OffsetDeleteResponseTopic::default().with_name(topic.name).with_partitions(partitions)
+            })
+            .collect();
+        OffsetDeleteResponse::default().with_topics(topics)
+    })
+    .await
+}
