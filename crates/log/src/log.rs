@@ -708,7 +708,17 @@ impl Log {
             old.summary.push_time_entry();
             old.summary.index.write(&old.paths.offset_index, &old.paths.time_index)?;
         }
-        let new_active = create_segment(&self.dir, new_base, self.config().index_interval_bytes, now)?;
+        let new_active = create_segment(&self.dir, new_base, self.config().index_interval_bytes, now)
+            .inspect_err(|error| {
+                // The next segment's file exists, but creating it failed (its directory fsync, say).
+                // Left like that, every later roll would fail on the existing file while appends
+                // small enough to skip the roll went on into the old segment past `new_base`, which
+                // the next open rejects as corrupt. So poison, as a failed fsync does anywhere:
+                // reopening finds the old segment closed at `new_base` and the new one empty.
+                if SegmentPaths::new(&self.dir, new_base).data.exists() {
+                    self.poison(format!("segment roll failed after creating the next segment: {error}"));
+                }
+            })?;
         let old = std::mem::replace(&mut segments.active, new_active);
         let summary = old.summary;
         segments.closed.insert(

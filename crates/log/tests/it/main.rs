@@ -1,3 +1,6 @@
 //! The log crate's integration tests, one binary with a module per concern.
 
 mod basics;
+mod crash;
+mod faults;
+mod model;
