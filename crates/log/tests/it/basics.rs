@@ -243,3 +243,49 @@ fn concurrent_writers_share_fsyncs_and_all_become_durable() {
     assert_eq!(log.end_offset(), 400);
     assert_eq!(log.durable_offset(), 400);
 }
+
+#[test]
+fn retention_by_size_deletes_a_segment_exactly_when_the_rest_still_reaches_the_limit() {
+    // Kafka deletes the oldest segment while `size - segment.size >= retention.bytes`.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_000);
+    let batch = batch_of(1_000, &[&[7u8; 1_000]]);
+    let batch_bytes = batch.len() as i64;
+    // One batch per segment: each append after the first rolls.
+    let config = |retention_bytes| LogConfig {
+        segment_bytes: batch.len() as u64 + 1,
+        retention_bytes,
+        retention_ms: -1,
+        ..small_config()
+    };
+    let log = open(dir.path(), config(-1), &clock);
+    for _ in 0..3 {
+        log.append(&mut batch.clone()).expect("append");
+    }
+    assert_eq!(log.segment_count(), 3);
+    // Without the oldest segment the log holds 2 batches: at the limit, so it goes.
+    log.set_config(config(2 * batch_bytes)).expect("config");
+    assert_eq!(log.apply_retention().expect("retention"), 1);
+    // Now without the oldest it would hold 1 batch, below the limit: it stays.
+    assert_eq!(log.apply_retention().expect("retention"), 0);
+    log.set_config(config(batch_bytes + 1)).expect("config");
+    assert_eq!(log.apply_retention().expect("retention"), 0);
+    assert_eq!(log.log_start_offset(), 1);
+}
+
+#[test]
+fn for_each_batch_visits_every_batch_from_an_offset_across_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_000);
+    let log = open(dir.path(), small_config(), &clock);
+    for index in 0..40u8 {
+        log.append(&mut batch_of(1_000, &[&[index; 40], &[index; 40]])).expect("append");
+    }
+    assert!(log.segment_count() > 2);
+    let mut bases = Vec::new();
+    log.for_each_batch(11, |header| bases.push(header.base_offset)).expect("walk");
+    // Offset 11 is inside the batch at 10; every batch from there on, in order.
+    assert_eq!(bases, (5..40).map(|index| index * 2).collect::<Vec<i64>>());
+    assert!(log.recent_segments_start(0) > log.recent_segments_start(1));
+    assert_eq!(log.recent_segments_start(1000), 0);
+}
