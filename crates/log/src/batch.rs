@@ -360,6 +360,41 @@ fn take_varint(cursor: &mut &[u8]) -> Option<i64> {
     None
 }
 
+/// Encodes a transaction marker: a control batch of one record that commits or aborts the open
+/// transaction of `producer_id` in the partition it is appended to. The layout is Kafka's
+/// (`ControlRecordType` key, `EndTransactionMarker` value).
+pub fn encode_control_batch(producer_id: i64, producer_epoch: i16, commit: bool, timestamp: i64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes()); // key version
+    key.extend_from_slice(&i16::from(commit).to_be_bytes()); // 0 = abort, 1 = commit
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes()); // value version
+    value.extend_from_slice(&0i32.to_be_bytes()); // coordinator epoch
+    let mut batch = encode_batch(timestamp, &[(Some(&key), &value)]);
+    let attributes = ATTRIBUTE_TRANSACTIONAL | ATTRIBUTE_CONTROL;
+    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&producer_epoch.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+/// For a whole control batch: `Some(true)` for a commit marker, `Some(false)` for an abort
+/// marker, `None` for anything else.
+pub fn control_marker(batch: &[u8]) -> Option<bool> {
+    let header = parse_header(batch, BATCH_BYTES_HARD_MAX).ok()?;
+    if !header.is_control() {
+        return None;
+    }
+    let record = records(batch)?.into_iter().next()?;
+    match record.key? {
+        [_, _, 0, 0] => Some(false),
+        [_, _, 0, 1] => Some(true),
+        _ => None,
+    }
+}
+
 fn put_varint(out: &mut Vec<u8>, value: i64) {
     let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
     while zigzag >= 0x80 {
@@ -419,6 +454,18 @@ mod tests {
         );
         assert!(decoded.iter().all(|record| record.timestamp == 5_000));
         assert_eq!(records(&batch[..batch.len() - 1]), None);
+    }
+
+    #[test]
+    fn control_batches_are_valid_and_say_what_they_mark() {
+        for commit in [true, false] {
+            let batch = encode_control_batch(42, 3, commit, 9_000);
+            let header = validate(&batch, 1 << 20).expect("valid");
+            assert!(header.is_control() && header.is_transactional());
+            assert_eq!((header.producer_id, header.producer_epoch), (42, 3));
+            assert_eq!(control_marker(&batch), Some(commit));
+        }
+        assert_eq!(control_marker(&encode_batch(0, &[(None, b"data")])), None);
     }
 
     #[test]
