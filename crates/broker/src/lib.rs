@@ -9,6 +9,7 @@ mod broker;
 mod error;
 pub mod groups;
 mod handlers;
+mod internal_log;
 mod meta;
 mod partition;
 mod producers;
