@@ -20,6 +20,9 @@ const REPLAY_READ_BYTES: usize = 1024 * 1024;
 /// Segment size of internal journals: small, they hold small records.
 const JOURNAL_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
+/// One journal record: key and value bytes (an empty value is a tombstone).
+pub(crate) type JournalRecord = (Vec<u8>, Vec<u8>);
+
 #[derive(Debug)]
 pub(crate) struct Journal {
     log: Log,
@@ -32,7 +35,7 @@ impl Journal {
         data_dir: &Path,
         dir_name: &str,
         clock: Arc<dyn Clock>,
-    ) -> Result<(Journal, Vec<(Vec<u8>, Vec<u8>)>), LogError> {
+    ) -> Result<(Journal, Vec<JournalRecord>), LogError> {
         let config = LogConfig {
             fsync: FsyncPolicy::Always,
             segment_bytes: JOURNAL_SEGMENT_BYTES,
@@ -72,7 +75,7 @@ impl Journal {
     }
 
     /// Appends `records` as one batch and waits until it is on disk.
-    pub(crate) fn write(&self, timestamp_ms: i64, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), LogError> {
+    pub(crate) fn write(&self, timestamp_ms: i64, records: &[JournalRecord]) -> Result<(), LogError> {
         if records.is_empty() {
             return Ok(());
         }
