@@ -103,6 +103,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
 /// Connections open at once; further clients wait in the listen backlog.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// A connection's read buffer to start with, and the least room made at a time for a frame
+/// that is still arriving.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for connections to finish their in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
@@ -202,7 +205,7 @@ impl Connection {
         let (mut reader, writer) = stream.into_split();
         let (queue, replies) = mpsc::channel(self.config.max_in_flight_per_connection.max(1));
         let writer = tokio::spawn(write_replies(writer, replies, peer));
-        let mut buffer = BytesMut::with_capacity(64 * 1024);
+        let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
         let close_reason = 'read: loop {
             loop {
                 match frame::check(&buffer, self.config.max_request_bytes) {
@@ -213,13 +216,22 @@ impl Connection {
                         }
                     }
                     Ok(None) => break,
-                    Err(error) => break 'read format!("bad frame: {error}"),
+                    Err(error) => {
+                        // A bad size prefix leaves no way to find the next frame: say why at the
+                        // same level as a bad request, then close.
+                        tracing::warn!(peer = %self.info.peer, %error, "closing connection after a bad frame");
+                        break 'read format!("bad frame: {error}");
+                    }
                 }
             }
-            // Make room for the whole frame once its size is known (`check` has already
-            // refused sizes over the limit).
+            // Make room for the rest of the frame as it arrives (`check` has already refused
+            // sizes over the limit): at most as much again as is here, or `READ_BUFFER_BYTES`.
+            // Memory follows the bytes a client has sent, not the size it announced, so a
+            // size prefix alone costs little however large it claims to be (reserving the whole
+            // frame at once let each such 4-byte write cost `max_request_bytes`); and doubling
+            // keeps the copying for a large frame linear in its size.
             if let Some(needed) = frame_size(&buffer) {
-                buffer.reserve(needed.saturating_sub(buffer.len()));
+                buffer.reserve(room_to_make(buffer.len(), needed));
             }
             let read = tokio::select! {
                 read = tokio::time::timeout(self.config.idle_timeout, reader.read_buf(&mut buffer)) => read,
@@ -284,6 +296,13 @@ fn frame_size(buffer: &[u8]) -> Option<usize> {
     usize::try_from(size).ok().map(|size| size + frame::SIZE_PREFIX_BYTES)
 }
 
+/// How many more bytes of buffer to make room for when `buffered` bytes of a `frame_bytes` frame
+/// have arrived: the rest of the frame, but never more than `buffered` (or `READ_BUFFER_BYTES`)
+/// at a time.
+fn room_to_make(buffered: usize, frame_bytes: usize) -> usize {
+    frame_bytes.saturating_sub(buffered).min(buffered.max(READ_BUFFER_BYTES))
+}
+
 /// Writes replies in request order. Stops at the first failure (a panicked handler, an encode
 /// error, a broken socket), which closes the connection.
 async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<InFlight>, peer: SocketAddr) {
@@ -314,4 +333,29 @@ async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<I
         }
     }
     let _ = writer.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_is_made_as_a_frame_arrives_not_when_it_is_announced() {
+        let max = frame::DEFAULT_MAX_REQUEST_BYTES + frame::SIZE_PREFIX_BYTES;
+        // (bytes buffered, frame size with prefix, room to make)
+        let cases = [
+            (4, max, READ_BUFFER_BYTES),
+            (READ_BUFFER_BYTES, max, READ_BUFFER_BYTES),
+            (READ_BUFFER_BYTES + 1, max, READ_BUFFER_BYTES + 1),
+            (max / 2, max, max - max / 2),
+            (max - 1, max, 1),
+            (max, max, 0),
+            (4, 100, 96),
+            (100, 100, 0),
+            (150, 100, 0),
+        ];
+        for (buffered, frame_bytes, expected) in cases {
+            assert_eq!(room_to_make(buffered, frame_bytes), expected, "{buffered} of {frame_bytes}");
+        }
+    }
 }

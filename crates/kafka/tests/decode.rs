@@ -7,6 +7,9 @@
 //! as the named `DecodeError`, which the server turns into closing that one connection.
 //!
 //! Failures are collected and reported together, so one run shows every entry that disagrees.
+//! The test binary counts allocations, so "never allocates for a length it has not seen the
+//! bytes for" is checked too: no single allocation while decoding may exceed what the payload's
+//! size can justify.
 
 use bytes::Bytes;
 use tidewater_kafka::frame::{self, FrameError};
@@ -20,6 +23,73 @@ use tidewater_kafka::kafka_protocol::messages::{
 };
 use tidewater_kafka::kafka_protocol::protocol::{Encodable, StrBytes};
 use tidewater_kafka::{decode_request, ApiRange, DecodeError, SupportedVersions};
+
+/// Allocations the decoder may make whatever the payload (error messages, a header's maps).
+const ALLOCATION_SLACK_BYTES: usize = 64 * 1024;
+/// Every element of an array takes at least one byte on the wire, and no decoded element is
+/// anywhere near this large in memory; so a payload of `n` bytes justifies no single allocation
+/// above `n * ALLOCATED_BYTES_PER_WIRE_BYTE_MAX + ALLOCATION_SLACK_BYTES`. An element count taken
+/// from the wire without that check asks for gigabytes.
+const ALLOCATED_BYTES_PER_WIRE_BYTE_MAX: usize = 512;
+
+/// Records the largest single allocation (or reallocation) made on each thread, so a test can
+/// measure what one `decode_request` call asked for.
+struct MeasuringAllocator;
+
+thread_local! {
+    // A const-initialised `Cell<usize>` needs neither lazy initialisation nor a destructor, so
+    // touching it from inside the allocator cannot allocate or recurse.
+    static LARGEST_ALLOCATION_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn note_allocation(size: usize) {
+    let _ = LARGEST_ALLOCATION_BYTES.try_with(|largest| largest.set(largest.get().max(size)));
+}
+
+// SAFETY: every method forwards to the system allocator with the caller's arguments unchanged;
+// the only addition is bookkeeping in a thread-local `Cell`, which does not allocate.
+unsafe impl std::alloc::GlobalAlloc for MeasuringAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        note_allocation(layout.size());
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which `System` shares.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        note_allocation(layout.size());
+        // SAFETY: as for `alloc`.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `System` through this allocator, with this layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        note_allocation(new_size);
+        // SAFETY: as for `dealloc`; `new_size` is the caller's, checked by its contract.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: MeasuringAllocator = MeasuringAllocator;
+
+/// Decodes `payload` and returns the outcome with the largest single allocation it made.
+fn decode_measured(
+    payload: &[u8],
+    supported: &SupportedVersions,
+) -> (Result<tidewater_kafka::Request, DecodeError>, usize) {
+    let payload = Bytes::copy_from_slice(payload);
+    LARGEST_ALLOCATION_BYTES.with(|largest| largest.set(0));
+    let outcome = decode_request(payload, supported);
+    (outcome, LARGEST_ALLOCATION_BYTES.with(|largest| largest.get()))
+}
+
+fn allocation_allowed_bytes(payload: &[u8]) -> usize {
+    payload.len() * ALLOCATED_BYTES_PER_WIRE_BYTE_MAX + ALLOCATION_SLACK_BYTES
+}
 
 /// The broker's table (crates/broker/src/handlers/mod.rs `SUPPORTED`), copied so this crate's
 /// tests do not depend on the broker. The version cases below only need its edges: Produce 3-11,
@@ -94,7 +164,14 @@ fn case(name: impl Into<String>, payload: impl Into<Vec<u8>>, expect: Expect) ->
 fn check(supported: &SupportedVersions, cases: &[Case]) {
     let mut failures = Vec::new();
     for case in cases {
-        let outcome = decode_request(Bytes::from(case.payload.clone()), supported);
+        let (outcome, largest_allocation_bytes) = decode_measured(&case.payload, supported);
+        if largest_allocation_bytes > allocation_allowed_bytes(&case.payload) {
+            failures.push(format!(
+                "{}\n    allocated {largest_allocation_bytes} bytes at once for a {}-byte payload",
+                case.name,
+                case.payload.len()
+            ));
+        }
         let matches = match (&case.expect, &outcome) {
             (Expect::Request { api_key, api_version, correlation_id }, Ok(request)) => {
                 request.api_key == *api_key
@@ -658,9 +735,11 @@ fn every_truncation_of_a_valid_request_is_an_error() {
 fn every_api_and_version_the_codec_knows_survives_bit_flips() {
     // Not a fuzzer (that is crates/kafka/fuzz): a deterministic sweep that flips each bit of
     // the bytes after the fixed header of a default request, for every API and version the codec
-    // decodes. Any outcome is fine except a panic; the count keeps the sweep honest.
+    // decodes. Any outcome is fine except a panic or an allocation the payload cannot justify;
+    // the count keeps the sweep honest.
     let supported = every_codec_version();
     let mut decoded = 0usize;
+    let mut largest_allocation_bytes = 0;
     for range in supported.ranges() {
         for api_version in range.min..=range.max {
             let mut payload = fixed_header(range.api_key as i16, api_version, 1);
@@ -674,12 +753,19 @@ fn every_api_and_version_the_codec_knows_survives_bit_flips() {
             for bit in (8 * 8)..(payload.len() * 8) {
                 let mut flipped = payload.clone();
                 flipped[bit / 8] ^= 1 << (bit % 8);
-                let _ = decode_request(Bytes::from(flipped), &supported);
+                let (_, allocated_bytes) = decode_measured(&flipped, &supported);
+                assert!(
+                    allocated_bytes <= allocation_allowed_bytes(&flipped),
+                    "{:?} v{api_version}, bit {bit} flipped: allocated {allocated_bytes} bytes at once",
+                    range.api_key
+                );
+                largest_allocation_bytes = largest_allocation_bytes.max(allocated_bytes);
                 decoded += 1;
             }
         }
     }
     assert!(decoded > 10_000, "only {decoded} payloads decoded");
+    assert!(largest_allocation_bytes > 0, "the allocator measured nothing");
 }
 
 /// One `frame::check` corpus entry: the buffer, the limit, and the answer.
