@@ -19,6 +19,7 @@ use crate::groups::{Coordinator, GroupConfig, OffsetStore};
 use crate::meta::{MetaStore, TopicMeta};
 use crate::partition::Partition;
 use crate::topic_config::{self, TopicConfigs};
+use crate::transactions::TxnStore;
 
 /// Partitions one topic may have.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
@@ -84,6 +85,8 @@ pub struct Broker {
     pub(crate) groups: Mutex<Coordinator>,
     /// Committed offsets of every group, durable.
     pub(crate) offsets: Mutex<OffsetStore>,
+    /// Transactional ids and their transactions, durable.
+    pub(crate) transactions: Mutex<TxnStore>,
     /// The current block of producer ids: next to hand out, and the end of the block.
     producer_ids: Mutex<(i64, i64)>,
     /// Woken whenever a partition's high watermark moves, so long-polling fetches re-check.
@@ -134,7 +137,8 @@ impl Broker {
         let cluster_id = meta.meta.cluster_id.clone();
         let offsets = OffsetStore::open(&root, clock.clone())?;
         let groups = Coordinator::new(config.groups);
-        Ok(Broker {
+        let transactions = TxnStore::open(&root, clock.clone())?;
+        let broker = Broker {
             config,
             logs,
             meta: Mutex::new(meta),
@@ -144,9 +148,12 @@ impl Broker {
             producer_ids: Mutex::new((0, 0)),
             groups: Mutex::new(groups),
             offsets: Mutex::new(offsets),
+            transactions: Mutex::new(transactions),
             data_arrived: tokio::sync::Notify::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
-        })
+        };
+        broker.recover_transactions();
+        Ok(broker)
     }
 
     pub fn cluster_id(&self) -> &str {
@@ -416,9 +423,11 @@ impl Broker {
         self.clock.now_ms()
     }
 
-    /// Consumer group timeouts: expired sessions, join phases whose time is up, and offsets of
-    /// empty groups past retention. Called several times a second.
+    /// Consumer group and transaction timeouts: expired sessions, join phases whose time is up,
+    /// offsets of empty groups past retention, transactions past their timeout. Called several
+    /// times a second.
     pub fn tick_groups(&self) {
+        self.tick_transactions();
         let now = self.clock.now_ms();
         let mut groups = self.lock_groups();
         groups.tick(now);
@@ -458,8 +467,9 @@ impl Broker {
         self.offsets.lock().expect("offset store mutex poisoned by a panic")
     }
 
-    /// Flushes and closes every partition log and the offsets log.
+    /// Flushes and closes every partition log and the internal journals.
     pub fn close(&self) -> Result<(), BrokerError> {
+        self.lock_transactions().close()?;
         self.lock_offsets().close()?;
         Ok(self.logs.close()?)
     }

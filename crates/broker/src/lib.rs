@@ -14,6 +14,8 @@ mod meta;
 mod partition;
 mod producers;
 pub mod topic_config;
+mod transaction_coordinator;
+pub mod transactions;
 
 pub use crate::broker::{ApiError, Broker, BrokerConfig, Topic, PARTITIONS_PER_TOPIC_MAX};
 pub use crate::error::BrokerError;

@@ -1,6 +1,19 @@
-//! One partition as the broker serves it: its log plus the idempotent-producer state that
-//! decides whether a batch is appended, acknowledged as a duplicate, or refused.
+//! One partition as the broker serves it: its log, the idempotent-producer state that decides
+//! whether a batch is appended, acknowledged as a duplicate, or refused, and the transaction
+//! state behind the last stable offset and the aborted-transaction list of read_committed
+//! fetches.
+//!
+//! Transactions here: a transactional batch opens its producer's transaction in this partition
+//! (remembering its first offset); a marker written by the transaction coordinator closes it.
+//! The last stable offset is the first offset of the oldest open transaction (or the high
+//! watermark when none is open). Aborted transactions are kept in a small file beside the log,
+//! `aborted-transactions`, one line each, so read_committed consumers can skip their records
+//! long after the fact.
 
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tidewater_kafka::ResponseError;
@@ -16,10 +29,31 @@ use crate::producers::{PartitionProducers, SequenceCheck};
 /// not seen there gets UNKNOWN_PRODUCER_ID and resets, as after Kafka expires its state.
 const PRODUCER_STATE_SEGMENTS: usize = 2;
 
+/// The file of aborted transactions inside a partition's directory.
+const ABORTED_FILE_NAME: &str = "aborted-transactions";
+
 #[derive(Debug)]
 pub struct Partition {
     pub log: Arc<Log>,
     producers: Mutex<PartitionProducers>,
+    transactions: Mutex<PartitionTransactions>,
+}
+
+/// A transaction that was aborted in this partition: its records lie in
+/// `[first_offset, last_offset]`, where `last_offset` is the abort marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AbortedTransaction {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Debug)]
+struct PartitionTransactions {
+    /// Producer id to the first offset of its open transaction here.
+    open: BTreeMap<i64, i64>,
+    aborted: Vec<AbortedTransaction>,
+    aborted_path: PathBuf,
 }
 
 /// What an append did.
@@ -34,11 +68,78 @@ pub(crate) enum AppendOutcome {
 
 impl Partition {
     /// Wraps an open log, rebuilding producer state from its recent batches.
+    /// Transactions still open are found in the same recent segments; one whose first batch
+    /// lies further back is not seen (FIXME: a transaction-state snapshot would remove that
+    /// limit; transaction timeouts keep such transactions short).
     pub(crate) fn open(log: Arc<Log>, now_ms: i64) -> Result<Partition, LogError> {
         let mut producers = PartitionProducers::default();
+        let mut open = BTreeMap::new();
         let from = log.recent_segments_start(PRODUCER_STATE_SEGMENTS);
-        log.for_each_batch(from, |header| producers.record(header, now_ms))?;
-        Ok(Partition { log, producers: Mutex::new(producers) })
+        log.for_each_batch(from, |header| {
+            producers.record(header, now_ms);
+            track_open_transaction(&mut open, header);
+        })?;
+        let aborted_path = log.dir().join(ABORTED_FILE_NAME);
+        let aborted = read_aborted(&aborted_path, log.log_start_offset());
+        let transactions = PartitionTransactions { open, aborted, aborted_path };
+        Ok(Partition { log, producers: Mutex::new(producers), transactions: Mutex::new(transactions) })
+    }
+
+    /// The offset below which no transaction is still open: what read_committed may read.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        let transactions = self.lock_transactions();
+        transactions.open.values().copied().min().map_or(high_watermark, |first| first.min(high_watermark))
+    }
+
+    /// Aborted transactions with records in `[from, to)`: what a read_committed fetch of that
+    /// range must skip, as (producer id, first offset).
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        let transactions = self.lock_transactions();
+        transactions
+            .aborted
+            .iter()
+            .filter(|aborted| aborted.last_offset >= from && aborted.first_offset < to)
+            .map(|aborted| (aborted.producer_id, aborted.first_offset))
+            .collect()
+    }
+
+    /// Producers with a transaction open here.
+    pub fn open_transactions(&self) -> Vec<i64> {
+        self.lock_transactions().open.keys().copied().collect()
+    }
+
+    /// Writes the marker that commits or aborts `producer_id`'s transaction here and waits until
+    /// it is durable. Written by the transaction coordinator, never by clients.
+    pub(crate) fn write_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let appended = {
+            let _producers = self.producers.lock().expect("producer state mutex poisoned by a panic");
+            let mut transactions = self.lock_transactions();
+            let mut marker = batch::encode_control_batch(producer_id, producer_epoch, commit, now_ms);
+            let appended = self.log.append(&mut marker)?;
+            let first_offset = transactions.open.remove(&producer_id);
+            if let (false, Some(first_offset)) = (commit, first_offset) {
+                let aborted =
+                    AbortedTransaction { producer_id, first_offset, last_offset: appended.base_offset };
+                append_aborted(&transactions.aborted_path, &aborted).map_err(|source| LogError::Io {
+                    op: "append to",
+                    path: transactions.aborted_path.clone(),
+                    source,
+                })?;
+                transactions.aborted.push(aborted);
+            }
+            appended
+        };
+        self.log.wait_durable(appended.next_offset)
+    }
+
+    fn lock_transactions(&self) -> std::sync::MutexGuard<'_, PartitionTransactions> {
+        self.transactions.lock().expect("partition transaction mutex poisoned by a panic")
     }
 
     /// Appends a produce request's batches for this partition, applying the idempotent-producer
@@ -65,14 +166,19 @@ impl Partition {
                 "a produce request mixes new and duplicate batches",
             ));
         }
+        if headers.iter().any(BatchHeader::is_control) {
+            return Err(ApiError::new(ResponseError::InvalidRecord, "clients may not write control batches"));
+        }
         let appended = self
             .log
             .append(records)
             .map_err(|error| ApiError::new(log_error_code(&error), error.to_string()))?;
+        let mut transactions = self.lock_transactions();
         let mut base_offset = appended.base_offset;
         for header in &headers {
             let header = BatchHeader { base_offset, ..*header };
             producers.record(&header, now_ms);
+            track_open_transaction(&mut transactions.open, &header);
             base_offset = header.next_offset();
         }
         Ok(AppendOutcome::Appended(appended))
@@ -82,6 +188,49 @@ impl Partition {
     pub(crate) fn expire_producers(&self, now_ms: i64) -> usize {
         self.producers.lock().expect("producer state mutex poisoned by a panic").expire(now_ms)
     }
+}
+
+/// Keeps `open` up to date with one batch: a transactional batch opens its producer's
+/// transaction (if not open yet), a marker closes it.
+fn track_open_transaction(open: &mut BTreeMap<i64, i64>, header: &BatchHeader) {
+    if header.is_control() {
+        open.remove(&header.producer_id);
+    } else if header.is_transactional() {
+        open.entry(header.producer_id).or_insert(header.base_offset);
+    }
+}
+
+/// Reads the aborted-transaction file, keeping entries that still have records in the log.
+/// Unreadable lines are reported and skipped: losing one costs a read_committed consumer an
+/// aborted record it should have skipped, which the log line makes visible.
+fn read_aborted(path: &std::path::Path, log_start_offset: i64) -> Vec<AbortedTransaction> {
+    let Ok(text) = fs::read_to_string(path) else { return Vec::new() };
+    let mut aborted: Vec<AbortedTransaction> = Vec::new();
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        let fields: Vec<Option<i64>> = line.split_whitespace().map(|field| field.parse().ok()).collect();
+        match fields.as_slice() {
+            [Some(producer_id), Some(first_offset), Some(last_offset)] => {
+                let entry = AbortedTransaction {
+                    producer_id: *producer_id,
+                    first_offset: *first_offset,
+                    last_offset: *last_offset,
+                };
+                if entry.last_offset >= log_start_offset && !aborted.contains(&entry) {
+                    aborted.push(entry);
+                }
+            }
+            _ => {
+                tracing::warn!(path = %path.display(), line, "skipping an unreadable aborted-transaction entry")
+            }
+        }
+    }
+    aborted
+}
+
+fn append_aborted(path: &std::path::Path, aborted: &AbortedTransaction) -> std::io::Result<()> {
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    writeln!(file, "{} {} {}", aborted.producer_id, aborted.first_offset, aborted.last_offset)?;
+    file.sync_data()
 }
 
 /// The headers of every batch in a produce request's records, checked for length and magic
@@ -117,6 +266,36 @@ mod tests {
         let crc = crc32c(&bytes[21..]);
         bytes[17..21].copy_from_slice(&crc.to_be_bytes());
         bytes
+    }
+
+    /// `idempotent_batch` with the transactional attribute set.
+    fn transactional_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&[u8]]) -> Vec<u8> {
+        let mut bytes = idempotent_batch(producer_id, epoch, sequence, values);
+        bytes[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+        let crc = crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn open_transactions_hold_back_the_last_stable_offset_and_aborts_are_remembered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let partition = open(dir.path());
+            partition.append(&mut idempotent_batch(1, 0, 0, &[b"plain"]), 1_000).expect("append");
+            partition.append(&mut transactional_batch(5, 0, 0, &[b"t1", b"t2"]), 1_000).expect("append");
+            assert_eq!(partition.last_stable_offset(3), 1, "held at the open transaction's first offset");
+            partition.append(&mut transactional_batch(6, 0, 0, &[b"u1"]), 1_000).expect("append");
+            partition.write_marker(5, 0, false, 1_000).expect("abort");
+            assert_eq!(partition.last_stable_offset(5), 3, "still held by producer 6");
+            partition.write_marker(6, 0, true, 1_000).expect("commit");
+            assert_eq!(partition.last_stable_offset(6), 6);
+            assert_eq!(partition.aborted_between(0, 6), vec![(5, 1)]);
+            assert_eq!(partition.aborted_between(5, 6), Vec::new());
+        }
+        let partition = open(dir.path());
+        assert_eq!(partition.aborted_between(0, 6), vec![(5, 1)], "remembered across a restart");
+        assert!(partition.open_transactions().is_empty());
     }
 
     fn crc32c(bytes: &[u8]) -> u32 {

@@ -56,7 +56,7 @@ pub(crate) struct PartitionProducers {
 impl PartitionProducers {
     /// Decides what to do with `header`'s batch. Batches without a producer id always append.
     pub(crate) fn check(&self, header: &BatchHeader) -> Result<SequenceCheck, (ResponseError, String)> {
-        if header.producer_id < 0 {
+        if header.producer_id < 0 || header.is_control() {
             return Ok(SequenceCheck::Append);
         }
         let last_sequence = last_sequence(header);
@@ -116,7 +116,9 @@ impl PartitionProducers {
 
     /// Records a batch that was appended (or found in the log on recovery) at `header.base_offset`.
     pub(crate) fn record(&mut self, header: &BatchHeader, now_ms: i64) {
-        if header.producer_id < 0 {
+        // Markers carry the producer id but no sequence: they are the coordinator's, not the
+        // producer's.
+        if header.producer_id < 0 || header.is_control() {
             return;
         }
         let entry = self.producers.entry(header.producer_id).or_insert_with(|| ProducerEntry {

@@ -26,7 +26,10 @@ pub struct CommittedOffset {
     pub commit_timestamp_ms: i64,
 }
 
-type PartitionKey = (String, i32);
+/// A topic and partition, the key of a committed offset within its group.
+pub type PartitionKey = (String, i32);
+/// A commit (`Some`) or deletion (`None`) of one partition's offset, as `OffsetStore::write` takes.
+pub type OffsetChange = (PartitionKey, Option<CommittedOffset>);
 
 #[derive(Debug)]
 pub struct OffsetStore {

@@ -7,8 +7,8 @@
 //! behind one big batch (KIP-74). Batches are sent as the log stores them, never re-encoded.
 //!
 //! Fetch sessions (KIP-227) are declined by answering session id 0, which tells clients to send
-//! full fetch requests; isolation levels are honoured through the last stable offset, which
-//! equals the high watermark until transactions exist.
+//! full fetch requests. read_uncommitted reads up to the high watermark; read_committed up to the
+//! last stable offset, with the aborted transactions in the range listed for the client to skip.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tidewater_kafka::kafka_protocol::messages::fetch_request::FetchRequest;
 use tidewater_kafka::kafka_protocol::messages::fetch_response::{
-    FetchResponse, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchResponse, FetchableTopicResponse, PartitionData,
 };
+use tidewater_kafka::kafka_protocol::messages::ProducerId;
 use tidewater_kafka::ResponseError;
 
 use super::blocking;
@@ -78,14 +79,15 @@ fn read_partitions(broker: &Broker, request: &FetchRequest, version: i16) -> (Fe
                     .with_last_stable_offset(-1)
                     .with_log_start_offset(-1)
             };
-            let log = match broker.partition(&topic.topic.0, fetch.partition) {
-                Ok(partition) => partition.log.clone(),
+            let partition = match broker.partition(&topic.topic.0, fetch.partition) {
+                Ok(partition) => partition,
                 Err(api_error) => {
                     has_error = true;
                     partitions.push(error(data, api_error.code));
                     continue;
                 }
             };
+            let log = &partition.log;
             if fetch.current_leader_epoch > 0 {
                 // We are always at leader epoch 0; a client claiming a newer one knows something
                 // we do not.
@@ -93,27 +95,46 @@ fn read_partitions(broker: &Broker, request: &FetchRequest, version: i16) -> (Fe
                 partitions.push(error(data, ResponseError::UnknownLeaderEpoch));
                 continue;
             }
-            let high_watermark = broker.high_watermark(&log);
-            let log_start_offset = log.log_start_offset();
+            let high_watermark = broker.high_watermark(log);
+            let last_stable_offset = partition.last_stable_offset(high_watermark);
+            // read_committed stops at the last stable offset: nothing of a still-open
+            // transaction is visible, and aborted ones are listed so the client skips them.
+            let read_committed = request.isolation_level == READ_COMMITTED;
+            let upper = if read_committed { last_stable_offset } else { high_watermark };
             data = data
                 .with_high_watermark(high_watermark)
-                .with_last_stable_offset(high_watermark)
-                .with_log_start_offset(log_start_offset);
+                .with_last_stable_offset(last_stable_offset)
+                .with_log_start_offset(log.log_start_offset());
             let remaining = response_budget.saturating_sub(total_bytes);
             if remaining == 0 && total_bytes > 0 {
                 partitions.push(data.with_records(Some(Bytes::new())));
                 continue;
             }
             let budget = (fetch.partition_max_bytes.max(0) as usize).min(remaining);
-            let read = log.read(fetch.fetch_offset, budget, high_watermark).and_then(|range| match range {
-                Some(range) => range.read_bytes().map(Bytes::from).map_err(|source| {
-                    tidewater_log::LogError::Io { op: "read", path: log.dir().to_path_buf(), source }
-                }),
-                None => Ok(Bytes::new()),
+            let read = log.read(fetch.fetch_offset, budget, upper).and_then(|range| match range {
+                Some(range) => {
+                    let bytes = range.read_bytes().map(Bytes::from).map_err(|source| {
+                        tidewater_log::LogError::Io { op: "read", path: log.dir().to_path_buf(), source }
+                    })?;
+                    Ok((bytes, range.first_offset, range.next_offset))
+                }
+                None => Ok((Bytes::new(), fetch.fetch_offset, fetch.fetch_offset)),
             });
             match read {
-                Ok(records) => {
+                Ok((records, first_offset, next_offset)) => {
                     total_bytes += records.len();
+                    if read_committed && version >= 4 {
+                        let aborted = partition
+                            .aborted_between(first_offset, next_offset)
+                            .into_iter()
+                            .map(|(producer_id, first_offset)| {
+                                AbortedTransaction::default()
+                                    .with_producer_id(ProducerId(producer_id))
+                                    .with_first_offset(first_offset)
+                            })
+                            .collect();
+                        data = data.with_aborted_transactions(Some(aborted));
+                    }
                     partitions.push(data.with_records(Some(records)));
                 }
                 Err(log_error) => {

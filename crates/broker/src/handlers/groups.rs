@@ -55,6 +55,7 @@ use crate::groups::{CommittedOffset, GroupState};
 
 /// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub(super) fn find_coordinator(
     broker: &Broker,
@@ -62,11 +63,14 @@ pub(super) fn find_coordinator(
     version: i16,
 ) -> FindCoordinatorResponse {
     let config = &broker.config;
-    let (error, message) = if request.key_type == KEY_TYPE_GROUP {
+    // This broker coordinates groups and transactions alike.
+    let (error, message) = if matches!(request.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION) {
         (0, None)
     } else {
-        // Transaction coordinators arrive with transactions.
-        (ResponseError::CoordinatorNotAvailable.code(), Some(str_bytes("transactions are not supported yet")))
+        (
+            ResponseError::InvalidRequest.code(),
+            Some(str_bytes(format!("unknown coordinator key type {}", request.key_type))),
+        )
     };
     if version >= 4 {
         let coordinators = request

@@ -9,6 +9,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod transactions;
 
 use std::sync::Arc;
 
@@ -49,6 +50,12 @@ const SUPPORTED: &[ApiRange] = &[
     ApiRange { api_key: ApiKey::DescribeGroups, min: 0, max: 5 },
     ApiRange { api_key: ApiKey::DeleteGroups, min: 0, max: 2 },
     ApiRange { api_key: ApiKey::OffsetDelete, min: 0, max: 0 },
+    ApiRange { api_key: ApiKey::AddPartitionsToTxn, min: 0, max: 3 },
+    ApiRange { api_key: ApiKey::AddOffsetsToTxn, min: 0, max: 3 },
+    ApiRange { api_key: ApiKey::TxnOffsetCommit, min: 0, max: 3 },
+    ApiRange { api_key: ApiKey::EndTxn, min: 0, max: 3 },
+    ApiRange { api_key: ApiKey::DescribeTransactions, min: 0, max: 0 },
+    ApiRange { api_key: ApiKey::ListTransactions, min: 0, max: 1 },
 ];
 
 /// The broker as the protocol server sees it.
@@ -100,6 +107,22 @@ async fn dispatch(
         }
         (RequestKind::InitProducerId(body), _) => {
             ResponseKind::InitProducerId(producer_id::init_producer_id(broker, body).await)
+        }
+        (RequestKind::AddPartitionsToTxn(body), _) => {
+            ResponseKind::AddPartitionsToTxn(transactions::add_partitions(broker, body).await)
+        }
+        (RequestKind::AddOffsetsToTxn(body), _) => {
+            ResponseKind::AddOffsetsToTxn(transactions::add_offsets(broker, body).await)
+        }
+        (RequestKind::TxnOffsetCommit(body), _) => {
+            ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(broker, body).await)
+        }
+        (RequestKind::EndTxn(body), _) => ResponseKind::EndTxn(transactions::end_txn(broker, body).await),
+        (RequestKind::DescribeTransactions(body), _) => {
+            ResponseKind::DescribeTransactions(transactions::describe(&broker, body))
+        }
+        (RequestKind::ListTransactions(body), _) => {
+            ResponseKind::ListTransactions(transactions::list(&broker, body))
         }
         (RequestKind::FindCoordinator(body), _) => {
             ResponseKind::FindCoordinator(groups::find_coordinator(&broker, body, version))

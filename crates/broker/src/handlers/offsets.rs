@@ -20,6 +20,8 @@ use crate::error::log_error_code;
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+/// Kafka's isolation level for read_committed.
+const READ_COMMITTED: i8 = 1;
 
 pub(super) async fn list_offsets(
     broker: Arc<Broker>,
@@ -37,7 +39,14 @@ pub(super) async fn list_offsets(
                     .map(|partition| {
                         let response = ListOffsetsPartitionResponse::default()
                             .with_partition_index(partition.partition_index);
-                        match lookup(&broker, &topic.name.0, partition.partition_index, partition.timestamp) {
+                        let read_committed = request.isolation_level == READ_COMMITTED;
+                        match lookup(
+                            &broker,
+                            &topic.name.0,
+                            partition.partition_index,
+                            partition.timestamp,
+                            read_committed,
+                        ) {
                             Ok((offset, timestamp)) => {
                                 let response = response.with_offset(offset).with_timestamp(timestamp);
                                 if version >= 4 && offset >= 0 {
@@ -62,11 +71,19 @@ pub(super) async fn list_offsets(
 
 /// The offset and timestamp ListOffsets answers for one partition; (-1, -1) when no record
 /// matches a timestamp.
-fn lookup(broker: &Broker, topic: &str, partition: i32, timestamp: i64) -> Result<(i64, i64), ApiError> {
-    let log = broker.partition(topic, partition)?.log.clone();
-    // With no transactions yet the last stable offset equals the high watermark, so both
-    // isolation levels see the same latest offset.
-    let high_watermark = broker.high_watermark(&log);
+fn lookup(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+    read_committed: bool,
+) -> Result<(i64, i64), ApiError> {
+    let partition = broker.partition(topic, partition)?;
+    let log = &partition.log;
+    // "Latest" is as far as the isolation level may read.
+    let high_watermark = broker.high_watermark(log);
+    let high_watermark =
+        if read_committed { partition.last_stable_offset(high_watermark) } else { high_watermark };
     let log_error = |error: tidewater_log::LogError| ApiError::new(log_error_code(&error), error.to_string());
     Ok(match timestamp {
         LATEST_TIMESTAMP => (high_watermark, -1),

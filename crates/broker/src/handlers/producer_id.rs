@@ -2,15 +2,14 @@
 //! asks with its current id and epoch (KIP-360, after a sequence error), the same id with the
 //! epoch bumped so it can start its sequences again.
 //!
-//! Transactional producers (a transactional id) are refused until the transaction coordinator
-//! exists.
+//! With a transactional id, the transaction coordinator answers: the id's producer id with a new
+//! epoch, which fences any older producer of the same id.
 
 use std::sync::Arc;
 
 use tidewater_kafka::kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use tidewater_kafka::kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
 use tidewater_kafka::kafka_protocol::messages::ProducerId;
-use tidewater_kafka::ResponseError;
 
 use super::blocking;
 use crate::broker::Broker;
@@ -20,9 +19,14 @@ pub(super) async fn init_producer_id(
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
-    if let Some(transactional_id) = &request.transactional_id {
-        tracing::warn!(transactional_id = %transactional_id.0.as_str(), "refused a transactional producer: transactions are not supported yet");
-        return response.with_error_code(ResponseError::InvalidRequest.code());
+    if let Some(transactional_id) = request.transactional_id {
+        let timeout_ms = request.transaction_timeout_ms;
+        return match blocking(move || broker.init_transactional_producer(&transactional_id.0, timeout_ms))
+            .await
+        {
+            Ok((id, epoch)) => response.with_producer_id(ProducerId(id)).with_producer_epoch(epoch),
+            Err(error) => response.with_error_code(error.code()),
+        };
     }
     let (current_id, current_epoch) = (request.producer_id.0, request.producer_epoch);
     if current_id >= 0 && (0..i16::MAX - 1).contains(&current_epoch) {
