@@ -24,6 +24,14 @@ pub(crate) enum Command {
     /// Inspect log directories on disk (works while no server has them open).
     #[command(subcommand)]
     Log(LogCommand),
+    /// Create, list, describe, alter and delete topics on any Kafka-compatible cluster.
+    Topic(TopicArgs),
+    /// Write stdin to a topic, one record per line (like kcat -P). Exits non-zero if any record
+    /// was not acknowledged.
+    Produce(ProduceArgs),
+    /// Print a topic's records to stdout (like kcat -C). Reads partitions by explicit
+    /// assignment: no consumer group, no committed offsets.
+    Consume(ConsumeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +91,17 @@ pub(crate) struct ServeArgs {
     /// Milliseconds between housekeeping passes (segment age, interval fsync, retention).
     #[arg(long, default_value_t = 1000)]
     pub(crate) housekeeping_interval_ms: u64,
+    /// How long a new consumer group waits for more members before its first assignment
+    /// (Kafka group.initial.rebalance.delay.ms).
+    #[arg(long, default_value_t = 3000)]
+    pub(crate) group_initial_rebalance_delay_ms: i64,
+    /// The shortest session timeout a consumer may ask for (Kafka group.min.session.timeout.ms).
+    #[arg(long, default_value_t = 6000)]
+    pub(crate) group_min_session_timeout_ms: i32,
+    /// Committed offsets of a group without members are deleted after this many minutes without
+    /// a commit (Kafka offsets.retention.minutes).
+    #[arg(long, default_value_t = 7 * 24 * 60)]
+    pub(crate) offsets_retention_minutes: i64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,4 +112,159 @@ pub(crate) enum LogCommand {
         /// A topic-partition directory, such as tidewater-data/orders-0.
         dir: PathBuf,
     },
+}
+
+/// Where the client commands (`topic`, `produce`, `consume`) find a Kafka-compatible cluster.
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    /// Bootstrap brokers, host:port[,host:port...] (Kafka bootstrap.servers). Any
+    /// Kafka-compatible cluster works, not only Tidewater.
+    #[arg(long, short = 'b', default_value = "127.0.0.1:9092", env = "TIDEWATER_BROKERS", global = true)]
+    pub(crate) brokers: String,
+    /// Milliseconds to wait for the cluster: metadata and admin requests, and for `produce`
+    /// the delivery of each record (librdkafka message.timeout.ms).
+    #[arg(long, default_value_t = 30_000, global = true)]
+    pub(crate) timeout_ms: u64,
+    /// A librdkafka client property (see librdkafka's CONFIGURATION.md), like kcat's -X; may be
+    /// repeated. Applied last, so it overrides what the other flags set.
+    #[arg(short = 'X', long = "property", value_name = "KEY=VALUE", global = true)]
+    pub(crate) properties: Vec<KeyValue>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TopicArgs {
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
+    #[command(subcommand)]
+    pub(crate) command: TopicCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopicCommand {
+    /// Create a topic (CreateTopics).
+    Create {
+        /// The topic's name.
+        name: String,
+        /// Number of partitions; the broker's default (num.partitions) when omitted.
+        #[arg(long, short = 'p')]
+        partitions: Option<u32>,
+        /// Copies of each partition; the broker's default (default.replication.factor) when
+        /// omitted. A single Tidewater broker accepts only 1.
+        #[arg(long, short = 'r')]
+        replication_factor: Option<u16>,
+        /// A topic config such as retention.ms=3600000; may be repeated.
+        #[arg(long, short = 'c', value_name = "KEY=VALUE")]
+        config: Vec<KeyValue>,
+    },
+    /// List topic names, one per line.
+    List,
+    /// Show a topic's partitions (leader, replicas, in-sync replicas) and its configs, each
+    /// marked with where its value comes from.
+    Describe {
+        /// The topic's name.
+        name: String,
+    },
+    /// Change topic configs in place (IncrementalAlterConfigs): configs not named keep their
+    /// values.
+    Alter {
+        /// The topic's name.
+        name: String,
+        /// Set a config, such as retention.ms=3600000; may be repeated.
+        #[arg(long, short = 'c', value_name = "KEY=VALUE")]
+        config: Vec<KeyValue>,
+        /// Remove a topic override so the config falls back to the broker's default; may be
+        /// repeated.
+        #[arg(long, value_name = "KEY")]
+        delete_config: Vec<String>,
+    },
+    /// Delete a topic and all its records (DeleteTopics).
+    Delete {
+        /// The topic's name.
+        name: String,
+    },
+    /// Grow a topic to COUNT partitions in total (CreatePartitions). Partitions cannot be
+    /// removed, and keys may map to different partitions afterwards.
+    AddPartitions {
+        /// The topic's name.
+        name: String,
+        /// The new total number of partitions.
+        #[arg(long)]
+        count: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProduceArgs {
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
+    /// The topic to write to.
+    #[arg(long, short = 't')]
+    pub(crate) topic: String,
+    /// Split each line at the first SEP into key and value; a line without SEP gets no key.
+    /// Without this flag the whole line is the value and records have no key.
+    #[arg(long, short = 'K', value_name = "SEP")]
+    pub(crate) key_separator: Option<String>,
+    /// A header added to every record, such as source=sensor-7; may be repeated.
+    #[arg(long, short = 'H', value_name = "KEY=VALUE")]
+    pub(crate) header: Vec<KeyValue>,
+    /// Write every record to this partition; otherwise librdkafka's partitioner picks one
+    /// (by key hash, or spread out for records without a key).
+    #[arg(long, short = 'p')]
+    pub(crate) partition: Option<i32>,
+    /// Acknowledgements to wait for: all (every in-sync replica), 1 (the leader) or 0 (none:
+    /// a failed write goes unnoticed).
+    #[arg(long, default_value = "all")]
+    pub(crate) acks: crate::client::produce::Acks,
+    /// Compression of record batches.
+    #[arg(long, short = 'z', default_value = "none")]
+    pub(crate) compression: crate::client::produce::Compression,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConsumeArgs {
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
+    /// The topic to read.
+    #[arg(long, short = 't')]
+    pub(crate) topic: String,
+    /// Read only this partition; all of the topic's partitions otherwise.
+    #[arg(long, short = 'p')]
+    pub(crate) partition: Option<i32>,
+    /// Where to start in each partition: beginning, end (only records produced from now on),
+    /// an OFFSET, or @TIMESTAMP_MS (the first record at or after that time, in milliseconds
+    /// since the Unix epoch).
+    #[arg(long, short = 'o', default_value = "beginning")]
+    pub(crate) from: crate::client::consume::StartFrom,
+    /// Stop after this many records.
+    #[arg(long, short = 'c')]
+    pub(crate) count: Option<u64>,
+    /// Stop once every partition has been read up to its end (its high watermark).
+    #[arg(long, short = 'e')]
+    pub(crate) exit_at_end: bool,
+    /// How each record is printed. Placeholders: %t topic, %p partition, %o offset,
+    /// %T timestamp (ms), %k key, %K key length, %s value, %S value length, %h headers
+    /// (k=v,k=v), %% a percent sign; escapes \n, \t, \r, \\. A missing key prints as nothing
+    /// and its length as -1.
+    #[arg(long, short = 'f', default_value = "%s\\n")]
+    pub(crate) format: crate::client::format::Format,
+}
+
+/// A `KEY=VALUE` argument, split at the first `=`; the value may be empty, the key may not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyValue {
+    pub(crate) key: String,
+    pub(crate) value: String,
+}
+
+impl std::str::FromStr for KeyValue {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.split_once('=') {
+            Some((key, value)) if !key.is_empty() => {
+                Ok(KeyValue { key: key.to_string(), value: value.to_string() })
+            }
+            _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! library crates; this file only turns command lines into calls.
 
 mod cli;
+mod client;
 mod log_cmd;
 mod serve;
 
@@ -13,6 +14,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(args),
         cli::Command::Log(command) => log_cmd::run(command),
+        cli::Command::Topic(args) => client::topic::run(args),
+        cli::Command::Produce(args) => client::produce::run(args),
+        cli::Command::Consume(args) => client::consume::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tidewater_broker::groups::GroupConfig;
 use tidewater_broker::{Broker, BrokerConfig, BrokerHandler};
 use tidewater_kafka::ServerConfig;
 use tidewater_log::{LogConfig, SystemClock};
@@ -27,7 +28,14 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         "--default-partitions must be between 1 and {}",
         tidewater_broker::PARTITIONS_PER_TOPIC_MAX
     );
-    let advertised = args.kafka_advertised.clone().unwrap_or_else(|| args.kafka_listen.to_string());
+    // Bound first, so that with `--kafka-listen HOST:0` the advertised address names the port
+    // the kernel chose: clients connect to what Metadata advertises, and port 0 leads nowhere.
+    // Connections that arrive during recovery wait in the listen backlog.
+    let listener = std::net::TcpListener::bind(args.kafka_listen)
+        .with_context(|| format!("binding the Kafka listener to {}", args.kafka_listen))?;
+    listener.set_nonblocking(true).context("making the Kafka listener non-blocking")?;
+    let bound = listener.local_addr().context("reading the Kafka listener's address")?;
+    let advertised = args.kafka_advertised.clone().unwrap_or_else(|| bound.to_string());
     let (advertised_host, advertised_port) = advertised
         .rsplit_once(':')
         .and_then(|(host, port)| Some((host.trim_matches(['[', ']']).to_string(), port.parse::<u16>().ok()?)))
@@ -40,6 +48,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions,
         log_defaults,
+        groups: GroupConfig {
+            initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms: args.group_min_session_timeout_ms,
+            ..GroupConfig::default()
+        },
+        offsets_retention_ms: args.offsets_retention_minutes.saturating_mul(60_000),
     };
     let server_config = ServerConfig {
         max_request_bytes: args.max_request_bytes,
@@ -52,11 +66,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("tidewater")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, broker_config, server_config))
+    runtime.block_on(serve(args, listener, broker_config, server_config))
 }
 
 async fn serve(
     args: ServeArgs,
+    listener: std::net::TcpListener,
     broker_config: BrokerConfig,
     server_config: ServerConfig,
 ) -> anyhow::Result<()> {
@@ -69,9 +84,7 @@ async fn serve(
         .context("recovery task failed")?
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let broker = Arc::new(broker);
-    let listener = tokio::net::TcpListener::bind(args.kafka_listen)
-        .await
-        .with_context(|| format!("binding the Kafka listener to {}", args.kafka_listen))?;
+    let listener = tokio::net::TcpListener::from_std(listener).context("registering the Kafka listener")?;
     let topics = broker.topics();
     tracing::info!(
         data_dir = %args.data_dir.display(),
@@ -86,6 +99,7 @@ async fn serve(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let handler = Arc::new(BrokerHandler::new(broker.clone()));
     let server = tokio::spawn(tidewater_kafka::serve(listener, server_config, handler, stopped));
+    let group_timers = tokio::spawn(group_timers(broker.clone()));
     let housekeeping = tokio::spawn(housekeeping(
         broker.clone(),
         Duration::from_millis(args.housekeeping_interval_ms.max(1)),
@@ -97,6 +111,7 @@ async fn serve(
     broker.begin_shutdown();
     server.await.context("Kafka listener task failed")?;
     housekeeping.abort();
+    group_timers.abort();
     let closing = broker.clone();
     tokio::task::spawn_blocking(move || closing.close())
         .await
@@ -115,6 +130,23 @@ async fn housekeeping(broker: Arc<Broker>, interval: Duration) {
         let broker = broker.clone();
         if let Err(error) = tokio::task::spawn_blocking(move || broker.tick()).await {
             tracing::error!(%error, "housekeeping task failed");
+        }
+    }
+}
+
+/// How often consumer group timeouts (sessions, join phases) are checked: their granularity.
+const GROUP_TIMER_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Drives the consumer group coordinator's clock.
+async fn group_timers(broker: Arc<Broker>) {
+    let mut ticker = tokio::time::interval(GROUP_TIMER_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let broker = broker.clone();
+        // Offset expiry may write to the offsets log, so this runs off the async threads.
+        if let Err(error) = tokio::task::spawn_blocking(move || broker.tick_groups()).await {
+            tracing::error!(%error, "group timer task failed");
         }
     }
 }

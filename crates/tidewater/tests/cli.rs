@@ -1,88 +1,13 @@
 //! End-to-end tests of the real `tidewater` binary, run as a child process.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::time::Duration;
+mod support;
 
+use std::process::Command;
+use std::sync::Arc;
+
+use support::{send_sigterm, start_server, wait_exit, wait_for_line, BINARY};
 use tidewater_log::batch::encode_batch;
 use tidewater_log::{Log, LogConfig, SystemClock};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_tidewater");
-/// How long a child may take to reach a line we wait for; generous for a loaded CI machine.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Kills the child if a test fails before it exits on its own.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `tidewater serve` on `data_dir` and returns it with a channel of its stderr lines.
-fn start_server(data_dir: &Path) -> (ChildGuard, mpsc::Receiver<String>) {
-    let mut child = Command::new(BINARY)
-        .args(["serve", "--kafka-listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tidewater");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (ChildGuard(child), receiver)
-}
-
-/// Collects lines until one contains `needle`; panics with everything seen if it never comes.
-fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) -> Vec<String> {
-    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                let found = line.contains(needle);
-                seen.push(line);
-                if found {
-                    return seen;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    panic!("no line containing {needle:?}; saw:\n{}", seen.join("\n"));
-}
-
-fn send_sigterm(child: &Child) {
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory is involved.
-    let result = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(result, 0, "kill(SIGTERM) failed");
-}
-
-fn wait_exit(guard: &mut ChildGuard) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
-    loop {
-        if let Some(status) = guard.0.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(std::time::Instant::now() < deadline, "tidewater did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn serve_creates_the_data_dir_and_shuts_down_cleanly_on_sigterm() {

@@ -1,0 +1,167 @@
+//! `tidewater topic ...`: topic administration against any Kafka-compatible cluster.
+//!
+//! Reads go through metadata and DescribeConfigs (the `rdkafka` crate's safe API); changes go
+//! through [`super::admin`], which reports the broker's own error message. Every request waits
+//! at most `--timeout-ms`. Output is plain text meant for people and for `grep`: `list` prints
+//! one name per line, `describe` prints partitions and then configs, each config with the
+//! place its value comes from.
+
+use std::fmt::Write as _;
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, ConfigEntry, ConfigSource, ResourceSpecifier};
+
+use super::admin::{self as raw, ConfigChange};
+use super::{client_config, topic_names, topic_partitions, CliContext, PartitionInfo};
+use crate::cli::{TopicArgs, TopicCommand};
+
+pub(crate) fn run(args: TopicArgs) -> anyhow::Result<()> {
+    let connect = &args.connect;
+    let timeout = connect.timeout();
+    let admin: AdminClient<CliContext> = client_config(connect)
+        .create_with_context(CliContext::default())
+        .context("creating the Kafka admin client")?;
+    match args.command {
+        TopicCommand::Create { name, partitions, replication_factor, config } => {
+            let topic = raw::NewTopic {
+                name: &name,
+                partitions: partitions.map_or(-1, |count| count.min(i32::MAX as u32) as i32),
+                replication_factor: replication_factor.map_or(-1, i32::from),
+                configs: config.iter().map(|entry| (entry.key.as_str(), entry.value.as_str())).collect(),
+            };
+            raw::create_topic(admin.inner(), &topic, timeout)
+                .with_context(|| format!("creating topic {name:?}"))?;
+            println!("created topic {name}");
+        }
+        TopicCommand::List => {
+            for name in topic_names(admin.inner(), connect)? {
+                println!("{name}");
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let partitions = topic_partitions(admin.inner(), connect, &name)?;
+            let options = AdminOptions::new().request_timeout(Some(timeout));
+            let results = super::runtime()?
+                .block_on(admin.describe_configs([&ResourceSpecifier::Topic(&name)], &options))
+                .with_context(|| format!("describing the configs of topic {name:?}"))?;
+            let resource = results
+                .into_iter()
+                .next()
+                .context("the DescribeConfigs answer is empty")?
+                .map_err(|code| anyhow::anyhow!("describing the configs of topic {name:?}: {code}"))?;
+            print!("{}", describe_text(&name, &partitions, &resource.entries));
+        }
+        TopicCommand::Alter { name, config, delete_config } => {
+            anyhow::ensure!(
+                !config.is_empty() || !delete_config.is_empty(),
+                "nothing to change: give --config KEY=VALUE or --delete-config KEY"
+            );
+            let changes: Vec<ConfigChange<'_>> = config
+                .iter()
+                .map(|entry| ConfigChange::Set { name: &entry.key, value: &entry.value })
+                .chain(delete_config.iter().map(|key| ConfigChange::Delete { name: key }))
+                .collect();
+            raw::alter_topic_configs(admin.inner(), &name, &changes, timeout)
+                .with_context(|| format!("altering the configs of topic {name:?}"))?;
+            println!("altered topic {name}");
+        }
+        TopicCommand::Delete { name } => {
+            raw::delete_topic(admin.inner(), &name, timeout)
+                .with_context(|| format!("deleting topic {name:?}"))?;
+            println!("deleted topic {name}");
+        }
+        TopicCommand::AddPartitions { name, count } => {
+            raw::create_partitions(admin.inner(), &name, count as usize, timeout)
+                .with_context(|| format!("growing topic {name:?} to {count} partitions"))?;
+            println!("topic {name} now has {count} partitions");
+        }
+    }
+    Ok(())
+}
+
+/// The text `topic describe` prints: a summary line, one line per partition, then every config
+/// sorted by name with where its value comes from.
+fn describe_text(name: &str, partitions: &[PartitionInfo], configs: &[ConfigEntry]) -> String {
+    let replication_factor = partitions.iter().map(|partition| partition.replicas.len()).max().unwrap_or(0);
+    let mut text = format!(
+        "topic {name}: {} partition{}, replication factor {replication_factor}\n",
+        partitions.len(),
+        if partitions.len() == 1 { "" } else { "s" }
+    );
+    for partition in partitions {
+        let _ = writeln!(
+            text,
+            "  partition {}: leader {}, replicas {:?}, in-sync {:?}",
+            partition.id, partition.leader, partition.replicas, partition.in_sync_replicas
+        );
+    }
+    text.push_str("configs:\n");
+    let mut configs: Vec<&ConfigEntry> = configs.iter().collect();
+    configs.sort_by(|left, right| left.name.cmp(&right.name));
+    for config in configs {
+        let value = match (&config.value, config.is_sensitive) {
+            (_, true) => "(sensitive)",
+            (Some(value), false) => value.as_str(),
+            (None, false) => "(none)",
+        };
+        let _ = writeln!(text, "  {}={value} ({})", config.name, source_label(config));
+    }
+    text
+}
+
+/// Where a config's value comes from, in the words `describe` prints.
+fn source_label(config: &ConfigEntry) -> &'static str {
+    match config.source {
+        ConfigSource::DynamicTopic => "set on topic",
+        ConfigSource::DynamicBroker => "broker setting",
+        ConfigSource::DynamicDefaultBroker => "cluster-wide setting",
+        ConfigSource::StaticBroker => "broker config file",
+        ConfigSource::Default => "default",
+        ConfigSource::Unknown if config.is_default => "default",
+        ConfigSource::Unknown => "unknown source",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, value: &str, source: ConfigSource) -> ConfigEntry {
+        ConfigEntry {
+            name: name.to_string(),
+            value: Some(value.to_string()),
+            is_default: source == ConfigSource::Default,
+            source,
+            is_read_only: false,
+            is_sensitive: false,
+        }
+    }
+
+    #[test]
+    fn describe_text_lists_partitions_then_sorted_configs_with_their_source() {
+        let partitions =
+            [0, 1].map(|id| PartitionInfo { id, leader: 0, replicas: vec![0], in_sync_replicas: vec![0] });
+        let configs = [
+            entry("segment.bytes", "1024", ConfigSource::Default),
+            entry("retention.ms", "60000", ConfigSource::DynamicTopic),
+        ];
+        assert_eq!(
+            describe_text("orders", &partitions, &configs),
+            "topic orders: 2 partitions, replication factor 1\n\
+             \x20 partition 0: leader 0, replicas [0], in-sync [0]\n\
+             \x20 partition 1: leader 0, replicas [0], in-sync [0]\n\
+             configs:\n\
+             \x20 retention.ms=60000 (set on topic)\n\
+             \x20 segment.bytes=1024 (default)\n"
+        );
+    }
+
+    #[test]
+    fn describe_text_hides_sensitive_values() {
+        let mut secret = entry("sasl.jaas.config", "password=hunter2", ConfigSource::StaticBroker);
+        secret.is_sensitive = true;
+        let text = describe_text("t", &[], &[secret]);
+        assert!(text.ends_with("  sasl.jaas.config=(sensitive) (broker config file)\n"), "{text}");
+        assert!(text.starts_with("topic t: 0 partitions, replication factor 0\n"), "{text}");
+    }
+}
