@@ -1,0 +1,277 @@
+"""Fixtures that run the real `tidewater` binary for the interop tests.
+
+The broker is a child process started the way a user starts it (`tidewater serve`) on
+127.0.0.1 with an OS-chosen port and a fresh data directory. We learn the port from the line
+the broker logs once it is ready (`... tidewater is running ... kafka=127.0.0.1:PORT`), and stop
+it with SIGTERM as an operator would, expecting a clean exit (status 0). Every wait here has a
+deadline; a broker that does not start, or does not stop, fails the test with its log attached.
+
+One broker serves the whole session (`broker`, `bootstrap`), and every test works in topics of
+its own (`topic_name`). Tests that restart a broker get their own (`broker_factory`).
+
+Skips are turned into failures (see `pytest_runtest_makereport`): a client test that did not
+run must never read as a pass.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# How long the broker may take to log its running line: recovery of a small data dir takes
+# milliseconds, but a loaded CI machine can be slow to even exec a debug binary.
+START_TIMEOUT_S = 30.0
+# How long a SIGTERM'd broker may take to exit. It answers in-flight requests (its own grace
+# period is 15 s) and flushes every log.
+STOP_TIMEOUT_S = 30.0
+# Attempts to bind the same port again on restart (see `BrokerProcess.restart`).
+RESTART_BIND_ATTEMPTS = 20
+RUNNING_LINE = re.compile(r"tidewater is running.*\bkafka=127\.0\.0\.1:(\d+)")
+# Broker log lines kept for failure reports.
+LOG_LINES_KEPT = 300
+
+
+def tidewater_binary() -> Path:
+    """The binary under test: $TIDEWATER_BIN, or target/debug/tidewater in this repository."""
+    path = Path(os.environ.get("TIDEWATER_BIN", "target/debug/tidewater"))
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return path
+
+
+class BrokerError(RuntimeError):
+    """The broker did not start or stop as expected; the message carries its log."""
+
+
+class BrokerProcess:
+    """One `tidewater serve` child on a data directory, which survives restarts."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        name: str = "broker",
+        test_id: str | None = None,
+        serve_args: tuple[str, ...] = (),
+    ):
+        self.data_dir = data_dir
+        self.name = name
+        # More `tidewater serve` arguments (e.g. group timings), kept across restarts.
+        self.serve_args = tuple(serve_args)
+        # The test that owns this broker; None for the session's broker.
+        self.test_id = test_id
+        self.port: int | None = None
+        self.process: subprocess.Popen | None = None
+        self.lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES_KEPT)
+        self.exit_codes: list[int] = []
+
+    @property
+    def bootstrap(self) -> str:
+        assert self.port is not None, "broker was never started"
+        return f"127.0.0.1:{self.port}"
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, n_lines: int = 60) -> str:
+        return "\n".join(list(self.lines)[-n_lines:])
+
+    def start(self, port: int = 0) -> str:
+        """Starts the broker on 127.0.0.1:`port` (0: any free port) and returns its bootstrap
+        address once it logged that it is running."""
+        assert not self.is_running(), "broker already running"
+        binary = tidewater_binary()
+        if not binary.is_file():
+            raise BrokerError(f"{binary} does not exist; build it with `cargo build -p tidewater`")
+        # Settings come from our arguments only, never from a developer's TIDEWATER_* variables.
+        env = {key: value for key, value in os.environ.items() if not key.startswith("TIDEWATER_")}
+        env.pop("RUST_LOG", None)
+        env["TIDEWATER_LOG"] = "info"
+        command = [
+            str(binary),
+            "serve",
+            "--kafka-listen",
+            f"127.0.0.1:{port}",
+            "--data-dir",
+            str(self.data_dir),
+            *self.serve_args,
+        ]
+        self.lines.append(f"--- {self.name}: {' '.join(command)}")
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.process = process
+        ports: queue.Queue[int | None] = queue.Queue()
+
+        def pump_stderr() -> None:
+            # Drains stderr for the broker's whole life (so it never blocks on a full pipe),
+            # keeps the tail for failure reports and reports the port of the running line.
+            assert process.stderr is not None
+            for raw in process.stderr:
+                line = raw.decode("utf-8", errors="replace").rstrip("\n")
+                self.lines.append(line)
+                match = RUNNING_LINE.search(line)
+                if match:
+                    ports.put(int(match.group(1)))
+            ports.put(None)
+
+        threading.Thread(target=pump_stderr, name=f"{self.name}-stderr", daemon=True).start()
+        try:
+            found = ports.get(timeout=START_TIMEOUT_S)
+        except queue.Empty:
+            self._kill()
+            raise BrokerError(
+                f"{self.name} logged no running line within {START_TIMEOUT_S}s:\n{self.log_tail()}"
+            ) from None
+        if found is None:
+            code = self._wait(STOP_TIMEOUT_S)
+            raise BrokerError(f"{self.name} exited with {code} before running:\n{self.log_tail()}")
+        self.port = found
+        return self.bootstrap
+
+    def stop(self) -> int:
+        """SIGTERM, then wait for the exit; kills the broker (and raises) if it does not exit in
+        time. Returns the exit status."""
+        process = self.process
+        assert process is not None, "broker was never started"
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            raise BrokerError(
+                f"{self.name} did not exit within {STOP_TIMEOUT_S}s of SIGTERM; killed:\n{self.log_tail()}"
+            ) from None
+        self.exit_codes.append(code)
+        return code
+
+    def restart(self, while_down: Callable[[], None] | None = None) -> str:
+        """Stops the broker cleanly and starts it again on the same data directory and the same
+        port, so clients that know the old address reconnect to the new process. `while_down`
+        runs between the two, while nothing listens on the port."""
+        port = self.port
+        assert port is not None
+        code = self.stop()
+        if code != 0:
+            raise BrokerError(f"{self.name} exited with {code} on SIGTERM:\n{self.log_tail()}")
+        if while_down is not None:
+            while_down()
+        # The port is free once the old process is gone (tokio sets SO_REUSEADDR, so sockets in
+        # TIME_WAIT do not block it). A client reconnecting meanwhile can, rarely, be handed that
+        # very port as its own ephemeral source port; then the bind fails and we try again.
+        for attempt in range(RESTART_BIND_ATTEMPTS):
+            try:
+                return self.start(port)
+            except BrokerError as error:
+                if "binding the Kafka listener" not in str(error) or attempt + 1 == RESTART_BIND_ATTEMPTS:
+                    raise
+                time.sleep(0.1)
+        raise AssertionError("unreachable")
+
+    def _wait(self, timeout_s: float) -> int | None:
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            return None
+
+    def _kill(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.kill()
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+# Every broker started in this session, so failure reports can show their logs.
+_BROKERS: list[BrokerProcess] = []
+
+
+def _stop_and_check(broker: BrokerProcess) -> None:
+    if broker.process is None:
+        return
+    code = broker.stop()
+    if code != 0:
+        raise BrokerError(f"{broker.name} exited with {code} after SIGTERM:\n{broker.log_tail()}")
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory):
+    """The session's broker, on a fresh data directory. It must still exit cleanly at the end."""
+    process = BrokerProcess(tmp_path_factory.mktemp("tidewater") / "data", name="session broker")
+    _BROKERS.append(process)
+    process.start()
+    yield process
+    _stop_and_check(process)
+
+
+@pytest.fixture
+def bootstrap(broker: BrokerProcess):
+    """The session broker's address. Fails the test if the broker died during it."""
+    assert broker.is_running(), f"the session broker is not running:\n{broker.log_tail()}"
+    yield broker.bootstrap
+    assert broker.is_running(), f"the session broker died during this test:\n{broker.log_tail()}"
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path, request: pytest.FixtureRequest):
+    """Starts brokers of the test's own (each on a fresh data directory, with `serve_args` added
+    to the command line); stops them after."""
+    started: list[BrokerProcess] = []
+
+    def start(*serve_args: str) -> BrokerProcess:
+        process = BrokerProcess(
+            tmp_path / f"data{len(started)}",
+            name=f"test broker {len(started)}",
+            test_id=request.node.nodeid,
+            serve_args=serve_args,
+        )
+        _BROKERS.append(process)
+        started.append(process)
+        process.start()
+        return process
+
+    yield start
+    for process in started:
+        _stop_and_check(process)
+
+
+@pytest.fixture
+def topic_name(request: pytest.FixtureRequest) -> str:
+    """A topic name no other test uses: the test's name plus a random suffix."""
+    base = re.sub(r"[^a-zA-Z0-9._-]+", "-", request.node.name).strip("-")[:80]
+    return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail"):
+        # Nothing in this suite may be skipped: a missing client or tool is a failure.
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"skipped tests are failures in the interop suite: {reason}"
+    if report.failed:
+        for process in _BROKERS:
+            if process.lines and process.test_id in (None, item.nodeid):
+                report.sections.append((f"{process.name} log (tail)", process.log_tail()))
