@@ -13,11 +13,13 @@
 //! figure is a sequential consumer using `Log::read` with a 1 MiB budget and one reused buffer.
 //!
 //! Each figure is the median of several runs; runs go round-robin over the cases, so a disk that
-//! drifts during the bench moves every case alike. `TIDEWATER_BENCH_MB` sets the bytes per append
-//! run (default 1024; the reads go over the same volume) and `TIDEWATER_BENCH_RUNS` the runs
-//! (default 5). Under `cargo test --all-targets` (no `--bench` argument) it runs once on a few MiB
-//! as a smoke test and judges no goals. Everything it writes lives in one temporary directory
-//! under the target directory (so on the same filesystem throughout) and is removed at the end.
+//! drifts during the bench moves every case alike, and each figure is measured right beside what
+//! it is compared with, in alternating order, after an untimed warm-up write.
+//! `TIDEWATER_BENCH_MB` sets the bytes per append run (default 1024; the reads go over the same
+//! volume) and `TIDEWATER_BENCH_RUNS` the runs (default 4). Under `cargo test --all-targets` (no
+//! `--bench` argument) it runs once on a few MiB as a smoke test and judges no goals. Everything
+//! it writes lives in one temporary directory under the target directory (so on the same
+//! filesystem throughout) and is removed at the end.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -32,7 +34,8 @@ use tidewater_log::{Clock, FsyncPolicy, Log, LogConfig, SystemClock, DEFAULT_MAX
 
 /// Bytes per append run unless `TIDEWATER_BENCH_MB` says otherwise.
 const DEFAULT_VOLUME_MB: u64 = 1024;
-const DEFAULT_RUNS: usize = 5;
+/// Even, so each case of a pair goes first equally often.
+const DEFAULT_RUNS: usize = 4;
 /// Volume and runs of the smoke run under `cargo test`.
 const SMOKE_VOLUME_MB: u64 = 4;
 const SMOKE_RUNS: usize = 1;
@@ -80,7 +83,9 @@ enum Case {
     },
 }
 
-/// Each `Append { fsync: Always, .. }` follows the `FsyncBound` of its writer count.
+/// In pairs: each figure beside what it is compared with. Within a pair the order alternates from
+/// run to run, so whatever the case before leaves behind (dirty journal, a disk still busy) does
+/// not always fall on the same side.
 const CASES: [Case; 6] = [
     Case::Ceiling,
     Case::Append { fsync: FsyncPolicy::Never, writers: 1 },
@@ -187,7 +192,20 @@ fn measure_shape(shape: &Shape, settings: &Settings, root: &Path) -> ShapeResult
     let read_dir = root.join(format!("read-{}", shape.records));
     settle(root);
     for run in 0..settings.runs {
-        for (case_idx, case) in CASES.iter().enumerate() {
+        // On the virtual disk this was written on, the first gigabyte written after a burst of
+        // fsyncs (the previous round's last cases) can take several times as long as the next.
+        // An untimed ceiling-sized write takes that hit, so the first pair starts from steady state.
+        let warm_up = write_ceiling(root, &batch, full_count);
+        settle(root);
+        eprintln!(
+            "  run {}/{}: {} batches, untimed warm-up write: {:.2} s",
+            run + 1,
+            settings.runs,
+            shape.name,
+            warm_up.as_secs_f64()
+        );
+        for case_idx in run_order(run) {
+            let case = &CASES[case_idx];
             let count = case.batch_count(full_count);
             let started = Instant::now();
             let elapsed = match *case {
@@ -390,9 +408,19 @@ fn mib(bytes: u64) -> String {
     }
 }
 
+/// Indexes into `CASES` for one run: the pairs in order, each pair swapped on odd runs.
+fn run_order(run: usize) -> impl Iterator<Item = usize> {
+    (0..CASES.len()).map(move |case_idx| if run % 2 == 0 { case_idx } else { case_idx ^ 1 })
+}
+
 fn median(mut durations: Vec<Duration>) -> Duration {
     durations.sort_unstable();
-    durations[durations.len() / 2]
+    let middle = durations.len() / 2;
+    if durations.len() % 2 == 0 {
+        (durations[middle - 1] + durations[middle]) / 2
+    } else {
+        durations[middle]
+    }
 }
 
 fn print_report(settings: &Settings, root: &Path, results: &[ShapeResult]) {
