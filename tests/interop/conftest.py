@@ -161,15 +161,29 @@ class BrokerProcess:
         self.exit_codes.append(code)
         return code
 
-    def restart(self, while_down: Callable[[], None] | None = None) -> str:
-        """Stops the broker cleanly and starts it again on the same data directory and the same
-        port, so clients that know the old address reconnect to the new process. `while_down`
-        runs between the two, while nothing listens on the port."""
+    def kill(self) -> int:
+        """SIGKILL, as a crash would stop the broker: no shutdown, no final flush. Waits for the
+        exit and returns its status."""
+        process = self.process
+        assert process is not None, "broker was never started"
+        if process.poll() is None:
+            process.kill()
+        code = process.wait(timeout=STOP_TIMEOUT_S)
+        self.exit_codes.append(code)
+        return code
+
+    def restart(self, while_down: Callable[[], None] | None = None, *, kill: bool = False) -> str:
+        """Stops the broker cleanly (with `kill`, by SIGKILL instead) and starts it again on the
+        same data directory and the same port, so clients that know the old address reconnect to
+        the new process. `while_down` runs between the two, while nothing listens on the port."""
         port = self.port
         assert port is not None
-        code = self.stop()
-        if code != 0:
-            raise BrokerError(f"{self.name} exited with {code} on SIGTERM:\n{self.log_tail()}")
+        if kill:
+            self.kill()
+        else:
+            code = self.stop()
+            if code != 0:
+                raise BrokerError(f"{self.name} exited with {code} on SIGTERM:\n{self.log_tail()}")
         if while_down is not None:
             while_down()
         # The port is free once the old process is gone (tokio sets SO_REUSEADDR, so sockets in

@@ -4,11 +4,13 @@
 //! fetches.
 //!
 //! Transactions here: a transactional batch opens its producer's transaction in this partition
-//! (remembering its first offset); a marker written by the transaction coordinator closes it.
-//! The last stable offset is the first offset of the oldest open transaction (or the high
-//! watermark when none is open). Aborted transactions are kept in a small file beside the log,
-//! `aborted-transactions`, one line each, so read_committed consumers can skip their records
-//! long after the fact.
+//! (remembering its first offset); a marker written by the transaction coordinator closes it,
+//! and its epoch fences any older epoch of that producer here. The last stable offset is the
+//! first offset of the oldest open transaction (or the high watermark when none is open).
+//! Aborted transactions are kept in a small file beside the log, `aborted-transactions`, one
+//! line each, so read_committed consumers can skip their records long after the fact. The file
+//! is written after the marker, so an abort stays open here until its entry is written, and a
+//! start restores the entry of an abort marker a crash left without one.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -74,13 +76,20 @@ impl Partition {
     pub(crate) fn open(log: Arc<Log>, now_ms: i64) -> Result<Partition, LogError> {
         let mut producers = PartitionProducers::default();
         let mut open = BTreeMap::new();
+        // When the log's last batch is a marker that ended a transaction: (producer id, first
+        // offset of the transaction, offset of the marker).
+        let mut last_ended = None;
         let from = log.recent_segments_start(PRODUCER_STATE_SEGMENTS);
         log.for_each_batch(from, |header| {
             producers.record(header, now_ms);
-            track_open_transaction(&mut open, header);
+            last_ended = track_open_transaction(&mut open, header)
+                .map(|first_offset| (header.producer_id, first_offset, header.base_offset));
         })?;
         let aborted_path = log.dir().join(ABORTED_FILE_NAME);
-        let aborted = read_aborted(&aborted_path, log.log_start_offset());
+        let mut aborted = read_aborted(&aborted_path, log.log_start_offset());
+        if let Some((producer_id, first_offset, marker_offset)) = last_ended {
+            restore_last_abort(&log, &aborted_path, &mut aborted, producer_id, first_offset, marker_offset)?;
+        }
         let transactions = PartitionTransactions { open, aborted, aborted_path };
         Ok(Partition { log, producers: Mutex::new(producers), transactions: Mutex::new(transactions) })
     }
@@ -118,14 +127,21 @@ impl Partition {
         now_ms: i64,
     ) -> Result<(), LogError> {
         let appended = {
-            let _producers = self.producers.lock().expect("producer state mutex poisoned by a panic");
+            let mut producers = self.producers.lock().expect("producer state mutex poisoned by a panic");
             let mut transactions = self.lock_transactions();
             let mut marker = batch::encode_control_batch(producer_id, producer_epoch, commit, now_ms);
             let appended = self.log.append(&mut marker)?;
-            let first_offset = transactions.open.remove(&producer_id);
+            // The marker's epoch fences older epochs of this producer here (see
+            // `PartitionProducers::record_marker`).
+            producers.record_marker(producer_id, producer_epoch, now_ms);
+            let first_offset = transactions.open.get(&producer_id).copied();
             if let (false, Some(first_offset)) = (commit, first_offset) {
                 let aborted =
                     AbortedTransaction { producer_id, first_offset, last_offset: appended.base_offset };
+                // If the entry cannot be written the transaction stays open here, so the last
+                // stable offset keeps read_committed consumers before its records instead of
+                // serving them as committed; the next start restores the entry from the marker
+                // (`restore_last_abort`).
                 append_aborted(&transactions.aborted_path, &aborted).map_err(|source| LogError::Io {
                     op: "append to",
                     path: transactions.aborted_path.clone(),
@@ -133,6 +149,7 @@ impl Partition {
                 })?;
                 transactions.aborted.push(aborted);
             }
+            transactions.open.remove(&producer_id);
             appended
         };
         self.log.wait_durable(appended.next_offset)
@@ -191,13 +208,53 @@ impl Partition {
 }
 
 /// Keeps `open` up to date with one batch: a transactional batch opens its producer's
-/// transaction (if not open yet), a marker closes it.
-fn track_open_transaction(open: &mut BTreeMap<i64, i64>, header: &BatchHeader) {
+/// transaction (if not open yet), a marker closes it. Returns the first offset of the
+/// transaction a marker closed.
+fn track_open_transaction(open: &mut BTreeMap<i64, i64>, header: &BatchHeader) -> Option<i64> {
     if header.is_control() {
-        open.remove(&header.producer_id);
-    } else if header.is_transactional() {
+        return open.remove(&header.producer_id);
+    }
+    if header.is_transactional() {
         open.entry(header.producer_id).or_insert(header.base_offset);
     }
+    None
+}
+
+/// Adds the aborted-transaction entry of the log's last batch if that batch is an abort marker
+/// the file does not know. `write_marker` appends the marker to the log before the entry to the
+/// file, so a crash between the two leaves a marker that closes the transaction (a restart no
+/// longer sees it open, and the coordinator's repeated marker records nothing) with no entry:
+/// read_committed consumers would then be served the aborted records as committed. Both happen
+/// under the producer-state lock, which every append takes, so only the last batch can be such
+/// a marker.
+fn restore_last_abort(
+    log: &Log,
+    aborted_path: &std::path::Path,
+    aborted: &mut Vec<AbortedTransaction>,
+    producer_id: i64,
+    first_offset: i64,
+    marker_offset: i64,
+) -> Result<(), LogError> {
+    let entry = AbortedTransaction { producer_id, first_offset, last_offset: marker_offset };
+    if aborted.contains(&entry) {
+        return Ok(());
+    }
+    let Some(range) = log.read(marker_offset, 1, marker_offset + 1)? else { return Ok(()) };
+    let io_error = |op, source| LogError::Io { op, path: aborted_path.to_path_buf(), source };
+    let marker = range.read_bytes().map_err(|source| io_error("read", source))?;
+    if batch::control_marker(&marker) != Some(false) {
+        return Ok(());
+    }
+    tracing::warn!(
+        path = %aborted_path.display(),
+        producer_id,
+        first_offset,
+        marker_offset,
+        "restoring an aborted transaction whose entry a crash kept out of the aborted-transaction file"
+    );
+    append_aborted(aborted_path, &entry).map_err(|source| io_error("append to", source))?;
+    aborted.push(entry);
+    Ok(())
 }
 
 /// Reads the aborted-transaction file, keeping entries that still have records in the log.
@@ -328,6 +385,78 @@ mod tests {
         let gap = partition.append(&mut idempotent_batch(5, 0, 7, &[b"x"]), 1_000).expect_err("gap");
         assert_eq!(gap.code, ResponseError::OutOfOrderSequenceNumber);
         assert_eq!(partition.log.end_offset(), 3);
+    }
+
+    /// Regression: the coordinator fenced a producer (a new instance with the same
+    /// transactional id) and aborted its transaction with a marker at the new epoch, but the
+    /// partition kept accepting the old epoch, so the zombie's next batch opened a transaction
+    /// no coordinator knew of, which its successor's commit marker then committed.
+    #[test]
+    fn a_producer_fenced_by_an_abort_marker_cannot_append_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let partition = open(dir.path());
+            partition.append(&mut transactional_batch(5, 0, 0, &[b"t1"]), 1_000).expect("append");
+            partition.write_marker(5, 1, false, 1_000).expect("abort at the fencing epoch");
+            let zombie =
+                partition.append(&mut transactional_batch(5, 0, 1, &[b"zombie"]), 1_000).expect_err("fenced");
+            assert_eq!(zombie.code, ResponseError::InvalidProducerEpoch);
+            assert!(partition.open_transactions().is_empty());
+            assert_eq!(partition.last_stable_offset(2), 2);
+        }
+        // The marker's epoch is rebuilt from the log after a restart.
+        let partition = open(dir.path());
+        let zombie =
+            partition.append(&mut transactional_batch(5, 0, 1, &[b"zombie"]), 1_000).expect_err("fenced");
+        assert_eq!(zombie.code, ResponseError::InvalidProducerEpoch);
+        let successor =
+            partition.append(&mut transactional_batch(5, 1, 0, &[b"next"]), 1_000).expect("append");
+        assert!(matches!(successor, AppendOutcome::Appended(appended) if appended.base_offset == 2));
+    }
+
+    /// Regression: the broker was killed after an abort marker reached the log but before its
+    /// entry reached the aborted-transaction file; after the restart read_committed consumers
+    /// were served the aborted records as committed.
+    #[test]
+    fn an_abort_marker_whose_entry_a_crash_lost_is_restored_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let partition = open(dir.path());
+            partition.append(&mut idempotent_batch(1, 0, 0, &[b"plain"]), 1_000).expect("append");
+            partition.append(&mut transactional_batch(5, 0, 0, &[b"t1", b"t2"]), 1_000).expect("append");
+            // The marker, written as write_marker writes it, and then the crash.
+            partition.log.append(&mut batch::encode_control_batch(5, 0, false, 1_000)).expect("marker");
+            partition.log.flush().expect("flush");
+            assert_eq!(partition.aborted_between(0, 4), Vec::new());
+        }
+        let partition = open(dir.path());
+        assert_eq!(partition.aborted_between(0, 4), vec![(5, 1)]);
+        assert_eq!(partition.last_stable_offset(4), 4);
+        // It is in the file now, and a commit marker last in the log restores nothing.
+        partition.append(&mut transactional_batch(6, 0, 0, &[b"u1"]), 1_000).expect("append");
+        partition.log.append(&mut batch::encode_control_batch(6, 0, true, 1_000)).expect("marker");
+        partition.log.flush().expect("flush");
+        drop(partition);
+        let partition = open(dir.path());
+        assert_eq!(partition.aborted_between(0, 6), vec![(5, 1)]);
+    }
+
+    #[test]
+    fn an_abort_whose_entry_cannot_be_written_keeps_its_records_from_read_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let partition = open(dir.path());
+            partition.append(&mut transactional_batch(5, 0, 0, &[b"t1", b"t2"]), 1_000).expect("append");
+            // A directory where the file should be: appending to it fails.
+            fs::create_dir(dir.path().join(ABORTED_FILE_NAME)).expect("mkdir");
+            partition.write_marker(5, 0, false, 1_000).expect_err("the entry cannot be written");
+            assert_eq!(partition.last_stable_offset(3), 0, "still held before the aborted records");
+            assert_eq!(partition.open_transactions(), vec![5]);
+        }
+        fs::remove_dir(dir.path().join(ABORTED_FILE_NAME)).expect("rmdir");
+        let partition = open(dir.path());
+        assert_eq!(partition.aborted_between(0, 3), vec![(5, 0)], "restored from the marker");
+        assert_eq!(partition.last_stable_offset(3), 3);
     }
 
     #[test]

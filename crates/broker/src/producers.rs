@@ -116,9 +116,11 @@ impl PartitionProducers {
 
     /// Records a batch that was appended (or found in the log on recovery) at `header.base_offset`.
     pub(crate) fn record(&mut self, header: &BatchHeader, now_ms: i64) {
-        // Markers carry the producer id but no sequence: they are the coordinator's, not the
-        // producer's.
-        if header.producer_id < 0 || header.is_control() {
+        if header.producer_id < 0 {
+            return;
+        }
+        if header.is_control() {
+            self.record_marker(header.producer_id, header.producer_epoch, now_ms);
             return;
         }
         let entry = self.producers.entry(header.producer_id).or_insert_with(|| ProducerEntry {
@@ -138,6 +140,27 @@ impl PartitionProducers {
             last_sequence: last_sequence(header),
             base_offset: header.base_offset,
         });
+        entry.last_write_ms = entry.last_write_ms.max(now_ms);
+    }
+
+    /// Records a transaction marker the coordinator wrote for `producer_id` at `producer_epoch`.
+    /// Markers carry no sequence, but their epoch counts: when the coordinator fences a producer
+    /// (a new instance with the same transactional id, or a transaction past its timeout) it
+    /// writes the abort marker at a newer epoch, and from then on only that epoch may write
+    /// here. Without this a fenced producer could keep appending to a partition it had already
+    /// added, and its records would open a transaction here that no coordinator knows of (or be
+    /// committed by its successor's marker). As Kafka's `ProducerStateEntry.update`.
+    pub(crate) fn record_marker(&mut self, producer_id: i64, producer_epoch: i16, now_ms: i64) {
+        let entry = self.producers.entry(producer_id).or_insert_with(|| ProducerEntry {
+            epoch: producer_epoch,
+            recent: VecDeque::with_capacity(BATCHES_PER_PRODUCER),
+            last_write_ms: now_ms,
+        });
+        if producer_epoch > entry.epoch {
+            // The new epoch starts its sequences at 0; the old epoch's batches no longer count.
+            entry.epoch = producer_epoch;
+            entry.recent.clear();
+        }
         entry.last_write_ms = entry.last_write_ms.max(now_ms);
     }
 
@@ -240,6 +263,31 @@ mod tests {
         let near_end = batch(3, 0, i32::MAX - 1, 2, 0);
         producers.record(&near_end, 0);
         assert_eq!(producers.check(&batch(3, 0, 0, 1, 2)), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn a_marker_at_a_newer_epoch_fences_the_older_epoch() {
+        let mut producers = PartitionProducers::default();
+        producers.record(&batch(4, 0, 0, 2, 0), 0);
+        // The coordinator fenced epoch 0 and aborted its transaction with a marker at epoch 1.
+        producers.record_marker(4, 1, 0);
+        assert_eq!(
+            producers.check(&batch(4, 0, 2, 1, 3)).map_err(|(code, _)| code),
+            Err(ResponseError::InvalidProducerEpoch),
+            "the fenced producer's next batch"
+        );
+        assert_eq!(producers.check(&batch(4, 1, 0, 1, 3)), Ok(SequenceCheck::Append), "its successor");
+        // A marker at the producer's own epoch (a plain commit) changes nothing.
+        producers.record(&batch(4, 1, 0, 1, 3), 0);
+        producers.record_marker(4, 1, 0);
+        assert_eq!(producers.check(&batch(4, 1, 1, 1, 5)), Ok(SequenceCheck::Append));
+        // A marker for a producer that never wrote here still fences its older epochs.
+        producers.record_marker(9, 3, 0);
+        assert_eq!(
+            producers.check(&batch(9, 2, 0, 1, 6)).map_err(|(code, _)| code),
+            Err(ResponseError::InvalidProducerEpoch)
+        );
+        assert_eq!(producers.check(&batch(9, 3, 0, 1, 6)), Ok(SequenceCheck::Append));
     }
 
     #[test]

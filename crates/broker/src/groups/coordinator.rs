@@ -449,7 +449,12 @@ impl Coordinator {
         if generation_id != group.generation_id {
             return Err(ResponseError::IllegalGeneration);
         }
-        if group.state == GroupState::PreparingRebalance {
+        // As in Kafka: during the join phase the current generation still owns its partitions
+        // (the members learn of the rebalance from their heartbeats), so its commits count;
+        // refusing them makes the next owner process those records again, and kafkajs treats
+        // the refusal of a manual commit as fatal. Once the join phase is over the partitions
+        // are being handed out anew, so no commit is taken until the assignment is synced.
+        if group.state == GroupState::CompletingRebalance {
             return Err(ResponseError::RebalanceInProgress);
         }
         Ok(())
@@ -732,12 +737,34 @@ mod tests {
         let first = stable_group_of_one(&mut coordinator, "g");
         let (_second, mut second_join) = join_new(&mut coordinator, "g", &["range"], 5_000);
         assert_eq!(coordinator.heartbeat("g", &first, 1, 5_001), Err(ResponseError::RebalanceInProgress));
-        assert_eq!(coordinator.check_commit("g", &first, 1), Err(ResponseError::RebalanceInProgress));
         let (respond, mut rejoin) = oneshot::channel();
         coordinator.join("g", request(&first, &["range"]), 5_002, respond);
         // Not a new group: no initial delay once everyone has rejoined.
         assert_eq!(rejoin.try_recv().expect("joined").generation_id, 2);
         assert_eq!(second_join.try_recv().expect("joined").generation_id, 2);
+    }
+
+    #[test]
+    fn commits_count_during_the_join_phase_and_wait_for_the_synced_assignment_after_it() {
+        let mut coordinator = coordinator();
+        let first = stable_group_of_one(&mut coordinator, "g");
+        let (second, mut second_join) = join_new(&mut coordinator, "g", &["range"], 5_000);
+        assert_eq!(coordinator.state("g"), Some(GroupState::PreparingRebalance));
+        // Regression: these were refused with REBALANCE_IN_PROGRESS, which Kafka accepts; a
+        // kafkajs member committing by hand crashed on it when another member's session expired.
+        assert_eq!(coordinator.check_commit("g", &first, 1), Ok(()));
+        let (respond, mut rejoin) = oneshot::channel();
+        coordinator.join("g", request(&first, &["range"]), 5_001, respond);
+        assert_eq!(rejoin.try_recv().expect("joined").generation_id, 2);
+        second_join.try_recv().expect("joined");
+        assert_eq!(coordinator.state("g"), Some(GroupState::CompletingRebalance));
+        assert_eq!(coordinator.check_commit("g", &first, 2), Err(ResponseError::RebalanceInProgress));
+        assert_eq!(coordinator.check_commit("g", &first, 1), Err(ResponseError::IllegalGeneration));
+        let assignments =
+            vec![(first.clone(), Bytes::from_static(b"a0")), (second.clone(), Bytes::from_static(b"a1"))];
+        sync(&mut coordinator, "g", &first, 2, assignments, 5_002);
+        assert_eq!(coordinator.state("g"), Some(GroupState::Stable));
+        assert_eq!(coordinator.check_commit("g", &second, 2), Ok(()));
     }
 
     #[test]
