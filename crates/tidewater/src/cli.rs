@@ -32,6 +32,13 @@ pub(crate) enum Command {
     /// Print a topic's records to stdout (like kcat -C). Reads partitions by explicit
     /// assignment: no consumer group, no committed offsets.
     Consume(ConsumeArgs),
+    /// Measure any Kafka-compatible cluster: produce and consume throughput, end-to-end latency
+    /// at a fixed rate (`scripts/bench` runs the whole suite against `tidewater serve`).
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
+    /// List, describe and delete consumer groups and reset their committed offsets on any
+    /// Kafka-compatible cluster (like kafka-consumer-groups).
+    Group(GroupArgs),
 }
 
 #[derive(Debug, Args)]
@@ -114,7 +121,8 @@ pub(crate) enum LogCommand {
     },
 }
 
-/// Where the client commands (`topic`, `produce`, `consume`) find a Kafka-compatible cluster.
+/// Where the client commands (`topic`, `produce`, `consume`, `group`) find a Kafka-compatible
+/// cluster.
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
     /// Bootstrap brokers, host:port[,host:port...] (Kafka bootstrap.servers). Any
@@ -247,6 +255,72 @@ pub(crate) struct ConsumeArgs {
     /// and its length as -1.
     #[arg(long, short = 'f', default_value = "%s\\n")]
     pub(crate) format: crate::client::format::Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GroupArgs {
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
+    #[command(subcommand)]
+    pub(crate) command: GroupCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GroupCommand {
+    /// List the cluster's groups, one per line: name, state and protocol type.
+    List,
+    /// Show a group's state, its members with the partitions each is assigned, and per partition
+    /// the committed offset, the log end offset and the lag (end - committed; `-` where nothing
+    /// is committed).
+    Describe {
+        /// The group's id.
+        group: String,
+    },
+    /// Delete a group and its committed offsets (DeleteGroups). Only a group without active
+    /// members can be deleted.
+    Delete {
+        /// The group's id.
+        group: String,
+    },
+    /// Move a group's committed offsets for one topic. A dry run that prints the plan unless
+    /// given --execute; committing works only while the group has no active members.
+    ResetOffsets(ResetOffsetsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("target")
+        .required(true)
+        .args(["to_earliest", "to_latest", "to_offset", "to_datetime", "shift_by"])
+))]
+pub(crate) struct ResetOffsetsArgs {
+    /// The group's id.
+    pub(crate) group: String,
+    /// The topic whose offsets move.
+    #[arg(long, short = 't')]
+    pub(crate) topic: String,
+    /// Move only this partition's offset; every partition of the topic otherwise.
+    #[arg(long, short = 'p')]
+    pub(crate) partition: Option<i32>,
+    /// To each partition's log start offset.
+    #[arg(long)]
+    pub(crate) to_earliest: bool,
+    /// To each partition's log end offset (skip everything not yet read).
+    #[arg(long)]
+    pub(crate) to_latest: bool,
+    /// To this offset (moved to the start or end of a partition if outside it).
+    #[arg(long, value_name = "OFFSET", value_parser = clap::value_parser!(i64).range(0..))]
+    pub(crate) to_offset: Option<i64>,
+    /// To the first record at or after this time, in milliseconds since the Unix epoch (the end
+    /// of a partition with no such record).
+    #[arg(long, value_name = "TIMESTAMP_MS", value_parser = clap::value_parser!(i64).range(0..))]
+    pub(crate) to_datetime: Option<i64>,
+    /// By N from the committed offset, back if negative (kept within the partition).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub(crate) shift_by: Option<i64>,
+    /// Commit the new offsets; without it nothing changes and the plan is only printed.
+    #[arg(long)]
+    pub(crate) execute: bool,
 }
 
 /// A `KEY=VALUE` argument, split at the first `=`; the value may be empty, the key may not.

@@ -1,6 +1,7 @@
 //! The `tidewater` binary: configuration, wiring, subcommands and shutdown. Logic lives in the
 //! library crates; this file only turns command lines into calls.
 
+mod bench;
 mod cli;
 mod client;
 mod log_cmd;
@@ -17,6 +18,8 @@ fn main() -> std::process::ExitCode {
         cli::Command::Topic(args) => client::topic::run(args),
         cli::Command::Produce(args) => client::produce::run(args),
         cli::Command::Consume(args) => client::consume::run(args),
+        cli::Command::Bench(command) => bench::run(command),
+        cli::Command::Group(args) => client::group::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,41 +4,9 @@
 
 mod support;
 
-use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{closed_address, run, Server};
-
-/// Runs a client command against `server` and returns its output, whatever its exit status.
-fn tidewater(server: &Server, args: &[&str], stdin: &str) -> Output {
-    let mut full: Vec<&str> = args.to_vec();
-    full.extend(["--brokers", &server.kafka, "--timeout-ms", "20000"]);
-    run(&full, stdin.as_bytes())
-}
-
-/// Runs a client command that must succeed; returns its stdout.
-fn ok(server: &Server, args: &[&str], stdin: &str) -> String {
-    let output = tidewater(server, args, stdin);
-    assert!(
-        output.status.success(),
-        "tidewater {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8 stdout")
-}
-
-/// Runs a client command that must fail; returns its stderr.
-fn fails(output: Output, args: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        !output.status.success(),
-        "tidewater {args:?} succeeded:\nstdout: {}\nstderr: {stderr}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    stderr
-}
+use support::{closed_address, fails, ok, run, tidewater, Server};
 
 /// The lines of `text` that start with `prefix`.
 fn lines_starting<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {

@@ -2,9 +2,10 @@
 //!
 //! A fetch that finds fewer than `min_bytes` waits, up to `max_wait_ms`, for a produce to move
 //! some high watermark (`Broker::data_arrived`), then reads again. Byte limits follow Kafka: each
-//! partition gets at most `partition_max_bytes` and the response at most `max_bytes`, except that
-//! the first batch is always whole even when it is larger, so a consumer can never get stuck
-//! behind one big batch (KIP-74). Batches are sent as the log stores them, never re-encoded.
+//! partition gets at most `partition_max_bytes` and the response at most `max_bytes`, and never
+//! more than `FETCH_RESPONSE_BYTES_MAX` whatever the client asks, except that the first batch is
+//! always whole even when it is larger, so a consumer can never get stuck behind one big batch
+//! (KIP-74). Batches are sent as the log stores them, never re-encoded.
 //!
 //! Fetch sessions (KIP-227) are declined by answering session id 0, which tells clients to send
 //! full fetch requests. read_uncommitted reads up to the high watermark; read_committed up to the
@@ -30,6 +31,13 @@ use crate::error::log_error_code;
 pub const FETCH_MAX_WAIT_MS_MAX: i32 = 60_000;
 /// Kafka's isolation level for read_committed.
 const READ_COMMITTED: i8 = 1;
+/// The most record bytes one fetch response carries, whatever the client asks for: Kafka's
+/// broker-side `fetch.max.bytes` default. A response is read into memory before it is sent, so
+/// without this a consumer asking for a gigabyte (librdkafka allows `fetch.max.bytes` up to 2 GiB)
+/// made the broker hold a gigabyte (measured: 2.1 GB resident for one such consumer, 160 MB
+/// otherwise). As always the first batch is sent whole (KIP-74); batches are bounded by
+/// `max_batch_bytes`.
+pub(crate) const FETCH_RESPONSE_BYTES_MAX: usize = 55 * 1024 * 1024;
 
 pub(super) async fn handle(broker: Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
     let wait = Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_MAX) as u64);
@@ -61,7 +69,7 @@ pub(super) async fn handle(broker: Arc<Broker>, request: FetchRequest, version: 
 /// One pass over every requested partition. Returns the response, the record bytes in it and
 /// whether any partition had an error (which ends the long poll at once, as in Kafka).
 fn read_partitions(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
-    let response_budget = if request.max_bytes > 0 { request.max_bytes as usize } else { usize::MAX };
+    let response_budget = response_budget(request.max_bytes);
     let mut total_bytes = 0usize;
     let mut has_error = false;
     let mut responses = Vec::with_capacity(request.topics.len());
@@ -154,4 +162,30 @@ fn read_partitions(broker: &Broker, request: &FetchRequest, version: i16) -> (Fe
         );
     }
     (FetchResponse::default().with_session_id(0).with_responses(responses), total_bytes, has_error)
+}
+
+/// The record bytes a response may carry for a request's `max_bytes` (0 or less: no client limit).
+fn response_budget(max_bytes: i32) -> usize {
+    match usize::try_from(max_bytes) {
+        Ok(max_bytes) if max_bytes > 0 => max_bytes.min(FETCH_RESPONSE_BYTES_MAX),
+        _ => FETCH_RESPONSE_BYTES_MAX,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_response_budget_is_the_clients_up_to_the_brokers_limit() {
+        let check =
+            |max_bytes: i32, expected: usize| assert_eq!(response_budget(max_bytes), expected, "{max_bytes}");
+        check(1, 1);
+        check(52_428_800, 52_428_800);
+        check(FETCH_RESPONSE_BYTES_MAX as i32, FETCH_RESPONSE_BYTES_MAX);
+        check(FETCH_RESPONSE_BYTES_MAX as i32 + 1, FETCH_RESPONSE_BYTES_MAX);
+        check(i32::MAX, FETCH_RESPONSE_BYTES_MAX);
+        check(0, FETCH_RESPONSE_BYTES_MAX);
+        check(-1, FETCH_RESPONSE_BYTES_MAX);
+    }
 }

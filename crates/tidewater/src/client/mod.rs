@@ -1,17 +1,20 @@
-//! The client commands, `tidewater topic`, `produce` and `consume`: a small kcat.
+//! The client commands, `tidewater topic`, `produce` and `consume` (a small kcat) and `group`
+//! (a small kafka-consumer-groups).
 //!
 //! They are ordinary Kafka clients built on librdkafka (the `rdkafka` crate) and never reach
 //! into the embedded broker, so they work the same against `tidewater serve`, Apache Kafka or
-//! Redpanda. This module owns what the three share: the librdkafka configuration built from
+//! Redpanda. This module owns what they share: the librdkafka configuration built from
 //! `--brokers`, `--timeout-ms` and `-X` properties, and the metadata lookup that turns a topic
 //! name into its partitions, with a clear error when the topic does not exist or the cluster
 //! cannot be reached in time.
 //!
-//! Nothing here keeps state between runs: no consumer group, no committed offsets.
+//! Nothing here keeps state between runs. No command joins a consumer group; only
+//! `group reset-offsets --execute` and `group delete` change a group's committed offsets.
 
 pub(crate) mod admin;
 pub(crate) mod consume;
 pub(crate) mod format;
+pub(crate) mod group;
 pub(crate) mod produce;
 pub(crate) mod topic;
 

@@ -32,9 +32,18 @@ impl Drop for ChildGuard {
 /// Starts `tidewater serve` on 127.0.0.1 with a kernel-chosen port and `data_dir`; returns it
 /// with a channel of its stderr lines.
 pub(crate) fn start_server(data_dir: &Path) -> (ChildGuard, mpsc::Receiver<String>) {
+    start_server_with(data_dir, &[])
+}
+
+/// [`start_server`] with more `serve` flags.
+pub(crate) fn start_server_with(
+    data_dir: &Path,
+    extra_args: &[&str],
+) -> (ChildGuard, mpsc::Receiver<String>) {
     let mut child = Command::new(BINARY)
         .args(["serve", "--kafka-listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .args(extra_args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -83,13 +92,49 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// A server started with more `serve` flags, such as `--group-initial-rebalance-delay-ms 0`.
+    pub(crate) fn start_with(extra_args: &[&str]) -> Server {
         let data_dir = tempfile::tempdir().expect("tempdir");
-        let (child, lines) = start_server(data_dir.path());
+        let (child, lines) = start_server_with(data_dir.path(), extra_args);
         let seen = wait_for_line(&lines, "tidewater is running");
         let running = seen.last().expect("the running line");
         let kafka = kafka_address(running).unwrap_or_else(|| panic!("no kafka=ADDRESS in {running:?}"));
         Server { child, lines, kafka, _data_dir: data_dir }
     }
+}
+
+/// Runs a client command against `server` and returns its output, whatever its exit status.
+pub(crate) fn tidewater(server: &Server, args: &[&str], stdin: &str) -> Output {
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend(["--brokers", &server.kafka, "--timeout-ms", "20000"]);
+    run(&full, stdin.as_bytes())
+}
+
+/// Runs a client command that must succeed; returns its stdout.
+pub(crate) fn ok(server: &Server, args: &[&str], stdin: &str) -> String {
+    let output = tidewater(server, args, stdin);
+    assert!(
+        output.status.success(),
+        "tidewater {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 stdout")
+}
+
+/// Checks that a client command failed; returns its stderr.
+pub(crate) fn fails(output: Output, args: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !output.status.success(),
+        "tidewater {args:?} succeeded:\nstdout: {}\nstderr: {stderr}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    stderr
 }
 
 /// The `ADDRESS` of a `kafka=ADDRESS` field in a log line.
