@@ -2,9 +2,9 @@
 `Record`s and collect every delivery report, read a partition from an explicit offset with
 manual assignment, and create topics with the AdminClient.
 
-Tidewater has no consumer groups yet, so consumers never subscribe or commit: librdkafka needs
-a `group.id` value to build a consumer, but with `assign()` and auto-commit off it never asks
-for a coordinator.
+These helpers read by explicit assignment, never subscribing or committing (consumer groups are
+tested in test_groups.py): librdkafka needs a `group.id` value to build a consumer, but with
+`assign()` and auto-commit off it joins no group.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from support import CLIENT_TIMEOUT_S, Record
 
-# A group id librdkafka insists on; no group API is ever called with it.
+# A group id librdkafka insists on; these consumers never join the group or commit with it.
 UNUSED_GROUP_ID = "tidewater-interop-no-groups"
 
 

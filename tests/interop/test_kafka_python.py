@@ -3,7 +3,8 @@ compression codec, every acks level, the Java-compatible partitioner, offsets_fo
 KafkaAdminClient, and the errors a client must see.
 
 Consumers have no group_id: they are assigned partitions and seek to explicit offsets, and
-never commit (Tidewater has no consumer groups yet)."""
+never commit (consumer groups are tested in test_groups.py). The producer keeps kafka-python's
+default, an idempotent producer (InitProducerId)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,6 @@ def producer(bootstrap: str, **config) -> KafkaProducer:
     return KafkaProducer(
         bootstrap_servers=bootstrap,
         client_id="interop-kafka-python",
-        # FIXME: idempotence (InitProducerId) arrives with the exactly-once issue
-        enable_idempotence=False,
         request_timeout_ms=TIMEOUT_MS,
         **config,
     )
