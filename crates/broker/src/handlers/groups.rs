@@ -313,36 +313,63 @@ fn requested_partitions(
     }
 }
 
+/// One partition's committed offset as OffsetFetch reports it.
+struct FetchedOffset {
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<String>,
+}
+
+/// The committed offsets OffsetFetch answers for one group, by topic, whatever the version.
+fn fetch_group_offsets(
+    broker: &Broker,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<FetchedOffset>)> {
+    requested_partitions(broker, group, wanted)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let offsets = partitions
+                .into_iter()
+                .map(|partition| {
+                    let (offset, leader_epoch, metadata) = committed_for(broker, group, &topic, partition);
+                    FetchedOffset { partition, offset, leader_epoch, metadata }
+                })
+                .collect();
+            (topic, offsets)
+        })
+        .collect()
+}
+
 pub(super) fn offset_fetch(
     broker: &Broker,
     request: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
+    // v8 and later ask about several groups at once, in their own response types.
     if version >= 8 {
         let groups = request
             .groups
             .into_iter()
             .map(|group| {
-                let group_id = group.group_id.0.to_string();
                 let wanted = group.topics.map(|topics| {
                     topics
                         .into_iter()
                         .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
                         .collect()
                 });
-                let topics = requested_partitions(broker, &group_id, wanted)
+                let topics = fetch_group_offsets(broker, &group.group_id.0, wanted)
                     .into_iter()
-                    .map(|(topic, partitions)| {
-                        let partitions = partitions
+                    .map(|(topic, offsets)| {
+                        let partitions = offsets
                             .into_iter()
-                            .map(|partition| {
-                                let (offset, epoch, metadata) =
-                                    committed_for(broker, &group_id, &topic, partition);
+                            .map(|fetched| {
                                 OffsetFetchResponsePartitions::default()
-                                    .with_partition_index(partition)
-                                    .with_committed_offset(offset)
-                                    .with_committed_leader_epoch(epoch)
-                                    .with_metadata(metadata.map(str_bytes))
+                                    .with_partition_index(fetched.partition)
+                                    .with_committed_offset(fetched.offset)
+                                    .with_committed_leader_epoch(fetched.leader_epoch)
+                                    .with_metadata(fetched.metadata.map(str_bytes))
                             })
                             .collect();
                         OffsetFetchResponseTopics::default()
@@ -355,22 +382,20 @@ pub(super) fn offset_fetch(
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let group_id = request.group_id.0.to_string();
     let wanted = request.topics.map(|topics| {
         topics.into_iter().map(|topic| (topic.name.0.to_string(), topic.partition_indexes)).collect()
     });
-    let topics = requested_partitions(broker, &group_id, wanted)
+    let topics = fetch_group_offsets(broker, &request.group_id.0, wanted)
         .into_iter()
-        .map(|(topic, partitions)| {
-            let partitions = partitions
+        .map(|(topic, offsets)| {
+            let partitions = offsets
                 .into_iter()
-                .map(|partition| {
-                    let (offset, epoch, metadata) = committed_for(broker, &group_id, &topic, partition);
+                .map(|fetched| {
                     OffsetFetchResponsePartition::default()
-                        .with_partition_index(partition)
-                        .with_committed_offset(offset)
-                        .with_committed_leader_epoch(epoch)
-                        .with_metadata(metadata.map(str_bytes))
+                        .with_partition_index(fetched.partition)
+                        .with_committed_offset(fetched.offset)
+                        .with_committed_leader_epoch(fetched.leader_epoch)
+                        .with_metadata(fetched.metadata.map(str_bytes))
                 })
                 .collect();
             OffsetFetchResponseTopic::default()
