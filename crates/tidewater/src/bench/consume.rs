@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Summary, MEGA};
 use crate::cli::ConnectArgs;
-use crate::client::{client_config, CliContext};
+use crate::client::assign_only_consumer;
 
 /// How long one poll waits; a run fails after `--timeout-ms` without any record.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -84,18 +84,10 @@ pub(crate) fn run(args: ConsumeBenchArgs) -> anyhow::Result<()> {
 fn run_once(args: &ConsumeBenchArgs) -> anyhow::Result<RunResult> {
     let connect = &args.connect;
     let topic = args.topic.as_str();
-    let mut config = client_config(connect);
-    config
-        .set("client.id", "tidewater-bench")
-        .set("group.id", "tidewater-bench-consume")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "error");
-    for property in &connect.properties {
-        config.set(&property.key, &property.value);
-    }
-    let consumer: BaseConsumer<CliContext> =
-        config.create_with_context(CliContext::default()).context("creating the Kafka consumer")?;
+    let consumer = assign_only_consumer(
+        connect,
+        &[("client.id", "tidewater-bench"), ("group.id", "tidewater-bench-consume")],
+    )?;
     let partitions = crate::client::topic_partitions(consumer.client(), connect, topic)?;
     // Per partition: the offset to read up to (its high watermark now).
     let mut ends = HashMap::new();

@@ -31,7 +31,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::{Deliveries, Summary};
 use crate::cli::ConnectArgs;
 use crate::client::produce::{Acks, Compression};
-use crate::client::{client_config, CliContext};
+use crate::client::{assign_only_consumer, CliContext};
 
 /// The most latencies one run keeps (8 bytes each): a rate and duration needing more are refused
 /// before anything is allocated.
@@ -197,18 +197,10 @@ fn assigned_consumer(
     topic: &str,
     partitions: &[i32],
 ) -> anyhow::Result<BaseConsumer<CliContext>> {
-    let mut config = client_config(connect);
-    config
-        .set("client.id", "tidewater-bench")
-        .set("group.id", "tidewater-bench-e2e")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "error");
-    for property in &connect.properties {
-        config.set(&property.key, &property.value);
-    }
-    let consumer: BaseConsumer<CliContext> =
-        config.create_with_context(CliContext::default()).context("creating the Kafka consumer")?;
+    let consumer = assign_only_consumer(
+        connect,
+        &[("client.id", "tidewater-bench"), ("group.id", "tidewater-bench-e2e")],
+    )?;
     let mut assignment = TopicPartitionList::with_capacity(partitions.len());
     for &partition in partitions {
         let (_, high) = consumer

@@ -26,7 +26,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::format::RecordView;
-use super::{client_config, CliContext};
+use super::CliContext;
 use crate::cli::ConsumeArgs;
 
 /// How long one poll waits for a record before checking for a stop signal and flushing stdout.
@@ -67,18 +67,11 @@ impl std::str::FromStr for StartFrom {
 pub(crate) fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let connect = &args.connect;
     let timeout = connect.timeout();
-    let mut config = client_config(connect);
-    config
-        .set("group.id", "tidewater-cli-consume")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", args.exit_at_end.to_string())
-        .set("auto.offset.reset", "error");
-    for property in &connect.properties {
-        config.set(&property.key, &property.value);
-    }
-    let consumer: BaseConsumer<CliContext> =
-        config.create_with_context(CliContext::default()).context("creating the Kafka consumer")?;
+    let exit_at_end = args.exit_at_end.to_string();
+    let consumer = super::assign_only_consumer(
+        connect,
+        &[("group.id", "tidewater-cli-consume"), ("enable.partition.eof", &exit_at_end)],
+    )?;
 
     let topic = args.topic.as_str();
     let partitions = super::topic_partitions(consumer.client(), connect, topic)?;

@@ -45,6 +45,28 @@ pub(crate) fn client_config(connect: &ConnectArgs) -> ClientConfig {
     config
 }
 
+/// A consumer that reads by explicit assignment and never commits: no auto-commit, no offset
+/// store, and an error (not a silent jump) when a start offset is out of range. librdkafka needs a
+/// `group.id` to build a consumer; `settings` carries it and anything else the caller needs, and
+/// the user's `-X` properties are applied last so they win over both.
+pub(crate) fn assign_only_consumer(
+    connect: &ConnectArgs,
+    settings: &[(&str, &str)],
+) -> anyhow::Result<rdkafka::consumer::BaseConsumer<CliContext>> {
+    let mut config = client_config(connect);
+    config
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "error");
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    for property in &connect.properties {
+        config.set(&property.key, &property.value);
+    }
+    config.create_with_context(CliContext::default()).context("creating the Kafka consumer")
+}
+
 impl ConnectArgs {
     pub(crate) fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.max(1))
