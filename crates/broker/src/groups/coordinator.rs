@@ -249,6 +249,12 @@ impl Coordinator {
             self.next_member_number += 1;
             member_id = format!("{}-{}-{member_number}", request.client_id, now_ms);
             if request.requires_known_member_id && request.group_instance_id.is_none() {
+                // Ids handed out but not used yet count against the group's size too, so a
+                // client that keeps asking cannot grow this table without bound.
+                if group.members.len() + group.pending_member_ids.len() >= config.max_members {
+                    let _ = respond.send(JoinResult::error(ResponseError::GroupMaxSizeReached, ""));
+                    return;
+                }
                 group
                     .pending_member_ids
                     .insert(member_id.clone(), now_ms + i64::from(request.session_timeout_ms));
@@ -824,6 +830,27 @@ mod tests {
             JoinRequest { requires_known_member_id: false, ..request("", &["roundrobin"]) },
             ResponseError::InconsistentGroupProtocol,
         );
+    }
+
+    #[test]
+    fn member_ids_handed_out_but_unused_are_bounded_by_the_group_size() {
+        let mut coordinator = Coordinator::new(GroupConfig {
+            max_members: 3,
+            initial_rebalance_delay_ms: DELAY,
+            ..GroupConfig::default()
+        });
+        let ask = |coordinator: &mut Coordinator| {
+            let (respond, mut result) = oneshot::channel();
+            coordinator.join("g", request("", &["range"]), 0, respond);
+            result.try_recv().expect("answered at once").error
+        };
+        for _ in 0..3 {
+            assert_eq!(ask(&mut coordinator), Some(ResponseError::MemberIdRequired));
+        }
+        assert_eq!(ask(&mut coordinator), Some(ResponseError::GroupMaxSizeReached));
+        // Unused ids expire with the session timeout, making room again.
+        coordinator.tick(10_001);
+        assert_eq!(ask(&mut coordinator), Some(ResponseError::MemberIdRequired));
     }
 
     #[test]
