@@ -415,6 +415,7 @@ impl Broker {
         for topic in self.topics() {
             for partition in &topic.partitions {
                 partition.expire_producers(now);
+                partition.forget_deleted_aborts();
             }
         }
     }

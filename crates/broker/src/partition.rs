@@ -201,6 +201,14 @@ impl Partition {
         Ok(AppendOutcome::Appended(appended))
     }
 
+    /// Forgets aborted transactions whose records retention has deleted, so the list a
+    /// read_committed fetch scans stays as long as the log, not as long as the partition's
+    /// history. (The file keeps them until the next open, which drops them the same way.)
+    pub(crate) fn forget_deleted_aborts(&self) {
+        let log_start_offset = self.log.log_start_offset();
+        self.lock_transactions().aborted.retain(|aborted| aborted.last_offset >= log_start_offset);
+    }
+
     /// Forgets idle producers; returns how many.
     pub(crate) fn expire_producers(&self, now_ms: i64) -> usize {
         self.producers.lock().expect("producer state mutex poisoned by a panic").expire(now_ms)
@@ -457,6 +465,30 @@ mod tests {
         let partition = open(dir.path());
         assert_eq!(partition.aborted_between(0, 3), vec![(5, 0)], "restored from the marker");
         assert_eq!(partition.last_stable_offset(3), 3);
+    }
+
+    #[test]
+    fn aborted_transactions_are_forgotten_once_retention_deletes_their_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // One batch per segment, and retention keeping only what fits in two of them.
+        let config = LogConfig {
+            segment_bytes: 1024,
+            retention_bytes: 2048,
+            retention_ms: -1,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.path(), config, Arc::new(ManualClock::new(1_000))).expect("open log");
+        let partition = Partition::open(Arc::new(log), 1_000).expect("open partition");
+        partition.append(&mut transactional_batch(5, 0, 0, &[&[1u8; 600]]), 1_000).expect("append");
+        partition.write_marker(5, 0, false, 1_000).expect("abort");
+        assert_eq!(partition.aborted_between(0, 2), vec![(5, 0)]);
+        for sequence in 0..4 {
+            partition.append(&mut idempotent_batch(6, 0, sequence, &[&[2u8; 600]]), 1_000).expect("append");
+        }
+        partition.log.apply_retention().expect("retention");
+        assert!(partition.log.log_start_offset() > 1, "the aborted records are gone");
+        partition.forget_deleted_aborts();
+        assert_eq!(partition.aborted_between(0, i64::MAX), Vec::new());
     }
 
     #[test]
