@@ -1,0 +1,16 @@
+//! The jobs runtime: processing that runs as a client of a Kafka-compatible cluster.
+//!
+//! Nothing here assumes the broker is in-process. Jobs get bootstrap servers (`ClusterConfig`)
+//! and work the same inside `tidewater serve` (against its embedded broker), standalone against
+//! Apache Kafka or Redpanda, and scaled out over several instances that share a consumer group.
+//!
+//! Today it runs triggers (`trigger`): simple event processing, an action per event.
+
+pub mod cluster;
+pub mod event;
+pub mod logging;
+pub(crate) mod time_format;
+pub mod trigger;
+
+pub use cluster::ClusterConfig;
+pub use event::Event;
