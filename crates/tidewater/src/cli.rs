@@ -39,6 +39,10 @@ pub(crate) enum Command {
     /// List, describe and delete consumer groups and reset their committed offsets on any
     /// Kafka-compatible cluster (like kafka-consumer-groups).
     Group(GroupArgs),
+    /// Simple event processing: an action (webhook, command, device command) for every event of
+    /// a topic, with retries, backoff and a dead-letter topic. Register triggers on any
+    /// Kafka-compatible cluster and run them in `tidewater serve` or with `trigger run`.
+    Trigger(crate::trigger_cmd::TriggerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +113,10 @@ pub(crate) struct ServeArgs {
     /// a commit (Kafka offsets.retention.minutes).
     #[arg(long, default_value_t = 7 * 24 * 60)]
     pub(crate) offsets_retention_minutes: i64,
+    /// Run the triggers registered in this server's triggers topic (`tidewater trigger create`),
+    /// as a Kafka client of the embedded broker.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) triggers: bool,
 }
 
 #[derive(Debug, Subcommand)]

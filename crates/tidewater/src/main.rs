@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod log_cmd;
 mod serve;
+mod trigger_cmd;
 
 use clap::Parser;
 
@@ -20,6 +21,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Consume(args) => client::consume::run(args),
         cli::Command::Bench(command) => bench::run(command),
         cli::Command::Group(args) => client::group::run(args),
+        cli::Command::Trigger(args) => trigger_cmd::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

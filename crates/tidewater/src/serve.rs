@@ -96,6 +96,7 @@ async fn serve(
         "data directory recovered; tidewater is running"
     );
 
+    let listener_address = listener.local_addr().context("reading the Kafka listener's address")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let handler = Arc::new(BrokerHandler::new(broker.clone()));
     let server = tokio::spawn(tidewater_kafka::serve(listener, server_config, handler, stopped));
@@ -104,8 +105,36 @@ async fn serve(
         broker.clone(),
         Duration::from_millis(args.housekeeping_interval_ms.max(1)),
     ));
+    // Triggers are Kafka clients of this very broker, reaching it through the listener.
+    let (stop_triggers, triggers_stopped) = tokio::sync::watch::channel(false);
+    let triggers = args.triggers.then(|| {
+        let mut address = listener_address;
+        if address.ip().is_unspecified() {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let options = tidewater_jobs::trigger::SupervisorOptions {
+            source: tidewater_jobs::trigger::DefinitionSource::Registry,
+            only: Vec::new(),
+            instance: crate::trigger_cmd::default_instance(),
+            timeout: Duration::from_secs(30),
+        };
+        let cluster = tidewater_jobs::ClusterConfig::new(address.to_string());
+        tokio::spawn(tidewater_jobs::trigger::supervise(cluster, options, triggers_stopped))
+    });
     let signal = shutdown.wait().await?;
     tracing::info!(signal, "shutting down");
+    // Triggers first, while the broker still answers, so they commit what they delivered.
+    let _ = stop_triggers.send(true);
+    if let Some(triggers) = triggers {
+        match tokio::time::timeout(Duration::from_secs(30), triggers).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(error = %format!("{error:#}"), "triggers ended with an error")
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "the trigger task failed"),
+            Err(_) => tracing::warn!("triggers did not stop within 30 s"),
+        }
+    }
     let _ = stop.send(true);
     // Long-polling fetches answer now rather than at their deadline.
     broker.begin_shutdown();
@@ -152,13 +181,13 @@ async fn group_timers(broker: Arc<Broker>) {
 }
 
 /// Ctrl-C (SIGINT) and SIGTERM, caught from the moment `install` returns.
-struct ShutdownSignal {
+pub(crate) struct ShutdownSignal {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
 }
 
 impl ShutdownSignal {
-    fn install() -> anyhow::Result<Self> {
+    pub(crate) fn install() -> anyhow::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(ShutdownSignal {
             terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
@@ -167,7 +196,7 @@ impl ShutdownSignal {
     }
 
     /// Waits for either signal and says which arrived.
-    async fn wait(mut self) -> anyhow::Result<&'static str> {
+    pub(crate) async fn wait(mut self) -> anyhow::Result<&'static str> {
         tokio::select! {
             _ = self.interrupt.recv() => Ok("SIGINT"),
             _ = self.terminate.recv() => Ok("SIGTERM"),

@@ -61,8 +61,8 @@ impl Executor {
                 for (name, value) in headers {
                     let name = HeaderName::from_bytes(name.as_bytes())
                         .map_err(|_| format!("{name:?} is not an HTTP header name"))?;
-                    let value =
-                        HeaderValue::from_str(value).map_err(|_| format!("header {name} has an invalid value"))?;
+                    let value = HeaderValue::from_str(value)
+                        .map_err(|_| format!("header {name} has an invalid value"))?;
                     extra.insert(name, value);
                 }
                 let client = reqwest::Client::builder()
@@ -148,7 +148,10 @@ impl Webhook {
             Ok(response) => response,
             Err(error) => {
                 let kind = if error.is_timeout() { "timed out" } else { "failed" };
-                return Attempt::Retry { reason: format!("POST {} {kind}: {error}", self.url), retry_after: None };
+                return Attempt::Retry {
+                    reason: format!("POST {} {kind}: {error}", self.url),
+                    retry_after: None,
+                };
             }
         };
         let status = response.status();
@@ -242,7 +245,10 @@ impl Command {
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
-                return Attempt::Retry { reason: format!("starting {:?}: {error}", self.program), retry_after: None }
+                return Attempt::Retry {
+                    reason: format!("starting {:?}: {error}", self.program),
+                    retry_after: None,
+                }
             }
         };
         // Written from its own task: a program that writes a lot of stderr before reading stdin
@@ -256,12 +262,19 @@ impl Command {
         let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
             Ok(Ok(output)) => output,
             Ok(Err(error)) => {
-                return Attempt::Retry { reason: format!("waiting for {:?}: {error}", self.program), retry_after: None }
+                return Attempt::Retry {
+                    reason: format!("waiting for {:?}: {error}", self.program),
+                    retry_after: None,
+                }
             }
             // Dropping the future drops the child, which kill_on_drop kills.
             Err(_) => {
                 return Attempt::Retry {
-                    reason: format!("{:?} did not finish within {} ms and was killed", self.program, self.timeout.as_millis()),
+                    reason: format!(
+                        "{:?} did not finish within {} ms and was killed",
+                        self.program,
+                        self.timeout.as_millis()
+                    ),
                     retry_after: None,
                 }
             }
@@ -293,7 +306,11 @@ pub struct DeviceCommand {
 
 impl std::fmt::Debug for DeviceCommand {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("DeviceCommand").field("topic", &self.topic).field("source", &self.source).finish()
+        formatter
+            .debug_struct("DeviceCommand")
+            .field("topic", &self.topic)
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -324,7 +341,9 @@ impl DeviceCommand {
         let mut sends = Vec::with_capacity(events.len());
         for event in events {
             let Some(device) = self.device_id(event) else {
-                return Attempt::Reject { reason: format!("event {} names no device ({:?})", event.id(), self.source) };
+                return Attempt::Reject {
+                    reason: format!("event {} names no device ({:?})", event.id(), self.source),
+                };
             };
             let source_id = event.id();
             let mut headers = OwnedHeaders::new();
@@ -344,7 +363,10 @@ impl DeviceCommand {
             let result = match send {
                 Ok(delivery) => delivery.await,
                 Err(error) => {
-                    return Attempt::Retry { reason: format!("queueing the command: {error}"), retry_after: None }
+                    return Attempt::Retry {
+                        reason: format!("queueing the command: {error}"),
+                        retry_after: None,
+                    }
                 }
             };
             match result {

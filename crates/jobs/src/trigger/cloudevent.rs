@@ -63,7 +63,9 @@ impl CloudEvent {
     pub fn from_event(event: &Event) -> CloudEvent {
         let content_type = header_text(event, "content-type");
         if content_type.as_deref().is_some_and(|value| value.starts_with(STRUCTURED_CONTENT_TYPE)) {
-            if let Some(structured) = event.value.as_deref().and_then(|bytes| Self::from_structured(bytes, event)) {
+            if let Some(structured) =
+                event.value.as_deref().and_then(|bytes| Self::from_structured(bytes, event))
+            {
                 return structured;
             }
         }
@@ -125,7 +127,9 @@ impl CloudEvent {
         object.remove("specversion");
         let data = match (object.remove("data"), object.remove("data_base64")) {
             (_, Some(Json::String(encoded))) => Some(Bytes::from(BASE64.decode(encoded).ok()?)),
-            (Some(Json::String(text)), None) if !is_json(data_content_type.as_deref()) => Some(Bytes::from(text)),
+            (Some(Json::String(text)), None) if !is_json(data_content_type.as_deref()) => {
+                Some(Bytes::from(text))
+            }
             (Some(value), _) => Some(Bytes::from(serde_json::to_vec(&value).ok()?)),
             (None, _) => None,
         };
@@ -136,7 +140,17 @@ impl CloudEvent {
                 other => (name, other.to_string()),
             })
             .collect();
-        Some(CloudEvent { id, source, event_type, time, subject, data_content_type, data_schema, extensions, data })
+        Some(CloudEvent {
+            id,
+            source,
+            event_type,
+            time,
+            subject,
+            data_content_type,
+            data_schema,
+            extensions,
+            data,
+        })
     }
 
     /// Binary mode: `ce-*` headers (values percent-encoded as the HTTP binding requires) and the
@@ -148,7 +162,8 @@ impl CloudEvent {
             ("ce-source".to_string(), percent_encode(&self.source)),
             ("ce-type".to_string(), percent_encode(&self.event_type)),
         ];
-        let optional = [("ce-time", &self.time), ("ce-subject", &self.subject), ("ce-dataschema", &self.data_schema)];
+        let optional =
+            [("ce-time", &self.time), ("ce-subject", &self.subject), ("ce-dataschema", &self.data_schema)];
         for (name, value) in optional {
             if let Some(value) = value {
                 headers.push((name.to_string(), percent_encode(value)));
@@ -320,7 +335,8 @@ mod tests {
             r#"{"specversion":"1.0","id":"x1","source":"/s","type":"t","datacontenttype":"application/json",
                 "data":{"a":1},"traceparent":"00-abc"}"#,
         );
-        event.headers = vec![("content-type".to_string(), Some(Bytes::from_static(b"application/cloudevents+json")))];
+        event.headers =
+            vec![("content-type".to_string(), Some(Bytes::from_static(b"application/cloudevents+json")))];
         let cloud_event = CloudEvent::from_event(&event);
         assert_eq!(cloud_event.id, "x1");
         assert_eq!(cloud_event.extensions, vec![("traceparent".to_string(), "00-abc".to_string())]);
@@ -333,7 +349,8 @@ mod tests {
         event.value = Some(Bytes::from_static(&[0xff, 0x00, 0x80]));
         let cloud_event = CloudEvent::from_event(&event);
         assert_eq!(cloud_event.data_content_type.as_deref(), Some("application/octet-stream"));
-        let batch: Json = serde_json::from_slice(&CloudEvent::to_batch(&[cloud_event]).body).unwrap_or_default();
+        let batch: Json =
+            serde_json::from_slice(&CloudEvent::to_batch(&[cloud_event]).body).unwrap_or_default();
         assert_eq!(batch[0]["data_base64"], "/wCA");
     }
 }

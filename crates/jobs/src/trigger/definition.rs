@@ -209,7 +209,8 @@ impl TriggerDefinition {
         }
         match &self.action {
             Action::Webhook { url, secret, timeout_ms, headers, .. } => {
-                let parsed = reqwest::Url::parse(url).map_err(|error| format!("webhook url {url:?}: {error}"))?;
+                let parsed =
+                    reqwest::Url::parse(url).map_err(|error| format!("webhook url {url:?}: {error}"))?;
                 if !matches!(parsed.scheme(), "http" | "https") {
                     return Err(format!("webhook url {url:?} must be http or https"));
                 }

@@ -78,7 +78,10 @@ impl<T> KeyedQueue<T> {
             self.ready_events += 1;
             return;
         };
-        let state = self.keys.entry(key.clone()).or_insert_with(|| KeyState { queue: VecDeque::new(), busy_with: None });
+        let state = self
+            .keys
+            .entry(key.clone())
+            .or_insert_with(|| KeyState { queue: VecDeque::new(), busy_with: None });
         let was_idle = state.queue.is_empty() && state.busy_with.is_none();
         state.queue.push_back(event);
         if was_idle {

@@ -58,7 +58,10 @@ impl Filter {
         if source.len() > FILTER_BYTES_MAX {
             return Err(FilterError {
                 offset: FILTER_BYTES_MAX,
-                message: format!("a filter is at most {FILTER_BYTES_MAX} bytes, this one is {}", source.len()),
+                message: format!(
+                    "a filter is at most {FILTER_BYTES_MAX} bytes, this one is {}",
+                    source.len()
+                ),
             });
         }
         let tokens = tokenize(source)?;
@@ -409,7 +412,10 @@ fn tokenize(source: &str) -> Result<Vec<Token>, FilterError> {
             }
             _ => {
                 let character = source[position..].chars().next().unwrap_or('?');
-                return Err(FilterError { offset: position, message: format!("unexpected character {character:?}") });
+                return Err(FilterError {
+                    offset: position,
+                    message: format!("unexpected character {character:?}"),
+                });
             }
         };
         tokens.push(Token { kind, offset: start });
@@ -483,7 +489,10 @@ impl Parser {
         Err(self.error(format!("expected {what}, found {found}")))
     }
 
-    fn nested<T>(&mut self, parse: impl FnOnce(&mut Parser) -> Result<T, FilterError>) -> Result<T, FilterError> {
+    fn nested<T>(
+        &mut self,
+        parse: impl FnOnce(&mut Parser) -> Result<T, FilterError>,
+    ) -> Result<T, FilterError> {
         if self.depth >= NESTING_MAX {
             return Err(self.error(format!("nested more than {NESTING_MAX} deep")));
         }
@@ -533,9 +542,9 @@ impl Parser {
     fn operand(&mut self) -> Result<Expr, FilterError> {
         let offset = self.offset();
         match self.next() {
-            Some(TokenKind::Number(number)) => Ok(Expr::Literal(
-                serde_json::Number::from_f64(number).map_or(Json::Null, Json::Number),
-            )),
+            Some(TokenKind::Number(number)) => {
+                Ok(Expr::Literal(serde_json::Number::from_f64(number).map_or(Json::Null, Json::Number)))
+            }
             Some(TokenKind::Text(text)) => Ok(Expr::Literal(Json::String(text))),
             Some(TokenKind::OpenParen) => {
                 let inner = self.nested(Parser::or)?;
@@ -582,7 +591,10 @@ impl Parser {
                 });
             }
             if function == Function::Exists && !matches!(arguments.first(), Some(Expr::Path(_))) {
-                return Err(FilterError { offset, message: "exists() takes a path such as value.a".to_string() });
+                return Err(FilterError {
+                    offset,
+                    message: "exists() takes a path such as value.a".to_string(),
+                });
             }
             return Ok(Expr::Call(function, arguments));
         }

@@ -71,11 +71,13 @@ impl Registry {
             .client_config(&[("client.id", "tidewater-trigger-registry")])
             .create_with_context(QuietContext::default())
             .context("creating the admin client")?;
-        let triggers = NewTopic::new(TRIGGERS_TOPIC, 1, TopicReplication::Fixed(-1)).set("retention.ms", "-1");
+        let triggers =
+            NewTopic::new(TRIGGERS_TOPIC, 1, TopicReplication::Fixed(-1)).set("retention.ms", "-1");
         let status = NewTopic::new(STATUS_TOPIC, 1, TopicReplication::Fixed(-1))
             .set("retention.ms", STATUS_RETENTION_MS)
             .set("segment.ms", STATUS_RETENTION_MS);
-        let options = AdminOptions::new().operation_timeout(Some(self.timeout)).request_timeout(Some(self.timeout));
+        let options =
+            AdminOptions::new().operation_timeout(Some(self.timeout)).request_timeout(Some(self.timeout));
         let results = admin
             .create_topics([&triggers, &status], &options)
             .await
@@ -127,7 +129,11 @@ impl Registry {
     }
 
     /// Publishes a status record.
-    pub async fn publish_status(&self, producer: &FutureProducer<QuietContext>, record: &StatusRecord) -> anyhow::Result<()> {
+    pub async fn publish_status(
+        &self,
+        producer: &FutureProducer<QuietContext>,
+        record: &StatusRecord,
+    ) -> anyhow::Result<()> {
         let key = format!("{}/{}", record.trigger, record.instance);
         let value = serde_json::to_vec(record).context("encoding a status record")?;
         let delivery = producer
@@ -146,15 +152,17 @@ impl Registry {
         if let Some(value) = value {
             record = record.payload(value);
         }
-        producer
-            .send(record, self.timeout)
-            .await
-            .map(|_| ())
-            .map_err(|(error, _)| anyhow::anyhow!("writing to {topic} at {}: {error}", self.cluster.bootstrap_servers))
+        producer.send(record, self.timeout).await.map(|_| ()).map_err(|(error, _)| {
+            anyhow::anyhow!("writing to {topic} at {}: {error}", self.cluster.bootstrap_servers)
+        })
     }
 
     /// Reads partition 0 of `topic` from the beginning to its current end.
-    fn read_to_end(&self, topic: &str, mut each: impl FnMut(Option<&[u8]>, Option<&[u8]>)) -> anyhow::Result<()> {
+    fn read_to_end(
+        &self,
+        topic: &str,
+        mut each: impl FnMut(Option<&[u8]>, Option<&[u8]>),
+    ) -> anyhow::Result<()> {
         let consumer = self.assigned_consumer(topic)?;
         let (low, high) = consumer.fetch_watermarks(topic, 0, self.timeout).map_err(|error| {
             anyhow::anyhow!(
@@ -192,7 +200,9 @@ impl Registry {
             .create_with_context(QuietContext::default())
             .context("creating the registry consumer")?;
         let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(topic, 0, Offset::Beginning).context("assigning the registry topic")?;
+        assignment
+            .add_partition_offset(topic, 0, Offset::Beginning)
+            .context("assigning the registry topic")?;
         consumer.assign(&assignment).context("assigning the registry topic")?;
         Ok(consumer)
     }
@@ -253,7 +263,11 @@ impl Registry {
 
 /// Applies one record of the triggers topic: a definition, or a tombstone deleting one. A record
 /// that does not decode is skipped with a warning (a newer version's, or damaged).
-fn apply_record(definitions: &mut BTreeMap<String, TriggerDefinition>, key: Option<&[u8]>, value: Option<&[u8]>) {
+fn apply_record(
+    definitions: &mut BTreeMap<String, TriggerDefinition>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) {
     let Some(name) = key.and_then(|key| std::str::from_utf8(key).ok()) else { return };
     match value {
         None => {
@@ -277,7 +291,8 @@ mod tests {
     fn the_latest_record_per_name_wins_and_tombstones_delete() {
         let mut definitions = BTreeMap::new();
         let first = br#"{"name":"a","topic":"t","action":{"type":"command","program":"true"}}"#;
-        let second = br#"{"name":"a","topic":"t","paused":true,"action":{"type":"command","program":"true"}}"#;
+        let second =
+            br#"{"name":"a","topic":"t","paused":true,"action":{"type":"command","program":"true"}}"#;
         apply_record(&mut definitions, Some(b"a"), Some(first));
         apply_record(&mut definitions, Some(b"b"), Some(b"not json"));
         apply_record(&mut definitions, Some(b"c"), Some(first));

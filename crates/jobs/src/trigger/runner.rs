@@ -161,8 +161,9 @@ pub async fn run_trigger(
         .reliable_producer(&format!("tidewater-trigger-{}", definition.name))
         .context("creating the trigger's producer")?;
     let batch_max_events = definition.batch.map_or(1, |batch| batch.max_events);
-    let executor = Executor::new(&definition.name, &definition.action, producer.clone(), definition.batch.is_some())
-        .map_err(|error| anyhow::anyhow!("trigger {}: {error}", definition.name))?;
+    let executor =
+        Executor::new(&definition.name, &definition.action, producer.clone(), definition.batch.is_some())
+            .map_err(|error| anyhow::anyhow!("trigger {}: {error}", definition.name))?;
     let context = Arc::new(DeliveryContext {
         trigger: definition.name.clone(),
         executor,
@@ -355,8 +356,10 @@ async fn deliver(
     context: Arc<DeliveryContext>,
     mut stop: watch::Receiver<bool>,
 ) -> Finished {
-    let positions: Vec<(i32, i64, u64)> =
-        pendings.iter().map(|pending| (pending.event.partition, pending.event.offset, pending.generation)).collect();
+    let positions: Vec<(i32, i64, u64)> = pendings
+        .iter()
+        .map(|pending| (pending.event.partition, pending.event.offset, pending.generation))
+        .collect();
     let events: Vec<Event> = pendings.into_iter().map(|pending| pending.event).collect();
     let count = events.len() as u64;
     let mut jitter = Jitter::from_entropy();
@@ -436,7 +439,9 @@ async fn dead_letter(
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 /// The dead-letter topic: failed events, verbatim, with why and where from in headers.

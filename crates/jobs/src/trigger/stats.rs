@@ -79,7 +79,8 @@ impl TriggerStats {
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
-        let counts: Vec<u64> = self.latency_buckets.iter().map(|bucket| bucket.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> =
+            self.latency_buckets.iter().map(|bucket| bucket.load(Ordering::Relaxed)).collect();
         let total: u64 = counts.iter().sum();
         let quantile = |fraction: f64| {
             if total == 0 {

@@ -77,25 +77,27 @@ pub async fn supervise(
                 tracing::warn!(error = %format!("{error:#}"), "trigger registry not ready; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.wait_for(|stopping| *stopping) => return Ok(()),
+                    _ = stopped(&mut stop) => return Ok(()),
                 }
             }
         }
     }
+    // For a fixed list the sender must outlive the loop: a dropped sender reads as "the
+    // registry reader stopped".
     let (fixed_sender, mut definitions) = watch::channel(None);
-    let _keep_fixed_sender_alive;
     match &options.source {
         DefinitionSource::Registry => definitions = registry.watch(stop.clone())?,
         DefinitionSource::Fixed(list) => {
             for definition in list {
-                definition.validate().map_err(|error| anyhow::anyhow!("trigger {}: {error}", definition.name))?;
+                definition
+                    .validate()
+                    .map_err(|error| anyhow::anyhow!("trigger {}: {error}", definition.name))?;
             }
             let map: BTreeMap<String, TriggerDefinition> =
                 list.iter().map(|definition| (definition.name.clone(), definition.clone())).collect();
             let _ = fixed_sender.send(Some(map));
         }
     }
-    _keep_fixed_sender_alive = fixed_sender;
     let status_producer = registry.producer()?;
 
     let mut running: HashMap<String, Running> = HashMap::new();
@@ -106,12 +108,13 @@ pub async fn supervise(
 
     loop {
         tokio::select! {
-            _ = stop.wait_for(|stopping| *stopping) => break,
+            _ = stopped(&mut stop) => break,
             changed = definitions.changed() => {
                 if changed.is_err() {
                     anyhow::bail!("the trigger registry reader stopped");
                 }
-                if let Some(latest) = definitions.borrow_and_update().clone() {
+                let latest = definitions.borrow_and_update().clone();
+                if let Some(latest) = latest {
                     wanted = latest
                         .into_iter()
                         .filter(|(name, _)| options.only.is_empty() || options.only.contains(name))
@@ -138,8 +141,11 @@ pub async fn supervise(
         }
 
         // Collect triggers that ended by themselves.
-        let ended: Vec<String> =
-            running.iter().filter(|(_, entry)| entry.task.is_finished()).map(|(name, _)| name.clone()).collect();
+        let ended: Vec<String> = running
+            .iter()
+            .filter(|(_, entry)| entry.task.is_finished())
+            .map(|(name, _)| name.clone())
+            .collect();
         for name in ended {
             let Some(entry) = running.remove(&name) else { continue };
             let result = entry.task.await;
@@ -184,7 +190,9 @@ pub async fn supervise(
         // Stop what is no longer wanted as it runs.
         let outdated: Vec<String> = running
             .iter()
-            .filter(|(name, entry)| wanted.get(*name).is_none_or(|definition| *definition != entry.definition))
+            .filter(|(name, entry)| {
+                wanted.get(*name).is_none_or(|definition| *definition != entry.definition)
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in outdated {
@@ -218,10 +226,20 @@ pub async fn supervise(
             entry.detail = None;
             entry.retry_at = None;
             let (stop_sender, stop_receiver) = watch::channel(false);
-            let task = tokio::spawn(run_trigger(definition.clone(), cluster.clone(), entry.stats.clone(), stop_receiver));
+            let task = tokio::spawn(run_trigger(
+                definition.clone(),
+                cluster.clone(),
+                entry.stats.clone(),
+                stop_receiver,
+            ));
             running.insert(
                 name.clone(),
-                Running { definition: definition.clone(), stats: entry.stats.clone(), stop: stop_sender, task },
+                Running {
+                    definition: definition.clone(),
+                    stats: entry.stats.clone(),
+                    stop: stop_sender,
+                    task,
+                },
             );
         }
     }
@@ -229,18 +247,29 @@ pub async fn supervise(
     for (name, entry) in running.drain() {
         stop_trigger(&name, entry).await;
     }
+    drop(fixed_sender);
     Ok(())
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard wait_for returns is dropped here, before the caller's next await.
+    let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
 async fn stop_trigger(name: &str, entry: Running) {
     let _ = entry.stop.send(true);
     match entry.task.await {
         Ok(Ok(_)) => {}
-        Ok(Err(error)) => tracing::warn!(trigger = %name, error = %format!("{error:#}"), "trigger ended with an error"),
+        Ok(Err(error)) => {
+            tracing::warn!(trigger = %name, error = %format!("{error:#}"), "trigger ended with an error")
+        }
         Err(error) => tracing::warn!(trigger = %name, %error, "trigger task failed"),
     }
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
