@@ -226,7 +226,8 @@ impl Registry {
                     match consumer.fetch_watermarks(TRIGGERS_TOPIC, 0, timeout) {
                         Ok((_, high)) => break high,
                         Err(error) => {
-                            tracing::warn!(%error, "reading {TRIGGERS_TOPIC}; retrying");
+                            // Usually: no trigger was ever created, so the topic does not exist.
+                            tracing::debug!(%error, "reading {TRIGGERS_TOPIC}; retrying");
                             if *stop.borrow() {
                                 return;
                             }

@@ -69,8 +69,11 @@ pub async fn supervise(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let registry = Registry::new(cluster.clone(), options.timeout);
-    // The topics must exist before anything reads or publishes; retry while the cluster starts.
-    loop {
+    // Triggers from a file publish status from the start, so the topics must exist (retrying
+    // while the cluster starts). Following the registry, nothing is created: the registry reader
+    // waits for the topics `trigger create` makes, so a server nobody registers triggers on keeps
+    // no trigger topics.
+    while matches!(options.source, DefinitionSource::Fixed(_)) {
         match registry.ensure_topics().await {
             Ok(()) => break,
             Err(error) => {
