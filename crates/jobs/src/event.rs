@@ -38,6 +38,15 @@ impl Event {
         format!("{}-{}-{}", self.topic, self.partition, self.offset)
     }
 
+    /// The event's headers as librdkafka's, to copy them onto a record derived from it.
+    pub fn owned_headers(&self) -> rdkafka::message::OwnedHeaders {
+        let mut headers = rdkafka::message::OwnedHeaders::new_with_capacity(self.headers.len() + 4);
+        for (name, value) in &self.headers {
+            headers = headers.insert(rdkafka::message::Header { key: name, value: value.as_deref() });
+        }
+        headers
+    }
+
     /// Converts a message borrowed from librdkafka into an owned event.
     pub fn from_message<M: rdkafka::Message>(message: &M) -> Event {
         use rdkafka::message::Headers;

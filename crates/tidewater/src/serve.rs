@@ -105,21 +105,16 @@ async fn serve(
         broker.clone(),
         Duration::from_millis(args.housekeeping_interval_ms.max(1)),
     ));
-    // Triggers are Kafka clients of this very broker, reaching it through the listener.
+    // Triggers are Kafka clients of this very broker, reaching it through the listener. They start
+    // once the first `trigger create` made the triggers topic: a server without triggers keeps
+    // no trigger clients (and their connections) around.
     let (stop_triggers, triggers_stopped) = tokio::sync::watch::channel(false);
     let triggers = args.triggers.then(|| {
         let mut address = listener_address;
         if address.ip().is_unspecified() {
             address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let options = tidewater_jobs::trigger::SupervisorOptions {
-            source: tidewater_jobs::trigger::DefinitionSource::Registry,
-            only: Vec::new(),
-            instance: crate::trigger_cmd::default_instance(),
-            timeout: Duration::from_secs(30),
-        };
-        let cluster = tidewater_jobs::ClusterConfig::new(address.to_string());
-        tokio::spawn(tidewater_jobs::trigger::supervise(cluster, options, triggers_stopped))
+        tokio::spawn(run_triggers(broker.clone(), address.to_string(), triggers_stopped))
     });
     let signal = shutdown.wait().await?;
     tracing::info!(signal, "shutting down");
@@ -148,6 +143,32 @@ async fn serve(
         .context("flushing logs at shutdown")?;
     tracing::info!("all logs flushed and closed");
     Ok(())
+}
+
+/// How often `serve` looks for the triggers topic before it starts running triggers.
+const TRIGGERS_TOPIC_POLL: Duration = Duration::from_secs(1);
+
+/// Waits for the triggers topic to exist, then runs the trigger supervisor against `bootstrap`
+/// until `stop`.
+async fn run_triggers(
+    broker: Arc<Broker>,
+    bootstrap: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use tidewater_jobs::trigger::registry::TRIGGERS_TOPIC;
+    while broker.topic(TRIGGERS_TOPIC).is_none() {
+        tokio::select! {
+            _ = tokio::time::sleep(TRIGGERS_TOPIC_POLL) => {}
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+    let options = tidewater_jobs::trigger::SupervisorOptions {
+        source: tidewater_jobs::trigger::DefinitionSource::Registry,
+        only: Vec::new(),
+        instance: crate::trigger_cmd::default_instance(),
+        timeout: Duration::from_secs(30),
+    };
+    tidewater_jobs::trigger::supervise(tidewater_jobs::ClusterConfig::new(bootstrap), options, stop).await
 }
 
 /// Rolls old segments, runs interval fsyncs and applies retention, once per `interval`.

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::AsyncWriteExt;
@@ -346,11 +346,8 @@ impl DeviceCommand {
                 };
             };
             let source_id = event.id();
-            let mut headers = OwnedHeaders::new();
-            for (name, value) in &event.headers {
-                headers = headers.insert(Header { key: name, value: value.as_deref() });
-            }
-            headers = headers
+            let headers = event
+                .owned_headers()
                 .insert(Header { key: "tidewater-trigger", value: Some(self.trigger.as_bytes()) })
                 .insert(Header { key: "tidewater-source-event", value: Some(source_id.as_bytes()) });
             let mut record = FutureRecord::to(&self.topic).key(device.as_bytes()).headers(headers);

@@ -128,18 +128,19 @@ impl Registry {
         self.write(TRIGGERS_TOPIC, name, None).await
     }
 
-    /// Publishes a status record.
-    pub async fn publish_status(
+    /// Queues a status record. It is not waited for: status is advisory, the next one follows in
+    /// seconds, and a cluster that is down must not stall the caller for a delivery timeout.
+    pub fn publish_status(
         &self,
         producer: &FutureProducer<QuietContext>,
         record: &StatusRecord,
     ) -> anyhow::Result<()> {
         let key = format!("{}/{}", record.trigger, record.instance);
         let value = serde_json::to_vec(record).context("encoding a status record")?;
-        let delivery = producer
-            .send(FutureRecord::to(STATUS_TOPIC).key(key.as_bytes()).payload(&value), self.timeout)
-            .await;
-        delivery.map(|_| ()).map_err(|(error, _)| anyhow::anyhow!("publishing trigger status: {error}"))
+        producer
+            .send_result(FutureRecord::to(STATUS_TOPIC).key(key.as_bytes()).payload(&value))
+            .map(drop)
+            .map_err(|(error, _)| anyhow::anyhow!("queueing trigger status: {error}"))
     }
 
     pub fn producer(&self) -> anyhow::Result<FutureProducer<QuietContext>> {

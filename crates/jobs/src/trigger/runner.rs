@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
@@ -226,6 +226,10 @@ pub async fn run_trigger(
                 }
                 record_finished(&finished, &mut queue, &tracker);
             }
+            // Timers come before reading: with a backlog, a record is always ready, and commits
+            // and partial batches must not wait for the backlog to drain.
+            _ = commit_timer.tick() => commit(&consumer, &definition.topic, &tracker, CommitMode::Async),
+            _ = sleep_until(batch_deadline), if batch_deadline.is_some() => {}
             Some(revoked) = revoked_receiver.recv() => {
                 let revoked: HashSet<i32> = revoked.into_iter().collect();
                 let dropped = queue.purge(|pending| revoked.contains(&pending.event.partition));
@@ -249,8 +253,6 @@ pub async fn run_trigger(
                     }
                 }
             }
-            _ = commit_timer.tick() => commit(&consumer, &definition.topic, &tracker, CommitMode::Async),
-            _ = sleep_until(batch_deadline), if batch_deadline.is_some() => {}
         }
 
         // Start whatever may start now.
@@ -463,11 +465,8 @@ impl DeadLetter {
         let mut sends = Vec::with_capacity(events.len());
         for event in events {
             let source = format!("{}/{}/{}", event.topic, event.partition, event.offset);
-            let mut headers = OwnedHeaders::new();
-            for (name, value) in &event.headers {
-                headers = headers.insert(Header { key: name, value: value.as_deref() });
-            }
-            headers = headers
+            let headers = event
+                .owned_headers()
                 .insert(Header { key: DEAD_LETTER_REASON, value: Some(reason.as_bytes()) })
                 .insert(Header { key: DEAD_LETTER_ATTEMPTS, value: Some(attempts.as_bytes()) })
                 .insert(Header { key: DEAD_LETTER_TRIGGER, value: Some(trigger.as_bytes()) })

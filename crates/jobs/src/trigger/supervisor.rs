@@ -69,6 +69,15 @@ pub async fn supervise(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let registry = Registry::new(cluster.clone(), options.timeout);
+    match &options.source {
+        DefinitionSource::Registry => tracing::info!(
+            brokers = %cluster.bootstrap_servers,
+            "running the triggers registered in {}", super::registry::TRIGGERS_TOPIC
+        ),
+        DefinitionSource::Fixed(list) => {
+            tracing::info!(brokers = %cluster.bootstrap_servers, triggers = list.len(), "running triggers from a file")
+        }
+    }
     // Triggers from a file publish status from the start, so the topics must exist (retrying
     // while the cluster starts). Following the registry, nothing is created: the registry reader
     // waits for the topics `trigger create` makes, so a server nobody registers triggers on keeps
@@ -134,7 +143,7 @@ pub async fn supervise(
                         stats: entry.stats.snapshot(),
                         updated_at_ms: now_ms(),
                     };
-                    if let Err(error) = registry.publish_status(&status_producer, &record).await {
+                    if let Err(error) = registry.publish_status(&status_producer, &record) {
                         tracing::debug!(%error, "publishing trigger status failed");
                     }
                 }

@@ -149,39 +149,11 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 
-/// The librdkafka context of the client commands. librdkafka reports trouble outside any one
-/// request (a refused connection, all brokers down) as errors and retries by itself, over and
-/// over; the first of each kind is a warning on stderr, repeats go to the debug log, so a user
-/// sees why a command is slow without a screenful of the same line. End-of-partition notices,
-/// which `consume --exit-at-end` asks for, are not errors at all. librdkafka's own log lines go
-/// to the debug log (`--log-level debug`, with `-X debug=...` for more of them).
-#[derive(Debug, Default)]
-pub(crate) struct CliContext {
-    /// Error codes (as numbers: the type is not `Hash`) already reported as warnings.
-    reported: std::sync::Mutex<std::collections::HashSet<i32>>,
-}
-
-impl ClientContext for CliContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
-        tracing::debug!(target: "librdkafka", ?level, facility, "{message}");
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        let Some(code) = error.rdkafka_error_code() else {
-            tracing::warn!(target: "librdkafka", "{error}: {reason}");
-            return;
-        };
-        if code == RDKafkaErrorCode::PartitionEOF {
-            return;
-        }
-        // A poisoned lock only means another thread panicked while reporting; keep reporting.
-        let first = self.reported.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(code as i32);
-        if first {
-            tracing::warn!(target: "librdkafka", "{reason}");
-        } else {
-            tracing::debug!(target: "librdkafka", "{reason}");
-        }
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for CliContext {}
+/// The librdkafka context of the client commands: the jobs runtime's. librdkafka reports trouble
+/// outside any one request (a refused connection, all brokers down) as errors and retries by
+/// itself, over and over; the first of each kind is a warning on stderr, repeats go to the debug
+/// log, so a user sees why a command is slow without a screenful of the same line.
+/// End-of-partition notices, which `consume --exit-at-end` asks for, are not errors at all.
+/// librdkafka's own log lines go to the debug log (`--log-level debug`, with `-X debug=...` for
+/// more of them).
+pub(crate) type CliContext = tidewater_jobs::logging::QuietContext;
