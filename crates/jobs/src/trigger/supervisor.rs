@@ -82,14 +82,16 @@ pub async fn supervise(
     // while the cluster starts). Following the registry, nothing is created: the registry reader
     // waits for the topics `trigger create` makes, so a server nobody registers triggers on keeps
     // no trigger topics.
-    while matches!(options.source, DefinitionSource::Fixed(_)) {
-        match registry.ensure_topics().await {
-            Ok(()) => break,
-            Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "trigger registry not ready; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stopped(&mut stop) => return Ok(()),
+    if matches!(options.source, DefinitionSource::Fixed(_)) {
+        loop {
+            match registry.ensure_topics().await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "trigger registry not ready; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stopped(&mut stop) => return Ok(()),
+                    }
                 }
             }
         }
