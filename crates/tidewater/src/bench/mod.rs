@@ -1,4 +1,4 @@
-//! `tidewater bench produce | consume | e2e`: a load generator for any Kafka-compatible cluster.
+//! `tidewater bench produce | consume | e2e | trigger`: a load generator for any Kafka-compatible cluster.
 //!
 //! Like the other client commands it is an ordinary Kafka client on librdkafka (the `rdkafka`
 //! crate) and never reaches into the embedded broker, so the same command measures
@@ -10,6 +10,8 @@
 //! - `e2e` (`e2e.rs`): a producer paced at a fixed rate and a consumer in the same process; each
 //!   record carries the time it was due to be sent, so latency includes any time the producer
 //!   fell behind its schedule (no coordinated omission).
+//! - `trigger` (`trigger.rs`): a trigger delivering a topic to a webhook receiver in this
+//!   process, next to the same HTTP client posting without Kafka, and its end-to-end latency.
 //! - `loopback` (`loopback.rs`, hidden): raw TCP over 127.0.0.1, the network ceiling the other
 //!   figures are compared with by `scripts/bench`.
 //!
@@ -23,6 +25,7 @@ pub(crate) mod consume;
 pub(crate) mod e2e;
 pub(crate) mod loopback;
 pub(crate) mod produce;
+pub(crate) mod trigger;
 
 use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,6 +71,9 @@ pub(crate) enum BenchCommand {
     /// End-to-end latency at a fixed rate: a paced producer and a consumer in this process;
     /// p50/p99/p99.9/max from when each record was due to be sent to when it was consumed.
     E2e(e2e::E2eBenchArgs),
+    /// Trigger throughput and latency: webhook deliveries per second at several concurrencies
+    /// beside the same HTTP client without Kafka, and produce-to-webhook latency at a fixed rate.
+    Trigger(Box<trigger::TriggerBenchArgs>),
     /// TCP bandwidth over 127.0.0.1, no Kafka involved: the network ceiling for the others.
     #[command(hide = true)]
     Loopback(loopback::LoopbackArgs),
@@ -78,6 +84,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Produce(args) => produce::run(args),
         BenchCommand::Consume(args) => consume::run(args),
         BenchCommand::E2e(args) => e2e::run(args),
+        BenchCommand::Trigger(args) => trigger::run(*args),
         BenchCommand::Loopback(args) => loopback::run(args),
     }
 }
