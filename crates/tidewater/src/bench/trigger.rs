@@ -38,6 +38,13 @@
 //! command with the phase named. Process CPU time per event (this process only: receiver,
 //! trigger or client, and librdkafka's threads; not the broker) is reported to show where a
 //! difference between the trigger and its ceiling goes.
+//!
+//! On a machine with few cores the figures at concurrency 1 depend on where the tasks run: one
+//! request at a time is a ping-pong between tasks, and when they sit on different cores each hop
+//! wakes a parked tokio worker. On a 2-core VM that tripled the ceiling's CPU per request (33 to
+//! 100 us) and cut it from 30,000 to 12,000 events/s, whereas under `taskset -c 0` or with the
+//! other core busy it stayed at 30,000. The CPU columns and "elsewhere" figures tell which case
+//! a run was.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
