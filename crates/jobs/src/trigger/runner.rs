@@ -273,14 +273,16 @@ pub async fn run_trigger(
             };
         }
 
-        // Backpressure: stop fetching while the queue is full, keep polling.
+        // Backpressure: stop fetching when the queue fills, start again once it is half empty,
+        // and keep polling meanwhile. Pausing is not free (librdkafka drops what it prefetched
+        // for the partition and fetches it again on resume), so it happens once per fill, not
+        // per event.
         let buffered = queue.buffered_events();
-        if buffered >= BUFFERED_EVENTS_MAX || (partitions_paused && buffered > BUFFERED_EVENTS_MAX / 2) {
+        if !partitions_paused && buffered >= BUFFERED_EVENTS_MAX {
             if let Ok(assignment) = consumer.assignment() {
-                let _ = consumer.pause(&assignment);
-                partitions_paused = true;
+                partitions_paused = consumer.pause(&assignment).is_ok();
             }
-        } else if partitions_paused {
+        } else if partitions_paused && buffered <= BUFFERED_EVENTS_MAX / 2 {
             if let Ok(assignment) = consumer.assignment() {
                 let _ = consumer.resume(&assignment);
             }
