@@ -1,0 +1,572 @@
+//! The running job: routes events from inputs through statements and `WITH` steps to outputs,
+//! drives windows with the watermark, and applies the late-event policy.
+//!
+//! The data path for one pushed event is: compute its event time (TIMESTAMP BY, or the arrival
+//! time), compare it with the input's close boundary (late: adjust or drop, and report), feed it
+//! to every statement reading the input (analytic functions, then WHERE, then the projection or
+//! the window), route what those produce to outputs or to the steps' readers, update the
+//! watermark, and finally let every statement rooted at that input emit the windows the new
+//! boundary has closed, in statement order so that a step's window output reaches its readers
+//! before they close their own windows.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::agg::Accumulator;
+use crate::error::{EventError, LateAction, LateEvent};
+use crate::expr::{timestamp_of, truthy, Context, Row};
+use crate::plan::{AnalyticKind, AnalyticPlan, Body, Plan, Shape, Source, StatementPlan, Target};
+use crate::time::format_timestamp;
+use crate::value::{KeyPart, Value};
+use crate::watermark::Watermark;
+use crate::window::{WindowInput, WindowState};
+use crate::{JobOptions, LatePolicy};
+
+/// A row produced by a statement, before it is routed.
+#[derive(Debug, Clone)]
+enum OwnedRow {
+    Json(serde_json::Map<String, serde_json::Value>),
+    Slots(Vec<Value>),
+}
+
+impl OwnedRow {
+    fn as_row(&self) -> Row<'_> {
+        match self {
+            OwnedRow::Json(map) => Row::Json(map),
+            OwnedRow::Slots(slots) => Row::Slots(slots),
+        }
+    }
+}
+
+/// One row written to an output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub name: String,
+    /// The row's event time (for window output, the window end).
+    pub timestamp_ms: i64,
+    /// A JSON object with the SELECT columns in order.
+    pub row: serde_json::Value,
+}
+
+/// What one call into the job produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Step {
+    pub outputs: Vec<Output>,
+    pub late: Vec<LateEvent>,
+    pub errors: Vec<EventError>,
+}
+
+impl Step {
+    fn extend(&mut self, other: Step) {
+        self.outputs.extend(other.outputs);
+        self.late.extend(other.late);
+        self.errors.extend(other.errors);
+    }
+}
+
+#[derive(Debug, Default)]
+struct AnalyticState {
+    /// Per partition key: recent `(event time, value)` entries, oldest first.
+    history: HashMap<Vec<KeyPart>, VecDeque<(i64, Value)>>,
+    /// ISFIRST: per partition key, the end of the window of the last counted event.
+    last_window: HashMap<Vec<KeyPart>, i64>,
+}
+
+#[derive(Debug)]
+struct StatementRuntime {
+    plan: StatementPlan,
+    analytics: Vec<AnalyticState>,
+    window: Option<WindowState>,
+}
+
+#[derive(Debug)]
+struct InputRuntime {
+    name: String,
+    timestamp_by: Option<crate::expr::CompiledExpr>,
+    watermark: Watermark,
+    /// Statements whose rows come (directly or through steps) from this input, in order.
+    rooted: Vec<usize>,
+}
+
+/// A compiled job. Feed it events with [`Job::push`]; it is deterministic: the same calls in the
+/// same order give the same results.
+#[derive(Debug)]
+pub struct Job {
+    inputs: Vec<InputRuntime>,
+    statements: Vec<StatementRuntime>,
+    late_policy: LatePolicy,
+    max_state_entries: usize,
+}
+
+fn eval_keys(
+    exprs: &[crate::expr::CompiledExpr],
+    context: &Context<'_>,
+) -> Result<(Vec<KeyPart>, Vec<Value>), String> {
+    let values = exprs.iter().map(|expr| expr.eval(context)).collect::<Result<Vec<_>, _>>()?;
+    Ok((values.iter().map(Value::key).collect(), values))
+}
+
+impl Job {
+    pub(crate) fn new(plan: Plan, options: &JobOptions) -> Job {
+        let mut inputs: Vec<InputRuntime> = plan
+            .inputs
+            .into_iter()
+            .map(|input| InputRuntime {
+                name: input.name,
+                timestamp_by: input.timestamp_by,
+                watermark: Watermark::new(
+                    options.out_of_order_tolerance_ms,
+                    options.late_arrival_tolerance_ms,
+                    options.idle_partition_timeout_ms,
+                ),
+                rooted: Vec::new(),
+            })
+            .collect();
+        let statements: Vec<StatementRuntime> = plan
+            .statements
+            .into_iter()
+            .enumerate()
+            .map(|(index, plan)| {
+                if let Some(input) = inputs.get_mut(plan.root_input) {
+                    input.rooted.push(index);
+                }
+                let window = match &plan.body {
+                    Body::Aggregate(aggregate) => Some(WindowState::new(
+                        aggregate.window,
+                        aggregate.aggregates.iter().map(|spec| spec.kind).collect(),
+                        options.max_state_entries,
+                    )),
+                    _ => None,
+                };
+                let analytics = plan.analytics.iter().map(|_| AnalyticState::default()).collect();
+                StatementRuntime { plan, analytics, window }
+            })
+            .collect();
+        Job {
+            inputs,
+            statements,
+            late_policy: options.late_policy,
+            max_state_entries: options.max_state_entries,
+        }
+    }
+
+    /// The inputs the job reads, in the order the query first names them.
+    pub fn inputs(&self) -> Vec<String> {
+        self.inputs.iter().map(|input| input.name.clone()).collect()
+    }
+
+    /// The outputs the job writes, in query order, without repeats.
+    pub fn outputs(&self) -> Vec<String> {
+        let mut outputs: Vec<String> = Vec::new();
+        for statement in &self.statements {
+            if let Target::Output(name) = &statement.plan.target {
+                if !outputs.contains(name) {
+                    outputs.push(name.clone());
+                }
+            }
+        }
+        outputs
+    }
+
+    /// The watermark of `input` in epoch milliseconds (`i64::MIN` before its first event).
+    pub fn watermark_ms(&self, input: &str) -> Option<i64> {
+        self.find_input(input).map(|index| self.inputs[index].watermark.watermark_ms())
+    }
+
+    fn find_input(&self, name: &str) -> Option<usize> {
+        self.inputs.iter().position(|input| input.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Processes one event of `input`. `event` should be a JSON object; `arrival_time_ms` is the
+    /// processing time of its arrival and its event time when the query has no TIMESTAMP BY.
+    pub fn push(
+        &mut self,
+        input: &str,
+        partition: i32,
+        event: &serde_json::Value,
+        arrival_time_ms: i64,
+    ) -> Step {
+        let mut step = Step::default();
+        let Some(input_idx) = self.find_input(input) else {
+            step.errors.push(EventError {
+                statement_idx: None,
+                target: input.to_string(),
+                message: format!("the job has no input named '{input}'"),
+            });
+            return step;
+        };
+        let Some(map) = event.as_object() else {
+            step.errors.push(EventError {
+                statement_idx: None,
+                target: input.to_string(),
+                message: format!(
+                    "an event must be a JSON object, got {}",
+                    Value::from_json(event).describe()
+                ),
+            });
+            return step;
+        };
+        let runtime = &mut self.inputs[input_idx];
+        let mut timestamp_ms = match &runtime.timestamp_by {
+            None => arrival_time_ms,
+            Some(expr) => {
+                let context = Context { row: Row::Json(map), timestamp_ms: arrival_time_ms, analytic: &[] };
+                match expr.eval(&context).and_then(|value| timestamp_of(&value)) {
+                    Ok(timestamp_ms) => timestamp_ms,
+                    Err(message) => {
+                        step.errors.push(EventError {
+                            statement_idx: None,
+                            target: runtime.name.clone(),
+                            message: format!("TIMESTAMP BY: {message}"),
+                        });
+                        return step;
+                    }
+                }
+            }
+        };
+        let boundary_ms = runtime.watermark.close_boundary_ms();
+        if timestamp_ms < boundary_ms {
+            let watermark_ms = runtime.watermark.watermark_ms();
+            let action = match self.late_policy {
+                LatePolicy::Adjust => LateAction::Adjusted { adjusted_to_ms: watermark_ms },
+                LatePolicy::Drop => LateAction::Dropped,
+            };
+            step.late.push(LateEvent {
+                input: runtime.name.clone(),
+                partition,
+                event: event.clone(),
+                timestamp_ms,
+                watermark_ms: boundary_ms,
+                action,
+            });
+            match action {
+                LateAction::Adjusted { adjusted_to_ms } => timestamp_ms = adjusted_to_ms,
+                LateAction::Dropped => {
+                    runtime.watermark.observe(partition, timestamp_ms.max(boundary_ms), arrival_time_ms);
+                    return step;
+                }
+            }
+        }
+        runtime.watermark.observe(partition, timestamp_ms, arrival_time_ms);
+        let readers: Vec<usize> = self.inputs[input_idx]
+            .rooted
+            .iter()
+            .copied()
+            .filter(|index| self.statements[*index].plan.source == Source::Input(input_idx))
+            .collect();
+        for statement_idx in readers {
+            self.feed(statement_idx, Row::Json(map), timestamp_ms, &mut step);
+        }
+        let advanced = self.advance_input(input_idx, boundary_ms);
+        step.extend(advanced);
+        step
+    }
+
+    /// Tells the job that processing time is now `now_ms`: partitions that have been silent for
+    /// longer than the idle timeout stop holding the watermark back.
+    pub fn advance_processing_time(&mut self, now_ms: i64) -> Step {
+        let mut step = Step::default();
+        for input_idx in 0..self.inputs.len() {
+            let before_ms = self.inputs[input_idx].watermark.close_boundary_ms();
+            self.inputs[input_idx].watermark.set_processing_time(now_ms);
+            step.extend(self.advance_input(input_idx, before_ms));
+        }
+        step
+    }
+
+    /// End of input: emits every window still open.
+    pub fn finish(&mut self) -> Step {
+        let mut step = Step::default();
+        for input_idx in 0..self.inputs.len() {
+            let rooted = self.inputs[input_idx].rooted.clone();
+            for statement_idx in rooted {
+                self.advance_statement(statement_idx, i64::MAX, &mut step);
+            }
+        }
+        step
+    }
+
+    fn advance_input(&mut self, input_idx: usize, previous_boundary_ms: i64) -> Step {
+        let mut step = Step::default();
+        let boundary_ms = self.inputs[input_idx].watermark.close_boundary_ms();
+        if boundary_ms <= previous_boundary_ms {
+            return step;
+        }
+        let rooted = self.inputs[input_idx].rooted.clone();
+        for statement_idx in rooted {
+            self.advance_statement(statement_idx, boundary_ms, &mut step);
+        }
+        step
+    }
+
+    fn advance_statement(&mut self, statement_idx: usize, boundary_ms: i64, step: &mut Step) {
+        let statement = &mut self.statements[statement_idx];
+        let Some(window) = &mut statement.window else { return };
+        let Body::Aggregate(aggregate) = &statement.plan.body else { return };
+        let (emitted, window_errors) = window.advance(boundary_ms);
+        let target = statement.plan.target.name().to_string();
+        for message in window_errors {
+            step.errors.push(EventError {
+                statement_idx: Some(statement_idx),
+                target: target.clone(),
+                message,
+            });
+        }
+        let mut produced = Vec::new();
+        for group in emitted {
+            let mut slots = group.key_values;
+            slots.extend(group.results);
+            let context = Context { row: Row::Slots(&slots), timestamp_ms: group.end_ms, analytic: &[] };
+            let result = (|| {
+                if let Some(having) = &aggregate.having {
+                    if !truthy(&having.eval(&context)?)? {
+                        return Ok(None);
+                    }
+                }
+                aggregate
+                    .items
+                    .iter()
+                    .map(|item| item.eval(&context))
+                    .collect::<Result<Vec<_>, String>>()
+                    .map(Some)
+            })();
+            match result {
+                Ok(Some(row)) => produced.push((OwnedRow::Slots(row), group.end_ms)),
+                Ok(None) => {}
+                Err(message) => step.errors.push(EventError {
+                    statement_idx: Some(statement_idx),
+                    target: target.clone(),
+                    message,
+                }),
+            }
+        }
+        for (row, timestamp_ms) in produced {
+            self.route(statement_idx, row, timestamp_ms, step);
+        }
+    }
+
+    /// Sends a statement's row to its output, or to every statement reading its step.
+    fn route(&mut self, statement_idx: usize, row: OwnedRow, timestamp_ms: i64, step: &mut Step) {
+        let plan = &self.statements[statement_idx].plan;
+        match &plan.target {
+            Target::Output(name) => {
+                let json = match (row, &plan.output_shape) {
+                    (OwnedRow::Json(map), _) => serde_json::Value::Object(map),
+                    (OwnedRow::Slots(slots), Shape::Columns(names)) => serde_json::Value::Object(
+                        names.iter().cloned().zip(slots.iter().map(Value::to_json)).collect(),
+                    ),
+                    (OwnedRow::Slots(slots), Shape::Json) => {
+                        serde_json::Value::Array(slots.iter().map(Value::to_json).collect())
+                    }
+                };
+                step.outputs.push(Output { name: name.clone(), timestamp_ms, row: json });
+            }
+            Target::Step(_) => {
+                let consumers = plan.consumers.clone();
+                for consumer in consumers {
+                    self.feed(consumer, row.as_row(), timestamp_ms, step);
+                }
+            }
+        }
+    }
+
+    /// Runs one row through one statement.
+    fn feed(&mut self, statement_idx: usize, row: Row<'_>, timestamp_ms: i64, step: &mut Step) {
+        let max_state_entries = self.max_state_entries;
+        let statement = &mut self.statements[statement_idx];
+        match statement.process(row, timestamp_ms, max_state_entries) {
+            Ok(Some(produced)) => self.route(statement_idx, produced, timestamp_ms, step),
+            Ok(None) => {}
+            Err(message) => step.errors.push(EventError {
+                statement_idx: Some(statement_idx),
+                target: statement.plan.target.name().to_string(),
+                message,
+            }),
+        }
+    }
+}
+
+impl StatementRuntime {
+    /// Analytic functions, WHERE, then the projection (a row now) or the window (rows later).
+    fn process(
+        &mut self,
+        row: Row<'_>,
+        timestamp_ms: i64,
+        max_state_entries: usize,
+    ) -> Result<Option<OwnedRow>, String> {
+        let base = Context { row, timestamp_ms, analytic: &[] };
+        let mut analytic_values = Vec::with_capacity(self.plan.analytics.len());
+        if !self.plan.analytics.is_empty() {
+            // Evaluate everything first, then update state, so an error leaves no trace.
+            let mut updates = Vec::with_capacity(self.plan.analytics.len());
+            for (plan, state) in self.plan.analytics.iter().zip(&self.analytics) {
+                let (value, update) = analytic_value(plan, state, &base)?;
+                analytic_values.push(value);
+                updates.push(update);
+            }
+            if self.analytics.iter().map(|state| state.history.len() + state.last_window.len()).sum::<usize>()
+                >= max_state_entries
+            {
+                return Err(format!(
+                    "state limit reached: {max_state_entries} analytic partitions (max_state_entries)"
+                ));
+            }
+            for ((plan, state), update) in self.plan.analytics.iter().zip(&mut self.analytics).zip(updates) {
+                apply_analytic(plan, state, update, timestamp_ms);
+            }
+        }
+        let context = Context { row, timestamp_ms, analytic: &analytic_values };
+        if let Some(filter) = &self.plan.filter {
+            if !truthy(&filter.eval(&context)?)? {
+                return Ok(None);
+            }
+        }
+        match &self.plan.body {
+            Body::Star => Ok(Some(match row {
+                Row::Json(map) => OwnedRow::Json(map.clone()),
+                Row::Slots(slots) => OwnedRow::Slots(slots.to_vec()),
+            })),
+            Body::Project(items) => {
+                let values = items.iter().map(|item| item.eval(&context)).collect::<Result<Vec<_>, _>>()?;
+                Ok(Some(OwnedRow::Slots(values)))
+            }
+            Body::Aggregate(aggregate) => {
+                let (key_parts, key_values) = eval_keys(&aggregate.keys, &context)?;
+                let (session_parts, _) = eval_keys(&aggregate.session_partition, &context)?;
+                let args = aggregate
+                    .aggregates
+                    .iter()
+                    .map(|spec| match &spec.arg {
+                        Some(arg) => arg.eval(&context),
+                        None => Ok(Value::Int(1)),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let input = WindowInput { timestamp_ms, key_parts, key_values, args, session_parts };
+                if let Some(window) = &mut self.window {
+                    window.insert(input)?;
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// What an analytic function will record for the current event, decided before any state changes.
+#[derive(Debug)]
+struct AnalyticUpdate {
+    key: Vec<KeyPart>,
+    /// `Some(value)` when the WHEN condition holds (or there is none): the value to remember.
+    remember: Option<Value>,
+    /// ISFIRST: the window end to record.
+    window_end_ms: Option<i64>,
+}
+
+/// Entries older than `(now - duration, now]` no longer count.
+fn still_in_duration(entry_ms: i64, now_ms: i64, duration_ms: Option<i64>) -> bool {
+    duration_ms.is_none_or(|duration_ms| entry_ms > now_ms.saturating_sub(duration_ms))
+}
+
+fn analytic_value(
+    plan: &AnalyticPlan,
+    state: &AnalyticState,
+    context: &Context<'_>,
+) -> Result<(Value, AnalyticUpdate), String> {
+    let (key, _) = eval_keys(&plan.partition_by, context)?;
+    let when = match &plan.when {
+        Some(when) => truthy(&when.eval(context)?)?,
+        None => true,
+    };
+    let now_ms = context.timestamp_ms;
+    let history = state.history.get(&key);
+    let recent = || {
+        history
+            .into_iter()
+            .flatten()
+            .filter(move |(entry_ms, _)| still_in_duration(*entry_ms, now_ms, plan.duration_ms))
+    };
+    let mut update = AnalyticUpdate { key, remember: None, window_end_ms: None };
+    let value = match &plan.kind {
+        AnalyticKind::Lag { value, offset, default } => {
+            let entries: Vec<&(i64, Value)> = recent().collect();
+            let result = match entries.len().checked_sub(*offset) {
+                Some(index) => entries[index].1.clone(),
+                None => default.eval(context)?,
+            };
+            if when {
+                update.remember = Some(value.eval(context)?);
+            }
+            result
+        }
+        AnalyticKind::Last { value } => {
+            // LAST includes the current event when it satisfies WHEN.
+            if when {
+                let current = value.eval(context)?;
+                update.remember = Some(current.clone());
+                current
+            } else {
+                recent().next_back().map_or(Value::Null, |(_, value)| value.clone())
+            }
+        }
+        AnalyticKind::IsFirst { size_ms } => {
+            let end_ms = crate::window_end(now_ms, *size_ms);
+            let first = when && state.last_window.get(&update.key) != Some(&end_ms);
+            if first {
+                update.window_end_ms = Some(end_ms);
+            }
+            Value::Int(i64::from(first))
+        }
+        AnalyticKind::Moving(spec) => {
+            let current = match &spec.arg {
+                Some(arg) => arg.eval(context)?,
+                None => Value::Int(1),
+            };
+            let mut accumulator = Accumulator::new(spec.kind);
+            accumulator.check(spec.kind, &current)?;
+            for (_, value) in recent() {
+                if accumulator.check(spec.kind, value).is_ok() {
+                    accumulator.apply(value);
+                }
+            }
+            if when {
+                accumulator.check(spec.kind, &current)?;
+                accumulator.apply(&current);
+                update.remember = Some(current);
+            }
+            accumulator.result()
+        }
+    };
+    Ok((value, update))
+}
+
+fn apply_analytic(plan: &AnalyticPlan, state: &mut AnalyticState, update: AnalyticUpdate, now_ms: i64) {
+    if let Some(end_ms) = update.window_end_ms {
+        state.last_window.insert(update.key.clone(), end_ms);
+    }
+    let keep = match &plan.kind {
+        AnalyticKind::Lag { offset, .. } => *offset,
+        AnalyticKind::Last { .. } => 1,
+        AnalyticKind::IsFirst { .. } => 0,
+        AnalyticKind::Moving(_) => usize::MAX,
+    };
+    if keep == 0 {
+        return;
+    }
+    let history = state.history.entry(update.key.clone()).or_default();
+    if let Some(value) = update.remember {
+        history.push_back((now_ms, value));
+    }
+    while history.front().is_some_and(|(entry_ms, _)| !still_in_duration(*entry_ms, now_ms, plan.duration_ms))
+    {
+        history.pop_front();
+    }
+    while history.len() > keep {
+        history.pop_front();
+    }
+    if history.is_empty() {
+        state.history.remove(&update.key);
+    }
+}
+
+/// Renders epoch milliseconds the way output rows show datetimes.
+pub fn format_event_time(millis: i64) -> String {
+    format_timestamp(millis)
+}
