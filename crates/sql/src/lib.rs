@@ -132,6 +132,9 @@ pub fn compile(sql: &str, options: JobOptions) -> Result<Job, Vec<Diagnostic>> {
     let mut parser = parser::Parser::new(tokens);
     let statements = parser.parse_job();
     diagnostics.extend(parser.diagnostics);
+    if statements.is_empty() && diagnostics.is_empty() {
+        return Err(vec![Diagnostic::new(start, "the query has no statements")]);
+    }
     let planned = plan::plan(&statements, &options);
     match planned {
         Ok(plan) if diagnostics.is_empty() => Ok(Job::new(plan, &options)),

@@ -927,6 +927,7 @@ impl Planner<'_> {
             inside_aggregate: false,
         };
         let mut window = None;
+        let mut window_seen = false;
         let mut session_partition = Vec::new();
         let mut keys = Vec::new();
         let mut key_texts = Vec::new();
@@ -934,11 +935,12 @@ impl Planner<'_> {
         for expr in &select.group_by {
             let is_window = matches!(&expr.kind, ExprKind::Call { name, .. } if is_window_name(name));
             if is_window {
-                if window.is_some() {
+                if window_seen {
                     self.error(expr.position, "only one window is allowed in GROUP BY");
                     failed = true;
                     continue;
                 }
+                window_seen = true;
                 match self.window(expr, &mut row_scope) {
                     Some((spec, partition)) => {
                         window = Some(spec);
@@ -1014,13 +1016,13 @@ impl Planner<'_> {
     }
 }
 
-/// Plans a parsed job. Diagnostics come back sorted by position.
+/// Plans a parsed job. Diagnostics come back unsorted; `finish_diagnostics` orders them.
 pub(crate) fn plan(statements: &[Statement], options: &JobOptions) -> Result<Plan, Vec<Diagnostic>> {
     let mut planner = Planner { options, diagnostics: Vec::new() };
     if statements.len() > MAX_STATEMENTS {
         planner.error(Position::default(), format!("a job may have at most {MAX_STATEMENTS} statements"));
     }
-    if statements.iter().all(|statement| statement.cte_name.is_some()) {
+    if !statements.is_empty() && statements.iter().all(|statement| statement.cte_name.is_some()) {
         planner.error(
             statements.first().map_or(Position { line: 1, column: 1 }, |statement| statement.select.position),
             "the job has no statement writing INTO an output",
@@ -1073,7 +1075,7 @@ pub(crate) fn plan(statements: &[Statement], options: &JobOptions) -> Result<Pla
         if diagnostics.is_empty() {
             diagnostics.push(Diagnostic::new(Position::default(), "the query could not be planned"));
         }
-        return Err(finish_diagnostics(diagnostics));
+        return Err(diagnostics);
     }
     Ok(Plan { inputs, statements: plans })
 }
