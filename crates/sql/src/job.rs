@@ -2,14 +2,15 @@
 //! drives windows with the watermark, and applies the late-event policy.
 //!
 //! The data path for one pushed event is: compute its event time (TIMESTAMP BY, or the arrival
-//! time), compare it with the input's close boundary (late: adjust or drop, and report), feed it
-//! to every statement reading the input (analytic functions, then WHERE, then the projection or
+//! time), compare it with the input's close boundary (late: adjust or drop, and report), hold it
+//! if it is ahead of the watermark (events are released in event-time order once the watermark
+//! reaches them), feed it to every statement reading the input (analytic functions, then WHERE, then the projection or
 //! the window), route what those produce to outputs or to the steps' readers, update the
 //! watermark, and finally let every statement rooted at that input emit the windows the new
 //! boundary has closed, in statement order so that a step's window output reaches its readers
 //! before they close their own windows.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::agg::Accumulator;
 use crate::error::{EventError, LateAction, LateEvent};
@@ -85,6 +86,11 @@ struct InputRuntime {
     watermark: Watermark,
     /// Statements whose rows come (directly or through steps) from this input, in order.
     rooted: Vec<usize>,
+    /// Statements reading this input directly, in order.
+    readers: Vec<usize>,
+    /// Events ahead of the watermark, held so that statements see them in event-time order.
+    reorder: BTreeMap<(i64, u64), serde_json::Map<String, serde_json::Value>>,
+    sequence: u64,
 }
 
 /// A compiled job. Feed it events with [`Job::push`]; it is deterministic: the same calls in the
@@ -119,6 +125,9 @@ impl Job {
                     options.idle_partition_timeout_ms,
                 ),
                 rooted: Vec::new(),
+                readers: Vec::new(),
+                reorder: BTreeMap::new(),
+                sequence: 0,
             })
             .collect();
         let statements: Vec<StatementRuntime> = plan
@@ -128,6 +137,9 @@ impl Job {
             .map(|(index, plan)| {
                 if let Some(input) = inputs.get_mut(plan.root_input) {
                     input.rooted.push(index);
+                    if plan.source == Source::Input(plan.root_input) {
+                        input.readers.push(index);
+                    }
                 }
                 let window = match &plan.body {
                     Body::Aggregate(aggregate) => Some(WindowState::new(
@@ -247,18 +259,60 @@ impl Job {
             }
         }
         runtime.watermark.observe(partition, timestamp_ms, arrival_time_ms);
-        let readers: Vec<usize> = self.inputs[input_idx]
-            .rooted
-            .iter()
-            .copied()
-            .filter(|index| self.statements[*index].plan.source == Source::Input(input_idx))
-            .collect();
-        for statement_idx in readers {
-            self.feed(statement_idx, Row::Json(map), timestamp_ms, &mut step);
+        runtime.sequence += 1;
+        let key = (timestamp_ms, runtime.sequence);
+        if timestamp_ms <= runtime.watermark.watermark_ms() {
+            // Due now: first whatever was held with an earlier time, then this event, without a copy.
+            self.release(input_idx, Some(key), &mut step);
+            for reader_idx in 0..self.inputs[input_idx].readers.len() {
+                let statement_idx = self.inputs[input_idx].readers[reader_idx];
+                self.feed(statement_idx, Row::Json(map), timestamp_ms, &mut step);
+            }
+        } else if runtime.reorder.len() >= self.max_state_entries {
+            step.errors.push(EventError {
+                statement_idx: None,
+                target: runtime.name.clone(),
+                message: format!(
+                    "state limit reached: {} events held for reordering (max_state_entries)",
+                    self.max_state_entries
+                ),
+            });
+        } else {
+            runtime.reorder.insert(key, map.clone());
         }
+        self.release(input_idx, None, &mut step);
         let advanced = self.advance_input(input_idx, boundary_ms);
         step.extend(advanced);
         step
+    }
+
+    /// Feeds the held events up to `limit_ms` in event-time order (arrival order among equal
+    /// times), stopping before `before` when given.
+    fn release_up_to(
+        &mut self,
+        input_idx: usize,
+        limit_ms: i64,
+        before: Option<(i64, u64)>,
+        step: &mut Step,
+    ) {
+        loop {
+            let runtime = &mut self.inputs[input_idx];
+            let Some(entry) = runtime.reorder.first_entry() else { return };
+            let key = *entry.key();
+            if key.0 > limit_ms || before.is_some_and(|before| key >= before) {
+                return;
+            }
+            let map = entry.remove();
+            for reader_idx in 0..self.inputs[input_idx].readers.len() {
+                let statement_idx = self.inputs[input_idx].readers[reader_idx];
+                self.feed(statement_idx, Row::Json(&map), key.0, step);
+            }
+        }
+    }
+
+    fn release(&mut self, input_idx: usize, before: Option<(i64, u64)>, step: &mut Step) {
+        let watermark_ms = self.inputs[input_idx].watermark.watermark_ms();
+        self.release_up_to(input_idx, watermark_ms, before, step);
     }
 
     /// Tells the job that processing time is now `now_ms`: partitions that have been silent for
@@ -268,6 +322,7 @@ impl Job {
         for input_idx in 0..self.inputs.len() {
             let before_ms = self.inputs[input_idx].watermark.close_boundary_ms();
             self.inputs[input_idx].watermark.set_processing_time(now_ms);
+            self.release(input_idx, None, &mut step);
             step.extend(self.advance_input(input_idx, before_ms));
         }
         step
@@ -277,6 +332,7 @@ impl Job {
     pub fn finish(&mut self) -> Step {
         let mut step = Step::default();
         for input_idx in 0..self.inputs.len() {
+            self.release_up_to(input_idx, i64::MAX, None, &mut step);
             let rooted = self.inputs[input_idx].rooted.clone();
             for statement_idx in rooted {
                 self.advance_statement(statement_idx, i64::MAX, &mut step);
