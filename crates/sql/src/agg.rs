@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use crate::value::{KeyPart, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum AggregateKind {
     CountStar,
     Count,
@@ -63,7 +63,7 @@ impl AggregateKind {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Accumulator {
     Count(i64),
     Distinct(HashSet<KeyPart>),

@@ -12,7 +12,10 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use serde::Deserialize;
+
 use crate::agg::Accumulator;
+use crate::checkpoint::{CheckpointError, CHECKPOINT_VERSION};
 use crate::error::{EventError, LateAction, LateEvent};
 use crate::expr::{timestamp_of, truthy, Context, Row};
 use crate::plan::{AnalyticKind, AnalyticPlan, Body, Plan, Shape, Source, StatementPlan, Target};
@@ -64,11 +67,36 @@ impl Step {
     }
 }
 
-#[derive(Debug, Default)]
-struct AnalyticState {
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct JobCheckpoint {
+    version: u32,
+    fingerprint: u64,
+    inputs: Vec<InputCheckpoint>,
+    statements: Vec<StatementCheckpoint>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct InputCheckpoint {
+    name: String,
+    watermark: Watermark,
+    #[serde(with = "crate::checkpoint::as_pairs")]
+    reorder: BTreeMap<(i64, u64), serde_json::Map<String, serde_json::Value>>,
+    sequence: u64,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct StatementCheckpoint {
+    analytics: Vec<AnalyticState>,
+    window: Option<WindowState>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct AnalyticState {
     /// Per partition key: recent `(event time, value)` entries, oldest first.
+    #[serde(with = "crate::checkpoint::as_pairs")]
     history: HashMap<Vec<KeyPart>, VecDeque<(i64, Value)>>,
     /// ISFIRST: per partition key, the end of the window of the last counted event.
+    #[serde(with = "crate::checkpoint::as_pairs")]
     last_window: HashMap<Vec<KeyPart>, i64>,
 }
 
@@ -97,6 +125,7 @@ struct InputRuntime {
 /// same order give the same results.
 #[derive(Debug)]
 pub struct Job {
+    fingerprint: u64,
     inputs: Vec<InputRuntime>,
     statements: Vec<StatementRuntime>,
     late_policy: LatePolicy,
@@ -112,7 +141,7 @@ fn eval_keys(
 }
 
 impl Job {
-    pub(crate) fn new(plan: Plan, options: &JobOptions) -> Job {
+    pub(crate) fn new(plan: Plan, options: &JobOptions, fingerprint: u64) -> Job {
         let mut inputs: Vec<InputRuntime> = plan
             .inputs
             .into_iter()
@@ -154,6 +183,7 @@ impl Job {
             })
             .collect();
         Job {
+            fingerprint,
             inputs,
             statements,
             late_policy: options.late_policy,
@@ -182,6 +212,78 @@ impl Job {
     /// The watermark of `input` in epoch milliseconds (`i64::MIN` before its first event).
     pub fn watermark_ms(&self, input: &str) -> Option<i64> {
         self.find_input(input).map(|index| self.inputs[index].watermark.watermark_ms())
+    }
+
+    /// The job's state as a JSON document, to be stored with the input offsets it corresponds to
+    /// and handed to [`Job::restore`] on a job compiled from the same query and options.
+    pub fn checkpoint(&self) -> serde_json::Value {
+        let checkpoint = JobCheckpoint {
+            version: CHECKPOINT_VERSION,
+            fingerprint: self.fingerprint,
+            inputs: self
+                .inputs
+                .iter()
+                .map(|input| InputCheckpoint {
+                    name: input.name.clone(),
+                    watermark: input.watermark.clone(),
+                    reorder: input.reorder.clone(),
+                    sequence: input.sequence,
+                })
+                .collect(),
+            statements: self
+                .statements
+                .iter()
+                .map(|statement| StatementCheckpoint {
+                    analytics: statement.analytics.clone(),
+                    window: statement.window.clone(),
+                })
+                .collect(),
+        };
+        // Every state type serializes to JSON without failing (no non-string map keys reach
+        // serde_json: the adapters write them as pairs); Null would only hide a bug.
+        serde_json::to_value(checkpoint).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Replaces this job's state with a checkpoint's. The job must be freshly compiled from the
+    /// same query and options as the one that took the checkpoint. On error the job is unchanged.
+    pub fn restore(&mut self, checkpoint: &serde_json::Value) -> Result<(), CheckpointError> {
+        let version = checkpoint.get("version").and_then(serde_json::Value::as_u64);
+        if version != Some(u64::from(CHECKPOINT_VERSION)) {
+            return Err(CheckpointError::Version { found: version.unwrap_or(0) });
+        }
+        let checkpoint = JobCheckpoint::deserialize(checkpoint)
+            .map_err(|error| CheckpointError::Malformed { reason: error.to_string() })?;
+        if checkpoint.fingerprint != self.fingerprint {
+            return Err(CheckpointError::WrongJob);
+        }
+        let malformed = |reason: &str| CheckpointError::Malformed { reason: reason.to_string() };
+        if checkpoint.inputs.len() != self.inputs.len()
+            || checkpoint.statements.len() != self.statements.len()
+        {
+            return Err(malformed("the number of inputs or statements differs from the job's"));
+        }
+        for (input, saved) in self.inputs.iter().zip(&checkpoint.inputs) {
+            if input.name != saved.name {
+                return Err(malformed("input names differ from the job's"));
+            }
+        }
+        for (statement, saved) in self.statements.iter().zip(&checkpoint.statements) {
+            if statement.analytics.len() != saved.analytics.len()
+                || statement.window.is_some() != saved.window.is_some()
+            {
+                return Err(malformed("a statement's state does not match its plan"));
+            }
+        }
+        for (input, saved) in self.inputs.iter_mut().zip(checkpoint.inputs) {
+            input.watermark = saved.watermark;
+            input.reorder = saved.reorder;
+            input.sequence = saved.sequence;
+        }
+        for (statement, saved) in self.statements.iter_mut().zip(checkpoint.statements) {
+            statement.analytics = saved.analytics;
+            statement.window = saved.window;
+        }
+        Ok(())
     }
 
     fn find_input(&self, name: &str) -> Option<usize> {

@@ -28,6 +28,7 @@
 
 mod agg;
 mod ast;
+mod checkpoint;
 mod error;
 mod expr;
 mod job;
@@ -39,6 +40,7 @@ mod value;
 mod watermark;
 mod window;
 
+pub use crate::checkpoint::{CheckpointError, CHECKPOINT_VERSION};
 pub use crate::error::{Diagnostic, EventError, LateAction, LateEvent, Position};
 pub use crate::job::{format_event_time, Job, Output, Step};
 pub use crate::parser::MAX_EXPRESSION_DEPTH;
@@ -137,7 +139,9 @@ pub fn compile(sql: &str, options: JobOptions) -> Result<Job, Vec<Diagnostic>> {
     }
     let planned = plan::plan(&statements, &options);
     match planned {
-        Ok(plan) if diagnostics.is_empty() => Ok(Job::new(plan, &options)),
+        Ok(plan) if diagnostics.is_empty() => {
+            Ok(Job::new(plan, &options, checkpoint::fingerprint(sql, &options)))
+        }
         Ok(_) => Err(plan::finish_diagnostics(diagnostics)),
         Err(plan_diagnostics) => {
             diagnostics.extend(plan_diagnostics);

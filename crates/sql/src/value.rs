@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 
 use crate::time::{format_timestamp, parse_timestamp};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Value {
     Null,
     Bool(bool),
@@ -131,7 +131,7 @@ impl Value {
 
 /// A value in hashable form. Integral floats hash as integers so that `1` and `1.0` group
 /// together.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub(crate) enum KeyPart {
     Null,
     Bool(bool),

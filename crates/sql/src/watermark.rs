@@ -14,13 +14,13 @@
 
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct PartitionClock {
     max_event_ms: i64,
     last_arrival_ms: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Watermark {
     out_of_order_ms: i64,
     late_arrival_ms: i64,

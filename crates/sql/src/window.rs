@@ -24,7 +24,7 @@ use crate::plan::WindowSpec;
 use crate::value::{KeyPart, Value};
 
 /// One event as an aggregating statement hands it to its window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct WindowInput {
     pub(crate) timestamp_ms: i64,
     pub(crate) key_parts: Vec<KeyPart>,
@@ -42,7 +42,7 @@ pub(crate) struct Emitted {
     pub(crate) results: Vec<Value>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Group {
     key_values: Vec<Value>,
     accumulators: Vec<Accumulator>,
@@ -104,10 +104,11 @@ fn ceil_to_multiple(value: i64, step: i64) -> i64 {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct FixedWindows {
     size_ms: i64,
     hop_ms: i64,
+    #[serde(with = "crate::checkpoint::as_nested_pairs")]
     windows: BTreeMap<i64, IndexMap<Vec<KeyPart>, Group>>,
 }
 
@@ -123,25 +124,28 @@ impl FixedWindows {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct SlidingGroup {
     order: u64,
     key_values: Vec<Value>,
+    #[serde(with = "crate::checkpoint::as_pairs")]
     events: BTreeMap<(i64, u64), Vec<Value>>,
     pending: BTreeSet<i64>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Session {
     last_ms: i64,
     /// The max-duration check point that ends this session if it is still going by then.
     cap_ms: i64,
+    #[serde(with = "crate::checkpoint::as_pairs")]
     groups: IndexMap<Vec<KeyPart>, Group>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct SessionPartition {
     order: u64,
+    #[serde(with = "crate::checkpoint::as_pairs")]
     pending: BTreeMap<(i64, u64), WindowInput>,
     session: Option<Session>,
 }
@@ -154,21 +158,26 @@ struct SessionPartition {
 /// point `c` with `c - start >= max_duration` a session that is still going ends at `c`, and a
 /// new one starts at `c` if the activity continues. The session is `[start, end]`; output is
 /// stamped with `end`.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct SessionWindows {
     timeout_ms: i64,
     max_duration_ms: i64,
+    #[serde(with = "crate::checkpoint::as_pairs")]
     partitions: IndexMap<Vec<KeyPart>, SessionPartition>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Windows {
     Fixed(FixedWindows),
-    Sliding { size_ms: i64, groups: IndexMap<Vec<KeyPart>, SlidingGroup> },
+    Sliding {
+        size_ms: i64,
+        #[serde(with = "crate::checkpoint::as_pairs")]
+        groups: IndexMap<Vec<KeyPart>, SlidingGroup>,
+    },
     Session(SessionWindows),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct WindowState {
     kinds: Vec<AggregateKind>,
     windows: Windows,

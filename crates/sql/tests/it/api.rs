@@ -2,7 +2,7 @@
 //! and watermarks.
 
 use serde_json::json;
-use tidewater_sql::{compile, Job, JobOptions, LateAction, LatePolicy};
+use tidewater_sql::{compile, CheckpointError, Job, JobOptions, LateAction, LatePolicy};
 
 fn job(query: &str, options: JobOptions) -> Job {
     match compile(query, options) {
@@ -138,4 +138,34 @@ fn errors_in_having_are_reported_at_emission() {
     let step = job.finish();
     assert!(step.outputs.is_empty());
     assert_eq!(step.errors[0].message, "division by zero");
+}
+
+#[test]
+fn checkpoints_restore_only_into_the_same_job() {
+    let query = "SELECT COUNT(*) AS n INTO o FROM i TIMESTAMP BY t GROUP BY TumblingWindow(second, 10)";
+    let mut original = job(query, JobOptions::default());
+    original.push("i", 0, &json!({"t": 1_000}), 0);
+    let checkpoint = original.checkpoint();
+    assert_eq!(checkpoint["version"], json!(tidewater_sql::CHECKPOINT_VERSION));
+
+    let mut other_query = job(
+        "SELECT COUNT(*) AS n INTO o FROM i TIMESTAMP BY t GROUP BY TumblingWindow(second, 5)",
+        JobOptions::default(),
+    );
+    assert_eq!(other_query.restore(&checkpoint), Err(CheckpointError::WrongJob));
+    let options = JobOptions { out_of_order_tolerance_ms: 1, ..JobOptions::default() };
+    assert_eq!(job(query, options).restore(&checkpoint), Err(CheckpointError::WrongJob));
+
+    let mut restored = job(query, JobOptions::default());
+    let mut future = checkpoint.clone();
+    future["version"] = json!(99);
+    assert_eq!(restored.restore(&future), Err(CheckpointError::Version { found: 99 }));
+    let mut broken = checkpoint.clone();
+    broken["statements"] = json!("nonsense");
+    assert!(matches!(restored.restore(&broken), Err(CheckpointError::Malformed { .. })));
+    assert!(restored.finish().outputs.is_empty(), "failed restores leave the fresh job unchanged");
+
+    let mut restored = job(query, JobOptions::default());
+    assert_eq!(restored.restore(&checkpoint), Ok(()));
+    assert_eq!(restored.finish(), original.finish());
 }

@@ -1,5 +1,7 @@
 //! Runs every case under `tests/queries/` (format in that directory's README.md) through one
-//! `check` helper and prints a line diff on mismatch.
+//! `check` helper and prints a line diff on mismatch. Every case runs three times: twice
+//! straight through (the runs must agree) and once across a checkpoint/restore after every
+//! input line (it must give the same output).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -77,13 +79,16 @@ fn record(step: Step, line: &Json, actual: &mut Vec<Json>) {
     }
 }
 
-fn run(case: &Path) -> Vec<Json> {
+/// Runs a case. With `restore_every_line`, the job is checkpointed after every input line, the
+/// checkpoint goes through its text form, and a freshly compiled job restored from it carries on.
+fn run(case: &Path, restore_every_line: bool) -> Vec<Json> {
     let query = fs::read_to_string(case.join("query.sql"))
         .unwrap_or_else(|error| panic!("{}: {error}", case.display()));
-    let mut job = match compile(&query, options(case)) {
+    let fresh_job = || match compile(&query, options(case)) {
         Ok(job) => job,
         Err(diagnostics) => panic!("{}: does not compile: {diagnostics:#?}", case.display()),
     };
+    let mut job = fresh_job();
     let inputs = job.inputs();
     let input_text = fs::read_to_string(case.join("input.jsonl")).unwrap_or_default();
     let mut actual = Vec::new();
@@ -106,6 +111,15 @@ fn run(case: &Path) -> Vec<Json> {
         let partition = map.remove("@partition").and_then(|value| value.as_i64()).unwrap_or(0) as i32;
         let arrival_ms = map.remove("@arrival").and_then(|value| time_ms(&value)).unwrap_or(0);
         record(job.push(&input, partition, &event, arrival_ms), &line, &mut actual);
+        if restore_every_line {
+            let text = job.checkpoint().to_string();
+            let checkpoint: Json =
+                serde_json::from_str(&text).unwrap_or_else(|error| panic!("checkpoint: {error}"));
+            job = fresh_job();
+            if let Err(error) = job.restore(&checkpoint) {
+                panic!("{}: restore after input line {}: {error}", case.display(), index + 1);
+            }
+        }
     }
     record(job.finish(), &Json::from("finish"), &mut actual);
     actual
@@ -151,9 +165,21 @@ fn check(case: &Path) -> Option<String> {
                 .unwrap_or_else(|error| panic!("{}: expected.jsonl: {error}: {text}", case.display()))
         })
         .collect();
-    let actual = run(case);
-    let again = run(case);
+    let actual = run(case, false);
+    let again = run(case, false);
     assert_eq!(actual, again, "{}: two runs of the same input differ", case.display());
+    let restored = run(case, true);
+    if restored != actual {
+        let mut report =
+            format!("case {}: a run restored from a checkpoint after every line differs:\n", case.display());
+        for line in &actual {
+            let _ = writeln!(report, "  straight: {line}");
+        }
+        for line in &restored {
+            let _ = writeln!(report, "  restored: {line}");
+        }
+        return Some(report);
+    }
     let mut report = String::new();
     for wanted_kind in ["output", "late", "error"] {
         let expected: Vec<&Json> = expected.iter().filter(|line| kind(line) == wanted_kind).collect();
