@@ -561,9 +561,12 @@ impl StatementRuntime {
                 analytic_values.push(value);
                 updates.push(update);
             }
-            if self.analytics.iter().map(|state| state.history.len() + state.last_window.len()).sum::<usize>()
-                >= max_state_entries
-            {
+            let entries: usize =
+                self.analytics.iter().map(|state| state.history.len() + state.last_window.len()).sum();
+            let adds_key = self.analytics.iter().zip(&updates).any(|(state, update)| {
+                !state.history.contains_key(&update.key) && !state.last_window.contains_key(&update.key)
+            });
+            if adds_key && entries >= max_state_entries {
                 return Err(format!(
                     "state limit reached: {max_state_entries} analytic partitions (max_state_entries)"
                 ));

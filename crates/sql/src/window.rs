@@ -9,9 +9,10 @@
 //! - Tumbling and hopping windows keep one accumulator set per (window end, group), never the
 //!   events. Tumbling windows are hopping windows whose hop equals their size, aligned to the
 //!   epoch.
-//! - Sliding windows emit, per group, at each distinct event time `t` with the aggregate over
-//!   `(t - size, t]`. They keep the events of the last `size` per group and recompute at emission.
-//!   Emission when an event *leaves* the window is not implemented.
+//! - Sliding windows emit, per group, whenever the window's content changes: at each distinct
+//!   event time `t` (an event enters) and at `t + size` (it leaves), with the aggregate over
+//!   `(point - size, point]`, unless that is empty. They keep the events of the last `size` per
+//!   group and recompute at emission.
 //! - Session windows keep their not-yet-final events sorted per session partition, then fold them
 //!   in time order once the boundary passes them (see [`SessionWindows`]).
 
@@ -244,7 +245,7 @@ impl WindowState {
                 }
                 Ok(())
             }
-            Windows::Sliding { groups, .. } => {
+            Windows::Sliding { size_ms, groups } => {
                 fresh_check(&self.kinds, &input.args)?;
                 if self.entries >= self.max_entries {
                     return Err(self.state_full());
@@ -257,7 +258,9 @@ impl WindowState {
                     pending: BTreeSet::new(),
                 });
                 group.events.insert((input.timestamp_ms, sequence), input.args);
+                // The window's content changes when the event enters and when it leaves.
                 group.pending.insert(input.timestamp_ms);
+                group.pending.insert(input.timestamp_ms.saturating_add(*size_ms));
                 Ok(())
             }
             Windows::Session(sessions) => {
@@ -299,7 +302,12 @@ impl WindowState {
                     {
                         group.pending.pop_first();
                         let start = (point_ms.saturating_sub(*size_ms), u64::MAX);
-                        let events = group.events.range(start..=(point_ms, u64::MAX)).map(|(_, args)| args);
+                        let mut events =
+                            group.events.range(start..=(point_ms, u64::MAX)).map(|(_, args)| args).peekable();
+                        if events.peek().is_none() {
+                            // The last event left: an empty window has no row.
+                            continue;
+                        }
                         let folded = fold(&self.kinds, &group.key_values, events, &mut errors);
                         ordered.push((point_ms, group.order, folded.emit(point_ms)));
                     }
@@ -484,15 +492,18 @@ mod tests {
     }
 
     #[test]
-    fn sliding_window_emits_at_each_event_time() {
+    fn sliding_window_emits_when_events_enter_and_leave() {
         let emitted =
             run(WindowSpec::Sliding { size_ms: 10 }, &[(1, "a"), (5, "a"), (11, "a"), (30, "a")], i64::MAX);
+        // Points: entries 1, 5, 11, 30 and exits 11, 15, 21, 40. At 11, 11 enters and 1 leaves:
+        // (1, 11] = {5, 11}. At 15, 5 leaves. At 21 and 40 the window is empty: no row.
         assert_eq!(
             emitted,
             vec![
                 (1, "a".into(), Value::Int(1)),
                 (5, "a".into(), Value::Int(2)),
                 (11, "a".into(), Value::Int(2)),
+                (15, "a".into(), Value::Int(1)),
                 (30, "a".into(), Value::Int(1)),
             ]
         );
