@@ -207,6 +207,65 @@ fn visit(expr: &Expr, visitor: &mut dyn FnMut(&Expr)) {
     }
 }
 
+/// The canonical text of `expr` with input-alias prefixes removed from column paths, so that
+/// `i.deviceId` in SELECT matches `deviceId` in GROUP BY.
+fn canonical_without_prefixes(expr: &Expr, prefixes: &[String]) -> String {
+    let mut has_prefixed_path = false;
+    visit(expr, &mut |node| {
+        if let ExprKind::Path(segments) = &node.kind {
+            has_prefixed_path |=
+                segments.len() > 1 && prefixes.iter().any(|prefix| prefix.eq_ignore_ascii_case(&segments[0]));
+        }
+    });
+    if !has_prefixed_path {
+        return expr.canonical();
+    }
+    let mut stripped = expr.clone();
+    strip_prefixes(&mut stripped, prefixes);
+    stripped.canonical()
+}
+
+fn strip_prefixes(expr: &mut Expr, prefixes: &[String]) {
+    let strip = |child: &mut Expr| strip_prefixes(child, prefixes);
+    match &mut expr.kind {
+        ExprKind::Literal(_) => {}
+        ExprKind::Path(segments) => {
+            if segments.len() > 1 && prefixes.iter().any(|prefix| prefix.eq_ignore_ascii_case(&segments[0])) {
+                segments.remove(0);
+            }
+        }
+        ExprKind::Call { args, .. } => args.iter_mut().for_each(strip),
+        ExprKind::Unary { operand, .. }
+        | ExprKind::IsNull { operand, .. }
+        | ExprKind::Cast { operand, .. } => strip(operand),
+        ExprKind::Binary { left, right, .. } | ExprKind::Like { operand: left, pattern: right, .. } => {
+            strip(left);
+            strip(right);
+        }
+        ExprKind::Between { operand, low, high, .. } => {
+            strip(operand);
+            strip(low);
+            strip(high);
+        }
+        ExprKind::InList { operand, list, .. } => {
+            strip(operand);
+            list.iter_mut().for_each(strip);
+        }
+        ExprKind::Case { operand, whens, otherwise } => {
+            if let Some(operand) = operand {
+                strip(operand);
+            }
+            for (condition, result) in whens {
+                strip(condition);
+                strip(result);
+            }
+            if let Some(otherwise) = otherwise {
+                strip(otherwise);
+            }
+        }
+    }
+}
+
 /// The name an unnamed SELECT expression gets in the output row.
 fn default_column_name(expr: &Expr, index: usize) -> String {
     match &expr.kind {
@@ -278,7 +337,7 @@ impl Planner<'_> {
     fn compile(&mut self, expr: &Expr, scope: &mut Scope<'_>) -> Option<CompiledExpr> {
         if let Some((keys, _)) = &scope.group {
             if !scope.inside_aggregate {
-                let canonical = expr.canonical();
+                let canonical = canonical_without_prefixes(expr, &scope.prefixes);
                 if let Some(index) = keys.iter().position(|key| *key == canonical) {
                     return Some(CompiledExpr::Column(ColumnRef::Slot { index, rest: Vec::new() }));
                 }
@@ -958,7 +1017,7 @@ impl Planner<'_> {
             match self.compile(expr, &mut row_scope) {
                 Some(compiled) => {
                     keys.push(compiled);
-                    key_texts.push(expr.canonical());
+                    key_texts.push(canonical_without_prefixes(expr, prefixes));
                 }
                 None => failed = true,
             }

@@ -164,6 +164,7 @@ fn good_queries_compile() {
         "SELECT i.a.b AS x, [weird name] INTO o FROM input i",
         "WITH a AS (SELECT x FROM i), b AS (SELECT x FROM a) SELECT x INTO o1 FROM a SELECT x INTO o2 FROM b",
         "SELECT k, TopOneCount INTO o FROM i",
+        "SELECT i.k, UPPER(k) AS u, COUNT(*) INTO o FROM input i GROUP BY k, UPPER(i.k), TumblingWindow(s, 1)",
         "SELECT COUNT(*) INTO o FROM i GROUP BY SessionWindow(second, 5, 60) OVER (PARTITION BY k), k",
         "SELECT DATEADD(minute, 5, t) AS later, DATEDIFF(ms, t, u) AS gap INTO o FROM i",
         "SELECT a INTO o FROM i WHERE a NOT BETWEEN 1 AND 2 OR b NOT IN ('x', 'y') OR c NOT LIKE 'z%'",
