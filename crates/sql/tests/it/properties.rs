@@ -114,3 +114,115 @@ proptest! {
         prop_assert_eq!(actual, brute_force(&events, window));
     }
 }
+
+/// Arrival order within the tolerance, as in `windows_match_brute_force`.
+fn arrival_order(events: &[(i64, i64, i64, u32)], tolerance_ms: i64) -> Vec<(i64, i64, i64)> {
+    let mut arrivals: Vec<(i64, i64, i64, i64)> = events
+        .iter()
+        .map(|&(key, value, timestamp_ms, jitter)| {
+            (timestamp_ms + tolerance_ms * i64::from(jitter) / 100, key, value, timestamp_ms)
+        })
+        .collect();
+    arrivals.sort_by_key(|arrival| arrival.0);
+    arrivals.into_iter().map(|(_, key, value, timestamp_ms)| (key, value, timestamp_ms)).collect()
+}
+
+/// Runs `query` over the events and returns (end, key) -> (count, sum) with the output order
+/// checked to be by end.
+fn run_count_sum(
+    query: &str,
+    arrivals: &[(i64, i64, i64)],
+    tolerance_ms: i64,
+) -> Result<BTreeMap<(i64, i64), (i64, i64)>, TestCaseError> {
+    let options = JobOptions { out_of_order_tolerance_ms: tolerance_ms, ..JobOptions::default() };
+    let mut job = compile(query, options).map_err(|error| TestCaseError::fail(format!("{error:?}")))?;
+    let mut table = BTreeMap::new();
+    let mut last_end = i64::MIN;
+    let mut steps = Vec::new();
+    for &(key, value, timestamp_ms) in arrivals {
+        steps.push(job.push("i", 0, &json!({"k": key, "v": value, "t": timestamp_ms}), 0));
+    }
+    steps.push(job.finish());
+    for step in steps {
+        prop_assert!(step.late.is_empty() && step.errors.is_empty(), "{:?}", step);
+        for output in step.outputs {
+            let end = output.timestamp_ms;
+            prop_assert!(end >= last_end, "rows come out in time order");
+            last_end = end;
+            let key = output.row["k"].as_i64().unwrap_or(-1);
+            let values = (output.row["n"].as_i64().unwrap_or(-1), output.row["s"].as_i64().unwrap_or(-1));
+            prop_assert!(table.insert((end, key), values).is_none(), "({}, {}) emitted twice", end, key);
+        }
+    }
+    Ok(table)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// A sliding window has a row at every instant its content changes (an event enters at `t`
+    /// or leaves at `t + size`) with the events in `(point - size, point]`, if any.
+    #[test]
+    fn sliding_windows_match_brute_force(
+        events in prop::collection::vec((0i64..3, -50i64..50, 0i64..30_000, 0u32..=100), 0..50),
+        tolerance_ms in prop_oneof![Just(0i64), Just(2_000)],
+        size_seconds in 1i64..=6,
+    ) {
+        let size_ms = size_seconds * 1_000;
+        let query = format!(
+            "SELECT k, COUNT(*) AS n, SUM(v) AS s INTO o FROM i TIMESTAMP BY t GROUP BY k, SlidingWindow(second, {size_seconds})"
+        );
+        let actual = run_count_sum(&query, &arrival_order(&events, tolerance_ms), tolerance_ms)?;
+        let mut expected = BTreeMap::new();
+        for &(key, _, timestamp_ms, _) in &events {
+            for point in [timestamp_ms, timestamp_ms + size_ms] {
+                let inside: Vec<i64> = events
+                    .iter()
+                    .filter(|event| event.0 == key && point - size_ms < event.2 && event.2 <= point)
+                    .map(|event| event.1)
+                    .collect();
+                if !inside.is_empty() {
+                    expected.insert((point, key), (inside.len() as i64, inside.iter().sum()));
+                }
+            }
+        }
+        prop_assert_eq!(actual, expected);
+    }
+
+    /// Session windows per key with a maximum duration that is never reached: a session is a run
+    /// of events whose gaps are at most the timeout, and ends at its last event plus the timeout.
+    #[test]
+    fn session_windows_match_brute_force(
+        events in prop::collection::vec((0i64..3, -50i64..50, 0i64..30_000, 0u32..=100), 0..50),
+        tolerance_ms in prop_oneof![Just(0i64), Just(2_000)],
+        timeout_seconds in 1i64..=4,
+    ) {
+        let timeout_ms = timeout_seconds * 1_000;
+        let query = format!(
+            "SELECT k, COUNT(*) AS n, SUM(v) AS s INTO o FROM i TIMESTAMP BY t \
+             GROUP BY k, SessionWindow(second, {timeout_seconds}, 86400) OVER (PARTITION BY k)"
+        );
+        let actual = run_count_sum(&query, &arrival_order(&events, tolerance_ms), tolerance_ms)?;
+        let mut expected = BTreeMap::new();
+        for key in 0..3 {
+            let mut mine: Vec<(i64, i64)> =
+                events.iter().filter(|event| event.0 == key).map(|event| (event.2, event.1)).collect();
+            mine.sort();
+            let mut session: Option<(i64, i64, i64)> = None; // (last, count, sum)
+            for (timestamp_ms, value) in mine {
+                session = match session {
+                    Some((last, count, sum)) if timestamp_ms - last <= timeout_ms => Some((timestamp_ms, count + 1, sum + value)),
+                    Some((last, count, sum)) => {
+                        expected.insert((last + timeout_ms, key), (count, sum));
+                        Some((timestamp_ms, 1, value))
+                    }
+                    None => Some((timestamp_ms, 1, value)),
+                };
+            }
+            if let Some((last, count, sum)) = session {
+                expected.insert((last + timeout_ms, key), (count, sum));
+            }
+        }
+        prop_assert_eq!(actual, expected);
+    }
+}
