@@ -115,6 +115,9 @@ proptest! {
     }
 }
 
+/// (count, sum) per (row time, key).
+type CountSum = BTreeMap<(i64, i64), (i64, i64)>;
+
 /// Arrival order within the tolerance, as in `windows_match_brute_force`.
 fn arrival_order(events: &[(i64, i64, i64, u32)], tolerance_ms: i64) -> Vec<(i64, i64, i64)> {
     let mut arrivals: Vec<(i64, i64, i64, i64)> = events
@@ -133,7 +136,7 @@ fn run_count_sum(
     query: &str,
     arrivals: &[(i64, i64, i64)],
     tolerance_ms: i64,
-) -> Result<BTreeMap<(i64, i64), (i64, i64)>, TestCaseError> {
+) -> Result<CountSum, TestCaseError> {
     let options = JobOptions { out_of_order_tolerance_ms: tolerance_ms, ..JobOptions::default() };
     let mut job = compile(query, options).map_err(|error| TestCaseError::fail(format!("{error:?}")))?;
     let mut table = BTreeMap::new();
