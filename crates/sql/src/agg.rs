@@ -69,11 +69,13 @@ pub(crate) enum Accumulator {
     Distinct(HashSet<KeyPart>),
     Sum {
         int_sum: i64,
+        #[serde(with = "crate::checkpoint::float")]
         float_sum: f64,
         is_float: bool,
         any: bool,
     },
     Avg {
+        #[serde(with = "crate::checkpoint::float")]
         sum: f64,
         count: i64,
     },
@@ -84,7 +86,9 @@ pub(crate) enum Accumulator {
     /// Welford's running mean and sum of squared deviations.
     Moments {
         count: i64,
+        #[serde(with = "crate::checkpoint::float")]
         mean: f64,
+        #[serde(with = "crate::checkpoint::float")]
         m2: f64,
         kind: AggregateKind,
     },

@@ -5,8 +5,8 @@
 //! the same query and options, which a fingerprint of both checks. Restoring a checkpoint taken
 //! after any prefix of the calls and then making the remaining calls gives exactly the output of
 //! one uninterrupted run; the corpus test checks this after every input line. The format is
-//! versioned ([`CHECKPOINT_VERSION`]); floats are stored as JSON numbers, so a NaN or infinite
-//! value in state does not survive a restore.
+//! versioned ([`CHECKPOINT_VERSION`]); floats are JSON numbers, or the strings `"NaN"`, `"inf"`
+//! and `"-inf"`, which JSON numbers cannot express.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -98,5 +98,38 @@ pub(crate) mod as_nested_pairs {
     {
         let pairs: Vec<(K, Vec<(K2, V)>)> = Vec::deserialize(deserializer)?;
         Ok(pairs.into_iter().map(|(key, inner)| (key, inner.into_iter().collect())).collect())
+    }
+}
+
+/// Serde adapter: an `f64` that survives JSON even when it is NaN or infinite.
+pub(crate) mod float {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_nan() {
+            serializer.serialize_str("NaN")
+        } else if value.is_infinite() {
+            serializer.serialize_str(if *value > 0.0 { "inf" } else { "-inf" })
+        } else {
+            serializer.serialize_f64(*value)
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Float {
+            Number(f64),
+            Text(String),
+        }
+        match Float::deserialize(deserializer)? {
+            Float::Number(value) => Ok(value),
+            Float::Text(text) => match text.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                other => Err(serde::de::Error::custom(format!("expected a float, found '{other}'"))),
+            },
+        }
     }
 }

@@ -471,7 +471,8 @@ fn call(scalar: Scalar, args: Vec<Value>) -> Eval {
                     .as_datetime()
                     .ok_or_else(|| format!("DATEDIFF expects datetimes, got {}", end.describe()))?;
                 // Like T-SQL: the number of unit boundaries crossed between the two times.
-                Some(Value::Int(end.div_euclid(unit.millis()) - start.div_euclid(unit.millis())))
+                let difference = end.div_euclid(unit.millis()).checked_sub(start.div_euclid(unit.millis()));
+                Some(Value::Int(difference.ok_or("DATEDIFF overflow")?))
             }
         },
         Scalar::DateAdd(unit) => match (expect_int("DATEADD", arg(0))?, arg(1)) {

@@ -282,6 +282,9 @@ impl Job {
         for (statement, saved) in self.statements.iter_mut().zip(checkpoint.statements) {
             statement.analytics = saved.analytics;
             statement.window = saved.window;
+            if let Some(window) = &mut statement.window {
+                window.set_max_entries(self.max_state_entries);
+            }
         }
         Ok(())
     }

@@ -352,7 +352,9 @@ impl Parser {
             TokenKind::Symbol("-") => {
                 let operand = self.parse_expr(UNARY_POWER)?;
                 match operand.kind {
-                    ExprKind::Literal(Literal::Int(value)) => ExprKind::Literal(Literal::Int(-value)),
+                    ExprKind::Literal(Literal::Int(value)) if value != i64::MIN => {
+                        ExprKind::Literal(Literal::Int(-value))
+                    }
                     ExprKind::Literal(Literal::Float(value)) => ExprKind::Literal(Literal::Float(-value)),
                     _ => ExprKind::Unary { op: UnaryOp::Neg, operand: Box::new(operand) },
                 }

@@ -10,7 +10,7 @@ pub(crate) enum Value {
     Null,
     Bool(bool),
     Int(i64),
-    Float(f64),
+    Float(#[serde(with = "crate::checkpoint::float")] f64),
     Str(String),
     /// Epoch milliseconds, from `CAST(... AS datetime)`, `System.Timestamp()` or `DATEADD`.
     DateTime(i64),

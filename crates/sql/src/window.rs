@@ -205,6 +205,11 @@ impl WindowState {
         WindowState { kinds, windows, entries: 0, max_entries, sequence: 0 }
     }
 
+    /// After a restore: the limit comes from the job's options, not from the checkpoint.
+    pub(crate) fn set_max_entries(&mut self, max_entries: usize) {
+        self.max_entries = max_entries;
+    }
+
     fn state_full(&self) -> String {
         format!(
             "state limit reached: {} open groups or buffered events (max_state_entries)",
@@ -290,7 +295,7 @@ impl WindowState {
                     }
                     let end_ms = *entry.key();
                     let groups = entry.remove();
-                    self.entries -= groups.len();
+                    self.entries = self.entries.saturating_sub(groups.len());
                     emitted.extend(groups.values().map(|group| group.emit(end_ms)));
                 }
             }
@@ -314,7 +319,7 @@ impl WindowState {
                     // Later points are >= boundary, so they only need events after boundary - size.
                     let keep_from = (boundary_ms.saturating_sub(*size_ms), u64::MAX);
                     let kept = group.events.split_off(&keep_from);
-                    self.entries -= group.events.len();
+                    self.entries = self.entries.saturating_sub(group.events.len());
                     group.events = kept;
                 }
                 groups.retain(|_, group| !group.events.is_empty() || !group.pending.is_empty());
@@ -331,7 +336,7 @@ impl WindowState {
                             break;
                         }
                         let input = entry.remove();
-                        self.entries -= 1;
+                        self.entries = self.entries.saturating_sub(1);
                         session_feed(
                             partition,
                             input,

@@ -229,3 +229,132 @@ proptest! {
         prop_assert_eq!(actual, expected);
     }
 }
+
+/// Pieces that random queries are assembled from, so that generated text gets past the lexer
+/// and exercises the parser and planner.
+const QUERY_PIECES: &[&str] = &[
+    "SELECT",
+    "INTO",
+    "FROM",
+    "WHERE",
+    "GROUP",
+    "BY",
+    "HAVING",
+    "WITH",
+    "AS",
+    "TIMESTAMP",
+    "OVER",
+    "PARTITION",
+    "LIMIT",
+    "DURATION",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "CAST",
+    "NOT",
+    "AND",
+    "OR",
+    "IS",
+    "NULL",
+    "IN",
+    "BETWEEN",
+    "LIKE",
+    "*",
+    "(",
+    ")",
+    ",",
+    ";",
+    ".",
+    "+",
+    "-",
+    "/",
+    "=",
+    "<",
+    ">=",
+    "<>",
+    "a",
+    "b.c",
+    "i",
+    "o",
+    "'x'",
+    "1",
+    "2.5",
+    "COUNT",
+    "AVG",
+    "LAG",
+    "ISFIRST",
+    "TumblingWindow",
+    "HoppingWindow",
+    "SlidingWindow",
+    "SessionWindow",
+    "second",
+    "System.Timestamp",
+    "[q]",
+    "DISTINCT",
+    "GetArrayElement",
+    "--c\n",
+    "/*",
+];
+
+fn arbitrary_json() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(|number| json!(number)),
+        "[a-z0-9:T.-]{0,12}".prop_map(serde_json::Value::from),
+        Just(json!("2026-01-01T00:00:01Z")),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            prop::collection::btree_map(
+                prop_oneof![Just("a".to_string()), Just("b".to_string()), Just("t".to_string())],
+                inner,
+                0..4
+            )
+            .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Whatever the text, compile returns Ok or positioned diagnostics; it never panics.
+    #[test]
+    fn compile_never_panics(pieces in prop::collection::vec(prop::sample::select(QUERY_PIECES), 0..40), raw in ".{0,40}") {
+        let query = pieces.join(" ");
+        for text in [query.as_str(), raw.as_str()] {
+            if let Err(diagnostics) = compile(text, JobOptions::default()) {
+                prop_assert!(!diagnostics.is_empty());
+                prop_assert!(diagnostics.iter().all(|diagnostic| diagnostic.line >= 1 || diagnostic.message.contains("option")));
+            }
+        }
+    }
+
+    /// Arbitrary events through a query that touches most of the evaluator: errors are reported
+    /// per event, nothing panics, and a checkpoint taken midway restores.
+    #[test]
+    fn arbitrary_events_never_panic(events in prop::collection::vec(arbitrary_json(), 0..20)) {
+        let query = "WITH s AS (SELECT a, b, t, CAST(a AS float) AS f, GetArrayElement(b, 1) AS e, UPPER(CAST(b AS nvarchar(max))) AS u \
+                     FROM i TIMESTAMP BY t WHERE a IS NOT NULL OR LAG(a) OVER (LIMIT DURATION(second, 5)) IS NULL) \
+                     SELECT COUNT(DISTINCT a) AS n, AVG(a) AS m, MIN(b) AS lo, STDEV(f) AS sd INTO o FROM s GROUP BY SlidingWindow(second, 3); \
+                     SELECT a + 1 AS x, a / f AS y, SUBSTRING(u, 2, 3) AS z, CASE a WHEN 1 THEN 'one' END AS w INTO p FROM s";
+        let options = JobOptions { out_of_order_tolerance_ms: 1_000, ..JobOptions::default() };
+        let mut job = compile(query, options.clone()).map_err(|error| TestCaseError::fail(format!("{error:?}")))?;
+        for (index, event) in events.iter().enumerate() {
+            job.push("i", (index % 2) as i32, event, index as i64 * 100);
+            if index == events.len() / 2 {
+                let checkpoint = job.checkpoint();
+                let mut restored = compile(query, options.clone()).map_err(|error| TestCaseError::fail(format!("{error:?}")))?;
+                prop_assert_eq!(restored.restore(&checkpoint), Ok(()));
+                job = restored;
+            }
+        }
+        job.advance_processing_time(i64::MAX);
+        job.finish();
+    }
+}
