@@ -225,6 +225,13 @@ pub(crate) enum SelectItem {
     },
 }
 
+/// `CROSS APPLY GetArrayElements(expr) AS name` (or `GetRecordProperties`): one row per element.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CrossApply {
+    pub(crate) call: Expr,
+    pub(crate) alias: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Select {
     pub(crate) position: Position,
@@ -233,6 +240,7 @@ pub(crate) struct Select {
     pub(crate) from: (String, Position),
     pub(crate) from_alias: Option<String>,
     pub(crate) timestamp_by: Option<Expr>,
+    pub(crate) cross_apply: Option<CrossApply>,
     pub(crate) where_clause: Option<Expr>,
     pub(crate) group_by: Vec<Expr>,
     pub(crate) having: Option<Expr>,

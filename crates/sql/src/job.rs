@@ -18,7 +18,9 @@ use crate::agg::Accumulator;
 use crate::checkpoint::{CheckpointError, CHECKPOINT_VERSION};
 use crate::error::{EventError, LateAction, LateEvent};
 use crate::expr::{timestamp_of, truthy, Context, Row};
-use crate::plan::{AnalyticKind, AnalyticPlan, Body, Plan, Shape, Source, StatementPlan, Target};
+use crate::plan::{
+    AnalyticKind, AnalyticPlan, Body, Expand, ExpandKind, Plan, Shape, Source, StatementPlan, Target,
+};
 use crate::time::format_timestamp;
 use crate::value::{KeyPart, Value};
 use crate::watermark::Watermark;
@@ -534,16 +536,75 @@ impl Job {
     fn feed(&mut self, statement_idx: usize, row: Row<'_>, timestamp_ms: i64, step: &mut Step) {
         let max_state_entries = self.max_state_entries;
         let statement = &mut self.statements[statement_idx];
-        match statement.process(row, timestamp_ms, max_state_entries) {
-            Ok(Some(produced)) => self.route(statement_idx, produced, timestamp_ms, step),
-            Ok(None) => {}
-            Err(message) => step.errors.push(EventError {
+        let mut produced = Vec::new();
+        let mut messages = Vec::new();
+        match &statement.plan.expand {
+            None => match statement.process(row, timestamp_ms, max_state_entries) {
+                Ok(row) => produced.extend(row),
+                Err(message) => messages.push(message),
+            },
+            Some(expand) => match expand_rows(expand, row, timestamp_ms) {
+                Ok(rows) => {
+                    for expanded in rows {
+                        match statement.process(expanded.as_row(), timestamp_ms, max_state_entries) {
+                            Ok(row) => produced.extend(row),
+                            Err(message) => messages.push(message),
+                        }
+                    }
+                }
+                Err(message) => messages.push(message),
+            },
+        }
+        let target = statement.plan.target.name().to_string();
+        for message in messages {
+            step.errors.push(EventError {
                 statement_idx: Some(statement_idx),
-                target: statement.plan.target.name().to_string(),
+                target: target.clone(),
                 message,
-            }),
+            });
+        }
+        for row in produced {
+            self.route(statement_idx, row, timestamp_ms, step);
         }
     }
+}
+
+/// `CROSS APPLY`: one row per array element or record field, the element under the alias.
+fn expand_rows(expand: &Expand, row: Row<'_>, timestamp_ms: i64) -> Result<Vec<OwnedRow>, String> {
+    let context = Context { row, timestamp_ms, analytic: &[] };
+    let elements: Vec<serde_json::Value> = match (expand.kind, expand.arg.eval(&context)?) {
+        (_, Value::Null) => return Ok(Vec::new()),
+        (ExpandKind::ArrayElements, Value::Json(serde_json::Value::Array(items))) => items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| serde_json::json!({"ArrayIndex": index, "ArrayValue": item}))
+            .collect(),
+        (ExpandKind::RecordProperties, Value::Json(serde_json::Value::Object(map))) => map
+            .into_iter()
+            .map(|(name, value)| serde_json::json!({"PropertyName": name, "PropertyValue": value}))
+            .collect(),
+        (ExpandKind::ArrayElements, other) => {
+            return Err(format!("GetArrayElements expects an array, got {}", other.describe()))
+        }
+        (ExpandKind::RecordProperties, other) => {
+            return Err(format!("GetRecordProperties expects a record, got {}", other.describe()))
+        }
+    };
+    Ok(elements
+        .into_iter()
+        .map(|element| match row {
+            Row::Json(map) => {
+                let mut map = map.clone();
+                map.insert(expand.alias.clone(), element);
+                OwnedRow::Json(map)
+            }
+            Row::Slots(slots) => {
+                let mut slots = slots.to_vec();
+                slots.push(Value::Json(element));
+                OwnedRow::Slots(slots)
+            }
+        })
+        .collect())
 }
 
 impl StatementRuntime {

@@ -5,7 +5,9 @@
 //! every statement. Nesting is bounded by [`MAX_EXPRESSION_DEPTH`] so that a hostile query cannot
 //! overflow the stack.
 
-use crate::ast::{BinaryOp, Expr, ExprKind, Literal, Over, Select, SelectItem, Statement, UnaryOp};
+use crate::ast::{
+    BinaryOp, CrossApply, Expr, ExprKind, Literal, Over, Select, SelectItem, Statement, UnaryOp,
+};
 use crate::error::{Diagnostic, Position};
 use crate::lexer::{Token, TokenKind};
 
@@ -13,7 +15,9 @@ use crate::lexer::{Token, TokenKind};
 pub const MAX_EXPRESSION_DEPTH: usize = 128;
 
 /// Words that end an expression or a clause and so cannot be bare identifiers or aliases.
-const RESERVED: [&str; 27] = [
+const RESERVED: [&str; 29] = [
+    "CROSS",
+    "APPLY",
     "SELECT",
     "FROM",
     "WHERE",
@@ -228,12 +232,23 @@ impl Parser {
         let has_alias = self.eat_keyword("AS")
             || matches!(&self.peek().kind, TokenKind::Word(word) if !is_reserved(word));
         let from_alias = if has_alias { Some(self.identifier("an alias for the input")?.0) } else { None };
-        let timestamp_by = if self.eat_keyword("TIMESTAMP") {
-            self.expect_keyword("BY")?;
-            Some(self.parse_expr(0)?)
-        } else {
-            None
-        };
+        // ASA writes TIMESTAMP BY and CROSS APPLY in either order.
+        let mut timestamp_by = None;
+        let mut cross_apply = None;
+        loop {
+            if timestamp_by.is_none() && self.eat_keyword("TIMESTAMP") {
+                self.expect_keyword("BY")?;
+                timestamp_by = Some(self.parse_expr(0)?);
+            } else if cross_apply.is_none() && self.eat_keyword("CROSS") {
+                self.expect_keyword("APPLY")?;
+                let call = self.parse_expr(0)?;
+                self.eat_keyword("AS");
+                let (alias, _) = self.identifier("a name for the CROSS APPLY rows")?;
+                cross_apply = Some(CrossApply { call, alias });
+            } else {
+                break;
+            }
+        }
         let where_clause = if self.eat_keyword("WHERE") { Some(self.parse_expr(0)?) } else { None };
         let mut group_by = Vec::new();
         if self.eat_keyword("GROUP") {
@@ -255,7 +270,18 @@ impl Parser {
         if !at_boundary {
             return self.expected("end of statement");
         }
-        Ok(Select { position, items, into, from, from_alias, timestamp_by, where_clause, group_by, having })
+        Ok(Select {
+            position,
+            items,
+            into,
+            from,
+            from_alias,
+            timestamp_by,
+            cross_apply,
+            where_clause,
+            group_by,
+            having,
+        })
     }
 
     /// The Pratt loop: parses an expression whose operators bind tighter than `min_power`.

@@ -8,7 +8,7 @@
 //! them (up to [`MAX_DIAGNOSTICS`]).
 
 use crate::agg::AggregateKind;
-use crate::ast::{BinaryOp, Expr, ExprKind, Literal, Select, SelectItem, Statement, UnaryOp};
+use crate::ast::{BinaryOp, CrossApply, Expr, ExprKind, Literal, Select, SelectItem, Statement, UnaryOp};
 use crate::error::{Diagnostic, Position};
 use crate::expr::{CastType, ColumnRef, CompiledExpr, Scalar};
 use crate::time::TimeUnit;
@@ -104,10 +104,27 @@ pub(crate) struct AnalyticPlan {
     pub(crate) when: Option<CompiledExpr>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExpandKind {
+    /// `GetArrayElements`: `{ArrayIndex, ArrayValue}` per element.
+    ArrayElements,
+    /// `GetRecordProperties`: `{PropertyName, PropertyValue}` per field.
+    RecordProperties,
+}
+
+/// `CROSS APPLY`: the statement sees one row per element, the element under `alias`.
+#[derive(Debug, Clone)]
+pub(crate) struct Expand {
+    pub(crate) kind: ExpandKind,
+    pub(crate) arg: CompiledExpr,
+    pub(crate) alias: String,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct StatementPlan {
     pub(crate) target: Target,
     pub(crate) source: Source,
+    pub(crate) expand: Option<Expand>,
     pub(crate) root_input: usize,
     pub(crate) output_shape: Shape,
     pub(crate) filter: Option<CompiledExpr>,
@@ -815,7 +832,7 @@ impl Planner<'_> {
         };
         let (from_name, from_position) = &select.from;
         let step = context.steps.iter().find(|(step, _)| step.eq_ignore_ascii_case(from_name));
-        let (source, shape, root_input) = match step {
+        let (source, mut shape, root_input) = match step {
             Some((_, index)) => {
                 let upstream = &context.statements[*index];
                 if let Some(timestamp_by) = &select.timestamp_by {
@@ -841,6 +858,17 @@ impl Planner<'_> {
         };
         let mut prefixes = vec![from_name.clone()];
         prefixes.extend(select.from_alias.clone());
+        let expand = match &select.cross_apply {
+            None => None,
+            Some(cross_apply) => {
+                let expand = self.plan_cross_apply(cross_apply, &shape, &prefixes);
+                // Later clauses see the element under its alias (a field, or one more column).
+                if let Shape::Columns(names) = &mut shape {
+                    names.push(cross_apply.alias.clone());
+                }
+                Some(expand?)
+            }
+        };
 
         let is_aggregating = !select.group_by.is_empty()
             || select.having.is_some()
@@ -877,6 +905,7 @@ impl Planner<'_> {
         Some(StatementPlan {
             target,
             source,
+            expand,
             root_input,
             output_shape,
             filter,
@@ -884,6 +913,48 @@ impl Planner<'_> {
             body,
             consumers: Vec::new(),
         })
+    }
+
+    fn plan_cross_apply(
+        &mut self,
+        cross_apply: &CrossApply,
+        shape: &Shape,
+        prefixes: &[String],
+    ) -> Option<Expand> {
+        let call = &cross_apply.call;
+        let (kind, args) = match &call.kind {
+            ExprKind::Call { name, args, over: None, .. }
+                if name.eq_ignore_ascii_case("GetArrayElements") =>
+            {
+                (ExpandKind::ArrayElements, args)
+            }
+            ExprKind::Call { name, args, over: None, .. }
+                if name.eq_ignore_ascii_case("GetRecordProperties") =>
+            {
+                (ExpandKind::RecordProperties, args)
+            }
+            _ => {
+                self.error(
+                    call.position,
+                    "CROSS APPLY supports GetArrayElements(...) and GetRecordProperties(...)",
+                );
+                return None;
+            }
+        };
+        if args.len() != 1 {
+            self.error(call.position, format!("CROSS APPLY takes one argument, found {}", args.len()));
+            return None;
+        }
+        let mut scope = Scope {
+            shape,
+            prefixes: prefixes.to_vec(),
+            clause: "CROSS APPLY",
+            group: None,
+            analytics: None,
+            inside_aggregate: false,
+        };
+        let arg = self.compile(&args[0], &mut scope)?;
+        Some(Expand { kind, arg, alias: cross_apply.alias.clone() })
     }
 
     fn input(&mut self, name: &str, select: &Select, inputs: &mut Vec<InputPlan>) -> usize {
@@ -1114,6 +1185,7 @@ pub(crate) fn plan(statements: &[Statement], options: &JobOptions) -> Result<Pla
                 plans.push(StatementPlan {
                     target: Target::Step(String::new()),
                     source: Source::Input(0),
+                    expand: None,
                     root_input: 0,
                     output_shape: Shape::Json,
                     filter: None,

@@ -121,6 +121,18 @@ fn unknown_outputs_inputs_and_step_columns() {
 }
 
 #[test]
+fn cross_apply() {
+    check(
+        "SELECT a INTO o FROM i CROSS APPLY Explode(i.arr) AS e",
+        "1:36: CROSS APPLY supports GetArrayElements(...) and GetRecordProperties(...)",
+    );
+    check(
+        "WITH s AS (SELECT a FROM i) SELECT e.ArrayValue, b INTO o FROM s CROSS APPLY GetArrayElements(a) AS e",
+        "1:50: unknown column 'b' (the step has: a, e)",
+    );
+}
+
+#[test]
 fn types_arity_and_analytics() {
     check(
         "SELECT CAST(a AS widget), LEN(a, b), LAG(a) OVER (PARTITION BY k) INTO o FROM i",
@@ -164,6 +176,7 @@ fn good_queries_compile() {
         "SELECT i.a.b AS x, [weird name] INTO o FROM input i",
         "WITH a AS (SELECT x FROM i), b AS (SELECT x FROM a) SELECT x INTO o1 FROM a SELECT x INTO o2 FROM b",
         "SELECT k, TopOneCount INTO o FROM i",
+        "SELECT p.PropertyName, p.PropertyValue INTO o FROM i CROSS APPLY GetRecordProperties(i.tags) AS p TIMESTAMP BY t",
         "SELECT i.k, UPPER(k) AS u, COUNT(*) INTO o FROM input i GROUP BY k, UPPER(i.k), TumblingWindow(s, 1)",
         "SELECT COUNT(*) INTO o FROM i GROUP BY SessionWindow(second, 5, 60) OVER (PARTITION BY k), k",
         "SELECT DATEADD(minute, 5, t) AS later, DATEDIFF(ms, t, u) AS gap INTO o FROM i",
