@@ -24,6 +24,9 @@ pub(crate) enum AggregateKind {
     /// Population standard deviation and variance (n).
     StdevP,
     VarP,
+    /// `TopOne() OVER (ORDER BY ...)`: the whole first row in that order. Its argument is the
+    /// array `[[keys...], [descending...], row]` built by `CompiledExpr::TopOneArg`.
+    TopOne,
 }
 
 impl AggregateKind {
@@ -59,6 +62,7 @@ impl AggregateKind {
             AggregateKind::Var => "VAR",
             AggregateKind::StdevP => "STDEVP",
             AggregateKind::VarP => "VARP",
+            AggregateKind::TopOne => "TopOne",
         }
     }
 }
@@ -92,6 +96,47 @@ pub(crate) enum Accumulator {
         m2: f64,
         kind: AggregateKind,
     },
+    TopOne {
+        best: Option<serde_json::Value>,
+    },
+}
+
+/// Splits a TopOne argument into its keys, their directions and the row.
+fn top_one_parts(
+    json: &serde_json::Value,
+) -> Option<(&[serde_json::Value], &[serde_json::Value], &serde_json::Value)> {
+    match json {
+        serde_json::Value::Array(parts) => match parts.as_slice() {
+            [serde_json::Value::Array(keys), serde_json::Value::Array(descending), row] => {
+                Some((keys, descending, row))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// True if `candidate` comes strictly before `best` in the ORDER BY order (NULL sorts first).
+fn top_one_before(candidate: &serde_json::Value, best: &serde_json::Value) -> bool {
+    let (Some((keys, descending, _)), Some((best_keys, _, _))) =
+        (top_one_parts(candidate), top_one_parts(best))
+    else {
+        return false;
+    };
+    for ((key, best_key), descending) in keys.iter().zip(best_keys).zip(descending) {
+        let (key, best_key) = (Value::from_json(key), Value::from_json(best_key));
+        let ordering = match (&key, &best_key) {
+            (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
+            (Value::Null, _) => std::cmp::Ordering::Less,
+            (_, Value::Null) => std::cmp::Ordering::Greater,
+            _ => key.compare(&best_key).unwrap_or(std::cmp::Ordering::Equal),
+        };
+        let ordering = if descending.as_bool() == Some(true) { ordering.reverse() } else { ordering };
+        if ordering != std::cmp::Ordering::Equal {
+            return ordering == std::cmp::Ordering::Less;
+        }
+    }
+    false
 }
 
 impl Accumulator {
@@ -108,6 +153,7 @@ impl Accumulator {
             AggregateKind::Stdev | AggregateKind::Var | AggregateKind::StdevP | AggregateKind::VarP => {
                 Accumulator::Moments { count: 0, mean: 0.0, m2: 0.0, kind }
             }
+            AggregateKind::TopOne => Accumulator::TopOne { best: None },
         }
     }
 
@@ -118,6 +164,24 @@ impl Accumulator {
         }
         match self {
             Accumulator::Count(_) | Accumulator::Distinct(_) => Ok(()),
+            Accumulator::TopOne { best } => {
+                let Value::Json(json) = value else { return Err("TopOne: malformed argument".to_string()) };
+                let Some((keys, _, _)) = top_one_parts(json) else {
+                    return Err("TopOne: malformed argument".to_string());
+                };
+                let Some((best_keys, _, _)) = best.as_ref().and_then(top_one_parts) else { return Ok(()) };
+                for (key, best_key) in keys.iter().zip(best_keys) {
+                    let (key, best_key) = (Value::from_json(key), Value::from_json(best_key));
+                    if key.incomparable(&best_key) {
+                        return Err(format!(
+                            "TopOne cannot order {} against {}",
+                            key.describe(),
+                            best_key.describe()
+                        ));
+                    }
+                }
+                Ok(())
+            }
             Accumulator::Sum { .. } | Accumulator::Avg { .. } | Accumulator::Moments { .. } => match value {
                 Value::Int(_) | Value::Float(_) => Ok(()),
                 other => Err(format!("{} expects a number, got {}", kind.name(), other.describe())),
@@ -184,6 +248,14 @@ impl Accumulator {
                     *best = Some(value.clone());
                 }
             }
+            Accumulator::TopOne { best } => {
+                if let Value::Json(json) = value {
+                    let replace = best.as_ref().is_none_or(|current| top_one_before(json, current));
+                    if replace {
+                        *best = Some(json.clone());
+                    }
+                }
+            }
             Accumulator::Moments { count, mean, m2, .. } => {
                 let sample = value.as_f64().unwrap_or(0.0);
                 *count += 1;
@@ -204,6 +276,13 @@ impl Accumulator {
             Accumulator::Avg { count: 0, .. } => Value::Null,
             Accumulator::Avg { sum, count } => Value::Float(sum / *count as f64),
             Accumulator::Extreme { best, .. } => best.clone().unwrap_or(Value::Null),
+            Accumulator::TopOne { best } => best
+                .as_ref()
+                .and_then(|best| match best {
+                    serde_json::Value::Array(parts) => parts.get(2).map(Value::from_json),
+                    _ => None,
+                })
+                .unwrap_or(Value::Null),
             Accumulator::Moments { count, m2, kind, .. } => {
                 let population = matches!(kind, AggregateKind::StdevP | AggregateKind::VarP);
                 let divisor = if population { *count } else { *count - 1 };

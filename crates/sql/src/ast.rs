@@ -61,6 +61,8 @@ impl BinaryOp {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Over {
     pub(crate) partition_by: Vec<Expr>,
+    /// `ORDER BY expr [ASC|DESC], ...` (for TopOne); `true` means descending.
+    pub(crate) order_by: Vec<(Expr, bool)>,
     pub(crate) limit_duration: Option<(Expr, Expr)>,
     pub(crate) when: Option<Box<Expr>>,
 }
@@ -148,6 +150,13 @@ impl Expr {
                 text.push(')');
                 if let Some(over) = over {
                     text.push_str(&format!(" OVER (PARTITION BY {}", list(&over.partition_by)));
+                    for (key, descending) in &over.order_by {
+                        text.push_str(&format!(
+                            " ORDER BY {} {}",
+                            key.canonical(),
+                            if *descending { "DESC" } else { "ASC" }
+                        ));
+                    }
                     if let Some((unit, size)) = &over.limit_duration {
                         text.push_str(&format!(
                             " LIMIT DURATION({}, {})",

@@ -152,6 +152,14 @@ pub(crate) enum CompiledExpr {
         is_try: bool,
     },
     Call(Scalar, Vec<CompiledExpr>),
+    /// The whole input row as a record (for TopOne); the names when the row is slots.
+    WholeRow(Option<Vec<String>>),
+    /// The argument of a TopOne aggregate: `[[keys...], [descending...], row]`.
+    TopOneArg {
+        keys: Vec<CompiledExpr>,
+        descending: Vec<bool>,
+        row: Box<CompiledExpr>,
+    },
 }
 
 type Eval = Result<Value, String>;
@@ -626,6 +634,23 @@ impl CompiledExpr {
                     Err(_) if *is_try => Ok(Value::Null),
                     result => result,
                 }
+            }
+            CompiledExpr::WholeRow(names) => {
+                Ok(Value::Json(serde_json::Value::Object(match (context.row, names) {
+                    (Row::Json(map), _) => map.clone(),
+                    (Row::Slots(slots), Some(names)) => {
+                        names.iter().cloned().zip(slots.iter().map(Value::to_json)).collect()
+                    }
+                    (Row::Slots(_), None) => serde_json::Map::new(),
+                })))
+            }
+            CompiledExpr::TopOneArg { keys, descending, row } => {
+                let keys = keys
+                    .iter()
+                    .map(|key| key.eval(context).map(|value| value.to_json()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let row = row.eval(context)?.to_json();
+                Ok(Value::Json(serde_json::json!([keys, descending, row])))
             }
             CompiledExpr::Call(scalar, args) => {
                 let values = args.iter().map(|arg| arg.eval(context)).collect::<Result<Vec<_>, _>>()?;

@@ -455,10 +455,25 @@ impl Parser {
 
     fn parse_over(&mut self) -> Parsed<Over> {
         self.expect_symbol("(")?;
-        let mut over = Over { partition_by: Vec::new(), limit_duration: None, when: None };
+        let mut over =
+            Over { partition_by: Vec::new(), order_by: Vec::new(), limit_duration: None, when: None };
         if self.eat_keyword("PARTITION") {
             self.expect_keyword("BY")?;
             over.partition_by = self.parse_expr_list()?;
+        }
+        if self.eat_keyword("ORDER") {
+            self.expect_keyword("BY")?;
+            loop {
+                let key = self.parse_expr(0)?;
+                let descending = self.eat_keyword("DESC");
+                if !descending {
+                    self.eat_keyword("ASC");
+                }
+                over.order_by.push((key, descending));
+                if !self.eat_symbol(",") {
+                    break;
+                }
+            }
         }
         if self.eat_keyword("LIMIT") {
             let (word, position) = self.identifier("DURATION")?;

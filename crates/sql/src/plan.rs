@@ -188,8 +188,9 @@ fn is_analytic_name(name: &str) -> bool {
 fn contains_aggregate(expr: &Expr) -> bool {
     let mut found = false;
     visit(expr, &mut |node| {
-        if let ExprKind::Call { name, over: None, .. } = &node.kind {
-            found |= AggregateKind::is_aggregate_name(name);
+        if let ExprKind::Call { name, over, .. } = &node.kind {
+            found |= name.eq_ignore_ascii_case("TopOne")
+                || (over.is_none() && AggregateKind::is_aggregate_name(name));
         }
     });
     found
@@ -509,6 +510,9 @@ impl Planner<'_> {
             self.error(position, format!("'*' is only allowed in COUNT(*), not in {name}"));
             return None;
         }
+        if lower == "topone" {
+            return self.top_one(expr, args, over, scope);
+        }
         if AggregateKind::is_aggregate_name(&lower) {
             if let Some(over) = over {
                 return self.analytic(expr, &lower, args, star, distinct, Some(over), scope);
@@ -596,6 +600,50 @@ impl Planner<'_> {
         let (keys, aggregates) = scope.group.as_mut()?;
         let index = keys.len() + aggregates.len();
         aggregates.push(AggregateSpec { kind, arg });
+        Some(CompiledExpr::Column(ColumnRef::Slot { index, rest: Vec::new() }))
+    }
+
+    fn top_one(
+        &mut self,
+        expr: &Expr,
+        args: &[Expr],
+        over: Option<&crate::ast::Over>,
+        scope: &mut Scope<'_>,
+    ) -> Option<CompiledExpr> {
+        let position = expr.position;
+        let Some(over) = over.filter(|over| !over.order_by.is_empty()) else {
+            self.error(position, "TopOne needs OVER (ORDER BY ...)");
+            return None;
+        };
+        if !args.is_empty()
+            || !over.partition_by.is_empty()
+            || over.limit_duration.is_some()
+            || over.when.is_some()
+        {
+            self.error(position, "TopOne takes no arguments and only ORDER BY in OVER");
+            return None;
+        }
+        if scope.inside_aggregate || scope.group.is_none() {
+            self.error(position, format!("aggregate TopOne is not allowed in {}", scope.clause));
+            return None;
+        }
+        scope.inside_aggregate = true;
+        let keys: Vec<Option<CompiledExpr>> =
+            over.order_by.iter().map(|(key, _)| self.compile(key, scope)).collect();
+        scope.inside_aggregate = false;
+        let keys = keys.into_iter().collect::<Option<Vec<_>>>()?;
+        let names = match scope.shape {
+            Shape::Json => None,
+            Shape::Columns(names) => Some(names.clone()),
+        };
+        let arg = CompiledExpr::TopOneArg {
+            keys,
+            descending: over.order_by.iter().map(|(_, descending)| *descending).collect(),
+            row: Box::new(CompiledExpr::WholeRow(names)),
+        };
+        let (keys, aggregates) = scope.group.as_mut()?;
+        let index = keys.len() + aggregates.len();
+        aggregates.push(AggregateSpec { kind: AggregateKind::TopOne, arg: Some(arg) });
         Some(CompiledExpr::Column(ColumnRef::Slot { index, rest: Vec::new() }))
     }
 

@@ -121,6 +121,22 @@ fn unknown_outputs_inputs_and_step_columns() {
 }
 
 #[test]
+fn top_one() {
+    check(
+        "SELECT TopOne() AS t INTO o FROM i GROUP BY TumblingWindow(second, 1)",
+        "1:8: TopOne needs OVER (ORDER BY ...)",
+    );
+    check(
+        "SELECT TopOne() OVER (ORDER BY x) AS t INTO o FROM i",
+        "1:1: aggregation over a stream needs a window in GROUP BY: TumblingWindow, HoppingWindow, SlidingWindow or SessionWindow",
+    );
+    check(
+        "SELECT a INTO o FROM i WHERE TopOne() OVER (ORDER BY x) IS NULL",
+        "1:30: aggregate TopOne is not allowed in WHERE",
+    );
+}
+
+#[test]
 fn cross_apply() {
     check(
         "SELECT a INTO o FROM i CROSS APPLY Explode(i.arr) AS e",
