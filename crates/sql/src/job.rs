@@ -440,8 +440,8 @@ impl Job {
         let mut step = Step::default();
         for input_idx in 0..self.inputs.len() {
             self.release_up_to(input_idx, i64::MAX, None, &mut step);
-            let rooted = self.inputs[input_idx].rooted.clone();
-            for statement_idx in rooted {
+            for rooted_idx in 0..self.inputs[input_idx].rooted.len() {
+                let statement_idx = self.inputs[input_idx].rooted[rooted_idx];
                 self.advance_statement(statement_idx, i64::MAX, &mut step);
             }
         }
@@ -454,8 +454,8 @@ impl Job {
         if boundary_ms <= previous_boundary_ms {
             return step;
         }
-        let rooted = self.inputs[input_idx].rooted.clone();
-        for statement_idx in rooted {
+        for rooted_idx in 0..self.inputs[input_idx].rooted.len() {
+            let statement_idx = self.inputs[input_idx].rooted[rooted_idx];
             self.advance_statement(statement_idx, boundary_ms, &mut step);
         }
         step

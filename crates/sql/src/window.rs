@@ -223,7 +223,28 @@ impl WindowState {
         let sequence = self.sequence;
         match &mut self.windows {
             Windows::Fixed(fixed) => {
-                let ends: Vec<i64> = fixed.ends(input.timestamp_ms).collect();
+                let mut ends = fixed.ends(input.timestamp_ms);
+                let first_end = ends.next();
+                if fixed.size_ms == fixed.hop_ms {
+                    // Tumbling: one window, so one lookup and no copy of the key on the hot path.
+                    let Some(end) = first_end else { return Ok(()) };
+                    let groups = fixed.windows.entry(end).or_default();
+                    if let Some(group) = groups.get_mut(&input.key_parts) {
+                        group.check(&self.kinds, &input.args)?;
+                        group.apply(&input.args);
+                        return Ok(());
+                    }
+                    fresh_check(&self.kinds, &input.args)?;
+                    if self.entries >= self.max_entries {
+                        return Err(self.state_full());
+                    }
+                    self.entries += 1;
+                    let mut group = Group::new(&self.kinds, input.key_values);
+                    group.apply(&input.args);
+                    groups.insert(input.key_parts, group);
+                    return Ok(());
+                }
+                let ends: Vec<i64> = first_end.into_iter().chain(ends).collect();
                 let mut new_groups = 0;
                 for end in &ends {
                     match fixed.windows.get(end).and_then(|groups| groups.get(&input.key_parts)) {
@@ -235,18 +256,19 @@ impl WindowState {
                     }
                 }
                 if self.entries + new_groups > self.max_entries {
-                    return Err(format!(
-                        "state limit reached: {} open groups or buffered events (max_state_entries)",
-                        self.max_entries
-                    ));
+                    return Err(self.state_full());
                 }
                 self.entries += new_groups;
                 for end in ends {
                     let groups = fixed.windows.entry(end).or_default();
-                    let group = groups
-                        .entry(input.key_parts.clone())
-                        .or_insert_with(|| Group::new(&self.kinds, input.key_values.clone()));
-                    group.apply(&input.args);
+                    match groups.get_mut(&input.key_parts) {
+                        Some(group) => group.apply(&input.args),
+                        None => {
+                            let mut group = Group::new(&self.kinds, input.key_values.clone());
+                            group.apply(&input.args);
+                            groups.insert(input.key_parts.clone(), group);
+                        }
+                    }
                 }
                 Ok(())
             }
