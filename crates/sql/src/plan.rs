@@ -1275,3 +1275,65 @@ pub(crate) fn finish_diagnostics(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagno
     }
     diagnostics
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lexer::lex;
+    use crate::parser::Parser;
+
+    fn plan_of(sql: &str) -> Plan {
+        let (tokens, lex_errors) = lex(sql);
+        assert!(lex_errors.is_empty());
+        let mut parser = Parser::new(tokens);
+        let statements = parser.parse_job();
+        assert!(parser.diagnostics.is_empty(), "{:?}", parser.diagnostics);
+        match plan(&statements, &JobOptions::default()) {
+            Ok(plan) => plan,
+            Err(diagnostics) => panic!("{diagnostics:?}"),
+        }
+    }
+
+    #[test]
+    fn step_columns_resolve_to_slots_and_inputs_to_paths() {
+        let plan = plan_of("WITH s AS (SELECT a.b AS x, c FROM i) SELECT c, x.y INTO o FROM s");
+        assert_eq!(plan.inputs.len(), 1);
+        let Body::Project(step_items) = &plan.statements[0].body else { panic!("projection expected") };
+        assert_eq!(step_items[0], CompiledExpr::Column(ColumnRef::Field(vec!["a".into(), "b".into()])));
+        assert_eq!(plan.statements[0].output_shape, Shape::Columns(vec!["x".into(), "c".into()]));
+        assert_eq!(plan.statements[0].consumers, vec![1]);
+        let Body::Project(items) = &plan.statements[1].body else { panic!("projection expected") };
+        assert_eq!(items[0], CompiledExpr::Column(ColumnRef::Slot { index: 1, rest: vec![] }));
+        assert_eq!(items[1], CompiledExpr::Column(ColumnRef::Slot { index: 0, rest: vec!["y".into()] }));
+        assert_eq!(plan.statements[1].source, Source::Step(0));
+    }
+
+    #[test]
+    fn aggregating_select_reads_keys_then_aggregates() {
+        let plan = plan_of(
+            "SELECT COUNT(*) AS n, k, AVG(v) + 1 AS a INTO o FROM i GROUP BY k, HoppingWindow(second, 10, 5) HAVING MAX(v) > 3",
+        );
+        let Body::Aggregate(aggregate) = &plan.statements[0].body else { panic!("aggregate expected") };
+        assert_eq!(aggregate.window, WindowSpec::Hopping { size_ms: 10_000, hop_ms: 5_000 });
+        let kinds: Vec<AggregateKind> = aggregate.aggregates.iter().map(|spec| spec.kind).collect();
+        assert_eq!(kinds, vec![AggregateKind::CountStar, AggregateKind::Avg, AggregateKind::Max]);
+        // Slot 0 is the key k; aggregates follow in the order they were met.
+        assert_eq!(aggregate.items[0], CompiledExpr::Column(ColumnRef::Slot { index: 1, rest: vec![] }));
+        assert_eq!(aggregate.items[1], CompiledExpr::Column(ColumnRef::Slot { index: 0, rest: vec![] }));
+        assert!(aggregate.having.is_some());
+    }
+
+    #[test]
+    fn analytic_functions_get_state_slots() {
+        let plan = plan_of(
+            "SELECT LAG(a) OVER (PARTITION BY k LIMIT DURATION(minute, 1)) AS p INTO o FROM i \
+             WHERE ISFIRST(second, 10) OVER (PARTITION BY k) = 1",
+        );
+        let statement = &plan.statements[0];
+        assert_eq!(statement.analytics.len(), 2);
+        assert!(matches!(statement.analytics[0].kind, AnalyticKind::IsFirst { size_ms: 10_000 }));
+        assert_eq!(statement.analytics[1].duration_ms, Some(60_000));
+        let Body::Project(items) = &statement.body else { panic!("projection expected") };
+        assert_eq!(items[0], CompiledExpr::Analytic(1));
+    }
+}
