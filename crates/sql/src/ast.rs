@@ -241,6 +241,15 @@ pub(crate) struct CrossApply {
     pub(crate) alias: String,
 }
 
+/// `JOIN input [alias] [TIMESTAMP BY expr] ON condition` (inner join, time-bounded).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Join {
+    pub(crate) right: (String, Position),
+    pub(crate) right_alias: Option<String>,
+    pub(crate) right_timestamp_by: Option<Expr>,
+    pub(crate) on: Expr,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Select {
     pub(crate) position: Position,
@@ -250,6 +259,7 @@ pub(crate) struct Select {
     pub(crate) from_alias: Option<String>,
     pub(crate) timestamp_by: Option<Expr>,
     pub(crate) cross_apply: Option<CrossApply>,
+    pub(crate) join: Option<Join>,
     pub(crate) where_clause: Option<Expr>,
     pub(crate) group_by: Vec<Expr>,
     pub(crate) having: Option<Expr>,

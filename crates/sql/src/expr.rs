@@ -19,6 +19,15 @@ pub(crate) enum Row<'a> {
     Json(&'a serde_json::Map<String, serde_json::Value>),
     /// A row produced by a step with known columns, or the group row of an aggregation.
     Slots(&'a [Value]),
+    /// A JOIN's pair of rows.
+    Pair(&'a JoinedRow<'a>),
+}
+
+/// The two sides of a JOIN match, with their event times.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JoinedRow<'a> {
+    pub(crate) sides: [Row<'a>; 2],
+    pub(crate) timestamps_ms: [i64; 2],
 }
 
 /// Everything an expression can see while it is evaluated for one event or one window.
@@ -37,6 +46,8 @@ pub(crate) enum ColumnRef {
     Field(Vec<String>),
     /// A slot of a known row and then nested record fields of the value in it.
     Slot { index: usize, rest: Vec<String> },
+    /// A column of one side (0: left, 1: right) of a JOIN.
+    Side { side: usize, inner: Box<ColumnRef> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +163,8 @@ pub(crate) enum CompiledExpr {
         is_try: bool,
     },
     Call(Scalar, Vec<CompiledExpr>),
+    /// The event time of one side of a JOIN (`DATEDIFF(second, a, b)` names the sides).
+    SideTimestamp(usize),
     /// The whole input row as a record (for TopOne); the names when the row is slots.
     WholeRow(Option<Vec<String>>),
     /// The argument of a TopOne aggregate: `[[keys...], [descending...], row]`.
@@ -635,13 +648,19 @@ impl CompiledExpr {
                     result => result,
                 }
             }
+            CompiledExpr::SideTimestamp(side) => Ok(match context.row {
+                Row::Pair(joined) => {
+                    joined.timestamps_ms.get(*side).map_or(Value::Null, |millis| Value::DateTime(*millis))
+                }
+                _ => Value::Null,
+            }),
             CompiledExpr::WholeRow(names) => {
                 Ok(Value::Json(serde_json::Value::Object(match (context.row, names) {
                     (Row::Json(map), _) => map.clone(),
                     (Row::Slots(slots), Some(names)) => {
                         names.iter().cloned().zip(slots.iter().map(Value::to_json)).collect()
                     }
-                    (Row::Slots(_), None) => serde_json::Map::new(),
+                    (Row::Slots(_), None) | (Row::Pair(_), _) => serde_json::Map::new(),
                 })))
             }
             CompiledExpr::TopOneArg { keys, descending, row } => {
@@ -670,6 +689,10 @@ pub(crate) fn read_column(column: &ColumnRef, row: Row<'_>) -> Value {
             Some(value) if rest.is_empty() => value.clone(),
             Some(Value::Json(json)) => walk(json, rest).map_or(Value::Null, Value::from_json),
             _ => Value::Null,
+        },
+        (ColumnRef::Side { side, inner }, Row::Pair(joined)) => match joined.sides.get(*side) {
+            Some(row) => read_column(inner, *row),
+            None => Value::Null,
         },
         // The planner compiles columns against the shape of the row the statement reads, so
         // the two never disagree; NULL keeps a planner bug from becoming a crash.

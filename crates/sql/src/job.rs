@@ -17,9 +17,10 @@ use serde::Deserialize;
 use crate::agg::Accumulator;
 use crate::checkpoint::{CheckpointError, CHECKPOINT_VERSION};
 use crate::error::{EventError, LateAction, LateEvent};
-use crate::expr::{timestamp_of, truthy, Context, Row};
+use crate::expr::{timestamp_of, truthy, Context, JoinedRow, Row};
 use crate::plan::{
-    AnalyticKind, AnalyticPlan, Body, Expand, ExpandKind, Plan, Shape, Source, StatementPlan, Target,
+    AnalyticKind, AnalyticPlan, Body, Expand, ExpandKind, JoinPlan, Plan, Shape, Source, StatementPlan,
+    Target,
 };
 use crate::time::format_timestamp;
 use crate::value::{KeyPart, Value};
@@ -28,7 +29,7 @@ use crate::window::{WindowInput, WindowState};
 use crate::{JobOptions, LatePolicy};
 
 /// A row produced by a statement, before it is routed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum OwnedRow {
     Json(serde_json::Map<String, serde_json::Value>),
     Slots(Vec<Value>),
@@ -41,6 +42,24 @@ impl OwnedRow {
             OwnedRow::Slots(slots) => Row::Slots(slots),
         }
     }
+
+    fn from_row(row: Row<'_>) -> Option<OwnedRow> {
+        match row {
+            Row::Json(map) => Some(OwnedRow::Json(map.clone())),
+            Row::Slots(slots) => Some(OwnedRow::Slots(slots.to_vec())),
+            Row::Pair(_) => None,
+        }
+    }
+}
+
+/// A JOIN's two buffers of rows (left, right) that later rows of the other side may still match.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct JoinState {
+    #[serde(with = "crate::checkpoint::as_pairs")]
+    left: BTreeMap<(i64, u64), OwnedRow>,
+    #[serde(with = "crate::checkpoint::as_pairs")]
+    right: BTreeMap<(i64, u64), OwnedRow>,
+    sequence: u64,
 }
 
 /// One row written to an output.
@@ -90,6 +109,7 @@ struct InputCheckpoint {
 struct StatementCheckpoint {
     analytics: Vec<AnalyticState>,
     window: Option<WindowState>,
+    join: Option<JoinState>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -107,6 +127,7 @@ struct StatementRuntime {
     plan: StatementPlan,
     analytics: Vec<AnalyticState>,
     window: Option<WindowState>,
+    join: Option<JoinState>,
 }
 
 #[derive(Debug)]
@@ -116,8 +137,8 @@ struct InputRuntime {
     watermark: Watermark,
     /// Statements whose rows come (directly or through steps) from this input, in order.
     rooted: Vec<usize>,
-    /// Statements reading this input directly, in order.
-    readers: Vec<usize>,
+    /// Statements reading this input directly, in order, with the JOIN side they read it as.
+    readers: Vec<(usize, usize)>,
     /// Events ahead of the watermark, held so that statements see them in event-time order.
     reorder: BTreeMap<(i64, u64), serde_json::Map<String, serde_json::Value>>,
     sequence: u64,
@@ -166,10 +187,19 @@ impl Job {
             .into_iter()
             .enumerate()
             .map(|(index, plan)| {
-                if let Some(input) = inputs.get_mut(plan.root_input) {
-                    input.rooted.push(index);
-                    if plan.source == Source::Input(plan.root_input) {
-                        input.readers.push(index);
+                for root in &plan.roots {
+                    if let Some(input) = inputs.get_mut(*root) {
+                        input.rooted.push(index);
+                    }
+                }
+                if let Source::Input(input_idx) = plan.source {
+                    if let Some(input) = inputs.get_mut(input_idx) {
+                        input.readers.push((index, 0));
+                    }
+                }
+                if let Some(JoinPlan { right_source: Source::Input(input_idx), .. }) = &plan.join {
+                    if let Some(input) = inputs.get_mut(*input_idx) {
+                        input.readers.push((index, 1));
                     }
                 }
                 let window = match &plan.body {
@@ -181,7 +211,8 @@ impl Job {
                     _ => None,
                 };
                 let analytics = plan.analytics.iter().map(|_| AnalyticState::default()).collect();
-                StatementRuntime { plan, analytics, window }
+                let join = plan.join.as_ref().map(|_| JoinState::default());
+                StatementRuntime { plan, analytics, window, join }
             })
             .collect();
         Job {
@@ -238,6 +269,7 @@ impl Job {
                 .map(|statement| StatementCheckpoint {
                     analytics: statement.analytics.clone(),
                     window: statement.window.clone(),
+                    join: statement.join.clone(),
                 })
                 .collect(),
         };
@@ -272,6 +304,7 @@ impl Job {
         for (statement, saved) in self.statements.iter().zip(&checkpoint.statements) {
             if statement.analytics.len() != saved.analytics.len()
                 || statement.window.is_some() != saved.window.is_some()
+                || statement.join.is_some() != saved.join.is_some()
             {
                 return Err(malformed("a statement's state does not match its plan"));
             }
@@ -284,6 +317,7 @@ impl Job {
         for (statement, saved) in self.statements.iter_mut().zip(checkpoint.statements) {
             statement.analytics = saved.analytics;
             statement.window = saved.window;
+            statement.join = saved.join;
             if let Some(window) = &mut statement.window {
                 window.set_max_entries(self.max_state_entries);
             }
@@ -372,8 +406,8 @@ impl Job {
             // Due now: first whatever was held with an earlier time, then this event, without a copy.
             self.release(input_idx, Some(key), &mut step);
             for reader_idx in 0..self.inputs[input_idx].readers.len() {
-                let statement_idx = self.inputs[input_idx].readers[reader_idx];
-                self.feed(statement_idx, Row::Json(map), timestamp_ms, &mut step);
+                let (statement_idx, side) = self.inputs[input_idx].readers[reader_idx];
+                self.feed(statement_idx, side, Row::Json(map), timestamp_ms, &mut step);
             }
         } else if runtime.reorder.len() >= self.max_state_entries {
             step.errors.push(EventError {
@@ -411,8 +445,8 @@ impl Job {
             }
             let map = entry.remove();
             for reader_idx in 0..self.inputs[input_idx].readers.len() {
-                let statement_idx = self.inputs[input_idx].readers[reader_idx];
-                self.feed(statement_idx, Row::Json(&map), key.0, step);
+                let (statement_idx, side) = self.inputs[input_idx].readers[reader_idx];
+                self.feed(statement_idx, side, Row::Json(&map), key.0, step);
             }
         }
     }
@@ -440,12 +474,22 @@ impl Job {
         let mut step = Step::default();
         for input_idx in 0..self.inputs.len() {
             self.release_up_to(input_idx, i64::MAX, None, &mut step);
-            for rooted_idx in 0..self.inputs[input_idx].rooted.len() {
-                let statement_idx = self.inputs[input_idx].rooted[rooted_idx];
-                self.advance_statement(statement_idx, i64::MAX, &mut step);
-            }
+        }
+        for statement_idx in 0..self.statements.len() {
+            self.advance_statement(statement_idx, i64::MAX, &mut step);
         }
         step
+    }
+
+    /// A statement's close boundary: the lowest of its inputs' (two for a JOIN).
+    fn statement_boundary_ms(&self, statement_idx: usize) -> i64 {
+        let roots = &self.statements[statement_idx].plan.roots;
+        roots
+            .iter()
+            .filter_map(|root| self.inputs.get(*root))
+            .map(|input| input.watermark.close_boundary_ms())
+            .min()
+            .unwrap_or(i64::MIN)
     }
 
     fn advance_input(&mut self, input_idx: usize, previous_boundary_ms: i64) -> Step {
@@ -456,13 +500,21 @@ impl Job {
         }
         for rooted_idx in 0..self.inputs[input_idx].rooted.len() {
             let statement_idx = self.inputs[input_idx].rooted[rooted_idx];
-            self.advance_statement(statement_idx, boundary_ms, &mut step);
+            let statement_boundary_ms = self.statement_boundary_ms(statement_idx);
+            self.advance_statement(statement_idx, statement_boundary_ms, &mut step);
         }
         step
     }
 
     fn advance_statement(&mut self, statement_idx: usize, boundary_ms: i64, step: &mut Step) {
         let statement = &mut self.statements[statement_idx];
+        if let (Some(join), Some(plan)) = (&mut statement.join, &statement.plan.join) {
+            // Rows of either side come at or after the boundary from now on: a left row at `a`
+            // can only meet right rows up to `a + max`, a right row at `b` left rows from `b - max`
+            // to `b - min`.
+            join.left = join.left.split_off(&(boundary_ms.saturating_sub(plan.max_diff_ms), 0));
+            join.right = join.right.split_off(&(boundary_ms.saturating_add(plan.min_diff_ms), 0));
+        }
         let Some(window) = &mut statement.window else { return };
         let Body::Aggregate(aggregate) = &statement.plan.body else { return };
         let (emitted, window_errors) = window.advance(boundary_ms);
@@ -517,7 +569,7 @@ impl Job {
                     (OwnedRow::Slots(slots), Shape::Columns(names)) => serde_json::Value::Object(
                         names.iter().cloned().zip(slots.iter().map(Value::to_json)).collect(),
                     ),
-                    (OwnedRow::Slots(slots), Shape::Json) => {
+                    (OwnedRow::Slots(slots), Shape::Json | Shape::Joined(_)) => {
                         serde_json::Value::Array(slots.iter().map(Value::to_json).collect())
                     }
                 };
@@ -525,35 +577,48 @@ impl Job {
             }
             Target::Step(_) => {
                 let consumers = plan.consumers.clone();
-                for consumer in consumers {
-                    self.feed(consumer, row.as_row(), timestamp_ms, step);
+                for (consumer, side) in consumers {
+                    self.feed(consumer, side, row.as_row(), timestamp_ms, step);
                 }
             }
         }
     }
 
-    /// Runs one row through one statement.
-    fn feed(&mut self, statement_idx: usize, row: Row<'_>, timestamp_ms: i64, step: &mut Step) {
+    /// Runs one row through one statement (as the given JOIN side when it joins).
+    fn feed(&mut self, statement_idx: usize, side: usize, row: Row<'_>, timestamp_ms: i64, step: &mut Step) {
         let max_state_entries = self.max_state_entries;
         let statement = &mut self.statements[statement_idx];
         let mut produced = Vec::new();
         let mut messages = Vec::new();
-        match &statement.plan.expand {
-            None => match statement.process(row, timestamp_ms, max_state_entries) {
-                Ok(row) => produced.extend(row),
-                Err(message) => messages.push(message),
-            },
-            Some(expand) => match expand_rows(expand, row, timestamp_ms) {
-                Ok(rows) => {
-                    for expanded in rows {
-                        match statement.process(expanded.as_row(), timestamp_ms, max_state_entries) {
-                            Ok(row) => produced.extend(row),
-                            Err(message) => messages.push(message),
+        if let Some(mut join) = statement.join.take() {
+            statement.join_row(
+                &mut join,
+                side,
+                row,
+                timestamp_ms,
+                max_state_entries,
+                &mut produced,
+                &mut messages,
+            );
+            statement.join = Some(join);
+        } else {
+            match &statement.plan.expand {
+                None => match statement.process(row, timestamp_ms, max_state_entries) {
+                    Ok(row) => produced.extend(row.map(|row| (row, timestamp_ms))),
+                    Err(message) => messages.push(message),
+                },
+                Some(expand) => match expand_rows(expand, row, timestamp_ms) {
+                    Ok(rows) => {
+                        for expanded in rows {
+                            match statement.process(expanded.as_row(), timestamp_ms, max_state_entries) {
+                                Ok(row) => produced.extend(row.map(|row| (row, timestamp_ms))),
+                                Err(message) => messages.push(message),
+                            }
                         }
                     }
-                }
-                Err(message) => messages.push(message),
-            },
+                    Err(message) => messages.push(message),
+                },
+            }
         }
         let target = statement.plan.target.name().to_string();
         for message in messages {
@@ -563,8 +628,8 @@ impl Job {
                 message,
             });
         }
-        for row in produced {
-            self.route(statement_idx, row, timestamp_ms, step);
+        for (row, row_timestamp_ms) in produced {
+            self.route(statement_idx, row, row_timestamp_ms, step);
         }
     }
 }
@@ -603,11 +668,85 @@ fn expand_rows(expand: &Expand, row: Row<'_>, timestamp_ms: i64) -> Result<Vec<O
                 slots.push(Value::Json(element));
                 OwnedRow::Slots(slots)
             }
+            // The planner refuses CROSS APPLY with JOIN.
+            Row::Pair(_) => OwnedRow::Slots(Vec::new()),
         })
         .collect())
 }
 
 impl StatementRuntime {
+    /// A JOIN: matches the row against the other side's buffer (each match, stamped with the
+    /// later of the two times, goes through the rest of the statement), then keeps the row for
+    /// the other side's later rows.
+    #[allow(clippy::too_many_arguments)]
+    fn join_row(
+        &mut self,
+        join: &mut JoinState,
+        side: usize,
+        row: Row<'_>,
+        timestamp_ms: i64,
+        max_state_entries: usize,
+        produced: &mut Vec<(OwnedRow, i64)>,
+        messages: &mut Vec<String>,
+    ) {
+        // Taken out for the duration of the call (and put back below) so that matches can run
+        // through `process`, which needs the statement mutably, without copying the plan.
+        let Some(plan) = self.plan.join.take() else { return };
+        self.join_matches(&plan, join, side, row, timestamp_ms, max_state_entries, produced, messages);
+        self.plan.join = Some(plan);
+        if join.left.len() + join.right.len() >= max_state_entries {
+            messages.push(format!(
+                "state limit reached: {max_state_entries} rows held by the JOIN (max_state_entries)"
+            ));
+            return;
+        }
+        let Some(owned) = OwnedRow::from_row(row) else { return };
+        join.sequence += 1;
+        let buffer = if side == 0 { &mut join.left } else { &mut join.right };
+        buffer.insert((timestamp_ms, join.sequence), owned);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn join_matches(
+        &mut self,
+        plan: &JoinPlan,
+        join: &JoinState,
+        side: usize,
+        row: Row<'_>,
+        timestamp_ms: i64,
+        max_state_entries: usize,
+        produced: &mut Vec<(OwnedRow, i64)>,
+        messages: &mut Vec<String>,
+    ) {
+        let (other, range) = if side == 0 {
+            let low = timestamp_ms.saturating_add(plan.min_diff_ms);
+            let high = timestamp_ms.saturating_add(plan.max_diff_ms);
+            (&join.right, (low, 0)..=(high, u64::MAX))
+        } else {
+            let low = timestamp_ms.saturating_sub(plan.max_diff_ms);
+            let high = timestamp_ms.saturating_sub(plan.min_diff_ms);
+            (&join.left, (low, 0)..=(high, u64::MAX))
+        };
+        for (&(other_ms, _), other_row) in other.range(range) {
+            let (sides, timestamps_ms) = if side == 0 {
+                ([row, other_row.as_row()], [timestamp_ms, other_ms])
+            } else {
+                ([other_row.as_row(), row], [other_ms, timestamp_ms])
+            };
+            let joined = JoinedRow { sides, timestamps_ms };
+            let out_ms = timestamp_ms.max(other_ms);
+            let context = Context { row: Row::Pair(&joined), timestamp_ms: out_ms, analytic: &[] };
+            match plan.on.eval(&context).and_then(|value| truthy(&value)) {
+                Ok(false) => {}
+                Ok(true) => match self.process(Row::Pair(&joined), out_ms, max_state_entries) {
+                    Ok(row) => produced.extend(row.map(|row| (row, out_ms))),
+                    Err(message) => messages.push(message),
+                },
+                Err(message) => messages.push(format!("ON: {message}")),
+            }
+        }
+    }
+
     /// Analytic functions, WHERE, then the projection (a row now) or the window (rows later).
     fn process(
         &mut self,
@@ -646,10 +785,8 @@ impl StatementRuntime {
             }
         }
         match &self.plan.body {
-            Body::Star => Ok(Some(match row {
-                Row::Json(map) => OwnedRow::Json(map.clone()),
-                Row::Slots(slots) => OwnedRow::Slots(slots.to_vec()),
-            })),
+            // The planner refuses SELECT * with JOIN, so a pair never gets here.
+            Body::Star => Ok(OwnedRow::from_row(row)),
             Body::Project(items) => {
                 let values = items.iter().map(|item| item.eval(&context)).collect::<Result<Vec<_>, _>>()?;
                 Ok(Some(OwnedRow::Slots(values)))

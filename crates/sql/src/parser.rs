@@ -6,7 +6,7 @@
 //! overflow the stack.
 
 use crate::ast::{
-    BinaryOp, CrossApply, Expr, ExprKind, Literal, Over, Select, SelectItem, Statement, UnaryOp,
+    BinaryOp, CrossApply, Expr, ExprKind, Join, Literal, Over, Select, SelectItem, Statement, UnaryOp,
 };
 use crate::error::{Diagnostic, Position};
 use crate::lexer::{Token, TokenKind};
@@ -15,9 +15,12 @@ use crate::lexer::{Token, TokenKind};
 pub const MAX_EXPRESSION_DEPTH: usize = 128;
 
 /// Words that end an expression or a clause and so cannot be bare identifiers or aliases.
-const RESERVED: [&str; 29] = [
+const RESERVED: [&str; 32] = [
     "CROSS",
     "APPLY",
+    "JOIN",
+    "INNER",
+    "ON",
     "SELECT",
     "FROM",
     "WHERE",
@@ -249,6 +252,26 @@ impl Parser {
                 break;
             }
         }
+        let join = if self.peek().is_keyword("JOIN") || self.peek().is_keyword("INNER") {
+            self.eat_keyword("INNER");
+            self.expect_keyword("JOIN")?;
+            let right = self.identifier("an input name after JOIN")?;
+            let has_alias = self.eat_keyword("AS")
+                || matches!(&self.peek().kind, TokenKind::Word(word) if !is_reserved(word));
+            let right_alias =
+                if has_alias { Some(self.identifier("an alias for the input")?.0) } else { None };
+            let right_timestamp_by = if self.eat_keyword("TIMESTAMP") {
+                self.expect_keyword("BY")?;
+                Some(self.parse_expr(0)?)
+            } else {
+                None
+            };
+            self.expect_keyword("ON")?;
+            let on = self.parse_expr(0)?;
+            Some(Join { right, right_alias, right_timestamp_by, on })
+        } else {
+            None
+        };
         let where_clause = if self.eat_keyword("WHERE") { Some(self.parse_expr(0)?) } else { None };
         let mut group_by = Vec::new();
         if self.eat_keyword("GROUP") {
@@ -278,6 +301,7 @@ impl Parser {
             from_alias,
             timestamp_by,
             cross_apply,
+            join,
             where_clause,
             group_by,
             having,

@@ -31,6 +31,26 @@ pub(crate) enum Shape {
     Json,
     /// Rows are slots with these column names.
     Columns(Vec<String>),
+    /// A JOIN's pair of rows: columns must name their side (`a.x`).
+    Joined(Box<[JoinSide; 2]>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct JoinSide {
+    /// The input or step name and its alias.
+    pub(crate) prefixes: Vec<String>,
+    pub(crate) shape: Shape,
+}
+
+/// An inner JOIN of the statement's source (left, side 0) with a second one (right, side 1).
+#[derive(Debug, Clone)]
+pub(crate) struct JoinPlan {
+    pub(crate) right_source: Source,
+    pub(crate) on: CompiledExpr,
+    /// Bounds on `right time - left time` implied by the ON clause's DATEDIFF, widened by one
+    /// unit each way (DATEDIFF counts unit boundaries); the ON clause itself decides exactly.
+    pub(crate) min_diff_ms: i64,
+    pub(crate) max_diff_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,13 +145,16 @@ pub(crate) struct StatementPlan {
     pub(crate) target: Target,
     pub(crate) source: Source,
     pub(crate) expand: Option<Expand>,
-    pub(crate) root_input: usize,
+    /// The inputs this statement's rows come from (two for a JOIN of two inputs).
+    pub(crate) roots: Vec<usize>,
+    pub(crate) join: Option<JoinPlan>,
     pub(crate) output_shape: Shape,
     pub(crate) filter: Option<CompiledExpr>,
     pub(crate) analytics: Vec<AnalyticPlan>,
     pub(crate) body: Body,
-    /// Statements reading this one's rows (only for `WITH` steps).
-    pub(crate) consumers: Vec<usize>,
+    /// Statements reading this one's rows (only for `WITH` steps), with the JOIN side they read
+    /// it as (0 unless it is the right side of a JOIN).
+    pub(crate) consumers: Vec<(usize, usize)>,
 }
 
 #[derive(Debug, Clone)]
@@ -464,11 +487,43 @@ impl Planner<'_> {
             );
             return None;
         }
+        if let Shape::Joined(sides) = scope.shape {
+            let side = sides.iter().position(|side| {
+                segments.len() > 1
+                    && side.prefixes.iter().any(|prefix| prefix.eq_ignore_ascii_case(&segments[0]))
+            });
+            let Some(side) = side else {
+                self.error(
+                    position,
+                    format!(
+                        "column '{}' in a JOIN must name its side, as in {}.{}",
+                        segments.join("."),
+                        sides[0].prefixes.last().map_or("a", String::as_str),
+                        segments.join(".")
+                    ),
+                );
+                return None;
+            };
+            let mut side_scope = Scope {
+                shape: &sides[side].shape,
+                prefixes: Vec::new(),
+                clause: scope.clause,
+                group: None,
+                analytics: None,
+                inside_aggregate: false,
+            };
+            let inner = match self.column(&segments[1..], position, &mut side_scope)? {
+                CompiledExpr::Column(inner) => inner,
+                _ => return None,
+            };
+            return Some(CompiledExpr::Column(ColumnRef::Side { side, inner: Box::new(inner) }));
+        }
         let mut path = segments;
         if path.len() > 1 && scope.prefixes.iter().any(|prefix| prefix.eq_ignore_ascii_case(&path[0])) {
             path = &path[1..];
         }
         match scope.shape {
+            Shape::Joined(_) => None,
             Shape::Json => Some(CompiledExpr::Column(ColumnRef::Field(path.to_vec()))),
             Shape::Columns(names) => {
                 let Some(index) = names.iter().position(|name| name.eq_ignore_ascii_case(&path[0])) else {
@@ -535,7 +590,22 @@ impl Planner<'_> {
                 return None;
             }
             let unit = self.unit(&args[0]);
-            let rest = self.compile_args(&args[1..], scope);
+            let rest: Option<Vec<CompiledExpr>> = args[1..]
+                .iter()
+                .map(|arg| match (scope.shape, &arg.kind) {
+                    // In a JOIN, DATEDIFF(unit, a, b) compares the event times of the sides.
+                    (Shape::Joined(sides), ExprKind::Path(segments)) if segments.len() == 1 => sides
+                        .iter()
+                        .position(|side| {
+                            side.prefixes.iter().any(|prefix| prefix.eq_ignore_ascii_case(&segments[0]))
+                        })
+                        .map(CompiledExpr::SideTimestamp)
+                        .or_else(|| self.compile(arg, scope)),
+                    _ => self.compile(arg, scope),
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .collect();
             let scalar = if lower == "datediff" { Scalar::DateDiff(unit?) } else { Scalar::DateAdd(unit?) };
             return Some(CompiledExpr::Call(scalar, rest?));
         }
@@ -635,6 +705,7 @@ impl Planner<'_> {
         let names = match scope.shape {
             Shape::Json => None,
             Shape::Columns(names) => Some(names.clone()),
+            Shape::Joined(_) => None,
         };
         let arg = CompiledExpr::TopOneArg {
             keys,
@@ -879,31 +950,8 @@ impl Planner<'_> {
             }
         };
         let (from_name, from_position) = &select.from;
-        let step = context.steps.iter().find(|(step, _)| step.eq_ignore_ascii_case(from_name));
-        let (source, mut shape, root_input) = match step {
-            Some((_, index)) => {
-                let upstream = &context.statements[*index];
-                if let Some(timestamp_by) = &select.timestamp_by {
-                    self.error(
-                        timestamp_by.position,
-                        format!("TIMESTAMP BY applies to inputs, not to the step '{from_name}'"),
-                    );
-                }
-                (Source::Step(*index), upstream.output_shape.clone(), upstream.root_input)
-            }
-            None => {
-                if let Some(known) = &self.options.known_inputs {
-                    if !known.iter().any(|input| input.eq_ignore_ascii_case(from_name)) {
-                        self.error(
-                            *from_position,
-                            format!("unknown input '{from_name}' (known: {})", known.join(", ")),
-                        );
-                    }
-                }
-                let index = self.input(from_name, select, context.inputs);
-                (Source::Input(index), Shape::Json, index)
-            }
-        };
+        let (source, mut shape, mut roots) =
+            self.resolve_source(from_name, *from_position, select.timestamp_by.as_ref(), context);
         let mut prefixes = vec![from_name.clone()];
         prefixes.extend(select.from_alias.clone());
         let expand = match &select.cross_apply {
@@ -917,6 +965,61 @@ impl Planner<'_> {
                 Some(expand?)
             }
         };
+
+        let mut join = None;
+        if let Some(join_clause) = &select.join {
+            if select.cross_apply.is_some() {
+                self.error(join_clause.right.1, "CROSS APPLY together with JOIN is not supported yet");
+                return None;
+            }
+            let (right_name, right_position) = &join_clause.right;
+            let (right_source, right_shape, right_roots) = self.resolve_source(
+                right_name,
+                *right_position,
+                join_clause.right_timestamp_by.as_ref(),
+                context,
+            );
+            let mut right_prefixes = vec![right_name.clone()];
+            right_prefixes.extend(join_clause.right_alias.clone());
+            if prefixes.iter().any(|left| right_prefixes.iter().any(|right| left.eq_ignore_ascii_case(right)))
+            {
+                self.error(
+                    *right_position,
+                    "the two sides of a JOIN need different names: give them aliases",
+                );
+                return None;
+            }
+            shape = Shape::Joined(Box::new([
+                JoinSide { prefixes: std::mem::take(&mut prefixes), shape },
+                JoinSide { prefixes: right_prefixes, shape: right_shape },
+            ]));
+            for root in right_roots {
+                if !roots.contains(&root) {
+                    roots.push(root);
+                }
+            }
+            let mut scope = Scope {
+                shape: &shape,
+                prefixes: Vec::new(),
+                clause: "ON",
+                group: None,
+                analytics: None,
+                inside_aggregate: false,
+            };
+            if contains_aggregate(&join_clause.on) {
+                self.error(join_clause.on.position, "aggregates are not allowed in ON");
+                return None;
+            }
+            let on = self.compile(&join_clause.on, &mut scope);
+            let Some((min_diff_ms, max_diff_ms)) = self.join_bound(&join_clause.on, &shape) else {
+                self.error(
+                    join_clause.on.position,
+                    "a JOIN needs a time bound in ON: AND DATEDIFF(unit, left, right) BETWEEN low AND high",
+                );
+                return None;
+            };
+            join = Some(JoinPlan { right_source, on: on?, min_diff_ms, max_diff_ms });
+        }
 
         let is_aggregating = !select.group_by.is_empty()
             || select.having.is_some()
@@ -954,13 +1057,94 @@ impl Planner<'_> {
             target,
             source,
             expand,
-            root_input,
+            roots,
+            join,
             output_shape,
             filter,
             analytics,
             body,
             consumers: Vec::new(),
         })
+    }
+
+    /// Resolves a FROM or JOIN name to a step defined earlier or to an input.
+    fn resolve_source(
+        &mut self,
+        name: &str,
+        position: Position,
+        timestamp_by: Option<&Expr>,
+        context: &mut StatementContext<'_>,
+    ) -> (Source, Shape, Vec<usize>) {
+        let step = context.steps.iter().find(|(step, _)| step.eq_ignore_ascii_case(name));
+        match step {
+            Some((_, index)) => {
+                let upstream = &context.statements[*index];
+                if let Some(timestamp_by) = timestamp_by {
+                    self.error(
+                        timestamp_by.position,
+                        format!("TIMESTAMP BY applies to inputs, not to the step '{name}'"),
+                    );
+                }
+                (Source::Step(*index), upstream.output_shape.clone(), upstream.roots.clone())
+            }
+            None => {
+                if let Some(known) = &self.options.known_inputs {
+                    if !known.iter().any(|input| input.eq_ignore_ascii_case(name)) {
+                        self.error(position, format!("unknown input '{name}' (known: {})", known.join(", ")));
+                    }
+                }
+                let index = self.input(name, timestamp_by, position, context.inputs);
+                (Source::Input(index), Shape::Json, vec![index])
+            }
+        }
+    }
+
+    /// Finds `DATEDIFF(unit, x, y) BETWEEN low AND high` among the ON clause's top-level AND
+    /// terms, with x and y naming the two sides, and turns it into bounds on
+    /// `right time - left time` in milliseconds.
+    fn join_bound(&mut self, on: &Expr, shape: &Shape) -> Option<(i64, i64)> {
+        let Shape::Joined(sides) = shape else { return None };
+        let side_of = |expr: &Expr| match &expr.kind {
+            ExprKind::Path(segments) if segments.len() == 1 => sides.iter().position(|side| {
+                side.prefixes.iter().any(|prefix| prefix.eq_ignore_ascii_case(&segments[0]))
+            }),
+            _ => None,
+        };
+        let mut terms = vec![on];
+        let mut bound = None;
+        while let Some(term) = terms.pop() {
+            match &term.kind {
+                ExprKind::Binary { op: BinaryOp::And, left, right } => {
+                    terms.push(left);
+                    terms.push(right);
+                }
+                ExprKind::Between { operand, low, high, negated: false } => {
+                    let ExprKind::Call { name, args, .. } = &operand.kind else { continue };
+                    if !name.eq_ignore_ascii_case("DATEDIFF") || args.len() != 3 {
+                        continue;
+                    }
+                    let (Some(first), Some(second)) = (side_of(&args[1]), side_of(&args[2])) else {
+                        continue;
+                    };
+                    let (ExprKind::Literal(Literal::Int(low)), ExprKind::Literal(Literal::Int(high))) =
+                        (&low.kind, &high.kind)
+                    else {
+                        continue;
+                    };
+                    let Some(unit) = self.unit(&args[0]).map(TimeUnit::millis) else { continue };
+                    // DATEDIFF(unit, first, second) = second - first, counted in unit boundaries.
+                    let low_ms = low.saturating_sub(1).saturating_mul(unit);
+                    let high_ms = high.saturating_add(1).saturating_mul(unit);
+                    bound = match (first, second) {
+                        (0, 1) => Some((low_ms, high_ms)),
+                        (1, 0) => Some((high_ms.saturating_neg(), low_ms.saturating_neg())),
+                        _ => continue,
+                    };
+                }
+                _ => {}
+            }
+        }
+        bound
     }
 
     fn plan_cross_apply(
@@ -1005,9 +1189,16 @@ impl Planner<'_> {
         Some(Expand { kind, arg, alias: cross_apply.alias.clone() })
     }
 
-    fn input(&mut self, name: &str, select: &Select, inputs: &mut Vec<InputPlan>) -> usize {
-        let timestamp_text = select.timestamp_by.as_ref().map(Expr::canonical);
-        let timestamp_by = select.timestamp_by.as_ref().and_then(|timestamp_by| {
+    fn input(
+        &mut self,
+        name: &str,
+        timestamp_by: Option<&Expr>,
+        from_position: Position,
+        inputs: &mut Vec<InputPlan>,
+    ) -> usize {
+        let timestamp_expr = timestamp_by;
+        let timestamp_text = timestamp_expr.map(Expr::canonical);
+        let timestamp_by = timestamp_expr.and_then(|timestamp_by| {
             let shape = Shape::Json;
             let mut scope = Scope {
                 shape: &shape,
@@ -1025,7 +1216,7 @@ impl Planner<'_> {
         });
         if let Some(index) = inputs.iter().position(|input| input.name.eq_ignore_ascii_case(name)) {
             if inputs[index].timestamp_text != timestamp_text {
-                let position = select.timestamp_by.as_ref().map_or(select.from.1, |expr| expr.position);
+                let position = timestamp_expr.map_or(from_position, |expr| expr.position);
                 self.error(
                     position,
                     format!("input '{name}' is read with different TIMESTAMP BY clauses; every statement must use the same one"),
@@ -1057,7 +1248,11 @@ impl Planner<'_> {
         analytics: &mut Vec<AnalyticPlan>,
         names: &mut Vec<String>,
     ) -> Option<Body> {
-        if let [SelectItem::Star(_)] = select.items.as_slice() {
+        if let [SelectItem::Star(position)] = select.items.as_slice() {
+            if matches!(shape, Shape::Joined(_)) {
+                self.error(*position, "SELECT * is not supported with JOIN yet: name the columns");
+                return None;
+            }
             return Some(Body::Star);
         }
         if let Some(position) = select.items.iter().find_map(|item| match item {
@@ -1234,7 +1429,8 @@ pub(crate) fn plan(statements: &[Statement], options: &JobOptions) -> Result<Pla
                     target: Target::Step(String::new()),
                     source: Source::Input(0),
                     expand: None,
-                    root_input: 0,
+                    roots: Vec::new(),
+                    join: None,
                     output_shape: Shape::Json,
                     filter: None,
                     analytics: Vec::new(),
@@ -1246,7 +1442,10 @@ pub(crate) fn plan(statements: &[Statement], options: &JobOptions) -> Result<Pla
     }
     for index in 0..plans.len() {
         if let Source::Step(upstream) = plans[index].source {
-            plans[upstream].consumers.push(index);
+            plans[upstream].consumers.push((index, 0));
+        }
+        if let Some(JoinPlan { right_source: Source::Step(upstream), .. }) = plans[index].join {
+            plans[upstream].consumers.push((index, 1));
         }
     }
     let mut diagnostics = planner.diagnostics;
@@ -1301,7 +1500,7 @@ mod tests {
         let Body::Project(step_items) = &plan.statements[0].body else { panic!("projection expected") };
         assert_eq!(step_items[0], CompiledExpr::Column(ColumnRef::Field(vec!["a".into(), "b".into()])));
         assert_eq!(plan.statements[0].output_shape, Shape::Columns(vec!["x".into(), "c".into()]));
-        assert_eq!(plan.statements[0].consumers, vec![1]);
+        assert_eq!(plan.statements[0].consumers, vec![(1, 0)]);
         let Body::Project(items) = &plan.statements[1].body else { panic!("projection expected") };
         assert_eq!(items[0], CompiledExpr::Column(ColumnRef::Slot { index: 1, rest: vec![] }));
         assert_eq!(items[1], CompiledExpr::Column(ColumnRef::Slot { index: 0, rest: vec!["y".into()] }));

@@ -121,6 +121,26 @@ fn unknown_outputs_inputs_and_step_columns() {
 }
 
 #[test]
+fn joins() {
+    check(
+        "SELECT a.x INTO o FROM l a JOIN r b ON a.k = b.k",
+        "1:40: a JOIN needs a time bound in ON: AND DATEDIFF(unit, left, right) BETWEEN low AND high",
+    );
+    check(
+        "SELECT x INTO o FROM l a JOIN r b ON a.k = b.k AND DATEDIFF(second, a, b) BETWEEN 0 AND 5",
+        "1:8: column 'x' in a JOIN must name its side, as in a.x",
+    );
+    check(
+        "SELECT * INTO o FROM l a JOIN r b ON DATEDIFF(second, a, b) BETWEEN 0 AND 5",
+        "1:8: SELECT * is not supported with JOIN yet: name the columns",
+    );
+    check(
+        "SELECT l.x INTO o FROM l JOIN l ON DATEDIFF(second, l, l) BETWEEN 0 AND 5",
+        "1:31: the two sides of a JOIN need different names: give them aliases",
+    );
+}
+
+#[test]
 fn top_one() {
     check(
         "SELECT TopOne() AS t INTO o FROM i GROUP BY TumblingWindow(second, 1)",
@@ -192,6 +212,8 @@ fn good_queries_compile() {
         "SELECT i.a.b AS x, [weird name] INTO o FROM input i",
         "WITH a AS (SELECT x FROM i), b AS (SELECT x FROM a) SELECT x INTO o1 FROM a SELECT x INTO o2 FROM b",
         "SELECT k, TopOneCount INTO o FROM i",
+        "SELECT a.k, COUNT(*) AS n INTO o FROM l a INNER JOIN r AS b TIMESTAMP BY t ON DATEDIFF(ms, b, a) BETWEEN -5 AND 5 \
+         GROUP BY a.k, TumblingWindow(second, 1)",
         "SELECT p.PropertyName, p.PropertyValue INTO o FROM i CROSS APPLY GetRecordProperties(i.tags) AS p TIMESTAMP BY t",
         "SELECT i.k, UPPER(k) AS u, COUNT(*) INTO o FROM input i GROUP BY k, UPPER(i.k), TumblingWindow(s, 1)",
         "SELECT COUNT(*) INTO o FROM i GROUP BY SessionWindow(second, 5, 60) OVER (PARTITION BY k), k",

@@ -358,3 +358,56 @@ proptest! {
         job.finish();
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// A time-bounded JOIN finds exactly the pairs a nested loop over all events finds, whatever
+    /// the interleaving of the two inputs within the out-of-order tolerance.
+    #[test]
+    fn join_matches_nested_loop(
+        events in prop::collection::vec((any::<bool>(), 0i64..3, 0i64..30_000, 0u32..=100), 0..40),
+        tolerance_ms in prop_oneof![Just(0i64), Just(2_000)],
+        (low, high) in prop_oneof![Just((0i64, 5i64)), Just((-3, 3)), Just((2, 10))],
+    ) {
+        let query = format!(
+            "SELECT l.id AS left_id, r.id AS right_id INTO o FROM lefts l TIMESTAMP BY t JOIN rights r TIMESTAMP BY t \
+             ON l.k = r.k AND DATEDIFF(second, l, r) BETWEEN {low} AND {high}"
+        );
+        let options = JobOptions { out_of_order_tolerance_ms: tolerance_ms, ..JobOptions::default() };
+        let mut job = compile(&query, options).map_err(|error| TestCaseError::fail(format!("{error:?}")))?;
+        let mut arrivals: Vec<(i64, usize)> = events
+            .iter()
+            .enumerate()
+            .map(|(id, &(_, _, timestamp_ms, jitter))| (timestamp_ms + tolerance_ms * i64::from(jitter) / 100, id))
+            .collect();
+        arrivals.sort();
+        let mut actual = Vec::new();
+        let mut steps = Vec::new();
+        for &(_, id) in &arrivals {
+            let (is_left, key, timestamp_ms, _) = events[id];
+            let input = if is_left { "lefts" } else { "rights" };
+            steps.push(job.push(input, 0, &json!({"id": id, "k": key, "t": timestamp_ms}), 0));
+        }
+        steps.push(job.finish());
+        for step in steps {
+            prop_assert!(step.late.is_empty() && step.errors.is_empty(), "{:?}", step);
+            for output in step.outputs {
+                actual.push((output.row["left_id"].as_i64().unwrap_or(-1), output.row["right_id"].as_i64().unwrap_or(-1)));
+            }
+        }
+        actual.sort();
+        let mut expected = Vec::new();
+        for (left_id, left) in events.iter().enumerate().filter(|(_, event)| event.0) {
+            for (right_id, right) in events.iter().enumerate().filter(|(_, event)| !event.0) {
+                // DATEDIFF(second, l, r): second boundaries crossed from l to r.
+                let difference = right.2.div_euclid(1_000) - left.2.div_euclid(1_000);
+                if left.1 == right.1 && (low..=high).contains(&difference) {
+                    expected.push((left_id as i64, right_id as i64));
+                }
+            }
+        }
+        expected.sort();
+        prop_assert_eq!(actual, expected);
+    }
+}
