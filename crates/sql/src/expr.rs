@@ -679,6 +679,15 @@ impl CompiledExpr {
     }
 }
 
+/// Evaluates key expressions (GROUP BY, PARTITION BY): their values and hashable forms.
+pub(crate) fn eval_keys(
+    exprs: &[CompiledExpr],
+    context: &Context<'_>,
+) -> Result<(Vec<crate::value::KeyPart>, Vec<Value>), String> {
+    let values = exprs.iter().map(|expr| expr.eval(context)).collect::<Result<Vec<_>, _>>()?;
+    Ok((values.iter().map(Value::key).collect(), values))
+}
+
 pub(crate) fn read_column(column: &ColumnRef, row: Row<'_>) -> Value {
     match (column, row) {
         (ColumnRef::Field(path), Row::Json(map)) => {

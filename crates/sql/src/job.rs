@@ -1,29 +1,27 @@
 //! The running job: routes events from inputs through statements and `WITH` steps to outputs,
-//! drives windows with the watermark, and applies the late-event policy.
+//! drives windows with the watermark, runs JOINs, and applies the late-event policy.
 //!
 //! The data path for one pushed event is: compute its event time (TIMESTAMP BY, or the arrival
-//! time), compare it with the input's close boundary (late: adjust or drop, and report), hold it
-//! if it is ahead of the watermark (events are released in event-time order once the watermark
-//! reaches them), feed it to every statement reading the input (analytic functions, then WHERE, then the projection or
-//! the window), route what those produce to outputs or to the steps' readers, update the
-//! watermark, and finally let every statement rooted at that input emit the windows the new
-//! boundary has closed, in statement order so that a step's window output reaches its readers
-//! before they close their own windows.
+//! time); compare it with the input's close boundary (late: adjust or drop, and report); update
+//! the watermark; hold the event if it is ahead of the watermark (held events are released in
+//! event-time order once the watermark reaches them); feed it to every statement reading the
+//! input (CROSS APPLY expansion or JOIN matching, then analytic functions, WHERE, and the
+//! projection or the window); route what those produce to outputs or to the steps' readers;
+//! and finally let every statement rooted at that input emit the windows that its boundary (the
+//! lowest of its inputs') has closed, in statement order, so that a step's window output reaches
+//! its readers before they close their own windows.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::agg::Accumulator;
+use crate::analytic::{analytic_value, apply_analytic, AnalyticState};
 use crate::checkpoint::{CheckpointError, CHECKPOINT_VERSION};
 use crate::error::{EventError, LateAction, LateEvent};
-use crate::expr::{timestamp_of, truthy, Context, JoinedRow, Row};
-use crate::plan::{
-    AnalyticKind, AnalyticPlan, Body, Expand, ExpandKind, JoinPlan, Plan, Shape, Source, StatementPlan,
-    Target,
-};
+use crate::expr::{eval_keys, timestamp_of, truthy, Context, JoinedRow, Row};
+use crate::plan::{Body, Expand, ExpandKind, JoinPlan, Plan, Shape, Source, StatementPlan, Target};
 use crate::time::format_timestamp;
-use crate::value::{KeyPart, Value};
+use crate::value::Value;
 use crate::watermark::Watermark;
 use crate::window::{WindowInput, WindowState};
 use crate::{JobOptions, LatePolicy};
@@ -112,16 +110,6 @@ struct StatementCheckpoint {
     join: Option<JoinState>,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub(crate) struct AnalyticState {
-    /// Per partition key: recent `(event time, value)` entries, oldest first.
-    #[serde(with = "crate::checkpoint::as_pairs")]
-    history: HashMap<Vec<KeyPart>, VecDeque<(i64, Value)>>,
-    /// ISFIRST: per partition key, the end of the window of the last counted event.
-    #[serde(with = "crate::checkpoint::as_pairs")]
-    last_window: HashMap<Vec<KeyPart>, i64>,
-}
-
 #[derive(Debug)]
 struct StatementRuntime {
     plan: StatementPlan,
@@ -153,14 +141,6 @@ pub struct Job {
     statements: Vec<StatementRuntime>,
     late_policy: LatePolicy,
     max_state_entries: usize,
-}
-
-fn eval_keys(
-    exprs: &[crate::expr::CompiledExpr],
-    context: &Context<'_>,
-) -> Result<(Vec<KeyPart>, Vec<Value>), String> {
-    let values = exprs.iter().map(|expr| expr.eval(context)).collect::<Result<Vec<_>, _>>()?;
-    Ok((values.iter().map(Value::key).collect(), values))
 }
 
 impl Job {
@@ -809,122 +789,6 @@ impl StatementRuntime {
                 Ok(None)
             }
         }
-    }
-}
-
-/// What an analytic function will record for the current event, decided before any state changes.
-#[derive(Debug)]
-struct AnalyticUpdate {
-    key: Vec<KeyPart>,
-    /// `Some(value)` when the WHEN condition holds (or there is none): the value to remember.
-    remember: Option<Value>,
-    /// ISFIRST: the window end to record.
-    window_end_ms: Option<i64>,
-}
-
-/// Entries older than `(now - duration, now]` no longer count.
-fn still_in_duration(entry_ms: i64, now_ms: i64, duration_ms: Option<i64>) -> bool {
-    duration_ms.is_none_or(|duration_ms| entry_ms > now_ms.saturating_sub(duration_ms))
-}
-
-fn analytic_value(
-    plan: &AnalyticPlan,
-    state: &AnalyticState,
-    context: &Context<'_>,
-) -> Result<(Value, AnalyticUpdate), String> {
-    let (key, _) = eval_keys(&plan.partition_by, context)?;
-    let when = match &plan.when {
-        Some(when) => truthy(&when.eval(context)?)?,
-        None => true,
-    };
-    let now_ms = context.timestamp_ms;
-    let history = state.history.get(&key);
-    let recent = || {
-        history
-            .into_iter()
-            .flatten()
-            .filter(move |(entry_ms, _)| still_in_duration(*entry_ms, now_ms, plan.duration_ms))
-    };
-    let mut update = AnalyticUpdate { key, remember: None, window_end_ms: None };
-    let value = match &plan.kind {
-        AnalyticKind::Lag { value, offset, default } => {
-            let entries: Vec<&(i64, Value)> = recent().collect();
-            let result = match entries.len().checked_sub(*offset) {
-                Some(index) => entries[index].1.clone(),
-                None => default.eval(context)?,
-            };
-            if when {
-                update.remember = Some(value.eval(context)?);
-            }
-            result
-        }
-        AnalyticKind::Last { value } => {
-            // LAST includes the current event when it satisfies WHEN.
-            if when {
-                let current = value.eval(context)?;
-                update.remember = Some(current.clone());
-                current
-            } else {
-                recent().next_back().map_or(Value::Null, |(_, value)| value.clone())
-            }
-        }
-        AnalyticKind::IsFirst { size_ms } => {
-            let end_ms = crate::window_end(now_ms, *size_ms);
-            let first = when && state.last_window.get(&update.key) != Some(&end_ms);
-            if first {
-                update.window_end_ms = Some(end_ms);
-            }
-            Value::Int(i64::from(first))
-        }
-        AnalyticKind::Moving(spec) => {
-            let current = match &spec.arg {
-                Some(arg) => arg.eval(context)?,
-                None => Value::Int(1),
-            };
-            let mut accumulator = Accumulator::new(spec.kind);
-            accumulator.check(spec.kind, &current)?;
-            for (_, value) in recent() {
-                if accumulator.check(spec.kind, value).is_ok() {
-                    accumulator.apply(value);
-                }
-            }
-            if when {
-                accumulator.check(spec.kind, &current)?;
-                accumulator.apply(&current);
-                update.remember = Some(current);
-            }
-            accumulator.result()
-        }
-    };
-    Ok((value, update))
-}
-
-fn apply_analytic(plan: &AnalyticPlan, state: &mut AnalyticState, update: AnalyticUpdate, now_ms: i64) {
-    if let Some(end_ms) = update.window_end_ms {
-        state.last_window.insert(update.key.clone(), end_ms);
-    }
-    let keep = match &plan.kind {
-        AnalyticKind::Lag { offset, .. } => *offset,
-        AnalyticKind::Last { .. } => 1,
-        AnalyticKind::IsFirst { .. } => 0,
-        AnalyticKind::Moving(_) => usize::MAX,
-    };
-    if keep == 0 {
-        return;
-    }
-    let history = state.history.entry(update.key.clone()).or_default();
-    if let Some(value) = update.remember {
-        history.push_back((now_ms, value));
-    }
-    while history.front().is_some_and(|(entry_ms, _)| !still_in_duration(*entry_ms, now_ms, plan.duration_ms))
-    {
-        history.pop_front();
-    }
-    while history.len() > keep {
-        history.pop_front();
-    }
-    if history.is_empty() {
-        state.history.remove(&update.key);
     }
 }
 

@@ -24,9 +24,11 @@
 //!
 //! Module map: [`lexer`](crate::lexer) and [`parser`](crate::parser) turn text into an [`ast`];
 //! `plan` resolves names into compiled expressions (`expr`) and aggregate specs (`agg`);
-//! `job` runs the plan with `window` operators driven by per-input `watermark`s.
+//! `job` runs the plan with `window` operators driven by per-input `watermark`s, `analytic`
+//! function state and JOIN buffers; `checkpoint` saves and restores all of that state.
 
 mod agg;
+mod analytic;
 mod ast;
 mod checkpoint;
 mod error;
