@@ -22,7 +22,7 @@
 //! The full description of the language subset, the event-time semantics and the known gaps
 //! is in this crate's README.md.
 //!
-//! Module map: [`lexer`](crate::lexer) and [`parser`](crate::parser) turn text into an [`ast`];
+//! Module map: `lexer` and `parser` turn text into an `ast`;
 //! `plan` resolves names into compiled expressions (`expr`) and aggregate specs (`agg`);
 //! `job` runs the plan with `window` operators driven by per-input `watermark`s, `analytic`
 //! function state and JOIN buffers; `checkpoint` saves and restores all of that state.

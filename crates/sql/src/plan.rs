@@ -392,6 +392,14 @@ impl Planner<'_> {
                 Literal::Float(value) => Value::Float(*value),
                 Literal::Str(text) => Value::Str(text.clone()),
             }),
+            // `System.Timestamp` without parentheses, as older ASA examples write it.
+            ExprKind::Path(segments)
+                if segments.len() == 2
+                    && segments[0].eq_ignore_ascii_case("System")
+                    && segments[1].eq_ignore_ascii_case("Timestamp") =>
+            {
+                CompiledExpr::Timestamp
+            }
             ExprKind::Path(segments) => return self.column(segments, position, scope),
             ExprKind::Call { name, args, star, distinct, over } => {
                 return self.call(expr, name, args, *star, *distinct, over.as_deref(), scope)
@@ -861,6 +869,42 @@ impl Planner<'_> {
                 return None;
             }
             session_partition = self.compile_args(&over.partition_by, scope)?;
+        }
+        // ASA's long form: HoppingWindow(Duration(hour, 1), Hop(minute, 5)),
+        // SessionWindow(Timeout(minute, 5), MaxDuration(hour, 1)); each part has its own unit.
+        let is_long_form = !args.is_empty()
+            && args.iter().all(|arg| {
+                matches!(&arg.kind, ExprKind::Call { name, args, .. }
+                    if args.len() == 2 && ["duration", "hop", "timeout", "maxduration"].contains(&name.to_ascii_lowercase().as_str()))
+            });
+        if is_long_form {
+            let sizes: Vec<Option<i64>> = args
+                .iter()
+                .map(|arg| match &arg.kind {
+                    ExprKind::Call { name, args, .. } => {
+                        self.duration(&args[0], &args[1], &format!("the {} size", name.to_ascii_lowercase()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let sizes = sizes.into_iter().collect::<Option<Vec<i64>>>()?;
+            let spec = match (lower.as_str(), sizes.as_slice()) {
+                ("tumblingwindow" | "tumbling", [size_ms]) => WindowSpec::Tumbling { size_ms: *size_ms },
+                ("slidingwindow" | "sliding", [size_ms]) => WindowSpec::Sliding { size_ms: *size_ms },
+                ("hoppingwindow" | "hopping", [size_ms, hop_ms])
+                    if size_ms / hop_ms <= MAX_WINDOWS_PER_EVENT =>
+                {
+                    WindowSpec::Hopping { size_ms: *size_ms, hop_ms: *hop_ms }
+                }
+                ("sessionwindow" | "session", [timeout_ms, max_duration_ms]) => {
+                    WindowSpec::Session { timeout_ms: *timeout_ms, max_duration_ms: *max_duration_ms }
+                }
+                _ => {
+                    self.error(expr.position, format!("{name} does not take these arguments"));
+                    return None;
+                }
+            };
+            return Some((spec, session_partition));
         }
         let spec = match lower.as_str() {
             "tumblingwindow" | "tumbling" => {

@@ -183,3 +183,27 @@ fn checkpoints_keep_infinite_floats() {
     assert_eq!(step.outputs[0].row, json!({"s": null, "m": null}));
     assert_eq!(step, original.finish());
 }
+
+#[test]
+fn long_window_forms_and_system_timestamp_without_parentheses() {
+    let mut job = job(
+        "SELECT System.Timestamp AS windowEnd, COUNT(*) AS n INTO o FROM i TIMESTAMP BY t \
+         GROUP BY HoppingWindow(Duration(second, 10), Hop(millisecond, 5000))",
+        JobOptions::default(),
+    );
+    job.push("i", 0, &json!({"t": 7_000}), 0);
+    let rows: Vec<_> = job.finish().outputs.into_iter().map(|output| output.row).collect();
+    assert_eq!(
+        rows,
+        vec![
+            json!({"windowEnd": "1970-01-01T00:00:10.0000000Z", "n": 1}),
+            json!({"windowEnd": "1970-01-01T00:00:15.0000000Z", "n": 1}),
+        ]
+    );
+}
+
+#[test]
+fn jobs_can_move_between_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Job>();
+}

@@ -212,6 +212,8 @@ fn good_queries_compile() {
         "SELECT i.a.b AS x, [weird name] INTO o FROM input i",
         "WITH a AS (SELECT x FROM i), b AS (SELECT x FROM a) SELECT x INTO o1 FROM a SELECT x INTO o2 FROM b",
         "SELECT k, TopOneCount INTO o FROM i",
+        "SELECT System.Timestamp AS t, COUNT(*) INTO o FROM i GROUP BY HoppingWindow(Duration(hour, 1), Hop(minute, 5))",
+        "SELECT COUNT(*) INTO o FROM i GROUP BY SessionWindow(Timeout(minute, 5), MaxDuration(hour, 1))",
         "SELECT a.k, COUNT(*) AS n INTO o FROM l a INNER JOIN r AS b TIMESTAMP BY t ON DATEDIFF(ms, b, a) BETWEEN -5 AND 5 \
          GROUP BY a.k, TumblingWindow(second, 1)",
         "SELECT p.PropertyName, p.PropertyValue INTO o FROM i CROSS APPLY GetRecordProperties(i.tags) AS p TIMESTAMP BY t",
