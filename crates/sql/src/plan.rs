@@ -955,6 +955,8 @@ impl Planner<'_> {
 struct StatementContext<'a> {
     /// Names of the steps defined so far, with their statement index.
     steps: &'a [(String, usize)],
+    /// Names of every step of the job, to tell "defined later" from "an input".
+    all_steps: &'a [String],
     inputs: &'a mut Vec<InputPlan>,
     statements: &'a [StatementPlan],
 }
@@ -1132,7 +1134,9 @@ impl Planner<'_> {
                 (Source::Step(*index), upstream.output_shape.clone(), upstream.roots.clone())
             }
             None => {
-                if let Some(known) = &self.options.known_inputs {
+                if context.all_steps.iter().any(|step| step.eq_ignore_ascii_case(name)) {
+                    self.error(position, format!("the WITH step '{name}' is used before it is defined"));
+                } else if let Some(known) = &self.options.known_inputs {
                     if !known.iter().any(|input| input.eq_ignore_ascii_case(name)) {
                         self.error(position, format!("unknown input '{name}' (known: {})", known.join(", ")));
                     }
@@ -1446,6 +1450,10 @@ pub(crate) fn plan(statements: &[Statement], options: &JobOptions) -> Result<Pla
         );
     }
     let mut steps: Vec<(String, usize)> = Vec::new();
+    let all_steps: Vec<String> = statements
+        .iter()
+        .filter_map(|statement| statement.cte_name.as_ref().map(|(name, _)| name.clone()))
+        .collect();
     let mut inputs = Vec::new();
     let mut plans: Vec<StatementPlan> = Vec::new();
     let mut failed = false;
@@ -1455,7 +1463,12 @@ pub(crate) fn plan(statements: &[Statement], options: &JobOptions) -> Result<Pla
                 planner.error(*position, format!("the WITH step '{name}' is defined twice"));
             }
         }
-        let mut context = StatementContext { steps: &steps, inputs: &mut inputs, statements: &plans };
+        let mut context = StatementContext {
+            steps: &steps,
+            all_steps: &all_steps,
+            inputs: &mut inputs,
+            statements: &plans,
+        };
         match planner.plan_statement(statement, &mut context) {
             Some(plan) => {
                 if let Some((name, _)) = &statement.cte_name {

@@ -113,6 +113,10 @@ fn unknown_outputs_inputs_and_step_columns() {
     );
     check("WITH s AS (SELECT a FROM i)\nSELECT b INTO o FROM s", "2:8: unknown column 'b' (the step has: a)");
     check("SELECT a FROM i", "1:1: missing INTO: say which output this statement writes to");
+    check(
+        "SELECT a INTO o FROM later;\nWITH later AS (SELECT a FROM i) SELECT a INTO p FROM later",
+        "1:22: the WITH step 'later' is used before it is defined",
+    );
     check("WITH s AS (SELECT a FROM i)\nSELECT a INTO s FROM s", "2:15: 's' is a WITH step, not an output");
     check(
         "WITH s AS (SELECT a FROM i) SELECT a INTO o FROM s TIMESTAMP BY t",
