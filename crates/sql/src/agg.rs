@@ -27,6 +27,9 @@ pub(crate) enum AggregateKind {
     /// `TopOne() OVER (ORDER BY ...)`: the whole first row in that order. Its argument is the
     /// array `[[keys...], [descending...], row]` built by `CompiledExpr::TopOneArg`.
     TopOne,
+    /// `PERCENTILE_CONT(p)` / `PERCENTILE_DISC(p)` with `p` in parts per million.
+    PercentileCont(u32),
+    PercentileDisc(u32),
 }
 
 impl AggregateKind {
@@ -63,6 +66,8 @@ impl AggregateKind {
             AggregateKind::StdevP => "STDEVP",
             AggregateKind::VarP => "VARP",
             AggregateKind::TopOne => "TopOne",
+            AggregateKind::PercentileCont(_) => "PERCENTILE_CONT",
+            AggregateKind::PercentileDisc(_) => "PERCENTILE_DISC",
         }
     }
 }
@@ -98,6 +103,11 @@ pub(crate) enum Accumulator {
     },
     TopOne {
         best: Option<serde_json::Value>,
+    },
+    /// Every non-NULL value of the group, sorted when the result is asked for.
+    Percentile {
+        values: Vec<Value>,
+        kind: AggregateKind,
     },
 }
 
@@ -139,6 +149,33 @@ fn top_one_before(candidate: &serde_json::Value, best: &serde_json::Value) -> bo
     false
 }
 
+/// PERCENTILE_CONT interpolates linearly at `p * (n - 1)`; PERCENTILE_DISC takes the first value
+/// whose cumulative share reaches `p`, as in T-SQL.
+fn percentile(values: &[Value], kind: AggregateKind) -> Value {
+    let mut sorted: Vec<&Value> = values.iter().collect();
+    sorted.sort_by(|left, right| {
+        left.as_f64().unwrap_or(f64::NAN).total_cmp(&right.as_f64().unwrap_or(f64::NAN))
+    });
+    let count = sorted.len();
+    if count == 0 {
+        return Value::Null;
+    }
+    match kind {
+        AggregateKind::PercentileCont(ppm) => {
+            let position = f64::from(ppm) / 1e6 * (count - 1) as f64;
+            let (low, high) = (position.floor() as usize, position.ceil() as usize);
+            let low_value = sorted[low.min(count - 1)].as_f64().unwrap_or(f64::NAN);
+            let high_value = sorted[high.min(count - 1)].as_f64().unwrap_or(f64::NAN);
+            Value::Float(low_value + (high_value - low_value) * (position - low as f64))
+        }
+        AggregateKind::PercentileDisc(ppm) => {
+            let rank = (f64::from(ppm) / 1e6 * count as f64).ceil() as usize;
+            sorted[rank.saturating_sub(1).min(count - 1)].clone()
+        }
+        _ => Value::Null,
+    }
+}
+
 impl Accumulator {
     pub(crate) fn new(kind: AggregateKind) -> Accumulator {
         match kind {
@@ -154,6 +191,9 @@ impl Accumulator {
                 Accumulator::Moments { count: 0, mean: 0.0, m2: 0.0, kind }
             }
             AggregateKind::TopOne => Accumulator::TopOne { best: None },
+            AggregateKind::PercentileCont(_) | AggregateKind::PercentileDisc(_) => {
+                Accumulator::Percentile { values: Vec::new(), kind }
+            }
         }
     }
 
@@ -182,7 +222,10 @@ impl Accumulator {
                 }
                 Ok(())
             }
-            Accumulator::Sum { .. } | Accumulator::Avg { .. } | Accumulator::Moments { .. } => match value {
+            Accumulator::Sum { .. }
+            | Accumulator::Avg { .. }
+            | Accumulator::Moments { .. }
+            | Accumulator::Percentile { .. } => match value {
                 Value::Int(_) | Value::Float(_) => Ok(()),
                 other => Err(format!("{} expects a number, got {}", kind.name(), other.describe())),
             },
@@ -248,6 +291,7 @@ impl Accumulator {
                     *best = Some(value.clone());
                 }
             }
+            Accumulator::Percentile { values, .. } => values.push(value.clone()),
             Accumulator::TopOne { best } => {
                 if let Value::Json(json) = value {
                     let replace = best.as_ref().is_none_or(|current| top_one_before(json, current));
@@ -276,6 +320,7 @@ impl Accumulator {
             Accumulator::Avg { count: 0, .. } => Value::Null,
             Accumulator::Avg { sum, count } => Value::Float(sum / *count as f64),
             Accumulator::Extreme { best, .. } => best.clone().unwrap_or(Value::Null),
+            Accumulator::Percentile { values, kind } => percentile(values, *kind),
             Accumulator::TopOne { best } => best
                 .as_ref()
                 .and_then(|best| match best {
@@ -325,6 +370,17 @@ mod tests {
         assert_eq!(run(AggregateKind::Var, &values), Value::Float(1.1875 * 4.0 / 3.0));
         assert_eq!(run(AggregateKind::Sum, &[Value::Null]), Value::Null);
         assert_eq!(run(AggregateKind::Stdev, &[Value::Int(1)]), Value::Null);
+    }
+
+    #[test]
+    fn percentiles() {
+        let values: Vec<Value> = [15, 20, 35, 40, 50].into_iter().map(Value::Int).collect();
+        assert_eq!(run(AggregateKind::PercentileCont(500_000), &values), Value::Float(35.0));
+        assert_eq!(run(AggregateKind::PercentileCont(400_000), &values), Value::Float(29.0));
+        assert_eq!(run(AggregateKind::PercentileDisc(400_000), &values), Value::Int(20));
+        assert_eq!(run(AggregateKind::PercentileDisc(0), &values), Value::Int(15));
+        assert_eq!(run(AggregateKind::PercentileDisc(1_000_000), &values), Value::Int(50));
+        assert_eq!(run(AggregateKind::PercentileCont(500_000), &[]), Value::Null);
     }
 
     #[test]

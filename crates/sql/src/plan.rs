@@ -213,6 +213,8 @@ fn contains_aggregate(expr: &Expr) -> bool {
     visit(expr, &mut |node| {
         if let ExprKind::Call { name, over, .. } = &node.kind {
             found |= name.eq_ignore_ascii_case("TopOne")
+                || name.eq_ignore_ascii_case("PERCENTILE_CONT")
+                || name.eq_ignore_ascii_case("PERCENTILE_DISC")
                 || (over.is_none() && AggregateKind::is_aggregate_name(name));
         }
     });
@@ -576,6 +578,9 @@ impl Planner<'_> {
         if lower == "topone" {
             return self.top_one(expr, args, over, scope);
         }
+        if lower == "percentile_cont" || lower == "percentile_disc" {
+            return self.percentile(expr, &lower, args, over, scope);
+        }
         if AggregateKind::is_aggregate_name(&lower) {
             if let Some(over) = over {
                 return self.analytic(expr, &lower, args, star, distinct, Some(over), scope);
@@ -678,6 +683,48 @@ impl Planner<'_> {
         let (keys, aggregates) = scope.group.as_mut()?;
         let index = keys.len() + aggregates.len();
         aggregates.push(AggregateSpec { kind, arg });
+        Some(CompiledExpr::Column(ColumnRef::Slot { index, rest: Vec::new() }))
+    }
+
+    fn percentile(
+        &mut self,
+        expr: &Expr,
+        lower: &str,
+        args: &[Expr],
+        over: Option<&crate::ast::Over>,
+        scope: &mut Scope<'_>,
+    ) -> Option<CompiledExpr> {
+        let position = expr.position;
+        let name = lower.to_ascii_uppercase();
+        let Some(over) = over.filter(|over| over.order_by.len() == 1 && over.partition_by.is_empty()) else {
+            self.error(position, format!("{name} needs OVER (ORDER BY expr) with one expression"));
+            return None;
+        };
+        let fraction = match args.first().map(|arg| &arg.kind) {
+            Some(ExprKind::Literal(Literal::Float(value))) if args.len() == 1 => *value,
+            Some(ExprKind::Literal(Literal::Int(value))) if args.len() == 1 => *value as f64,
+            _ => -1.0,
+        };
+        if !(0.0..=1.0).contains(&fraction) {
+            self.error(position, format!("{name} takes one number between 0 and 1"));
+            return None;
+        }
+        if scope.inside_aggregate || scope.group.is_none() {
+            self.error(position, format!("aggregate {name} is not allowed in {}", scope.clause));
+            return None;
+        }
+        scope.inside_aggregate = true;
+        let key = self.compile(&over.order_by[0].0, scope);
+        scope.inside_aggregate = false;
+        let ppm = (fraction * 1e6).round() as u32;
+        let kind = if lower == "percentile_cont" {
+            AggregateKind::PercentileCont(ppm)
+        } else {
+            AggregateKind::PercentileDisc(ppm)
+        };
+        let (keys, aggregates) = scope.group.as_mut()?;
+        let index = keys.len() + aggregates.len();
+        aggregates.push(AggregateSpec { kind, arg: Some(key?) });
         Some(CompiledExpr::Column(ColumnRef::Slot { index, rest: Vec::new() }))
     }
 

@@ -161,6 +161,18 @@ fn top_one() {
 }
 
 #[test]
+fn percentiles() {
+    check(
+        "SELECT PERCENTILE_CONT(1.5) OVER (ORDER BY v) AS p INTO o FROM i GROUP BY TumblingWindow(second, 1)",
+        "1:8: PERCENTILE_CONT takes one number between 0 and 1",
+    );
+    check(
+        "SELECT PERCENTILE_DISC(0.5) AS p INTO o FROM i GROUP BY TumblingWindow(second, 1)",
+        "1:8: PERCENTILE_DISC needs OVER (ORDER BY expr) with one expression",
+    );
+}
+
+#[test]
 fn cross_apply() {
     check(
         "SELECT a INTO o FROM i CROSS APPLY Explode(i.arr) AS e",
