@@ -60,6 +60,16 @@ pub(crate) enum CastType {
 }
 
 impl CastType {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            CastType::BigInt => "bigint",
+            CastType::Float => "float",
+            CastType::NVarChar => "nvarchar(max)",
+            CastType::DateTime => "datetime",
+            CastType::Bit => "bit",
+        }
+    }
+
     pub(crate) fn parse(name: &str) -> Option<CastType> {
         let lower = name.to_ascii_lowercase();
         let cast = match lower.as_str() {
@@ -322,7 +332,7 @@ fn cast(value: Value, to: CastType) -> Eval {
     if matches!(value, Value::Null) {
         return Ok(Value::Null);
     }
-    let failed = |value: &Value| format!("cannot cast {} to {to:?}", value.describe());
+    let failed = |value: &Value| format!("cannot cast {} to {}", value.describe(), to.name());
     match to {
         CastType::BigInt => match &value {
             Value::Int(number) => Ok(Value::Int(*number)),

@@ -10,7 +10,7 @@
 use crate::agg::AggregateKind;
 use crate::ast::{BinaryOp, CrossApply, Expr, ExprKind, Literal, Select, SelectItem, Statement, UnaryOp};
 use crate::error::{Diagnostic, Position};
-use crate::expr::{CastType, ColumnRef, CompiledExpr, Scalar};
+use crate::expr::{CastType, ColumnRef, CompiledExpr, Context, Row, Scalar};
 use crate::time::TimeUnit;
 use crate::value::Value;
 use crate::JobOptions;
@@ -378,6 +378,51 @@ impl Planner<'_> {
 
     /// Compiles one expression in `scope`, recording a diagnostic for each problem found.
     fn compile(&mut self, expr: &Expr, scope: &mut Scope<'_>) -> Option<CompiledExpr> {
+        let compiled = self.compile_node(expr, scope)?;
+        self.fold(compiled, expr.position)
+    }
+
+    /// Constant folding: an operator or function whose operands are all constants is evaluated
+    /// now, so `1 / 0` or `UPPER(5)` is a diagnostic rather than an error on every event.
+    fn fold(&mut self, compiled: CompiledExpr, position: Position) -> Option<CompiledExpr> {
+        fn constant(expr: &CompiledExpr) -> bool {
+            matches!(expr, CompiledExpr::Const(_))
+        }
+        let foldable = match &compiled {
+            CompiledExpr::Neg(operand)
+            | CompiledExpr::Not(operand)
+            | CompiledExpr::IsNull(operand, _)
+            | CompiledExpr::Cast { operand, .. } => constant(operand),
+            CompiledExpr::And(left, right)
+            | CompiledExpr::Or(left, right)
+            | CompiledExpr::Binary(_, left, right) => constant(left) && constant(right),
+            CompiledExpr::Between { operand, low, high, .. } => {
+                constant(operand) && constant(low) && constant(high)
+            }
+            CompiledExpr::InList { operand, list, .. } => constant(operand) && list.iter().all(constant),
+            CompiledExpr::Like { operand, pattern, .. } => constant(operand) && constant(pattern),
+            CompiledExpr::Case { operand, whens, otherwise } => {
+                operand.as_deref().is_none_or(constant)
+                    && whens.iter().all(|(condition, result)| constant(condition) && constant(result))
+                    && constant(otherwise)
+            }
+            CompiledExpr::Call(_, args) => args.iter().all(constant),
+            _ => false,
+        };
+        if !foldable {
+            return Some(compiled);
+        }
+        let context = Context { row: Row::Slots(&[]), timestamp_ms: 0, analytic: &[] };
+        match compiled.eval(&context) {
+            Ok(value) => Some(CompiledExpr::Const(value)),
+            Err(message) => {
+                self.error(position, message);
+                None
+            }
+        }
+    }
+
+    fn compile_node(&mut self, expr: &Expr, scope: &mut Scope<'_>) -> Option<CompiledExpr> {
         if let Some((keys, _)) = &scope.group {
             if !scope.inside_aggregate {
                 let canonical = canonical_without_prefixes(expr, &scope.prefixes);
@@ -678,6 +723,12 @@ impl Planner<'_> {
             scope.inside_aggregate = true;
             let compiled = self.compile(&args[0], scope);
             scope.inside_aggregate = false;
+            if let Some(CompiledExpr::Const(value)) = &compiled {
+                if let Err(message) = crate::agg::Accumulator::new(kind).check(kind, value) {
+                    self.error(args[0].position, message);
+                    return None;
+                }
+            }
             Some(compiled?)
         };
         let (keys, aggregates) = scope.group.as_mut()?;

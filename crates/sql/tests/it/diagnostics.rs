@@ -145,6 +145,24 @@ fn joins() {
 }
 
 #[test]
+fn constant_type_errors() {
+    check(
+        "SELECT UPPER(5) AS u, 1 / 0 AS z, 'a' + 1 AS s INTO o FROM i",
+        "1:8: UPPER expects a string, got bigint 5\n\
+         1:23: division by zero\n\
+         1:35: cannot apply + to nvarchar(max) \"a\" and bigint 1",
+    );
+    check(
+        "SELECT AVG('hot') AS a INTO o FROM i GROUP BY TumblingWindow(second, 1)",
+        "1:12: AVG expects a number, got nvarchar(max) \"hot\"",
+    );
+    check(
+        "SELECT a INTO o FROM i WHERE a > CAST('x' AS bigint)",
+        "1:34: cannot cast nvarchar(max) \"x\" to bigint",
+    );
+}
+
+#[test]
 fn top_one() {
     check(
         "SELECT TopOne() AS t INTO o FROM i GROUP BY TumblingWindow(second, 1)",
