@@ -1,0 +1,209 @@
+//! The public API's contract beyond the corpus: names, bad events, state limits, tolerances
+//! and watermarks.
+
+use serde_json::json;
+use tidewater_sql::{compile, CheckpointError, Job, JobOptions, LateAction, LatePolicy};
+
+fn job(query: &str, options: JobOptions) -> Job {
+    match compile(query, options) {
+        Ok(job) => job,
+        Err(diagnostics) => panic!("{diagnostics:?}"),
+    }
+}
+
+#[test]
+fn inputs_and_outputs_in_query_order() {
+    let job = job(
+        "WITH s AS (SELECT a FROM second TIMESTAMP BY t) SELECT * INTO out2 FROM first; \
+         SELECT a INTO out1 FROM s; SELECT a INTO out2 FROM s",
+        JobOptions::default(),
+    );
+    assert_eq!(job.inputs(), vec!["second", "first"]);
+    assert_eq!(job.outputs(), vec!["out2", "out1"]);
+}
+
+#[test]
+fn bad_events_are_reported_not_fatal() {
+    let mut job = job("SELECT a INTO o FROM i", JobOptions::default());
+    let step = job.push("nope", 0, &json!({"a": 1}), 0);
+    assert_eq!(step.errors[0].message, "the job has no input named 'nope'");
+    let step = job.push("i", 0, &json!([1, 2]), 0);
+    assert!(step.errors[0].message.starts_with("an event must be a JSON object"), "{:?}", step.errors);
+    let step = job.push("i", 0, &json!({"a": 1}), 0);
+    assert_eq!(step.outputs[0].row, json!({"a": 1}));
+}
+
+#[test]
+fn input_names_are_case_insensitive() {
+    let mut job = job("SELECT a INTO o FROM Telemetry", JobOptions::default());
+    assert_eq!(job.push("telemetry", 0, &json!({"A": 1}), 0).outputs[0].row, json!({"a": 1}));
+}
+
+#[test]
+fn state_limit_rejects_new_groups_at_the_boundary() {
+    let options = JobOptions { max_state_entries: 2, ..JobOptions::default() };
+    let mut job =
+        job("SELECT k, COUNT(*) AS n INTO o FROM i GROUP BY k, TumblingWindow(second, 10)", options);
+    assert!(job.push("i", 0, &json!({"k": "a"}), 1_000).errors.is_empty());
+    assert!(job.push("i", 0, &json!({"k": "b"}), 1_000).errors.is_empty());
+    assert!(job.push("i", 0, &json!({"k": "a"}), 1_000).errors.is_empty());
+    let step = job.push("i", 0, &json!({"k": "c"}), 1_000);
+    assert!(step.errors[0].message.contains("state limit reached"), "{:?}", step.errors);
+    assert_eq!(step.errors[0].statement_idx, Some(0));
+    let step = job.finish();
+    assert_eq!(step.outputs.len(), 2);
+}
+
+#[test]
+fn slowest_partition_holds_windows_open() {
+    let mut job = job(
+        "SELECT COUNT(*) AS n INTO o FROM i TIMESTAMP BY t GROUP BY TumblingWindow(second, 10)",
+        JobOptions::default(),
+    );
+    assert!(job.push("i", 0, &json!({"t": 1_000}), 0).outputs.is_empty());
+    assert!(job.push("i", 1, &json!({"t": 2_000}), 0).outputs.is_empty());
+    assert!(job.push("i", 0, &json!({"t": 50_000}), 0).outputs.is_empty(), "partition 1 is still at 2s");
+    assert_eq!(job.watermark_ms("i"), Some(2_000));
+    let step = job.push("i", 1, &json!({"t": 30_000}), 0);
+    assert_eq!(step.outputs.len(), 1);
+    assert_eq!(step.outputs[0].row, json!({"n": 2}));
+    assert_eq!(step.outputs[0].timestamp_ms, 10_000);
+}
+
+#[test]
+fn idle_partition_released_by_processing_time() {
+    let options = JobOptions { idle_partition_timeout_ms: Some(1_000), ..JobOptions::default() };
+    let mut job =
+        job("SELECT COUNT(*) AS n INTO o FROM i TIMESTAMP BY t GROUP BY TumblingWindow(second, 10)", options);
+    job.push("i", 0, &json!({"t": 1_000}), 0);
+    job.push("i", 1, &json!({"t": 20_000}), 0);
+    assert!(job.advance_processing_time(1_000).outputs.is_empty(), "idle only after more than the timeout");
+    let step = job.advance_processing_time(1_001);
+    assert_eq!(step.outputs.len(), 1, "both partitions idle: the freshest decides");
+}
+
+#[test]
+fn late_arrival_tolerance_keeps_windows_open_longer() {
+    let options = JobOptions {
+        late_arrival_tolerance_ms: 5_000,
+        late_policy: LatePolicy::Drop,
+        ..JobOptions::default()
+    };
+    let mut job =
+        job("SELECT COUNT(*) AS n INTO o FROM i TIMESTAMP BY t GROUP BY TumblingWindow(second, 10)", options);
+    job.push("i", 0, &json!({"t": 9_000}), 0);
+    assert!(job.push("i", 0, &json!({"t": 15_000}), 0).outputs.is_empty(), "boundary 10s: not past the end");
+    assert!(job.push("i", 0, &json!({"t": 10_000}), 0).late.is_empty(), "10s is not before the boundary");
+    let step = job.push("i", 0, &json!({"t": 15_001}), 0);
+    assert_eq!(step.outputs[0].row, json!({"n": 2}));
+    let step = job.push("i", 0, &json!({"t": 10_000}), 0);
+    assert_eq!(step.late.len(), 1);
+    assert_eq!(step.late[0].action, LateAction::Dropped);
+    assert_eq!(step.late[0].watermark_ms, 10_001);
+}
+
+#[test]
+fn session_without_partition_is_shared_by_all_groups() {
+    let mut job = job(
+        "SELECT k, COUNT(*) AS n, System.Timestamp() AS e INTO o FROM i TIMESTAMP BY t \
+         GROUP BY k, SessionWindow(second, 5, 100)",
+        JobOptions::default(),
+    );
+    // a at 1s and b at 4s share one session (gap 3s); a at 8s extends it; it ends at 13s.
+    let mut rows = Vec::new();
+    for (key, t) in [("a", 1_000), ("b", 4_000), ("a", 8_000), ("a", 30_000)] {
+        rows.extend(
+            job.push("i", 0, &json!({"k": key, "t": t}), 0).outputs.into_iter().map(|output| output.row),
+        );
+    }
+    assert_eq!(rows.len(), 2, "the first session closed when 30s arrived");
+    rows.extend(job.finish().outputs.into_iter().map(|output| output.row));
+    assert_eq!(
+        rows,
+        vec![
+            json!({"k": "a", "n": 2, "e": "1970-01-01T00:00:13.0000000Z"}),
+            json!({"k": "b", "n": 1, "e": "1970-01-01T00:00:13.0000000Z"}),
+            json!({"k": "a", "n": 1, "e": "1970-01-01T00:00:35.0000000Z"}),
+        ]
+    );
+}
+
+#[test]
+fn errors_in_having_are_reported_at_emission() {
+    let mut job = job(
+        "SELECT COUNT(*) AS n INTO o FROM i TIMESTAMP BY t GROUP BY TumblingWindow(second, 1) HAVING 1 / (COUNT(*) - 1) > 0",
+        JobOptions::default(),
+    );
+    job.push("i", 0, &json!({"t": 500}), 0);
+    let step = job.finish();
+    assert!(step.outputs.is_empty());
+    assert_eq!(step.errors[0].message, "division by zero");
+}
+
+#[test]
+fn checkpoints_restore_only_into_the_same_job() {
+    let query = "SELECT COUNT(*) AS n INTO o FROM i TIMESTAMP BY t GROUP BY TumblingWindow(second, 10)";
+    let mut original = job(query, JobOptions::default());
+    original.push("i", 0, &json!({"t": 1_000}), 0);
+    let checkpoint = original.checkpoint();
+    assert_eq!(checkpoint["version"], json!(tidewater_sql::CHECKPOINT_VERSION));
+
+    let mut other_query = job(
+        "SELECT COUNT(*) AS n INTO o FROM i TIMESTAMP BY t GROUP BY TumblingWindow(second, 5)",
+        JobOptions::default(),
+    );
+    assert_eq!(other_query.restore(&checkpoint), Err(CheckpointError::WrongJob));
+    let options = JobOptions { out_of_order_tolerance_ms: 1, ..JobOptions::default() };
+    assert_eq!(job(query, options).restore(&checkpoint), Err(CheckpointError::WrongJob));
+
+    let mut restored = job(query, JobOptions::default());
+    let mut future = checkpoint.clone();
+    future["version"] = json!(99);
+    assert_eq!(restored.restore(&future), Err(CheckpointError::Version { found: 99 }));
+    let mut broken = checkpoint.clone();
+    broken["statements"] = json!("nonsense");
+    assert!(matches!(restored.restore(&broken), Err(CheckpointError::Malformed { .. })));
+    assert!(restored.finish().outputs.is_empty(), "failed restores leave the fresh job unchanged");
+
+    let mut restored = job(query, JobOptions::default());
+    assert_eq!(restored.restore(&checkpoint), Ok(()));
+    assert_eq!(restored.finish(), original.finish());
+}
+
+#[test]
+fn checkpoints_keep_infinite_floats() {
+    let query = "SELECT SUM(CAST(v AS float)) AS s, MAX(CAST(v AS float)) AS m INTO o FROM i TIMESTAMP BY t \
+                 GROUP BY TumblingWindow(second, 10)";
+    let mut original = job(query, JobOptions::default());
+    original.push("i", 0, &json!({"v": "1e999", "t": 1_000}), 0);
+    let mut restored = job(query, JobOptions::default());
+    assert_eq!(restored.restore(&original.checkpoint()), Ok(()));
+    let step = restored.finish();
+    // Infinity has no JSON form in output rows either: it is written as null.
+    assert_eq!(step.outputs[0].row, json!({"s": null, "m": null}));
+    assert_eq!(step, original.finish());
+}
+
+#[test]
+fn long_window_forms_and_system_timestamp_without_parentheses() {
+    let mut job = job(
+        "SELECT System.Timestamp AS windowEnd, COUNT(*) AS n INTO o FROM i TIMESTAMP BY t \
+         GROUP BY HoppingWindow(Duration(second, 10), Hop(millisecond, 5000))",
+        JobOptions::default(),
+    );
+    job.push("i", 0, &json!({"t": 7_000}), 0);
+    let rows: Vec<_> = job.finish().outputs.into_iter().map(|output| output.row).collect();
+    assert_eq!(
+        rows,
+        vec![
+            json!({"windowEnd": "1970-01-01T00:00:10.0000000Z", "n": 1}),
+            json!({"windowEnd": "1970-01-01T00:00:15.0000000Z", "n": 1}),
+        ]
+    );
+}
+
+#[test]
+fn jobs_can_move_between_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Job>();
+}

@@ -1,0 +1,262 @@
+//! Bad queries produce diagnostics with line and column, several per compile, sorted by
+//! position. Each case is the query and the exact rendered diagnostics (`line:column: message`).
+
+use tidewater_sql::{compile, JobOptions, MAX_DIAGNOSTICS, MAX_QUERY_BYTES};
+
+fn render(sql: &str, options: JobOptions) -> String {
+    match compile(sql, options) {
+        Ok(_) => "compiled\n".to_string(),
+        Err(diagnostics) => diagnostics.iter().map(|diagnostic| format!("{diagnostic}\n")).collect(),
+    }
+}
+
+#[track_caller]
+fn check_with(sql: &str, options: JobOptions, expected: &str) {
+    let actual = render(sql, options);
+    assert_eq!(actual.trim_end(), expected.trim(), "query:\n{sql}\n--- actual:\n{actual}");
+}
+
+#[track_caller]
+fn check(sql: &str, expected: &str) {
+    check_with(sql, JobOptions::default(), expected);
+}
+
+#[test]
+fn unknown_functions_are_all_reported() {
+    check(
+        "SELECT foo(x),\n       bar(y) AS b\nINTO o FROM i",
+        "1:8: unknown function 'foo'\n2:8: unknown function 'bar'",
+    );
+}
+
+#[test]
+fn non_grouped_column_in_aggregating_select() {
+    check(
+        "SELECT deviceId, temp, COUNT(*) INTO o FROM i GROUP BY deviceId, TumblingWindow(second, 5)",
+        "1:18: column 'temp' in SELECT must appear in GROUP BY or inside an aggregate",
+    );
+    check(
+        "SELECT deviceId, COUNT(*) INTO o FROM i GROUP BY TumblingWindow(second, 5) HAVING temp > 1",
+        "1:8: column 'deviceId' in SELECT must appear in GROUP BY or inside an aggregate\n\
+         1:83: column 'temp' in HAVING must appear in GROUP BY or inside an aggregate",
+    );
+}
+
+#[test]
+fn aggregate_in_where_and_nested_aggregates() {
+    check("SELECT x INTO o FROM i WHERE COUNT(*) > 1", "1:30: aggregate COUNT is not allowed in WHERE");
+    check(
+        "SELECT SUM(MAX(x)) INTO o FROM i GROUP BY TumblingWindow(second, 1)",
+        "1:12: aggregate MAX cannot be nested inside another aggregate",
+    );
+}
+
+#[test]
+fn aggregation_needs_a_window() {
+    check(
+        "SELECT COUNT(*) INTO o FROM i GROUP BY deviceId",
+        "1:40: aggregation over a stream needs a window in GROUP BY: TumblingWindow, HoppingWindow, SlidingWindow or SessionWindow",
+    );
+    check(
+        "SELECT COUNT(*) INTO o FROM i",
+        "1:1: aggregation over a stream needs a window in GROUP BY: TumblingWindow, HoppingWindow, SlidingWindow or SessionWindow",
+    );
+}
+
+#[test]
+fn bad_window_arguments() {
+    check(
+        "SELECT COUNT(*) INTO o FROM i GROUP BY TumblingWindow(week, 0), HoppingWindow(second, 10)",
+        "1:55: expected a time unit (millisecond, second, minute, hour, day), found week\n\
+         1:61: the window size must be a positive integer literal, found 0\n\
+         1:65: only one window is allowed in GROUP BY",
+    );
+    check(
+        "SELECT COUNT(*) INTO o FROM i GROUP BY HoppingWindow(second, 100000, 1)",
+        "1:70: the hop is too small: one event would fall into more than 10000 windows",
+    );
+    check(
+        "SELECT TumblingWindow(second, 1) INTO o FROM i",
+        "1:8: window function TumblingWindow is only allowed in GROUP BY",
+    );
+}
+
+#[test]
+fn syntax_errors_in_several_statements() {
+    check(
+        "SELECT x INTO o FROM\nSELECT (y INTO o FROM i\nSELECT z INTO p FROM i WHERE",
+        "2:1: expected an input name after FROM, found 'SELECT'\n\
+         2:11: expected ')', found 'INTO'\n\
+         3:29: expected an expression, found end of query",
+    );
+    check(
+        "SELECT 'abc INTO o FROM i",
+        "1:8: unterminated string literal\n1:26: expected an expression, found end of query",
+    );
+    check(
+        "SELECT a INTO o FROM i WHERE a = 1 garbage here",
+        "1:36: expected end of statement, found 'garbage'",
+    );
+}
+
+#[test]
+fn unknown_outputs_inputs_and_step_columns() {
+    let options = JobOptions {
+        known_inputs: Some(vec!["telemetry".into()]),
+        known_outputs: Some(vec!["alerts".into()]),
+        ..JobOptions::default()
+    };
+    check_with(
+        "SELECT a INTO alert FROM telemetry;\nSELECT a INTO alerts FROM telemetri",
+        options,
+        "1:15: unknown output 'alert' (known: alerts)\n2:27: unknown input 'telemetri' (known: telemetry)",
+    );
+    check("WITH s AS (SELECT a FROM i)\nSELECT b INTO o FROM s", "2:8: unknown column 'b' (the step has: a)");
+    check("SELECT a FROM i", "1:1: missing INTO: say which output this statement writes to");
+    check(
+        "SELECT a INTO o FROM later;\nWITH later AS (SELECT a FROM i) SELECT a INTO p FROM later",
+        "1:22: the WITH step 'later' is used before it is defined",
+    );
+    check("WITH s AS (SELECT a FROM i)\nSELECT a INTO s FROM s", "2:15: 's' is a WITH step, not an output");
+    check(
+        "WITH s AS (SELECT a FROM i) SELECT a INTO o FROM s TIMESTAMP BY t",
+        "1:65: TIMESTAMP BY applies to inputs, not to the step 's'",
+    );
+}
+
+#[test]
+fn joins() {
+    check(
+        "SELECT a.x INTO o FROM l a JOIN r b ON a.k = b.k",
+        "1:40: a JOIN needs a time bound in ON: AND DATEDIFF(unit, left, right) BETWEEN low AND high",
+    );
+    check(
+        "SELECT x INTO o FROM l a JOIN r b ON a.k = b.k AND DATEDIFF(second, a, b) BETWEEN 0 AND 5",
+        "1:8: column 'x' in a JOIN must name its side, as in a.x",
+    );
+    check(
+        "SELECT * INTO o FROM l a JOIN r b ON DATEDIFF(second, a, b) BETWEEN 0 AND 5",
+        "1:8: SELECT * is not supported with JOIN yet: name the columns",
+    );
+    check(
+        "SELECT l.x INTO o FROM l JOIN l ON DATEDIFF(second, l, l) BETWEEN 0 AND 5",
+        "1:31: the two sides of a JOIN need different names: give them aliases",
+    );
+}
+
+#[test]
+fn constant_type_errors() {
+    check(
+        "SELECT UPPER(5) AS u, 1 / 0 AS z, 'a' + 1 AS s INTO o FROM i",
+        "1:8: UPPER expects a string, got bigint 5\n\
+         1:23: division by zero\n\
+         1:35: cannot apply + to nvarchar(max) \"a\" and bigint 1",
+    );
+    check(
+        "SELECT AVG('hot') AS a INTO o FROM i GROUP BY TumblingWindow(second, 1)",
+        "1:12: AVG expects a number, got nvarchar(max) \"hot\"",
+    );
+    check(
+        "SELECT a INTO o FROM i WHERE a > CAST('x' AS bigint)",
+        "1:34: cannot cast nvarchar(max) \"x\" to bigint",
+    );
+}
+
+#[test]
+fn top_one() {
+    check(
+        "SELECT TopOne() AS t INTO o FROM i GROUP BY TumblingWindow(second, 1)",
+        "1:8: TopOne needs OVER (ORDER BY ...)",
+    );
+    check(
+        "SELECT TopOne() OVER (ORDER BY x) AS t INTO o FROM i",
+        "1:1: aggregation over a stream needs a window in GROUP BY: TumblingWindow, HoppingWindow, SlidingWindow or SessionWindow",
+    );
+    check(
+        "SELECT a INTO o FROM i WHERE TopOne() OVER (ORDER BY x) IS NULL",
+        "1:30: aggregate TopOne is not allowed in WHERE",
+    );
+}
+
+#[test]
+fn percentiles() {
+    check(
+        "SELECT PERCENTILE_CONT(1.5) OVER (ORDER BY v) AS p INTO o FROM i GROUP BY TumblingWindow(second, 1)",
+        "1:8: PERCENTILE_CONT takes one number between 0 and 1",
+    );
+    check(
+        "SELECT PERCENTILE_DISC(0.5) AS p INTO o FROM i GROUP BY TumblingWindow(second, 1)",
+        "1:8: PERCENTILE_DISC needs OVER (ORDER BY expr) with one expression",
+    );
+}
+
+#[test]
+fn cross_apply() {
+    check(
+        "SELECT a INTO o FROM i CROSS APPLY Explode(i.arr) AS e",
+        "1:36: CROSS APPLY supports GetArrayElements(...) and GetRecordProperties(...)",
+    );
+    check(
+        "WITH s AS (SELECT a FROM i) SELECT e.ArrayValue, b INTO o FROM s CROSS APPLY GetArrayElements(a) AS e",
+        "1:50: unknown column 'b' (the step has: a, e)",
+    );
+}
+
+#[test]
+fn types_arity_and_analytics() {
+    check(
+        "SELECT CAST(a AS widget), LEN(a, b), LAG(a) OVER (PARTITION BY k) INTO o FROM i",
+        "1:8: unknown type 'widget' (expected bigint, float, nvarchar(max), datetime or bit)\n\
+         1:27: LEN takes 1 arguments, found 2\n\
+         1:38: LAG needs OVER (... LIMIT DURATION(unit, size))",
+    );
+    check(
+        "SELECT COUNT(*), LAG(a) OVER (LIMIT DURATION(second, 1)) INTO o FROM i GROUP BY TumblingWindow(second, 1)",
+        "1:18: analytic function LAG is not supported in an aggregating statement",
+    );
+    check("SELECT a AS x, b AS x INTO o FROM i", "1:16: duplicate output column 'x'; name it with AS");
+    check(
+        "SELECT a INTO o FROM i TIMESTAMP BY t1; SELECT b INTO p FROM i TIMESTAMP BY t2",
+        "1:77: input 'i' is read with different TIMESTAMP BY clauses; every statement must use the same one",
+    );
+}
+
+#[test]
+fn limits() {
+    check("", "1:1: the query has no statements");
+    let long = format!("SELECT a INTO o FROM i WHERE a = '{}'", "x".repeat(MAX_QUERY_BYTES));
+    check(&long, &format!("1:1: the query is longer than {MAX_QUERY_BYTES} bytes"));
+    let many: String =
+        (0..MAX_DIAGNOSTICS + 5).map(|index| format!("SELECT f{index}() INTO o FROM i;\n")).collect();
+    let rendered = render(&many, JobOptions::default());
+    assert_eq!(rendered.lines().count(), MAX_DIAGNOSTICS + 1);
+    assert!(rendered.trim_end().ends_with("5 more diagnostics not shown"), "{rendered}");
+    let options = JobOptions { out_of_order_tolerance_ms: -1, ..JobOptions::default() };
+    check_with(
+        "SELECT a INTO o FROM i",
+        options,
+        "1:1: option out_of_order_tolerance_ms must not be negative, got -1",
+    );
+}
+
+#[test]
+fn good_queries_compile() {
+    for query in [
+        "SELECT * INTO o FROM i",
+        "SELECT i.a.b AS x, [weird name] INTO o FROM input i",
+        "WITH a AS (SELECT x FROM i), b AS (SELECT x FROM a) SELECT x INTO o1 FROM a SELECT x INTO o2 FROM b",
+        "SELECT k, TopOneCount INTO o FROM i",
+        "SELECT System.Timestamp AS t, COUNT(*) INTO o FROM i GROUP BY HoppingWindow(Duration(hour, 1), Hop(minute, 5))",
+        "SELECT COUNT(*) INTO o FROM i GROUP BY SessionWindow(Timeout(minute, 5), MaxDuration(hour, 1))",
+        "SELECT a.k, COUNT(*) AS n INTO o FROM l a INNER JOIN r AS b TIMESTAMP BY t ON DATEDIFF(ms, b, a) BETWEEN -5 AND 5 \
+         GROUP BY a.k, TumblingWindow(second, 1)",
+        "SELECT p.PropertyName, p.PropertyValue INTO o FROM i CROSS APPLY GetRecordProperties(i.tags) AS p TIMESTAMP BY t",
+        "SELECT i.k, UPPER(k) AS u, COUNT(*) INTO o FROM input i GROUP BY k, UPPER(i.k), TumblingWindow(s, 1)",
+        "SELECT COUNT(*) INTO o FROM i GROUP BY SessionWindow(second, 5, 60) OVER (PARTITION BY k), k",
+        "SELECT DATEADD(minute, 5, t) AS later, DATEDIFF(ms, t, u) AS gap INTO o FROM i",
+        "SELECT a INTO o FROM i WHERE a NOT BETWEEN 1 AND 2 OR b NOT IN ('x', 'y') OR c NOT LIKE 'z%'",
+        "SELECT LAST(a) OVER (PARTITION BY k LIMIT DURATION(hour, 1) WHEN a IS NOT NULL) AS last_a INTO o FROM i",
+    ] {
+        assert_eq!(render(query, JobOptions::default()), "compiled\n", "{query}");
+    }
+}
