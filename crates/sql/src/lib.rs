@@ -35,6 +35,7 @@ mod error;
 mod expr;
 mod job;
 mod lexer;
+pub mod local;
 mod parser;
 mod plan;
 mod time;

@@ -43,6 +43,10 @@ pub(crate) enum Command {
     /// a topic, with retries, backoff and a dead-letter topic. Register triggers on any
     /// Kafka-compatible cluster and run them in `tidewater serve` or with `trigger run`.
     Trigger(crate::trigger_cmd::TriggerArgs),
+    /// Complex event processing: streaming SQL (Azure Stream Analytics dialect) over event time.
+    /// `query test` runs a query over a file of events, no server needed.
+    #[command(subcommand)]
+    Query(crate::query_cmd::QueryCommand),
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod client;
 mod log_cmd;
+mod query_cmd;
 mod serve;
 mod trigger_cmd;
 
@@ -22,6 +23,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Bench(command) => bench::run(command),
         cli::Command::Group(args) => client::group::run(args),
         cli::Command::Trigger(args) => trigger_cmd::run(args),
+        cli::Command::Query(command) => query_cmd::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -88,3 +88,40 @@ fn a_bad_setting_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unknown fsync policy \"sometimes\""), "{stderr}");
 }
+
+#[test]
+fn query_test_compares_with_expected_output_and_reports_diagnostics_with_positions() {
+    let case = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/tests/queries/hopping_window");
+    let run = |query: &std::path::Path, expect: Option<&std::path::Path>| {
+        let mut command = Command::new(BINARY);
+        command.args(["query", "test"]).arg(query).arg("--input").arg(case.join("input.jsonl"));
+        if let Some(expect) = expect {
+            command.arg("--expect").arg(expect);
+        }
+        command.output().expect("run tidewater query test")
+    };
+    let matching = run(&case.join("query.sql"), Some(&case.join("expected.jsonl")));
+    let stdout = String::from_utf8_lossy(&matching.stdout);
+    assert!(matching.status.success(), "{}", String::from_utf8_lossy(&matching.stderr));
+    assert_eq!(stdout.lines().count(), 6, "{stdout}");
+    assert!(
+        stdout.starts_with(r#"{"output":"hops","line":3,"row":{"windowEnd":"2026-01-01T00:00:05.0000000Z""#)
+    );
+
+    let temp = tempfile::tempdir().expect("tempdir");
+    let wrong = temp.path().join("wrong.jsonl");
+    std::fs::write(&wrong, r#"{"output": "hops", "row": {"windowEnd": "2026-01-01T00:00:05.0000000Z", "tollId": 1, "cars": 3, "total": 9}}"#)
+        .expect("write");
+    let mismatch = run(&case.join("query.sql"), Some(&wrong));
+    let stderr = String::from_utf8_lossy(&mismatch.stderr);
+    assert!(!mismatch.status.success());
+    assert!(stderr.contains("- {") && stderr.contains("\"cars\":3") && stderr.contains("+ {"), "{stderr}");
+
+    let bad = temp.path().join("bad.sql");
+    std::fs::write(&bad, "SELECT foo(x) INTO o FROM i\nGROUP BY TumblingWindow(parsec, 1)\n").expect("write");
+    let diagnostics = run(&bad, None);
+    let stderr = String::from_utf8_lossy(&diagnostics.stderr);
+    assert!(!diagnostics.status.success());
+    assert!(stderr.contains("bad.sql:1:8: unknown function 'foo'"), "{stderr}");
+    assert!(stderr.contains("bad.sql:2:25:"), "{stderr}");
+}

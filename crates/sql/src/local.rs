@@ -1,0 +1,279 @@
+//! Running a job over a file of events, with no cluster: what `tidewater query test` does, and
+//! the format the query corpus (`tests/queries/`) is written in.
+//!
+//! Input is JSON Lines, one event per line; keys starting with `@` steer the run and are removed
+//! before the event is pushed: `@input` (which input; default the first the query names),
+//! `@partition` (default 0), `@arrival` (processing time, epoch ms or ISO-8601; default 0). A
+//! line `{"@advance_processing_time": T}` advances processing time instead. Blank lines and lines
+//! starting with `//` are skipped. After the last line the job is finished (open windows flush).
+//!
+//! Results are JSON lines too: `{"output": NAME, "line": N, "row": {...}}` per output row,
+//! `{"late": {...}, "line": N}` per late event and `{"error": MESSAGE, "line": N}` per event
+//! error, where `line` is the input line that produced it or `"finish"`. An expected file in the
+//! same format is compared kind by kind (outputs, late events, errors), in order; numbers match
+//! within a relative 1e-9, `line` is compared only where the expected line has one, and an
+//! expected error matches any message containing it.
+
+use std::fmt::Write as _;
+
+use serde_json::Value as Json;
+
+use crate::{format_timestamp, parse_timestamp, Job, JobOptions, LateAction, LatePolicy, Step};
+
+/// A problem with the input or expected file, naming the line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct LineError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Reads `JobOptions` from JSON (`out_of_order_tolerance_ms`, `late_arrival_tolerance_ms`,
+/// `late_policy` "adjust" or "drop", `idle_partition_timeout_ms`), naming an unknown key.
+pub fn options_from_json(json: &Json) -> Result<JobOptions, String> {
+    let mut options = JobOptions::default();
+    let Some(object) = json.as_object() else { return Err("options must be a JSON object".to_string()) };
+    for (key, value) in object {
+        let number = || value.as_i64().ok_or_else(|| format!("{key} must be a whole number of milliseconds"));
+        match key.as_str() {
+            "out_of_order_tolerance_ms" => options.out_of_order_tolerance_ms = number()?,
+            "late_arrival_tolerance_ms" => options.late_arrival_tolerance_ms = number()?,
+            "idle_partition_timeout_ms" => options.idle_partition_timeout_ms = Some(number()?),
+            "late_policy" => {
+                options.late_policy = match value.as_str() {
+                    Some("adjust") => LatePolicy::Adjust,
+                    Some("drop") => LatePolicy::Drop,
+                    _ => return Err("late_policy must be \"adjust\" or \"drop\"".to_string()),
+                }
+            }
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(options)
+}
+
+fn time_ms(json: &Json) -> Option<i64> {
+    match json {
+        Json::Number(number) => number.as_i64(),
+        Json::String(text) => parse_timestamp(text),
+        _ => None,
+    }
+}
+
+/// Appends what one call into the job produced, in the result format.
+fn record(step: Step, line: &Json, results: &mut Vec<Json>) {
+    for output in step.outputs {
+        results.push(serde_json::json!({"output": output.name, "line": line, "row": output.row}));
+    }
+    for late in step.late {
+        let action = match late.action {
+            LateAction::Adjusted { .. } => "adjusted",
+            LateAction::Dropped => "dropped",
+        };
+        results.push(serde_json::json!({"late": {
+            "input": late.input,
+            "partition": late.partition,
+            "timestamp": format_timestamp(late.timestamp_ms),
+            "action": action,
+        }, "line": line}));
+    }
+    for error in step.errors {
+        results.push(serde_json::json!({"error": error.to_string(), "line": line}));
+    }
+}
+
+fn is_skipped(text: &str) -> bool {
+    text.trim().is_empty() || text.trim_start().starts_with("//")
+}
+
+/// Runs `job` over `input` (the input format above) and finishes it. `after_line` is called after
+/// each pushed line with the job, so a caller can checkpoint and restore it there.
+pub fn run(
+    job: &mut Job,
+    input: &str,
+    mut after_line: impl FnMut(&mut Job, usize) -> Result<(), String>,
+) -> Result<Vec<Json>, LineError> {
+    let inputs = job.inputs();
+    let mut results = Vec::new();
+    for (index, text) in input.lines().enumerate() {
+        let line_number = index + 1;
+        if is_skipped(text) {
+            continue;
+        }
+        let error = |message: String| LineError { line: line_number, message };
+        let line = Json::from(line_number);
+        let mut event: Json =
+            serde_json::from_str(text).map_err(|parse| error(format!("not JSON: {parse}")))?;
+        let Some(map) = event.as_object_mut() else {
+            return Err(error("an event is a JSON object".to_string()));
+        };
+        if let Some(now) = map.remove("@advance_processing_time") {
+            let now_ms =
+                time_ms(&now).ok_or_else(|| error("@advance_processing_time is not a time".to_string()))?;
+            record(job.advance_processing_time(now_ms), &line, &mut results);
+            continue;
+        }
+        let input_name = match map.remove("@input") {
+            Some(Json::String(name)) => name,
+            Some(_) => return Err(error("@input is not a name".to_string())),
+            None => inputs.first().cloned().ok_or_else(|| error("the query reads no input".to_string()))?,
+        };
+        let partition = match map.remove("@partition") {
+            Some(value) => value
+                .as_i64()
+                .and_then(|partition| i32::try_from(partition).ok())
+                .ok_or_else(|| error("@partition is not a partition number".to_string()))?,
+            None => 0,
+        };
+        let arrival_ms = match map.remove("@arrival") {
+            Some(value) => time_ms(&value).ok_or_else(|| error("@arrival is not a time".to_string()))?,
+            None => 0,
+        };
+        record(job.push(&input_name, partition, &event, arrival_ms), &line, &mut results);
+        after_line(job, line_number).map_err(error)?;
+    }
+    record(job.finish(), &Json::from("finish"), &mut results);
+    Ok(results)
+}
+
+/// Reads an expected-results file.
+pub fn parse_expected(text: &str) -> Result<Vec<Json>, LineError> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, text)| !is_skipped(text))
+        .map(|(index, text)| {
+            serde_json::from_str(text)
+                .map_err(|error| LineError { line: index + 1, message: format!("not JSON: {error}") })
+        })
+        .collect()
+}
+
+/// Numbers compare with a relative tolerance (1e-9) so that `35` matches `35.0`.
+fn json_eq(expected: &Json, actual: &Json) -> bool {
+    match (expected, actual) {
+        (Json::Number(left), Json::Number(right)) => {
+            let (left, right) = (left.as_f64().unwrap_or(f64::NAN), right.as_f64().unwrap_or(f64::NAN));
+            (left - right).abs() <= 1e-9 * left.abs().max(right.abs()).max(1.0)
+        }
+        (Json::Object(left), Json::Object(right)) => {
+            left.len() == right.len()
+                && left.iter().zip(right.iter()).all(|((left_key, left), (right_key, right))| {
+                    left_key == right_key && json_eq(left, right)
+                })
+        }
+        (Json::Array(left), Json::Array(right)) => {
+            left.len() == right.len() && left.iter().zip(right).all(|(left, right)| json_eq(left, right))
+        }
+        _ => expected == actual,
+    }
+}
+
+fn kind(line: &Json) -> &'static str {
+    if line.get("output").is_some() {
+        "output"
+    } else if line.get("late").is_some() {
+        "late"
+    } else {
+        "error"
+    }
+}
+
+fn line_matches(expected: &Json, actual: &Json) -> bool {
+    if let Some(line) = expected.get("line") {
+        if actual.get("line") != Some(line) {
+            return false;
+        }
+    }
+    match kind(expected) {
+        "output" => {
+            expected.get("output") == actual.get("output") && json_eq(&expected["row"], &actual["row"])
+        }
+        "late" => json_eq(&expected["late"], &actual["late"]),
+        _ => match (expected["error"].as_str(), actual["error"].as_str()) {
+            (Some(wanted), Some(found)) => found.contains(wanted),
+            _ => false,
+        },
+    }
+}
+
+/// `None` if `actual` matches `expected`; otherwise a line diff per kind (`-` expected,
+/// `+` actual, unmarked lines match).
+pub fn diff(expected: &[Json], actual: &[Json]) -> Option<String> {
+    let mut report = String::new();
+    for wanted_kind in ["output", "late", "error"] {
+        let expected: Vec<&Json> = expected.iter().filter(|line| kind(line) == wanted_kind).collect();
+        let actual: Vec<&Json> = actual.iter().filter(|line| kind(line) == wanted_kind).collect();
+        let same = expected.len() == actual.len()
+            && expected.iter().zip(&actual).all(|(expected, actual)| line_matches(expected, actual));
+        if same {
+            continue;
+        }
+        let _ = writeln!(report, "--- {wanted_kind} lines differ (- expected, + actual):");
+        for index in 0..expected.len().max(actual.len()) {
+            match (expected.get(index), actual.get(index)) {
+                (Some(expected), Some(actual)) if line_matches(expected, actual) => {
+                    let _ = writeln!(report, "  {actual}");
+                }
+                (expected, actual) => {
+                    if let Some(expected) = expected {
+                        let _ = writeln!(report, "- {expected}");
+                    }
+                    if let Some(actual) = actual {
+                        let _ = writeln!(report, "+ {actual}");
+                    }
+                }
+            }
+        }
+    }
+    (!report.is_empty()).then_some(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUERY: &str = "SELECT deviceId, AVG(temp) AS avg_temp INTO alerts FROM telemetry TIMESTAMP BY ts \
+                         GROUP BY deviceId, TumblingWindow(second, 10) HAVING AVG(temp) > 30";
+
+    fn job() -> Job {
+        crate::compile(QUERY, JobOptions::default()).unwrap_or_else(|diagnostics| panic!("{diagnostics:?}"))
+    }
+
+    #[test]
+    fn runs_a_file_and_compares_with_expected_lines() {
+        let input = "// two readings in (0s, 10s], one in (10s, 20s]\n\
+                     {\"deviceId\": \"d1\", \"temp\": 31, \"ts\": \"2026-01-01T00:00:02Z\"}\n\
+                     {\"deviceId\": \"d1\", \"temp\": 35, \"ts\": \"2026-01-01T00:00:09Z\"}\n\
+                     {\"deviceId\": \"d1\", \"temp\": 20, \"ts\": \"2026-01-01T00:00:12Z\"}\n";
+        let results = run(&mut job(), input, |_, _| Ok(())).unwrap_or_else(|error| panic!("{error}"));
+        let expected =
+            parse_expected(r#"{"output": "alerts", "line": 4, "row": {"deviceId": "d1", "avg_temp": 33}}"#)
+                .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(diff(&expected, &results), None, "{results:?}");
+        let wrong = parse_expected(r#"{"output": "alerts", "row": {"deviceId": "d1", "avg_temp": 34}}"#)
+            .unwrap_or_else(|error| panic!("{error}"));
+        let report = diff(&wrong, &results).unwrap_or_else(|| panic!("a wrong average matched"));
+        assert!(report.contains("- {") && report.contains("+ {"), "{report}");
+    }
+
+    #[test]
+    fn bad_input_lines_are_named() {
+        let error = run(&mut job(), "\n{\"deviceId\": 1}\nnot json\n", |_, _| Ok(()))
+            .err()
+            .unwrap_or_else(|| panic!("bad input ran"));
+        assert_eq!(error.line, 3);
+        let error = run(&mut job(), "[1]\n", |_, _| Ok(())).err().unwrap_or_else(|| panic!("an array ran"));
+        assert!(error.message.contains("object"), "{error}");
+    }
+
+    #[test]
+    fn options_are_read_and_unknown_ones_named() {
+        let options =
+            options_from_json(&serde_json::json!({"out_of_order_tolerance_ms": 5000, "late_policy": "drop"}))
+                .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(options.out_of_order_tolerance_ms, 5000);
+        assert_eq!(options.late_policy, LatePolicy::Drop);
+        assert!(options_from_json(&serde_json::json!({"tolerance": 1}))
+            .is_err_and(|error| error.contains("tolerance")));
+    }
+}
