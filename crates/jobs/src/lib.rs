@@ -4,11 +4,13 @@
 //! and work the same inside `tidewater serve` (against its embedded broker), standalone against
 //! Apache Kafka or Redpanda, and scaled out over several instances that share a consumer group.
 //!
-//! Today it runs triggers (`trigger`): simple event processing, an action per event.
+//! It runs triggers (`trigger`: simple event processing, an action per event) and streaming SQL
+//! jobs (`query`: complex event processing, exactly once through Kafka transactions).
 
 pub mod cluster;
 pub mod event;
 pub mod logging;
+pub mod query;
 pub(crate) mod time_format;
 pub mod trigger;
 

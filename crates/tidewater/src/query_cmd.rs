@@ -1,7 +1,7 @@
-//! `tidewater query`: streaming SQL jobs. Today: `query test`, which runs a query over a file of
-//! events with no server at all and compares the output with an expected file: the local
-//! testing Azure Stream Analytics users ask for. The engine is `tidewater_sql`; the file formats
-//! are `tidewater_sql::local`'s.
+//! `tidewater query`: streaming SQL jobs. `query test` runs a query over a file of events with no
+//! server at all and compares the output with an expected file (the local testing Azure Stream
+//! Analytics users ask for; the formats are `tidewater_sql::local`'s). `query run` runs a job
+//! against any Kafka-compatible cluster, exactly once (`tidewater_jobs::query`).
 
 use std::path::PathBuf;
 
@@ -9,12 +9,49 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use tidewater_sql::{local, JobOptions, LatePolicy};
 
+use crate::cli::ConnectArgs;
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum QueryCommand {
     /// Run QUERY over a JSON Lines file of events, print every output row (and late events and
     /// event errors) as JSON lines, and with --expect compare them with an expected file.
     /// Exits non-zero on diagnostics, bad input or a mismatch.
     Test(TestArgs),
+    /// Run QUERY against a Kafka-compatible cluster until Ctrl-C or SIGTERM: inputs are the
+    /// topics its FROM clauses name (JSON values), each INTO names an output topic. Output rows
+    /// and the job's checkpoints are committed together in Kafka transactions every
+    /// --checkpoint-interval-ms, so a consumer reading the outputs with read_committed sees each
+    /// row exactly once, across crashes and restarts.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// The query file (Azure Stream Analytics SQL).
+    query: PathBuf,
+    /// The job's name (its checkpoints and transactional id); default: the file's stem.
+    #[arg(long)]
+    name: Option<String>,
+    /// Where inputs start on the job's first run (later runs resume from the checkpoint).
+    #[arg(long, value_enum, default_value_t = FromArg::Earliest)]
+    from: FromArg,
+    /// How often output rows and the job's state are committed (ms): the output latency of an
+    /// exactly-once job, and how much is recomputed after a crash.
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_interval_ms: u64,
+    /// Write late events (with the watermark they missed in a header) to this topic.
+    #[arg(long)]
+    late_topic: Option<String>,
+    #[command(flatten)]
+    event_time: EventTimeArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FromArg {
+    Earliest,
+    Latest,
 }
 
 #[derive(Debug, Args)]
@@ -28,6 +65,13 @@ pub(crate) struct TestArgs {
     /// Expected results in the same JSON lines format `query test` prints.
     #[arg(long)]
     expect: Option<PathBuf>,
+    #[command(flatten)]
+    event_time: EventTimeArgs,
+}
+
+/// The event-time settings of a job.
+#[derive(Debug, Args)]
+struct EventTimeArgs {
     /// How far behind the newest event an event may arrive and still count as in order (ms).
     #[arg(long, default_value_t = 0)]
     out_of_order_ms: i64,
@@ -51,23 +95,74 @@ enum LatePolicyArg {
 pub(crate) fn run(command: QueryCommand) -> anyhow::Result<()> {
     match command {
         QueryCommand::Test(args) => test(args),
+        QueryCommand::Run(args) => run_job(args),
     }
+}
+
+impl EventTimeArgs {
+    fn options(&self) -> JobOptions {
+        JobOptions {
+            out_of_order_tolerance_ms: self.out_of_order_ms,
+            late_arrival_tolerance_ms: self.late_arrival_ms,
+            late_policy: match self.late_policy {
+                LatePolicyArg::Adjust => LatePolicy::Adjust,
+                LatePolicyArg::Drop => LatePolicy::Drop,
+            },
+            idle_partition_timeout_ms: self.idle_partition_ms,
+            ..JobOptions::default()
+        }
+    }
+}
+
+fn run_job(args: RunArgs) -> anyhow::Result<()> {
+    let sql =
+        std::fs::read_to_string(&args.query).with_context(|| format!("reading {}", args.query.display()))?;
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => args
+            .query
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .map(str::to_string)
+            .context("the query file has no name to name the job after; pass --name")?,
+    };
+    anyhow::ensure!(
+        !name.is_empty()
+            && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-')),
+        "job name {name:?} may contain only letters, digits, '.', '_' and '-'"
+    );
+    let settings = tidewater_jobs::query::QueryJobSettings {
+        name,
+        sql,
+        options: args.event_time.options(),
+        start_from_earliest: matches!(args.from, FromArg::Earliest),
+        checkpoint_interval: std::time::Duration::from_millis(args.checkpoint_interval_ms.max(10)),
+        late_topic: args.late_topic,
+    };
+    let cluster = crate::trigger_cmd::cluster_config(&args.connect);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tidewater-query")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let job = tokio::spawn(tidewater_jobs::query::run_query_job(settings, cluster, stopped));
+        tokio::pin!(job);
+        let signal = crate::serve::ShutdownSignal::install()?.wait();
+        tokio::select! {
+            result = &mut job => return result.context("the query job failed")?,
+            signal = signal => tracing::info!(signal = signal?, "stopping the query job"),
+        }
+        let _ = stop.send(true);
+        job.await.context("the query job failed")?
+    })
 }
 
 fn test(args: TestArgs) -> anyhow::Result<()> {
     let query =
         std::fs::read_to_string(&args.query).with_context(|| format!("reading {}", args.query.display()))?;
-    let options = JobOptions {
-        out_of_order_tolerance_ms: args.out_of_order_ms,
-        late_arrival_tolerance_ms: args.late_arrival_ms,
-        late_policy: match args.late_policy {
-            LatePolicyArg::Adjust => LatePolicy::Adjust,
-            LatePolicyArg::Drop => LatePolicy::Drop,
-        },
-        idle_partition_timeout_ms: args.idle_partition_ms,
-        ..JobOptions::default()
-    };
-    let mut job = match tidewater_sql::compile(&query, options) {
+    let mut job = match tidewater_sql::compile(&query, args.event_time.options()) {
         Ok(job) => job,
         Err(diagnostics) => {
             for diagnostic in &diagnostics {

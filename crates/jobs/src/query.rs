@@ -1,0 +1,424 @@
+//! Runs a streaming SQL job against a Kafka-compatible cluster, exactly once.
+//!
+//! The job (a `tidewater_sql::Job`, deterministic and I/O-free) reads its inputs from topics of
+//! the same names (JSON values, event time by `TIMESTAMP BY` or else the record timestamp) and
+//! writes each output row as a JSON record to the topic named by its `INTO`.
+//!
+//! Exactly-once works like Flink's Kafka sink, with Kafka transactions as the two-phase commit:
+//! every `checkpoint_interval` the runner writes a checkpoint record (the job's state and the
+//! next offset of every input partition) to `_tidewater_query_checkpoints` inside the same
+//! transaction as the output rows produced since the previous checkpoint, then commits. A crash
+//! aborts the open transaction (the next instance's `init_transactions` fences and aborts it),
+//! and the restarted job restores the last committed checkpoint and reads on from its offsets:
+//! consumers reading the outputs with `isolation.level=read_committed` see every row exactly
+//! once, the same rows a clean run produces.
+//!
+//! One instance runs a job (it reads every partition of its inputs by assignment); a second
+//! instance with the same name fences the first (its transactional id is the job's). Scaling a
+//! job out over instances that share partitions is not done yet.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tidewater_sql::{Job, JobOptions, Step};
+use tokio::sync::watch;
+
+use crate::cluster::ClusterConfig;
+use crate::logging::QuietContext;
+
+/// The topic checkpoints are written to, one record per checkpoint, key = job name.
+pub const CHECKPOINT_TOPIC: &str = "_tidewater_query_checkpoints";
+/// Largest checkpoint record (the job's whole state), and the topic's `max.message.bytes`.
+pub const CHECKPOINT_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Checkpoints older than this are deleted by retention; only the latest of each job matters.
+const CHECKPOINT_RETENTION_MS: &str = "86400000";
+/// How long transactional calls (init, commit) may take before the job fails.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Version of the checkpoint record's envelope (the engine versions its own state).
+const CHECKPOINT_ENVELOPE_VERSION: u32 = 1;
+
+/// How to run one query job.
+#[derive(Debug, Clone)]
+pub struct QueryJobSettings {
+    /// The job's name: its transactional id and its checkpoints' key.
+    pub name: String,
+    pub sql: String,
+    pub options: JobOptions,
+    /// Where inputs start when the job has no checkpoint.
+    pub start_from_earliest: bool,
+    pub checkpoint_interval: Duration,
+    /// Late events go here (the event as it came, with the reason in headers), if set.
+    pub late_topic: Option<String>,
+}
+
+/// What the checkpoint topic stores per checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointRecord {
+    version: u32,
+    /// `(topic, partition, next offset)` of every input partition read so far.
+    offsets: Vec<(String, i32, i64)>,
+    state: serde_json::Value,
+}
+
+/// Counters the runner logs at each checkpoint.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    events: u64,
+    outputs: u64,
+    late: u64,
+    errors: u64,
+}
+
+/// Runs the job until `stop` turns true, checkpointing and committing a last time on the way out.
+pub async fn run_query_job(
+    settings: QueryJobSettings,
+    cluster: ClusterConfig,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let compile = || {
+        tidewater_sql::compile(&settings.sql, settings.options.clone()).map_err(|diagnostics| {
+            let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("the query does not compile:\n{}", lines.join("\n"))
+        })
+    };
+    let mut job = compile()?;
+    let inputs = job.inputs();
+    let outputs = job.outputs();
+    ensure_checkpoint_topic(&cluster).await?;
+
+    let transactional_id = format!("tidewater-query-{}", settings.name);
+    let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
+    let producer: FutureProducer<QuietContext> = cluster
+        .client_config(&[
+            ("client.id", &transactional_id),
+            ("transactional.id", &transactional_id),
+            ("enable.idempotence", "true"),
+            ("message.max.bytes", &max_message_bytes),
+            ("linger.ms", "5"),
+        ])
+        .create_with_context(QuietContext::default())
+        .context("creating the job's transactional producer")?;
+    // Fences any earlier instance of this job and aborts its open transaction, so the
+    // checkpoint read next is the last one that really committed.
+    blocking(|| producer.init_transactions(TRANSACTION_TIMEOUT)).context("initialising transactions")?;
+
+    let (offsets, restored) = match read_latest_checkpoint(&cluster, &settings.name)? {
+        Some(record) => {
+            job.restore(&record.state).map_err(|error| {
+                anyhow::anyhow!(
+                    "restoring job {} from its checkpoint: {error} (was the query changed?)",
+                    settings.name
+                )
+            })?;
+            let offsets: HashMap<(String, i32), i64> = record
+                .offsets
+                .into_iter()
+                .map(|(topic, partition, offset)| ((topic, partition), offset))
+                .collect();
+            (offsets, true)
+        }
+        None => (HashMap::new(), false),
+    };
+    let consumer: StreamConsumer<QuietContext> = cluster
+        .client_config(&[
+            ("group.id", &transactional_id),
+            ("client.id", &transactional_id),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("isolation.level", "read_committed"),
+            ("auto.offset.reset", if settings.start_from_earliest { "earliest" } else { "latest" }),
+        ])
+        .create_with_context(QuietContext::default())
+        .context("creating the job's consumer")?;
+    let mut assignment = TopicPartitionList::new();
+    let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for input in &inputs {
+        let metadata = consumer
+            .fetch_metadata(Some(input), Duration::from_secs(30))
+            .with_context(|| format!("looking up input topic {input}"))?;
+        let topic = metadata.topics().iter().find(|topic| topic.name() == input.as_str());
+        let partitions = topic.map(|topic| topic.partitions().len()).unwrap_or(0);
+        anyhow::ensure!(
+            partitions > 0 && topic.is_some_and(|topic| topic.error().is_none()),
+            "input topic {input:?} does not exist"
+        );
+        for partition in 0..partitions as i32 {
+            let offset = match offsets.get(&(input.clone(), partition)) {
+                Some(offset) => {
+                    next_offsets.insert((input.clone(), partition), *offset);
+                    Offset::Offset(*offset)
+                }
+                None if settings.start_from_earliest => Offset::Beginning,
+                None => Offset::End,
+            };
+            assignment.add_partition_offset(input, partition, offset)?;
+        }
+    }
+    consumer.assign(&assignment).context("assigning the input partitions")?;
+    tracing::info!(job = %settings.name, ?inputs, ?outputs, restored, "query job running");
+
+    blocking(|| producer.begin_transaction()).context("beginning a transaction")?;
+    let mut counts = Counts::default();
+    let (mut checkpointed_events, mut checkpointed_outputs) = (0, 0);
+    let mut checkpoint_timer = tokio::time::interval(settings.checkpoint_interval);
+    checkpoint_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+            }
+            _ = checkpoint_timer.tick() => {
+                let step = job.advance_processing_time(now_ms());
+                send_step(&producer, &settings, step, &mut counts)?;
+                // An idle job writes no checkpoints: nothing it would say has changed.
+                if counts.events != checkpointed_events || counts.outputs != checkpointed_outputs {
+                    checkpoint(&producer, &settings.name, &job, &next_offsets)?;
+                    (checkpointed_events, checkpointed_outputs) = (counts.events, counts.outputs);
+                    tracing::debug!(job = %settings.name, ?counts, "checkpoint committed");
+                }
+            }
+            message = consumer.recv() => {
+                let message = match message {
+                    Ok(message) => message,
+                    Err(error) => {
+                        tracing::warn!(job = %settings.name, %error, "reading inputs");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                next_offsets.insert((message.topic().to_string(), message.partition()), message.offset() + 1);
+                counts.events += 1;
+                let arrival_ms = message.timestamp().to_millis().unwrap_or_else(now_ms);
+                let event: serde_json::Value = match message.payload().map(serde_json::from_slice) {
+                    Some(Ok(event)) => event,
+                    Some(Err(error)) => {
+                        counts.errors += 1;
+                        tracing::warn!(job = %settings.name, topic = message.topic(), partition = message.partition(),
+                            offset = message.offset(), %error, "an input record is not JSON; skipped");
+                        continue;
+                    }
+                    None => continue,
+                };
+                let step = job.push(message.topic(), message.partition(), &event, arrival_ms);
+                send_step(&producer, &settings, step, &mut counts)?;
+            }
+        }
+    }
+    let step = job.advance_processing_time(now_ms());
+    send_step(&producer, &settings, step, &mut counts)?;
+    checkpoint(&producer, &settings.name, &job, &next_offsets)?;
+    blocking(|| producer.abort_transaction(TRANSACTION_TIMEOUT)).ok();
+    tracing::info!(job = %settings.name, events = counts.events, outputs = counts.outputs, late = counts.late,
+        errors = counts.errors, "query job stopped");
+    Ok(())
+}
+
+/// Queues one step's output rows (and late events) in the open transaction.
+fn send_step(
+    producer: &FutureProducer<QuietContext>,
+    settings: &QueryJobSettings,
+    step: Step,
+    counts: &mut Counts,
+) -> anyhow::Result<()> {
+    for output in step.outputs {
+        let value = serde_json::to_vec(&output.row).context("encoding an output row")?;
+        let record =
+            FutureRecord::<(), [u8]>::to(&output.name).payload(&value).timestamp(output.timestamp_ms);
+        enqueue(producer, record)?;
+        counts.outputs += 1;
+    }
+    for late in step.late {
+        counts.late += 1;
+        if let Some(topic) = &settings.late_topic {
+            let value = serde_json::to_vec(&late.event).context("encoding a late event")?;
+            let watermark = late.watermark_ms.to_string();
+            let headers = rdkafka::message::OwnedHeaders::new()
+                .insert(rdkafka::message::Header {
+                    key: "tidewater-late-input",
+                    value: Some(late.input.as_bytes()),
+                })
+                .insert(rdkafka::message::Header {
+                    key: "tidewater-late-watermark-ms",
+                    value: Some(watermark.as_bytes()),
+                });
+            let record = FutureRecord::<(), [u8]>::to(topic).payload(&value).headers(headers);
+            enqueue(producer, record)?;
+        }
+    }
+    for error in step.errors {
+        counts.errors += 1;
+        tracing::warn!(job = %settings.name, %error, "an event could not be processed; skipped");
+    }
+    Ok(())
+}
+
+/// Queues a record in the open transaction, waiting while librdkafka's queue is full rather than
+/// failing.
+fn enqueue<K: rdkafka::message::ToBytes + ?Sized>(
+    producer: &FutureProducer<QuietContext>,
+    mut record: FutureRecord<'_, K, [u8]>,
+) -> anyhow::Result<()> {
+    loop {
+        match producer.send_result(record) {
+            Ok(_delivery) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                record = returned;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((error, returned)) => anyhow::bail!("producing to {}: {error}", returned.topic),
+        }
+    }
+}
+
+/// Writes the checkpoint into the open transaction, commits it, and opens the next.
+fn checkpoint(
+    producer: &FutureProducer<QuietContext>,
+    name: &str,
+    job: &Job,
+    next_offsets: &BTreeMap<(String, i32), i64>,
+) -> anyhow::Result<()> {
+    let record = CheckpointRecord {
+        version: CHECKPOINT_ENVELOPE_VERSION,
+        offsets: next_offsets
+            .iter()
+            .map(|((topic, partition), offset)| (topic.clone(), *partition, *offset))
+            .collect(),
+        state: job.checkpoint(),
+    };
+    let value = serde_json::to_vec(&record).context("encoding the checkpoint")?;
+    anyhow::ensure!(
+        value.len() <= CHECKPOINT_BYTES_MAX,
+        "the job's state is {} bytes, more than a checkpoint may hold ({CHECKPOINT_BYTES_MAX})",
+        value.len()
+    );
+    enqueue(producer, FutureRecord::to(CHECKPOINT_TOPIC).key(name).payload(&value[..]))?;
+    blocking(|| producer.commit_transaction(TRANSACTION_TIMEOUT))
+        .context("committing a checkpoint transaction")?;
+    blocking(|| producer.begin_transaction()).context("beginning a transaction")?;
+    Ok(())
+}
+
+/// Runs a blocking librdkafka call without stalling the async worker's other tasks.
+fn blocking<T>(call: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(call)
+}
+
+async fn ensure_checkpoint_topic(cluster: &ClusterConfig) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<QuietContext> = cluster
+        .client_config(&[("client.id", "tidewater-query-admin")])
+        .create_with_context(QuietContext::default())
+        .context("creating the admin client")?;
+    let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
+    let topic = NewTopic::new(CHECKPOINT_TOPIC, 1, TopicReplication::Fixed(-1))
+        .set("retention.ms", CHECKPOINT_RETENTION_MS)
+        .set("segment.ms", "3600000")
+        .set("max.message.bytes", &max_message_bytes);
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics([&topic], &options).await.context("creating the checkpoint topic")? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// How many records back from the end the checkpoint search starts; it widens fourfold each time
+/// the job's key is not found, so a busy shared checkpoint topic is read from near its end.
+const CHECKPOINT_SEARCH_START: i64 = 64;
+
+/// The latest committed checkpoint of job `name`, if any. The checkpoint topic is shared by
+/// every job and gains a record per job per checkpoint, so it is searched backwards from its end
+/// in widening windows rather than read from the beginning.
+fn read_latest_checkpoint(cluster: &ClusterConfig, name: &str) -> anyhow::Result<Option<CheckpointRecord>> {
+    let consumer: BaseConsumer<QuietContext> = cluster
+        .client_config(&[
+            ("group.id", "tidewater-query-checkpoint-reader"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+        ])
+        .create_with_context(QuietContext::default())
+        .context("creating the checkpoint reader")?;
+    let timeout = Duration::from_secs(30);
+    let (low, high) = consumer
+        .fetch_watermarks(CHECKPOINT_TOPIC, 0, timeout)
+        .with_context(|| format!("reading the end of {CHECKPOINT_TOPIC}"))?;
+    let mut window = CHECKPOINT_SEARCH_START;
+    let mut end = high;
+    while end > low {
+        let start = (end - window).max(low);
+        if let Some(value) = latest_in_range(&consumer, name, start, end)? {
+            let record: CheckpointRecord =
+                serde_json::from_slice(&value).context("decoding the latest checkpoint")?;
+            anyhow::ensure!(
+                record.version == CHECKPOINT_ENVELOPE_VERSION,
+                "checkpoint version {} is not {CHECKPOINT_ENVELOPE_VERSION}",
+                record.version
+            );
+            return Ok(Some(record));
+        }
+        end = start;
+        window = window.saturating_mul(4);
+    }
+    Ok(None)
+}
+
+/// The value of the last committed record keyed `name` in offsets `[start, end)`.
+fn latest_in_range(
+    consumer: &BaseConsumer<QuietContext>,
+    name: &str,
+    start: i64,
+    end: i64,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(CHECKPOINT_TOPIC, 0, Offset::Offset(start))?;
+    consumer.assign(&assignment)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut latest = None;
+    // read_committed skips aborted records and transaction markers, so progress is judged by the
+    // consumer's position, not by the offsets of the records seen.
+    while position(consumer)? < end {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "reading {CHECKPOINT_TOPIC} timed out");
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                if message.offset() >= end {
+                    break;
+                }
+                if message.key() == Some(name.as_bytes()) {
+                    latest = message.payload().map(<[u8]>::to_vec);
+                }
+            }
+            Some(Err(error)) => anyhow::bail!("reading {CHECKPOINT_TOPIC}: {error}"),
+            None => {}
+        }
+    }
+    Ok(latest)
+}
+
+fn position(consumer: &BaseConsumer<QuietContext>) -> anyhow::Result<i64> {
+    let positions = consumer.position().context("reading the checkpoint reader's position")?;
+    Ok(positions
+        .find_partition(CHECKPOINT_TOPIC, 0)
+        .and_then(|element| match element.offset() {
+            Offset::Offset(offset) => Some(offset),
+            _ => None,
+        })
+        .unwrap_or(-1))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}

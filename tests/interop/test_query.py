@@ -1,0 +1,177 @@
+"""Streaming SQL jobs (`tidewater query run`) against the real broker.
+
+The seed scenario of the architecture: simulated devices publish temperature readings, a job
+computes a 30-second hopping average per device and writes an alert when it exceeds 70, and the
+alerts appear in the output topic. Then the exactly-once guarantee: a job killed with SIGKILL
+mid-run and restarted produces, for read_committed consumers, exactly the rows of a clean run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from conftest import tidewater_binary
+from trigger_support import tidewater
+
+SEED_QUERY = """
+SELECT deviceId, System.Timestamp() AS windowEnd, AVG(temperature) AS avg_temp
+INTO [{alerts}]
+FROM [{telemetry}] TIMESTAMP BY ts
+GROUP BY deviceId, HoppingWindow(second, 30, 10)
+HAVING AVG(temperature) > 70
+"""
+
+
+def readings(seconds: range, devices: int) -> list[tuple[str, dict]]:
+    """Device d0 stays at 60 degrees; the others heat up by one degree per second from 60."""
+    events = []
+    for second in seconds:
+        for device in range(devices):
+            temperature = 60 if device == 0 else 60 + second * (device / devices)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1_767_225_600 + second))
+            events.append((f"d{device}", {"deviceId": f"d{device}", "temperature": temperature, "ts": stamp}))
+    return events
+
+
+def produce(bootstrap: str, topic: str, events: list[tuple[str, dict]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for key, value in events:
+        producer.produce(topic, key=key.encode(), value=json.dumps(value).encode())
+    assert producer.flush(30) == 0
+
+
+def read_committed(bootstrap: str, topic: str, settle_s: float = 2.0, timeout_s: float = 60.0) -> list[dict]:
+    """Everything in partition 0 of `topic` a read_committed consumer sees, once nothing new has
+    arrived for `settle_s`."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+    })
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        rows, quiet_since, deadline = [], time.monotonic(), time.monotonic() + timeout_s
+        while time.monotonic() - quiet_since < settle_s and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                rows.append(json.loads(message.value()))
+                quiet_since = time.monotonic()
+        return rows
+    finally:
+        consumer.close()
+
+
+class QueryJob:
+    """`tidewater query run` as a child process."""
+
+    def __init__(self, query: Path, bootstrap: str, log: Path, *extra: str):
+        self.command = [str(tidewater_binary()), "query", "run", str(query), "--brokers", bootstrap,
+                        "--checkpoint-interval-ms", "200", *extra]
+        self.log = log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("TIDEWATER_")}
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+def wait_for_rows(bootstrap: str, topic: str, count: int, timeout_s: float = 60.0) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    rows: list[dict] = []
+    while time.monotonic() < deadline:
+        rows = read_committed(bootstrap, topic, settle_s=0.5, timeout_s=5)
+        if len(rows) >= count:
+            return rows
+    raise AssertionError(f"{len(rows)} rows in {topic}, waited for {count}")
+
+
+def test_seed_scenario_alerts_on_a_hot_device_average(bootstrap, topic_name, tmp_path):
+    telemetry, alerts = f"{topic_name}-telemetry", f"{topic_name}-alerts"
+    tidewater("topic", "create", telemetry, "--partitions", "2", bootstrap=bootstrap)
+    query = tmp_path / "seed.sql"
+    query.write_text(SEED_QUERY.format(alerts=alerts, telemetry=telemetry))
+    # Check the query locally first, as a user would: `query test` needs no server.
+    local = subprocess.run([str(tidewater_binary()), "query", "test", str(query), "--input", "/dev/null"],
+                           capture_output=True, text=True, timeout=60)
+    assert local.returncode == 0, local.stderr
+
+    produce(bootstrap, telemetry, readings(range(0, 60, 2), devices=2))
+    job = QueryJob(query, bootstrap, tmp_path / "job.log")
+    job.start()
+    try:
+        rows = wait_for_rows(bootstrap, alerts, 1)
+    finally:
+        assert job.stop() == 0, (tmp_path / "job.log").read_text()
+    # d1 heats up by half a degree a second from 60: its 30 s average passes 70 once the window
+    # ends after about 35 s. d0 stays at 60 and never alerts.
+    assert rows and all(row["deviceId"] == "d1" for row in rows), rows
+    assert all(row["avg_temp"] > 70 for row in rows)
+    assert list(rows[0]) == ["deviceId", "windowEnd", "avg_temp"]
+    first = rows[0]
+    assert first["windowEnd"] == "2026-01-01T00:00:40.0000000Z", rows
+    # (10 s, 40 s]: readings at 12, 14, ..., 40 s, i.e. 60 + s/2 averaged over s = 12..40 step 2.
+    assert abs(first["avg_temp"] - (60 + sum(range(12, 41, 2)) / 15 / 2)) < 1e-9
+
+
+def test_a_killed_job_resumes_exactly_once(bootstrap, topic_name, tmp_path):
+    telemetry = f"{topic_name}-telemetry"
+    tidewater("topic", "create", telemetry, "--partitions", "2", bootstrap=bootstrap)
+    first_half, second_half = readings(range(0, 150), devices=4), readings(range(150, 300), devices=4)
+    produce(bootstrap, telemetry, first_half)
+
+    def job_for(name: str) -> tuple[Path, str]:
+        alerts = f"{topic_name}-{name}"
+        query = tmp_path / f"{name}.sql"
+        query.write_text(SEED_QUERY.format(alerts=alerts, telemetry=telemetry))
+        return query, alerts
+
+    # The reference: a clean run over all the readings.
+    clean_query, clean_alerts = job_for("clean")
+    # The job under test: killed with SIGKILL twice, restarted each time.
+    crashing_query, crashing_alerts = job_for("crashing")
+    clean = QueryJob(clean_query, bootstrap, tmp_path / "clean.log")
+    crashing = QueryJob(crashing_query, bootstrap, tmp_path / "crashing.log")
+    clean.start()
+    crashing.start()
+    try:
+        wait_for_rows(bootstrap, crashing_alerts, 5)
+        crashing.kill()
+        produce(bootstrap, telemetry, second_half)
+        crashing.start()
+        time.sleep(1.5)
+        crashing.kill()
+        crashing.start()
+        # Both jobs have read everything once their outputs stop growing and agree in size.
+        expected = wait_for_rows(bootstrap, clean_alerts, 1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            expected = read_committed(bootstrap, clean_alerts)
+            actual = read_committed(bootstrap, crashing_alerts)
+            if len(actual) >= len(expected) and len(expected) > 5:
+                break
+    finally:
+        assert clean.stop() == 0, (tmp_path / "clean.log").read_text()
+        assert crashing.stop() == 0, (tmp_path / "crashing.log").read_text()
+    expected = read_committed(bootstrap, clean_alerts)
+    actual = read_committed(bootstrap, crashing_alerts)
+    key = lambda row: (row["windowEnd"], row["deviceId"])  # noqa: E731
+    assert len({key(row) for row in actual}) == len(actual), "a row was delivered twice"
+    assert sorted(actual, key=key) == sorted(expected, key=key)
+    assert len(expected) > 20, f"the scenario produced only {len(expected)} alerts"
