@@ -15,7 +15,9 @@ use crate::lexer::{Token, TokenKind};
 pub const MAX_EXPRESSION_DEPTH: usize = 128;
 
 /// Words that end an expression or a clause and so cannot be bare identifiers or aliases.
-const RESERVED: [&str; 32] = [
+const RESERVED: [&str; 34] = [
+    "LEFT",
+    "OUTER",
     "CROSS",
     "APPLY",
     "JOIN",
@@ -252,8 +254,16 @@ impl Parser {
                 break;
             }
         }
-        let join = if self.peek().is_keyword("JOIN") || self.peek().is_keyword("INNER") {
-            self.eat_keyword("INNER");
+        let join = if self.peek().is_keyword("JOIN")
+            || self.peek().is_keyword("INNER")
+            || self.peek().is_keyword("LEFT")
+        {
+            let left_outer = self.eat_keyword("LEFT");
+            if left_outer {
+                self.eat_keyword("OUTER");
+            } else {
+                self.eat_keyword("INNER");
+            }
             self.expect_keyword("JOIN")?;
             let right = self.identifier("an input name after JOIN")?;
             let has_alias = self.eat_keyword("AS")
@@ -268,7 +278,7 @@ impl Parser {
             };
             self.expect_keyword("ON")?;
             let on = self.parse_expr(0)?;
-            Some(Join { right, right_alias, right_timestamp_by, on })
+            Some(Join { right, right_alias, right_timestamp_by, on, left_outer })
         } else {
             None
         };

@@ -51,6 +51,32 @@ pub(crate) struct JoinPlan {
     /// unit each way (DATEDIFF counts unit boundaries); the ON clause itself decides exactly.
     pub(crate) min_diff_ms: i64,
     pub(crate) max_diff_ms: i64,
+    /// The DATEDIFF unit and the most units the right side may be after the left one: a right
+    /// row at `b` can match a left row at `a` only while `floor(b / unit) <= floor(a / unit) +
+    /// upper_units`.
+    pub(crate) unit_ms: i64,
+    pub(crate) upper_units: i64,
+    pub(crate) left_outer: bool,
+}
+
+impl JoinPlan {
+    /// The last right-side time that could still match a left row at `left_ms`.
+    pub(crate) fn last_match_ms(&self, left_ms: i64) -> i64 {
+        left_ms
+            .div_euclid(self.unit_ms)
+            .saturating_add(self.upper_units)
+            .saturating_add(1)
+            .saturating_mul(self.unit_ms)
+            .saturating_sub(1)
+    }
+}
+
+/// What `join_bound` finds in an ON clause.
+struct JoinBound {
+    min_diff_ms: i64,
+    max_diff_ms: i64,
+    unit_ms: i64,
+    upper_units: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1155,14 +1181,24 @@ impl Planner<'_> {
                 return None;
             }
             let on = self.compile(&join_clause.on, &mut scope);
-            let Some((min_diff_ms, max_diff_ms)) = self.join_bound(&join_clause.on, &shape) else {
+            let Some(JoinBound { min_diff_ms, max_diff_ms, unit_ms, upper_units }) =
+                self.join_bound(&join_clause.on, &shape)
+            else {
                 self.error(
                     join_clause.on.position,
                     "a JOIN needs a time bound in ON: AND DATEDIFF(unit, left, right) BETWEEN low AND high",
                 );
                 return None;
             };
-            join = Some(JoinPlan { right_source, on: on?, min_diff_ms, max_diff_ms });
+            join = Some(JoinPlan {
+                right_source,
+                on: on?,
+                min_diff_ms,
+                max_diff_ms,
+                unit_ms,
+                upper_units,
+                left_outer: join_clause.left_outer,
+            });
         }
 
         let is_aggregating = !select.group_by.is_empty()
@@ -1248,7 +1284,7 @@ impl Planner<'_> {
     /// Finds `DATEDIFF(unit, x, y) BETWEEN low AND high` among the ON clause's top-level AND
     /// terms, with x and y naming the two sides, and turns it into bounds on
     /// `right time - left time` in milliseconds.
-    fn join_bound(&mut self, on: &Expr, shape: &Shape) -> Option<(i64, i64)> {
+    fn join_bound(&mut self, on: &Expr, shape: &Shape) -> Option<JoinBound> {
         let Shape::Joined(sides) = shape else { return None };
         let side_of = |expr: &Expr| match &expr.kind {
             ExprKind::Path(segments) if segments.len() == 1 => sides.iter().position(|side| {
@@ -1282,8 +1318,18 @@ impl Planner<'_> {
                     let low_ms = low.saturating_sub(1).saturating_mul(unit);
                     let high_ms = high.saturating_add(1).saturating_mul(unit);
                     bound = match (first, second) {
-                        (0, 1) => Some((low_ms, high_ms)),
-                        (1, 0) => Some((high_ms.saturating_neg(), low_ms.saturating_neg())),
+                        (0, 1) => Some(JoinBound {
+                            min_diff_ms: low_ms,
+                            max_diff_ms: high_ms,
+                            unit_ms: unit,
+                            upper_units: *high,
+                        }),
+                        (1, 0) => Some(JoinBound {
+                            min_diff_ms: high_ms.saturating_neg(),
+                            max_diff_ms: low_ms.saturating_neg(),
+                            unit_ms: unit,
+                            upper_units: low.saturating_neg(),
+                        }),
                         _ => continue,
                     };
                 }
