@@ -254,6 +254,13 @@ impl Parser {
                 break;
             }
         }
+        if self.peek().is_keyword("PARTITION") {
+            let position = self.peek().position;
+            return self.error(
+                position,
+                "FROM ... PARTITION BY is not supported yet (watermarks are kept per partition anyway)",
+            );
+        }
         let join = if self.peek().is_keyword("JOIN")
             || self.peek().is_keyword("INNER")
             || self.peek().is_keyword("LEFT")
