@@ -97,6 +97,10 @@ fn syntax_errors_in_several_statements() {
         "SELECT a INTO o FROM i WHERE a = 1 garbage here",
         "1:36: expected end of statement, found 'garbage'",
     );
+    check(
+        "SELECT a INTO o FROM i PARTITION BY PartitionId",
+        "1:24: FROM ... PARTITION BY is not supported yet (watermarks are kept per partition anyway)",
+    );
 }
 
 #[test]
