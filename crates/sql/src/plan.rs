@@ -741,6 +741,12 @@ impl Planner<'_> {
         };
         let arg = if star {
             None
+        } else if kind == AggregateKind::Collect && args.is_empty() {
+            let names = match scope.shape {
+                Shape::Columns(names) => Some(names.clone()),
+                Shape::Json | Shape::Joined(_) => None,
+            };
+            Some(CompiledExpr::WholeRow(names))
         } else {
             if args.len() != 1 {
                 self.error(position, format!("{name} takes one argument, found {}", args.len()));

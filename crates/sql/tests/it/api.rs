@@ -237,3 +237,18 @@ fn state_is_bounded_on_a_long_stream() {
     assert!(last < first * 11 / 10, "state grew: {sizes:?}");
     assert!(last < 100_000, "state is larger than expected: {last} bytes");
 }
+
+#[test]
+fn collect_gathers_rows_or_values() {
+    let mut job = job(
+        "SELECT k, Collect() AS rows, Collect(v) AS vs INTO o FROM i TIMESTAMP BY t GROUP BY k, TumblingWindow(second, 10)",
+        JobOptions::default(),
+    );
+    job.push("i", 0, &json!({"k": "a", "v": 1, "t": 1_000}), 0);
+    job.push("i", 0, &json!({"k": "a", "t": 2_000}), 0);
+    let step = job.finish();
+    assert_eq!(
+        step.outputs[0].row,
+        json!({"k": "a", "rows": [{"k": "a", "v": 1, "t": 1_000}, {"k": "a", "t": 2_000}], "vs": [1]})
+    );
+}
