@@ -20,7 +20,6 @@ use crate::checkpoint::{CheckpointError, CHECKPOINT_VERSION};
 use crate::error::{EventError, LateAction, LateEvent};
 use crate::expr::{eval_keys, timestamp_of, truthy, Context, JoinedRow, Row};
 use crate::plan::{Body, Expand, ExpandKind, JoinPlan, Plan, Shape, Source, StatementPlan, Target};
-use crate::time::format_timestamp;
 use crate::value::Value;
 use crate::watermark::Watermark;
 use crate::window::{WindowInput, WindowState};
@@ -311,8 +310,9 @@ impl Job {
         self.inputs.iter().position(|input| input.name.eq_ignore_ascii_case(name))
     }
 
-    /// Processes one event of `input`. `event` should be a JSON object; `arrival_time_ms` is the
-    /// processing time of its arrival and its event time when the query has no TIMESTAMP BY.
+    /// Processes one event of `input`. `event` should be a JSON object; `partition` is the input
+    /// partition it came from (watermarks are kept per partition); `arrival_time_ms` is the
+    /// processing time of its arrival, and its event time when the query has no TIMESTAMP BY.
     pub fn push(
         &mut self,
         input: &str,
@@ -860,9 +860,4 @@ impl StatementRuntime {
             }
         }
     }
-}
-
-/// Renders epoch milliseconds the way output rows show datetimes.
-pub fn format_event_time(millis: i64) -> String {
-    format_timestamp(millis)
 }
