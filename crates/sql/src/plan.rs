@@ -1,11 +1,12 @@
 //! The planner: statements to an executable plan, with every name resolved and every semantic
 //! error reported with its position.
 //!
-//! It decides, per statement, where rows come from (an input or an earlier `WITH` step), where
-//! they go (an output or a step), whether the statement aggregates (and then over which window)
-//! and which analytic functions it keeps state for. Every expression is compiled once into a
-//! [`CompiledExpr`]. The planner keeps going after an error so that one compile reports all of
-//! them (up to [`MAX_DIAGNOSTICS`]).
+//! It decides, per statement, where rows come from (an input or an earlier `WITH` step, two of
+//! them for a JOIN, with the time bound found in its ON clause), where they go (an output or a
+//! step), whether the statement aggregates (and then over which window) and which analytic
+//! functions it keeps state for. Every expression is compiled once into a [`CompiledExpr`], with
+//! constant subexpressions folded. The planner keeps going after an error so that one compile
+//! reports all of them (up to [`MAX_DIAGNOSTICS`]).
 
 use crate::agg::AggregateKind;
 use crate::ast::{BinaryOp, CrossApply, Expr, ExprKind, Literal, Select, SelectItem, Statement, UnaryOp};
