@@ -836,7 +836,24 @@ impl StatementRuntime {
         }
         match &self.plan.body {
             // The planner refuses SELECT * with JOIN, so a pair never gets here.
-            Body::Star => Ok(OwnedRow::from_row(row)),
+            Body::Star { names, extras } => {
+                let values = extras.iter().map(|item| item.eval(&context)).collect::<Result<Vec<_>, _>>()?;
+                Ok(match (OwnedRow::from_row(row), &self.plan.output_shape) {
+                    (Some(OwnedRow::Json(mut map)), _) => {
+                        // A JSON row keeps its fields; the extra columns are added (or replace
+                        // fields of the same name), in SELECT order.
+                        for (name, value) in names.iter().zip(values) {
+                            map.insert(name.clone(), value.to_json());
+                        }
+                        Some(OwnedRow::Json(map))
+                    }
+                    (Some(OwnedRow::Slots(mut slots)), _) => {
+                        slots.extend(values);
+                        Some(OwnedRow::Slots(slots))
+                    }
+                    (None, _) => None,
+                })
+            }
             Body::Project(items) => {
                 let values = items.iter().map(|item| item.eval(&context)).collect::<Result<Vec<_>, _>>()?;
                 Ok(Some(OwnedRow::Slots(values)))

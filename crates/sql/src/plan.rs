@@ -129,8 +129,11 @@ pub(crate) struct AggregatePlan {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Body {
-    /// `SELECT *`: the row as it came.
-    Star,
+    /// `SELECT *` or `SELECT *, expr AS name, ...`: the row as it came, then the extra columns.
+    Star {
+        names: Vec<String>,
+        extras: Vec<CompiledExpr>,
+    },
     Project(Vec<CompiledExpr>),
     Aggregate(Box<AggregatePlan>),
 }
@@ -1236,8 +1239,12 @@ impl Planner<'_> {
             self.plan_projection(select, &shape, &prefixes, &mut analytics, &mut names)
         };
         let body = body?;
-        let output_shape = match &body {
-            Body::Star => shape,
+        let output_shape = match (&body, shape) {
+            (Body::Star { .. }, Shape::Columns(mut columns)) => {
+                columns.extend(names);
+                Shape::Columns(columns)
+            }
+            (Body::Star { .. }, shape) => shape,
             _ => Shape::Columns(names),
         };
         Some(StatementPlan {
@@ -1447,21 +1454,37 @@ impl Planner<'_> {
         analytics: &mut Vec<AnalyticPlan>,
         names: &mut Vec<String>,
     ) -> Option<Body> {
-        if let [SelectItem::Star(position)] = select.items.as_slice() {
+        let star = match select.items.as_slice() {
+            [SelectItem::Star(position), ..] => Some(*position),
+            _ => None,
+        };
+        if let Some(position) = star {
             if matches!(shape, Shape::Joined(_)) {
-                self.error(*position, "SELECT * is not supported with JOIN yet: name the columns");
+                self.error(position, "SELECT * is not supported with JOIN yet: name the columns");
                 return None;
             }
-            return Some(Body::Star);
         }
-        if let Some(position) = select.items.iter().find_map(|item| match item {
-            SelectItem::Star(position) => Some(*position),
-            SelectItem::Expr { .. } => None,
-        }) {
-            self.error(position, "SELECT * mixed with other columns is not supported yet");
+        if let Some(position) =
+            select.items.iter().skip(usize::from(star.is_some())).find_map(|item| match item {
+                SelectItem::Star(position) => Some(*position),
+                SelectItem::Expr { .. } => None,
+            })
+        {
+            self.error(position, "* must come first in the SELECT list");
             return None;
         }
         self.output_names(select, names);
+        if let (Some(_), Shape::Columns(columns)) = (star, shape) {
+            for (name, item) in names.iter().zip(select.items.iter().skip(1)) {
+                if columns.iter().any(|column| column.eq_ignore_ascii_case(name)) {
+                    let position = match item {
+                        SelectItem::Expr { expr, .. } => expr.position,
+                        SelectItem::Star(position) => *position,
+                    };
+                    self.error(position, format!("duplicate output column '{name}': * already has it"));
+                }
+            }
+        }
         let mut scope = Scope {
             shape,
             prefixes: prefixes.to_vec(),
@@ -1480,7 +1503,14 @@ impl Planner<'_> {
                 }
             }
         }
-        (!failed).then_some(Body::Project(items))
+        if failed {
+            return None;
+        }
+        Some(if star.is_some() {
+            Body::Star { names: names.clone(), extras: items }
+        } else {
+            Body::Project(items)
+        })
     }
 
     fn plan_aggregate(
@@ -1642,7 +1672,7 @@ pub(crate) fn plan(statements: &[Statement], options: &JobOptions) -> Result<Pla
                     output_shape: Shape::Json,
                     filter: None,
                     analytics: Vec::new(),
-                    body: Body::Star,
+                    body: Body::Star { names: Vec::new(), extras: Vec::new() },
                     consumers: Vec::new(),
                 });
             }

@@ -170,6 +170,15 @@ fn constant_type_errors() {
 }
 
 #[test]
+fn star_with_columns() {
+    check("SELECT a, * INTO o FROM i", "1:11: * must come first in the SELECT list");
+    check(
+        "WITH s AS (SELECT a FROM i) SELECT *, b AS a INTO o FROM s",
+        "1:39: duplicate output column 'a': * already has it\n1:39: unknown column 'b' (the step has: a)",
+    );
+}
+
+#[test]
 fn top_one() {
     check(
         "SELECT TopOne() AS t INTO o FROM i GROUP BY TumblingWindow(second, 1)",
