@@ -27,6 +27,8 @@ pub(crate) enum AggregateKind {
     /// `TopOne() OVER (ORDER BY ...)`: the whole first row in that order. Its argument is the
     /// array `[[keys...], [descending...], row]` built by `CompiledExpr::TopOneArg`.
     TopOne,
+    /// `Collect()` (the whole rows) or `Collect(x)`: every non-NULL value, as an array.
+    Collect,
     /// `PERCENTILE_CONT(p)` / `PERCENTILE_DISC(p)` with `p` in parts per million.
     PercentileCont(u32),
     PercentileDisc(u32),
@@ -45,6 +47,7 @@ impl AggregateKind {
             ("var", false) => AggregateKind::Var,
             ("stdevp", false) => AggregateKind::StdevP,
             ("varp", false) => AggregateKind::VarP,
+            ("collect", false) => AggregateKind::Collect,
             _ => return None,
         };
         Some(kind)
@@ -66,6 +69,7 @@ impl AggregateKind {
             AggregateKind::StdevP => "STDEVP",
             AggregateKind::VarP => "VARP",
             AggregateKind::TopOne => "TopOne",
+            AggregateKind::Collect => "Collect",
             AggregateKind::PercentileCont(_) => "PERCENTILE_CONT",
             AggregateKind::PercentileDisc(_) => "PERCENTILE_DISC",
         }
@@ -103,6 +107,9 @@ pub(crate) enum Accumulator {
     },
     TopOne {
         best: Option<serde_json::Value>,
+    },
+    Collect {
+        values: Vec<Value>,
     },
     /// Every non-NULL value of the group, sorted when the result is asked for.
     Percentile {
@@ -191,6 +198,7 @@ impl Accumulator {
                 Accumulator::Moments { count: 0, mean: 0.0, m2: 0.0, kind }
             }
             AggregateKind::TopOne => Accumulator::TopOne { best: None },
+            AggregateKind::Collect => Accumulator::Collect { values: Vec::new() },
             AggregateKind::PercentileCont(_) | AggregateKind::PercentileDisc(_) => {
                 Accumulator::Percentile { values: Vec::new(), kind }
             }
@@ -203,7 +211,7 @@ impl Accumulator {
             return Ok(());
         }
         match self {
-            Accumulator::Count(_) | Accumulator::Distinct(_) => Ok(()),
+            Accumulator::Count(_) | Accumulator::Distinct(_) | Accumulator::Collect { .. } => Ok(()),
             Accumulator::TopOne { best } => {
                 let Value::Json(json) = value else { return Err("TopOne: malformed argument".to_string()) };
                 let Some((keys, _, _)) = top_one_parts(json) else {
@@ -291,7 +299,9 @@ impl Accumulator {
                     *best = Some(value.clone());
                 }
             }
-            Accumulator::Percentile { values, .. } => values.push(value.clone()),
+            Accumulator::Percentile { values, .. } | Accumulator::Collect { values } => {
+                values.push(value.clone())
+            }
             Accumulator::TopOne { best } => {
                 if let Value::Json(json) = value {
                     let replace = best.as_ref().is_none_or(|current| top_one_before(json, current));
@@ -321,6 +331,9 @@ impl Accumulator {
             Accumulator::Avg { sum, count } => Value::Float(sum / *count as f64),
             Accumulator::Extreme { best, .. } => best.clone().unwrap_or(Value::Null),
             Accumulator::Percentile { values, kind } => percentile(values, *kind),
+            Accumulator::Collect { values } => {
+                Value::Json(serde_json::Value::Array(values.iter().map(Value::to_json).collect()))
+            }
             Accumulator::TopOne { best } => best
                 .as_ref()
                 .and_then(|best| match best {

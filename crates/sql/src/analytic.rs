@@ -203,6 +203,46 @@ mod tests {
     }
 
     #[test]
+    fn last_and_isfirst_with_when() {
+        let positive = || {
+            Some(CompiledExpr::Binary(
+                crate::ast::BinaryOp::Gt,
+                Box::new(column("v")),
+                Box::new(CompiledExpr::Const(Value::Int(0))),
+            ))
+        };
+        let last = AnalyticPlan {
+            kind: AnalyticKind::Last { value: column("v") },
+            partition_by: Vec::new(),
+            duration_ms: Some(100),
+            when: positive(),
+        };
+        let events = [
+            (10, serde_json::json!({"v": 0})), // nothing remembered yet
+            (20, serde_json::json!({"v": 5})), // LAST includes the current event
+            (30, serde_json::json!({"v": -1})),
+            (130, serde_json::json!({"v": 0})), // 20 is more than 100 ms ago
+        ];
+        assert_eq!(run(&last, &events), vec![Value::Null, Value::Int(5), Value::Int(5), Value::Null]);
+        let is_first = AnalyticPlan {
+            kind: AnalyticKind::IsFirst { size_ms: 100 },
+            partition_by: Vec::new(),
+            duration_ms: None,
+            when: positive(),
+        };
+        // (0, 100]: 10 does not count (WHEN), 20 is the first that does; (100, 200]: 130 is ignored, 150 first.
+        let events = [
+            (10, serde_json::json!({"v": 0})),
+            (20, serde_json::json!({"v": 1})),
+            (100, serde_json::json!({"v": 1})),
+            (130, serde_json::json!({"v": 0})),
+            (150, serde_json::json!({"v": 2})),
+        ];
+        let firsts: Vec<Value> = [0, 1, 0, 0, 1].into_iter().map(Value::Int).collect();
+        assert_eq!(run(&is_first, &events), firsts);
+    }
+
+    #[test]
     fn moving_sum_counts_the_current_event() {
         let plan = AnalyticPlan {
             kind: AnalyticKind::Moving(crate::plan::AggregateSpec {

@@ -248,6 +248,8 @@ pub(crate) struct Join {
     pub(crate) right_alias: Option<String>,
     pub(crate) right_timestamp_by: Option<Expr>,
     pub(crate) on: Expr,
+    /// `LEFT [OUTER] JOIN`: left rows without a match come out once with the right side NULL.
+    pub(crate) left_outer: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

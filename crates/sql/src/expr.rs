@@ -27,7 +27,8 @@ pub(crate) enum Row<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct JoinedRow<'a> {
     pub(crate) sides: [Row<'a>; 2],
-    pub(crate) timestamps_ms: [i64; 2],
+    /// `None` for the missing right side of an unmatched LEFT OUTER JOIN row.
+    pub(crate) timestamps_ms: [Option<i64>; 2],
 }
 
 /// Everything an expression can see while it is evaluated for one event or one window.
@@ -660,7 +661,7 @@ impl CompiledExpr {
             }
             CompiledExpr::SideTimestamp(side) => Ok(match context.row {
                 Row::Pair(joined) => {
-                    joined.timestamps_ms.get(*side).map_or(Value::Null, |millis| Value::DateTime(*millis))
+                    joined.timestamps_ms.get(*side).copied().flatten().map_or(Value::Null, Value::DateTime)
                 }
                 _ => Value::Null,
             }),

@@ -11,7 +11,7 @@
 //! lowest of its inputs') has closed, in statement order, so that a step's window output reaches
 //! its readers before they close their own windows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
@@ -20,7 +20,6 @@ use crate::checkpoint::{CheckpointError, CHECKPOINT_VERSION};
 use crate::error::{EventError, LateAction, LateEvent};
 use crate::expr::{eval_keys, timestamp_of, truthy, Context, JoinedRow, Row};
 use crate::plan::{Body, Expand, ExpandKind, JoinPlan, Plan, Shape, Source, StatementPlan, Target};
-use crate::time::format_timestamp;
 use crate::value::Value;
 use crate::watermark::Watermark;
 use crate::window::{WindowInput, WindowState};
@@ -57,6 +56,8 @@ struct JoinState {
     left: BTreeMap<(i64, u64), OwnedRow>,
     #[serde(with = "crate::checkpoint::as_pairs")]
     right: BTreeMap<(i64, u64), OwnedRow>,
+    /// LEFT OUTER JOIN: the held left rows that have matched at least once.
+    matched_left: BTreeSet<(i64, u64)>,
     sequence: u64,
 }
 
@@ -309,8 +310,9 @@ impl Job {
         self.inputs.iter().position(|input| input.name.eq_ignore_ascii_case(name))
     }
 
-    /// Processes one event of `input`. `event` should be a JSON object; `arrival_time_ms` is the
-    /// processing time of its arrival and its event time when the query has no TIMESTAMP BY.
+    /// Processes one event of `input`. `event` should be a JSON object; `partition` is the input
+    /// partition it came from (watermarks are kept per partition); `arrival_time_ms` is the
+    /// processing time of its arrival, and its event time when the query has no TIMESTAMP BY.
     pub fn push(
         &mut self,
         input: &str,
@@ -487,14 +489,29 @@ impl Job {
     }
 
     fn advance_statement(&mut self, statement_idx: usize, boundary_ms: i64, step: &mut Step) {
+        let max_state_entries = self.max_state_entries;
         let statement = &mut self.statements[statement_idx];
-        if let (Some(join), Some(plan)) = (&mut statement.join, &statement.plan.join) {
+        if let Some(mut join) = statement.join.take() {
             // Rows of either side come at or after the boundary from now on: a left row at `a`
             // can only meet right rows up to `a + max`, a right row at `b` left rows from `b - max`
             // to `b - min`.
-            join.left = join.left.split_off(&(boundary_ms.saturating_sub(plan.max_diff_ms), 0));
-            join.right = join.right.split_off(&(boundary_ms.saturating_add(plan.min_diff_ms), 0));
+            let mut produced = Vec::new();
+            let mut messages = Vec::new();
+            statement.join_expire(&mut join, boundary_ms, max_state_entries, &mut produced, &mut messages);
+            statement.join = Some(join);
+            let target = statement.plan.target.name().to_string();
+            for message in messages {
+                step.errors.push(EventError {
+                    statement_idx: Some(statement_idx),
+                    target: target.clone(),
+                    message,
+                });
+            }
+            for (row, row_timestamp_ms) in produced {
+                self.route(statement_idx, row, row_timestamp_ms, step);
+            }
         }
+        let statement = &mut self.statements[statement_idx];
         let Some(window) = &mut statement.window else { return };
         let Body::Aggregate(aggregate) = &statement.plan.body else { return };
         let (emitted, window_errors) = window.advance(boundary_ms);
@@ -672,8 +689,17 @@ impl StatementRuntime {
         // Taken out for the duration of the call (and put back below) so that matches can run
         // through `process`, which needs the statement mutably, without copying the plan.
         let Some(plan) = self.plan.join.take() else { return };
-        self.join_matches(&plan, join, side, row, timestamp_ms, max_state_entries, produced, messages);
+        let matched =
+            self.join_matches(&plan, join, side, row, timestamp_ms, max_state_entries, produced, messages);
         self.plan.join = Some(plan);
+        join.sequence += 1;
+        let key = (timestamp_ms, join.sequence);
+        if side == 0 && !matched.is_empty() {
+            join.matched_left.insert(key);
+        }
+        if side == 1 {
+            join.matched_left.extend(matched);
+        }
         if join.left.len() + join.right.len() >= max_state_entries {
             messages.push(format!(
                 "state limit reached: {max_state_entries} rows held by the JOIN (max_state_entries)"
@@ -681,9 +707,47 @@ impl StatementRuntime {
             return;
         }
         let Some(owned) = OwnedRow::from_row(row) else { return };
-        join.sequence += 1;
         let buffer = if side == 0 { &mut join.left } else { &mut join.right };
-        buffer.insert((timestamp_ms, join.sequence), owned);
+        buffer.insert(key, owned);
+    }
+
+    /// Drops the held rows that nothing can match any more. For a LEFT OUTER JOIN, each dropped
+    /// left row that never matched goes through the statement with a NULL right side, stamped
+    /// with the latest time at which a matching right row could have occurred (ASA's rule), which
+    /// is also when it became certain that none will: so it is never behind a window the
+    /// statement has already closed.
+    fn join_expire(
+        &mut self,
+        join: &mut JoinState,
+        boundary_ms: i64,
+        max_state_entries: usize,
+        produced: &mut Vec<(OwnedRow, i64)>,
+        messages: &mut Vec<String>,
+    ) {
+        let Some(plan) = self.plan.join.take() else { return };
+        join.right = join.right.split_off(&(boundary_ms.saturating_add(plan.min_diff_ms), 0));
+        let empty = serde_json::Map::new();
+        // Left rows in time order: the last time a right row could match them grows with it.
+        while let Some(entry) = join.left.first_entry() {
+            let key = *entry.key();
+            let last_match_ms = plan.last_match_ms(key.0);
+            if last_match_ms >= boundary_ms {
+                break;
+            }
+            let left = entry.remove();
+            let matched = join.matched_left.remove(&key);
+            if !plan.left_outer || matched {
+                continue;
+            }
+            let joined =
+                JoinedRow { sides: [left.as_row(), Row::Json(&empty)], timestamps_ms: [Some(key.0), None] };
+            let out_ms = last_match_ms;
+            match self.process(Row::Pair(&joined), out_ms, max_state_entries) {
+                Ok(row) => produced.extend(row.map(|row| (row, out_ms))),
+                Err(message) => messages.push(message),
+            }
+        }
+        self.plan.join = Some(plan);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -697,7 +761,8 @@ impl StatementRuntime {
         max_state_entries: usize,
         produced: &mut Vec<(OwnedRow, i64)>,
         messages: &mut Vec<String>,
-    ) {
+    ) -> Vec<(i64, u64)> {
+        let mut matched = Vec::new();
         let (other, range) = if side == 0 {
             let low = timestamp_ms.saturating_add(plan.min_diff_ms);
             let high = timestamp_ms.saturating_add(plan.max_diff_ms);
@@ -707,24 +772,29 @@ impl StatementRuntime {
             let high = timestamp_ms.saturating_sub(plan.min_diff_ms);
             (&join.left, (low, 0)..=(high, u64::MAX))
         };
-        for (&(other_ms, _), other_row) in other.range(range) {
+        for (&other_key, other_row) in other.range(range) {
+            let other_ms = other_key.0;
             let (sides, timestamps_ms) = if side == 0 {
-                ([row, other_row.as_row()], [timestamp_ms, other_ms])
+                ([row, other_row.as_row()], [Some(timestamp_ms), Some(other_ms)])
             } else {
-                ([other_row.as_row(), row], [other_ms, timestamp_ms])
+                ([other_row.as_row(), row], [Some(other_ms), Some(timestamp_ms)])
             };
             let joined = JoinedRow { sides, timestamps_ms };
             let out_ms = timestamp_ms.max(other_ms);
             let context = Context { row: Row::Pair(&joined), timestamp_ms: out_ms, analytic: &[] };
             match plan.on.eval(&context).and_then(|value| truthy(&value)) {
                 Ok(false) => {}
-                Ok(true) => match self.process(Row::Pair(&joined), out_ms, max_state_entries) {
-                    Ok(row) => produced.extend(row.map(|row| (row, out_ms))),
-                    Err(message) => messages.push(message),
-                },
+                Ok(true) => {
+                    matched.push(other_key);
+                    match self.process(Row::Pair(&joined), out_ms, max_state_entries) {
+                        Ok(row) => produced.extend(row.map(|row| (row, out_ms))),
+                        Err(message) => messages.push(message),
+                    }
+                }
                 Err(message) => messages.push(format!("ON: {message}")),
             }
         }
+        matched
     }
 
     /// Analytic functions, WHERE, then the projection (a row now) or the window (rows later).
@@ -766,7 +836,24 @@ impl StatementRuntime {
         }
         match &self.plan.body {
             // The planner refuses SELECT * with JOIN, so a pair never gets here.
-            Body::Star => Ok(OwnedRow::from_row(row)),
+            Body::Star { names, extras } => {
+                let values = extras.iter().map(|item| item.eval(&context)).collect::<Result<Vec<_>, _>>()?;
+                Ok(match (OwnedRow::from_row(row), &self.plan.output_shape) {
+                    (Some(OwnedRow::Json(mut map)), _) => {
+                        // A JSON row keeps its fields; the extra columns are added (or replace
+                        // fields of the same name), in SELECT order.
+                        for (name, value) in names.iter().zip(values) {
+                            map.insert(name.clone(), value.to_json());
+                        }
+                        Some(OwnedRow::Json(map))
+                    }
+                    (Some(OwnedRow::Slots(mut slots)), _) => {
+                        slots.extend(values);
+                        Some(OwnedRow::Slots(slots))
+                    }
+                    (None, _) => None,
+                })
+            }
             Body::Project(items) => {
                 let values = items.iter().map(|item| item.eval(&context)).collect::<Result<Vec<_>, _>>()?;
                 Ok(Some(OwnedRow::Slots(values)))
@@ -790,9 +877,4 @@ impl StatementRuntime {
             }
         }
     }
-}
-
-/// Renders epoch milliseconds the way output rows show datetimes.
-pub fn format_event_time(millis: i64) -> String {
-    format_timestamp(millis)
 }

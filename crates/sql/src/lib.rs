@@ -45,7 +45,7 @@ mod window;
 
 pub use crate::checkpoint::{CheckpointError, CHECKPOINT_VERSION};
 pub use crate::error::{Diagnostic, EventError, LateAction, LateEvent, Position};
-pub use crate::job::{format_event_time, Job, Output, Step};
+pub use crate::job::{Job, Output, Step};
 pub use crate::parser::MAX_EXPRESSION_DEPTH;
 pub use crate::plan::{MAX_DIAGNOSTICS, MAX_LAG_OFFSET, MAX_STATEMENTS, MAX_WINDOWS_PER_EVENT};
 pub use crate::time::{format_timestamp, parse_timestamp};

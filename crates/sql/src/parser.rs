@@ -15,7 +15,9 @@ use crate::lexer::{Token, TokenKind};
 pub const MAX_EXPRESSION_DEPTH: usize = 128;
 
 /// Words that end an expression or a clause and so cannot be bare identifiers or aliases.
-const RESERVED: [&str; 32] = [
+const RESERVED: [&str; 34] = [
+    "LEFT",
+    "OUTER",
     "CROSS",
     "APPLY",
     "JOIN",
@@ -252,8 +254,23 @@ impl Parser {
                 break;
             }
         }
-        let join = if self.peek().is_keyword("JOIN") || self.peek().is_keyword("INNER") {
-            self.eat_keyword("INNER");
+        if self.peek().is_keyword("PARTITION") {
+            let position = self.peek().position;
+            return self.error(
+                position,
+                "FROM ... PARTITION BY is not supported yet (watermarks are kept per partition anyway)",
+            );
+        }
+        let join = if self.peek().is_keyword("JOIN")
+            || self.peek().is_keyword("INNER")
+            || self.peek().is_keyword("LEFT")
+        {
+            let left_outer = self.eat_keyword("LEFT");
+            if left_outer {
+                self.eat_keyword("OUTER");
+            } else {
+                self.eat_keyword("INNER");
+            }
             self.expect_keyword("JOIN")?;
             let right = self.identifier("an input name after JOIN")?;
             let has_alias = self.eat_keyword("AS")
@@ -268,7 +285,7 @@ impl Parser {
             };
             self.expect_keyword("ON")?;
             let on = self.parse_expr(0)?;
-            Some(Join { right, right_alias, right_timestamp_by, on })
+            Some(Join { right, right_alias, right_timestamp_by, on, left_outer })
         } else {
             None
         };
@@ -310,16 +327,23 @@ impl Parser {
 
     /// The Pratt loop: parses an expression whose operators bind tighter than `min_power`.
     pub(crate) fn parse_expr(&mut self, min_power: u8) -> Parsed<Expr> {
+        // `depth` counts the levels of the tree being built above this point: one per call here
+        // and one per operator the loop below wraps around its left operand, since `a + b + c`
+        // nests as deeply as `(a + (b + c))` and later passes recurse over the tree.
+        let saved_depth = self.depth;
+        let result = self.deeper().and_then(|()| self.parse_expr_inner(min_power));
+        self.depth = saved_depth;
+        result
+    }
+
+    fn deeper(&mut self) -> Parsed<()> {
         self.depth += 1;
         if self.depth > MAX_EXPRESSION_DEPTH {
             let position = self.peek().position;
-            self.depth -= 1;
             return self
                 .error(position, format!("expression nested deeper than {MAX_EXPRESSION_DEPTH} levels"));
         }
-        let result = self.parse_expr_inner(min_power);
-        self.depth -= 1;
-        result
+        Ok(())
     }
 
     fn parse_expr_inner(&mut self, min_power: u8) -> Parsed<Expr> {
@@ -341,6 +365,7 @@ impl Parser {
                 if COMPARISON_POWER <= min_power {
                     break;
                 }
+                self.deeper()?;
                 let negated = self.eat_keyword("NOT");
                 let keyword = self.bump();
                 let operand = Box::new(left);
@@ -370,6 +395,7 @@ impl Parser {
                 break;
             }
             self.bump();
+            self.deeper()?;
             let right = self.parse_expr(power)?;
             left = Expr {
                 kind: ExprKind::Binary { op, left: Box::new(left), right: Box::new(right) },
@@ -631,6 +657,20 @@ mod tests {
             parse("SELECT a INTO o FROM\nSELECT (b INTO o FROM i\nSELECT c INTO o FROM i");
         let found: Vec<(u32, u32)> = diagnostics.iter().map(|d| (d.line, d.column)).collect();
         assert_eq!(found, vec![(2, 1), (2, 11)]);
+        assert_eq!(statements.len(), 1);
+    }
+
+    #[test]
+    fn long_operator_chains_are_bounded_too() {
+        let chain = vec!["1"; MAX_EXPRESSION_DEPTH + 1].join(" + ");
+        assert!(expr(&chain).contains("nested deeper"));
+        let chain = vec!["1"; MAX_EXPRESSION_DEPTH / 2].join(" + ");
+        assert!(!expr(&chain).contains("error"));
+        // After an error the depth is back to zero for the next statement.
+        let text =
+            format!("SELECT {} INTO o FROM i; SELECT 1 + 1 AS two INTO o FROM i", vec!["1"; 500].join(" + "));
+        let (statements, diagnostics) = parse(&text);
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
         assert_eq!(statements.len(), 1);
     }
 

@@ -1,11 +1,12 @@
 //! The planner: statements to an executable plan, with every name resolved and every semantic
 //! error reported with its position.
 //!
-//! It decides, per statement, where rows come from (an input or an earlier `WITH` step), where
-//! they go (an output or a step), whether the statement aggregates (and then over which window)
-//! and which analytic functions it keeps state for. Every expression is compiled once into a
-//! [`CompiledExpr`]. The planner keeps going after an error so that one compile reports all of
-//! them (up to [`MAX_DIAGNOSTICS`]).
+//! It decides, per statement, where rows come from (an input or an earlier `WITH` step, two of
+//! them for a JOIN, with the time bound found in its ON clause), where they go (an output or a
+//! step), whether the statement aggregates (and then over which window) and which analytic
+//! functions it keeps state for. Every expression is compiled once into a [`CompiledExpr`], with
+//! constant subexpressions folded. The planner keeps going after an error so that one compile
+//! reports all of them (up to [`MAX_DIAGNOSTICS`]).
 
 use crate::agg::AggregateKind;
 use crate::ast::{BinaryOp, CrossApply, Expr, ExprKind, Literal, Select, SelectItem, Statement, UnaryOp};
@@ -51,6 +52,32 @@ pub(crate) struct JoinPlan {
     /// unit each way (DATEDIFF counts unit boundaries); the ON clause itself decides exactly.
     pub(crate) min_diff_ms: i64,
     pub(crate) max_diff_ms: i64,
+    /// The DATEDIFF unit and the most units the right side may be after the left one: a right
+    /// row at `b` can match a left row at `a` only while `floor(b / unit) <= floor(a / unit) +
+    /// upper_units`.
+    pub(crate) unit_ms: i64,
+    pub(crate) upper_units: i64,
+    pub(crate) left_outer: bool,
+}
+
+impl JoinPlan {
+    /// The last right-side time that could still match a left row at `left_ms`.
+    pub(crate) fn last_match_ms(&self, left_ms: i64) -> i64 {
+        left_ms
+            .div_euclid(self.unit_ms)
+            .saturating_add(self.upper_units)
+            .saturating_add(1)
+            .saturating_mul(self.unit_ms)
+            .saturating_sub(1)
+    }
+}
+
+/// What `join_bound` finds in an ON clause.
+struct JoinBound {
+    min_diff_ms: i64,
+    max_diff_ms: i64,
+    unit_ms: i64,
+    upper_units: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,8 +129,11 @@ pub(crate) struct AggregatePlan {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Body {
-    /// `SELECT *`: the row as it came.
-    Star,
+    /// `SELECT *` or `SELECT *, expr AS name, ...`: the row as it came, then the extra columns.
+    Star {
+        names: Vec<String>,
+        extras: Vec<CompiledExpr>,
+    },
     Project(Vec<CompiledExpr>),
     Aggregate(Box<AggregatePlan>),
 }
@@ -715,6 +745,12 @@ impl Planner<'_> {
         };
         let arg = if star {
             None
+        } else if kind == AggregateKind::Collect && args.is_empty() {
+            let names = match scope.shape {
+                Shape::Columns(names) => Some(names.clone()),
+                Shape::Json | Shape::Joined(_) => None,
+            };
+            Some(CompiledExpr::WholeRow(names))
         } else {
             if args.len() != 1 {
                 self.error(position, format!("{name} takes one argument, found {}", args.len()));
@@ -1155,14 +1191,24 @@ impl Planner<'_> {
                 return None;
             }
             let on = self.compile(&join_clause.on, &mut scope);
-            let Some((min_diff_ms, max_diff_ms)) = self.join_bound(&join_clause.on, &shape) else {
+            let Some(JoinBound { min_diff_ms, max_diff_ms, unit_ms, upper_units }) =
+                self.join_bound(&join_clause.on, &shape)
+            else {
                 self.error(
                     join_clause.on.position,
                     "a JOIN needs a time bound in ON: AND DATEDIFF(unit, left, right) BETWEEN low AND high",
                 );
                 return None;
             };
-            join = Some(JoinPlan { right_source, on: on?, min_diff_ms, max_diff_ms });
+            join = Some(JoinPlan {
+                right_source,
+                on: on?,
+                min_diff_ms,
+                max_diff_ms,
+                unit_ms,
+                upper_units,
+                left_outer: join_clause.left_outer,
+            });
         }
 
         let is_aggregating = !select.group_by.is_empty()
@@ -1193,8 +1239,12 @@ impl Planner<'_> {
             self.plan_projection(select, &shape, &prefixes, &mut analytics, &mut names)
         };
         let body = body?;
-        let output_shape = match &body {
-            Body::Star => shape,
+        let output_shape = match (&body, shape) {
+            (Body::Star { .. }, Shape::Columns(mut columns)) => {
+                columns.extend(names);
+                Shape::Columns(columns)
+            }
+            (Body::Star { .. }, shape) => shape,
             _ => Shape::Columns(names),
         };
         Some(StatementPlan {
@@ -1248,7 +1298,7 @@ impl Planner<'_> {
     /// Finds `DATEDIFF(unit, x, y) BETWEEN low AND high` among the ON clause's top-level AND
     /// terms, with x and y naming the two sides, and turns it into bounds on
     /// `right time - left time` in milliseconds.
-    fn join_bound(&mut self, on: &Expr, shape: &Shape) -> Option<(i64, i64)> {
+    fn join_bound(&mut self, on: &Expr, shape: &Shape) -> Option<JoinBound> {
         let Shape::Joined(sides) = shape else { return None };
         let side_of = |expr: &Expr| match &expr.kind {
             ExprKind::Path(segments) if segments.len() == 1 => sides.iter().position(|side| {
@@ -1282,8 +1332,18 @@ impl Planner<'_> {
                     let low_ms = low.saturating_sub(1).saturating_mul(unit);
                     let high_ms = high.saturating_add(1).saturating_mul(unit);
                     bound = match (first, second) {
-                        (0, 1) => Some((low_ms, high_ms)),
-                        (1, 0) => Some((high_ms.saturating_neg(), low_ms.saturating_neg())),
+                        (0, 1) => Some(JoinBound {
+                            min_diff_ms: low_ms,
+                            max_diff_ms: high_ms,
+                            unit_ms: unit,
+                            upper_units: *high,
+                        }),
+                        (1, 0) => Some(JoinBound {
+                            min_diff_ms: high_ms.saturating_neg(),
+                            max_diff_ms: low_ms.saturating_neg(),
+                            unit_ms: unit,
+                            upper_units: low.saturating_neg(),
+                        }),
                         _ => continue,
                     };
                 }
@@ -1394,21 +1454,37 @@ impl Planner<'_> {
         analytics: &mut Vec<AnalyticPlan>,
         names: &mut Vec<String>,
     ) -> Option<Body> {
-        if let [SelectItem::Star(position)] = select.items.as_slice() {
+        let star = match select.items.as_slice() {
+            [SelectItem::Star(position), ..] => Some(*position),
+            _ => None,
+        };
+        if let Some(position) = star {
             if matches!(shape, Shape::Joined(_)) {
-                self.error(*position, "SELECT * is not supported with JOIN yet: name the columns");
+                self.error(position, "SELECT * is not supported with JOIN yet: name the columns");
                 return None;
             }
-            return Some(Body::Star);
         }
-        if let Some(position) = select.items.iter().find_map(|item| match item {
-            SelectItem::Star(position) => Some(*position),
-            SelectItem::Expr { .. } => None,
-        }) {
-            self.error(position, "SELECT * mixed with other columns is not supported yet");
+        if let Some(position) =
+            select.items.iter().skip(usize::from(star.is_some())).find_map(|item| match item {
+                SelectItem::Star(position) => Some(*position),
+                SelectItem::Expr { .. } => None,
+            })
+        {
+            self.error(position, "* must come first in the SELECT list");
             return None;
         }
         self.output_names(select, names);
+        if let (Some(_), Shape::Columns(columns)) = (star, shape) {
+            for (name, item) in names.iter().zip(select.items.iter().skip(1)) {
+                if columns.iter().any(|column| column.eq_ignore_ascii_case(name)) {
+                    let position = match item {
+                        SelectItem::Expr { expr, .. } => expr.position,
+                        SelectItem::Star(position) => *position,
+                    };
+                    self.error(position, format!("duplicate output column '{name}': * already has it"));
+                }
+            }
+        }
         let mut scope = Scope {
             shape,
             prefixes: prefixes.to_vec(),
@@ -1427,7 +1503,14 @@ impl Planner<'_> {
                 }
             }
         }
-        (!failed).then_some(Body::Project(items))
+        if failed {
+            return None;
+        }
+        Some(if star.is_some() {
+            Body::Star { names: names.clone(), extras: items }
+        } else {
+            Body::Project(items)
+        })
     }
 
     fn plan_aggregate(
@@ -1589,7 +1672,7 @@ pub(crate) fn plan(statements: &[Statement], options: &JobOptions) -> Result<Pla
                     output_shape: Shape::Json,
                     filter: None,
                     analytics: Vec::new(),
-                    body: Body::Star,
+                    body: Body::Star { names: Vec::new(), extras: Vec::new() },
                     consumers: Vec::new(),
                 });
             }

@@ -207,3 +207,48 @@ fn jobs_can_move_between_threads() {
     fn assert_send<T: Send>() {}
     assert_send::<Job>();
 }
+
+/// State stays bounded on an endless stream: after many events, windows, analytic histories,
+/// sliding/session buffers, JOIN buffers and the reorder buffer hold only recent data.
+#[test]
+fn state_is_bounded_on_a_long_stream() {
+    let query = "
+        SELECT k, COUNT(*) AS n INTO tumbling FROM i TIMESTAMP BY t GROUP BY k, TumblingWindow(second, 10);
+        SELECT k, COUNT(*) AS n INTO sliding FROM i TIMESTAMP BY t GROUP BY k, SlidingWindow(second, 5);
+        SELECT k, COUNT(*) AS n INTO sessions FROM i TIMESTAMP BY t GROUP BY k, SessionWindow(second, 2, 60);
+        SELECT k, LAG(v) OVER (PARTITION BY k LIMIT DURATION(second, 5)) AS p,
+               AVG(v) OVER (PARTITION BY k LIMIT DURATION(second, 5)) AS a INTO analytic FROM i TIMESTAMP BY t;
+        SELECT a.k, b.v INTO joined FROM i a TIMESTAMP BY t LEFT JOIN j b TIMESTAMP BY t
+            ON a.k = b.k AND DATEDIFF(second, a, b) BETWEEN 0 AND 3";
+    let options = JobOptions { out_of_order_tolerance_ms: 2_000, ..JobOptions::default() };
+    let mut job = job(query, options);
+    let mut sizes = Vec::new();
+    for index in 0..20_000i64 {
+        let event = json!({"k": index % 10, "v": index, "t": index * 100});
+        let step = job.push("i", 0, &event, 0);
+        assert!(step.errors.is_empty() && step.late.is_empty(), "{step:?}");
+        job.push("j", 0, &event, 0);
+        if index % 5_000 == 4_999 {
+            sizes.push(job.checkpoint().to_string().len());
+        }
+    }
+    // Same amount of recent state at 5 000 events as at 20 000.
+    let (first, last) = (sizes[0], sizes[sizes.len() - 1]);
+    assert!(last < first * 11 / 10, "state grew: {sizes:?}");
+    assert!(last < 100_000, "state is larger than expected: {last} bytes");
+}
+
+#[test]
+fn collect_gathers_rows_or_values() {
+    let mut job = job(
+        "SELECT k, Collect() AS rows, Collect(v) AS vs INTO o FROM i TIMESTAMP BY t GROUP BY k, TumblingWindow(second, 10)",
+        JobOptions::default(),
+    );
+    job.push("i", 0, &json!({"k": "a", "v": 1, "t": 1_000}), 0);
+    job.push("i", 0, &json!({"k": "a", "t": 2_000}), 0);
+    let step = job.finish();
+    assert_eq!(
+        step.outputs[0].row,
+        json!({"k": "a", "rows": [{"k": "a", "v": 1, "t": 1_000}, {"k": "a", "t": 2_000}], "vs": [1]})
+    );
+}

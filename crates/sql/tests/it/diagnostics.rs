@@ -1,7 +1,10 @@
 //! Bad queries produce diagnostics with line and column, several per compile, sorted by
 //! position. Each case is the query and the exact rendered diagnostics (`line:column: message`).
 
-use tidewater_sql::{compile, JobOptions, MAX_DIAGNOSTICS, MAX_QUERY_BYTES};
+use tidewater_sql::{
+    compile, JobOptions, MAX_DIAGNOSTICS, MAX_EXPRESSION_DEPTH, MAX_LAG_OFFSET, MAX_QUERY_BYTES,
+    MAX_STATEMENTS, MAX_WINDOWS_PER_EVENT,
+};
 
 fn render(sql: &str, options: JobOptions) -> String {
     match compile(sql, options) {
@@ -97,6 +100,10 @@ fn syntax_errors_in_several_statements() {
         "SELECT a INTO o FROM i WHERE a = 1 garbage here",
         "1:36: expected end of statement, found 'garbage'",
     );
+    check(
+        "SELECT a INTO o FROM i PARTITION BY PartitionId",
+        "1:24: FROM ... PARTITION BY is not supported yet (watermarks are kept per partition anyway)",
+    );
 }
 
 #[test]
@@ -159,6 +166,15 @@ fn constant_type_errors() {
     check(
         "SELECT a INTO o FROM i WHERE a > CAST('x' AS bigint)",
         "1:34: cannot cast nvarchar(max) \"x\" to bigint",
+    );
+}
+
+#[test]
+fn star_with_columns() {
+    check("SELECT a, * INTO o FROM i", "1:11: * must come first in the SELECT list");
+    check(
+        "WITH s AS (SELECT a FROM i) SELECT *, b AS a INTO o FROM s",
+        "1:39: duplicate output column 'a': * already has it\n1:39: unknown column 'b' (the step has: a)",
     );
 }
 
@@ -237,6 +253,34 @@ fn limits() {
         options,
         "1:1: option out_of_order_tolerance_ms must not be negative, got -1",
     );
+}
+
+/// Each named limit accepts its maximum and refuses one more.
+#[test]
+fn limits_at_their_boundaries() {
+    let compiles = |sql: &str| compile(sql, JobOptions::default()).is_ok();
+    let hopping = |hops: i64| {
+        format!("SELECT COUNT(*) AS n INTO o FROM i GROUP BY HoppingWindow(millisecond, {hops}, 1)")
+    };
+    assert!(compiles(&hopping(MAX_WINDOWS_PER_EVENT)));
+    assert!(!compiles(&hopping(MAX_WINDOWS_PER_EVENT + 1)));
+    let lag =
+        |offset: i64| format!("SELECT LAG(a, {offset}) OVER (LIMIT DURATION(second, 1)) AS p INTO o FROM i");
+    assert!(compiles(&lag(MAX_LAG_OFFSET)));
+    assert!(!compiles(&lag(MAX_LAG_OFFSET + 1)));
+    let statements = |count: usize| "SELECT a INTO o FROM i;".repeat(count);
+    assert!(compiles(&statements(MAX_STATEMENTS)));
+    assert!(!compiles(&statements(MAX_STATEMENTS + 1)));
+    // The select item is one level and each parenthesis one more.
+    let nested =
+        |depth: usize| format!("SELECT {}1{} AS x INTO o FROM i", "(".repeat(depth), ")".repeat(depth));
+    assert!(compiles(&nested(MAX_EXPRESSION_DEPTH - 1)));
+    assert!(!compiles(&nested(MAX_EXPRESSION_DEPTH)));
+    assert!(compiles(&format!("SELECT a INTO o FROM i WHERE a = '{}'", "x".repeat(MAX_QUERY_BYTES - 40))));
+    // A long operator chain nests as deeply as parentheses: refused, not a stack overflow.
+    let chain = format!("SELECT {} AS x INTO o FROM i", vec!["1"; 200_000].join("+"));
+    assert!(chain.len() < MAX_QUERY_BYTES);
+    assert!(!compiles(&chain));
 }
 
 #[test]

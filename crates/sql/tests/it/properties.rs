@@ -363,15 +363,18 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(100))]
 
     /// A time-bounded JOIN finds exactly the pairs a nested loop over all events finds, whatever
-    /// the interleaving of the two inputs within the out-of-order tolerance.
+    /// the interleaving of the two inputs within the out-of-order tolerance; a LEFT OUTER JOIN
+    /// adds each unmatched left row once, stamped with the last time a match was possible.
     #[test]
     fn join_matches_nested_loop(
         events in prop::collection::vec((any::<bool>(), 0i64..3, 0i64..30_000, 0u32..=100), 0..40),
         tolerance_ms in prop_oneof![Just(0i64), Just(2_000)],
         (low, high) in prop_oneof![Just((0i64, 5i64)), Just((-3, 3)), Just((2, 10))],
+        left_outer in any::<bool>(),
     ) {
+        let join = if left_outer { "LEFT OUTER JOIN" } else { "JOIN" };
         let query = format!(
-            "SELECT l.id AS left_id, r.id AS right_id INTO o FROM lefts l TIMESTAMP BY t JOIN rights r TIMESTAMP BY t \
+            "SELECT l.id AS left_id, r.id AS right_id INTO o FROM lefts l TIMESTAMP BY t {join} rights r TIMESTAMP BY t \
              ON l.k = r.k AND DATEDIFF(second, l, r) BETWEEN {low} AND {high}"
         );
         let options = JobOptions { out_of_order_tolerance_ms: tolerance_ms, ..JobOptions::default() };
@@ -393,18 +396,30 @@ proptest! {
         for step in steps {
             prop_assert!(step.late.is_empty() && step.errors.is_empty(), "{:?}", step);
             for output in step.outputs {
-                actual.push((output.row["left_id"].as_i64().unwrap_or(-1), output.row["right_id"].as_i64().unwrap_or(-1)));
+                let left_id = output.row["left_id"].as_i64().unwrap_or(-1);
+                let right_id = output.row["right_id"].as_i64().unwrap_or(-1);
+                if right_id == -1 {
+                    // Unmatched: stamped with the last time a right row could have matched.
+                    let left_ms = usize::try_from(left_id).ok().and_then(|id| events.get(id)).map_or(0, |event| event.2);
+                    prop_assert_eq!(output.timestamp_ms, (left_ms.div_euclid(1_000) + high + 1) * 1_000 - 1);
+                }
+                actual.push((left_id, right_id));
             }
         }
         actual.sort();
         let mut expected = Vec::new();
         for (left_id, left) in events.iter().enumerate().filter(|(_, event)| event.0) {
+            let mut matched = false;
             for (right_id, right) in events.iter().enumerate().filter(|(_, event)| !event.0) {
                 // DATEDIFF(second, l, r): second boundaries crossed from l to r.
                 let difference = right.2.div_euclid(1_000) - left.2.div_euclid(1_000);
                 if left.1 == right.1 && (low..=high).contains(&difference) {
                     expected.push((left_id as i64, right_id as i64));
+                    matched = true;
                 }
+            }
+            if left_outer && !matched {
+                expected.push((left_id as i64, -1));
             }
         }
         expected.sort();
