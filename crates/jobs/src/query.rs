@@ -77,6 +77,8 @@ struct Counts {
 }
 
 /// Runs the job until `stop` turns true, checkpointing and committing a last time on the way out.
+/// Needs tokio's multi-threaded runtime: librdkafka's transactional calls block, and run on the
+/// worker thread through `block_in_place`.
 pub async fn run_query_job(
     settings: QueryJobSettings,
     cluster: ClusterConfig,
