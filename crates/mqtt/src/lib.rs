@@ -1,0 +1,70 @@
+//! A pure MQTT 3.1.1 and 5.0 codec with topic helpers, for the gateway's MQTT listener: bytes
+//! in, typed packets out, typed packets in, bytes out. No I/O, no async, no session state.
+//!
+//! # Reading a connection
+//!
+//! 1. [`check`] looks at the buffered bytes without allocating: `Ok(None)` means read more,
+//!    `Ok(Some(n))` means the first `n` bytes are one whole packet, an error means close the
+//!    connection. A packet over the size limit is refused from its fixed header alone, before
+//!    its body arrives.
+//! 2. [`decode`] turns those `n` bytes (split off as [`bytes::Bytes`]) into a [`Packet`]. The
+//!    first packet must be a CONNECT; it carries its protocol level, and every later packet is
+//!    decoded with that [`ProtocolVersion`]. Strings, binary fields and payloads are zero-copy
+//!    slices of the frame.
+//! 3. On error, [`DecodeError::reason_code`] gives the MQTT 5 reason code for the DISCONNECT
+//!    (or CONNACK), e.g. Malformed Packet (0x81) versus Protocol Error (0x82); an MQTT 3.1.1
+//!    connection is closed, except that a refused CONNECT gets its 3.1.1 return code through
+//!    [`ConnectReturnCode::closest`]. Each error names the rule broken, with the spec's
+//!    normative statement number (`MQTT-3.1.2-3`) where it has one.
+//!
+//! [`Packet::encode`] writes any packet for either version; [`topic`] validates topic names and
+//! filters, matches names against filters without allocating, and splits shared subscriptions.
+//!
+//! # Limits
+//!
+//! Everything a peer can make the decoder hold is bounded by [`Limits`], checked before the
+//! memory is taken: the whole packet ([`DEFAULT_MAX_PACKET_BYTES`], 1 MiB, refused by [`check`]
+//! from the header), properties per block ([`DEFAULT_MAX_PROPERTIES`]), user properties per
+//! block ([`DEFAULT_MAX_USER_PROPERTIES`]), topic filters per SUBSCRIBE or UNSUBSCRIBE
+//! ([`DEFAULT_MAX_SUBSCRIPTIONS_PER_PACKET`]) and topic length ([`topic::MAX_TOPIC_BYTES`],
+//! 65,535 by spec). Decoding allocates only `Vec`s of those bounded entries; it never sizes an
+//! allocation from a length read off the wire.
+//!
+//! # What it does not do
+//!
+//! - Session rules that need state: topic alias ranges and mapping, packet identifiers in
+//!   flight, Receive Maximum, keep-alive timing, the enhanced authentication exchange, and
+//!   whether a packet may travel in the direction it came (a client sending CONNACK, or a
+//!   Subscription Identifier in a client's PUBLISH, MQTT-3.3.4-6) are the gateway's.
+//! - MQTT 3.1 (protocol level 3, "MQIsdp"): refused as an unsupported protocol version.
+//! - Payload checks: a Payload Format Indicator of 1 does not make the decoder validate UTF-8
+//!   (the gateway may, and answer Payload format invalid).
+//! - "SHOULD NOT" string rules (control characters, non-characters) are not enforced.
+//! - Encoding trusts its input beyond what the wire cannot represent: it refuses strings over
+//!   65,535 bytes, packets over 268,435,455 bytes, a property in a packet that does not allow
+//!   it and a PUBLISH whose QoS and packet identifier disagree, but does not re-validate topics.
+
+pub mod error;
+pub mod frame;
+pub mod limits;
+pub mod packet;
+pub mod properties;
+pub mod reason;
+pub mod string;
+pub mod topic;
+mod wire;
+
+pub use error::{DecodeError, EncodeError, ErrorClass};
+pub use frame::check;
+pub use limits::{
+    Limits, DEFAULT_MAX_PACKET_BYTES, DEFAULT_MAX_PROPERTIES, DEFAULT_MAX_SUBSCRIPTIONS_PER_PACKET,
+    DEFAULT_MAX_USER_PROPERTIES,
+};
+pub use packet::{
+    decode, reason_code_allowed, Auth, ConnAck, Connect, Disconnect, Packet, PacketId, PacketType,
+    ProtocolVersion, PubResponse, Publish, QoS, RetainHandling, SubAck, Subscribe, Subscription,
+    SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+};
+pub use properties::{Properties, PropertyContext, PropertyId, PropertyType};
+pub use reason::{ConnectReturnCode, ReasonCode};
+pub use string::Utf8Bytes;
