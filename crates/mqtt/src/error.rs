@@ -27,6 +27,8 @@ pub enum ErrorClass {
     TopicNameInvalid,
     /// A SUBSCRIBE or UNSUBSCRIBE topic filter that is not a valid filter (0x8F).
     TopicFilterInvalid,
+    /// A PUBLISH with Topic Alias 0 (0x94, spec 3.3.2.3.4).
+    TopicAliasInvalid,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,7 +77,7 @@ pub enum DecodeError {
     InvalidTopicName { offset: usize, error: TopicError },
     #[error("topic filter at offset {offset}: {error}")]
     InvalidTopicFilter { offset: usize, error: TopicError },
-    #[error("PUBLISH has an empty topic name and no topic alias (MQTT-3.3.2-1, 3.3.2.3.4)")]
+    #[error("PUBLISH has an empty topic name and no topic alias (spec 3.3.2.3.4)")]
     EmptyTopicWithoutAlias,
     #[error("{packet} has no entries; it needs at least one (MQTT-3.8.3-3, MQTT-3.10.3-2)")]
     NoEntries { packet: PacketType },
@@ -111,9 +113,11 @@ impl DecodeError {
             PacketTooLarge { .. } => ErrorClass::PacketTooLarge,
             ProtocolName { .. } | UnsupportedProtocolLevel { .. } => ErrorClass::UnsupportedProtocolVersion,
             EmptyClientIdWithoutCleanSession => ErrorClass::ClientIdentifierNotValid,
-            InvalidTopicName { .. } | EmptyTopicWithoutAlias => ErrorClass::TopicNameInvalid,
+            InvalidTopicName { .. } => ErrorClass::TopicNameInvalid,
+            InvalidPropertyValue { property: PropertyId::TopicAlias, .. } => ErrorClass::TopicAliasInvalid,
             InvalidTopicFilter { .. } => ErrorClass::TopicFilterInvalid,
             DupWithQos0
+            | EmptyTopicWithoutAlias
             | ZeroPacketId { .. }
             | PasswordWithoutUsername
             | NoEntries { .. }
@@ -155,6 +159,7 @@ impl DecodeError {
             ErrorClass::ClientIdentifierNotValid => ReasonCode::ClientIdentifierNotValid,
             ErrorClass::TopicNameInvalid => ReasonCode::TopicNameInvalid,
             ErrorClass::TopicFilterInvalid => ReasonCode::TopicFilterInvalid,
+            ErrorClass::TopicAliasInvalid => ReasonCode::TopicAliasInvalid,
         }
     }
 }

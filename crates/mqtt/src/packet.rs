@@ -20,6 +20,9 @@ use crate::string::Utf8Bytes;
 use crate::topic::{parse_shared, validate_topic_filter, validate_topic_name};
 use crate::wire::{put_binary, put_string, Reader};
 
+/// How much of an unexpected CONNECT protocol name an error keeps.
+const PROTOCOL_NAME_SHOWN_BYTES: usize = 16;
+
 /// A packet identifier; MQTT never uses 0 (MQTT-2.2.1-3).
 pub type PacketId = NonZeroU16;
 
@@ -584,9 +587,10 @@ fn decode_pub_response(
 fn decode_connect(reader: &mut Reader<'_>, limits: &Limits) -> Result<Connect, DecodeError> {
     let protocol_name = reader.binary("protocol name")?;
     if protocol_name.as_ref() != b"MQTT" {
-        // Bounded by the two-byte length; only built on this error path.
-        let found = String::from_utf8_lossy(&protocol_name).into_owned();
-        return Err(DecodeError::ProtocolName { found });
+        // Only the first bytes go into the error: a lossy conversion of 65,535 invalid bytes
+        // would triple them.
+        let shown = &protocol_name[..protocol_name.len().min(PROTOCOL_NAME_SHOWN_BYTES)];
+        return Err(DecodeError::ProtocolName { found: String::from_utf8_lossy(shown).into_owned() });
     }
     let level = reader.u8("protocol level")?;
     let version = match level {

@@ -395,6 +395,12 @@ impl Properties {
                 }
             }
         }
+        if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
+            return Err(DecodeError::Protocol {
+                what: "properties",
+                rule: "Authentication Data without an Authentication Method (spec 3.1.2.11.10)",
+            });
+        }
         Ok(properties)
     }
 

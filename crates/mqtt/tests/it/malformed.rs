@@ -168,7 +168,7 @@ fn empty_topic_name() {
         ErrorClass::TopicNameInvalid,
     );
     // MQTT 5 allows it only with a Topic Alias.
-    check("30 03 0000 00", V5, DecodeError::EmptyTopicWithoutAlias, ErrorClass::TopicNameInvalid);
+    check("30 03 0000 00", V5, DecodeError::EmptyTopicWithoutAlias, PROTOCOL);
     assert!(decode(&from_hex("30 06 0000 03 230001"), V5).is_ok());
 }
 
@@ -378,7 +378,7 @@ fn invalid_property_values() {
         "30 09 0003 612f62 03 230000",
         V5,
         DecodeError::InvalidPropertyValue { property: PropertyId::TopicAlias, value: 0 },
-        PROTOCOL,
+        ErrorClass::TopicAliasInvalid,
     );
     check(
         "10 11 0004 4d515454 05 02 003c 03 210000 0001 61",
@@ -390,6 +390,19 @@ fn invalid_property_values() {
         "82 0b 0001 02 0b00 0003 612f62 00",
         V5,
         DecodeError::InvalidPropertyValue { property: PropertyId::SubscriptionIdentifier, value: 0 },
+        PROTOCOL,
+    );
+}
+
+#[test]
+fn authentication_data_without_method() {
+    check(
+        "10 13 0004 4d515454 05 02 003c 05 16 0002 0102 0001 61",
+        V5,
+        DecodeError::Protocol {
+            what: "properties",
+            rule: "Authentication Data without an Authentication Method (spec 3.1.2.11.10)",
+        },
         PROTOCOL,
     );
 }
@@ -476,6 +489,16 @@ fn connect_protocol_name() {
         DecodeError::ProtocolName { found: "MQIsdp".into() },
         ErrorClass::UnsupportedProtocolVersion,
     );
+}
+
+#[test]
+fn connect_protocol_name_in_the_error_is_bounded() {
+    // 65,535 bytes of invalid UTF-8 as the protocol name: the error keeps only the first few.
+    let mut bytes = vec![0x10, 0x88, 0x80, 0x04, 0xff, 0xff];
+    bytes.extend(std::iter::repeat_n(0xffu8, 65_535));
+    bytes.extend_from_slice(&[0x04, 0x02, 0x00, 0x3c, 0x00, 0x01, 0x61]);
+    let error = decode(&bytes, V311).err();
+    assert_eq!(error, Some(DecodeError::ProtocolName { found: "\u{fffd}".repeat(16) }));
 }
 
 #[test]

@@ -159,6 +159,9 @@ fn properties(version: ProtocolVersion, context: PropertyContext) -> BoxedStrate
                     clear(&mut properties, id);
                 }
             }
+            if properties.authentication_method.is_none() {
+                properties.authentication_data = None; // spec 3.1.2.11.10
+            }
             if context == PropertyContext::Subscribe {
                 properties.subscription_identifiers.truncate(1);
             }
