@@ -1,15 +1,20 @@
-"""Captures the bytes paho-mqtt sends, for the corpus tests in ../it/corpus.rs.
+"""Captures the bytes real MQTT clients send, for the corpus tests in ../it/corpus.rs.
 
 A tiny in-process MQTT "broker" on a loopback socket answers just enough (CONNACK, SUBACK,
 PUBACK, PUBREC, PUBCOMP, UNSUBACK, PINGRESP) for the client to carry on, and writes every packet
-the client sent to `<scenario>-<n>-<type>.hex` beside this script. Re-run with:
+the client sent to `<client>-<scenario>-<n>-<type>.hex` beside this script. The clients:
+paho-mqtt (Python), mosquitto_pub/mosquitto_sub (Debian's mosquitto-clients) and the npm `mqtt`
+package (MQTT.js). Re-run with:
 
     python3 -m venv /tmp/mqttcap-venv && /tmp/mqttcap-venv/bin/pip install paho-mqtt
+    apt-get install mosquitto-clients
+    (mkdir -p /tmp/mqttcap-npm && cd /tmp/mqttcap-npm && npm init -y && npm install mqtt@5)
     /tmp/mqttcap-venv/bin/python capture.py
 """
 
 import os
 import socket
+import subprocess
 import threading
 import time
 
@@ -30,7 +35,10 @@ def read_packet(conn):
     header = bytearray(first)
     remaining, multiplier = 0, 1
     while True:
-        byte = conn.recv(1)[0]
+        more = conn.recv(1)
+        if not more:
+            return None
+        byte = more[0]
         header.append(byte)
         remaining += (byte & 0x7F) * multiplier
         multiplier *= 128
@@ -38,7 +46,10 @@ def read_packet(conn):
             break
     body = b""
     while len(body) < remaining:
-        body += conn.recv(remaining - len(body))
+        chunk = conn.recv(remaining - len(body))
+        if not chunk:
+            return None
+        body += chunk
     return bytes(header) + body
 
 
@@ -102,7 +113,7 @@ def serve(listener, packets, version):
     conn.close()
 
 
-def run(name, version, script):
+def run(name, version, script, prefix="paho"):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -110,14 +121,17 @@ def run(name, version, script):
     packets = []
     thread = threading.Thread(target=serve, args=(listener, packets, version))
     thread.start()
-    protocol = mqtt.MQTTv5 if version == 5 else mqtt.MQTTv311
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"tw-{name}", protocol=protocol)
-    script(client, port)
+    if prefix == "paho":
+        protocol = mqtt.MQTTv5 if version == 5 else mqtt.MQTTv311
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"tw-{name}", protocol=protocol)
+        script(client, port)
+    else:
+        script(port)
     thread.join(timeout=5)
     listener.close()
     for idx, packet in enumerate(packets):
         kind = NAMES.get(packet[0] >> 4, str(packet[0] >> 4))
-        with open(os.path.join(HERE, f"paho-{name}-{idx}-{kind}.hex"), "w") as out:
+        with open(os.path.join(HERE, f"{prefix}-{name}-{idx}-{kind}.hex"), "w") as out:
             out.write(packet.hex() + "\n")
 
 
@@ -199,7 +213,66 @@ def v5_minimal(client, port):
     finish(client)
 
 
+def mosquitto_pub_v311(port):
+    subprocess.run(["mosquitto_pub", "-V", "mqttv311", "-p", str(port), "-i", "tw-mosq-pub", "-k", "45",
+                    "-u", "meter-9", "-P", "pw", "--will-topic", "meters/9/lwt", "--will-payload", "dead",
+                    "--will-qos", "2", "-q", "1", "-r", "-t", "meters/9/kwh", "-m", "12.5"],
+                   check=True, timeout=10)
+
+
+def mosquitto_pub_v5(port):
+    subprocess.run(["mosquitto_pub", "-V", "mqttv5", "-p", str(port), "-i", "tw-mosq-pub5", "-c",
+                    "-x", "300",
+                    "-D", "connect", "receive-maximum", "5",
+                    "-D", "connect", "user-property", "fw", "1.2.3",
+                    "-D", "publish", "message-expiry-interval", "60",
+                    "-D", "publish", "content-type", "text/plain",
+                    "-D", "publish", "user-property", "unit", "kWh",
+                    "-D", "publish", "payload-format-indicator", "1",
+                    "-q", "2", "-t", "meters/9/kwh", "-m", "12.5"],
+                   check=True, timeout=10)
+
+
+def mosquitto_sub_v5(port):
+    subprocess.run(["mosquitto_sub", "-V", "mqttv5", "-p", str(port), "-i", "tw-mosq-sub5", "-W", "1",
+                    "-q", "1", "-t", "meters/+/kwh", "-t", "$share/billing/meters/#",
+                    "-D", "subscribe", "subscription-identifier", "42"],
+                   timeout=10)
+
+
+MQTTJS = r"""
+const mqtt = require('mqtt');
+const client = mqtt.connect('mqtt://127.0.0.1:' + process.argv[2], {
+  protocolVersion: 5, clientId: 'tw-mqttjs', keepalive: 20, clean: true, username: 'dev', password: 'pw',
+  properties: { sessionExpiryInterval: 120, receiveMaximum: 10, topicAliasMaximum: 4,
+                requestProblemInformation: false, userProperties: { app: 'tw' } },
+  will: { topic: 'dev/1/will', payload: Buffer.from('bye'), qos: 1, retain: false,
+          properties: { willDelayInterval: 5, messageExpiryInterval: 30 } },
+});
+client.on('connect', async () => {
+  await client.subscribeAsync({ 'cmd/1/#': { qos: 2, nl: true, rap: false, rh: 2 } },
+                              { properties: { subscriptionIdentifier: 9 } });
+  await client.publishAsync('tele/1/state', '{"on":true}',
+    { qos: 1, properties: { responseTopic: 'cmd/1/resp', correlationData: Buffer.from([9, 8]),
+                            userProperties: { a: '1', b: ['2', '3'] } } });
+  await client.unsubscribeAsync('cmd/1/#');
+  await client.endAsync({ reasonCode: 0 });
+});
+"""
+
+
+def mqttjs_v5(port):
+    script = os.path.join("/tmp/mqttcap-npm", "capture.js")
+    with open(script, "w") as out:
+        out.write(MQTTJS)
+    subprocess.run(["node", script, str(port)], cwd="/tmp/mqttcap-npm", check=True, timeout=20)
+
+
 if __name__ == "__main__":
     run("v311-basic", 4, v311_basic)
     run("v5-rich", 5, v5_rich)
     run("v5-minimal", 5, v5_minimal)
+    run("v311-pub", 4, mosquitto_pub_v311, prefix="mosquitto")
+    run("v5-pub", 5, mosquitto_pub_v5, prefix="mosquitto")
+    run("v5-sub", 5, mosquitto_sub_v5, prefix="mosquitto")
+    run("v5-client", 5, mqttjs_v5, prefix="mqttjs")
