@@ -1,6 +1,7 @@
 //! Property tests: every valid packet of every type survives encode then decode in both
 //! versions; arbitrary and mutated bytes never panic the decoder nor make it allocate beyond
-//! its limits; and `check` answers consistently for every prefix of a buffer.
+//! its limits, and whatever of them decodes re-encodes to the same packet; and `check` answers
+//! consistently for every prefix of a buffer.
 
 use std::num::NonZeroU16;
 
@@ -423,10 +424,16 @@ proptest! {
             bytes[at] = value;
         }
         let limits = Limits::default();
-        // Decode the packet as check() cuts it, and the buffer as it is.
+        // Decode the packet as check() cuts it, and the buffer as it is. Whatever decodes must
+        // encode again, to bytes that decode to the same packet.
         if let Ok(Some(len)) = check(&bytes, limits.max_packet_bytes) {
-            let (_, largest) = decode_measured(Bytes::copy_from_slice(&bytes[..len]), version, &limits);
+            let (decoded, largest) = decode_measured(Bytes::copy_from_slice(&bytes[..len]), version, &limits);
             prop_assert!(largest <= ALLOCATION_BOUND_BYTES, "{} bytes at once", largest);
+            if let Ok(decoded) = decoded {
+                let encoded = decoded.to_bytes(version).map_err(|error| TestCaseError::fail(error.to_string()))?;
+                let (again, _) = decode_measured(encoded, version, &limits);
+                prop_assert_eq!(again, Ok(decoded));
+            }
         }
         bytes.truncate(cut.index(bytes.len() + 1));
         let (_, largest) = decode_measured(Bytes::from(bytes), version, &limits);
