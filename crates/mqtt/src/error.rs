@@ -4,6 +4,9 @@
 //! large (0x95), or a CONNECT refusal, with [`DecodeError::reason_code`] giving the code to put
 //! in the CONNACK or DISCONNECT (an MQTT 3.1.1 connection is simply closed, except for the
 //! CONNECT refusals that have a 3.1.1 return code).
+//!
+//! Normative statement numbers are MQTT 5.0's unless an error says otherwise; most rules carry
+//! over from 3.1.1, sometimes under another number.
 
 use crate::packet::PacketType;
 use crate::properties::{PropertyContext, PropertyId};
@@ -43,7 +46,7 @@ pub enum DecodeError {
     PacketTooLarge { size: usize, limit: usize },
     #[error("frame of {have} bytes is not the one {need}-byte packet its fixed header announces")]
     FrameLength { need: usize, have: usize },
-    #[error("packet type {packet_type} is reserved in this protocol version (MQTT-2.1.2)")]
+    #[error("packet type {packet_type} is reserved in this protocol version (spec 2.1.2)")]
     ReservedPacketType { packet_type: u8 },
     #[error("{packet} fixed header flags {flags:#06b} must be {expected:#06b} (MQTT-2.1.3-1)")]
     ReservedFlags { packet: PacketType, flags: u8, expected: u8 },
@@ -79,7 +82,7 @@ pub enum DecodeError {
     InvalidTopicFilter { offset: usize, error: TopicError },
     #[error("PUBLISH has an empty topic name and no topic alias (spec 3.3.2.3.4)")]
     EmptyTopicWithoutAlias,
-    #[error("{packet} has no entries; it needs at least one (MQTT-3.8.3-3, MQTT-3.10.3-2)")]
+    #[error("{packet} has no entries; it needs at least one (MQTT-3.8.3-2, MQTT-3.10.3-2)")]
     NoEntries { packet: PacketType },
     #[error("subscription options {options:#04x} at offset {offset}: {rule}")]
     SubscriptionOptions { offset: usize, options: u8, rule: &'static str },

@@ -17,8 +17,12 @@
 //!    [`ConnectReturnCode::closest`]. Each error names the rule broken, with the spec's
 //!    normative statement number (`MQTT-3.1.2-3`) where it has one.
 //!
-//! [`Packet::encode`] writes any packet for either version; [`topic`] validates topic names and
-//! filters, matches names against filters without allocating, and splits shared subscriptions.
+//! [`Packet::encode`] writes any packet for either version, in one canonical form: properties in
+//! ascending identifier order, repeatable ones in their given order, and a reason code or
+//! property length left out where the spec allows. Clients' bytes may differ (mosquitto and
+//! MQTT.js order properties their own way) and decode to the same packet. [`topic`] validates
+//! topic names and filters, matches names against filters without allocating, and splits
+//! shared subscriptions.
 //!
 //! # Limits
 //!
@@ -32,10 +36,12 @@
 //!
 //! # What it does not do
 //!
-//! - Session rules that need state: topic alias ranges and mapping, packet identifiers in
-//!   flight, Receive Maximum, keep-alive timing, the enhanced authentication exchange, and
-//!   whether a packet may travel in the direction it came (a client sending CONNACK, or a
-//!   Subscription Identifier in a client's PUBLISH, MQTT-3.3.4-6) are the gateway's.
+//! - Session rules that need state: CONNECT first and only once (MQTT-3.1.0-1/2), topic alias
+//!   ranges and mapping, packet identifiers in flight, Receive Maximum, keep-alive timing, the
+//!   enhanced authentication exchange, and whether a packet may travel in the direction it came
+//!   (a client sending CONNACK, or a Subscription Identifier in a client's PUBLISH,
+//!   MQTT-3.3.4-6) are the gateway's. The decoder is direction-agnostic so that it also serves
+//!   tests and a future client.
 //! - MQTT 3.1 (protocol level 3, "MQIsdp"): refused as an unsupported protocol version.
 //! - Payload checks: a Payload Format Indicator of 1 does not make the decoder validate UTF-8
 //!   (the gateway may, and answer Payload format invalid).

@@ -1,6 +1,10 @@
 //! Topic names and topic filters (spec 4.7, 4.8.2): validation, matching a name against a
 //! filter, and shared subscriptions `$share/{group}/{filter}`. Nothing here allocates: matching
 //! walks both strings level by level, so the gateway can run it per message per subscription.
+//!
+//! A `$share/` filter is read as a shared subscription in both protocol versions: 3.1.1 has none,
+//! but clients send them to brokers that accept them, and a share name with a wildcard is
+//! refused either way.
 
 /// The longest topic name or filter the wire can carry (a two-byte length, MQTT-4.7.3-3).
 pub const MAX_TOPIC_BYTES: usize = 65_535;
