@@ -8,8 +8,8 @@
 //!    connection. A packet over the size limit is refused from its fixed header alone, before
 //!    its body arrives.
 //! 2. [`decode`] turns those `n` bytes (split off as [`bytes::Bytes`]) into a [`Packet`]. The
-//!    first packet must be a CONNECT; it carries its protocol level, and every later packet is
-//!    decoded with that [`ProtocolVersion`]. Strings, binary fields and payloads are zero-copy
+//!    first packet must be a CONNECT ([`decode_connect`] refuses anything else); it carries its
+//!    protocol level, and every later packet is decoded with that [`ProtocolVersion`]. Strings, binary fields and payloads are zero-copy
 //!    slices of the frame.
 //! 3. On error, [`DecodeError::reason_code`] gives the MQTT 5 reason code for the DISCONNECT
 //!    (or CONNACK), e.g. Malformed Packet (0x81) versus Protocol Error (0x82); an MQTT 3.1.1
@@ -67,8 +67,8 @@ pub use limits::{
     DEFAULT_MAX_USER_PROPERTIES,
 };
 pub use packet::{
-    decode, reason_code_allowed, Auth, ConnAck, Connect, Disconnect, Packet, PacketId, PacketType,
-    ProtocolVersion, PubResponse, Publish, QoS, RetainHandling, SubAck, Subscribe, Subscription,
+    decode, decode_connect, reason_code_allowed, Auth, ConnAck, Connect, Disconnect, Packet, PacketId,
+    PacketType, ProtocolVersion, PubResponse, Publish, QoS, RetainHandling, SubAck, Subscribe, Subscription,
     SubscriptionOptions, UnsubAck, Unsubscribe, Will,
 };
 pub use properties::{Properties, PropertyContext, PropertyId, PropertyType};

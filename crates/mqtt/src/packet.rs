@@ -440,6 +440,21 @@ pub fn decode(frame: Bytes, version: ProtocolVersion, limits: &Limits) -> Result
     Ok(packet)
 }
 
+/// Decodes the first packet of a connection, which must be a CONNECT (MQTT-3.1.0-1); its
+/// `protocol_version` is the version to decode the rest of the connection with.
+pub fn decode_connect(frame: Bytes, limits: &Limits) -> Result<Connect, DecodeError> {
+    let not_connect =
+        DecodeError::Protocol { what: "first packet", rule: "must be a CONNECT (MQTT-3.1.0-1)" };
+    if frame.first().is_none_or(|&first_byte| first_byte >> 4 != PacketType::Connect as u8) {
+        return Err(not_connect);
+    }
+    // The version passed is ignored for a CONNECT.
+    match decode(frame, ProtocolVersion::V5, limits)? {
+        Packet::Connect(connect) => Ok(*connect),
+        _ => Err(not_connect),
+    }
+}
+
 fn decode_body(
     reader: &mut Reader<'_>,
     packet_type: PacketType,
@@ -449,7 +464,7 @@ fn decode_body(
 ) -> Result<Packet, DecodeError> {
     use ProtocolVersion::{V311, V5};
     Ok(match packet_type {
-        PacketType::Connect => Packet::Connect(Box::new(decode_connect(reader, limits)?)),
+        PacketType::Connect => Packet::Connect(Box::new(decode_connect_body(reader, limits)?)),
         PacketType::ConnAck => {
             let acknowledge_flags = reader.u8("connect acknowledge flags")?;
             if acknowledge_flags & 0xfe != 0 {
@@ -584,7 +599,7 @@ fn decode_pub_response(
     Ok(PubResponse { packet_id, reason_code, properties })
 }
 
-fn decode_connect(reader: &mut Reader<'_>, limits: &Limits) -> Result<Connect, DecodeError> {
+fn decode_connect_body(reader: &mut Reader<'_>, limits: &Limits) -> Result<Connect, DecodeError> {
     let protocol_name = reader.binary("protocol name")?;
     if protocol_name.as_ref() != b"MQTT" {
         // Only the first bytes go into the error: a lossy conversion of 65,535 invalid bytes

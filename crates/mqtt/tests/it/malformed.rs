@@ -631,3 +631,24 @@ fn not_authorized_and_bad_credentials_in_both_versions() {
     assert_eq!(connack.to_bytes(V311).ok().as_deref(), Some(&[0x20, 0x02, 0x00, 0x05][..]));
     assert_eq!(connack.to_bytes(V5).ok().as_deref(), Some(&[0x20, 0x03, 0x00, 0x87, 0x00][..]));
 }
+
+#[test]
+fn first_packet_must_be_connect() {
+    let limits = tidewater_mqtt::Limits::default();
+    let not_connect =
+        DecodeError::Protocol { what: "first packet", rule: "must be a CONNECT (MQTT-3.1.0-1)" };
+    for hex in ["c0 00", "30 05 0003 612f62", ""] {
+        let frame = bytes::Bytes::from(from_hex(hex));
+        let error = tidewater_mqtt::decode_connect(frame, &limits).err();
+        assert_eq!(error.as_ref(), Some(&not_connect), "{hex:?}");
+        assert_eq!(error.map(|error| error.class()), Some(PROTOCOL));
+    }
+    let connect = tidewater_mqtt::decode_connect(bytes::Bytes::from(from_hex(CONNECT_V311)), &limits);
+    assert_eq!(connect.map(|connect| connect.protocol_version), Ok(V311));
+    // A CONNECT's own errors come through unchanged.
+    let bad_level = bytes::Bytes::from(from_hex("10 0d 0004 4d515454 03 02 003c 0001 61"));
+    assert_eq!(
+        tidewater_mqtt::decode_connect(bad_level, &limits).err(),
+        Some(DecodeError::UnsupportedProtocolLevel { level: 3 })
+    );
+}
