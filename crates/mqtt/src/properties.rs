@@ -537,3 +537,84 @@ impl Properties {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table of spec 2.2.2.2 read the other way round: each packet's own section lists the
+    /// properties it may carry (3.1.2.11, 3.1.3.2, 3.2.2.3, ...). Both views must agree.
+    #[test]
+    fn allowed_properties_match_each_packets_section_of_the_spec() {
+        use PropertyContext as C;
+        let sections: &[(PropertyContext, &[u8])] = &[
+            (C::Connect, &[0x11, 0x21, 0x27, 0x22, 0x19, 0x17, 0x26, 0x15, 0x16]),
+            (C::Will, &[0x18, 0x01, 0x02, 0x03, 0x08, 0x09, 0x26]),
+            (
+                C::ConnAck,
+                &[
+                    0x11, 0x21, 0x24, 0x25, 0x27, 0x12, 0x22, 0x1f, 0x26, 0x28, 0x29, 0x2a, 0x13, 0x1a, 0x1c,
+                    0x15, 0x16,
+                ],
+            ),
+            (C::Publish, &[0x01, 0x02, 0x23, 0x08, 0x09, 0x26, 0x0b, 0x03]),
+            (C::PubAck, &[0x1f, 0x26]),
+            (C::PubRec, &[0x1f, 0x26]),
+            (C::PubRel, &[0x1f, 0x26]),
+            (C::PubComp, &[0x1f, 0x26]),
+            (C::Subscribe, &[0x0b, 0x26]),
+            (C::SubAck, &[0x1f, 0x26]),
+            (C::Unsubscribe, &[0x26]),
+            (C::UnsubAck, &[0x1f, 0x26]),
+            (C::Disconnect, &[0x11, 0x1f, 0x26, 0x1c]),
+            (C::Auth, &[0x15, 0x16, 0x1f, 0x26]),
+        ];
+        for &(context, listed) in sections {
+            let mut listed = listed.to_vec();
+            listed.sort_unstable();
+            let allowed: Vec<u8> =
+                PropertyId::ALL.iter().filter(|id| id.allowed_in(context)).map(|&id| id as u8).collect();
+            assert_eq!(allowed, listed, "{context}");
+        }
+    }
+
+    #[test]
+    fn every_identifier_has_its_spec_data_type() {
+        use PropertyType as T;
+        let table: &[(u8, PropertyType)] = &[
+            (0x01, T::Byte),
+            (0x02, T::FourByteInteger),
+            (0x03, T::Utf8String),
+            (0x08, T::Utf8String),
+            (0x09, T::BinaryData),
+            (0x0b, T::VariableByteInteger),
+            (0x11, T::FourByteInteger),
+            (0x12, T::Utf8String),
+            (0x13, T::TwoByteInteger),
+            (0x15, T::Utf8String),
+            (0x16, T::BinaryData),
+            (0x17, T::Byte),
+            (0x18, T::FourByteInteger),
+            (0x19, T::Byte),
+            (0x1a, T::Utf8String),
+            (0x1c, T::Utf8String),
+            (0x1f, T::Utf8String),
+            (0x21, T::TwoByteInteger),
+            (0x22, T::TwoByteInteger),
+            (0x23, T::TwoByteInteger),
+            (0x24, T::Byte),
+            (0x25, T::Byte),
+            (0x26, T::Utf8StringPair),
+            (0x27, T::FourByteInteger),
+            (0x28, T::Byte),
+            (0x29, T::Byte),
+            (0x2a, T::Byte),
+        ];
+        assert_eq!(PropertyId::ALL.len(), table.len());
+        for &(id, value_type) in table {
+            let property = PropertyId::from_u32(u32::from(id));
+            assert_eq!(property.map(PropertyId::value_type), Some(value_type), "{id:#04x}");
+        }
+        assert_eq!(PropertyId::from_u32(0x04), None);
+    }
+}

@@ -158,3 +158,33 @@ impl ConnectReturnCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_codes_roundtrip_through_their_values() {
+        assert_eq!(ReasonCode::ALL.len(), 43);
+        for &code in ReasonCode::ALL {
+            assert_eq!(ReasonCode::from_u8(code as u8), Some(code));
+        }
+        let n_defined = (0..=255u8).filter_map(ReasonCode::from_u8).count();
+        assert_eq!(n_defined, ReasonCode::ALL.len());
+        assert_eq!(ReasonCode::MalformedPacket.to_string(), "Malformed Packet (0x81)");
+    }
+
+    #[test]
+    fn every_return_code_maps_to_a_reason_code_and_back() {
+        for value in 0..=5 {
+            let return_code = ConnectReturnCode::from_u8(value);
+            let back = return_code.and_then(|code| ConnectReturnCode::exact(code.to_reason_code()));
+            assert_eq!(back, return_code);
+        }
+        assert_eq!(ConnectReturnCode::from_u8(6), None);
+        // Every CONNACK failure reaches a 3.1.1 client as a refusal, never as "accepted".
+        for &code in ReasonCode::ALL.iter().filter(|code| code.is_error()) {
+            assert_ne!(ConnectReturnCode::closest(code), ConnectReturnCode::Accepted, "{code}");
+        }
+    }
+}
