@@ -119,18 +119,48 @@ pub fn parse_shared(filter: &str) -> Result<Option<SharedSubscription<'_>>, Topi
 /// level, which may be empty, and a topic starting with `$` is never matched by a filter
 /// starting with a wildcard (MQTT-4.7.2-1). Levels compare byte for byte, case-sensitively.
 pub fn matches(topic: &str, filter: &str) -> bool {
-    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+    let topic = topic.as_bytes();
+    let filter = filter.as_bytes();
+    if topic.first() == Some(&b'$') && matches!(filter.first(), Some(b'+' | b'#')) {
         return false;
     }
-    let mut topic_levels = topic.split('/');
-    let mut filter_levels = filter.split('/');
+    // One pass over both strings, byte by byte: `topic_idx` and `filter_idx` always stand at
+    // the start of corresponding levels.
+    let (mut topic_idx, mut filter_idx) = (0, 0);
     loop {
-        match (filter_levels.next(), topic_levels.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(filter_level), Some(topic_level)) if filter_level == topic_level => {}
-            (None, None) => return true,
-            _ => return false,
+        let level_ends_at = |idx: usize| filter.get(idx).is_none_or(|&byte| byte == b'/');
+        match filter.get(filter_idx) {
+            // A valid filter has `#` only as its whole last level.
+            Some(b'#') if filter_idx + 1 == filter.len() => return true,
+            Some(b'+') if level_ends_at(filter_idx + 1) => {
+                while topic.get(topic_idx).is_some_and(|&byte| byte != b'/') {
+                    topic_idx += 1;
+                }
+                filter_idx += 1;
+            }
+            _ => {
+                while let Some(&byte) = filter.get(filter_idx).filter(|&&byte| byte != b'/') {
+                    if topic.get(topic_idx) != Some(&byte) {
+                        return false;
+                    }
+                    topic_idx += 1;
+                    filter_idx += 1;
+                }
+                if topic.get(topic_idx).is_some_and(|&byte| byte != b'/') {
+                    return false;
+                }
+            }
+        }
+        // Both stand at a `/` or at their end.
+        match (filter_idx < filter.len(), topic_idx < topic.len()) {
+            (false, false) => return true,
+            (true, true) => {
+                filter_idx += 1;
+                topic_idx += 1;
+            }
+            // `sport/#` matches `sport`: the parent level of a trailing `#` (spec 4.7.1.2).
+            (true, false) => return &filter[filter_idx..] == b"/#",
+            (false, true) => return false,
         }
     }
 }

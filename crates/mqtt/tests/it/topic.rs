@@ -125,3 +125,60 @@ fn matching_does_not_allocate() {
     assert_eq!(n_matching, 4);
     assert_eq!(largest, 0, "matching allocated");
 }
+
+/// The obvious implementation, level by level with `split`: the model the byte-by-byte
+/// `matches` is checked against.
+fn matches_model(topic: &str, filter: &str) -> bool {
+    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut topic_levels = topic.split('/');
+    let mut filter_levels = filter.split('/');
+    loop {
+        match (filter_levels.next(), topic_levels.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(filter_level), Some(topic_level)) if filter_level == topic_level => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Valid names and filters over a tiny alphabet, so that levels often coincide.
+fn small_name() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    proptest::collection::vec("[ab$]{0,2}", 1..4)
+        .prop_map(|levels| levels.join("/"))
+        .prop_filter("empty", |name| !name.is_empty())
+}
+
+fn small_filter() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let level = prop_oneof![2 => "[ab$]{0,2}", 1 => Just("+".to_string())];
+    (proptest::collection::vec(level, 0..4), any::<bool>()).prop_filter_map(
+        "empty",
+        |(levels, multi_level)| {
+            let mut filter = levels.join("/");
+            match (filter.is_empty() && levels.len() <= 1, multi_level) {
+                (true, true) => filter.push('#'),
+                (true, false) => return None,
+                (false, true) => filter.push_str("/#"),
+                (false, false) => {}
+            }
+            Some(filter)
+        },
+    )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 4096, ..Default::default() })]
+
+    /// Every valid name and filter pair matches exactly when the model says so.
+    #[test]
+    fn matching_agrees_with_the_level_by_level_model(topic in small_name(), filter in small_filter()) {
+        proptest::prop_assert_eq!(validate_topic_name(&topic, MAX_TOPIC_BYTES), Ok(()));
+        proptest::prop_assert_eq!(validate_topic_filter(&filter, MAX_TOPIC_BYTES), Ok(()), "{}", filter);
+        proptest::prop_assert_eq!(matches(&topic, &filter), matches_model(&topic, &filter), "{} against {}", topic, filter);
+    }
+}
