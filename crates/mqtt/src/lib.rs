@@ -14,7 +14,8 @@
 //! 3. On error, [`DecodeError::reason_code`] gives the MQTT 5 reason code for the DISCONNECT
 //!    (or CONNACK), e.g. Malformed Packet (0x81) versus Protocol Error (0x82); an MQTT 3.1.1
 //!    connection is closed, except that a refused CONNECT gets its 3.1.1 return code through
-//!    [`ConnectReturnCode::closest`]. Each error names the rule broken, with the spec's
+//!    [`ConnectReturnCode::closest`] ([`connect_protocol_version`] tells which version a CONNECT
+//!    that failed to decode was speaking). Each error names the rule broken, with the spec's
 //!    normative statement number (`MQTT-3.1.2-3`) where it has one.
 //!
 //! [`Packet::encode`] writes any packet for either version, in one canonical form: properties in
@@ -67,9 +68,9 @@ pub use limits::{
     DEFAULT_MAX_USER_PROPERTIES,
 };
 pub use packet::{
-    decode, decode_connect, reason_code_allowed, Auth, ConnAck, Connect, Disconnect, Packet, PacketId,
-    PacketType, ProtocolVersion, PubResponse, Publish, QoS, RetainHandling, SubAck, Subscribe, Subscription,
-    SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+    connect_protocol_version, decode, decode_connect, reason_code_allowed, Auth, ConnAck, Connect,
+    Disconnect, Packet, PacketId, PacketType, ProtocolVersion, PubResponse, Publish, QoS, RetainHandling,
+    SubAck, Subscribe, Subscription, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
 };
 pub use properties::{Properties, PropertyContext, PropertyId, PropertyType};
 pub use reason::{ConnectReturnCode, ReasonCode};

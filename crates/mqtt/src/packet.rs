@@ -455,6 +455,22 @@ pub fn decode_connect(frame: Bytes, limits: &Limits) -> Result<Connect, DecodeEr
     }
 }
 
+/// The protocol level a CONNECT frame announces, read without decoding the rest, so that a
+/// gateway refusing a CONNECT (a [`decode_connect`] error) answers in the client's version:
+/// MQTT 5 clients get a CONNACK with a reason code, 3.1.1 clients one with a return code.
+/// `None` when the frame is not a CONNECT or its protocol name or level is not one we speak.
+pub fn connect_protocol_version(frame: &[u8]) -> Option<ProtocolVersion> {
+    let header = parse_header(frame).ok()??;
+    if header.first_byte >> 4 != PacketType::Connect as u8 {
+        return None;
+    }
+    match frame.get(header.header_bytes..header.header_bytes + 7)? {
+        [0, 4, b'M', b'Q', b'T', b'T', 4] => Some(ProtocolVersion::V311),
+        [0, 4, b'M', b'Q', b'T', b'T', 5] => Some(ProtocolVersion::V5),
+        _ => None,
+    }
+}
+
 fn decode_body(
     reader: &mut Reader<'_>,
     packet_type: PacketType,

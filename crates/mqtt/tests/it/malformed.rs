@@ -652,3 +652,18 @@ fn first_packet_must_be_connect() {
         Some(DecodeError::UnsupportedProtocolLevel { level: 3 })
     );
 }
+
+#[test]
+fn a_refused_connect_still_tells_its_version() {
+    use tidewater_mqtt::connect_protocol_version;
+    // A 5.0 CONNECT whose properties are malformed: the CONNACK must be a 5.0 one.
+    let bad_v5 = from_hex("10 13 0004 4d515454 05 02 003c 05 18 0000000a 0001 61");
+    assert!(decode(&bad_v5, V5).is_err());
+    assert_eq!(connect_protocol_version(&bad_v5), Some(V5));
+    assert_eq!(connect_protocol_version(&from_hex(CONNECT_V311)), Some(V311));
+    // 3.1 (MQIsdp, level 3), a level we do not know, a non-CONNECT and a cut frame.
+    assert_eq!(connect_protocol_version(&from_hex("10 0f 0006 4d5149736470 03 02 003c 0001 61")), None);
+    assert_eq!(connect_protocol_version(&from_hex("10 0d 0004 4d515454 06 02 003c 0001 61")), None);
+    assert_eq!(connect_protocol_version(&from_hex("c0 00")), None);
+    assert_eq!(connect_protocol_version(&from_hex("10 0d 0004 4d51")), None);
+}
