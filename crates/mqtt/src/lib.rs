@@ -9,8 +9,8 @@
 //!    its body arrives.
 //! 2. [`decode`] turns those `n` bytes (split off as [`bytes::Bytes`]) into a [`Packet`]. The
 //!    first packet must be a CONNECT ([`decode_connect`] refuses anything else); it carries its
-//!    protocol level, and every later packet is decoded with that [`ProtocolVersion`]. Strings, binary fields and payloads are zero-copy
-//!    slices of the frame.
+//!    protocol level, and every later packet is decoded with that [`ProtocolVersion`].
+//!    Strings, binary fields and payloads are zero-copy slices of the frame.
 //! 3. On error, [`DecodeError::reason_code`] gives the MQTT 5 reason code for the DISCONNECT
 //!    (or CONNACK), e.g. Malformed Packet (0x81) versus Protocol Error (0x82); an MQTT 3.1.1
 //!    connection is closed, except that a refused CONNECT gets its 3.1.1 return code through
@@ -25,6 +25,34 @@
 //! topic names and filters, matches names against filters without allocating, and splits
 //! shared subscriptions.
 //!
+//! ```
+//! use bytes::{Bytes, BytesMut};
+//! use tidewater_mqtt::{check, decode, decode_connect, Limits, Packet, ProtocolVersion};
+//!
+//! let limits = Limits::default();
+//! // What a 3.1.1 client sent: CONNECT (client id "a"), then a QoS 0 PUBLISH of "hi" to "a/b".
+//! let connect = b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01a";
+//! let mut buffer = BytesMut::from(&connect[..]);
+//! buffer.extend_from_slice(b"\x30\x07\x00\x03a/bhi");
+//! let Ok(Some(len)) = check(&buffer, limits.max_packet_bytes) else { panic!("need more") };
+//! let connect = decode_connect(buffer.split_to(len).freeze(), &limits)?;
+//! let version = connect.protocol_version;
+//! assert_eq!(version, ProtocolVersion::V311);
+//!
+//! let Ok(Some(len)) = check(&buffer, limits.max_packet_bytes) else { panic!("need more") };
+//! let Packet::Publish(publish) = decode(buffer.split_to(len).freeze(), version, &limits)? else {
+//!     panic!("not a PUBLISH")
+//! };
+//! assert_eq!((publish.topic.as_str(), publish.payload.as_ref()), ("a/b", &b"hi"[..]));
+//! assert!(tidewater_mqtt::topic::matches(&publish.topic, "a/+"));
+//! assert_eq!(check(&buffer, limits.max_packet_bytes), Ok(None));
+//!
+//! // And back: the same PUBLISH for a 5.0 connection carries an (empty) property block.
+//! let bytes: Bytes = Packet::Publish(publish).to_bytes(ProtocolVersion::V5)?;
+//! assert_eq!(bytes.as_ref(), b"\x30\x08\x00\x03a/b\x00hi");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Limits
 //!
 //! Everything a peer can make the decoder hold is bounded by [`Limits`], checked before the
@@ -37,7 +65,7 @@
 //!
 //! # What it does not do
 //!
-//! - Session rules that need state: CONNECT first and only once (MQTT-3.1.0-1/2), topic alias
+//! - Session rules that need state: a second CONNECT (MQTT-3.1.0-2), topic alias
 //!   ranges and mapping, packet identifiers in flight, Receive Maximum, keep-alive timing, the
 //!   enhanced authentication exchange, and whether a packet may travel in the direction it came
 //!   (a client sending CONNACK, or a Subscription Identifier in a client's PUBLISH,

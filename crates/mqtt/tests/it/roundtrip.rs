@@ -382,6 +382,10 @@ fn any_packet() -> impl Strategy<Value = (ProtocolVersion, Packet)> {
     ]
 }
 
+fn encode(packet: &Packet, version: ProtocolVersion) -> Result<Bytes, TestCaseError> {
+    packet.to_bytes(version).map_err(|error| TestCaseError::fail(error.to_string()))
+}
+
 /// No single allocation while decoding may exceed this, whatever the input: decoding only
 /// allocates `Vec`s bounded by the default limits (and error strings bounded by 65,535 bytes).
 const ALLOCATION_BOUND_BYTES: usize = 64 * 1024 + 64;
@@ -391,7 +395,7 @@ proptest! {
 
     #[test]
     fn every_valid_packet_roundtrips((version, packet) in any_packet()) {
-        let bytes = packet.to_bytes(version).map_err(|error| TestCaseError::fail(error.to_string()))?;
+        let bytes = encode(&packet, version)?;
         prop_assert_eq!(check(&bytes, usize::MAX), Ok(Some(bytes.len())));
         let (decoded, _) = decode_measured(bytes.clone(), version, &Limits::default());
         prop_assert_eq!(decoded.as_ref(), Ok(&packet), "bytes {:02x?}", bytes.as_ref());
@@ -418,7 +422,7 @@ proptest! {
         flips in vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
         cut in any::<prop::sample::Index>(),
     ) {
-        let mut bytes = packet.to_bytes(version).map_err(|error| TestCaseError::fail(error.to_string()))?.to_vec();
+        let mut bytes = encode(&packet, version)?.to_vec();
         for (idx, value) in flips {
             let at = idx.index(bytes.len());
             bytes[at] = value;
@@ -430,7 +434,7 @@ proptest! {
             let (decoded, largest) = decode_measured(Bytes::copy_from_slice(&bytes[..len]), version, &limits);
             prop_assert!(largest <= ALLOCATION_BOUND_BYTES, "{} bytes at once", largest);
             if let Ok(decoded) = decoded {
-                let encoded = decoded.to_bytes(version).map_err(|error| TestCaseError::fail(error.to_string()))?;
+                let encoded = encode(&decoded, version)?;
                 let (again, _) = decode_measured(encoded, version, &limits);
                 prop_assert_eq!(again, Ok(decoded));
             }
@@ -448,7 +452,9 @@ proptest! {
     fn check_is_consistent_across_prefixes(
         bytes in prop_oneof![
             vec(any::<u8>(), 0..12),
-            any_packet().prop_map(|(version, packet)| packet.to_bytes(version).map(|bytes| bytes.to_vec()).unwrap_or_default()),
+            any_packet().prop_map(|(version, packet)| {
+                packet.to_bytes(version).map(|bytes| bytes.to_vec()).unwrap_or_default()
+            }),
         ],
         limit in prop_oneof![Just(usize::MAX), 0usize..64],
     ) {
