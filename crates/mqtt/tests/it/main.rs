@@ -1,13 +1,14 @@
 //! The integration tests of the MQTT codec, one binary: real client bytes (`corpus`), one test
 //! per rule a malformed packet can break (`malformed`), the limits at their boundaries
-//! (`limits`), topic matching against the spec's examples (`topic`) and property tests
-//! (`roundtrip`). The binary counts allocations, so "decoding never allocates more than the
-//! limits allow" is checked, not assumed.
+//! (`limits`), topic matching against the spec's examples (`topic`), property tests
+//! (`roundtrip`) and the module-docs check (`tidy`). The binary counts allocations, so
+//! "decoding never allocates more than the limits allow" is checked, not assumed.
 
 mod corpus;
 mod limits;
 mod malformed;
 mod roundtrip;
+mod tidy;
 mod topic;
 
 use bytes::Bytes;
