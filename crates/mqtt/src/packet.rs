@@ -806,7 +806,10 @@ impl Packet {
     /// of acknowledgements and DISCONNECT; a CONNACK reason code becomes the closest return code
     /// and a SUBACK failure 0x80. Values are trusted otherwise: encode what decode would accept.
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+        // Everything but a PUBLISH payload goes through `body` first, to learn the Remaining
+        // Length; the payload, possibly large, is copied once, straight into `out`.
         let mut body = BytesMut::new();
+        let mut payload: &[u8] = &[];
         let packet_type = self.packet_type();
         let mut flags = packet_type.required_flags().unwrap_or(0);
         match self {
@@ -835,7 +838,7 @@ impl Packet {
                     }
                 }
                 put_properties(&mut body, version, &publish.properties, PropertyContext::Publish)?;
-                body.extend_from_slice(&publish.payload);
+                payload = &publish.payload;
             }
             Packet::PubAck(response)
             | Packet::PubRec(response)
@@ -925,14 +928,16 @@ impl Packet {
                 )?
             }
         }
-        let remaining = u32::try_from(body.len())
+        let remaining_bytes = body.len().saturating_add(payload.len());
+        let remaining = u32::try_from(remaining_bytes)
             .ok()
             .filter(|&len| len <= VARINT_MAX)
-            .ok_or(EncodeError::TooLong { what: "packet", len: body.len(), max: VARINT_MAX as usize })?;
-        out.reserve(1 + varint_len(remaining) + body.len());
+            .ok_or(EncodeError::TooLong { what: "packet", len: remaining_bytes, max: VARINT_MAX as usize })?;
+        out.reserve(1 + varint_len(remaining) + remaining_bytes);
         out.put_u8((packet_type as u8) << 4 | flags);
         put_varint(out, remaining);
         out.extend_from_slice(&body);
+        out.extend_from_slice(payload);
         Ok(())
     }
 

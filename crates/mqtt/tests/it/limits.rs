@@ -150,3 +150,46 @@ fn a_full_subscribe_allocates_only_its_bounded_vec() {
     let bound = 2 * limits.max_subscriptions_per_packet * std::mem::size_of::<Subscription>();
     assert!(largest_allocation <= bound, "{largest_allocation} bytes at once, bound {bound}");
 }
+
+#[test]
+fn encoding_refuses_what_the_wire_cannot_carry() {
+    use tidewater_mqtt::{Auth, EncodeError, PubResponse, ReasonCode};
+
+    let long_topic = "t".repeat(65_536);
+    assert_eq!(
+        publish(&long_topic, 0, Properties::default()).to_bytes(ProtocolVersion::V5),
+        Err(EncodeError::TooLong { what: "topic name", len: 65_536, max: 65_535 })
+    );
+    let Packet::Publish(mut qos1_without_id) = publish("a", 0, Properties::default()) else { unreachable!() };
+    qos1_without_id.qos = QoS::AtLeastOnce;
+    assert_eq!(
+        Packet::Publish(qos1_without_id).to_bytes(ProtocolVersion::V311),
+        Err(EncodeError::Invalid {
+            packet: PacketType::Publish,
+            rule: "a packet identifier is needed exactly when QoS is above 0",
+        })
+    );
+    let auth = Packet::Auth(Auth { reason_code: ReasonCode::Success, properties: Properties::default() });
+    assert_eq!(
+        auth.to_bytes(ProtocolVersion::V311),
+        Err(EncodeError::NotInV311 { packet: PacketType::Auth })
+    );
+    let puback = Packet::PubAck(PubResponse {
+        packet_id: NonZeroU16::MIN,
+        reason_code: ReasonCode::Success,
+        properties: Properties { topic_alias: Some(1), ..Properties::default() },
+    });
+    assert_eq!(
+        puback.to_bytes(ProtocolVersion::V5),
+        Err(EncodeError::PropertyNotAllowed {
+            property: tidewater_mqtt::PropertyId::TopicAlias,
+            context: PropertyContext::PubAck,
+        })
+    );
+    // 3.1.1 has no properties: they are dropped, not refused.
+    assert_eq!(puback.to_bytes(ProtocolVersion::V311).ok().as_deref(), Some(&[0x40, 0x02, 0x00, 0x01][..]));
+    assert_eq!(
+        subscribe(0).to_bytes(ProtocolVersion::V5),
+        Err(EncodeError::Invalid { packet: PacketType::Subscribe, rule: "no subscriptions" })
+    );
+}
