@@ -8,9 +8,11 @@
 
 pub mod cluster;
 pub mod event;
+pub mod keyed_topic;
 pub mod logging;
 pub(crate) mod time_format;
 pub mod trigger;
 
 pub use cluster::ClusterConfig;
 pub use event::Event;
+pub use keyed_topic::KeyedTopic;
