@@ -24,3 +24,29 @@ pub use append::{Appender, KafkaAppender, MemoryAppender};
 pub use device::Device;
 pub use mqtt::MqttConfig;
 pub use registry::{DeviceRegistry, Directory, DEVICES_TOPIC};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidewater_jobs::ClusterConfig;
+
+/// Runs a gateway against `cluster` until `stop`: creates the device registry topic if needed,
+/// follows it, and serves MQTT on `listener`, appending through an idempotent acks=all
+/// producer. Used by `tidewater serve` (against its own Kafka listener) and `tidewater gateway`.
+pub async fn run(
+    cluster: ClusterConfig,
+    listener: tokio::net::TcpListener,
+    config: MqttConfig,
+    timeout: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let registry = DeviceRegistry::new(cluster.clone(), timeout);
+    // Not fatal: the follower retries, and devices are refused as Server unavailable meanwhile.
+    if let Err(error) = registry.ensure_topic().await {
+        tracing::warn!(error = %format!("{error:#}"), "could not create {DEVICES_TOPIC}; will keep trying to read it");
+    }
+    let directory = registry.watch(stop.clone())?;
+    let appender: Arc<dyn Appender> = Arc::new(KafkaAppender::new(&cluster)?);
+    mqtt::serve(listener, config, directory, appender, stop).await;
+    Ok(())
+}
