@@ -8,7 +8,11 @@ test sends a hand-made CONNECT and reads the CONNACK off the socket.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -32,6 +36,7 @@ from gateway_support import (
     user_properties,
     wait_for_code,
 )
+from conftest import tidewater_binary
 from trigger_support import tidewater
 
 BAD_USER_NAME_OR_PASSWORD = 0x86
@@ -279,3 +284,45 @@ def test_every_acknowledged_message_survives_kill_9(broker_factory):
         # In log order, a device's messages keep their publish order (duplicates aside).
         numbers = [int(value.split()[1]) for value in stored]
         assert numbers == sorted(numbers), f"{device_id}: out of order"
+
+
+def test_a_standalone_gateway_in_front_of_a_cluster(broker_factory):
+    """`tidewater gateway` against a broker without its own gateway: the same behaviour, as a
+    plain Kafka client."""
+    broker = broker_factory("--mqtt-listen", "none")
+    assert broker.mqtt_port is None
+    bootstrap = broker.bootstrap
+    gateway = subprocess.Popen(
+        [str(tidewater_binary()), "gateway", "--brokers", bootstrap, "--mqtt-listen", "127.0.0.1:0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={key: value for key, value in os.environ.items() if not key.startswith("TIDEWATER_")},
+    )
+    try:
+        assert gateway.stderr is not None
+        port = None
+        deadline = time.monotonic() + MQTT_TIMEOUT_S
+        while port is None and time.monotonic() < deadline:
+            line = gateway.stderr.readline()
+            assert line, f"the gateway exited with {gateway.poll()}"
+            match = re.search(r"tidewater gateway is running.*\bmqtt=127\.0\.0\.1:(\d+)", line)
+            port = int(match.group(1)) if match else None
+        assert port is not None, "the gateway logged no running line"
+        threading.Thread(target=gateway.stderr.read, daemon=True).start()
+
+        device_id = new_device_id("standalone")
+        key = add_device(bootstrap, device_id)
+        device = connect_when_registered(port, device_id, key, V5)
+        try:
+            device.publish(events_topic(device_id), b"via the standalone gateway", qos=1)
+            assert device.wait_acked(1) == [b"via the standalone gateway"]
+        finally:
+            device.close()
+        [record] = telemetry_of(bootstrap, device_id, at_least=1)
+        assert record.value() == b"via the standalone gateway"
+        assert headers_of(record)["device-id"] == device_id.encode()
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(timeout=30) == 0

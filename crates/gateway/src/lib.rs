@@ -45,8 +45,11 @@ pub async fn run(
     if let Err(error) = registry.ensure_topic().await {
         tracing::warn!(error = %format!("{error:#}"), "could not create {DEVICES_TOPIC}; will keep trying to read it");
     }
-    let directory = registry.watch(stop.clone())?;
+    let (directory, follower) = registry.watch(stop.clone())?;
     let appender: Arc<dyn Appender> = Arc::new(KafkaAppender::new(&cluster)?);
-    mqtt::serve(listener, config, directory, appender, stop).await;
+    mqtt::serve(listener, config, directory, appender.clone(), stop).await;
+    // Close the Kafka clients before returning, so `serve` stops its listener after them.
+    drop(appender);
+    let _ = tokio::task::spawn_blocking(move || follower.join()).await;
     Ok(())
 }

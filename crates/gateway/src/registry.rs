@@ -67,12 +67,16 @@ impl DeviceRegistry {
     }
 
     /// Follows the registry on a thread of its own until `stop`, publishing the whole map each
-    /// time it changes once the registry has been read to its end.
-    pub fn watch(&self, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<Directory> {
+    /// time it changes once the registry has been read to its end. The thread ends within a
+    /// poll interval of `stop`; join it to know its consumer is closed.
+    pub fn watch(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<(Directory, std::thread::JoinHandle<()>)> {
         let (sender, receiver) = tokio::sync::watch::channel(None);
         let devices = Arc::new(std::sync::Mutex::new(DeviceMap::new()));
         let applied = devices.clone();
-        self.topic.follow(
+        let thread = self.topic.follow(
             "device-registry",
             stop,
             move |key, value| {
@@ -84,7 +88,7 @@ impl DeviceRegistry {
                 sender.send_replace(Some(Arc::new(devices.clone())));
             },
         )?;
-        Ok(receiver)
+        Ok((receiver, thread))
     }
 }
 

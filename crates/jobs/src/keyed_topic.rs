@@ -120,14 +120,15 @@ impl KeyedTopic {
     /// Follows the topic on a thread of its own until `stop` turns true. `apply` sees every
     /// record in order; `caught_up` is called after each record once everything that existed
     /// when following began has been read (and once at the start if the topic was empty), so a
-    /// caller never publishes a prefix of the table as if it were the whole.
+    /// caller never publishes a prefix of the table as if it were the whole. Join the returned
+    /// thread after `stop` to know its consumer has left the cluster.
     pub fn follow(
         &self,
         thread_name: &str,
         stop: tokio::sync::watch::Receiver<bool>,
         mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>) + Send + 'static,
         mut caught_up: impl FnMut() + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<std::thread::JoinHandle<()>> {
         let consumer = self.assigned_consumer()?;
         let topic = self.topic.clone();
         let timeout = self.timeout;
@@ -166,8 +167,7 @@ impl KeyedTopic {
                     }
                 }
             })
-            .with_context(|| format!("starting the {thread_name} thread"))?;
-        Ok(())
+            .with_context(|| format!("starting the {thread_name} thread"))
     }
 
     /// A consumer reading partition 0 from the beginning, by assignment: no group membership,
