@@ -40,7 +40,7 @@ impl DeviceRegistry {
 
     /// Creates the registry topic unless it exists.
     pub async fn ensure_topic(&self) -> anyhow::Result<()> {
-        self.topic.ensure().await
+        self.topic.ensure(&[("retention.ms", "-1")]).await
     }
 
     /// Every registered device, as of now.

@@ -5,8 +5,8 @@
 //! and callers own what the values mean.
 //!
 //! It is an ordinary topic, so it works against any Kafka-compatible cluster. Where the cluster
-//! offers compaction it would be the better retention policy; Tidewater's log has none yet, so
-//! such topics keep their records forever (`retention.ms=-1`).
+//! offers compaction it would be the better retention policy for a table; Tidewater's log has
+//! none yet, so tables are created with `retention.ms=-1` and keep every record.
 
 use std::time::Duration;
 
@@ -53,14 +53,18 @@ impl KeyedTopic {
         &self.cluster
     }
 
-    /// Creates the topic (one partition, records kept forever) unless it exists.
-    pub async fn ensure(&self) -> anyhow::Result<()> {
+    /// Creates the topic with one partition and `configs` (e.g. `retention.ms=-1` for a table
+    /// that must never lose a key) unless it exists.
+    pub async fn ensure(&self, configs: &[(&str, &str)]) -> anyhow::Result<()> {
         let admin: AdminClient<QuietContext> = self
             .cluster
             .client_config(&[("client.id", &self.client_id)])
             .create_with_context(QuietContext::default())
             .context("creating the admin client")?;
-        let topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(-1)).set("retention.ms", "-1");
+        let mut topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(-1));
+        for (name, value) in configs {
+            topic = topic.set(name, value);
+        }
         let options =
             AdminOptions::new().operation_timeout(Some(self.timeout)).request_timeout(Some(self.timeout));
         let results = admin
