@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tidewater_gateway::append::{AppendError, PendingAppend};
 use tidewater_gateway::mqtt::{serve, MqttConfig};
-use tidewater_gateway::{Device, MemoryAppender};
+use tidewater_gateway::route::DeviceMessage;
+use tidewater_gateway::{Appender, Device, MemoryAppender};
 use tidewater_mqtt::{
     check, decode, Connect, Limits, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS,
     ReasonCode, Utf8Bytes,
@@ -26,6 +28,12 @@ struct Gateway {
 }
 
 async fn start(config: MqttConfig) -> Gateway {
+    let appender = MemoryAppender::default();
+    start_with(config, Arc::new(appender.clone()), appender).await
+}
+
+/// [`start`] with an appender of the test's own; `memory` is what `Gateway::appender` shows.
+async fn start_with(config: MqttConfig, appender: Arc<dyn Appender>, memory: MemoryAppender) -> Gateway {
     let mut devices = BTreeMap::new();
     for id in ["pump-1", "pump-2"] {
         devices.insert(id.to_string(), Device::new(id, KEY, [9; 16], 0));
@@ -36,10 +44,9 @@ async fn start(config: MqttConfig) -> Gateway {
     let (devices, directory) = tokio::sync::watch::channel(Some(Arc::new(devices)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
-    let appender = MemoryAppender::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(serve(listener, config, directory, Arc::new(appender.clone()), stopped));
-    Gateway { address, appender, _stop: stop, devices }
+    tokio::spawn(serve(listener, config, directory, appender, stopped));
+    Gateway { address, appender: memory, _stop: stop, devices }
 }
 
 fn text(value: &str) -> Utf8Bytes {
@@ -290,4 +297,154 @@ async fn silence_beyond_one_and_a_half_keep_alives_closes_the_connection() {
     let started = std::time::Instant::now();
     assert_eq!(show(client.receive().await), "DISCONNECT Keep Alive timeout (0x8d)");
     assert!(started.elapsed() >= Duration::from_millis(1400), "{:?}", started.elapsed());
+}
+
+/// An appender whose appends become durable only when the test says so, one at a time in any
+/// order, or fail.
+#[derive(Debug, Default)]
+struct GatedAppender {
+    gates: std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<Result<(), AppendError>>>>,
+}
+
+impl GatedAppender {
+    fn n_waiting(&self) -> usize {
+        self.gates.lock().expect("lock").len()
+    }
+
+    /// Resolves the `idx`-th append still waiting.
+    fn resolve(&self, idx: usize, outcome: Result<(), AppendError>) {
+        let gate = self.gates.lock().expect("lock").remove(idx);
+        let _ = gate.send(outcome);
+    }
+}
+
+impl Appender for GatedAppender {
+    fn append(&self, _message: &DeviceMessage) -> Result<PendingAppend, AppendError> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.gates.lock().expect("lock").push(sender);
+        Ok(Box::pin(async move {
+            receiver.await.unwrap_or(Err(AppendError::Failed { topic: "t".into(), detail: "dropped".into() }))
+        }))
+    }
+}
+
+async fn wait_for_appends(appender: &GatedAppender, n_appends: usize) {
+    for _ in 0..500 {
+        if appender.n_waiting() >= n_appends {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} appends waiting, expected {n_appends}", appender.n_waiting());
+}
+
+/// Nothing more from the server within a short while.
+async fn assert_silent(client: &mut Client) {
+    let read =
+        tokio::time::timeout(Duration::from_millis(200), client.stream.read_buf(&mut client.buffer)).await;
+    assert!(read.is_err(), "the server sent {:?}", client.buffer);
+}
+
+#[tokio::test]
+async fn acknowledgements_wait_for_durability_and_keep_their_order() {
+    let appender = Arc::new(GatedAppender::default());
+    let gateway = start_with(MqttConfig::default(), appender.clone(), MemoryAppender::default()).await;
+    let (mut client, _) = Client::connect(&gateway, ProtocolVersion::V5, "pump-1", Some(KEY)).await;
+    let topic = "devices/pump-1/messages/events/";
+    client.publish(topic, QoS::AtLeastOnce, 1, "a").await;
+    client.publish(topic, QoS::ExactlyOnce, 2, "b").await;
+    client.publish(topic, QoS::AtLeastOnce, 3, "c").await;
+    wait_for_appends(&appender, 3).await;
+    assert_silent(&mut client).await;
+    // The later appends become durable first: still nothing, the first is owed first.
+    appender.resolve(2, Ok(()));
+    appender.resolve(1, Ok(()));
+    assert_silent(&mut client).await;
+    appender.resolve(0, Ok(()));
+    assert_eq!(show(client.receive().await), "PUBACK 1 Success (0x00)");
+    assert_eq!(show(client.receive().await), "PUBREC 2 Success (0x00)");
+    assert_eq!(show(client.receive().await), "PUBACK 3 Success (0x00)");
+}
+
+#[tokio::test]
+async fn a_failed_append_closes_the_connection_without_an_acknowledgement() {
+    let appender = Arc::new(GatedAppender::default());
+    let gateway = start_with(MqttConfig::default(), appender.clone(), MemoryAppender::default()).await;
+    let (mut client, _) = Client::connect(&gateway, ProtocolVersion::V5, "pump-1", Some(KEY)).await;
+    client.publish("devices/pump-1/messages/events/", QoS::AtLeastOnce, 1, "a").await;
+    wait_for_appends(&appender, 1).await;
+    appender.resolve(0, Err(AppendError::Failed { topic: "telemetry".into(), detail: "broker down".into() }));
+    assert_eq!(show(client.receive().await), "DISCONNECT Unspecified error (0x80)");
+    assert_eq!(show(client.receive().await), "closed");
+}
+
+#[tokio::test]
+async fn qos_1_backpressure_and_the_qos_2_receive_maximum() {
+    let appender = Arc::new(GatedAppender::default());
+    let config = MqttConfig { max_in_flight_per_connection: 2, ..MqttConfig::default() };
+    let gateway = start_with(config, appender.clone(), MemoryAppender::default()).await;
+    let (mut client, connack) = Client::connect(&gateway, ProtocolVersion::V5, "pump-1", Some(KEY)).await;
+    let Packet::ConnAck(connack) = connack else { panic!("not a CONNACK") };
+    assert_eq!(connack.properties.receive_maximum, Some(2));
+    let topic = "devices/pump-1/messages/events/";
+    // QoS 1: two in flight; the third is not read until one is durable.
+    for packet_id in 1..=3 {
+        client.publish(topic, QoS::AtLeastOnce, packet_id, "x").await;
+    }
+    wait_for_appends(&appender, 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(appender.n_waiting(), 2);
+    appender.resolve(0, Ok(()));
+    assert_eq!(show(client.receive().await), "PUBACK 1 Success (0x00)");
+    wait_for_appends(&appender, 2).await;
+    appender.resolve(0, Ok(()));
+    appender.resolve(0, Ok(()));
+    assert_eq!(show(client.receive().await), "PUBACK 2 Success (0x00)");
+    assert_eq!(show(client.receive().await), "PUBACK 3 Success (0x00)");
+    // QoS 2: two awaiting PUBREL is the limit; a third is Receive Maximum exceeded.
+    for packet_id in 4..=5 {
+        client.publish(topic, QoS::ExactlyOnce, packet_id, "x").await;
+        wait_for_appends(&appender, 1).await;
+        appender.resolve(0, Ok(()));
+        assert_eq!(show(client.receive().await), format!("PUBREC {packet_id} Success (0x00)"));
+    }
+    client.publish(topic, QoS::ExactlyOnce, 6, "x").await;
+    assert_eq!(show(client.receive().await), "DISCONNECT Receive Maximum exceeded (0x93)");
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_for_a_free_slot() {
+    let gateway = start(MqttConfig { max_connections: 1, ..MqttConfig::default() }).await;
+    let (mut first, connack) = Client::connect(&gateway, ProtocolVersion::V311, "pump-1", Some(KEY)).await;
+    assert_eq!(show(Some(connack)), "CONNACK Success (0x00)");
+    let second = tokio::spawn({
+        let address = gateway.address;
+        async move {
+            let mut stream = TcpStream::connect(address).await.expect("connect");
+            let connect = Packet::Connect(Box::new(Connect {
+                protocol_version: ProtocolVersion::V311,
+                clean_start: true,
+                keep_alive_secs: 30,
+                client_id: text("pump-2"),
+                will: None,
+                username: Some(text("pump-2")),
+                password: Some(Bytes::from_static(KEY.as_bytes())),
+                properties: Properties::default(),
+            }));
+            stream.write_all(&connect.to_bytes(ProtocolVersion::V311).expect("encode")).await.expect("write");
+            let mut connack = [0u8; 4];
+            stream.read_exact(&mut connack).await.expect("a CONNACK");
+            connack
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!second.is_finished(), "the second client was served while the first held the only slot");
+    first
+        .send(&Packet::Disconnect(tidewater_mqtt::Disconnect {
+            reason_code: ReasonCode::Success,
+            properties: Properties::default(),
+        }))
+        .await;
+    let connack = tokio::time::timeout(Duration::from_secs(5), second).await.expect("served").expect("task");
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
 }
