@@ -36,11 +36,13 @@
 //!
 //! Sessions are not kept (CONNACK always says no session present), SUBSCRIBE is refused
 //! (commands to devices come later), will messages are accepted and never published, the
-//! retain flag is ignored, topic aliases are refused, and a second connection with the same
-//! client id does not take the first one over.
+//! retain flag is ignored, and topic aliases are refused. A second connection with the same
+//! client id takes over: the first is closed (MQTT 5: Session taken over, 0x8E) once it has sent
+//! the acknowledgements it owes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,7 +55,7 @@ use tidewater_mqtt::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::append::{AppendError, Appender, PendingAppend};
 use crate::auth::{authenticate, Identity};
@@ -105,6 +107,58 @@ struct Shared {
     config: MqttConfig,
     directory: Directory,
     appender: Arc<dyn Appender>,
+    /// The connection currently holding each client id, to take it over (MQTT-3.1.4-3).
+    clients: std::sync::Mutex<HashMap<String, ClientSlot>>,
+    next_connection_id: AtomicU64,
+}
+
+/// Which connection holds a client id, and how to tell it that it was taken over.
+#[derive(Debug)]
+struct ClientSlot {
+    connection_id: u64,
+    taken_over: Arc<Notify>,
+}
+
+/// A connection's claim on its client id, released when the connection ends unless a newer
+/// connection took the id meanwhile.
+struct ClientClaim {
+    shared: Arc<Shared>,
+    client_id: String,
+    connection_id: u64,
+    taken_over: Arc<Notify>,
+}
+
+impl ClientClaim {
+    /// Claims `client_id`, telling the connection that held it (if any) to close with Session
+    /// taken over. Devices reconnecting after a network failure rely on this: the old
+    /// connection may be half-open for a whole keep-alive.
+    fn take(shared: &Arc<Shared>, client_id: &str) -> ClientClaim {
+        let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        let taken_over = Arc::new(Notify::new());
+        let slot = ClientSlot { connection_id, taken_over: taken_over.clone() };
+        let previous = shared.lock_clients().insert(client_id.to_string(), slot);
+        if let Some(previous) = previous {
+            // `notify_one` keeps a permit if the old reader is not waiting right now.
+            previous.taken_over.notify_one();
+        }
+        ClientClaim { shared: shared.clone(), client_id: client_id.to_string(), connection_id, taken_over }
+    }
+}
+
+impl Drop for ClientClaim {
+    fn drop(&mut self) {
+        let mut clients = self.shared.lock_clients();
+        if clients.get(&self.client_id).is_some_and(|slot| slot.connection_id == self.connection_id) {
+            clients.remove(&self.client_id);
+        }
+    }
+}
+
+impl Shared {
+    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, ClientSlot>> {
+        // A poisoned lock only means a connection task panicked; the map is still consistent.
+        self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Accepts MQTT connections on `listener` until `stop` turns true, then tells each connection
@@ -119,7 +173,13 @@ pub async fn serve(
 ) {
     let max_connections = config.max_connections.max(1);
     let connections = Arc::new(Semaphore::new(max_connections));
-    let shared = Arc::new(Shared { config, directory, appender });
+    let shared = Arc::new(Shared {
+        config,
+        directory,
+        appender,
+        clients: std::sync::Mutex::new(HashMap::new()),
+        next_connection_id: AtomicU64::new(0),
+    });
     loop {
         // The permit first: over the limit, new clients wait in the listen backlog.
         let permit = tokio::select! {
@@ -234,6 +294,11 @@ async fn run_connection(
         }
     };
     let properties = connack_properties(&connect, &shared.config);
+    let client_id = match &properties.assigned_client_identifier {
+        Some(assigned) => assigned.as_str().to_string(),
+        None => connect.client_id.as_str().to_string(),
+    };
+    let claim = ClientClaim::take(&shared, &client_id);
     if write_packet(&mut writer, version, &connack(ReasonCode::Success, properties)).await.is_err() {
         return;
     }
@@ -252,7 +317,7 @@ async fn run_connection(
         max_in_flight,
         outgoing,
     };
-    let end = session.read_loop(&mut reader, &mut buffer, stop).await;
+    let end = session.read_loop(&mut reader, &mut buffer, stop, &claim.taken_over).await;
     if let End::Because(code, detail) = &end {
         tracing::info!(%peer, client_id = connect.client_id.as_str(), reason = %code, detail, "closing an MQTT connection");
         if version == ProtocolVersion::V5 {
@@ -393,6 +458,7 @@ impl Session {
         reader: &mut OwnedReadHalf,
         buffer: &mut BytesMut,
         mut stop: tokio::sync::watch::Receiver<bool>,
+        taken_over: &Notify,
     ) -> End {
         let limits = self.shared.config.limits;
         loop {
@@ -408,6 +474,9 @@ impl Session {
                 read = read => read,
                 _ = self.outgoing.closed() => return End::Quietly,
                 _ = stop.changed() => return End::Because(ReasonCode::ServerShuttingDown, "the gateway is stopping".into()),
+                _ = taken_over.notified() => {
+                    return End::Because(ReasonCode::SessionTakenOver, "a new connection with the same client id".into())
+                }
             };
             let frame = match frame {
                 None => {

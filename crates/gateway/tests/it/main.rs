@@ -448,3 +448,19 @@ async fn connections_over_the_limit_wait_for_a_free_slot() {
     let connack = tokio::time::timeout(Duration::from_secs(5), second).await.expect("served").expect("task");
     assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
 }
+
+#[tokio::test]
+async fn a_new_connection_with_the_same_client_id_takes_over() {
+    let gateway = start(MqttConfig::default()).await;
+    let (mut old, _) = Client::connect(&gateway, ProtocolVersion::V5, "pump-1", Some(KEY)).await;
+    let (mut new, connack) = Client::connect(&gateway, ProtocolVersion::V5, "pump-1", Some(KEY)).await;
+    assert_eq!(show(Some(connack)), "CONNACK Success (0x00)");
+    assert_eq!(show(old.receive().await), "DISCONNECT Session taken over (0x8e)");
+    assert_eq!(show(old.receive().await), "closed");
+    // The old connection's end does not release the id the new one holds: a third takes over
+    // from the second, not from nobody.
+    new.publish("devices/pump-1/messages/events/", QoS::AtLeastOnce, 1, "x").await;
+    assert_eq!(show(new.receive().await), "PUBACK 1 Success (0x00)");
+    let (_third, _) = Client::connect(&gateway, ProtocolVersion::V311, "pump-1", Some(KEY)).await;
+    assert_eq!(show(new.receive().await), "DISCONNECT Session taken over (0x8e)");
+}
