@@ -1,5 +1,8 @@
 //! The MQTT listener end to end over real sockets, with devices in memory and an in-memory
-//! appender: what a client sends, what it gets back, and what was appended.
+//! appender: what a client sends, what it gets back, and what was appended. `session_model`
+//! checks random packet sequences against a model of the session rules.
+
+mod session_model;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU16;
@@ -18,7 +21,7 @@ use tidewater_mqtt::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const KEY: &str = "the-key";
+pub(crate) const KEY: &str = "the-key";
 
 struct Gateway {
     address: std::net::SocketAddr,
