@@ -39,6 +39,8 @@ STOP_TIMEOUT_S = 30.0
 # Attempts to bind the same port again on restart (see `BrokerProcess.restart`).
 RESTART_BIND_ATTEMPTS = 20
 RUNNING_LINE = re.compile(r"tidewater is running.*\bkafka=127\.0\.0\.1:(\d+)")
+# The same line names the gateway's MQTT listener (`mqtt=127.0.0.1:PORT`, or `mqtt=none`).
+MQTT_ADDRESS = re.compile(r"tidewater is running.*\bmqtt=127\.0\.0\.1:(\d+)")
 # Broker log lines kept for failure reports.
 LOG_LINES_KEPT = 300
 
@@ -72,6 +74,8 @@ class BrokerProcess:
         # The test that owns this broker; None for the session's broker.
         self.test_id = test_id
         self.port: int | None = None
+        # The MQTT listener's port, from the running line; None when serve runs without one.
+        self.mqtt_port: int | None = None
         self.process: subprocess.Popen | None = None
         self.lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES_KEPT)
         self.exit_codes: list[int] = []
@@ -107,6 +111,10 @@ class BrokerProcess:
             str(self.data_dir),
             *self.serve_args,
         ]
+        # Any free port for the device gateway unless the test chose: parallel brokers must not
+        # all take the default 1883.
+        if "--mqtt-listen" not in self.serve_args:
+            command.extend(["--mqtt-listen", "127.0.0.1:0"])
         self.lines.append(f"--- {self.name}: {' '.join(command)}")
         process = subprocess.Popen(
             command,
@@ -125,6 +133,9 @@ class BrokerProcess:
             for raw in process.stderr:
                 line = raw.decode("utf-8", errors="replace").rstrip("\n")
                 self.lines.append(line)
+                mqtt_match = MQTT_ADDRESS.search(line)
+                if mqtt_match:
+                    self.mqtt_port = int(mqtt_match.group(1))
                 match = RUNNING_LINE.search(line)
                 if match:
                     ports.put(int(match.group(1)))

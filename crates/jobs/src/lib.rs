@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod event;
+pub mod keyed_topic;
 pub mod logging;
 pub mod query;
 pub(crate) mod time_format;
@@ -16,3 +17,4 @@ pub mod trigger;
 
 pub use cluster::ClusterConfig;
 pub use event::Event;
+pub use keyed_topic::KeyedTopic;

@@ -47,6 +47,13 @@ pub(crate) enum Command {
     /// `query test` runs a query over a file of events, no server needed.
     #[command(subcommand)]
     Query(crate::query_cmd::QueryCommand),
+    /// Register devices for the gateway and manage them (add, list, show, disable, enable,
+    /// remove, rotate-key) on any Kafka-compatible cluster. Keys are stored hashed.
+    Device(crate::device_cmd::DeviceArgs),
+    /// Run a device gateway in this process against any Kafka-compatible cluster: devices
+    /// connect over MQTT 3.1.1/5 and every message is appended before it is acknowledged
+    /// (`tidewater serve` runs one against itself).
+    Gateway(GatewayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +128,88 @@ pub(crate) struct ServeArgs {
     /// as a Kafka client of the embedded broker.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) triggers: bool,
+    #[command(flatten)]
+    pub(crate) mqtt: MqttArgs,
+}
+
+/// The device gateway's MQTT listener, in `serve` and `gateway`.
+#[derive(Debug, Args)]
+pub(crate) struct MqttArgs {
+    /// Address the MQTT listener binds to, or "none" for no MQTT listener (and no gateway).
+    #[arg(long, default_value = "127.0.0.1:1883", env = "TIDEWATER_MQTT_LISTEN")]
+    pub(crate) mqtt_listen: ListenAddress,
+    /// Accept MQTT clients that send no password. They get no device identity, so they can
+    /// publish to no device's topics. Off by default, as in Mosquitto 2.
+    #[arg(long)]
+    pub(crate) mqtt_allow_anonymous: bool,
+    /// The topic device events (devices/{id}/messages/events/#) are appended to, keyed by
+    /// device id.
+    #[arg(long, default_value = "telemetry")]
+    pub(crate) mqtt_telemetry_topic: String,
+    /// MQTT connections open at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = tidewater_gateway::mqtt::DEFAULT_MAX_CONNECTIONS)]
+    pub(crate) mqtt_max_connections: usize,
+    /// Largest MQTT packet a device may send, fixed header included (MQTT 5 Maximum Packet
+    /// Size).
+    #[arg(long, default_value_t = tidewater_mqtt::DEFAULT_MAX_PACKET_BYTES)]
+    pub(crate) mqtt_max_packet_bytes: usize,
+    /// QoS 1 messages awaiting their append, and QoS 2 messages awaiting PUBREL, per connection
+    /// (MQTT 5 Receive Maximum).
+    #[arg(long, default_value_t = tidewater_gateway::mqtt::DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION)]
+    pub(crate) mqtt_max_in_flight: u16,
+}
+
+/// The smallest packet limit accepted: a CONNECT with a device id and key fits easily.
+const MQTT_MIN_PACKET_BYTES: usize = 256;
+
+impl MqttArgs {
+    /// The listener's configuration, after checking the flags.
+    pub(crate) fn config(&self) -> anyhow::Result<tidewater_gateway::MqttConfig> {
+        anyhow::ensure!(
+            (MQTT_MIN_PACKET_BYTES..=tidewater_mqtt::frame::PROTOCOL_MAX_PACKET_BYTES)
+                .contains(&self.mqtt_max_packet_bytes),
+            "--mqtt-max-packet-bytes must be between {MQTT_MIN_PACKET_BYTES} and {}",
+            tidewater_mqtt::frame::PROTOCOL_MAX_PACKET_BYTES
+        );
+        anyhow::ensure!(self.mqtt_max_in_flight > 0, "--mqtt-max-in-flight must be at least 1");
+        anyhow::ensure!(self.mqtt_max_connections > 0, "--mqtt-max-connections must be at least 1");
+        anyhow::ensure!(!self.mqtt_telemetry_topic.is_empty(), "--mqtt-telemetry-topic must not be empty");
+        Ok(tidewater_gateway::MqttConfig {
+            max_connections: self.mqtt_max_connections,
+            limits: tidewater_mqtt::Limits {
+                max_packet_bytes: self.mqtt_max_packet_bytes,
+                ..tidewater_mqtt::Limits::default()
+            },
+            max_in_flight_per_connection: self.mqtt_max_in_flight,
+            allow_anonymous: self.mqtt_allow_anonymous,
+            telemetry_topic: self.mqtt_telemetry_topic.clone(),
+        })
+    }
+}
+
+/// A listen address, or "none" for no listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ListenAddress(pub(crate) Option<SocketAddr>);
+
+impl std::str::FromStr for ListenAddress {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("none") {
+            return Ok(ListenAddress(None));
+        }
+        text.parse()
+            .map(|address| ListenAddress(Some(address)))
+            .map_err(|_| format!("expected host:port (an IP address and a port) or \"none\", got {text:?}"))
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GatewayArgs {
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
+    #[command(flatten)]
+    pub(crate) mqtt: MqttArgs,
 }
 
 #[derive(Debug, Subcommand)]

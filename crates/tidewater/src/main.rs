@@ -4,6 +4,8 @@
 mod bench;
 mod cli;
 mod client;
+mod device_cmd;
+mod gateway_cmd;
 mod log_cmd;
 mod query_cmd;
 mod serve;
@@ -24,6 +26,8 @@ fn main() -> std::process::ExitCode {
         cli::Command::Group(args) => client::group::run(args),
         cli::Command::Trigger(args) => trigger_cmd::run(args),
         cli::Command::Query(command) => query_cmd::run(command),
+        cli::Command::Device(args) => device_cmd::run(args),
+        cli::Command::Gateway(args) => gateway_cmd::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,6 +1,8 @@
 //! `tidewater serve`: the server's lifecycle. It opens the data directory (recovering every
-//! log), starts the Kafka listener and a housekeeping timer, and on Ctrl-C or SIGTERM stops
-//! accepting, answers the requests already in flight, then flushes and closes every log.
+//! log), starts the Kafka listener and a housekeeping timer, and, as Kafka clients of that
+//! listener, the trigger supervisor and the device gateway's MQTT listener. On Ctrl-C or SIGTERM
+//! it stops the gateway and the triggers (while the broker still answers them), then stops
+//! accepting, answers the requests already in flight, and flushes and closes every log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +38,19 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     listener.set_nonblocking(true).context("making the Kafka listener non-blocking")?;
     let bound = listener.local_addr().context("reading the Kafka listener's address")?;
     let advertised = args.kafka_advertised.clone().unwrap_or_else(|| bound.to_string());
+    // The MQTT listener is bound up front too, so a busy port fails the start, and the running
+    // line can name the port the kernel chose for `--mqtt-listen HOST:0`.
+    let mqtt_config = args.mqtt.config()?;
+    let mqtt_listener = match args.mqtt.mqtt_listen.0 {
+        None => None,
+        Some(address) => {
+            let listener = std::net::TcpListener::bind(address).with_context(|| {
+                format!("binding the MQTT listener to {address} (--mqtt-listen none turns it off)")
+            })?;
+            listener.set_nonblocking(true).context("making the MQTT listener non-blocking")?;
+            Some(listener)
+        }
+    };
     let (advertised_host, advertised_port) = advertised
         .rsplit_once(':')
         .and_then(|(host, port)| Some((host.trim_matches(['[', ']']).to_string(), port.parse::<u16>().ok()?)))
@@ -66,12 +81,14 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("tidewater")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, listener, broker_config, server_config))
+    let gateway = mqtt_listener.map(|listener| (listener, mqtt_config));
+    runtime.block_on(serve(args, listener, gateway, broker_config, server_config))
 }
 
 async fn serve(
     args: ServeArgs,
     listener: std::net::TcpListener,
+    gateway: Option<(std::net::TcpListener, tidewater_gateway::MqttConfig)>,
     broker_config: BrokerConfig,
     server_config: ServerConfig,
 ) -> anyhow::Result<()> {
@@ -85,6 +102,17 @@ async fn serve(
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let broker = Arc::new(broker);
     let listener = tokio::net::TcpListener::from_std(listener).context("registering the Kafka listener")?;
+    let gateway = match gateway {
+        None => None,
+        Some((listener, config)) => Some((
+            tokio::net::TcpListener::from_std(listener).context("registering the MQTT listener")?,
+            config,
+        )),
+    };
+    let mqtt_address = match &gateway {
+        Some((listener, _)) => listener.local_addr().map(|address| address.to_string()).unwrap_or_default(),
+        None => "none".to_string(),
+    };
     let topics = broker.topics();
     tracing::info!(
         data_dir = %args.data_dir.display(),
@@ -92,6 +120,7 @@ async fn serve(
         partitions = topics.iter().map(|topic| topic.partitions.len()).sum::<usize>(),
         fsync = %args.fsync,
         kafka = %listener.local_addr().map(|address| address.to_string()).unwrap_or_default(),
+        mqtt = %mqtt_address,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "data directory recovered; tidewater is running"
     );
@@ -109,15 +138,41 @@ async fn serve(
     // once the first `trigger create` made the triggers topic: a server without triggers keeps
     // no trigger clients (and their connections) around.
     let (stop_triggers, triggers_stopped) = tokio::sync::watch::channel(false);
-    let triggers = args.triggers.then(|| {
-        let mut address = listener_address;
-        if address.ip().is_unspecified() {
-            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        tokio::spawn(run_triggers(broker.clone(), address.to_string(), triggers_stopped))
+    let mut own_address = listener_address;
+    if own_address.ip().is_unspecified() {
+        own_address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let triggers = args
+        .triggers
+        .then(|| tokio::spawn(run_triggers(broker.clone(), own_address.to_string(), triggers_stopped)));
+    // The gateway is a Kafka client of this broker too: it appends through the listener with an
+    // idempotent acks=all producer, exactly as it would against any other cluster.
+    let (stop_gateway, gateway_stopped) = tokio::sync::watch::channel(false);
+    let gateway = gateway.map(|(listener, config)| {
+        let cluster = tidewater_jobs::ClusterConfig::new(own_address.to_string());
+        tokio::spawn(tidewater_gateway::run(
+            cluster,
+            listener,
+            config,
+            Duration::from_secs(30),
+            gateway_stopped,
+        ))
     });
     let signal = shutdown.wait().await?;
     tracing::info!(signal, "shutting down");
+    // The gateway first: its connections send the acknowledgements they owe while the broker
+    // still answers.
+    let _ = stop_gateway.send(true);
+    if let Some(gateway) = gateway {
+        match tokio::time::timeout(Duration::from_secs(30), gateway).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(error = %format!("{error:#}"), "the gateway ended with an error")
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "the gateway task failed"),
+            Err(_) => tracing::warn!("the gateway did not stop within 30 s"),
+        }
+    }
     // Triggers first, while the broker still answers, so they commit what they delivered.
     let _ = stop_triggers.send(true);
     if let Some(triggers) = triggers {

@@ -1,0 +1,176 @@
+//! A registered device and its key: what the registry stores and how a key is checked.
+//!
+//! A device key is 32 random bytes, shown to the operator once as base64 (the text the device
+//! sends as its MQTT password). Only a salted SHA-256 of that text is stored, so the registry
+//! topic does not hold usable secrets, and the comparison runs in constant time so that timing
+//! does not tell an attacker how much of a guess was right.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Random bytes in a device key.
+pub const DEVICE_KEY_BYTES: usize = 32;
+/// Random bytes of salt per stored key hash.
+pub const SALT_BYTES: usize = 16;
+/// Longest device id; it is also an MQTT client id and a Kafka record key.
+pub const DEVICE_ID_MAX_BYTES: usize = 128;
+
+/// A device as stored in the registry topic (JSON; unknown fields are ignored so a newer
+/// version's records still load).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: String,
+    /// Hex SHA-256 of `salt` followed by the key's base64 text.
+    pub key_hash: String,
+    /// Hex salt.
+    pub salt: String,
+    #[serde(default)]
+    pub disabled: bool,
+    pub created_at_ms: i64,
+    #[serde(default)]
+    pub updated_at_ms: i64,
+}
+
+/// Why a device id cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceIdError {
+    #[error("a device id must not be empty")]
+    Empty,
+    #[error("a device id is at most {DEVICE_ID_MAX_BYTES} bytes, this one is {0}")]
+    TooLong(usize),
+    #[error("a device id may hold letters, digits, '-', '_', '.' and ':' only; {0:?} is not allowed")]
+    Character(char),
+}
+
+/// Checks a device id: it appears in MQTT topic levels (`devices/{id}/...`), so wildcards and
+/// separators are out, and in logs and record keys, so it stays printable.
+pub fn validate_device_id(id: &str) -> Result<(), DeviceIdError> {
+    if id.is_empty() {
+        return Err(DeviceIdError::Empty);
+    }
+    if id.len() > DEVICE_ID_MAX_BYTES {
+        return Err(DeviceIdError::TooLong(id.len()));
+    }
+    match id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))) {
+        Some(bad) => Err(DeviceIdError::Character(bad)),
+        None => Ok(()),
+    }
+}
+
+/// A fresh device key as the base64 text the device presents.
+pub fn generate_key() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; DEVICE_KEY_BYTES];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// Fresh random salt.
+pub fn generate_salt() -> Result<[u8; SALT_BYTES], getrandom::Error> {
+    let mut salt = [0u8; SALT_BYTES];
+    getrandom::getrandom(&mut salt)?;
+    Ok(salt)
+}
+
+impl Device {
+    /// A new, enabled device with `key` stored as its salted hash. Salt and time are passed in
+    /// so tests are deterministic.
+    pub fn new(id: &str, key: &str, salt: [u8; SALT_BYTES], now_ms: i64) -> Device {
+        Device {
+            id: id.to_string(),
+            key_hash: hex(&key_digest(&salt, key.as_bytes())),
+            salt: hex(&salt),
+            disabled: false,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        }
+    }
+
+    /// Replaces the key (rotate-key): the old key stops working as soon as gateways see this.
+    pub fn set_key(&mut self, key: &str, salt: [u8; SALT_BYTES], now_ms: i64) {
+        self.key_hash = hex(&key_digest(&salt, key.as_bytes()));
+        self.salt = hex(&salt);
+        self.updated_at_ms = now_ms;
+    }
+
+    /// Whether `presented` (the MQTT password) is this device's key, compared in constant time.
+    /// A record whose hash or salt does not decode matches nothing.
+    pub fn key_matches(&self, presented: &[u8]) -> bool {
+        let (Some(salt), Some(stored)) = (unhex(&self.salt), unhex(&self.key_hash)) else {
+            return false;
+        };
+        let digest = key_digest(&salt, presented);
+        stored.len() == digest.len() && bool::from(digest.as_slice().ct_eq(&stored))
+    }
+}
+
+fn key_digest(salt: &[u8], key: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    hasher.update(key);
+    hasher.finalize().into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|idx| u8::from_str_radix(text.get(idx..idx + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_matches_only_itself_and_is_not_stored() {
+        let device = Device::new("pump-1", "secret-key", [7; SALT_BYTES], 1000);
+        assert!(device.key_matches(b"secret-key"));
+        assert!(!device.key_matches(b"secret-kez"));
+        assert!(!device.key_matches(b""));
+        assert!(!serde_json::to_string(&device).unwrap_or_default().contains("secret-key"));
+        let other_salt = Device::new("pump-1", "secret-key", [8; SALT_BYTES], 1000);
+        assert_ne!(device.key_hash, other_salt.key_hash);
+    }
+
+    #[test]
+    fn rotating_the_key_retires_the_old_one() {
+        let mut device = Device::new("pump-1", "old", [1; SALT_BYTES], 1000);
+        device.set_key("new", [2; SALT_BYTES], 2000);
+        assert!(device.key_matches(b"new"));
+        assert!(!device.key_matches(b"old"));
+        assert_eq!((device.created_at_ms, device.updated_at_ms), (1000, 2000));
+    }
+
+    #[test]
+    fn a_damaged_record_matches_nothing() {
+        let mut device = Device::new("pump-1", "k", [1; SALT_BYTES], 0);
+        device.key_hash.pop();
+        assert!(!device.key_matches(b"k"));
+    }
+
+    #[test]
+    fn generated_keys_are_32_random_bytes_in_base64() {
+        let (Ok(first), Ok(second)) = (generate_key(), generate_key()) else { panic!("no randomness") };
+        assert_ne!(first, second);
+        let decoded = base64::engine::general_purpose::STANDARD.decode(&first).unwrap_or_default();
+        assert_eq!(decoded.len(), DEVICE_KEY_BYTES);
+    }
+
+    #[test]
+    fn device_ids() {
+        let check = |id: &str| validate_device_id(id).map_err(|error| error.to_string());
+        assert_eq!(check("pump-1.a_b:c"), Ok(()));
+        assert_eq!(check(""), Err("a device id must not be empty".to_string()));
+        assert!(check("a/b").is_err());
+        assert!(check("a+").is_err());
+        assert!(check("a#").is_err());
+        assert!(check(&"x".repeat(DEVICE_ID_MAX_BYTES)).is_ok());
+        assert!(check(&"x".repeat(DEVICE_ID_MAX_BYTES + 1)).is_err());
+    }
+}

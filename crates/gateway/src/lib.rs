@@ -1,0 +1,55 @@
+//! The device gateway: devices connect over MQTT 3.1.1 or 5, authenticate with a per-device
+//! key, and every message they publish is appended to a topic of a Kafka-compatible cluster
+//! before it is acknowledged.
+//!
+//! The gateway is a Kafka client ([`append::KafkaAppender`], [`registry::DeviceRegistry`]), so
+//! it runs inside `tidewater serve` against the embedded broker or standalone (`tidewater
+//! gateway`) in front of any Kafka-compatible cluster. It keeps no copy of the events.
+//!
+//! - [`device`]: a device record, key generation, salted hashes, constant-time checks.
+//! - [`registry`]: the `_tidewater_devices` topic and the live in-memory map gateways follow.
+//! - [`auth`]: CONNECT decisions, with the MQTT reason code of each refusal.
+//! - [`route`]: which PUBLISH goes where, with the authenticated device id stamped in.
+//! - [`append`]: queue in order, learn when durable.
+//! - [`mqtt`]: the listener and its connections.
+
+pub mod append;
+pub mod auth;
+pub mod device;
+pub mod mqtt;
+pub mod registry;
+pub mod route;
+
+pub use append::{Appender, KafkaAppender, MemoryAppender};
+pub use device::Device;
+pub use mqtt::MqttConfig;
+pub use registry::{DeviceRegistry, Directory, DEVICES_TOPIC};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidewater_jobs::ClusterConfig;
+
+/// Runs a gateway against `cluster` until `stop`: creates the device registry topic if needed,
+/// follows it, and serves MQTT on `listener`, appending through an idempotent acks=all
+/// producer. Used by `tidewater serve` (against its own Kafka listener) and `tidewater gateway`.
+pub async fn run(
+    cluster: ClusterConfig,
+    listener: tokio::net::TcpListener,
+    config: MqttConfig,
+    timeout: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let registry = DeviceRegistry::new(cluster.clone(), timeout);
+    // Not fatal: the follower retries, and devices are refused as Server unavailable meanwhile.
+    if let Err(error) = registry.ensure_topic().await {
+        tracing::warn!(error = %format!("{error:#}"), "could not create {DEVICES_TOPIC}; will keep trying to read it");
+    }
+    let (directory, follower) = registry.watch(stop.clone())?;
+    let appender: Arc<dyn Appender> = Arc::new(KafkaAppender::new(&cluster)?);
+    mqtt::serve(listener, config, directory, appender.clone(), stop).await;
+    // Close the Kafka clients before returning, so `serve` stops its listener after them.
+    drop(appender);
+    let _ = tokio::task::spawn_blocking(move || follower.join()).await;
+    Ok(())
+}

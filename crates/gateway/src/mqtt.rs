@@ -1,0 +1,659 @@
+//! The MQTT listener: one task per connection reading packets, one writing them, and the rules
+//! that make an acknowledgement mean "durable".
+//!
+//! # A connection
+//!
+//! The reader keeps a buffer. [`tidewater_mqtt::check`] says whether a whole packet is there
+//! (and refuses one over [`MqttConfig::limits`]' packet size from its fixed header, before its
+//! body arrives); only then is it split off and decoded. The first packet must be a CONNECT,
+//! within [`CONNECT_TIMEOUT`]; it is authenticated against the device registry
+//! ([`crate::auth`]) and answered with a CONNACK. After that:
+//!
+//! - PUBLISH is routed ([`crate::route`]) and queued on the [`Appender`] in arrival order. Its
+//!   acknowledgement (PUBACK for QoS 1, PUBREC for QoS 2) goes to the writer together with the
+//!   pending append, and the writer sends it only once the append is durable. The writer takes
+//!   items in order, so acknowledgements leave in the order the PUBLISHes came.
+//! - QoS 2: the packet id is remembered from the PUBLISH until its PUBREL. A PUBLISH that
+//!   repeats a remembered id (a client resending before it saw our PUBREC) is acknowledged
+//!   again but not appended again, which is what makes QoS 2 exactly-once on this hop.
+//! - PINGREQ gets a PINGRESP; DISCONNECT ends the connection; silence longer than 1.5 times the
+//!   keep-alive the client asked for closes it (spec 3.1.2.10).
+//!
+//! A packet that does not decode, or breaks the protocol, ends that connection only: an MQTT 5
+//! client is sent a DISCONNECT with the reason code first (Malformed Packet, Protocol Error,
+//! ...), a 3.1.1 client is simply disconnected, which is all 3.1.1 allows. An append that fails
+//! ends the connection without an acknowledgement, so the device sends the message again.
+//!
+//! # Limits
+//!
+//! Connections ([`MqttConfig::max_connections`], a semaphore taken before `accept`, so extra
+//! clients wait in the listen backlog), packet size, QoS 1 appends awaiting durability per
+//! connection (the reader stops reading when they are all taken: backpressure) and QoS 2
+//! messages awaiting PUBREL per connection (more is Receive Maximum exceeded) are all
+//! [`MqttConfig`] fields, and the MQTT 5 CONNACK tells the client the last three.
+//!
+//! # Not yet
+//!
+//! Sessions are not kept (CONNACK always says no session present), SUBSCRIBE is refused
+//! (commands to devices come later), will messages are accepted and never published, the
+//! retain flag is ignored, and topic aliases are refused. A second connection with the same
+//! client id takes over: the first is closed (MQTT 5: Session taken over, 0x8E) once it has sent
+//! the acknowledgements it owes.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tidewater_mqtt::{
+    check, connect_protocol_version, decode, decode_connect, ConnAck, Connect, DecodeError, Disconnect,
+    Limits, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, SubAck,
+    UnsubAck, Utf8Bytes,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::append::{AppendError, Appender, PendingAppend};
+use crate::auth::{authenticate, Identity};
+use crate::registry::Directory;
+use crate::route::route;
+
+/// Default most MQTT connections open at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default most QoS 1 appends awaiting durability, and QoS 2 messages awaiting PUBREL, per
+/// connection (MQTT 5's Receive Maximum).
+pub const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION: u16 = 64;
+/// How long a new connection may take to send its CONNECT.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one write to a client may take before the connection is given up.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a full producer queue is waited on between attempts.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(10);
+/// How long shutdown waits for connections to send the acknowledgements they owe.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How the MQTT listener behaves; see the module documentation for the limits.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub max_connections: usize,
+    pub limits: Limits,
+    pub max_in_flight_per_connection: u16,
+    /// Accept clients without a password, with no device identity (off by default, as in
+    /// Mosquitto 2).
+    pub allow_anonymous: bool,
+    /// Where device events go.
+    pub telemetry_topic: String,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            limits: Limits::default(),
+            max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
+            allow_anonymous: false,
+            telemetry_topic: "telemetry".to_string(),
+        }
+    }
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+struct Shared {
+    config: MqttConfig,
+    directory: Directory,
+    appender: Arc<dyn Appender>,
+    /// The connection currently holding each client id, to take it over (MQTT-3.1.4-3).
+    clients: std::sync::Mutex<HashMap<String, ClientSlot>>,
+    next_connection_id: AtomicU64,
+}
+
+/// Which connection holds a client id, and how to tell it that it was taken over.
+#[derive(Debug)]
+struct ClientSlot {
+    connection_id: u64,
+    taken_over: Arc<Notify>,
+}
+
+/// A connection's claim on its client id, released when the connection ends unless a newer
+/// connection took the id meanwhile.
+struct ClientClaim {
+    shared: Arc<Shared>,
+    client_id: String,
+    connection_id: u64,
+    taken_over: Arc<Notify>,
+}
+
+impl ClientClaim {
+    /// Claims `client_id`, telling the connection that held it (if any) to close with Session
+    /// taken over. Devices reconnecting after a network failure rely on this: the old
+    /// connection may be half-open for a whole keep-alive.
+    fn take(shared: &Arc<Shared>, client_id: &str) -> ClientClaim {
+        let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        let taken_over = Arc::new(Notify::new());
+        let slot = ClientSlot { connection_id, taken_over: taken_over.clone() };
+        let previous = shared.lock_clients().insert(client_id.to_string(), slot);
+        if let Some(previous) = previous {
+            // `notify_one` keeps a permit if the old reader is not waiting right now.
+            previous.taken_over.notify_one();
+        }
+        ClientClaim { shared: shared.clone(), client_id: client_id.to_string(), connection_id, taken_over }
+    }
+}
+
+impl Drop for ClientClaim {
+    fn drop(&mut self) {
+        let mut clients = self.shared.lock_clients();
+        if clients.get(&self.client_id).is_some_and(|slot| slot.connection_id == self.connection_id) {
+            clients.remove(&self.client_id);
+        }
+    }
+}
+
+impl Shared {
+    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, ClientSlot>> {
+        // A poisoned lock only means a connection task panicked; the map is still consistent.
+        self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Accepts MQTT connections on `listener` until `stop` turns true, then tells each connection
+/// to finish (MQTT 5 clients get Server shutting down after the acknowledgements they are owed)
+/// and waits up to [`SHUTDOWN_GRACE`] for them.
+pub async fn serve(
+    listener: TcpListener,
+    config: MqttConfig,
+    directory: Directory,
+    appender: Arc<dyn Appender>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let max_connections = config.max_connections.max(1);
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let shared = Arc::new(Shared {
+        config,
+        directory,
+        appender,
+        clients: std::sync::Mutex::new(HashMap::new()),
+        next_connection_id: AtomicU64::new(0),
+    });
+    loop {
+        // The permit first: over the limit, new clients wait in the listen backlog.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit,
+            _ = stop.changed() => break,
+        };
+        let Ok(permit) = permit else { break };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Usually out of file descriptors; do not spin on it.
+                tracing::warn!(%error, "accepting an MQTT connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            run_connection(stream, peer, shared, stop).await;
+        });
+    }
+    drop(listener);
+    let n_connections = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(n_connections)).await.is_err() {
+        tracing::warn!("MQTT connections did not finish within {SHUTDOWN_GRACE:?}");
+    }
+}
+
+/// What the reader hands the writer, in the order it must go out.
+enum Outgoing {
+    Packet(Packet),
+    /// `ack` once `pending` is durable; `permit` holds a QoS 1 in-flight slot until then.
+    AfterAppend {
+        pending: PendingAppend,
+        ack: Packet,
+        permit: Option<OwnedSemaphorePermit>,
+    },
+    /// Write nothing more.
+    Close,
+}
+
+/// Why the reader ended a connection; the DISCONNECT reason for MQTT 5 where there is one.
+#[derive(Debug)]
+enum End {
+    /// The client left (DISCONNECT or end of stream) or the writer gave up.
+    Quietly,
+    /// Tell an MQTT 5 client why, then close.
+    Because(ReasonCode, String),
+}
+
+async fn run_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let limits = shared.config.limits;
+    let mut buffer = BytesMut::with_capacity(4096);
+
+    let connect =
+        match tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut reader, &mut buffer, &limits)).await {
+            Ok(Ok(Some(frame))) => match decode_connect(frame.clone(), &limits) {
+                Ok(connect) => connect,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "refused a CONNECT that does not decode");
+                    // A CONNACK only if we know which version to say it in.
+                    if let Some(version) = connect_protocol_version(&frame) {
+                        let _ = write_packet(
+                            &mut writer,
+                            version,
+                            &connack(error.reason_code(), Properties::default()),
+                        )
+                        .await;
+                    }
+                    return;
+                }
+            },
+            Ok(Ok(None)) => return,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "closed a connection before CONNECT");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no CONNECT within {CONNECT_TIMEOUT:?}; closed");
+                return;
+            }
+        };
+    let version = connect.protocol_version;
+    let identity = {
+        let devices = shared.directory.borrow().clone();
+        authenticate(
+            devices.as_deref(),
+            connect.client_id.as_str(),
+            connect.password.as_deref(),
+            shared.config.allow_anonymous,
+        )
+    };
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(code) => {
+            tracing::info!(%peer, client_id = connect.client_id.as_str(), reason = %code, "refused an MQTT connection");
+            let _ = write_packet(&mut writer, version, &connack(code, Properties::default())).await;
+            return;
+        }
+    };
+    let properties = connack_properties(&connect, &shared.config);
+    let client_id = match &properties.assigned_client_identifier {
+        Some(assigned) => assigned.as_str().to_string(),
+        None => connect.client_id.as_str().to_string(),
+    };
+    let claim = ClientClaim::take(&shared, &client_id);
+    if write_packet(&mut writer, version, &connack(ReasonCode::Success, properties)).await.is_err() {
+        return;
+    }
+    tracing::debug!(%peer, client_id = connect.client_id.as_str(), ?version, "MQTT client connected");
+
+    let max_in_flight = usize::from(shared.config.max_in_flight_per_connection.max(1));
+    let (outgoing, queue) = mpsc::channel(max_in_flight * 2 + 8);
+    let writer_task = tokio::spawn(write_loop(writer, queue, version));
+    let mut session = Session {
+        shared: shared.clone(),
+        version,
+        identity,
+        keep_alive: keep_alive_deadline(connect.keep_alive_secs),
+        qos1_slots: Arc::new(Semaphore::new(max_in_flight)),
+        qos2_received: HashSet::new(),
+        max_in_flight,
+        outgoing,
+    };
+    let end = session.read_loop(&mut reader, &mut buffer, stop, &claim.taken_over).await;
+    if let End::Because(code, detail) = &end {
+        tracing::info!(%peer, client_id = connect.client_id.as_str(), reason = %code, detail, "closing an MQTT connection");
+        if version == ProtocolVersion::V5 {
+            let disconnect =
+                Packet::Disconnect(Disconnect { reason_code: *code, properties: Properties::default() });
+            let _ = session.outgoing.send(Outgoing::Packet(disconnect)).await;
+        }
+    }
+    let _ = session.outgoing.send(Outgoing::Close).await;
+    drop(session);
+    let _ = writer_task.await;
+}
+
+/// 1.5 times the keep-alive, or no deadline for a keep-alive of 0 (spec 3.1.2.10).
+fn keep_alive_deadline(keep_alive_secs: u16) -> Option<Duration> {
+    (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500))
+}
+
+fn connack(reason_code: ReasonCode, properties: Properties) -> Packet {
+    Packet::ConnAck(ConnAck { session_present: false, reason_code, properties })
+}
+
+/// What an MQTT 5 CONNACK tells the client about this server (dropped for 3.1.1).
+fn connack_properties(connect: &Connect, config: &MqttConfig) -> Properties {
+    let assigned = connect.client_id.is_empty().then(|| {
+        let mut random = [0u8; 8];
+        let _ = getrandom::getrandom(&mut random);
+        let id: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+        Utf8Bytes::try_from_bytes(Bytes::from(format!("anonymous-{id}"))).unwrap_or_default()
+    });
+    Properties {
+        receive_maximum: Some(config.max_in_flight_per_connection.max(1)),
+        maximum_packet_size: Some(u32::try_from(config.limits.max_packet_bytes).unwrap_or(u32::MAX)),
+        assigned_client_identifier: assigned,
+        wildcard_subscription_available: Some(false),
+        subscription_identifiers_available: Some(false),
+        shared_subscription_available: Some(false),
+        ..Properties::default()
+    }
+}
+
+/// Why reading a packet failed.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("reading: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the connection closed in the middle of a packet")]
+    Truncated,
+}
+
+/// Reads until a whole packet is buffered and returns it, or `None` at a clean end of stream.
+/// The buffer grows with the bytes received, never with the length a header announces.
+async fn read_frame(
+    reader: &mut OwnedReadHalf,
+    buffer: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<Bytes>, ReadError> {
+    loop {
+        if let Some(len) = check(buffer, limits.max_packet_bytes)? {
+            return Ok(Some(buffer.split_to(len).freeze()));
+        }
+        if reader.read_buf(buffer).await? == 0 {
+            return if buffer.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
+        }
+    }
+}
+
+async fn write_packet(
+    writer: &mut OwnedWriteHalf,
+    version: ProtocolVersion,
+    packet: &Packet,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    packet.encode(version, &mut out).map_err(std::io::Error::other)?;
+    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&out)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")),
+    }
+}
+
+/// Writes what the reader queued, in order, holding each acknowledgement until its append is
+/// durable. A failed append ends the connection unacknowledged, so the client sends it again.
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Outgoing>,
+    version: ProtocolVersion,
+) {
+    while let Some(item) = queue.recv().await {
+        let packet = match item {
+            Outgoing::Packet(packet) => packet,
+            Outgoing::Close => break,
+            Outgoing::AfterAppend { pending, ack, permit } => {
+                let appended = pending.await;
+                drop(permit);
+                match appended {
+                    Ok(()) => ack,
+                    Err(error) => {
+                        tracing::warn!(%error, "an append failed; closing the connection without acknowledging");
+                        if version == ProtocolVersion::V5 {
+                            let disconnect = Packet::Disconnect(Disconnect {
+                                reason_code: ReasonCode::UnspecifiedError,
+                                properties: Properties::default(),
+                            });
+                            let _ = write_packet(&mut writer, version, &disconnect).await;
+                        }
+                        break;
+                    }
+                }
+            }
+        };
+        if let Err(error) = write_packet(&mut writer, version, &packet).await {
+            tracing::debug!(%error, "writing to an MQTT client");
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// One connected client's state, owned by its reader.
+struct Session {
+    shared: Arc<Shared>,
+    version: ProtocolVersion,
+    identity: Identity,
+    keep_alive: Option<Duration>,
+    /// QoS 1 appends awaiting durability.
+    qos1_slots: Arc<Semaphore>,
+    /// QoS 2 packet ids appended and not yet released by PUBREL.
+    qos2_received: HashSet<PacketId>,
+    max_in_flight: usize,
+    outgoing: mpsc::Sender<Outgoing>,
+}
+
+impl Session {
+    async fn read_loop(
+        &mut self,
+        reader: &mut OwnedReadHalf,
+        buffer: &mut BytesMut,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        taken_over: &Notify,
+    ) -> End {
+        let limits = self.shared.config.limits;
+        loop {
+            let read = async {
+                match self.keep_alive {
+                    Some(deadline) => {
+                        tokio::time::timeout(deadline, read_frame(reader, buffer, &limits)).await.ok()
+                    }
+                    None => Some(read_frame(reader, buffer, &limits).await),
+                }
+            };
+            let frame = tokio::select! {
+                read = read => read,
+                _ = self.outgoing.closed() => return End::Quietly,
+                _ = stop.changed() => return End::Because(ReasonCode::ServerShuttingDown, "the gateway is stopping".into()),
+                _ = taken_over.notified() => {
+                    return End::Because(ReasonCode::SessionTakenOver, "a new connection with the same client id".into())
+                }
+            };
+            let frame = match frame {
+                None => {
+                    return End::Because(
+                        ReasonCode::KeepAliveTimeout,
+                        "no packet within 1.5 x keep-alive".into(),
+                    )
+                }
+                Some(Ok(Some(frame))) => frame,
+                Some(Ok(None)) => return End::Quietly,
+                Some(Err(ReadError::Decode(error))) => {
+                    return End::Because(error.reason_code(), error.to_string())
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "reading from an MQTT client");
+                    return End::Quietly;
+                }
+            };
+            let packet = match decode(frame, self.version, &limits) {
+                Ok(packet) => packet,
+                Err(error) => return End::Because(error.reason_code(), error.to_string()),
+            };
+            let handled = match packet {
+                Packet::Publish(publish) => self.publish(publish).await,
+                Packet::PubRel(release) => self.release(release).await,
+                Packet::PingReq => self.send(Outgoing::Packet(Packet::PingResp)).await,
+                Packet::Disconnect(_) => return End::Quietly,
+                Packet::Subscribe(subscribe) => {
+                    // Commands to devices are not there yet: every subscription is refused.
+                    let refused = Packet::SubAck(SubAck {
+                        packet_id: subscribe.packet_id,
+                        properties: Properties::default(),
+                        reason_codes: vec![
+                            ReasonCode::ImplementationSpecificError;
+                            subscribe.subscriptions.len()
+                        ],
+                    });
+                    self.send(Outgoing::Packet(refused)).await
+                }
+                Packet::Unsubscribe(unsubscribe) => {
+                    let answer = Packet::UnsubAck(UnsubAck {
+                        packet_id: unsubscribe.packet_id,
+                        properties: Properties::default(),
+                        reason_codes: vec![ReasonCode::NoSubscriptionExisted; unsubscribe.filters.len()],
+                    });
+                    self.send(Outgoing::Packet(answer)).await
+                }
+                // The gateway never publishes to devices yet, so there is nothing to acknowledge.
+                Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => Ok(()),
+                Packet::Connect(_) => {
+                    Err(End::Because(ReasonCode::ProtocolError, "a second CONNECT (MQTT-3.1.0-2)".into()))
+                }
+                Packet::Auth(_) => Err(End::Because(
+                    ReasonCode::ProtocolError,
+                    "AUTH without an authentication method".into(),
+                )),
+                other => Err(End::Because(
+                    ReasonCode::ProtocolError,
+                    format!("{} is a packet servers send, not clients", other.packet_type().name()),
+                )),
+            };
+            if let Err(end) = handled {
+                return end;
+            }
+        }
+    }
+
+    async fn send(&self, item: Outgoing) -> Result<(), End> {
+        self.outgoing.send(item).await.map_err(|_| End::Quietly)
+    }
+
+    fn ack(&self, qos: QoS, packet_id: PacketId, reason_code: ReasonCode) -> Packet {
+        let response = PubResponse { packet_id, reason_code, properties: Properties::default() };
+        match qos {
+            QoS::ExactlyOnce => Packet::PubRec(response),
+            _ => Packet::PubAck(response),
+        }
+    }
+
+    async fn publish(&mut self, publish: Publish) -> Result<(), End> {
+        if publish.properties.topic_alias.is_some() {
+            return Err(End::Because(
+                ReasonCode::TopicAliasInvalid,
+                "topic aliases are not accepted (maximum 0)".into(),
+            ));
+        }
+        // A device disabled or removed while connected is cut off at its next message.
+        if let Identity::Device(id) = &self.identity {
+            let allowed = self
+                .shared
+                .directory
+                .borrow()
+                .as_ref()
+                .is_some_and(|devices| devices.get(id).is_some_and(|device| !device.disabled));
+            if !allowed {
+                return Err(End::Because(
+                    ReasonCode::NotAuthorized,
+                    format!("device {id} was disabled or removed"),
+                ));
+            }
+        }
+        let qos = publish.qos;
+        let packet_id = publish.packet_id;
+        if let (QoS::ExactlyOnce, Some(packet_id)) = (qos, packet_id) {
+            if self.qos2_received.contains(&packet_id) {
+                // A resend of a message already appended: acknowledge, do not append again.
+                return self.send(Outgoing::Packet(self.ack(qos, packet_id, ReasonCode::Success))).await;
+            }
+        }
+        let message = match route(&self.identity, &publish, &self.shared.config.telemetry_topic) {
+            Ok(message) => message,
+            Err(code) => {
+                let detail = format!("may not publish to {:?}", publish.topic.as_str());
+                return match (self.version, packet_id) {
+                    (ProtocolVersion::V5, Some(packet_id)) => {
+                        tracing::info!(identity = ?self.identity, reason = %code, detail, "refused a PUBLISH");
+                        self.send(Outgoing::Packet(self.ack(qos, packet_id, code))).await
+                    }
+                    (ProtocolVersion::V5, None) => {
+                        tracing::info!(identity = ?self.identity, reason = %code, detail, "dropped a QoS 0 PUBLISH");
+                        Ok(())
+                    }
+                    (ProtocolVersion::V311, _) => Err(End::Because(code, detail)),
+                };
+            }
+        };
+        match (qos, packet_id) {
+            (QoS::AtMostOnce, _) | (_, None) => {
+                // Fire and forget: the delivery report is not waited for.
+                self.append(&message).await.map(drop)
+            }
+            (QoS::AtLeastOnce, Some(packet_id)) => {
+                let permit = tokio::select! {
+                    permit = self.qos1_slots.clone().acquire_owned() => permit.map_err(|_| End::Quietly)?,
+                    _ = self.outgoing.closed() => return Err(End::Quietly),
+                };
+                let pending = self.append(&message).await?;
+                let ack = self.ack(qos, packet_id, ReasonCode::Success);
+                self.send(Outgoing::AfterAppend { pending, ack, permit: Some(permit) }).await
+            }
+            (QoS::ExactlyOnce, Some(packet_id)) => {
+                if self.qos2_received.len() >= self.max_in_flight {
+                    return Err(End::Because(
+                        ReasonCode::ReceiveMaximumExceeded,
+                        format!("more than {} QoS 2 messages awaiting PUBREL", self.max_in_flight),
+                    ));
+                }
+                let pending = self.append(&message).await?;
+                self.qos2_received.insert(packet_id);
+                let ack = self.ack(qos, packet_id, ReasonCode::Success);
+                self.send(Outgoing::AfterAppend { pending, ack, permit: None }).await
+            }
+        }
+    }
+
+    /// Queues `message` on the appender, waiting while the producer's queue is full.
+    async fn append(&self, message: &crate::route::DeviceMessage) -> Result<PendingAppend, End> {
+        loop {
+            match self.shared.appender.append(message) {
+                Ok(pending) => return Ok(pending),
+                Err(AppendError::QueueFull) => tokio::time::sleep(QUEUE_FULL_BACKOFF).await,
+                Err(error) => {
+                    tracing::warn!(%error, "could not queue a device message");
+                    return Err(End::Because(ReasonCode::UnspecifiedError, error.to_string()));
+                }
+            }
+        }
+    }
+
+    async fn release(&mut self, release: PubResponse) -> Result<(), End> {
+        let reason_code = if self.qos2_received.remove(&release.packet_id) {
+            ReasonCode::Success
+        } else {
+            ReasonCode::PacketIdentifierNotFound
+        };
+        let complete =
+            PubResponse { packet_id: release.packet_id, reason_code, properties: Properties::default() };
+        self.send(Outgoing::Packet(Packet::PubComp(complete))).await
+    }
+}

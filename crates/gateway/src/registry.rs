@@ -1,0 +1,141 @@
+//! The device registry: topic `_tidewater_devices` on the cluster, key = device id, value = the
+//! [`Device`] as JSON, a tombstone for a removed device. The latest record per key wins.
+//!
+//! `tidewater device ...` writes it through [`DeviceRegistry`]; every gateway follows it with
+//! [`DeviceRegistry::watch`] and authenticates against the in-memory [`Directory`] that results,
+//! so a device added, disabled or re-keyed anywhere takes effect at every gateway within a poll
+//! interval, with no other channel between them. Only key hashes are stored (see
+//! [`crate::device`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tidewater_jobs::{ClusterConfig, KeyedTopic};
+
+use crate::device::Device;
+
+pub const DEVICES_TOPIC: &str = "_tidewater_devices";
+
+/// Every known device by id, as of some point of the registry topic.
+pub type DeviceMap = BTreeMap<String, Device>;
+
+/// What a gateway authenticates against: `None` until the registry has been read to the end
+/// once (connections meanwhile are told the server is unavailable, not that they are unknown).
+pub type Directory = tokio::sync::watch::Receiver<Option<Arc<DeviceMap>>>;
+
+/// Reads and writes the device registry topic.
+#[derive(Debug, Clone)]
+pub struct DeviceRegistry {
+    topic: KeyedTopic,
+}
+
+impl DeviceRegistry {
+    pub fn new(cluster: ClusterConfig, timeout: Duration) -> DeviceRegistry {
+        DeviceRegistry {
+            topic: KeyedTopic::new(cluster, DEVICES_TOPIC, "tidewater-device-registry", timeout),
+        }
+    }
+
+    /// Creates the registry topic unless it exists.
+    pub async fn ensure_topic(&self) -> anyhow::Result<()> {
+        self.topic.ensure(&[("retention.ms", "-1")]).await
+    }
+
+    /// Every registered device, as of now.
+    pub fn load(&self) -> anyhow::Result<DeviceMap> {
+        let mut devices = DeviceMap::new();
+        self.topic.read_to_end(|key, value| apply_record(&mut devices, key, value))?;
+        Ok(devices)
+    }
+
+    /// One device, or an error naming it.
+    pub fn get(&self, id: &str) -> anyhow::Result<Device> {
+        self.load()?.remove(id).with_context(|| format!("no device {id:?}"))
+    }
+
+    /// Registers or replaces a device; returns once the cluster acknowledged the record.
+    pub async fn put(&self, device: &Device) -> anyhow::Result<()> {
+        let value = serde_json::to_vec(device).context("encoding the device")?;
+        self.topic.write(&device.id, Some(&value)).await
+    }
+
+    /// Removes a device (a tombstone).
+    pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
+        self.topic.write(id, None).await
+    }
+
+    /// Follows the registry on a thread of its own until `stop`, publishing the whole map each
+    /// time it changes once the registry has been read to its end. The thread ends within a
+    /// poll interval of `stop`; join it to know its consumer is closed.
+    pub fn watch(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<(Directory, std::thread::JoinHandle<()>)> {
+        let (sender, receiver) = tokio::sync::watch::channel(None);
+        let devices = Arc::new(std::sync::Mutex::new(DeviceMap::new()));
+        let applied = devices.clone();
+        let thread = self.topic.follow(
+            "device-registry",
+            stop,
+            move |key, value| {
+                let mut devices = applied.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                apply_record(&mut devices, key, value);
+            },
+            move || {
+                let devices = devices.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                sender.send_replace(Some(Arc::new(devices.clone())));
+            },
+        )?;
+        Ok((receiver, thread))
+    }
+}
+
+/// Applies one record of the registry: a device, or a tombstone removing one. A record that does
+/// not decode, or whose id differs from its key, is skipped with a warning.
+pub fn apply_record(devices: &mut DeviceMap, key: Option<&[u8]>, value: Option<&[u8]>) {
+    let Some(id) = key.and_then(|key| std::str::from_utf8(key).ok()) else { return };
+    match value {
+        None => {
+            devices.remove(id);
+        }
+        Some(value) => match serde_json::from_slice::<Device>(value) {
+            Ok(device) if device.id == id => {
+                devices.insert(id.to_string(), device);
+            }
+            Ok(_) => tracing::warn!(id, "a device record's id differs from its key; skipped"),
+            Err(error) => tracing::warn!(id, %error, "a device record does not decode; skipped"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_record_per_device_wins_and_tombstones_remove() {
+        let mut devices = DeviceMap::new();
+        let mut device = Device::new("a", "key", [0; 16], 1);
+        let first = serde_json::to_vec(&device).unwrap_or_default();
+        device.disabled = true;
+        let second = serde_json::to_vec(&device).unwrap_or_default();
+        apply_record(&mut devices, Some(b"a"), Some(&first));
+        apply_record(&mut devices, Some(b"b"), Some(b"not json"));
+        apply_record(&mut devices, Some(b"c"), Some(&first));
+        assert_eq!(devices.keys().collect::<Vec<_>>(), vec!["a"]);
+        apply_record(&mut devices, Some(b"a"), Some(&second));
+        assert!(devices.get("a").is_some_and(|device| device.disabled));
+        apply_record(&mut devices, Some(b"a"), None);
+        assert!(devices.is_empty());
+    }
+
+    #[test]
+    fn records_from_a_newer_version_still_load() {
+        let mut devices = DeviceMap::new();
+        let value = br#"{"id":"a","key_hash":"00","salt":"00","created_at_ms":5,"tags":{"site":"x"}}"#;
+        apply_record(&mut devices, Some(b"a"), Some(value));
+        assert!(devices.get("a").is_some_and(|device| !device.disabled && device.created_at_ms == 5));
+    }
+}

@@ -1,0 +1,143 @@
+//! Where a device's PUBLISH goes. The default (and for now only) route takes
+//! `devices/{device}/messages/events` and everything below it, the Azure IoT Hub device-to-cloud
+//! topic, to the telemetry topic with key = device id, so one device's events stay in order in
+//! one partition.
+//!
+//! The record is stamped with the *authenticated* device id (header `device-id`): the topic's
+//! `{device}` must be that id, so a device cannot publish as another, and a user property cannot
+//! forge the stamp either (user properties with a reserved header name are dropped).
+
+use bytes::Bytes;
+use tidewater_mqtt::{Publish, ReasonCode};
+
+use crate::auth::Identity;
+
+/// Header with the authenticated device id.
+pub const DEVICE_ID_HEADER: &str = "device-id";
+/// Header with the MQTT topic the message was published to.
+pub const MQTT_TOPIC_HEADER: &str = "mqtt-topic";
+/// Header with an MQTT 5 Content Type property.
+pub const CONTENT_TYPE_HEADER: &str = "content-type";
+
+/// One device message ready to append to the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceMessage {
+    pub topic: String,
+    pub key: String,
+    pub payload: Bytes,
+    /// In order: the gateway's own headers first, then the MQTT 5 user properties.
+    pub headers: Vec<(String, Bytes)>,
+}
+
+/// Whether `name` is one of the headers the gateway sets itself.
+fn is_reserved_header(name: &str) -> bool {
+    name == DEVICE_ID_HEADER || name == CONTENT_TYPE_HEADER || name.starts_with("mqtt-")
+}
+
+/// The device id a topic publishes for, if it is an events topic:
+/// `devices/{id}/messages/events` or anything below it.
+pub fn events_topic_device(topic: &str) -> Option<&str> {
+    let rest = topic.strip_prefix("devices/")?;
+    let (device, rest) = rest.split_once('/')?;
+    let below = rest.strip_prefix("messages/events")?;
+    (below.is_empty() || below.starts_with('/')).then_some(device)
+}
+
+/// Routes a PUBLISH from `identity` to a record on `telemetry_topic`, or refuses it with the
+/// MQTT 5 reason code for the acknowledgement: Not authorized for another device's topic, for
+/// any topic outside the routes, and for every topic of an anonymous client.
+pub fn route(
+    identity: &Identity,
+    publish: &Publish,
+    telemetry_topic: &str,
+) -> Result<DeviceMessage, ReasonCode> {
+    let device_id = identity.device_id().ok_or(ReasonCode::NotAuthorized)?;
+    let topic_device = events_topic_device(publish.topic.as_str()).ok_or(ReasonCode::NotAuthorized)?;
+    if topic_device != device_id {
+        return Err(ReasonCode::NotAuthorized);
+    }
+    let properties = &publish.properties;
+    let mut headers = Vec::with_capacity(3 + properties.user_properties.len());
+    headers.push((DEVICE_ID_HEADER.to_string(), Bytes::copy_from_slice(device_id.as_bytes())));
+    headers.push((MQTT_TOPIC_HEADER.to_string(), publish.topic.clone().into_bytes()));
+    if let Some(content_type) = &properties.content_type {
+        headers.push((CONTENT_TYPE_HEADER.to_string(), content_type.clone().into_bytes()));
+    }
+    for (name, value) in &properties.user_properties {
+        if is_reserved_header(name.as_str()) {
+            tracing::debug!(device_id, name = name.as_str(), "user property with a reserved name dropped");
+            continue;
+        }
+        headers.push((name.as_str().to_string(), value.clone().into_bytes()));
+    }
+    Ok(DeviceMessage {
+        topic: telemetry_topic.to_string(),
+        key: device_id.to_string(),
+        payload: publish.payload.clone(),
+        headers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidewater_mqtt::{Properties, QoS, Utf8Bytes};
+
+    fn text(value: &str) -> Utf8Bytes {
+        Utf8Bytes::try_from_bytes(Bytes::copy_from_slice(value.as_bytes())).unwrap_or_default()
+    }
+
+    fn check(identity: &Identity, topic: &str, user_properties: &[(&str, &str)]) -> String {
+        let publish = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: text(topic),
+            packet_id: std::num::NonZeroU16::new(1),
+            properties: Properties {
+                user_properties: user_properties
+                    .iter()
+                    .map(|(name, value)| (text(name), text(value)))
+                    .collect(),
+                ..Properties::default()
+            },
+            payload: Bytes::from_static(b"{}"),
+        };
+        match route(identity, &publish, "telemetry") {
+            Ok(message) => {
+                let headers: Vec<String> = message
+                    .headers
+                    .iter()
+                    .map(|(name, value)| format!("{name}={}", String::from_utf8_lossy(value)))
+                    .collect();
+                format!("{} key={} {}", message.topic, message.key, headers.join(" "))
+            }
+            Err(code) => code.to_string(),
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let pump = Identity::Device("pump-1".into());
+        assert_eq!(
+            check(&pump, "devices/pump-1/messages/events/", &[]),
+            "telemetry key=pump-1 device-id=pump-1 mqtt-topic=devices/pump-1/messages/events/"
+        );
+        assert_eq!(
+            check(&pump, "devices/pump-1/messages/events", &[("site", "north"), ("device-id", "pump-9")]),
+            "telemetry key=pump-1 device-id=pump-1 mqtt-topic=devices/pump-1/messages/events site=north"
+        );
+        assert_eq!(
+            check(&pump, "devices/pump-1/messages/events/a/b", &[]).split(' ').nth(1),
+            Some("key=pump-1")
+        );
+        assert_eq!(check(&pump, "devices/pump-2/messages/events/", &[]), "Not authorized (0x87)");
+        assert_eq!(check(&pump, "devices/pump-1/messages/eventsx", &[]), "Not authorized (0x87)");
+        assert_eq!(check(&pump, "devices/pump-1/twin", &[]), "Not authorized (0x87)");
+        assert_eq!(check(&pump, "other", &[]), "Not authorized (0x87)");
+        assert_eq!(
+            check(&Identity::Anonymous, "devices/pump-1/messages/events/", &[]),
+            "Not authorized (0x87)"
+        );
+    }
+}

@@ -1,0 +1,199 @@
+//! A keyed table kept in a one-partition topic: the latest record per key is the current value
+//! and a tombstone (null value) deletes the key, as in Kafka Connect's config topic. The trigger
+//! registry and the gateway's device registry are both this shape; this module owns the Kafka
+//! side of it (create the topic, write a record and wait for it, read to the end, follow live),
+//! and callers own what the values mean.
+//!
+//! It is an ordinary topic, so it works against any Kafka-compatible cluster. Where the cluster
+//! offers compaction it would be the better retention policy for a table; Tidewater's log has
+//! none yet, so tables are created with `retention.ms=-1` and keep every record.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::cluster::ClusterConfig;
+use crate::logging::QuietContext;
+
+/// How long the follower waits for a record before it looks at `stop` again.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// How long the follower waits before asking again for a topic it could not read.
+const FOLLOW_RETRY: Duration = Duration::from_secs(1);
+
+/// One keyed table topic on a cluster.
+#[derive(Debug, Clone)]
+pub struct KeyedTopic {
+    cluster: ClusterConfig,
+    topic: String,
+    /// `client.id` and consumer `group.id` prefix, so the cluster's logs say who is reading.
+    client_id: String,
+    timeout: Duration,
+}
+
+impl KeyedTopic {
+    pub fn new(
+        cluster: ClusterConfig,
+        topic: impl Into<String>,
+        client_id: impl Into<String>,
+        timeout: Duration,
+    ) -> KeyedTopic {
+        KeyedTopic { cluster, topic: topic.into(), client_id: client_id.into(), timeout }
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn cluster(&self) -> &ClusterConfig {
+        &self.cluster
+    }
+
+    /// Creates the topic with one partition and `configs` (e.g. `retention.ms=-1` for a table
+    /// that must never lose a key) unless it exists.
+    pub async fn ensure(&self, configs: &[(&str, &str)]) -> anyhow::Result<()> {
+        let admin: AdminClient<QuietContext> = self
+            .cluster
+            .client_config(&[("client.id", &self.client_id)])
+            .create_with_context(QuietContext::default())
+            .context("creating the admin client")?;
+        let mut topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(-1));
+        for (name, value) in configs {
+            topic = topic.set(name, value);
+        }
+        let options =
+            AdminOptions::new().operation_timeout(Some(self.timeout)).request_timeout(Some(self.timeout));
+        let results = admin
+            .create_topics([&topic], &options)
+            .await
+            .with_context(|| format!("creating {} at {}", self.topic, self.cluster.bootstrap_servers))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `key` = `value` (`None`: a tombstone) and returns once the cluster acknowledged it
+    /// with acks=all.
+    pub async fn write(&self, key: &str, value: Option<&[u8]>) -> anyhow::Result<()> {
+        let producer = self.cluster.reliable_producer(&self.client_id).context("creating a producer")?;
+        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.topic).key(key);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        producer.send(record, self.timeout).await.map(|_| ()).map_err(|(error, _)| {
+            anyhow::anyhow!("writing to {} at {}: {error}", self.topic, self.cluster.bootstrap_servers)
+        })
+    }
+
+    /// Reads the topic from the beginning to its current end, calling `each` with every
+    /// record's key and value in offset order.
+    pub fn read_to_end(&self, mut each: impl FnMut(Option<&[u8]>, Option<&[u8]>)) -> anyhow::Result<()> {
+        let topic = &self.topic;
+        let consumer = self.assigned_consumer()?;
+        let (low, high) = consumer.fetch_watermarks(topic, 0, self.timeout).map_err(|error| {
+            anyhow::anyhow!(
+                "reading {topic} at {}: {error} (is the cluster up?)",
+                self.cluster.bootstrap_servers
+            )
+        })?;
+        let deadline = std::time::Instant::now() + self.timeout;
+        let mut next = low;
+        while next < high {
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            anyhow::ensure!(!remaining.is_zero(), "reading {topic}: timed out at offset {next} of {high}");
+            match consumer.poll(remaining.min(FOLLOW_POLL)) {
+                Some(Ok(message)) => {
+                    next = message.offset() + 1;
+                    each(message.key(), message.payload());
+                }
+                Some(Err(error)) => anyhow::bail!("reading {topic}: {error}"),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows the topic on a thread of its own until `stop` turns true. `apply` sees every
+    /// record in order; `caught_up` is called after each record once everything that existed
+    /// when following began has been read (and once at the start if the topic was empty), so a
+    /// caller never publishes a prefix of the table as if it were the whole. Join the returned
+    /// thread after `stop` to know its consumer has left the cluster.
+    pub fn follow(
+        &self,
+        thread_name: &str,
+        stop: tokio::sync::watch::Receiver<bool>,
+        mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>) + Send + 'static,
+        mut caught_up: impl FnMut() + Send + 'static,
+    ) -> anyhow::Result<std::thread::JoinHandle<()>> {
+        let consumer = self.assigned_consumer()?;
+        let topic = self.topic.clone();
+        let timeout = self.timeout;
+        std::thread::Builder::new()
+            .name(thread_name.to_string())
+            .spawn(move || {
+                let high = loop {
+                    match consumer.fetch_watermarks(&topic, 0, timeout) {
+                        Ok((_, high)) => break high,
+                        Err(error) => {
+                            tracing::debug!(%error, "reading {topic}; retrying");
+                            if *stop.borrow() {
+                                return;
+                            }
+                            std::thread::sleep(FOLLOW_RETRY);
+                        }
+                    }
+                };
+                let mut is_caught_up = high == 0;
+                if is_caught_up {
+                    caught_up();
+                }
+                while !*stop.borrow() {
+                    match consumer.poll(FOLLOW_POLL) {
+                        Some(Ok(message)) => {
+                            apply(message.key(), message.payload());
+                            if message.offset() + 1 >= high {
+                                is_caught_up = true;
+                            }
+                            if is_caught_up {
+                                caught_up();
+                            }
+                        }
+                        Some(Err(error)) => tracing::debug!(%error, "reading {topic}"),
+                        None => {}
+                    }
+                }
+            })
+            .with_context(|| format!("starting the {thread_name} thread"))
+    }
+
+    /// A consumer reading partition 0 from the beginning, by assignment: no group membership,
+    /// no committed offsets.
+    fn assigned_consumer(&self) -> anyhow::Result<BaseConsumer<QuietContext>> {
+        let group_id = format!("{}-reader", self.client_id);
+        let consumer: BaseConsumer<QuietContext> = self
+            .cluster
+            .client_config(&[
+                ("client.id", &self.client_id),
+                ("group.id", &group_id),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+            ])
+            .create_with_context(QuietContext::default())
+            .context("creating a consumer")?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&self.topic, 0, Offset::Beginning)
+            .with_context(|| format!("assigning {}", self.topic))?;
+        consumer.assign(&assignment).with_context(|| format!("assigning {}", self.topic))?;
+        Ok(consumer)
+    }
+}

@@ -1,0 +1,214 @@
+"""Pieces the gateway tests share: devices through the `tidewater device` CLI, paho-mqtt clients
+(3.1.1 and 5) with waits that have deadlines, hand-made MQTT packets for what paho will not send,
+and reading back what the gateway appended to the telemetry topic.
+
+Device registry changes reach the gateway through the registry topic within about a second, so
+every helper that depends on one (connect after `add`, refused after `disable`) retries until a
+deadline rather than sleeping a fixed time.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+import uuid
+
+import confluent_support as ck
+from confluent_kafka import KafkaException
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+from trigger_support import tidewater
+
+TELEMETRY_TOPIC = "telemetry"
+# How long a registry change may take to reach the gateway, and an MQTT exchange to finish.
+REGISTRY_TIMEOUT_S = 15.0
+MQTT_TIMEOUT_S = 15.0
+
+V311 = mqtt.MQTTv311
+V5 = mqtt.MQTTv5
+VERSIONS = {"3.1.1": V311, "5.0": V5}
+
+
+def new_device_id(prefix: str = "dev") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def add_device(bootstrap: str, device_id: str) -> str:
+    """Registers a device with `tidewater device add` and returns its key (printed once)."""
+    key = tidewater("device", "add", device_id, bootstrap=bootstrap).stdout.strip()
+    assert len(key) == 44, f"expected a base64 key of 32 bytes, got {key!r}"
+    return key
+
+
+def events_topic(device_id: str) -> str:
+    return f"devices/{device_id}/messages/events/"
+
+
+class Device:
+    """A paho client connected (or refused) as one device. `acked` lists, in order, the payloads
+    whose PUBACK or PUBREC-then-PUBCOMP arrived with a success code; `refused` maps message ids
+    to failure reason codes."""
+
+    def __init__(self, port: int, client_id: str, key: str | None, protocol: int):
+        self.protocol = protocol
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        if key is not None:
+            self.client.username_pw_set(client_id, key)
+        self.connack: mqtt.ReasonCode | None = None
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.lock = threading.Lock()
+        self.acked: list[bytes] = []
+        self.refused: dict[int, int] = {}
+        self.payloads: dict[int, bytes] = {}
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        assert self.connected.wait(MQTT_TIMEOUT_S), "no CONNACK"
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None):
+        self.connack = reason_code
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
+        self.disconnected.set()
+        self.connected.set()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties=None):
+        with self.lock:
+            if reason_code.is_failure:
+                self.refused[mid] = reason_code.value
+            else:
+                self.acked.append(self.payloads.get(mid, b""))
+
+    @property
+    def accepted(self) -> bool:
+        return self.connack is not None and not self.connack.is_failure and not self.disconnected.is_set()
+
+    def publish(self, topic: str, payload: bytes, qos: int, properties: Properties | None = None) -> mqtt.MQTTMessageInfo:
+        with self.lock:
+            info = self.client.publish(topic, payload, qos=qos, properties=properties)
+            self.payloads[info.mid] = payload
+        return info
+
+    def wait_acked(self, count: int, timeout_s: float = MQTT_TIMEOUT_S) -> list[bytes]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.acked) + len(self.refused) >= count:
+                    return list(self.acked)
+            time.sleep(0.02)
+        raise AssertionError(f"{len(self.acked)} acked and {len(self.refused)} refused of {count} in {timeout_s}s")
+
+    def close(self) -> None:
+        if not self.disconnected.is_set():
+            self.client.disconnect()
+        self.client.loop_stop()
+
+
+def connect_when_registered(port: int, device_id: str, key: str, protocol: int) -> Device:
+    """Connects as `device_id`, retrying while the gateway has not seen the registration yet."""
+    deadline = time.monotonic() + REGISTRY_TIMEOUT_S
+    while True:
+        device = Device(port, device_id, key, protocol)
+        if device.accepted:
+            return device
+        device.close()
+        assert time.monotonic() < deadline, f"{device_id} still refused: {device.connack}"
+        time.sleep(0.2)
+
+
+def raw_connect(port: int, client_id: str, password: str | None, level: int = 4) -> tuple[socket.socket, bytes]:
+    """Sends a hand-made CONNECT (protocol level 4 = 3.1.1, 5 = 5.0) and returns the socket and the
+    CONNACK bytes, so a test sees the exact return code on the wire."""
+    def string(value: bytes) -> bytes:
+        return struct.pack(">H", len(value)) + value
+
+    flags = 0x02  # clean session
+    payload = string(client_id.encode())
+    if password is not None:
+        flags |= 0xC0
+        payload += string(client_id.encode()) + string(password.encode())
+    variable = string(b"MQTT") + bytes([level, flags]) + struct.pack(">H", 30)
+    if level == 5:
+        variable += b"\x00"  # no properties
+    body = variable + payload
+    assert len(body) < 128
+    sock = socket.create_connection(("127.0.0.1", port), timeout=MQTT_TIMEOUT_S)
+    sock.sendall(bytes([0x10, len(body)]) + body)
+    return sock, read_packet(sock)
+
+
+def read_packet(sock: socket.socket) -> bytes:
+    """One whole packet (with a one-byte remaining length), or b"" once the server closed."""
+    header = sock.recv(2)
+    if len(header) < 2:
+        return b""
+    body = b""
+    while len(body) < header[1]:
+        chunk = sock.recv(header[1] - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return header + body
+
+
+def connack_code_311(port: int, client_id: str, password: str | None) -> int:
+    """The 3.1.1 CONNACK return code the gateway sends, retried until stable is the caller's job."""
+    sock, connack = raw_connect(port, client_id, password, level=4)
+    sock.close()
+    assert connack[:2] == b"\x20\x02", f"not a 3.1.1 CONNACK: {connack!r}"
+    return connack[3]
+
+
+def connack_code_5(port: int, client_id: str, password: str | None) -> int:
+    sock, connack = raw_connect(port, client_id, password, level=5)
+    sock.close()
+    assert connack[:1] == b"\x20", f"not a CONNACK: {connack!r}"
+    return connack[3]
+
+
+def wait_for_code(probe, expected: int, what: str) -> None:
+    """Retries `probe()` until it returns `expected` (a registry change is on its way)."""
+    deadline = time.monotonic() + REGISTRY_TIMEOUT_S
+    seen = None
+    while time.monotonic() < deadline:
+        seen = probe()
+        if seen == expected:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: expected code {expected:#x}, last saw {seen!r}")
+
+
+def user_properties(*pairs: tuple[str, str]) -> Properties:
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.UserProperty = list(pairs)
+    return properties
+
+
+def telemetry_of(bootstrap: str, device_id: str, at_least: int = 0, timeout_s: float = 30.0) -> list:
+    """Every record of the telemetry topic whose key is `device_id`, in log order; waits until
+    there are `at_least`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = ck.watermarks(bootstrap, TELEMETRY_TOPIC, 0)
+        except KafkaException:
+            # Nothing was ever appended: the topic does not exist yet.
+            low = high = 0
+        messages = ck.consume(bootstrap, TELEMETRY_TOPIC, 0, low, high - low) if high > low else []
+        mine = [message for message in messages if message.key() == device_id.encode()]
+        if len(mine) >= at_least or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.2)
+
+
+def headers_of(message) -> dict[str, bytes]:
+    return {name: value for name, value in (message.headers() or [])}

@@ -1,0 +1,328 @@
+"""The device gateway against real MQTT clients: paho-mqtt 3.1.1 and 5.0 devices registered with
+`tidewater device`, publishing through `tidewater serve`'s MQTT listener, with every
+acknowledged message read back from the telemetry topic with confluent-kafka.
+
+Where paho hides the exact bytes (it reports a 3.1.1 return code as its 5.0 equivalent), the
+test sends a hand-made CONNECT and reads the CONNACK off the socket.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from gateway_support import (
+    MQTT_TIMEOUT_S,
+    V5,
+    VERSIONS,
+    Device,
+    add_device,
+    connack_code_311,
+    connack_code_5,
+    connect_when_registered,
+    events_topic,
+    headers_of,
+    new_device_id,
+    raw_connect,
+    read_packet,
+    telemetry_of,
+    user_properties,
+    wait_for_code,
+)
+from conftest import tidewater_binary
+from trigger_support import tidewater
+
+BAD_USER_NAME_OR_PASSWORD = 0x86
+NOT_AUTHORIZED = 0x87
+PACKET_IDENTIFIER_NOT_FOUND = 0x92
+RC_311_BAD_USER_NAME_OR_PASSWORD = 4
+RC_311_NOT_AUTHORIZED = 5
+
+
+@pytest.fixture
+def mqtt_port(broker) -> int:
+    assert broker.mqtt_port is not None, "the session broker logged no mqtt= address"
+    return broker.mqtt_port
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_acknowledged_message_is_in_the_log_in_order_with_the_device_id(bootstrap, mqtt_port, version):
+    device_id = new_device_id()
+    key = add_device(bootstrap, device_id)
+    device = connect_when_registered(mqtt_port, device_id, key, VERSIONS[version])
+    try:
+        payloads = [f"{version} message {index}".encode() for index in range(40)]
+        for index, payload in enumerate(payloads):
+            device.publish(events_topic(device_id) + "temperature", payload, qos=1 + index % 2)
+        acked = device.wait_acked(len(payloads))
+    finally:
+        device.close()
+    assert sorted(acked) == sorted(payloads)
+    # PUBACKs come back in the order the QoS 1 messages went out. (paho reports a QoS 2 message
+    # at its PUBCOMP, one round trip later, so the two kinds interleave.)
+    qos1 = payloads[0::2]
+    assert [payload for payload in acked if payload in qos1] == qos1
+    records = telemetry_of(bootstrap, device_id, at_least=len(payloads))
+    assert [record.value() for record in records] == payloads
+    for record in records:
+        headers = headers_of(record)
+        assert headers["device-id"] == device_id.encode()
+        assert headers["mqtt-topic"] == (events_topic(device_id) + "temperature").encode()
+
+
+def test_user_properties_become_headers_but_cannot_forge_the_device_id(bootstrap, mqtt_port):
+    device_id = new_device_id()
+    key = add_device(bootstrap, device_id)
+    device = connect_when_registered(mqtt_port, device_id, key, V5)
+    try:
+        properties = user_properties(("site", "north"), ("device-id", "someone-else"))
+        device.publish(events_topic(device_id), b"{}", qos=1, properties=properties)
+        device.wait_acked(1)
+    finally:
+        device.close()
+    [record] = telemetry_of(bootstrap, device_id, at_least=1)
+    assert (record.headers() or []) == [
+        ("device-id", device_id.encode()),
+        ("mqtt-topic", events_topic(device_id).encode()),
+        ("site", b"north"),
+    ]
+
+
+def test_a_wrong_key_or_an_unknown_device_is_bad_user_name_or_password(bootstrap, mqtt_port):
+    device_id = new_device_id()
+    key = add_device(bootstrap, device_id)
+    connect_when_registered(mqtt_port, device_id, key, V5).close()
+    wrong = "A" * 43 + "="
+    assert connack_code_5(mqtt_port, device_id, wrong) == BAD_USER_NAME_OR_PASSWORD
+    assert connack_code_311(mqtt_port, device_id, wrong) == RC_311_BAD_USER_NAME_OR_PASSWORD
+    assert connack_code_5(mqtt_port, new_device_id("unknown"), key) == BAD_USER_NAME_OR_PASSWORD
+    assert connack_code_311(mqtt_port, new_device_id("unknown"), key) == RC_311_BAD_USER_NAME_OR_PASSWORD
+    # And through paho, as an application sees it.
+    refused = Device(mqtt_port, device_id, wrong, V5)
+    refused.close()
+    assert refused.connack is not None and refused.connack.value == BAD_USER_NAME_OR_PASSWORD
+
+
+def test_disable_enable_rotate_key_and_remove(bootstrap, mqtt_port):
+    device_id = new_device_id()
+    key = add_device(bootstrap, device_id)
+    connect_when_registered(mqtt_port, device_id, key, V5).close()
+
+    tidewater("device", "disable", device_id, bootstrap=bootstrap)
+    assert "disabled" in tidewater("device", "show", device_id, bootstrap=bootstrap).stdout
+    wait_for_code(lambda: connack_code_5(mqtt_port, device_id, key), NOT_AUTHORIZED, "disabled, 5.0")
+    assert connack_code_311(mqtt_port, device_id, key) == RC_311_NOT_AUTHORIZED
+
+    tidewater("device", "enable", device_id, bootstrap=bootstrap)
+    wait_for_code(lambda: connack_code_5(mqtt_port, device_id, key), 0, "enabled again")
+
+    new_key = tidewater("device", "rotate-key", device_id, bootstrap=bootstrap).stdout.strip()
+    assert new_key != key
+    wait_for_code(lambda: connack_code_5(mqtt_port, device_id, key), BAD_USER_NAME_OR_PASSWORD, "old key")
+    assert connack_code_311(mqtt_port, device_id, new_key) == 0
+
+    listed = tidewater("device", "list", bootstrap=bootstrap).stdout
+    assert device_id in listed
+    tidewater("device", "remove", device_id, bootstrap=bootstrap)
+    wait_for_code(lambda: connack_code_5(mqtt_port, device_id, new_key), BAD_USER_NAME_OR_PASSWORD, "removed")
+    assert device_id not in tidewater("device", "list", bootstrap=bootstrap).stdout
+    # The registry stores hashes, never keys.
+    shown = tidewater("device", "list", "--json", bootstrap=bootstrap).stdout
+    assert key not in shown and new_key not in shown
+
+
+def test_a_second_add_of_the_same_device_is_refused(bootstrap):
+    device_id = new_device_id()
+    add_device(bootstrap, device_id)
+    result = tidewater("device", "add", device_id, bootstrap=bootstrap, check=False)
+    assert result.returncode != 0 and "exists already" in result.stderr
+
+
+def test_anonymous_clients_are_refused_by_default(mqtt_port):
+    assert connack_code_5(mqtt_port, "anyone", None) == NOT_AUTHORIZED
+    assert connack_code_311(mqtt_port, "anyone", None) == RC_311_NOT_AUTHORIZED
+
+
+def test_anonymous_clients_when_allowed_have_no_device_identity(broker_factory):
+    broker = broker_factory("--mqtt-allow-anonymous")
+    bootstrap = broker.bootstrap
+    device_id = new_device_id()
+    add_device(bootstrap, device_id)
+    anonymous = Device(broker.mqtt_port, "", None, V5)
+    try:
+        assert anonymous.accepted, anonymous.connack
+        info = anonymous.publish(events_topic(device_id), b"forged", qos=1)
+        anonymous.wait_acked(1)
+        assert anonymous.refused == {info.mid: NOT_AUTHORIZED}
+    finally:
+        anonymous.close()
+    assert telemetry_of(bootstrap, device_id, timeout_s=0) == []
+
+
+def test_a_device_publishing_to_another_devices_topic_is_refused(bootstrap, mqtt_port):
+    mallory, victim = new_device_id("mallory"), new_device_id("victim")
+    mallory_key = add_device(bootstrap, mallory)
+    add_device(bootstrap, victim)
+
+    # 5.0: PUBACK (and PUBREC) with Not authorized; the connection stays up.
+    device = connect_when_registered(mqtt_port, mallory, mallory_key, V5)
+    try:
+        first = device.publish(events_topic(victim), b"forged", qos=1)
+        second = device.publish(events_topic(victim), b"forged", qos=2)
+        device.wait_acked(2)
+        # The gateway answers the QoS 2 message with PUBREC Not authorized (the Rust tests check
+        # the bytes). paho 2.1 sends a PUBREL even so, which MQTT-4.3.3 says it must not, and
+        # reports the PUBCOMP's Packet Identifier not found (0x92) instead.
+        assert device.refused == {first.mid: NOT_AUTHORIZED, second.mid: PACKET_IDENTIFIER_NOT_FOUND}
+        device.publish(events_topic(mallory), b"own", qos=1)
+        assert device.wait_acked(3) == [b"own"]
+    finally:
+        device.close()
+
+    # 3.1.1 has no way to refuse a PUBLISH: the connection is closed.
+    device = connect_when_registered(mqtt_port, mallory, mallory_key, VERSIONS["3.1.1"])
+    try:
+        device.publish(events_topic(victim), b"forged", qos=1)
+        assert device.disconnected.wait(MQTT_TIMEOUT_S), "the 3.1.1 connection stayed open"
+    finally:
+        device.close()
+
+    assert telemetry_of(bootstrap, victim, timeout_s=0) == []
+    assert [record.value() for record in telemetry_of(bootstrap, mallory, at_least=1)] == [b"own"]
+
+
+def test_a_malformed_packet_closes_that_connection_and_others_carry_on(bootstrap, mqtt_port):
+    bad_id, good_id = new_device_id("bad"), new_device_id("good")
+    bad_key, good_key = add_device(bootstrap, bad_id), add_device(bootstrap, good_id)
+    good = connect_when_registered(mqtt_port, good_id, good_key, V5)
+    try:
+        connect_when_registered(mqtt_port, bad_id, bad_key, V5).close()
+        sock, connack = raw_connect(mqtt_port, bad_id, bad_key, level=5)
+        assert connack[0] == 0x20 and connack[3] == 0, connack
+        # A PUBLISH with QoS 3, which does not exist.
+        sock.sendall(b"\x36\x05\x00\x01a\x00\x01")
+        assert read_packet(sock) == b"\xe0\x01\x81"  # DISCONNECT, Malformed Packet
+        assert read_packet(sock) == b""
+        sock.close()
+
+        # Garbage before any CONNECT, and a 3.1.1 connection sent a reserved packet type.
+        for garbage in (b"\xff\xff\xff\xff\xff", b"\x00\x00"):
+            with socket.create_connection(("127.0.0.1", mqtt_port), timeout=MQTT_TIMEOUT_S) as raw:
+                raw.sendall(garbage)
+                assert read_packet(raw) == b""
+        sock, connack = raw_connect(mqtt_port, bad_id, bad_key, level=4)
+        sock.sendall(b"\xf0\x00")
+        assert read_packet(sock) == b""
+        sock.close()
+
+        good.publish(events_topic(good_id), b"still here", qos=1)
+        assert good.wait_acked(1) == [b"still here"]
+    finally:
+        good.close()
+
+
+def test_ping_keeps_a_quiet_device_connected(bootstrap, mqtt_port):
+    device_id = new_device_id()
+    key = add_device(bootstrap, device_id)
+    connect_when_registered(mqtt_port, device_id, key, V5).close()
+    sock, connack = raw_connect(mqtt_port, device_id, key, level=4)
+    assert connack == b"\x20\x02\x00\x00"
+    sock.sendall(b"\xc0\x00")
+    assert read_packet(sock) == b"\xd0\x00"
+    sock.sendall(b"\xe0\x00")
+    assert read_packet(sock) == b""
+    sock.close()
+
+
+def test_every_acknowledged_message_survives_kill_9(broker_factory):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        mqtt_port = probe.getsockname()[1]
+    broker = broker_factory("--mqtt-listen", f"127.0.0.1:{mqtt_port}")
+    bootstrap = broker.bootstrap
+    devices = []
+    for _ in range(3):
+        device_id = new_device_id("crash")
+        key = add_device(bootstrap, device_id)
+        devices.append((device_id, connect_when_registered(mqtt_port, device_id, key, V5)))
+
+    stop = threading.Event()
+
+    def publish_until_stopped(device_id: str, device: Device) -> None:
+        index = 0
+        while not stop.is_set() and not device.disconnected.is_set():
+            device.publish(events_topic(device_id), f"{device_id} {index}".encode(), qos=1)
+            index += 1
+            time.sleep(0.002)
+
+    threads = [threading.Thread(target=publish_until_stopped, args=pair) for pair in devices]
+    for thread in threads:
+        thread.start()
+    time.sleep(2.0)
+    # SIGKILL while the devices publish, then start again on the same ports. paho may reconnect
+    # and resend; whatever it is acknowledged, before or after the crash, must be in the log.
+    broker.restart(kill=True)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    for _, device in devices:
+        device.client.loop_stop()
+    bootstrap = broker.bootstrap
+    for device_id, device in devices:
+        acked = list(device.acked)
+        assert acked, f"{device_id}: nothing was acknowledged before the kill"
+        stored = [record.value() for record in telemetry_of(bootstrap, device_id, at_least=len(acked))]
+        missing = [payload for payload in acked if payload not in set(stored)]
+        assert not missing, f"{device_id}: {len(missing)} acknowledged messages lost, first {missing[:3]}"
+        # In log order, a device's messages keep their publish order (duplicates aside).
+        numbers = [int(value.split()[1]) for value in stored]
+        assert numbers == sorted(numbers), f"{device_id}: out of order"
+
+
+def test_a_standalone_gateway_in_front_of_a_cluster(broker_factory):
+    """`tidewater gateway` against a broker without its own gateway: the same behaviour, as a
+    plain Kafka client."""
+    broker = broker_factory("--mqtt-listen", "none")
+    assert broker.mqtt_port is None
+    bootstrap = broker.bootstrap
+    gateway = subprocess.Popen(
+        [str(tidewater_binary()), "gateway", "--brokers", bootstrap, "--mqtt-listen", "127.0.0.1:0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={key: value for key, value in os.environ.items() if not key.startswith("TIDEWATER_")},
+    )
+    try:
+        assert gateway.stderr is not None
+        port = None
+        deadline = time.monotonic() + MQTT_TIMEOUT_S
+        while port is None and time.monotonic() < deadline:
+            line = gateway.stderr.readline()
+            assert line, f"the gateway exited with {gateway.poll()}"
+            match = re.search(r"tidewater gateway is running.*\bmqtt=127\.0\.0\.1:(\d+)", line)
+            port = int(match.group(1)) if match else None
+        assert port is not None, "the gateway logged no running line"
+        threading.Thread(target=gateway.stderr.read, daemon=True).start()
+
+        device_id = new_device_id("standalone")
+        key = add_device(bootstrap, device_id)
+        device = connect_when_registered(port, device_id, key, V5)
+        try:
+            device.publish(events_topic(device_id), b"via the standalone gateway", qos=1)
+            assert device.wait_acked(1) == [b"via the standalone gateway"]
+        finally:
+            device.close()
+        [record] = telemetry_of(bootstrap, device_id, at_least=1)
+        assert record.value() == b"via the standalone gateway"
+        assert headers_of(record)["device-id"] == device_id.encode()
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(timeout=30) == 0
