@@ -137,7 +137,11 @@ impl Rng {
 /// The id (from 0) of the last person generated at or before event number `event_id`.
 fn last_base0_person_id(event_id: u64) -> u64 {
     let epoch = event_id / TOTAL_PROPORTION;
-    let offset = (event_id % TOTAL_PROPORTION).min(PERSON_PROPORTION - 1);
+    // Past this epoch's persons, the last person is its last one (Beam's `lastBase0PersonId`).
+    let offset = match event_id % TOTAL_PROPORTION {
+        offset if offset < PERSON_PROPORTION => offset,
+        _ => PERSON_PROPORTION - 1,
+    };
     epoch * PERSON_PROPORTION + offset
 }
 
@@ -490,8 +494,12 @@ fn main() {
         );
     }
     let parse_rate = measure_parse(&bids[..bids.len().min(500_000)], n_runs);
-    println!("{:<20} {:>12.0}   (serde_json::from_slice of one bid, ~{} bytes; not in the rows above)",
-        "JSON parse of bids", parse_rate, bids[0].to_string().len());
+    println!(
+        "{:<20} {:>12.0}   (serde_json::from_slice of one bid, ~{} bytes; not in the rows above)",
+        "JSON parse of bids",
+        parse_rate,
+        bids[0].to_string().len()
+    );
     println!();
     println!(
         "Memory, seed query, {MEMORY_KEYS} device ids each in 3 open hopping windows ({} groups):",
