@@ -264,6 +264,11 @@ const SEED_SQL: &str = "SELECT deviceId, AVG(temperature) AS avg_temp INTO alert
      FROM telemetry TIMESTAMP BY ts \
      GROUP BY deviceId, HoppingWindow(second, 30, 10) HAVING AVG(temperature) > 70";
 
+/// The seed query with one window per device instead of three, to show the cost of one group.
+const SEED_TUMBLING_SQL: &str = "SELECT deviceId, AVG(temperature) AS avg_temp INTO alerts \
+     FROM telemetry TIMESTAMP BY ts \
+     GROUP BY deviceId, TumblingWindow(second, 30) HAVING AVG(temperature) > 70";
+
 const QUERIES: [Query; 7] = [
     Query {
         name: "q0 pass-through",
@@ -459,13 +464,13 @@ struct MemoryFigures {
 
 /// Opens windows for `MEMORY_KEYS` devices with the seed query: every reading is at 5 s of event
 /// time, inside the windows ending at 10, 20 and 30 s, so no 30 s window hopping by 10 s closes
-/// and each device holds 3 groups. Readings are generated one at a time, so only the job's state
+/// and each device holds 3 groups (1 with `SEED_TUMBLING_SQL`). Readings are generated one at a time, so only the job's state
 /// (and the generator's transient garbage, freed at once) is allocated while counting.
-fn measure_memory(readings_per_key: usize) -> MemoryFigures {
+fn measure_memory(sql: &str, readings_per_key: usize) -> MemoryFigures {
     let n_events = MEMORY_KEYS * readings_per_key;
     let time_ms = BASE_TIME_MS + 5_000;
     let mut rng = Rng(7);
-    let mut job = compile_or_exit(SEED_SQL);
+    let mut job = compile_or_exit(sql);
     let rss_before = resident_bytes();
     LIVE_BYTES.store(0, Ordering::Relaxed);
     COUNTING.store(true, Ordering::Relaxed);
@@ -497,8 +502,9 @@ fn main() {
 
     // Memory first, while the heap is fresh: freed blocks from the throughput runs would be
     // reused and hide growth from VmRSS.
-    let memory_one = measure_memory(1);
-    let memory_many = measure_memory(MEMORY_READINGS_PER_KEY);
+    let memory_one = measure_memory(SEED_SQL, 1);
+    let memory_many = measure_memory(SEED_SQL, MEMORY_READINGS_PER_KEY);
+    let memory_tumbling = measure_memory(SEED_TUMBLING_SQL, 1);
 
     let mut generator = BidGenerator::new();
     let bids: Vec<Value> = (0..n_events).map(|_| generator.next_bid()).collect();
@@ -573,18 +579,22 @@ fn main() {
         "Memory, seed query, {MEMORY_KEYS} device ids each in 3 open hopping windows ({} groups):",
         MEMORY_KEYS * 3
     );
-    // VmRSS only means something for the first measurement: the second one reuses the heap
+    // VmRSS only means something for the first measurement: the later ones reuse the heap
     // pages the first one freed.
-    for (label, memory) in [("1 reading per key", &memory_one), ("5 readings per key", &memory_many)] {
+    for (label, memory, n_groups_per_key) in [
+        ("1 reading per key", &memory_one, 3.0),
+        ("5 readings per key", &memory_many, 3.0),
+        ("tumbling 30 s instead", &memory_tumbling, 1.0),
+    ] {
         let rss = if std::ptr::eq(memory, &memory_one) {
-            format!("VmRSS growth {:>6.0} bytes/key", memory.rss_bytes_per_key)
+            format!("VmRSS growth {:>5.0} bytes/key", memory.rss_bytes_per_key)
         } else {
             "VmRSS growth -  (reuses the freed heap)".to_string()
         };
         println!(
-            "  {label:<20} live heap {:>6.0} bytes/key ({:>4.0} per group)   {rss}",
+            "  {label:<22} live heap {:>5.0} bytes/key ({:>3.0} per group)   {rss}",
             memory.heap_bytes_per_key,
-            memory.heap_bytes_per_key / 3.0,
+            memory.heap_bytes_per_key / n_groups_per_key,
         );
     }
 }
