@@ -174,3 +174,39 @@ def test_a_killed_job_resumes_exactly_once(bootstrap, topic_name, tmp_path):
     assert len({key(row) for row in actual}) == len(actual), "a row was delivered twice"
     assert sorted(actual, key=key) == sorted(expected, key=key)
     assert len(expected) > 20, f"the scenario produced only {len(expected)} alerts"
+
+
+def test_a_registered_job_runs_inside_serve(bootstrap, topic_name, tmp_path):
+    telemetry, alerts = f"{topic_name}-telemetry", f"{topic_name}-alerts"
+    tidewater("topic", "create", telemetry, "--partitions", "2", bootstrap=bootstrap)
+    query = tmp_path / "seed.sql"
+    query.write_text(SEED_QUERY.format(alerts=alerts, telemetry=telemetry))
+    name = f"seed-{topic_name[-8:]}"
+    tidewater("query", "create", name, "--file", str(query), "--checkpoint-interval-ms", "200", bootstrap=bootstrap)
+    try:
+        produce(bootstrap, telemetry, readings(range(0, 60, 2), devices=2))
+        rows = wait_for_rows(bootstrap, alerts, 1)
+        assert rows[0]["windowEnd"] == "2026-01-01T00:00:40.0000000Z", rows
+        listed = tidewater("query", "list", bootstrap=bootstrap).stdout
+        line = next(line for line in listed.splitlines() if line.startswith(name + " "))
+        assert line.split()[1] == "active" and int(line.split()[2]) == 60, listed
+
+        tidewater("query", "stop", name, bootstrap=bootstrap)
+        time.sleep(2)
+        before = len(read_committed(bootstrap, alerts, settle_s=0.5))
+        produce(bootstrap, telemetry, readings(range(60, 90, 2), devices=2))
+        time.sleep(2)
+        assert len(read_committed(bootstrap, alerts, settle_s=0.5)) == before, "a stopped job wrote rows"
+
+        tidewater("query", "start", name, bootstrap=bootstrap)
+        rows = wait_for_rows(bootstrap, alerts, before + 1)
+        assert len({(row["windowEnd"], row["deviceId"]) for row in rows}) == len(rows), "a row was written twice"
+        description = tidewater("query", "describe", name, bootstrap=bootstrap).stdout
+        assert "last checkpoint:" in description and "events 90" in description, description
+    finally:
+        tidewater("query", "delete", name, bootstrap=bootstrap, check=False)
+
+    bad = tmp_path / "bad.sql"
+    bad.write_text("SELECT frob(x) INTO o FROM i\n")
+    refused = tidewater("query", "create", "bad", "--file", str(bad), bootstrap=bootstrap, check=False)
+    assert refused.returncode != 0 and "1:8: unknown function" in refused.stderr, refused.stderr

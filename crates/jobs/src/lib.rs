@@ -8,6 +8,7 @@
 //! jobs (`query`: complex event processing, exactly once through Kafka transactions).
 
 pub mod cluster;
+pub mod definitions;
 pub mod event;
 pub mod keyed_topic;
 pub mod logging;

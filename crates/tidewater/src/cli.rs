@@ -128,6 +128,10 @@ pub(crate) struct ServeArgs {
     /// as a Kafka client of the embedded broker.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) triggers: bool,
+    /// Run the query jobs registered in this server's `_tidewater_queries` topic (`tidewater
+    /// query create`), as a Kafka client of the embedded broker.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) queries: bool,
     #[command(flatten)]
     pub(crate) mqtt: MqttArgs,
 }

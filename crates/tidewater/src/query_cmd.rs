@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
+use tidewater_jobs::query::registry::LatePolicyName;
+use tidewater_jobs::query::{QueryDefinition, QueryRegistry};
 use tidewater_sql::{local, JobOptions, LatePolicy};
 
 use crate::cli::ConnectArgs;
@@ -23,6 +25,62 @@ pub(crate) enum QueryCommand {
     /// --checkpoint-interval-ms, so a consumer reading the outputs with read_committed sees each
     /// row exactly once, across crashes and restarts.
     Run(RunArgs),
+    /// Register a query job in the cluster; `tidewater serve` runs it (exactly once, as `run`
+    /// does) until it is stopped or deleted. The query is compiled first: diagnostics refuse it.
+    Create(CreateArgs),
+    /// List registered query jobs with their last checkpoint's counters.
+    List(RegistryArgs),
+    /// Show a job's definition and last checkpoint (when, counters, input offsets).
+    Describe(NamedArgs),
+    /// Stop a job; its last checkpoint stays, so `start` resumes exactly where it stopped.
+    Stop(NamedArgs),
+    /// Start a stopped job again.
+    Start(NamedArgs),
+    /// Remove a job from the registry (its output topics and checkpoints stay).
+    Delete(NamedArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RegistryArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NamedArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// The job's name.
+    name: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// The job's name (letters, digits, '.', '_', '-').
+    name: String,
+    /// The query file (Azure Stream Analytics SQL).
+    #[arg(long)]
+    file: PathBuf,
+    /// Where inputs start on the job's first run.
+    #[arg(long, value_enum, default_value_t = FromArg::Earliest)]
+    from: FromArg,
+    /// How often output rows and the job's state are committed (ms).
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_interval_ms: u64,
+    /// Write late events to this topic.
+    #[arg(long)]
+    late_topic: Option<String>,
+    /// Register the job stopped.
+    #[arg(long)]
+    stopped: bool,
+    /// Replace a job of the same name (it restarts from its last checkpoint, which must fit the
+    /// new query: change the name for a different query).
+    #[arg(long)]
+    replace: bool,
+    #[command(flatten)]
+    event_time: EventTimeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -96,7 +154,145 @@ pub(crate) fn run(command: QueryCommand) -> anyhow::Result<()> {
     match command {
         QueryCommand::Test(args) => test(args),
         QueryCommand::Run(args) => run_job(args),
+        QueryCommand::Create(args) => {
+            let connect = ConnectArgs {
+                brokers: args.connect.brokers.clone(),
+                timeout_ms: args.connect.timeout_ms,
+                properties: args.connect.properties.clone(),
+            };
+            registry_command(&connect, |registry| create(registry, args))
+        }
+        QueryCommand::List(args) => {
+            registry_command(&args.connect, |registry| async move { list(&registry) })
+        }
+        QueryCommand::Describe(args) => {
+            registry_command(&args.connect, |registry| async move { describe(&registry, &args.name) })
+        }
+        QueryCommand::Stop(args) => {
+            registry_command(&args.connect, |registry| set_stopped(registry, args.name, true))
+        }
+        QueryCommand::Start(args) => {
+            registry_command(&args.connect, |registry| set_stopped(registry, args.name, false))
+        }
+        QueryCommand::Delete(args) => registry_command(&args.connect, |registry| async move {
+            registry.get(&args.name)?;
+            registry.delete(&args.name).await?;
+            println!("deleted query job {}", args.name);
+            Ok(())
+        }),
     }
+}
+
+/// Runs a registry command on a small runtime.
+fn registry_command<F, Fut>(connect: &ConnectArgs, command: F) -> anyhow::Result<()>
+where
+    F: FnOnce(QueryRegistry) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let registry = QueryRegistry::new(crate::trigger_cmd::cluster_config(connect), connect.timeout());
+    crate::client::runtime()?.block_on(command(registry))
+}
+
+async fn create(registry: QueryRegistry, args: CreateArgs) -> anyhow::Result<()> {
+    let sql =
+        std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let options = args.event_time.options();
+    let definition = QueryDefinition {
+        name: args.name.clone(),
+        sql,
+        out_of_order_tolerance_ms: options.out_of_order_tolerance_ms,
+        late_arrival_tolerance_ms: options.late_arrival_tolerance_ms,
+        late_policy: match options.late_policy {
+            LatePolicy::Adjust => LatePolicyName::Adjust,
+            LatePolicy::Drop => LatePolicyName::Drop,
+        },
+        idle_partition_timeout_ms: options.idle_partition_timeout_ms,
+        start_from_earliest: matches!(args.from, FromArg::Earliest),
+        checkpoint_interval_ms: args.checkpoint_interval_ms,
+        late_topic: args.late_topic,
+        stopped: args.stopped,
+    };
+    if let Err(error) = definition.validate() {
+        anyhow::bail!("{}: {error}", args.file.display());
+    }
+    registry.ensure_topic().await?;
+    if !args.replace && registry.load()?.contains_key(&definition.name) {
+        anyhow::bail!("a query job named {:?} exists; pass --replace to replace it", definition.name);
+    }
+    registry.put(&definition).await?;
+    println!("created query job {}", definition.name);
+    Ok(())
+}
+
+async fn set_stopped(registry: QueryRegistry, name: String, stopped: bool) -> anyhow::Result<()> {
+    let mut definition = registry.get(&name)?;
+    definition.stopped = stopped;
+    registry.put(&definition).await?;
+    println!("{} query job {name}", if stopped { "stopped" } else { "started" });
+    Ok(())
+}
+
+fn list(registry: &QueryRegistry) -> anyhow::Result<()> {
+    let definitions = registry.load()?;
+    println!(
+        "{:<28} {:<8} {:>12} {:>10} {:>8} {:>8}  LAST CHECKPOINT",
+        "NAME", "STATE", "EVENTS", "OUTPUTS", "LATE", "ERRORS"
+    );
+    for (name, definition) in &definitions {
+        let checkpoint =
+            tidewater_jobs::query::runner::read_latest_checkpoint(registry_cluster(registry), name)?;
+        let counts = checkpoint.as_ref().map(|record| record.counts).unwrap_or_default();
+        println!(
+            "{:<28} {:<8} {:>12} {:>10} {:>8} {:>8}  {}",
+            name,
+            if definition.stopped { "stopped" } else { "active" },
+            counts.events,
+            counts.outputs,
+            counts.late,
+            counts.errors,
+            checkpoint.map_or("never".to_string(), |record| format_age(record.written_at_ms)),
+        );
+    }
+    Ok(())
+}
+
+fn describe(registry: &QueryRegistry, name: &str) -> anyhow::Result<()> {
+    let definition = registry.get(name)?;
+    println!("query job:        {name}");
+    println!(
+        "state:            {}",
+        if definition.stopped { "stopped" } else { "active (run by tidewater serve)" }
+    );
+    println!("definition:\n{}", serde_json::to_string_pretty(&definition)?);
+    match tidewater_jobs::query::runner::read_latest_checkpoint(registry_cluster(registry), name)? {
+        None => println!("last checkpoint:  none yet"),
+        Some(record) => {
+            let counts = record.counts;
+            println!(
+                "last checkpoint:  {} (events {}, outputs {}, late {}, errors {})",
+                format_age(record.written_at_ms),
+                counts.events,
+                counts.outputs,
+                counts.late,
+                counts.errors
+            );
+            for (topic, partition, offset) in record.offsets {
+                println!("  input {topic}/{partition}: next offset {offset}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn registry_cluster(registry: &QueryRegistry) -> &tidewater_jobs::ClusterConfig {
+    registry.cluster()
+}
+
+fn format_age(written_at_ms: i64) -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64);
+    format!("{:.1} s ago", (now_ms - written_at_ms).max(0) as f64 / 1000.0)
 }
 
 impl EventTimeArgs {
@@ -126,11 +322,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
             .map(str::to_string)
             .context("the query file has no name to name the job after; pass --name")?,
     };
-    anyhow::ensure!(
-        !name.is_empty()
-            && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-')),
-        "job name {name:?} may contain only letters, digits, '.', '_' and '-'"
-    );
+    tidewater_jobs::query::registry::validate_job_name(&name).map_err(anyhow::Error::msg)?;
     let settings = tidewater_jobs::query::QueryJobSettings {
         name,
         sql,

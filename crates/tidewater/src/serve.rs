@@ -134,56 +134,59 @@ async fn serve(
         broker.clone(),
         Duration::from_millis(args.housekeeping_interval_ms.max(1)),
     ));
-    // Triggers are Kafka clients of this very broker, reaching it through the listener. They start
-    // once the first `trigger create` made the triggers topic: a server without triggers keeps
-    // no trigger clients (and their connections) around.
-    let (stop_triggers, triggers_stopped) = tokio::sync::watch::channel(false);
+    // Triggers and query jobs are Kafka clients of this very broker, reaching it through the
+    // listener. Each starts once the first `trigger create` / `query create` made its registry
+    // topic: a server without them keeps no such clients (and their connections) around.
     let mut own_address = listener_address;
     if own_address.ip().is_unspecified() {
         own_address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let triggers = args
-        .triggers
-        .then(|| tokio::spawn(run_triggers(broker.clone(), own_address.to_string(), triggers_stopped)));
+    let own_cluster = tidewater_jobs::ClusterConfig::new(own_address.to_string());
+    let triggers = args.triggers.then(|| {
+        let cluster = own_cluster.clone();
+        Component::spawn("triggers", |stop| {
+            run_when_topic_exists(
+                broker.clone(),
+                tidewater_jobs::trigger::registry::TRIGGERS_TOPIC,
+                stop,
+                |stop| {
+                    let options = tidewater_jobs::trigger::SupervisorOptions {
+                        source: tidewater_jobs::trigger::DefinitionSource::Registry,
+                        only: Vec::new(),
+                        instance: crate::trigger_cmd::default_instance(),
+                        timeout: CLIENT_TIMEOUT,
+                    };
+                    tidewater_jobs::trigger::supervise(cluster, options, stop)
+                },
+            )
+        })
+    });
+    let queries = args.queries.then(|| {
+        let cluster = own_cluster.clone();
+        Component::spawn("query jobs", |stop| {
+            run_when_topic_exists(
+                broker.clone(),
+                tidewater_jobs::query::registry::QUERIES_TOPIC,
+                stop,
+                |stop| tidewater_jobs::query::supervise_queries(cluster, CLIENT_TIMEOUT, stop),
+            )
+        })
+    });
     // The gateway is a Kafka client of this broker too: it appends through the listener with an
     // idempotent acks=all producer, exactly as it would against any other cluster.
-    let (stop_gateway, gateway_stopped) = tokio::sync::watch::channel(false);
     let gateway = gateway.map(|(listener, config)| {
-        let cluster = tidewater_jobs::ClusterConfig::new(own_address.to_string());
-        tokio::spawn(tidewater_gateway::run(
-            cluster,
-            listener,
-            config,
-            Duration::from_secs(30),
-            gateway_stopped,
-        ))
+        let cluster = own_cluster.clone();
+        Component::spawn("the gateway", |stop| {
+            tidewater_gateway::run(cluster, listener, config, CLIENT_TIMEOUT, stop)
+        })
     });
     let signal = shutdown.wait().await?;
     tracing::info!(signal, "shutting down");
-    // The gateway first: its connections send the acknowledgements they owe while the broker
-    // still answers.
-    let _ = stop_gateway.send(true);
-    if let Some(gateway) = gateway {
-        match tokio::time::timeout(Duration::from_secs(30), gateway).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => {
-                tracing::warn!(error = %format!("{error:#}"), "the gateway ended with an error")
-            }
-            Ok(Err(error)) => tracing::warn!(%error, "the gateway task failed"),
-            Err(_) => tracing::warn!("the gateway did not stop within 30 s"),
-        }
-    }
-    // Triggers first, while the broker still answers, so they commit what they delivered.
-    let _ = stop_triggers.send(true);
-    if let Some(triggers) = triggers {
-        match tokio::time::timeout(Duration::from_secs(30), triggers).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => {
-                tracing::warn!(error = %format!("{error:#}"), "triggers ended with an error")
-            }
-            Ok(Err(error)) => tracing::warn!(%error, "the trigger task failed"),
-            Err(_) => tracing::warn!("triggers did not stop within 30 s"),
-        }
+    // The clients first, while the broker still answers: the gateway's connections send the
+    // acknowledgements they owe, triggers commit what they delivered, query jobs commit a last
+    // checkpoint.
+    for component in [gateway, triggers, queries].into_iter().flatten() {
+        component.stop().await;
     }
     let _ = stop.send(true);
     // Long-polling fetches answer now rather than at their deadline.
@@ -200,30 +203,62 @@ async fn serve(
     Ok(())
 }
 
-/// How often `serve` looks for the triggers topic before it starts running triggers.
-const TRIGGERS_TOPIC_POLL: Duration = Duration::from_secs(1);
+/// How long the clients `serve` runs against itself wait for a request to the broker.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long each client component may take to stop at shutdown.
+const COMPONENT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often `serve` looks for a registry topic before it starts what the registry holds.
+const REGISTRY_TOPIC_POLL: Duration = Duration::from_secs(1);
 
-/// Waits for the triggers topic to exist, then runs the trigger supervisor against `bootstrap`
-/// until `stop`.
-async fn run_triggers(
+/// A Kafka client `serve` runs against its own listener (the gateway, triggers, query jobs),
+/// with the signal that stops it.
+struct Component {
+    name: &'static str,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Component {
+    fn spawn<F, Fut>(name: &'static str, run: F) -> Component
+    where
+        F: FnOnce(tokio::sync::watch::Receiver<bool>) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        Component { name, stop, task: tokio::spawn(run(stopped)) }
+    }
+
+    /// Signals the component to stop and waits for it, at most `COMPONENT_STOP_TIMEOUT`.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let name = self.name;
+        match tokio::time::timeout(COMPONENT_STOP_TIMEOUT, self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(error = %format!("{error:#}"), "{name} ended with an error"),
+            Ok(Err(error)) => tracing::warn!(%error, "the task running {name} failed"),
+            Err(_) => tracing::warn!("{name} did not stop within {} s", COMPONENT_STOP_TIMEOUT.as_secs()),
+        }
+    }
+}
+
+/// Waits for `topic` to exist in this broker, then runs `run` until `stop`.
+async fn run_when_topic_exists<F, Fut>(
     broker: Arc<Broker>,
-    bootstrap: String,
+    topic: &'static str,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    use tidewater_jobs::trigger::registry::TRIGGERS_TOPIC;
-    while broker.topic(TRIGGERS_TOPIC).is_none() {
+    run: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(tokio::sync::watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    while broker.topic(topic).is_none() {
         tokio::select! {
-            _ = tokio::time::sleep(TRIGGERS_TOPIC_POLL) => {}
+            _ = tokio::time::sleep(REGISTRY_TOPIC_POLL) => {}
             _ = stop.changed() => return Ok(()),
         }
     }
-    let options = tidewater_jobs::trigger::SupervisorOptions {
-        source: tidewater_jobs::trigger::DefinitionSource::Registry,
-        only: Vec::new(),
-        instance: crate::trigger_cmd::default_instance(),
-        timeout: Duration::from_secs(30),
-    };
-    tidewater_jobs::trigger::supervise(tidewater_jobs::ClusterConfig::new(bootstrap), options, stop).await
+    run(stop).await
 }
 
 /// Rolls old segments, runs interval fsyncs and applies retention, once per `interval`.

@@ -168,6 +168,12 @@ impl DeviceSource {
     }
 }
 
+impl crate::definitions::Named for TriggerDefinition {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 impl TriggerDefinition {
     /// The consumer group the trigger reads as.
     pub fn group_id(&self) -> String {

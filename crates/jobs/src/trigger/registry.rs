@@ -16,7 +16,6 @@
 //! connector configs: protect the topic as you would the secrets.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -78,11 +77,8 @@ impl Registry {
 
     /// Every registered trigger, as of now.
     pub fn load(&self) -> anyhow::Result<BTreeMap<String, TriggerDefinition>> {
-        let mut definitions = BTreeMap::new();
-        self.triggers
-            .read_to_end(|key, value| apply_record(&mut definitions, key, value))
-            .context("reading the trigger registry (`tidewater trigger create` or a runner creates it)")?;
-        Ok(definitions)
+        crate::definitions::load(&self.triggers)
+            .context("reading the trigger registry (`tidewater trigger create` or a runner creates it)")
     }
 
     /// One trigger, or an error naming it if it is not registered.
@@ -143,65 +139,29 @@ impl Registry {
     pub fn watch(
         &self,
         stop: tokio::sync::watch::Receiver<bool>,
-    ) -> anyhow::Result<tokio::sync::watch::Receiver<Option<BTreeMap<String, TriggerDefinition>>>> {
-        let (sender, receiver) = tokio::sync::watch::channel(None);
-        let definitions = Arc::new(Mutex::new(BTreeMap::new()));
-        let applied = definitions.clone();
-        self.triggers.follow(
-            "trigger-registry",
-            stop,
-            move |key, value| {
-                let mut definitions = applied.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                apply_record(&mut definitions, key, value);
-            },
-            move || {
-                let definitions = definitions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let _ = sender.send(Some(definitions.clone()));
-            },
-        )?;
-        Ok(receiver)
-    }
-}
-
-/// Applies one record of the triggers topic: a definition, or a tombstone deleting one. A record
-/// that does not decode is skipped with a warning (a newer version's, or damaged).
-fn apply_record(
-    definitions: &mut BTreeMap<String, TriggerDefinition>,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-) {
-    let Some(name) = key.and_then(|key| std::str::from_utf8(key).ok()) else { return };
-    match value {
-        None => {
-            definitions.remove(name);
-        }
-        Some(value) => match serde_json::from_slice::<TriggerDefinition>(value) {
-            Ok(definition) if definition.name == name => {
-                definitions.insert(name.to_string(), definition);
-            }
-            Ok(_) => tracing::warn!(name, "a definition's name differs from its key; skipped"),
-            Err(error) => tracing::warn!(name, %error, "a trigger definition does not decode; skipped"),
-        },
+    ) -> anyhow::Result<crate::definitions::Watched<TriggerDefinition>> {
+        crate::definitions::watch(&self.triggers, "trigger-registry", stop)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::definitions::apply;
 
     #[test]
     fn the_latest_record_per_name_wins_and_tombstones_delete() {
-        let mut definitions = BTreeMap::new();
+        let mut definitions: BTreeMap<String, TriggerDefinition> = BTreeMap::new();
         let first = br#"{"name":"a","topic":"t","action":{"type":"command","program":"true"}}"#;
         let second =
             br#"{"name":"a","topic":"t","paused":true,"action":{"type":"command","program":"true"}}"#;
-        apply_record(&mut definitions, Some(b"a"), Some(first));
-        apply_record(&mut definitions, Some(b"b"), Some(b"not json"));
-        apply_record(&mut definitions, Some(b"c"), Some(first));
+        apply(&mut definitions, Some(b"a"), Some(first));
+        apply(&mut definitions, Some(b"b"), Some(b"not json"));
+        apply(&mut definitions, Some(b"c"), Some(first));
         assert_eq!(definitions.keys().collect::<Vec<_>>(), vec!["a"]);
-        apply_record(&mut definitions, Some(b"a"), Some(second));
+        apply(&mut definitions, Some(b"a"), Some(second));
         assert!(definitions.get("a").is_some_and(|definition| definition.paused));
-        apply_record(&mut definitions, Some(b"a"), None);
+        apply(&mut definitions, Some(b"a"), None);
         assert!(definitions.is_empty());
     }
 }

@@ -99,8 +99,13 @@ pub async fn supervise(
     // For a fixed list the sender must outlive the loop: a dropped sender reads as "the
     // registry reader stopped".
     let (fixed_sender, mut definitions) = watch::channel(None);
+    let mut follower = None;
     match &options.source {
-        DefinitionSource::Registry => definitions = registry.watch(stop.clone())?,
+        DefinitionSource::Registry => {
+            let (watched, thread) = registry.watch(stop.clone())?;
+            definitions = watched;
+            follower = Some(thread);
+        }
         DefinitionSource::Fixed(list) => {
             for definition in list {
                 definition
@@ -262,6 +267,9 @@ pub async fn supervise(
         stop_trigger(&name, entry).await;
     }
     drop(fixed_sender);
+    if let Some(follower) = follower {
+        crate::definitions::join_follower(follower).await;
+    }
     Ok(())
 }
 

@@ -60,20 +60,27 @@ pub struct QueryJobSettings {
 
 /// What the checkpoint topic stores per checkpoint.
 #[derive(Debug, Serialize, Deserialize)]
-struct CheckpointRecord {
-    version: u32,
+pub struct CheckpointRecord {
+    pub version: u32,
     /// `(topic, partition, next offset)` of every input partition read so far.
-    offsets: Vec<(String, i32, i64)>,
-    state: serde_json::Value,
+    pub offsets: Vec<(String, i32, i64)>,
+    /// When the checkpoint was written (wall clock, ms).
+    #[serde(default)]
+    pub written_at_ms: i64,
+    /// The job's counters over its whole life, as of this checkpoint.
+    #[serde(default)]
+    pub counts: Counts,
+    pub state: serde_json::Value,
 }
 
-/// Counters the runner logs at each checkpoint.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    events: u64,
-    outputs: u64,
-    late: u64,
-    errors: u64,
+/// A job's counters: input records read, output rows written, late events, event errors.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counts {
+    pub events: u64,
+    pub outputs: u64,
+    pub late: u64,
+    pub errors: u64,
 }
 
 /// Runs the job until `stop` turns true, checkpointing and committing a last time on the way out.
@@ -111,8 +118,10 @@ pub async fn run_query_job(
     // checkpoint read next is the last one that really committed.
     blocking(|| producer.init_transactions(TRANSACTION_TIMEOUT)).context("initialising transactions")?;
 
+    let mut counts = Counts::default();
     let (offsets, restored) = match read_latest_checkpoint(&cluster, &settings.name)? {
         Some(record) => {
+            counts = record.counts;
             job.restore(&record.state).map_err(|error| {
                 anyhow::anyhow!(
                     "restoring job {} from its checkpoint: {error} (was the query changed?)",
@@ -167,8 +176,7 @@ pub async fn run_query_job(
     tracing::info!(job = %settings.name, ?inputs, ?outputs, restored, "query job running");
 
     blocking(|| producer.begin_transaction()).context("beginning a transaction")?;
-    let mut counts = Counts::default();
-    let (mut checkpointed_events, mut checkpointed_outputs) = (0, 0);
+    let (mut checkpointed_events, mut checkpointed_outputs) = (counts.events, counts.outputs);
     let mut checkpoint_timer = tokio::time::interval(settings.checkpoint_interval);
     checkpoint_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -184,7 +192,7 @@ pub async fn run_query_job(
                 send_step(&producer, &settings, step, &mut counts)?;
                 // An idle job writes no checkpoints: nothing it would say has changed.
                 if counts.events != checkpointed_events || counts.outputs != checkpointed_outputs {
-                    checkpoint(&producer, &settings.name, &job, &next_offsets)?;
+                    checkpoint(&producer, &settings.name, &job, &next_offsets, counts)?;
                     (checkpointed_events, checkpointed_outputs) = (counts.events, counts.outputs);
                     tracing::debug!(job = %settings.name, ?counts, "checkpoint committed");
                 }
@@ -218,7 +226,7 @@ pub async fn run_query_job(
     }
     let step = job.advance_processing_time(now_ms());
     send_step(&producer, &settings, step, &mut counts)?;
-    checkpoint(&producer, &settings.name, &job, &next_offsets)?;
+    checkpoint(&producer, &settings.name, &job, &next_offsets, counts)?;
     blocking(|| producer.abort_transaction(TRANSACTION_TIMEOUT)).ok();
     tracing::info!(job = %settings.name, events = counts.events, outputs = counts.outputs, late = counts.late,
         errors = counts.errors, "query job stopped");
@@ -288,6 +296,7 @@ fn checkpoint(
     name: &str,
     job: &Job,
     next_offsets: &BTreeMap<(String, i32), i64>,
+    counts: Counts,
 ) -> anyhow::Result<()> {
     let record = CheckpointRecord {
         version: CHECKPOINT_ENVELOPE_VERSION,
@@ -295,6 +304,8 @@ fn checkpoint(
             .iter()
             .map(|((topic, partition), offset)| (topic.clone(), *partition, *offset))
             .collect(),
+        written_at_ms: now_ms(),
+        counts,
         state: job.checkpoint(),
     };
     let value = serde_json::to_vec(&record).context("encoding the checkpoint")?;
@@ -343,7 +354,10 @@ const CHECKPOINT_SEARCH_START: i64 = 64;
 /// The latest committed checkpoint of job `name`, if any. The checkpoint topic is shared by
 /// every job and gains a record per job per checkpoint, so it is searched backwards from its end
 /// in widening windows rather than read from the beginning.
-fn read_latest_checkpoint(cluster: &ClusterConfig, name: &str) -> anyhow::Result<Option<CheckpointRecord>> {
+pub fn read_latest_checkpoint(
+    cluster: &ClusterConfig,
+    name: &str,
+) -> anyhow::Result<Option<CheckpointRecord>> {
     let consumer: BaseConsumer<QuietContext> = cluster
         .client_config(&[
             ("group.id", "tidewater-query-checkpoint-reader"),

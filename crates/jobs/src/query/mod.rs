@@ -1,0 +1,14 @@
+//! Streaming SQL jobs against a Kafka-compatible cluster.
+//!
+//! - `runner`: one job, exactly once (output rows and checkpoints in Kafka transactions).
+//! - `registry`: query jobs registered in the cluster (`_tidewater_queries`), as the trigger
+//!   registry does for triggers, so `tidewater serve` can run them.
+//! - `supervisor`: keeps the registered jobs running.
+
+pub mod registry;
+pub mod runner;
+pub mod supervisor;
+
+pub use registry::{QueryDefinition, QueryRegistry};
+pub use runner::{run_query_job, QueryJobSettings, CHECKPOINT_TOPIC};
+pub use supervisor::supervise_queries;

@@ -1,0 +1,188 @@
+//! Query jobs registered in the cluster: topic `_tidewater_queries`, key = job name, value = the
+//! definition as JSON, a tombstone for a deleted job (a [`KeyedTopic`] table, like the trigger
+//! registry). `tidewater query create|start|stop|delete` write it; the supervisor inside
+//! `tidewater serve` follows it and runs every job that is not stopped.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tidewater_sql::{JobOptions, LatePolicy};
+
+use super::runner::QueryJobSettings;
+use crate::cluster::ClusterConfig;
+use crate::definitions::Named;
+use crate::keyed_topic::KeyedTopic;
+
+pub const QUERIES_TOPIC: &str = "_tidewater_queries";
+/// Longest job name: it becomes part of a transactional id.
+pub const NAME_BYTES_MAX: usize = 200;
+
+/// A registered query job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryDefinition {
+    pub name: String,
+    /// The query text (Azure Stream Analytics SQL).
+    pub sql: String,
+    #[serde(default)]
+    pub out_of_order_tolerance_ms: i64,
+    #[serde(default)]
+    pub late_arrival_tolerance_ms: i64,
+    /// `adjust` (default) or `drop`.
+    #[serde(default)]
+    pub late_policy: LatePolicyName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_partition_timeout_ms: Option<i64>,
+    /// Where inputs start on the job's first run: `earliest` (default) or `latest`.
+    #[serde(default = "default_true")]
+    pub start_from_earliest: bool,
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_topic: Option<String>,
+    /// A stopped job keeps its definition and its last checkpoint; `start` resumes from it.
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+/// The late-arrival policy as it is written in a definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatePolicyName {
+    #[default]
+    Adjust,
+    Drop,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_checkpoint_interval_ms() -> u64 {
+    1000
+}
+
+impl Named for QueryDefinition {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl QueryDefinition {
+    pub fn options(&self) -> JobOptions {
+        JobOptions {
+            out_of_order_tolerance_ms: self.out_of_order_tolerance_ms,
+            late_arrival_tolerance_ms: self.late_arrival_tolerance_ms,
+            late_policy: match self.late_policy {
+                LatePolicyName::Adjust => LatePolicy::Adjust,
+                LatePolicyName::Drop => LatePolicy::Drop,
+            },
+            idle_partition_timeout_ms: self.idle_partition_timeout_ms,
+            ..JobOptions::default()
+        }
+    }
+
+    pub fn settings(&self) -> QueryJobSettings {
+        QueryJobSettings {
+            name: self.name.clone(),
+            sql: self.sql.clone(),
+            options: self.options(),
+            start_from_earliest: self.start_from_earliest,
+            checkpoint_interval: Duration::from_millis(self.checkpoint_interval_ms.max(10)),
+            late_topic: self.late_topic.clone(),
+        }
+    }
+
+    /// Checks the name and settings, and that the query compiles; the error lists every
+    /// diagnostic as `LINE:COLUMN: message`.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_job_name(&self.name)?;
+        if !(10..=3_600_000).contains(&self.checkpoint_interval_ms) {
+            return Err("checkpoint_interval_ms must be between 10 and 3600000".to_string());
+        }
+        tidewater_sql::compile(&self.sql, self.options()).map(drop).map_err(|diagnostics| {
+            let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+            format!("the query does not compile:\n{}", lines.join("\n"))
+        })
+    }
+}
+
+/// A job name: letters, digits, `.`, `_` and `-`, as topic names.
+pub fn validate_job_name(name: &str) -> Result<(), String> {
+    let allowed = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-');
+    if name.is_empty() || name.len() > NAME_BYTES_MAX || !name.bytes().all(allowed) {
+        return Err(format!(
+            "job name {name:?} must be 1 to {NAME_BYTES_MAX} letters, digits, '.', '_' or '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads and writes `_tidewater_queries`.
+#[derive(Debug, Clone)]
+pub struct QueryRegistry {
+    table: KeyedTopic,
+}
+
+impl QueryRegistry {
+    pub fn new(cluster: ClusterConfig, timeout: Duration) -> QueryRegistry {
+        QueryRegistry { table: KeyedTopic::new(cluster, QUERIES_TOPIC, "tidewater-query-registry", timeout) }
+    }
+
+    pub fn cluster(&self) -> &ClusterConfig {
+        self.table.cluster()
+    }
+
+    pub async fn ensure_topic(&self) -> anyhow::Result<()> {
+        self.table.ensure(&[("retention.ms", "-1")]).await
+    }
+
+    pub fn load(&self) -> anyhow::Result<BTreeMap<String, QueryDefinition>> {
+        crate::definitions::load(&self.table)
+            .context("reading the query registry (`tidewater query create` creates it)")
+    }
+
+    pub fn get(&self, name: &str) -> anyhow::Result<QueryDefinition> {
+        self.load()?.remove(name).with_context(|| format!("no query job named {name:?}"))
+    }
+
+    /// Registers or replaces a job, after checking it compiles.
+    pub async fn put(&self, definition: &QueryDefinition) -> anyhow::Result<()> {
+        definition.validate().map_err(|error| anyhow::anyhow!("query job {}: {error}", definition.name))?;
+        let value = serde_json::to_vec(definition).context("encoding the definition")?;
+        self.table.write(&definition.name, Some(&value)).await
+    }
+
+    pub async fn delete(&self, name: &str) -> anyhow::Result<()> {
+        self.table.write(name, None).await
+    }
+
+    pub fn watch(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<crate::definitions::Watched<QueryDefinition>> {
+        crate::definitions::watch(&self.table, "query-registry", stop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_definition_gets_defaults_and_is_checked() {
+        let definition: QueryDefinition = serde_json::from_value(serde_json::json!({
+            "name": "alerts", "sql": "SELECT * INTO out FROM input"
+        }))
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert!(definition.start_from_earliest);
+        assert_eq!(definition.checkpoint_interval_ms, 1000);
+        assert_eq!(definition.validate(), Ok(()));
+        let broken =
+            QueryDefinition { sql: "SELECT frob(x) INTO out FROM input".to_string(), ..definition.clone() };
+        assert!(broken.validate().is_err_and(|error| error.contains("1:8")));
+        let badly_named = QueryDefinition { name: "a b".to_string(), ..definition };
+        assert!(badly_named.validate().is_err_and(|error| error.contains("job name")));
+    }
+}
