@@ -210,3 +210,32 @@ def test_a_registered_job_runs_inside_serve(bootstrap, topic_name, tmp_path):
     bad.write_text("SELECT frob(x) INTO o FROM i\n")
     refused = tidewater("query", "create", "bad", "--file", str(bad), bootstrap=bootstrap, check=False)
     assert refused.returncode != 0 and "1:8: unknown function" in refused.stderr, refused.stderr
+
+
+def test_a_job_can_start_from_a_timestamp(bootstrap, topic_name, tmp_path):
+    telemetry, alerts = f"{topic_name}-telemetry", f"{topic_name}-alerts"
+    tidewater("topic", "create", telemetry, "--partitions", "1", bootstrap=bootstrap)
+    produce(bootstrap, telemetry, readings(range(0, 20), devices=2))
+    time.sleep(1.1)
+    start_ms = int(time.time() * 1000)
+    produce(bootstrap, telemetry, readings(range(20, 30), devices=2))
+    query = tmp_path / "seed.sql"
+    query.write_text(SEED_QUERY.format(alerts=alerts, telemetry=telemetry))
+    name = f"from-ts-{topic_name[-8:]}"
+    tidewater("query", "create", name, "--file", str(query), "--from", f"@{start_ms}",
+              "--checkpoint-interval-ms", "200", bootstrap=bootstrap)
+    try:
+        deadline, line = time.monotonic() + 60, ""
+        while time.monotonic() < deadline:
+            listed = tidewater("query", "list", bootstrap=bootstrap).stdout
+            line = next((line for line in listed.splitlines() if line.startswith(name + " ")), "")
+            if line and int(line.split()[2]) > 0:
+                break
+            time.sleep(0.3)
+        # Only the 20 readings produced after the start time were read.
+        time.sleep(1)
+        listed = tidewater("query", "list", bootstrap=bootstrap).stdout
+        line = next(line for line in listed.splitlines() if line.startswith(name + " "))
+        assert int(line.split()[2]) == 20, listed
+    finally:
+        tidewater("query", "delete", name, bootstrap=bootstrap, check=False)

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use tidewater_jobs::query::registry::LatePolicyName;
+use tidewater_jobs::query::runner::StartPosition;
 use tidewater_jobs::query::{QueryDefinition, QueryRegistry};
 use tidewater_sql::{local, JobOptions, LatePolicy};
 
@@ -63,9 +64,10 @@ pub(crate) struct CreateArgs {
     /// The query file (Azure Stream Analytics SQL).
     #[arg(long)]
     file: PathBuf,
-    /// Where inputs start on the job's first run.
-    #[arg(long, value_enum, default_value_t = FromArg::Earliest)]
-    from: FromArg,
+    /// Where inputs start on the job's first run: earliest, latest or @TIME (epoch ms or
+    /// ISO-8601).
+    #[arg(long, default_value = "earliest", value_parser = StartPosition::parse)]
+    from: StartPosition,
     /// How often output rows and the job's state are committed (ms).
     #[arg(long, default_value_t = 1000)]
     checkpoint_interval_ms: u64,
@@ -92,9 +94,11 @@ pub(crate) struct RunArgs {
     /// The job's name (its checkpoints and transactional id); default: the file's stem.
     #[arg(long)]
     name: Option<String>,
-    /// Where inputs start on the job's first run (later runs resume from the checkpoint).
-    #[arg(long, value_enum, default_value_t = FromArg::Earliest)]
-    from: FromArg,
+    /// Where inputs start on the job's first run (later runs resume from the checkpoint):
+    /// earliest (a replay), latest, or @TIME (epoch ms or ISO-8601) for the first record at or
+    /// after it.
+    #[arg(long, default_value = "earliest", value_parser = StartPosition::parse)]
+    from: StartPosition,
     /// How often output rows and the job's state are committed (ms): the output latency of an
     /// exactly-once job, and how much is recomputed after a crash.
     #[arg(long, default_value_t = 1000)]
@@ -104,12 +108,6 @@ pub(crate) struct RunArgs {
     late_topic: Option<String>,
     #[command(flatten)]
     event_time: EventTimeArgs,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum FromArg {
-    Earliest,
-    Latest,
 }
 
 #[derive(Debug, Args)]
@@ -207,7 +205,7 @@ async fn create(registry: QueryRegistry, args: CreateArgs) -> anyhow::Result<()>
             LatePolicy::Drop => LatePolicyName::Drop,
         },
         idle_partition_timeout_ms: options.idle_partition_timeout_ms,
-        start_from_earliest: matches!(args.from, FromArg::Earliest),
+        start_from: args.from,
         checkpoint_interval_ms: args.checkpoint_interval_ms,
         late_topic: args.late_topic,
         stopped: args.stopped,
@@ -327,7 +325,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
         name,
         sql,
         options: args.event_time.options(),
-        start_from_earliest: matches!(args.from, FromArg::Earliest),
+        start_from: args.from,
         checkpoint_interval: std::time::Duration::from_millis(args.checkpoint_interval_ms.max(10)),
         late_topic: args.late_topic,
     };

@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tidewater_sql::{JobOptions, LatePolicy};
 
-use super::runner::QueryJobSettings;
+use super::runner::{QueryJobSettings, StartPosition};
 use crate::cluster::ClusterConfig;
 use crate::definitions::Named;
 use crate::keyed_topic::KeyedTopic;
@@ -34,9 +34,10 @@ pub struct QueryDefinition {
     pub late_policy: LatePolicyName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_partition_timeout_ms: Option<i64>,
-    /// Where inputs start on the job's first run: `earliest` (default) or `latest`.
-    #[serde(default = "default_true")]
-    pub start_from_earliest: bool,
+    /// Where inputs start on the job's first run: `"earliest"` (default), `"latest"` or
+    /// `{"timestamp": EPOCH_MS}`.
+    #[serde(default)]
+    pub start_from: StartPosition,
     #[serde(default = "default_checkpoint_interval_ms")]
     pub checkpoint_interval_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,10 +54,6 @@ pub enum LatePolicyName {
     #[default]
     Adjust,
     Drop,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 fn default_checkpoint_interval_ms() -> u64 {
@@ -88,7 +85,7 @@ impl QueryDefinition {
             name: self.name.clone(),
             sql: self.sql.clone(),
             options: self.options(),
-            start_from_earliest: self.start_from_earliest,
+            start_from: self.start_from,
             checkpoint_interval: Duration::from_millis(self.checkpoint_interval_ms.max(10)),
             late_topic: self.late_topic.clone(),
         }
@@ -171,12 +168,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn start_positions_parse_and_round_trip() {
+        assert_eq!(StartPosition::parse("earliest"), Ok(StartPosition::Earliest));
+        assert_eq!(StartPosition::parse("latest"), Ok(StartPosition::Latest));
+        assert_eq!(StartPosition::parse("@1767225600000"), Ok(StartPosition::Timestamp(1_767_225_600_000)));
+        assert_eq!(
+            StartPosition::parse("@2026-01-01T00:00:00Z"),
+            Ok(StartPosition::Timestamp(1_767_225_600_000))
+        );
+        assert!(StartPosition::parse("yesterday").is_err());
+        let json = serde_json::to_value(StartPosition::Timestamp(5)).unwrap_or_default();
+        assert_eq!(json, serde_json::json!({"timestamp": 5}));
+        assert_eq!(serde_json::from_value::<StartPosition>(json).ok(), Some(StartPosition::Timestamp(5)));
+    }
+
+    #[test]
     fn a_minimal_definition_gets_defaults_and_is_checked() {
         let definition: QueryDefinition = serde_json::from_value(serde_json::json!({
             "name": "alerts", "sql": "SELECT * INTO out FROM input"
         }))
         .unwrap_or_else(|error| panic!("{error}"));
-        assert!(definition.start_from_earliest);
+        assert_eq!(definition.start_from, StartPosition::Earliest);
         assert_eq!(definition.checkpoint_interval_ms, 1000);
         assert_eq!(definition.validate(), Ok(()));
         let broken =

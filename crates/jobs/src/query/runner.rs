@@ -52,10 +52,38 @@ pub struct QueryJobSettings {
     pub sql: String,
     pub options: JobOptions,
     /// Where inputs start when the job has no checkpoint.
-    pub start_from_earliest: bool,
+    pub start_from: StartPosition,
     pub checkpoint_interval: Duration,
     /// Late events go here (the event as it came, with the reason in headers), if set.
     pub late_topic: Option<String>,
+}
+
+/// Where a job without a checkpoint starts reading its inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPosition {
+    /// Every record still in the topic: a replay.
+    #[default]
+    Earliest,
+    /// Only records produced after the job started.
+    Latest,
+    /// The first record whose timestamp is at or after this time (epoch ms).
+    Timestamp(i64),
+}
+
+impl StartPosition {
+    /// `earliest`, `latest`, or `@` and a time (epoch milliseconds or ISO-8601).
+    pub fn parse(text: &str) -> Result<StartPosition, String> {
+        match text {
+            "earliest" => Ok(StartPosition::Earliest),
+            "latest" => Ok(StartPosition::Latest),
+            _ => text
+                .strip_prefix('@')
+                .and_then(|time| time.parse::<i64>().ok().or_else(|| tidewater_sql::parse_timestamp(time)))
+                .map(StartPosition::Timestamp)
+                .ok_or_else(|| format!("{text:?} is not earliest, latest, @EPOCH_MS or @ISO-8601")),
+        }
+    }
 }
 
 /// What the checkpoint topic stores per checkpoint.
@@ -144,7 +172,10 @@ pub async fn run_query_job(
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("isolation.level", "read_committed"),
-            ("auto.offset.reset", if settings.start_from_earliest { "earliest" } else { "latest" }),
+            (
+                "auto.offset.reset",
+                if settings.start_from == StartPosition::Latest { "latest" } else { "earliest" },
+            ),
         ])
         .create_with_context(QuietContext::default())
         .context("creating the job's consumer")?;
@@ -166,10 +197,39 @@ pub async fn run_query_job(
                     next_offsets.insert((input.clone(), partition), *offset);
                     Offset::Offset(*offset)
                 }
-                None if settings.start_from_earliest => Offset::Beginning,
-                None => Offset::End,
+                None => match settings.start_from {
+                    StartPosition::Earliest => Offset::Beginning,
+                    StartPosition::Latest => Offset::End,
+                    // Resolved below, for all partitions in one request.
+                    StartPosition::Timestamp(timestamp_ms) => Offset::Offset(timestamp_ms),
+                },
             };
             assignment.add_partition_offset(input, partition, offset)?;
+        }
+    }
+    if let StartPosition::Timestamp(timestamp_ms) = settings.start_from {
+        // Partitions restored from the checkpoint keep their offsets; the others start at the
+        // first record at or after the timestamp (the end, if there is none).
+        let mut by_time = TopicPartitionList::new();
+        for element in assignment.elements() {
+            if !next_offsets.contains_key(&(element.topic().to_string(), element.partition())) {
+                by_time.add_partition_offset(
+                    element.topic(),
+                    element.partition(),
+                    Offset::Offset(timestamp_ms),
+                )?;
+            }
+        }
+        if by_time.count() > 0 {
+            let resolved = blocking(|| consumer.offsets_for_times(by_time, Duration::from_secs(30)))
+                .context("looking up input offsets by timestamp")?;
+            for element in resolved.elements() {
+                let offset = match element.offset() {
+                    Offset::Offset(offset) => Offset::Offset(offset),
+                    _ => Offset::End,
+                };
+                assignment.set_partition_offset(element.topic(), element.partition(), offset)?;
+            }
         }
     }
     consumer.assign(&assignment).context("assigning the input partitions")?;
