@@ -455,6 +455,54 @@ def test_a_new_producer_with_the_same_transactional_id_fences_the_old_one(bootst
     ], "the log holds something a fenced producer sent after it was fenced"
 
 
+def test_a_zombie_consumers_offsets_are_refused_in_a_transaction(bootstrap, topic_name):
+    """KIP-447: a transactional producer sends its consumer's group metadata with the offsets it
+    commits. Once that consumer's generation is over (it left, another member took the
+    partitions), the commit is refused and the transaction can only abort: neither the zombie's
+    offsets nor its output become visible."""
+    ck.create_topic(bootstrap, topic_name)
+    output = f"{topic_name}-out"
+    ck.create_topic(bootstrap, output)
+    group = f"{topic_name}-group"
+    ck.produce(bootstrap, topic_name, [Record(None, f"in-{index}".encode(), (), base_timestamp_ms()) for index in range(4)])
+
+    def member():
+        consumer = ck.consumer(bootstrap, **{"group.id": group, "enable.auto.commit": False,
+                                             "auto.offset.reset": "earliest", **READ_COMMITTED})
+        consumer.subscribe([topic_name])
+        wait_until(lambda: consumer.poll(0.2) is not None or bool(consumer.assignment()),
+                   timeout_s=CLIENT_TIMEOUT_S, what="the member's assignment")
+        return consumer
+
+    zombie_consumer = member()
+    stale_metadata = zombie_consumer.consumer_group_metadata()
+    zombie_consumer.close()  # leaves the group: its generation is over
+    successor = member()  # a new generation
+    producer = transactional_producer(bootstrap, f"{topic_name}-txn")
+    producer.init_transactions(CLIENT_TIMEOUT_S)
+    producer.begin_transaction()
+    producer.produce(output, b"zombie output", partition=0)
+    with pytest.raises(KafkaException) as raised:
+        producer.send_offsets_to_transaction([TopicPartition(topic_name, 0, 4)], stale_metadata, CLIENT_TIMEOUT_S)
+        producer.commit_transaction(CLIENT_TIMEOUT_S)
+    error = raised.value.args[0]
+    assert error.code() in (KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION) or \
+        error.txn_requires_abort(), error
+    producer.abort_transaction(CLIENT_TIMEOUT_S)
+
+    # The current member's commit in a transaction goes through.
+    producer.begin_transaction()
+    producer.produce(output, b"current output", partition=0)
+    producer.send_offsets_to_transaction(
+        [TopicPartition(topic_name, 0, 2)], successor.consumer_group_metadata(), CLIENT_TIMEOUT_S)
+    producer.commit_transaction(CLIENT_TIMEOUT_S)
+    committed = successor.committed([TopicPartition(topic_name, 0)], timeout=CLIENT_TIMEOUT_S)
+    successor.close()
+    assert committed[0].offset == 2, "the zombie's offsets (4) or nothing were committed"
+    visible = [message.value() for message in read_partition(bootstrap, output, 0, **READ_COMMITTED)]
+    assert visible == [b"current output"]
+
+
 # --- The broker killed in the middle of a transaction -------------------------------------------
 
 # The transaction timeout of a producer that disappears: the broker aborts its transaction after

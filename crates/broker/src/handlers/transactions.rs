@@ -111,13 +111,28 @@ pub(super) async fn txn_offset_commit(
                 })
             })
             .collect();
-        let outcome = broker.txn_offset_commit(
-            &request.transactional_id.0,
-            &request.group_id.0,
-            request.producer_id.0,
-            request.producer_epoch,
-            offsets,
-        );
+        // KIP-447: a producer that sends its consumer's group metadata (TxnOffsetCommit v3) is
+        // checked like an OffsetCommit, so a zombie of an older generation, whose partitions
+        // have moved, cannot commit offsets (and its transaction, unable to commit, aborts).
+        // Without metadata (generation -1, no member) the commit is not tied to a generation.
+        let fenced = if request.generation_id >= 0 || !request.member_id.is_empty() {
+            broker
+                .lock_groups()
+                .check_commit(&request.group_id.0, &request.member_id, request.generation_id)
+                .err()
+        } else {
+            None
+        };
+        let outcome = match fenced {
+            Some(error) => Err(error),
+            None => broker.txn_offset_commit(
+                &request.transactional_id.0,
+                &request.group_id.0,
+                request.producer_id.0,
+                request.producer_epoch,
+                offsets,
+            ),
+        };
         let error = code(outcome);
         let topics = request
             .topics
