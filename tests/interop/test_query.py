@@ -291,3 +291,47 @@ def test_seed_scenario_end_to_end_from_mqtt_devices(broker, bootstrap, tmp_path)
     # (10 s, 40 s]: readings at 12..40 s, 60 + s/2 on average 73.
     assert first["windowEnd"] == "2026-01-01T00:00:40.0000000Z", rows
     assert abs(first["avg_temp"] - 73.0) < 1e-9, rows
+
+
+def test_parallel_instances_share_the_partitions_exactly_once(bootstrap, topic_name, tmp_path):
+    """`query run --parallel`: two instances of one job split a 4-partition input (one engine job
+    per partition), one is killed with SIGKILL and restarted, and read_committed consumers of
+    the output see exactly the rows of a single clean instance."""
+    telemetry = f"{topic_name}-telemetry"
+    tidewater("topic", "create", telemetry, "--partitions", "4", bootstrap=bootstrap)
+    first_half, second_half = readings(range(0, 120), devices=8), readings(range(120, 240), devices=8)
+    produce(bootstrap, telemetry, first_half)
+
+    def job(name: str, alerts: str, log: str) -> QueryJob:
+        query = tmp_path / f"{name}.sql"
+        query.write_text(SEED_QUERY.format(alerts=alerts, telemetry=telemetry))
+        return QueryJob(query, bootstrap, tmp_path / log, "--parallel", "-X", "session.timeout.ms=6000")
+
+    reference_alerts, shared_alerts = f"{topic_name}-reference", f"{topic_name}-shared"
+    reference = job("reference", reference_alerts, "reference.log")
+    first = job("shared", shared_alerts, "first.log")
+    second = job("shared", shared_alerts, "second.log")
+    for process in (reference, first, second):
+        process.start()
+    try:
+        wait_for_rows(bootstrap, shared_alerts, 5)
+        first.kill()
+        produce(bootstrap, telemetry, second_half)
+        time.sleep(1)
+        first.start()
+        agreed, deadline = 0, time.monotonic() + 120
+        while agreed < 2 and time.monotonic() < deadline:
+            expected = read_committed(bootstrap, reference_alerts)
+            actual = read_committed(bootstrap, shared_alerts)
+            agreed = agreed + 1 if len(actual) == len(expected) > 20 else 0
+    finally:
+        for process in (reference, first, second):
+            assert process.stop() == 0, process.log.read_text()[-3000:]
+    expected = read_committed(bootstrap, reference_alerts)
+    actual = read_committed(bootstrap, shared_alerts)
+    key = lambda row: (row["windowEnd"], row["deviceId"])  # noqa: E731
+    assert len({key(row) for row in actual}) == len(actual), "a row was delivered twice"
+    assert sorted(actual, key=key) == sorted(expected, key=key)
+    assert len(expected) > 20
+    for log in ("first.log", "second.log"):
+        assert "partition assigned" in (tmp_path / log).read_text(), f"{log}: this instance never got a partition"

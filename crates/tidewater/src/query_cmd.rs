@@ -77,6 +77,10 @@ pub(crate) struct CreateArgs {
     /// Register the job stopped.
     #[arg(long)]
     stopped: bool,
+    /// Process each input partition number on its own, so that several servers running the
+    /// registry share the job's partitions (see `query run --parallel`).
+    #[arg(long)]
+    parallel: bool,
     /// Replace a job of the same name (it restarts from its last checkpoint, which must fit the
     /// new query: change the name for a different query).
     #[arg(long)]
@@ -106,6 +110,11 @@ pub(crate) struct RunArgs {
     /// Write late events (with the watermark they missed in a header) to this topic.
     #[arg(long)]
     late_topic: Option<String>,
+    /// Process each input partition number on its own (like ASA's PARTITION BY PartitionId), so
+    /// that several instances of the job share the partitions as a consumer group. Right for
+    /// queries whose groups live in one partition (e.g. per device, input keyed by device id).
+    #[arg(long)]
+    parallel: bool,
     #[command(flatten)]
     event_time: EventTimeArgs,
 }
@@ -208,6 +217,7 @@ async fn create(registry: QueryRegistry, args: CreateArgs) -> anyhow::Result<()>
         start_from: args.from,
         checkpoint_interval_ms: args.checkpoint_interval_ms,
         late_topic: args.late_topic,
+        parallel: args.parallel,
         stopped: args.stopped,
     };
     if let Err(error) = definition.validate() {
@@ -328,6 +338,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
         start_from: args.from,
         checkpoint_interval: std::time::Duration::from_millis(args.checkpoint_interval_ms.max(10)),
         late_topic: args.late_topic,
+        parallel: args.parallel,
     };
     let cluster = crate::trigger_cmd::cluster_config(&args.connect);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,10 +1,13 @@
 //! Streaming SQL jobs against a Kafka-compatible cluster.
 //!
 //! - `runner`: one job, exactly once (output rows and checkpoints in Kafka transactions).
+//! - `parallel`: one job over several instances sharing the input partitions, one engine job
+//!   per partition number, exactly once through KIP-447 transactional offset commits.
 //! - `registry`: query jobs registered in the cluster (`_tidewater_queries`), as the trigger
 //!   registry does for triggers, so `tidewater serve` can run them.
 //! - `supervisor`: keeps the registered jobs running.
 
+pub mod parallel;
 pub mod registry;
 pub mod runner;
 pub mod supervisor;

@@ -42,6 +42,10 @@ pub struct QueryDefinition {
     pub checkpoint_interval_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub late_topic: Option<String>,
+    /// Process each input partition number on its own so that several servers or `query run
+    /// --parallel` instances share the partitions.
+    #[serde(default)]
+    pub parallel: bool,
     /// A stopped job keeps its definition and its last checkpoint; `start` resumes from it.
     #[serde(default)]
     pub stopped: bool,
@@ -88,6 +92,7 @@ impl QueryDefinition {
             start_from: self.start_from,
             checkpoint_interval: Duration::from_millis(self.checkpoint_interval_ms.max(10)),
             late_topic: self.late_topic.clone(),
+            parallel: self.parallel,
         }
     }
 

@@ -40,9 +40,9 @@ pub const CHECKPOINT_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Checkpoints older than this are deleted by retention; only the latest of each job matters.
 const CHECKPOINT_RETENTION_MS: &str = "86400000";
 /// How long transactional calls (init, commit) may take before the job fails.
-const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Version of the checkpoint record's envelope (the engine versions its own state).
-const CHECKPOINT_ENVELOPE_VERSION: u32 = 1;
+pub(super) const CHECKPOINT_ENVELOPE_VERSION: u32 = 1;
 
 /// How to run one query job.
 #[derive(Debug, Clone)]
@@ -56,6 +56,9 @@ pub struct QueryJobSettings {
     pub checkpoint_interval: Duration,
     /// Late events go here (the event as it came, with the reason in headers), if set.
     pub late_topic: Option<String>,
+    /// Process each input partition number on its own, so several instances can share the
+    /// partitions (see `parallel`).
+    pub parallel: bool,
 }
 
 /// Where a job without a checkpoint starts reading its inputs.
@@ -119,6 +122,9 @@ pub async fn run_query_job(
     cluster: ClusterConfig,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    if settings.parallel {
+        return super::parallel::run_parallel_query_job(settings, cluster, stop).await;
+    }
     let compile = || {
         tidewater_sql::compile(&settings.sql, settings.options.clone()).map_err(|diagnostics| {
             let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
@@ -294,7 +300,7 @@ pub async fn run_query_job(
 }
 
 /// Queues one step's output rows (and late events) in the open transaction.
-fn send_step(
+pub(super) fn send_step(
     producer: &FutureProducer<QuietContext>,
     settings: &QueryJobSettings,
     step: Step,
@@ -334,7 +340,7 @@ fn send_step(
 
 /// Queues a record in the open transaction, waiting while librdkafka's queue is full rather than
 /// failing.
-fn enqueue<K: rdkafka::message::ToBytes + ?Sized>(
+pub(super) fn enqueue<K: rdkafka::message::ToBytes + ?Sized>(
     producer: &FutureProducer<QuietContext>,
     mut record: FutureRecord<'_, K, [u8]>,
 ) -> anyhow::Result<()> {
@@ -368,25 +374,34 @@ fn checkpoint(
         counts,
         state: job.checkpoint(),
     };
-    let value = serde_json::to_vec(&record).context("encoding the checkpoint")?;
-    anyhow::ensure!(
-        value.len() <= CHECKPOINT_BYTES_MAX,
-        "the job's state is {} bytes, more than a checkpoint may hold ({CHECKPOINT_BYTES_MAX})",
-        value.len()
-    );
-    enqueue(producer, FutureRecord::to(CHECKPOINT_TOPIC).key(name).payload(&value[..]))?;
+    enqueue_checkpoint(producer, name, &record)?;
     blocking(|| producer.commit_transaction(TRANSACTION_TIMEOUT))
         .context("committing a checkpoint transaction")?;
     blocking(|| producer.begin_transaction()).context("beginning a transaction")?;
     Ok(())
 }
 
+/// Queues a checkpoint record, keyed `key`, in the open transaction.
+pub(super) fn enqueue_checkpoint(
+    producer: &FutureProducer<QuietContext>,
+    key: &str,
+    record: &CheckpointRecord,
+) -> anyhow::Result<()> {
+    let value = serde_json::to_vec(record).context("encoding the checkpoint")?;
+    anyhow::ensure!(
+        value.len() <= CHECKPOINT_BYTES_MAX,
+        "the job's state is {} bytes, more than a checkpoint may hold ({CHECKPOINT_BYTES_MAX})",
+        value.len()
+    );
+    enqueue(producer, FutureRecord::to(CHECKPOINT_TOPIC).key(key).payload(&value[..]))
+}
+
 /// Runs a blocking librdkafka call without stalling the async worker's other tasks.
-fn blocking<T>(call: impl FnOnce() -> T) -> T {
+pub(super) fn blocking<T>(call: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(call)
 }
 
-async fn ensure_checkpoint_topic(cluster: &ClusterConfig) -> anyhow::Result<()> {
+pub(super) async fn ensure_checkpoint_topic(cluster: &ClusterConfig) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<QuietContext> = cluster
         .client_config(&[("client.id", "tidewater-query-admin")])
@@ -493,7 +508,7 @@ fn position(consumer: &BaseConsumer<QuietContext>) -> anyhow::Result<i64> {
         .unwrap_or(-1))
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
