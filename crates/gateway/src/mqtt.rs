@@ -276,14 +276,17 @@ async fn run_connection(
             }
         };
     let version = connect.protocol_version;
-    let identity = {
-        let devices = shared.directory.borrow().clone();
-        authenticate(
-            devices.as_deref(),
-            connect.client_id.as_str(),
-            connect.password.as_deref(),
-            shared.config.allow_anonymous,
-        )
+    let devices = shared.directory.borrow().clone();
+    let identity = authenticate(
+        devices.as_deref(),
+        connect.client_id.as_str(),
+        connect.password.as_deref(),
+        shared.config.allow_anonymous,
+    );
+    // The key the device proved it holds, as its hash: a rotated key ends the connection too.
+    let key_hash = match (&identity, &devices) {
+        (Ok(Identity::Device(id)), Some(devices)) => devices.get(id).map(|device| device.key_hash.clone()),
+        _ => None,
     };
     let identity = match identity {
         Ok(identity) => identity,
@@ -311,6 +314,7 @@ async fn run_connection(
         shared: shared.clone(),
         version,
         identity,
+        key_hash,
         keep_alive: keep_alive_deadline(connect.keep_alive_secs),
         qos1_slots: Arc::new(Semaphore::new(max_in_flight)),
         qos2_received: HashSet::new(),
@@ -443,6 +447,8 @@ struct Session {
     shared: Arc<Shared>,
     version: ProtocolVersion,
     identity: Identity,
+    /// The hash of the key the device authenticated with (`None` for anonymous clients).
+    key_hash: Option<String>,
     keep_alive: Option<Duration>,
     /// QoS 1 appends awaiting durability.
     qos1_slots: Arc<Semaphore>,
@@ -563,18 +569,18 @@ impl Session {
                 "topic aliases are not accepted (maximum 0)".into(),
             ));
         }
-        // A device disabled or removed while connected is cut off at its next message.
+        // A device disabled, removed or given a new key while connected is cut off at its next
+        // message.
         if let Identity::Device(id) = &self.identity {
-            let allowed = self
-                .shared
-                .directory
-                .borrow()
-                .as_ref()
-                .is_some_and(|devices| devices.get(id).is_some_and(|device| !device.disabled));
+            let allowed = self.shared.directory.borrow().as_ref().is_some_and(|devices| {
+                devices.get(id).is_some_and(|device| {
+                    !device.disabled && Some(&device.key_hash) == self.key_hash.as_ref()
+                })
+            });
             if !allowed {
                 return Err(End::Because(
                     ReasonCode::NotAuthorized,
-                    format!("device {id} was disabled or removed"),
+                    format!("device {id} was disabled, removed or re-keyed"),
                 ));
             }
         }

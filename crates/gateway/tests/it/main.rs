@@ -467,3 +467,24 @@ async fn a_new_connection_with_the_same_client_id_takes_over() {
     let (_third, _) = Client::connect(&gateway, ProtocolVersion::V311, "pump-1", Some(KEY)).await;
     assert_eq!(show(new.receive().await), "DISCONNECT Session taken over (0x8e)");
 }
+
+#[tokio::test]
+async fn a_device_whose_key_is_rotated_is_cut_off_at_its_next_message() {
+    let gateway = start(MqttConfig::default()).await;
+    let (mut client, _) = Client::connect(&gateway, ProtocolVersion::V311, "pump-1", Some(KEY)).await;
+    let (mut other, _) = Client::connect(&gateway, ProtocolVersion::V5, "pump-2", Some(KEY)).await;
+    gateway.devices.send_modify(|devices| {
+        if let Some(devices) = devices {
+            let mut changed = (**devices).clone();
+            if let Some(device) = changed.get_mut("pump-1") {
+                device.set_key("a-new-key", [1; 16], 1);
+            }
+            *devices = Arc::new(changed);
+        }
+    });
+    client.publish("devices/pump-1/messages/events/", QoS::AtLeastOnce, 1, "x").await;
+    assert_eq!(show(client.receive().await), "closed");
+    // Other devices are not affected.
+    other.publish("devices/pump-2/messages/events/", QoS::AtLeastOnce, 1, "y").await;
+    assert_eq!(show(other.receive().await), "PUBACK 1 Success (0x00)");
+}
