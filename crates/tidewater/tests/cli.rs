@@ -88,3 +88,23 @@ fn a_bad_setting_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unknown fsync policy \"sometimes\""), "{stderr}");
 }
+
+/// Runs `tidewater ARGS` and returns its stderr, expecting it to fail.
+fn failing(args: &[&str]) -> String {
+    let output = Command::new(BINARY).args(args).env("TIDEWATER_LOG", "error").output().expect("run");
+    assert!(!output.status.success(), "tidewater {args:?} succeeded");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn bad_gateway_settings_are_clear_errors() {
+    let stderr = failing(&["serve", "--mqtt-listen", "localhost"]);
+    assert!(stderr.contains("expected host:port (an IP address and a port) or \"none\""), "{stderr}");
+    let stderr = failing(&["serve", "--kafka-listen", "127.0.0.1:0", "--mqtt-max-packet-bytes", "10"]);
+    assert!(stderr.contains("--mqtt-max-packet-bytes must be between 256 and"), "{stderr}");
+    let stderr = failing(&["gateway", "--mqtt-listen", "none"]);
+    assert!(stderr.contains("`tidewater gateway` needs an --mqtt-listen address"), "{stderr}");
+    // A device id that could not appear in an MQTT topic level is refused before any I/O.
+    let stderr = failing(&["device", "add", "a/b", "--brokers", "127.0.0.1:1"]);
+    assert!(stderr.contains("device \"a/b\": a device id may hold letters"), "{stderr}");
+}
