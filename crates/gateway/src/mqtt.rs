@@ -302,10 +302,16 @@ async fn run_connection(
     };
     let properties = connack_properties(&connect, &shared.config);
     let client_id = match &properties.assigned_client_identifier {
-        Some(assigned) => assigned.as_str().to_string(),
-        None => connect.client_id.as_str().to_string(),
+        Some(assigned) => assigned.as_str(),
+        None => connect.client_id.as_str(),
     };
-    let claim = ClientClaim::take(&shared, &client_id);
+    // Anonymous clients claim ids of their own kind, so one cannot push a device off by naming
+    // itself after it.
+    let claimed_id = match &identity {
+        Identity::Device(id) => id.clone(),
+        Identity::Anonymous => format!("anonymous/{client_id}"),
+    };
+    let claim = ClientClaim::take(&shared, &claimed_id);
     if write_packet(&mut writer, version, &connack(ReasonCode::Success, properties)).await.is_err() {
         return;
     }

@@ -556,3 +556,13 @@ async fn the_will_is_appended_when_a_device_vanishes_and_not_after_a_normal_disc
     drop(connect_with_will(&gateway, ProtocolVersion::V5, "devices/pump-2/messages/events/").await);
     assert!(wills(&gateway).await.is_empty());
 }
+
+#[tokio::test]
+async fn an_anonymous_client_cannot_take_over_a_device_by_naming_itself_after_it() {
+    let gateway = start(MqttConfig { allow_anonymous: true, ..MqttConfig::default() }).await;
+    let (mut device, _) = Client::connect(&gateway, ProtocolVersion::V5, "pump-1", Some(KEY)).await;
+    let (_anonymous, connack) = Client::connect(&gateway, ProtocolVersion::V5, "pump-1", None).await;
+    assert_eq!(show(Some(connack)), "CONNACK Success (0x00)");
+    device.publish("devices/pump-1/messages/events/", QoS::AtLeastOnce, 1, "x").await;
+    assert_eq!(show(device.receive().await), "PUBACK 1 Success (0x00)");
+}
