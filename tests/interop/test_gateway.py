@@ -173,9 +173,11 @@ def test_the_will_of_a_device_that_vanishes_is_appended(bootstrap, mqtt_port, ve
     key = add_device(bootstrap, device_id)
     will = (events_topic(device_id) + "status", b"offline")
     device = connect_when_registered(mqtt_port, device_id, key, VERSIONS[version], will=will)
-    # The network goes away under the client: no DISCONNECT.
-    device.client.socket().shutdown(socket.SHUT_RDWR)
+    # The network goes away under the client: no DISCONNECT. The client's loop is stopped
+    # first, so it cannot reconnect (and later leave a second will behind).
     device.client.loop_stop()
+    device.client.socket().shutdown(socket.SHUT_RDWR)
+    device.client.socket().close()
     [record] = telemetry_of(bootstrap, device_id, at_least=1)
     assert record.value() == b"offline"
     assert headers_of(record)["mqtt-will"] == b"true"
