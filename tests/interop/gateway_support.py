@@ -54,9 +54,11 @@ class Device:
     whose PUBACK or PUBREC-then-PUBCOMP arrived with a success code; `refused` maps message ids
     to failure reason codes."""
 
-    def __init__(self, port: int, client_id: str, key: str | None, protocol: int):
+    def __init__(self, port: int, client_id: str, key: str | None, protocol: int, will: tuple[str, bytes] | None = None):
         self.protocol = protocol
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        if will is not None:
+            self.client.will_set(will[0], will[1], qos=1)
         if key is not None:
             self.client.username_pw_set(client_id, key)
         self.connack: mqtt.ReasonCode | None = None
@@ -113,11 +115,13 @@ class Device:
         self.client.loop_stop()
 
 
-def connect_when_registered(port: int, device_id: str, key: str, protocol: int) -> Device:
+def connect_when_registered(
+    port: int, device_id: str, key: str, protocol: int, will: tuple[str, bytes] | None = None
+) -> Device:
     """Connects as `device_id`, retrying while the gateway has not seen the registration yet."""
     deadline = time.monotonic() + REGISTRY_TIMEOUT_S
     while True:
-        device = Device(port, device_id, key, protocol)
+        device = Device(port, device_id, key, protocol, will)
         if device.accepted:
             return device
         device.close()

@@ -166,6 +166,31 @@ def test_anonymous_clients_when_allowed_have_no_device_identity(broker_factory):
     assert telemetry_of(bootstrap, device_id, timeout_s=0) == []
 
 
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_will_of_a_device_that_vanishes_is_appended(bootstrap, mqtt_port, version):
+    device_id = new_device_id("will")
+    key = add_device(bootstrap, device_id)
+    will = (events_topic(device_id) + "status", b"offline")
+    device = connect_when_registered(mqtt_port, device_id, key, VERSIONS[version], will=will)
+    # The network goes away under the client: no DISCONNECT. The client's loop is stopped
+    # first, so it cannot reconnect (and later leave a second will behind).
+    device.client.loop_stop()
+    device.client.socket().shutdown(socket.SHUT_RDWR)
+    device.client.socket().close()
+    [record] = telemetry_of(bootstrap, device_id, at_least=1)
+    assert record.value() == b"offline"
+    assert headers_of(record)["mqtt-will"] == b"true"
+    assert headers_of(record)["device-id"] == device_id.encode()
+
+    # After a normal DISCONNECT the will is discarded.
+    device = connect_when_registered(mqtt_port, device_id, key, VERSIONS[version], will=will)
+    device.publish(events_topic(device_id), b"last words", qos=1)
+    device.wait_acked(1)
+    device.close()
+    time.sleep(0.5)
+    assert [record.value() for record in telemetry_of(bootstrap, device_id)] == [b"offline", b"last words"]
+
 def test_a_device_publishing_to_another_devices_topic_is_refused(bootstrap, mqtt_port):
     mallory, victim = new_device_id("mallory"), new_device_id("victim")
     mallory_key = add_device(bootstrap, mallory)

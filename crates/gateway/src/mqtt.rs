@@ -18,6 +18,8 @@
 //!   again but not appended again, which is what makes QoS 2 exactly-once on this hop.
 //! - PINGREQ gets a PINGRESP; DISCONNECT ends the connection; silence longer than 1.5 times the
 //!   keep-alive the client asked for closes it (spec 3.1.2.10).
+//! - A will message is appended like a PUBLISH (header `mqtt-will: true`) when the connection
+//!   ends any way but a normal DISCONNECT.
 //!
 //! A packet that does not decode, or breaks the protocol, ends that connection only: an MQTT 5
 //! client is sent a DISCONNECT with the reason code first (Malformed Packet, Protocol Error,
@@ -35,8 +37,8 @@
 //! # Not yet
 //!
 //! Sessions are not kept (CONNACK always says no session present), SUBSCRIBE is refused
-//! (commands to devices come later), will messages are accepted and never published, the
-//! retain flag is ignored, and topic aliases are refused. A second connection with the same
+//! (commands to devices come later), a will's delay interval is not honoured, the retain flag
+//! is ignored, and topic aliases are refused. A second connection with the same
 //! client id takes over: the first is closed (MQTT 5: Session taken over, 0x8E) once it has sent
 //! the acknowledgements it owes.
 
@@ -230,7 +232,9 @@ enum Outgoing {
 /// Why the reader ended a connection; the DISCONNECT reason for MQTT 5 where there is one.
 #[derive(Debug)]
 enum End {
-    /// The client left (DISCONNECT or end of stream) or the writer gave up.
+    /// The client sent DISCONNECT with this reason code.
+    Disconnected(ReasonCode),
+    /// The stream ended or the writer gave up.
     Quietly,
     /// Tell an MQTT 5 client why, then close.
     Because(ReasonCode, String),
@@ -276,14 +280,17 @@ async fn run_connection(
             }
         };
     let version = connect.protocol_version;
-    let identity = {
-        let devices = shared.directory.borrow().clone();
-        authenticate(
-            devices.as_deref(),
-            connect.client_id.as_str(),
-            connect.password.as_deref(),
-            shared.config.allow_anonymous,
-        )
+    let devices = shared.directory.borrow().clone();
+    let identity = authenticate(
+        devices.as_deref(),
+        connect.client_id.as_str(),
+        connect.password.as_deref(),
+        shared.config.allow_anonymous,
+    );
+    // The key the device proved it holds, as its hash: a rotated key ends the connection too.
+    let key_hash = match (&identity, &devices) {
+        (Ok(Identity::Device(id)), Some(devices)) => devices.get(id).map(|device| device.key_hash.clone()),
+        _ => None,
     };
     let identity = match identity {
         Ok(identity) => identity,
@@ -295,10 +302,16 @@ async fn run_connection(
     };
     let properties = connack_properties(&connect, &shared.config);
     let client_id = match &properties.assigned_client_identifier {
-        Some(assigned) => assigned.as_str().to_string(),
-        None => connect.client_id.as_str().to_string(),
+        Some(assigned) => assigned.as_str(),
+        None => connect.client_id.as_str(),
     };
-    let claim = ClientClaim::take(&shared, &client_id);
+    // Anonymous clients claim ids of their own kind, so one cannot push a device off by naming
+    // itself after it.
+    let claimed_id = match &identity {
+        Identity::Device(id) => id.clone(),
+        Identity::Anonymous => format!("anonymous/{client_id}"),
+    };
+    let claim = ClientClaim::take(&shared, &claimed_id);
     if write_packet(&mut writer, version, &connack(ReasonCode::Success, properties)).await.is_err() {
         return;
     }
@@ -311,6 +324,7 @@ async fn run_connection(
         shared: shared.clone(),
         version,
         identity,
+        key_hash,
         keep_alive: keep_alive_deadline(connect.keep_alive_secs),
         qos1_slots: Arc::new(Semaphore::new(max_in_flight)),
         qos2_received: HashSet::new(),
@@ -326,9 +340,48 @@ async fn run_connection(
             let _ = session.outgoing.send(Outgoing::Packet(disconnect)).await;
         }
     }
+    // The will goes out unless the client said goodbye without asking for it (spec 3.1.2.5).
+    let publish_will =
+        !matches!(end, End::Disconnected(code) if code != ReasonCode::DisconnectWithWillMessage);
+    if let (true, Some(will)) = (publish_will, &connect.will) {
+        publish_will_message(&session, will).await;
+    }
     let _ = session.outgoing.send(Outgoing::Close).await;
     drop(session);
     let _ = writer_task.await;
+}
+
+/// Header marking a will message, as IoT Hub marks its will telemetry.
+pub const WILL_HEADER: &str = "mqtt-will";
+
+/// Appends a connection's will message, routed like any PUBLISH of its identity (so a device's
+/// will must name its own events topic), with header `mqtt-will: true`, and waits until it is
+/// durable. Will Delay Interval is not honoured: the will goes out at once.
+async fn publish_will_message(session: &Session, will: &tidewater_mqtt::Will) {
+    let publish = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: will.retain,
+        topic: will.topic.clone(),
+        packet_id: None,
+        properties: will.properties.clone(),
+        payload: will.payload.clone(),
+    };
+    let mut message = match route(&session.identity, &publish, &session.shared.config.telemetry_topic) {
+        Ok(message) => message,
+        Err(code) => {
+            tracing::info!(identity = ?session.identity, topic = will.topic.as_str(), reason = %code, "will message dropped");
+            return;
+        }
+    };
+    message.headers.push((WILL_HEADER.to_string(), Bytes::from_static(b"true")));
+    let appended = match session.append(&message).await {
+        Ok(pending) => tokio::time::timeout(WRITE_TIMEOUT, pending).await,
+        Err(_) => return,
+    };
+    if !matches!(appended, Ok(Ok(()))) {
+        tracing::warn!(identity = ?session.identity, "a will message could not be appended");
+    }
 }
 
 /// 1.5 times the keep-alive, or no deadline for a keep-alive of 0 (spec 3.1.2.10).
@@ -443,6 +496,8 @@ struct Session {
     shared: Arc<Shared>,
     version: ProtocolVersion,
     identity: Identity,
+    /// The hash of the key the device authenticated with (`None` for anonymous clients).
+    key_hash: Option<String>,
     keep_alive: Option<Duration>,
     /// QoS 1 appends awaiting durability.
     qos1_slots: Arc<Semaphore>,
@@ -503,7 +558,7 @@ impl Session {
                 Packet::Publish(publish) => self.publish(publish).await,
                 Packet::PubRel(release) => self.release(release).await,
                 Packet::PingReq => self.send(Outgoing::Packet(Packet::PingResp)).await,
-                Packet::Disconnect(_) => return End::Quietly,
+                Packet::Disconnect(disconnect) => return End::Disconnected(disconnect.reason_code),
                 Packet::Subscribe(subscribe) => {
                     // Commands to devices are not there yet: every subscription is refused.
                     let refused = Packet::SubAck(SubAck {
@@ -563,18 +618,18 @@ impl Session {
                 "topic aliases are not accepted (maximum 0)".into(),
             ));
         }
-        // A device disabled or removed while connected is cut off at its next message.
+        // A device disabled, removed or given a new key while connected is cut off at its next
+        // message.
         if let Identity::Device(id) = &self.identity {
-            let allowed = self
-                .shared
-                .directory
-                .borrow()
-                .as_ref()
-                .is_some_and(|devices| devices.get(id).is_some_and(|device| !device.disabled));
+            let allowed = self.shared.directory.borrow().as_ref().is_some_and(|devices| {
+                devices.get(id).is_some_and(|device| {
+                    !device.disabled && Some(&device.key_hash) == self.key_hash.as_ref()
+                })
+            });
             if !allowed {
                 return Err(End::Because(
                     ReasonCode::NotAuthorized,
-                    format!("device {id} was disabled or removed"),
+                    format!("device {id} was disabled, removed or re-keyed"),
                 ));
             }
         }

@@ -45,7 +45,8 @@ pub fn events_topic_device(topic: &str) -> Option<&str> {
 
 /// Routes a PUBLISH from `identity` to a record on `telemetry_topic`, or refuses it with the
 /// MQTT 5 reason code for the acknowledgement: Not authorized for another device's topic, for
-/// any topic outside the routes, and for every topic of an anonymous client.
+/// any topic outside the routes, and for every topic of an anonymous client; Payload format
+/// invalid for a payload declared UTF-8 that is not.
 pub fn route(
     identity: &Identity,
     publish: &Publish,
@@ -57,6 +58,11 @@ pub fn route(
         return Err(ReasonCode::NotAuthorized);
     }
     let properties = &publish.properties;
+    // A payload the device declared UTF-8 (MQTT 5 Payload Format Indicator 1) must be, so that
+    // consumers can trust the declaration (spec 3.3.2.3.2).
+    if properties.payload_format_indicator == Some(true) && std::str::from_utf8(&publish.payload).is_err() {
+        return Err(ReasonCode::PayloadFormatInvalid);
+    }
     let mut headers = Vec::with_capacity(3 + properties.user_properties.len());
     headers.push((DEVICE_ID_HEADER.to_string(), Bytes::copy_from_slice(device_id.as_bytes())));
     headers.push((MQTT_TOPIC_HEADER.to_string(), publish.topic.clone().into_bytes()));
@@ -114,6 +120,26 @@ mod tests {
             }
             Err(code) => code.to_string(),
         }
+    }
+
+    #[test]
+    fn a_payload_declared_utf8_must_be() {
+        let pump = Identity::Device("pump-1".into());
+        let mut publish = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: text("devices/pump-1/messages/events/"),
+            packet_id: std::num::NonZeroU16::new(1),
+            properties: Properties { payload_format_indicator: Some(true), ..Properties::default() },
+            payload: Bytes::from_static(b"\xff\xfe"),
+        };
+        assert_eq!(route(&pump, &publish, "telemetry").err(), Some(ReasonCode::PayloadFormatInvalid));
+        publish.payload = Bytes::from_static("température".as_bytes());
+        assert!(route(&pump, &publish, "telemetry").is_ok());
+        publish.properties.payload_format_indicator = Some(false);
+        publish.payload = Bytes::from_static(b"\xff\xfe");
+        assert!(route(&pump, &publish, "telemetry").is_ok());
     }
 
     #[test]

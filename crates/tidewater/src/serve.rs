@@ -30,6 +30,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         "--default-partitions must be between 1 and {}",
         tidewater_broker::PARTITIONS_PER_TOPIC_MAX
     );
+    let mqtt_config = args.mqtt.config()?;
     // Bound first, so that with `--kafka-listen HOST:0` the advertised address names the port
     // the kernel chose: clients connect to what Metadata advertises, and port 0 leads nowhere.
     // Connections that arrive during recovery wait in the listen backlog.
@@ -40,7 +41,6 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let advertised = args.kafka_advertised.clone().unwrap_or_else(|| bound.to_string());
     // The MQTT listener is bound up front too, so a busy port fails the start, and the running
     // line can name the port the kernel chose for `--mqtt-listen HOST:0`.
-    let mqtt_config = args.mqtt.config()?;
     let mqtt_listener = match args.mqtt.mqtt_listen.0 {
         None => None,
         Some(address) => {

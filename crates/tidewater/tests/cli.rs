@@ -125,3 +125,23 @@ fn query_test_compares_with_expected_output_and_reports_diagnostics_with_positio
     assert!(stderr.contains("bad.sql:1:8: unknown function 'foo'"), "{stderr}");
     assert!(stderr.contains("bad.sql:2:25:"), "{stderr}");
 }
+
+/// Runs `tidewater ARGS` and returns its stderr, expecting it to fail.
+fn failing(args: &[&str]) -> String {
+    let output = Command::new(BINARY).args(args).env("TIDEWATER_LOG", "error").output().expect("run");
+    assert!(!output.status.success(), "tidewater {args:?} succeeded");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn bad_gateway_settings_are_clear_errors() {
+    let stderr = failing(&["serve", "--mqtt-listen", "localhost"]);
+    assert!(stderr.contains("expected host:port (an IP address and a port) or \"none\""), "{stderr}");
+    let stderr = failing(&["serve", "--kafka-listen", "127.0.0.1:0", "--mqtt-max-packet-bytes", "10"]);
+    assert!(stderr.contains("--mqtt-max-packet-bytes must be between 256 and"), "{stderr}");
+    let stderr = failing(&["gateway", "--mqtt-listen", "none"]);
+    assert!(stderr.contains("`tidewater gateway` needs an --mqtt-listen address"), "{stderr}");
+    // A device id that could not appear in an MQTT topic level is refused before any I/O.
+    let stderr = failing(&["device", "add", "a/b", "--brokers", "127.0.0.1:1"]);
+    assert!(stderr.contains("device \"a/b\": a device id may hold letters"), "{stderr}");
+}

@@ -15,8 +15,8 @@ use tidewater_gateway::mqtt::{serve, MqttConfig};
 use tidewater_gateway::route::DeviceMessage;
 use tidewater_gateway::{Appender, Device, MemoryAppender};
 use tidewater_mqtt::{
-    check, decode, Connect, Limits, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS,
-    ReasonCode, Utf8Bytes,
+    check, decode, Connect, Disconnect, Limits, Packet, Properties, ProtocolVersion, PubResponse, Publish,
+    QoS, ReasonCode, Utf8Bytes,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -443,7 +443,7 @@ async fn connections_over_the_limit_wait_for_a_free_slot() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!second.is_finished(), "the second client was served while the first held the only slot");
     first
-        .send(&Packet::Disconnect(tidewater_mqtt::Disconnect {
+        .send(&Packet::Disconnect(Disconnect {
             reason_code: ReasonCode::Success,
             properties: Properties::default(),
         }))
@@ -466,4 +466,103 @@ async fn a_new_connection_with_the_same_client_id_takes_over() {
     assert_eq!(show(new.receive().await), "PUBACK 1 Success (0x00)");
     let (_third, _) = Client::connect(&gateway, ProtocolVersion::V311, "pump-1", Some(KEY)).await;
     assert_eq!(show(new.receive().await), "DISCONNECT Session taken over (0x8e)");
+}
+
+#[tokio::test]
+async fn a_device_whose_key_is_rotated_is_cut_off_at_its_next_message() {
+    let gateway = start(MqttConfig::default()).await;
+    let (mut client, _) = Client::connect(&gateway, ProtocolVersion::V311, "pump-1", Some(KEY)).await;
+    let (mut other, _) = Client::connect(&gateway, ProtocolVersion::V5, "pump-2", Some(KEY)).await;
+    gateway.devices.send_modify(|devices| {
+        if let Some(devices) = devices {
+            let mut changed = (**devices).clone();
+            if let Some(device) = changed.get_mut("pump-1") {
+                device.set_key("a-new-key", [1; 16], 1);
+            }
+            *devices = Arc::new(changed);
+        }
+    });
+    client.publish("devices/pump-1/messages/events/", QoS::AtLeastOnce, 1, "x").await;
+    assert_eq!(show(client.receive().await), "closed");
+    // Other devices are not affected.
+    other.publish("devices/pump-2/messages/events/", QoS::AtLeastOnce, 1, "y").await;
+    assert_eq!(show(other.receive().await), "PUBACK 1 Success (0x00)");
+}
+
+/// Connects as pump-1 with a will on `will_topic`.
+async fn connect_with_will(gateway: &Gateway, version: ProtocolVersion, will_topic: &str) -> Client {
+    let stream = TcpStream::connect(gateway.address).await.expect("connect");
+    let mut client = Client { stream, buffer: BytesMut::new(), version };
+    let connect = Connect {
+        protocol_version: version,
+        clean_start: true,
+        keep_alive_secs: 30,
+        client_id: text("pump-1"),
+        will: Some(tidewater_mqtt::Will {
+            topic: text(will_topic),
+            payload: Bytes::from_static(b"offline"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties::default(),
+        }),
+        username: Some(text("pump-1")),
+        password: Some(Bytes::from_static(KEY.as_bytes())),
+        properties: Properties::default(),
+    };
+    client.send(&Packet::Connect(Box::new(connect))).await;
+    assert_eq!(show(client.receive().await), "CONNACK Success (0x00)");
+    client
+}
+
+/// The will messages appended so far, once the connection tasks had time to finish.
+async fn wills(gateway: &Gateway) -> Vec<String> {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gateway
+        .appender
+        .messages()
+        .iter()
+        .filter(|message| {
+            message.headers.iter().any(|(name, value)| name == "mqtt-will" && value.as_ref() == b"true")
+        })
+        .map(|message| format!("{} {}", message.key, String::from_utf8_lossy(&message.payload)))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_will_is_appended_when_a_device_vanishes_and_not_after_a_normal_disconnect() {
+    let own = "devices/pump-1/messages/events/";
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let gateway = start(MqttConfig::default()).await;
+        drop(connect_with_will(&gateway, version, own).await);
+        assert_eq!(wills(&gateway).await, ["pump-1 offline"], "{version:?}");
+
+        let gateway = start(MqttConfig::default()).await;
+        let mut client = connect_with_will(&gateway, version, own).await;
+        let normal = Disconnect { reason_code: ReasonCode::Success, properties: Properties::default() };
+        client.send(&Packet::Disconnect(normal)).await;
+        assert_eq!(show(client.receive().await), "closed");
+        assert!(wills(&gateway).await.is_empty(), "{version:?}");
+    }
+    // MQTT 5 can ask for the will on a normal disconnect.
+    let gateway = start(MqttConfig::default()).await;
+    let mut client = connect_with_will(&gateway, ProtocolVersion::V5, own).await;
+    let with_will =
+        Disconnect { reason_code: ReasonCode::DisconnectWithWillMessage, properties: Properties::default() };
+    client.send(&Packet::Disconnect(with_will)).await;
+    assert_eq!(show(client.receive().await), "closed");
+    assert_eq!(wills(&gateway).await, ["pump-1 offline"]);
+    // A will is routed like a PUBLISH: not to another device's topic.
+    let gateway = start(MqttConfig::default()).await;
+    drop(connect_with_will(&gateway, ProtocolVersion::V5, "devices/pump-2/messages/events/").await);
+    assert!(wills(&gateway).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_anonymous_client_cannot_take_over_a_device_by_naming_itself_after_it() {
+    let gateway = start(MqttConfig { allow_anonymous: true, ..MqttConfig::default() }).await;
+    let (mut device, _) = Client::connect(&gateway, ProtocolVersion::V5, "pump-1", Some(KEY)).await;
+    let (_anonymous, connack) = Client::connect(&gateway, ProtocolVersion::V5, "pump-1", None).await;
+    assert_eq!(show(Some(connack)), "CONNACK Success (0x00)");
+    device.publish("devices/pump-1/messages/events/", QoS::AtLeastOnce, 1, "x").await;
+    assert_eq!(show(device.receive().await), "PUBACK 1 Success (0x00)");
 }
