@@ -13,6 +13,7 @@ pub mod event;
 pub mod keyed_topic;
 pub mod logging;
 pub mod query;
+pub mod task;
 pub(crate) mod time_format;
 pub mod trigger;
 

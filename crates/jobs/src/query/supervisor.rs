@@ -37,7 +37,7 @@ pub async fn supervise_queries(
     let mut check_timer = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
-            _ = stopped(&mut stop) => break,
+            _ = crate::task::stopped(&mut stop) => break,
             changed = definitions.changed() => {
                 if changed.is_err() {
                     anyhow::bail!("the query registry reader stopped");
@@ -100,18 +100,6 @@ pub async fn supervise_queries(
     Ok(())
 }
 
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The guard wait_for returns is dropped here, before the caller's next await.
-    let _ = stop.wait_for(|stopping| *stopping).await;
-}
-
 async fn stop_job(name: &str, entry: Running) {
-    let _ = entry.stop.send(true);
-    match entry.task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            tracing::warn!(job = %name, error = %format!("{error:#}"), "query job ended with an error")
-        }
-        Err(error) => tracing::warn!(job = %name, %error, "query job task failed"),
-    }
+    crate::task::stop_and_join(&format!("query job {name}"), &entry.stop, entry.task).await;
 }

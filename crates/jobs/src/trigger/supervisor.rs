@@ -90,7 +90,7 @@ pub async fn supervise(
                     tracing::warn!(error = %format!("{error:#}"), "trigger registry not ready; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stopped(&mut stop) => return Ok(()),
+                        _ = crate::task::stopped(&mut stop) => return Ok(()),
                     }
                 }
             }
@@ -127,7 +127,7 @@ pub async fn supervise(
 
     loop {
         tokio::select! {
-            _ = stopped(&mut stop) => break,
+            _ = crate::task::stopped(&mut stop) => break,
             changed = definitions.changed() => {
                 if changed.is_err() {
                     anyhow::bail!("the trigger registry reader stopped");
@@ -273,21 +273,8 @@ pub async fn supervise(
     Ok(())
 }
 
-/// Resolves once `stop` is true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The guard wait_for returns is dropped here, before the caller's next await.
-    let _ = stop.wait_for(|stopping| *stopping).await;
-}
-
 async fn stop_trigger(name: &str, entry: Running) {
-    let _ = entry.stop.send(true);
-    match entry.task.await {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => {
-            tracing::warn!(trigger = %name, error = %format!("{error:#}"), "trigger ended with an error")
-        }
-        Err(error) => tracing::warn!(trigger = %name, %error, "trigger task failed"),
-    }
+    crate::task::stop_and_join(&format!("trigger {name}"), &entry.stop, entry.task).await;
 }
 
 fn now_ms() -> i64 {
