@@ -44,7 +44,9 @@ pub(crate) enum Command {
     /// Kafka-compatible cluster and run them in `tidewater serve` or with `trigger run`.
     Trigger(crate::trigger_cmd::TriggerArgs),
     /// Complex event processing: streaming SQL (Azure Stream Analytics dialect) over event time.
-    /// `query test` runs a query over a file of events, no server needed.
+    /// `query test` runs a query over a file of events with no server; `query run` runs it
+    /// against any Kafka-compatible cluster exactly once; `query create` registers it for
+    /// `tidewater serve` to run.
     #[command(subcommand)]
     Query(crate::query_cmd::QueryCommand),
     /// Register devices for the gateway and manage them (add, list, show, disable, enable,
