@@ -314,11 +314,11 @@ def test_every_acknowledged_message_survives_kill_9(broker_factory):
 def test_a_standalone_gateway_in_front_of_a_cluster(broker_factory):
     """`tidewater gateway` against a broker without its own gateway: the same behaviour, as a
     plain Kafka client."""
-    broker = broker_factory("--mqtt-listen", "none")
-    assert broker.mqtt_port is None
+    broker = broker_factory("--mqtt-listen", "none", "--http-listen", "none")
+    assert broker.mqtt_port is None and broker.http_port is None
     bootstrap = broker.bootstrap
     gateway = subprocess.Popen(
-        [str(tidewater_binary()), "gateway", "--brokers", bootstrap, "--mqtt-listen", "127.0.0.1:0"],
+        [str(tidewater_binary()), "gateway", "--brokers", bootstrap, "--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
