@@ -41,6 +41,8 @@ RESTART_BIND_ATTEMPTS = 20
 RUNNING_LINE = re.compile(r"tidewater is running.*\bkafka=127\.0\.0\.1:(\d+)")
 # The same line names the gateway's MQTT listener (`mqtt=127.0.0.1:PORT`, or `mqtt=none`).
 MQTT_ADDRESS = re.compile(r"tidewater is running.*\bmqtt=127\.0\.0\.1:(\d+)")
+# And its HTTP ingestion listener (`http=127.0.0.1:PORT`, or `http=none`).
+HTTP_ADDRESS = re.compile(r"tidewater is running.*\bhttp=127\.0\.0\.1:(\d+)")
 # Broker log lines kept for failure reports.
 LOG_LINES_KEPT = 300
 
@@ -76,6 +78,8 @@ class BrokerProcess:
         self.port: int | None = None
         # The MQTT listener's port, from the running line; None when serve runs without one.
         self.mqtt_port: int | None = None
+        # The HTTP ingestion listener's port, likewise.
+        self.http_port: int | None = None
         self.process: subprocess.Popen | None = None
         self.lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES_KEPT)
         self.exit_codes: list[int] = []
@@ -115,6 +119,9 @@ class BrokerProcess:
         # all take the default 1883.
         if "--mqtt-listen" not in self.serve_args:
             command.extend(["--mqtt-listen", "127.0.0.1:0"])
+        # Likewise for HTTP ingestion and its default 8080.
+        if "--http-listen" not in self.serve_args:
+            command.extend(["--http-listen", "127.0.0.1:0"])
         self.lines.append(f"--- {self.name}: {' '.join(command)}")
         process = subprocess.Popen(
             command,
@@ -136,6 +143,9 @@ class BrokerProcess:
                 mqtt_match = MQTT_ADDRESS.search(line)
                 if mqtt_match:
                     self.mqtt_port = int(mqtt_match.group(1))
+                http_match = HTTP_ADDRESS.search(line)
+                if http_match:
+                    self.http_port = int(http_match.group(1))
                 match = RUNNING_LINE.search(line)
                 if match:
                     ports.put(int(match.group(1)))

@@ -8,6 +8,7 @@ test sends a hand-made CONNECT and reads the CONNACK off the socket.
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -314,11 +315,11 @@ def test_every_acknowledged_message_survives_kill_9(broker_factory):
 def test_a_standalone_gateway_in_front_of_a_cluster(broker_factory):
     """`tidewater gateway` against a broker without its own gateway: the same behaviour, as a
     plain Kafka client."""
-    broker = broker_factory("--mqtt-listen", "none")
-    assert broker.mqtt_port is None
+    broker = broker_factory("--mqtt-listen", "none", "--http-listen", "none")
+    assert broker.mqtt_port is None and broker.http_port is None
     bootstrap = broker.bootstrap
     gateway = subprocess.Popen(
-        [str(tidewater_binary()), "gateway", "--brokers", bootstrap, "--mqtt-listen", "127.0.0.1:0"],
+        [str(tidewater_binary()), "gateway", "--brokers", bootstrap, "--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -327,14 +328,16 @@ def test_a_standalone_gateway_in_front_of_a_cluster(broker_factory):
     )
     try:
         assert gateway.stderr is not None
-        port = None
+        port = http_port = None
         deadline = time.monotonic() + MQTT_TIMEOUT_S
         while port is None and time.monotonic() < deadline:
             line = gateway.stderr.readline()
             assert line, f"the gateway exited with {gateway.poll()}"
             match = re.search(r"tidewater gateway is running.*\bmqtt=127\.0\.0\.1:(\d+)", line)
             port = int(match.group(1)) if match else None
-        assert port is not None, "the gateway logged no running line"
+            http_match = re.search(r"tidewater gateway is running.*\bhttp=127\.0\.0\.1:(\d+)", line)
+            http_port = int(http_match.group(1)) if http_match else http_port
+        assert port is not None and http_port is not None, "the gateway logged no running line"
         threading.Thread(target=gateway.stderr.read, daemon=True).start()
 
         device_id = new_device_id("standalone")
@@ -348,6 +351,19 @@ def test_a_standalone_gateway_in_front_of_a_cluster(broker_factory):
         [record] = telemetry_of(bootstrap, device_id, at_least=1)
         assert record.value() == b"via the standalone gateway"
         assert headers_of(record)["device-id"] == device_id.encode()
+        # And over HTTP, through the same standalone gateway.
+        connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=MQTT_TIMEOUT_S)
+        connection.request(
+            "POST",
+            f"/devices/{device_id}/messages/events",
+            body=b'{"via": "http"}',
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b'{"appended":1}')
+        connection.close()
+        records = telemetry_of(bootstrap, device_id, at_least=2)
+        assert [record.value() for record in records] == [b"via the standalone gateway", b'{"via": "http"}']
     finally:
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(timeout=30) == 0

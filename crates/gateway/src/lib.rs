@@ -1,6 +1,6 @@
-//! The device gateway: devices connect over MQTT 3.1.1 or 5, authenticate with a per-device
-//! key, and every message they publish is appended to a topic of a Kafka-compatible cluster
-//! before it is acknowledged.
+//! The device gateway: devices connect over MQTT 3.1.1 or 5, or POST over HTTP, authenticate
+//! with a per-device key, and every message they send is appended to a topic of a
+//! Kafka-compatible cluster before it is acknowledged.
 //!
 //! The gateway is a Kafka client ([`append::KafkaAppender`], [`registry::DeviceRegistry`]), so
 //! it runs inside `tidewater serve` against the embedded broker or standalone (`tidewater
@@ -12,16 +12,19 @@
 //! - [`route`]: which PUBLISH goes where, with the authenticated device id stamped in.
 //! - [`append`]: queue in order, learn when durable.
 //! - [`mqtt`]: the listener and its connections.
+//! - [`http`]: HTTP ingestion (CloudEvents binary, structured and batch modes, plain JSON).
 
 pub mod append;
 pub mod auth;
 pub mod device;
+pub mod http;
 pub mod mqtt;
 pub mod registry;
 pub mod route;
 
 pub use append::{Appender, KafkaAppender, MemoryAppender};
 pub use device::Device;
+pub use http::HttpConfig;
 pub use mqtt::MqttConfig;
 pub use registry::{DeviceRegistry, Directory, DEVICES_TOPIC};
 
@@ -31,12 +34,13 @@ use std::time::Duration;
 use tidewater_jobs::ClusterConfig;
 
 /// Runs a gateway against `cluster` until `stop`: creates the device registry topic if needed,
-/// follows it, and serves MQTT on `listener`, appending through an idempotent acks=all
-/// producer. Used by `tidewater serve` (against its own Kafka listener) and `tidewater gateway`.
+/// follows it, and serves MQTT and/or HTTP on the listeners given, appending through one
+/// idempotent acks=all producer. Used by `tidewater serve` (against its own Kafka listener) and
+/// `tidewater gateway`.
 pub async fn run(
     cluster: ClusterConfig,
-    listener: tokio::net::TcpListener,
-    config: MqttConfig,
+    mqtt: Option<(tokio::net::TcpListener, MqttConfig)>,
+    http: Option<(tokio::net::TcpListener, HttpConfig)>,
     timeout: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -47,7 +51,17 @@ pub async fn run(
     }
     let (directory, follower) = registry.watch(stop.clone())?;
     let appender: Arc<dyn Appender> = Arc::new(KafkaAppender::new(&cluster)?);
-    mqtt::serve(listener, config, directory, appender.clone(), stop).await;
+    let mqtt = mqtt.map(|(listener, config)| {
+        tokio::spawn(mqtt::serve(listener, config, directory.clone(), appender.clone(), stop.clone()))
+    });
+    let http = http.map(|(listener, config)| {
+        tokio::spawn(http::serve(listener, config, directory.clone(), appender.clone(), stop.clone()))
+    });
+    for task in [mqtt, http].into_iter().flatten() {
+        if let Err(error) = task.await {
+            tracing::warn!(%error, "a gateway listener task failed");
+        }
+    }
     // Close the Kafka clients before returning, so `serve` stops its listener after them.
     drop(appender);
     let _ = tokio::task::spawn_blocking(move || follower.join()).await;

@@ -136,6 +136,8 @@ pub(crate) struct ServeArgs {
     pub(crate) queries: bool,
     #[command(flatten)]
     pub(crate) mqtt: MqttArgs,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
 }
 
 /// The device gateway's MQTT listener, in `serve` and `gateway`.
@@ -193,6 +195,51 @@ impl MqttArgs {
     }
 }
 
+/// The device gateway's HTTP ingestion listener, in `serve` and `gateway`. Events go to the
+/// same topic as MQTT's (`--mqtt-telemetry-topic`).
+#[derive(Debug, Args)]
+pub(crate) struct HttpArgs {
+    /// Address the HTTP ingestion listener binds to (devices POST to
+    /// /devices/{id}/messages/events), or "none" for no HTTP listener.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "TIDEWATER_HTTP_LISTEN")]
+    pub(crate) http_listen: ListenAddress,
+    /// Largest request body; larger requests get 413.
+    #[arg(long, default_value_t = tidewater_gateway::http::DEFAULT_MAX_BODY_BYTES)]
+    pub(crate) http_max_body_bytes: usize,
+    /// Most events in one CloudEvents batch request; more get 413.
+    #[arg(long, default_value_t = tidewater_gateway::http::DEFAULT_MAX_BATCH_EVENTS)]
+    pub(crate) http_max_batch_events: usize,
+    /// HTTP connections open at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = tidewater_gateway::http::DEFAULT_MAX_CONNECTIONS)]
+    pub(crate) http_max_connections: usize,
+    /// Milliseconds a client has to send a request's headers (also how long an idle
+    /// keep-alive connection is kept).
+    #[arg(long, default_value_t = tidewater_gateway::http::DEFAULT_HEADER_TIMEOUT.as_millis() as u64)]
+    pub(crate) http_header_timeout_ms: u64,
+    /// Milliseconds a client has to send a request's body.
+    #[arg(long, default_value_t = tidewater_gateway::http::DEFAULT_BODY_TIMEOUT.as_millis() as u64)]
+    pub(crate) http_body_timeout_ms: u64,
+}
+
+impl HttpArgs {
+    /// The listener's configuration, after checking the flags; `telemetry_topic` is MQTT's.
+    pub(crate) fn config(&self, telemetry_topic: &str) -> anyhow::Result<tidewater_gateway::HttpConfig> {
+        anyhow::ensure!(self.http_max_body_bytes > 0, "--http-max-body-bytes must be at least 1");
+        anyhow::ensure!(self.http_max_batch_events > 0, "--http-max-batch-events must be at least 1");
+        anyhow::ensure!(self.http_max_connections > 0, "--http-max-connections must be at least 1");
+        anyhow::ensure!(self.http_header_timeout_ms > 0, "--http-header-timeout-ms must be at least 1");
+        anyhow::ensure!(self.http_body_timeout_ms > 0, "--http-body-timeout-ms must be at least 1");
+        Ok(tidewater_gateway::HttpConfig {
+            max_body_bytes: self.http_max_body_bytes,
+            max_batch_events: self.http_max_batch_events,
+            max_connections: self.http_max_connections,
+            header_timeout: std::time::Duration::from_millis(self.http_header_timeout_ms),
+            body_timeout: std::time::Duration::from_millis(self.http_body_timeout_ms),
+            telemetry_topic: telemetry_topic.to_string(),
+        })
+    }
+}
+
 /// A listen address, or "none" for no listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ListenAddress(pub(crate) Option<SocketAddr>);
@@ -216,6 +263,8 @@ pub(crate) struct GatewayArgs {
     pub(crate) connect: ConnectArgs,
     #[command(flatten)]
     pub(crate) mqtt: MqttArgs,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,8 +12,13 @@ use crate::cli::GatewayArgs;
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    let config = args.mqtt.config()?;
-    let address = args.mqtt.mqtt_listen.0.context("`tidewater gateway` needs an --mqtt-listen address")?;
+    let mqtt_config = args.mqtt.config()?;
+    let http_config = args.http.config(&mqtt_config.telemetry_topic)?;
+    let (mqtt_address, http_address) = (args.mqtt.mqtt_listen.0, args.http.http_listen.0);
+    anyhow::ensure!(
+        mqtt_address.is_some() || http_address.is_some(),
+        "`tidewater gateway` needs an --mqtt-listen or --http-listen address"
+    );
     let cluster = crate::trigger_cmd::cluster_config(&args.connect);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -22,14 +27,31 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let shutdown = crate::serve::ShutdownSignal::install()?;
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("binding the MQTT listener to {address}"))?;
-        let bound = listener.local_addr().context("reading the MQTT listener's address")?;
-        tracing::info!(brokers = %cluster.bootstrap_servers, mqtt = %bound, "tidewater gateway is running");
+        let mqtt = match mqtt_address {
+            None => None,
+            Some(address) => Some((bind(address, "MQTT").await?, mqtt_config)),
+        };
+        let http = match http_address {
+            None => None,
+            Some(address) => Some((bind(address, "HTTP").await?, http_config)),
+        };
+        let address_of = |listener: Option<&tokio::net::TcpListener>| match listener {
+            Some(listener) => listener.local_addr().map(|address| address.to_string()).unwrap_or_default(),
+            None => "none".to_string(),
+        };
+        let (mqtt_bound, http_bound) = (
+            address_of(mqtt.as_ref().map(|(listener, _)| listener)),
+            address_of(http.as_ref().map(|(listener, _)| listener)),
+        );
+        tracing::info!(
+            brokers = %cluster.bootstrap_servers,
+            mqtt = %mqtt_bound,
+            http = %http_bound,
+            "tidewater gateway is running"
+        );
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let gateway =
-            tokio::spawn(tidewater_gateway::run(cluster, listener, config, args.connect.timeout(), stopped));
+            tokio::spawn(tidewater_gateway::run(cluster, mqtt, http, args.connect.timeout(), stopped));
         tokio::pin!(gateway);
         tokio::select! {
             result = &mut gateway => return result.context("the gateway task failed")?,
@@ -41,4 +63,10 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
             .context("the gateway did not stop in time")?
             .context("the gateway task failed")?
     })
+}
+
+async fn bind(address: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the {what} listener to {address}"))
 }

@@ -1,6 +1,6 @@
 //! `tidewater serve`: the server's lifecycle. It opens the data directory (recovering every
 //! log), starts the Kafka listener and a housekeeping timer, and, as Kafka clients of that
-//! listener, the trigger supervisor and the device gateway's MQTT listener. On Ctrl-C or SIGTERM
+//! listener, the trigger supervisor and the device gateway's MQTT and HTTP listeners. On Ctrl-C or SIGTERM
 //! it stops the gateway and the triggers (while the broker still answers them), then stops
 //! accepting, answers the requests already in flight, and flushes and closes every log.
 
@@ -31,6 +31,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         tidewater_broker::PARTITIONS_PER_TOPIC_MAX
     );
     let mqtt_config = args.mqtt.config()?;
+    let http_config = args.http.config(&mqtt_config.telemetry_topic)?;
     // Bound first, so that with `--kafka-listen HOST:0` the advertised address names the port
     // the kernel chose: clients connect to what Metadata advertises, and port 0 leads nowhere.
     // Connections that arrive during recovery wait in the listen backlog.
@@ -41,16 +42,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let advertised = args.kafka_advertised.clone().unwrap_or_else(|| bound.to_string());
     // The MQTT listener is bound up front too, so a busy port fails the start, and the running
     // line can name the port the kernel chose for `--mqtt-listen HOST:0`.
-    let mqtt_listener = match args.mqtt.mqtt_listen.0 {
-        None => None,
-        Some(address) => {
-            let listener = std::net::TcpListener::bind(address).with_context(|| {
-                format!("binding the MQTT listener to {address} (--mqtt-listen none turns it off)")
-            })?;
-            listener.set_nonblocking(true).context("making the MQTT listener non-blocking")?;
-            Some(listener)
-        }
-    };
+    let mqtt_listener = bind_optional(args.mqtt.mqtt_listen.0, "MQTT", "--mqtt-listen")?;
+    let http_listener = bind_optional(args.http.http_listen.0, "HTTP", "--http-listen")?;
     let (advertised_host, advertised_port) = advertised
         .rsplit_once(':')
         .and_then(|(host, port)| Some((host.trim_matches(['[', ']']).to_string(), port.parse::<u16>().ok()?)))
@@ -81,14 +74,45 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("tidewater")
         .build()
         .context("starting the async runtime")?;
-    let gateway = mqtt_listener.map(|listener| (listener, mqtt_config));
+    let gateway = GatewayListeners {
+        mqtt: mqtt_listener.map(|listener| (listener, mqtt_config)),
+        http: http_listener.map(|listener| (listener, http_config)),
+    };
     runtime.block_on(serve(args, listener, gateway, broker_config, server_config))
+}
+
+/// Binds a gateway listener up front, so a busy port fails the start and the running line can
+/// name the port the kernel chose for `HOST:0`.
+fn bind_optional(
+    address: Option<std::net::SocketAddr>,
+    what: &str,
+    flag: &str,
+) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let Some(address) = address else { return Ok(None) };
+    let listener = std::net::TcpListener::bind(address)
+        .with_context(|| format!("binding the {what} listener to {address} ({flag} none turns it off)"))?;
+    listener.set_nonblocking(true).with_context(|| format!("making the {what} listener non-blocking"))?;
+    Ok(Some(listener))
+}
+
+/// The device gateway's listeners, each optional; no gateway runs without either.
+struct GatewayListeners {
+    mqtt: Option<(std::net::TcpListener, tidewater_gateway::MqttConfig)>,
+    http: Option<(std::net::TcpListener, tidewater_gateway::HttpConfig)>,
+}
+
+/// The address a listener is bound to for the running line, or "none".
+fn bound_address<C>(listener: &Option<(tokio::net::TcpListener, C)>) -> String {
+    match listener {
+        Some((listener, _)) => listener.local_addr().map(|address| address.to_string()).unwrap_or_default(),
+        None => "none".to_string(),
+    }
 }
 
 async fn serve(
     args: ServeArgs,
     listener: std::net::TcpListener,
-    gateway: Option<(std::net::TcpListener, tidewater_gateway::MqttConfig)>,
+    gateway: GatewayListeners,
     broker_config: BrokerConfig,
     server_config: ServerConfig,
 ) -> anyhow::Result<()> {
@@ -102,17 +126,22 @@ async fn serve(
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let broker = Arc::new(broker);
     let listener = tokio::net::TcpListener::from_std(listener).context("registering the Kafka listener")?;
-    let gateway = match gateway {
+    let mqtt = match gateway.mqtt {
         None => None,
         Some((listener, config)) => Some((
             tokio::net::TcpListener::from_std(listener).context("registering the MQTT listener")?,
             config,
         )),
     };
-    let mqtt_address = match &gateway {
-        Some((listener, _)) => listener.local_addr().map(|address| address.to_string()).unwrap_or_default(),
-        None => "none".to_string(),
+    let http = match gateway.http {
+        None => None,
+        Some((listener, config)) => Some((
+            tokio::net::TcpListener::from_std(listener).context("registering the HTTP listener")?,
+            config,
+        )),
     };
+    let mqtt_address = bound_address(&mqtt);
+    let http_address = bound_address(&http);
     let topics = broker.topics();
     tracing::info!(
         data_dir = %args.data_dir.display(),
@@ -121,6 +150,7 @@ async fn serve(
         fsync = %args.fsync,
         kafka = %listener.local_addr().map(|address| address.to_string()).unwrap_or_default(),
         mqtt = %mqtt_address,
+        http = %http_address,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "data directory recovered; tidewater is running"
     );
@@ -174,10 +204,10 @@ async fn serve(
     });
     // The gateway is a Kafka client of this broker too: it appends through the listener with an
     // idempotent acks=all producer, exactly as it would against any other cluster.
-    let gateway = gateway.map(|(listener, config)| {
+    let gateway = (mqtt.is_some() || http.is_some()).then(|| {
         let cluster = own_cluster.clone();
         Component::spawn("the gateway", |stop| {
-            tidewater_gateway::run(cluster, listener, config, CLIENT_TIMEOUT, stop)
+            tidewater_gateway::run(cluster, mqtt, http, CLIENT_TIMEOUT, stop)
         })
     });
     let signal = shutdown.wait().await?;

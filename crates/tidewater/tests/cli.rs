@@ -139,8 +139,13 @@ fn bad_gateway_settings_are_clear_errors() {
     assert!(stderr.contains("expected host:port (an IP address and a port) or \"none\""), "{stderr}");
     let stderr = failing(&["serve", "--kafka-listen", "127.0.0.1:0", "--mqtt-max-packet-bytes", "10"]);
     assert!(stderr.contains("--mqtt-max-packet-bytes must be between 256 and"), "{stderr}");
-    let stderr = failing(&["gateway", "--mqtt-listen", "none"]);
-    assert!(stderr.contains("`tidewater gateway` needs an --mqtt-listen address"), "{stderr}");
+    let stderr = failing(&["gateway", "--mqtt-listen", "none", "--http-listen", "none"]);
+    assert!(
+        stderr.contains("`tidewater gateway` needs an --mqtt-listen or --http-listen address"),
+        "{stderr}"
+    );
+    let stderr = failing(&["serve", "--kafka-listen", "127.0.0.1:0", "--http-max-body-bytes", "0"]);
+    assert!(stderr.contains("--http-max-body-bytes must be at least 1"), "{stderr}");
     // A device id that could not appear in an MQTT topic level is refused before any I/O.
     let stderr = failing(&["device", "add", "a/b", "--brokers", "127.0.0.1:1"]);
     assert!(stderr.contains("device \"a/b\": a device id may hold letters"), "{stderr}");

@@ -51,7 +51,16 @@ impl Server {
             args.extend(["--max-request-bytes".to_string(), MAX_REQUEST_BYTES.to_string()]);
         }
         let mut child = Command::new(BINARY)
-            .args(["serve", "--kafka-listen", "127.0.0.1:0", "--mqtt-listen", "none", "--data-dir"])
+            .args([
+                "serve",
+                "--kafka-listen",
+                "127.0.0.1:0",
+                "--mqtt-listen",
+                "none",
+                "--http-listen",
+                "none",
+                "--data-dir",
+            ])
             .arg(data_dir.path())
             .args(&args)
             .env("RUST_LOG", "info")

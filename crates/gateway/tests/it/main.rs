@@ -2,6 +2,7 @@
 //! appender: what a client sends, what it gets back, and what was appended. `session_model`
 //! checks random packet sequences against a model of the session rules.
 
+mod http;
 mod session_model;
 
 use std::collections::BTreeMap;

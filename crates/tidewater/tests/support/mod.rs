@@ -41,7 +41,16 @@ pub(crate) fn start_server_with(
     extra_args: &[&str],
 ) -> (ChildGuard, mpsc::Receiver<String>) {
     let mut child = Command::new(BINARY)
-        .args(["serve", "--kafka-listen", "127.0.0.1:0", "--mqtt-listen", "none", "--data-dir"])
+        .args([
+            "serve",
+            "--kafka-listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "none",
+            "--http-listen",
+            "none",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .args(extra_args)
         .env("RUST_LOG", "info")

@@ -1,0 +1,139 @@
+//! The HTTP ingestion listener over real sockets, with devices in memory and an in-memory or
+//! gated appender: the answer waits for every append, a failed append is a 503, the body limit
+//! holds at its boundary, and refused requests append nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidewater_gateway::http::{serve, HttpConfig};
+use tidewater_gateway::{Appender, Device, MemoryAppender};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{wait_for_appends, GatedAppender, KEY};
+
+const MAX_BODY_BYTES: usize = 64;
+
+async fn start(appender: Arc<dyn Appender>) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    start_with(appender, HttpConfig { max_body_bytes: MAX_BODY_BYTES, ..HttpConfig::default() }).await
+}
+
+async fn start_with(
+    appender: Arc<dyn Appender>,
+    config: HttpConfig,
+) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let mut devices = BTreeMap::new();
+    devices.insert("pump-1".to_string(), Device::new("pump-1", KEY, [9; 16], 0));
+    let mut disabled = Device::new("pump-off", KEY, [9; 16], 0);
+    disabled.disabled = true;
+    devices.insert("pump-off".to_string(), disabled);
+    let (_devices, directory) = tokio::sync::watch::channel(Some(Arc::new(devices)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(serve(listener, config, directory, appender, stopped));
+    (address, stop)
+}
+
+/// A request as bytes: `Connection: close`, so the answer ends with the stream.
+fn request(method: &str, path: &str, key: Option<&str>, content_type: &str, body: &str) -> String {
+    let authorization = key.map(|key| format!("Authorization: Bearer {key}\r\n")).unwrap_or_default();
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{authorization}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Sends `request` and returns "STATUS BODY".
+async fn exchange(address: std::net::SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    read_answer(&mut stream).await
+}
+
+async fn read_answer(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 5 s")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.split(' ').nth(1).unwrap_or("none").to_string();
+    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or("");
+    format!("{status} {body}")
+}
+
+const EVENTS: &str = "/devices/pump-1/messages/events";
+
+#[tokio::test]
+async fn the_answer_waits_for_every_append_of_a_batch() {
+    let appender = Arc::new(GatedAppender::default());
+    let (address, _stop) = start_with(appender.clone(), HttpConfig::default()).await;
+    let batch = r#"[{"specversion":"1.0","id":"1","source":"/s","type":"t"},{"specversion":"1.0","id":"2","source":"/s","type":"t"}]"#;
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    let sent = request("POST", EVENTS, Some(KEY), "application/cloudevents-batch+json", batch);
+    stream.write_all(sent.as_bytes()).await.expect("write");
+    wait_for_appends(&appender, 2).await;
+    appender.resolve(1, Ok(()));
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte)).await;
+    assert!(early.is_err(), "answered before every append was durable");
+    appender.resolve(0, Ok(()));
+    assert_eq!(read_answer(&mut stream).await, r#"200 {"appended":2}"#);
+}
+
+#[tokio::test]
+async fn a_failed_append_is_service_unavailable() {
+    let appender = Arc::new(GatedAppender::default());
+    let (address, _stop) = start(appender.clone()).await;
+    let sent = request("POST", EVENTS, Some(KEY), "application/json", "{}");
+    let exchange = tokio::spawn(async move { exchange(address, &sent).await });
+    wait_for_appends(&appender, 1).await;
+    let failure =
+        tidewater_gateway::append::AppendError::Failed { topic: "telemetry".into(), detail: "boom".into() };
+    appender.resolve(0, Err(failure));
+    assert_eq!(
+        exchange.await.expect("join"),
+        r#"503 {"error":"appending failed: appending to telemetry: boom"}"#
+    );
+}
+
+#[tokio::test]
+async fn the_body_limit_holds_at_its_boundary_and_refusals_append_nothing() {
+    let appender = MemoryAppender::default();
+    let (address, _stop) = start(Arc::new(appender.clone())).await;
+    let at_limit = format!(r#"{{"p":"{}"}}"#, "x".repeat(MAX_BODY_BYTES - 8));
+    assert_eq!(at_limit.len(), MAX_BODY_BYTES);
+    let over_limit = format!(r#"{{"p":"{}"}}"#, "x".repeat(MAX_BODY_BYTES - 7));
+    let json = "application/json";
+    let cases = [
+        (request("POST", EVENTS, Some(KEY), json, &over_limit), "413"),
+        (request("POST", EVENTS, None, json, "{}"), "401"),
+        (request("POST", EVENTS, Some("wrong"), json, "{}"), "401"),
+        (request("POST", "/devices/pump-off/messages/events", Some(KEY), json, "{}"), "403"),
+        (request("POST", "/devices/nobody/messages/events", Some(KEY), json, "{}"), "401"),
+        (request("GET", EVENTS, Some(KEY), json, ""), "405"),
+        (request("POST", "/devices/pump-1/twin", Some(KEY), json, "{}"), "404"),
+        (request("POST", EVENTS, Some(KEY), json, "{"), "400"),
+        (request("POST", EVENTS, Some(KEY), "text/plain", "hi"), "415"),
+    ];
+    for (sent, status) in cases {
+        let answer = exchange(address, &sent).await;
+        assert!(answer.starts_with(status), "{sent:?}: {answer}");
+    }
+    assert!(appender.messages().is_empty());
+    // A declared length over the limit is refused before any body is sent.
+    let headers_only = format!(
+        "POST {EVENTS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+    );
+    assert!(exchange(address, &headers_only).await.starts_with("413 "));
+    assert_eq!(
+        exchange(address, &request("POST", EVENTS, Some(KEY), json, &at_limit)).await,
+        r#"200 {"appended":1}"#
+    );
+    let messages = appender.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].key, "pump-1");
+    assert_eq!(&messages[0].payload[..], at_limit.as_bytes());
+}
