@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use crate::value::{KeyPart, Value};
+use crate::value::{KeyHasher, KeyPart, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum AggregateKind {
@@ -79,7 +79,7 @@ impl AggregateKind {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Accumulator {
     Count(i64),
-    Distinct(HashSet<KeyPart>),
+    Distinct(HashSet<KeyPart, KeyHasher>),
     Sum {
         int_sum: i64,
         #[serde(with = "crate::checkpoint::float")]
@@ -187,7 +187,7 @@ impl Accumulator {
     pub(crate) fn new(kind: AggregateKind) -> Accumulator {
         match kind {
             AggregateKind::CountStar | AggregateKind::Count => Accumulator::Count(0),
-            AggregateKind::CountDistinct => Accumulator::Distinct(HashSet::new()),
+            AggregateKind::CountDistinct => Accumulator::Distinct(HashSet::default()),
             AggregateKind::Sum => {
                 Accumulator::Sum { int_sum: 0, float_sum: 0.0, is_float: false, any: false }
             }

@@ -129,6 +129,17 @@ impl Value {
     }
 }
 
+/// The hasher of the engine's maps keyed by group, partition or distinct values: foldhash,
+/// several times faster than the standard library's SipHash on the short keys grouping uses
+/// (the per-event group lookup was ~40% of a hopping-window query). Each map gets its own
+/// random seed, so crafted keys cannot be made to collide in every job; iteration order is
+/// never taken from these hashes (IndexMap keeps insertion order), so results stay
+/// deterministic.
+pub(crate) type KeyHasher = foldhash::fast::RandomState;
+
+/// An insertion-ordered map keyed by a group or partition key.
+pub(crate) type KeyMap<V> = indexmap::IndexMap<Vec<KeyPart>, V, KeyHasher>;
+
 /// A value in hashable form. Integral floats hash as integers so that `1` and `1.0` group
 /// together.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

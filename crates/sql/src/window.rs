@@ -18,11 +18,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use indexmap::IndexMap;
-
 use crate::agg::{Accumulator, AggregateKind};
 use crate::plan::WindowSpec;
-use crate::value::{KeyPart, Value};
+use crate::value::{KeyMap, KeyPart, Value};
 
 /// One event as an aggregating statement hands it to its window.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -110,7 +108,7 @@ struct FixedWindows {
     size_ms: i64,
     hop_ms: i64,
     #[serde(with = "crate::checkpoint::as_nested_pairs")]
-    windows: BTreeMap<i64, IndexMap<Vec<KeyPart>, Group>>,
+    windows: BTreeMap<i64, KeyMap<Group>>,
 }
 
 impl FixedWindows {
@@ -140,7 +138,7 @@ struct Session {
     /// The max-duration check point that ends this session if it is still going by then.
     cap_ms: i64,
     #[serde(with = "crate::checkpoint::as_pairs")]
-    groups: IndexMap<Vec<KeyPart>, Group>,
+    groups: KeyMap<Group>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -164,7 +162,7 @@ struct SessionWindows {
     timeout_ms: i64,
     max_duration_ms: i64,
     #[serde(with = "crate::checkpoint::as_pairs")]
-    partitions: IndexMap<Vec<KeyPart>, SessionPartition>,
+    partitions: KeyMap<SessionPartition>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -173,7 +171,7 @@ enum Windows {
     Sliding {
         size_ms: i64,
         #[serde(with = "crate::checkpoint::as_pairs")]
-        groups: IndexMap<Vec<KeyPart>, SlidingGroup>,
+        groups: KeyMap<SlidingGroup>,
     },
     Session(SessionWindows),
 }
@@ -197,9 +195,9 @@ impl WindowState {
             WindowSpec::Hopping { size_ms, hop_ms } => {
                 Windows::Fixed(FixedWindows { size_ms, hop_ms, windows: BTreeMap::new() })
             }
-            WindowSpec::Sliding { size_ms } => Windows::Sliding { size_ms, groups: IndexMap::new() },
+            WindowSpec::Sliding { size_ms } => Windows::Sliding { size_ms, groups: KeyMap::default() },
             WindowSpec::Session { timeout_ms, max_duration_ms } => {
-                Windows::Session(SessionWindows { timeout_ms, max_duration_ms, partitions: IndexMap::new() })
+                Windows::Session(SessionWindows { timeout_ms, max_duration_ms, partitions: KeyMap::default() })
             }
         };
         WindowState { kinds, windows, entries: 0, max_entries, sequence: 0 }
@@ -394,7 +392,7 @@ impl Session {
         Session {
             last_ms,
             cap_ms: ceil_to_multiple(start_ms.saturating_add(max_ms), max_ms),
-            groups: IndexMap::new(),
+            groups: KeyMap::default(),
         }
     }
 
