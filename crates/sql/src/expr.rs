@@ -188,12 +188,31 @@ pub(crate) enum CompiledExpr {
 
 type Eval = Result<Value, String>;
 
+/// Events with at most this many fields are searched by a scan instead of a hash lookup.
+///
+/// serde_json's map hashes with SipHash, which costs more than comparing a handful of short
+/// names (lengths first, then bytes): reading fields was a quarter of the time of simple
+/// queries over typical events (Nexmark bids have 7 fields).
+const FIELD_SCAN_MAX: usize = 12;
+
 fn lookup_field<'a>(
     map: &'a serde_json::Map<String, serde_json::Value>,
     name: &str,
 ) -> Option<&'a serde_json::Value> {
-    // Exact match first (the common case, one hash lookup); ASA field names are
-    // case-insensitive, so fall back to a scan only when the exact name is missing.
+    // Exact match first (the common case); ASA field names are case-insensitive, so
+    // otherwise the first field whose name matches ignoring ASCII case.
+    if map.len() <= FIELD_SCAN_MAX {
+        let mut folded = None;
+        for (key, value) in map {
+            if key == name {
+                return Some(value);
+            }
+            if folded.is_none() && key.eq_ignore_ascii_case(name) {
+                folded = Some(value);
+            }
+        }
+        return folded;
+    }
     map.get(name)
         .or_else(|| map.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value))
 }
@@ -743,6 +762,26 @@ mod tests {
         let event = json!({"a": {"B": {"c": 5}}});
         assert_eq!(eval(&column(&["a", "b", "c"]), &event), Ok(Value::Int(5)));
         assert_eq!(eval(&column(&["a", "x"]), &event), Ok(Value::Null));
+    }
+
+    #[test]
+    fn exact_field_names_win_over_case_folded_ones_in_small_and_large_events() {
+        // Small events are scanned, large ones hashed: both must pick the same field.
+        for n_padding in [0, FIELD_SCAN_MAX + 1] {
+            let mut map = serde_json::Map::new();
+            map.insert("X".into(), json!(1));
+            for index in 0..n_padding {
+                map.insert(format!("pad{index}"), json!(0));
+            }
+            map.insert("x".into(), json!(2));
+            map.insert("Y".into(), json!(3));
+            map.insert("yY".into(), json!(4));
+            let event = serde_json::Value::Object(map);
+            assert_eq!(eval(&column(&["x"]), &event), Ok(Value::Int(2)));
+            assert_eq!(eval(&column(&["y"]), &event), Ok(Value::Int(3)));
+            assert_eq!(eval(&column(&["YY"]), &event), Ok(Value::Int(4)));
+            assert_eq!(eval(&column(&["z"]), &event), Ok(Value::Null));
+        }
     }
 
     #[test]
