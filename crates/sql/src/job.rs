@@ -114,6 +114,12 @@ struct StatementCheckpoint {
 #[derive(Debug)]
 struct StatementRuntime {
     plan: StatementPlan,
+    /// For a statement writing named columns to an output: an output row with every column
+    /// NULL. Each row is a clone of it with the values filled in, which copies the map's hash
+    /// table instead of hashing every column name again (SipHash, in serde_json's map): that
+    /// was most of the cost of building rows. `None` when column names repeat (the map then
+    /// has fewer entries than the row has values) or the statement feeds a step.
+    output_template: Option<serde_json::Map<String, serde_json::Value>>,
     analytics: Vec<AnalyticState>,
     window: Option<WindowState>,
     join: Option<JoinState>,
@@ -193,7 +199,15 @@ impl Job {
                 };
                 let analytics = plan.analytics.iter().map(|_| AnalyticState::default()).collect();
                 let join = plan.join.as_ref().map(|_| JoinState::default());
-                StatementRuntime { plan, analytics, window, join }
+                let output_template = match (&plan.target, &plan.output_shape) {
+                    (Target::Output(_), Shape::Columns(names)) => {
+                        let template: serde_json::Map<String, serde_json::Value> =
+                            names.iter().map(|name| (name.clone(), serde_json::Value::Null)).collect();
+                        (template.len() == names.len()).then_some(template)
+                    }
+                    _ => None,
+                };
+                StatementRuntime { plan, output_template, analytics, window, join }
             })
             .collect();
         Job {
@@ -558,14 +572,24 @@ impl Job {
 
     /// Sends a statement's row to its output, or to every statement reading its step.
     fn route(&mut self, statement_idx: usize, row: OwnedRow, timestamp_ms: i64, step: &mut Step) {
-        let plan = &self.statements[statement_idx].plan;
+        let statement = &self.statements[statement_idx];
+        let plan = &statement.plan;
         match &plan.target {
             Target::Output(name) => {
                 let json = match (row, &plan.output_shape) {
                     (OwnedRow::Json(map), _) => serde_json::Value::Object(map),
-                    (OwnedRow::Slots(slots), Shape::Columns(names)) => serde_json::Value::Object(
-                        names.iter().cloned().zip(slots.iter().map(Value::to_json)).collect(),
-                    ),
+                    (OwnedRow::Slots(slots), Shape::Columns(names)) => match &statement.output_template {
+                        Some(template) if template.len() == slots.len() => {
+                            let mut map = template.clone();
+                            for (field, value) in map.values_mut().zip(slots) {
+                                *field = value.into_json();
+                            }
+                            serde_json::Value::Object(map)
+                        }
+                        _ => serde_json::Value::Object(
+                            names.iter().cloned().zip(slots.into_iter().map(Value::into_json)).collect(),
+                        ),
+                    },
                     (OwnedRow::Slots(slots), Shape::Json | Shape::Joined(_)) => {
                         serde_json::Value::Array(slots.iter().map(Value::to_json).collect())
                     }

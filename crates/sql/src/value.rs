@@ -45,6 +45,15 @@ impl Value {
         }
     }
 
+    /// [`Value::to_json`] without copying strings or nested JSON.
+    pub(crate) fn into_json(self) -> serde_json::Value {
+        match self {
+            Value::Str(text) => serde_json::Value::String(text),
+            Value::Json(json) => json,
+            other => other.to_json(),
+        }
+    }
+
     pub(crate) fn type_name(&self) -> &'static str {
         match self {
             Value::Null => "null",
@@ -162,6 +171,7 @@ mod tests {
     fn json_round_trip() {
         for json in [json!(null), json!(true), json!(3), json!(2.5), json!("x"), json!({"a": [1]})] {
             assert_eq!(Value::from_json(&json).to_json(), json);
+            assert_eq!(Value::from_json(&json).into_json(), json);
         }
         assert_eq!(Value::DateTime(0).to_json(), json!("1970-01-01T00:00:00.0000000Z"));
     }
