@@ -140,11 +140,24 @@ impl Value {
 
 /// The hasher of the engine's maps keyed by group, partition or distinct values: foldhash,
 /// several times faster than the standard library's SipHash on the short keys grouping uses
-/// (the per-event group lookup was ~40% of a hopping-window query). Each map gets its own
-/// random seed, so crafted keys cannot be made to collide in every job; iteration order is
-/// never taken from these hashes (IndexMap keeps insertion order), so results stay
-/// deterministic.
-pub(crate) type KeyHasher = foldhash::fast::RandomState;
+/// (the per-event group lookup was ~40% of a hopping-window query).
+///
+/// Every map in the process shares one randomly seeded state, so that a hopping window can hash
+/// an event's key once and reuse the hash in each window the event falls in (see
+/// `window::FixedWindows`), while crafted keys still cannot be made to collide in every
+/// process. Iteration order is never taken from these hashes (maps are IndexMaps, kept in
+/// insertion order), so results stay deterministic.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct KeyHasher;
+
+impl std::hash::BuildHasher for KeyHasher {
+    type Hasher = foldhash::fast::FoldHasher<'static>;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        static STATE: std::sync::OnceLock<foldhash::fast::SeedableRandomState> = std::sync::OnceLock::new();
+        STATE.get_or_init(foldhash::fast::SeedableRandomState::random).build_hasher()
+    }
+}
 
 /// An insertion-ordered map keyed by a group or partition key.
 pub(crate) type KeyMap<V> = indexmap::IndexMap<Vec<KeyPart>, V, KeyHasher>;

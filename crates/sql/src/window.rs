@@ -17,10 +17,13 @@
 //!   in time order once the boundary passes them (see [`SessionWindows`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
+
+use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
 
 use crate::agg::{Accumulator, AggregateKind};
 use crate::plan::WindowSpec;
-use crate::value::{KeyMap, KeyPart, Value};
+use crate::value::{KeyHasher, KeyMap, KeyPart, Value};
 
 /// One event as an aggregating statement hands it to its window.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -221,11 +224,9 @@ impl WindowState {
         let sequence = self.sequence;
         match &mut self.windows {
             Windows::Fixed(fixed) => {
-                let mut ends = fixed.ends(input.timestamp_ms);
-                let first_end = ends.next();
                 if fixed.size_ms == fixed.hop_ms {
                     // Tumbling: one window, so one lookup and no copy of the key on the hot path.
-                    let Some(end) = first_end else { return Ok(()) };
+                    let Some(end) = fixed.ends(input.timestamp_ms).next() else { return Ok(()) };
                     let groups = fixed.windows.entry(end).or_default();
                     if let Some(group) = groups.get_mut(&input.key_parts) {
                         group.check(&self.kinds, &input.args)?;
@@ -242,11 +243,17 @@ impl WindowState {
                     groups.insert(input.key_parts, group);
                     return Ok(());
                 }
-                let ends: Vec<i64> = first_end.into_iter().chain(ends).collect();
+                // Hopping: the event falls in several windows, each with its own group map. The
+                // key is hashed once and the hash reused in every window (all group maps share
+                // one hasher state, see `KeyHasher`).
+                let hash = KeyHasher.hash_one(&input.key_parts);
                 let mut new_groups = 0;
-                for end in &ends {
-                    match fixed.windows.get(end).and_then(|groups| groups.get(&input.key_parts)) {
-                        Some(group) => group.check(&self.kinds, &input.args)?,
+                for end in fixed.ends(input.timestamp_ms) {
+                    let existing = fixed.windows.get(&end).and_then(|groups| {
+                        groups.raw_entry_v1().from_key_hashed_nocheck(hash, &input.key_parts)
+                    });
+                    match existing {
+                        Some((_, group)) => group.check(&self.kinds, &input.args)?,
                         None => {
                             fresh_check(&self.kinds, &input.args)?;
                             new_groups += 1;
@@ -257,14 +264,14 @@ impl WindowState {
                     return Err(self.state_full());
                 }
                 self.entries += new_groups;
-                for end in ends {
+                for end in fixed.ends(input.timestamp_ms) {
                     let groups = fixed.windows.entry(end).or_default();
-                    match groups.get_mut(&input.key_parts) {
-                        Some(group) => group.apply(&input.args),
-                        None => {
+                    match groups.raw_entry_mut_v1().from_key_hashed_nocheck(hash, &input.key_parts) {
+                        RawEntryMut::Occupied(mut entry) => entry.get_mut().apply(&input.args),
+                        RawEntryMut::Vacant(entry) => {
                             let mut group = Group::new(&self.kinds, input.key_values.clone());
                             group.apply(&input.args);
-                            groups.insert(input.key_parts.clone(), group);
+                            entry.insert_hashed_nocheck(hash, input.key_parts.clone(), group);
                         }
                     }
                 }
