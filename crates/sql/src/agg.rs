@@ -306,7 +306,7 @@ impl Accumulator {
                 if let Value::Json(json) = value {
                     let replace = best.as_ref().is_none_or(|current| top_one_before(json, current));
                     if replace {
-                        *best = Some(json.clone());
+                        *best = Some((**json).clone());
                     }
                 }
             }
@@ -332,7 +332,7 @@ impl Accumulator {
             Accumulator::Extreme { best, .. } => best.clone().unwrap_or(Value::Null),
             Accumulator::Percentile { values, kind } => percentile(values, *kind),
             Accumulator::Collect { values } => {
-                Value::Json(serde_json::Value::Array(values.iter().map(Value::to_json).collect()))
+                Value::Json(Box::new(serde_json::Value::Array(values.iter().map(Value::to_json).collect())))
             }
             Accumulator::TopOne { best } => best
                 .as_ref()

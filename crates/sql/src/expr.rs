@@ -378,7 +378,10 @@ fn cast(value: Value, to: CastType) -> Eval {
         CastType::NVarChar => match value {
             Value::Str(text) => Ok(Value::Str(text)),
             Value::Bool(flag) => Ok(Value::Str(if flag { "1" } else { "0" }.to_string())),
-            Value::Json(serde_json::Value::String(text)) => Ok(Value::Str(text)),
+            Value::Json(json) => Ok(Value::Str(match *json {
+                serde_json::Value::String(text) => text,
+                json => json.to_string(),
+            })),
             other => Ok(Value::Str(match other.to_json() {
                 serde_json::Value::String(text) => text,
                 json => json.to_string(),
@@ -492,20 +495,22 @@ fn call(scalar: Scalar, args: Vec<Value>) -> Eval {
         }
         Scalar::Coalesce => args.into_iter().find(|value| !matches!(value, Value::Null)),
         Scalar::GetArrayElement => match (arg(0), expect_int("GetArrayElement", arg(1))?) {
-            (Value::Json(serde_json::Value::Array(items)), Some(index)) => {
-                usize::try_from(index).ok().and_then(|index| items.get(index)).map(Value::from_json)
+            (Value::Json(json), Some(index)) if json.is_array() => {
+                usize::try_from(index).ok().and_then(|index| json.get(index)).map(Value::from_json)
             }
             (Value::Null, _) | (_, None) => None,
             (other, _) => return Err(format!("GetArrayElement expects an array, got {}", other.describe())),
         },
         Scalar::GetArrayLength => match arg(0) {
-            Value::Json(serde_json::Value::Array(items)) => Some(Value::Int(items.len() as i64)),
+            Value::Json(json) if json.is_array() => {
+                json.as_array().map(|items| Value::Int(items.len() as i64))
+            }
             Value::Null => None,
             other => return Err(format!("GetArrayLength expects an array, got {}", other.describe())),
         },
         Scalar::GetRecordPropertyValue => match (arg(0), expect_str("GetRecordPropertyValue", arg(1))?) {
-            (Value::Json(serde_json::Value::Object(map)), Some(name)) => {
-                walk_property(map, &name).map(Value::from_json)
+            (Value::Json(json), Some(name)) if json.is_object() => {
+                json.as_object().and_then(|map| walk_property(map, &name)).map(Value::from_json)
             }
             (Value::Null, _) | (_, None) => None,
             (other, _) => {
@@ -685,13 +690,13 @@ impl CompiledExpr {
                 _ => Value::Null,
             }),
             CompiledExpr::WholeRow(names) => {
-                Ok(Value::Json(serde_json::Value::Object(match (context.row, names) {
+                Ok(Value::Json(Box::new(serde_json::Value::Object(match (context.row, names) {
                     (Row::Json(map), _) => map.clone(),
                     (Row::Slots(slots), Some(names)) => {
                         names.iter().cloned().zip(slots.iter().map(Value::to_json)).collect()
                     }
                     (Row::Slots(_), None) | (Row::Pair(_), _) => serde_json::Map::new(),
-                })))
+                }))))
             }
             CompiledExpr::TopOneArg { keys, descending, row } => {
                 let keys = keys
@@ -699,7 +704,7 @@ impl CompiledExpr {
                     .map(|key| key.eval(context).map(|value| value.to_json()))
                     .collect::<Result<Vec<_>, _>>()?;
                 let row = row.eval(context)?.to_json();
-                Ok(Value::Json(serde_json::json!([keys, descending, row])))
+                Ok(Value::Json(Box::new(serde_json::json!([keys, descending, row]))))
             }
             CompiledExpr::Call(scalar, args) => {
                 let values = args.iter().map(|arg| arg.eval(context)).collect::<Result<Vec<_>, _>>()?;
@@ -817,10 +822,10 @@ mod tests {
         );
         assert_eq!(call(Scalar::Len, vec![text()]), Ok(Value::Int(5)));
         assert_eq!(call(Scalar::Round, vec![Value::Float(2.345), Value::Int(2)]), Ok(Value::Float(2.35)));
-        let array = Value::Json(json!([10, 20]));
+        let array = Value::Json(Box::new(json!([10, 20])));
         assert_eq!(call(Scalar::GetArrayElement, vec![array.clone(), Value::Int(1)]), Ok(Value::Int(20)));
         assert_eq!(call(Scalar::GetArrayElement, vec![array, Value::Int(5)]), Ok(Value::Null));
-        let record = Value::Json(json!({"a": {"b": 1}}));
+        let record = Value::Json(Box::new(json!({"a": {"b": 1}})));
         assert_eq!(
             call(Scalar::GetRecordPropertyValue, vec![record, Value::Str("a.b".into())]),
             Ok(Value::Int(1))

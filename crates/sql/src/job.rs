@@ -660,15 +660,20 @@ fn expand_rows(expand: &Expand, row: Row<'_>, timestamp_ms: i64) -> Result<Vec<O
     let context = Context { row, timestamp_ms, analytic: &[] };
     let elements: Vec<serde_json::Value> = match (expand.kind, expand.arg.eval(&context)?) {
         (_, Value::Null) => return Ok(Vec::new()),
-        (ExpandKind::ArrayElements, Value::Json(serde_json::Value::Array(items))) => items
-            .into_iter()
-            .enumerate()
-            .map(|(index, item)| serde_json::json!({"ArrayIndex": index, "ArrayValue": item}))
-            .collect(),
-        (ExpandKind::RecordProperties, Value::Json(serde_json::Value::Object(map))) => map
-            .into_iter()
-            .map(|(name, value)| serde_json::json!({"PropertyName": name, "PropertyValue": value}))
-            .collect(),
+        (ExpandKind::ArrayElements, Value::Json(json)) if json.is_array() => {
+            let serde_json::Value::Array(items) = *json else { return Ok(Vec::new()) };
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(index, item)| serde_json::json!({"ArrayIndex": index, "ArrayValue": item}))
+                .collect()
+        }
+        (ExpandKind::RecordProperties, Value::Json(json)) if json.is_object() => {
+            let serde_json::Value::Object(map) = *json else { return Ok(Vec::new()) };
+            map.into_iter()
+                .map(|(name, value)| serde_json::json!({"PropertyName": name, "PropertyValue": value}))
+                .collect()
+        }
         (ExpandKind::ArrayElements, other) => {
             return Err(format!("GetArrayElements expects an array, got {}", other.describe()))
         }
@@ -686,7 +691,7 @@ fn expand_rows(expand: &Expand, row: Row<'_>, timestamp_ms: i64) -> Result<Vec<O
             }
             Row::Slots(slots) => {
                 let mut slots = slots.to_vec();
-                slots.push(Value::Json(element));
+                slots.push(Value::Json(Box::new(element)));
                 OwnedRow::Slots(slots)
             }
             // The planner refuses CROSS APPLY with JOIN.

@@ -14,8 +14,10 @@ pub(crate) enum Value {
     Str(String),
     /// Epoch milliseconds, from `CAST(... AS datetime)`, `System.Timestamp()` or `DATEADD`.
     DateTime(i64),
-    /// A nested record or array, kept as JSON.
-    Json(serde_json::Value),
+    /// A nested record or array, kept as JSON. Boxed: serde_json's `Value` is 80 bytes with
+    /// `preserve_order`, which would make every value (group keys, accumulators, row slots)
+    /// that big; checkpoints write the box as its contents.
+    Json(Box<serde_json::Value>),
 }
 
 impl Value {
@@ -28,7 +30,7 @@ impl Value {
                 None => number.as_f64().map_or(Value::Null, Value::Float),
             },
             serde_json::Value::String(text) => Value::Str(text.clone()),
-            other => Value::Json(other.clone()),
+            other => Value::Json(Box::new(other.clone())),
         }
     }
 
@@ -41,7 +43,7 @@ impl Value {
                 .map_or(serde_json::Value::Null, serde_json::Value::Number),
             Value::Str(text) => serde_json::Value::String(text.clone()),
             Value::DateTime(millis) => serde_json::Value::String(format_timestamp(*millis)),
-            Value::Json(json) => json.clone(),
+            Value::Json(json) => (**json).clone(),
         }
     }
 
@@ -49,7 +51,7 @@ impl Value {
     pub(crate) fn into_json(self) -> serde_json::Value {
         match self {
             Value::Str(text) => serde_json::Value::String(text),
-            Value::Json(json) => json,
+            Value::Json(json) => *json,
             other => other.to_json(),
         }
     }
@@ -62,7 +64,7 @@ impl Value {
             Value::Float(_) => "float",
             Value::Str(_) => "nvarchar(max)",
             Value::DateTime(_) => "datetime",
-            Value::Json(serde_json::Value::Array(_)) => "array",
+            Value::Json(json) if json.is_array() => "array",
             Value::Json(_) => "record",
         }
     }

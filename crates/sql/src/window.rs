@@ -209,9 +209,11 @@ impl WindowState {
                 Windows::Fixed(FixedWindows { size_ms, hop_ms, windows: BTreeMap::new() })
             }
             WindowSpec::Sliding { size_ms } => Windows::Sliding { size_ms, groups: KeyMap::default() },
-            WindowSpec::Session { timeout_ms, max_duration_ms } => {
-                Windows::Session(SessionWindows { timeout_ms, max_duration_ms, partitions: KeyMap::default() })
-            }
+            WindowSpec::Session { timeout_ms, max_duration_ms } => Windows::Session(SessionWindows {
+                timeout_ms,
+                max_duration_ms,
+                partitions: KeyMap::default(),
+            }),
         };
         WindowState { kinds, windows, entries: 0, max_entries, sequence: 0 }
     }
@@ -551,8 +553,11 @@ mod tests {
     fn hopping_window_groups_keep_the_key_value_of_the_event_that_opened_them() {
         // 1.0 and 1 are one group, but a window first opened by `1` shows `1`, even though the
         // group of an earlier window (opened by `1.0`) could share its key.
-        let mut state =
-            WindowState::new(WindowSpec::Hopping { size_ms: 10, hop_ms: 5 }, vec![AggregateKind::CountStar], 100);
+        let mut state = WindowState::new(
+            WindowSpec::Hopping { size_ms: 10, hop_ms: 5 },
+            vec![AggregateKind::CountStar],
+            100,
+        );
         for (timestamp_ms, key) in [(5, Value::Float(1.0)), (7, Value::Int(1))] {
             let input = WindowInput {
                 timestamp_ms,
