@@ -247,6 +247,22 @@ pub(crate) fn timestamp_of(value: &Value) -> Result<i64, String> {
     }
 }
 
+/// TIMESTAMP BY: the event time `expr` gives for the row. A plain field holding a string (the
+/// usual case) is parsed where it lies instead of being copied into a `Value` first; anything
+/// else goes through [`timestamp_of`], with the same results.
+pub(crate) fn eval_timestamp(expr: &CompiledExpr, context: &Context<'_>) -> Result<i64, String> {
+    if let (CompiledExpr::Column(ColumnRef::Field(path)), Row::Json(map)) = (expr, context.row) {
+        if let Some((first, rest)) = path.split_first() {
+            if let Some(serde_json::Value::String(text)) =
+                lookup_field(map, first).and_then(|json| walk(json, rest))
+            {
+                return parse_timestamp(text).ok_or_else(|| format!("'{text}' is not an ISO-8601 timestamp"));
+            }
+        }
+    }
+    expr.eval(context).and_then(|value| timestamp_of(&value))
+}
+
 /// `LIKE` with `%` (any run) and `_` (any one character), case-sensitive.
 fn like(text: &[char], pattern: &[char]) -> bool {
     // Iterative matcher with backtracking to the last `%`, linear in practice.

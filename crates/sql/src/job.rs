@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::analytic::{analytic_value, apply_analytic, AnalyticState};
 use crate::checkpoint::{CheckpointError, CHECKPOINT_VERSION};
 use crate::error::{EventError, LateAction, LateEvent};
-use crate::expr::{eval_keys, timestamp_of, truthy, Context, JoinedRow, Row};
+use crate::expr::{eval_keys, eval_timestamp, truthy, Context, JoinedRow, Row};
 use crate::plan::{Body, Expand, ExpandKind, JoinPlan, Plan, Shape, Source, StatementPlan, Target};
 use crate::value::Value;
 use crate::watermark::Watermark;
@@ -359,7 +359,7 @@ impl Job {
             None => arrival_time_ms,
             Some(expr) => {
                 let context = Context { row: Row::Json(map), timestamp_ms: arrival_time_ms, analytic: &[] };
-                match expr.eval(&context).and_then(|value| timestamp_of(&value)) {
+                match eval_timestamp(expr, &context) {
                     Ok(timestamp_ms) => timestamp_ms,
                     Err(message) => {
                         step.errors.push(EventError {
@@ -641,13 +641,16 @@ impl Job {
                 },
             }
         }
-        let target = statement.plan.target.name().to_string();
-        for message in messages {
-            step.errors.push(EventError {
-                statement_idx: Some(statement_idx),
-                target: target.clone(),
-                message,
-            });
+        // The target's name is copied only when there is an error to report: this runs per event.
+        if !messages.is_empty() {
+            let target = statement.plan.target.name().to_string();
+            for message in messages {
+                step.errors.push(EventError {
+                    statement_idx: Some(statement_idx),
+                    target: target.clone(),
+                    message,
+                });
+            }
         }
         for (row, row_timestamp_ms) in produced {
             self.route(statement_idx, row, row_timestamp_ms, step);
