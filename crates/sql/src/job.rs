@@ -609,6 +609,20 @@ impl Job {
     fn feed(&mut self, statement_idx: usize, side: usize, row: Row<'_>, timestamp_ms: i64, step: &mut Step) {
         let max_state_entries = self.max_state_entries;
         let statement = &mut self.statements[statement_idx];
+        if statement.join.is_none() && statement.plan.expand.is_none() {
+            // One row in, at most one out: routed straight away, without the buffers below
+            // (this is the per-event path of most statements).
+            match statement.process(row, timestamp_ms, max_state_entries) {
+                Ok(Some(row)) => self.route(statement_idx, row, timestamp_ms, step),
+                Ok(None) => {}
+                Err(message) => step.errors.push(EventError {
+                    statement_idx: Some(statement_idx),
+                    target: statement.plan.target.name().to_string(),
+                    message,
+                }),
+            }
+            return;
+        }
         let mut produced = Vec::new();
         let mut messages = Vec::new();
         if let Some(mut join) = statement.join.take() {
