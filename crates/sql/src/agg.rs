@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use crate::value::{KeyPart, Value};
+use crate::value::{KeyHasher, KeyPart, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum AggregateKind {
@@ -79,7 +79,7 @@ impl AggregateKind {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Accumulator {
     Count(i64),
-    Distinct(HashSet<KeyPart>),
+    Distinct(HashSet<KeyPart, KeyHasher>),
     Sum {
         int_sum: i64,
         #[serde(with = "crate::checkpoint::float")]
@@ -187,7 +187,7 @@ impl Accumulator {
     pub(crate) fn new(kind: AggregateKind) -> Accumulator {
         match kind {
             AggregateKind::CountStar | AggregateKind::Count => Accumulator::Count(0),
-            AggregateKind::CountDistinct => Accumulator::Distinct(HashSet::new()),
+            AggregateKind::CountDistinct => Accumulator::Distinct(HashSet::default()),
             AggregateKind::Sum => {
                 Accumulator::Sum { int_sum: 0, float_sum: 0.0, is_float: false, any: false }
             }
@@ -306,7 +306,7 @@ impl Accumulator {
                 if let Value::Json(json) = value {
                     let replace = best.as_ref().is_none_or(|current| top_one_before(json, current));
                     if replace {
-                        *best = Some(json.clone());
+                        *best = Some((**json).clone());
                     }
                 }
             }
@@ -332,7 +332,7 @@ impl Accumulator {
             Accumulator::Extreme { best, .. } => best.clone().unwrap_or(Value::Null),
             Accumulator::Percentile { values, kind } => percentile(values, *kind),
             Accumulator::Collect { values } => {
-                Value::Json(serde_json::Value::Array(values.iter().map(Value::to_json).collect()))
+                Value::Json(Box::new(serde_json::Value::Array(values.iter().map(Value::to_json).collect())))
             }
             Accumulator::TopOne { best } => best
                 .as_ref()

@@ -12,16 +12,16 @@ use std::collections::{HashMap, VecDeque};
 use crate::agg::Accumulator;
 use crate::expr::{eval_keys, truthy, Context};
 use crate::plan::{AnalyticKind, AnalyticPlan};
-use crate::value::{KeyPart, Value};
+use crate::value::{KeyHasher, KeyPart, Value};
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct AnalyticState {
     /// Per partition key: recent `(event time, value)` entries, oldest first.
     #[serde(with = "crate::checkpoint::as_pairs")]
-    pub(crate) history: HashMap<Vec<KeyPart>, VecDeque<(i64, Value)>>,
+    pub(crate) history: HashMap<Vec<KeyPart>, VecDeque<(i64, Value)>, KeyHasher>,
     /// ISFIRST: per partition key, the end of the window of the last counted event.
     #[serde(with = "crate::checkpoint::as_pairs")]
-    pub(crate) last_window: HashMap<Vec<KeyPart>, i64>,
+    pub(crate) last_window: HashMap<Vec<KeyPart>, i64, KeyHasher>,
 }
 
 /// What an analytic function will record for the current event, decided before any state changes.

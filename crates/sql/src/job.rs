@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::analytic::{analytic_value, apply_analytic, AnalyticState};
 use crate::checkpoint::{CheckpointError, CHECKPOINT_VERSION};
 use crate::error::{EventError, LateAction, LateEvent};
-use crate::expr::{eval_keys, timestamp_of, truthy, Context, JoinedRow, Row};
+use crate::expr::{eval_keys, eval_timestamp, truthy, Context, JoinedRow, Row};
 use crate::plan::{Body, Expand, ExpandKind, JoinPlan, Plan, Shape, Source, StatementPlan, Target};
 use crate::value::Value;
 use crate::watermark::Watermark;
@@ -114,6 +114,12 @@ struct StatementCheckpoint {
 #[derive(Debug)]
 struct StatementRuntime {
     plan: StatementPlan,
+    /// For a statement writing named columns to an output: an output row with every column
+    /// NULL. Each row is a clone of it with the values filled in, which copies the map's hash
+    /// table instead of hashing every column name again (SipHash, in serde_json's map): that
+    /// was most of the cost of building rows. `None` when column names repeat (the map then
+    /// has fewer entries than the row has values) or the statement feeds a step.
+    output_template: Option<serde_json::Map<String, serde_json::Value>>,
     analytics: Vec<AnalyticState>,
     window: Option<WindowState>,
     join: Option<JoinState>,
@@ -193,7 +199,15 @@ impl Job {
                 };
                 let analytics = plan.analytics.iter().map(|_| AnalyticState::default()).collect();
                 let join = plan.join.as_ref().map(|_| JoinState::default());
-                StatementRuntime { plan, analytics, window, join }
+                let output_template = match (&plan.target, &plan.output_shape) {
+                    (Target::Output(_), Shape::Columns(names)) => {
+                        let template: serde_json::Map<String, serde_json::Value> =
+                            names.iter().map(|name| (name.clone(), serde_json::Value::Null)).collect();
+                        (template.len() == names.len()).then_some(template)
+                    }
+                    _ => None,
+                };
+                StatementRuntime { plan, output_template, analytics, window, join }
             })
             .collect();
         Job {
@@ -345,7 +359,7 @@ impl Job {
             None => arrival_time_ms,
             Some(expr) => {
                 let context = Context { row: Row::Json(map), timestamp_ms: arrival_time_ms, analytic: &[] };
-                match expr.eval(&context).and_then(|value| timestamp_of(&value)) {
+                match eval_timestamp(expr, &context) {
                     Ok(timestamp_ms) => timestamp_ms,
                     Err(message) => {
                         step.errors.push(EventError {
@@ -558,14 +572,24 @@ impl Job {
 
     /// Sends a statement's row to its output, or to every statement reading its step.
     fn route(&mut self, statement_idx: usize, row: OwnedRow, timestamp_ms: i64, step: &mut Step) {
-        let plan = &self.statements[statement_idx].plan;
+        let statement = &self.statements[statement_idx];
+        let plan = &statement.plan;
         match &plan.target {
             Target::Output(name) => {
                 let json = match (row, &plan.output_shape) {
                     (OwnedRow::Json(map), _) => serde_json::Value::Object(map),
-                    (OwnedRow::Slots(slots), Shape::Columns(names)) => serde_json::Value::Object(
-                        names.iter().cloned().zip(slots.iter().map(Value::to_json)).collect(),
-                    ),
+                    (OwnedRow::Slots(slots), Shape::Columns(names)) => match &statement.output_template {
+                        Some(template) if template.len() == slots.len() => {
+                            let mut map = template.clone();
+                            for (field, value) in map.values_mut().zip(slots) {
+                                *field = value.into_json();
+                            }
+                            serde_json::Value::Object(map)
+                        }
+                        _ => serde_json::Value::Object(
+                            names.iter().cloned().zip(slots.into_iter().map(Value::into_json)).collect(),
+                        ),
+                    },
                     (OwnedRow::Slots(slots), Shape::Json | Shape::Joined(_)) => {
                         serde_json::Value::Array(slots.iter().map(Value::to_json).collect())
                     }
@@ -585,6 +609,20 @@ impl Job {
     fn feed(&mut self, statement_idx: usize, side: usize, row: Row<'_>, timestamp_ms: i64, step: &mut Step) {
         let max_state_entries = self.max_state_entries;
         let statement = &mut self.statements[statement_idx];
+        if statement.join.is_none() && statement.plan.expand.is_none() {
+            // One row in, at most one out: routed straight away, without the buffers below
+            // (this is the per-event path of most statements).
+            match statement.process(row, timestamp_ms, max_state_entries) {
+                Ok(Some(row)) => self.route(statement_idx, row, timestamp_ms, step),
+                Ok(None) => {}
+                Err(message) => step.errors.push(EventError {
+                    statement_idx: Some(statement_idx),
+                    target: statement.plan.target.name().to_string(),
+                    message,
+                }),
+            }
+            return;
+        }
         let mut produced = Vec::new();
         let mut messages = Vec::new();
         if let Some(mut join) = statement.join.take() {
@@ -617,13 +655,16 @@ impl Job {
                 },
             }
         }
-        let target = statement.plan.target.name().to_string();
-        for message in messages {
-            step.errors.push(EventError {
-                statement_idx: Some(statement_idx),
-                target: target.clone(),
-                message,
-            });
+        // The target's name is copied only when there is an error to report: this runs per event.
+        if !messages.is_empty() {
+            let target = statement.plan.target.name().to_string();
+            for message in messages {
+                step.errors.push(EventError {
+                    statement_idx: Some(statement_idx),
+                    target: target.clone(),
+                    message,
+                });
+            }
         }
         for (row, row_timestamp_ms) in produced {
             self.route(statement_idx, row, row_timestamp_ms, step);
@@ -636,15 +677,20 @@ fn expand_rows(expand: &Expand, row: Row<'_>, timestamp_ms: i64) -> Result<Vec<O
     let context = Context { row, timestamp_ms, analytic: &[] };
     let elements: Vec<serde_json::Value> = match (expand.kind, expand.arg.eval(&context)?) {
         (_, Value::Null) => return Ok(Vec::new()),
-        (ExpandKind::ArrayElements, Value::Json(serde_json::Value::Array(items))) => items
-            .into_iter()
-            .enumerate()
-            .map(|(index, item)| serde_json::json!({"ArrayIndex": index, "ArrayValue": item}))
-            .collect(),
-        (ExpandKind::RecordProperties, Value::Json(serde_json::Value::Object(map))) => map
-            .into_iter()
-            .map(|(name, value)| serde_json::json!({"PropertyName": name, "PropertyValue": value}))
-            .collect(),
+        (ExpandKind::ArrayElements, Value::Json(json)) if json.is_array() => {
+            let serde_json::Value::Array(items) = *json else { return Ok(Vec::new()) };
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(index, item)| serde_json::json!({"ArrayIndex": index, "ArrayValue": item}))
+                .collect()
+        }
+        (ExpandKind::RecordProperties, Value::Json(json)) if json.is_object() => {
+            let serde_json::Value::Object(map) = *json else { return Ok(Vec::new()) };
+            map.into_iter()
+                .map(|(name, value)| serde_json::json!({"PropertyName": name, "PropertyValue": value}))
+                .collect()
+        }
         (ExpandKind::ArrayElements, other) => {
             return Err(format!("GetArrayElements expects an array, got {}", other.describe()))
         }
@@ -662,7 +708,7 @@ fn expand_rows(expand: &Expand, row: Row<'_>, timestamp_ms: i64) -> Result<Vec<O
             }
             Row::Slots(slots) => {
                 let mut slots = slots.to_vec();
-                slots.push(Value::Json(element));
+                slots.push(Value::Json(Box::new(element)));
                 OwnedRow::Slots(slots)
             }
             // The planner refuses CROSS APPLY with JOIN.

@@ -17,12 +17,15 @@
 //!   in time order once the boundary passes them (see [`SessionWindows`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
+use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
 use indexmap::IndexMap;
 
 use crate::agg::{Accumulator, AggregateKind};
 use crate::plan::WindowSpec;
-use crate::value::{KeyPart, Value};
+use crate::value::{KeyHasher, KeyMap, KeyPart, Value};
 
 /// One event as an aggregating statement hands it to its window.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -45,12 +48,16 @@ pub(crate) struct Emitted {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Group {
-    key_values: Vec<Value>,
+    /// Shared by the groups of the same key in the other windows of a hopping window (an event
+    /// is in `size / hop` of them), so the key is held once rather than once per window. A
+    /// checkpoint writes it out per group like a `Vec`; sharing is regained as windows are
+    /// opened after a restore.
+    key_values: Arc<[Value]>,
     accumulators: Vec<Accumulator>,
 }
 
 impl Group {
-    fn new(kinds: &[AggregateKind], key_values: Vec<Value>) -> Group {
+    fn new(kinds: &[AggregateKind], key_values: Arc<[Value]>) -> Group {
         Group { key_values, accumulators: kinds.iter().map(|kind| Accumulator::new(*kind)).collect() }
     }
 
@@ -67,7 +74,7 @@ impl Group {
     fn emit(&self, end_ms: i64) -> Emitted {
         Emitted {
             end_ms,
-            key_values: self.key_values.clone(),
+            key_values: self.key_values.to_vec(),
             results: self.accumulators.iter().map(Accumulator::result).collect(),
         }
     }
@@ -85,7 +92,7 @@ fn fold<'a>(
     events: impl Iterator<Item = &'a Vec<Value>>,
     errors: &mut Vec<String>,
 ) -> Group {
-    let mut group = Group::new(kinds, key_values.to_vec());
+    let mut group = Group::new(kinds, key_values.into());
     for args in events {
         match group.check(kinds, args) {
             Ok(()) => group.apply(args),
@@ -105,12 +112,16 @@ fn ceil_to_multiple(value: i64, step: i64) -> i64 {
     }
 }
 
+/// The groups of one tumbling or hopping window. The key is an `Arc` shared with the same
+/// key's groups in the other open windows (see `Group::key_values`); it is looked up by slice.
+type FixedGroups = IndexMap<Arc<[KeyPart]>, Group, KeyHasher>;
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct FixedWindows {
     size_ms: i64,
     hop_ms: i64,
     #[serde(with = "crate::checkpoint::as_nested_pairs")]
-    windows: BTreeMap<i64, IndexMap<Vec<KeyPart>, Group>>,
+    windows: BTreeMap<i64, FixedGroups>,
 }
 
 impl FixedWindows {
@@ -140,7 +151,7 @@ struct Session {
     /// The max-duration check point that ends this session if it is still going by then.
     cap_ms: i64,
     #[serde(with = "crate::checkpoint::as_pairs")]
-    groups: IndexMap<Vec<KeyPart>, Group>,
+    groups: KeyMap<Group>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -164,7 +175,7 @@ struct SessionWindows {
     timeout_ms: i64,
     max_duration_ms: i64,
     #[serde(with = "crate::checkpoint::as_pairs")]
-    partitions: IndexMap<Vec<KeyPart>, SessionPartition>,
+    partitions: KeyMap<SessionPartition>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -173,7 +184,7 @@ enum Windows {
     Sliding {
         size_ms: i64,
         #[serde(with = "crate::checkpoint::as_pairs")]
-        groups: IndexMap<Vec<KeyPart>, SlidingGroup>,
+        groups: KeyMap<SlidingGroup>,
     },
     Session(SessionWindows),
 }
@@ -197,10 +208,12 @@ impl WindowState {
             WindowSpec::Hopping { size_ms, hop_ms } => {
                 Windows::Fixed(FixedWindows { size_ms, hop_ms, windows: BTreeMap::new() })
             }
-            WindowSpec::Sliding { size_ms } => Windows::Sliding { size_ms, groups: IndexMap::new() },
-            WindowSpec::Session { timeout_ms, max_duration_ms } => {
-                Windows::Session(SessionWindows { timeout_ms, max_duration_ms, partitions: IndexMap::new() })
-            }
+            WindowSpec::Sliding { size_ms } => Windows::Sliding { size_ms, groups: KeyMap::default() },
+            WindowSpec::Session { timeout_ms, max_duration_ms } => Windows::Session(SessionWindows {
+                timeout_ms,
+                max_duration_ms,
+                partitions: KeyMap::default(),
+            }),
         };
         WindowState { kinds, windows, entries: 0, max_entries, sequence: 0 }
     }
@@ -223,13 +236,11 @@ impl WindowState {
         let sequence = self.sequence;
         match &mut self.windows {
             Windows::Fixed(fixed) => {
-                let mut ends = fixed.ends(input.timestamp_ms);
-                let first_end = ends.next();
                 if fixed.size_ms == fixed.hop_ms {
                     // Tumbling: one window, so one lookup and no copy of the key on the hot path.
-                    let Some(end) = first_end else { return Ok(()) };
+                    let Some(end) = fixed.ends(input.timestamp_ms).next() else { return Ok(()) };
                     let groups = fixed.windows.entry(end).or_default();
-                    if let Some(group) = groups.get_mut(&input.key_parts) {
+                    if let Some(group) = groups.get_mut(input.key_parts.as_slice()) {
                         group.check(&self.kinds, &input.args)?;
                         group.apply(&input.args);
                         return Ok(());
@@ -239,16 +250,33 @@ impl WindowState {
                         return Err(self.state_full());
                     }
                     self.entries += 1;
-                    let mut group = Group::new(&self.kinds, input.key_values);
+                    let mut group = Group::new(&self.kinds, input.key_values.into());
                     group.apply(&input.args);
-                    groups.insert(input.key_parts, group);
+                    groups.insert(input.key_parts.into(), group);
                     return Ok(());
                 }
-                let ends: Vec<i64> = first_end.into_iter().chain(ends).collect();
+                // Hopping: the event falls in several windows, each with its own group map. The
+                // key is hashed once and the hash reused in every window (all group maps share
+                // one hasher state, see `KeyHasher`).
+                let hash = KeyHasher.hash_one(input.key_parts.as_slice());
                 let mut new_groups = 0;
-                for end in &ends {
-                    match fixed.windows.get(end).and_then(|groups| groups.get(&input.key_parts)) {
-                        Some(group) => group.check(&self.kinds, &input.args)?,
+                // The key as held by an open window already, to share with the new groups.
+                let mut shared_parts: Option<Arc<[KeyPart]>> = None;
+                let mut shared_values: Option<Arc<[Value]>> = None;
+                for end in fixed.ends(input.timestamp_ms) {
+                    let existing = fixed.windows.get(&end).and_then(|groups| {
+                        groups.raw_entry_v1().from_key_hashed_nocheck(hash, input.key_parts.as_slice())
+                    });
+                    match existing {
+                        Some((key_parts, group)) => {
+                            group.check(&self.kinds, &input.args)?;
+                            // Equal keys can still differ in value (`1` and `1.0` group
+                            // together): a new group keeps the value of the event opening it.
+                            shared_parts.get_or_insert_with(|| key_parts.clone());
+                            if shared_values.is_none() && *group.key_values == *input.key_values {
+                                shared_values = Some(group.key_values.clone());
+                            }
+                        }
                         None => {
                             fresh_check(&self.kinds, &input.args)?;
                             new_groups += 1;
@@ -259,14 +287,17 @@ impl WindowState {
                     return Err(self.state_full());
                 }
                 self.entries += new_groups;
-                for end in ends {
+                let WindowInput { key_parts, key_values, args, .. } = input;
+                let key_parts = shared_parts.unwrap_or_else(|| key_parts.into());
+                let key_values = shared_values.unwrap_or_else(|| key_values.into());
+                for end in fixed.ends(input.timestamp_ms) {
                     let groups = fixed.windows.entry(end).or_default();
-                    match groups.get_mut(&input.key_parts) {
-                        Some(group) => group.apply(&input.args),
-                        None => {
-                            let mut group = Group::new(&self.kinds, input.key_values.clone());
-                            group.apply(&input.args);
-                            groups.insert(input.key_parts.clone(), group);
+                    match groups.raw_entry_mut_v1().from_key_hashed_nocheck(hash, &*key_parts) {
+                        RawEntryMut::Occupied(mut entry) => entry.get_mut().apply(&args),
+                        RawEntryMut::Vacant(entry) => {
+                            let mut group = Group::new(&self.kinds, key_values.clone());
+                            group.apply(&args);
+                            entry.insert_hashed_nocheck(hash, key_parts.clone(), group);
                         }
                     }
                 }
@@ -394,7 +425,7 @@ impl Session {
         Session {
             last_ms,
             cap_ms: ceil_to_multiple(start_ms.saturating_add(max_ms), max_ms),
-            groups: IndexMap::new(),
+            groups: KeyMap::default(),
         }
     }
 
@@ -445,7 +476,7 @@ fn session_feed(
         let group = session
             .groups
             .entry(input.key_parts.clone())
-            .or_insert_with(|| Group::new(kinds, input.key_values.clone()));
+            .or_insert_with(|| Group::new(kinds, input.key_values.as_slice().into()));
         match group.check(kinds, &input.args) {
             Ok(()) => group.apply(&input.args),
             Err(error) => errors.push(error),
@@ -514,6 +545,40 @@ mod tests {
                 (5, "a".into(), Value::Int(1)),
                 (10, "a".into(), Value::Int(2)),
                 (15, "a".into(), Value::Int(1))
+            ]
+        );
+    }
+
+    #[test]
+    fn hopping_window_groups_keep_the_key_value_of_the_event_that_opened_them() {
+        // 1.0 and 1 are one group, but a window first opened by `1` shows `1`, even though the
+        // group of an earlier window (opened by `1.0`) could share its key.
+        let mut state = WindowState::new(
+            WindowSpec::Hopping { size_ms: 10, hop_ms: 5 },
+            vec![AggregateKind::CountStar],
+            100,
+        );
+        for (timestamp_ms, key) in [(5, Value::Float(1.0)), (7, Value::Int(1))] {
+            let input = WindowInput {
+                timestamp_ms,
+                key_parts: vec![key.key()],
+                key_values: vec![key],
+                args: vec![Value::Int(1)],
+                session_parts: Vec::new(),
+            };
+            assert!(state.insert(input).is_ok());
+        }
+        let (emitted, _) = state.advance(i64::MAX);
+        let keys: Vec<(i64, Value, Value)> = emitted
+            .into_iter()
+            .map(|emitted| (emitted.end_ms, emitted.key_values[0].clone(), emitted.results[0].clone()))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                (5, Value::Float(1.0), Value::Int(1)),
+                (10, Value::Float(1.0), Value::Int(2)),
+                (15, Value::Int(1), Value::Int(1)),
             ]
         );
     }
