@@ -259,15 +259,18 @@ impl Command {
                 let _ = stdin.write_all(&input).await;
             });
         }
-        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
-            Ok(Ok(output)) => output,
+        // Only the start of stderr is kept (for the reason text); the rest is read and thrown
+        // away, so a chatty program neither blocks on a full pipe nor fills our memory.
+        let stderr_reader = child.stderr.take().map(|stderr| tokio::spawn(read_excerpt(stderr)));
+        let status = match tokio::time::timeout(self.timeout, child.wait()).await {
+            Ok(Ok(status)) => status,
             Ok(Err(error)) => {
                 return Attempt::Retry {
                     reason: format!("waiting for {:?}: {error}", self.program),
                     retry_after: None,
                 }
             }
-            // Dropping the future drops the child, which kill_on_drop kills.
+            // Returning drops the child, which kill_on_drop kills.
             Err(_) => {
                 return Attempt::Retry {
                     reason: format!(
@@ -279,19 +282,38 @@ impl Command {
                 }
             }
         };
-        if output.status.success() {
+        if status.success() {
             return Attempt::Acknowledged;
         }
-        let mut stderr = output.stderr;
-        stderr.truncate(REASON_DETAIL_BYTES_MAX);
+        let stderr = match stderr_reader {
+            Some(reader) => reader.await.unwrap_or_default(),
+            None => Vec::new(),
+        };
         let stderr = String::from_utf8_lossy(&stderr);
         let stderr = stderr.trim();
         let detail = if stderr.is_empty() { String::new() } else { format!(": {stderr}") };
-        let reason = format!("{:?} exited with {}{detail}", self.program, output.status);
-        if output.status.code() == Some(EXIT_DATA_ERROR) {
+        let reason = format!("{:?} exited with {}{detail}", self.program, status);
+        if status.code() == Some(EXIT_DATA_ERROR) {
             Attempt::Reject { reason }
         } else {
             Attempt::Retry { reason, retry_after: None }
+        }
+    }
+}
+
+/// The first `REASON_DETAIL_BYTES_MAX` bytes of `stream`, reading (and discarding) the rest until
+/// it ends.
+async fn read_excerpt(mut stream: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut excerpt = Vec::with_capacity(REASON_DETAIL_BYTES_MAX);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return excerpt,
+            Ok(read) => {
+                let room = REASON_DETAIL_BYTES_MAX - excerpt.len();
+                excerpt.extend_from_slice(&chunk[..read.min(room)]);
+            }
         }
     }
 }
@@ -380,5 +402,45 @@ impl DeviceCommand {
             }
         }
         Attempt::Acknowledged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(script: &str) -> Command {
+        Command {
+            trigger: "t".to_string(),
+            program: "sh".to_string(),
+            args: vec!["-c".to_string(), script.to_string()],
+            timeout: Duration::from_secs(30),
+            batched: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chatty_command_keeps_only_the_start_of_its_stderr() {
+        // 8 MiB of stderr, then a data error: the reason holds a bounded excerpt.
+        let chatty = command("yes stderr | head -c 8388608 >&2; exit 65");
+        let event = Event::for_test(0, 1, Some("k"), "v");
+        match chatty.attempt(&[event], 1).await {
+            Attempt::Reject { reason } => {
+                assert!(reason.contains("exited with"), "{reason}");
+                assert!(reason.len() < REASON_DETAIL_BYTES_MAX + 100, "reason is {} bytes", reason.len());
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn exit_codes_decide_the_outcome() {
+        let event = Event::for_test(0, 1, Some("k"), "hello");
+        assert_eq!(
+            command("[ \"$(cat)\" = hello ]").attempt(std::slice::from_ref(&event), 1).await,
+            Attempt::Acknowledged
+        );
+        assert!(matches!(command("echo oops >&2; exit 3").attempt(&[event], 1).await,
+            Attempt::Retry { reason, .. } if reason.contains("oops")));
     }
 }
