@@ -12,9 +12,10 @@
 //! by the cluster), or filtered out. Whatever was in flight when the process died, or when a
 //! rebalance moved the partition, is delivered again by whoever owns the partition next.
 //!
-//! Memory is bounded: at most `BUFFERED_EVENTS_MAX` events wait in the queue; past that the
-//! loop pauses the assigned partitions (still polling, so the group does not evict it) until
-//! the queue drains to half.
+//! Memory is bounded: once `BUFFERED_EVENTS_MAX` events wait in the queue the loop pauses the
+//! assigned partitions (still polling, so the group does not evict it) until the queue drains to
+//! half. The bound is that plus what librdkafka had already fetched, itself bounded by its
+//! `queued.max.messages.kbytes`.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -234,6 +235,15 @@ pub async fn run_trigger(
                 let revoked: HashSet<i32> = revoked.into_iter().collect();
                 let dropped = queue.purge(|pending| revoked.contains(&pending.event.partition));
                 tracing::debug!(trigger = %definition.name, ?revoked, dropped, "partitions revoked");
+                // Partitions assigned next start unpaused while others may still be paused:
+                // resume them all and let the check below pause everything again if the queue
+                // is still full.
+                if partitions_paused {
+                    if let Ok(assignment) = consumer.assignment() {
+                        let _ = consumer.resume(&assignment);
+                    }
+                    partitions_paused = false;
+                }
             }
             message = consumer.recv() => {
                 match message {
