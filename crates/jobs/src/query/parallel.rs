@@ -31,8 +31,8 @@ use tokio::sync::watch;
 
 use super::runner::{
     blocking, enqueue_checkpoint, ensure_checkpoint_topic, now_ms, read_latest_checkpoint, send_step,
-    CheckpointRecord, Counts, QueryJobSettings, StartPosition, CHECKPOINT_BYTES_MAX,
-    CHECKPOINT_ENVELOPE_VERSION, TRANSACTION_TIMEOUT,
+    CheckpointRecord, Counts, InputOffsets, QueryJobSettings, StartPosition, CHECKPOINT_BYTES_MAX,
+    TRANSACTION_TIMEOUT,
 };
 use crate::cluster::ClusterConfig;
 use crate::logging::QuietContext;
@@ -46,8 +46,8 @@ const TRANSACTION_TIMEOUT_MS: &str = "10000";
 /// One input partition number's engine job.
 struct PartitionJob {
     job: Job,
-    /// `(topic, partition) -> next offset` of what this job has read.
-    next_offsets: BTreeMap<(String, i32), i64>,
+    /// The next offset of each input partition this job reads.
+    next_offsets: InputOffsets,
     counts: Counts,
     /// Whether anything changed since the last checkpoint.
     dirty: bool,
@@ -138,15 +138,11 @@ fn restore(
     let mut job = compile(settings)?;
     let key = checkpoint_key(&settings.name, partition);
     let mut counts = Counts::default();
-    let mut next_offsets = BTreeMap::new();
+    let mut next_offsets = InputOffsets::default();
     if let Some(record) = read_latest_checkpoint(cluster, &key)? {
         job.restore(&record.state).map_err(|error| anyhow::anyhow!("restoring {key}: {error}"))?;
         counts = record.counts;
-        next_offsets = record
-            .offsets
-            .into_iter()
-            .map(|(topic, partition, offset)| ((topic, partition), offset))
-            .collect();
+        next_offsets = InputOffsets::from_checkpoint(&record.offsets);
     }
     tracing::info!(job = %settings.name, partition, events = counts.events, "partition assigned");
     Ok(PartitionJob { job, next_offsets, counts, dirty: false })
@@ -167,23 +163,14 @@ fn commit_round(shared: &mut Shared, metadata: &ConsumerGroupMetadata) -> anyhow
     let mut offsets = TopicPartitionList::new();
     let mut changed = false;
     for (partition, partition_job) in jobs.iter_mut() {
-        for ((topic, input_partition), offset) in &partition_job.next_offsets {
-            offsets.add_partition_offset(topic, *input_partition, Offset::Offset(*offset))?;
+        for (topic, input_partition, offset) in partition_job.next_offsets.iter() {
+            offsets.add_partition_offset(topic, input_partition, Offset::Offset(offset))?;
         }
         if !partition_job.dirty {
             continue;
         }
-        let record = CheckpointRecord {
-            version: CHECKPOINT_ENVELOPE_VERSION,
-            offsets: partition_job
-                .next_offsets
-                .iter()
-                .map(|((topic, input_partition), offset)| (topic.clone(), *input_partition, *offset))
-                .collect(),
-            written_at_ms: now,
-            counts: partition_job.counts,
-            state: partition_job.job.checkpoint(),
-        };
+        let record =
+            CheckpointRecord::new(&partition_job.job, &partition_job.next_offsets, partition_job.counts, now);
         enqueue_checkpoint(producer, &checkpoint_key(&settings.name, *partition), &record)?;
         partition_job.dirty = false;
         changed = true;
@@ -310,7 +297,7 @@ async fn run_round(
                 let mut guard = lock(&shared);
                 let shared = &mut *guard;
                 let Some(partition_job) = shared.jobs.get_mut(&message.partition()) else { continue };
-                partition_job.next_offsets.insert((message.topic().to_string(), message.partition()), message.offset() + 1);
+                partition_job.next_offsets.advance(message.topic(), message.partition(), message.offset() + 1);
                 partition_job.counts.events += 1;
                 partition_job.dirty = true;
                 let arrival_ms = message.timestamp().to_millis().unwrap_or_else(now_ms);

@@ -17,7 +17,7 @@
 //! instance with the same name fences the first (its transactional id is the job's). Scaling a
 //! job out over instances that share partitions is not done yet.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -104,6 +104,59 @@ pub struct CheckpointRecord {
     pub state: serde_json::Value,
 }
 
+impl CheckpointRecord {
+    /// A checkpoint of `job` having read up to `offsets`, taken at `now_ms`.
+    pub(super) fn new(job: &Job, offsets: &InputOffsets, counts: Counts, now_ms: i64) -> CheckpointRecord {
+        CheckpointRecord {
+            version: CHECKPOINT_ENVELOPE_VERSION,
+            offsets: offsets
+                .iter()
+                .map(|(topic, partition, offset)| (topic.to_string(), partition, offset))
+                .collect(),
+            written_at_ms: now_ms,
+            counts,
+            state: job.checkpoint(),
+        }
+    }
+}
+
+/// The next offset to read of every input partition a job has read: what its checkpoints store
+/// and, on the per-record path, updated without allocating (a topic's name is stored once).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct InputOffsets(BTreeMap<String, BTreeMap<i32, i64>>);
+
+impl InputOffsets {
+    pub(super) fn from_checkpoint(offsets: &[(String, i32, i64)]) -> InputOffsets {
+        let mut restored = InputOffsets::default();
+        for (topic, partition, offset) in offsets {
+            restored.advance(topic, *partition, *offset);
+        }
+        restored
+    }
+
+    /// Records that `offset` is the next to read in `topic`/`partition`.
+    pub(super) fn advance(&mut self, topic: &str, partition: i32, offset: i64) {
+        match self.0.get_mut(topic) {
+            Some(partitions) => {
+                partitions.insert(partition, offset);
+            }
+            None => {
+                self.0.insert(topic.to_string(), BTreeMap::from([(partition, offset)]));
+            }
+        }
+    }
+
+    pub(super) fn get(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.0.get(topic)?.get(&partition).copied()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, i32, i64)> + '_ {
+        self.0.iter().flat_map(|(topic, partitions)| {
+            partitions.iter().map(move |(partition, offset)| (topic.as_str(), *partition, *offset))
+        })
+    }
+}
+
 /// A job's counters: input records read, output rows written, late events, event errors.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -162,14 +215,9 @@ pub async fn run_query_job(
                     settings.name
                 )
             })?;
-            let offsets: HashMap<(String, i32), i64> = record
-                .offsets
-                .into_iter()
-                .map(|(topic, partition, offset)| ((topic, partition), offset))
-                .collect();
-            (offsets, true)
+            (InputOffsets::from_checkpoint(&record.offsets), true)
         }
-        None => (HashMap::new(), false),
+        None => (InputOffsets::default(), false),
     };
     let consumer: StreamConsumer<QuietContext> = cluster
         .client_config(&[
@@ -186,7 +234,7 @@ pub async fn run_query_job(
         .create_with_context(QuietContext::default())
         .context("creating the job's consumer")?;
     let mut assignment = TopicPartitionList::new();
-    let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut next_offsets = InputOffsets::default();
     for input in &inputs {
         let metadata = consumer
             .fetch_metadata(Some(input), Duration::from_secs(30))
@@ -198,10 +246,10 @@ pub async fn run_query_job(
             "input topic {input:?} does not exist"
         );
         for partition in 0..partitions as i32 {
-            let offset = match offsets.get(&(input.clone(), partition)) {
+            let offset = match offsets.get(input, partition) {
                 Some(offset) => {
-                    next_offsets.insert((input.clone(), partition), *offset);
-                    Offset::Offset(*offset)
+                    next_offsets.advance(input, partition, offset);
+                    Offset::Offset(offset)
                 }
                 None => match settings.start_from {
                     StartPosition::Earliest => Offset::Beginning,
@@ -218,7 +266,7 @@ pub async fn run_query_job(
         // first record at or after the timestamp (the end, if there is none).
         let mut by_time = TopicPartitionList::new();
         for element in assignment.elements() {
-            if !next_offsets.contains_key(&(element.topic().to_string(), element.partition())) {
+            if next_offsets.get(element.topic(), element.partition()).is_none() {
                 by_time.add_partition_offset(
                     element.topic(),
                     element.partition(),
@@ -272,7 +320,7 @@ pub async fn run_query_job(
                         continue;
                     }
                 };
-                next_offsets.insert((message.topic().to_string(), message.partition()), message.offset() + 1);
+                next_offsets.advance(message.topic(), message.partition(), message.offset() + 1);
                 counts.events += 1;
                 let arrival_ms = message.timestamp().to_millis().unwrap_or_else(now_ms);
                 let event: serde_json::Value = match message.payload().map(serde_json::from_slice) {
@@ -361,19 +409,10 @@ fn checkpoint(
     producer: &FutureProducer<QuietContext>,
     name: &str,
     job: &Job,
-    next_offsets: &BTreeMap<(String, i32), i64>,
+    next_offsets: &InputOffsets,
     counts: Counts,
 ) -> anyhow::Result<()> {
-    let record = CheckpointRecord {
-        version: CHECKPOINT_ENVELOPE_VERSION,
-        offsets: next_offsets
-            .iter()
-            .map(|((topic, partition), offset)| (topic.clone(), *partition, *offset))
-            .collect(),
-        written_at_ms: now_ms(),
-        counts,
-        state: job.checkpoint(),
-    };
+    let record = CheckpointRecord::new(job, next_offsets, counts, now_ms());
     enqueue_checkpoint(producer, name, &record)?;
     blocking(|| producer.commit_transaction(TRANSACTION_TIMEOUT))
         .context("committing a checkpoint transaction")?;
@@ -512,4 +551,24 @@ pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_offsets_advance_and_round_trip_through_a_checkpoint() {
+        let mut offsets = InputOffsets::default();
+        offsets.advance("b", 1, 10);
+        offsets.advance("a", 0, 5);
+        offsets.advance("b", 1, 11);
+        offsets.advance("b", 0, 3);
+        assert_eq!(offsets.get("b", 1), Some(11));
+        assert_eq!(offsets.get("c", 0), None);
+        let stored: Vec<(String, i32, i64)> =
+            offsets.iter().map(|(topic, partition, offset)| (topic.to_string(), partition, offset)).collect();
+        assert_eq!(stored, vec![("a".to_string(), 0, 5), ("b".to_string(), 0, 3), ("b".to_string(), 1, 11)]);
+        assert_eq!(InputOffsets::from_checkpoint(&stored), offsets);
+    }
 }
