@@ -18,9 +18,12 @@ pub mod append;
 pub mod auth;
 pub mod device;
 pub mod http;
+pub mod hub;
+pub mod message;
 pub mod mqtt;
 pub mod registry;
 pub mod route;
+pub mod subscriptions;
 
 pub use append::{Appender, KafkaAppender, MemoryAppender};
 pub use device::Device;

@@ -1,0 +1,873 @@
+//! The MQTT sessions of one gateway and what flows to them: subscriptions, retained messages,
+//! commands waiting for their device, and the QoS 1/2 exchanges of each session's outgoing
+//! messages. No I/O: connections ([`crate::mqtt`]) and the log follower ([`crate::fanout`])
+//! call in, and get back the packets to write, so every rule here is a unit test.
+//!
+//! # Sessions
+//!
+//! A session outlives its connection unless it is clean: MQTT 3.1.1 Clean Session 0, or MQTT 5
+//! Session Expiry Interval above 0. While its client is away it keeps its subscriptions, the
+//! QoS 1 and 2 messages matching them (at most [`HubConfig::max_queued_messages`]; QoS 0 ones
+//! are not kept, as in Mosquitto), the messages sent but not acknowledged, and the QoS 2 packet
+//! ids received but not released. On reconnect the unacknowledged ones are sent again with DUP
+//! set, and PUBRELs owed are repeated (spec 4.4). Sessions live in memory: a gateway restart
+//! ends them, and the gateway says so (session present = 0).
+//!
+//! # Outgoing flow
+//!
+//! Messages wait in the session's queue in arrival order. [`Hub::pump`] moves them to the wire
+//! while fewer than the client's Receive Maximum (and ours) QoS 1/2 messages are unacknowledged;
+//! a PUBACK or PUBCOMP frees a slot. Expired messages (Message Expiry Interval) are dropped
+//! from the queue, not sent.
+//!
+//! # Commands
+//!
+//! A command for a device waits in the hub, not in a session, until the device is connected
+//! with a subscription matching its `devices/{id}/messages/devicebound/` topic; then it moves
+//! into that session's queue. It is delivered when the device acknowledges it (PUBACK), which
+//! the caller records in the cluster; if the session ends first it goes back to wait, in order.
+//! A command past its time-to-live is dropped wherever it is.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tidewater_mqtt::topic::matches;
+use tidewater_mqtt::{Packet, PacketId, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode};
+use tokio::sync::Notify;
+
+use crate::message::Message;
+use crate::subscriptions::{ClientKey, Subscribed, Subscriptions};
+
+/// A command's position in the commands topic: partition and offset.
+pub type CommandId = (i32, i64);
+
+/// Limits of the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Most messages a session queues beyond those in flight; more are dropped.
+    pub max_queued_messages: usize,
+    /// Most QoS 1/2 messages sent to one client and not yet acknowledged (with the client's own
+    /// Receive Maximum, the lower wins).
+    pub max_in_flight: u16,
+    /// Most commands waiting for one device; more drop the oldest.
+    pub max_pending_commands: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig { max_queued_messages: 1000, max_in_flight: 64, max_pending_commands: 100 }
+    }
+}
+
+/// How long a session outlives its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionExpiry {
+    /// Ends with the connection (Clean Session 1, or Session Expiry Interval 0).
+    AtDisconnect,
+    After(Duration),
+    /// 3.1.1 Clean Session 0, or MQTT 5's 0xFFFFFFFF.
+    Never,
+}
+
+impl SessionExpiry {
+    /// From MQTT 5's Session Expiry Interval; 3.1.1 passes `None` with Clean Session 0.
+    pub fn from_interval(secs: u32) -> SessionExpiry {
+        match secs {
+            0 => SessionExpiry::AtDisconnect,
+            u32::MAX => SessionExpiry::Never,
+            secs => SessionExpiry::After(Duration::from_secs(u64::from(secs))),
+        }
+    }
+}
+
+/// What a connecting client asked for.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub clean_start: bool,
+    pub expiry: SessionExpiry,
+    pub version: ProtocolVersion,
+    /// The client's Receive Maximum (65,535 when it sent none).
+    pub receive_maximum: u16,
+    /// The client's Maximum Packet Size, if it set one.
+    pub maximum_packet_size: Option<u32>,
+    /// The device the session belongs to, for command delivery.
+    pub device: Option<String>,
+}
+
+/// One message waiting for, or on, the wire to one client.
+#[derive(Debug, Clone)]
+struct Queued {
+    message: Arc<Message>,
+    qos: QoS,
+    retain: bool,
+    identifiers: Vec<u32>,
+    command: Option<CommandId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    PubAck,
+    PubRec,
+    /// PUBREL sent; the message itself is delivered.
+    PubComp,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    packet_id: PacketId,
+    queued: Queued,
+    awaiting: Awaiting,
+}
+
+/// Which connection is attached to a session, and how to wake it when something is queued.
+#[derive(Debug)]
+struct Attachment {
+    connection_id: u64,
+    wake: Arc<Notify>,
+}
+
+#[derive(Debug)]
+struct Session {
+    device: Option<String>,
+    subscriptions: BTreeMap<String, Subscribed>,
+    queue: VecDeque<Queued>,
+    /// In the order sent.
+    in_flight: VecDeque<InFlight>,
+    next_packet_id: u16,
+    inbound_qos2: HashSet<PacketId>,
+    attached: Option<Attachment>,
+    expiry: SessionExpiry,
+    /// Set while detached with a finite expiry.
+    expires_at: Option<Instant>,
+    version: ProtocolVersion,
+    window: usize,
+    maximum_packet_size: Option<u32>,
+}
+
+impl Session {
+    fn new(options: &ConnectOptions, max_in_flight: u16) -> Session {
+        Session {
+            device: options.device.clone(),
+            subscriptions: BTreeMap::new(),
+            queue: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            next_packet_id: 1,
+            inbound_qos2: HashSet::new(),
+            attached: None,
+            expiry: options.expiry,
+            expires_at: None,
+            version: options.version,
+            window: usize::from(options.receive_maximum.min(max_in_flight).max(1)),
+            maximum_packet_size: options.maximum_packet_size,
+        }
+    }
+
+    /// The next packet id not used by a message in flight.
+    fn allocate_packet_id(&mut self) -> Option<PacketId> {
+        for _ in 0..u16::MAX {
+            let candidate = PacketId::new(self.next_packet_id);
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if let Some(id) = candidate {
+                if !self.in_flight.iter().any(|flight| flight.packet_id == id) {
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    /// The QoS a command is sent at, if this session takes commands on `topic`: the best
+    /// matching subscription's, at most 1.
+    fn command_qos(&self, topic: &str) -> Option<QoS> {
+        self.subscriptions
+            .iter()
+            .filter(|(filter, _)| matches(topic, filter))
+            .map(|(_, subscribed)| subscribed.options.qos.min(QoS::AtLeastOnce))
+            .max()
+    }
+
+    fn wake(&self) {
+        if let Some(attached) = &self.attached {
+            attached.wake.notify_one();
+        }
+    }
+}
+
+/// The devicebound topic of a device, where its commands are published.
+pub fn devicebound_topic(device: &str) -> String {
+    format!("devices/{device}/messages/devicebound/")
+}
+
+/// A command waiting for its device.
+#[derive(Debug, Clone)]
+struct PendingCommand {
+    id: CommandId,
+    message: Arc<Message>,
+}
+
+/// What an acknowledgement from the client led to.
+#[derive(Debug, Default, PartialEq)]
+pub struct AckOutcome {
+    /// PUBREL for a PUBREC.
+    pub reply: Option<Packet>,
+    /// A command now delivered, to record: the device and the command.
+    pub delivered: Option<(String, CommandId)>,
+}
+
+#[derive(Debug, Default)]
+struct HubState {
+    sessions: HashMap<ClientKey, Session>,
+    subscriptions: Subscriptions,
+    retained: BTreeMap<String, Arc<Message>>,
+    commands: HashMap<String, VecDeque<PendingCommand>>,
+    /// Commands known delivered (by any gateway), until their expiry, so that one read again
+    /// after its delivery record is not queued again.
+    delivered: HashMap<CommandId, i64>,
+    /// Messages dropped because a session's queue was full.
+    dropped: u64,
+}
+
+/// All MQTT sessions of one gateway; see the module documentation.
+#[derive(Debug, Default)]
+pub struct Hub {
+    config: HubConfig,
+    state: Mutex<HubState>,
+}
+
+/// The PUBLISH for a queued message.
+fn publish_packet(queued: &Queued, packet_id: Option<PacketId>, dup: bool, now_ms: i64) -> Publish {
+    let message = &queued.message;
+    let mut properties = message.properties.clone();
+    properties.message_expiry_interval_secs = message.remaining_expiry_secs(now_ms);
+    properties.subscription_identifiers = queued.identifiers.clone();
+    Publish {
+        dup,
+        qos: queued.qos,
+        retain: queued.retain,
+        topic: message.topic.clone(),
+        packet_id,
+        properties,
+        payload: message.payload.clone(),
+    }
+}
+
+fn fits(publish: &Publish, version: ProtocolVersion, maximum_packet_size: Option<u32>) -> bool {
+    let Some(maximum) = maximum_packet_size else { return true };
+    Packet::Publish(publish.clone())
+        .to_bytes(version)
+        .is_ok_and(|bytes| u32::try_from(bytes.len()).is_ok_and(|len| len <= maximum))
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Hub {
+        Hub { config, state: Mutex::new(HubState::default()) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // A poisoned lock means a connection task panicked mid-update; the maps stay usable.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Attaches connection `connection_id` to `client`'s session, starting a new one if asked
+    /// or if there is none. Returns whether a session was present, and the packets owed from
+    /// before (PUBLISH with DUP, PUBREL) followed by whatever is queued.
+    pub fn connect(
+        &self,
+        client: &str,
+        options: ConnectOptions,
+        connection_id: u64,
+        wake: Arc<Notify>,
+        now_ms: i64,
+    ) -> (bool, Vec<Packet>) {
+        let mut state = self.lock();
+        let existing = state.sessions.contains_key(client);
+        if options.clean_start && existing {
+            state.end_session(client);
+        }
+        let present = existing && !options.clean_start;
+        let max_in_flight = self.config.max_in_flight;
+        let session = state.sessions.entry(client.to_string()).or_insert_with(|| Session::new(&options, max_in_flight));
+        session.expiry = options.expiry;
+        session.expires_at = None;
+        session.version = options.version;
+        session.window = usize::from(options.receive_maximum.min(max_in_flight).max(1));
+        session.maximum_packet_size = options.maximum_packet_size;
+        session.device = options.device.clone();
+        session.attached = Some(Attachment { connection_id, wake });
+        let mut packets = Vec::new();
+        for flight in &session.in_flight {
+            packets.push(match flight.awaiting {
+                Awaiting::PubAck | Awaiting::PubRec => {
+                    Packet::Publish(publish_packet(&flight.queued, Some(flight.packet_id), true, now_ms))
+                }
+                Awaiting::PubComp => Packet::PubRel(PubResponse {
+                    packet_id: flight.packet_id,
+                    reason_code: ReasonCode::Success,
+                    properties: Default::default(),
+                }),
+            });
+        }
+        state.take_commands(client);
+        packets.extend(state.pump(client, now_ms));
+        (present, packets)
+    }
+
+    /// Detaches `connection_id` from `client`'s session (if it is still the one attached) and
+    /// ends the session if it does not outlive its connection. `expiry` is an MQTT 5
+    /// DISCONNECT's new Session Expiry Interval.
+    pub fn disconnect(&self, client: &str, connection_id: u64, expiry: Option<SessionExpiry>) {
+        let mut state = self.lock();
+        let Some(session) = state.sessions.get_mut(client) else { return };
+        if session.attached.as_ref().is_none_or(|attached| attached.connection_id != connection_id) {
+            return;
+        }
+        session.attached = None;
+        if let Some(expiry) = expiry {
+            session.expiry = expiry;
+        }
+        match session.expiry {
+            SessionExpiry::AtDisconnect => state.end_session(client),
+            SessionExpiry::After(after) => session.expires_at = Some(Instant::now() + after),
+            SessionExpiry::Never => {}
+        }
+    }
+
+    /// Records `client`'s subscriptions and queues the retained messages they ask for (and,
+    /// for a device subscribing to its devicebound topic, its waiting commands). Returns, per
+    /// subscription, whether it replaced an existing one.
+    pub fn subscribe(&self, client: &str, subscriptions: &[(String, Subscribed)], now_ms: i64) -> Vec<bool> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(session) = state.sessions.get_mut(client) else { return vec![false; subscriptions.len()] };
+        let mut existed = Vec::with_capacity(subscriptions.len());
+        for (filter, subscribed) in subscriptions {
+            session.subscriptions.insert(filter.clone(), *subscribed);
+            let replaced = state.subscriptions.subscribe(client, filter, *subscribed);
+            existed.push(replaced);
+            let shared = filter.starts_with(tidewater_mqtt::topic::SHARED_PREFIX);
+            let send_retained = match subscribed.options.retain_handling {
+                tidewater_mqtt::RetainHandling::SendAtSubscribe => true,
+                tidewater_mqtt::RetainHandling::SendAtNewSubscribe => !replaced,
+                tidewater_mqtt::RetainHandling::DoNotSend => false,
+            };
+            // Retained messages are not sent for shared subscriptions (spec 4.8.2).
+            if send_retained && !shared {
+                for message in state.retained.values() {
+                    if matches(message.topic.as_str(), filter) && !message.is_expired(now_ms) {
+                        session.queue.push_back(Queued {
+                            message: message.clone(),
+                            qos: message.qos.min(subscribed.options.qos),
+                            retain: true,
+                            identifiers: subscribed.identifier.into_iter().collect(),
+                            command: None,
+                        });
+                    }
+                }
+            }
+        }
+        state.take_commands(client);
+        existed
+    }
+
+    /// Removes `client`'s subscriptions to `filters`; per filter, whether there was one.
+    pub fn unsubscribe(&self, client: &str, filters: &[String]) -> Vec<bool> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(session) = state.sessions.get_mut(client) else { return vec![false; filters.len()] };
+        filters
+            .iter()
+            .map(|filter| {
+                session.subscriptions.remove(filter);
+                state.subscriptions.unsubscribe(client, filter)
+            })
+            .collect()
+    }
+
+    /// The packets `client` can be sent now: queued messages, as far as its window allows.
+    pub fn pump(&self, client: &str, now_ms: i64) -> Vec<Packet> {
+        self.lock().pump(client, now_ms)
+    }
+
+    /// Handles the client's PUBACK, PUBREC or PUBCOMP for `packet_id`.
+    pub fn acknowledged(&self, client: &str, packet: &Packet) -> AckOutcome {
+        let mut state = self.lock();
+        let Some(session) = state.sessions.get_mut(client) else { return AckOutcome::default() };
+        let (response, expect) = match packet {
+            Packet::PubAck(response) => (response, Awaiting::PubAck),
+            Packet::PubRec(response) => (response, Awaiting::PubRec),
+            Packet::PubComp(response) => (response, Awaiting::PubComp),
+            _ => return AckOutcome::default(),
+        };
+        let position = session
+            .in_flight
+            .iter()
+            .position(|flight| flight.packet_id == response.packet_id && flight.awaiting == expect);
+        let Some(position) = position else {
+            // A PUBREC for nothing we sent still gets its PUBREL, saying so (spec 4.3.3).
+            let reply = (expect == Awaiting::PubRec).then(|| {
+                Packet::PubRel(PubResponse {
+                    packet_id: response.packet_id,
+                    reason_code: ReasonCode::PacketIdentifierNotFound,
+                    properties: Default::default(),
+                })
+            });
+            return AckOutcome { reply, delivered: None };
+        };
+        match expect {
+            Awaiting::PubRec if !response.reason_code.is_error() => {
+                session.in_flight[position].awaiting = Awaiting::PubComp;
+                let reply = Packet::PubRel(PubResponse {
+                    packet_id: response.packet_id,
+                    reason_code: ReasonCode::Success,
+                    properties: Default::default(),
+                });
+                AckOutcome { reply: Some(reply), delivered: None }
+            }
+            _ => {
+                // An error PUBACK or PUBREC also ends the exchange: the client refused the
+                // message, and sending it again would be refused again.
+                let flight = session.in_flight.remove(position).expect("the position was just found");
+                let delivered = flight.queued.command.zip(session.device.clone());
+                let Some((command, device)) = delivered else { return AckOutcome::default() };
+                state.delivered.insert(command, flight.queued.message.expires_at_ms.unwrap_or(i64::MAX));
+                AckOutcome { reply: None, delivered: Some((device, command)) }
+            }
+        }
+    }
+
+    /// Whether `client` already has QoS 2 message `packet_id` awaiting its PUBREL.
+    pub fn inbound_qos2_pending(&self, client: &str, packet_id: PacketId) -> bool {
+        self.lock().sessions.get(client).is_some_and(|session| session.inbound_qos2.contains(&packet_id))
+    }
+
+    /// How many QoS 2 messages from `client` await their PUBREL.
+    pub fn inbound_qos2_count(&self, client: &str) -> usize {
+        self.lock().sessions.get(client).map_or(0, |session| session.inbound_qos2.len())
+    }
+
+    pub fn inbound_qos2_received(&self, client: &str, packet_id: PacketId) {
+        if let Some(session) = self.lock().sessions.get_mut(client) {
+            session.inbound_qos2.insert(packet_id);
+        }
+    }
+
+    /// Forgets QoS 2 message `packet_id` on its PUBREL; whether it was known.
+    pub fn inbound_qos2_released(&self, client: &str, packet_id: PacketId) -> bool {
+        self.lock().sessions.get_mut(client).is_some_and(|session| session.inbound_qos2.remove(&packet_id))
+    }
+
+    /// Queues a live message for every matching subscription and wakes their connections.
+    pub fn publish(&self, message: Arc<Message>, now_ms: i64) {
+        if message.is_expired(now_ms) {
+            return;
+        }
+        let mut state = self.lock();
+        let state = &mut *state;
+        let sessions = &state.sessions;
+        let targets = state.subscriptions.matching(message.topic.as_str(), |client| {
+            sessions.get(client).is_some_and(|session| session.attached.is_some())
+        });
+        for target in targets {
+            if target.no_local && message.publisher.as_deref() == Some(target.client.as_str()) {
+                continue;
+            }
+            let Some(session) = state.sessions.get_mut(&target.client) else { continue };
+            let qos = message.qos.min(target.qos);
+            // A session whose client is away keeps QoS 1 and 2 messages only.
+            if session.attached.is_none() && qos == QoS::AtMostOnce {
+                continue;
+            }
+            if session.queue.len() >= self.config.max_queued_messages {
+                state.dropped += 1;
+                tracing::debug!(client = target.client, "a session's queue is full; message dropped");
+                continue;
+            }
+            session.queue.push_back(Queued {
+                message: message.clone(),
+                qos,
+                retain: message.retain && target.retain_as_published,
+                identifiers: target.identifiers,
+                command: None,
+            });
+            session.wake();
+        }
+    }
+
+    /// Replaces the retained message of its topic; an empty payload removes it (spec 3.3.1.3).
+    pub fn set_retained(&self, message: Arc<Message>) {
+        let mut state = self.lock();
+        let topic = message.topic.as_str().to_string();
+        if message.payload.is_empty() {
+            state.retained.remove(&topic);
+        } else {
+            state.retained.insert(topic, message);
+        }
+    }
+
+    /// A command for `device` read from the commands topic.
+    pub fn command(&self, device: &str, id: CommandId, message: Arc<Message>, now_ms: i64) {
+        if message.is_expired(now_ms) {
+            return;
+        }
+        let mut state = self.lock();
+        if state.delivered.contains_key(&id) {
+            return;
+        }
+        let pending = state.commands.entry(device.to_string()).or_default();
+        if pending.iter().any(|command| command.id == id) {
+            return;
+        }
+        if pending.len() >= self.config.max_pending_commands {
+            let dropped = pending.pop_front();
+            tracing::warn!(device, dropped = ?dropped.map(|command| command.id), "too many commands waiting for a device; the oldest was dropped");
+        }
+        pending.push_back(PendingCommand { id, message });
+        let clients: Vec<ClientKey> = state
+            .sessions
+            .iter()
+            .filter(|(_, session)| session.device.as_deref() == Some(device) && session.attached.is_some())
+            .map(|(client, _)| client.clone())
+            .collect();
+        for client in clients {
+            state.take_commands(&client);
+        }
+    }
+
+    /// A command delivered, maybe by another gateway: it no longer waits here.
+    pub fn command_delivered(&self, device: &str, id: CommandId, expires_at_ms: i64) {
+        let mut state = self.lock();
+        state.delivered.insert(id, expires_at_ms);
+        if let Some(pending) = state.commands.get_mut(device) {
+            pending.retain(|command| command.id != id);
+        }
+    }
+
+    /// Commands waiting for `device`.
+    pub fn pending_commands(&self, device: &str) -> usize {
+        self.lock().commands.get(device).map_or(0, VecDeque::len)
+    }
+
+    /// Ends sessions whose expiry passed, and forgets expired commands.
+    pub fn sweep(&self, now: Instant, now_ms: i64) {
+        let mut state = self.lock();
+        let expired: Vec<ClientKey> = state
+            .sessions
+            .iter()
+            .filter(|(_, session)| session.expires_at.is_some_and(|at| at <= now))
+            .map(|(client, _)| client.clone())
+            .collect();
+        for client in expired {
+            state.end_session(&client);
+        }
+        state.commands.retain(|_, pending| {
+            pending.retain(|command| !command.message.is_expired(now_ms));
+            !pending.is_empty()
+        });
+        state.delivered.retain(|_, expires_at_ms| *expires_at_ms > now_ms);
+    }
+
+    /// How many sessions exist, and how many have a connection.
+    pub fn session_counts(&self) -> (usize, usize) {
+        let state = self.lock();
+        let attached = state.sessions.values().filter(|session| session.attached.is_some()).count();
+        (state.sessions.len(), attached)
+    }
+}
+
+impl HubState {
+    /// Removes a session and its subscriptions; commands it held go back to wait for the
+    /// device, in their order, ahead of newer ones.
+    fn end_session(&mut self, client: &str) {
+        let Some(session) = self.sessions.remove(client) else { return };
+        for filter in session.subscriptions.keys() {
+            self.subscriptions.unsubscribe(client, filter);
+        }
+        let Some(device) = session.device else { return };
+        let held: Vec<PendingCommand> = session
+            .in_flight
+            .into_iter()
+            .map(|flight| flight.queued)
+            .chain(session.queue)
+            .filter_map(|queued| queued.command.map(|id| PendingCommand { id, message: queued.message }))
+            .filter(|command| !self.delivered.contains_key(&command.id))
+            .collect();
+        if !held.is_empty() {
+            let pending = self.commands.entry(device).or_default();
+            for command in held.into_iter().rev() {
+                pending.push_front(command);
+            }
+        }
+    }
+
+    /// Moves the commands waiting for `client`'s device into its queue, if it is connected and
+    /// subscribed to them.
+    fn take_commands(&mut self, client: &str) {
+        let Some(session) = self.sessions.get_mut(client) else { return };
+        let (Some(device), true) = (session.device.clone(), session.attached.is_some()) else { return };
+        let Some(qos) = session.command_qos(&devicebound_topic(&device)) else { return };
+        let Some(pending) = self.commands.remove(&device) else { return };
+        for command in pending {
+            session.queue.push_back(Queued { message: command.message, qos, retain: false, identifiers: Vec::new(), command: Some(command.id) });
+        }
+        session.wake();
+    }
+
+    fn pump(&mut self, client: &str, now_ms: i64) -> Vec<Packet> {
+        let Some(session) = self.sessions.get_mut(client) else { return Vec::new() };
+        if session.attached.is_none() {
+            return Vec::new();
+        }
+        let mut packets = Vec::new();
+        loop {
+            let Some(front) = session.queue.front() else { break };
+            if front.qos != QoS::AtMostOnce && session.in_flight.len() >= session.window {
+                break;
+            }
+            let queued = session.queue.pop_front().expect("front exists");
+            if queued.message.is_expired(now_ms) {
+                continue;
+            }
+            if queued.qos == QoS::AtMostOnce {
+                let publish = publish_packet(&queued, None, false, now_ms);
+                if fits(&publish, session.version, session.maximum_packet_size) {
+                    packets.push(Packet::Publish(publish));
+                }
+                // A command sent at QoS 0 counts as delivered once written.
+                if let (Some(command), Some(_)) = (queued.command, &session.device) {
+                    self.delivered.insert(command, queued.message.expires_at_ms.unwrap_or(i64::MAX));
+                }
+                continue;
+            }
+            let Some(packet_id) = session.allocate_packet_id() else {
+                session.queue.push_front(queued);
+                break;
+            };
+            let publish = publish_packet(&queued, Some(packet_id), false, now_ms);
+            // Too big for the client: discarded as if sent (spec 3.1.2.11.4).
+            if !fits(&publish, session.version, session.maximum_packet_size) {
+                tracing::debug!(client, "a message over the client's Maximum Packet Size was dropped");
+                continue;
+            }
+            let awaiting = if queued.qos == QoS::ExactlyOnce { Awaiting::PubRec } else { Awaiting::PubAck };
+            session.in_flight.push_back(InFlight { packet_id, queued, awaiting });
+            packets.push(Packet::Publish(publish));
+        }
+        packets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tidewater_mqtt::{Properties, SubscriptionOptions, Utf8Bytes};
+
+    fn message(topic: &str, payload: &str, qos: QoS) -> Arc<Message> {
+        Arc::new(Message {
+            topic: Utf8Bytes::try_from_bytes(Bytes::copy_from_slice(topic.as_bytes())).unwrap_or_default(),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            qos,
+            retain: false,
+            publisher: Some("publisher".into()),
+            properties: Properties::default(),
+            expires_at_ms: None,
+        })
+    }
+
+    fn options(clean_start: bool, expiry: SessionExpiry) -> ConnectOptions {
+        ConnectOptions {
+            clean_start,
+            expiry,
+            version: ProtocolVersion::V5,
+            receive_maximum: 2,
+            maximum_packet_size: None,
+            device: None,
+        }
+    }
+
+    fn at(qos: QoS) -> Subscribed {
+        Subscribed { options: SubscriptionOptions::qos(qos), identifier: None }
+    }
+
+    /// Each packet as `PUBLISH id topic payload [dup] [retain]`, `PUBREL id`, ...
+    fn describe(packets: &[Packet]) -> Vec<String> {
+        packets
+            .iter()
+            .map(|packet| match packet {
+                Packet::Publish(publish) => format!(
+                    "PUBLISH {} {} {}{}{}",
+                    publish.packet_id.map_or(0, |id| id.get()),
+                    publish.topic.as_str(),
+                    String::from_utf8_lossy(&publish.payload),
+                    if publish.dup { " dup" } else { "" },
+                    if publish.retain { " retain" } else { "" },
+                ),
+                Packet::PubRel(response) => format!("PUBREL {}", response.packet_id),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn ack(kind: fn(PubResponse) -> Packet, id: u16) -> Packet {
+        kind(PubResponse {
+            packet_id: PacketId::new(id).expect("non-zero"),
+            reason_code: ReasonCode::Success,
+            properties: Properties::default(),
+        })
+    }
+
+    #[test]
+    fn the_window_bounds_unacknowledged_messages_and_an_ack_frees_a_slot() {
+        let hub = Hub::new(HubConfig::default());
+        hub.connect("a", options(true, SessionExpiry::AtDisconnect), 1, Arc::default(), 0);
+        hub.subscribe("a", &[("t/#".into(), at(QoS::AtLeastOnce))], 0);
+        for n in 0..3 {
+            hub.publish(message("t/x", &n.to_string(), QoS::AtLeastOnce), 0);
+        }
+        hub.publish(message("t/x", "q0", QoS::AtMostOnce), 0);
+        assert_eq!(describe(&hub.pump("a", 0)), ["PUBLISH 1 t/x 0", "PUBLISH 2 t/x 1"]);
+        assert_eq!(hub.acknowledged("a", &ack(Packet::PubAck, 1)), AckOutcome::default());
+        assert_eq!(describe(&hub.pump("a", 0)), ["PUBLISH 3 t/x 2", "PUBLISH 0 t/x q0"]);
+    }
+
+    #[test]
+    fn qos2_goes_pubrec_pubrel_pubcomp_and_unknown_pubrec_is_answered() {
+        let hub = Hub::new(HubConfig::default());
+        hub.connect("a", options(true, SessionExpiry::AtDisconnect), 1, Arc::default(), 0);
+        hub.subscribe("a", &[("t".into(), at(QoS::ExactlyOnce))], 0);
+        hub.publish(message("t", "m", QoS::ExactlyOnce), 0);
+        assert_eq!(describe(&hub.pump("a", 0)), ["PUBLISH 1 t m"]);
+        let outcome = hub.acknowledged("a", &ack(Packet::PubRec, 1));
+        assert_eq!(describe(&outcome.reply.into_iter().collect::<Vec<_>>()), ["PUBREL 1"]);
+        // A PUBACK does not end a QoS 2 exchange.
+        hub.acknowledged("a", &ack(Packet::PubAck, 1));
+        hub.acknowledged("a", &ack(Packet::PubComp, 1));
+        let unknown = hub.acknowledged("a", &ack(Packet::PubRec, 9));
+        assert!(matches!(unknown.reply, Some(Packet::PubRel(PubResponse { reason_code: ReasonCode::PacketIdentifierNotFound, .. }))));
+    }
+
+    #[test]
+    fn a_persistent_session_queues_while_away_and_resends_unacknowledged_with_dup() {
+        let hub = Hub::new(HubConfig::default());
+        hub.connect("a", options(true, SessionExpiry::Never), 1, Arc::default(), 0);
+        hub.subscribe("a", &[("t".into(), at(QoS::ExactlyOnce))], 0);
+        hub.publish(message("t", "sent", QoS::AtLeastOnce), 0);
+        hub.publish(message("t", "released", QoS::ExactlyOnce), 0);
+        assert_eq!(describe(&hub.pump("a", 0)), ["PUBLISH 1 t sent", "PUBLISH 2 t released"]);
+        hub.acknowledged("a", &ack(Packet::PubRec, 2));
+        hub.disconnect("a", 1, None);
+        hub.publish(message("t", "while-away", QoS::AtLeastOnce), 0);
+        hub.publish(message("t", "qos0-not-kept", QoS::AtMostOnce), 0);
+        // A late disconnect of an older connection changes nothing.
+        hub.disconnect("a", 0, None);
+        let (present, packets) = hub.connect("a", options(false, SessionExpiry::Never), 2, Arc::default(), 0);
+        assert!(present);
+        assert_eq!(describe(&packets), ["PUBLISH 1 t sent dup", "PUBREL 2"]);
+        hub.acknowledged("a", &ack(Packet::PubAck, 1));
+        assert_eq!(describe(&hub.pump("a", 0)), ["PUBLISH 3 t while-away"]);
+        // Clean start throws the session away.
+        let (present, packets) = hub.connect("a", options(true, SessionExpiry::AtDisconnect), 3, Arc::default(), 0);
+        assert!(!present);
+        assert!(packets.is_empty());
+        hub.publish(message("t", "unsubscribed", QoS::AtLeastOnce), 0);
+        assert!(hub.pump("a", 0).is_empty());
+        hub.disconnect("a", 3, None);
+        assert_eq!(hub.session_counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_session_expires_after_its_interval() {
+        let hub = Hub::new(HubConfig::default());
+        hub.connect("a", options(true, SessionExpiry::After(Duration::from_secs(60))), 1, Arc::default(), 0);
+        hub.disconnect("a", 1, None);
+        hub.sweep(Instant::now(), 0);
+        assert_eq!(hub.session_counts(), (1, 0));
+        hub.sweep(Instant::now() + Duration::from_secs(61), 0);
+        assert_eq!(hub.session_counts(), (0, 0));
+    }
+
+    #[test]
+    fn retained_messages_follow_retain_handling_and_are_cleared_by_an_empty_payload() {
+        let hub = Hub::new(HubConfig::default());
+        let mut retained = (*message("r/1", "one", QoS::AtLeastOnce)).clone();
+        retained.retain = true;
+        hub.set_retained(Arc::new(retained.clone()));
+        hub.set_retained(message("r/2", "two", QoS::AtMostOnce));
+        hub.connect("a", options(true, SessionExpiry::AtDisconnect), 1, Arc::default(), 0);
+        hub.subscribe("a", &[("r/#".into(), at(QoS::ExactlyOnce))], 0);
+        assert_eq!(describe(&hub.pump("a", 0)), ["PUBLISH 1 r/1 one retain", "PUBLISH 0 r/2 two retain"]);
+        let mut new_only = at(QoS::AtMostOnce);
+        new_only.options.retain_handling = tidewater_mqtt::RetainHandling::SendAtNewSubscribe;
+        hub.subscribe("a", &[("r/#".into(), new_only)], 0);
+        assert!(hub.pump("a", 0).is_empty(), "not a new subscription");
+        // A live retained message keeps its flag only for Retain As Published.
+        hub.publish(Arc::new(retained), 0);
+        assert_eq!(describe(&hub.pump("a", 0)), ["PUBLISH 0 r/1 one"]);
+        hub.set_retained(message("r/1", "", QoS::AtMostOnce));
+        hub.subscribe("a", &[("r/1".into(), at(QoS::AtMostOnce))], 0);
+        assert!(hub.pump("a", 0).is_empty());
+    }
+
+    #[test]
+    fn no_local_withholds_a_clients_own_messages() {
+        let hub = Hub::new(HubConfig::default());
+        hub.connect("publisher", options(true, SessionExpiry::AtDisconnect), 1, Arc::default(), 0);
+        let mut own = at(QoS::AtMostOnce);
+        own.options.no_local = true;
+        hub.subscribe("publisher", &[("t".into(), own)], 0);
+        hub.publish(message("t", "mine", QoS::AtMostOnce), 0);
+        assert!(hub.pump("publisher", 0).is_empty());
+    }
+
+    #[test]
+    fn expired_messages_are_not_sent() {
+        let hub = Hub::new(HubConfig::default());
+        hub.connect("a", options(true, SessionExpiry::AtDisconnect), 1, Arc::default(), 0);
+        hub.subscribe("a", &[("t".into(), at(QoS::AtLeastOnce))], 0);
+        let mut expiring = (*message("t", "soon", QoS::AtLeastOnce)).clone();
+        expiring.expires_at_ms = Some(10_000);
+        hub.publish(Arc::new(expiring), 0);
+        assert!(hub.pump("a", 10_000).is_empty());
+    }
+
+    #[test]
+    fn a_command_waits_for_its_device_and_returns_to_wait_if_the_session_ends_unacknowledged() {
+        let hub = Hub::new(HubConfig::default());
+        let device = || ConnectOptions { device: Some("pump-1".into()), ..options(true, SessionExpiry::AtDisconnect) };
+        let topic = devicebound_topic("pump-1");
+        hub.command("pump-1", (0, 7), message(&topic, "reboot", QoS::AtLeastOnce), 0);
+        hub.command("pump-1", (0, 7), message(&topic, "reboot", QoS::AtLeastOnce), 0);
+        assert_eq!(hub.pending_commands("pump-1"), 1, "the same command read twice waits once");
+        hub.connect("pump-1", device(), 1, Arc::default(), 0);
+        assert!(hub.pump("pump-1", 0).is_empty(), "not subscribed yet");
+        hub.subscribe("pump-1", &[("devices/pump-1/messages/devicebound/#".into(), at(QoS::AtLeastOnce))], 0);
+        assert_eq!(describe(&hub.pump("pump-1", 0)), ["PUBLISH 1 devices/pump-1/messages/devicebound/ reboot"]);
+        hub.disconnect("pump-1", 1, None);
+        assert_eq!(hub.pending_commands("pump-1"), 1, "unacknowledged: it waits again");
+        hub.connect("pump-1", device(), 2, Arc::default(), 0);
+        hub.subscribe("pump-1", &[("devices/pump-1/messages/devicebound/#".into(), at(QoS::AtLeastOnce))], 0);
+        assert_eq!(describe(&hub.pump("pump-1", 0)), ["PUBLISH 1 devices/pump-1/messages/devicebound/ reboot"]);
+        let outcome = hub.acknowledged("pump-1", &ack(Packet::PubAck, 1));
+        assert_eq!(outcome.delivered, Some(("pump-1".to_string(), (0, 7))));
+        hub.disconnect("pump-1", 2, None);
+        assert_eq!(hub.pending_commands("pump-1"), 0);
+        // Read again (a restart re-reads recent commands): known delivered, not queued.
+        hub.command("pump-1", (0, 7), message(&topic, "reboot", QoS::AtLeastOnce), 0);
+        assert_eq!(hub.pending_commands("pump-1"), 0);
+    }
+
+    #[test]
+    fn a_command_delivered_elsewhere_stops_waiting_and_expired_ones_are_swept() {
+        let hub = Hub::new(HubConfig::default());
+        let topic = devicebound_topic("pump-1");
+        hub.command("pump-1", (0, 1), message(&topic, "a", QoS::AtLeastOnce), 0);
+        let mut expiring = (*message(&topic, "b", QoS::AtLeastOnce)).clone();
+        expiring.expires_at_ms = Some(5_000);
+        hub.command("pump-1", (0, 2), Arc::new(expiring), 0);
+        hub.command_delivered("pump-1", (0, 1), i64::MAX);
+        assert_eq!(hub.pending_commands("pump-1"), 1);
+        hub.sweep(Instant::now(), 5_000);
+        assert_eq!(hub.pending_commands("pump-1"), 0);
+    }
+}
