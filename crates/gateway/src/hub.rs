@@ -105,6 +105,8 @@ struct Queued {
     command: Option<CommandId>,
 }
 
+/// The packet an in-flight message waits for; named after it, hence the shared prefix.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Awaiting {
     PubAck,
@@ -287,7 +289,8 @@ impl Hub {
         }
         let present = existing && !options.clean_start;
         let max_in_flight = self.config.max_in_flight;
-        let session = state.sessions.entry(client.to_string()).or_insert_with(|| Session::new(&options, max_in_flight));
+        let session =
+            state.sessions.entry(client.to_string()).or_insert_with(|| Session::new(&options, max_in_flight));
         session.expiry = options.expiry;
         session.expires_at = None;
         session.version = options.version;
@@ -608,7 +611,13 @@ impl HubState {
         let Some(qos) = session.command_qos(&devicebound_topic(&device)) else { return };
         let Some(pending) = self.commands.remove(&device) else { return };
         for command in pending {
-            session.queue.push_back(Queued { message: command.message, qos, retain: false, identifiers: Vec::new(), command: Some(command.id) });
+            session.queue.push_back(Queued {
+                message: command.message,
+                qos,
+                retain: false,
+                identifiers: Vec::new(),
+                command: Some(command.id),
+            });
         }
         session.wake();
     }
@@ -619,8 +628,7 @@ impl HubState {
             return Vec::new();
         }
         let mut packets = Vec::new();
-        loop {
-            let Some(front) = session.queue.front() else { break };
+        while let Some(front) = session.queue.front() {
             if front.qos != QoS::AtMostOnce && session.in_flight.len() >= session.window {
                 break;
             }
@@ -744,7 +752,10 @@ mod tests {
         hub.acknowledged("a", &ack(Packet::PubAck, 1));
         hub.acknowledged("a", &ack(Packet::PubComp, 1));
         let unknown = hub.acknowledged("a", &ack(Packet::PubRec, 9));
-        assert!(matches!(unknown.reply, Some(Packet::PubRel(PubResponse { reason_code: ReasonCode::PacketIdentifierNotFound, .. }))));
+        assert!(matches!(
+            unknown.reply,
+            Some(Packet::PubRel(PubResponse { reason_code: ReasonCode::PacketIdentifierNotFound, .. }))
+        ));
     }
 
     #[test]
@@ -767,7 +778,8 @@ mod tests {
         hub.acknowledged("a", &ack(Packet::PubAck, 1));
         assert_eq!(describe(&hub.pump("a", 0)), ["PUBLISH 3 t while-away"]);
         // Clean start throws the session away.
-        let (present, packets) = hub.connect("a", options(true, SessionExpiry::AtDisconnect), 3, Arc::default(), 0);
+        let (present, packets) =
+            hub.connect("a", options(true, SessionExpiry::AtDisconnect), 3, Arc::default(), 0);
         assert!(!present);
         assert!(packets.is_empty());
         hub.publish(message("t", "unsubscribed", QoS::AtLeastOnce), 0);
@@ -834,7 +846,8 @@ mod tests {
     #[test]
     fn a_command_waits_for_its_device_and_returns_to_wait_if_the_session_ends_unacknowledged() {
         let hub = Hub::new(HubConfig::default());
-        let device = || ConnectOptions { device: Some("pump-1".into()), ..options(true, SessionExpiry::AtDisconnect) };
+        let device =
+            || ConnectOptions { device: Some("pump-1".into()), ..options(true, SessionExpiry::AtDisconnect) };
         let topic = devicebound_topic("pump-1");
         hub.command("pump-1", (0, 7), message(&topic, "reboot", QoS::AtLeastOnce), 0);
         hub.command("pump-1", (0, 7), message(&topic, "reboot", QoS::AtLeastOnce), 0);
@@ -842,12 +855,18 @@ mod tests {
         hub.connect("pump-1", device(), 1, Arc::default(), 0);
         assert!(hub.pump("pump-1", 0).is_empty(), "not subscribed yet");
         hub.subscribe("pump-1", &[("devices/pump-1/messages/devicebound/#".into(), at(QoS::AtLeastOnce))], 0);
-        assert_eq!(describe(&hub.pump("pump-1", 0)), ["PUBLISH 1 devices/pump-1/messages/devicebound/ reboot"]);
+        assert_eq!(
+            describe(&hub.pump("pump-1", 0)),
+            ["PUBLISH 1 devices/pump-1/messages/devicebound/ reboot"]
+        );
         hub.disconnect("pump-1", 1, None);
         assert_eq!(hub.pending_commands("pump-1"), 1, "unacknowledged: it waits again");
         hub.connect("pump-1", device(), 2, Arc::default(), 0);
         hub.subscribe("pump-1", &[("devices/pump-1/messages/devicebound/#".into(), at(QoS::AtLeastOnce))], 0);
-        assert_eq!(describe(&hub.pump("pump-1", 0)), ["PUBLISH 1 devices/pump-1/messages/devicebound/ reboot"]);
+        assert_eq!(
+            describe(&hub.pump("pump-1", 0)),
+            ["PUBLISH 1 devices/pump-1/messages/devicebound/ reboot"]
+        );
         let outcome = hub.acknowledged("pump-1", &ack(Packet::PubAck, 1));
         assert_eq!(outcome.delivered, Some(("pump-1".to_string(), (0, 7))));
         hub.disconnect("pump-1", 2, None);

@@ -12,11 +12,16 @@
 //! - [`route`]: which PUBLISH goes where, with the authenticated device id stamped in.
 //! - [`append`]: queue in order, learn when durable.
 //! - [`mqtt`]: the listener and its connections.
+//! - [`hub`]: MQTT sessions, subscriptions, retained messages and commands waiting for devices.
+//! - [`subscriptions`]: matching a topic to the sessions subscribed to it.
+//! - [`message`]: an MQTT message as record headers and back.
+//! - [`fanout`]: the log follower that feeds the hub from the cluster.
 //! - [`http`]: HTTP ingestion (CloudEvents binary, structured and batch modes, plain JSON).
 
 pub mod append;
 pub mod auth;
 pub mod device;
+pub mod fanout;
 pub mod http;
 pub mod hub;
 pub mod message;
@@ -36,9 +41,9 @@ use std::time::Duration;
 
 use tidewater_jobs::ClusterConfig;
 
-/// Runs a gateway against `cluster` until `stop`: creates the device registry topic if needed,
-/// follows it, and serves MQTT and/or HTTP on the listeners given, appending through one
-/// idempotent acks=all producer. Used by `tidewater serve` (against its own Kafka listener) and
+/// Runs a gateway against `cluster` until `stop`: creates the device registry topic (and for
+/// MQTT the pub/sub topics) if needed, follows them, and serves MQTT and/or HTTP on the
+/// listeners given, appending through one idempotent acks=all producer. Used by `tidewater serve` (against its own Kafka listener) and
 /// `tidewater gateway`.
 pub async fn run(
     cluster: ClusterConfig,
@@ -54,9 +59,27 @@ pub async fn run(
     }
     let (directory, follower) = registry.watch(stop.clone())?;
     let appender: Arc<dyn Appender> = Arc::new(KafkaAppender::new(&cluster)?);
-    let mqtt = mqtt.map(|(listener, config)| {
-        tokio::spawn(mqtt::serve(listener, config, directory.clone(), appender.clone(), stop.clone()))
-    });
+    let mut fanout = None;
+    let mqtt = match mqtt {
+        Some((listener, config)) => {
+            let hub = Arc::new(hub::Hub::new(config.hub_config()));
+            // Not fatal either: the follower keeps trying to read what is missing.
+            if let Err(error) = fanout::ensure_topics(&cluster, &config.topics, timeout).await {
+                tracing::warn!(error = %format!("{error:#}"), "could not create the MQTT pub/sub topics");
+            }
+            fanout =
+                Some(fanout::follow(&cluster, config.topics.clone(), hub.clone(), timeout, stop.clone())?);
+            Some(tokio::spawn(mqtt::serve(
+                listener,
+                config,
+                directory.clone(),
+                appender.clone(),
+                hub,
+                stop.clone(),
+            )))
+        }
+        None => None,
+    };
     let http = http.map(|(listener, config)| {
         tokio::spawn(http::serve(listener, config, directory.clone(), appender.clone(), stop.clone()))
     });
@@ -67,6 +90,12 @@ pub async fn run(
     }
     // Close the Kafka clients before returning, so `serve` stops its listener after them.
     drop(appender);
-    let _ = tokio::task::spawn_blocking(move || follower.join()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = follower.join();
+        if let Some(fanout) = fanout {
+            let _ = fanout.join();
+        }
+    })
+    .await;
     Ok(())
 }

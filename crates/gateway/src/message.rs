@@ -137,17 +137,23 @@ pub fn from_record<'a>(
                 has_topic = true;
             }
             QOS_HEADER => {
-                message.qos = value.first().and_then(|digit| QoS::from_u8(digit.wrapping_sub(b'0'))).unwrap_or(QoS::AtMostOnce)
+                message.qos = value
+                    .first()
+                    .and_then(|digit| QoS::from_u8(digit.wrapping_sub(b'0')))
+                    .unwrap_or(QoS::AtMostOnce)
             }
             CLIENT_HEADER => message.publisher = std::str::from_utf8(value).ok().map(str::to_string),
             EXPIRY_HEADER => {
-                if let Some(secs) = std::str::from_utf8(value).ok().and_then(|text| text.parse::<i64>().ok()) {
+                if let Some(secs) = std::str::from_utf8(value).ok().and_then(|text| text.parse::<i64>().ok())
+                {
                     message.expires_at_ms = Some(timestamp_ms.saturating_add(secs.saturating_mul(1000)));
                 }
             }
             PAYLOAD_FORMAT_HEADER => message.properties.payload_format_indicator = Some(true),
             RESPONSE_TOPIC_HEADER => message.properties.response_topic = utf8(value),
-            CORRELATION_DATA_HEADER => message.properties.correlation_data = Some(Bytes::copy_from_slice(value)),
+            CORRELATION_DATA_HEADER => {
+                message.properties.correlation_data = Some(Bytes::copy_from_slice(value))
+            }
             CONTENT_TYPE_HEADER => message.properties.content_type = utf8(value),
             name if is_envelope_header(name) => {}
             name => {

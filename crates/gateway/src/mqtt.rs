@@ -34,15 +34,26 @@
 //! messages awaiting PUBREL per connection (more is Receive Maximum exceeded) are all
 //! [`MqttConfig`] fields, and the MQTT 5 CONNACK tells the client the last three.
 //!
+//! # Subscriptions, sessions, commands
+//!
+//! SUBSCRIBE, UNSUBSCRIBE and the acknowledgements of messages sent to the client go to the
+//! [`Hub`], which keeps sessions across connections; what it queues for this connection wakes
+//! the reader, which writes it out through the same writer. What subscribers receive comes from
+//! the cluster ([`crate::fanout`]), so it is durable before anyone sees it. Which filters a
+//! client may use is [`crate::route::may_subscribe`]; a refused one gets Not authorized in its
+//! SUBACK (3.1.1: 0x80). MQTT 5 topic aliases from the client are accepted up to
+//! [`MqttConfig::topic_alias_maximum`]; the gateway sends none itself.
+//!
+//! A second connection with the same client id takes over: the first is closed (MQTT 5:
+//! Session taken over, 0x8E) once it has sent the acknowledgements it owes, and the session
+//! passes to the new one.
+//!
 //! # Not yet
 //!
-//! Sessions are not kept (CONNACK always says no session present), SUBSCRIBE is refused
-//! (commands to devices come later), a will's delay interval is not honoured, the retain flag
-//! is ignored, and topic aliases are refused. A second connection with the same
-//! client id takes over: the first is closed (MQTT 5: Session taken over, 0x8E) once it has sent
-//! the acknowledgements it owes.
+//! A will's delay interval is not honoured (the will goes out at once), and sessions live in
+//! the gateway's memory: a restart ends them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -52,7 +63,7 @@ use bytes::{Bytes, BytesMut};
 use tidewater_mqtt::{
     check, connect_protocol_version, decode, decode_connect, ConnAck, Connect, DecodeError, Disconnect,
     Limits, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, SubAck,
-    UnsubAck, Utf8Bytes,
+    Subscribe, UnsubAck, Unsubscribe, Utf8Bytes,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -61,14 +72,19 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::append::{AppendError, Appender, PendingAppend};
 use crate::auth::{authenticate, Identity};
+use crate::fanout::{now_ms, Delivery, PubSubTopics};
+use crate::hub::{ConnectOptions, Hub, SessionExpiry};
 use crate::registry::Directory;
-use crate::route::route;
+use crate::route::{may_subscribe, route, Destinations, DeviceMessage};
+use crate::subscriptions::Subscribed;
 
 /// Default most MQTT connections open at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default most QoS 1 appends awaiting durability, and QoS 2 messages awaiting PUBREL, per
 /// connection (MQTT 5's Receive Maximum).
 pub const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION: u16 = 64;
+/// Default most topic aliases per connection.
+pub const DEFAULT_TOPIC_ALIAS_MAXIMUM: u16 = 32;
 /// How long a new connection may take to send its CONNECT.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one write to a client may take before the connection is given up.
@@ -89,6 +105,32 @@ pub struct MqttConfig {
     pub allow_anonymous: bool,
     /// Where device events go.
     pub telemetry_topic: String,
+    /// Where plain pub/sub messages, retained messages, commands and their deliveries go.
+    pub topics: PubSubTopics,
+    /// Most messages a session queues beyond those in flight (as Mosquitto's
+    /// max_queued_messages); more are dropped.
+    pub max_queued_messages: usize,
+    /// Most topic aliases a client may set (MQTT 5 Topic Alias Maximum).
+    pub topic_alias_maximum: u16,
+}
+
+impl MqttConfig {
+    /// The hub's limits, from this configuration.
+    pub fn hub_config(&self) -> crate::hub::HubConfig {
+        crate::hub::HubConfig {
+            max_queued_messages: self.max_queued_messages,
+            max_in_flight: self.max_in_flight_per_connection.max(1),
+            ..crate::hub::HubConfig::default()
+        }
+    }
+
+    fn destinations(&self) -> Destinations<'_> {
+        Destinations {
+            telemetry: &self.telemetry_topic,
+            messages: &self.topics.messages,
+            retained: &self.topics.retained,
+        }
+    }
 }
 
 impl Default for MqttConfig {
@@ -99,6 +141,9 @@ impl Default for MqttConfig {
             max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
             allow_anonymous: false,
             telemetry_topic: "telemetry".to_string(),
+            topics: PubSubTopics::default(),
+            max_queued_messages: 1000,
+            topic_alias_maximum: DEFAULT_TOPIC_ALIAS_MAXIMUM,
         }
     }
 }
@@ -109,6 +154,7 @@ struct Shared {
     config: MqttConfig,
     directory: Directory,
     appender: Arc<dyn Appender>,
+    hub: Arc<Hub>,
     /// The connection currently holding each client id, to take it over (MQTT-3.1.4-3).
     clients: std::sync::Mutex<HashMap<String, ClientSlot>>,
     next_connection_id: AtomicU64,
@@ -171,6 +217,7 @@ pub async fn serve(
     config: MqttConfig,
     directory: Directory,
     appender: Arc<dyn Appender>,
+    hub: Arc<Hub>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let max_connections = config.max_connections.max(1);
@@ -179,6 +226,7 @@ pub async fn serve(
         config,
         directory,
         appender,
+        hub,
         clients: std::sync::Mutex::new(HashMap::new()),
         next_connection_id: AtomicU64::new(0),
     });
@@ -312,10 +360,30 @@ async fn run_connection(
         Identity::Anonymous => format!("anonymous/{client_id}"),
     };
     let claim = ClientClaim::take(&shared, &claimed_id);
-    if write_packet(&mut writer, version, &connack(ReasonCode::Success, properties)).await.is_err() {
+    let expiry = match (version, connect.clean_start) {
+        (ProtocolVersion::V5, _) => {
+            SessionExpiry::from_interval(connect.properties.session_expiry_interval_secs.unwrap_or(0))
+        }
+        (ProtocolVersion::V311, true) => SessionExpiry::AtDisconnect,
+        (ProtocolVersion::V311, false) => SessionExpiry::Never,
+    };
+    let wake = Arc::new(Notify::new());
+    let options = ConnectOptions {
+        clean_start: connect.clean_start,
+        expiry,
+        version,
+        receive_maximum: connect.properties.receive_maximum.unwrap_or(u16::MAX),
+        maximum_packet_size: connect.properties.maximum_packet_size,
+        device: identity.device_id().map(str::to_string),
+    };
+    let (session_present, owed) =
+        shared.hub.connect(&claimed_id, options, claim.connection_id, wake.clone(), now_ms());
+    let connack = Packet::ConnAck(ConnAck { session_present, reason_code: ReasonCode::Success, properties });
+    if write_packet(&mut writer, version, &connack).await.is_err() {
+        shared.hub.disconnect(&claimed_id, claim.connection_id, None);
         return;
     }
-    tracing::debug!(%peer, client_id = connect.client_id.as_str(), ?version, "MQTT client connected");
+    tracing::debug!(%peer, client_id = connect.client_id.as_str(), ?version, session_present, "MQTT client connected");
 
     let max_in_flight = usize::from(shared.config.max_in_flight_per_connection.max(1));
     let (outgoing, queue) = mpsc::channel(max_in_flight * 2 + 8);
@@ -324,14 +392,20 @@ async fn run_connection(
         shared: shared.clone(),
         version,
         identity,
+        client: claimed_id.clone(),
         key_hash,
         keep_alive: keep_alive_deadline(connect.keep_alive_secs),
         qos1_slots: Arc::new(Semaphore::new(max_in_flight)),
-        qos2_received: HashSet::new(),
         max_in_flight,
         outgoing,
+        wake,
+        topic_aliases: HashMap::new(),
+        expiry_at_disconnect: None,
     };
-    let end = session.read_loop(&mut reader, &mut buffer, stop, &claim.taken_over).await;
+    let end = match session.send_all(owed).await {
+        Ok(()) => session.read_loop(&mut reader, &mut buffer, stop, &claim.taken_over).await,
+        Err(end) => end,
+    };
     if let End::Because(code, detail) = &end {
         tracing::info!(%peer, client_id = connect.client_id.as_str(), reason = %code, detail, "closing an MQTT connection");
         if version == ProtocolVersion::V5 {
@@ -340,6 +414,7 @@ async fn run_connection(
             let _ = session.outgoing.send(Outgoing::Packet(disconnect)).await;
         }
     }
+    shared.hub.disconnect(&claimed_id, claim.connection_id, session.expiry_at_disconnect);
     // The will goes out unless the client said goodbye without asking for it (spec 3.1.2.5).
     let publish_will =
         !matches!(end, End::Disconnected(code) if code != ReasonCode::DisconnectWithWillMessage);
@@ -355,19 +430,25 @@ async fn run_connection(
 pub const WILL_HEADER: &str = "mqtt-will";
 
 /// Appends a connection's will message, routed like any PUBLISH of its identity (so a device's
-/// will must name its own events topic), with header `mqtt-will: true`, and waits until it is
-/// durable. Will Delay Interval is not honoured: the will goes out at once.
+/// will must name its own events topic; an anonymous client's reaches subscribers), with header
+/// `mqtt-will: true`, and waits until it is durable. Will Delay Interval is not honoured: the
+/// will goes out at once.
 async fn publish_will_message(session: &Session, will: &tidewater_mqtt::Will) {
     let publish = Publish {
         dup: false,
-        qos: QoS::AtMostOnce,
+        qos: will.qos,
         retain: will.retain,
         topic: will.topic.clone(),
         packet_id: None,
         properties: will.properties.clone(),
         payload: will.payload.clone(),
     };
-    let mut message = match route(&session.identity, &publish, &session.shared.config.telemetry_topic) {
+    let mut message = match route(
+        &session.identity,
+        &session.client,
+        &publish,
+        session.shared.config.destinations(),
+    ) {
         Ok(message) => message,
         Err(code) => {
             tracing::info!(identity = ?session.identity, topic = will.topic.as_str(), reason = %code, "will message dropped");
@@ -389,6 +470,7 @@ fn keep_alive_deadline(keep_alive_secs: u16) -> Option<Duration> {
     (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500))
 }
 
+/// A CONNACK refusing the connection, or accepting one without a session.
 fn connack(reason_code: ReasonCode, properties: Properties) -> Packet {
     Packet::ConnAck(ConnAck { session_present: false, reason_code, properties })
 }
@@ -405,9 +487,11 @@ fn connack_properties(connect: &Connect, config: &MqttConfig) -> Properties {
         receive_maximum: Some(config.max_in_flight_per_connection.max(1)),
         maximum_packet_size: Some(u32::try_from(config.limits.max_packet_bytes).unwrap_or(u32::MAX)),
         assigned_client_identifier: assigned,
-        wildcard_subscription_available: Some(false),
-        subscription_identifiers_available: Some(false),
-        shared_subscription_available: Some(false),
+        topic_alias_maximum: Some(config.topic_alias_maximum),
+        wildcard_subscription_available: Some(true),
+        subscription_identifiers_available: Some(true),
+        shared_subscription_available: Some(true),
+        retain_available: Some(true),
         ..Properties::default()
     }
 }
@@ -496,15 +580,21 @@ struct Session {
     shared: Arc<Shared>,
     version: ProtocolVersion,
     identity: Identity,
+    /// The session's key in the hub: the claimed client id.
+    client: String,
     /// The hash of the key the device authenticated with (`None` for anonymous clients).
     key_hash: Option<String>,
     keep_alive: Option<Duration>,
     /// QoS 1 appends awaiting durability.
     qos1_slots: Arc<Semaphore>,
-    /// QoS 2 packet ids appended and not yet released by PUBREL.
-    qos2_received: HashSet<PacketId>,
     max_in_flight: usize,
     outgoing: mpsc::Sender<Outgoing>,
+    /// Notified when the hub queued something for this client.
+    wake: Arc<Notify>,
+    /// MQTT 5 topic aliases the client set on this connection.
+    topic_aliases: HashMap<u16, Utf8Bytes>,
+    /// A Session Expiry Interval the client's DISCONNECT set.
+    expiry_at_disconnect: Option<SessionExpiry>,
 }
 
 impl Session {
@@ -516,17 +606,26 @@ impl Session {
         taken_over: &Notify,
     ) -> End {
         let limits = self.shared.config.limits;
+        // Keep-alive counts from the last packet received, not from the last wake-up.
+        let mut deadline = self.keep_alive.map(|keep_alive| tokio::time::Instant::now() + keep_alive);
         loop {
             let read = async {
-                match self.keep_alive {
+                match deadline {
                     Some(deadline) => {
-                        tokio::time::timeout(deadline, read_frame(reader, buffer, &limits)).await.ok()
+                        tokio::time::timeout_at(deadline, read_frame(reader, buffer, &limits)).await.ok()
                     }
                     None => Some(read_frame(reader, buffer, &limits).await),
                 }
             };
+            // `read_frame` can be dropped at any await: what it read stays in `buffer`.
             let frame = tokio::select! {
                 read = read => read,
+                _ = self.wake.notified() => {
+                    if let Err(end) = self.pump().await {
+                        return end;
+                    }
+                    continue;
+                }
                 _ = self.outgoing.closed() => return End::Quietly,
                 _ = stop.changed() => return End::Because(ReasonCode::ServerShuttingDown, "the gateway is stopping".into()),
                 _ = taken_over.notified() => {
@@ -550,6 +649,7 @@ impl Session {
                     return End::Quietly;
                 }
             };
+            deadline = self.keep_alive.map(|keep_alive| tokio::time::Instant::now() + keep_alive);
             let packet = match decode(frame, self.version, &limits) {
                 Ok(packet) => packet,
                 Err(error) => return End::Because(error.reason_code(), error.to_string()),
@@ -558,29 +658,16 @@ impl Session {
                 Packet::Publish(publish) => self.publish(publish).await,
                 Packet::PubRel(release) => self.release(release).await,
                 Packet::PingReq => self.send(Outgoing::Packet(Packet::PingResp)).await,
-                Packet::Disconnect(disconnect) => return End::Disconnected(disconnect.reason_code),
-                Packet::Subscribe(subscribe) => {
-                    // Commands to devices are not there yet: every subscription is refused.
-                    let refused = Packet::SubAck(SubAck {
-                        packet_id: subscribe.packet_id,
-                        properties: Properties::default(),
-                        reason_codes: vec![
-                            ReasonCode::ImplementationSpecificError;
-                            subscribe.subscriptions.len()
-                        ],
-                    });
-                    self.send(Outgoing::Packet(refused)).await
+                Packet::Disconnect(disconnect) => {
+                    self.expiry_at_disconnect =
+                        disconnect.properties.session_expiry_interval_secs.map(SessionExpiry::from_interval);
+                    return End::Disconnected(disconnect.reason_code);
                 }
-                Packet::Unsubscribe(unsubscribe) => {
-                    let answer = Packet::UnsubAck(UnsubAck {
-                        packet_id: unsubscribe.packet_id,
-                        properties: Properties::default(),
-                        reason_codes: vec![ReasonCode::NoSubscriptionExisted; unsubscribe.filters.len()],
-                    });
-                    self.send(Outgoing::Packet(answer)).await
+                Packet::Subscribe(subscribe) => self.subscribe(subscribe).await,
+                Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe).await,
+                ack @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)) => {
+                    self.acknowledged(&ack).await
                 }
-                // The gateway never publishes to devices yet, so there is nothing to acknowledge.
-                Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => Ok(()),
                 Packet::Connect(_) => {
                     Err(End::Because(ReasonCode::ProtocolError, "a second CONNECT (MQTT-3.1.0-2)".into()))
                 }
@@ -603,6 +690,19 @@ impl Session {
         self.outgoing.send(item).await.map_err(|_| End::Quietly)
     }
 
+    async fn send_all(&self, packets: Vec<Packet>) -> Result<(), End> {
+        for packet in packets {
+            self.send(Outgoing::Packet(packet)).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the hub has queued for this client, as far as its window allows.
+    async fn pump(&self) -> Result<(), End> {
+        let packets = self.shared.hub.pump(&self.client, now_ms());
+        self.send_all(packets).await
+    }
+
     fn ack(&self, qos: QoS, packet_id: PacketId, reason_code: ReasonCode) -> Packet {
         let response = PubResponse { packet_id, reason_code, properties: Properties::default() };
         match qos {
@@ -611,13 +711,34 @@ impl Session {
         }
     }
 
-    async fn publish(&mut self, publish: Publish) -> Result<(), End> {
-        if publish.properties.topic_alias.is_some() {
+    /// Resolves an MQTT 5 topic alias (spec 3.3.2.3.4): a PUBLISH with a topic and an alias
+    /// sets the alias, one with an alias and no topic uses it.
+    fn resolve_topic_alias(&mut self, publish: &mut Publish) -> Result<(), End> {
+        let Some(alias) = publish.properties.topic_alias.take() else { return Ok(()) };
+        if alias == 0 || alias > self.shared.config.topic_alias_maximum {
             return Err(End::Because(
                 ReasonCode::TopicAliasInvalid,
-                "topic aliases are not accepted (maximum 0)".into(),
+                format!("topic alias {alias} is outside 1..={}", self.shared.config.topic_alias_maximum),
             ));
         }
+        if publish.topic.is_empty() {
+            match self.topic_aliases.get(&alias) {
+                Some(topic) => publish.topic = topic.clone(),
+                None => {
+                    return Err(End::Because(
+                        ReasonCode::ProtocolError,
+                        format!("topic alias {alias} was never set on this connection"),
+                    ))
+                }
+            }
+        } else {
+            self.topic_aliases.insert(alias, publish.topic.clone());
+        }
+        Ok(())
+    }
+
+    async fn publish(&mut self, mut publish: Publish) -> Result<(), End> {
+        self.resolve_topic_alias(&mut publish)?;
         // A device disabled, removed or given a new key while connected is cut off at its next
         // message.
         if let Identity::Device(id) = &self.identity {
@@ -635,13 +756,14 @@ impl Session {
         }
         let qos = publish.qos;
         let packet_id = publish.packet_id;
+        let hub = &self.shared.hub;
         if let (QoS::ExactlyOnce, Some(packet_id)) = (qos, packet_id) {
-            if self.qos2_received.contains(&packet_id) {
+            if hub.inbound_qos2_pending(&self.client, packet_id) {
                 // A resend of a message already appended: acknowledge, do not append again.
                 return self.send(Outgoing::Packet(self.ack(qos, packet_id, ReasonCode::Success))).await;
             }
         }
-        let message = match route(&self.identity, &publish, &self.shared.config.telemetry_topic) {
+        let message = match route(&self.identity, &self.client, &publish, self.shared.config.destinations()) {
             Ok(message) => message,
             Err(code) => {
                 let detail = format!("may not publish to {:?}", publish.topic.as_str());
@@ -673,14 +795,14 @@ impl Session {
                 self.send(Outgoing::AfterAppend { pending, ack, permit: Some(permit) }).await
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
-                if self.qos2_received.len() >= self.max_in_flight {
+                if hub.inbound_qos2_count(&self.client) >= self.max_in_flight {
                     return Err(End::Because(
                         ReasonCode::ReceiveMaximumExceeded,
                         format!("more than {} QoS 2 messages awaiting PUBREL", self.max_in_flight),
                     ));
                 }
                 let pending = self.append(&message).await?;
-                self.qos2_received.insert(packet_id);
+                hub.inbound_qos2_received(&self.client, packet_id);
                 let ack = self.ack(qos, packet_id, ReasonCode::Success);
                 self.send(Outgoing::AfterAppend { pending, ack, permit: None }).await
             }
@@ -688,7 +810,7 @@ impl Session {
     }
 
     /// Queues `message` on the appender, waiting while the producer's queue is full.
-    async fn append(&self, message: &crate::route::DeviceMessage) -> Result<PendingAppend, End> {
+    async fn append(&self, message: &DeviceMessage) -> Result<PendingAppend, End> {
         loop {
             match self.shared.appender.append(message) {
                 Ok(pending) => return Ok(pending),
@@ -702,7 +824,7 @@ impl Session {
     }
 
     async fn release(&mut self, release: PubResponse) -> Result<(), End> {
-        let reason_code = if self.qos2_received.remove(&release.packet_id) {
+        let reason_code = if self.shared.hub.inbound_qos2_released(&self.client, release.packet_id) {
             ReasonCode::Success
         } else {
             ReasonCode::PacketIdentifierNotFound
@@ -710,5 +832,105 @@ impl Session {
         let complete =
             PubResponse { packet_id: release.packet_id, reason_code, properties: Properties::default() };
         self.send(Outgoing::Packet(Packet::PubComp(complete))).await
+    }
+
+    /// Grants what this client may subscribe to, answers with the SUBACK, then sends the
+    /// retained messages (and waiting commands) the new subscriptions bring.
+    async fn subscribe(&mut self, subscribe: Subscribe) -> Result<(), End> {
+        let identifier = subscribe.properties.subscription_identifiers.first().copied();
+        let mut granted = Vec::new();
+        let mut reason_codes = Vec::with_capacity(subscribe.subscriptions.len());
+        for subscription in &subscribe.subscriptions {
+            let filter = subscription.filter.as_str();
+            match may_subscribe(&self.identity, filter) {
+                Ok(()) => {
+                    reason_codes.push(match subscription.options.qos {
+                        QoS::AtMostOnce => ReasonCode::Success,
+                        QoS::AtLeastOnce => ReasonCode::GrantedQos1,
+                        QoS::ExactlyOnce => ReasonCode::GrantedQos2,
+                    });
+                    granted
+                        .push((filter.to_string(), Subscribed { options: subscription.options, identifier }));
+                }
+                Err(code) => {
+                    tracing::info!(identity = ?self.identity, filter, reason = %code, "refused a subscription");
+                    reason_codes.push(code);
+                }
+            }
+        }
+        self.shared.hub.subscribe(&self.client, &granted, now_ms());
+        let answer = Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            properties: Properties::default(),
+            reason_codes,
+        });
+        self.send(Outgoing::Packet(answer)).await?;
+        self.pump().await
+    }
+
+    async fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), End> {
+        let filters: Vec<String> =
+            unsubscribe.filters.iter().map(|filter| filter.as_str().to_string()).collect();
+        let reason_codes = self
+            .shared
+            .hub
+            .unsubscribe(&self.client, &filters)
+            .into_iter()
+            .map(|existed| if existed { ReasonCode::Success } else { ReasonCode::NoSubscriptionExisted })
+            .collect();
+        let answer = Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            properties: Properties::default(),
+            reason_codes,
+        });
+        self.send(Outgoing::Packet(answer)).await
+    }
+
+    /// A PUBACK, PUBREC or PUBCOMP for a message sent to this client: answers a PUBREC with
+    /// PUBREL, records a command's delivery in the cluster, and sends what the freed slot
+    /// allows.
+    async fn acknowledged(&mut self, ack: &Packet) -> Result<(), End> {
+        let outcome = self.shared.hub.acknowledged(&self.client, ack);
+        if let Some(reply) = outcome.reply {
+            self.send(Outgoing::Packet(reply)).await?;
+        }
+        if let Some((device, (partition, offset))) = outcome.delivered {
+            self.record_delivery(device, partition, offset);
+        }
+        self.pump().await
+    }
+
+    /// Appends a command's delivery record, so every gateway stops holding it and a restart
+    /// does not send it again. Not waited for: losing it means the command may be sent twice,
+    /// which at-least-once allows.
+    fn record_delivery(&self, device: String, partition: i32, offset: i64) {
+        let topics = &self.shared.config.topics;
+        let delivered_at_ms = now_ms();
+        let ttl_ms = i64::try_from(topics.command_ttl.as_millis()).unwrap_or(i64::MAX);
+        let delivery = Delivery {
+            partition,
+            offset,
+            delivered_at_ms,
+            expires_at_ms: delivered_at_ms.saturating_add(ttl_ms),
+        };
+        let record = DeviceMessage {
+            topic: topics.deliveries.clone(),
+            key: device.clone(),
+            payload: Bytes::from(serde_json::to_vec(&delivery).unwrap_or_default()),
+            headers: Vec::new(),
+        };
+        tracing::debug!(device, partition, offset, "command delivered");
+        match self.shared.appender.append(&record) {
+            Ok(pending) => {
+                tokio::spawn(async move {
+                    if let Err(error) = pending.await {
+                        tracing::warn!(%error, device, "recording a command's delivery failed; it may be sent again");
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, device, "recording a command's delivery failed; it may be sent again")
+            }
+        }
     }
 }

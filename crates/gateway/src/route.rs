@@ -1,16 +1,39 @@
-//! Where a device's PUBLISH goes. The default (and for now only) route takes
-//! `devices/{device}/messages/events` and everything below it, the Azure IoT Hub device-to-cloud
-//! topic, to the telemetry topic with key = device id, so one device's events stay in order in
-//! one partition.
+//! Where a PUBLISH goes, and what a client may subscribe to.
+//!
+//! A device publishes to `devices/{device}/messages/events` and everything below it, the Azure
+//! IoT Hub device-to-cloud topic; that goes to the telemetry topic with key = device id, so one
+//! device's events stay in order in one partition. A device subscribes only to its own
+//! `devices/{device}/messages/devicebound/...` topics, where its commands arrive.
+//!
+//! An anonymous client (where allowed) does plain MQTT pub/sub between applications: any topic
+//! outside `devices/` goes to the pub/sub topic keyed by MQTT topic, or, retained, to the
+//! retained topic ([`crate::message`] has the record layout); it may subscribe to any filter not
+//! starting with `devices/`.
 //!
 //! The record is stamped with the *authenticated* device id (header `device-id`): the topic's
 //! `{device}` must be that id, so a device cannot publish as another, and a user property cannot
 //! forge the stamp either (user properties with a reserved header name are dropped).
 
 use bytes::Bytes;
+use tidewater_mqtt::topic::parse_shared;
 use tidewater_mqtt::{Publish, ReasonCode};
 
 use crate::auth::Identity;
+use crate::message::{headers_of, is_envelope_header};
+
+/// The topics PUBLISHes are appended to.
+#[derive(Debug, Clone, Copy)]
+pub struct Destinations<'a> {
+    /// Device events, keyed by device id.
+    pub telemetry: &'a str,
+    /// Plain pub/sub, keyed by MQTT topic.
+    pub messages: &'a str,
+    /// Retained plain pub/sub messages, keyed by MQTT topic.
+    pub retained: &'a str,
+}
+
+/// The topic prefix reserved for devices.
+const DEVICES_PREFIX: &str = "devices/";
 
 /// Header with the authenticated device id.
 pub const DEVICE_ID_HEADER: &str = "device-id";
@@ -29,11 +52,6 @@ pub struct DeviceMessage {
     pub headers: Vec<(String, Bytes)>,
 }
 
-/// Whether `name` is one of the headers the gateway sets itself.
-fn is_reserved_header(name: &str) -> bool {
-    name == DEVICE_ID_HEADER || name == CONTENT_TYPE_HEADER || name.starts_with("mqtt-")
-}
-
 /// The device id a topic publishes for, if it is an events topic:
 /// `devices/{id}/messages/events` or anything below it.
 pub fn events_topic_device(topic: &str) -> Option<&str> {
@@ -43,25 +61,60 @@ pub fn events_topic_device(topic: &str) -> Option<&str> {
     (below.is_empty() || below.starts_with('/')).then_some(device)
 }
 
-/// Routes a PUBLISH from `identity` to a record on `telemetry_topic`, or refuses it with the
-/// MQTT 5 reason code for the acknowledgement: Not authorized for another device's topic, for
-/// any topic outside the routes, and for every topic of an anonymous client; Payload format
-/// invalid for a payload declared UTF-8 that is not.
+/// Whether `identity` may subscribe to `filter` (which may be `$share/...`): Not authorized
+/// otherwise. A device may subscribe to its own devicebound topics only, without sharing; an
+/// anonymous client to anything outside `devices/`.
+pub fn may_subscribe(identity: &Identity, filter: &str) -> Result<(), ReasonCode> {
+    let shared = parse_shared(filter).ok().flatten();
+    let inner = shared.map_or(filter, |shared| shared.filter);
+    let allowed = match identity {
+        Identity::Device(id) => {
+            shared.is_none()
+                && inner
+                    .strip_prefix(DEVICES_PREFIX)
+                    .and_then(|rest| rest.strip_prefix(id.as_str()))
+                    .is_some_and(|rest| rest.starts_with("/messages/devicebound/"))
+        }
+        Identity::Anonymous => !inner.starts_with(DEVICES_PREFIX),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ReasonCode::NotAuthorized)
+    }
+}
+
+/// Routes a PUBLISH from `identity` (whose session is `client`) to a record, or refuses it
+/// with the MQTT 5 reason code for the acknowledgement: Not authorized for another device's
+/// topic, for a device publishing outside its events topic, and for an anonymous client
+/// publishing under `devices/`; Payload format invalid for a payload declared UTF-8 that is not.
 pub fn route(
     identity: &Identity,
+    client: &str,
     publish: &Publish,
-    telemetry_topic: &str,
+    destinations: Destinations<'_>,
 ) -> Result<DeviceMessage, ReasonCode> {
-    let device_id = identity.device_id().ok_or(ReasonCode::NotAuthorized)?;
+    let properties = &publish.properties;
+    // A payload declared UTF-8 (MQTT 5 Payload Format Indicator 1) must be, so that consumers
+    // can trust the declaration (spec 3.3.2.3.2).
+    if properties.payload_format_indicator == Some(true) && std::str::from_utf8(&publish.payload).is_err() {
+        return Err(ReasonCode::PayloadFormatInvalid);
+    }
+    let Some(device_id) = identity.device_id() else {
+        let topic = publish.topic.as_str();
+        if topic.starts_with(DEVICES_PREFIX) {
+            return Err(ReasonCode::NotAuthorized);
+        }
+        return Ok(DeviceMessage {
+            topic: if publish.retain { destinations.retained } else { destinations.messages }.to_string(),
+            key: topic.to_string(),
+            payload: publish.payload.clone(),
+            headers: headers_of(publish, client),
+        });
+    };
     let topic_device = events_topic_device(publish.topic.as_str()).ok_or(ReasonCode::NotAuthorized)?;
     if topic_device != device_id {
         return Err(ReasonCode::NotAuthorized);
-    }
-    let properties = &publish.properties;
-    // A payload the device declared UTF-8 (MQTT 5 Payload Format Indicator 1) must be, so that
-    // consumers can trust the declaration (spec 3.3.2.3.2).
-    if properties.payload_format_indicator == Some(true) && std::str::from_utf8(&publish.payload).is_err() {
-        return Err(ReasonCode::PayloadFormatInvalid);
     }
     let mut headers = Vec::with_capacity(3 + properties.user_properties.len());
     headers.push((DEVICE_ID_HEADER.to_string(), Bytes::copy_from_slice(device_id.as_bytes())));
@@ -70,14 +123,14 @@ pub fn route(
         headers.push((CONTENT_TYPE_HEADER.to_string(), content_type.clone().into_bytes()));
     }
     for (name, value) in &properties.user_properties {
-        if is_reserved_header(name.as_str()) {
+        if is_envelope_header(name.as_str()) {
             tracing::debug!(device_id, name = name.as_str(), "user property with a reserved name dropped");
             continue;
         }
         headers.push((name.as_str().to_string(), value.clone().into_bytes()));
     }
     Ok(DeviceMessage {
-        topic: telemetry_topic.to_string(),
+        topic: destinations.telemetry.to_string(),
         key: device_id.to_string(),
         payload: publish.payload.clone(),
         headers,
@@ -88,6 +141,9 @@ pub fn route(
 mod tests {
     use super::*;
     use tidewater_mqtt::{Properties, QoS, Utf8Bytes};
+
+    const DESTINATIONS: Destinations<'static> =
+        Destinations { telemetry: "telemetry", messages: "mqtt-messages", retained: "retained" };
 
     fn text(value: &str) -> Utf8Bytes {
         Utf8Bytes::try_from_bytes(Bytes::copy_from_slice(value.as_bytes())).unwrap_or_default()
@@ -109,7 +165,7 @@ mod tests {
             },
             payload: Bytes::from_static(b"{}"),
         };
-        match route(identity, &publish, "telemetry") {
+        match route(identity, "client", &publish, DESTINATIONS) {
             Ok(message) => {
                 let headers: Vec<String> = message
                     .headers
@@ -134,12 +190,15 @@ mod tests {
             properties: Properties { payload_format_indicator: Some(true), ..Properties::default() },
             payload: Bytes::from_static(b"\xff\xfe"),
         };
-        assert_eq!(route(&pump, &publish, "telemetry").err(), Some(ReasonCode::PayloadFormatInvalid));
+        assert_eq!(
+            route(&pump, "pump-1", &publish, DESTINATIONS).err(),
+            Some(ReasonCode::PayloadFormatInvalid)
+        );
         publish.payload = Bytes::from_static("température".as_bytes());
-        assert!(route(&pump, &publish, "telemetry").is_ok());
+        assert!(route(&pump, "pump-1", &publish, DESTINATIONS).is_ok());
         publish.properties.payload_format_indicator = Some(false);
         publish.payload = Bytes::from_static(b"\xff\xfe");
-        assert!(route(&pump, &publish, "telemetry").is_ok());
+        assert!(route(&pump, "pump-1", &publish, DESTINATIONS).is_ok());
     }
 
     #[test]
@@ -165,5 +224,24 @@ mod tests {
             check(&Identity::Anonymous, "devices/pump-1/messages/events/", &[]),
             "Not authorized (0x87)"
         );
+        assert_eq!(
+            check(&Identity::Anonymous, "plant/line-1", &[("site", "north")]),
+            "mqtt-messages key=plant/line-1 mqtt-topic=plant/line-1 mqtt-qos=1 mqtt-client=client site=north"
+        );
+    }
+
+    #[test]
+    fn subscriptions_allowed() {
+        let pump = Identity::Device("pump-1".into());
+        assert_eq!(may_subscribe(&pump, "devices/pump-1/messages/devicebound/#"), Ok(()));
+        assert_eq!(may_subscribe(&pump, "devices/pump-1/messages/devicebound/x/+"), Ok(()));
+        assert!(may_subscribe(&pump, "devices/pump-2/messages/devicebound/#").is_err());
+        assert!(may_subscribe(&pump, "devices/pump-1x/messages/devicebound/#").is_err());
+        assert!(may_subscribe(&pump, "devices/+/messages/devicebound/#").is_err());
+        assert!(may_subscribe(&pump, "#").is_err());
+        assert!(may_subscribe(&pump, "$share/g/devices/pump-1/messages/devicebound/#").is_err());
+        assert_eq!(may_subscribe(&Identity::Anonymous, "plant/#"), Ok(()));
+        assert_eq!(may_subscribe(&Identity::Anonymous, "$share/g/plant/#"), Ok(()));
+        assert!(may_subscribe(&Identity::Anonymous, "devices/pump-1/messages/devicebound/#").is_err());
     }
 }

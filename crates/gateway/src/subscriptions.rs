@@ -105,9 +105,12 @@ impl Subscriptions {
         };
         let previous = match group {
             None => entry.clients.insert(client.to_string(), subscribed),
-            Some(group) => {
-                entry.groups.entry(group.to_string()).or_default().members.insert(client.to_string(), subscribed)
-            }
+            Some(group) => entry
+                .groups
+                .entry(group.to_string())
+                .or_default()
+                .members
+                .insert(client.to_string(), subscribed),
         };
         previous.is_some()
     }
@@ -119,7 +122,10 @@ impl Subscriptions {
             let removed = match group {
                 None => entry.clients.remove(client).is_some(),
                 Some(group) => {
-                    let removed = entry.groups.get_mut(group).is_some_and(|shared| shared.members.remove(client).is_some());
+                    let removed = entry
+                        .groups
+                        .get_mut(group)
+                        .is_some_and(|shared| shared.members.remove(client).is_some());
                     if entry.groups.get(group).is_some_and(|shared| shared.members.is_empty()) {
                         entry.groups.remove(group);
                     }
@@ -233,10 +239,7 @@ mod tests {
         subscriptions.subscribe("b", "+/tennis/+", at(QoS::AtLeastOnce));
         subscriptions.subscribe("c", "news/#", at(QoS::AtLeastOnce));
         subscriptions.subscribe("d", "#", at(QoS::AtMostOnce));
-        assert_eq!(
-            clients(&subscriptions.matching("sport/tennis/player1", |_| true)),
-            ["a@2", "b@1", "d@0"]
-        );
+        assert_eq!(clients(&subscriptions.matching("sport/tennis/player1", |_| true)), ["a@2", "b@1", "d@0"]);
         assert_eq!(clients(&subscriptions.matching("sport", |_| true)), ["a@2", "d@0"]);
         assert_eq!(clients(&subscriptions.matching("$SYS/x", |_| true)), Vec::<String>::new());
         assert!(subscriptions.unsubscribe("a", "sport/#"));

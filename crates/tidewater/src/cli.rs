@@ -165,6 +165,31 @@ pub(crate) struct MqttArgs {
     /// (MQTT 5 Receive Maximum).
     #[arg(long, default_value_t = tidewater_gateway::mqtt::DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION)]
     pub(crate) mqtt_max_in_flight: u16,
+    /// The topic plain MQTT pub/sub goes through (anonymous clients publishing outside
+    /// devices/), keyed by MQTT topic; subscribers are fed from it.
+    #[arg(long, default_value = "mqtt-messages")]
+    pub(crate) mqtt_messages_topic: String,
+    /// The table of retained MQTT messages, keyed by MQTT topic, loaded at start.
+    #[arg(long, default_value = "_tidewater_mqtt_retained")]
+    pub(crate) mqtt_retained_topic: String,
+    /// Messages a session queues for its client beyond those in flight (also while the client
+    /// of a persistent session is away); more are dropped.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) mqtt_max_queued_messages: usize,
+    /// Topic aliases an MQTT 5 client may set per connection (0: none).
+    #[arg(long, default_value_t = tidewater_gateway::mqtt::DEFAULT_TOPIC_ALIAS_MAXIMUM)]
+    pub(crate) mqtt_topic_alias_maximum: u16,
+    /// Commands to devices: records keyed by device id, delivered on
+    /// devices/{id}/messages/devicebound/ to the device while it is subscribed.
+    #[arg(long, default_value = "commands")]
+    pub(crate) commands_topic: String,
+    /// Where the gateway records each command a device acknowledged.
+    #[arg(long, default_value = "_tidewater_command_deliveries")]
+    pub(crate) command_deliveries_topic: String,
+    /// How long a command waits for its device, in seconds, unless its record carries an
+    /// mqtt-message-expiry header (seconds).
+    #[arg(long, default_value_t = 3600)]
+    pub(crate) command_ttl_secs: u64,
 }
 
 /// The smallest packet limit accepted: a CONNECT with a device id and key fits easily.
@@ -181,7 +206,16 @@ impl MqttArgs {
         );
         anyhow::ensure!(self.mqtt_max_in_flight > 0, "--mqtt-max-in-flight must be at least 1");
         anyhow::ensure!(self.mqtt_max_connections > 0, "--mqtt-max-connections must be at least 1");
-        anyhow::ensure!(!self.mqtt_telemetry_topic.is_empty(), "--mqtt-telemetry-topic must not be empty");
+        for (flag, topic) in [
+            ("--mqtt-telemetry-topic", &self.mqtt_telemetry_topic),
+            ("--mqtt-messages-topic", &self.mqtt_messages_topic),
+            ("--mqtt-retained-topic", &self.mqtt_retained_topic),
+            ("--commands-topic", &self.commands_topic),
+            ("--command-deliveries-topic", &self.command_deliveries_topic),
+        ] {
+            anyhow::ensure!(!topic.is_empty(), "{flag} must not be empty");
+        }
+        anyhow::ensure!(self.command_ttl_secs > 0, "--command-ttl-secs must be at least 1");
         Ok(tidewater_gateway::MqttConfig {
             max_connections: self.mqtt_max_connections,
             limits: tidewater_mqtt::Limits {
@@ -191,6 +225,15 @@ impl MqttArgs {
             max_in_flight_per_connection: self.mqtt_max_in_flight,
             allow_anonymous: self.mqtt_allow_anonymous,
             telemetry_topic: self.mqtt_telemetry_topic.clone(),
+            topics: tidewater_gateway::fanout::PubSubTopics {
+                messages: self.mqtt_messages_topic.clone(),
+                retained: self.mqtt_retained_topic.clone(),
+                commands: self.commands_topic.clone(),
+                deliveries: self.command_deliveries_topic.clone(),
+                command_ttl: std::time::Duration::from_secs(self.command_ttl_secs),
+            },
+            max_queued_messages: self.mqtt_max_queued_messages,
+            topic_alias_maximum: self.mqtt_topic_alias_maximum,
         })
     }
 }

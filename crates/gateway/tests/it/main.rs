@@ -3,6 +3,7 @@
 //! checks random packet sequences against a model of the session rules.
 
 mod http;
+mod pubsub;
 mod session_model;
 
 use std::collections::BTreeMap;
@@ -11,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use std::sync::atomic::{AtomicI64, Ordering};
 use tidewater_gateway::append::{AppendError, PendingAppend};
+use tidewater_gateway::fanout::{apply, now_ms, PubSubTopics, Record};
+use tidewater_gateway::hub::Hub;
 use tidewater_gateway::mqtt::{serve, MqttConfig};
 use tidewater_gateway::route::DeviceMessage;
 use tidewater_gateway::{Appender, Device, MemoryAppender};
@@ -27,6 +31,7 @@ pub(crate) const KEY: &str = "the-key";
 struct Gateway {
     address: std::net::SocketAddr,
     appender: MemoryAppender,
+    hub: Arc<Hub>,
     _stop: tokio::sync::watch::Sender<bool>,
     devices: tokio::sync::watch::Sender<Option<Arc<BTreeMap<String, Device>>>>,
 }
@@ -49,8 +54,62 @@ async fn start_with(config: MqttConfig, appender: Arc<dyn Appender>, memory: Mem
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(serve(listener, config, directory, appender, stopped));
-    Gateway { address, appender: memory, _stop: stop, devices }
+    let hub = Arc::new(Hub::new(config.hub_config()));
+    let appender = Arc::new(Loopback {
+        inner: appender,
+        hub: hub.clone(),
+        topics: config.topics.clone(),
+        offsets: AtomicI64::new(0),
+    });
+    tokio::spawn(serve(listener, config, directory, appender, hub.clone(), stopped));
+    Gateway { address, appender: memory, hub, _stop: stop, devices }
+}
+
+/// Stands in for the cluster and the gateway's log follower: every append goes to the test's
+/// appender and, once that says durable, straight to the hub as if read back from the log.
+#[derive(Debug)]
+struct Loopback {
+    inner: Arc<dyn Appender>,
+    hub: Arc<Hub>,
+    topics: PubSubTopics,
+    offsets: AtomicI64,
+}
+
+impl Appender for Loopback {
+    fn append(&self, message: &DeviceMessage) -> Result<PendingAppend, AppendError> {
+        let pending = self.inner.append(message)?;
+        let (hub, topics, message) = (self.hub.clone(), self.topics.clone(), message.clone());
+        let offset = self.offsets.fetch_add(1, Ordering::Relaxed);
+        // Applied by a task of its own, so a QoS 0 message (whose append nobody waits for)
+        // reaches subscribers too, as the real log follower would read it.
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let appended = pending.await;
+            if appended.is_ok() {
+                let now = now_ms();
+                let record = Record {
+                    topic: &message.topic,
+                    partition: 0,
+                    offset,
+                    key: Some(message.key.as_bytes()),
+                    payload: Some(&message.payload),
+                    headers: message
+                        .headers
+                        .iter()
+                        .map(|(name, value)| (name.as_str(), Some(value.as_ref())))
+                        .collect(),
+                    timestamp_ms: now,
+                };
+                apply(&record, &topics, &hub, &Default::default(), now);
+            }
+            let _ = done.send(appended);
+        });
+        Ok(Box::pin(async move {
+            outcome.await.unwrap_or_else(|_| {
+                Err(AppendError::Failed { topic: String::new(), detail: "dropped".into() })
+            })
+        }))
+    }
 }
 
 fn text(value: &str) -> Utf8Bytes {
