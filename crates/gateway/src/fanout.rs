@@ -92,13 +92,15 @@ pub async fn ensure_topics(
 }
 
 /// Follows the topics on a thread of its own until `stop`; join it after `stop` to know its
-/// consumer has left.
+/// consumer has left. `ready` is sent once every topic is assigned: from then on, every message
+/// appended is delivered, so the MQTT listener waits for it before it accepts clients.
 pub fn follow(
     cluster: &ClusterConfig,
     topics: PubSubTopics,
     hub: Arc<Hub>,
     timeout: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let consumer: BaseConsumer<QuietContext> = cluster
         .client_config(&[
@@ -129,6 +131,7 @@ pub fn follow(
                     }
                 }
             };
+            let _ = ready.send(());
             run(&consumer, &topics, &hub, started, &stop);
         })
         .context("starting the mqtt-fanout thread")
@@ -161,8 +164,11 @@ fn assign(
     timeout: Duration,
 ) -> anyhow::Result<RetainedEnds> {
     let mut assignment = TopicPartitionList::new();
+    // The end as of now, not `Offset::End`: that would be looked up at the first fetch, and a
+    // message appended in between would reach no one.
     for partition in partitions(consumer, &topics.messages, timeout)? {
-        assignment.add_partition_offset(&topics.messages, partition, Offset::End)?;
+        let (_, high) = consumer.fetch_watermarks(&topics.messages, partition, timeout)?;
+        assignment.add_partition_offset(&topics.messages, partition, Offset::Offset(high))?;
     }
     let mut retained_ends = RetainedEnds::new();
     for partition in partitions(consumer, &topics.retained, timeout)? {
@@ -180,10 +186,10 @@ fn assign(
     }
     let resolved = consumer.offsets_for_times(by_time, timeout).context("finding recent commands")?;
     for element in resolved.elements() {
-        // No record at or after that time: start at the end.
+        // No record at or after that time: start at the end as of now.
         let offset = match element.offset() {
             Offset::Offset(offset) => Offset::Offset(offset),
-            _ => Offset::End,
+            _ => Offset::Offset(consumer.fetch_watermarks(element.topic(), element.partition(), timeout)?.1),
         };
         assignment.add_partition_offset(element.topic(), element.partition(), offset)?;
     }

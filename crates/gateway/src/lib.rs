@@ -67,8 +67,21 @@ pub async fn run(
             if let Err(error) = fanout::ensure_topics(&cluster, &config.topics, timeout).await {
                 tracing::warn!(error = %format!("{error:#}"), "could not create the MQTT pub/sub topics");
             }
-            fanout =
-                Some(fanout::follow(&cluster, config.topics.clone(), hub.clone(), timeout, stop.clone())?);
+            let (ready, following) = tokio::sync::oneshot::channel();
+            fanout = Some(fanout::follow(
+                &cluster,
+                config.topics.clone(),
+                hub.clone(),
+                timeout,
+                stop.clone(),
+                ready,
+            )?);
+            // Clients wait in the listen backlog until subscribers can be fed; past the timeout
+            // the listener opens anyway (publishing works; subscribers get what arrives once the
+            // follower is reading).
+            if tokio::time::timeout(timeout, following).await.is_err() {
+                tracing::warn!("the MQTT pub/sub follower is not reading yet; accepting MQTT clients anyway");
+            }
             Some(tokio::spawn(mqtt::serve(
                 listener,
                 config,
