@@ -312,7 +312,7 @@ impl Hub {
             });
         }
         state.take_commands(client);
-        packets.extend(state.pump(client, now_ms));
+        packets.extend(state.pump(client, connection_id, now_ms));
         (present, packets)
     }
 
@@ -387,9 +387,11 @@ impl Hub {
             .collect()
     }
 
-    /// The packets `client` can be sent now: queued messages, as far as its window allows.
-    pub fn pump(&self, client: &str, now_ms: i64) -> Vec<Packet> {
-        self.lock().pump(client, now_ms)
+    /// The packets connection `connection_id` of `client` can send now: queued messages, as
+    /// far as the window allows. Nothing for a connection that was taken over, so that messages
+    /// do not go out on a socket that is closing.
+    pub fn pump(&self, client: &str, connection_id: u64, now_ms: i64) -> Vec<Packet> {
+        self.lock().pump(client, connection_id, now_ms)
     }
 
     /// Handles the client's PUBACK, PUBREC or PUBCOMP for `packet_id`.
@@ -622,9 +624,9 @@ impl HubState {
         session.wake();
     }
 
-    fn pump(&mut self, client: &str, now_ms: i64) -> Vec<Packet> {
+    fn pump(&mut self, client: &str, connection_id: u64, now_ms: i64) -> Vec<Packet> {
         let Some(session) = self.sessions.get_mut(client) else { return Vec::new() };
-        if session.attached.is_none() {
+        if session.attached.as_ref().is_none_or(|attached| attached.connection_id != connection_id) {
             return Vec::new();
         }
         let mut packets = Vec::new();
@@ -734,9 +736,9 @@ mod tests {
             hub.publish(message("t/x", &n.to_string(), QoS::AtLeastOnce), 0);
         }
         hub.publish(message("t/x", "q0", QoS::AtMostOnce), 0);
-        assert_eq!(describe(&hub.pump("a", 0)), ["PUBLISH 1 t/x 0", "PUBLISH 2 t/x 1"]);
+        assert_eq!(describe(&hub.pump("a", 1, 0)), ["PUBLISH 1 t/x 0", "PUBLISH 2 t/x 1"]);
         assert_eq!(hub.acknowledged("a", &ack(Packet::PubAck, 1)), AckOutcome::default());
-        assert_eq!(describe(&hub.pump("a", 0)), ["PUBLISH 3 t/x 2", "PUBLISH 0 t/x q0"]);
+        assert_eq!(describe(&hub.pump("a", 1, 0)), ["PUBLISH 3 t/x 2", "PUBLISH 0 t/x q0"]);
     }
 
     #[test]
@@ -745,7 +747,7 @@ mod tests {
         hub.connect("a", options(true, SessionExpiry::AtDisconnect), 1, Arc::default(), 0);
         hub.subscribe("a", &[("t".into(), at(QoS::ExactlyOnce))], 0);
         hub.publish(message("t", "m", QoS::ExactlyOnce), 0);
-        assert_eq!(describe(&hub.pump("a", 0)), ["PUBLISH 1 t m"]);
+        assert_eq!(describe(&hub.pump("a", 1, 0)), ["PUBLISH 1 t m"]);
         let outcome = hub.acknowledged("a", &ack(Packet::PubRec, 1));
         assert_eq!(describe(&outcome.reply.into_iter().collect::<Vec<_>>()), ["PUBREL 1"]);
         // A PUBACK does not end a QoS 2 exchange.
@@ -765,7 +767,7 @@ mod tests {
         hub.subscribe("a", &[("t".into(), at(QoS::ExactlyOnce))], 0);
         hub.publish(message("t", "sent", QoS::AtLeastOnce), 0);
         hub.publish(message("t", "released", QoS::ExactlyOnce), 0);
-        assert_eq!(describe(&hub.pump("a", 0)), ["PUBLISH 1 t sent", "PUBLISH 2 t released"]);
+        assert_eq!(describe(&hub.pump("a", 1, 0)), ["PUBLISH 1 t sent", "PUBLISH 2 t released"]);
         hub.acknowledged("a", &ack(Packet::PubRec, 2));
         hub.disconnect("a", 1, None);
         hub.publish(message("t", "while-away", QoS::AtLeastOnce), 0);
@@ -776,16 +778,30 @@ mod tests {
         assert!(present);
         assert_eq!(describe(&packets), ["PUBLISH 1 t sent dup", "PUBREL 2"]);
         hub.acknowledged("a", &ack(Packet::PubAck, 1));
-        assert_eq!(describe(&hub.pump("a", 0)), ["PUBLISH 3 t while-away"]);
+        assert_eq!(describe(&hub.pump("a", 2, 0)), ["PUBLISH 3 t while-away"]);
         // Clean start throws the session away.
         let (present, packets) =
             hub.connect("a", options(true, SessionExpiry::AtDisconnect), 3, Arc::default(), 0);
         assert!(!present);
         assert!(packets.is_empty());
         hub.publish(message("t", "unsubscribed", QoS::AtLeastOnce), 0);
-        assert!(hub.pump("a", 0).is_empty());
+        assert!(hub.pump("a", 3, 0).is_empty());
         hub.disconnect("a", 3, None);
         assert_eq!(hub.session_counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_connection_that_was_taken_over_is_given_nothing_more_to_send() {
+        let hub = Hub::new(HubConfig::default());
+        hub.connect("a", options(true, SessionExpiry::Never), 1, Arc::default(), 0);
+        hub.subscribe("a", &[("t".into(), at(QoS::AtLeastOnce))], 0);
+        hub.connect("a", options(false, SessionExpiry::Never), 2, Arc::default(), 0);
+        hub.publish(message("t", "m", QoS::AtLeastOnce), 0);
+        assert!(hub.pump("a", 1, 0).is_empty());
+        assert_eq!(describe(&hub.pump("a", 2, 0)), ["PUBLISH 1 t m"]);
+        // The old connection's end leaves the new one attached.
+        hub.disconnect("a", 1, None);
+        assert_eq!(hub.session_counts(), (1, 1));
     }
 
     #[test]
@@ -808,17 +824,17 @@ mod tests {
         hub.set_retained(message("r/2", "two", QoS::AtMostOnce));
         hub.connect("a", options(true, SessionExpiry::AtDisconnect), 1, Arc::default(), 0);
         hub.subscribe("a", &[("r/#".into(), at(QoS::ExactlyOnce))], 0);
-        assert_eq!(describe(&hub.pump("a", 0)), ["PUBLISH 1 r/1 one retain", "PUBLISH 0 r/2 two retain"]);
+        assert_eq!(describe(&hub.pump("a", 1, 0)), ["PUBLISH 1 r/1 one retain", "PUBLISH 0 r/2 two retain"]);
         let mut new_only = at(QoS::AtMostOnce);
         new_only.options.retain_handling = tidewater_mqtt::RetainHandling::SendAtNewSubscribe;
         hub.subscribe("a", &[("r/#".into(), new_only)], 0);
-        assert!(hub.pump("a", 0).is_empty(), "not a new subscription");
+        assert!(hub.pump("a", 1, 0).is_empty(), "not a new subscription");
         // A live retained message keeps its flag only for Retain As Published.
         hub.publish(Arc::new(retained), 0);
-        assert_eq!(describe(&hub.pump("a", 0)), ["PUBLISH 0 r/1 one"]);
+        assert_eq!(describe(&hub.pump("a", 1, 0)), ["PUBLISH 0 r/1 one"]);
         hub.set_retained(message("r/1", "", QoS::AtMostOnce));
         hub.subscribe("a", &[("r/1".into(), at(QoS::AtMostOnce))], 0);
-        assert!(hub.pump("a", 0).is_empty());
+        assert!(hub.pump("a", 1, 0).is_empty());
     }
 
     #[test]
@@ -829,7 +845,7 @@ mod tests {
         own.options.no_local = true;
         hub.subscribe("publisher", &[("t".into(), own)], 0);
         hub.publish(message("t", "mine", QoS::AtMostOnce), 0);
-        assert!(hub.pump("publisher", 0).is_empty());
+        assert!(hub.pump("publisher", 1, 0).is_empty());
     }
 
     #[test]
@@ -840,7 +856,7 @@ mod tests {
         let mut expiring = (*message("t", "soon", QoS::AtLeastOnce)).clone();
         expiring.expires_at_ms = Some(10_000);
         hub.publish(Arc::new(expiring), 0);
-        assert!(hub.pump("a", 10_000).is_empty());
+        assert!(hub.pump("a", 1, 10_000).is_empty());
     }
 
     #[test]
@@ -853,10 +869,10 @@ mod tests {
         hub.command("pump-1", (0, 7), message(&topic, "reboot", QoS::AtLeastOnce), 0);
         assert_eq!(hub.pending_commands("pump-1"), 1, "the same command read twice waits once");
         hub.connect("pump-1", device(), 1, Arc::default(), 0);
-        assert!(hub.pump("pump-1", 0).is_empty(), "not subscribed yet");
+        assert!(hub.pump("pump-1", 1, 0).is_empty(), "not subscribed yet");
         hub.subscribe("pump-1", &[("devices/pump-1/messages/devicebound/#".into(), at(QoS::AtLeastOnce))], 0);
         assert_eq!(
-            describe(&hub.pump("pump-1", 0)),
+            describe(&hub.pump("pump-1", 1, 0)),
             ["PUBLISH 1 devices/pump-1/messages/devicebound/ reboot"]
         );
         hub.disconnect("pump-1", 1, None);
@@ -864,7 +880,7 @@ mod tests {
         hub.connect("pump-1", device(), 2, Arc::default(), 0);
         hub.subscribe("pump-1", &[("devices/pump-1/messages/devicebound/#".into(), at(QoS::AtLeastOnce))], 0);
         assert_eq!(
-            describe(&hub.pump("pump-1", 0)),
+            describe(&hub.pump("pump-1", 2, 0)),
             ["PUBLISH 1 devices/pump-1/messages/devicebound/ reboot"]
         );
         let outcome = hub.acknowledged("pump-1", &ack(Packet::PubAck, 1));

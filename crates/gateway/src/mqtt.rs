@@ -393,6 +393,7 @@ async fn run_connection(
         version,
         identity,
         client: claimed_id.clone(),
+        connection_id: claim.connection_id,
         key_hash,
         keep_alive: keep_alive_deadline(connect.keep_alive_secs),
         qos1_slots: Arc::new(Semaphore::new(max_in_flight)),
@@ -582,6 +583,8 @@ struct Session {
     identity: Identity,
     /// The session's key in the hub: the claimed client id.
     client: String,
+    /// This connection, as the hub knows it.
+    connection_id: u64,
     /// The hash of the key the device authenticated with (`None` for anonymous clients).
     key_hash: Option<String>,
     keep_alive: Option<Duration>,
@@ -699,7 +702,7 @@ impl Session {
 
     /// Writes what the hub has queued for this client, as far as its window allows.
     async fn pump(&self) -> Result<(), End> {
-        let packets = self.shared.hub.pump(&self.client, now_ms());
+        let packets = self.shared.hub.pump(&self.client, self.connection_id, now_ms());
         self.send_all(packets).await
     }
 
