@@ -19,7 +19,8 @@
 //! - PINGREQ gets a PINGRESP; DISCONNECT ends the connection; silence longer than 1.5 times the
 //!   keep-alive the client asked for closes it (spec 3.1.2.10).
 //! - A will message is appended like a PUBLISH (header `mqtt-will: true`) when the connection
-//!   ends any way but a normal DISCONNECT.
+//!   ends any way but a normal DISCONNECT; with an MQTT 5 Will Delay Interval, only if no new
+//!   connection with the same client id arrives within it (or before the session ends).
 //!
 //! A packet that does not decode, or breaks the protocol, ends that connection only: an MQTT 5
 //! client is sent a DISCONNECT with the reason code first (Malformed Packet, Protocol Error,
@@ -50,8 +51,8 @@
 //!
 //! # Not yet
 //!
-//! A will's delay interval is not honoured (the will goes out at once), and sessions live in
-//! the gateway's memory: a restart ends them.
+//! Sessions, and wills waiting out their delay, live in the gateway's memory: a restart ends
+//! them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -158,6 +159,9 @@ struct Shared {
     /// The connection currently holding each client id, to take it over (MQTT-3.1.4-3).
     clients: std::sync::Mutex<HashMap<String, ClientSlot>>,
     next_connection_id: AtomicU64,
+    /// Wills waiting out their Will Delay Interval, by client id, with the connection they
+    /// belong to; a new connection with that id cancels its will (spec 3.1.3.2.2).
+    delayed_wills: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 /// Which connection holds a client id, and how to tell it that it was taken over.
@@ -182,6 +186,7 @@ impl ClientClaim {
     /// connection may be half-open for a whole keep-alive.
     fn take(shared: &Arc<Shared>, client_id: &str) -> ClientClaim {
         let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        shared.lock_delayed_wills().remove(client_id);
         let taken_over = Arc::new(Notify::new());
         let slot = ClientSlot { connection_id, taken_over: taken_over.clone() };
         let previous = shared.lock_clients().insert(client_id.to_string(), slot);
@@ -207,6 +212,24 @@ impl Shared {
         // A poisoned lock only means a connection task panicked; the map is still consistent.
         self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    fn lock_delayed_wills(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.delayed_wills.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `message` on the appender, waiting while the producer's queue is full.
+    async fn append(&self, message: &DeviceMessage) -> Result<PendingAppend, End> {
+        loop {
+            match self.appender.append(message) {
+                Ok(pending) => return Ok(pending),
+                Err(AppendError::QueueFull) => tokio::time::sleep(QUEUE_FULL_BACKOFF).await,
+                Err(error) => {
+                    tracing::warn!(%error, "could not queue a device message");
+                    return Err(End::Because(ReasonCode::UnspecifiedError, error.to_string()));
+                }
+            }
+        }
+    }
 }
 
 /// Accepts MQTT connections on `listener` until `stop` turns true, then tells each connection
@@ -229,6 +252,7 @@ pub async fn serve(
         hub,
         clients: std::sync::Mutex::new(HashMap::new()),
         next_connection_id: AtomicU64::new(0),
+        delayed_wills: std::sync::Mutex::new(HashMap::new()),
     });
     loop {
         // The permit first: over the limit, new clients wait in the listen backlog.
@@ -420,7 +444,17 @@ async fn run_connection(
     let publish_will =
         !matches!(end, End::Disconnected(code) if code != ReasonCode::DisconnectWithWillMessage);
     if let (true, Some(will)) = (publish_will, &connect.will) {
-        publish_will_message(&session, will).await;
+        let session_expiry = session.expiry_at_disconnect.unwrap_or(expiry);
+        let will = Will {
+            shared: shared.clone(),
+            identity: session.identity.clone(),
+            client: claimed_id.clone(),
+            will: will.clone(),
+        };
+        match will_delay(&will.will, version, session_expiry) {
+            None => will.publish().await,
+            Some(delay) => will.publish_after(delay, claim.connection_id),
+        }
     }
     let _ = session.outgoing.send(Outgoing::Close).await;
     drop(session);
@@ -430,39 +464,87 @@ async fn run_connection(
 /// Header marking a will message, as IoT Hub marks its will telemetry.
 pub const WILL_HEADER: &str = "mqtt-will";
 
-/// Appends a connection's will message, routed like any PUBLISH of its identity (so a device's
-/// will must name its own events topic; an anonymous client's reaches subscribers), with header
-/// `mqtt-will: true`, and waits until it is durable. Will Delay Interval is not honoured: the
-/// will goes out at once.
-async fn publish_will_message(session: &Session, will: &tidewater_mqtt::Will) {
-    let publish = Publish {
-        dup: false,
-        qos: will.qos,
-        retain: will.retain,
-        topic: will.topic.clone(),
-        packet_id: None,
-        properties: will.properties.clone(),
-        payload: will.payload.clone(),
+/// How long a will waits: MQTT 5's Will Delay Interval, cut short by the end of the session
+/// (spec 3.1.3.2.2); `None` to send it now.
+fn will_delay(
+    will: &tidewater_mqtt::Will,
+    version: ProtocolVersion,
+    session: SessionExpiry,
+) -> Option<Duration> {
+    let delay = match (version, will.properties.will_delay_interval_secs) {
+        (ProtocolVersion::V5, Some(secs)) if secs > 0 => Duration::from_secs(u64::from(secs)),
+        _ => return None,
     };
-    let mut message = match route(
-        &session.identity,
-        &session.client,
-        &publish,
-        session.shared.config.destinations(),
-    ) {
-        Ok(message) => message,
-        Err(code) => {
-            tracing::info!(identity = ?session.identity, topic = will.topic.as_str(), reason = %code, "will message dropped");
-            return;
+    match session {
+        SessionExpiry::AtDisconnect => None,
+        SessionExpiry::After(expiry) => Some(delay.min(expiry)).filter(|delay| !delay.is_zero()),
+        SessionExpiry::Never => Some(delay),
+    }
+}
+
+/// A connection's will message and whose it is.
+struct Will {
+    shared: Arc<Shared>,
+    identity: Identity,
+    client: String,
+    will: tidewater_mqtt::Will,
+}
+
+impl Will {
+    /// Publishes the will once `delay` has passed, unless a new connection with the same client
+    /// id arrives first. A gateway stopping meanwhile drops it.
+    fn publish_after(self, delay: Duration, connection_id: u64) {
+        self.shared.lock_delayed_wills().insert(self.client.clone(), connection_id);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let due = {
+                let mut delayed = self.shared.lock_delayed_wills();
+                let due = delayed.get(&self.client) == Some(&connection_id);
+                if due {
+                    delayed.remove(&self.client);
+                }
+                due
+            };
+            if due {
+                self.publish().await;
+            }
+        });
+    }
+
+    /// Appends the will, routed like any PUBLISH of its identity (so a device's will must name
+    /// its own events topic; an anonymous client's reaches subscribers), with header
+    /// `mqtt-will: true`, and waits until it is durable.
+    async fn publish(&self) {
+        let will = &self.will;
+        let publish = Publish {
+            dup: false,
+            qos: will.qos,
+            retain: will.retain,
+            topic: will.topic.clone(),
+            packet_id: None,
+            properties: Properties { will_delay_interval_secs: None, ..will.properties.clone() },
+            payload: will.payload.clone(),
+        };
+        let mut message = match route(
+            &self.identity,
+            &self.client,
+            &publish,
+            self.shared.config.destinations(),
+        ) {
+            Ok(message) => message,
+            Err(code) => {
+                tracing::info!(identity = ?self.identity, topic = will.topic.as_str(), reason = %code, "will message dropped");
+                return;
+            }
+        };
+        message.headers.push((WILL_HEADER.to_string(), Bytes::from_static(b"true")));
+        let appended = match self.shared.append(&message).await {
+            Ok(pending) => tokio::time::timeout(WRITE_TIMEOUT, pending).await,
+            Err(_) => return,
+        };
+        if !matches!(appended, Ok(Ok(()))) {
+            tracing::warn!(identity = ?self.identity, "a will message could not be appended");
         }
-    };
-    message.headers.push((WILL_HEADER.to_string(), Bytes::from_static(b"true")));
-    let appended = match session.append(&message).await {
-        Ok(pending) => tokio::time::timeout(WRITE_TIMEOUT, pending).await,
-        Err(_) => return,
-    };
-    if !matches!(appended, Ok(Ok(()))) {
-        tracing::warn!(identity = ?session.identity, "a will message could not be appended");
     }
 }
 
@@ -812,18 +894,8 @@ impl Session {
         }
     }
 
-    /// Queues `message` on the appender, waiting while the producer's queue is full.
     async fn append(&self, message: &DeviceMessage) -> Result<PendingAppend, End> {
-        loop {
-            match self.shared.appender.append(message) {
-                Ok(pending) => return Ok(pending),
-                Err(AppendError::QueueFull) => tokio::time::sleep(QUEUE_FULL_BACKOFF).await,
-                Err(error) => {
-                    tracing::warn!(%error, "could not queue a device message");
-                    return Err(End::Because(ReasonCode::UnspecifiedError, error.to_string()));
-                }
-            }
-        }
+        self.shared.append(message).await
     }
 
     async fn release(&mut self, release: PubResponse) -> Result<(), End> {

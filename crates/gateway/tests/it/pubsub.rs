@@ -285,3 +285,56 @@ async fn devices_subscribe_only_to_their_own_commands_and_acknowledge_them() {
     assert_eq!(deliveries.len(), 1, "{deliveries:?}");
     assert!(deliveries[0].starts_with("pump-1 {\"partition\":0,\"offset\":11,"), "{deliveries:?}");
 }
+
+/// Connects an anonymous MQTT 5 client whose will (on `topic`) waits `delay_secs`, with a
+/// session that outlives the connection by a minute.
+async fn connect_with_delayed_will(
+    gateway: &Gateway,
+    client_id: &str,
+    topic: &str,
+    delay_secs: u32,
+) -> Client {
+    let will = tidewater_mqtt::Will {
+        topic: text(topic),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Properties { will_delay_interval_secs: Some(delay_secs), ..Properties::default() },
+    };
+    let stream = TcpStream::connect(gateway.address).await.expect("connect");
+    let mut client = Client { stream, buffer: Default::default(), version: ProtocolVersion::V5 };
+    let connect = Connect {
+        protocol_version: ProtocolVersion::V5,
+        clean_start: true,
+        keep_alive_secs: 30,
+        client_id: text(client_id),
+        will: Some(will),
+        username: None,
+        password: None,
+        properties: Properties { session_expiry_interval_secs: Some(60), ..Properties::default() },
+    };
+    client.send(&Packet::Connect(Box::new(connect))).await;
+    assert_eq!(show(client.receive().await), "CONNACK Success (0x00)");
+    client
+}
+
+#[tokio::test]
+async fn a_delayed_will_waits_and_a_reconnect_within_the_delay_cancels_it() {
+    let gateway = start(anonymous()).await;
+    let (mut watcher, _) = Client::connect(&gateway, ProtocolVersion::V5, "watcher", None).await;
+    subscribe(&mut watcher, 1, &[("wills/#", QoS::AtLeastOnce)], None).await;
+
+    let started = std::time::Instant::now();
+    drop(connect_with_delayed_will(&gateway, "lost", "wills/lost", 1).await);
+    let (will, id, _) = next_publish(&mut watcher).await;
+    assert_eq!(will, "wills/lost gone q1");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900), "sent after its delay, not at once");
+    watcher.send(&response(Packet::PubAck, id.expect("an id"))).await;
+
+    drop(connect_with_delayed_will(&gateway, "back", "wills/back", 1).await);
+    let (_back, _) =
+        connect_with(&gateway, ProtocolVersion::V5, "back", None, false, Properties::default()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    watcher.send(&Packet::PingReq).await;
+    assert_eq!(show(watcher.receive().await), "PingResp", "the client came back: no will");
+}
