@@ -113,6 +113,10 @@ pub struct MqttConfig {
     pub max_queued_messages: usize,
     /// Most topic aliases a client may set (MQTT 5 Topic Alias Maximum).
     pub topic_alias_maximum: u16,
+    /// The longest keep-alive a client may ask for, in seconds; a client asking for more (or for
+    /// none) is told this one in the CONNACK (MQTT 5 Server Keep Alive; 3.1.1 clients are simply
+    /// held to it). 65,535 allows anything but "none".
+    pub max_keep_alive_secs: u16,
 }
 
 impl MqttConfig {
@@ -145,6 +149,7 @@ impl Default for MqttConfig {
             topics: PubSubTopics::default(),
             max_queued_messages: 1000,
             topic_alias_maximum: DEFAULT_TOPIC_ALIAS_MAXIMUM,
+            max_keep_alive_secs: u16::MAX,
         }
     }
 }
@@ -419,12 +424,14 @@ async fn run_connection(
         client: claimed_id.clone(),
         connection_id: claim.connection_id,
         key_hash,
-        keep_alive: keep_alive_deadline(connect.keep_alive_secs),
+        keep_alive: keep_alive_deadline(granted_keep_alive(connect.keep_alive_secs, &shared.config)),
         qos1_slots: Arc::new(Semaphore::new(max_in_flight)),
         max_in_flight,
         outgoing,
         wake,
         topic_aliases: HashMap::new(),
+        outbound_aliases: HashMap::new(),
+        client_topic_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
         expiry_at_disconnect: None,
     };
     let end = match session.send_all(owed).await {
@@ -459,6 +466,44 @@ async fn run_connection(
     let _ = session.outgoing.send(Outgoing::Close).await;
     drop(session);
     let _ = writer_task.await;
+    if matches!(end, End::Because(..)) {
+        linger(&mut reader, &mut buffer).await;
+    }
+}
+
+/// How long a connection the gateway closes keeps reading (and discarding) what the client
+/// still sends, and how much of it.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_MAX_BYTES: usize = 1 << 20;
+
+/// After the gateway closed a connection (its DISCONNECT and FIN are sent), reads what the client
+/// still sends until it closes too. Closing a socket with unread bytes makes the kernel send a
+/// reset instead, and a reset can destroy the DISCONNECT before the client reads its reason code.
+async fn linger(reader: &mut OwnedReadHalf, buffer: &mut BytesMut) {
+    let drain = async {
+        let mut drained = 0;
+        while drained < LINGER_MAX_BYTES {
+            buffer.clear();
+            match reader.read_buf(buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => drained += read,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// The keep-alive the gateway holds a client to: what it asked for, at most
+/// [`MqttConfig::max_keep_alive_secs`] (and not "none" when there is a maximum).
+fn granted_keep_alive(requested: u16, config: &MqttConfig) -> u16 {
+    if config.max_keep_alive_secs == u16::MAX {
+        return requested;
+    }
+    if requested == 0 {
+        config.max_keep_alive_secs
+    } else {
+        requested.min(config.max_keep_alive_secs)
+    }
 }
 
 /// Header marking a will message, as IoT Hub marks its will telemetry.
@@ -570,6 +615,9 @@ fn connack_properties(connect: &Connect, config: &MqttConfig) -> Properties {
         receive_maximum: Some(config.max_in_flight_per_connection.max(1)),
         maximum_packet_size: Some(u32::try_from(config.limits.max_packet_bytes).unwrap_or(u32::MAX)),
         assigned_client_identifier: assigned,
+        server_keep_alive_secs: (granted_keep_alive(connect.keep_alive_secs, config)
+            != connect.keep_alive_secs)
+            .then(|| granted_keep_alive(connect.keep_alive_secs, config)),
         topic_alias_maximum: Some(config.topic_alias_maximum),
         wildcard_subscription_available: Some(true),
         subscription_identifiers_available: Some(true),
@@ -678,6 +726,9 @@ struct Session {
     wake: Arc<Notify>,
     /// MQTT 5 topic aliases the client set on this connection.
     topic_aliases: HashMap<u16, Utf8Bytes>,
+    /// Topic aliases the gateway set for messages to the client, up to the client's maximum.
+    outbound_aliases: HashMap<Utf8Bytes, u16>,
+    client_topic_alias_maximum: u16,
     /// A Session Expiry Interval the client's DISCONNECT set.
     expiry_at_disconnect: Option<SessionExpiry>,
 }
@@ -775,15 +826,36 @@ impl Session {
         self.outgoing.send(item).await.map_err(|_| End::Quietly)
     }
 
-    async fn send_all(&self, packets: Vec<Packet>) -> Result<(), End> {
-        for packet in packets {
+    async fn send_all(&mut self, packets: Vec<Packet>) -> Result<(), End> {
+        for mut packet in packets {
+            if let Packet::Publish(publish) = &mut packet {
+                self.apply_outbound_alias(publish);
+            }
             self.send(Outgoing::Packet(packet)).await?;
         }
         Ok(())
     }
 
+    /// Uses a topic alias for a message to the client where it allows them (spec 3.3.2.3.4):
+    /// the first message on a topic sets one, later ones send it instead of the topic. Aliases
+    /// are given out first come, first served, and never reassigned.
+    fn apply_outbound_alias(&mut self, publish: &mut Publish) {
+        if self.version != ProtocolVersion::V5 || self.client_topic_alias_maximum == 0 {
+            return;
+        }
+        if let Some(&alias) = self.outbound_aliases.get(&publish.topic) {
+            publish.properties.topic_alias = Some(alias);
+            publish.topic = Utf8Bytes::default();
+        } else if let Ok(next) = u16::try_from(self.outbound_aliases.len() + 1) {
+            if next <= self.client_topic_alias_maximum {
+                self.outbound_aliases.insert(publish.topic.clone(), next);
+                publish.properties.topic_alias = Some(next);
+            }
+        }
+    }
+
     /// Writes what the hub has queued for this client, as far as its window allows.
-    async fn pump(&self) -> Result<(), End> {
+    async fn pump(&mut self) -> Result<(), End> {
         let packets = self.shared.hub.pump(&self.client, self.connection_id, now_ms());
         self.send_all(packets).await
     }

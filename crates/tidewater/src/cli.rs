@@ -176,6 +176,11 @@ pub(crate) struct MqttArgs {
     /// of a persistent session is away); more are dropped.
     #[arg(long, default_value_t = 1000)]
     pub(crate) mqtt_max_queued_messages: usize,
+    /// The longest keep-alive an MQTT client may ask for, in seconds; one asking for more, or
+    /// for none, is held to this (MQTT 5 clients are told, as Server Keep Alive). The default,
+    /// 65535, allows any keep-alive including none.
+    #[arg(long, default_value_t = u16::MAX)]
+    pub(crate) mqtt_max_keep_alive_secs: u16,
     /// Topic aliases an MQTT 5 client may set per connection (0: none).
     #[arg(long, default_value_t = tidewater_gateway::mqtt::DEFAULT_TOPIC_ALIAS_MAXIMUM)]
     pub(crate) mqtt_topic_alias_maximum: u16,
@@ -216,6 +221,7 @@ impl MqttArgs {
             anyhow::ensure!(!topic.is_empty(), "{flag} must not be empty");
         }
         anyhow::ensure!(self.command_ttl_secs > 0, "--command-ttl-secs must be at least 1");
+        anyhow::ensure!(self.mqtt_max_keep_alive_secs > 0, "--mqtt-max-keep-alive-secs must be at least 1");
         Ok(tidewater_gateway::MqttConfig {
             max_connections: self.mqtt_max_connections,
             limits: tidewater_mqtt::Limits {
@@ -234,6 +240,7 @@ impl MqttArgs {
             },
             max_queued_messages: self.mqtt_max_queued_messages,
             topic_alias_maximum: self.mqtt_topic_alias_maximum,
+            max_keep_alive_secs: self.mqtt_max_keep_alive_secs,
         })
     }
 }

@@ -338,3 +338,58 @@ async fn a_delayed_will_waits_and_a_reconnect_within_the_delay_cancels_it() {
     watcher.send(&Packet::PingReq).await;
     assert_eq!(show(watcher.receive().await), "PingResp", "the client came back: no will");
 }
+
+#[tokio::test]
+async fn the_gateway_sets_topic_aliases_for_a_client_that_allows_them() {
+    let gateway = start(anonymous()).await;
+    let properties = Properties { topic_alias_maximum: Some(1), ..Properties::default() };
+    let (mut subscriber, _) =
+        connect_with(&gateway, ProtocolVersion::V5, "sub", None, true, properties).await;
+    subscribe(&mut subscriber, 1, &[("aliased/#", QoS::AtMostOnce)], None).await;
+    let (mut publisher, _) = Client::connect(&gateway, ProtocolVersion::V5, "pub", None).await;
+    for topic in ["aliased/a", "aliased/a", "aliased/b"] {
+        publisher.publish(topic, QoS::AtMostOnce, 0, topic).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (text, _, properties) = next_publish(&mut subscriber).await;
+        seen.push(format!("{text} alias={:?}", properties.topic_alias));
+    }
+    assert_eq!(
+        seen,
+        [
+            "aliased/a aliased/a q0 alias=Some(1)",
+            " aliased/a q0 alias=Some(1)",
+            // Only one alias allowed, and it is taken: the topic goes in full.
+            "aliased/b aliased/b q0 alias=None",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_keep_alive_over_the_maximum_is_cut_to_it_and_the_client_told() {
+    let gateway = start(MqttConfig { max_keep_alive_secs: 60, ..anonymous() }).await;
+    // `connect_with` asks for 30 s: within the maximum, nothing is said.
+    let (_within, connack) =
+        connect_with(&gateway, ProtocolVersion::V5, "a", None, true, Properties::default()).await;
+    assert!(
+        matches!(connack, Packet::ConnAck(connack) if connack.properties.server_keep_alive_secs.is_none())
+    );
+    let stream = TcpStream::connect(gateway.address).await.expect("connect");
+    let mut client = Client { stream, buffer: Default::default(), version: ProtocolVersion::V5 };
+    let connect = Connect {
+        protocol_version: ProtocolVersion::V5,
+        clean_start: true,
+        keep_alive_secs: 120,
+        client_id: text("b"),
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties::default(),
+    };
+    client.send(&Packet::Connect(Box::new(connect))).await;
+    match client.receive().await {
+        Some(Packet::ConnAck(connack)) => assert_eq!(connack.properties.server_keep_alive_secs, Some(60)),
+        other => panic!("expected a CONNACK, got {}", show(other)),
+    }
+}
