@@ -127,6 +127,12 @@ class CrashDevice:
                 self.outstanding[info.mid] = seq
         return True
 
+    def acked_since_restart(self) -> bool:
+        """Whether a later connection than the first had a message acknowledged."""
+        with self.lock:
+            first = self.acked_on_first_connection
+            return first is not None and self.n_connects >= 2 and len(self.acked) > len(first)
+
     def is_connected(self) -> bool:
         with self.lock:
             return self.connected
@@ -188,6 +194,13 @@ def test_every_acknowledged_message_survives_kill_9_with_100_devices(broker_fact
             # SIGKILL: no shutdown, no final flush. Then the same data directory and ports.
             broker.restart(kill=True)
             time.sleep(max(0.0, PUBLISH_S - (time.monotonic() - started)))
+            # On a slow machine the restart may take most of that: go on until every device has
+            # had something acknowledged by the new process.
+            wait_until(
+                lambda: all(device.acked_since_restart() for device in devices),
+                REGISTRY_TIMEOUT_S + DRAIN_TIMEOUT_S,
+                "every device acknowledged after the restart",
+            )
         finally:
             stop_publishing.set()
             publisher.join(timeout=MQTT_TIMEOUT_S)
@@ -211,9 +224,6 @@ def test_every_acknowledged_message_survives_kill_9_with_100_devices(broker_fact
         assert not device.refused, f"{device.device_id}: PUBACKs with failure codes {device.refused[:5]}"
         assert device.n_connects >= 2, f"{device.device_id} never reconnected after the restart"
         assert device.acked_on_first_connection is not None
-        assert max(device.acked) > max(device.acked_on_first_connection, default=-1), (
-            f"{device.device_id}: nothing new acknowledged after the restart"
-        )
         # Every message acknowledged (in the end, all that were published) is in the log...
         assert sorted(device.acked) == list(range(device.next_seq)), f"{device.device_id}: not all acknowledged"
         missing = set(device.acked) - set(numbers)
