@@ -38,7 +38,8 @@ from gateway_support import (
 )
 
 N_DEVICES = 100
-# Publishing lasts about this long, the kill coming halfway through.
+# Publishing lasts at least this long (until every device has been acknowledged after the
+# restart), the kill coming halfway through.
 PUBLISH_S = 10.0
 # Messages a device may have awaiting their PUBACK (below paho's max_inflight of 20, so paho
 # never holds one back in its queue, where its resend logic differs).
