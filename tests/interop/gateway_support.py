@@ -216,3 +216,112 @@ def telemetry_of(bootstrap: str, device_id: str, at_least: int = 0, timeout_s: f
 
 def headers_of(message) -> dict[str, bytes]:
     return {name: value for name, value in (message.headers() or [])}
+
+
+# Hand-made packets of any size, for the tests that send what no client library will
+# (test_gateway_bad_input.py and the crash test's reading back).
+
+
+def varint(value: int) -> bytes:
+    """An MQTT Variable Byte Integer (spec 1.5.5), in the fewest bytes."""
+    out = bytearray()
+    while True:
+        byte, value = value % 128, value // 128
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def mqtt_string(value: bytes) -> bytes:
+    return struct.pack(">H", len(value)) + value
+
+
+def packet(first_byte: int, body: bytes) -> bytes:
+    """A whole packet: the fixed header's first byte, the Remaining Length, the body."""
+    return bytes([first_byte]) + varint(len(body)) + body
+
+
+def connect_packet(client_id: str, password: str | None, level: int) -> bytes:
+    """A clean-session CONNECT (level 4 = 3.1.1, 5 = 5.0) with user name = client id."""
+    flags = 0x02
+    payload = mqtt_string(client_id.encode())
+    if password is not None:
+        flags |= 0xC0
+        payload += mqtt_string(client_id.encode()) + mqtt_string(password.encode())
+    variable = mqtt_string(b"MQTT") + bytes([level, flags]) + struct.pack(">H", 30)
+    if level == 5:
+        variable += b"\x00"  # no properties
+    return packet(0x10, variable + payload)
+
+
+def publish_packet(topic: bytes, payload: bytes, qos: int, packet_id: int, level: int) -> bytes:
+    """A PUBLISH with no properties; `qos` goes into the flags as given (3 included)."""
+    variable = mqtt_string(topic)
+    if qos:
+        variable += struct.pack(">H", packet_id)
+    if level == 5:
+        variable += b"\x00"
+    return packet(0x30 | (qos << 1), variable + payload)
+
+
+def publish_packet_of_size(topic: bytes, total_bytes: int, packet_id: int, level: int) -> tuple[bytes, bytes]:
+    """A QoS 1 PUBLISH of exactly `total_bytes` bytes, fixed header included (what MQTT 5's
+    Maximum Packet Size counts), and its payload."""
+    payload_bytes = total_bytes - len(publish_packet(topic, b"", 1, packet_id, level))
+    # The Remaining Length grows by a byte or two as the payload does.
+    while len(publish_packet(topic, b"x" * payload_bytes, 1, packet_id, level)) > total_bytes:
+        payload_bytes -= 1
+    payload = b"x" * payload_bytes
+    built = publish_packet(topic, payload, 1, packet_id, level)
+    assert len(built) == total_bytes, f"cannot build a PUBLISH of exactly {total_bytes} bytes"
+    return built, payload
+
+
+def read_whole_packet(sock: socket.socket) -> bytes:
+    """One whole packet of any size, or b"" once the server closed (a timeout fails)."""
+    def read_exactly(n_bytes: int) -> bytes:
+        data = b""
+        while len(data) < n_bytes:
+            chunk = sock.recv(n_bytes - len(data))
+            if not chunk:
+                return data
+            data += chunk
+        return data
+
+    header = read_exactly(1)
+    if not header:
+        return b""
+    remaining, shift = 0, 0
+    for _ in range(4):
+        byte = read_exactly(1)
+        if not byte:
+            return b""
+        header += byte
+        remaining |= (byte[0] & 0x7F) << shift
+        shift += 7
+        if byte[0] & 0x80 == 0:
+            break
+    return header + read_exactly(remaining)
+
+
+def packets_until_closed(sock: socket.socket, max_packets: int = 10) -> list[bytes]:
+    """Every packet the server sends until it closes the connection (at most `max_packets`, and
+    each read within the socket's timeout: a connection left open fails the caller)."""
+    packets = []
+    for _ in range(max_packets):
+        try:
+            data = read_whole_packet(sock)
+        except socket.timeout:
+            raise AssertionError(f"the server kept the connection open; it sent {packets!r}") from None
+        except ConnectionResetError:
+            return packets
+        if not data:
+            return packets
+        packets.append(data)
+    raise AssertionError(f"more than {max_packets} packets and still open: {packets!r}")
+
+
+def read_telemetry(bootstrap: str) -> list:
+    """The whole telemetry topic (partition 0), in log order, for a broker of the test's own."""
+    low, high = ck.watermarks(bootstrap, TELEMETRY_TOPIC, 0)
+    return ck.consume(bootstrap, TELEMETRY_TOPIC, 0, low, high - low) if high > low else []

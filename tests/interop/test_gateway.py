@@ -267,51 +267,6 @@ def test_ping_keeps_a_quiet_device_connected(bootstrap, mqtt_port):
     sock.close()
 
 
-def test_every_acknowledged_message_survives_kill_9(broker_factory):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        mqtt_port = probe.getsockname()[1]
-    broker = broker_factory("--mqtt-listen", f"127.0.0.1:{mqtt_port}")
-    bootstrap = broker.bootstrap
-    devices = []
-    for _ in range(3):
-        device_id = new_device_id("crash")
-        key = add_device(bootstrap, device_id)
-        devices.append((device_id, connect_when_registered(mqtt_port, device_id, key, V5)))
-
-    stop = threading.Event()
-
-    def publish_until_stopped(device_id: str, device: Device) -> None:
-        index = 0
-        while not stop.is_set() and not device.disconnected.is_set():
-            device.publish(events_topic(device_id), f"{device_id} {index}".encode(), qos=1)
-            index += 1
-            time.sleep(0.002)
-
-    threads = [threading.Thread(target=publish_until_stopped, args=pair) for pair in devices]
-    for thread in threads:
-        thread.start()
-    time.sleep(2.0)
-    # SIGKILL while the devices publish, then start again on the same ports. paho may reconnect
-    # and resend; whatever it is acknowledged, before or after the crash, must be in the log.
-    broker.restart(kill=True)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    for _, device in devices:
-        device.client.loop_stop()
-    bootstrap = broker.bootstrap
-    for device_id, device in devices:
-        acked = list(device.acked)
-        assert acked, f"{device_id}: nothing was acknowledged before the kill"
-        stored = [record.value() for record in telemetry_of(bootstrap, device_id, at_least=len(acked))]
-        missing = [payload for payload in acked if payload not in set(stored)]
-        assert not missing, f"{device_id}: {len(missing)} acknowledged messages lost, first {missing[:3]}"
-        # In log order, a device's messages keep their publish order (duplicates aside).
-        numbers = [int(value.split()[1]) for value in stored]
-        assert numbers == sorted(numbers), f"{device_id}: out of order"
-
-
 def test_a_standalone_gateway_in_front_of_a_cluster(broker_factory):
     """`tidewater gateway` against a broker without its own gateway: the same behaviour, as a
     plain Kafka client."""
