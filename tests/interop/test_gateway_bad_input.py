@@ -33,6 +33,7 @@ from gateway_support import (
     packets_until_closed,
     publish_packet,
     publish_packet_of_size,
+    read_packet,
     read_whole_packet,
     telemetry_of,
     varint,
@@ -49,7 +50,7 @@ PACKET_TOO_LARGE = 0x95
 RC_311_BAD_USER_NAME_OR_PASSWORD = 4
 RC_311_NOT_AUTHORIZED = 5
 # The gateway's default --mqtt-max-packet-bytes, which the session broker runs with.
-DEFAULT_MAX_PACKET_BYTES = 1024 * 1024
+DEFAULT_MAX_PACKET_BYTES = 256 * 1024
 # The limit the boundary test's own broker runs with.
 SMALL_MAX_PACKET_BYTES = 4096
 
@@ -176,16 +177,20 @@ def test_packets_before_connect_are_answered_by_closing(bootstrap, mqtt_port, he
     cases = [
         ("PUBLISH before CONNECT", publish_packet(events_topic(device_id).encode(), b"x", 1, 1, 4)),
         ("PINGREQ before CONNECT", b"\xc0\x00"),
-        # FIXME: MQTT-3.1.2-2 says a 3.1.1 server MUST answer a protocol level it does not
-        # support with CONNACK return code 1 (unacceptable protocol version) before closing;
-        # the gateway closes without a CONNACK (connect_protocol_version knows only 4 and 5).
-        ("CONNECT with protocol level 6", connect_packet(device_id, key, 4).replace(b"MQTT\x04", b"MQTT\x06")),
-        ("CONNECT with protocol level 3 and name MQTT", connect_packet(device_id, key, 4).replace(b"MQTT\x04", b"MQTT\x03")),
     ]
     for what, bad in cases:
         with socket.create_connection(("127.0.0.1", mqtt_port), timeout=MQTT_TIMEOUT_S) as sock:
             sock.sendall(bad)
             assert packets_until_closed(sock) == [], what
+        healthy.check(what)
+    # MQTT-3.1.2-2: a protocol level the server does not speak gets CONNACK return code 1
+    # (unacceptable protocol version), then the connection closes.
+    unacceptable_protocol_version = bytes([0x20, 0x02, 0x00, 0x01])
+    for level in (3, 6):
+        what = f"CONNECT named MQTT with protocol level {level}"
+        with socket.create_connection(("127.0.0.1", mqtt_port), timeout=MQTT_TIMEOUT_S) as sock:
+            sock.sendall(connect_packet(device_id, key, 4).replace(b"MQTT\x04", b"MQTT" + bytes([level])))
+            assert packets_until_closed(sock) == [unacceptable_protocol_version], what
         healthy.check(what)
     assert telemetry_of(bootstrap, device_id, timeout_s=0) == []
 
@@ -256,18 +261,18 @@ def test_the_packet_size_limit_at_its_boundary(broker_factory):
         healthy.close_and_check_log()
 
 
-def test_a_publish_under_the_default_limit_but_over_a_million_bytes_is_refused(bootstrap, mqtt_port, healthy):
-    """FIXME: the gateway announces (and enforces) a Maximum Packet Size of 1 MiB, but its
-    producer keeps librdkafka's default message.max.bytes of 1,000,000, so a PUBLISH between the
-    two cannot be appended: the connection is closed with Unspecified error, the message is not
-    acknowledged, and a device that resends it (as it must) is closed again, forever. This
-    asserts today's behaviour; the fix is to raise the producer's limit to the packet limit (or
-    to announce the lower one)."""
-    device_id = new_device_id("megabyte")
+def test_a_publish_of_the_largest_allowed_size_is_appended(bootstrap, mqtt_port, healthy):
+    """The default packet limit (256 KiB, as IoT Hub's) is one the cluster always takes: a
+    PUBLISH of exactly that size is acknowledged and appended, not refused by the producer after
+    the gateway accepted it (which a device would answer by resending forever)."""
+    device_id = new_device_id("largest")
     key = add_device(bootstrap, device_id)
     connect_when_registered(mqtt_port, device_id, key, V5).close()
-    too_big_for_the_producer, _ = publish_packet_of_size(events_topic(device_id).encode(), 1_040_000, 1, 5)
-    assert len(too_big_for_the_producer) < DEFAULT_MAX_PACKET_BYTES
-    assert answer_to(mqtt_port, device_id, key, 5, too_big_for_the_producer) == [disconnect(UNSPECIFIED_ERROR)]
-    healthy.check("a PUBLISH the producer cannot take")
-    assert telemetry_of(bootstrap, device_id, timeout_s=0) == []
+    largest, payload = publish_packet_of_size(events_topic(device_id).encode(), DEFAULT_MAX_PACKET_BYTES, 1, 5)
+    assert len(largest) == DEFAULT_MAX_PACKET_BYTES
+    with connected(mqtt_port, device_id, key, 5) as sock:
+        sock.sendall(largest)
+        assert read_packet(sock) == bytes([0x40, 0x02, 0x00, 0x01]), "PUBACK 1, success"
+    healthy.check("a PUBLISH of the largest allowed size")
+    [record] = telemetry_of(bootstrap, device_id, at_least=1)
+    assert record.value() == payload

@@ -173,6 +173,22 @@ def test_plain_json_is_one_record_as_sent(bootstrap, http_port):
     assert not [name for name in stored if name.startswith("ce_")]
 
 
+def test_an_event_the_cluster_would_refuse_is_refused_with_413_and_the_largest_allowed_is_appended(bootstrap, http_port):
+    """The body limit (1 MiB) is for batches; one event must also fit Kafka's default 1,000,000
+    byte message limit with its headers, or a device would be told 503 and retry forever."""
+    device_id, key = registered(bootstrap, http_port)
+    json_headers = {"Content-Type": "application/json"}
+    too_big = b'"' + b"a" * 1_000_000 + b'"'
+    assert len(too_big) < MAX_BODY_BYTES
+    status, _, answer = post(http_port, events_path(device_id), too_big, json_headers, key)
+    assert status == 413 and "an event is at most 960000 bytes" in answer["error"], (status, answer)
+    largest = b'"' + b"b" * 959_000 + b'"'
+    status, _, answer = post(http_port, events_path(device_id), largest, json_headers, key)
+    assert (status, answer) == (200, {"appended": 1})
+    values = [record.value() for record in telemetry_of(bootstrap, device_id, at_least=2)]
+    assert values[-1] == largest and too_big not in values
+
+
 def test_refused_requests_append_nothing(bootstrap, http_port):
     device_id, key = registered(bootstrap, http_port)
     path = events_path(device_id)

@@ -55,7 +55,7 @@ use tokio::sync::Semaphore;
 use crate::append::{AppendError, Appender, PendingAppend};
 use crate::auth::{authenticate, Identity};
 use crate::registry::Directory;
-use crate::route::{DeviceMessage, CONTENT_TYPE_HEADER, DEVICE_ID_HEADER};
+use crate::route::{DeviceMessage, CONTENT_TYPE_HEADER, DEVICE_ID_HEADER, MAX_RECORD_BYTES};
 
 /// Default largest request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -548,6 +548,15 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> HttpResponse {
         Ok(messages) => messages,
         Err(refusal) => return refuse(refusal.status(), refusal.to_string()),
     };
+    if let Some(too_big) = messages.iter().find(|message| message.record_bytes() > MAX_RECORD_BYTES) {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "an event is at most {MAX_RECORD_BYTES} bytes with its headers, this one {}",
+                too_big.record_bytes()
+            ),
+        );
+    }
     match append_all(shared.appender.as_ref(), &messages).await {
         Ok(()) => respond(StatusCode::OK, serde_json::json!({ "appended": messages.len() })),
         Err(error) => {

@@ -84,6 +84,13 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default most QoS 1 appends awaiting durability, and QoS 2 messages awaiting PUBREL, per
 /// connection (MQTT 5's Receive Maximum).
 pub const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION: u16 = 64;
+/// Default largest MQTT packet, as IoT Hub's 256 KB device-to-cloud limit.
+pub const DEFAULT_MAX_PACKET_BYTES: usize = 256 * 1024;
+/// The largest packet limit the gateway accepts. A record carries the payload plus, for plain
+/// pub/sub, the topic twice (key and header), and must fit within Kafka's default
+/// `message.max.bytes` of 1,000,000 bytes, the gateway producer's and most clusters' limit; a
+/// larger packet could be accepted from the client and then never appended.
+pub const MAX_PACKET_BYTES_LIMIT: usize = 448 * 1024;
 /// Default most topic aliases per connection.
 pub const DEFAULT_TOPIC_ALIAS_MAXIMUM: u16 = 32;
 /// How long a new connection may take to send its CONNECT.
@@ -142,7 +149,7 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            limits: Limits::default(),
+            limits: Limits { max_packet_bytes: DEFAULT_MAX_PACKET_BYTES, ..Limits::default() },
             max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
             allow_anonymous: false,
             telemetry_topic: "telemetry".to_string(),
@@ -334,8 +341,14 @@ async fn run_connection(
                 Ok(connect) => connect,
                 Err(error) => {
                     tracing::debug!(%peer, %error, "refused a CONNECT that does not decode");
-                    // A CONNACK only if we know which version to say it in.
-                    if let Some(version) = connect_protocol_version(&frame) {
+                    // A CONNACK only if we know which version to say it in; an "MQTT" CONNECT of
+                    // a level we do not speak gets 3.1.1's "unacceptable protocol version"
+                    // (MQTT-3.1.2-2), which every version's client can read.
+                    let version = connect_protocol_version(&frame).or_else(|| {
+                        matches!(error, DecodeError::UnsupportedProtocolLevel { .. })
+                            .then_some(ProtocolVersion::V311)
+                    });
+                    if let Some(version) = version {
                         let _ = write_packet(
                             &mut writer,
                             version,

@@ -52,6 +52,21 @@ pub struct DeviceMessage {
     pub headers: Vec<(String, Bytes)>,
 }
 
+/// The largest record the gateway appends, key, value and headers together, with room to spare
+/// under Kafka's default `message.max.bytes` (1,000,000) for the record's own framing. A
+/// message the cluster would refuse is refused to the client instead (HTTP 413), rather than
+/// acknowledged never, which a device would take as "send it again" forever.
+pub const MAX_RECORD_BYTES: usize = 960_000;
+
+impl DeviceMessage {
+    /// Key, value and header bytes: what counts against the cluster's message size limit.
+    pub fn record_bytes(&self) -> usize {
+        self.key.len()
+            + self.payload.len()
+            + self.headers.iter().map(|(name, value)| name.len() + value.len()).sum::<usize>()
+    }
+}
+
 /// The device id a topic publishes for, if it is an events topic:
 /// `devices/{id}/messages/events` or anything below it.
 pub fn events_topic_device(topic: &str) -> Option<&str> {

@@ -157,9 +157,10 @@ pub(crate) struct MqttArgs {
     /// MQTT connections open at once; more wait in the listen backlog.
     #[arg(long, default_value_t = tidewater_gateway::mqtt::DEFAULT_MAX_CONNECTIONS)]
     pub(crate) mqtt_max_connections: usize,
-    /// Largest MQTT packet a device may send, fixed header included (MQTT 5 Maximum Packet
-    /// Size).
-    #[arg(long, default_value_t = tidewater_mqtt::DEFAULT_MAX_PACKET_BYTES)]
+    /// Largest MQTT packet a client may send, fixed header included (MQTT 5 Maximum Packet
+    /// Size); at most 458752, so that every accepted message fits Kafka's default 1,000,000-byte
+    /// message limit.
+    #[arg(long, default_value_t = tidewater_gateway::mqtt::DEFAULT_MAX_PACKET_BYTES)]
     pub(crate) mqtt_max_packet_bytes: usize,
     /// QoS 1 messages awaiting their append, and QoS 2 messages awaiting PUBREL, per connection
     /// (MQTT 5 Receive Maximum).
@@ -204,10 +205,11 @@ impl MqttArgs {
     /// The listener's configuration, after checking the flags.
     pub(crate) fn config(&self) -> anyhow::Result<tidewater_gateway::MqttConfig> {
         anyhow::ensure!(
-            (MQTT_MIN_PACKET_BYTES..=tidewater_mqtt::frame::PROTOCOL_MAX_PACKET_BYTES)
+            (MQTT_MIN_PACKET_BYTES..=tidewater_gateway::mqtt::MAX_PACKET_BYTES_LIMIT)
                 .contains(&self.mqtt_max_packet_bytes),
-            "--mqtt-max-packet-bytes must be between {MQTT_MIN_PACKET_BYTES} and {}",
-            tidewater_mqtt::frame::PROTOCOL_MAX_PACKET_BYTES
+            "--mqtt-max-packet-bytes must be between {MQTT_MIN_PACKET_BYTES} and {} (a message must fit \
+             Kafka's default 1,000,000-byte message limit once it carries its topic and headers)",
+            tidewater_gateway::mqtt::MAX_PACKET_BYTES_LIMIT
         );
         anyhow::ensure!(self.mqtt_max_in_flight > 0, "--mqtt-max-in-flight must be at least 1");
         anyhow::ensure!(self.mqtt_max_connections > 0, "--mqtt-max-connections must be at least 1");
