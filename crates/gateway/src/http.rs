@@ -54,6 +54,7 @@ use tokio::sync::Semaphore;
 
 use crate::append::{AppendError, Appender, PendingAppend};
 use crate::auth::{authenticate, Identity};
+use crate::percent::percent_decode;
 use crate::registry::Directory;
 use crate::route::{DeviceMessage, CONTENT_TYPE_HEADER, DEVICE_ID_HEADER};
 
@@ -284,24 +285,6 @@ fn binary_attributes(headers: &HeaderMap) -> Result<Vec<(String, Bytes)>, Refusa
     };
     check_required(lookup, "")?;
     Ok(attributes)
-}
-
-/// Decodes `%XX` escapes; `None` if an escape is broken or the result is not UTF-8.
-fn percent_decode(value: &[u8]) -> Option<String> {
-    let mut decoded = Vec::with_capacity(value.len());
-    let mut index = 0;
-    while index < value.len() {
-        if value[index] == b'%' {
-            let hex = value.get(index + 1..index + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            decoded.push(u8::from_str_radix(hex, 16).ok()?);
-            index += 3;
-        } else {
-            decoded.push(value[index]);
-            index += 1;
-        }
-    }
-    String::from_utf8(decoded).ok()
 }
 
 /// A structured event unpacked into the Kafka binding's binary mode.
