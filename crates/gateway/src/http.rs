@@ -1,6 +1,7 @@
 //! HTTP ingestion: devices `POST /devices/{id}/messages/events` with their key or a SAS token
-//! ([`crate::token`]) in the `Authorization` header, and every event in the request is appended to the telemetry topic (key = device id,
-//! header `device-id` = the authenticated id) before the answer is sent.
+//! ([`crate::token`]) in the `Authorization` header, and every event in the request is appended
+//! to the telemetry topic (key = device id, header `device-id` = the authenticated id) before the
+//! answer is sent.
 //!
 //! # What a request may carry
 //!
@@ -28,10 +29,11 @@
 //!
 //! 200 `{"appended": N}` once every record's append is durable (a delivery report from the
 //! idempotent acks=all producer); 401 (with `WWW-Authenticate: Bearer, SharedAccessSignature`)
-//! for a missing or wrong key or token, or an unknown device, with the reason a token was refused
-//! (malformed, expired, for another device) in the body; 403 for a disabled device; 404 for any other path; 405 for another
-//! method; 413 for a body over [`HttpConfig::max_body_bytes`] (from `Content-Length` before
-//! reading, and counted while reading) or a batch over [`HttpConfig::max_batch_events`]; 400
+//! for a missing or wrong key or token, or an unknown device, with the reason a token was
+//! refused (malformed, expired, for another device) in the body; 403 for a disabled device; 404
+//! for any other path; 405 for another method; 413 for a body over
+//! [`HttpConfig::max_body_bytes`] (from `Content-Length` before reading, and counted while
+//! reading) or a batch over [`HttpConfig::max_batch_events`]; 400
 //! `{"error": reason}` for malformed JSON or a missing attribute; 415 for an unsupported content
 //! type; 503 while the registry has not been read yet or when an append fails. A 503 after some
 //! of a batch's appends succeeded leaves those records in the log: a retrying device gets at
