@@ -45,6 +45,14 @@ def add_device(bootstrap: str, device_id: str) -> str:
     return key
 
 
+def device_token(bootstrap: str, device_id: str, key: str, *options: str) -> str:
+    """A SAS token for `device_id` from `tidewater device token` (options: `--ttl 2s`,
+    `--expires-at SECS`); it runs without a server, so `bootstrap` only fills the common flag."""
+    token = tidewater("device", "token", device_id, "--key", key, *options, bootstrap=bootstrap).stdout.strip()
+    assert token.startswith("SharedAccessSignature sr="), token
+    return token
+
+
 def events_topic(device_id: str) -> str:
     return f"devices/{device_id}/messages/events/"
 
@@ -144,10 +152,20 @@ def raw_connect(port: int, client_id: str, password: str | None, level: int = 4)
     if level == 5:
         variable += b"\x00"  # no properties
     body = variable + payload
-    assert len(body) < 128
     sock = socket.create_connection(("127.0.0.1", port), timeout=MQTT_TIMEOUT_S)
-    sock.sendall(bytes([0x10, len(body)]) + body)
+    sock.sendall(bytes([0x10]) + remaining_length(len(body)) + body)
     return sock, read_packet(sock)
+
+
+def remaining_length(length: int) -> bytes:
+    """MQTT's Variable Byte Integer: 7 bits a byte, least significant first (a SAS token makes a
+    CONNECT longer than the one byte that fits 127)."""
+    encoded = bytearray()
+    while True:
+        byte, length = length % 128, length // 128
+        encoded.append(byte | (0x80 if length else 0))
+        if not length:
+            return bytes(encoded)
 
 
 def read_packet(sock: socket.socket) -> bytes:

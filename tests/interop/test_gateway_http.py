@@ -19,7 +19,7 @@ import pytest
 from cloudevents.conversion import to_binary, to_json, to_structured
 from cloudevents.http import CloudEvent
 
-from gateway_support import REGISTRY_TIMEOUT_S, add_device, headers_of, new_device_id, telemetry_of
+from gateway_support import REGISTRY_TIMEOUT_S, add_device, device_token, headers_of, new_device_id, telemetry_of
 from trigger_support import tidewater
 
 HTTP_TIMEOUT_S = 30.0
@@ -236,6 +236,41 @@ def test_refused_requests_append_nothing(bootstrap, http_port):
     records = telemetry_of(bootstrap, device_id, at_least=2)
     assert [record.value() for record in records] == [b'{"hello": 1}', b'{"marker": true}']
     assert len(telemetry_of(bootstrap, other_id, at_least=1)) == 1
+
+
+def test_a_token_posts_as_a_bearer_token_or_as_its_own_scheme(bootstrap, http_port):
+    device_id, key = registered(bootstrap, http_port, "token")
+    token = device_token(bootstrap, device_id, key, "--ttl", "10m")
+    json_type = {"Content-Type": "application/json"}
+    status, _, answer = post(http_port, events_path(device_id), b'{"as": "bearer"}', json_type, token)
+    assert (status, answer) == (200, {"appended": 1})
+    status, _, answer = post(
+        http_port, events_path(device_id), b'{"as": "sas"}', {**json_type, "Authorization": token}
+    )
+    assert (status, answer) == (200, {"appended": 1})
+    records = telemetry_of(bootstrap, device_id, at_least=3)
+    assert [record.value() for record in records] == [b'{"hello": 1}', b'{"as": "bearer"}', b'{"as": "sas"}']
+    assert all(headers_of(record)["device-id"] == device_id.encode() for record in records)
+
+
+def test_an_expired_or_foreign_token_is_401_with_the_reason(bootstrap, http_port):
+    device_id, key = registered(bootstrap, http_port, "token")
+    other_id, other_key = registered(bootstrap, http_port, "token-other")
+    json_type = {"Content-Type": "application/json"}
+    expired = device_token(bootstrap, device_id, key, "--expires-at", str(int(time.time()) - 60))
+    for headers in ({**json_type, "Authorization": f"Bearer {expired}"}, {**json_type, "Authorization": expired}):
+        status, response_headers, answer = post(http_port, events_path(device_id), b"{}", headers)
+        assert status == 401, (status, answer)
+        assert "expired" in answer["error"], answer
+        assert response_headers.get("www-authenticate", "").startswith("Bearer")
+    foreign = device_token(bootstrap, other_id, other_key)
+    status, _, answer = post(http_port, events_path(device_id), b"{}", json_type, foreign)
+    assert status == 401 and f"devices/{other_id}" in answer["error"], answer
+    # Nothing of the refused requests was appended.
+    status, _, _ = post(http_port, events_path(device_id), b'{"marker": true}', json_type, key)
+    assert status == 200
+    records = telemetry_of(bootstrap, device_id, at_least=2)
+    assert [record.value() for record in records] == [b'{"hello": 1}', b'{"marker": true}']
 
 
 def test_a_disabled_device_is_forbidden(bootstrap, http_port):

@@ -4,11 +4,19 @@
 //! sends as its MQTT password). Only a salted SHA-256 of that text is stored, so the registry
 //! topic does not hold usable secrets, and the comparison runs in constant time so that timing
 //! does not tell an attacker how much of a guess was right.
+//!
+//! A record also holds the device's token-signing key, derived one-way from the key (see
+//! [`crate::token`]): it verifies the time-limited tokens a device may send instead of its key.
+//! It is a secret (whoever holds it can mint tokens for the device) but not the key itself.
+//! Records written before tokens existed have none; such a device can use tokens only once its
+//! key is rotated.
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::token;
 
 /// Random bytes in a device key.
 pub const DEVICE_KEY_BYTES: usize = 32;
@@ -26,6 +34,10 @@ pub struct Device {
     pub key_hash: String,
     /// Hex salt.
     pub salt: String,
+    /// Hex token-signing key, [`crate::token::derive_signing_key`] of the key; empty in records
+    /// written before tokens existed, which makes every token of the device fail.
+    #[serde(default)]
+    pub signing_key: String,
     #[serde(default)]
     pub disabled: bool,
     pub created_at_ms: i64,
@@ -81,16 +93,19 @@ impl Device {
             id: id.to_string(),
             key_hash: hex(&key_digest(&salt, key.as_bytes())),
             salt: hex(&salt),
+            signing_key: hex(&token::derive_signing_key(key)),
             disabled: false,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         }
     }
 
-    /// Replaces the key (rotate-key): the old key stops working as soon as gateways see this.
+    /// Replaces the key (rotate-key): the old key, and every token made with it, stop working
+    /// as soon as gateways see this.
     pub fn set_key(&mut self, key: &str, salt: [u8; SALT_BYTES], now_ms: i64) {
         self.key_hash = hex(&key_digest(&salt, key.as_bytes()));
         self.salt = hex(&salt);
+        self.signing_key = hex(&token::derive_signing_key(key));
         self.updated_at_ms = now_ms;
     }
 
@@ -102,6 +117,12 @@ impl Device {
         };
         let digest = key_digest(&salt, presented);
         stored.len() == digest.len() && bool::from(digest.as_slice().ct_eq(&stored))
+    }
+
+    /// The token-signing key, or `None` for a record without one (or with a damaged one), which
+    /// verifies no token.
+    pub fn signing_key(&self) -> Option<[u8; token::SIGNATURE_BYTES]> {
+        unhex(&self.signing_key)?.try_into().ok()
     }
 }
 
@@ -148,10 +169,28 @@ mod tests {
     }
 
     #[test]
+    fn the_signing_key_is_derived_from_the_key_and_rotates_with_it() {
+        let mut device = Device::new("pump-1", "old", [1; SALT_BYTES], 1000);
+        assert_eq!(device.signing_key(), Some(token::derive_signing_key("old")));
+        device.set_key("new", [2; SALT_BYTES], 2000);
+        assert_eq!(device.signing_key(), Some(token::derive_signing_key("new")));
+        assert_ne!(token::derive_signing_key("old"), token::derive_signing_key("new"));
+    }
+
+    #[test]
+    fn a_record_from_before_tokens_loads_without_a_signing_key() {
+        let old = r#"{"id":"a","key_hash":"00","salt":"00","created_at_ms":5}"#;
+        let device: Result<Device, _> = serde_json::from_str(old);
+        assert!(device.is_ok_and(|device| device.signing_key.is_empty() && device.signing_key().is_none()));
+    }
+
+    #[test]
     fn a_damaged_record_matches_nothing() {
         let mut device = Device::new("pump-1", "k", [1; SALT_BYTES], 0);
         device.key_hash.pop();
         assert!(!device.key_matches(b"k"));
+        device.signing_key.pop();
+        assert_eq!(device.signing_key(), None);
     }
 
     #[test]

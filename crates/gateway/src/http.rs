@@ -1,6 +1,7 @@
-//! HTTP ingestion: devices `POST /devices/{id}/messages/events` with their key as a bearer
-//! token, and every event in the request is appended to the telemetry topic (key = device id,
-//! header `device-id` = the authenticated id) before the answer is sent.
+//! HTTP ingestion: devices `POST /devices/{id}/messages/events` with their key or a SAS token
+//! ([`crate::token`]) in the `Authorization` header, and every event in the request is appended
+//! to the telemetry topic (key = device id, header `device-id` = the authenticated id) before the
+//! answer is sent.
 //!
 //! # What a request may carry
 //!
@@ -18,13 +19,21 @@
 //! [`parse_events`] turns (headers, body) into records or a [`Refusal`]; it is pure. The
 //! required attributes are `specversion` (only "1.0"), `id`, `source` and `type`.
 //!
+//! # Credentials
+//!
+//! `Authorization: Bearer <key>`, `Authorization: Bearer SharedAccessSignature sr=...` or, as
+//! IoT Hub's HTTP API takes it, `Authorization: SharedAccessSignature sr=...` ([`credential`]).
+//! They are checked by [`crate::auth`] exactly as an MQTT password is, before the body is read.
+//!
 //! # Answers
 //!
 //! 200 `{"appended": N}` once every record's append is durable (a delivery report from the
-//! idempotent acks=all producer); 401 (with `WWW-Authenticate: Bearer`) for a missing or wrong
-//! key, or an unknown device; 403 for a disabled device; 404 for any other path; 405 for another
-//! method; 413 for a body over [`HttpConfig::max_body_bytes`] (from `Content-Length` before
-//! reading, and counted while reading) or a batch over [`HttpConfig::max_batch_events`]; 400
+//! idempotent acks=all producer); 401 (with `WWW-Authenticate: Bearer, SharedAccessSignature`)
+//! for a missing or wrong key or token, or an unknown device, with the reason a token was
+//! refused (malformed, expired, for another device) in the body; 403 for a disabled device; 404
+//! for any other path; 405 for another method; 413 for a body over
+//! [`HttpConfig::max_body_bytes`] (from `Content-Length` before reading, and counted while
+//! reading) or a batch over [`HttpConfig::max_batch_events`]; 400
 //! `{"error": reason}` for malformed JSON or a missing attribute; 415 for an unsupported content
 //! type; 503 while the registry has not been read yet or when an append fails. A 503 after some
 //! of a batch's appends succeeded leaves those records in the log: a retrying device gets at
@@ -35,6 +44,7 @@
 //! Body bytes, events per batch, connections (a semaphore taken before `accept`), the time to
 //! send the request headers and the time to send the body are all [`HttpConfig`] fields.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,9 +63,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::append::{AppendError, Appender, PendingAppend};
-use crate::auth::{authenticate, Identity};
+use crate::auth::{authenticate_at, unix_now_secs, Identity, Refusal as AuthRefusal};
+use crate::percent::percent_decode;
 use crate::registry::Directory;
 use crate::route::{DeviceMessage, CONTENT_TYPE_HEADER, DEVICE_ID_HEADER, MAX_RECORD_BYTES};
+use crate::token::TOKEN_PREFIX;
+use tidewater_mqtt::ReasonCode;
 
 /// Default largest request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -146,6 +159,27 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// What a request presents as its password: a bearer token (a key, or a SAS token), or a SAS
+/// token sent as its own scheme (`Authorization: SharedAccessSignature sr=...`), which is the
+/// whole header value. Schemes are case-insensitive in HTTP, so the SAS scheme is given back in
+/// the exact spelling [`crate::token`] selects tokens by.
+pub fn credential(headers: &HeaderMap) -> Option<Cow<'_, str>> {
+    if let Some(token) = bearer_token(headers) {
+        return Some(Cow::Borrowed(token));
+    }
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, fields) = value.split_once(' ')?;
+    let sas_scheme = TOKEN_PREFIX.trim_end();
+    if !scheme.eq_ignore_ascii_case(sas_scheme) {
+        return None;
+    }
+    Some(if scheme == sas_scheme {
+        Cow::Borrowed(value)
+    } else {
+        Cow::Owned(format!("{TOKEN_PREFIX}{fields}"))
+    })
 }
 
 /// The media type of a content type, lower-case, without parameters.
@@ -284,24 +318,6 @@ fn binary_attributes(headers: &HeaderMap) -> Result<Vec<(String, Bytes)>, Refusa
     };
     check_required(lookup, "")?;
     Ok(attributes)
-}
-
-/// Decodes `%XX` escapes; `None` if an escape is broken or the result is not UTF-8.
-fn percent_decode(value: &[u8]) -> Option<String> {
-    let mut decoded = Vec::with_capacity(value.len());
-    let mut index = 0;
-    while index < value.len() {
-        if value[index] == b'%' {
-            let hex = value.get(index + 1..index + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            decoded.push(u8::from_str_radix(hex, 16).ok()?);
-            index += 3;
-        } else {
-            decoded.push(value[index]);
-            index += 1;
-        }
-    }
-    String::from_utf8(decoded).ok()
 }
 
 /// A structured event unpacked into the Kafka binding's binary mode.
@@ -488,26 +504,42 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> HttpResponse {
     // Authentication before the body is read, so a stranger cannot make us read a megabyte.
     let identity = {
         let devices = shared.directory.borrow().clone();
-        match bearer_token(request.headers()) {
-            None => Err(tidewater_mqtt::ReasonCode::BadUserNameOrPassword),
-            Some(token) => authenticate(devices.as_deref(), &device_id, Some(token.as_bytes()), false),
+        match credential(request.headers()) {
+            None => Err(ReasonCode::BadUserNameOrPassword.into()),
+            Some(password) => authenticate_at(
+                devices.as_deref(),
+                &device_id,
+                Some(password.as_bytes()),
+                false,
+                unix_now_secs(),
+            ),
         }
     };
     match identity {
         Ok(Identity::Device(_)) => {}
-        Ok(Identity::Anonymous) | Err(tidewater_mqtt::ReasonCode::NotAuthorized) => {
+        Ok(Identity::Anonymous) | Err(AuthRefusal { code: ReasonCode::NotAuthorized, .. }) => {
             return refuse(StatusCode::FORBIDDEN, "this device is disabled");
         }
-        Err(tidewater_mqtt::ReasonCode::ServerUnavailable) => {
+        Err(AuthRefusal { code: ReasonCode::ServerUnavailable, .. }) => {
             let mut response =
                 refuse(StatusCode::SERVICE_UNAVAILABLE, "the device registry has not been read yet");
             response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
             return response;
         }
-        Err(_) => {
-            let mut response =
-                refuse(StatusCode::UNAUTHORIZED, "send the device's key as Authorization: Bearer <key>");
-            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Err(AuthRefusal { token, .. }) => {
+            let reason = match token {
+                Some(error) => {
+                    tracing::info!(device_id, reason = %error, "refused a SAS token over HTTP");
+                    format!("SAS token refused: {error}")
+                }
+                None => {
+                    "send the device's key or a SAS token as Authorization: Bearer <key or token>".to_string()
+                }
+            };
+            let mut response = refuse(StatusCode::UNAUTHORIZED, reason);
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer, SharedAccessSignature"));
             return response;
         }
     }
@@ -760,5 +792,25 @@ mod tests {
         assert_eq!(token("Basic abc="), None);
         assert_eq!(token("Bearer "), None);
         assert_eq!(bearer_token(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn credentials_are_a_bearer_token_or_a_sas_scheme() {
+        let credential_of = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers
+                .insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static("")));
+            credential(&headers).map(|credential| credential.into_owned())
+        };
+        let sas = "SharedAccessSignature sr=devices%2Fpump-1&sig=abc%3D&se=1";
+        assert_eq!(credential_of("Bearer key="), Some("key=".to_string()));
+        assert_eq!(credential_of(&format!("Bearer {sas}")), Some(sas.to_string()));
+        assert_eq!(credential_of(sas), Some(sas.to_string()));
+        assert_eq!(
+            credential_of("sharedaccesssignature sr=devices%2Fpump-1&sig=abc%3D&se=1"),
+            Some(sas.to_string())
+        );
+        assert_eq!(credential_of("SharedAccessSignature"), None);
+        assert_eq!(credential_of("Basic a2V5"), None);
     }
 }

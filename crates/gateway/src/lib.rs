@@ -1,12 +1,13 @@
 //! The device gateway: devices connect over MQTT 3.1.1 or 5, or POST over HTTP, authenticate
-//! with a per-device key, and every message they send is appended to a topic of a
-//! Kafka-compatible cluster before it is acknowledged.
+//! with a per-device key or a time-limited token made with it, and every message they send is
+//! appended to a topic of a Kafka-compatible cluster before it is acknowledged.
 //!
 //! The gateway is a Kafka client ([`append::KafkaAppender`], [`registry::DeviceRegistry`]), so
 //! it runs inside `tidewater serve` against the embedded broker or standalone (`tidewater
 //! gateway`) in front of any Kafka-compatible cluster. It keeps no copy of the events.
 //!
 //! - [`device`]: a device record, key generation, salted hashes, constant-time checks.
+//! - [`token`]: IoT Hub-style SAS tokens: minting, parsing, verifying.
 //! - [`registry`]: the `_tidewater_devices` topic and the live in-memory map gateways follow.
 //! - [`auth`]: CONNECT decisions, with the MQTT reason code of each refusal.
 //! - [`route`]: which PUBLISH goes where, with the authenticated device id stamped in.
@@ -26,9 +27,11 @@ pub mod http;
 pub mod hub;
 pub mod message;
 pub mod mqtt;
+mod percent;
 pub mod registry;
 pub mod route;
 pub mod subscriptions;
+pub mod token;
 
 pub use append::{Appender, KafkaAppender, MemoryAppender};
 pub use device::Device;

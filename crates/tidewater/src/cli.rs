@@ -50,7 +50,8 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Query(crate::query_cmd::QueryCommand),
     /// Register devices for the gateway and manage them (add, list, show, disable, enable,
-    /// remove, rotate-key) on any Kafka-compatible cluster. Keys are stored hashed.
+    /// remove, rotate-key) on any Kafka-compatible cluster. Keys are stored hashed. `device
+    /// token` makes a time-limited token from a key, with no server.
     Device(crate::device_cmd::DeviceArgs),
     /// Run a device gateway in this process against any Kafka-compatible cluster: devices
     /// connect over MQTT 3.1.1/5 and every message is appended before it is acknowledged

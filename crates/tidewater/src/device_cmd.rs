@@ -4,12 +4,17 @@
 //! Every command reads or writes the device registry topic (`_tidewater_devices`); gateways
 //! follow it, so a change takes effect at every gateway within a second. `add` and `rotate-key`
 //! print the new key once, on stdout alone (so `KEY=$(tidewater device add pump-1)` works); only
-//! its salted hash is stored. The logic lives in `tidewater_gateway::{device, registry}`.
+//! its salted hash (and the token-signing key derived from it) is stored. `token` is the
+//! exception: it computes a time-limited token from a key the caller holds and touches no
+//! cluster. The logic lives in `tidewater_gateway::{device, registry, token}`.
+
+use std::time::Duration;
 
 use anyhow::Context;
+use base64::Engine;
 use clap::{Args, Subcommand};
-use tidewater_gateway::device::{generate_key, generate_salt, validate_device_id};
-use tidewater_gateway::{Device, DeviceRegistry};
+use tidewater_gateway::device::{generate_key, generate_salt, validate_device_id, DEVICE_KEY_BYTES};
+use tidewater_gateway::{token, Device, DeviceRegistry};
 
 use crate::cli::ConnectArgs;
 
@@ -31,14 +36,14 @@ pub(crate) enum DeviceCommand {
     },
     /// List devices: id, state and when each was created.
     List {
-        /// Print the records as JSON (key hashes included).
+        /// Print the records as JSON (key hashes included, token-signing keys redacted).
         #[arg(long)]
         json: bool,
     },
     /// Show one device.
     Show {
         id: String,
-        /// Print the record as JSON (key hash included).
+        /// Print the record as JSON (key hash included, token-signing key redacted).
         #[arg(long)]
         json: bool,
     },
@@ -48,11 +53,40 @@ pub(crate) enum DeviceCommand {
     Enable { id: String },
     /// Remove the device; its key stops working.
     Remove { id: String },
-    /// Give the device a new key and print it; the old key stops working.
+    /// Give the device a new key and print it; the old key, and every token made with it, stop
+    /// working.
     RotateKey { id: String },
+    /// Print a time-limited token for the device, made here from its key (no server is
+    /// contacted). The device sends it instead of its key: as its MQTT password (client id = the
+    /// device id), or over HTTP as `Authorization: SharedAccessSignature sr=...` or `Bearer
+    /// <token>`. It is an IoT Hub-style SAS token for resource `devices/{id}` and stops working
+    /// at its expiry or when the key is rotated. Devices registered before tokens existed need a
+    /// `rotate-key` first.
+    Token {
+        /// The device id.
+        id: String,
+        /// The device's key, as `add` or `rotate-key` printed it.
+        #[arg(long, env = "TIDEWATER_DEVICE_KEY", hide_env_values = true)]
+        key: String,
+        /// How long the token is valid: seconds, or a number followed by s, m, h or d (at most
+        /// 365d).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+        /// The expiry as unix seconds, instead of now + --ttl.
+        #[arg(long, conflicts_with = "ttl")]
+        expires_at: Option<u64>,
+    },
 }
 
+/// The longest `--ttl`: a token is as good as the key until it expires, so a token meant to
+/// outlive a year should be the key itself.
+const TOKEN_TTL_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
 pub(crate) fn run(args: DeviceArgs) -> anyhow::Result<()> {
+    // A token needs only the key: no cluster, no runtime.
+    if let DeviceCommand::Token { id, key, ttl, expires_at } = &args.command {
+        return print_token(id, key, *ttl, *expires_at);
+    }
     let cluster = crate::trigger_cmd::cluster_config(&args.connect);
     let registry = DeviceRegistry::new(cluster, args.connect.timeout());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -76,7 +110,8 @@ pub(crate) fn run(args: DeviceArgs) -> anyhow::Result<()> {
             DeviceCommand::List { json } => {
                 let devices = registry.load()?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&devices.values().collect::<Vec<_>>())?);
+                    let records: Vec<_> = devices.values().map(printable).collect();
+                    println!("{}", serde_json::to_string_pretty(&records)?);
                 } else {
                     println!("{:<40} {:<9} CREATED_AT_MS", "DEVICE", "STATE");
                     for device in devices.values() {
@@ -88,10 +123,16 @@ pub(crate) fn run(args: DeviceArgs) -> anyhow::Result<()> {
             DeviceCommand::Show { id, json } => {
                 let device = registry.get(&id)?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&device)?);
+                    println!("{}", serde_json::to_string_pretty(&printable(&device))?);
                 } else {
                     println!("device:        {}", device.id);
                     println!("state:         {}", state(&device));
+                    let tokens = if device.signing_key().is_some() {
+                        "accepted"
+                    } else {
+                        "not accepted until rotate-key (registered before tokens existed)"
+                    };
+                    println!("tokens:        {tokens}");
                     println!("created_at_ms: {}", device.created_at_ms);
                     println!("updated_at_ms: {}", device.updated_at_ms);
                 }
@@ -112,13 +153,68 @@ pub(crate) fn run(args: DeviceArgs) -> anyhow::Result<()> {
                 device.set_key(&key, salt, now_ms());
                 registry.put(&device).await?;
                 eprintln!(
-                    "device {id} has a new key (shown only this once) on stdout; the old one no longer works"
+                    "device {id} has a new key (shown only this once) on stdout; the old one and its tokens no longer work"
                 );
                 println!("{key}");
                 Ok(())
             }
+            DeviceCommand::Token { .. } => unreachable!("handled before the runtime starts"),
         }
     })
+}
+
+/// `device token`: the token on stdout alone (so `TOKEN=$(tidewater device token ...)` works),
+/// its expiry on stderr.
+fn print_token(id: &str, key: &str, ttl: Duration, expires_at: Option<u64>) -> anyhow::Result<()> {
+    validate_device_id(id).map_err(|error| anyhow::anyhow!("device {id:?}: {error}"))?;
+    // Any text would make a token, but one from a mistyped key would fail only at the gateway;
+    // a key is always 32 bytes in base64, so say so here instead.
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key).unwrap_or_default();
+    anyhow::ensure!(
+        decoded.len() == DEVICE_KEY_BYTES,
+        "--key is not a device key: expected the base64 text of {DEVICE_KEY_BYTES} bytes that `device add` or `rotate-key` printed"
+    );
+    let now = tidewater_gateway::auth::unix_now_secs();
+    let expiry = expires_at.unwrap_or_else(|| now.saturating_add(ttl.as_secs()));
+    println!("{}", token::mint(id, key, expiry));
+    if expiry <= now {
+        eprintln!("token for device {id}, already expired (se={expiry}, now {now})");
+    } else {
+        eprintln!("token for device {id}, valid until {expiry} (unix seconds; {}s from now)", expiry - now);
+    }
+    Ok(())
+}
+
+/// `--ttl`: whole seconds, or a number with a unit (s, m, h, d), from 1 s to [`TOKEN_TTL_MAX`].
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 24 * 3600,
+        other => return Err(format!("unknown unit {other:?}: use s, m, h or d (e.g. 90s, 15m, 1h, 7d)")),
+    };
+    let number: u64 =
+        number.parse().map_err(|_| format!("{text:?} is not a number with a unit (e.g. 1h)"))?;
+    let ttl = Duration::from_secs(number.saturating_mul(unit_secs));
+    if ttl.is_zero() || ttl > TOKEN_TTL_MAX {
+        return Err(format!("a token is valid for 1s to {}d", TOKEN_TTL_MAX.as_secs() / (24 * 3600)));
+    }
+    Ok(ttl)
+}
+
+/// A record as `list --json` and `show --json` print it: the token-signing key is a secret (it
+/// mints tokens), so only whether there is one is shown.
+fn printable(device: &Device) -> serde_json::Value {
+    let mut value = serde_json::to_value(device).unwrap_or_default();
+    if let Some(signing_key) = value.get_mut("signing_key") {
+        let shown = if device.signing_key.is_empty() { "" } else { "(redacted)" };
+        *signing_key = serde_json::Value::from(shown);
+    }
+    value
 }
 
 async fn set_disabled(registry: &DeviceRegistry, id: &str, disabled: bool) -> anyhow::Result<()> {
@@ -142,4 +238,40 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls() {
+        let check = |text: &str| parse_ttl(text).map(|ttl| ttl.as_secs());
+        let out_of_range = Err("a token is valid for 1s to 365d".to_string());
+        assert_eq!(check("90"), Ok(90));
+        assert_eq!(check("90s"), Ok(90));
+        assert_eq!(check("15m"), Ok(900));
+        assert_eq!(check("1h"), Ok(3600));
+        assert_eq!(check("7d"), Ok(7 * 86400));
+        assert_eq!(check("365d"), Ok(365 * 86400));
+        assert_eq!(check("366d"), out_of_range);
+        assert_eq!(check("0s"), out_of_range);
+        assert!(check("99999999999999999999d")
+            .is_err_and(|error| error.ends_with("is not a number with a unit (e.g. 1h)")));
+        assert!(check("1w").is_err_and(|error| error.starts_with("unknown unit \"w\"")));
+        assert!(check("h").is_err());
+        assert!(check("-1h").is_err());
+        assert!(check("").is_err());
+    }
+
+    #[test]
+    fn printed_records_never_show_the_signing_key() {
+        let device = Device::new("pump-1", "key", [1; 16], 0);
+        let printed = printable(&device);
+        assert!(!printed.to_string().contains(&device.signing_key));
+        assert_eq!(printed["signing_key"], "(redacted)");
+        let mut old = device;
+        old.signing_key.clear();
+        assert_eq!(printable(&old)["signing_key"], "");
+    }
 }

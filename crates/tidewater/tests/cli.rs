@@ -150,3 +150,23 @@ fn bad_gateway_settings_are_clear_errors() {
     let stderr = failing(&["device", "add", "a/b", "--brokers", "127.0.0.1:1"]);
     assert!(stderr.contains("device \"a/b\": a device id may hold letters"), "{stderr}");
 }
+
+#[test]
+fn device_token_needs_no_server_and_is_deterministic() {
+    // The brokers address is unreachable: `device token` must not try it.
+    let key = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+    let args =
+        ["device", "token", "pump-1", "--key", key, "--expires-at", "1700000000", "--brokers", "127.0.0.1:1"];
+    let output = Command::new(BINARY).args(args).env("TIDEWATER_LOG", "error").output().expect("run");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // The same token as tidewater_gateway::token's fixed test vector (checked against Python's hmac).
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "SharedAccessSignature sr=devices%2Fpump-1&sig=8bBcwLjs7txOVmlF3qNyeLtqQH36tZ9XQhVo92RrMdg%3D&se=1700000000\n"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already expired"));
+    let stderr = failing(&["device", "token", "pump-1", "--key", "not-a-key"]);
+    assert!(stderr.contains("--key is not a device key"), "{stderr}");
+    let stderr = failing(&["device", "token", "pump-1", "--key", key, "--ttl", "400d"]);
+    assert!(stderr.contains("a token is valid for 1s to 365d"), "{stderr}");
+}

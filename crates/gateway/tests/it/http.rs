@@ -67,6 +67,34 @@ async fn read_answer(stream: &mut TcpStream) -> String {
 const EVENTS: &str = "/devices/pump-1/messages/events";
 
 #[tokio::test]
+async fn a_sas_token_is_taken_as_a_bearer_token_or_its_own_scheme() {
+    let appender = MemoryAppender::default();
+    let (address, _stop) = start(Arc::new(appender.clone())).await;
+    let now = tidewater_gateway::auth::unix_now_secs();
+    let token = tidewater_gateway::token::mint("pump-1", KEY, now + 600);
+    let json = "application/json";
+    assert_eq!(
+        exchange(address, &request("POST", EVENTS, Some(&token), json, "{}")).await,
+        r#"200 {"appended":1}"#
+    );
+    let own_scheme = request("POST", EVENTS, None, json, "{}")
+        .replace("Connection: close\r\n", &format!("Connection: close\r\nAuthorization: {token}\r\n"));
+    assert_eq!(exchange(address, &own_scheme).await, r#"200 {"appended":1}"#);
+    let expired = tidewater_gateway::token::mint("pump-1", KEY, now - 1);
+    let answer = exchange(address, &request("POST", EVENTS, Some(&expired), json, "{}")).await;
+    assert!(answer.starts_with(r#"401 {"error":"SAS token refused: the token expired at "#), "{answer}");
+    let other = tidewater_gateway::token::mint("pump-off", KEY, now + 600);
+    assert_eq!(
+        exchange(address, &request("POST", EVENTS, Some(&other), json, "{}")).await,
+        r#"401 {"error":"SAS token refused: the token is for resource \"devices/pump-off\", not \"devices/pump-1\""}"#
+    );
+    // A right token of a disabled device is a 403, as its key is.
+    let disabled = request("POST", "/devices/pump-off/messages/events", Some(&other), json, "{}");
+    assert!(exchange(address, &disabled).await.starts_with("403 "));
+    assert_eq!(appender.messages().len(), 2);
+}
+
+#[tokio::test]
 async fn the_answer_waits_for_every_append_of_a_batch() {
     let appender = Arc::new(GatedAppender::default());
     let (address, _stop) = start_with(appender.clone(), HttpConfig::default()).await;

@@ -222,7 +222,18 @@ async fn connect_outcomes_in_both_versions() {
         ("pump-off", Some(KEY), "CONNACK Not authorized (0x87)", "CONNACK Not authorized (0x87)"),
         ("pump-1", None, "CONNACK Not authorized (0x87)", "CONNACK Not authorized (0x87)"),
     ];
-    for (client_id, password, v5, v311) in cases {
+    let now = tidewater_gateway::auth::unix_now_secs();
+    let token = |id: &str, expiry: u64| tidewater_gateway::token::mint(id, KEY, expiry);
+    let (valid, expired, of_pump_2) =
+        (token("pump-1", now + 600), token("pump-1", now - 1), token("pump-2", now + 600));
+    let bad = "CONNACK Bad User Name or Password (0x86)";
+    let token_cases = [
+        ("pump-1", Some(valid.as_str()), "CONNACK Success (0x00)", "CONNACK Success (0x00)"),
+        ("pump-1", Some(expired.as_str()), bad, bad),
+        ("pump-1", Some(of_pump_2.as_str()), bad, bad),
+        ("pump-1", Some("SharedAccessSignature se=1"), bad, bad),
+    ];
+    for (client_id, password, v5, v311) in cases.into_iter().chain(token_cases) {
         let (_, connack) = Client::connect(&gateway, ProtocolVersion::V5, client_id, password).await;
         assert_eq!(show(Some(connack)), v5, "{client_id} {password:?} over 5.0");
         // The 3.1.1 decoder gives the return code as its MQTT 5 equivalent.
@@ -338,6 +349,27 @@ async fn a_device_disabled_while_connected_is_cut_off_at_its_next_message() {
     });
     client.publish("devices/pump-1/messages/events/", QoS::AtLeastOnce, 1, "x").await;
     assert_eq!(show(client.receive().await), "DISCONNECT Not authorized (0x87)");
+}
+
+#[tokio::test]
+async fn a_device_connected_with_a_token_is_cut_off_when_its_key_is_rotated() {
+    let gateway = start(MqttConfig::default()).await;
+    let token = tidewater_gateway::token::mint("pump-1", KEY, tidewater_gateway::auth::unix_now_secs() + 600);
+    let (mut client, connack) = Client::connect(&gateway, ProtocolVersion::V5, "pump-1", Some(&token)).await;
+    assert_eq!(show(Some(connack)), "CONNACK Success (0x00)");
+    gateway.devices.send_modify(|devices| {
+        if let Some(devices) = devices {
+            let mut changed = (**devices).clone();
+            if let Some(device) = changed.get_mut("pump-1") {
+                device.set_key("new-key", [1; 16], 1);
+            }
+            *devices = Arc::new(changed);
+        }
+    });
+    client.publish("devices/pump-1/messages/events/", QoS::AtLeastOnce, 1, "x").await;
+    assert_eq!(show(client.receive().await), "DISCONNECT Not authorized (0x87)");
+    let (_, connack) = Client::connect(&gateway, ProtocolVersion::V5, "pump-1", Some(&token)).await;
+    assert_eq!(show(Some(connack)), "CONNACK Bad User Name or Password (0x86)");
 }
 
 #[tokio::test]
