@@ -11,9 +11,8 @@
 //! which ids exist; a disabled device whose key or token is right is Not authorized (0x87 / 5);
 //! an anonymous client where anonymity is off is Not authorized too, as Mosquitto 2 answers.
 //!
-//! A token is checked when the connection is made. IoT Hub also closes an MQTT connection when
-//! its token expires; this gateway does not yet (a device's connection lasts until the key is
-//! rotated, the device is disabled or removed, or the device disconnects).
+//! A token is checked when the connection is made; as in IoT Hub, the MQTT listener also closes
+//! a connection when its token expires (`mqtt.rs`).
 
 use tidewater_mqtt::ReasonCode;
 

@@ -382,6 +382,16 @@ async fn run_connection(
         (Ok(Identity::Device(id)), Some(devices)) => devices.get(id).map(|device| device.key_hash.clone()),
         _ => None,
     };
+    // A connection made with a SAS token ends when the token expires, as IoT Hub's do.
+    let credentials_expire_at = connect
+        .password
+        .as_deref()
+        .filter(|password| crate::token::is_token(password))
+        .and_then(|password| crate::token::parse(password).ok())
+        .map(|token| {
+            let left = token.expiry_unix_secs.saturating_sub(crate::auth::unix_now_secs());
+            tokio::time::Instant::now() + Duration::from_secs(left)
+        });
     let identity = match identity {
         Ok(identity) => identity,
         Err(code) => {
@@ -445,6 +455,7 @@ async fn run_connection(
         topic_aliases: HashMap::new(),
         outbound_aliases: HashMap::new(),
         client_topic_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
+        credentials_expire_at,
         expiry_at_disconnect: None,
     };
     let end = match session.send_all(owed).await {
@@ -606,6 +617,14 @@ impl Will {
     }
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_or_never(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// 1.5 times the keep-alive, or no deadline for a keep-alive of 0 (spec 3.1.2.10).
 fn keep_alive_deadline(keep_alive_secs: u16) -> Option<Duration> {
     (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500))
@@ -744,6 +763,8 @@ struct Session {
     client_topic_alias_maximum: u16,
     /// A Session Expiry Interval the client's DISCONNECT set.
     expiry_at_disconnect: Option<SessionExpiry>,
+    /// When the SAS token the client connected with expires.
+    credentials_expire_at: Option<tokio::time::Instant>,
 }
 
 impl Session {
@@ -777,6 +798,9 @@ impl Session {
                 }
                 _ = self.outgoing.closed() => return End::Quietly,
                 _ = stop.changed() => return End::Because(ReasonCode::ServerShuttingDown, "the gateway is stopping".into()),
+                _ = sleep_until_or_never(self.credentials_expire_at) => {
+                    return End::Because(ReasonCode::NotAuthorized, "the SAS token expired".into())
+                }
                 _ = taken_over.notified() => {
                     return End::Because(ReasonCode::SessionTakenOver, "a new connection with the same client id".into())
                 }

@@ -352,6 +352,19 @@ async fn a_device_disabled_while_connected_is_cut_off_at_its_next_message() {
 }
 
 #[tokio::test]
+async fn a_connection_made_with_a_token_ends_when_the_token_expires() {
+    let gateway = start(MqttConfig::default()).await;
+    let token = tidewater_gateway::token::mint("pump-1", KEY, tidewater_gateway::auth::unix_now_secs() + 2);
+    let (mut client, connack) = Client::connect(&gateway, ProtocolVersion::V5, "pump-1", Some(&token)).await;
+    assert_eq!(show(Some(connack)), "CONNACK Success (0x00)");
+    client.publish("devices/pump-1/messages/events/", QoS::AtLeastOnce, 1, "while valid").await;
+    assert_eq!(show(client.receive().await), "PUBACK 1 Success (0x00)");
+    // Within 5 s (`receive`'s limit) the token runs out and the gateway says so.
+    assert_eq!(show(client.receive().await), "DISCONNECT Not authorized (0x87)");
+    assert_eq!(show(client.receive().await), "closed");
+}
+
+#[tokio::test]
 async fn a_device_connected_with_a_token_is_cut_off_when_its_key_is_rotated() {
     let gateway = start(MqttConfig::default()).await;
     let token = tidewater_gateway::token::mint("pump-1", KEY, tidewater_gateway::auth::unix_now_secs() + 600);
