@@ -52,11 +52,18 @@ pub struct HubConfig {
     pub max_in_flight: u16,
     /// Most commands waiting for one device; more drop the oldest.
     pub max_pending_commands: usize,
+    /// Most subscriptions one session holds; more are refused (Quota exceeded).
+    pub max_subscriptions: usize,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
-        HubConfig { max_queued_messages: 1000, max_in_flight: 64, max_pending_commands: 100 }
+        HubConfig {
+            max_queued_messages: 1000,
+            max_in_flight: 64,
+            max_pending_commands: 100,
+            max_subscriptions: 100,
+        }
     }
 }
 
@@ -338,16 +345,30 @@ impl Hub {
 
     /// Records `client`'s subscriptions and queues the retained messages they ask for (and,
     /// for a device subscribing to its devicebound topic, its waiting commands). Returns, per
-    /// subscription, whether it replaced an existing one.
-    pub fn subscribe(&self, client: &str, subscriptions: &[(String, Subscribed)], now_ms: i64) -> Vec<bool> {
+    /// subscription, whether it replaced an existing one, or `Err(())` if it would have been one
+    /// more than [`HubConfig::max_subscriptions`].
+    pub fn subscribe(
+        &self,
+        client: &str,
+        subscriptions: &[(String, Subscribed)],
+        now_ms: i64,
+    ) -> Vec<Result<bool, ()>> {
         let mut state = self.lock();
         let state = &mut *state;
-        let Some(session) = state.sessions.get_mut(client) else { return vec![false; subscriptions.len()] };
+        let Some(session) = state.sessions.get_mut(client) else {
+            return vec![Ok(false); subscriptions.len()];
+        };
         let mut existed = Vec::with_capacity(subscriptions.len());
         for (filter, subscribed) in subscriptions {
+            if !session.subscriptions.contains_key(filter)
+                && session.subscriptions.len() >= self.config.max_subscriptions
+            {
+                existed.push(Err(()));
+                continue;
+            }
             session.subscriptions.insert(filter.clone(), *subscribed);
             let replaced = state.subscriptions.subscribe(client, filter, *subscribed);
-            existed.push(replaced);
+            existed.push(Ok(replaced));
             let shared = filter.starts_with(tidewater_mqtt::topic::SHARED_PREFIX);
             let send_retained = match subscribed.options.retain_handling {
                 tidewater_mqtt::RetainHandling::SendAtSubscribe => true,
@@ -835,6 +856,25 @@ mod tests {
         hub.set_retained(message("r/1", "", QoS::AtMostOnce));
         hub.subscribe("a", &[("r/1".into(), at(QoS::AtMostOnce))], 0);
         assert!(hub.pump("a", 1, 0).is_empty());
+    }
+
+    #[test]
+    fn subscriptions_past_the_limit_are_refused_but_replacing_one_is_not() {
+        let hub = Hub::new(HubConfig { max_subscriptions: 2, ..HubConfig::default() });
+        hub.connect("a", options(true, SessionExpiry::AtDisconnect), 1, Arc::default(), 0);
+        let outcomes = hub.subscribe(
+            "a",
+            &[
+                ("x".into(), at(QoS::AtMostOnce)),
+                ("y".into(), at(QoS::AtMostOnce)),
+                ("z".into(), at(QoS::AtMostOnce)),
+            ],
+            0,
+        );
+        assert_eq!(outcomes, [Ok(false), Ok(false), Err(())]);
+        assert_eq!(hub.subscribe("a", &[("y".into(), at(QoS::AtLeastOnce))], 0), [Ok(true)]);
+        hub.unsubscribe("a", &["x".into()]);
+        assert_eq!(hub.subscribe("a", &[("z".into(), at(QoS::AtMostOnce))], 0), [Ok(false)]);
     }
 
     #[test]

@@ -120,6 +120,8 @@ pub struct MqttConfig {
     pub max_queued_messages: usize,
     /// Most topic aliases a client may set (MQTT 5 Topic Alias Maximum).
     pub topic_alias_maximum: u16,
+    /// Most subscriptions one session holds; more get Quota exceeded (3.1.1: 0x80).
+    pub max_subscriptions_per_client: usize,
     /// The longest keep-alive a client may ask for, in seconds; a client asking for more (or for
     /// none) is told this one in the CONNACK (MQTT 5 Server Keep Alive; 3.1.1 clients are simply
     /// held to it). 65,535 allows anything but "none".
@@ -132,6 +134,7 @@ impl MqttConfig {
         crate::hub::HubConfig {
             max_queued_messages: self.max_queued_messages,
             max_in_flight: self.max_in_flight_per_connection.max(1),
+            max_subscriptions: self.max_subscriptions_per_client,
             ..crate::hub::HubConfig::default()
         }
     }
@@ -156,6 +159,7 @@ impl Default for MqttConfig {
             topics: PubSubTopics::default(),
             max_queued_messages: 1000,
             topic_alias_maximum: DEFAULT_TOPIC_ALIAS_MAXIMUM,
+            max_subscriptions_per_client: 100,
             max_keep_alive_secs: u16::MAX,
         }
     }
@@ -1022,27 +1026,39 @@ impl Session {
     /// retained messages (and waiting commands) the new subscriptions bring.
     async fn subscribe(&mut self, subscribe: Subscribe) -> Result<(), End> {
         let identifier = subscribe.properties.subscription_identifiers.first().copied();
-        let mut granted = Vec::new();
-        let mut reason_codes = Vec::with_capacity(subscribe.subscriptions.len());
+        let mut allowed = Vec::new();
+        // Each subscription's answer: a refusal now, or `None` until the hub had its say.
+        let mut refusals: Vec<Option<ReasonCode>> = Vec::with_capacity(subscribe.subscriptions.len());
         for subscription in &subscribe.subscriptions {
             let filter = subscription.filter.as_str();
             match may_subscribe(&self.identity, filter) {
                 Ok(()) => {
-                    reason_codes.push(match subscription.options.qos {
-                        QoS::AtMostOnce => ReasonCode::Success,
-                        QoS::AtLeastOnce => ReasonCode::GrantedQos1,
-                        QoS::ExactlyOnce => ReasonCode::GrantedQos2,
-                    });
-                    granted
+                    allowed
                         .push((filter.to_string(), Subscribed { options: subscription.options, identifier }));
+                    refusals.push(None);
                 }
                 Err(code) => {
                     tracing::info!(identity = ?self.identity, filter, reason = %code, "refused a subscription");
-                    reason_codes.push(code);
+                    refusals.push(Some(code));
                 }
             }
         }
-        self.shared.hub.subscribe(&self.client, &granted, now_ms());
+        let outcomes = self.shared.hub.subscribe(&self.client, &allowed, now_ms());
+        let mut answers = allowed.iter().zip(outcomes).map(|((filter, subscribed), outcome)| match outcome {
+            Err(()) => {
+                tracing::info!(client = self.client, filter, "refused a subscription over the limit");
+                ReasonCode::QuotaExceeded
+            }
+            Ok(_) => match subscribed.options.qos {
+                QoS::AtMostOnce => ReasonCode::Success,
+                QoS::AtLeastOnce => ReasonCode::GrantedQos1,
+                QoS::ExactlyOnce => ReasonCode::GrantedQos2,
+            },
+        });
+        let reason_codes = refusals
+            .into_iter()
+            .map(|refusal| refusal.or_else(|| answers.next()).unwrap_or(ReasonCode::UnspecifiedError))
+            .collect();
         let answer = Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             properties: Properties::default(),

@@ -183,6 +183,9 @@ pub(crate) struct MqttArgs {
     /// 65535, allows any keep-alive including none.
     #[arg(long, default_value_t = u16::MAX)]
     pub(crate) mqtt_max_keep_alive_secs: u16,
+    /// Subscriptions one MQTT session may hold; more get Quota exceeded in the SUBACK.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) mqtt_max_subscriptions: usize,
     /// Topic aliases an MQTT 5 client may set per connection (0: none).
     #[arg(long, default_value_t = tidewater_gateway::mqtt::DEFAULT_TOPIC_ALIAS_MAXIMUM)]
     pub(crate) mqtt_topic_alias_maximum: u16,
@@ -225,6 +228,7 @@ impl MqttArgs {
         }
         anyhow::ensure!(self.command_ttl_secs > 0, "--command-ttl-secs must be at least 1");
         anyhow::ensure!(self.mqtt_max_keep_alive_secs > 0, "--mqtt-max-keep-alive-secs must be at least 1");
+        anyhow::ensure!(self.mqtt_max_subscriptions > 0, "--mqtt-max-subscriptions must be at least 1");
         Ok(tidewater_gateway::MqttConfig {
             max_connections: self.mqtt_max_connections,
             limits: tidewater_mqtt::Limits {
@@ -244,6 +248,7 @@ impl MqttArgs {
             max_queued_messages: self.mqtt_max_queued_messages,
             topic_alias_maximum: self.mqtt_topic_alias_maximum,
             max_keep_alive_secs: self.mqtt_max_keep_alive_secs,
+            max_subscriptions_per_client: self.mqtt_max_subscriptions,
         })
     }
 }

@@ -393,3 +393,20 @@ async fn a_keep_alive_over_the_maximum_is_cut_to_it_and_the_client_told() {
         other => panic!("expected a CONNACK, got {}", show(other)),
     }
 }
+
+#[tokio::test]
+async fn subscriptions_beyond_the_limit_get_quota_exceeded() {
+    let gateway = start(MqttConfig { max_subscriptions_per_client: 2, ..anonymous() }).await;
+    let (mut v5, _) = Client::connect(&gateway, ProtocolVersion::V5, "five", None).await;
+    let filters = [("a", QoS::AtMostOnce), ("b", QoS::AtLeastOnce), ("c", QoS::AtMostOnce)];
+    assert_eq!(
+        subscribe(&mut v5, 1, &filters, None).await,
+        [ReasonCode::Success, ReasonCode::GrantedQos1, ReasonCode::QuotaExceeded]
+    );
+    let (mut v311, _) = Client::connect(&gateway, ProtocolVersion::V311, "three", None).await;
+    // 3.1.1 has one failure code, 0x80.
+    assert_eq!(
+        subscribe(&mut v311, 1, &filters, None).await,
+        [ReasonCode::Success, ReasonCode::GrantedQos1, ReasonCode::UnspecifiedError]
+    );
+}
