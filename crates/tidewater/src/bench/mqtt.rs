@@ -148,6 +148,10 @@ pub(crate) struct LoadArgs {
     /// With --gateway: the topic the gateway appends device events to.
     #[arg(long, default_value = "telemetry")]
     pub(crate) telemetry_topic: String,
+    /// The server's process id, if it runs on this machine: its CPU time per message is
+    /// reported beside this process's and the rest of the machine's.
+    #[arg(long)]
+    pub(crate) pid: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -510,14 +514,17 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     );
     tokio::time::sleep(warmup).await;
     let mut elapsed = Vec::with_capacity(args.runs);
+    let mut cpu = Vec::with_capacity(args.runs);
     for run_idx in 0..args.runs {
         if let Some(failure) = state.failure() {
             anyhow::bail!("a connection failed: {failure}");
         }
+        let cpu_before = CpuSample::take(args.pid)?;
         let started = Instant::now();
         state.phase.store(run_idx + 1, Ordering::Relaxed);
         tokio::time::sleep(duration).await;
         elapsed.push(started.elapsed());
+        cpu.push(CpuSample::take(args.pid)?.since(&cpu_before));
     }
     state.phase.store(args.runs + 1, Ordering::Relaxed);
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
@@ -542,18 +549,27 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     let mut p50s = Vec::with_capacity(args.runs);
     let mut p99s = Vec::with_capacity(args.runs);
     let mut max_micros = 0;
-    for (run_idx, (window, elapsed)) in state.windows.iter().zip(&elapsed).enumerate() {
+    let (mut server_us, mut client_us, mut shares) = (Vec::new(), Vec::new(), Vec::new());
+    for (run_idx, ((window, elapsed), cpu)) in state.windows.iter().zip(&elapsed).zip(&cpu).enumerate() {
         let window_acked = window.acked.load(Ordering::Relaxed);
         let rate = window_acked as f64 / elapsed.as_secs_f64();
         let (p50, p99, max) =
             (window.latency.percentile(50.0), window.latency.percentile(99.0), window.latency.max_micros());
+        let per_message = |ticks: u64| ticks as f64 * 1e6 / USER_HZ as f64 / window_acked.max(1) as f64;
+        client_us.push(per_message(cpu.own_ticks));
+        server_us.extend(cpu.server_ticks.map(per_message));
+        let share = cpu.shares();
         eprintln!(
-            "run {}: {rate:.0} msgs/s, PUBACK latency p50 {} / p99 {} / max {} ms",
+            "run {}: {rate:.0} msgs/s, PUBACK latency p50 {} / p99 {} / max {} ms; CPU per message: \
+             server {}, load generator {:.1} us; CPU shares server / load generator / other: {share}",
             run_idx + 1,
             millis(p50),
             millis(p99),
-            millis(Some(max))
+            millis(Some(max)),
+            cpu.server_ticks.map_or("-".to_string(), |ticks| format!("{:.1} us", per_message(ticks))),
+            per_message(cpu.own_ticks),
         );
+        shares.push(share);
         rates.push(rate);
         p50s.extend(p50.map(|micros| micros as f64));
         p99s.extend(p99.map(|micros| micros as f64));
@@ -570,7 +586,15 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         .add("p50_ms", millis(super::median(&p50s).map(|micros| micros as u64)))
         .add("p99_ms", millis(super::median(&p99s).map(|micros| micros as u64)))
         .add("max_ms", millis(Some(max_micros)))
-        .add("acked", acked);
+        .add("acked", acked)
+        .add("client_cpu_us_per_msg", format!("{:.1}", super::median(&client_us).unwrap_or(0.0)));
+    if let Some(server_us) = super::median(&server_us) {
+        summary.add("server_cpu_us_per_msg", format!("{server_us:.1}"));
+    }
+    // The shares of the middle window by rate, to go with the median rate.
+    if let Some(middle) = middle_index(&rates) {
+        summary.add("cpu_shares", &shares[middle]);
+    }
     if let Some(before) = appended_before {
         // Acknowledged means durable: every PUBACK must be matched by a record in the topic by
         // now, with nothing left to wait for.
@@ -663,6 +687,91 @@ async fn publish_loop(
     }
     session.disconnect().await;
     Ok(())
+}
+
+/// The index of the median value (the lower middle one for an even count).
+fn middle_index(values: &[f64]) -> Option<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&left, &right| values[left].total_cmp(&values[right]));
+    order.get(values.len().saturating_sub(1) / 2).copied()
+}
+
+/// The unit of the CPU times in `/proc` (`USER_HZ`), which Linux fixes at 100 on x86-64, arm64
+/// and riscv whatever the kernel's own tick rate.
+const USER_HZ: u64 = 100;
+
+/// CPU time so far, in `USER_HZ` ticks: the server's (if its pid is known), this process's, and
+/// the whole machine's busy time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CpuSample {
+    server_ticks: Option<u64>,
+    own_ticks: u64,
+    machine_busy_ticks: u64,
+    machine_total_ticks: u64,
+}
+
+impl CpuSample {
+    fn take(server_pid: Option<u32>) -> anyhow::Result<CpuSample> {
+        let process_ticks = |path: &str| -> anyhow::Result<u64> {
+            let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+            process_cpu_ticks(&stat).with_context(|| format!("no CPU times in {path}"))
+        };
+        let server_ticks = match server_pid {
+            Some(pid) => Some(process_ticks(&format!("/proc/{pid}/stat"))?),
+            None => None,
+        };
+        let own_ticks = process_ticks("/proc/self/stat")?;
+        let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+        let (machine_busy_ticks, machine_total_ticks) =
+            machine_cpu_ticks(&stat).context("no cpu line in /proc/stat")?;
+        Ok(CpuSample { server_ticks, own_ticks, machine_busy_ticks, machine_total_ticks })
+    }
+
+    /// The time spent between `earlier` and this sample.
+    fn since(&self, earlier: &CpuSample) -> CpuSample {
+        CpuSample {
+            server_ticks: self
+                .server_ticks
+                .zip(earlier.server_ticks)
+                .map(|(now, then)| now.saturating_sub(then)),
+            own_ticks: self.own_ticks.saturating_sub(earlier.own_ticks),
+            machine_busy_ticks: self.machine_busy_ticks.saturating_sub(earlier.machine_busy_ticks),
+            machine_total_ticks: self.machine_total_ticks.saturating_sub(earlier.machine_total_ticks),
+        }
+    }
+
+    /// "server / load generator / other %" of all CPUs' time over an interval: with "other"
+    /// high, other programs took CPU the figures would otherwise have had.
+    fn shares(&self) -> String {
+        let total = self.machine_total_ticks.max(1) as f64;
+        let server = self.server_ticks.unwrap_or(0);
+        let other = self.machine_busy_ticks.saturating_sub(server + self.own_ticks);
+        let percent = |ticks: u64| 100.0 * ticks as f64 / total;
+        let server = self.server_ticks.map_or("-".to_string(), |ticks| format!("{:.0}", percent(ticks)));
+        format!("{server} / {:.0} / {:.0}%", percent(self.own_ticks), percent(other))
+    }
+}
+
+/// utime + stime of a `/proc/PID/stat` line. The command name (field 2) is in parentheses and
+/// may hold spaces, so fields are counted after its closing parenthesis.
+fn process_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    // Fields 3.. follow; utime and stime are fields 14 and 15.
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Busy (user, nice, system, irq, softirq, steal) and total ticks of all CPUs, from the first
+/// line of `/proc/stat`.
+fn machine_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).map(|field| field.parse().unwrap_or(0)).collect();
+    let field = |idx: usize| ticks.get(idx).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+    Some((busy, busy + field(3) + field(4)))
 }
 
 /// Writes into `out` the JSON telemetry message number `sequence` of `device_id`, padded with a
@@ -922,6 +1031,14 @@ mod tests {
     }
 
     #[test]
+    fn the_middle_window_is_the_median_one() {
+        assert_eq!(middle_index(&[]), None);
+        assert_eq!(middle_index(&[5.0]), Some(0));
+        assert_eq!(middle_index(&[30.0, 10.0, 20.0]), Some(2));
+        assert_eq!(middle_index(&[4.0, 1.0, 3.0, 2.0]), Some(3));
+    }
+
+    #[test]
     fn proc_files() {
         let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
                       Max processes             95000                95000                processes \n\
@@ -932,6 +1049,11 @@ mod tests {
             Some((u64::MAX, u64::MAX))
         );
         assert_eq!(open_files_limits("nothing here"), None);
+        let stat = "4242 (rdk:broker 0) S 1 4242 4242 0 -1 4194560 100 0 0 0 1200 345 0 0 20 0 9 0\n";
+        assert_eq!(process_cpu_ticks(stat), Some(1545));
+        assert_eq!(process_cpu_ticks("garbage"), None);
+        let machine = "cpu  100 5 20 1000 7 1 2 3 0 0\ncpu0 50 2 10 500 3 0 1 1 0 0\n";
+        assert_eq!(machine_cpu_ticks(machine), Some((131, 1138)));
         let status = "Name:\ttidewater\nVmHWM:\t  52000 kB\nVmRSS:\t   48128 kB\nRssAnon:\t 1 kB\n";
         assert_eq!(vm_rss_from_status(status), Some(48128));
         assert_eq!(vm_rss_from_status("Name:\tx\n"), None);
