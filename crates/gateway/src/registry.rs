@@ -61,6 +61,21 @@ impl DeviceRegistry {
         self.topic.write(&device.id, Some(&value)).await
     }
 
+    /// Registers or replaces many devices in one go (a bulk import, or a load test's simulated
+    /// fleet); returns once the cluster acknowledged every record.
+    pub async fn put_many(&self, devices: &[Device]) -> anyhow::Result<()> {
+        let values = devices
+            .iter()
+            .map(|device| serde_json::to_vec(device).context("encoding a device"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let records: Vec<(&str, Option<&[u8]>)> = devices
+            .iter()
+            .zip(&values)
+            .map(|(device, value)| (device.id.as_str(), Some(value.as_slice())))
+            .collect();
+        self.topic.write_many(&records).await
+    }
+
     /// Removes a device (a tombstone).
     pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
         self.topic.write(id, None).await

@@ -1,4 +1,5 @@
-//! `tidewater bench produce | consume | e2e | trigger`: a load generator for any Kafka-compatible cluster.
+//! `tidewater bench produce | consume | e2e | trigger | mqtt`: a load generator for any
+//! Kafka-compatible cluster, and for MQTT servers.
 //!
 //! Like the other client commands it is an ordinary Kafka client on librdkafka (the `rdkafka`
 //! crate) and never reaches into the embedded broker, so the same command measures
@@ -12,6 +13,10 @@
 //!   fell behind its schedule (no coordinated omission).
 //! - `trigger` (`trigger.rs`): a trigger delivering a topic to a webhook receiver in this
 //!   process, next to the same HTTP client posting without Kafka, and its end-to-end latency.
+//! - `mqtt load | idle` (`mqtt.rs`): simulated devices against any MQTT server (the Tidewater
+//!   gateway or Mosquitto): QoS 1 publish rate and PUBACK latency, and resident memory per idle
+//!   connection. It speaks MQTT, not Kafka; with `--gateway` it registers its devices and checks
+//!   the telemetry topic through the cluster.
 //! - `loopback` (`loopback.rs`, hidden): raw TCP over 127.0.0.1, the network ceiling the other
 //!   figures are compared with by `scripts/bench`.
 //!
@@ -24,6 +29,7 @@
 pub(crate) mod consume;
 pub(crate) mod e2e;
 pub(crate) mod loopback;
+pub(crate) mod mqtt;
 pub(crate) mod produce;
 pub(crate) mod trigger;
 
@@ -74,6 +80,11 @@ pub(crate) enum BenchCommand {
     /// Trigger throughput and latency: webhook deliveries per second at several concurrencies
     /// beside the same HTTP client without Kafka, and produce-to-webhook latency at a fixed rate.
     Trigger(Box<trigger::TriggerBenchArgs>),
+    /// MQTT device load against any MQTT server (`scripts/bench-mqtt` compares the Tidewater
+    /// gateway with Mosquitto): QoS 1 msgs/s and PUBACK latency of simulated devices, and
+    /// resident memory per idle connection.
+    #[command(subcommand)]
+    Mqtt(mqtt::MqttBenchCommand),
     /// TCP bandwidth over 127.0.0.1, no Kafka involved: the network ceiling for the others.
     #[command(hide = true)]
     Loopback(loopback::LoopbackArgs),
@@ -85,6 +96,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Consume(args) => consume::run(args),
         BenchCommand::E2e(args) => e2e::run(args),
         BenchCommand::Trigger(args) => trigger::run(*args),
+        BenchCommand::Mqtt(command) => mqtt::run(command),
         BenchCommand::Loopback(args) => loopback::run(args),
     }
 }

@@ -35,22 +35,22 @@ pub(crate) fn start_server(data_dir: &Path) -> (ChildGuard, mpsc::Receiver<Strin
     start_server_with(data_dir, &[])
 }
 
-/// [`start_server`] with more `serve` flags.
+/// [`start_server`] with more `serve` flags. The MQTT and HTTP listeners are off unless
+/// `extra_args` asks for them.
 pub(crate) fn start_server_with(
     data_dir: &Path,
     extra_args: &[&str],
 ) -> (ChildGuard, mpsc::Receiver<String>) {
+    let mut defaults = Vec::new();
+    for listener in ["--mqtt-listen", "--http-listen"] {
+        if !extra_args.contains(&listener) {
+            defaults.extend([listener, "none"]);
+        }
+    }
     let mut child = Command::new(BINARY)
-        .args([
-            "serve",
-            "--kafka-listen",
-            "127.0.0.1:0",
-            "--mqtt-listen",
-            "none",
-            "--http-listen",
-            "none",
-            "--data-dir",
-        ])
+        .args(["serve", "--kafka-listen", "127.0.0.1:0"])
+        .args(&defaults)
+        .arg("--data-dir")
         .arg(data_dir)
         .args(extra_args)
         .env("RUST_LOG", "info")
@@ -96,6 +96,8 @@ pub(crate) struct Server {
     pub(crate) lines: mpsc::Receiver<String>,
     /// `127.0.0.1:PORT`, from the server's "tidewater is running ... kafka=ADDRESS" line.
     pub(crate) kafka: String,
+    /// That line, for the other listeners' addresses (`mqtt=ADDRESS`, `http=ADDRESS`).
+    pub(crate) running: String,
     _data_dir: tempfile::TempDir,
 }
 
@@ -111,7 +113,8 @@ impl Server {
         let seen = wait_for_line(&lines, "tidewater is running");
         let running = seen.last().expect("the running line");
         let kafka = kafka_address(running).unwrap_or_else(|| panic!("no kafka=ADDRESS in {running:?}"));
-        Server { child, lines, kafka, _data_dir: data_dir }
+        let running = running.clone();
+        Server { child, lines, kafka, running, _data_dir: data_dir }
     }
 }
 

@@ -1,0 +1,1083 @@
+//! `tidewater bench mqtt load | idle`: a fleet of simulated devices against any MQTT server, so
+//! the Tidewater gateway and Mosquitto are measured by the same client under the same load
+//! (`scripts/bench-mqtt` runs both side by side).
+//!
+//! Every simulated device is one TCP connection speaking MQTT 3.1.1 (what device SDKs speak)
+//! through the `tidewater-mqtt` codec, with its own client id (`{prefix}-{index}`), user name
+//! (the same) and password (a fresh random key). With `--gateway` the target is a Tidewater
+//! gateway: the devices are first registered in its cluster's `_tidewater_devices` topic in one
+//! bulk write ([`DeviceRegistry::put_many`]), and the command waits until the gateway accepts
+//! the last of them (it follows the topic, so this takes a poll interval or two). Other servers
+//! (Mosquitto with `allow_anonymous true`) take the same CONNECT as it is.
+//!
+//! - `load`: every device publishes QoS 1 telemetry (a JSON object of `--payload-bytes`) to
+//!   `devices/{id}/messages/events/`, keeping `--in-flight` PUBLISHes unacknowledged: each
+//!   PUBACK frees a slot that is refilled at once. After `--warmup-secs`, `--runs` windows of
+//!   `--duration-secs` each count the PUBACKs that arrive in them and the latency of each, from
+//!   just before its PUBLISH was written to when the read that brought its PUBACK returned.
+//!   Then no more is sent, every outstanding PUBLISH must be acknowledged, and the sessions end
+//!   with DISCONNECT. With `--gateway`, the telemetry topic's end offsets (summed over its
+//!   partitions) are read before and after: they must have grown by at least the number of
+//!   PUBACKs received, or the command fails. Under `tidewater serve`'s default `fsync = always`
+//!   the end offset (the high watermark) is the durable offset, so this checks that every
+//!   acknowledged message is on disk.
+//! - `idle`: reads the server's resident memory (VmRSS, from `/proc/{pid}/status`; the server
+//!   must run on this machine), opens `--connections` sessions that then stay silent (a long
+//!   keep-alive), waits `--settle-secs`, reads it again and reports the difference per
+//!   connection. Kernel socket buffers are not in VmRSS, for any server. Afterwards every session
+//!   must still answer a PINGREQ, so the figure is for live sessions.
+//!
+//! Both ends of every connection are on this machine, so each connection costs a file
+//! descriptor here and one in the server; the command checks its own limit (`ulimit -n`) before
+//! it starts. Rates are PUBACKs per second of wall time; latencies come from a histogram whose
+//! buckets are at most 1/32 (about 3%) of their value wide, reported at their upper edge.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::{Bytes, BytesMut};
+use clap::{Args, Subcommand};
+use rdkafka::consumer::Consumer;
+use tidewater_gateway::device::{generate_key, generate_salt, validate_device_id};
+use tidewater_gateway::{Device, DeviceRegistry};
+use tidewater_mqtt::{
+    check, decode, Connect, Disconnect, Limits, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS,
+    ReasonCode, Utf8Bytes,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::Summary;
+use crate::cli::ConnectArgs;
+
+/// The most connections one command opens. One client address reaches one server port from at
+/// most the ephemeral port range (28,232 ports by default on Linux), so more would need a wider
+/// range anyway.
+const CONNECTIONS_MAX: i64 = 60_000;
+/// File descriptors this process needs besides its connections (runtime, Kafka clients).
+const FD_MARGIN: u64 = 64;
+/// The most unacknowledged PUBLISHes per connection (Tidewater's default Receive Maximum is 64).
+const IN_FLIGHT_MAX: i64 = 1024;
+/// The smallest and largest telemetry payload; the JSON fields take about 170 bytes.
+const PAYLOAD_BYTES_MIN: i64 = 64;
+const PAYLOAD_BYTES_MAX: i64 = 256 * 1024;
+/// Connection handshakes (TCP, CONNECT, CONNACK) in progress at once: enough to open 10,000 in
+/// seconds, few enough that a listen backlog (Mosquitto's is 100) does not overflow.
+const CONNECTS_IN_FLIGHT: usize = 64;
+/// Attempts per connection before the command gives up on it, and the wait between them.
+const CONNECT_ATTEMPTS: u32 = 5;
+const CONNECT_RETRY: Duration = Duration::from_millis(200);
+/// How long a server may take to answer a CONNECT or a PINGREQ.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection waits for a PUBACK while PUBLISHes are outstanding before the run
+/// fails (the gateway's own producer gives up after 30 s).
+const ACK_TIMEOUT: Duration = Duration::from_secs(40);
+/// How long the outstanding PUBLISHes may take to be acknowledged once sending stopped.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(45);
+/// How often the gateway is asked again whether it accepts the registered devices yet.
+const REGISTRY_POLL: Duration = Duration::from_millis(100);
+/// Keep-alive of the loading sessions; they are never silent that long.
+const LOAD_KEEP_ALIVE_SECS: u16 = 60;
+/// The bytes a connection's read buffer starts with (PUBACKs are 4 bytes each).
+const READ_BUFFER_BYTES: usize = 4096;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MqttBenchCommand {
+    /// QoS 1 publish rate and PUBACK latency of a fleet of devices (default 1,000), each with
+    /// a bounded number of unacknowledged PUBLISHes; with --gateway, also checks that every
+    /// acknowledged message reached the telemetry topic.
+    Load(LoadArgs),
+    /// Resident memory per idle MQTT connection of a server on this machine (by --pid).
+    Idle(IdleArgs),
+}
+
+/// What `load` and `idle` share: where the server is and who the devices are.
+#[derive(Debug, Args)]
+pub(crate) struct TargetArgs {
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
+    /// The MQTT server, host:port.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub(crate) mqtt: SocketAddr,
+    /// The server is a Tidewater gateway whose Kafka-compatible cluster is at --brokers:
+    /// register the devices there first (and for `load`, check the telemetry topic afterwards).
+    #[arg(long)]
+    pub(crate) gateway: bool,
+    /// Simulated devices, one connection each.
+    #[arg(long, short = 'n', default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=CONNECTIONS_MAX))]
+    pub(crate) connections: u32,
+    /// Device ids (client ids) are PREFIX-00000, PREFIX-00001, ...; by default bench-{unix ms},
+    /// so each command registers devices of its own.
+    #[arg(long)]
+    pub(crate) device_prefix: Option<String>,
+    /// Print the final figures as name=value lines, for scripts.
+    #[arg(long)]
+    pub(crate) kv: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// Unacknowledged QoS 1 PUBLISHes per connection. 4 by default: a device SDK keeps a small
+    /// window so one round trip does not stall it, and 1,000 devices x 4 is 4,000 messages in
+    /// flight, plenty for a server to batch, yet within Tidewater's Receive Maximum (64) and
+    /// small enough that latency is the server's, not a queue the client built.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=IN_FLIGHT_MAX))]
+    pub(crate) in_flight: u16,
+    /// Bytes of each message's JSON payload.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(PAYLOAD_BYTES_MIN..=PAYLOAD_BYTES_MAX))]
+    pub(crate) payload_bytes: u32,
+    /// Seconds of publishing before the first measured window.
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) warmup_secs: f64,
+    /// Seconds of each measured window.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) duration_secs: f64,
+    /// Measured windows, back to back; the figures are their medians.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) runs: usize,
+    /// With --gateway: the topic the gateway appends device events to.
+    #[arg(long, default_value = "telemetry")]
+    pub(crate) telemetry_topic: String,
+    /// The server's process id, if it runs on this machine: its CPU time per message is
+    /// reported beside this process's and the rest of the machine's.
+    #[arg(long)]
+    pub(crate) pid: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IdleArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// The server's process id, whose VmRSS is read before and after.
+    #[arg(long)]
+    pub(crate) pid: u32,
+    /// Seconds to wait before each reading, for the server to finish what it was doing.
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) settle_secs: f64,
+    /// Keep-alive the idle sessions ask for; the server closes a session silent for 1.5 times
+    /// this, so it must outlast the measurement.
+    #[arg(long, default_value_t = 3600)]
+    pub(crate) keep_alive_secs: u16,
+}
+
+pub(crate) fn run(command: MqttBenchCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tidewater-bench-mqtt")
+        .build()
+        .context("starting the async runtime")?;
+    match command {
+        MqttBenchCommand::Load(args) => runtime.block_on(load(args)),
+        MqttBenchCommand::Idle(args) => runtime.block_on(idle(args)),
+    }
+}
+
+// --- devices -------------------------------------------------------------------------------------
+
+/// One simulated device: its client id and the key it presents as its password.
+#[derive(Debug, Clone)]
+struct SimulatedDevice {
+    id: String,
+    key: String,
+}
+
+/// The fleet of `target`: ids from the prefix, a fresh key each. With `--gateway` they are
+/// registered and the gateway is waited for until it accepts the last one.
+async fn fleet(target: &TargetArgs) -> anyhow::Result<Arc<Vec<SimulatedDevice>>> {
+    check_fd_limit(u64::from(target.connections))?;
+    let prefix = match &target.device_prefix {
+        Some(prefix) => prefix.clone(),
+        None => format!("bench-{}", unix_ms()),
+    };
+    let devices = (0..target.connections)
+        .map(|index| {
+            let id = format!("{prefix}-{index:05}");
+            if target.gateway {
+                validate_device_id(&id).map_err(|error| anyhow::anyhow!("device {id:?}: {error}"))?;
+            }
+            let key = generate_key().context("reading random bytes for a device key")?;
+            Ok(SimulatedDevice { id, key })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if target.gateway {
+        register(target, &devices).await?;
+    }
+    Ok(Arc::new(devices))
+}
+
+/// Writes every device to the gateway's registry in one bulk write, then waits until the
+/// gateway accepts the last one written (it applies the registry in order, so then all).
+async fn register(target: &TargetArgs, devices: &[SimulatedDevice]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let registry =
+        DeviceRegistry::new(crate::trigger_cmd::cluster_config(&target.connect), target.connect.timeout());
+    registry.ensure_topic().await?;
+    let now_ms = unix_ms();
+    let records = devices
+        .iter()
+        .map(|device| {
+            let salt = generate_salt().context("reading random bytes for a salt")?;
+            Ok(Device::new(&device.id, &device.key, salt, now_ms as i64))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    registry.put_many(&records).await.context("registering the simulated devices")?;
+    let written = started.elapsed();
+    let Some(last) = devices.last() else { return Ok(()) };
+    let deadline = Instant::now() + target.connect.timeout();
+    loop {
+        match connect(target.mqtt, last, LOAD_KEEP_ALIVE_SECS).await {
+            Ok(session) => {
+                session.disconnect().await;
+                break;
+            }
+            // Not read yet (Server unavailable before the first read of the registry, Bad user
+            // name or password until the device's record is applied): ask again.
+            Err(error) if Instant::now() < deadline => {
+                tracing::debug!(%error, "the gateway does not accept the devices yet");
+                tokio::time::sleep(REGISTRY_POLL).await;
+            }
+            Err(error) => {
+                anyhow::bail!(
+                    "the gateway at {} did not accept registered device {} within {:?}: {error}",
+                    target.mqtt,
+                    last.id,
+                    target.connect.timeout()
+                )
+            }
+        }
+    }
+    eprintln!(
+        "registered {} devices in {:.1} s; the gateway accepted them {:.1} s later",
+        devices.len(),
+        written.as_secs_f64(),
+        (started.elapsed() - written).as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Fails early, with the fix named, when this process may not open `connections` sockets.
+fn check_fd_limit(connections: u64) -> anyhow::Result<()> {
+    let limits = std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
+    let Some((soft, hard)) = open_files_limits(&limits) else { return Ok(()) };
+    let needed = connections + FD_MARGIN;
+    anyhow::ensure!(
+        needed <= soft,
+        "{connections} connections need about {needed} file descriptors and this process may open \
+         {soft} (ulimit -n; the hard limit is {hard}: run `ulimit -n {hard}` first)"
+    );
+    Ok(())
+}
+
+/// The soft and hard "Max open files" of a `/proc/PID/limits` text (`u64::MAX` for unlimited).
+fn open_files_limits(limits: &str) -> Option<(u64, u64)> {
+    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
+    let mut fields = line.trim_start_matches("Max open files").split_whitespace();
+    let mut parse = || match fields.next()? {
+        "unlimited" => Some(u64::MAX),
+        number => number.parse().ok(),
+    };
+    Some((parse()?, parse()?))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
+}
+
+// --- one connection ------------------------------------------------------------------------------
+
+/// A connected MQTT 3.1.1 session: the socket and what has been read past the last packet.
+#[derive(Debug)]
+struct Session {
+    stream: TcpStream,
+    buffer: BytesMut,
+}
+
+const VERSION: ProtocolVersion = ProtocolVersion::V311;
+
+/// Opens a session for `device`: TCP, CONNECT (clean session, user name = client id, password =
+/// key), and a CONNACK that accepts it.
+async fn connect(
+    address: SocketAddr,
+    device: &SimulatedDevice,
+    keep_alive_secs: u16,
+) -> anyhow::Result<Session> {
+    let stream = TcpStream::connect(address).await.with_context(|| format!("connecting to {address}"))?;
+    // PUBLISHes and acknowledgements are small and latency is measured: no Nagle delay.
+    stream.set_nodelay(true).context("setting TCP_NODELAY")?;
+    let client_id = Utf8Bytes::try_from_bytes(Bytes::from(device.id.clone())).context("client id")?;
+    let packet = Packet::Connect(Box::new(Connect {
+        protocol_version: VERSION,
+        clean_start: true,
+        keep_alive_secs,
+        client_id: client_id.clone(),
+        will: None,
+        username: Some(client_id),
+        password: Some(Bytes::from(device.key.clone())),
+        properties: Properties::default(),
+    }));
+    let mut session = Session { stream, buffer: BytesMut::with_capacity(READ_BUFFER_BYTES) };
+    session.write(&packet).await?;
+    let answer = tokio::time::timeout(ANSWER_TIMEOUT, session.read_packet())
+        .await
+        .map_err(|_| anyhow::anyhow!("no CONNACK within {ANSWER_TIMEOUT:?}"))??;
+    match answer {
+        Packet::ConnAck(connack) if connack.reason_code == ReasonCode::Success => Ok(session),
+        Packet::ConnAck(connack) => {
+            anyhow::bail!("the server refused {}: {}", device.id, connack.reason_code)
+        }
+        other => anyhow::bail!("the server answered CONNECT with {}", other.packet_type().name()),
+    }
+}
+
+impl Session {
+    async fn write(&mut self, packet: &Packet) -> anyhow::Result<()> {
+        let mut out = BytesMut::new();
+        packet.encode(VERSION, &mut out).context("encoding a packet")?;
+        self.stream.write_all(&out).await.context("writing to the server")
+    }
+
+    /// The next whole packet, reading as needed.
+    async fn read_packet(&mut self) -> anyhow::Result<Packet> {
+        loop {
+            if let Some(packet) = self.buffered_packet()? {
+                return Ok(packet);
+            }
+            self.read_more().await?;
+        }
+    }
+
+    /// A packet already in the buffer, if a whole one is there.
+    fn buffered_packet(&mut self) -> anyhow::Result<Option<Packet>> {
+        let limits = Limits::default();
+        let Some(len) = check(&self.buffer, limits.max_packet_bytes).context("a packet from the server")?
+        else {
+            return Ok(None);
+        };
+        let frame = self.buffer.split_to(len).freeze();
+        decode(frame, VERSION, &limits).map(Some).context("a packet from the server")
+    }
+
+    async fn read_more(&mut self) -> anyhow::Result<()> {
+        if self.stream.read_buf(&mut self.buffer).await.context("reading from the server")? == 0 {
+            anyhow::bail!("the server closed the connection");
+        }
+        Ok(())
+    }
+
+    /// Ends the session the polite way; errors do not matter any more.
+    async fn disconnect(mut self) {
+        let goodbye = Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode::Success,
+            properties: Properties::default(),
+        });
+        let _ = self.write(&goodbye).await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+/// Opens a session for every device, [`CONNECTS_IN_FLIGHT`] handshakes at a time, each tried up
+/// to [`CONNECT_ATTEMPTS`] times (a full listen backlog resets connections). Returns them in
+/// device order, or the first failure.
+async fn connect_all(
+    address: SocketAddr,
+    devices: &Arc<Vec<SimulatedDevice>>,
+    keep_alive_secs: u16,
+) -> anyhow::Result<Vec<Session>> {
+    let started = Instant::now();
+    let handshakes = Arc::new(Semaphore::new(CONNECTS_IN_FLIGHT));
+    let mut tasks = JoinSet::new();
+    for index in 0..devices.len() {
+        let devices = devices.clone();
+        let handshakes = handshakes.clone();
+        tasks.spawn(async move {
+            let _permit = handshakes.acquire_owned().await?;
+            let device = &devices[index];
+            let mut attempt = 1;
+            loop {
+                match connect(address, device, keep_alive_secs).await {
+                    Ok(session) => return Ok((index, session)),
+                    Err(error) if attempt < CONNECT_ATTEMPTS => {
+                        tracing::debug!(%error, attempt, "connecting {}; trying again", device.id);
+                        attempt += 1;
+                        tokio::time::sleep(CONNECT_RETRY).await;
+                    }
+                    Err(error) => return Err(error.context(format!("device {}", device.id))),
+                }
+            }
+        });
+    }
+    let mut sessions: Vec<Option<Session>> = (0..devices.len()).map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        let (index, session) = joined.context("a connecting task failed")??;
+        sessions[index] = Some(session);
+    }
+    eprintln!("connected {} sessions in {:.1} s", devices.len(), started.elapsed().as_secs_f64());
+    Ok(sessions.into_iter().flatten().collect())
+}
+
+// --- load ----------------------------------------------------------------------------------------
+
+/// What the controller and every publishing connection share.
+#[derive(Debug)]
+struct LoadState {
+    /// 0 while warming up, `i` during measured window `i` (1-based), past `windows.len()` once
+    /// sending has stopped.
+    phase: AtomicUsize,
+    windows: Vec<Window>,
+    sent: AtomicU64,
+    acked: AtomicU64,
+    /// The first connection failure, which fails the command.
+    failure: Mutex<Option<String>>,
+}
+
+/// One measured window's PUBACKs.
+#[derive(Debug, Default)]
+struct Window {
+    acked: AtomicU64,
+    latency: LatencyHistogram,
+}
+
+impl LoadState {
+    fn stopping(&self) -> bool {
+        self.phase.load(Ordering::Relaxed) > self.windows.len()
+    }
+
+    fn record_ack(&self, latency: Duration) {
+        self.acked.fetch_add(1, Ordering::Relaxed);
+        let phase = self.phase.load(Ordering::Relaxed);
+        if let Some(window) = phase.checked_sub(1).and_then(|idx| self.windows.get(idx)) {
+            window.acked.fetch_add(1, Ordering::Relaxed);
+            window.latency.record(latency);
+        }
+    }
+
+    fn fail(&self, error: &anyhow::Error) {
+        let mut failure = self.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        failure.get_or_insert_with(|| format!("{error:#}"));
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
+async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    let warmup = super::check_seconds("--warmup-secs", args.warmup_secs, true)?;
+    let duration = super::check_seconds("--duration-secs", args.duration_secs, false)?;
+    super::check_runs(args.runs)?;
+    let target = &args.target;
+    let devices = fleet(target).await?;
+    let appended_before = if target.gateway {
+        Some(telemetry_end_offset(&target.connect, &args.telemetry_topic)?)
+    } else {
+        None
+    };
+    let sessions = connect_all(target.mqtt, &devices, LOAD_KEEP_ALIVE_SECS).await?;
+
+    let state = Arc::new(LoadState {
+        phase: AtomicUsize::new(0),
+        windows: (0..args.runs).map(|_| Window::default()).collect(),
+        sent: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        failure: Mutex::new(None),
+    });
+    let mut tasks = JoinSet::new();
+    for (session, device) in sessions.into_iter().zip(devices.iter()) {
+        let state = state.clone();
+        let device_id = device.id.clone();
+        let in_flight = usize::from(args.in_flight);
+        let payload_bytes = args.payload_bytes as usize;
+        tasks.spawn(async move {
+            if let Err(error) = publish_loop(session, &device_id, in_flight, payload_bytes, &state).await {
+                state.fail(&error.context(format!("device {device_id}")));
+            }
+        });
+    }
+    eprintln!(
+        "{} devices publishing QoS 1, {} in flight each, {} B payloads: {:?} warm-up, then {} x {:?}",
+        devices.len(),
+        args.in_flight,
+        args.payload_bytes,
+        warmup,
+        args.runs,
+        duration
+    );
+    tokio::time::sleep(warmup).await;
+    let mut elapsed = Vec::with_capacity(args.runs);
+    let mut cpu = Vec::with_capacity(args.runs);
+    for run_idx in 0..args.runs {
+        if let Some(failure) = state.failure() {
+            anyhow::bail!("a connection failed: {failure}");
+        }
+        let cpu_before = CpuSample::take(args.pid)?;
+        let started = Instant::now();
+        state.phase.store(run_idx + 1, Ordering::Relaxed);
+        tokio::time::sleep(duration).await;
+        elapsed.push(started.elapsed());
+        cpu.push(CpuSample::take(args.pid)?.since(&cpu_before));
+    }
+    state.phase.store(args.runs + 1, Ordering::Relaxed);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(joined) = tasks.join_next().await {
+            joined.context("a publishing task failed")?;
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    match drained {
+        Ok(result) => result?,
+        Err(_) => anyhow::bail!("messages still unacknowledged {DRAIN_TIMEOUT:?} after sending stopped"),
+    }
+    if let Some(failure) = state.failure() {
+        anyhow::bail!("a connection failed: {failure}");
+    }
+    let sent = state.sent.load(Ordering::Relaxed);
+    let acked = state.acked.load(Ordering::Relaxed);
+    anyhow::ensure!(acked == sent, "{sent} PUBLISHes sent but {acked} acknowledged");
+
+    let mut rates = Vec::with_capacity(args.runs);
+    let mut p50s = Vec::with_capacity(args.runs);
+    let mut p99s = Vec::with_capacity(args.runs);
+    let mut max_micros = 0;
+    let (mut server_us, mut client_us, mut shares) = (Vec::new(), Vec::new(), Vec::new());
+    for (run_idx, ((window, elapsed), cpu)) in state.windows.iter().zip(&elapsed).zip(&cpu).enumerate() {
+        let window_acked = window.acked.load(Ordering::Relaxed);
+        let rate = window_acked as f64 / elapsed.as_secs_f64();
+        let (p50, p99, max) =
+            (window.latency.percentile(50.0), window.latency.percentile(99.0), window.latency.max_micros());
+        let per_message = |ticks: u64| ticks as f64 * 1e6 / USER_HZ as f64 / window_acked.max(1) as f64;
+        client_us.push(per_message(cpu.own_ticks));
+        server_us.extend(cpu.server_ticks.map(per_message));
+        let share = cpu.shares();
+        eprintln!(
+            "run {}: {rate:.0} msgs/s, PUBACK latency p50 {} / p99 {} / max {} ms; CPU per message: \
+             server {}, load generator {:.1} us; CPU shares server / load generator / softirq / other: {share}",
+            run_idx + 1,
+            millis(p50),
+            millis(p99),
+            millis(Some(max)),
+            cpu.server_ticks.map_or("-".to_string(), |ticks| format!("{:.1} us", per_message(ticks))),
+            per_message(cpu.own_ticks),
+        );
+        shares.push(share);
+        rates.push(rate);
+        p50s.extend(p50.map(|micros| micros as f64));
+        p99s.extend(p99.map(|micros| micros as f64));
+        max_micros = max_micros.max(max);
+    }
+
+    let mut summary = Summary::default();
+    summary
+        .add("connections", devices.len())
+        .add("in_flight", args.in_flight)
+        .add("payload_bytes", args.payload_bytes)
+        .add("runs", args.runs)
+        .add("msgs_per_s", format!("{:.0}", super::median(&rates).unwrap_or(0.0)))
+        .add("p50_ms", millis(super::median(&p50s).map(|micros| micros as u64)))
+        .add("p99_ms", millis(super::median(&p99s).map(|micros| micros as u64)))
+        .add("max_ms", millis(Some(max_micros)))
+        .add("acked", acked)
+        .add("client_cpu_us_per_msg", format!("{:.1}", super::median(&client_us).unwrap_or(0.0)));
+    if let Some(server_us) = super::median(&server_us) {
+        summary.add("server_cpu_us_per_msg", format!("{server_us:.1}"));
+    }
+    // The shares of the middle window by rate, to go with the median rate.
+    if let Some(middle) = middle_index(&rates) {
+        summary.add("cpu_shares", &shares[middle]);
+    }
+    if let Some(before) = appended_before {
+        // Acknowledged means durable: every PUBACK must be matched by a record in the topic by
+        // now, with nothing left to wait for.
+        let appended = (telemetry_end_offset(&target.connect, &args.telemetry_topic)? - before).max(0) as u64;
+        summary.add("appended", appended);
+        anyhow::ensure!(
+            appended >= acked,
+            "{acked} messages were acknowledged but the end offsets of {:?} grew by only {appended}",
+            args.telemetry_topic
+        );
+        eprintln!(
+            "all {acked} acknowledged messages are in {:?} (its end offsets grew by {appended})",
+            args.telemetry_topic
+        );
+    }
+    print!("{}", summary.render(target.kv));
+    Ok(())
+}
+
+/// One device's publishing: keeps `in_flight` QoS 1 PUBLISHes unacknowledged until sending
+/// stops, then waits for the last PUBACKs and disconnects.
+async fn publish_loop(
+    mut session: Session,
+    device_id: &str,
+    in_flight: usize,
+    payload_bytes: usize,
+    state: &LoadState,
+) -> anyhow::Result<()> {
+    let topic = Utf8Bytes::try_from_bytes(Bytes::from(format!("devices/{device_id}/messages/events/")))
+        .context("the events topic")?;
+    // PUBLISHes sent and not yet acknowledged, oldest first, with when each was written.
+    let mut outstanding: VecDeque<(PacketId, Instant)> = VecDeque::with_capacity(in_flight);
+    let mut packet_id = NonZeroU16::MIN;
+    let mut sequence = 0u64;
+    let mut out = BytesMut::new();
+    let mut payload = String::with_capacity(payload_bytes);
+    loop {
+        if !state.stopping() {
+            // Every PUBLISH that fits in the window goes out in one write.
+            let mut n_written = 0;
+            while outstanding.len() < in_flight {
+                telemetry_payload(&mut payload, device_id, sequence, unix_ms(), payload_bytes);
+                let publish = Packet::Publish(Publish {
+                    dup: false,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    topic: topic.clone(),
+                    packet_id: Some(packet_id),
+                    properties: Properties::default(),
+                    payload: Bytes::copy_from_slice(payload.as_bytes()),
+                });
+                publish.encode(VERSION, &mut out).context("encoding a PUBLISH")?;
+                outstanding.push_back((packet_id, Instant::now()));
+                packet_id = packet_id.checked_add(1).unwrap_or(NonZeroU16::MIN);
+                sequence += 1;
+                n_written += 1;
+            }
+            if !out.is_empty() {
+                session.stream.write_all(&out).await.context("writing to the server")?;
+                state.sent.fetch_add(n_written, Ordering::Relaxed);
+                out.clear();
+            }
+        }
+        if outstanding.is_empty() {
+            break;
+        }
+        tokio::time::timeout(ACK_TIMEOUT, session.read_more())
+            .await
+            .map_err(|_| anyhow::anyhow!("no PUBACK within {ACK_TIMEOUT:?}"))??;
+        let received = Instant::now();
+        while let Some(packet) = session.buffered_packet()? {
+            match packet {
+                Packet::PubAck(ack) => {
+                    let position = outstanding
+                        .iter()
+                        .position(|(id, _)| *id == ack.packet_id)
+                        .with_context(|| format!("a PUBACK for packet id {} never sent", ack.packet_id))?;
+                    anyhow::ensure!(
+                        ack.reason_code == ReasonCode::Success,
+                        "PUBLISH refused: {}",
+                        ack.reason_code
+                    );
+                    let (_, sent_at) = outstanding.remove(position).unwrap_or((ack.packet_id, received));
+                    state.record_ack(received.saturating_duration_since(sent_at));
+                }
+                Packet::PingResp => {}
+                other => anyhow::bail!("the server sent {} while publishing", other.packet_type().name()),
+            }
+        }
+    }
+    session.disconnect().await;
+    Ok(())
+}
+
+/// The index of the median value (the lower middle one for an even count).
+fn middle_index(values: &[f64]) -> Option<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&left, &right| values[left].total_cmp(&values[right]));
+    order.get(values.len().saturating_sub(1) / 2).copied()
+}
+
+/// The unit of the CPU times in `/proc` (`USER_HZ`), which Linux fixes at 100 on x86-64, arm64
+/// and riscv whatever the kernel's own tick rate.
+const USER_HZ: u64 = 100;
+
+/// CPU time so far, in `USER_HZ` ticks: the server's (if its pid is known), this process's, and
+/// the whole machine's busy time and its softirq part (where the kernel does much of the work of
+/// TCP over loopback, charged to no process).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CpuSample {
+    server_ticks: Option<u64>,
+    own_ticks: u64,
+    machine_busy_ticks: u64,
+    machine_softirq_ticks: u64,
+    machine_total_ticks: u64,
+}
+
+impl CpuSample {
+    fn take(server_pid: Option<u32>) -> anyhow::Result<CpuSample> {
+        let process_ticks = |path: &str| -> anyhow::Result<u64> {
+            let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+            process_cpu_ticks(&stat).with_context(|| format!("no CPU times in {path}"))
+        };
+        let server_ticks = match server_pid {
+            Some(pid) => Some(process_ticks(&format!("/proc/{pid}/stat"))?),
+            None => None,
+        };
+        let own_ticks = process_ticks("/proc/self/stat")?;
+        let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+        let machine = machine_cpu_ticks(&stat).context("no cpu line in /proc/stat")?;
+        Ok(CpuSample {
+            server_ticks,
+            own_ticks,
+            machine_busy_ticks: machine.busy,
+            machine_softirq_ticks: machine.softirq,
+            machine_total_ticks: machine.total,
+        })
+    }
+
+    /// The time spent between `earlier` and this sample.
+    fn since(&self, earlier: &CpuSample) -> CpuSample {
+        CpuSample {
+            server_ticks: self
+                .server_ticks
+                .zip(earlier.server_ticks)
+                .map(|(now, then)| now.saturating_sub(then)),
+            own_ticks: self.own_ticks.saturating_sub(earlier.own_ticks),
+            machine_busy_ticks: self.machine_busy_ticks.saturating_sub(earlier.machine_busy_ticks),
+            machine_softirq_ticks: self.machine_softirq_ticks.saturating_sub(earlier.machine_softirq_ticks),
+            machine_total_ticks: self.machine_total_ticks.saturating_sub(earlier.machine_total_ticks),
+        }
+    }
+
+    /// "server / load generator / softirq / other %" of all CPUs' time over an interval: with
+    /// "other" high, other programs took CPU the figures would otherwise have had.
+    fn shares(&self) -> String {
+        let total = self.machine_total_ticks.max(1) as f64;
+        let server = self.server_ticks.unwrap_or(0);
+        let other =
+            self.machine_busy_ticks.saturating_sub(server + self.own_ticks + self.machine_softirq_ticks);
+        let percent = |ticks: u64| 100.0 * ticks as f64 / total;
+        let server = self.server_ticks.map_or("-".to_string(), |ticks| format!("{:.0}", percent(ticks)));
+        format!(
+            "{server} / {:.0} / {:.0} / {:.0}%",
+            percent(self.own_ticks),
+            percent(self.machine_softirq_ticks),
+            percent(other)
+        )
+    }
+}
+
+/// utime + stime of a `/proc/PID/stat` line. The command name (field 2) is in parentheses and
+/// may hold spaces, so fields are counted after its closing parenthesis.
+fn process_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    // Fields 3.. follow; utime and stime are fields 14 and 15.
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// All CPUs' time, from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MachineTicks {
+    /// user, nice, system, irq, softirq and steal (guest time is already in user).
+    busy: u64,
+    softirq: u64,
+    /// busy plus idle and iowait.
+    total: u64,
+}
+
+fn machine_cpu_ticks(stat: &str) -> Option<MachineTicks> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).map(|field| field.parse().unwrap_or(0)).collect();
+    let field = |idx: usize| ticks.get(idx).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+    Some(MachineTicks { busy, softirq: field(6), total: busy + field(3) + field(4) })
+}
+
+/// Writes into `out` the JSON telemetry message number `sequence` of `device_id`, padded with a
+/// `"pad"` field to `payload_bytes` (or a little longer, for a very long id). The readings vary
+/// with the sequence number, like a sensor's.
+fn telemetry_payload(out: &mut String, device_id: &str, sequence: u64, unix_ms: u64, payload_bytes: usize) {
+    out.clear();
+    let wobble = (sequence % 97) as f64;
+    let _ = write!(
+        out,
+        r#"{{"deviceId":"{device_id}","seq":{sequence},"ts":{unix_ms},"temperature":{:.2},"humidity":{:.1},"pressure":{:.1},"battery":{},"status":"ok","pad":""#,
+        20.0 + wobble / 10.0,
+        40.0 + wobble / 5.0,
+        1000.0 + wobble,
+        100 - sequence % 100,
+    );
+    // What is left after the closing `"}`.
+    let padding = payload_bytes.saturating_sub(out.len() + 2);
+    out.extend(std::iter::repeat_n('x', padding));
+    out.push_str("\"}");
+}
+
+/// The sum of the end offsets (high watermarks) of `topic`'s partitions; 0 for a topic that does
+/// not exist yet (the gateway's producer creates it with its first message).
+fn telemetry_end_offset(connect: &ConnectArgs, topic: &str) -> anyhow::Result<i64> {
+    let consumer = crate::client::assign_only_consumer(connect, &[("group.id", "tidewater-bench-mqtt")])?;
+    if !crate::client::topic_names(consumer.client(), connect)?.iter().any(|name| name == topic) {
+        return Ok(0);
+    }
+    let mut total = 0;
+    for partition in crate::client::topic_partitions(consumer.client(), connect, topic)? {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition.id, connect.timeout())
+            .with_context(|| format!("reading the end offset of {topic}-{}", partition.id))?;
+        total += high;
+    }
+    Ok(total)
+}
+
+/// Microseconds as milliseconds with two decimals, or "-" for no value.
+fn millis(micros: Option<u64>) -> String {
+    match micros {
+        Some(micros) => format!("{:.2}", micros as f64 / 1000.0),
+        None => "-".to_string(),
+    }
+}
+
+/// Bits of sub-bucket index: each power of two is cut into 32 buckets, so a bucket is at most
+/// 1/32 of its values wide.
+const SUB_BUCKET_BITS: u32 = 5;
+const SUB_BUCKETS: u64 = 1 << SUB_BUCKET_BITS;
+/// Latencies are clamped below 2^41 us (25 days), which bounds the bucket count.
+const LATENCY_MICROS_MAX: u64 = (1 << 41) - 1;
+const LATENCY_BUCKETS: usize = ((41 - SUB_BUCKET_BITS + 1) as usize) * SUB_BUCKETS as usize;
+
+/// Latencies in microseconds, in log-linear buckets (exact below 32 us, then 32 buckets per
+/// power of two), counted with atomics so every connection task records into one histogram
+/// without a lock. Fixed size whatever the message count.
+#[derive(Debug)]
+struct LatencyHistogram {
+    counts: Box<[AtomicU64]>,
+    max_micros: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            counts: (0..LATENCY_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            max_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    fn record(&self, latency: Duration) {
+        let micros = (latency.as_micros() as u64).min(LATENCY_MICROS_MAX);
+        self.counts[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
+        self.max_micros.fetch_max(micros, Ordering::Relaxed);
+    }
+
+    fn max_micros(&self) -> u64 {
+        self.max_micros.load(Ordering::Relaxed)
+    }
+
+    /// The nearest-rank percentile, as the upper edge of its bucket (never above the largest
+    /// value recorded); `None` when nothing was recorded.
+    fn percentile(&self, percent: f64) -> Option<u64> {
+        let counts: Vec<u64> = self.counts.iter().map(|count| count.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        // As `super::percentile`: the tolerance keeps binary fractions from adding a rank.
+        let rank = ((percent * total as f64 / 100.0 - 1e-9).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (index, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Some(bucket_high(index).min(self.max_micros()));
+            }
+        }
+        Some(self.max_micros())
+    }
+}
+
+/// The bucket of a value up to [`LATENCY_MICROS_MAX`].
+fn bucket_of(micros: u64) -> usize {
+    if micros < SUB_BUCKETS {
+        return micros as usize;
+    }
+    // micros >> shift is in [32, 64): the top six bits of the value.
+    let shift = 63 - micros.leading_zeros() - SUB_BUCKET_BITS;
+    ((u64::from(shift) + 1) * SUB_BUCKETS + (micros >> shift) - SUB_BUCKETS) as usize
+}
+
+/// The largest value in bucket `index`.
+fn bucket_high(index: usize) -> u64 {
+    let index = index as u64;
+    if index < SUB_BUCKETS {
+        return index;
+    }
+    let shift = index / SUB_BUCKETS - 1;
+    ((SUB_BUCKETS + index % SUB_BUCKETS + 1) << shift) - 1
+}
+
+// --- idle ----------------------------------------------------------------------------------------
+
+async fn idle(args: IdleArgs) -> anyhow::Result<()> {
+    let settle = super::check_seconds("--settle-secs", args.settle_secs, true)?;
+    anyhow::ensure!(args.keep_alive_secs > 0, "--keep-alive-secs must be at least 1 (0 would turn it off)");
+    let target = &args.target;
+    let devices = fleet(target).await?;
+    tokio::time::sleep(settle).await;
+    let before_kib = vm_rss_kib(args.pid)?;
+    let sessions = connect_all(target.mqtt, &devices, args.keep_alive_secs).await?;
+    tokio::time::sleep(settle).await;
+    let after_kib = vm_rss_kib(args.pid)?;
+    let n_sessions = sessions.len();
+    let per_connection_kib = (after_kib as f64 - before_kib as f64) / n_sessions as f64;
+    eprintln!(
+        "server pid {}: VmRSS {before_kib} KiB before, {after_kib} KiB with {n_sessions} idle sessions: \
+         {per_connection_kib:.1} KiB each",
+        args.pid
+    );
+    // Only live sessions count: each must still answer a PINGREQ.
+    let mut tasks = JoinSet::new();
+    for mut session in sessions {
+        tasks.spawn(async move {
+            session.write(&Packet::PingReq).await?;
+            match tokio::time::timeout(ANSWER_TIMEOUT, session.read_packet()).await {
+                Ok(Ok(Packet::PingResp)) => {}
+                Ok(Ok(other)) => anyhow::bail!("PINGREQ answered with {}", other.packet_type().name()),
+                Ok(Err(error)) => return Err(error.context("an idle session was closed")),
+                Err(_) => anyhow::bail!("no PINGRESP within {ANSWER_TIMEOUT:?}"),
+            }
+            session.disconnect().await;
+            Ok(())
+        });
+    }
+    let mut n_dead = 0;
+    let mut first_dead = None;
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(error) = joined.context("a session task failed").and_then(|result| result) {
+            n_dead += 1;
+            first_dead.get_or_insert(format!("{error:#}"));
+        }
+    }
+    anyhow::ensure!(
+        n_dead == 0,
+        "{n_dead} of {n_sessions} idle sessions did not answer a PINGREQ; the first: {}",
+        first_dead.unwrap_or_default()
+    );
+    let mut summary = Summary::default();
+    summary
+        .add("connections", n_sessions)
+        .add("rss_before_kib", before_kib)
+        .add("rss_after_kib", after_kib)
+        .add("rss_per_connection_kib", format!("{per_connection_kib:.1}"));
+    print!("{}", summary.render(target.kv));
+    Ok(())
+}
+
+/// A process's resident memory (VmRSS) in KiB.
+fn vm_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {path} (is the server running here?)"))?;
+    vm_rss_from_status(&status).with_context(|| format!("no VmRSS line in {path}"))
+}
+
+fn vm_rss_from_status(status: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_cover_every_value_within_a_32nd() {
+        let mut previous_high = None;
+        for index in 0..LATENCY_BUCKETS {
+            let high = bucket_high(index);
+            let low = previous_high.map_or(0, |previous| previous + 1);
+            assert_eq!((bucket_of(low), bucket_of(high)), (index, index), "bucket {index}: {low}..={high}");
+            assert!((high - low) * SUB_BUCKETS <= low.max(1), "bucket {index} too wide: {low}..={high}");
+            previous_high = Some(high);
+        }
+        assert_eq!(previous_high, Some(LATENCY_MICROS_MAX));
+    }
+
+    #[test]
+    fn histogram_percentiles() {
+        let check = |micros: &[u64], expected: &str| {
+            let histogram = LatencyHistogram::default();
+            for &value in micros {
+                histogram.record(Duration::from_micros(value));
+            }
+            let shown = |value: Option<u64>| value.map_or("-".to_string(), |value| value.to_string());
+            let actual = format!(
+                "p50={} p99={} max={}",
+                shown(histogram.percentile(50.0)),
+                shown(histogram.percentile(99.0)),
+                histogram.max_micros()
+            );
+            assert_eq!(actual, expected, "{micros:?}");
+        };
+        check(&[], "p50=- p99=- max=0");
+        check(&[7], "p50=7 p99=7 max=7");
+        // 1..=100 us: exact below 32, then buckets two wide; p99 is capped by the max.
+        check(&(1..=100).collect::<Vec<_>>(), "p50=50 p99=99 max=100");
+        // 990 values of 1 ms and 10 of 50 ms: p99 is still 1 ms (the bucket 992..=1007 us).
+        let mut skewed = vec![1000; 990];
+        skewed.extend([50_000; 10]);
+        check(&skewed, "p50=1007 p99=1007 max=50000");
+        check(
+            &[u64::MAX / 2],
+            &format!("p50={LATENCY_MICROS_MAX} p99={LATENCY_MICROS_MAX} max={LATENCY_MICROS_MAX}"),
+        );
+    }
+
+    #[test]
+    fn telemetry_payloads_are_json_of_the_asked_size() {
+        let mut payload = String::new();
+        for (sequence, size) in [(0, 200), (12_345, 200), (7, 1000), (u64::MAX, 64)] {
+            telemetry_payload(&mut payload, "bench-1712345678901-00042", sequence, 1_712_345_678_901, size);
+            let parsed: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
+            assert_eq!(parsed["seq"].as_u64(), Some(sequence), "{payload}");
+            assert_eq!(parsed["deviceId"].as_str(), Some("bench-1712345678901-00042"));
+            // Exactly the size asked, unless the fields alone are longer (then without padding).
+            let padding = parsed["pad"].as_str().map_or(0, str::len);
+            assert!(payload.len() == size || (padding == 0 && payload.len() > size), "{size}: {payload}");
+        }
+        telemetry_payload(&mut payload, "d", 1, 0, 200);
+        assert_eq!(payload.len(), 200);
+    }
+
+    #[test]
+    fn the_middle_window_is_the_median_one() {
+        assert_eq!(middle_index(&[]), None);
+        assert_eq!(middle_index(&[5.0]), Some(0));
+        assert_eq!(middle_index(&[30.0, 10.0, 20.0]), Some(2));
+        assert_eq!(middle_index(&[4.0, 1.0, 3.0, 2.0]), Some(3));
+    }
+
+    #[test]
+    fn proc_files() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             95000                95000                processes \n\
+                      Max open files            1024                 20000                files     \n";
+        assert_eq!(open_files_limits(limits), Some((1024, 20000)));
+        assert_eq!(
+            open_files_limits("Max open files  unlimited  unlimited  files"),
+            Some((u64::MAX, u64::MAX))
+        );
+        assert_eq!(open_files_limits("nothing here"), None);
+        let stat = "4242 (rdk:broker 0) S 1 4242 4242 0 -1 4194560 100 0 0 0 1200 345 0 0 20 0 9 0\n";
+        assert_eq!(process_cpu_ticks(stat), Some(1545));
+        assert_eq!(process_cpu_ticks("garbage"), None);
+        let machine = "cpu  100 5 20 1000 7 1 2 3 0 0\ncpu0 50 2 10 500 3 0 1 1 0 0\n";
+        assert_eq!(machine_cpu_ticks(machine), Some(MachineTicks { busy: 131, softirq: 2, total: 1138 }));
+        let status = "Name:\ttidewater\nVmHWM:\t  52000 kB\nVmRSS:\t   48128 kB\nRssAnon:\t 1 kB\n";
+        assert_eq!(vm_rss_from_status(status), Some(48128));
+        assert_eq!(vm_rss_from_status("Name:\tx\n"), None);
+    }
+}
