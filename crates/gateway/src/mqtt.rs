@@ -305,16 +305,43 @@ pub async fn serve(
 }
 
 /// What the reader hands the writer, in the order it must go out.
+///
+/// Kept small: the queue allocates its slots up front, per connection, and nearly every item is
+/// an acknowledgement.
 enum Outgoing {
-    Packet(Packet),
+    /// Boxed: rarer than acknowledgements, and a whole packet is hundreds of bytes.
+    Packet(Box<Packet>),
     /// `ack` once `pending` is durable; `permit` holds a QoS 1 in-flight slot until then.
-    AfterAppend {
-        pending: PendingAppend,
-        ack: Packet,
-        permit: Option<OwnedSemaphorePermit>,
-    },
+    AfterAppend { pending: PendingAppend, ack: Ack, permit: Option<OwnedSemaphorePermit> },
     /// Write nothing more.
     Close,
+}
+
+impl Outgoing {
+    fn packet(packet: Packet) -> Outgoing {
+        Outgoing::Packet(Box::new(packet))
+    }
+}
+
+/// A successful PUBACK (QoS 1) or PUBREC (QoS 2), built when it is written.
+#[derive(Debug, Clone, Copy)]
+struct Ack {
+    qos: QoS,
+    packet_id: PacketId,
+}
+
+impl Ack {
+    fn packet(self) -> Packet {
+        let response = PubResponse {
+            packet_id: self.packet_id,
+            reason_code: ReasonCode::Success,
+            properties: Properties::default(),
+        };
+        match self.qos {
+            QoS::ExactlyOnce => Packet::PubRec(response),
+            _ => Packet::PubAck(response),
+        }
+    }
 }
 
 /// Why the reader ended a connection; the DISCONNECT reason for MQTT 5 where there is one.
@@ -471,7 +498,7 @@ async fn run_connection(
         if version == ProtocolVersion::V5 {
             let disconnect =
                 Packet::Disconnect(Disconnect { reason_code: *code, properties: Properties::default() });
-            let _ = session.outgoing.send(Outgoing::Packet(disconnect)).await;
+            let _ = session.outgoing.send(Outgoing::packet(disconnect)).await;
         }
     }
     shared.hub.disconnect(&claimed_id, claim.connection_id, session.expiry_at_disconnect);
@@ -674,8 +701,12 @@ enum ReadError {
     Truncated,
 }
 
+/// How much room a read makes in the buffer.
+const READ_CHUNK_BYTES: usize = 4096;
+
 /// Reads until a whole packet is buffered and returns it, or `None` at a clean end of stream.
-/// The buffer grows with the bytes received, never with the length a header announces.
+/// The buffer grows with the bytes received, never with the length a header announces, and an
+/// empty buffer is given back before waiting, so an idle connection holds none.
 async fn read_frame(
     reader: &mut OwnedReadHalf,
     buffer: &mut BytesMut,
@@ -685,8 +716,17 @@ async fn read_frame(
         if let Some(len) = check(buffer, limits.max_packet_bytes)? {
             return Ok(Some(buffer.split_to(len).freeze()));
         }
-        if reader.read_buf(buffer).await? == 0 {
-            return if buffer.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
+        if buffer.is_empty() && buffer.capacity() > 0 {
+            *buffer = BytesMut::new();
+        }
+        // Cancel-safe: `readable` takes nothing, and `try_read_buf` does not wait.
+        reader.readable().await?;
+        buffer.reserve(READ_CHUNK_BYTES);
+        match reader.try_read_buf(buffer) {
+            Ok(0) => return if buffer.is_empty() { Ok(None) } else { Err(ReadError::Truncated) },
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error.into()),
         }
     }
 }
@@ -704,22 +744,41 @@ async fn write_packet(
     }
 }
 
+/// Most bytes gathered before they are written: acknowledgements that became ready together
+/// (one fsync makes many appends durable at once) go out in one write, not one each.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// The write buffer a connection keeps between writes; a larger one is given back.
+const WRITE_BUFFER_KEPT_BYTES: usize = 4096;
+
 /// Writes what the reader queued, in order, holding each acknowledgement until its append is
 /// durable. A failed append ends the connection unacknowledged, so the client sends it again.
+///
+/// Items already queued whose appends are already durable are encoded into one buffer and
+/// written together; the loop waits for an append only after writing everything before it.
 async fn write_loop(
     mut writer: OwnedWriteHalf,
     mut queue: mpsc::Receiver<Outgoing>,
     version: ProtocolVersion,
 ) {
-    while let Some(item) = queue.recv().await {
+    let mut out = BytesMut::new();
+    let mut next = queue.recv().await;
+    while let Some(item) = next.take() {
         let packet = match item {
-            Outgoing::Packet(packet) => packet,
             Outgoing::Close => break,
-            Outgoing::AfterAppend { pending, ack, permit } => {
-                let appended = pending.await;
+            Outgoing::Packet(packet) => *packet,
+            Outgoing::AfterAppend { mut pending, ack, permit } => {
+                let appended = match ready_now(&mut pending) {
+                    Some(appended) => appended,
+                    None => {
+                        if flush(&mut writer, &mut out).await.is_err() {
+                            return;
+                        }
+                        pending.await
+                    }
+                };
                 drop(permit);
                 match appended {
-                    Ok(()) => ack,
+                    Ok(()) => ack.packet(),
                     Err(error) => {
                         tracing::warn!(%error, "an append failed; closing the connection without acknowledging");
                         if version == ProtocolVersion::V5 {
@@ -727,19 +786,56 @@ async fn write_loop(
                                 reason_code: ReasonCode::UnspecifiedError,
                                 properties: Properties::default(),
                             });
-                            let _ = write_packet(&mut writer, version, &disconnect).await;
+                            let _ = disconnect.encode(version, &mut out);
                         }
                         break;
                     }
                 }
             }
         };
-        if let Err(error) = write_packet(&mut writer, version, &packet).await {
-            tracing::debug!(%error, "writing to an MQTT client");
+        if let Err(error) = packet.encode(version, &mut out) {
+            tracing::warn!(%error, "encoding a packet for an MQTT client");
             break;
         }
+        next = if out.len() < WRITE_BATCH_BYTES { queue.try_recv().ok() } else { None };
+        if next.is_none() {
+            if flush(&mut writer, &mut out).await.is_err() {
+                return;
+            }
+            next = queue.recv().await;
+        }
     }
+    let _ = flush(&mut writer, &mut out).await;
     let _ = writer.shutdown().await;
+}
+
+/// The outcome of `pending` if it is already known, without waiting.
+fn ready_now(pending: &mut PendingAppend) -> Option<Result<(), AppendError>> {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match pending.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(outcome) => Some(outcome),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Writes `out` and empties it (giving back a large buffer, so idle connections stay small).
+async fn flush(writer: &mut OwnedWriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let written = match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(out)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")),
+    };
+    if out.capacity() > WRITE_BUFFER_KEPT_BYTES {
+        *out = BytesMut::new();
+    } else {
+        out.clear();
+    }
+    if let Err(error) = &written {
+        tracing::debug!(%error, "writing to an MQTT client");
+    }
+    written
 }
 
 /// One connected client's state, owned by its reader.
@@ -834,7 +930,7 @@ impl Session {
             let handled = match packet {
                 Packet::Publish(publish) => self.publish(publish).await,
                 Packet::PubRel(release) => self.release(release).await,
-                Packet::PingReq => self.send(Outgoing::Packet(Packet::PingResp)).await,
+                Packet::PingReq => self.send(Outgoing::packet(Packet::PingResp)).await,
                 Packet::Disconnect(disconnect) => {
                     self.expiry_at_disconnect =
                         disconnect.properties.session_expiry_interval_secs.map(SessionExpiry::from_interval);
@@ -872,7 +968,7 @@ impl Session {
             if let Packet::Publish(publish) = &mut packet {
                 self.apply_outbound_alias(publish);
             }
-            self.send(Outgoing::Packet(packet)).await?;
+            self.send(Outgoing::packet(packet)).await?;
         }
         Ok(())
     }
@@ -958,7 +1054,7 @@ impl Session {
         if let (QoS::ExactlyOnce, Some(packet_id)) = (qos, packet_id) {
             if hub.inbound_qos2_pending(&self.client, packet_id) {
                 // A resend of a message already appended: acknowledge, do not append again.
-                return self.send(Outgoing::Packet(self.ack(qos, packet_id, ReasonCode::Success))).await;
+                return self.send(Outgoing::packet(self.ack(qos, packet_id, ReasonCode::Success))).await;
             }
         }
         let message = match route(&self.identity, &self.client, &publish, self.shared.config.destinations()) {
@@ -968,7 +1064,7 @@ impl Session {
                 return match (self.version, packet_id) {
                     (ProtocolVersion::V5, Some(packet_id)) => {
                         tracing::info!(identity = ?self.identity, reason = %code, detail, "refused a PUBLISH");
-                        self.send(Outgoing::Packet(self.ack(qos, packet_id, code))).await
+                        self.send(Outgoing::packet(self.ack(qos, packet_id, code))).await
                     }
                     (ProtocolVersion::V5, None) => {
                         tracing::info!(identity = ?self.identity, reason = %code, detail, "dropped a QoS 0 PUBLISH");
@@ -989,8 +1085,12 @@ impl Session {
                     _ = self.outgoing.closed() => return Err(End::Quietly),
                 };
                 let pending = self.append(&message).await?;
-                let ack = self.ack(qos, packet_id, ReasonCode::Success);
-                self.send(Outgoing::AfterAppend { pending, ack, permit: Some(permit) }).await
+                self.send(Outgoing::AfterAppend {
+                    pending,
+                    ack: Ack { qos, packet_id },
+                    permit: Some(permit),
+                })
+                .await
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 if hub.inbound_qos2_count(&self.client) >= self.max_in_flight {
@@ -1001,8 +1101,7 @@ impl Session {
                 }
                 let pending = self.append(&message).await?;
                 hub.inbound_qos2_received(&self.client, packet_id);
-                let ack = self.ack(qos, packet_id, ReasonCode::Success);
-                self.send(Outgoing::AfterAppend { pending, ack, permit: None }).await
+                self.send(Outgoing::AfterAppend { pending, ack: Ack { qos, packet_id }, permit: None }).await
             }
         }
     }
@@ -1019,7 +1118,7 @@ impl Session {
         };
         let complete =
             PubResponse { packet_id: release.packet_id, reason_code, properties: Properties::default() };
-        self.send(Outgoing::Packet(Packet::PubComp(complete))).await
+        self.send(Outgoing::packet(Packet::PubComp(complete))).await
     }
 
     /// Grants what this client may subscribe to, answers with the SUBACK, then sends the
@@ -1064,7 +1163,7 @@ impl Session {
             properties: Properties::default(),
             reason_codes,
         });
-        self.send(Outgoing::Packet(answer)).await?;
+        self.send(Outgoing::packet(answer)).await?;
         self.pump().await
     }
 
@@ -1083,7 +1182,7 @@ impl Session {
             properties: Properties::default(),
             reason_codes,
         });
-        self.send(Outgoing::Packet(answer)).await
+        self.send(Outgoing::packet(answer)).await
     }
 
     /// A PUBACK, PUBREC or PUBCOMP for a message sent to this client: answers a PUBREC with
@@ -1092,7 +1191,7 @@ impl Session {
     async fn acknowledged(&mut self, ack: &Packet) -> Result<(), End> {
         let outcome = self.shared.hub.acknowledged(&self.client, ack);
         if let Some(reply) = outcome.reply {
-            self.send(Outgoing::Packet(reply)).await?;
+            self.send(Outgoing::packet(reply)).await?;
         }
         if let Some((device, (partition, offset))) = outcome.delivered {
             self.record_delivery(device, partition, offset);
