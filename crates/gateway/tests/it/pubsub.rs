@@ -22,17 +22,15 @@ fn anonymous() -> MqttConfig {
     MqttConfig { allow_anonymous: true, ..MqttConfig::default() }
 }
 
-async fn connect_with(
-    gateway: &Gateway,
+/// A CONNECT with a 30 s keep-alive and no will, for tests to adjust.
+fn connect_packet(
     version: ProtocolVersion,
     client_id: &str,
     password: Option<&str>,
     clean_start: bool,
     properties: Properties,
-) -> (Client, Packet) {
-    let stream = TcpStream::connect(gateway.address).await.expect("connect");
-    let mut client = Client { stream, buffer: Default::default(), version };
-    let connect = Connect {
+) -> Connect {
+    Connect {
         protocol_version: version,
         clean_start,
         keep_alive_secs: 30,
@@ -41,10 +39,27 @@ async fn connect_with(
         username: password.map(|_| text(client_id)),
         password: password.map(|password| Bytes::copy_from_slice(password.as_bytes())),
         properties,
-    };
+    }
+}
+
+/// Opens a connection, sends `connect` and returns the client with the gateway's answer.
+async fn send_connect(gateway: &Gateway, connect: Connect) -> (Client, Packet) {
+    let stream = TcpStream::connect(gateway.address).await.expect("connect");
+    let mut client = Client { stream, buffer: Default::default(), version: connect.protocol_version };
     client.send(&Packet::Connect(Box::new(connect))).await;
     let connack = client.receive().await.expect("a CONNACK");
     (client, connack)
+}
+
+async fn connect_with(
+    gateway: &Gateway,
+    version: ProtocolVersion,
+    client_id: &str,
+    password: Option<&str>,
+    clean_start: bool,
+    properties: Properties,
+) -> (Client, Packet) {
+    send_connect(gateway, connect_packet(version, client_id, password, clean_start, properties)).await
 }
 
 fn session_present(connack: &Packet) -> bool {
@@ -301,20 +316,11 @@ async fn connect_with_delayed_will(
         retain: false,
         properties: Properties { will_delay_interval_secs: Some(delay_secs), ..Properties::default() },
     };
-    let stream = TcpStream::connect(gateway.address).await.expect("connect");
-    let mut client = Client { stream, buffer: Default::default(), version: ProtocolVersion::V5 };
-    let connect = Connect {
-        protocol_version: ProtocolVersion::V5,
-        clean_start: true,
-        keep_alive_secs: 30,
-        client_id: text(client_id),
-        will: Some(will),
-        username: None,
-        password: None,
-        properties: Properties { session_expiry_interval_secs: Some(60), ..Properties::default() },
-    };
-    client.send(&Packet::Connect(Box::new(connect))).await;
-    assert_eq!(show(client.receive().await), "CONNACK Success (0x00)");
+    let properties = Properties { session_expiry_interval_secs: Some(60), ..Properties::default() };
+    let mut connect = connect_packet(ProtocolVersion::V5, client_id, None, true, properties);
+    connect.will = Some(will);
+    let (client, connack) = send_connect(gateway, connect).await;
+    assert_eq!(show(Some(connack)), "CONNACK Success (0x00)");
     client
 }
 
@@ -375,22 +381,11 @@ async fn a_keep_alive_over_the_maximum_is_cut_to_it_and_the_client_told() {
     assert!(
         matches!(connack, Packet::ConnAck(connack) if connack.properties.server_keep_alive_secs.is_none())
     );
-    let stream = TcpStream::connect(gateway.address).await.expect("connect");
-    let mut client = Client { stream, buffer: Default::default(), version: ProtocolVersion::V5 };
-    let connect = Connect {
-        protocol_version: ProtocolVersion::V5,
-        clean_start: true,
-        keep_alive_secs: 120,
-        client_id: text("b"),
-        will: None,
-        username: None,
-        password: None,
-        properties: Properties::default(),
-    };
-    client.send(&Packet::Connect(Box::new(connect))).await;
-    match client.receive().await {
-        Some(Packet::ConnAck(connack)) => assert_eq!(connack.properties.server_keep_alive_secs, Some(60)),
-        other => panic!("expected a CONNACK, got {}", show(other)),
+    let mut connect = connect_packet(ProtocolVersion::V5, "b", None, true, Properties::default());
+    connect.keep_alive_secs = 120;
+    match send_connect(&gateway, connect).await.1 {
+        Packet::ConnAck(connack) => assert_eq!(connack.properties.server_keep_alive_secs, Some(60)),
+        other => panic!("expected a CONNACK, got {}", show(Some(other))),
     }
 }
 
