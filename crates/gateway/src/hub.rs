@@ -215,6 +215,15 @@ struct PendingCommand {
     message: Arc<Message>,
 }
 
+/// What [`Hub::pump`] gives a connection to write.
+#[derive(Debug, Default, PartialEq)]
+pub struct Pumped {
+    pub packets: Vec<Packet>,
+    /// Commands sent at QoS 0 (the device subscribed at QoS 0): delivered once written, as
+    /// there will be no PUBACK; to record like acknowledged ones.
+    pub delivered: Vec<(String, CommandId)>,
+}
+
 /// What an acknowledgement from the client led to.
 #[derive(Debug, Default, PartialEq)]
 pub struct AckOutcome {
@@ -319,7 +328,9 @@ impl Hub {
             });
         }
         state.take_commands(client);
-        packets.extend(state.pump(client, connection_id, now_ms));
+        // Commands a QoS 0 subscription takes are not among what a reconnecting session holds,
+        // so nothing here can be delivered at QoS 0 before the session subscribes again.
+        packets.extend(state.pump(client, connection_id, now_ms).packets);
         (present, packets)
     }
 
@@ -411,7 +422,7 @@ impl Hub {
     /// The packets connection `connection_id` of `client` can send now: queued messages, as
     /// far as the window allows. Nothing for a connection that was taken over, so that messages
     /// do not go out on a socket that is closing.
-    pub fn pump(&self, client: &str, connection_id: u64, now_ms: i64) -> Vec<Packet> {
+    pub fn pump(&self, client: &str, connection_id: u64, now_ms: i64) -> Pumped {
         self.lock().pump(client, connection_id, now_ms)
     }
 
@@ -645,12 +656,13 @@ impl HubState {
         session.wake();
     }
 
-    fn pump(&mut self, client: &str, connection_id: u64, now_ms: i64) -> Vec<Packet> {
-        let Some(session) = self.sessions.get_mut(client) else { return Vec::new() };
+    fn pump(&mut self, client: &str, connection_id: u64, now_ms: i64) -> Pumped {
+        let Some(session) = self.sessions.get_mut(client) else { return Pumped::default() };
         if session.attached.as_ref().is_none_or(|attached| attached.connection_id != connection_id) {
-            return Vec::new();
+            return Pumped::default();
         }
         let mut packets = Vec::new();
+        let mut delivered = Vec::new();
         while let Some(front) = session.queue.front() {
             if front.qos != QoS::AtMostOnce && session.in_flight.len() >= session.window {
                 break;
@@ -665,8 +677,9 @@ impl HubState {
                     packets.push(Packet::Publish(publish));
                 }
                 // A command sent at QoS 0 counts as delivered once written.
-                if let (Some(command), Some(_)) = (queued.command, &session.device) {
+                if let (Some(command), Some(device)) = (queued.command, &session.device) {
                     self.delivered.insert(command, queued.message.expires_at_ms.unwrap_or(i64::MAX));
+                    delivered.push((device.clone(), command));
                 }
                 continue;
             }
@@ -684,7 +697,7 @@ impl HubState {
             session.in_flight.push_back(InFlight { packet_id, queued, awaiting });
             packets.push(Packet::Publish(publish));
         }
-        packets
+        Pumped { packets, delivered }
     }
 }
 
@@ -757,9 +770,9 @@ mod tests {
             hub.publish(message("t/x", &n.to_string(), QoS::AtLeastOnce), 0);
         }
         hub.publish(message("t/x", "q0", QoS::AtMostOnce), 0);
-        assert_eq!(describe(&hub.pump("a", 1, 0)), ["PUBLISH 1 t/x 0", "PUBLISH 2 t/x 1"]);
+        assert_eq!(describe(&hub.pump("a", 1, 0).packets), ["PUBLISH 1 t/x 0", "PUBLISH 2 t/x 1"]);
         assert_eq!(hub.acknowledged("a", &ack(Packet::PubAck, 1)), AckOutcome::default());
-        assert_eq!(describe(&hub.pump("a", 1, 0)), ["PUBLISH 3 t/x 2", "PUBLISH 0 t/x q0"]);
+        assert_eq!(describe(&hub.pump("a", 1, 0).packets), ["PUBLISH 3 t/x 2", "PUBLISH 0 t/x q0"]);
     }
 
     #[test]
@@ -768,7 +781,7 @@ mod tests {
         hub.connect("a", options(true, SessionExpiry::AtDisconnect), 1, Arc::default(), 0);
         hub.subscribe("a", &[("t".into(), at(QoS::ExactlyOnce))], 0);
         hub.publish(message("t", "m", QoS::ExactlyOnce), 0);
-        assert_eq!(describe(&hub.pump("a", 1, 0)), ["PUBLISH 1 t m"]);
+        assert_eq!(describe(&hub.pump("a", 1, 0).packets), ["PUBLISH 1 t m"]);
         let outcome = hub.acknowledged("a", &ack(Packet::PubRec, 1));
         assert_eq!(describe(&outcome.reply.into_iter().collect::<Vec<_>>()), ["PUBREL 1"]);
         // A PUBACK does not end a QoS 2 exchange.
@@ -788,7 +801,7 @@ mod tests {
         hub.subscribe("a", &[("t".into(), at(QoS::ExactlyOnce))], 0);
         hub.publish(message("t", "sent", QoS::AtLeastOnce), 0);
         hub.publish(message("t", "released", QoS::ExactlyOnce), 0);
-        assert_eq!(describe(&hub.pump("a", 1, 0)), ["PUBLISH 1 t sent", "PUBLISH 2 t released"]);
+        assert_eq!(describe(&hub.pump("a", 1, 0).packets), ["PUBLISH 1 t sent", "PUBLISH 2 t released"]);
         hub.acknowledged("a", &ack(Packet::PubRec, 2));
         hub.disconnect("a", 1, None);
         hub.publish(message("t", "while-away", QoS::AtLeastOnce), 0);
@@ -799,14 +812,14 @@ mod tests {
         assert!(present);
         assert_eq!(describe(&packets), ["PUBLISH 1 t sent dup", "PUBREL 2"]);
         hub.acknowledged("a", &ack(Packet::PubAck, 1));
-        assert_eq!(describe(&hub.pump("a", 2, 0)), ["PUBLISH 3 t while-away"]);
+        assert_eq!(describe(&hub.pump("a", 2, 0).packets), ["PUBLISH 3 t while-away"]);
         // Clean start throws the session away.
         let (present, packets) =
             hub.connect("a", options(true, SessionExpiry::AtDisconnect), 3, Arc::default(), 0);
         assert!(!present);
         assert!(packets.is_empty());
         hub.publish(message("t", "unsubscribed", QoS::AtLeastOnce), 0);
-        assert!(hub.pump("a", 3, 0).is_empty());
+        assert!(hub.pump("a", 3, 0).packets.is_empty());
         hub.disconnect("a", 3, None);
         assert_eq!(hub.session_counts(), (0, 0));
     }
@@ -818,8 +831,8 @@ mod tests {
         hub.subscribe("a", &[("t".into(), at(QoS::AtLeastOnce))], 0);
         hub.connect("a", options(false, SessionExpiry::Never), 2, Arc::default(), 0);
         hub.publish(message("t", "m", QoS::AtLeastOnce), 0);
-        assert!(hub.pump("a", 1, 0).is_empty());
-        assert_eq!(describe(&hub.pump("a", 2, 0)), ["PUBLISH 1 t m"]);
+        assert!(hub.pump("a", 1, 0).packets.is_empty());
+        assert_eq!(describe(&hub.pump("a", 2, 0).packets), ["PUBLISH 1 t m"]);
         // The old connection's end leaves the new one attached.
         hub.disconnect("a", 1, None);
         assert_eq!(hub.session_counts(), (1, 1));
@@ -845,17 +858,20 @@ mod tests {
         hub.set_retained(message("r/2", "two", QoS::AtMostOnce));
         hub.connect("a", options(true, SessionExpiry::AtDisconnect), 1, Arc::default(), 0);
         hub.subscribe("a", &[("r/#".into(), at(QoS::ExactlyOnce))], 0);
-        assert_eq!(describe(&hub.pump("a", 1, 0)), ["PUBLISH 1 r/1 one retain", "PUBLISH 0 r/2 two retain"]);
+        assert_eq!(
+            describe(&hub.pump("a", 1, 0).packets),
+            ["PUBLISH 1 r/1 one retain", "PUBLISH 0 r/2 two retain"]
+        );
         let mut new_only = at(QoS::AtMostOnce);
         new_only.options.retain_handling = tidewater_mqtt::RetainHandling::SendAtNewSubscribe;
         hub.subscribe("a", &[("r/#".into(), new_only)], 0);
-        assert!(hub.pump("a", 1, 0).is_empty(), "not a new subscription");
+        assert!(hub.pump("a", 1, 0).packets.is_empty(), "not a new subscription");
         // A live retained message keeps its flag only for Retain As Published.
         hub.publish(Arc::new(retained), 0);
-        assert_eq!(describe(&hub.pump("a", 1, 0)), ["PUBLISH 0 r/1 one"]);
+        assert_eq!(describe(&hub.pump("a", 1, 0).packets), ["PUBLISH 0 r/1 one"]);
         hub.set_retained(message("r/1", "", QoS::AtMostOnce));
         hub.subscribe("a", &[("r/1".into(), at(QoS::AtMostOnce))], 0);
-        assert!(hub.pump("a", 1, 0).is_empty());
+        assert!(hub.pump("a", 1, 0).packets.is_empty());
     }
 
     #[test]
@@ -885,7 +901,7 @@ mod tests {
         own.options.no_local = true;
         hub.subscribe("publisher", &[("t".into(), own)], 0);
         hub.publish(message("t", "mine", QoS::AtMostOnce), 0);
-        assert!(hub.pump("publisher", 1, 0).is_empty());
+        assert!(hub.pump("publisher", 1, 0).packets.is_empty());
     }
 
     #[test]
@@ -896,7 +912,7 @@ mod tests {
         let mut expiring = (*message("t", "soon", QoS::AtLeastOnce)).clone();
         expiring.expires_at_ms = Some(10_000);
         hub.publish(Arc::new(expiring), 0);
-        assert!(hub.pump("a", 1, 10_000).is_empty());
+        assert!(hub.pump("a", 1, 10_000).packets.is_empty());
     }
 
     #[test]
@@ -909,10 +925,10 @@ mod tests {
         hub.command("pump-1", (0, 7), message(&topic, "reboot", QoS::AtLeastOnce), 0);
         assert_eq!(hub.pending_commands("pump-1"), 1, "the same command read twice waits once");
         hub.connect("pump-1", device(), 1, Arc::default(), 0);
-        assert!(hub.pump("pump-1", 1, 0).is_empty(), "not subscribed yet");
+        assert!(hub.pump("pump-1", 1, 0).packets.is_empty(), "not subscribed yet");
         hub.subscribe("pump-1", &[("devices/pump-1/messages/devicebound/#".into(), at(QoS::AtLeastOnce))], 0);
         assert_eq!(
-            describe(&hub.pump("pump-1", 1, 0)),
+            describe(&hub.pump("pump-1", 1, 0).packets),
             ["PUBLISH 1 devices/pump-1/messages/devicebound/ reboot"]
         );
         hub.disconnect("pump-1", 1, None);
@@ -920,7 +936,7 @@ mod tests {
         hub.connect("pump-1", device(), 2, Arc::default(), 0);
         hub.subscribe("pump-1", &[("devices/pump-1/messages/devicebound/#".into(), at(QoS::AtLeastOnce))], 0);
         assert_eq!(
-            describe(&hub.pump("pump-1", 2, 0)),
+            describe(&hub.pump("pump-1", 2, 0).packets),
             ["PUBLISH 1 devices/pump-1/messages/devicebound/ reboot"]
         );
         let outcome = hub.acknowledged("pump-1", &ack(Packet::PubAck, 1));
@@ -930,6 +946,19 @@ mod tests {
         // Read again (a restart re-reads recent commands): known delivered, not queued.
         hub.command("pump-1", (0, 7), message(&topic, "reboot", QoS::AtLeastOnce), 0);
         assert_eq!(hub.pending_commands("pump-1"), 0);
+    }
+
+    #[test]
+    fn a_command_to_a_qos_0_subscription_counts_as_delivered_once_written() {
+        let hub = Hub::new(HubConfig::default());
+        let device =
+            ConnectOptions { device: Some("pump-1".into()), ..options(true, SessionExpiry::AtDisconnect) };
+        hub.connect("pump-1", device, 1, Arc::default(), 0);
+        hub.subscribe("pump-1", &[("devices/pump-1/messages/devicebound/#".into(), at(QoS::AtMostOnce))], 0);
+        hub.command("pump-1", (0, 3), message(&devicebound_topic("pump-1"), "stop", QoS::AtLeastOnce), 0);
+        let pumped = hub.pump("pump-1", 1, 0);
+        assert_eq!(describe(&pumped.packets), ["PUBLISH 0 devices/pump-1/messages/devicebound/ stop"]);
+        assert_eq!(pumped.delivered, [("pump-1".to_string(), (0, 3))]);
     }
 
     #[test]

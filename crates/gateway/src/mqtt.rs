@@ -993,8 +993,11 @@ impl Session {
 
     /// Writes what the hub has queued for this client, as far as its window allows.
     async fn pump(&mut self) -> Result<(), End> {
-        let packets = self.shared.hub.pump(&self.client, self.connection_id, now_ms());
-        self.send_all(packets).await
+        let pumped = self.shared.hub.pump(&self.client, self.connection_id, now_ms());
+        for (device, (partition, offset)) in pumped.delivered {
+            self.record_delivery(device, partition, offset);
+        }
+        self.send_all(pumped.packets).await
     }
 
     fn ack(&self, qos: QoS, packet_id: PacketId, reason_code: ReasonCode) -> Packet {
