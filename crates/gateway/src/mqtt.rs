@@ -12,28 +12,35 @@
 //! - PUBLISH is routed ([`crate::route`]) and queued on the [`Appender`] in arrival order. Its
 //!   acknowledgement (PUBACK for QoS 1, PUBREC for QoS 2) goes to the writer together with the
 //!   pending append, and the writer sends it only once the append is durable. The writer takes
-//!   items in order, so acknowledgements leave in the order the PUBLISHes came.
+//!   items in order, so acknowledgements leave in the order the PUBLISHes came; those already
+//!   durable together go out in one write.
 //! - QoS 2: the packet id is remembered from the PUBLISH until its PUBREL. A PUBLISH that
 //!   repeats a remembered id (a client resending before it saw our PUBREC) is acknowledged
 //!   again but not appended again, which is what makes QoS 2 exactly-once on this hop.
 //! - PINGREQ gets a PINGRESP; DISCONNECT ends the connection; silence longer than 1.5 times the
-//!   keep-alive the client asked for closes it (spec 3.1.2.10).
+//!   keep-alive closes it (spec 3.1.2.10): the client's, at most
+//!   [`MqttConfig::max_keep_alive_secs`]. A connection made with a SAS token ends when the token
+//!   expires.
 //! - A will message is appended like a PUBLISH (header `mqtt-will: true`) when the connection
 //!   ends any way but a normal DISCONNECT; with an MQTT 5 Will Delay Interval, only if no new
 //!   connection with the same client id arrives within it (or before the session ends).
 //!
 //! A packet that does not decode, or breaks the protocol, ends that connection only: an MQTT 5
 //! client is sent a DISCONNECT with the reason code first (Malformed Packet, Protocol Error,
-//! ...), a 3.1.1 client is simply disconnected, which is all 3.1.1 allows. An append that fails
-//! ends the connection without an acknowledgement, so the device sends the message again.
+//! ...), a 3.1.1 client is simply disconnected, which is all 3.1.1 allows. Either way the
+//! gateway then reads (and drops) what the client still sends for a moment before closing, so
+//! the client gets the DISCONNECT rather than a reset. An append that fails ends the connection
+//! without an acknowledgement, so the device sends the message again.
 //!
 //! # Limits
 //!
 //! Connections ([`MqttConfig::max_connections`], a semaphore taken before `accept`, so extra
 //! clients wait in the listen backlog), packet size, QoS 1 appends awaiting durability per
 //! connection (the reader stops reading when they are all taken: backpressure) and QoS 2
-//! messages awaiting PUBREL per connection (more is Receive Maximum exceeded) are all
-//! [`MqttConfig`] fields, and the MQTT 5 CONNACK tells the client the last three.
+//! messages awaiting PUBREL per connection (more is Receive Maximum exceeded), subscriptions and
+//! queued messages per session and topic aliases are all [`MqttConfig`] fields, and the MQTT 5
+//! CONNACK tells the client those it can act on. An idle connection holds no read or write
+//! buffer.
 //!
 //! # Subscriptions, sessions, commands
 //!
@@ -43,7 +50,8 @@
 //! the cluster ([`crate::fanout`]), so it is durable before anyone sees it. Which filters a
 //! client may use is [`crate::route::may_subscribe`]; a refused one gets Not authorized in its
 //! SUBACK (3.1.1: 0x80). MQTT 5 topic aliases from the client are accepted up to
-//! [`MqttConfig::topic_alias_maximum`]; the gateway sends none itself.
+//! [`MqttConfig::topic_alias_maximum`], and the gateway sets its own on messages to a client
+//! that allows them (first come, first served, never reassigned).
 //!
 //! A second connection with the same client id takes over: the first is closed (MQTT 5:
 //! Session taken over, 0x8E) once it has sent the acknowledgements it owes, and the session
