@@ -203,7 +203,10 @@ def test_will_is_sent_when_a_subscriber_is_killed(anonymous_gateway, version):
         watcher.wait_for_line(is_subscribed)
 
         def with_will(payload: str) -> list[str]:
-            return ["-i", unique("sub"), "-t", unique("idle"), "--will-topic", will_topic, "--will-payload", payload, "--will-qos", "1"]
+            return [
+                "-i", unique("sub"), "-t", unique("idle"),
+                "--will-topic", will_topic, "--will-payload", payload, "--will-qos", "1",
+            ]  # fmt: skip
 
         # One that ends normally (a DISCONNECT after its SUBACK) leaves no will behind; it goes
         # first, so had its will been sent it would be the one message the watcher waits for.

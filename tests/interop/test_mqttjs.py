@@ -137,7 +137,9 @@ def test_a_wrong_key_is_refused_with_bad_user_name_or_password(bootstrap, mqtt_p
 SUBSCRIBER_TIMEOUT_MS = 20_000
 
 
-def start_subscriber(port: int, version: str, filters: list[tuple[str, int]], count: int, **options: Any) -> BackgroundProgram:
+def start_subscriber(
+    port: int, version: str, filters: list[tuple[str, int]], count: int, **options: Any
+) -> BackgroundProgram:
     """Starts mqttjs/subscribe.mjs: anonymous unless `password` is in `options`, a clean session
     with a fresh client id unless they say otherwise (`clientId`, `clean`,
     `sessionExpiryInterval`)."""
@@ -151,7 +153,8 @@ def start_subscriber(port: int, version: str, filters: list[tuple[str, int]], co
         "timeoutMs": SUBSCRIBER_TIMEOUT_MS,
         **options,
     }
-    return BackgroundProgram([node_for_mqttjs(), str(MQTTJS_DIR / "subscribe.mjs")], input_text=json.dumps(request), cwd=MQTTJS_DIR)
+    command = [node_for_mqttjs(), str(MQTTJS_DIR / "subscribe.mjs")]
+    return BackgroundProgram(command, input_text=json.dumps(request), cwd=MQTTJS_DIR)
 
 
 def output_of(program: BackgroundProgram, kind: str) -> list[dict[str, Any]]:
@@ -176,9 +179,8 @@ def wait_done(program: BackgroundProgram) -> list[dict[str, Any]]:
 
 
 def publish_anonymously(port: int, version: str, topic: str, messages: list[dict[str, Any]]) -> None:
-    result = run_mqttjs(
-        {"port": port, "clientId": unique("mqttjs-pub"), "protocolVersion": PROTOCOL_LEVELS[version], "topic": topic, "messages": messages}
-    )
+    request = {"port": port, "clientId": unique("mqttjs-pub"), "protocolVersion": PROTOCOL_LEVELS[version]}
+    result = run_mqttjs({**request, "topic": topic, "messages": messages})
     assert result["outcomes"] and all(outcome["ok"] for outcome in result["outcomes"]), result
 
 

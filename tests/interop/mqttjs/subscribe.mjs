@@ -5,7 +5,7 @@
 //    "filters": [{"topic": "a/+", "qos": 0 | 1 | 2}] (none: rely on the session's),
 //    "count": 3, "timeoutMs": 15000}
 // Output, one JSON line each, flushed as it happens:
-//   {"subscribed": {"connack": {...}, "granted": [qos or reason code, ...]}} once the SUBACK is in
+//   {"subscribed": {"connack": {...}, "granted": [QoS or failure code, ...]}} once the SUBACK is in
 //     (right after the CONNACK when there are no filters), so the caller knows when to publish;
 //   {"message": {"topic", "payload", "qos", "retain", "dup", "userProperties"}} per message, in
 //     the order they arrived (a message resumed from a session may come before "subscribed");
@@ -95,7 +95,13 @@ async function main() {
   let granted = []
   if (request.filters.length > 0) {
     const subscriptions = Object.fromEntries(request.filters.map(filter => [filter.topic, { qos: filter.qos }]))
-    granted = (await client.subscribeAsync(subscriptions)).map(grant => grant.qos)
+    try {
+      granted = (await client.subscribeAsync(subscriptions)).map(grant => grant.qos)
+    } catch (error) {
+      // A refused filter (reason code 0x80 or more) fails the whole call; the SUBACK is attached.
+      if (!(error instanceof mqtt.ErrorWithSubackPacket)) throw error
+      granted = error.packet.granted
+    }
   }
   print({
     subscribed: {
