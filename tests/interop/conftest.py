@@ -7,7 +7,8 @@ it with SIGTERM as an operator would, expecting a clean exit (status 0). Every w
 deadline; a broker that does not start, or does not stop, fails the test with its log attached.
 
 One broker serves the whole session (`broker`, `bootstrap`), and every test works in topics of
-its own (`topic_name`). Tests that restart a broker get their own (`broker_factory`).
+its own (`topic_name`). Tests that restart a broker get their own (`broker_factory`). MQTT
+pub/sub tests share one broker per module that lets anonymous clients in (`anonymous_gateway`).
 
 Skips are turned into failures (see `pytest_runtest_makereport`): a client test that did not
 run must never read as a pass.
@@ -265,6 +266,28 @@ def bootstrap(broker: BrokerProcess):
     assert broker.is_running(), f"the session broker is not running:\n{broker.log_tail()}"
     yield broker.bootstrap
     assert broker.is_running(), f"the session broker died during this test:\n{broker.log_tail()}"
+
+
+@pytest.fixture(scope="module")
+def anonymous_gateway(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    """A broker of the module's own whose MQTT gateway takes anonymous clients
+    (`--mqtt-allow-anonymous`), for plain pub/sub; devices connect to it as to any other. Its
+    retained messages and sessions are shared by the module's tests, which use topics and client
+    ids of their own."""
+    module = request.module.__name__
+    process = BrokerProcess(
+        tmp_path_factory.mktemp(module) / "data",
+        name=f"pub/sub broker of {module}",
+        serve_args=("--mqtt-allow-anonymous",),
+    )
+    _BROKERS.append(process)
+    process.start()
+    # Imported here: gateway_support imports this module (through trigger_support).
+    from gateway_support import wait_until_retained_messages_are_served
+
+    wait_until_retained_messages_are_served(process.mqtt_port)
+    yield process
+    _stop_and_check(process)
 
 
 @pytest.fixture

@@ -3,16 +3,15 @@ subscriber receives went through the cluster first (the pub/sub topic, the retai
 commands topic), so these tests also show that the log follower feeds subscribers.
 
 Plain pub/sub needs anonymous clients, so this module runs a `tidewater serve` of its own with
-`--mqtt-allow-anonymous`. Commands go to devices registered with `tidewater device add`, and are
-produced to the `commands` topic with confluent-kafka, as any application would.
+`--mqtt-allow-anonymous` (conftest's `anonymous_gateway`). Commands go to devices registered
+with `tidewater device add`, and are produced to the `commands` topic with confluent-kafka, as
+any application would.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import uuid
 
 import pytest
 import paho.mqtt.client as mqtt
@@ -20,28 +19,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import BrokerProcess, _BROKERS, _stop_and_check
-from gateway_support import MQTT_TIMEOUT_S, REGISTRY_TIMEOUT_S, V311, V5, VERSIONS, add_device
-
-COMMANDS_TOPIC = "commands"
-DELIVERIES_TOPIC = "_tidewater_command_deliveries"
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory):
-    process = BrokerProcess(
-        tmp_path_factory.mktemp("pubsub") / "data", name="pub/sub broker", serve_args=("--mqtt-allow-anonymous",)
-    )
-    _BROKERS.append(process)
-    process.start()
-    yield process
-    _stop_and_check(process)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+from gateway_support import (
+    MQTT_TIMEOUT_S,
+    REGISTRY_TIMEOUT_S,
+    V311,
+    V5,
+    VERSIONS,
+    add_device,
+    command_deliveries,
+    produce_command,
+    unique,
+)
 
 
 class Client:
@@ -152,10 +141,10 @@ class Client:
 
 @pytest.mark.parametrize("qos", [0, 1, 2])
 @pytest.mark.parametrize("version", ["3.1.1", "5.0"])
-def test_round_trip_at_every_qos_keeps_order(gateway, version, qos):
+def test_round_trip_at_every_qos_keeps_order(anonymous_gateway, version, qos):
     topic = unique("plant") + "/line-1/temp"
-    subscriber = Client(gateway.mqtt_port, VERSIONS[version])
-    publisher = Client(gateway.mqtt_port, VERSIONS[version])
+    subscriber = Client(anonymous_gateway.mqtt_port, VERSIONS[version])
+    publisher = Client(anonymous_gateway.mqtt_port, VERSIONS[version])
     try:
         assert subscriber.subscribe((topic, 2)) == [2]
         payloads = [f"reading {n}".encode() for n in range(30)]
@@ -170,10 +159,10 @@ def test_round_trip_at_every_qos_keeps_order(gateway, version, qos):
         subscriber.close()
 
 
-def test_wildcard_subscriptions_match_by_level(gateway):
+def test_wildcard_subscriptions_match_by_level(anonymous_gateway):
     root = unique("site")
-    subscriber = Client(gateway.mqtt_port, V5)
-    publisher = Client(gateway.mqtt_port, V311)
+    subscriber = Client(anonymous_gateway.mqtt_port, V5)
+    publisher = Client(anonymous_gateway.mqtt_port, V311)
     try:
         subscriber.subscribe((f"{root}/+/temp", 1), (f"{root}/hall/#", 1))
         for topic in [f"{root}/kitchen/temp", f"{root}/hall", f"{root}/hall/door/open", f"{root}/kitchen/humidity", f"{root}/a/b/temp"]:
@@ -189,17 +178,17 @@ def test_wildcard_subscriptions_match_by_level(gateway):
 
 
 @pytest.mark.parametrize("version", ["3.1.1", "5.0"])
-def test_retained_message_reaches_later_subscribers_until_cleared(gateway, version):
+def test_retained_message_reaches_later_subscribers_until_cleared(anonymous_gateway, version):
     topic = unique("status") + "/line-1"
-    publisher = Client(gateway.mqtt_port, VERSIONS[version])
+    publisher = Client(anonymous_gateway.mqtt_port, VERSIONS[version])
     try:
         publisher.publish(topic, b"running", 1, retain=True)
-        late = Client(gateway.mqtt_port, VERSIONS[version])
+        late = Client(anonymous_gateway.mqtt_port, VERSIONS[version])
         late.subscribe((topic, 1))
         assert late.wait_for(1) == [(topic, b"running", 1, True)]
         late.close()
         publisher.publish(topic, b"", 1, retain=True)
-        later = Client(gateway.mqtt_port, VERSIONS[version])
+        later = Client(anonymous_gateway.mqtt_port, VERSIONS[version])
         later.subscribe((topic, 1))
         assert later.quiet_for(1.0) == [], "a cleared retained message is not sent"
         later.close()
@@ -207,13 +196,13 @@ def test_retained_message_reaches_later_subscribers_until_cleared(gateway, versi
         publisher.close()
 
 
-def test_will_message_goes_to_subscribers_when_a_client_vanishes(gateway):
+def test_will_message_goes_to_subscribers_when_a_client_vanishes(anonymous_gateway):
     topic = unique("wills") + "/client-1"
-    subscriber = Client(gateway.mqtt_port, V5)
+    subscriber = Client(anonymous_gateway.mqtt_port, V5)
     try:
         subscriber.subscribe((topic, 1))
-        doomed = Client(gateway.mqtt_port, V311, unique("doomed"), will=(topic, b"gone"))
-        polite = Client(gateway.mqtt_port, V311, unique("polite"), will=(topic, b"should not be sent"))
+        doomed = Client(anonymous_gateway.mqtt_port, V311, unique("doomed"), will=(topic, b"gone"))
+        polite = Client(anonymous_gateway.mqtt_port, V311, unique("polite"), will=(topic, b"should not be sent"))
         polite.close()
         doomed.vanish()
         assert subscriber.wait_for(1)[0][:2] == (topic, b"gone")
@@ -223,15 +212,15 @@ def test_will_message_goes_to_subscribers_when_a_client_vanishes(gateway):
 
 
 @pytest.mark.parametrize("version", ["3.1.1", "5.0"])
-def test_persistent_session_is_resumed_with_what_arrived_while_away(gateway, version):
+def test_persistent_session_is_resumed_with_what_arrived_while_away(anonymous_gateway, version):
     protocol = VERSIONS[version]
     topic = unique("jobs") + "/queue"
     client_id = unique("worker")
-    worker = Client(gateway.mqtt_port, protocol, client_id, clean=False, session_expiry=300)
+    worker = Client(anonymous_gateway.mqtt_port, protocol, client_id, clean=False, session_expiry=300)
     assert worker.session_present is False
     worker.subscribe((topic, 1))
     worker.close()
-    publisher = Client(gateway.mqtt_port, V311)
+    publisher = Client(anonymous_gateway.mqtt_port, V311)
     try:
         for n in range(5):
             publisher.publish(topic, f"job {n}".encode(), 1)
@@ -240,7 +229,7 @@ def test_persistent_session_is_resumed_with_what_arrived_while_away(gateway, ver
         publisher.close()
     # Give the log follower time to queue them all before the worker is back.
     time.sleep(1.0)
-    worker = Client(gateway.mqtt_port, protocol, client_id, clean=False, session_expiry=300)
+    worker = Client(anonymous_gateway.mqtt_port, protocol, client_id, clean=False, session_expiry=300)
     try:
         assert worker.session_present is True
         received = worker.wait_for(5)
@@ -249,15 +238,15 @@ def test_persistent_session_is_resumed_with_what_arrived_while_away(gateway, ver
     finally:
         worker.close()
     # A clean start ends the session.
-    fresh = Client(gateway.mqtt_port, protocol, client_id, clean=True)
+    fresh = Client(anonymous_gateway.mqtt_port, protocol, client_id, clean=True)
     assert fresh.session_present is False
     fresh.close()
 
 
-def test_shared_subscription_splits_messages_between_members(gateway):
+def test_shared_subscription_splits_messages_between_members(anonymous_gateway):
     topic = unique("work") + "/items"
-    members = [Client(gateway.mqtt_port, V5) for _ in range(2)]
-    publisher = Client(gateway.mqtt_port, V5)
+    members = [Client(anonymous_gateway.mqtt_port, V5) for _ in range(2)]
+    publisher = Client(anonymous_gateway.mqtt_port, V5)
     try:
         for member in members:
             member.subscribe((f"$share/workers/{topic}", 1))
@@ -277,29 +266,6 @@ def test_shared_subscription_splits_messages_between_members(gateway):
             member.close()
 
 
-def produce_command(bootstrap: str, device_id: str, payload: bytes) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
-    producer.produce(COMMANDS_TOPIC, key=device_id.encode(), value=payload, headers=[("kind", b"maintenance")])
-    assert producer.flush(30) == 0
-
-
-def deliveries_of(bootstrap: str, device_id: str, count: int, timeout_s: float = 30.0) -> list[dict]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("deliveries"), "enable.auto.commit": False})
-    consumer.assign([TopicPartition(DELIVERIES_TOPIC, 0, 0)])
-    found: list[dict] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(found) < count and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            if message.key() == device_id.encode():
-                found.append(json.loads(message.value()))
-    finally:
-        consumer.close()
-    return found
-
-
 def connect_device(port: int, device_id: str, key: str, protocol: int) -> Client:
     deadline = time.monotonic() + REGISTRY_TIMEOUT_S
     while True:
@@ -312,43 +278,43 @@ def connect_device(port: int, device_id: str, key: str, protocol: int) -> Client
 
 
 @pytest.mark.parametrize("version", ["3.1.1", "5.0"])
-def test_commands_reach_a_device_online_and_one_that_was_offline(gateway, version):
+def test_commands_reach_a_device_online_and_one_that_was_offline(anonymous_gateway, version):
     device_id = unique("pump")
-    key = add_device(gateway.bootstrap, device_id)
+    key = add_device(anonymous_gateway.bootstrap, device_id)
     devicebound = f"devices/{device_id}/messages/devicebound/"
     # Sent while the device has never connected: it waits.
-    produce_command(gateway.bootstrap, device_id, b'{"action":"calibrate"}')
-    device = connect_device(gateway.mqtt_port, device_id, key, VERSIONS[version])
+    produce_command(anonymous_gateway.bootstrap, device_id, b'{"action":"calibrate"}')
+    device = connect_device(anonymous_gateway.mqtt_port, device_id, key, VERSIONS[version])
     try:
         assert device.subscribe((devicebound + "#", 1)) == [1]
         assert device.wait_for(1) == [(devicebound, b'{"action":"calibrate"}', 1, False)]
-        produce_command(gateway.bootstrap, device_id, b'{"action":"reboot"}')
+        produce_command(anonymous_gateway.bootstrap, device_id, b'{"action":"reboot"}')
         assert [payload for _, payload, _, _ in device.wait_for(2)] == [b'{"action":"calibrate"}', b'{"action":"reboot"}']
         # A device may not listen to another device's commands, nor to everything.
         refused = device.subscribe(("devices/other/messages/devicebound/#", 1), ("#", 0))
         assert refused == ([0x87, 0x87] if VERSIONS[version] == V5 else [0x80, 0x80])
     finally:
         device.close()
-    deliveries = deliveries_of(gateway.bootstrap, device_id, 2)
+    deliveries = command_deliveries(anonymous_gateway.bootstrap, device_id, 2)
     assert len(deliveries) == 2, deliveries
     assert deliveries[0]["offset"] < deliveries[1]["offset"]
 
 
-def test_a_command_not_acknowledged_is_sent_again_on_reconnect(gateway):
+def test_a_command_not_acknowledged_is_sent_again_on_reconnect(anonymous_gateway):
     device_id = unique("valve")
-    key = add_device(gateway.bootstrap, device_id)
+    key = add_device(anonymous_gateway.bootstrap, device_id)
     devicebound = f"devices/{device_id}/messages/devicebound/"
-    device = connect_device(gateway.mqtt_port, device_id, key, V311)
+    device = connect_device(anonymous_gateway.mqtt_port, device_id, key, V311)
     # The device loses power after the command arrives, before it acknowledges it.
     device.client.manual_ack_set(True)
     device.subscribe((devicebound + "#", 1))
-    produce_command(gateway.bootstrap, device_id, b"open")
+    produce_command(anonymous_gateway.bootstrap, device_id, b"open")
     assert device.wait_for(1)[0][:2] == (devicebound, b"open")
     device.vanish()
-    again = connect_device(gateway.mqtt_port, device_id, key, V311)
+    again = connect_device(anonymous_gateway.mqtt_port, device_id, key, V311)
     try:
         again.subscribe((devicebound + "#", 1))
         assert again.wait_for(1)[0][:2] == (devicebound, b"open")
     finally:
         again.close()
-    assert len(deliveries_of(gateway.bootstrap, device_id, 1)) == 1, "delivered once acknowledged"
+    assert len(command_deliveries(anonymous_gateway.bootstrap, device_id, 1)) == 1, "delivered once acknowledged"

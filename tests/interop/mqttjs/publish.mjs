@@ -1,8 +1,9 @@
-// Connects to the gateway as one device with MQTT.js and publishes the messages asked for, for
-// tests/interop/test_mqttjs.py. The request (JSON on stdin):
+// Connects to the gateway as one device (or, without a password, as an anonymous client) with
+// MQTT.js and publishes the messages asked for, for tests/interop/test_mqttjs.py. The request
+// (JSON on stdin):
 //   {"port": 1883, "clientId": "dev-1", "password": "KEY", "protocolVersion": 4 | 5,
 //    "topic": "devices/dev-1/messages/events/", "messages": [{"payload": "text", "qos": 0 | 1 | 2,
-//    "userProperties": {"k": "v"}}]}
+//    "retain": false, "userProperties": {"k": "v"}}]}
 // The result (the last line of stdout): {"connack": {...}, "outcomes": [{"ok": true, "messageId"}
 // or {"ok": false, "code", "message"}], "received": [{"cmd", "messageId", "reasonCode"}]}, an outcome per
 // message in request order and every packet the gateway sent after the CONNACK, or
@@ -21,18 +22,21 @@ async function readRequest() {
 
 async function main() {
   const request = await readRequest()
-  const client = mqtt.connect({
+  const options = {
     host: '127.0.0.1',
     port: request.port,
     protocolVersion: request.protocolVersion,
     clientId: request.clientId,
-    username: request.clientId,
-    password: request.password,
     clean: true,
     // One attempt: a refusal is the answer, not something to retry.
     reconnectPeriod: 0,
     connectTimeout: 10000,
-  })
+  }
+  if (request.password !== undefined) {
+    options.username = request.clientId
+    options.password = request.password
+  }
+  const client = mqtt.connect(options)
   let connack
   try {
     connack = await new Promise((resolve, reject) => {
@@ -57,9 +61,9 @@ async function main() {
     received.push({ cmd: packet.cmd, messageId: packet.messageId ?? null, reasonCode: packet.reasonCode ?? null })
   })
   const pending = request.messages.map(message => {
-    const options = { qos: message.qos }
-    if (message.userProperties) options.properties = { userProperties: message.userProperties }
-    return client.publishAsync(request.topic, message.payload, options)
+    const publishOptions = { qos: message.qos, retain: message.retain ?? false }
+    if (message.userProperties) publishOptions.properties = { userProperties: message.userProperties }
+    return client.publishAsync(request.topic, message.payload, publishOptions)
   })
   // Settled when QoS 0 is written, QoS 1 acknowledged, QoS 2 completed; refused (an MQTT 5
   // reason code of 0x80 or more) rejects.
