@@ -362,14 +362,13 @@ def read_telemetry(bootstrap: str) -> list:
 
 def wait_until_retained_messages_are_served(port: int) -> None:
     """Waits until a retained message an anonymous client just published reaches a new subscriber
-    with the retain flag, which a freshly started gateway does not do at once.
+    with the retain flag.
 
-    FIXME: the MQTT listener opens once the pub/sub follower is assigned its topics, not once it
-    has read them. Until its first fetches are in (about half a second after the running line
-    here), a SUBSCRIBE finds the retained table not yet loaded: after a restart such a subscriber
-    never gets the retained messages held from before, and a retained message published right
-    after start reaches a subscriber that subscribed after its PUBACK as a live message (retain
-    flag 0). Tests that are about clients, not about start-up, begin after this."""
+    A gateway opens its MQTT listener only once it has read the retained table to where it ended
+    at start, so retained messages from before a restart are served at once. A retained message
+    published since is in the table once the gateway reads it back from the pub/sub topic, a
+    moment after its PUBACK; a subscriber arriving within that moment gets it as a live message
+    (retain flag 0). Tests about clients, not about that moment, begin after this probe."""
     topic = unique("tidewater-probe") + "/retained"
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=unique("probe"), protocol=V311)
     publisher.connect("127.0.0.1", port, keepalive=30)

@@ -196,6 +196,45 @@ def test_retained_message_reaches_later_subscribers_until_cleared(anonymous_gate
         publisher.close()
 
 
+def test_retained_and_plain_messages_on_one_topic_keep_their_order(anonymous_gateway):
+    """MQTT-4.6.0-6: one client's messages on one topic arrive in the order sent, retained or not
+    (a retained one is also stored in the retained table, but is delivered in its place)."""
+    topic = unique("order") + "/1"
+    subscriber = Client(anonymous_gateway.mqtt_port, V5)
+    publisher = Client(anonymous_gateway.mqtt_port, V311)
+    try:
+        subscriber.subscribe((topic, 1))
+        infos = [
+            publisher.client.publish(topic, str(n).encode(), qos=1, retain=n % 2 == 1) for n in range(20)
+        ]
+        for info in infos:
+            info.wait_for_publish(MQTT_TIMEOUT_S)
+            assert info.is_published()
+        received = subscriber.wait_for(20)
+        assert [payload for _, payload, _, _ in received] == [str(n).encode() for n in range(20)]
+    finally:
+        publisher.publish(topic, b"", 1, retain=True)
+        publisher.close()
+        subscriber.close()
+
+
+def test_retained_messages_are_served_right_after_a_restart(broker_factory):
+    """The listener opens only once the retained table is read to its end, so a subscriber that
+    connects the moment the restarted server says it is running still gets them."""
+    broker = broker_factory("--mqtt-allow-anonymous")
+    topic = unique("status") + "/pump"
+    publisher = Client(broker.mqtt_port, V311)
+    publisher.publish(topic, b"running", 1, retain=True)
+    publisher.close()
+    broker.restart()
+    subscriber = Client(broker.mqtt_port, V5)
+    try:
+        subscriber.subscribe((topic, 1))
+        assert subscriber.wait_for(1) == [(topic, b"running", 1, True)]
+    finally:
+        subscriber.close()
+
+
 def test_will_message_goes_to_subscribers_when_a_client_vanishes(anonymous_gateway):
     topic = unique("wills") + "/client-1"
     subscriber = Client(anonymous_gateway.mqtt_port, V5)

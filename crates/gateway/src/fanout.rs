@@ -6,8 +6,8 @@
 //!
 //! | topic | from | becomes |
 //! |---|---|---|
-//! | pub/sub (`mqtt-messages`) | its end at start | live messages to subscribers |
-//! | retained (`_tidewater_mqtt_retained`) | the beginning | the retained table; live once caught up |
+//! | pub/sub (`mqtt-messages`) | its end at start | live messages to subscribers; retained ones also update the table |
+//! | retained (`_tidewater_mqtt_retained`) | the beginning, to where it ended at start | the retained table as it was |
 //! | commands (`commands`) | the command time-to-live ago | commands waiting for devices |
 //! | deliveries (`_tidewater_command_deliveries`) | the same time ago | commands no longer waiting |
 //!
@@ -92,8 +92,9 @@ pub async fn ensure_topics(
 }
 
 /// Follows the topics on a thread of its own until `stop`; join it after `stop` to know its
-/// consumer has left. `ready` is sent once every topic is assigned: from then on, every message
-/// appended is delivered, so the MQTT listener waits for it before it accepts clients.
+/// consumer has left. `ready` is sent once every topic is assigned and the retained table is
+/// read to where it ended: from then on every message appended is delivered and every retained
+/// message is in the table, so the MQTT listener waits for it before it accepts clients.
 pub fn follow(
     cluster: &ClusterConfig,
     topics: PubSubTopics,
@@ -131,8 +132,7 @@ pub fn follow(
                     }
                 }
             };
-            let _ = ready.send(());
-            run(&consumer, &topics, &hub, started, &stop);
+            run(&consumer, &topics, &hub, started, &stop, ready);
         })
         .context("starting the mqtt-fanout thread")
 }
@@ -203,12 +203,27 @@ fn run(
     hub: &Hub,
     retained_ends: RetainedEnds,
     stop: &tokio::sync::watch::Receiver<bool>,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut last_sweep = Instant::now();
+    // Retained partitions not yet read to where they ended at start.
+    let mut loading: HashMap<i32, i64> =
+        retained_ends.iter().filter(|(_, &end)| end > 0).map(|(&partition, &end)| (partition, end)).collect();
+    let mut ready = Some(ready);
     while !*stop.borrow() {
+        if loading.is_empty() {
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(());
+            }
+        }
         match consumer.poll(POLL) {
             Some(Ok(record)) => {
                 let now = now_ms();
+                if record.topic() == topics.retained
+                    && loading.get(&record.partition()).is_some_and(|&end| record.offset() + 1 >= end)
+                {
+                    loading.remove(&record.partition());
+                }
                 apply(&Record::of(&record, now), topics, hub, &retained_ends, now);
             }
             Some(Err(error)) => tracing::debug!(%error, "reading the pub/sub topics"),
@@ -250,25 +265,28 @@ impl<'a> Record<'a> {
     }
 }
 
-/// Hands one record to the hub according to its topic (see the module table). Retained
-/// records at offsets below `retained_ends` are history: they fill the table and go to no one.
+/// Hands one record to the hub according to its topic (see the module table). Records of the
+/// retained topic below `retained_ends` fill the table; later ones came through the pub/sub
+/// topic too, which is where a gateway takes them from (in their place among that MQTT topic's
+/// other messages), so they are skipped.
 pub fn apply(record: &Record<'_>, topics: &PubSubTopics, hub: &Hub, retained_ends: &RetainedEnds, now: i64) {
     let headers = || record.headers.iter().copied();
     if record.topic == topics.messages {
         if let Some(message) = from_record(headers(), record.payload, None, record.timestamp_ms, None) {
-            hub.publish(Arc::new(message), now);
+            let message = Arc::new(message);
+            if message.retain {
+                hub.set_retained(message.clone());
+            }
+            hub.publish(message, now);
         }
     } else if record.topic == topics.retained {
-        let Some(mut message) = from_record(headers(), record.payload, None, record.timestamp_ms, None)
-        else {
+        let history = retained_ends.get(&record.partition).is_some_and(|&end| record.offset < end);
+        if !history {
             return;
-        };
-        message.retain = true;
-        let message = Arc::new(message);
-        hub.set_retained(message.clone());
-        let live = retained_ends.get(&record.partition).is_none_or(|&end| record.offset >= end);
-        if live {
-            hub.publish(message, now);
+        }
+        if let Some(mut message) = from_record(headers(), record.payload, None, record.timestamp_ms, None) {
+            message.retain = true;
+            hub.set_retained(Arc::new(message));
         }
     } else if record.topic == topics.commands {
         let Some(device) = record.key.and_then(|key| std::str::from_utf8(key).ok()) else {
@@ -291,5 +309,81 @@ pub fn apply(record: &Record<'_>, topics: &PubSubTopics, hub: &Hub, retained_end
         if let (Some(device), Some(delivery)) = (device, delivery) {
             hub.command_delivered(device, (delivery.partition, delivery.offset), delivery.expires_at_ms);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{ConnectOptions, HubConfig, SessionExpiry};
+    use crate::subscriptions::Subscribed;
+    use tidewater_mqtt::{Packet, ProtocolVersion, QoS, SubscriptionOptions};
+
+    fn record<'a>(
+        topic: &'a str,
+        offset: i64,
+        payload: &'a [u8],
+        headers: &[(&'a str, &'a [u8])],
+    ) -> Record<'a> {
+        Record {
+            topic,
+            partition: 0,
+            offset,
+            key: None,
+            payload: Some(payload),
+            headers: headers.iter().map(|(name, value)| (*name, Some(*value))).collect(),
+            timestamp_ms: 0,
+        }
+    }
+
+    /// What a new subscriber to `#` is sent: (topic, payload, retain) of each PUBLISH.
+    fn retained_seen_by_a_new_subscriber(hub: &Hub, client: &str) -> Vec<(String, String, bool)> {
+        let options = ConnectOptions {
+            clean_start: true,
+            expiry: SessionExpiry::AtDisconnect,
+            version: ProtocolVersion::V5,
+            receive_maximum: 10,
+            maximum_packet_size: None,
+            device: None,
+        };
+        hub.connect(client, options, 1, Arc::default(), 0);
+        let everything = Subscribed { options: SubscriptionOptions::qos(QoS::AtMostOnce), identifier: None };
+        hub.subscribe(client, &[("#".into(), everything)], 0);
+        hub.pump(client, 1, 0)
+            .packets
+            .into_iter()
+            .filter_map(|packet| match packet {
+                Packet::Publish(publish) => Some((
+                    publish.topic.as_str().to_string(),
+                    String::from_utf8_lossy(&publish.payload).into_owned(),
+                    publish.retain,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_retained_table_loads_from_its_topic_and_then_follows_the_pub_sub_topic() {
+        let topics = PubSubTopics::default();
+        let hub = Hub::new(HubConfig::default());
+        let ends: RetainedEnds = [(0, 2)].into();
+        let retained = topics.retained.clone();
+        let messages = topics.messages.clone();
+        let topic_a: &[(&str, &[u8])] = &[("mqtt-topic", b"a"), ("mqtt-qos", b"0")];
+        let retained_b: &[(&str, &[u8])] =
+            &[("mqtt-topic", b"b"), ("mqtt-qos", b"0"), ("mqtt-retain", b"true")];
+        // History: offsets 0 and 1 of the table, from before the start.
+        apply(&record(&retained, 0, b"old", topic_a), &topics, &hub, &ends, 0);
+        apply(&record(&retained, 1, b"current", topic_a), &topics, &hub, &ends, 0);
+        // Since the start: the table's copy is skipped, the pub/sub topic's record counts.
+        apply(&record(&retained, 2, b"table copy", retained_b), &topics, &hub, &ends, 0);
+        assert_eq!(retained_seen_by_a_new_subscriber(&hub, "first"), [("a".into(), "current".into(), true)]);
+        apply(&record(&messages, 0, b"live", retained_b), &topics, &hub, &ends, 0);
+        apply(&record(&messages, 1, b"not retained", topic_a), &topics, &hub, &ends, 0);
+        assert_eq!(
+            retained_seen_by_a_new_subscriber(&hub, "second"),
+            [("a".into(), "current".into(), true), ("b".into(), "live".into(), true)]
+        );
     }
 }

@@ -3,8 +3,9 @@
 //! Plain MQTT pub/sub (clients that are not devices, publishing to topics outside `devices/`)
 //! goes through the cluster like everything else: a PUBLISH is appended to the pub/sub topic
 //! (key = MQTT topic, so one topic's messages stay in order), acknowledged once durable, and
-//! every gateway following that topic delivers it to its subscribers. A retained PUBLISH goes to
-//! the retained topic instead, a table keyed by MQTT topic that gateways load at start.
+//! every gateway following that topic delivers it to its subscribers. A retained PUBLISH goes
+//! there too (marked `mqtt-retain`, so it keeps its place among the topic's other messages) and
+//! also to the retained topic, a table keyed by MQTT topic that gateways load at start.
 //!
 //! The record's value is the payload; the MQTT envelope travels in headers:
 //!
@@ -12,6 +13,7 @@
 //! |---|---|
 //! | `mqtt-topic` | the topic name |
 //! | `mqtt-qos` | `0`, `1` or `2`, the QoS it was published with |
+//! | `mqtt-retain` | `true` for a retained message |
 //! | `mqtt-client` | the publishing session, for No Local subscriptions |
 //! | `mqtt-message-expiry` | Message Expiry Interval, seconds after the record's timestamp |
 //! | `mqtt-payload-format` | `utf-8` when the Payload Format Indicator said so |
@@ -28,6 +30,7 @@ use tidewater_mqtt::{Properties, Publish, QoS, Utf8Bytes};
 use crate::route::{CONTENT_TYPE_HEADER, DEVICE_ID_HEADER, MQTT_TOPIC_HEADER};
 
 pub const QOS_HEADER: &str = "mqtt-qos";
+pub const RETAIN_HEADER: &str = "mqtt-retain";
 pub const CLIENT_HEADER: &str = "mqtt-client";
 pub const EXPIRY_HEADER: &str = "mqtt-message-expiry";
 pub const PAYLOAD_FORMAT_HEADER: &str = "mqtt-payload-format";
@@ -41,8 +44,8 @@ pub struct Message {
     pub payload: Bytes,
     /// The QoS it was published with; each subscriber gets at most its own.
     pub qos: QoS,
-    /// Set for a retained message sent because of a SUBSCRIBE, and for live messages to
-    /// Retain As Published subscriptions.
+    /// Published with the retain flag. Subscribers see it set on a retained message sent
+    /// because of a SUBSCRIBE, and on live messages to Retain As Published subscriptions.
     pub retain: bool,
     /// The publishing session, if known.
     pub publisher: Option<String>,
@@ -79,6 +82,9 @@ pub fn headers_of(publish: &Publish, publisher: &str) -> Vec<(String, Bytes)> {
     headers.push((MQTT_TOPIC_HEADER.to_string(), publish.topic.clone().into_bytes()));
     headers.push((QOS_HEADER.to_string(), Bytes::from(vec![b'0' + publish.qos as u8])));
     headers.push((CLIENT_HEADER.to_string(), Bytes::copy_from_slice(publisher.as_bytes())));
+    if publish.retain {
+        headers.push((RETAIN_HEADER.to_string(), Bytes::from_static(b"true")));
+    }
     if let Some(secs) = properties.message_expiry_interval_secs {
         headers.push((EXPIRY_HEADER.to_string(), Bytes::from(secs.to_string())));
     }
@@ -143,6 +149,7 @@ pub fn from_record<'a>(
                     .unwrap_or(QoS::AtMostOnce)
             }
             CLIENT_HEADER => message.publisher = std::str::from_utf8(value).ok().map(str::to_string),
+            RETAIN_HEADER => message.retain = value == b"true",
             EXPIRY_HEADER => {
                 if let Some(secs) = std::str::from_utf8(value).ok().and_then(|text| text.parse::<i64>().ok())
                 {

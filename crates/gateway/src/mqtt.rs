@@ -84,7 +84,7 @@ use crate::auth::{authenticate, Identity};
 use crate::fanout::{now_ms, Delivery, PubSubTopics};
 use crate::hub::{ConnectOptions, Hub, SessionExpiry};
 use crate::registry::Directory;
-use crate::route::{may_subscribe, route, Destinations, DeviceMessage};
+use crate::route::{may_subscribe, route, Destinations, DeviceMessage, Routed};
 use crate::subscriptions::Subscribed;
 
 /// Default most MQTT connections open at once.
@@ -253,6 +253,18 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Queues a routed PUBLISH: the retained table's copy first, if any, then the message; the
+    /// result resolves once both are durable.
+    async fn append_routed(&self, routed: &Routed) -> Result<PendingAppend, End> {
+        let Some(table_copy) = &routed.retained else { return self.append(&routed.message).await };
+        let in_table = self.append(table_copy).await?;
+        let message = self.append(&routed.message).await?;
+        Ok(Box::pin(async move {
+            in_table.await?;
+            message.await
+        }))
     }
 }
 
@@ -633,20 +645,22 @@ impl Will {
             properties: Properties { will_delay_interval_secs: None, ..will.properties.clone() },
             payload: will.payload.clone(),
         };
-        let mut message = match route(
+        let mut routed = match route(
             &self.identity,
             &self.client,
             &publish,
             self.shared.config.destinations(),
         ) {
-            Ok(message) => message,
+            Ok(routed) => routed,
             Err(code) => {
                 tracing::info!(identity = ?self.identity, topic = will.topic.as_str(), reason = %code, "will message dropped");
                 return;
             }
         };
-        message.headers.push((WILL_HEADER.to_string(), Bytes::from_static(b"true")));
-        let appended = match self.shared.append(&message).await {
+        for message in std::iter::once(&mut routed.message).chain(routed.retained.as_mut()) {
+            message.headers.push((WILL_HEADER.to_string(), Bytes::from_static(b"true")));
+        }
+        let appended = match self.shared.append_routed(&routed).await {
             Ok(pending) => tokio::time::timeout(WRITE_TIMEOUT, pending).await,
             Err(_) => return,
         };
@@ -1068,8 +1082,8 @@ impl Session {
                 return self.send(Outgoing::packet(self.ack(qos, packet_id, ReasonCode::Success))).await;
             }
         }
-        let message = match route(&self.identity, &self.client, &publish, self.shared.config.destinations()) {
-            Ok(message) => message,
+        let routed = match route(&self.identity, &self.client, &publish, self.shared.config.destinations()) {
+            Ok(routed) => routed,
             Err(code) => {
                 let detail = format!("may not publish to {:?}", publish.topic.as_str());
                 return match (self.version, packet_id) {
@@ -1088,14 +1102,14 @@ impl Session {
         match (qos, packet_id) {
             (QoS::AtMostOnce, _) | (_, None) => {
                 // Fire and forget: the delivery report is not waited for.
-                self.append(&message).await.map(drop)
+                self.shared.append_routed(&routed).await.map(drop)
             }
             (QoS::AtLeastOnce, Some(packet_id)) => {
                 let permit = tokio::select! {
                     permit = self.qos1_slots.clone().acquire_owned() => permit.map_err(|_| End::Quietly)?,
                     _ = self.outgoing.closed() => return Err(End::Quietly),
                 };
-                let pending = self.append(&message).await?;
+                let pending = self.shared.append_routed(&routed).await?;
                 self.send(Outgoing::AfterAppend {
                     pending,
                     ack: Ack { qos, packet_id },
@@ -1110,15 +1124,11 @@ impl Session {
                         format!("more than {} QoS 2 messages awaiting PUBREL", self.max_in_flight),
                     ));
                 }
-                let pending = self.append(&message).await?;
+                let pending = self.shared.append_routed(&routed).await?;
                 hub.inbound_qos2_received(&self.client, packet_id);
                 self.send(Outgoing::AfterAppend { pending, ack: Ack { qos, packet_id }, permit: None }).await
             }
         }
-    }
-
-    async fn append(&self, message: &DeviceMessage) -> Result<PendingAppend, End> {
-        self.shared.append(message).await
     }
 
     async fn release(&mut self, release: PubResponse) -> Result<(), End> {

@@ -6,8 +6,8 @@
 //! `devices/{device}/messages/devicebound/...` topics, where its commands arrive.
 //!
 //! An anonymous client (where allowed) does plain MQTT pub/sub between applications: any topic
-//! outside `devices/` goes to the pub/sub topic keyed by MQTT topic, or, retained, to the
-//! retained topic ([`crate::message`] has the record layout); it may subscribe to any filter not
+//! outside `devices/` goes to the pub/sub topic keyed by MQTT topic, and if retained also to the
+//! retained table ([`crate::message`] has the record layout); it may subscribe to any filter not
 //! starting with `devices/`.
 //!
 //! The record is stamped with the *authenticated* device id (header `device-id`): the topic's
@@ -30,6 +30,14 @@ pub struct Destinations<'a> {
     pub messages: &'a str,
     /// Retained plain pub/sub messages, keyed by MQTT topic.
     pub retained: &'a str,
+}
+
+/// Where one PUBLISH goes: its record, and for a retained pub/sub message the same record for
+/// the retained table. Both must be durable before the PUBLISH is acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    pub message: DeviceMessage,
+    pub retained: Option<DeviceMessage>,
 }
 
 /// The topic prefix reserved for devices.
@@ -108,7 +116,7 @@ pub fn route(
     client: &str,
     publish: &Publish,
     destinations: Destinations<'_>,
-) -> Result<DeviceMessage, ReasonCode> {
+) -> Result<Routed, ReasonCode> {
     let properties = &publish.properties;
     // A payload declared UTF-8 (MQTT 5 Payload Format Indicator 1) must be, so that consumers
     // can trust the declaration (spec 3.3.2.3.2).
@@ -120,12 +128,16 @@ pub fn route(
         if topic.starts_with(DEVICES_PREFIX) {
             return Err(ReasonCode::NotAuthorized);
         }
-        return Ok(DeviceMessage {
-            topic: if publish.retain { destinations.retained } else { destinations.messages }.to_string(),
+        let message = DeviceMessage {
+            topic: destinations.messages.to_string(),
             key: topic.to_string(),
             payload: publish.payload.clone(),
             headers: headers_of(publish, client),
-        });
+        };
+        let retained = publish
+            .retain
+            .then(|| DeviceMessage { topic: destinations.retained.to_string(), ..message.clone() });
+        return Ok(Routed { message, retained });
     };
     let topic_device = events_topic_device(publish.topic.as_str()).ok_or(ReasonCode::NotAuthorized)?;
     if topic_device != device_id {
@@ -144,12 +156,13 @@ pub fn route(
         }
         headers.push((name.as_str().to_string(), value.clone().into_bytes()));
     }
-    Ok(DeviceMessage {
+    let message = DeviceMessage {
         topic: destinations.telemetry.to_string(),
         key: device_id.to_string(),
         payload: publish.payload.clone(),
         headers,
-    })
+    };
+    Ok(Routed { message, retained: None })
 }
 
 #[cfg(test)]
@@ -180,7 +193,7 @@ mod tests {
             },
             payload: Bytes::from_static(b"{}"),
         };
-        match route(identity, "client", &publish, DESTINATIONS) {
+        match route(identity, "client", &publish, DESTINATIONS).map(|routed| routed.message) {
             Ok(message) => {
                 let headers: Vec<String> = message
                     .headers
