@@ -289,7 +289,8 @@ impl Hub {
 
     /// Attaches connection `connection_id` to `client`'s session, starting a new one if asked
     /// or if there is none. Returns whether a session was present, and the packets owed from
-    /// before (PUBLISH with DUP, PUBREL) followed by whatever is queued.
+    /// before (PUBLISH with DUP, PUBREL) followed by whatever is queued (with the commands that
+    /// sending delivers, as [`Hub::pump`]).
     pub fn connect(
         &self,
         client: &str,
@@ -297,7 +298,7 @@ impl Hub {
         connection_id: u64,
         wake: Arc<Notify>,
         now_ms: i64,
-    ) -> (bool, Vec<Packet>) {
+    ) -> (bool, Pumped) {
         let mut state = self.lock();
         let existing = state.sessions.contains_key(client);
         if options.clean_start && existing {
@@ -328,10 +329,9 @@ impl Hub {
             });
         }
         state.take_commands(client);
-        // Commands a QoS 0 subscription takes are not among what a reconnecting session holds,
-        // so nothing here can be delivered at QoS 0 before the session subscribes again.
-        packets.extend(state.pump(client, connection_id, now_ms).packets);
-        (present, packets)
+        let pumped = state.pump(client, connection_id, now_ms);
+        packets.extend(pumped.packets);
+        (present, Pumped { packets, delivered: pumped.delivered })
     }
 
     /// Detaches `connection_id` from `client`'s session (if it is still the one attached) and
@@ -808,16 +808,16 @@ mod tests {
         hub.publish(message("t", "qos0-not-kept", QoS::AtMostOnce), 0);
         // A late disconnect of an older connection changes nothing.
         hub.disconnect("a", 0, None);
-        let (present, packets) = hub.connect("a", options(false, SessionExpiry::Never), 2, Arc::default(), 0);
+        let (present, owed) = hub.connect("a", options(false, SessionExpiry::Never), 2, Arc::default(), 0);
         assert!(present);
-        assert_eq!(describe(&packets), ["PUBLISH 1 t sent dup", "PUBREL 2"]);
+        assert_eq!(describe(&owed.packets), ["PUBLISH 1 t sent dup", "PUBREL 2"]);
         hub.acknowledged("a", &ack(Packet::PubAck, 1));
         assert_eq!(describe(&hub.pump("a", 2, 0).packets), ["PUBLISH 3 t while-away"]);
         // Clean start throws the session away.
-        let (present, packets) =
+        let (present, owed) =
             hub.connect("a", options(true, SessionExpiry::AtDisconnect), 3, Arc::default(), 0);
         assert!(!present);
-        assert!(packets.is_empty());
+        assert!(owed.packets.is_empty());
         hub.publish(message("t", "unsubscribed", QoS::AtLeastOnce), 0);
         assert!(hub.pump("a", 3, 0).packets.is_empty());
         hub.disconnect("a", 3, None);
@@ -959,6 +959,17 @@ mod tests {
         let pumped = hub.pump("pump-1", 1, 0);
         assert_eq!(describe(&pumped.packets), ["PUBLISH 0 devices/pump-1/messages/devicebound/ stop"]);
         assert_eq!(pumped.delivered, [("pump-1".to_string(), (0, 3))]);
+        // A persistent session's QoS 0 subscription takes a command waiting at reconnect: that
+        // delivery is reported by `connect`.
+        let persistent =
+            || ConnectOptions { device: Some("pump-2".into()), ..options(false, SessionExpiry::Never) };
+        hub.connect("pump-2", persistent(), 1, Arc::default(), 0);
+        hub.subscribe("pump-2", &[("devices/pump-2/messages/devicebound/#".into(), at(QoS::AtMostOnce))], 0);
+        hub.disconnect("pump-2", 1, None);
+        hub.command("pump-2", (0, 4), message(&devicebound_topic("pump-2"), "start", QoS::AtLeastOnce), 0);
+        let (present, owed) = hub.connect("pump-2", persistent(), 2, Arc::default(), 0);
+        assert!(present);
+        assert_eq!(owed.delivered, [("pump-2".to_string(), (0, 4))]);
     }
 
     #[test]

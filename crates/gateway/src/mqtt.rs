@@ -509,7 +509,10 @@ async fn run_connection(
         credentials_expire_at,
         expiry_at_disconnect: None,
     };
-    let end = match session.send_all(owed).await {
+    for (device, (partition, offset)) in owed.delivered {
+        session.record_delivery(device, partition, offset);
+    }
+    let end = match session.send_all(owed.packets).await {
         Ok(()) => session.read_loop(&mut reader, &mut buffer, stop, &claim.taken_over).await,
         Err(end) => end,
     };
