@@ -88,7 +88,8 @@ class Device:
         self.connected = threading.Event()
         self.disconnected = threading.Event()
         self.lock = threading.Lock()
-        self.acked: list[bytes] = []
+        # Message ids in the order their acknowledgements came.
+        self.acked_mids: list[int] = []
         self.refused: dict[int, int] = {}
         self.payloads: dict[int, bytes] = {}
         self.client.on_connect = self._on_connect
@@ -111,15 +112,24 @@ class Device:
             if reason_code.is_failure:
                 self.refused[mid] = reason_code.value
             else:
-                self.acked.append(self.payloads.get(mid, b""))
+                self.acked_mids.append(mid)
 
     @property
     def accepted(self) -> bool:
         return self.connack is not None and not self.connack.is_failure and not self.disconnected.is_set()
 
-    def publish(self, topic: str, payload: bytes, qos: int, properties: Properties | None = None) -> mqtt.MQTTMessageInfo:
+    @property
+    def acked(self) -> list[bytes]:
+        """The payloads acknowledged, in the order their acknowledgements came."""
         with self.lock:
-            info = self.client.publish(topic, payload, qos=qos, properties=properties)
+            return [self.payloads.get(mid, b"") for mid in self.acked_mids]
+
+    def publish(self, topic: str, payload: bytes, qos: int, properties: Properties | None = None) -> mqtt.MQTTMessageInfo:
+        # Not under our lock: paho may hold a lock of its own while it calls on_publish (which
+        # takes ours), so publishing under ours can deadlock once acknowledgements come quickly.
+        # The payload is recorded after; `acked` looks it up only when read.
+        info = self.client.publish(topic, payload, qos=qos, properties=properties)
+        with self.lock:
             self.payloads[info.mid] = payload
         return info
 
@@ -127,10 +137,11 @@ class Device:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self.lock:
-                if len(self.acked) + len(self.refused) >= count:
-                    return list(self.acked)
+                done = len(self.acked_mids) + len(self.refused) >= count
+            if done:
+                return self.acked
             time.sleep(0.02)
-        raise AssertionError(f"{len(self.acked)} acked and {len(self.refused)} refused of {count} in {timeout_s}s")
+        raise AssertionError(f"{len(self.acked_mids)} acked and {len(self.refused)} refused of {count} in {timeout_s}s")
 
     def close(self) -> None:
         if not self.disconnected.is_set():
