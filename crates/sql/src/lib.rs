@@ -48,7 +48,7 @@ pub use crate::error::{Diagnostic, EventError, LateAction, LateEvent, Position};
 pub use crate::job::{Job, Output, Step};
 pub use crate::parser::MAX_EXPRESSION_DEPTH;
 pub use crate::plan::{MAX_DIAGNOSTICS, MAX_LAG_OFFSET, MAX_STATEMENTS, MAX_WINDOWS_PER_EVENT};
-pub use crate::time::{format_timestamp, parse_timestamp};
+pub use crate::time::{civil_from_days, days_from_civil, format_timestamp, parse_timestamp};
 
 /// The largest query text [`compile`] accepts, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1 << 20;

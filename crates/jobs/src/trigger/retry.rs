@@ -112,7 +112,7 @@ fn httpdate_to_system_time(value: &str) -> Option<std::time::SystemTime> {
     if !(1..=31).contains(&day) || hours > 23 || minutes > 59 || seconds > 60 {
         return None;
     }
-    let days = crate::time_format::days_from_civil(year, month, day)?;
+    let days = tidewater_sql::days_from_civil(year, i64::try_from(month).ok()?, i64::try_from(day).ok()?);
     let seconds = u64::try_from(days).ok()? * 86_400 + hours * 3600 + minutes * 60 + seconds;
     Some(std::time::UNIX_EPOCH + Duration::from_secs(seconds))
 }
