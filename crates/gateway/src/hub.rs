@@ -98,7 +98,8 @@ pub struct ConnectOptions {
     pub receive_maximum: u16,
     /// The client's Maximum Packet Size, if it set one.
     pub maximum_packet_size: Option<u32>,
-    /// The device the session belongs to, for command delivery.
+    /// The device the session belongs to, for command delivery. A device's session is keyed by
+    /// the device id itself, which is how a command finds it.
     pub device: Option<String>,
 }
 
@@ -560,15 +561,9 @@ impl Hub {
             tracing::warn!(device, dropped = ?dropped.map(|command| command.id), "too many commands waiting for a device; the oldest was dropped");
         }
         pending.push_back(PendingCommand { id, message });
-        let clients: Vec<ClientKey> = state
-            .sessions
-            .iter()
-            .filter(|(_, session)| session.device.as_deref() == Some(device) && session.attached.is_some())
-            .map(|(client, _)| client.clone())
-            .collect();
-        for client in clients {
-            state.take_commands(&client);
-        }
+        // A device's session is keyed by its id; `take_commands` checks it is connected and
+        // subscribed.
+        state.take_commands(device);
     }
 
     /// A command delivered, maybe by another gateway: it no longer waits here.
