@@ -60,10 +60,10 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value as Json};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::append::{AppendError, Appender, PendingAppend};
 use crate::auth::{authenticate_at, unix_now_secs, Identity, Refusal as AuthRefusal};
+use crate::listener::LimitedListener;
 use crate::percent::percent_decode;
 use crate::registry::Directory;
 use crate::route::{DeviceMessage, CONTENT_TYPE_HEADER, DEVICE_ID_HEADER, MAX_RECORD_BYTES};
@@ -422,29 +422,9 @@ pub async fn serve(
     appender: Arc<dyn Appender>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let max_connections = config.max_connections.max(1);
-    let connections = Arc::new(Semaphore::new(max_connections));
+    let listener = LimitedListener::new(listener, config.max_connections, "HTTP");
     let shared = Arc::new(Shared { config, directory, appender });
-    loop {
-        // The permit first: over the limit, new clients wait in the listen backlog.
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit,
-            _ = stop.changed() => break,
-        };
-        let Ok(permit) = permit else { break };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.changed() => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(error) => {
-                // Usually out of file descriptors; do not spin on it.
-                tracing::warn!(%error, "accepting an HTTP connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    while let Some((stream, _peer, permit)) = listener.accept(&mut stop).await {
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let mut stop = stop.clone();
@@ -467,11 +447,7 @@ pub async fn serve(
             let _ = connection.await;
         });
     }
-    drop(listener);
-    let n_connections = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(n_connections)).await.is_err() {
-        tracing::warn!("HTTP connections did not finish within {SHUTDOWN_GRACE:?}");
-    }
+    listener.close(SHUTDOWN_GRACE).await;
 }
 
 type HttpResponse = Response<Full<Bytes>>;

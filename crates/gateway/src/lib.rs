@@ -25,6 +25,7 @@ pub mod device;
 pub mod fanout;
 pub mod http;
 pub mod hub;
+mod listener;
 pub mod message;
 pub mod mqtt;
 mod percent;

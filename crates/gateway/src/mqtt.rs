@@ -83,6 +83,7 @@ use crate::append::{AppendError, Appender, PendingAppend};
 use crate::auth::{authenticate, Identity};
 use crate::fanout::{now_ms, Delivery, PubSubTopics};
 use crate::hub::{ConnectOptions, Hub, SessionExpiry};
+use crate::listener::LimitedListener;
 use crate::registry::Directory;
 use crate::route::{may_subscribe, route, Destinations, DeviceMessage, Routed};
 use crate::subscriptions::Subscribed;
@@ -279,8 +280,7 @@ pub async fn serve(
     hub: Arc<Hub>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let max_connections = config.max_connections.max(1);
-    let connections = Arc::new(Semaphore::new(max_connections));
+    let listener = LimitedListener::new(listener, config.max_connections, "MQTT");
     let shared = Arc::new(Shared {
         config,
         directory,
@@ -290,26 +290,7 @@ pub async fn serve(
         next_connection_id: AtomicU64::new(0),
         delayed_wills: std::sync::Mutex::new(HashMap::new()),
     });
-    loop {
-        // The permit first: over the limit, new clients wait in the listen backlog.
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit,
-            _ = stop.changed() => break,
-        };
-        let Ok(permit) = permit else { break };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.changed() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Usually out of file descriptors; do not spin on it.
-                tracing::warn!(%error, "accepting an MQTT connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer, permit)) = listener.accept(&mut stop).await {
         let shared = shared.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -317,11 +298,7 @@ pub async fn serve(
             run_connection(stream, peer, shared, stop).await;
         });
     }
-    drop(listener);
-    let n_connections = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(n_connections)).await.is_err() {
-        tracing::warn!("MQTT connections did not finish within {SHUTDOWN_GRACE:?}");
-    }
+    listener.close(SHUTDOWN_GRACE).await;
 }
 
 /// What the reader hands the writer, in the order it must go out.
