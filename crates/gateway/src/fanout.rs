@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -67,11 +67,7 @@ const POLL: Duration = Duration::from_millis(100);
 /// How often expired sessions and commands are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
-}
+pub use tidewater_jobs::time_format::now_ms;
 
 /// Creates the topics that do not exist yet: tables (retained, deliveries) keep every record.
 pub async fn ensure_topics(

@@ -14,7 +14,7 @@ pub mod keyed_topic;
 pub mod logging;
 pub mod query;
 pub mod task;
-pub(crate) mod time_format;
+pub mod time_format;
 pub mod trigger;
 
 pub use cluster::ClusterConfig;

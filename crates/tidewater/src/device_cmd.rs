@@ -9,6 +9,7 @@
 //! cluster. The logic lives in `tidewater_gateway::{device, registry, token}`.
 
 use std::time::Duration;
+use tidewater_jobs::time_format::now_ms;
 
 use anyhow::Context;
 use base64::Engine;
@@ -232,12 +233,6 @@ fn state(device: &Device) -> &'static str {
     } else {
         "enabled"
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 #[cfg(test)]

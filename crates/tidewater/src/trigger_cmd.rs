@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
+use tidewater_jobs::time_format::now_ms;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
@@ -495,10 +496,4 @@ async fn run_triggers(cluster: ClusterConfig, connect: &ConnectArgs, run: RunArg
 pub(crate) fn default_instance() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!("{}:{}", host.trim(), std::process::id())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }

@@ -17,6 +17,7 @@
 //! instance with the same name fences the first (its transactional id is the job's). Scaling a
 //! job out over instances that share partitions is not done yet.
 
+pub(super) use crate::time_format::now_ms;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -545,12 +546,6 @@ fn position(consumer: &BaseConsumer<QuietContext>) -> anyhow::Result<i64> {
             _ => None,
         })
         .unwrap_or(-1))
-}
-
-pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 //! half. The bound is that plus what librdkafka had already fetched, itself bounded by its
 //! `queued.max.messages.kbytes`.
 
+use crate::time_format::now_ms;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -450,12 +451,6 @@ async fn dead_letter(
             }
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 /// The dead-letter topic: failed events, verbatim, with why and where from in headers.

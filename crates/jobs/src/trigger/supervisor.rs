@@ -7,6 +7,7 @@
 //! when it starts) is restarted after `RESTART_DELAY`; one the receiver disabled with 410 Gone is
 //! recorded as disabled in the triggers topic, so every instance stops it until `resume`.
 
+use crate::time_format::now_ms;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -275,10 +276,4 @@ pub async fn supervise(
 
 async fn stop_trigger(name: &str, entry: Running) {
     crate::task::stop_and_join(&format!("trigger {name}"), &entry.stop, entry.task).await;
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
