@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use tidewater_security::KafkaPrincipal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -60,6 +61,9 @@ pub struct ConnectionInfo {
     /// in request order, so a handler that takes a turn there and waits for it in its future gets
     /// that order.
     pub turns: TurnQueue,
+    /// Who this connection acts as, for authorization: settled by the listener's authentication
+    /// before any request reaches the handler, `User:ANONYMOUS` where nothing authenticates.
+    pub principal: Arc<KafkaPrincipal>,
 }
 
 /// A FIFO of turns: each `Turn` waits until the turn taken before it on the same queue is over.
@@ -162,7 +166,12 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         next_connection_id += 1;
-        let info = ConnectionInfo { peer, connection_id: next_connection_id, turns: TurnQueue::default() };
+        let info = ConnectionInfo {
+            peer,
+            connection_id: next_connection_id,
+            turns: TurnQueue::default(),
+            principal: Arc::new(KafkaPrincipal::anonymous()),
+        };
         let connection = Connection { config: config.clone(), handler: handler.clone(), info };
         let shutdown = shutdown.clone();
         connections.spawn(async move {
