@@ -16,8 +16,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use tidewater_jobs::logging::QuietContext;
-use tidewater_jobs::ClusterConfig;
+use tidewater_client::{ClusterConfig, QuietContext};
 
 use crate::route::DeviceMessage;
 

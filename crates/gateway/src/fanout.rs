@@ -24,8 +24,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use tidewater_jobs::logging::QuietContext;
-use tidewater_jobs::{ClusterConfig, KeyedTopic};
+use tidewater_client::{now_ms, ClusterConfig, KeyedTopic, QuietContext};
 
 use crate::hub::{devicebound_topic, CommandId, Hub};
 use crate::message::{from_record, Message};
@@ -66,8 +65,6 @@ pub struct Delivery {
 const POLL: Duration = Duration::from_millis(100);
 /// How often expired sessions and commands are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-
-pub use tidewater_jobs::time_format::now_ms;
 
 /// Creates the topics that do not exist yet: tables (retained, deliveries) keep every record.
 pub async fn ensure_topics(

@@ -17,7 +17,10 @@
 //! - **Plain JSON** (`application/json`, no `ce-` headers): one record, the body as the value.
 //!
 //! [`parse_events`] turns (headers, body) into records or a [`Refusal`]; it is pure. The
-//! required attributes are `specversion` (only "1.0"), `id`, `source` and `type`.
+//! required attributes are `specversion` (only "1.0"), `id`, `source` and `type`. The binding
+//! itself (header names, percent-decoding, unpacking structured events, the checks) is
+//! `tidewater_client::cloudevents`, which triggers' webhooks use in the other direction; this
+//! module adds what is HTTP's and the gateway's (statuses, limits, the device's identity).
 //!
 //! # Credentials
 //!
@@ -49,8 +52,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -58,13 +59,13 @@ use hyper::header::{
     HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
+use tidewater_client::cloudevents::{essence, kafka_headers_from_http, unpack_structured};
 use tokio::net::TcpListener;
 
 use crate::append::{AppendError, Appender, PendingAppend};
 use crate::auth::{authenticate_at, unix_now_secs, Identity, Refusal as AuthRefusal};
 use crate::listener::LimitedListener;
-use crate::percent::percent_decode;
 use crate::registry::Directory;
 use crate::route::{DeviceMessage, CONTENT_TYPE_HEADER, DEVICE_ID_HEADER, MAX_RECORD_BYTES};
 use crate::token::TOKEN_PREFIX;
@@ -85,15 +86,9 @@ const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(10);
 const QUEUE_FULL_GIVE_UP: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight to be answered.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// The longest CloudEvents attribute name accepted (the spec recommends at most 20).
-pub const ATTRIBUTE_NAME_MAX_BYTES: usize = 64;
-
-/// The content type of plain JSON events.
-pub const JSON_CONTENT_TYPE: &str = "application/json";
-/// The content type of one structured-mode CloudEvent.
-pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
-/// The content type of a CloudEvents batch.
-pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
+pub use tidewater_client::cloudevents::{
+    ATTRIBUTE_NAME_MAX_BYTES, BATCH_CONTENT_TYPE, JSON_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE,
+};
 
 /// How the HTTP listener behaves; see the module documentation.
 #[derive(Debug, Clone)]
@@ -182,11 +177,6 @@ pub fn credential(headers: &HeaderMap) -> Option<Cow<'_, str>> {
     })
 }
 
-/// The media type of a content type, lower-case, without parameters.
-fn essence(content_type: &str) -> String {
-    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
-}
-
 /// The records a request carries for `device_id` on `topic`, in order, or why it is refused.
 pub fn parse_events(
     device_id: &str,
@@ -219,7 +209,9 @@ pub fn parse_events(
         }
     };
     if headers.contains_key("ce-specversion") {
-        let attributes = binary_attributes(headers)?;
+        let attributes =
+            kafka_headers_from_http(headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())))
+                .map_err(|error| Refusal::Malformed(error.0))?;
         return Ok(vec![record(attributes, content_type, body)]);
     }
     let Some(content_type) = content_type else {
@@ -265,144 +257,12 @@ fn parse_json(body: &[u8]) -> Result<Json, Refusal> {
     serde_json::from_slice(body).map_err(|error| Refusal::Malformed(format!("malformed JSON: {error}")))
 }
 
-/// Checks that a CloudEvents attribute name is lower-case letters and digits.
-fn check_attribute_name(name: &str) -> Result<(), Refusal> {
-    let valid = !name.is_empty()
-        && name.len() <= ATTRIBUTE_NAME_MAX_BYTES
-        && name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit());
-    if valid {
-        Ok(())
-    } else {
-        Err(Refusal::Malformed(format!(
-            "CloudEvents attribute name {name:?} must be 1 to {ATTRIBUTE_NAME_MAX_BYTES} lower-case letters or digits"
-        )))
-    }
-}
-
-/// Checks the required attributes, given a lookup of attribute values.
-fn check_required<'a>(lookup: impl Fn(&str) -> Option<&'a [u8]>, at: &str) -> Result<(), Refusal> {
-    for name in ["specversion", "id", "source", "type"] {
-        match lookup(name) {
-            None => {
-                return Err(Refusal::Malformed(format!(
-                    "{at}missing required CloudEvents attribute {name:?}"
-                )))
-            }
-            Some([]) => {
-                return Err(Refusal::Malformed(format!("{at}CloudEvents attribute {name:?} is empty")))
-            }
-            Some(_) => {}
-        }
-    }
-    if lookup("specversion") != Some(b"1.0") {
-        return Err(Refusal::Malformed(format!("{at}only CloudEvents specversion \"1.0\" is supported")));
-    }
-    Ok(())
-}
-
-/// Binary mode: every `ce-*` header as a `ce_*` record header, percent-decoded.
-fn binary_attributes(headers: &HeaderMap) -> Result<Vec<(String, Bytes)>, Refusal> {
-    let mut attributes = Vec::new();
-    for (name, value) in headers {
-        let Some(attribute) = name.as_str().strip_prefix("ce-") else { continue };
-        check_attribute_name(attribute)?;
-        let value = percent_decode(value.as_bytes())
-            .ok_or_else(|| Refusal::Malformed(format!("header {name} is not valid percent-encoded UTF-8")))?;
-        attributes.push((format!("ce_{attribute}"), Bytes::from(value)));
-    }
-    let lookup = |wanted: &str| {
-        attributes
-            .iter()
-            .find(|(name, _)| name.strip_prefix("ce_") == Some(wanted))
-            .map(|(_, value)| value.as_ref())
-    };
-    check_required(lookup, "")?;
-    Ok(attributes)
-}
-
-/// A structured event unpacked into the Kafka binding's binary mode.
-#[derive(Debug)]
-struct Unpacked {
-    attributes: Vec<(String, Bytes)>,
-    content_type: Option<String>,
-    data: Bytes,
-}
-
-/// Unpacks one JSON-format CloudEvent; `index` names its place in a batch for errors.
-fn structured_event(json: Json, index: Option<usize>) -> Result<Unpacked, Refusal> {
-    let at = index.map(|index| format!("event {index}: ")).unwrap_or_default();
-    let Json::Object(mut object) = json else {
-        return Err(Refusal::Malformed(format!("{at}a CloudEvent must be a JSON object")));
-    };
-    let data = object.remove("data");
-    let data_base64 = object.remove("data_base64");
-    let content_type = match object.remove("datacontenttype") {
-        None => None,
-        Some(Json::String(text)) => Some(text),
-        Some(_) => return Err(Refusal::Malformed(format!("{at}datacontenttype must be a string"))),
-    };
-    let mut attributes = Vec::with_capacity(object.len());
-    for (name, value) in object_in_spec_order(object) {
-        check_attribute_name(&name).map_err(|refusal| Refusal::Malformed(format!("{at}{refusal}")))?;
-        let text = match value {
-            Json::String(text) => text,
-            Json::Number(number) => number.to_string(),
-            Json::Bool(flag) => flag.to_string(),
-            Json::Null => continue,
-            Json::Array(_) | Json::Object(_) => {
-                return Err(Refusal::Malformed(format!(
-                    "{at}CloudEvents attribute {name:?} must be a scalar"
-                )))
-            }
-        };
-        attributes.push((format!("ce_{name}"), Bytes::from(text)));
-    }
-    let lookup = |wanted: &str| {
-        attributes
-            .iter()
-            .find(|(name, _)| name.strip_prefix("ce_") == Some(wanted))
-            .map(|(_, value)| value.as_ref())
-    };
-    check_required(lookup, &at)?;
-    let data = match (data, data_base64) {
-        (Some(_), Some(_)) => {
-            return Err(Refusal::Malformed(format!("{at}an event has either data or data_base64, not both")))
-        }
-        (None, Some(Json::String(encoded))) => {
-            let bytes = BASE64
-                .decode(encoded)
-                .map_err(|error| Refusal::Malformed(format!("{at}data_base64: {error}")))?;
-            // Bytes have no implied content type; only a declared one is kept.
-            return Ok(Unpacked { attributes, content_type, data: Bytes::from(bytes) });
-        }
-        (None, Some(_)) => return Err(Refusal::Malformed(format!("{at}data_base64 must be a string"))),
-        // Text data of a non-JSON content type is stored as its text; everything else as JSON.
-        (Some(Json::String(text)), None) if !is_json(content_type.as_deref()) => Bytes::from(text),
-        (Some(value), None) => Bytes::from(value.to_string()),
-        (None, None) => Bytes::new(),
-    };
-    // JSON data without a declared content type is JSON (the JSON format's rule).
-    let content_type = content_type.or_else(|| (!data.is_empty()).then(|| JSON_CONTENT_TYPE.to_string()));
-    Ok(Unpacked { attributes, content_type, data })
-}
-
-/// The required attributes first, so records look alike, then the rest as the map holds them.
-fn object_in_spec_order(mut object: Map<String, Json>) -> Vec<(String, Json)> {
-    let mut ordered = Vec::with_capacity(object.len());
-    for name in ["specversion", "id", "source", "type"] {
-        if let Some(value) = object.remove(name) {
-            ordered.push((name.to_string(), value));
-        }
-    }
-    ordered.extend(object);
-    ordered
-}
-
-fn is_json(content_type: Option<&str>) -> bool {
-    content_type.is_some_and(|kind| {
-        let essence = essence(kind);
-        essence == JSON_CONTENT_TYPE || essence.ends_with("+json") || essence == "text/json"
-    })
+/// Unpacks one structured event into the Kafka binding's binary mode, or refuses it (400).
+fn structured_event(
+    json: Json,
+    index: Option<usize>,
+) -> Result<tidewater_client::cloudevents::Unpacked, Refusal> {
+    unpack_structured(json, index).map_err(|error| Refusal::Malformed(error.0))
 }
 
 /// What every connection shares.

@@ -28,7 +28,6 @@ pub mod hub;
 mod listener;
 pub mod message;
 pub mod mqtt;
-mod percent;
 pub mod registry;
 pub mod route;
 pub mod subscriptions;
@@ -43,7 +42,7 @@ pub use registry::{DeviceRegistry, Directory, DEVICES_TOPIC};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidewater_jobs::ClusterConfig;
+use tidewater_client::ClusterConfig;
 
 /// Runs a gateway against `cluster` until `stop`: creates the device registry topic (and for
 /// MQTT the pub/sub topics) if needed, follows them, and serves MQTT and/or HTTP on the

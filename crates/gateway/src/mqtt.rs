@@ -69,6 +69,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tidewater_client::now_ms;
 use tidewater_mqtt::{
     check, connect_protocol_version, decode, decode_connect, ConnAck, Connect, DecodeError, Disconnect,
     Limits, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, SubAck,
@@ -81,7 +82,7 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::append::{AppendError, Appender, PendingAppend};
 use crate::auth::{authenticate, Identity};
-use crate::fanout::{now_ms, Delivery, PubSubTopics};
+use crate::fanout::{Delivery, PubSubTopics};
 use crate::hub::{ConnectOptions, Hub, SessionExpiry};
 use crate::listener::LimitedListener;
 use crate::registry::Directory;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tidewater_jobs::{ClusterConfig, KeyedTopic};
+use tidewater_client::{ClusterConfig, KeyedTopic};
 
 use crate::device::Device;
 
@@ -40,7 +40,7 @@ impl DeviceRegistry {
 
     /// Creates the registry topic unless it exists.
     pub async fn ensure_topic(&self) -> anyhow::Result<()> {
-        self.topic.ensure(&[("retention.ms", "-1")]).await
+        Ok(self.topic.ensure(&[("retention.ms", "-1")]).await?)
     }
 
     /// Every registered device, as of now.
@@ -58,7 +58,7 @@ impl DeviceRegistry {
     /// Registers or replaces a device; returns once the cluster acknowledged the record.
     pub async fn put(&self, device: &Device) -> anyhow::Result<()> {
         let value = serde_json::to_vec(device).context("encoding the device")?;
-        self.topic.write(&device.id, Some(&value)).await
+        Ok(self.topic.write(&device.id, Some(&value)).await?)
     }
 
     /// Registers or replaces many devices in one go (a bulk import, or a load test's simulated
@@ -73,12 +73,12 @@ impl DeviceRegistry {
             .zip(&values)
             .map(|(device, value)| (device.id.as_str(), Some(value.as_slice())))
             .collect();
-        self.topic.write_many(&records).await
+        Ok(self.topic.write_many(&records).await?)
     }
 
     /// Removes a device (a tombstone).
     pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
-        self.topic.write(id, None).await
+        Ok(self.topic.write(id, None).await?)
     }
 
     /// Follows the registry on a thread of its own until `stop`, publishing the whole map each

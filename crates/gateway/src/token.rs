@@ -34,8 +34,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
-
-use crate::percent::{percent_decode, percent_encode};
+use tidewater_client::cloudevents::percent_decode;
 
 /// What a password or `Authorization` value starts with when it is a token rather than a key
 /// (a key is base64 and never holds a space).
@@ -202,6 +201,14 @@ fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; SIGNATURE_BYTES] {
     mac.finalize().into_bytes().into()
 }
 
+/// Encodes every byte except RFC 3986's unreserved characters (letters, digits, `-._~`), as
+/// `encodeURIComponent` and Python's `quote(text, safe="")` do, with upper-case hex. (Decoding
+/// is the same `%XX` rule the CloudEvents HTTP binding uses.)
+fn percent_encode(text: &str) -> String {
+    let unreserved = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~');
+    tidewater_client::cloudevents::percent_encode(text, unreserved)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,5 +363,13 @@ mod tests {
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    #[test]
+    fn fields_are_percent_encoded_as_uri_components() {
+        assert_eq!(percent_encode("devices/pump-1:a b+=/"), "devices%2Fpump-1%3Aa%20b%2B%3D%2F");
+        assert_eq!(percent_decode(b"devices%2Fpump-1%3aa%20b+"), Some("devices/pump-1:a b+".to_string()));
+        let text = "x/y+z=é";
+        assert_eq!(percent_decode(percent_encode(text).as_bytes()).as_deref(), Some(text));
     }
 }

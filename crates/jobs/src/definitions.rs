@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 
-use crate::keyed_topic::KeyedTopic;
+use tidewater_client::KeyedTopic;
 
 /// A definition that knows its own name (the key it is stored under).
 pub trait Named {

@@ -1,15 +1,8 @@
-//! The wall clock as Unix milliseconds, and the timestamps jobs print (RFC 3339 with
-//! milliseconds, as CloudEvents' `time`). The calendar arithmetic is the SQL engine's
-//! ([`tidewater_sql::civil_from_days`]).
+//! The timestamps jobs print (RFC 3339 with milliseconds, as CloudEvents' `time`). The
+//! calendar arithmetic is the SQL engine's ([`tidewater_sql::civil_from_days`]); the wall clock
+//! is `tidewater_client::now_ms`.
 
 use tidewater_sql::civil_from_days;
-
-/// Milliseconds since the Unix epoch by the wall clock (0 before 1970).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// Milliseconds since the Unix epoch as RFC 3339 in UTC with milliseconds,
 /// e.g. `2023-11-14T22:13:20.000Z`.

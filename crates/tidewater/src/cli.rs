@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use tidewater_client::{ClusterArgs, KeyValue};
 use tidewater_log::FsyncPolicy;
 
 #[derive(Debug, Parser)]
@@ -318,7 +319,7 @@ impl std::str::FromStr for ListenAddress {
 #[derive(Debug, Args)]
 pub(crate) struct GatewayArgs {
     #[command(flatten)]
-    pub(crate) connect: ConnectArgs,
+    pub(crate) connect: ClusterArgs,
     #[command(flatten)]
     pub(crate) mqtt: MqttArgs,
     #[command(flatten)]
@@ -335,28 +336,10 @@ pub(crate) enum LogCommand {
     },
 }
 
-/// Where the client commands (`topic`, `produce`, `consume`, `group`) find a Kafka-compatible
-/// cluster.
-#[derive(Debug, Args)]
-pub(crate) struct ConnectArgs {
-    /// Bootstrap brokers, host:port[,host:port...] (Kafka bootstrap.servers). Any
-    /// Kafka-compatible cluster works, not only Tidewater.
-    #[arg(long, short = 'b', default_value = "127.0.0.1:9092", env = "TIDEWATER_BROKERS", global = true)]
-    pub(crate) brokers: String,
-    /// Milliseconds to wait for the cluster: metadata and admin requests, and for `produce`
-    /// the delivery of each record (librdkafka message.timeout.ms).
-    #[arg(long, default_value_t = 30_000, global = true)]
-    pub(crate) timeout_ms: u64,
-    /// A librdkafka client property (see librdkafka's CONFIGURATION.md), like kcat's -X; may be
-    /// repeated. Applied last, so it overrides what the other flags set.
-    #[arg(short = 'X', long = "property", value_name = "KEY=VALUE", global = true)]
-    pub(crate) properties: Vec<KeyValue>,
-}
-
 #[derive(Debug, Args)]
 pub(crate) struct TopicArgs {
     #[command(flatten)]
-    pub(crate) connect: ConnectArgs,
+    pub(crate) connect: ClusterArgs,
     #[command(subcommand)]
     pub(crate) command: TopicCommand,
 }
@@ -418,7 +401,7 @@ pub(crate) enum TopicCommand {
 #[derive(Debug, Args)]
 pub(crate) struct ProduceArgs {
     #[command(flatten)]
-    pub(crate) connect: ConnectArgs,
+    pub(crate) connect: ClusterArgs,
     /// The topic to write to.
     #[arg(long, short = 't')]
     pub(crate) topic: String,
@@ -445,7 +428,7 @@ pub(crate) struct ProduceArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ConsumeArgs {
     #[command(flatten)]
-    pub(crate) connect: ConnectArgs,
+    pub(crate) connect: ClusterArgs,
     /// The topic to read.
     #[arg(long, short = 't')]
     pub(crate) topic: String,
@@ -474,7 +457,7 @@ pub(crate) struct ConsumeArgs {
 #[derive(Debug, Args)]
 pub(crate) struct GroupArgs {
     #[command(flatten)]
-    pub(crate) connect: ConnectArgs,
+    pub(crate) connect: ClusterArgs,
     #[command(subcommand)]
     pub(crate) command: GroupCommand,
 }
@@ -535,24 +518,4 @@ pub(crate) struct ResetOffsetsArgs {
     /// Commit the new offsets; without it nothing changes and the plan is only printed.
     #[arg(long)]
     pub(crate) execute: bool,
-}
-
-/// A `KEY=VALUE` argument, split at the first `=`; the value may be empty, the key may not.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct KeyValue {
-    pub(crate) key: String,
-    pub(crate) value: String,
-}
-
-impl std::str::FromStr for KeyValue {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.split_once('=') {
-            Some((key, value)) if !key.is_empty() => {
-                Ok(KeyValue { key: key.to_string(), value: value.to_string() })
-            }
-            _ => Err(format!("expected KEY=VALUE, got {text:?}")),
-        }
-    }
 }

@@ -9,20 +9,18 @@
 //! cluster. The logic lives in `tidewater_gateway::{device, registry, token}`.
 
 use std::time::Duration;
-use tidewater_jobs::time_format::now_ms;
 
 use anyhow::Context;
 use base64::Engine;
 use clap::{Args, Subcommand};
+use tidewater_client::{now_ms, ClusterArgs};
 use tidewater_gateway::device::{generate_key, generate_salt, validate_device_id, DEVICE_KEY_BYTES};
 use tidewater_gateway::{token, Device, DeviceRegistry};
-
-use crate::cli::ConnectArgs;
 
 #[derive(Debug, Args)]
 pub(crate) struct DeviceArgs {
     #[command(flatten)]
-    pub(crate) connect: ConnectArgs,
+    pub(crate) connect: ClusterArgs,
     #[command(subcommand)]
     pub(crate) command: DeviceCommand,
 }
@@ -88,7 +86,7 @@ pub(crate) fn run(args: DeviceArgs) -> anyhow::Result<()> {
     if let DeviceCommand::Token { id, key, ttl, expires_at } = &args.command {
         return print_token(id, key, *ttl, *expires_at);
     }
-    let cluster = crate::trigger_cmd::cluster_config(&args.connect);
+    let cluster = args.connect.cluster_config()?;
     let registry = DeviceRegistry::new(cluster, args.connect.timeout());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -19,7 +19,7 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         mqtt_address.is_some() || http_address.is_some(),
         "`tidewater gateway` needs an --mqtt-listen or --http-listen address"
     );
-    let cluster = crate::trigger_cmd::cluster_config(&args.connect);
+    let cluster = args.connect.cluster_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tidewater-gateway")

@@ -7,12 +7,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
+use tidewater_client::{ClusterArgs, ClusterConfig};
 use tidewater_jobs::query::registry::LatePolicyName;
 use tidewater_jobs::query::runner::StartPosition;
 use tidewater_jobs::query::{QueryDefinition, QueryRegistry};
 use tidewater_sql::{local, JobOptions, LatePolicy};
-
-use crate::cli::ConnectArgs;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum QueryCommand {
@@ -44,13 +43,13 @@ pub(crate) enum QueryCommand {
 #[derive(Debug, Args)]
 pub(crate) struct RegistryArgs {
     #[command(flatten)]
-    connect: ConnectArgs,
+    connect: ClusterArgs,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct NamedArgs {
     #[command(flatten)]
-    connect: ConnectArgs,
+    connect: ClusterArgs,
     /// The job's name.
     name: String,
 }
@@ -58,7 +57,7 @@ pub(crate) struct NamedArgs {
 #[derive(Debug, Args)]
 pub(crate) struct CreateArgs {
     #[command(flatten)]
-    connect: ConnectArgs,
+    connect: ClusterArgs,
     /// The job's name (letters, digits, '.', '_', '-').
     name: String,
     /// The query file (Azure Stream Analytics SQL).
@@ -92,7 +91,7 @@ pub(crate) struct CreateArgs {
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     #[command(flatten)]
-    connect: ConnectArgs,
+    connect: ClusterArgs,
     /// The query file (Azure Stream Analytics SQL).
     query: PathBuf,
     /// The job's name (its checkpoints and transactional id); default: the file's stem.
@@ -162,11 +161,7 @@ pub(crate) fn run(command: QueryCommand) -> anyhow::Result<()> {
         QueryCommand::Test(args) => test(args),
         QueryCommand::Run(args) => run_job(args),
         QueryCommand::Create(args) => {
-            let connect = ConnectArgs {
-                brokers: args.connect.brokers.clone(),
-                timeout_ms: args.connect.timeout_ms,
-                properties: args.connect.properties.clone(),
-            };
+            let connect = args.connect.clone();
             registry_command(&connect, |registry| create(registry, args))
         }
         QueryCommand::List(args) => {
@@ -191,12 +186,12 @@ pub(crate) fn run(command: QueryCommand) -> anyhow::Result<()> {
 }
 
 /// Runs a registry command on a small runtime.
-fn registry_command<F, Fut>(connect: &ConnectArgs, command: F) -> anyhow::Result<()>
+fn registry_command<F, Fut>(connect: &ClusterArgs, command: F) -> anyhow::Result<()>
 where
     F: FnOnce(QueryRegistry) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let registry = QueryRegistry::new(crate::trigger_cmd::cluster_config(connect), connect.timeout());
+    let registry = QueryRegistry::new(connect.cluster_config()?, connect.timeout());
     crate::client::runtime()?.block_on(command(registry))
 }
 
@@ -292,15 +287,12 @@ fn describe(registry: &QueryRegistry, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn registry_cluster(registry: &QueryRegistry) -> &tidewater_jobs::ClusterConfig {
+fn registry_cluster(registry: &QueryRegistry) -> &ClusterConfig {
     registry.cluster()
 }
 
 fn format_age(written_at_ms: i64) -> String {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64);
-    format!("{:.1} s ago", (now_ms - written_at_ms).max(0) as f64 / 1000.0)
+    format!("{:.1} s ago", (tidewater_client::now_ms() - written_at_ms).max(0) as f64 / 1000.0)
 }
 
 impl EventTimeArgs {
@@ -340,7 +332,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
         late_topic: args.late_topic,
         parallel: args.parallel,
     };
-    let cluster = crate::trigger_cmd::cluster_config(&args.connect);
+    let cluster = args.connect.cluster_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tidewater-query")

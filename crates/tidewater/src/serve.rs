@@ -171,7 +171,7 @@ async fn serve(
     if own_address.ip().is_unspecified() {
         own_address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let own_cluster = tidewater_jobs::ClusterConfig::new(own_address.to_string());
+    let own_cluster = tidewater_client::ClusterConfig::new(own_address.to_string());
     let triggers = args.triggers.then(|| {
         let cluster = own_cluster.clone();
         Component::spawn("triggers", |stop| {

@@ -8,26 +8,25 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
-use tidewater_jobs::time_format::now_ms;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use tidewater_jobs::trigger::cloudevent::HttpMode;
+use tidewater_client::cloudevents::HttpMode;
+use tidewater_client::{now_ms, ClusterArgs, ClusterConfig, KeyValue};
 use tidewater_jobs::trigger::definition::{BatchSettings, StartFrom};
 use tidewater_jobs::trigger::registry::{StatusRecord, STATUS_STALE_MS};
 use tidewater_jobs::trigger::retry::RetryPolicy;
 use tidewater_jobs::trigger::signature::SigningKey;
 use tidewater_jobs::trigger::{Action, DefinitionSource, Registry, SupervisorOptions, TriggerDefinition};
-use tidewater_jobs::ClusterConfig;
 
-use crate::cli::{ConnectArgs, KeyValue};
+use crate::client::Connection;
 
 #[derive(Debug, Args)]
 pub(crate) struct TriggerArgs {
     #[command(flatten)]
-    pub(crate) connect: ConnectArgs,
+    pub(crate) connect: ClusterArgs,
     #[command(subcommand)]
     pub(crate) command: TriggerCommand,
 }
@@ -167,8 +166,9 @@ pub(crate) struct RunArgs {
 }
 
 pub(crate) fn run(args: TriggerArgs) -> anyhow::Result<()> {
-    let cluster = cluster_config(&args.connect);
-    let registry = Registry::new(cluster.clone(), args.connect.timeout());
+    let connect = Connection::new(&args.connect)?;
+    let cluster = connect.cluster.clone();
+    let registry = Registry::new(cluster.clone(), connect.timeout());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tidewater-trigger")
@@ -176,7 +176,7 @@ pub(crate) fn run(args: TriggerArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         match args.command {
-            TriggerCommand::Create(create) => create_trigger(&registry, &args.connect, *create).await,
+            TriggerCommand::Create(create) => create_trigger(&registry, &connect, *create).await,
             TriggerCommand::Apply { file } => {
                 let definitions = read_definitions(&file)?;
                 registry.ensure_topics().await?;
@@ -212,22 +212,9 @@ pub(crate) fn run(args: TriggerArgs) -> anyhow::Result<()> {
                 );
                 Ok(())
             }
-            TriggerCommand::Run(run) => run_triggers(cluster, &args.connect, run).await,
+            TriggerCommand::Run(run) => run_triggers(cluster, &connect, run).await,
         }
     })
-}
-
-/// The cluster as the jobs runtime sees it: the same brokers and `-X` properties as every
-/// client command.
-pub(crate) fn cluster_config(connect: &ConnectArgs) -> ClusterConfig {
-    ClusterConfig {
-        bootstrap_servers: connect.brokers.clone(),
-        properties: connect
-            .properties
-            .iter()
-            .map(|property| (property.key.clone(), property.value.clone()))
-            .collect(),
-    }
 }
 
 fn read_definitions(file: &PathBuf) -> anyhow::Result<Vec<TriggerDefinition>> {
@@ -249,11 +236,7 @@ fn read_definitions(file: &PathBuf) -> anyhow::Result<Vec<TriggerDefinition>> {
     Ok(definitions)
 }
 
-async fn create_trigger(
-    registry: &Registry,
-    connect: &ConnectArgs,
-    create: CreateArgs,
-) -> anyhow::Result<()> {
+async fn create_trigger(registry: &Registry, connect: &Connection, create: CreateArgs) -> anyhow::Result<()> {
     let mut printed_secret = None;
     let action = if let Some(url) = create.webhook {
         let secret = if create.generate_secret {
@@ -331,9 +314,9 @@ async fn create_trigger(
 /// "Latest" means the events produced after `create` returns. A consumer group's
 /// auto.offset.reset=latest would instead skip whatever arrives before the runner first fetches,
 /// so for a group with no committed offsets, commit the current end of every partition now.
-fn start_group_at_end(connect: &ConnectArgs, definition: &TriggerDefinition) -> anyhow::Result<()> {
+fn start_group_at_end(connect: &Connection, definition: &TriggerDefinition) -> anyhow::Result<()> {
     let group_id = definition.group_id();
-    let consumer = crate::client::assign_only_consumer(connect, &[("group.id", &group_id)])?;
+    let consumer = connect.assign_only_consumer(&[("group.id", &group_id)])?;
     let partitions = crate::client::topic_partitions(consumer.client(), connect, &definition.topic)
         .with_context(|| format!("a trigger needs its topic; create {:?} first", definition.topic))?;
     let mut wanted = TopicPartitionList::new();
@@ -466,7 +449,7 @@ fn describe(registry: &Registry, name: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_triggers(cluster: ClusterConfig, connect: &ConnectArgs, run: RunArgs) -> anyhow::Result<()> {
+async fn run_triggers(cluster: ClusterConfig, connect: &Connection, run: RunArgs) -> anyhow::Result<()> {
     let source = match &run.config {
         Some(file) => DefinitionSource::Fixed(read_definitions(file)?),
         None => DefinitionSource::Registry,

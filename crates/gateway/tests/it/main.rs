@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicI64, Ordering};
+use tidewater_client::now_ms;
 use tidewater_gateway::append::{AppendError, PendingAppend};
-use tidewater_gateway::fanout::{apply, now_ms, PubSubTopics, Record};
+use tidewater_gateway::fanout::{apply, PubSubTopics, Record};
 use tidewater_gateway::hub::Hub;
 use tidewater_gateway::mqtt::{serve, MqttConfig};
 use tidewater_gateway::route::DeviceMessage;

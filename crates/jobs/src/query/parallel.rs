@@ -26,6 +26,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use tidewater_client::{ClusterConfig, QuietContext};
 use tidewater_sql::Job;
 use tokio::sync::watch;
 
@@ -34,8 +35,6 @@ use super::runner::{
     CheckpointRecord, Counts, InputOffsets, QueryJobSettings, StartPosition, CHECKPOINT_BYTES_MAX,
     TRANSACTION_TIMEOUT,
 };
-use crate::cluster::ClusterConfig;
-use crate::logging::QuietContext;
 
 /// How long an instance waits before it joins again after a failed round.
 const REJOIN_DELAY: Duration = Duration::from_secs(1);

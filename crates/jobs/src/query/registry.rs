@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use tidewater_client::{ClusterConfig, KeyedTopic};
 use tidewater_sql::{JobOptions, LatePolicy};
 
 use super::runner::{QueryJobSettings, StartPosition};
-use crate::cluster::ClusterConfig;
 use crate::definitions::Named;
-use crate::keyed_topic::KeyedTopic;
 
 pub const QUERIES_TOPIC: &str = "_tidewater_queries";
 /// Longest job name: it becomes part of a transactional id.
@@ -137,7 +136,7 @@ impl QueryRegistry {
     }
 
     pub async fn ensure_topic(&self) -> anyhow::Result<()> {
-        self.table.ensure(&[("retention.ms", "-1")]).await
+        Ok(self.table.ensure(&[("retention.ms", "-1")]).await?)
     }
 
     pub fn load(&self) -> anyhow::Result<BTreeMap<String, QueryDefinition>> {
@@ -153,11 +152,11 @@ impl QueryRegistry {
     pub async fn put(&self, definition: &QueryDefinition) -> anyhow::Result<()> {
         definition.validate().map_err(|error| anyhow::anyhow!("query job {}: {error}", definition.name))?;
         let value = serde_json::to_vec(definition).context("encoding the definition")?;
-        self.table.write(&definition.name, Some(&value)).await
+        Ok(self.table.write(&definition.name, Some(&value)).await?)
     }
 
     pub async fn delete(&self, name: &str) -> anyhow::Result<()> {
-        self.table.write(name, None).await
+        Ok(self.table.write(name, None).await?)
     }
 
     pub fn watch(

@@ -17,7 +17,8 @@
 //! instance with the same name fences the first (its transactional id is the job's). Scaling a
 //! job out over instances that share partitions is not done yet.
 
-pub(super) use crate::time_format::now_ms;
+pub(super) use tidewater_client::now_ms;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -31,8 +32,8 @@ use serde::{Deserialize, Serialize};
 use tidewater_sql::{Job, JobOptions, Step};
 use tokio::sync::watch;
 
-use crate::cluster::ClusterConfig;
-use crate::logging::QuietContext;
+use tidewater_client::admin::{ensure_topic_on, NewTopic};
+use tidewater_client::{ClusterConfig, QuietContext};
 
 /// The topic checkpoints are written to, one record per checkpoint, key = job name.
 pub const CHECKPOINT_TOPIC: &str = "_tidewater_query_checkpoints";
@@ -442,24 +443,19 @@ pub(super) fn blocking<T>(call: impl FnOnce() -> T) -> T {
 }
 
 pub(super) async fn ensure_checkpoint_topic(cluster: &ClusterConfig) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<QuietContext> = cluster
-        .client_config(&[("client.id", "tidewater-query-admin")])
-        .create_with_context(QuietContext::default())
-        .context("creating the admin client")?;
     let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
-    let topic = NewTopic::new(CHECKPOINT_TOPIC, 1, TopicReplication::Fixed(-1))
-        .set("retention.ms", CHECKPOINT_RETENTION_MS)
-        .set("segment.ms", "3600000")
-        .set("max.message.bytes", &max_message_bytes);
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for result in admin.create_topics([&topic], &options).await.context("creating the checkpoint topic")? {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
-        }
-    }
-    Ok(())
+    let topic = NewTopic::new(
+        CHECKPOINT_TOPIC,
+        1,
+        &[
+            ("retention.ms", CHECKPOINT_RETENTION_MS),
+            ("segment.ms", "3600000"),
+            ("max.message.bytes", &max_message_bytes),
+        ],
+    );
+    ensure_topic_on(cluster, "tidewater-query-admin", topic, Duration::from_secs(30))
+        .await
+        .context("creating the checkpoint topic")
 }
 
 /// How many records back from the end the checkpoint search starts; it widens fourfold each time

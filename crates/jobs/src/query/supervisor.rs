@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use tidewater_client::ClusterConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::registry::{QueryDefinition, QueryRegistry};
 use super::runner::run_query_job;
-use crate::cluster::ClusterConfig;
 
 /// How long a failed job waits before it starts again.
 const RESTART_DELAY: Duration = Duration::from_secs(5);

@@ -15,14 +15,15 @@ use bytes::Bytes;
 use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tidewater_client::cloudevents::{CloudEvent, HttpMode};
+use tidewater_client::QuietContext;
 use tokio::io::AsyncWriteExt;
 
-use super::cloudevent::{CloudEvent, HttpMode};
+use super::cloudevent::from_event;
 use super::definition::{Action, DeviceSource};
 use super::retry::parse_retry_after;
 use super::signature::SigningKey;
 use crate::event::Event;
-use crate::logging::QuietContext;
 
 /// How much of a refusing receiver's answer (response body, stderr) is kept for the dead-letter
 /// record's reason.
@@ -120,7 +121,7 @@ pub struct Webhook {
 impl Webhook {
     async fn attempt(&self, events: &[Event]) -> Attempt {
         let Some(first) = events.first() else { return Attempt::Acknowledged };
-        let cloud_events: Vec<CloudEvent> = events.iter().map(CloudEvent::from_event).collect();
+        let cloud_events: Vec<CloudEvent> = events.iter().map(from_event).collect();
         let (content, webhook_id) = if self.batched {
             (CloudEvent::to_batch(&cloud_events), format!("batch-{}-{}", first.id(), events.len()))
         } else {
@@ -214,7 +215,7 @@ impl Command {
         let input: Bytes = if self.batched {
             let mut lines = Vec::new();
             for event in events {
-                let line = serde_json::to_vec(&CloudEvent::from_event(event).to_json()).unwrap_or_default();
+                let line = serde_json::to_vec(&from_event(event).to_json()).unwrap_or_default();
                 lines.extend_from_slice(&line);
                 lines.push(b'\n');
             }

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use tidewater_client::cloudevents::HttpMode;
 
-use super::cloudevent::HttpMode;
 use super::filter::Filter;
 use super::retry::RetryPolicy;
 use super::signature::SigningKey;

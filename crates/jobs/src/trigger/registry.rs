@@ -9,7 +9,7 @@
 //!   per trigger with its state and counters (key = `{trigger}/{instance}`); `trigger describe`
 //!   and `trigger list` read the latest of each.
 //!
-//! Both are ordinary topics with one partition (`crate::keyed_topic`), so this works against
+//! Both are ordinary topics with one partition (`tidewater_client::KeyedTopic`), so this works against
 //! any Kafka-compatible cluster. The triggers topic keeps its records forever (`retention.ms=-1`): it is small, and
 //! compaction would be the better policy where the cluster offers it (Tidewater's log has no
 //! compaction yet). Webhook secrets are stored in it as given, like Kafka Connect stores
@@ -21,12 +21,10 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
+use tidewater_client::{ClusterConfig, KeyedTopic, QuietContext};
 
 use super::definition::TriggerDefinition;
 use super::stats::StatsSnapshot;
-use crate::cluster::ClusterConfig;
-use crate::keyed_topic::KeyedTopic;
-use crate::logging::QuietContext;
 
 pub const TRIGGERS_TOPIC: &str = "_tidewater_triggers";
 pub const STATUS_TOPIC: &str = "_tidewater_trigger_status";
@@ -70,9 +68,10 @@ impl Registry {
     /// Creates the two topics if they do not exist.
     pub async fn ensure_topics(&self) -> anyhow::Result<()> {
         self.triggers.ensure(&[("retention.ms", "-1")]).await?;
-        self.status
+        Ok(self
+            .status
             .ensure(&[("retention.ms", STATUS_RETENTION_MS), ("segment.ms", STATUS_RETENTION_MS)])
-            .await
+            .await?)
     }
 
     /// Every registered trigger, as of now.
@@ -105,12 +104,12 @@ impl Registry {
     pub async fn put(&self, definition: &TriggerDefinition) -> anyhow::Result<()> {
         definition.validate().map_err(|error| anyhow::anyhow!("trigger {}: {error}", definition.name))?;
         let value = serde_json::to_vec(definition).context("encoding the definition")?;
-        self.triggers.write(&definition.name, Some(&value)).await
+        Ok(self.triggers.write(&definition.name, Some(&value)).await?)
     }
 
     /// Removes a trigger (a tombstone record).
     pub async fn delete(&self, name: &str) -> anyhow::Result<()> {
-        self.triggers.write(name, None).await
+        Ok(self.triggers.write(name, None).await?)
     }
 
     /// Queues a status record. It is not waited for: status is advisory, the next one follows in

@@ -17,7 +17,6 @@
 //! half. The bound is that plus what librdkafka had already fetched, itself bounded by its
 //! `queued.max.messages.kbytes`.
 
-use crate::time_format::now_ms;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -29,6 +28,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use tidewater_client::{now_ms, ClusterConfig, QuietContext};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -40,9 +40,7 @@ use super::filter::Filter;
 use super::offsets::OffsetTracker;
 use super::retry::{Jitter, RetryPolicy};
 use super::stats::TriggerStats;
-use crate::cluster::ClusterConfig;
 use crate::event::Event;
-use crate::logging::QuietContext;
 
 /// Events read but not yet delivering, per trigger, before the loop pauses its partitions.
 pub const BUFFERED_EVENTS_MAX: usize = 10_000;

@@ -7,11 +7,11 @@
 //! when it starts) is restarted after `RESTART_DELAY`; one the receiver disabled with 410 Gone is
 //! recorded as disabled in the triggers topic, so every instance stops it until `resume`.
 
-use crate::time_format::now_ms;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tidewater_client::{now_ms, ClusterConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -19,7 +19,6 @@ use super::definition::TriggerDefinition;
 use super::registry::{Registry, StatusRecord};
 use super::runner::{run_trigger, RunEnd};
 use super::stats::TriggerStats;
-use crate::cluster::ClusterConfig;
 
 /// How long a failed trigger waits before it starts again.
 const RESTART_DELAY: Duration = Duration::from_secs(5);

@@ -16,10 +16,11 @@ use clap::Args;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use tidewater_client::ClusterArgs;
 
 use super::{Summary, MEGA};
-use crate::cli::ConnectArgs;
-use crate::client::assign_only_consumer;
+
+use crate::client::Connection;
 
 /// How long one poll waits; a run fails after `--timeout-ms` without any record.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -27,7 +28,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Debug, Args)]
 pub(crate) struct ConsumeBenchArgs {
     #[command(flatten)]
-    pub(crate) connect: ConnectArgs,
+    pub(crate) connect: ClusterArgs,
     /// The topic to read.
     #[arg(long, short = 't', default_value = "tidewater-bench")]
     pub(crate) topic: String,
@@ -82,12 +83,10 @@ pub(crate) fn run(args: ConsumeBenchArgs) -> anyhow::Result<()> {
 }
 
 fn run_once(args: &ConsumeBenchArgs) -> anyhow::Result<RunResult> {
-    let connect = &args.connect;
+    let connect = &Connection::new(&args.connect)?;
     let topic = args.topic.as_str();
-    let consumer = assign_only_consumer(
-        connect,
-        &[("client.id", "tidewater-bench"), ("group.id", "tidewater-bench-consume")],
-    )?;
+    let consumer = connect
+        .assign_only_consumer(&[("client.id", "tidewater-bench"), ("group.id", "tidewater-bench-consume")])?;
     let partitions = crate::client::topic_partitions(consumer.client(), connect, topic)?;
     // Per partition: the offset to read up to (its high watermark now).
     let mut ends = HashMap::new();

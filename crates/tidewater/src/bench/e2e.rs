@@ -27,11 +27,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+use tidewater_client::ClusterArgs;
 
 use super::{Deliveries, Summary};
-use crate::cli::ConnectArgs;
 use crate::client::produce::{Acks, Compression};
-use crate::client::{assign_only_consumer, CliContext};
+use crate::client::{CliContext, Connection};
 
 /// The most latencies one run keeps (8 bytes each): a rate and duration needing more are refused
 /// before anything is allocated.
@@ -50,7 +50,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Args)]
 pub(crate) struct E2eBenchArgs {
     #[command(flatten)]
-    pub(crate) connect: ConnectArgs,
+    pub(crate) connect: ClusterArgs,
     /// The topic to use; by default a new one per command, tidewater-bench-e2e-<unix ms>.
     #[arg(long, short = 't')]
     pub(crate) topic: Option<String>,
@@ -104,20 +104,21 @@ pub(crate) fn run(args: E2eBenchArgs) -> anyhow::Result<()> {
     // The clock every due time is measured on; the schedule starts once everything is set up.
     let origin = Instant::now();
     let ack_latencies = Arc::new(AckLatencies::new(origin, measured));
+    let connect = Connection::new(&args.connect)?;
     let config =
-        super::producer_config(&args.connect, args.acks, args.linger_ms, args.batch_bytes, Compression::None);
+        super::producer_config(&connect, args.acks, args.linger_ms, args.batch_bytes, Compression::None);
     let producer: BaseProducer<Deliveries> = config
         .create_with_context(Deliveries::with_ack_latencies(ack_latencies.clone()))
         .context("creating the Kafka producer")?;
-    let partitions = super::ensure_topic(producer.client(), &args.connect, &topic, args.partitions)?;
-    let consumer = assigned_consumer(&args.connect, &topic, &partitions)?;
+    let partitions = super::ensure_topic(producer.client(), &connect, &topic, args.partitions)?;
+    let consumer = assigned_consumer(&connect, &topic, &partitions)?;
     eprintln!(
         "bench e2e: topic {topic:?} ({} partitions), {} records/s of {} B, acks={}, linger.ms={}, \
          {} s warm-up + {} s measured",
         partitions.len(),
         args.rate,
         args.record_bytes,
-        super::produce::acks_name(args.acks),
+        crate::client::produce::acks_name(args.acks),
         args.linger_ms,
         args.warmup_secs,
         args.duration_secs
@@ -169,7 +170,7 @@ pub(crate) fn run(args: E2eBenchArgs) -> anyhow::Result<()> {
     summary
         .add("topic", &topic)
         .add("record_bytes", args.record_bytes)
-        .add("acks", super::produce::acks_name(args.acks))
+        .add("acks", crate::client::produce::acks_name(args.acks))
         .add("linger_ms", args.linger_ms)
         .add("rate_msgs_per_s", args.rate)
         .add("achieved_msgs_per_s", format!("{:.0}", sent as f64 / send_elapsed.as_secs_f64()))
@@ -193,14 +194,12 @@ pub(crate) fn run(args: E2eBenchArgs) -> anyhow::Result<()> {
 
 /// A consumer assigned every partition of `topic` at its current end.
 fn assigned_consumer(
-    connect: &ConnectArgs,
+    connect: &Connection,
     topic: &str,
     partitions: &[i32],
 ) -> anyhow::Result<BaseConsumer<CliContext>> {
-    let consumer = assign_only_consumer(
-        connect,
-        &[("client.id", "tidewater-bench"), ("group.id", "tidewater-bench-e2e")],
-    )?;
+    let consumer = connect
+        .assign_only_consumer(&[("client.id", "tidewater-bench"), ("group.id", "tidewater-bench-e2e")])?;
     let mut assignment = TopicPartitionList::with_capacity(partitions.len());
     for &partition in partitions {
         let (_, high) = consumer
@@ -249,7 +248,7 @@ fn send_paced(
         }
     }
     let send_elapsed = start.elapsed();
-    super::flush(producer, &args.connect)?;
+    super::flush(producer, args.connect.timeout())?;
     producer.context().check_no_failures()?;
     Ok(send_elapsed)
 }

@@ -46,10 +46,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::ClientConfig;
+use tidewater_client::{admin, timeout_ms_for_librdkafka};
 
-use crate::cli::ConnectArgs;
-use crate::client::produce::{Acks, Compression};
-use crate::client::{admin, client_config, topic_names, topic_partitions, CliContext};
+use crate::client::produce::{acks_name, compression_name, Acks, Compression};
+use crate::client::{topic_names, topic_partitions, CliContext, Connection};
 
 /// The largest record value a bench sends: librdkafka's default `message.max.bytes` is 1,000,000
 /// bytes for a whole request, so larger records need settings this command does not make.
@@ -192,15 +192,13 @@ pub(crate) fn payload(len: usize) -> Vec<u8> {
 /// yet and waiting (up to the connect timeout) until every partition has a leader.
 pub(crate) fn ensure_topic<C: ClientContext>(
     client: &Client<C>,
-    connect: &ConnectArgs,
+    connect: &Connection,
     topic: &str,
     partitions: i32,
 ) -> anyhow::Result<Vec<i32>> {
     anyhow::ensure!(partitions >= 1, "--partitions must be at least 1");
     if !topic_names(client, connect)?.iter().any(|name| name == topic) {
-        let new_topic =
-            admin::NewTopic { name: topic, partitions, replication_factor: -1, configs: Vec::new() };
-        admin::create_topic(client, &new_topic, connect.timeout())
+        admin::create_topic(client, &admin::NewTopic::new(topic, partitions, &[]), connect.timeout())
             .with_context(|| format!("creating topic {topic:?}"))?;
     }
     let deadline = Instant::now() + connect.timeout();
@@ -225,36 +223,26 @@ pub(crate) fn ensure_topic<C: ClientContext>(
     }
 }
 
-/// The producer settings shared by `produce` and `e2e`; `-X` properties are applied last.
+/// The producer settings shared by `produce` and `e2e`; the user's properties (client config
+/// file, `-X`) are applied last.
 pub(crate) fn producer_config(
-    connect: &ConnectArgs,
+    connect: &Connection,
     acks: Acks,
     linger_ms: u32,
     batch_bytes: u32,
     compression: Compression,
 ) -> ClientConfig {
-    let mut config = client_config(connect);
-    config
-        .set("client.id", "tidewater-bench")
-        .set("acks", produce::acks_name(acks))
-        .set("linger.ms", linger_ms.to_string())
-        .set("batch.size", batch_bytes.to_string())
-        .set(
-            "compression.type",
-            match compression {
-                Compression::None => "none",
-                Compression::Gzip => "gzip",
-                Compression::Snappy => "snappy",
-                Compression::Lz4 => "lz4",
-                Compression::Zstd => "zstd",
-            },
-        )
+    let (linger_ms, batch_bytes) = (linger_ms.to_string(), batch_bytes.to_string());
+    let message_timeout_ms = timeout_ms_for_librdkafka(connect.timeout()).to_string();
+    connect.client_config(&[
+        ("client.id", "tidewater-bench"),
+        ("acks", acks_name(acks)),
+        ("linger.ms", &linger_ms),
+        ("batch.size", &batch_bytes),
+        ("compression.type", compression_name(compression)),
         // A record not acknowledged within the timeout fails instead of waiting forever.
-        .set("message.timeout.ms", crate::client::timeout_ms_for_librdkafka(connect.timeout()).to_string());
-    for property in &connect.properties {
-        config.set(&property.key, &property.value);
-    }
-    config
+        ("message.timeout.ms", &message_timeout_ms),
+    ])
 }
 
 /// Counts delivery reports; the first failure is kept for the error message.
@@ -345,10 +333,10 @@ pub(crate) fn send(
 /// Waits for every record handed to librdkafka to be acknowledged or to fail.
 pub(crate) fn flush(
     producer: &rdkafka::producer::BaseProducer<Deliveries>,
-    connect: &ConnectArgs,
+    timeout: Duration,
 ) -> anyhow::Result<()> {
     use rdkafka::producer::Producer;
-    producer.flush(connect.timeout() + FLUSH_MARGIN).context("waiting for the last acknowledgements")?;
+    producer.flush(timeout + FLUSH_MARGIN).context("waiting for the last acknowledgements")?;
     producer.poll(Duration::ZERO);
     Ok(())
 }

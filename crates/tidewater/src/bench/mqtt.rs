@@ -44,6 +44,7 @@ use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use clap::{Args, Subcommand};
 use rdkafka::consumer::Consumer;
+use tidewater_client::ClusterArgs;
 use tidewater_gateway::device::{generate_key, generate_salt, validate_device_id};
 use tidewater_gateway::{Device, DeviceRegistry};
 use tidewater_mqtt::{
@@ -56,7 +57,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::Summary;
-use crate::cli::ConnectArgs;
+use crate::client::Connection;
 
 /// The most connections one command opens. One client address reaches one server port from at
 /// most the ephemeral port range (28,232 ports by default on Linux), so more would need a wider
@@ -103,7 +104,7 @@ pub(crate) enum MqttBenchCommand {
 #[derive(Debug, Args)]
 pub(crate) struct TargetArgs {
     #[command(flatten)]
-    pub(crate) connect: ConnectArgs,
+    pub(crate) connect: ClusterArgs,
     /// The MQTT server, host:port.
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub(crate) mqtt: SocketAddr,
@@ -219,8 +220,7 @@ async fn fleet(target: &TargetArgs) -> anyhow::Result<Arc<Vec<SimulatedDevice>>>
 /// gateway accepts the last one written (it applies the registry in order, so then all).
 async fn register(target: &TargetArgs, devices: &[SimulatedDevice]) -> anyhow::Result<()> {
     let started = Instant::now();
-    let registry =
-        DeviceRegistry::new(crate::trigger_cmd::cluster_config(&target.connect), target.connect.timeout());
+    let registry = DeviceRegistry::new(target.connect.cluster_config()?, target.connect.timeout());
     registry.ensure_topic().await?;
     let now_ms = unix_ms();
     let records = devices
@@ -818,8 +818,9 @@ fn telemetry_payload(out: &mut String, device_id: &str, sequence: u64, unix_ms: 
 
 /// The sum of the end offsets (high watermarks) of `topic`'s partitions; 0 for a topic that does
 /// not exist yet (the gateway's producer creates it with its first message).
-fn telemetry_end_offset(connect: &ConnectArgs, topic: &str) -> anyhow::Result<i64> {
-    let consumer = crate::client::assign_only_consumer(connect, &[("group.id", "tidewater-bench-mqtt")])?;
+fn telemetry_end_offset(cluster: &ClusterArgs, topic: &str) -> anyhow::Result<i64> {
+    let connect = &Connection::new(cluster)?;
+    let consumer = connect.assign_only_consumer(&[("group.id", "tidewater-bench-mqtt")])?;
     if !crate::client::topic_names(consumer.client(), connect)?.iter().any(|name| name == topic) {
         return Ok(0);
     }

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use tidewater_client::ClusterArgs;
 
 use super::{Deliveries, Summary, MEGA};
-use crate::cli::ConnectArgs;
-use crate::client::produce::{Acks, Compression};
+use crate::client::produce::{acks_name, Acks, Compression};
+use crate::client::Connection;
 
 /// Records handed to librdkafka between two polls for delivery reports. Delivered records stay
 /// in librdkafka's bounded queue until their report is served, so this keeps the queue moving.
@@ -27,7 +28,7 @@ const POLL_EVERY_RECORDS: u64 = 1024;
 #[derive(Debug, Args)]
 pub(crate) struct ProduceBenchArgs {
     #[command(flatten)]
-    pub(crate) connect: ConnectArgs,
+    pub(crate) connect: ClusterArgs,
     /// The topic to write to; created with --partitions partitions if it does not exist.
     #[arg(long, short = 't', default_value = "tidewater-bench")]
     pub(crate) topic: String,
@@ -75,11 +76,12 @@ struct RunResult {
 pub(crate) fn run(args: ProduceBenchArgs) -> anyhow::Result<()> {
     let duration = super::check_seconds("--duration-secs", args.duration_secs, false)?;
     super::check_runs(args.runs)?;
+    let connect = Connection::new(&args.connect)?;
     let config =
-        super::producer_config(&args.connect, args.acks, args.linger_ms, args.batch_bytes, args.compression);
+        super::producer_config(&connect, args.acks, args.linger_ms, args.batch_bytes, args.compression);
     let producer: BaseProducer<Deliveries> =
         config.create_with_context(Deliveries::default()).context("creating the Kafka producer")?;
-    let partitions = super::ensure_topic(producer.client(), &args.connect, &args.topic, args.partitions)?;
+    let partitions = super::ensure_topic(producer.client(), &connect, &args.topic, args.partitions)?;
     let payload = super::payload(args.record_bytes as usize);
     let limit = match args.count {
         Some(count) => format!("{count} records"),
@@ -168,7 +170,7 @@ fn run_once(
             producer.poll(Duration::ZERO);
         }
     }
-    super::flush(producer, &args.connect)?;
+    super::flush(producer, args.connect.timeout())?;
     let elapsed = started.elapsed();
     producer.context().check_no_failures()?;
     let delivered = producer.context().delivered() - delivered_before;
@@ -177,14 +179,6 @@ fn run_once(
         "{sent} records sent but {delivered} acknowledged"
     );
     Ok(RunResult { records: sent, elapsed })
-}
-
-pub(crate) fn acks_name(acks: Acks) -> &'static str {
-    match acks {
-        Acks::All => "all",
-        Acks::Leader => "1",
-        Acks::None => "0",
-    }
 }
 
 /// `1.5,2.25` with `decimals` digits after the point.

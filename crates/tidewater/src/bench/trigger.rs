@@ -64,22 +64,21 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, Producer};
-use tidewater_jobs::logging::QuietContext;
+use tidewater_client::cloudevents::HttpMode;
+use tidewater_client::{admin, ClusterArgs, ClusterConfig, QuietContext};
 use tidewater_jobs::trigger::action::{Attempt, Executor};
-use tidewater_jobs::trigger::cloudevent::HttpMode;
 use tidewater_jobs::trigger::definition::{StartFrom, CONCURRENCY_MAX};
 use tidewater_jobs::trigger::retry::RetryPolicy;
 use tidewater_jobs::trigger::signature::SigningKey;
 use tidewater_jobs::trigger::stats::{StatsSnapshot, TriggerStats};
 use tidewater_jobs::trigger::{run_trigger, Action, TriggerDefinition};
-use tidewater_jobs::{ClusterConfig, Event};
+use tidewater_jobs::Event;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::Deliveries;
-use crate::cli::ConnectArgs;
-use crate::client::admin;
 use crate::client::produce::{Acks, Compression};
+use crate::client::Connection;
 
 /// Bytes of each record value taken by the stamp: send time, run tag, sequence number.
 const STAMP_BYTES: usize = 24;
@@ -120,7 +119,7 @@ const LATENCY_TAG_BASE: u64 = 2;
 #[derive(Debug, Args)]
 pub(crate) struct TriggerBenchArgs {
     #[command(flatten)]
-    pub(crate) connect: ConnectArgs,
+    pub(crate) connect: ClusterArgs,
     /// Deliveries in flight at once, one throughput measurement each (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     pub(crate) concurrency: Vec<usize>,
@@ -191,7 +190,8 @@ pub(crate) fn run(args: TriggerBenchArgs) -> anyhow::Result<()> {
     let origin = Instant::now();
     // One producer fills the throughput topic and paces the latency runs; linger.ms=1 as in
     // `bench e2e`, which also lets batches form while the fill keeps librdkafka's queue full.
-    let config = super::producer_config(&args.connect, Acks::All, 1, 1_000_000, Compression::None);
+    let connect = Connection::new(&args.connect)?;
+    let config = super::producer_config(&connect, Acks::All, 1, 1_000_000, Compression::None);
     let producer: Arc<BaseProducer<Deliveries>> =
         Arc::new(config.create_with_context(Deliveries::default()).context("creating the Kafka producer")?);
     let throughput_topic = format!("{prefix}-throughput");
@@ -200,7 +200,7 @@ pub(crate) fn run(args: TriggerBenchArgs) -> anyhow::Result<()> {
     let mut cleanup = Cleanup { topics: Vec::new(), groups: Vec::new() };
     let result = (|| {
         for topic in std::iter::once(&throughput_topic).chain(&latency_topics) {
-            super::ensure_topic(producer.client(), &args.connect, topic, args.partitions)?;
+            super::ensure_topic(producer.client(), &connect, topic, args.partitions)?;
             cleanup.topics.push(topic.clone());
         }
         eprintln!(
@@ -217,8 +217,8 @@ pub(crate) fn run(args: TriggerBenchArgs) -> anyhow::Result<()> {
             .build()
             .context("starting the async runtime")?;
         let bench = Bench {
-            cluster: crate::trigger_cmd::cluster_config(&args.connect),
-            connect_timeout: args.connect.timeout(),
+            cluster: connect.cluster.clone(),
+            connect_timeout: connect.timeout(),
             secret: (!args.unsigned).then(SigningKey::generate),
             prefix: prefix.clone(),
             origin,
@@ -236,7 +236,7 @@ pub(crate) fn run(args: TriggerBenchArgs) -> anyhow::Result<()> {
         runtime.shutdown_timeout(Duration::from_secs(1));
         measured
     })();
-    cleanup.run(&producer, &args.connect);
+    cleanup.run(&producer, connect.timeout());
     let report = result?;
     print!("{}", render(&report, args.kv));
     Ok(())
@@ -250,14 +250,14 @@ struct Cleanup {
 }
 
 impl Cleanup {
-    fn run(&self, producer: &BaseProducer<Deliveries>, connect: &ConnectArgs) {
+    fn run(&self, producer: &BaseProducer<Deliveries>, timeout: Duration) {
         for group in &self.groups {
-            if let Err(error) = admin::delete_group(producer.client(), group, connect.timeout()) {
+            if let Err(error) = admin::delete_group(producer.client(), group, timeout) {
                 eprintln!("note: could not delete consumer group {group:?}: {error:#}");
             }
         }
         for topic in &self.topics {
-            if let Err(error) = admin::delete_topic(producer.client(), topic, connect.timeout()) {
+            if let Err(error) = admin::delete_topic(producer.client(), topic, timeout) {
                 eprintln!("note: could not delete topic {topic:?}: {error:#}");
             }
         }

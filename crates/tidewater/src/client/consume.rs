@@ -26,7 +26,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::format::RecordView;
-use super::CliContext;
+use super::{CliContext, Connection};
 use crate::cli::ConsumeArgs;
 
 /// How long one poll waits for a record before checking for a stop signal and flushing stdout.
@@ -65,13 +65,13 @@ impl std::str::FromStr for StartFrom {
 }
 
 pub(crate) fn run(args: ConsumeArgs) -> anyhow::Result<()> {
-    let connect = &args.connect;
+    let connect = &Connection::new(&args.connect)?;
     let timeout = connect.timeout();
     let exit_at_end = args.exit_at_end.to_string();
-    let consumer = super::assign_only_consumer(
-        connect,
-        &[("group.id", "tidewater-cli-consume"), ("enable.partition.eof", &exit_at_end)],
-    )?;
+    let consumer = connect.assign_only_consumer(&[
+        ("group.id", "tidewater-cli-consume"),
+        ("enable.partition.eof", &exit_at_end),
+    ])?;
 
     let topic = args.topic.as_str();
     let partitions = super::topic_partitions(consumer.client(), connect, topic)?;

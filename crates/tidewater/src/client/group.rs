@@ -11,8 +11,8 @@
 //!
 //! The log end offset is the high watermark (ListOffsets "latest" at read_uncommitted), as in
 //! Kafka's tool, so a read_committed consumer's lag also counts records of open or aborted
-//! transactions and their markers. Assignments are decoded from the consumer protocol's bytes
-//! here ([`decode_assignment`]); the group requests go through [`super::admin`].
+//! transactions and their markers. Assignments are decoded from the consumer protocol's bytes by
+//! `tidewater_client::assignment`; the group requests go through `tidewater_client::admin`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -23,25 +23,24 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::admin::{self as raw, GroupInfo};
-use super::{client_config, CliContext};
-use crate::cli::{ConnectArgs, GroupArgs, GroupCommand, ResetOffsetsArgs};
+use tidewater_client::admin::{self as raw, GroupInfo};
+use tidewater_client::assignment::decode_assignment;
+
+use super::{CliContext, Connection};
+use crate::cli::{GroupArgs, GroupCommand, ResetOffsetsArgs};
 
 /// The protocol type of consumer groups; only their assignments are in the consumer protocol.
 const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 
 pub(crate) fn run(args: GroupArgs) -> anyhow::Result<()> {
-    let connect = &args.connect;
-    let mut config = client_config(connect);
+    let connect = &Connection::new(&args.connect)?;
     // A consumer only for its ListOffsets (`offsets_for_times`), which asks for the high
     // watermark only at read_uncommitted (librdkafka's default is read_committed); it has no
     // group.id, so it never looks for a coordinator of its own.
-    config.set("enable.auto.commit", "false").set("isolation.level", "read_uncommitted");
-    for property in &connect.properties {
-        config.set(&property.key, &property.value);
-    }
-    let consumer: BaseConsumer<CliContext> =
-        config.create_with_context(CliContext::default()).context("creating the Kafka client")?;
+    let consumer: BaseConsumer<CliContext> = connect
+        .client_config(&[("enable.auto.commit", "false"), ("isolation.level", "read_uncommitted")])
+        .create_with_context(CliContext::default())
+        .context("creating the Kafka client")?;
     match args.command {
         GroupCommand::List => list(&consumer, connect),
         GroupCommand::Describe { group } => describe(&consumer, connect, &group),
@@ -50,9 +49,9 @@ pub(crate) fn run(args: GroupArgs) -> anyhow::Result<()> {
     }
 }
 
-fn list(consumer: &BaseConsumer<CliContext>, connect: &ConnectArgs) -> anyhow::Result<()> {
+fn list(consumer: &BaseConsumer<CliContext>, connect: &Connection) -> anyhow::Result<()> {
     let listing = raw::list_groups(consumer.client(), None, connect.timeout())
-        .with_context(|| format!("listing the groups of the cluster at {}", connect.brokers))?;
+        .with_context(|| format!("listing the groups of the cluster at {}", connect.brokers()))?;
     if !listing.complete {
         eprintln!(
             "warning: not every broker answered within {} ms; groups may be missing",
@@ -70,7 +69,7 @@ fn list(consumer: &BaseConsumer<CliContext>, connect: &ConnectArgs) -> anyhow::R
     Ok(())
 }
 
-fn describe(consumer: &BaseConsumer<CliContext>, connect: &ConnectArgs, group: &str) -> anyhow::Result<()> {
+fn describe(consumer: &BaseConsumer<CliContext>, connect: &Connection, group: &str) -> anyhow::Result<()> {
     let client = consumer.client();
     let timeout = connect.timeout();
     let info =
@@ -135,7 +134,7 @@ fn describe(consumer: &BaseConsumer<CliContext>, connect: &ConnectArgs, group: &
     Ok(())
 }
 
-fn delete(consumer: &BaseConsumer<CliContext>, connect: &ConnectArgs, group: &str) -> anyhow::Result<()> {
+fn delete(consumer: &BaseConsumer<CliContext>, connect: &Connection, group: &str) -> anyhow::Result<()> {
     let info =
         find_group(consumer, connect, group)?.with_context(|| format!("group {group:?} does not exist"))?;
     if is_active(&info) {
@@ -153,7 +152,7 @@ fn delete(consumer: &BaseConsumer<CliContext>, connect: &ConnectArgs, group: &st
 
 fn reset_offsets(
     consumer: &BaseConsumer<CliContext>,
-    connect: &ConnectArgs,
+    connect: &Connection,
     args: &ResetOffsetsArgs,
 ) -> anyhow::Result<()> {
     let client = consumer.client();
@@ -262,11 +261,11 @@ fn reset_offsets(
 /// as Dead, on its way out).
 fn find_group(
     consumer: &BaseConsumer<CliContext>,
-    connect: &ConnectArgs,
+    connect: &Connection,
     group: &str,
 ) -> anyhow::Result<Option<GroupInfo>> {
     let listing = raw::list_groups(consumer.client(), Some(group), connect.timeout())
-        .with_context(|| format!("looking up group {group:?} on the cluster at {}", connect.brokers))?;
+        .with_context(|| format!("looking up group {group:?} on the cluster at {}", connect.brokers()))?;
     let found = listing.groups.into_iter().find(|info| info.name == group);
     match found {
         Some(info) => {
@@ -298,15 +297,12 @@ fn activity(info: &GroupInfo) -> String {
 /// Every partition of every topic the cluster's metadata lists.
 fn existing_partitions(
     consumer: &BaseConsumer<CliContext>,
-    connect: &ConnectArgs,
+    connect: &Connection,
 ) -> anyhow::Result<BTreeSet<(String, i32)>> {
-    let metadata = consumer.client().fetch_metadata(None, connect.timeout()).map_err(|error| {
-        anyhow::anyhow!(
-            "no answer from the cluster at {} within {} ms: {error}",
-            connect.brokers,
-            connect.timeout().as_millis()
-        )
-    })?;
+    let metadata = consumer
+        .client()
+        .fetch_metadata(None, connect.timeout())
+        .map_err(|error| super::unreachable(connect, error))?;
     Ok(metadata
         .topics()
         .iter()
@@ -443,102 +439,6 @@ fn new_offset(
     } else {
         (wanted, None)
     })
-}
-
-/// Why a consumer-protocol assignment could not be decoded; offsets are byte positions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum AssignmentError {
-    Truncated { offset: usize, need: usize, have: usize },
-    NegativeVersion(i16),
-    NegativeCount { offset: usize, count: i32 },
-    TopicNotUtf8 { offset: usize },
-}
-
-impl std::fmt::Display for AssignmentError {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AssignmentError::Truncated { offset, need, have } => {
-                write!(formatter, "assignment cut short at byte {offset}: need {need} bytes, have {have}")
-            }
-            AssignmentError::NegativeVersion(version) => write!(formatter, "assignment version {version}"),
-            AssignmentError::NegativeCount { offset, count } => {
-                write!(formatter, "assignment array of {count} entries at byte {offset}")
-            }
-            AssignmentError::TopicNotUtf8 { offset } => {
-                write!(formatter, "assignment topic name at byte {offset} is not UTF-8")
-            }
-        }
-    }
-}
-
-/// The partitions of a consumer group member's assignment: Kafka's ConsumerProtocolAssignment,
-/// `version: i16, [topic: string (i16 length), [partition: i32]], user_data: bytes`, big-endian.
-/// Versions 0 to 3 share that layout and later ones may only append fields, so any version is
-/// read this far and the rest (user data, future fields) is ignored, as Kafka's clients do.
-/// Empty bytes (a member between generations) assign nothing.
-///
-/// Nothing is allocated for an announced count: entries are read one at a time, each checked
-/// against the bytes left, so a huge count in a short buffer fails at the first missing entry.
-fn decode_assignment(bytes: &[u8]) -> Result<Vec<(String, Vec<i32>)>, AssignmentError> {
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut reader = Reader { bytes, offset: 0 };
-    let version = i16::from_be_bytes(reader.take()?);
-    if version < 0 {
-        return Err(AssignmentError::NegativeVersion(version));
-    }
-    let topic_count = reader.count()?;
-    let mut topics = Vec::new();
-    for _ in 0..topic_count {
-        let name_offset = reader.offset;
-        let name_length = i16::from_be_bytes(reader.take()?);
-        let name_length = usize::try_from(name_length).map_err(|_| AssignmentError::NegativeCount {
-            offset: name_offset,
-            count: i32::from(name_length),
-        })?;
-        let name = std::str::from_utf8(reader.slice(name_length)?)
-            .map_err(|_| AssignmentError::TopicNotUtf8 { offset: name_offset })?
-            .to_string();
-        let partition_count = reader.count()?;
-        let mut partitions = Vec::new();
-        for _ in 0..partition_count {
-            partitions.push(i32::from_be_bytes(reader.take()?));
-        }
-        topics.push((name, partitions));
-    }
-    Ok(topics)
-}
-
-/// A cursor over the assignment bytes that reports where it ran out.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    offset: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn slice(&mut self, length: usize) -> Result<&'a [u8], AssignmentError> {
-        let have = self.bytes.len() - self.offset;
-        if length > have {
-            return Err(AssignmentError::Truncated { offset: self.offset, need: length, have });
-        }
-        let slice = &self.bytes[self.offset..self.offset + length];
-        self.offset += length;
-        Ok(slice)
-    }
-
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], AssignmentError> {
-        let mut array = [0; N];
-        array.copy_from_slice(self.slice(N)?);
-        Ok(array)
-    }
-
-    /// An array's i32 element count; a null array (-1) is refused, as the field is not nullable.
-    fn count(&mut self) -> Result<u32, AssignmentError> {
-        let offset = self.offset;
-        let count = i32::from_be_bytes(self.take()?);
-        u32::try_from(count).map_err(|_| AssignmentError::NegativeCount { offset, count })
-    }
 }
 
 /// A member as `describe` shows it.
@@ -712,78 +612,6 @@ fn or_dash(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A ConsumerProtocolAssignment as Kafka's clients encode it.
-    fn encode_assignment(version: i16, topics: &[(&str, &[i32])], user_data: &[u8]) -> Vec<u8> {
-        let mut bytes = version.to_be_bytes().to_vec();
-        bytes.extend((topics.len() as i32).to_be_bytes());
-        for (topic, partitions) in topics {
-            bytes.extend((topic.len() as i16).to_be_bytes());
-            bytes.extend(topic.as_bytes());
-            bytes.extend((partitions.len() as i32).to_be_bytes());
-            for partition in *partitions {
-                bytes.extend(partition.to_be_bytes());
-            }
-        }
-        bytes.extend((user_data.len() as i32).to_be_bytes());
-        bytes.extend(user_data);
-        bytes
-    }
-
-    #[test]
-    fn decode_assignment_reads_every_version_and_ignores_what_follows() {
-        let check = |bytes: &[u8], expected: Result<Vec<(&str, Vec<i32>)>, AssignmentError>| {
-            let expected = expected.map(|topics| {
-                topics.into_iter().map(|(topic, partitions)| (topic.to_string(), partitions)).collect()
-            });
-            assert_eq!(decode_assignment(bytes), expected, "{bytes:?}");
-        };
-        check(&[], Ok(vec![]));
-        check(&encode_assignment(0, &[], &[]), Ok(vec![]));
-        check(
-            &encode_assignment(0, &[("events", &[0, 2]), ("audit", &[1])], &[]),
-            Ok(vec![("events", vec![0, 2]), ("audit", vec![1])]),
-        );
-        check(&encode_assignment(3, &[("events", &[5])], b"sticky state"), Ok(vec![("events", vec![5])]));
-        // A future version that appends a field after the user data.
-        let mut future = encode_assignment(7, &[("t", &[])], &[]);
-        future.extend([1, 2, 3]);
-        check(&future, Ok(vec![("t", vec![])]));
-        // librdkafka's encoding of "no user data" is a null (-1 length); it is never read.
-        let mut null_user_data = encode_assignment(1, &[("t", &[0])], &[]);
-        let length_at = null_user_data.len() - 4;
-        null_user_data[length_at..].copy_from_slice(&(-1i32).to_be_bytes());
-        check(&null_user_data, Ok(vec![("t", vec![0])]));
-    }
-
-    #[test]
-    fn decode_assignment_reports_where_bad_bytes_are() {
-        let good = encode_assignment(0, &[("events", &[0, 1])], &[]);
-        // Cut inside the second partition id: it starts at byte 2 + 4 + 2 + 6 + 4 + 4 = 22.
-        assert_eq!(
-            decode_assignment(&good[..24]),
-            Err(AssignmentError::Truncated { offset: 22, need: 4, have: 2 })
-        );
-        assert_eq!(decode_assignment(&[0]), Err(AssignmentError::Truncated { offset: 0, need: 2, have: 1 }));
-        assert_eq!(decode_assignment(&(-1i16).to_be_bytes()), Err(AssignmentError::NegativeVersion(-1)));
-        let mut negative = 0i16.to_be_bytes().to_vec();
-        negative.extend((-1i32).to_be_bytes());
-        assert_eq!(
-            decode_assignment(&negative),
-            Err(AssignmentError::NegativeCount { offset: 2, count: -1 })
-        );
-        // A huge announced count with no entries behind it fails at the first entry.
-        let mut huge = 0i16.to_be_bytes().to_vec();
-        huge.extend(i32::MAX.to_be_bytes());
-        assert_eq!(decode_assignment(&huge), Err(AssignmentError::Truncated { offset: 6, need: 2, have: 0 }));
-        let mut not_utf8 = encode_assignment(0, &[("ab", &[])], &[]);
-        not_utf8[8] = 0xff;
-        assert_eq!(decode_assignment(&not_utf8), Err(AssignmentError::TopicNotUtf8 { offset: 6 }));
-        assert_eq!(
-            AssignmentError::Truncated { offset: 22, need: 4, have: 2 }.to_string(),
-            "assignment cut short at byte 22: need 4 bytes, have 2"
-        );
-    }
 
     #[test]
     fn new_offset_follows_the_target_and_stays_in_range() {

@@ -1,17 +1,17 @@
 //! The client commands, `tidewater topic`, `produce` and `consume` (a small kcat) and `group`
 //! (a small kafka-consumer-groups).
 //!
-//! They are ordinary Kafka clients built on librdkafka (the `rdkafka` crate) and never reach
-//! into the embedded broker, so they work the same against `tidewater serve`, Apache Kafka or
-//! Redpanda. This module owns what they share: the librdkafka configuration built from
-//! `--brokers`, `--timeout-ms` and `-X` properties, and the metadata lookup that turns a topic
-//! name into its partitions, with a clear error when the topic does not exist or the cluster
-//! cannot be reached in time.
+//! They are ordinary Kafka clients built on librdkafka (the `rdkafka` crate) and
+//! `tidewater_client`, and never reach into the embedded broker, so they work the same against
+//! `tidewater serve`, Apache Kafka or Redpanda. This module owns what they share: the
+//! [`Connection`] resolved from the cluster flags (`tidewater_client::ClusterArgs`) with the
+//! commands' own librdkafka settings, and the metadata lookup that turns a topic name into its
+//! partitions, with a clear error when the topic does not exist or the cluster cannot be reached
+//! in time.
 //!
 //! Nothing here keeps state between runs. No command joins a consumer group; only
 //! `group reset-offsets --execute` and `group delete` change a group's committed offsets.
 
-pub(crate) mod admin;
 pub(crate) mod consume;
 pub(crate) mod format;
 pub(crate) mod group;
@@ -25,57 +25,61 @@ use rdkafka::client::{Client, ClientContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
+use tidewater_client::{ClusterArgs, ClusterConfig};
 
-use crate::cli::ConnectArgs;
-
-/// librdkafka's base configuration for every client command.
-///
-/// `allow.auto.create.topics=false`: a metadata request for a topic that does not exist must not
-/// create it (brokers with auto.create.topics.enable would), or `describe` and `consume` of a
-/// mistyped name would leave a new empty topic behind instead of saying it does not exist.
-pub(crate) fn client_config(connect: &ConnectArgs) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &connect.brokers)
-        .set("client.id", "tidewater-cli")
-        .set("allow.auto.create.topics", "false");
-    for property in &connect.properties {
-        config.set(&property.key, &property.value);
-    }
-    config
+/// The cluster a command talks to, from its flags, and how long it waits for it.
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    pub(crate) cluster: ClusterConfig,
+    timeout: Duration,
 }
 
-/// A consumer that reads by explicit assignment and never commits: no auto-commit, no offset
-/// store, and an error (not a silent jump) when a start offset is out of range. librdkafka needs a
-/// `group.id` to build a consumer; `settings` carries it and anything else the caller needs, and
-/// the user's `-X` properties are applied last so they win over both.
-pub(crate) fn assign_only_consumer(
-    connect: &ConnectArgs,
-    settings: &[(&str, &str)],
-) -> anyhow::Result<rdkafka::consumer::BaseConsumer<CliContext>> {
-    let mut config = client_config(connect);
-    config
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "error");
-    for (key, value) in settings {
-        config.set(*key, *value);
+impl Connection {
+    /// Resolves the flags: reads the client config file and checks every property.
+    pub(crate) fn new(args: &ClusterArgs) -> anyhow::Result<Connection> {
+        Ok(Connection { cluster: args.cluster_config()?, timeout: args.timeout() })
     }
-    for property in &connect.properties {
-        config.set(&property.key, &property.value);
-    }
-    config.create_with_context(CliContext::default()).context("creating the Kafka consumer")
-}
 
-impl ConnectArgs {
     pub(crate) fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms.max(1))
+        self.timeout
     }
-}
 
-/// librdkafka takes timeouts as a C `int` of milliseconds.
-pub(crate) fn timeout_ms_for_librdkafka(timeout: Duration) -> i32 {
-    i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX)
+    /// The bootstrap servers, for messages.
+    pub(crate) fn brokers(&self) -> &str {
+        &self.cluster.bootstrap_servers
+    }
+
+    /// librdkafka's configuration for a client command: the commands' base settings, then
+    /// `settings`, then the user's properties (client config file, `-X`), which win.
+    ///
+    /// `allow.auto.create.topics=false`: a metadata request for a topic that does not exist must
+    /// not create it (brokers with auto.create.topics.enable would), or `describe` and `consume`
+    /// of a mistyped name would leave a new empty topic behind instead of saying it does not
+    /// exist.
+    pub(crate) fn client_config(&self, settings: &[(&str, &str)]) -> ClientConfig {
+        let mut all = vec![("client.id", "tidewater-cli"), ("allow.auto.create.topics", "false")];
+        all.extend_from_slice(settings);
+        self.cluster.client_config(&all)
+    }
+
+    /// A consumer that reads by explicit assignment and never commits: no auto-commit, no offset
+    /// store, and an error (not a silent jump) when a start offset is out of range. librdkafka
+    /// needs a `group.id` to build a consumer; `settings` carries it and anything else the caller
+    /// needs, and the user's properties are applied last so they win over both.
+    pub(crate) fn assign_only_consumer(
+        &self,
+        settings: &[(&str, &str)],
+    ) -> anyhow::Result<rdkafka::consumer::BaseConsumer<CliContext>> {
+        let mut all = vec![
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "error"),
+        ];
+        all.extend_from_slice(settings);
+        self.client_config(&all)
+            .create_with_context(CliContext::default())
+            .context("creating the Kafka consumer")
+    }
 }
 
 /// One partition of a topic as the cluster's metadata describes it.
@@ -91,7 +95,7 @@ pub(crate) struct PartitionInfo {
 /// Every topic name in the cluster, sorted.
 pub(crate) fn topic_names<C: ClientContext>(
     client: &Client<C>,
-    connect: &ConnectArgs,
+    connect: &Connection,
 ) -> anyhow::Result<Vec<String>> {
     let metadata =
         client.fetch_metadata(None, connect.timeout()).map_err(|error| unreachable(connect, error))?;
@@ -103,7 +107,7 @@ pub(crate) fn topic_names<C: ClientContext>(
 /// The partitions of `topic`, sorted by id; an error if the topic does not exist.
 pub(crate) fn topic_partitions<C: ClientContext>(
     client: &Client<C>,
-    connect: &ConnectArgs,
+    connect: &Connection,
     topic: &str,
 ) -> anyhow::Result<Vec<PartitionInfo>> {
     let metadata =
@@ -135,10 +139,10 @@ pub(crate) fn topic_partitions<C: ClientContext>(
 }
 
 /// The error for a metadata request that failed, which almost always means no broker answered.
-fn unreachable(connect: &ConnectArgs, error: KafkaError) -> anyhow::Error {
+pub(crate) fn unreachable(connect: &Connection, error: KafkaError) -> anyhow::Error {
     anyhow::anyhow!(
         "no answer from the cluster at {} within {} ms: {error}",
-        connect.brokers,
+        connect.brokers(),
         connect.timeout().as_millis()
     )
 }
@@ -149,11 +153,11 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 
-/// The librdkafka context of the client commands: the jobs runtime's. librdkafka reports trouble
+/// The librdkafka context of the client commands: every component's. librdkafka reports trouble
 /// outside any one request (a refused connection, all brokers down) as errors and retries by
 /// itself, over and over; the first of each kind is a warning on stderr, repeats go to the debug
 /// log, so a user sees why a command is slow without a screenful of the same line.
 /// End-of-partition notices, which `consume --exit-at-end` asks for, are not errors at all.
 /// librdkafka's own log lines go to the debug log (`--log-level debug`, with `-X debug=...` for
 /// more of them).
-pub(crate) type CliContext = tidewater_jobs::logging::QuietContext;
+pub(crate) type CliContext = tidewater_client::QuietContext;

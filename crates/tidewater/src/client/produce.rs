@@ -23,7 +23,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
-use super::{client_config, CliContext};
+use tidewater_client::timeout_ms_for_librdkafka;
+
+use super::{CliContext, Connection};
 use crate::cli::ProduceArgs;
 
 /// The longest line read as one record. Longer lines are skipped (and counted as failures)
@@ -58,36 +60,39 @@ pub(crate) enum Compression {
     Zstd,
 }
 
-pub(crate) fn run(args: ProduceArgs) -> anyhow::Result<()> {
-    let timeout = args.connect.timeout();
-    let mut config = client_config(&args.connect);
-    config
-        // Like any Kafka producer: a broker with auto.create.topics.enable creates the topic.
-        .set("allow.auto.create.topics", "true")
-        .set(
-            "acks",
-            match args.acks {
-                Acks::All => "all",
-                Acks::Leader => "1",
-                Acks::None => "0",
-            },
-        )
-        .set(
-            "compression.type",
-            match args.compression {
-                Compression::None => "none",
-                Compression::Gzip => "gzip",
-                Compression::Snappy => "snappy",
-                Compression::Lz4 => "lz4",
-                Compression::Zstd => "zstd",
-            },
-        )
-        // A record not acknowledged within the timeout fails instead of waiting forever.
-        .set("message.timeout.ms", super::timeout_ms_for_librdkafka(timeout).to_string());
-    // -X properties win over the flags above.
-    for property in &args.connect.properties {
-        config.set(&property.key, &property.value);
+/// librdkafka's value of `acks` for `--acks`.
+pub(crate) fn acks_name(acks: Acks) -> &'static str {
+    match acks {
+        Acks::All => "all",
+        Acks::Leader => "1",
+        Acks::None => "0",
     }
+}
+
+/// librdkafka's value of `compression.type` for `--compression`.
+pub(crate) fn compression_name(compression: Compression) -> &'static str {
+    match compression {
+        Compression::None => "none",
+        Compression::Gzip => "gzip",
+        Compression::Snappy => "snappy",
+        Compression::Lz4 => "lz4",
+        Compression::Zstd => "zstd",
+    }
+}
+
+pub(crate) fn run(args: ProduceArgs) -> anyhow::Result<()> {
+    let connect = Connection::new(&args.connect)?;
+    let timeout = connect.timeout();
+    let message_timeout_ms = timeout_ms_for_librdkafka(timeout).to_string();
+    // The user's properties (client config file, -X) win over these.
+    let config = connect.client_config(&[
+        // Like any Kafka producer: a broker with auto.create.topics.enable creates the topic.
+        ("allow.auto.create.topics", "true"),
+        ("acks", acks_name(args.acks)),
+        ("compression.type", compression_name(args.compression)),
+        // A record not acknowledged within the timeout fails instead of waiting forever.
+        ("message.timeout.ms", &message_timeout_ms),
+    ]);
     let producer: BaseProducer<Deliveries> =
         config.create_with_context(Deliveries::default()).context("creating the Kafka producer")?;
 

@@ -1,7 +1,7 @@
 //! `tidewater topic ...`: topic administration against any Kafka-compatible cluster.
 //!
 //! Reads go through metadata and DescribeConfigs (the `rdkafka` crate's safe API); changes go
-//! through [`super::admin`], which reports the broker's own error message. Every request waits
+//! through `tidewater_client::admin`, which reports the broker's own error message. Every request waits
 //! at most `--timeout-ms`. Output is plain text meant for people and for `grep`: `list` prints
 //! one name per line, `describe` prints partitions and then configs, each config with the
 //! place its value comes from.
@@ -11,23 +11,25 @@ use std::fmt::Write as _;
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, ConfigEntry, ConfigSource, ResourceSpecifier};
 
-use super::admin::{self as raw, ConfigChange};
-use super::{client_config, topic_names, topic_partitions, CliContext, PartitionInfo};
+use tidewater_client::admin::{self as raw, ConfigChange};
+
+use super::{topic_names, topic_partitions, CliContext, Connection, PartitionInfo};
 use crate::cli::{TopicArgs, TopicCommand};
 
 pub(crate) fn run(args: TopicArgs) -> anyhow::Result<()> {
-    let connect = &args.connect;
+    let connect = &Connection::new(&args.connect)?;
     let timeout = connect.timeout();
-    let admin: AdminClient<CliContext> = client_config(connect)
+    let admin: AdminClient<CliContext> = connect
+        .client_config(&[])
         .create_with_context(CliContext::default())
         .context("creating the Kafka admin client")?;
     match args.command {
         TopicCommand::Create { name, partitions, replication_factor, config } => {
             let topic = raw::NewTopic {
-                name: &name,
+                name: name.clone(),
                 partitions: partitions.map_or(-1, |count| count.min(i32::MAX as u32) as i32),
                 replication_factor: replication_factor.map_or(-1, i32::from),
-                configs: config.iter().map(|entry| (entry.key.as_str(), entry.value.as_str())).collect(),
+                configs: config.into_iter().map(|entry| (entry.key, entry.value)).collect(),
             };
             raw::create_topic(admin.inner(), &topic, timeout)
                 .with_context(|| format!("creating topic {name:?}"))?;

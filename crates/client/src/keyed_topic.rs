@@ -10,14 +10,14 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::cluster::ClusterConfig;
+use crate::admin::{ensure_topic_on, AdminError, NewTopic};
+use crate::config::ClusterConfig;
 use crate::logging::QuietContext;
 
 /// How long the follower waits for a record before it looks at `stop` again.
@@ -60,34 +60,21 @@ impl KeyedTopic {
 
     /// Creates the topic with one partition and `configs` (e.g. `retention.ms=-1` for a table
     /// that must never lose a key) unless it exists.
-    pub async fn ensure(&self, configs: &[(&str, &str)]) -> anyhow::Result<()> {
-        let admin: AdminClient<QuietContext> = self
-            .cluster
-            .client_config(&[("client.id", &self.client_id)])
-            .create_with_context(QuietContext::default())
-            .context("creating the admin client")?;
-        let mut topic = NewTopic::new(&self.topic, 1, TopicReplication::Fixed(-1));
-        for (name, value) in configs {
-            topic = topic.set(name, value);
-        }
-        let options =
-            AdminOptions::new().operation_timeout(Some(self.timeout)).request_timeout(Some(self.timeout));
-        let results = admin
-            .create_topics([&topic], &options)
-            .await
-            .with_context(|| format!("creating {} at {}", self.topic, self.cluster.bootstrap_servers))?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+    pub async fn ensure(&self, configs: &[(&str, &str)]) -> Result<(), TableError> {
+        let topic = NewTopic::new(&self.topic, 1, configs);
+        ensure_topic_on(&self.cluster, &self.client_id, topic, self.timeout).await.map_err(|error| {
+            TableFailure::Create {
+                topic: self.topic.clone(),
+                bootstrap_servers: self.cluster.bootstrap_servers.clone(),
+                error,
             }
-        }
-        Ok(())
+            .into()
+        })
     }
 
     /// Writes `key` = `value` (`None`: a tombstone) and returns once the cluster acknowledged it
     /// with acks=all.
-    pub async fn write(&self, key: &str, value: Option<&[u8]>) -> anyhow::Result<()> {
+    pub async fn write(&self, key: &str, value: Option<&[u8]>) -> Result<(), TableError> {
         self.write_many(&[(key, value)]).await
     }
 
@@ -95,10 +82,15 @@ impl KeyedTopic {
     /// acknowledged them all with acks=all (the producer is idempotent, so they land in this
     /// order). Many records are queued before the first acknowledgement is awaited: a bulk
     /// import costs a few batches, not a producer and a round trip per record.
-    pub async fn write_many(&self, records: &[(&str, Option<&[u8]>)]) -> anyhow::Result<()> {
-        let producer = self.cluster.reliable_producer(&self.client_id).context("creating a producer")?;
-        let failed = |error: rdkafka::error::KafkaError| {
-            anyhow::anyhow!("writing to {} at {}: {error}", self.topic, self.cluster.bootstrap_servers)
+    pub async fn write_many(&self, records: &[(&str, Option<&[u8]>)]) -> Result<(), TableError> {
+        let producer = self
+            .cluster
+            .reliable_producer(&self.client_id)
+            .map_err(|error| TableFailure::Client { what: "producer", error })?;
+        let failed = |error: KafkaError| TableFailure::Write {
+            topic: self.topic.clone(),
+            bootstrap_servers: self.cluster.bootstrap_servers.clone(),
+            error,
         };
         let mut deliveries = Vec::with_capacity(records.len());
         for (key, value) in records {
@@ -111,13 +103,13 @@ impl KeyedTopic {
             let delivery = producer.send_result(record);
             let delivery = match delivery {
                 Ok(delivery) => delivery,
-                Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
                     for delivery in deliveries.drain(..) {
                         await_delivery(delivery).await.map_err(failed)?;
                     }
                     producer.send_result(record).map_err(|(error, _)| failed(error))?
                 }
-                Err((error, _)) => return Err(failed(error)),
+                Err((error, _)) => return Err(failed(error).into()),
             };
             deliveries.push(delivery);
         }
@@ -129,26 +121,33 @@ impl KeyedTopic {
 
     /// Reads the topic from the beginning to its current end, calling `each` with every
     /// record's key and value in offset order.
-    pub fn read_to_end(&self, mut each: impl FnMut(Option<&[u8]>, Option<&[u8]>)) -> anyhow::Result<()> {
+    pub fn read_to_end(&self, mut each: impl FnMut(Option<&[u8]>, Option<&[u8]>)) -> Result<(), TableError> {
         let topic = &self.topic;
         let consumer = self.assigned_consumer()?;
-        let (low, high) = consumer.fetch_watermarks(topic, 0, self.timeout).map_err(|error| {
-            anyhow::anyhow!(
-                "reading {topic} at {}: {error} (is the cluster up?)",
-                self.cluster.bootstrap_servers
-            )
-        })?;
+        let (low, high) =
+            consumer.fetch_watermarks(topic, 0, self.timeout).map_err(|error| TableFailure::Unreachable {
+                topic: topic.clone(),
+                bootstrap_servers: self.cluster.bootstrap_servers.clone(),
+                error,
+            })?;
         let deadline = std::time::Instant::now() + self.timeout;
         let mut next = low;
         while next < high {
             let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-            anyhow::ensure!(!remaining.is_zero(), "reading {topic}: timed out at offset {next} of {high}");
+            if remaining.is_zero() {
+                return Err(TableFailure::TimedOut {
+                    topic: topic.clone(),
+                    offset: next,
+                    high_watermark: high,
+                }
+                .into());
+            }
             match consumer.poll(remaining.min(FOLLOW_POLL)) {
                 Some(Ok(message)) => {
                     next = message.offset() + 1;
                     each(message.key(), message.payload());
                 }
-                Some(Err(error)) => anyhow::bail!("reading {topic}: {error}"),
+                Some(Err(error)) => return Err(TableFailure::Read { topic: topic.clone(), error }.into()),
                 None => {}
             }
         }
@@ -167,7 +166,7 @@ impl KeyedTopic {
         stop: tokio::sync::watch::Receiver<bool>,
         mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>) + Send + 'static,
         mut caught_up: impl FnMut() + Send + 'static,
-    ) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    ) -> Result<std::thread::JoinHandle<()>, TableError> {
         let consumer = self.assigned_consumer()?;
         let topic = self.topic.clone();
         let timeout = self.timeout;
@@ -213,12 +212,12 @@ impl KeyedTopic {
                     }
                 }
             })
-            .with_context(|| format!("starting the {thread_name} thread"))
+            .map_err(|error| TableFailure::Thread { thread_name: thread_name.to_string(), error }.into())
     }
 
     /// A consumer reading partition 0 from the beginning, by assignment: no group membership,
     /// no committed offsets.
-    fn assigned_consumer(&self) -> anyhow::Result<BaseConsumer<QuietContext>> {
+    fn assigned_consumer(&self) -> Result<BaseConsumer<QuietContext>, TableError> {
         let group_id = format!("{}-reader", self.client_id);
         let consumer: BaseConsumer<QuietContext> = self
             .cluster
@@ -230,24 +229,60 @@ impl KeyedTopic {
                 ("auto.offset.reset", "earliest"),
             ])
             .create_with_context(QuietContext::default())
-            .context("creating a consumer")?;
+            .map_err(|error| TableFailure::Client { what: "consumer", error })?;
+        let assigning = |error| TableFailure::Assign { topic: self.topic.clone(), error };
         let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(&self.topic, 0, Offset::Beginning)
-            .with_context(|| format!("assigning {}", self.topic))?;
-        consumer.assign(&assignment).with_context(|| format!("assigning {}", self.topic))?;
+        assignment.add_partition_offset(&self.topic, 0, Offset::Beginning).map_err(assigning)?;
+        consumer.assign(&assignment).map_err(assigning)?;
         Ok(consumer)
     }
 }
 
 /// Waits for one delivery report.
-async fn await_delivery(
-    delivery: rdkafka::producer::DeliveryFuture,
-) -> Result<(), rdkafka::error::KafkaError> {
+async fn await_delivery(delivery: rdkafka::producer::DeliveryFuture) -> Result<(), KafkaError> {
     match delivery.await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err((error, _))) => Err(error),
         // The producer is alive until every report was awaited, so this means it was purged.
-        Err(_canceled) => Err(rdkafka::error::KafkaError::Canceled),
+        Err(_canceled) => Err(KafkaError::Canceled),
     }
+}
+
+/// Why a keyed table could not be created, written or read (boxed: errors travel up through
+/// every caller, and the failure with its names and librdkafka's error is large).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TableError(Box<TableFailure>);
+
+impl TableError {
+    pub fn failure(&self) -> &TableFailure {
+        &self.0
+    }
+}
+
+impl From<TableFailure> for TableError {
+    fn from(failure: TableFailure) -> TableError {
+        TableError(Box::new(failure))
+    }
+}
+
+/// What failed, naming the topic (and the cluster, where it was unreachable).
+#[derive(Debug, thiserror::Error)]
+pub enum TableFailure {
+    #[error("creating a {what}: {error}")]
+    Client { what: &'static str, error: KafkaError },
+    #[error("creating {topic} at {bootstrap_servers}: {error}")]
+    Create { topic: String, bootstrap_servers: String, error: AdminError },
+    #[error("writing to {topic} at {bootstrap_servers}: {error}")]
+    Write { topic: String, bootstrap_servers: String, error: KafkaError },
+    #[error("assigning {topic}: {error}")]
+    Assign { topic: String, error: KafkaError },
+    #[error("reading {topic} at {bootstrap_servers}: {error} (is the cluster up?)")]
+    Unreachable { topic: String, bootstrap_servers: String, error: KafkaError },
+    #[error("reading {topic}: timed out at offset {offset} of {high_watermark}")]
+    TimedOut { topic: String, offset: i64, high_watermark: i64 },
+    #[error("reading {topic}: {error}")]
+    Read { topic: String, error: KafkaError },
+    #[error("starting the {thread_name} thread: {error}")]
+    Thread { thread_name: String, error: std::io::Error },
 }

@@ -1,6 +1,8 @@
-//! The librdkafka context jobs use: librdkafka's log lines go to the debug log, and errors it
-//! reports outside any request (a broker unreachable, retried by librdkafka itself) are a
-//! warning the first time and debug lines after, so a long-running job does not flood its log.
+//! The librdkafka context every Tidewater client uses: librdkafka's log lines go to the debug
+//! log, and errors it reports outside any request (a broker unreachable, retried by librdkafka
+//! itself) are a warning the first time and debug lines after, so a long-running job does not
+//! flood its log and a command shows why it is slow without a screenful of the same line.
+//! End-of-partition notices are not errors at all and are dropped.
 
 use std::collections::HashSet;
 use std::sync::Mutex;

@@ -1,0 +1,406 @@
+//! The one admin request helper ([`request`]) and what every operation shares to read
+//! librdkafka's objects: the [`Owned`] guard that destroys an object exactly once, and the
+//! conversions of C strings, error codes and result arrays.
+//!
+//! librdkafka copies the request objects it is given, so callers destroy theirs (by dropping
+//! the guards) after submitting. A result borrows from its event, which [`request`] keeps alive
+//! until the caller's `read` has copied out what it needs.
+//!
+//! Error codes and the enums of ACL and SCRAM results are read as plain integers (the `as_int`
+//! declarations below), never as the bindings' Rust enums: a broker may send a value this
+//! librdkafka has no name for, and a Rust enum holding a value outside its variants is undefined
+//! behaviour.
+
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use rdkafka::bindings as rdsys;
+use rdkafka::client::{Client, ClientContext};
+
+use super::{AdminError, ErrorCode};
+use crate::config::timeout_ms_for_librdkafka;
+
+/// How long past its own request timeout we wait for librdkafka to deliver a result. librdkafka
+/// always answers an admin request by its timeout, so this margin only guards against a bug.
+const RESULT_WAIT_MARGIN: Duration = Duration::from_secs(5);
+/// Size of the buffers librdkafka writes argument errors into.
+const ERRSTR_BYTES: usize = 512;
+
+/// The functions that return a C enum whose value comes from a broker (an error code, an ACL's
+/// resource type), declared to return the integer it is.
+pub(super) mod as_int {
+    use std::ffi::c_int;
+
+    use rdkafka::bindings as rdsys;
+
+    extern "C" {
+        pub(in crate::admin) fn rd_kafka_event_error(event: *mut rdsys::rd_kafka_event_t) -> c_int;
+        pub(in crate::admin) fn rd_kafka_topic_result_error(
+            result: *const rdsys::rd_kafka_topic_result_t,
+        ) -> c_int;
+        pub(in crate::admin) fn rd_kafka_ConfigResource_error(
+            resource: *const rdsys::rd_kafka_ConfigResource_t,
+        ) -> c_int;
+        pub(in crate::admin) fn rd_kafka_error_code(error: *const rdsys::rd_kafka_error_t) -> c_int;
+        pub(in crate::admin) fn rd_kafka_AclBinding_restype(
+            acl: *const rdsys::rd_kafka_AclBinding_t,
+        ) -> c_int;
+        pub(in crate::admin) fn rd_kafka_AclBinding_resource_pattern_type(
+            acl: *const rdsys::rd_kafka_AclBinding_t,
+        ) -> c_int;
+        pub(in crate::admin) fn rd_kafka_AclBinding_operation(
+            acl: *const rdsys::rd_kafka_AclBinding_t,
+        ) -> c_int;
+        pub(in crate::admin) fn rd_kafka_AclBinding_permission_type(
+            acl: *const rdsys::rd_kafka_AclBinding_t,
+        ) -> c_int;
+        pub(in crate::admin) fn rd_kafka_ScramCredentialInfo_mechanism(
+            info: *const rdsys::rd_kafka_ScramCredentialInfo_t,
+        ) -> c_int;
+    }
+}
+
+/// One kind of admin request: its name for messages, librdkafka's code for it, and the accessor
+/// of its typed result (null for an event of another type).
+pub(super) struct Operation {
+    pub(super) name: &'static str,
+    pub(super) code: rdsys::rd_kafka_admin_op_t,
+    pub(super) result: unsafe extern "C" fn(*mut rdsys::rd_kafka_event_t) -> *const rdsys::rd_kafka_event_t,
+}
+
+/// What `submit` sends a request with: the client's handle, the request's options and the queue
+/// its result arrives on. All live for the duration of the call.
+#[derive(Clone, Copy)]
+pub(super) struct Target {
+    pub(super) client: *mut rdsys::rd_kafka_t,
+    pub(super) options: *mut rdsys::rd_kafka_AdminOptions_t,
+    pub(super) queue: *mut rdsys::rd_kafka_queue_t,
+}
+
+/// Sends one admin request and returns what `read` makes of its result.
+///
+/// `submit` must call the librdkafka function that sends `operation`, with the [`Target`]'s
+/// pointers (librdkafka copies its arguments). `read` gets the typed result, a pointer that is
+/// never null and is valid only during the call: it copies out what it needs. A request-level
+/// error (no broker reachable in time, an API the broker does not implement) is returned
+/// before `read` is called.
+pub(super) fn request<C: ClientContext, T>(
+    client: &Client<C>,
+    operation: &Operation,
+    timeout: Duration,
+    submit: impl FnOnce(Target),
+    read: impl FnOnce(*const rdsys::rd_kafka_event_t) -> Result<T, AdminError>,
+) -> Result<T, AdminError> {
+    let timeout_ms = timeout_ms_for_librdkafka(timeout);
+    // SAFETY: the client handle is live for the whole call (`client` is borrowed).
+    let options = unsafe {
+        Owned::new(
+            rdsys::rd_kafka_AdminOptions_new(client.native_ptr(), operation.code),
+            rdsys::rd_kafka_AdminOptions_destroy,
+        )
+    }
+    .ok_or_else(|| AdminError::Invalid(format!("librdkafka refused the {} options", operation.name)))?;
+    let mut errstr = ErrBuf::new();
+    // SAFETY: `options` is live and ours; `errstr` outlives the call.
+    let error = unsafe {
+        rdsys::rd_kafka_AdminOptions_set_request_timeout(
+            options.as_ptr(),
+            timeout_ms,
+            errstr.ptr(),
+            errstr.len(),
+        )
+    };
+    errstr.check(error, "request timeout")?;
+    // CreateTopics, DeleteTopics and CreatePartitions also tell the broker how long to wait for
+    // the change to complete before answering; other requests have no such field.
+    let has_operation_timeout = matches!(
+        operation.code,
+        rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATETOPICS
+            | rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DELETETOPICS
+            | rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATEPARTITIONS
+    );
+    if has_operation_timeout {
+        // SAFETY: as above.
+        let error = unsafe {
+            rdsys::rd_kafka_AdminOptions_set_operation_timeout(
+                options.as_ptr(),
+                timeout_ms,
+                errstr.ptr(),
+                errstr.len(),
+            )
+        };
+        errstr.check(error, "operation timeout")?;
+    }
+    // SAFETY: as above; the queue is destroyed before the client (`client` outlives this call).
+    let queue =
+        unsafe { Owned::new(rdsys::rd_kafka_queue_new(client.native_ptr()), rdsys::rd_kafka_queue_destroy) }
+            .ok_or_else(|| {
+                AdminError::Unexpected("librdkafka could not create a result queue".to_string())
+            })?;
+
+    submit(Target { client: client.native_ptr(), options: options.as_ptr(), queue: queue.as_ptr() });
+
+    let wait_ms = timeout_ms_for_librdkafka(timeout.saturating_add(RESULT_WAIT_MARGIN));
+    // SAFETY: the queue is live; a returned event is ours to destroy.
+    let event = unsafe {
+        Owned::new(rdsys::rd_kafka_queue_poll(queue.as_ptr(), wait_ms), rdsys::rd_kafka_event_destroy)
+    }
+    .ok_or_else(|| AdminError::Unexpected(format!("no answer from librdkafka within {wait_ms} ms")))?;
+    // SAFETY: the event is live; its error string lives as long as it does.
+    let (code, message) = unsafe {
+        let code = as_int::rd_kafka_event_error(event.as_ptr());
+        (code, error_text(code, rdsys::rd_kafka_event_error_string(event.as_ptr())))
+    };
+    if code == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE as c_int {
+        return Err(AdminError::Unsupported { operation: operation.name, message });
+    }
+    if let Some(code) = ErrorCode::from_raw(code) {
+        return Err(AdminError::Refused { code, message });
+    }
+    // SAFETY: the event is live; the accessor returns null for an event of another type.
+    let result = unsafe { (operation.result)(event.as_ptr()) };
+    if result.is_null() {
+        return Err(AdminError::Unexpected(format!(
+            "librdkafka answered {} with another event",
+            operation.name
+        )));
+    }
+    // The event (and with it the result) is destroyed when `event` drops, after `read`.
+    read(result)
+}
+
+/// An object from librdkafka that this code owns and destroys when dropped.
+pub(super) struct Owned<T> {
+    pointer: NonNull<T>,
+    destroy: unsafe extern "C" fn(*mut T),
+}
+
+impl<T> Owned<T> {
+    /// `None` for a null pointer.
+    ///
+    /// # Safety
+    ///
+    /// A non-null `pointer` must be a live object that nothing else will destroy, and `destroy`
+    /// must be the librdkafka function that frees that kind of object.
+    pub(super) unsafe fn new(pointer: *mut T, destroy: unsafe extern "C" fn(*mut T)) -> Option<Owned<T>> {
+        NonNull::new(pointer).map(|pointer| Owned { pointer, destroy })
+    }
+
+    pub(super) fn as_ptr(&self) -> *mut T {
+        self.pointer.as_ptr()
+    }
+}
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        // SAFETY: `new`'s contract: we own the object and `destroy` frees it; drop runs once.
+        unsafe { (self.destroy)(self.pointer.as_ptr()) }
+    }
+}
+
+/// A buffer librdkafka writes an argument error into.
+pub(super) struct ErrBuf([c_char; ERRSTR_BYTES]);
+
+impl ErrBuf {
+    pub(super) fn new() -> ErrBuf {
+        ErrBuf([0; ERRSTR_BYTES])
+    }
+
+    pub(super) fn ptr(&mut self) -> *mut c_char {
+        self.0.as_mut_ptr()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// What librdkafka wrote: a NUL-terminated message; a buffer it never touched is all zeroes.
+    pub(super) fn text(&self) -> String {
+        let bytes: Vec<u8> = self.0.iter().take_while(|&&byte| byte != 0).map(|&byte| byte as u8).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// An error naming `what` when librdkafka refused a setting.
+    fn check(&self, error: rdsys::rd_kafka_resp_err_t, what: &str) -> Result<(), AdminError> {
+        if error == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Ok(());
+        }
+        Err(AdminError::Invalid(format!("{what}: {}", self.text())))
+    }
+}
+
+pub(super) fn c_string(text: &str) -> Result<CString, AdminError> {
+    CString::new(text).map_err(|_| AdminError::Invalid(format!("{text:?} contains a NUL byte")))
+}
+
+/// A C string as Rust text; empty for null.
+///
+/// # Safety
+///
+/// `text` must be null or a live NUL-terminated string.
+pub(super) unsafe fn c_text(text: *const c_char) -> String {
+    if text.is_null() {
+        return String::new();
+    }
+    // SAFETY: the caller's contract.
+    unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned()
+}
+
+/// "Broker: Invalid config: retention.ms: ..." from an error code and the broker's message.
+///
+/// # Safety
+///
+/// `message` must be null or a live NUL-terminated string.
+pub(super) unsafe fn error_text(code: c_int, message: *const c_char) -> String {
+    let code_text = code_text(code);
+    // SAFETY: the caller's contract.
+    let message = unsafe { c_text(message) };
+    if message.is_empty() || message == code_text {
+        code_text
+    } else {
+        format!("{code_text}: {message}")
+    }
+}
+
+/// librdkafka's text for an error code read as a plain integer, such as "Broker: The group is
+/// not empty"; the number itself for a code this librdkafka does not know.
+pub(super) fn code_text(code: c_int) -> String {
+    match rdsys::rd_kafka_resp_err_t::try_from(code) {
+        // SAFETY: rd_kafka_err2str returns a static string for every known code.
+        Ok(error) => unsafe { c_text(rdsys::rd_kafka_err2str(error)) },
+        Err(_) => format!("error code {code}"),
+    }
+}
+
+/// An error librdkafka returned for a whole request or an argument, as [`AdminError::Invalid`]:
+/// nothing was sent.
+pub(super) fn check_resp_err(error: rdsys::rd_kafka_resp_err_t, what: &str) -> Result<(), AdminError> {
+    if error == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        return Ok(());
+    }
+    Err(AdminError::Invalid(format!("{what}: {}", code_text(error as c_int))))
+}
+
+/// The error of one entry of a result (`rd_kafka_error_t`, null for success), with librdkafka's
+/// text for it, which includes the broker's message.
+///
+/// # Safety
+///
+/// `error` must be null or a live error object; it is only read, never destroyed (it belongs to
+/// its result).
+pub(super) unsafe fn entry_error(error: *const rdsys::rd_kafka_error_t) -> Option<AdminError> {
+    if error.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's contract; the string lives as long as the error.
+    let (code, message) =
+        unsafe { (as_int::rd_kafka_error_code(error), c_text(rdsys::rd_kafka_error_string(error))) };
+    Some(AdminError::Refused { code: ErrorCode::from_raw(code).unwrap_or(ErrorCode(-1)), message })
+}
+
+/// An error the caller owns (as `rd_kafka_ConfigResource_add_incremental_config` returns one),
+/// destroyed here: `Err` with its text, or `Ok` for null. Nothing was sent.
+///
+/// # Safety
+///
+/// `error` must be null or a live error object that is the caller's to destroy.
+pub(super) unsafe fn owned_error(error: *mut rdsys::rd_kafka_error_t, what: &str) -> Result<(), AdminError> {
+    // SAFETY: the caller's contract.
+    let Some(error) = (unsafe { Owned::new(error, rdsys::rd_kafka_error_destroy) }) else { return Ok(()) };
+    // SAFETY: the error is live; its string lives as long as it does.
+    let text = unsafe { c_text(rdsys::rd_kafka_error_string(error.as_ptr())) };
+    Err(AdminError::Invalid(format!("{what}: {text}")))
+}
+
+/// The entries of a result array that librdkafka returns with its length through `cntp`.
+///
+/// # Safety
+///
+/// `result` must be a live result of the kind `accessor` reads; the slice borrows from it and
+/// must not outlive it.
+pub(super) unsafe fn result_array<'a, R, T>(
+    result: *const R,
+    accessor: unsafe extern "C" fn(*const R, *mut usize) -> *mut *const T,
+) -> &'a [*const T] {
+    let mut count = 0;
+    // SAFETY: the caller's contract.
+    let entries = unsafe { accessor(result, &mut count) };
+    if entries.is_null() || count == 0 {
+        return &[];
+    }
+    // SAFETY: librdkafka returned `count` live entries owned by `result`.
+    unsafe { std::slice::from_raw_parts(entries, count) }
+}
+
+/// `count` items at `items`; empty for a null pointer or a count below one.
+///
+/// # Safety
+///
+/// A non-null `items` with a positive `count` must point to `count` live items that outlive `'a`.
+pub(super) unsafe fn raw_slice<'a, T>(items: *const T, count: c_int) -> &'a [T] {
+    match usize::try_from(count) {
+        // SAFETY: the caller's contract.
+        Ok(count) if count > 0 && !items.is_null() => unsafe { std::slice::from_raw_parts(items, count) },
+        _ => &[],
+    }
+}
+
+/// Name and outcome of each entry of a CreateTopics, DeleteTopics or CreatePartitions result.
+///
+/// # Safety
+///
+/// Every entry must be a live topic result.
+pub(super) unsafe fn topic_outcomes(
+    results: &[*const rdsys::rd_kafka_topic_result_t],
+) -> Vec<(String, Result<(), AdminError>)> {
+    results
+        .iter()
+        .map(|&result| {
+            // SAFETY: each entry is a live topic result whose strings live as long as it does.
+            unsafe {
+                let name = c_text(rdsys::rd_kafka_topic_result_name(result));
+                let code = as_int::rd_kafka_topic_result_error(result);
+                let outcome = match ErrorCode::from_raw(code) {
+                    None => Ok(()),
+                    Some(error) => Err(AdminError::Refused {
+                        code: error,
+                        message: error_text(code, rdsys::rd_kafka_topic_result_error_string(result)),
+                    }),
+                };
+                (name, outcome)
+            }
+        })
+        .collect()
+}
+
+/// The outcome of a config resource of an IncrementalAlterConfigs result.
+///
+/// # Safety
+///
+/// `resource` must be a live config resource of a result.
+pub(super) unsafe fn resource_outcome(
+    resource: *const rdsys::rd_kafka_ConfigResource_t,
+) -> (String, Result<(), AdminError>) {
+    // SAFETY: the caller's contract; the strings live as long as the resource.
+    unsafe {
+        let name = c_text(rdsys::rd_kafka_ConfigResource_name(resource));
+        let code = as_int::rd_kafka_ConfigResource_error(resource);
+        let outcome = match ErrorCode::from_raw(code) {
+            None => Ok(()),
+            Some(error) => Err(AdminError::Refused {
+                code: error,
+                message: error_text(code, rdsys::rd_kafka_ConfigResource_error_string(resource)),
+            }),
+        };
+        (name, outcome)
+    }
+}
+
+/// The outcome for `name` from a result that should hold exactly that one entry.
+pub(super) fn single<T>(outcomes: Vec<(String, Result<T, AdminError>)>, name: &str) -> Result<T, AdminError> {
+    match outcomes.into_iter().find(|(result_name, _)| result_name == name) {
+        Some((_, outcome)) => outcome,
+        None => Err(AdminError::Unexpected(format!("the answer did not mention {name:?}"))),
+    }
+}
