@@ -359,7 +359,7 @@ fn acl_and_scram_requests_answer_or_say_the_broker_lacks_them() {
     let started = Instant::now();
     check(
         "CreateAcls",
-        admin::create_acls(client, &[binding.clone()], timeout).map(|done| format!("{done:?}")),
+        admin::create_acls(client, std::slice::from_ref(&binding), timeout).map(|done| format!("{done:?}")),
     );
     check(
         "DescribeAcls",
