@@ -348,13 +348,13 @@ fn acl_and_scram_requests_answer_or_say_the_broker_lacks_them() {
         Err(other) => panic!("{operation}: {other}"),
     };
     let binding = AclBinding {
-        resource_type: ResourceType::Topic,
-        resource_name: "orders".to_string(),
-        pattern_type: PatternType::Literal,
-        principal: "User:alice".to_string(),
-        host: "*".to_string(),
-        operation: AclOperation::Read,
-        permission: AclPermission::Allow,
+        resource_type: ResourceType::Group,
+        resource_name: "billing-".to_string(),
+        pattern_type: PatternType::Prefixed,
+        principal: "User:mallory".to_string(),
+        host: "10.0.0.7".to_string(),
+        operation: AclOperation::Describe,
+        permission: AclPermission::Deny,
     };
     let started = Instant::now();
     check(

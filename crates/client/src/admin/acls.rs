@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use rdkafka::bindings as rdsys;
 use rdkafka::client::{Client, ClientContext};
+use rdsys::rd_kafka_admin_op_t as Op;
 
 use super::ffi::{as_int, c_string, c_text, entry_error, request, result_array, ErrBuf, Operation, Owned};
 use super::AdminError;
@@ -193,21 +194,24 @@ impl From<&AclBinding> for AclBindingFilter {
     }
 }
 
-const CREATE_ACLS: Operation = Operation {
-    name: "CreateAcls",
-    code: rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATEACLS,
-    result: rdsys::rd_kafka_event_CreateAcls_result,
-};
-const DESCRIBE_ACLS: Operation = Operation {
-    name: "DescribeAcls",
-    code: rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBEACLS,
-    result: rdsys::rd_kafka_event_DescribeAcls_result,
-};
-const DELETE_ACLS: Operation = Operation {
-    name: "DeleteAcls",
-    code: rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DELETEACLS,
-    result: rdsys::rd_kafka_event_DeleteAcls_result,
-};
+const CREATE_ACLS: Operation<rdsys::rd_kafka_AclBinding_t> = Operation::new(
+    "CreateAcls",
+    Op::RD_KAFKA_ADMIN_OP_CREATEACLS,
+    rdsys::rd_kafka_CreateAcls,
+    rdsys::rd_kafka_event_CreateAcls_result,
+);
+const DESCRIBE_ACLS: Operation<rdsys::rd_kafka_AclBindingFilter_t> = Operation::new(
+    "DescribeAcls",
+    Op::RD_KAFKA_ADMIN_OP_DESCRIBEACLS,
+    describe_acls_of_one,
+    rdsys::rd_kafka_event_DescribeAcls_result,
+);
+const DELETE_ACLS: Operation<rdsys::rd_kafka_AclBindingFilter_t> = Operation::new(
+    "DeleteAcls",
+    Op::RD_KAFKA_ADMIN_OP_DELETEACLS,
+    rdsys::rd_kafka_DeleteAcls,
+    rdsys::rd_kafka_event_DeleteAcls_result,
+);
 
 /// Creates `bindings` in one CreateAcls request; the outcome of each, in order.
 pub fn create_acls<C: ClientContext>(
@@ -216,34 +220,24 @@ pub fn create_acls<C: ClientContext>(
     timeout: Duration,
 ) -> Result<Vec<Result<(), AdminError>>, AdminError> {
     let owned = bindings.iter().map(new_binding).collect::<Result<Vec<_>, _>>()?;
-    let mut pointers: Vec<*mut rdsys::rd_kafka_AclBinding_t> = owned.iter().map(Owned::as_ptr).collect();
-    request(
-        client,
-        &CREATE_ACLS,
-        timeout,
-        // SAFETY: every pointer is live for the call; librdkafka copies the bindings.
-        |to| unsafe {
-            rdsys::rd_kafka_CreateAcls(to.client, pointers.as_mut_ptr(), pointers.len(), to.options, to.queue)
-        },
-        // SAFETY: the result is live during `read`; its entries are ACL results, in request order.
-        |result| unsafe {
-            let results = result_array(result, rdsys::rd_kafka_CreateAcls_result_acls);
-            if results.len() != bindings.len() {
-                return Err(AdminError::Unexpected(format!(
-                    "CreateAcls answered {} results for {} bindings",
-                    results.len(),
-                    bindings.len()
-                )));
-            }
-            Ok(results
-                .iter()
-                .map(|&result| match entry_error(rdsys::rd_kafka_acl_result_error(result)) {
-                    Some(error) => Err(error),
-                    None => Ok(()),
-                })
-                .collect())
-        },
-    )
+    // SAFETY (read): the result is live during the call; its entries are ACL results, in request order.
+    request(client, &CREATE_ACLS, timeout, &owned, |result| unsafe {
+        let results = result_array(result, rdsys::rd_kafka_CreateAcls_result_acls);
+        if results.len() != bindings.len() {
+            return Err(AdminError::Unexpected(format!(
+                "CreateAcls answered {} results for {} bindings",
+                results.len(),
+                bindings.len()
+            )));
+        }
+        Ok(results
+            .iter()
+            .map(|&result| match entry_error(rdsys::rd_kafka_acl_result_error(result)) {
+                Some(error) => Err(error),
+                None => Ok(()),
+            })
+            .collect())
+    })
 }
 
 /// The bindings `filter` matches (DescribeAcls).
@@ -252,21 +246,13 @@ pub fn describe_acls<C: ClientContext>(
     filter: &AclBindingFilter,
     timeout: Duration,
 ) -> Result<Vec<AclBinding>, AdminError> {
-    let filter_object = new_filter(filter)?;
-    request(
-        client,
-        &DESCRIBE_ACLS,
-        timeout,
-        // SAFETY: every pointer is live for the call; librdkafka copies the filter.
-        |to| unsafe { rdsys::rd_kafka_DescribeAcls(to.client, filter_object.as_ptr(), to.options, to.queue) },
-        // SAFETY: the result is live during `read`; its entries are bindings.
-        |result| unsafe {
-            Ok(result_array(result, rdsys::rd_kafka_DescribeAcls_result_acls)
-                .iter()
-                .map(|&binding| read_binding(binding))
-                .collect())
-        },
-    )
+    // SAFETY (read): the result is live during the call; its entries are bindings.
+    request(client, &DESCRIBE_ACLS, timeout, &[new_filter(filter)?], |result| unsafe {
+        Ok(result_array(result, rdsys::rd_kafka_DescribeAcls_result_acls)
+            .iter()
+            .map(|&binding| read_binding(binding))
+            .collect())
+    })
 }
 
 /// Deletes the bindings each of `filters` matches, in one DeleteAcls request: per filter, in
@@ -277,48 +263,48 @@ pub fn delete_acls<C: ClientContext>(
     timeout: Duration,
 ) -> Result<Vec<Result<Vec<AclBinding>, AdminError>>, AdminError> {
     let owned = filters.iter().map(new_filter).collect::<Result<Vec<_>, _>>()?;
-    let mut pointers: Vec<*mut rdsys::rd_kafka_AclBindingFilter_t> =
-        owned.iter().map(Owned::as_ptr).collect();
-    request(
-        client,
-        &DELETE_ACLS,
-        timeout,
-        // SAFETY: every pointer is live for the call; librdkafka copies the filters.
-        |to| unsafe {
-            rdsys::rd_kafka_DeleteAcls(to.client, pointers.as_mut_ptr(), pointers.len(), to.options, to.queue)
-        },
-        // SAFETY: the result is live during `read`; its entries are responses, in request order,
-        // each with its matching bindings.
-        |result| unsafe {
-            let responses = result_array(result, rdsys::rd_kafka_DeleteAcls_result_responses);
-            if responses.len() != filters.len() {
-                return Err(AdminError::Unexpected(format!(
-                    "DeleteAcls answered {} results for {} filters",
-                    responses.len(),
-                    filters.len()
-                )));
-            }
-            Ok(responses
-                .iter()
-                .map(|&response| {
-                    if let Some(error) =
-                        entry_error(rdsys::rd_kafka_DeleteAcls_result_response_error(response))
-                    {
-                        return Err(error);
-                    }
-                    let mut count = 0;
-                    let matching =
-                        rdsys::rd_kafka_DeleteAcls_result_response_matching_acls(response, &mut count);
-                    let matching = if matching.is_null() {
-                        &[][..]
-                    } else {
-                        std::slice::from_raw_parts(matching, count)
-                    };
-                    Ok(matching.iter().map(|&binding| read_binding(binding)).collect())
-                })
-                .collect())
-        },
-    )
+    // SAFETY (read): the result is live during the call; its entries are responses, in request
+    // order, each with its matching bindings.
+    request(client, &DELETE_ACLS, timeout, &owned, |result| unsafe {
+        let responses = result_array(result, rdsys::rd_kafka_DeleteAcls_result_responses);
+        if responses.len() != filters.len() {
+            return Err(AdminError::Unexpected(format!(
+                "DeleteAcls answered {} results for {} filters",
+                responses.len(),
+                filters.len()
+            )));
+        }
+        Ok(responses
+            .iter()
+            .map(|&response| {
+                if let Some(error) = entry_error(rdsys::rd_kafka_DeleteAcls_result_response_error(response)) {
+                    return Err(error);
+                }
+                let mut count = 0;
+                let matching = rdsys::rd_kafka_DeleteAcls_result_response_matching_acls(response, &mut count);
+                let matching =
+                    if matching.is_null() { &[][..] } else { std::slice::from_raw_parts(matching, count) };
+                Ok(matching.iter().map(|&binding| read_binding(binding)).collect())
+            })
+            .collect())
+    })
+}
+
+/// DescribeAcls as the other requests are sent (`ffi::Submit`): librdkafka's takes one filter rather than an array.
+///
+/// # Safety
+///
+/// As `rd_kafka_DescribeAcls`, with `filters` pointing to exactly one live filter.
+unsafe extern "C" fn describe_acls_of_one(
+    client: *mut rdsys::rd_kafka_t,
+    filters: *mut *mut rdsys::rd_kafka_AclBindingFilter_t,
+    count: usize,
+    options: *const rdsys::rd_kafka_AdminOptions_t,
+    queue: *mut rdsys::rd_kafka_queue_t,
+) {
+    debug_assert_eq!(count, 1, "DescribeAcls takes one filter");
+    // SAFETY: the caller's contract.
+    unsafe { rdsys::rd_kafka_DescribeAcls(client, *filters, options, queue) }
 }
 
 /// librdkafka's copy of `binding`; librdkafka checks it (no `Any`, a principal and host given).

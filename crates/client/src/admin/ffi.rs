@@ -61,37 +61,70 @@ pub(super) mod as_int {
     }
 }
 
-/// One kind of admin request: its name for messages, librdkafka's code for it, and the accessor
-/// of its typed result (null for an event of another type).
-pub(super) struct Operation {
-    pub(super) name: &'static str,
-    pub(super) code: rdsys::rd_kafka_admin_op_t,
-    pub(super) result: unsafe extern "C" fn(*mut rdsys::rd_kafka_event_t) -> *const rdsys::rd_kafka_event_t,
+/// The C function that sends a request for `count` objects (librdkafka copies them).
+pub(super) type Submit<T> = unsafe extern "C" fn(
+    *mut rdsys::rd_kafka_t,
+    *mut *mut T,
+    usize,
+    *const rdsys::rd_kafka_AdminOptions_t,
+    *mut rdsys::rd_kafka_queue_t,
+);
+
+/// The accessor of an event's typed result: null for an event of another type.
+pub(super) type ResultOf =
+    unsafe extern "C" fn(*mut rdsys::rd_kafka_event_t) -> *const rdsys::rd_kafka_event_t;
+
+/// One kind of admin request: its name for messages, librdkafka's code for it, the function
+/// that sends it for objects of type `T`, and the accessor of its result.
+pub(super) struct Operation<T> {
+    name: &'static str,
+    code: rdsys::rd_kafka_admin_op_t,
+    submit: Submit<T>,
+    result: ResultOf,
 }
 
-/// What `submit` sends a request with: the client's handle, the request's options and the queue
-/// its result arrives on. All live for the duration of the call.
-#[derive(Clone, Copy)]
-pub(super) struct Target {
-    pub(super) client: *mut rdsys::rd_kafka_t,
-    pub(super) options: *mut rdsys::rd_kafka_AdminOptions_t,
-    pub(super) queue: *mut rdsys::rd_kafka_queue_t,
+impl<T> Operation<T> {
+    pub(super) const fn new(
+        name: &'static str,
+        code: rdsys::rd_kafka_admin_op_t,
+        submit: Submit<T>,
+        result: ResultOf,
+    ) -> Operation<T> {
+        Operation { name, code, submit, result }
+    }
 }
 
-/// Sends one admin request and returns what `read` makes of its result.
+/// What a request is made of: an object the caller holds (and so keeps alive for the call),
+/// which librdkafka takes a pointer to and copies.
+pub(super) trait Argument<T> {
+    fn pointer(&self) -> *mut T;
+}
+
+impl<T> Argument<T> for Owned<T> {
+    fn pointer(&self) -> *mut T {
+        self.as_ptr()
+    }
+}
+
+impl Argument<c_char> for CString {
+    /// librdkafka only reads the string (its functions take `const char *`).
+    fn pointer(&self) -> *mut c_char {
+        self.as_ptr().cast_mut()
+    }
+}
+
+/// Sends one admin request for `arguments` and returns what `read` makes of its result.
 ///
-/// `submit` must call the librdkafka function that sends `operation`, with the [`Target`]'s
-/// pointers (librdkafka copies its arguments). `read` gets the typed result, a pointer that is
-/// never null and is valid only during the call: it copies out what it needs. A request-level
-/// error (no broker reachable in time, an API the broker does not implement) is returned
-/// before `read` is called.
-pub(super) fn request<C: ClientContext, T>(
+/// `read` gets the typed result, a pointer that is never null and is valid only during the
+/// call: it copies out what it needs. A request-level error (no broker reachable in time, an
+/// API the broker does not implement) is returned before `read` is called.
+pub(super) fn request<C: ClientContext, T, R>(
     client: &Client<C>,
-    operation: &Operation,
+    operation: &Operation<T>,
     timeout: Duration,
-    submit: impl FnOnce(Target),
-    read: impl FnOnce(*const rdsys::rd_kafka_event_t) -> Result<T, AdminError>,
-) -> Result<T, AdminError> {
+    arguments: &[impl Argument<T>],
+    read: impl FnOnce(*const rdsys::rd_kafka_event_t) -> Result<R, AdminError>,
+) -> Result<R, AdminError> {
     let timeout_ms = timeout_ms_for_librdkafka(timeout);
     // SAFETY: the client handle is live for the whole call (`client` is borrowed).
     let options = unsafe {
@@ -139,7 +172,18 @@ pub(super) fn request<C: ClientContext, T>(
                 AdminError::Unexpected("librdkafka could not create a result queue".to_string())
             })?;
 
-    submit(Target { client: client.native_ptr(), options: options.as_ptr(), queue: queue.as_ptr() });
+    let mut pointers: Vec<*mut T> = arguments.iter().map(Argument::pointer).collect();
+    // SAFETY: the handle, options and queue are live; the arguments are borrowed for the call,
+    // and librdkafka copies them before it returns.
+    unsafe {
+        (operation.submit)(
+            client.native_ptr(),
+            pointers.as_mut_ptr(),
+            pointers.len(),
+            options.as_ptr(),
+            queue.as_ptr(),
+        );
+    }
 
     let wait_ms = timeout_ms_for_librdkafka(timeout.saturating_add(RESULT_WAIT_MARGIN));
     // SAFETY: the queue is live; a returned event is ours to destroy.
@@ -148,15 +192,20 @@ pub(super) fn request<C: ClientContext, T>(
     }
     .ok_or_else(|| AdminError::Unexpected(format!("no answer from librdkafka within {wait_ms} ms")))?;
     // SAFETY: the event is live; its error string lives as long as it does.
-    let (code, message) = unsafe {
-        let code = as_int::rd_kafka_event_error(event.as_ptr());
-        (code, error_text(code, rdsys::rd_kafka_event_error_string(event.as_ptr())))
+    let outcome = unsafe {
+        code_outcome(
+            as_int::rd_kafka_event_error(event.as_ptr()),
+            rdsys::rd_kafka_event_error_string(event.as_ptr()),
+        )
     };
-    if code == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE as c_int {
-        return Err(AdminError::Unsupported { operation: operation.name, message });
-    }
-    if let Some(code) = ErrorCode::from_raw(code) {
-        return Err(AdminError::Refused { code, message });
+    match outcome {
+        Err(AdminError::Refused { code, message })
+            if code.0 == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE as c_int =>
+        {
+            return Err(AdminError::Unsupported { operation: operation.name, message })
+        }
+        Err(error) => return Err(error),
+        Ok(()) => {}
     }
     // SAFETY: the event is live; the accessor returns null for an event of another type.
     let result = unsafe { (operation.result)(event.as_ptr()) };
@@ -354,27 +403,16 @@ pub(super) unsafe fn raw_slice<'a, T>(items: *const T, count: c_int) -> &'a [T] 
 pub(super) unsafe fn topic_outcomes(
     results: &[*const rdsys::rd_kafka_topic_result_t],
 ) -> Vec<(String, Result<(), AdminError>)> {
-    results
-        .iter()
-        .map(|&result| {
-            // SAFETY: each entry is a live topic result whose strings live as long as it does.
-            unsafe {
-                let name = c_text(rdsys::rd_kafka_topic_result_name(result));
-                let code = as_int::rd_kafka_topic_result_error(result);
-                let outcome = match ErrorCode::from_raw(code) {
-                    None => Ok(()),
-                    Some(error) => Err(AdminError::Refused {
-                        code: error,
-                        message: error_text(code, rdsys::rd_kafka_topic_result_error_string(result)),
-                    }),
-                };
-                (name, outcome)
-            }
-        })
-        .collect()
+    // SAFETY: each entry is a live topic result whose strings live as long as it does.
+    let outcome = |result| unsafe {
+        let code = as_int::rd_kafka_topic_result_error(result);
+        let message = rdsys::rd_kafka_topic_result_error_string(result);
+        (c_text(rdsys::rd_kafka_topic_result_name(result)), code_outcome(code, message))
+    };
+    results.iter().map(|&result| outcome(result)).collect()
 }
 
-/// The outcome of a config resource of an IncrementalAlterConfigs result.
+/// Name and outcome of a config resource of an IncrementalAlterConfigs result.
 ///
 /// # Safety
 ///
@@ -384,16 +422,24 @@ pub(super) unsafe fn resource_outcome(
 ) -> (String, Result<(), AdminError>) {
     // SAFETY: the caller's contract; the strings live as long as the resource.
     unsafe {
-        let name = c_text(rdsys::rd_kafka_ConfigResource_name(resource));
         let code = as_int::rd_kafka_ConfigResource_error(resource);
-        let outcome = match ErrorCode::from_raw(code) {
-            None => Ok(()),
-            Some(error) => Err(AdminError::Refused {
-                code: error,
-                message: error_text(code, rdsys::rd_kafka_ConfigResource_error_string(resource)),
-            }),
-        };
-        (name, outcome)
+        let message = rdsys::rd_kafka_ConfigResource_error_string(resource);
+        (c_text(rdsys::rd_kafka_ConfigResource_name(resource)), code_outcome(code, message))
+    }
+}
+
+/// `Ok` for code 0, else the refusal with librdkafka's text for the code and `message`.
+///
+/// # Safety
+///
+/// `message` must be null or a live NUL-terminated string.
+unsafe fn code_outcome(code: c_int, message: *const c_char) -> Result<(), AdminError> {
+    match ErrorCode::from_raw(code) {
+        None => Ok(()),
+        // SAFETY: the caller's contract.
+        Some(error) => {
+            Err(AdminError::Refused { code: error, message: unsafe { error_text(code, message) } })
+        }
     }
 }
 

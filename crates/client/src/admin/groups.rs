@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rdkafka::bindings as rdsys;
 use rdkafka::client::{Client, ClientContext};
+use rdsys::rd_kafka_admin_op_t as Op;
 
 use super::ffi::{
     c_string, c_text, entry_error, error_text, raw_slice, request, result_array, single, Operation, Owned,
@@ -61,21 +62,24 @@ pub struct GroupOffset {
     pub error: Option<ErrorCode>,
 }
 
-const LIST_CONSUMER_GROUP_OFFSETS: Operation = Operation {
-    name: "ListConsumerGroupOffsets",
-    code: rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
-    result: rdsys::rd_kafka_event_ListConsumerGroupOffsets_result,
-};
-const ALTER_CONSUMER_GROUP_OFFSETS: Operation = Operation {
-    name: "AlterConsumerGroupOffsets",
-    code: rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS,
-    result: rdsys::rd_kafka_event_AlterConsumerGroupOffsets_result,
-};
-const DELETE_GROUPS: Operation = Operation {
-    name: "DeleteGroups",
-    code: rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DELETEGROUPS,
-    result: rdsys::rd_kafka_event_DeleteGroups_result,
-};
+const LIST_CONSUMER_GROUP_OFFSETS: Operation<rdsys::rd_kafka_ListConsumerGroupOffsets_t> = Operation::new(
+    "ListConsumerGroupOffsets",
+    Op::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
+    rdsys::rd_kafka_ListConsumerGroupOffsets,
+    rdsys::rd_kafka_event_ListConsumerGroupOffsets_result,
+);
+const ALTER_CONSUMER_GROUP_OFFSETS: Operation<rdsys::rd_kafka_AlterConsumerGroupOffsets_t> = Operation::new(
+    "AlterConsumerGroupOffsets",
+    Op::RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS,
+    rdsys::rd_kafka_AlterConsumerGroupOffsets,
+    rdsys::rd_kafka_event_AlterConsumerGroupOffsets_result,
+);
+const DELETE_GROUPS: Operation<rdsys::rd_kafka_DeleteGroup_t> = Operation::new(
+    "DeleteGroups",
+    Op::RD_KAFKA_ADMIN_OP_DELETEGROUPS,
+    rdsys::rd_kafka_DeleteGroups,
+    rdsys::rd_kafka_event_DeleteGroups_result,
+);
 
 /// Every group of the cluster, or only `group`, with its state and members: ListGroups to every
 /// broker, then DescribeGroups of what they list (librdkafka's `rd_kafka_list_groups`, a
@@ -171,29 +175,13 @@ pub fn list_group_offsets<C: ClientContext>(
     .ok_or_else(|| {
         AdminError::Invalid("librdkafka refused the ListConsumerGroupOffsets request".to_string())
     })?;
-    let mut lists = [list.as_ptr()];
-    request(
-        client,
-        &LIST_CONSUMER_GROUP_OFFSETS,
-        timeout,
-        // SAFETY: every pointer is live for the call; librdkafka copies the request objects.
-        |to| unsafe {
-            rdsys::rd_kafka_ListConsumerGroupOffsets(
-                to.client,
-                lists.as_mut_ptr(),
-                lists.len(),
-                to.options,
-                to.queue,
-            )
-        },
-        // SAFETY: the result is live during `read`; its entries are group results.
-        |result| unsafe {
-            single(
-                group_outcomes(result_array(result, rdsys::rd_kafka_ListConsumerGroupOffsets_result_groups)),
-                group,
-            )
-        },
-    )
+    // SAFETY (read): the result is live during the call; its entries are group results.
+    request(client, &LIST_CONSUMER_GROUP_OFFSETS, timeout, &[list], |result| unsafe {
+        single(
+            group_outcomes(result_array(result, rdsys::rd_kafka_ListConsumerGroupOffsets_result_groups)),
+            group,
+        )
+    })
 }
 
 /// Commits `offsets` ((topic, partition, offset)) for `group` as an admin would: an OffsetCommit
@@ -224,29 +212,13 @@ pub fn alter_group_offsets<C: ClientContext>(
     .ok_or_else(|| {
         AdminError::Invalid("librdkafka refused the AlterConsumerGroupOffsets request".to_string())
     })?;
-    let mut alters = [alter.as_ptr()];
-    request(
-        client,
-        &ALTER_CONSUMER_GROUP_OFFSETS,
-        timeout,
-        // SAFETY: every pointer is live for the call; librdkafka copies the request objects.
-        |to| unsafe {
-            rdsys::rd_kafka_AlterConsumerGroupOffsets(
-                to.client,
-                alters.as_mut_ptr(),
-                alters.len(),
-                to.options,
-                to.queue,
-            )
-        },
-        // SAFETY: the result is live during `read`; its entries are group results.
-        |result| unsafe {
-            single(
-                group_outcomes(result_array(result, rdsys::rd_kafka_AlterConsumerGroupOffsets_result_groups)),
-                group,
-            )
-        },
-    )
+    // SAFETY (read): the result is live during the call; its entries are group results.
+    request(client, &ALTER_CONSUMER_GROUP_OFFSETS, timeout, &[alter], |result| unsafe {
+        single(
+            group_outcomes(result_array(result, rdsys::rd_kafka_AlterConsumerGroupOffsets_result_groups)),
+            group,
+        )
+    })
 }
 
 /// Deletes `group` and its committed offsets (DeleteGroups). Kafka refuses while the group has
@@ -262,21 +234,11 @@ pub fn delete_group<C: ClientContext>(
         Owned::new(rdsys::rd_kafka_DeleteGroup_new(name.as_ptr()), rdsys::rd_kafka_DeleteGroup_destroy)
     }
     .ok_or_else(|| AdminError::Invalid("librdkafka refused the DeleteGroups request".to_string()))?;
-    let mut groups = [delete.as_ptr()];
-    request(
-        client,
-        &DELETE_GROUPS,
-        timeout,
-        // SAFETY: every pointer is live for the call; librdkafka copies the request objects.
-        |to| unsafe {
-            rdsys::rd_kafka_DeleteGroups(to.client, groups.as_mut_ptr(), groups.len(), to.options, to.queue)
-        },
-        // SAFETY: the result is live during `read`; its entries are group results.
-        |result| unsafe {
-            single(group_outcomes(result_array(result, rdsys::rd_kafka_DeleteGroups_result_groups)), group)
-                .map(drop)
-        },
-    )
+    // SAFETY (read): the result is live during the call; its entries are group results.
+    request(client, &DELETE_GROUPS, timeout, &[delete], |result| unsafe {
+        single(group_outcomes(result_array(result, rdsys::rd_kafka_DeleteGroups_result_groups)), group)
+            .map(drop)
+    })
 }
 
 /// `rd_kafka_group_list_destroy` takes a const pointer; [`Owned`] holds a mutable one.

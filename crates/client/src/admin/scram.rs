@@ -6,11 +6,12 @@
 //! OpenSSL) before sending: the broker receives the salted password only, as KIP-554 specifies.
 //! The password is never printed: [`ScramAlteration`]'s `Debug` leaves it out.
 
-use std::ffi::{c_int, CString};
+use std::ffi::{c_char, c_int, CString};
 use std::time::Duration;
 
 use rdkafka::bindings as rdsys;
 use rdkafka::client::{Client, ClientContext};
+use rdsys::rd_kafka_admin_op_t as Op;
 
 use super::ffi::{as_int, c_string, c_text, entry_error, request, result_array, Operation, Owned};
 use super::AdminError;
@@ -131,16 +132,19 @@ impl std::fmt::Debug for ScramAlteration {
     }
 }
 
-const ALTER_USER_SCRAM_CREDENTIALS: Operation = Operation {
-    name: "AlterUserScramCredentials",
-    code: rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_ALTERUSERSCRAMCREDENTIALS,
-    result: rdsys::rd_kafka_event_AlterUserScramCredentials_result,
-};
-const DESCRIBE_USER_SCRAM_CREDENTIALS: Operation = Operation {
-    name: "DescribeUserScramCredentials",
-    code: rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBEUSERSCRAMCREDENTIALS,
-    result: rdsys::rd_kafka_event_DescribeUserScramCredentials_result,
-};
+const ALTER_USER_SCRAM_CREDENTIALS: Operation<rdsys::rd_kafka_UserScramCredentialAlteration_t> =
+    Operation::new(
+        "AlterUserScramCredentials",
+        Op::RD_KAFKA_ADMIN_OP_ALTERUSERSCRAMCREDENTIALS,
+        rdsys::rd_kafka_AlterUserScramCredentials,
+        rdsys::rd_kafka_event_AlterUserScramCredentials_result,
+    );
+const DESCRIBE_USER_SCRAM_CREDENTIALS: Operation<c_char> = Operation::new(
+    "DescribeUserScramCredentials",
+    Op::RD_KAFKA_ADMIN_OP_DESCRIBEUSERSCRAMCREDENTIALS,
+    describe_users,
+    rdsys::rd_kafka_event_DescribeUserScramCredentials_result,
+);
 
 /// Applies `alterations` in one AlterUserScramCredentials request: per user named, the outcome
 /// (Kafka answers once per user, however many of its mechanisms change).
@@ -150,37 +154,18 @@ pub fn alter_user_scram_credentials<C: ClientContext>(
     timeout: Duration,
 ) -> Result<Vec<UserOutcome>, AdminError> {
     let owned = alterations.iter().map(new_alteration).collect::<Result<Vec<_>, _>>()?;
-    let mut pointers: Vec<*mut rdsys::rd_kafka_UserScramCredentialAlteration_t> =
-        owned.iter().map(Owned::as_ptr).collect();
-    request(
-        client,
-        &ALTER_USER_SCRAM_CREDENTIALS,
-        timeout,
-        // SAFETY: every pointer is live for the call; librdkafka copies the alterations.
-        |to| unsafe {
-            rdsys::rd_kafka_AlterUserScramCredentials(
-                to.client,
-                pointers.as_mut_ptr(),
-                pointers.len(),
-                to.options,
-                to.queue,
-            )
-        },
-        // SAFETY: the result is live during `read`; its entries are per-user responses.
-        |result| unsafe {
-            Ok(result_array(result, rdsys::rd_kafka_AlterUserScramCredentials_result_responses)
-                .iter()
-                .map(|&response| {
-                    let user =
-                        c_text(rdsys::rd_kafka_AlterUserScramCredentials_result_response_user(response));
-                    let error = entry_error(rdsys::rd_kafka_AlterUserScramCredentials_result_response_error(
-                        response,
-                    ));
-                    UserOutcome { user, outcome: error.map_or(Ok(()), Err) }
-                })
-                .collect())
-        },
-    )
+    // SAFETY (read): the result is live during the call; its entries are per-user responses.
+    request(client, &ALTER_USER_SCRAM_CREDENTIALS, timeout, &owned, |result| unsafe {
+        Ok(result_array(result, rdsys::rd_kafka_AlterUserScramCredentials_result_responses)
+            .iter()
+            .map(|&response| {
+                let user = c_text(rdsys::rd_kafka_AlterUserScramCredentials_result_response_user(response));
+                let error =
+                    entry_error(rdsys::rd_kafka_AlterUserScramCredentials_result_response_error(response));
+                UserOutcome { user, outcome: error.map_or(Ok(()), Err) }
+            })
+            .collect())
+    })
 }
 
 /// The SCRAM credentials of `users`, or of every user with any when `users` is empty.
@@ -190,56 +175,61 @@ pub fn describe_user_scram_credentials<C: ClientContext>(
     timeout: Duration,
 ) -> Result<Vec<UserScramCredentials>, AdminError> {
     let names = users.iter().map(|user| c_string(user)).collect::<Result<Vec<CString>, _>>()?;
-    let mut pointers: Vec<*const std::ffi::c_char> = names.iter().map(|name| name.as_ptr()).collect();
-    request(
-        client,
-        &DESCRIBE_USER_SCRAM_CREDENTIALS,
-        timeout,
-        // SAFETY: every pointer is live for the call; librdkafka copies the names (none: all).
-        |to| unsafe {
-            rdsys::rd_kafka_DescribeUserScramCredentials(
-                to.client,
-                pointers.as_mut_ptr(),
-                pointers.len(),
-                to.options,
-                to.queue,
-            )
-        },
-        // SAFETY: the result is live during `read`; its entries are per-user descriptions, each
-        // with `count` credential infos.
-        |result| unsafe {
-            Ok(result_array(result, rdsys::rd_kafka_DescribeUserScramCredentials_result_descriptions)
-                .iter()
-                .map(|&description| {
-                    let user = c_text(rdsys::rd_kafka_UserScramCredentialsDescription_user(description));
-                    let credentials =
-                        match entry_error(rdsys::rd_kafka_UserScramCredentialsDescription_error(description))
-                        {
-                            Some(error) => Err(error),
-                            None => Ok((0
-                                ..rdsys::rd_kafka_UserScramCredentialsDescription_scramcredentialinfo_count(
-                                    description,
-                                ))
-                                .map(|index| {
-                                    let info =
-                                        rdsys::rd_kafka_UserScramCredentialsDescription_scramcredentialinfo(
-                                            description,
-                                            index,
-                                        );
-                                    ScramCredentialInfo {
-                                        mechanism: ScramMechanism::from_code(
-                                            as_int::rd_kafka_ScramCredentialInfo_mechanism(info),
-                                        ),
-                                        iterations: rdsys::rd_kafka_ScramCredentialInfo_iterations(info),
-                                    }
-                                })
-                                .collect()),
-                        };
-                    UserScramCredentials { user, credentials }
-                })
-                .collect())
-        },
-    )
+    // SAFETY (read): the result is live during the call; its entries are per-user descriptions,
+    // each with `count` credential infos.
+    request(client, &DESCRIBE_USER_SCRAM_CREDENTIALS, timeout, &names, |result| unsafe {
+        let descriptions =
+            result_array(result, rdsys::rd_kafka_DescribeUserScramCredentials_result_descriptions);
+        Ok(descriptions.iter().map(|&description| read_description(description)).collect())
+    })
+}
+
+/// A user's description of a DescribeUserScramCredentials result, copied out.
+///
+/// # Safety
+///
+/// `description` must be a live description; its strings and infos live as long as it does.
+unsafe fn read_description(
+    description: *const rdsys::rd_kafka_UserScramCredentialsDescription_t,
+) -> UserScramCredentials {
+    // SAFETY: the caller's contract; librdkafka holds `count` infos.
+    unsafe {
+        let user = c_text(rdsys::rd_kafka_UserScramCredentialsDescription_user(description));
+        if let Some(error) = entry_error(rdsys::rd_kafka_UserScramCredentialsDescription_error(description)) {
+            return UserScramCredentials { user, credentials: Err(error) };
+        }
+        let count = rdsys::rd_kafka_UserScramCredentialsDescription_scramcredentialinfo_count(description);
+        let credentials = (0..count)
+            .map(|index| {
+                let info =
+                    rdsys::rd_kafka_UserScramCredentialsDescription_scramcredentialinfo(description, index);
+                ScramCredentialInfo {
+                    mechanism: ScramMechanism::from_code(as_int::rd_kafka_ScramCredentialInfo_mechanism(
+                        info,
+                    )),
+                    iterations: rdsys::rd_kafka_ScramCredentialInfo_iterations(info),
+                }
+            })
+            .collect();
+        UserScramCredentials { user, credentials: Ok(credentials) }
+    }
+}
+
+/// DescribeUserScramCredentials as the other requests are sent (`ffi::Submit`): its array is of
+/// `const char *`.
+///
+/// # Safety
+///
+/// As `rd_kafka_DescribeUserScramCredentials`: `users` points to `count` live C strings.
+unsafe extern "C" fn describe_users(
+    client: *mut rdsys::rd_kafka_t,
+    users: *mut *mut c_char,
+    count: usize,
+    options: *const rdsys::rd_kafka_AdminOptions_t,
+    queue: *mut rdsys::rd_kafka_queue_t,
+) {
+    // SAFETY: the caller's contract; librdkafka only reads the strings.
+    unsafe { rdsys::rd_kafka_DescribeUserScramCredentials(client, users.cast(), count, options, queue) }
 }
 
 /// librdkafka's copy of `alteration`; for an upsert it salts and hashes the password here.

@@ -8,6 +8,7 @@ use rdkafka::admin::AdminClient;
 use rdkafka::bindings as rdsys;
 use rdkafka::client::{Client, ClientContext};
 use rdkafka::types::RDKafkaErrorCode;
+use rdsys::rd_kafka_admin_op_t as Op;
 
 use super::ffi::{
     c_string, check_resp_err, owned_error, request, resource_outcome, result_array, single, topic_outcomes,
@@ -52,26 +53,30 @@ pub enum ConfigChange<'a> {
     },
 }
 
-const CREATE_TOPICS: Operation = Operation {
-    name: "CreateTopics",
-    code: rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATETOPICS,
-    result: rdsys::rd_kafka_event_CreateTopics_result,
-};
-const DELETE_TOPICS: Operation = Operation {
-    name: "DeleteTopics",
-    code: rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DELETETOPICS,
-    result: rdsys::rd_kafka_event_DeleteTopics_result,
-};
-const CREATE_PARTITIONS: Operation = Operation {
-    name: "CreatePartitions",
-    code: rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATEPARTITIONS,
-    result: rdsys::rd_kafka_event_CreatePartitions_result,
-};
-const INCREMENTAL_ALTER_CONFIGS: Operation = Operation {
-    name: "IncrementalAlterConfigs",
-    code: rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_INCREMENTALALTERCONFIGS,
-    result: rdsys::rd_kafka_event_IncrementalAlterConfigs_result,
-};
+const CREATE_TOPICS: Operation<rdsys::rd_kafka_NewTopic_t> = Operation::new(
+    "CreateTopics",
+    Op::RD_KAFKA_ADMIN_OP_CREATETOPICS,
+    rdsys::rd_kafka_CreateTopics,
+    rdsys::rd_kafka_event_CreateTopics_result,
+);
+const DELETE_TOPICS: Operation<rdsys::rd_kafka_DeleteTopic_t> = Operation::new(
+    "DeleteTopics",
+    Op::RD_KAFKA_ADMIN_OP_DELETETOPICS,
+    rdsys::rd_kafka_DeleteTopics,
+    rdsys::rd_kafka_event_DeleteTopics_result,
+);
+const CREATE_PARTITIONS: Operation<rdsys::rd_kafka_NewPartitions_t> = Operation::new(
+    "CreatePartitions",
+    Op::RD_KAFKA_ADMIN_OP_CREATEPARTITIONS,
+    rdsys::rd_kafka_CreatePartitions,
+    rdsys::rd_kafka_event_CreatePartitions_result,
+);
+const INCREMENTAL_ALTER_CONFIGS: Operation<rdsys::rd_kafka_ConfigResource_t> = Operation::new(
+    "IncrementalAlterConfigs",
+    Op::RD_KAFKA_ADMIN_OP_INCREMENTALALTERCONFIGS,
+    rdsys::rd_kafka_IncrementalAlterConfigs,
+    rdsys::rd_kafka_event_IncrementalAlterConfigs_result,
+);
 
 /// Creates one topic and waits until the broker has created it (or refused).
 pub fn create_topic<C: ClientContext>(
@@ -103,23 +108,10 @@ pub fn create_topic<C: ClientContext>(
         };
         check_resp_err(error, &format!("config {config_name}={value}"))?;
     }
-    let mut topics = [new_topic.as_ptr()];
-    request(
-        client,
-        &CREATE_TOPICS,
-        timeout,
-        // SAFETY: every pointer is live for the call; librdkafka copies the topic objects.
-        |to| unsafe {
-            rdsys::rd_kafka_CreateTopics(to.client, topics.as_mut_ptr(), topics.len(), to.options, to.queue)
-        },
-        // SAFETY: the result is live during `read`; its entries are topic results.
-        |result| unsafe {
-            single(
-                topic_outcomes(result_array(result, rdsys::rd_kafka_CreateTopics_result_topics)),
-                &topic.name,
-            )
-        },
-    )
+    // SAFETY (read): the result is live during the call; its entries are topic results.
+    request(client, &CREATE_TOPICS, timeout, &[new_topic], |result| unsafe {
+        single(topic_outcomes(result_array(result, rdsys::rd_kafka_CreateTopics_result_topics)), &topic.name)
+    })
 }
 
 /// Creates `topic` unless it exists: a topic that already exists is success, whatever its
@@ -167,20 +159,10 @@ pub fn delete_topic<C: ClientContext>(
         Owned::new(rdsys::rd_kafka_DeleteTopic_new(name.as_ptr()), rdsys::rd_kafka_DeleteTopic_destroy)
     }
     .ok_or_else(|| AdminError::Invalid("librdkafka refused the DeleteTopics request".to_string()))?;
-    let mut topics = [delete.as_ptr()];
-    request(
-        client,
-        &DELETE_TOPICS,
-        timeout,
-        // SAFETY: every pointer is live for the call; librdkafka copies the request objects.
-        |to| unsafe {
-            rdsys::rd_kafka_DeleteTopics(to.client, topics.as_mut_ptr(), topics.len(), to.options, to.queue)
-        },
-        // SAFETY: the result is live during `read`; its entries are topic results.
-        |result| unsafe {
-            single(topic_outcomes(result_array(result, rdsys::rd_kafka_DeleteTopics_result_topics)), topic)
-        },
-    )
+    // SAFETY (read): the result is live during the call; its entries are topic results.
+    request(client, &DELETE_TOPICS, timeout, &[delete], |result| unsafe {
+        single(topic_outcomes(result_array(result, rdsys::rd_kafka_DeleteTopics_result_topics)), topic)
+    })
 }
 
 /// Grows `topic` to `total` partitions.
@@ -200,29 +182,10 @@ pub fn create_partitions<C: ClientContext>(
         )
     }
     .ok_or_else(|| AdminError::Invalid(errstr.text()))?;
-    let mut requests = [new_partitions.as_ptr()];
-    request(
-        client,
-        &CREATE_PARTITIONS,
-        timeout,
-        // SAFETY: every pointer is live for the call; librdkafka copies the request objects.
-        |to| unsafe {
-            rdsys::rd_kafka_CreatePartitions(
-                to.client,
-                requests.as_mut_ptr(),
-                requests.len(),
-                to.options,
-                to.queue,
-            )
-        },
-        // SAFETY: the result is live during `read`; its entries are topic results.
-        |result| unsafe {
-            single(
-                topic_outcomes(result_array(result, rdsys::rd_kafka_CreatePartitions_result_topics)),
-                topic,
-            )
-        },
-    )
+    // SAFETY (read): the result is live during the call; its entries are topic results.
+    request(client, &CREATE_PARTITIONS, timeout, &[new_partitions], |result| unsafe {
+        single(topic_outcomes(result_array(result, rdsys::rd_kafka_CreatePartitions_result_topics)), topic)
+    })
 }
 
 /// Applies `changes` to `topic`'s configs in one IncrementalAlterConfigs request; configs not
@@ -266,25 +229,9 @@ pub fn alter_topic_configs<C: ClientContext>(
             owned_error(error, &format!("config {config_name}"))?;
         }
     }
-    let mut resources = [resource.as_ptr()];
-    request(
-        client,
-        &INCREMENTAL_ALTER_CONFIGS,
-        timeout,
-        // SAFETY: every pointer is live for the call; librdkafka copies the resources.
-        |to| unsafe {
-            rdsys::rd_kafka_IncrementalAlterConfigs(
-                to.client,
-                resources.as_mut_ptr(),
-                resources.len(),
-                to.options,
-                to.queue,
-            )
-        },
-        // SAFETY: the result is live during `read`; its entries are config resources.
-        |result| unsafe {
-            let resources = result_array(result, rdsys::rd_kafka_IncrementalAlterConfigs_result_resources);
-            single(resources.iter().map(|&resource| resource_outcome(resource)).collect(), topic)
-        },
-    )
+    // SAFETY (read): the result is live during the call; its entries are config resources.
+    request(client, &INCREMENTAL_ALTER_CONFIGS, timeout, &[resource], |result| unsafe {
+        let resources = result_array(result, rdsys::rd_kafka_IncrementalAlterConfigs_result_resources);
+        single(resources.iter().map(|&resource| resource_outcome(resource)).collect(), topic)
+    })
 }
