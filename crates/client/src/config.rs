@@ -209,12 +209,13 @@ impl ClusterArgs {
             })?;
             for property in parsed {
                 let origin = || format!("{} line {}", path.display(), property.line_number);
-                if BOOTSTRAP_KEYS.contains(&property.key.as_str()) {
+                let KeyValue { key, value } = property.entry;
+                if BOOTSTRAP_KEYS.contains(&key.as_str()) {
                     // Flags win over the file, so the file's servers are only a default.
-                    check_non_empty(&property.value, origin)?;
-                    file_bootstrap = Some(property.value);
+                    check_non_empty(&value, origin)?;
+                    file_bootstrap = Some(value);
                 } else {
-                    properties.push((property.key, property.value, origin()));
+                    properties.push((key, value, origin()));
                 }
             }
         }
@@ -245,24 +246,13 @@ pub enum ConfigError {
     Refused { origin: String, key: String, reason: String },
 }
 
-/// One `key=value` line of a properties file.
-#[derive(Clone, PartialEq, Eq)]
+/// One `key=value` line of a properties file (its `Debug` hides a secret value, as
+/// [`KeyValue`]'s does).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Property {
     /// 1-based, for errors.
     pub line_number: usize,
-    pub key: String,
-    pub value: String,
-}
-
-impl std::fmt::Debug for Property {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("Property")
-            .field("line_number", &self.line_number)
-            .field("key", &self.key)
-            .field("value", &shown_value(&self.key, &self.value))
-            .finish()
-    }
+    pub entry: KeyValue,
 }
 
 /// Why a properties file does not parse: the line and what is wrong with it, never its text.
@@ -293,7 +283,8 @@ pub fn parse_properties(text: &str) -> Result<Vec<Property>, PropertiesError> {
         if key.is_empty() {
             return Err(problem("expected KEY=VALUE, found no key before '='"));
         }
-        properties.push(Property { line_number, key: key.to_string(), value: value.trim().to_string() });
+        let entry = KeyValue { key: key.to_string(), value: value.trim().to_string() };
+        properties.push(Property { line_number, entry });
     }
     Ok(properties)
 }
@@ -361,7 +352,9 @@ mod tests {
         let rendered = match parse_properties(text) {
             Ok(properties) => properties
                 .iter()
-                .map(|property| format!("{}:{}={}", property.line_number, property.key, property.value))
+                .map(|property| {
+                    format!("{}:{}={}", property.line_number, property.entry.key, property.entry.value)
+                })
                 .collect::<Vec<_>>()
                 .join("; "),
             Err(error) => format!("error: line {}: {}", error.line_number, error.problem),

@@ -519,3 +519,18 @@ pub(crate) struct ResetOffsetsArgs {
     #[arg(long)]
     pub(crate) execute: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// clap checks a command's flags only when that command is parsed; this checks them all, so a
+    /// flag that clashes with the shared cluster flags (`-b`, `-X`, `--client-config`) in any
+    /// command fails here rather than when a user runs it.
+    #[test]
+    fn every_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}
