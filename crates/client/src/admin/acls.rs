@@ -314,7 +314,7 @@ fn new_binding(binding: &AclBinding) -> Result<Owned<rdsys::rd_kafka_AclBinding_
     let mut errstr = ErrBuf::new();
     // SAFETY: the strings and `errstr` outlive the call; librdkafka copies the strings.
     unsafe {
-        Owned::new(
+        Owned::made(
             rdsys::rd_kafka_AclBinding_new(
                 binding.resource_type.to_rdsys(),
                 name.as_ptr(),
@@ -327,9 +327,9 @@ fn new_binding(binding: &AclBinding) -> Result<Owned<rdsys::rd_kafka_AclBinding_
                 errstr.len(),
             ),
             rdsys::rd_kafka_AclBinding_destroy,
+            || format!("ACL binding: {}", errstr.text()),
         )
     }
-    .ok_or_else(|| AdminError::Invalid(format!("ACL binding: {}", errstr.text())))
 }
 
 /// librdkafka's copy of `filter`.
@@ -342,7 +342,7 @@ fn new_filter(filter: &AclBindingFilter) -> Result<Owned<rdsys::rd_kafka_AclBind
     // SAFETY: the strings and `errstr` outlive the call; librdkafka copies the strings, and null
     // is its "any" for each of them.
     unsafe {
-        Owned::new(
+        Owned::made(
             rdsys::rd_kafka_AclBindingFilter_new(
                 filter.resource_type.to_rdsys(),
                 pointer(&name),
@@ -355,9 +355,9 @@ fn new_filter(filter: &AclBindingFilter) -> Result<Owned<rdsys::rd_kafka_AclBind
                 errstr.len(),
             ),
             rdsys::rd_kafka_AclBinding_destroy,
+            || format!("ACL filter: {}", errstr.text()),
         )
     }
-    .ok_or_else(|| AdminError::Invalid(format!("ACL filter: {}", errstr.text())))
 }
 
 /// A binding of a result, copied out.

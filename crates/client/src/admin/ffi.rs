@@ -236,6 +236,21 @@ impl<T> Owned<T> {
         NonNull::new(pointer).map(|pointer| Owned { pointer, destroy })
     }
 
+    /// [`Owned::new`] for an object made for a request: null (librdkafka refused the arguments)
+    /// is an [`AdminError::Invalid`] saying `refused`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Owned::new`].
+    pub(super) unsafe fn made(
+        pointer: *mut T,
+        destroy: unsafe extern "C" fn(*mut T),
+        refused: impl FnOnce() -> String,
+    ) -> Result<Owned<T>, AdminError> {
+        // SAFETY: the caller's contract.
+        unsafe { Owned::new(pointer, destroy) }.ok_or_else(|| AdminError::Invalid(refused()))
+    }
+
     pub(super) fn as_ptr(&self) -> *mut T {
         self.pointer.as_ptr()
     }
@@ -277,6 +292,21 @@ impl ErrBuf {
         }
         Err(AdminError::Invalid(format!("{what}: {}", self.text())))
     }
+}
+
+/// A request object made from a name alone (a topic or group to delete).
+///
+/// # Safety
+///
+/// `destroy` must free what `new` makes.
+pub(super) unsafe fn named<T>(
+    name: &str,
+    new: unsafe extern "C" fn(*const c_char) -> *mut T,
+    destroy: unsafe extern "C" fn(*mut T),
+) -> Result<Owned<T>, AdminError> {
+    let name_c = c_string(name)?;
+    // SAFETY: `name_c` outlives the call and librdkafka copies it; the caller's contract.
+    unsafe { Owned::made(new(name_c.as_ptr()), destroy, || format!("librdkafka refused {name:?}")) }
 }
 
 pub(super) fn c_string(text: &str) -> Result<CString, AdminError> {

@@ -9,7 +9,8 @@ use rdkafka::client::{Client, ClientContext};
 use rdsys::rd_kafka_admin_op_t as Op;
 
 use super::ffi::{
-    c_string, c_text, entry_error, error_text, raw_slice, request, result_array, single, Operation, Owned,
+    c_string, c_text, entry_error, error_text, named, raw_slice, request, result_array, single, Operation,
+    Owned,
 };
 use super::{AdminError, ErrorCode};
 use crate::config::timeout_ms_for_librdkafka;
@@ -167,14 +168,12 @@ pub fn list_group_offsets<C: ClientContext>(
     let name = c_string(group)?;
     // SAFETY: `name` outlives the call and librdkafka copies it; null partitions means "all".
     let list = unsafe {
-        Owned::new(
+        Owned::made(
             rdsys::rd_kafka_ListConsumerGroupOffsets_new(name.as_ptr(), std::ptr::null()),
             rdsys::rd_kafka_ListConsumerGroupOffsets_destroy,
+            || "librdkafka refused the ListConsumerGroupOffsets request".to_string(),
         )
-    }
-    .ok_or_else(|| {
-        AdminError::Invalid("librdkafka refused the ListConsumerGroupOffsets request".to_string())
-    })?;
+    }?;
     // SAFETY (read): the result is live during the call; its entries are group results.
     request(client, &LIST_CONSUMER_GROUP_OFFSETS, timeout, &[list], |result| unsafe {
         single(
@@ -204,14 +203,12 @@ pub fn alter_group_offsets<C: ClientContext>(
     let name = c_string(group)?;
     // SAFETY: `name` and `partitions` outlive the call; librdkafka copies both.
     let alter = unsafe {
-        Owned::new(
+        Owned::made(
             rdsys::rd_kafka_AlterConsumerGroupOffsets_new(name.as_ptr(), partitions.ptr()),
             rdsys::rd_kafka_AlterConsumerGroupOffsets_destroy,
+            || "librdkafka refused the AlterConsumerGroupOffsets request".to_string(),
         )
-    }
-    .ok_or_else(|| {
-        AdminError::Invalid("librdkafka refused the AlterConsumerGroupOffsets request".to_string())
-    })?;
+    }?;
     // SAFETY (read): the result is live during the call; its entries are group results.
     request(client, &ALTER_CONSUMER_GROUP_OFFSETS, timeout, &[alter], |result| unsafe {
         single(
@@ -228,12 +225,9 @@ pub fn delete_group<C: ClientContext>(
     group: &str,
     timeout: Duration,
 ) -> Result<(), AdminError> {
-    let name = c_string(group)?;
-    // SAFETY: `name` outlives the call; librdkafka copies it.
-    let delete = unsafe {
-        Owned::new(rdsys::rd_kafka_DeleteGroup_new(name.as_ptr()), rdsys::rd_kafka_DeleteGroup_destroy)
-    }
-    .ok_or_else(|| AdminError::Invalid("librdkafka refused the DeleteGroups request".to_string()))?;
+    // SAFETY: `rd_kafka_DeleteGroup_destroy` frees what `rd_kafka_DeleteGroup_new` makes.
+    let delete =
+        unsafe { named(group, rdsys::rd_kafka_DeleteGroup_new, rdsys::rd_kafka_DeleteGroup_destroy) }?;
     // SAFETY (read): the result is live during the call; its entries are group results.
     request(client, &DELETE_GROUPS, timeout, &[delete], |result| unsafe {
         single(group_outcomes(result_array(result, rdsys::rd_kafka_DeleteGroups_result_groups)), group)

@@ -260,9 +260,11 @@ fn new_alteration(
         },
     };
     // SAFETY: a non-null alteration is ours; this is its destructor.
-    unsafe { Owned::new(pointer, rdsys::rd_kafka_UserScramCredentialAlteration_destroy) }.ok_or_else(|| {
-        AdminError::Invalid(format!("librdkafka refused the SCRAM change for {:?}", alteration.user()))
-    })
+    unsafe {
+        Owned::made(pointer, rdsys::rd_kafka_UserScramCredentialAlteration_destroy, || {
+            format!("librdkafka refused the SCRAM change for {:?}", alteration.user())
+        })
+    }
 }
 
 #[cfg(test)]

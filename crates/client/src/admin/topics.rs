@@ -11,8 +11,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdsys::rd_kafka_admin_op_t as Op;
 
 use super::ffi::{
-    c_string, check_resp_err, owned_error, request, resource_outcome, result_array, single, topic_outcomes,
-    ErrBuf, Operation, Owned,
+    c_string, check_resp_err, named, owned_error, request, resource_outcome, result_array, single,
+    topic_outcomes, ErrBuf, Operation, Owned,
 };
 use super::AdminError;
 use crate::config::ClusterConfig;
@@ -88,7 +88,7 @@ pub fn create_topic<C: ClientContext>(
     let mut errstr = ErrBuf::new();
     // SAFETY: `name` and `errstr` outlive the call; librdkafka copies the name.
     let new_topic = unsafe {
-        Owned::new(
+        Owned::made(
             rdsys::rd_kafka_NewTopic_new(
                 name.as_ptr(),
                 topic.partitions,
@@ -97,9 +97,9 @@ pub fn create_topic<C: ClientContext>(
                 errstr.len(),
             ),
             rdsys::rd_kafka_NewTopic_destroy,
+            || errstr.text(),
         )
-    }
-    .ok_or_else(|| AdminError::Invalid(errstr.text()))?;
+    }?;
     for (config_name, value) in &topic.configs {
         let (config_name_c, value_c) = (c_string(config_name)?, c_string(value)?);
         // SAFETY: the topic is live and owned by us; librdkafka copies both strings.
@@ -153,12 +153,9 @@ pub fn delete_topic<C: ClientContext>(
     topic: &str,
     timeout: Duration,
 ) -> Result<(), AdminError> {
-    let name = c_string(topic)?;
-    // SAFETY: `name` outlives the call; librdkafka copies it.
-    let delete = unsafe {
-        Owned::new(rdsys::rd_kafka_DeleteTopic_new(name.as_ptr()), rdsys::rd_kafka_DeleteTopic_destroy)
-    }
-    .ok_or_else(|| AdminError::Invalid("librdkafka refused the DeleteTopics request".to_string()))?;
+    // SAFETY: `rd_kafka_DeleteTopic_destroy` frees what `rd_kafka_DeleteTopic_new` makes.
+    let delete =
+        unsafe { named(topic, rdsys::rd_kafka_DeleteTopic_new, rdsys::rd_kafka_DeleteTopic_destroy) }?;
     // SAFETY (read): the result is live during the call; its entries are topic results.
     request(client, &DELETE_TOPICS, timeout, &[delete], |result| unsafe {
         single(topic_outcomes(result_array(result, rdsys::rd_kafka_DeleteTopics_result_topics)), topic)
@@ -176,12 +173,12 @@ pub fn create_partitions<C: ClientContext>(
     let mut errstr = ErrBuf::new();
     // SAFETY: `name` and `errstr` outlive the call; librdkafka copies the name.
     let new_partitions = unsafe {
-        Owned::new(
+        Owned::made(
             rdsys::rd_kafka_NewPartitions_new(name.as_ptr(), total, errstr.ptr(), errstr.len()),
             rdsys::rd_kafka_NewPartitions_destroy,
+            || errstr.text(),
         )
-    }
-    .ok_or_else(|| AdminError::Invalid(errstr.text()))?;
+    }?;
     // SAFETY (read): the result is live during the call; its entries are topic results.
     request(client, &CREATE_PARTITIONS, timeout, &[new_partitions], |result| unsafe {
         single(topic_outcomes(result_array(result, rdsys::rd_kafka_CreatePartitions_result_topics)), topic)
@@ -202,15 +199,15 @@ pub fn alter_topic_configs<C: ClientContext>(
     let name = c_string(topic)?;
     // SAFETY: `name` outlives the call; librdkafka copies it.
     let resource = unsafe {
-        Owned::new(
+        Owned::made(
             rdsys::rd_kafka_ConfigResource_new(
                 rdsys::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
                 name.as_ptr(),
             ),
             rdsys::rd_kafka_ConfigResource_destroy,
+            || "librdkafka refused the config resource".to_string(),
         )
-    }
-    .ok_or_else(|| AdminError::Invalid("librdkafka refused the config resource".to_string()))?;
+    }?;
     for change in changes {
         let (config_name, op, value) = match change {
             ConfigChange::Set { name, value } => (*name, SET, Some(c_string(value)?)),
