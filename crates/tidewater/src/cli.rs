@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use tidewater_broker::AuthorizationConfig;
 use tidewater_log::FsyncPolicy;
+use tidewater_security::KafkaPrincipal;
 
 #[derive(Debug, Parser)]
 #[command(name = "tidewater", version, about = "Tidewater: an event streaming platform in one binary")]
@@ -135,10 +137,26 @@ pub(crate) struct ServeArgs {
     /// query create`), as a Kafka client of the embedded broker.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) queries: bool,
+    /// Principals that bypass ACLs and alone may use the internal `_tidewater_*` topics
+    /// (Kafka's super.users), comma-separated: User:admin,User:ops.
+    #[arg(long, env = "TIDEWATER_SUPERUSERS", value_delimiter = ',')]
+    pub(crate) superusers: Vec<KafkaPrincipal>,
+    /// Temporary, until listeners authenticate (authorization then turns on by itself):
+    /// authorize every request against the ACLs, denying what no ACL allows. Until then every
+    /// client is User:ANONYMOUS.
+    #[arg(long, hide = true, env = "TIDEWATER_ENABLE_AUTHORIZATION")]
+    pub(crate) enable_authorization: bool,
     #[command(flatten)]
     pub(crate) mqtt: MqttArgs,
     #[command(flatten)]
     pub(crate) http: HttpArgs,
+}
+
+impl ServeArgs {
+    /// Whether requests are authorized, and who bypasses the ACLs.
+    pub(crate) fn authorization(&self) -> AuthorizationConfig {
+        AuthorizationConfig { enabled: self.enable_authorization, superusers: self.superusers.clone() }
+    }
 }
 
 /// The device gateway's MQTT listener, in `serve` and `gateway`.
