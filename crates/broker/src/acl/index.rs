@@ -156,43 +156,8 @@ impl AclIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::binding as parse;
     use proptest::prelude::*;
-
-    /// Bindings written `TYPE:PATTERN:name principal@host OPERATION PERMISSION`.
-    fn parse(text: &str) -> AclBinding {
-        let parts: Vec<&str> = text.split(' ').collect();
-        let [resource, who, operation, permission] = parts[..] else { panic!("bad binding {text}") };
-        let (resource_type, rest) = resource.split_once(':').expect("type");
-        let (pattern_type, name) = rest.split_once(':').expect("pattern");
-        let (principal, host) = who.rsplit_once('@').expect("host");
-        let code = |names: &[&str], name: &str| {
-            let index = names.iter().position(|known| *known == name).unwrap_or_else(|| panic!("{name}"));
-            index as i8 + 2
-        };
-        let operations = [
-            "ALL",
-            "READ",
-            "WRITE",
-            "CREATE",
-            "DELETE",
-            "ALTER",
-            "DESCRIBE",
-            "CLUSTER_ACTION",
-            "DESCRIBE_CONFIGS",
-            "ALTER_CONFIGS",
-            "IDEMPOTENT_WRITE",
-        ];
-        AclBinding::from_wire(
-            code(&["TOPIC", "GROUP", "CLUSTER", "TRANSACTIONAL_ID"], resource_type),
-            name,
-            code(&["", "LITERAL", "PREFIXED"], pattern_type),
-            principal,
-            host,
-            code(&operations, operation),
-            code(&["DENY", "ALLOW"], permission),
-        )
-        .expect("valid binding")
-    }
 
     fn index(bindings: &[&str]) -> AclIndex {
         AclIndex::new(bindings.iter().map(|text| parse(text)).collect())

@@ -49,6 +49,8 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+#[cfg(test)]
+mod tests;
 mod transactions;
 
 use std::sync::Arc;
