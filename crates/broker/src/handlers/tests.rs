@@ -19,7 +19,7 @@ use tidewater_kafka::kafka_protocol;
 use tidewater_kafka::{
     decode_request, encode_response, ConnectionInfo, Handler, Reply, ResponseError, TurnQueue,
 };
-use tidewater_log::{LogConfig, ManualClock};
+use tidewater_log::{FsyncPolicy, LogConfig, ManualClock};
 
 use super::BrokerHandler;
 use crate::acl::AuthorizationConfig;
@@ -74,7 +74,8 @@ fn config(dir: &Path, enabled: bool) -> BrokerConfig {
         advertised_port: 9092,
         auto_create_topics: true,
         default_partitions: 1,
-        log_defaults: LogConfig::default(),
+        // Durability is not what these tests are about, and they open hundreds of brokers.
+        log_defaults: LogConfig { fsync: FsyncPolicy::Never, ..LogConfig::default() },
         groups: GroupConfig { initial_rebalance_delay_ms: 0, ..GroupConfig::default() },
         offsets_retention_ms: i64::MAX,
         authorization: AuthorizationConfig { enabled, superusers: vec![ADMIN.parse().expect("principal")] },
