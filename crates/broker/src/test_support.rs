@@ -3,7 +3,7 @@
 
 use tidewater_log::batch;
 
-use crate::acl::AclBinding;
+use crate::acl::{AclBinding, AclError, Coded, Operation, PatternType, Permission, ResourceType};
 
 /// A v2 batch from producer `producer_id` at `epoch`, starting at `sequence`.
 pub(crate) fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&[u8]]) -> Vec<u8> {
@@ -38,6 +38,15 @@ fn crc32c(bytes: &[u8]) -> u32 {
     !crc
 }
 
+/// A binding's fields as CreateAcls carries them: (resource type, name, pattern type,
+/// principal, host, operation, permission), with Kafka's codes.
+pub(crate) type Fields<'a> = (i8, &'a str, i8, &'a str, &'a str, i8, i8);
+
+pub(crate) fn from_fields(fields: Fields) -> Result<AclBinding, AclError> {
+    let (resource_type, name, pattern_type, principal, host, operation, permission) = fields;
+    AclBinding::from_wire(resource_type, name, pattern_type, principal, host, operation, permission)
+}
+
 /// A binding written `TYPE:PATTERN:name principal@host OPERATION PERMISSION`, in Kafka's names:
 /// `TOPIC:PREFIXED:orders- User:alice@* READ ALLOW`.
 pub(crate) fn binding(text: &str) -> AclBinding {
@@ -46,33 +55,20 @@ pub(crate) fn binding(text: &str) -> AclBinding {
     let (resource_type, rest) = resource.split_once(':').expect("type");
     let (pattern_type, name) = rest.split_once(':').expect("pattern");
     let (principal, host) = who.rsplit_once('@').expect("host");
-    // Kafka's codes follow the order of these names, from 2.
-    let code = |names: &[&str], name: &str| {
-        let index =
-            names.iter().position(|known| *known == name).unwrap_or_else(|| panic!("{name} in {text}"));
-        index as i8 + 2
-    };
-    let operations = [
-        "ALL",
-        "READ",
-        "WRITE",
-        "CREATE",
-        "DELETE",
-        "ALTER",
-        "DESCRIBE",
-        "CLUSTER_ACTION",
-        "DESCRIBE_CONFIGS",
-        "ALTER_CONFIGS",
-        "IDEMPOTENT_WRITE",
-    ];
-    AclBinding::from_wire(
-        code(&["TOPIC", "GROUP", "CLUSTER", "TRANSACTIONAL_ID"], resource_type),
+    let fields = (
+        code::<ResourceType>(resource_type),
         name,
-        code(&["MATCH", "LITERAL", "PREFIXED"], pattern_type),
+        code::<PatternType>(pattern_type),
         principal,
         host,
-        code(&operations, operation),
-        code(&["DENY", "ALLOW"], permission),
-    )
-    .unwrap_or_else(|error| panic!("{text}: {error}"))
+        code::<Operation>(operation),
+        code::<Permission>(permission),
+    );
+    from_fields(fields).unwrap_or_else(|error| panic!("{text}: {error}"))
+}
+
+/// The code of the value Kafka names `name`.
+fn code<T: Coded>(name: &str) -> i8 {
+    let value = T::VALUES.iter().find(|value| value.to_string() == name);
+    value.unwrap_or_else(|| panic!("no {} is named {name}", T::WHAT)).code()
 }

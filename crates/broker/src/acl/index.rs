@@ -156,7 +156,7 @@ impl AclIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::binding as parse;
+    use crate::test_support::{binding as parse, from_fields};
     use proptest::prelude::*;
 
     fn index(bindings: &[&str]) -> AclIndex {
@@ -175,9 +175,12 @@ mod tests {
             let principal: KafkaPrincipal = who.parse().expect("principal");
             let peer: IpAddr = ALICE_HOST.parse().expect("ip");
             let (resource_type, name) = resource;
-            let decided = index(bindings).permits(&principal, peer, action, resource_type, name);
+            let bindings: Vec<AclBinding> = bindings.iter().map(|text| parse(text)).collect();
+            let index = AclIndex::new(bindings.iter().cloned().collect());
+            let decided = index.permits(&principal, peer, action, resource_type, name);
             assert_eq!(decided, expected, "{who} {action} {resource_type}:{name} under {bindings:?}");
-            assert_eq!(brute_force(bindings, &principal, peer, action, resource_type, name), expected);
+            let scanned = decide_by_scanning(&bindings, &principal, peer, action, resource_type, name);
+            assert_eq!(scanned, expected, "by scanning");
         };
         use Operation::*;
         use ResourceType::*;
@@ -330,18 +333,6 @@ mod tests {
     }
 
     /// The decision without the index: every binding of the type that covers the name.
-    fn brute_force(
-        bindings: &[&str],
-        principal: &KafkaPrincipal,
-        peer: IpAddr,
-        action: Operation,
-        resource_type: ResourceType,
-        name: &str,
-    ) -> bool {
-        let bindings: Vec<AclBinding> = bindings.iter().map(|text| parse(text)).collect();
-        decide_by_scanning(&bindings, principal, peer, action, resource_type, name)
-    }
-
     fn decide_by_scanning(
         bindings: &[AclBinding],
         principal: &KafkaPrincipal,
@@ -366,16 +357,8 @@ mod tests {
         (2i8..=5, names, 3i8..=4, principals, hosts, 2i8..=12, 2i8..=3).prop_map(
             |(resource_type, name, pattern_type, principal, host, operation, permission)| {
                 let name = if resource_type == 4 { "kafka-cluster" } else { name };
-                AclBinding::from_wire(
-                    resource_type,
-                    name,
-                    pattern_type,
-                    principal,
-                    host,
-                    operation,
-                    permission,
-                )
-                .expect("generated bindings are valid")
+                from_fields((resource_type, name, pattern_type, principal, host, operation, permission))
+                    .expect("generated bindings are valid")
             },
         )
     }

@@ -42,12 +42,48 @@ pub trait Coded: Copy + PartialEq + fmt::Display + 'static {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ResourceType {
-    Topic,
-    Group,
-    Cluster,
-    TransactionalId,
+/// An enum of Kafka's with its wire code and name per variant, as one table.
+macro_rules! coded {
+    (
+        $(#[$attribute:meta])*
+        pub enum $name:ident ($what:literal) {
+            $($(#[$variant_attribute:meta])* $variant:ident = $code:literal $text:literal,)+
+        }
+    ) => {
+        $(#[$attribute])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$variant_attribute])* $variant,)+
+        }
+
+        impl Coded for $name {
+            const VALUES: &'static [Self] = &[$($name::$variant),+];
+            const WHAT: &'static str = $what;
+
+            fn code(self) -> i8 {
+                match self {
+                    $($name::$variant => $code,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(match self {
+                    $($name::$variant => $text,)+
+                })
+            }
+        }
+    };
+}
+
+coded! {
+    pub enum ResourceType ("resource type") {
+        Topic = 2 "TOPIC",
+        Group = 3 "GROUP",
+        Cluster = 4 "CLUSTER",
+        TransactionalId = 5 "TRANSACTIONAL_ID",
+    }
 }
 
 impl ResourceType {
@@ -78,75 +114,30 @@ impl ResourceType {
     }
 }
 
-impl Coded for ResourceType {
-    const VALUES: &'static [Self] =
-        &[ResourceType::Topic, ResourceType::Group, ResourceType::Cluster, ResourceType::TransactionalId];
-    const WHAT: &'static str = "resource type";
-
-    fn code(self) -> i8 {
-        match self {
-            ResourceType::Topic => 2,
-            ResourceType::Group => 3,
-            ResourceType::Cluster => 4,
-            ResourceType::TransactionalId => 5,
-        }
+coded! {
+    pub enum PatternType ("pattern type") {
+        /// The name is the resource's whole name, or `*` for every resource of the type.
+        Literal = 3 "LITERAL",
+        /// The name is a prefix of the resource's name.
+        Prefixed = 4 "PREFIXED",
     }
 }
 
-impl fmt::Display for ResourceType {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(match self {
-            ResourceType::Topic => "TOPIC",
-            ResourceType::Group => "GROUP",
-            ResourceType::Cluster => "CLUSTER",
-            ResourceType::TransactionalId => "TRANSACTIONAL_ID",
-        })
+coded! {
+    pub enum Operation ("operation") {
+        /// Every operation (in a binding; never an action).
+        All = 2 "ALL",
+        Read = 3 "READ",
+        Write = 4 "WRITE",
+        Create = 5 "CREATE",
+        Delete = 6 "DELETE",
+        Alter = 7 "ALTER",
+        Describe = 8 "DESCRIBE",
+        ClusterAction = 9 "CLUSTER_ACTION",
+        DescribeConfigs = 10 "DESCRIBE_CONFIGS",
+        AlterConfigs = 11 "ALTER_CONFIGS",
+        IdempotentWrite = 12 "IDEMPOTENT_WRITE",
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PatternType {
-    /// The name is the resource's whole name, or `*` for every resource of the type.
-    Literal,
-    /// The name is a prefix of the resource's name.
-    Prefixed,
-}
-
-impl Coded for PatternType {
-    const VALUES: &'static [Self] = &[PatternType::Literal, PatternType::Prefixed];
-    const WHAT: &'static str = "pattern type";
-
-    fn code(self) -> i8 {
-        match self {
-            PatternType::Literal => 3,
-            PatternType::Prefixed => 4,
-        }
-    }
-}
-
-impl fmt::Display for PatternType {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(match self {
-            PatternType::Literal => "LITERAL",
-            PatternType::Prefixed => "PREFIXED",
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Operation {
-    /// Every operation (in a binding; never an action).
-    All,
-    Read,
-    Write,
-    Create,
-    Delete,
-    Alter,
-    Describe,
-    ClusterAction,
-    DescribeConfigs,
-    AlterConfigs,
-    IdempotentWrite,
 }
 
 impl Operation {
@@ -168,81 +159,10 @@ impl Operation {
     }
 }
 
-impl Coded for Operation {
-    const VALUES: &'static [Self] = &[
-        Operation::All,
-        Operation::Read,
-        Operation::Write,
-        Operation::Create,
-        Operation::Delete,
-        Operation::Alter,
-        Operation::Describe,
-        Operation::ClusterAction,
-        Operation::DescribeConfigs,
-        Operation::AlterConfigs,
-        Operation::IdempotentWrite,
-    ];
-    const WHAT: &'static str = "operation";
-
-    fn code(self) -> i8 {
-        match self {
-            Operation::All => 2,
-            Operation::Read => 3,
-            Operation::Write => 4,
-            Operation::Create => 5,
-            Operation::Delete => 6,
-            Operation::Alter => 7,
-            Operation::Describe => 8,
-            Operation::ClusterAction => 9,
-            Operation::DescribeConfigs => 10,
-            Operation::AlterConfigs => 11,
-            Operation::IdempotentWrite => 12,
-        }
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(match self {
-            Operation::All => "ALL",
-            Operation::Read => "READ",
-            Operation::Write => "WRITE",
-            Operation::Create => "CREATE",
-            Operation::Delete => "DELETE",
-            Operation::Alter => "ALTER",
-            Operation::Describe => "DESCRIBE",
-            Operation::ClusterAction => "CLUSTER_ACTION",
-            Operation::DescribeConfigs => "DESCRIBE_CONFIGS",
-            Operation::AlterConfigs => "ALTER_CONFIGS",
-            Operation::IdempotentWrite => "IDEMPOTENT_WRITE",
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Permission {
-    Deny,
-    Allow,
-}
-
-impl Coded for Permission {
-    const VALUES: &'static [Self] = &[Permission::Deny, Permission::Allow];
-    const WHAT: &'static str = "permission type";
-
-    fn code(self) -> i8 {
-        match self {
-            Permission::Deny => 2,
-            Permission::Allow => 3,
-        }
-    }
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(match self {
-            Permission::Deny => "DENY",
-            Permission::Allow => "ALLOW",
-        })
+coded! {
+    pub enum Permission ("permission type") {
+        Deny = 2 "DENY",
+        Allow = 3 "ALLOW",
     }
 }
 
@@ -566,6 +486,7 @@ fn text_criterion<T>(text: Option<&str>, parse: impl Fn(&str) -> Option<T>) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{from_fields, Fields};
 
     const TOPIC: i8 = 2;
     const GROUP: i8 = 3;
@@ -592,17 +513,8 @@ mod tests {
 
     #[test]
     fn bindings_are_validated_as_kafka_validates_a_new_acl() {
-        let check = |fields: (i8, &str, i8, &str, &str, i8, i8), expected: &str| {
-            let (resource_type, name, pattern_type, principal, host, operation, permission) = fields;
-            let outcome = AclBinding::from_wire(
-                resource_type,
-                name,
-                pattern_type,
-                principal,
-                host,
-                operation,
-                permission,
-            );
+        let check = |fields: Fields, expected: &str| {
+            let outcome = from_fields(fields);
             let shown = match outcome {
                 Ok(binding) => show(&binding),
                 Err(error) => format!("error: {error}"),
@@ -704,9 +616,7 @@ mod tests {
             (GROUP, "orders", LITERAL, "User:alice", "*", READ, ALLOW),
         ]
         .into_iter()
-        .map(|(t, n, p, who, host, op, perm)| {
-            AclBinding::from_wire(t, n, p, who, host, op, perm).expect("valid")
-        })
+        .map(|fields| from_fields(fields).expect("valid"))
         .collect();
         let check = |filter: (i8, Option<&str>, i8, Option<&str>, Option<&str>, i8, i8),
                      expected: &[usize]| {

@@ -41,6 +41,23 @@ fn pattern_type(version: i16, field: i8) -> i8 {
     }
 }
 
+/// The filter in the fields a `DescribeAclsRequest` and a `DeleteAclsFilter` both have, or
+/// why it is invalid.
+macro_rules! filter_of {
+    ($fields:expr, $version:expr) => {
+        AclBindingFilter::from_wire(
+            $fields.resource_type_filter,
+            $fields.resource_name_filter.as_deref(),
+            pattern_type($version, $fields.pattern_type_filter),
+            $fields.principal_filter.as_deref(),
+            $fields.host_filter.as_deref(),
+            $fields.operation,
+            $fields.permission_type,
+        )
+        .map_err(invalid)
+    };
+}
+
 fn invalid(error: AclError) -> ApiError {
     ApiError::new(ResponseError::InvalidRequest, error.to_string())
 }
@@ -53,44 +70,52 @@ fn code_and_message<T>(outcome: &Result<T, ApiError>) -> (i16, Option<String>) {
     }
 }
 
+/// One outcome per item (binding or filter) of a CreateAcls or DeleteAcls: for a request that
+/// may not ALTER the cluster, its refusal for each; otherwise what `work` makes of them, on the
+/// blocking pool (it writes the journal).
+async fn altering<T: Send + 'static>(
+    access: &Access,
+    items: usize,
+    work: impl FnOnce() -> Vec<Result<T, ApiError>> + Send + 'static,
+) -> Vec<Result<T, ApiError>> {
+    match access.check_cluster(Operation::Alter) {
+        Err(refusal) => (0..items).map(|_| Err(refusal.clone())).collect(),
+        Ok(()) => blocking(work).await,
+    }
+}
+
 pub(super) async fn create(
     broker: Arc<Broker>,
     request: CreateAclsRequest,
     version: i16,
     access: Access,
 ) -> CreateAclsResponse {
-    let allowed = access.check_cluster(Operation::Alter);
-    let outcomes: Vec<Result<(), ApiError>> = match allowed {
-        Err(refusal) => request.creations.iter().map(|_| Err(refusal.clone())).collect(),
-        Ok(()) => {
-            blocking(move || {
-                let bindings: Vec<Result<AclBinding, ApiError>> = request
-                    .creations
-                    .iter()
-                    .map(|creation| {
-                        AclBinding::from_wire(
-                            creation.resource_type,
-                            &creation.resource_name,
-                            pattern_type(version, creation.resource_pattern_type),
-                            &creation.principal,
-                            &creation.host,
-                            creation.operation,
-                            creation.permission_type,
-                        )
-                        .map_err(invalid)
-                    })
-                    .collect();
-                let valid: Vec<AclBinding> =
-                    bindings.iter().filter_map(|binding| binding.clone().ok()).collect();
-                let stored = broker
-                    .acls
-                    .create(&valid, broker.now_ms())
-                    .map_err(|error| ApiError::new(error.code(), error.to_string()));
-                bindings.into_iter().map(|binding| binding.and_then(|_| stored.clone())).collect()
+    let items = request.creations.len();
+    let outcomes: Vec<Result<(), ApiError>> = altering(&access, items, move || {
+        let bindings: Vec<Result<AclBinding, ApiError>> = request
+            .creations
+            .iter()
+            .map(|creation| {
+                AclBinding::from_wire(
+                    creation.resource_type,
+                    &creation.resource_name,
+                    pattern_type(version, creation.resource_pattern_type),
+                    &creation.principal,
+                    &creation.host,
+                    creation.operation,
+                    creation.permission_type,
+                )
+                .map_err(invalid)
             })
-            .await
-        }
-    };
+            .collect();
+        let valid: Vec<AclBinding> = bindings.iter().filter_map(|binding| binding.clone().ok()).collect();
+        let stored = broker
+            .acls
+            .create(&valid, broker.now_ms())
+            .map_err(|error| ApiError::new(error.code(), error.to_string()));
+        bindings.into_iter().map(|binding| binding.and_then(|_| stored.clone())).collect()
+    })
+    .await;
     let results = outcomes
         .iter()
         .map(|outcome| {
@@ -107,18 +132,7 @@ pub(super) fn describe(
     version: i16,
     access: &Access,
 ) -> DescribeAclsResponse {
-    let filter = access.check_cluster(Operation::Describe).and_then(|()| {
-        AclBindingFilter::from_wire(
-            request.resource_type_filter,
-            request.resource_name_filter.as_deref(),
-            pattern_type(version, request.pattern_type_filter),
-            request.principal_filter.as_deref(),
-            request.host_filter.as_deref(),
-            request.operation,
-            request.permission_type,
-        )
-        .map_err(invalid)
-    });
+    let filter = access.check_cluster(Operation::Describe).and_then(|()| filter_of!(request, version));
     let filter = match filter {
         Ok(filter) => filter,
         Err(error) => {
@@ -159,46 +173,26 @@ pub(super) async fn delete(
     version: i16,
     access: Access,
 ) -> DeleteAclsResponse {
-    let allowed = access.check_cluster(Operation::Alter);
-    let outcomes: Vec<Result<Vec<AclBinding>, ApiError>> = match allowed {
-        Err(refusal) => request.filters.iter().map(|_| Err(refusal.clone())).collect(),
-        Ok(()) => {
-            blocking(move || {
-                let filters: Vec<Result<AclBindingFilter, ApiError>> = request
-                    .filters
-                    .iter()
-                    .map(|filter| {
-                        AclBindingFilter::from_wire(
-                            filter.resource_type_filter,
-                            filter.resource_name_filter.as_deref(),
-                            pattern_type(version, filter.pattern_type_filter),
-                            filter.principal_filter.as_deref(),
-                            filter.host_filter.as_deref(),
-                            filter.operation,
-                            filter.permission_type,
-                        )
-                        .map_err(invalid)
-                    })
-                    .collect();
-                let valid: Vec<AclBindingFilter> =
-                    filters.iter().filter_map(|filter| filter.clone().ok()).collect();
-                let deleted = broker
-                    .acls
-                    .delete(&valid, broker.now_ms())
-                    .map_err(|error| ApiError::new(error.code(), error.to_string()));
-                let mut matched = match deleted {
-                    Ok(matched) => matched.into_iter().map(Ok).collect(),
-                    Err(error) => vec![Err(error); valid.len()],
-                }
-                .into_iter();
-                filters
-                    .into_iter()
-                    .map(|filter| filter.and_then(|_| matched.next().unwrap_or_else(|| Ok(Vec::new()))))
-                    .collect()
-            })
-            .await
+    let items = request.filters.len();
+    let outcomes: Vec<Result<Vec<AclBinding>, ApiError>> = altering(&access, items, move || {
+        let filters: Vec<Result<AclBindingFilter, ApiError>> =
+            request.filters.iter().map(|filter| filter_of!(filter, version)).collect();
+        let valid: Vec<AclBindingFilter> = filters.iter().filter_map(|filter| filter.clone().ok()).collect();
+        let deleted = broker
+            .acls
+            .delete(&valid, broker.now_ms())
+            .map_err(|error| ApiError::new(error.code(), error.to_string()));
+        let mut matched = match deleted {
+            Ok(matched) => matched.into_iter().map(Ok).collect(),
+            Err(error) => vec![Err(error); valid.len()],
         }
-    };
+        .into_iter();
+        filters
+            .into_iter()
+            .map(|filter| filter.and_then(|_| matched.next().unwrap_or_else(|| Ok(Vec::new()))))
+            .collect()
+    })
+    .await;
     let results = outcomes
         .into_iter()
         .map(|outcome| {
