@@ -8,5 +8,6 @@
 //! business.
 
 mod principal;
+pub mod sasl;
 
 pub use crate::principal::{KafkaPrincipal, PrincipalError, ANONYMOUS_NAME, USER_TYPE};
