@@ -14,6 +14,7 @@ use tidewater_kafka::ResponseError;
 use tidewater_log::{Clock, FsyncPolicy, Log, LogConfig, LogDir, TopicPartition};
 use uuid::Uuid;
 
+use crate::credentials::CredentialStore;
 use crate::error::BrokerError;
 use crate::groups::{Coordinator, GroupConfig, OffsetStore};
 use crate::meta::{MetaStore, TopicMeta};
@@ -35,9 +36,6 @@ pub struct BrokerConfig {
     /// Where the metadata file and every partition directory live.
     pub data_dir: std::path::PathBuf,
     pub node_id: i32,
-    /// The host and port clients are told to connect to (Metadata, DescribeCluster).
-    pub advertised_host: String,
-    pub advertised_port: u16,
     /// Create a topic when a producer or a metadata request names one that does not exist.
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic, and of a created one that asks for the default.
@@ -85,6 +83,8 @@ pub struct Broker {
     pub(crate) groups: Mutex<Coordinator>,
     /// Committed offsets of every group, durable.
     pub(crate) offsets: Mutex<OffsetStore>,
+    /// Users' SCRAM credentials, durable; what SASL listeners authenticate against.
+    pub credentials: Arc<CredentialStore>,
     /// Transactional ids and their transactions, durable.
     pub(crate) transactions: Mutex<TxnStore>,
     /// The current block of producer ids: next to hand out, and the end of the block.
@@ -138,7 +138,9 @@ impl Broker {
         let offsets = OffsetStore::open(&root, clock.clone())?;
         let groups = Coordinator::new(config.groups);
         let transactions = TxnStore::open(&root, clock.clone())?;
+        let credentials = Arc::new(CredentialStore::open(&root, clock.clone())?);
         let broker = Broker {
+            credentials,
             config,
             logs,
             meta: Mutex::new(meta),
@@ -472,6 +474,7 @@ impl Broker {
     pub fn close(&self) -> Result<(), BrokerError> {
         self.lock_transactions().close()?;
         self.lock_offsets().close()?;
+        self.credentials.close()?;
         Ok(self.logs.close()?)
     }
 

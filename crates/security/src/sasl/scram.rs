@@ -181,11 +181,13 @@ fn fill_random(bytes: &mut [u8]) {
     getrandom::getrandom(bytes).unwrap_or_else(|error| panic!("the OS random generator failed: {error}"));
 }
 
-/// A fresh server nonce: random bytes, base64 (printable, no commas).
+/// A fresh server nonce: random bytes as hex. RFC 5802 allows any printable character but the
+/// comma; letters and digits only (as Kafka's nonces are) because librdkafka 2.0 (Debian 12's,
+/// which kcat links) mangles a nonce with `=` or `/` in it.
 pub(crate) fn random_nonce() -> String {
     let mut bytes = [0u8; SERVER_NONCE_BYTES];
     fill_random(&mut bytes);
-    BASE64.encode(bytes)
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// The secret that makes unknown users' salts: the same user gets the same salt for the life of
@@ -350,7 +352,14 @@ impl ScramServer {
             .next()
             .and_then(|field| field.strip_prefix("r="))
             .ok_or_else(|| self.malformed("no nonce (r=)"))?;
-        if nonce != exchange.nonce {
+        // librdkafka before 2.1 (Debian 12's 2.0.2, which kcat links) sends its own nonce in
+        // front of the combined one, and Kafka brokers of that time accepted it. That form alone
+        // is taken too: the proof covers this message and the server's fresh nonce either way.
+        let client_nonce = &exchange.nonce[..exchange.nonce.len() - self.server_nonce.len()];
+        let repeated = nonce.len() == client_nonce.len() + exchange.nonce.len()
+            && nonce.starts_with(client_nonce)
+            && nonce.ends_with(&exchange.nonce);
+        if nonce != exchange.nonce && !repeated {
             return Err(self.malformed("the nonce is not the one the server sent"));
         }
         if fields.next().is_some() {
@@ -577,6 +586,10 @@ mod tests {
         check("c=biws,r=CS", "no proof");
         check("c=eSws,r=CS,p=AAAA", "does not repeat");
         check("c=biws,r=CX,p=AAAA", "not the one");
+        check("c=biws,r=XCS,p=AAAA", "not the one");
+        // librdkafka 2.0's client nonce in front of the combined one is accepted as far as the
+        // proof, which is then checked.
+        check("c=biws,r=CCS,p=AAAA", "BadCredentials");
         check("c=biws,r=CS,x=1,p=AAAA", "extensions");
         check("c=biws,r=CS,p=!!", "not base64");
         check("c=biws,r=CS,p=AAAA", "BadCredentials");
