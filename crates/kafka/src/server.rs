@@ -217,7 +217,10 @@ impl AcceptLoop {
             };
             let connection = Connection { config: self.config.clone(), handler: self.handler.clone(), info };
             let shutdown = shutdown.clone();
-            connections.spawn(async move {
+            // Every line logged about this connection (its authentication among them) says whose
+            // it is.
+            let span = tracing::info_span!("connection", %peer, listener = %listener.info.name);
+            let task = async move {
                 match &listener.tls {
                     None => {
                         let (reader, writer) = stream.into_split();
@@ -227,7 +230,9 @@ impl AcceptLoop {
                         let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                             Ok(Ok(stream)) => {
-                                let connection = match connection.with_certificate_principal(&stream, &listener) {
+                                let connection = match connection
+                                    .with_certificate_principal(&stream, &listener)
+                                {
                                     Ok(connection) => connection,
                                     Err(reason) => {
                                         tracing::warn!(%peer, listener = %listener.info.name, %reason, "closing a TLS connection");
@@ -251,7 +256,8 @@ impl AcceptLoop {
                     }
                 }
                 drop(slot);
-            });
+            };
+            connections.spawn(tracing::Instrument::instrument(task, span));
             // Reap finished connections so the set does not grow with every client ever seen.
             while connections.try_join_next().is_some() {}
         }

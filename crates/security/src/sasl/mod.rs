@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::principal::KafkaPrincipal;
 
-pub use self::scram::{ScramCredential, ScramMechanism};
+pub use self::scram::{ScramClient, ScramClientExchange, ScramCredential, ScramMechanism};
 
 /// The longest SASL message accepted from a client. SCRAM's messages are a few hundred bytes and
 /// PLAIN's are a name and a password; anything larger is refused before it is parsed.

@@ -412,6 +412,106 @@ impl ScramServer {
     }
 }
 
+/// The client side of SCRAM, for Tidewater's own load generator and tests (the components use
+/// librdkafka's). It keeps the salted password of the last salt and iteration count it saw, as
+/// RFC 5802 allows, so reconnecting as the same user costs two HMACs, not a PBKDF2.
+#[derive(Clone)]
+pub struct ScramClient {
+    mechanism: ScramMechanism,
+    user: String,
+    password: Vec<u8>,
+    salted: Option<(Vec<u8>, u32, Vec<u8>)>,
+}
+
+impl fmt::Debug for ScramClient {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("ScramClient")
+            .field("mechanism", &self.mechanism)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client exchange between its first message and the server's answer to its last.
+#[derive(Debug)]
+pub struct ScramClientExchange {
+    client_first_bare: String,
+    client_nonce: String,
+    expected_server_signature: Option<Vec<u8>>,
+}
+
+impl ScramClient {
+    pub fn new(mechanism: ScramMechanism, user: &str, password: &[u8]) -> ScramClient {
+        let user = user.replace('=', "=3D").replace(',', "=2C");
+        ScramClient { mechanism, user, password: password.to_vec(), salted: None }
+    }
+
+    /// The client-first message, and the exchange it starts.
+    pub fn first(&self) -> (Vec<u8>, ScramClientExchange) {
+        let client_nonce = random_nonce();
+        let client_first_bare = format!("n={},r={client_nonce}", self.user);
+        let message = format!("n,,{client_first_bare}").into_bytes();
+        (message, ScramClientExchange { client_first_bare, client_nonce, expected_server_signature: None })
+    }
+
+    /// The client-final message for the server-first one.
+    pub fn last(
+        &mut self,
+        exchange: &mut ScramClientExchange,
+        server_first: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let server_first = std::str::from_utf8(server_first).map_err(|_| "server-first is not UTF-8")?;
+        let field = |name: &str| {
+            server_first
+                .split(',')
+                .find_map(|field| field.strip_prefix(name))
+                .ok_or_else(|| format!("server-first has no {name}"))
+        };
+        let nonce = field("r=")?;
+        if !nonce.starts_with(&exchange.client_nonce) {
+            return Err("the server's nonce does not extend ours".to_string());
+        }
+        let salt = BASE64.decode(field("s=")?).map_err(|_| "the salt is not base64")?;
+        let iterations: u32 = field("i=")?.parse().map_err(|_| "the iteration count is not a number")?;
+        let salted = match &self.salted {
+            Some((kept_salt, kept_iterations, salted))
+                if *kept_salt == salt && *kept_iterations == iterations =>
+            {
+                salted.clone()
+            }
+            _ => {
+                let salted = self.mechanism.salted_password(&self.password, &salt, iterations);
+                self.salted = Some((salt, iterations, salted.clone()));
+                salted
+            }
+        };
+        let client_key = self.mechanism.hmac(&salted, b"Client Key");
+        let stored_key = self.mechanism.hash(&client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{server_first},{without_proof}", exchange.client_first_bare);
+        let signature = self.mechanism.hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> =
+            client_key.iter().zip(&signature).map(|(key, signature)| key ^ signature).collect();
+        let server_key = self.mechanism.hmac(&salted, b"Server Key");
+        exchange.expected_server_signature = Some(self.mechanism.hmac(&server_key, auth_message.as_bytes()));
+        Ok(format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes())
+    }
+
+    /// Checks the server-final message: the server proved it knows the credential.
+    pub fn verify(&self, exchange: &ScramClientExchange, server_final: &[u8]) -> Result<(), String> {
+        let text = std::str::from_utf8(server_final).map_err(|_| "server-final is not UTF-8")?;
+        let signature = text
+            .strip_prefix("v=")
+            .and_then(|signature| BASE64.decode(signature).ok())
+            .ok_or_else(|| format!("server-final is not v=<signature>: {text}"))?;
+        match &exchange.expected_server_signature {
+            Some(expected) if bool::from(expected.ct_eq(&signature)) => Ok(()),
+            _ => Err("the server's signature is wrong".to_string()),
+        }
+    }
+}
+
 /// RFC 5802's `printable`, the characters of a nonce: 0x21-0x7E except the comma.
 fn is_nonce_byte(byte: u8) -> bool {
     (0x21..=0x7e).contains(&byte) && byte != b','
@@ -471,48 +571,37 @@ mod tests {
         );
     }
 
-    /// A client, as librdkafka would run it, against the server: the whole exchange for each
-    /// mechanism with the right and a wrong password and an unknown user.
+    /// Our client against our server: the whole exchange for each mechanism with the right and
+    /// a wrong password and an unknown user, and a second login reusing the salted password.
     #[test]
     fn exchanges_succeed_only_with_the_right_password() {
         for mechanism in ScramMechanism::ALL {
             let credential = ScramCredential::generate(mechanism, b"s3cret", ITERATIONS_MIN);
             let users = Arc::new(Users(HashMap::from([(("alice".to_string(), mechanism), credential)])));
-            let check = |user: &str, password: &str| -> Result<KafkaPrincipal, SaslError> {
+            let login = |client: &mut ScramClient| -> Result<KafkaPrincipal, SaslError> {
                 let mut server = SaslServer::with_random_nonce(Mechanism::Scram(mechanism), users.clone());
-                let client_first_bare = format!("n={user},r=fyko+d2lbbFgONRv9qkxdawL");
-                let SaslStep::Continue(server_first) =
-                    server.step(format!("n,,{client_first_bare}").as_bytes())?
-                else {
-                    panic!("no challenge")
-                };
-                let server_first = String::from_utf8(server_first).expect("utf-8");
-                let fields: HashMap<&str, &str> =
-                    server_first.split(',').filter_map(|field| field.split_once('=')).collect();
-                let salt = BASE64.decode(fields["s"]).expect("salt");
-                let iterations: u32 = fields["i"].parse().expect("iterations");
-                let salted = mechanism.salted_password(password.as_bytes(), &salt, iterations);
-                let client_key = mechanism.hmac(&salted, b"Client Key");
-                let stored_key = mechanism.hash(&client_key);
-                let without_proof = format!("c=biws,r={}", fields["r"]);
-                let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
-                let signature = mechanism.hmac(&stored_key, auth_message.as_bytes());
-                let proof: Vec<u8> =
-                    client_key.iter().zip(&signature).map(|(key, signature)| key ^ signature).collect();
-                let final_message = format!("{without_proof},p={}", BASE64.encode(proof));
-                match server.step(final_message.as_bytes())? {
+                let (first, mut exchange) = client.first();
+                let SaslStep::Continue(server_first) = server.step(&first)? else { panic!("no challenge") };
+                let last = client.last(&mut exchange, &server_first).expect("client-final");
+                match server.step(&last)? {
                     SaslStep::Complete { response, principal } => {
-                        let server_key = mechanism.hmac(&salted, b"Server Key");
-                        let expected = mechanism.hmac(&server_key, auth_message.as_bytes());
-                        assert_eq!(response, format!("v={}", BASE64.encode(expected)).into_bytes());
+                        client.verify(&exchange, &response).expect("the server's signature");
                         Ok(principal)
                     }
                     SaslStep::Continue(_) => panic!("a third round trip"),
                 }
             };
-            assert_eq!(check("alice", "s3cret"), Ok(KafkaPrincipal::user("alice")));
-            assert!(matches!(check("alice", "wrong"), Err(SaslError::BadCredentials { .. })));
-            assert!(matches!(check("mallory", "s3cret"), Err(SaslError::UnknownUser { .. })));
+            let mut alice = ScramClient::new(mechanism, "alice", b"s3cret");
+            assert_eq!(login(&mut alice), Ok(KafkaPrincipal::user("alice")));
+            assert_eq!(
+                login(&mut alice),
+                Ok(KafkaPrincipal::user("alice")),
+                "again, with the kept salted password"
+            );
+            let mut wrong = ScramClient::new(mechanism, "alice", b"wrong");
+            assert!(matches!(login(&mut wrong), Err(SaslError::BadCredentials { .. })));
+            let mut unknown = ScramClient::new(mechanism, "mallory", b"s3cret");
+            assert!(matches!(login(&mut unknown), Err(SaslError::UnknownUser { .. })));
         }
     }
 
