@@ -55,7 +55,7 @@ use tidewater_kafka::kafka_protocol::messages::sync_group_request::SyncGroupRequ
 use tidewater_kafka::kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 use tidewater_kafka::kafka_protocol::messages::{BrokerId, GroupId, TopicName};
 use tidewater_kafka::kafka_protocol::protocol::StrBytes;
-use tidewater_kafka::{ConnectionInfo, ResponseError};
+use tidewater_kafka::{ConnectionInfo, ListenerInfo, ResponseError};
 use tokio::sync::oneshot;
 
 use super::{blocking, str_bytes};
@@ -72,6 +72,7 @@ pub(super) fn find_coordinator(
     broker: &Broker,
     request: FindCoordinatorRequest,
     version: i16,
+    listener: &ListenerInfo,
     access: &Access,
 ) -> FindCoordinatorResponse {
     let config = &broker.config;
@@ -89,8 +90,8 @@ pub(super) fn find_coordinator(
         match resource_type.and_then(|resource_type| access.check(Operation::Describe, resource_type, key)) {
             Ok(()) => (
                 BrokerId(config.node_id),
-                str_bytes(config.advertised_host.clone()),
-                i32::from(config.advertised_port),
+                str_bytes(listener.advertised_host.clone()),
+                i32::from(listener.advertised_port),
                 0,
                 None,
             ),

@@ -1,5 +1,6 @@
 //! Metadata and DescribeCluster: which topics and partitions exist and which broker leads them
-//! (always this one: Tidewater is a single node, leader epoch 0, replicas and ISR just itself).
+//! (always this one: Tidewater is a single node, leader epoch 0, replicas and ISR just itself),
+//! at the advertised address of the listener the client came in on.
 //!
 //! Authorization as in Kafka: a listing of every topic leaves out those the principal may not
 //! DESCRIBE; a topic asked for by name that may not be described answers
@@ -18,7 +19,7 @@ use tidewater_kafka::kafka_protocol::messages::metadata_response::{
     MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use tidewater_kafka::kafka_protocol::messages::{BrokerId, TopicName};
-use tidewater_kafka::ResponseError;
+use tidewater_kafka::{ListenerInfo, ResponseError};
 
 use super::{blocking, str_bytes};
 use crate::acl::{Access, Operation, ResourceType, CLUSTER_NAME};
@@ -28,6 +29,7 @@ pub(super) async fn metadata(
     broker: Arc<Broker>,
     request: MetadataRequest,
     version: i16,
+    listener: &ListenerInfo,
     access: Access,
 ) -> MetadataResponse {
     // Before v4 the field did not exist and auto-creation was always requested.
@@ -89,8 +91,8 @@ pub(super) async fn metadata(
     response
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(BrokerId(config.node_id))
-            .with_host(str_bytes(config.advertised_host.clone()))
-            .with_port(i32::from(config.advertised_port))])
+            .with_host(str_bytes(listener.advertised_host.clone()))
+            .with_port(i32::from(listener.advertised_port))])
         .with_cluster_id(Some(str_bytes(broker.cluster_id())))
         .with_controller_id(BrokerId(config.node_id))
         .with_topics(topics)
@@ -145,6 +147,7 @@ fn topic_metadata(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
 pub(super) fn describe_cluster(
     broker: &Broker,
     request: DescribeClusterRequest,
+    listener: &ListenerInfo,
     access: &Access,
 ) -> DescribeClusterResponse {
     let config = &broker.config;
@@ -160,6 +163,6 @@ pub(super) fn describe_cluster(
         .with_controller_id(BrokerId(config.node_id))
         .with_brokers(vec![DescribeClusterBroker::default()
             .with_broker_id(BrokerId(config.node_id))
-            .with_host(str_bytes(config.advertised_host.clone()))
-            .with_port(i32::from(config.advertised_port))])
+            .with_host(str_bytes(listener.advertised_host.clone()))
+            .with_port(i32::from(listener.advertised_port))])
 }

@@ -35,7 +35,9 @@
 //! | ListTransactions | DESCRIBE transactional id | - (filtered) |
 //! | CreateAcls, DeleteAcls | ALTER cluster | CLUSTER_AUTHORIZATION_FAILED |
 //! | DescribeAcls | DESCRIBE cluster | CLUSTER_AUTHORIZATION_FAILED |
-//! | ApiVersions | nothing (answered by the protocol server) | - |
+//! | AlterUserScramCredentials | ALTER cluster | CLUSTER_AUTHORIZATION_FAILED |
+//! | DescribeUserScramCredentials | DESCRIBE cluster | CLUSTER_AUTHORIZATION_FAILED |
+//! | ApiVersions, SaslHandshake, SaslAuthenticate | nothing (answered by the protocol server) | - |
 //!
 //! Topics named `_tidewater_*` are for superusers only: for anyone else every operation on
 //! them is refused, whatever the ACLs say.
@@ -49,6 +51,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod scram;
 #[cfg(test)]
 mod tests;
 mod transactions;
@@ -101,6 +104,8 @@ const SUPPORTED: &[ApiRange] = &[
     ApiRange { api_key: ApiKey::DescribeAcls, min: 0, max: 3 },
     ApiRange { api_key: ApiKey::CreateAcls, min: 0, max: 3 },
     ApiRange { api_key: ApiKey::DeleteAcls, min: 0, max: 3 },
+    ApiRange { api_key: ApiKey::DescribeUserScramCredentials, min: 0, max: 0 },
+    ApiRange { api_key: ApiKey::AlterUserScramCredentials, min: 0, max: 0 },
 ];
 
 /// The broker as the protocol server sees it.
@@ -140,113 +145,120 @@ async fn dispatch(
     let version = request.api_version;
     let client_id = request.header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
     let access = broker.acls.access(connection.principal.clone(), connection.peer.ip());
-    let response = match (request.body, turn) {
-        (RequestKind::Produce(body), Some(turn)) => {
-            return produce::handle(broker, body, version, turn, access).await
-        }
-        (RequestKind::Fetch(body), _) => {
-            ResponseKind::Fetch(fetch::handle(broker, body, version, access).await)
-        }
-        (RequestKind::ListOffsets(body), _) => {
-            ResponseKind::ListOffsets(offsets::list_offsets(broker, body, version, access).await)
-        }
-        (RequestKind::OffsetForLeaderEpoch(body), _) => {
-            ResponseKind::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(&broker, body, &access))
-        }
-        (RequestKind::InitProducerId(body), _) => {
-            ResponseKind::InitProducerId(producer_id::init_producer_id(broker, body, access).await)
-        }
-        (RequestKind::AddPartitionsToTxn(body), _) => {
-            ResponseKind::AddPartitionsToTxn(transactions::add_partitions(broker, body, access).await)
-        }
-        (RequestKind::AddOffsetsToTxn(body), _) => {
-            ResponseKind::AddOffsetsToTxn(transactions::add_offsets(broker, body, access).await)
-        }
-        (RequestKind::TxnOffsetCommit(body), _) => {
-            ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(broker, body, access).await)
-        }
-        (RequestKind::EndTxn(body), _) => {
-            ResponseKind::EndTxn(transactions::end_txn(broker, body, access).await)
-        }
-        (RequestKind::DescribeTransactions(body), _) => {
-            ResponseKind::DescribeTransactions(transactions::describe(&broker, body, &access))
-        }
-        (RequestKind::ListTransactions(body), _) => {
-            ResponseKind::ListTransactions(transactions::list(&broker, body, &access))
-        }
-        (RequestKind::FindCoordinator(body), _) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator(&broker, body, version, &access))
-        }
-        (RequestKind::JoinGroup(body), _) => ResponseKind::JoinGroup(
-            groups::join_group(broker, body, version, connection, client_id, access).await,
-        ),
-        (RequestKind::SyncGroup(body), _) => {
-            ResponseKind::SyncGroup(groups::sync_group(broker, body, access).await)
-        }
-        (RequestKind::Heartbeat(body), _) => {
-            ResponseKind::Heartbeat(groups::heartbeat(&broker, body, &access))
-        }
-        (RequestKind::LeaveGroup(body), _) => {
-            ResponseKind::LeaveGroup(groups::leave_group(&broker, body, version, &access))
-        }
-        (RequestKind::OffsetCommit(body), _) => {
-            ResponseKind::OffsetCommit(groups::offset_commit(broker, body, access).await)
-        }
-        (RequestKind::OffsetFetch(body), _) => {
-            ResponseKind::OffsetFetch(groups::offset_fetch(&broker, body, version, &access))
-        }
-        (RequestKind::ListGroups(body), _) => {
-            ResponseKind::ListGroups(groups::list_groups(&broker, body, &access))
-        }
-        (RequestKind::DescribeGroups(body), _) => {
-            ResponseKind::DescribeGroups(groups::describe_groups(&broker, body, &access))
-        }
-        (RequestKind::DeleteGroups(body), _) => {
-            ResponseKind::DeleteGroups(groups::delete_groups(broker, body, access).await)
-        }
-        (RequestKind::OffsetDelete(body), _) => {
-            ResponseKind::OffsetDelete(groups::offset_delete(broker, body, access).await)
-        }
-        (RequestKind::Metadata(body), _) => {
-            ResponseKind::Metadata(metadata::metadata(broker, body, version, access).await)
-        }
-        (RequestKind::DescribeCluster(body), _) => {
-            ResponseKind::DescribeCluster(metadata::describe_cluster(&broker, body, &access))
-        }
-        (RequestKind::CreateTopics(body), _) => {
-            ResponseKind::CreateTopics(admin::create_topics(broker, body, version, access).await)
-        }
-        (RequestKind::DeleteTopics(body), _) => {
-            ResponseKind::DeleteTopics(admin::delete_topics(broker, body, version, access).await)
-        }
-        (RequestKind::CreatePartitions(body), _) => {
-            ResponseKind::CreatePartitions(admin::create_partitions(broker, body, access).await)
-        }
-        (RequestKind::DescribeConfigs(body), _) => {
-            ResponseKind::DescribeConfigs(configs::describe(&broker, body, version, &access))
-        }
-        (RequestKind::AlterConfigs(body), _) => {
-            ResponseKind::AlterConfigs(configs::alter(broker, body, access).await)
-        }
-        (RequestKind::IncrementalAlterConfigs(body), _) => {
-            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, body, access).await)
-        }
-        (RequestKind::CreateAcls(body), _) => {
-            ResponseKind::CreateAcls(acls::create(broker, body, version, access).await)
-        }
-        (RequestKind::DescribeAcls(body), _) => {
-            ResponseKind::DescribeAcls(acls::describe(&broker, body, version, &access))
-        }
-        (RequestKind::DeleteAcls(body), _) => {
-            ResponseKind::DeleteAcls(acls::delete(broker, body, version, access).await)
-        }
-        // The protocol server only passes on APIs in `SUPPORTED`, all matched above.
-        (other, _) => {
-            tracing::error!(api_key = ?request.api_key, "no handler for a supported API");
-            debug_assert!(false, "no handler for {other:?}");
-            return Reply::NoResponse;
-        }
-    };
+    let response =
+        match (request.body, turn) {
+            (RequestKind::Produce(body), Some(turn)) => {
+                return produce::handle(broker, body, version, turn, access).await
+            }
+            (RequestKind::Fetch(body), _) => {
+                ResponseKind::Fetch(fetch::handle(broker, body, version, access).await)
+            }
+            (RequestKind::ListOffsets(body), _) => {
+                ResponseKind::ListOffsets(offsets::list_offsets(broker, body, version, access).await)
+            }
+            (RequestKind::OffsetForLeaderEpoch(body), _) => {
+                ResponseKind::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(&broker, body, &access))
+            }
+            (RequestKind::InitProducerId(body), _) => {
+                ResponseKind::InitProducerId(producer_id::init_producer_id(broker, body, access).await)
+            }
+            (RequestKind::AddPartitionsToTxn(body), _) => {
+                ResponseKind::AddPartitionsToTxn(transactions::add_partitions(broker, body, access).await)
+            }
+            (RequestKind::AddOffsetsToTxn(body), _) => {
+                ResponseKind::AddOffsetsToTxn(transactions::add_offsets(broker, body, access).await)
+            }
+            (RequestKind::TxnOffsetCommit(body), _) => {
+                ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(broker, body, access).await)
+            }
+            (RequestKind::EndTxn(body), _) => {
+                ResponseKind::EndTxn(transactions::end_txn(broker, body, access).await)
+            }
+            (RequestKind::DescribeTransactions(body), _) => {
+                ResponseKind::DescribeTransactions(transactions::describe(&broker, body, &access))
+            }
+            (RequestKind::ListTransactions(body), _) => {
+                ResponseKind::ListTransactions(transactions::list(&broker, body, &access))
+            }
+            (RequestKind::FindCoordinator(body), _) => ResponseKind::FindCoordinator(
+                groups::find_coordinator(&broker, body, version, &connection.listener, &access),
+            ),
+            (RequestKind::JoinGroup(body), _) => ResponseKind::JoinGroup(
+                groups::join_group(broker, body, version, connection, client_id, access).await,
+            ),
+            (RequestKind::SyncGroup(body), _) => {
+                ResponseKind::SyncGroup(groups::sync_group(broker, body, access).await)
+            }
+            (RequestKind::Heartbeat(body), _) => {
+                ResponseKind::Heartbeat(groups::heartbeat(&broker, body, &access))
+            }
+            (RequestKind::LeaveGroup(body), _) => {
+                ResponseKind::LeaveGroup(groups::leave_group(&broker, body, version, &access))
+            }
+            (RequestKind::OffsetCommit(body), _) => {
+                ResponseKind::OffsetCommit(groups::offset_commit(broker, body, access).await)
+            }
+            (RequestKind::OffsetFetch(body), _) => {
+                ResponseKind::OffsetFetch(groups::offset_fetch(&broker, body, version, &access))
+            }
+            (RequestKind::ListGroups(body), _) => {
+                ResponseKind::ListGroups(groups::list_groups(&broker, body, &access))
+            }
+            (RequestKind::DescribeGroups(body), _) => {
+                ResponseKind::DescribeGroups(groups::describe_groups(&broker, body, &access))
+            }
+            (RequestKind::DeleteGroups(body), _) => {
+                ResponseKind::DeleteGroups(groups::delete_groups(broker, body, access).await)
+            }
+            (RequestKind::OffsetDelete(body), _) => {
+                ResponseKind::OffsetDelete(groups::offset_delete(broker, body, access).await)
+            }
+            (RequestKind::Metadata(body), _) => ResponseKind::Metadata(
+                metadata::metadata(broker, body, version, &connection.listener, access).await,
+            ),
+            (RequestKind::DescribeCluster(body), _) => ResponseKind::DescribeCluster(
+                metadata::describe_cluster(&broker, body, &connection.listener, &access),
+            ),
+            (RequestKind::CreateTopics(body), _) => {
+                ResponseKind::CreateTopics(admin::create_topics(broker, body, version, access).await)
+            }
+            (RequestKind::DeleteTopics(body), _) => {
+                ResponseKind::DeleteTopics(admin::delete_topics(broker, body, version, access).await)
+            }
+            (RequestKind::CreatePartitions(body), _) => {
+                ResponseKind::CreatePartitions(admin::create_partitions(broker, body, access).await)
+            }
+            (RequestKind::DescribeConfigs(body), _) => {
+                ResponseKind::DescribeConfigs(configs::describe(&broker, body, version, &access))
+            }
+            (RequestKind::AlterConfigs(body), _) => {
+                ResponseKind::AlterConfigs(configs::alter(broker, body, access).await)
+            }
+            (RequestKind::IncrementalAlterConfigs(body), _) => {
+                ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, body, access).await)
+            }
+            (RequestKind::CreateAcls(body), _) => {
+                ResponseKind::CreateAcls(acls::create(broker, body, version, access).await)
+            }
+            (RequestKind::DescribeAcls(body), _) => {
+                ResponseKind::DescribeAcls(acls::describe(&broker, body, version, &access))
+            }
+            (RequestKind::DeleteAcls(body), _) => {
+                ResponseKind::DeleteAcls(acls::delete(broker, body, version, access).await)
+            }
+            (RequestKind::DescribeUserScramCredentials(body), _) => {
+                ResponseKind::DescribeUserScramCredentials(scram::describe(&broker, body, &access))
+            }
+            (RequestKind::AlterUserScramCredentials(body), _) => {
+                ResponseKind::AlterUserScramCredentials(scram::alter(broker, body, &access).await)
+            }
+            // The protocol server only passes on APIs in `SUPPORTED`, all matched above.
+            (other, _) => {
+                tracing::error!(api_key = ?request.api_key, "no handler for a supported API");
+                debug_assert!(false, "no handler for {other:?}");
+                return Reply::NoResponse;
+            }
+        };
     Reply::Response(response)
 }
 

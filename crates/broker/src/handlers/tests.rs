@@ -17,7 +17,8 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, Request as ProtocolRequest, StrBytes};
 use tidewater_kafka::kafka_protocol;
 use tidewater_kafka::{
-    decode_request, encode_response, ConnectionInfo, Handler, Reply, ResponseError, TurnQueue,
+    decode_request, encode_response, ConnectionInfo, Handler, ListenerInfo, Reply, ResponseError,
+    SecurityProtocol, TurnQueue,
 };
 use tidewater_log::{FsyncPolicy, LogConfig, ManualClock};
 
@@ -70,8 +71,6 @@ fn config(dir: &Path, enabled: bool) -> BrokerConfig {
     BrokerConfig {
         data_dir: dir.to_path_buf(),
         node_id: 0,
-        advertised_host: "127.0.0.1".to_string(),
-        advertised_port: 9092,
         auto_create_topics: true,
         default_partitions: 1,
         // Durability is not what these tests are about, and they open hundreds of brokers.
@@ -155,6 +154,12 @@ impl Harness {
             connection_id: 1,
             turns: TurnQueue::default(),
             principal: Arc::new(who.parse().expect("principal")),
+            listener: Arc::new(ListenerInfo {
+                name: "PLAINTEXT".to_string(),
+                protocol: SecurityProtocol::Plaintext,
+                advertised_host: "127.0.0.1".to_string(),
+                advertised_port: 9092,
+            }),
         };
         let Reply::Response(response) = self.runtime.block_on(self.handler.handle(request, &connection))
         else {
@@ -691,6 +696,24 @@ fn delete_acls(h: &Harness, who: &str) -> Vec<i16> {
     h.call(who, 3, request).filter_results.iter().map(|r| r.error_code).collect()
 }
 
+fn describe_scram_credentials(h: &Harness, who: &str) -> Vec<i16> {
+    let request = describe_user_scram_credentials_request::DescribeUserScramCredentialsRequest::default()
+        .with_users(None);
+    vec![h.call(who, 0, request).error_code]
+}
+
+fn alter_scram_credentials(h: &Harness, who: &str) -> Vec<i16> {
+    use alter_user_scram_credentials_request as request;
+    let upsertion = request::ScramCredentialUpsertion::default()
+        .with_name(text("bob"))
+        .with_mechanism(1)
+        .with_iterations(4096)
+        .with_salt(Bytes::from_static(b"some salt"))
+        .with_salted_password(Bytes::from(vec![7; 32]));
+    let request = request::AlterUserScramCredentialsRequest::default().with_upsertions(vec![upsertion]);
+    h.call(who, 0, request).results.iter().map(|result| result.error_code).collect()
+}
+
 /// One row of the table in `handlers/mod.rs`.
 struct Case {
     api: &'static str,
@@ -1069,6 +1092,22 @@ fn the_acl_matrix() {
             needs: &["CLUSTER:LITERAL:kafka-cluster DESCRIBE"],
             allowed: &[NONE],
             also: &[(&["CLUSTER:LITERAL:kafka-cluster ALTER"], &[NONE])],
+        },
+        Case {
+            api: "DescribeUserScramCredentials",
+            call: describe_scram_credentials,
+            refused: &[CLUSTER_DENIED],
+            needs: &["CLUSTER:LITERAL:kafka-cluster DESCRIBE"],
+            allowed: &[NONE],
+            also: &[],
+        },
+        Case {
+            api: "AlterUserScramCredentials",
+            call: alter_scram_credentials,
+            refused: &[CLUSTER_DENIED],
+            needs: &["CLUSTER:LITERAL:kafka-cluster ALTER"],
+            allowed: &[NONE],
+            also: &[(&["CLUSTER:LITERAL:kafka-cluster DESCRIBE"], &[CLUSTER_DENIED])],
         },
         Case {
             api: "DeleteAcls",
