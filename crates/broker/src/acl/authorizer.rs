@@ -277,13 +277,16 @@ impl Access {
             .fold(0, |bits, operation| bits | 1 << operation.code())
     }
 
+    /// Whether the ACLs decide for this request (authorization is on and its principal is no
+    /// superuser).
+    pub(crate) fn bound_by_acls(&self) -> bool {
+        matches!(self.grant, Grant::Acls(_))
+    }
+
     /// Whether the bindings may open the resource at all: the internal topics only open to
     /// superusers (and to everyone while authorization is off).
     fn opens(&self, resource_type: ResourceType, name: &str) -> bool {
-        match self.grant {
-            Grant::Everything | Grant::Superuser => true,
-            Grant::Acls(_) => !(resource_type == ResourceType::Topic && is_internal_topic(name)),
-        }
+        !(self.bound_by_acls() && resource_type == ResourceType::Topic && is_internal_topic(name))
     }
 }
 

@@ -236,6 +236,22 @@ fn produce_transactional(h: &Harness, who: &str) -> Vec<i16> {
     produce(h, who, "orders", transactional_batch(producer_id, epoch, 0, &[b"t"]), Some("tx"))
 }
 
+#[test]
+fn transactional_batches_without_a_transactional_id_are_refused_where_acls_apply() {
+    let check = |enabled: bool, who: &str, expected: &[i16]| {
+        let harness = Harness::new(enabled);
+        harness.grant(&[ORDERS_WRITE, TX_WRITE]);
+        let (producer_id, epoch) = harness.transactional_producer();
+        harness.broker.add_partitions_to_txn("tx", producer_id, epoch, &[("orders".to_string(), 0)]);
+        let batch = transactional_batch(producer_id, epoch, 0, &[b"t"]);
+        assert_eq!(produce(&harness, who, "orders", batch, None), expected, "{who}, authorization {enabled}");
+    };
+    check(true, ALICE, &[TXN_DENIED]);
+    // As before ACLs existed.
+    check(true, ADMIN, &[NONE]);
+    check(false, ALICE, &[NONE]);
+}
+
 fn fetch_topic(h: &Harness, who: &str, topic_name: &str) -> Vec<i16> {
     let request = fetch_request::FetchRequest::default()
         .with_replica_id(BrokerId(-1))
