@@ -4,8 +4,8 @@ principal and operation by operation.
 Each test runs its own `tidewater serve` with two Kafka listeners: PLAINTEXT, whose clients are
 `User:ANONYMOUS`, made a superuser here so that it plays the administrator (creating users,
 topics and ACLs through the AdminClient), and SASL_PLAINTEXT, where the users under test
-(`User:alice`, ...) log in with SCRAM-SHA-256. Authorization is switched on with the hidden
-`--enable-authorization` until the listeners switch it on by themselves.
+(`User:alice`, ...) log in with SCRAM-SHA-256. The SASL listener switches authorization on, for
+both listeners.
 
 What is shown: each operation is refused with Kafka's error code until an ACL grants it, and
 allowed once one does; prefixed and literal patterns; deny over allow; superusers; the internal
@@ -41,9 +41,6 @@ from support import CLIENT_TIMEOUT_S
 
 # How long a refused or allowed consumer gets to show which it is.
 CONSUME_TIMEOUT_S = 20.0
-# The embedded components log in as this user on the internal listener; a superuser, as the
-# internal topics are theirs.
-INTERNAL_PRINCIPAL = "User:__tidewater_internal"
 SASL_ADDRESS = re.compile(r"SASL_PLAINTEXT://127\.0\.0\.1:(\d+)")
 
 
@@ -120,9 +117,8 @@ def secured(broker_factory) -> SecuredBroker:
     process = broker_factory(
         "--kafka-listen",
         "SASL_PLAINTEXT://127.0.0.1:0",
-        "--enable-authorization",
         "--superusers",
-        f"User:ANONYMOUS,User:root,{INTERNAL_PRINCIPAL}",
+        "User:ANONYMOUS,User:root",
         "--mqtt-listen",
         "none",
         "--http-listen",

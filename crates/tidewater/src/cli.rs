@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use tidewater_broker::AuthorizationConfig;
 use tidewater_log::FsyncPolicy;
 use tidewater_security::KafkaPrincipal;
 
@@ -133,25 +132,15 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) queries: bool,
     /// Principals that bypass ACLs and alone may use the internal `_tidewater_*` topics
-    /// (Kafka's super.users), comma-separated: User:admin,User:ops.
+    /// (Kafka's super.users), comma-separated: User:admin,User:ops. ACLs apply once any
+    /// listener authenticates (SASL, or SSL with --tls-client-ca); then everything no ACL
+    /// allows is denied, on every listener (a PLAINTEXT client is User:ANONYMOUS).
     #[arg(long, env = "TIDEWATER_SUPERUSERS", value_delimiter = ',')]
     pub(crate) superusers: Vec<KafkaPrincipal>,
-    /// Temporary, until listeners authenticate (authorization then turns on by itself):
-    /// authorize every request against the ACLs, denying what no ACL allows. Until then every
-    /// client is User:ANONYMOUS.
-    #[arg(long, hide = true, env = "TIDEWATER_ENABLE_AUTHORIZATION")]
-    pub(crate) enable_authorization: bool,
     #[command(flatten)]
     pub(crate) mqtt: MqttArgs,
     #[command(flatten)]
     pub(crate) http: HttpArgs,
-}
-
-impl ServeArgs {
-    /// Whether requests are authorized, and who bypasses the ACLs.
-    pub(crate) fn authorization(&self) -> AuthorizationConfig {
-        AuthorizationConfig { enabled: self.enable_authorization, superusers: self.superusers.clone() }
-    }
 }
 
 /// The Kafka listeners and how they secure connections, in `serve`.
