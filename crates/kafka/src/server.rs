@@ -318,7 +318,8 @@ impl Connection {
     {
         let peer = self.info.peer;
         tracing::debug!(%peer, connection_id = self.info.connection_id, listener = %listener.info.name, "connection opened");
-        let mut authentication = Authentication::new(listener.sasl.clone(), (*self.info.principal).clone());
+        let mut authentication =
+            Authentication::new(peer, listener.sasl.clone(), (*self.info.principal).clone());
         let (queue, outgoing) = mpsc::channel(self.config.max_in_flight_per_connection.max(1));
         let writer = tokio::spawn(write_replies(writer, outgoing, peer));
         let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
