@@ -14,7 +14,8 @@
 //!
 //! Until the exchange completes, only ApiVersions, SaslHandshake and SaslAuthenticate are
 //! accepted; anything else, a failed exchange, or a message out of order closes the connection
-//! (after a SaslAuthenticate error response saying why, where the protocol has one). Once
+//! (after a SaslAuthenticate error response saying why, where the protocol has one, and, for a
+//! refused handshake or exchange, `FAILED_AUTHENTICATION_CLOSE_DELAY` later). Once
 //! authenticated, a client may re-authenticate on the same connection (KIP-368) as the same
 //! principal; if the listener sets a session lifetime, a request after it has run out without a
 //! re-authentication closes the connection.
@@ -40,6 +41,13 @@ use crate::listener::SaslSettings;
 /// 100 MiB request.
 pub const UNAUTHENTICATED_REQUEST_BYTES_MAX: usize = 512 * 1024;
 
+/// How long a connection stays open after the answer to a refused handshake or exchange, before
+/// it is closed: Kafka's `connection.failed.authentication.delay.ms` default (KIP-306). A client
+/// that reads the answer and the end of the connection in one go still sees why it was refused
+/// (kafka-python 3.0 drops the answer when both arrive together), and one that retries a wrong
+/// password cannot do so as fast as it can connect.
+pub const FAILED_AUTHENTICATION_CLOSE_DELAY: Duration = Duration::from_millis(100);
+
 #[derive(Debug)]
 pub(crate) struct Authentication {
     /// The client's address, for the log lines that say why an exchange failed.
@@ -49,6 +57,8 @@ pub(crate) struct Authentication {
     principal: KafkaPrincipal,
     /// When the current session ends (KIP-368), if the listener limits sessions.
     session_deadline: Option<Instant>,
+    /// A handshake or exchange was refused: the connection closes after its answer.
+    refused: bool,
 }
 
 #[derive(Debug)]
@@ -79,7 +89,7 @@ impl Authentication {
         principal: KafkaPrincipal,
     ) -> Authentication {
         let state = if sasl.is_some() { State::AwaitingHandshake } else { State::Open };
-        Authentication { peer, sasl, state, principal, session_deadline: None }
+        Authentication { peer, sasl, state, principal, session_deadline: None, refused: false }
     }
 
     pub(crate) fn principal(&self) -> &KafkaPrincipal {
@@ -133,8 +143,24 @@ impl Authentication {
         }
     }
 
+    /// Whether a handshake or exchange was refused, so the connection is closing (after
+    /// `FAILED_AUTHENTICATION_CLOSE_DELAY`).
+    pub(crate) fn was_refused(&self) -> bool {
+        self.refused
+    }
+
     /// Answers a SaslHandshake; `true` in the second place closes the connection after it.
     pub(crate) fn handshake(
+        &mut self,
+        request: &SaslHandshakeRequest,
+        version: i16,
+    ) -> (SaslHandshakeResponse, bool) {
+        let (response, close) = self.answer_handshake(request, version);
+        self.refused |= close;
+        (response, close)
+    }
+
+    fn answer_handshake(
         &mut self,
         request: &SaslHandshakeRequest,
         version: i16,
@@ -170,6 +196,12 @@ impl Authentication {
     /// steps are a few HMACs and PLAIN's is a PBKDF2 of the stored iterations: both run on the
     /// blocking pool, off the async threads.
     pub(crate) async fn authenticate(&mut self, auth_bytes: Bytes, now: Instant) -> AuthenticateOutcome {
+        let outcome = self.step(auth_bytes, now).await;
+        self.refused |= outcome.close;
+        outcome
+    }
+
+    async fn step(&mut self, auth_bytes: Bytes, now: Instant) -> AuthenticateOutcome {
         let State::Exchanging { server, raw_tokens } =
             std::mem::replace(&mut self.state, State::AwaitingHandshake)
         else {
@@ -321,6 +353,7 @@ mod tests {
         let message = outcome.response.error_message.map(|message| message.to_string()).unwrap_or_default();
         assert!(message.contains("invalid credentials") && !message.contains("nope"), "{message}");
         assert!(auth.admit(ApiKey::Produce, Instant::now()).is_err());
+        assert!(auth.was_refused());
     }
 
     #[tokio::test]

@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::authentication::Authentication;
+use crate::authentication::{Authentication, FAILED_AUTHENTICATION_CLOSE_DELAY};
 use crate::codec::{self, DecodeError, Request};
 use crate::frame;
 use crate::listener::{ListenerConfig, ListenerInfo};
@@ -367,6 +367,14 @@ impl Connection {
                 Err(_) => break format!("idle for {:?}", self.config.idle_timeout),
             }
         };
+        // A refused client gets its answer at once and the close a moment later (KIP-306), so it
+        // reads why before it sees the connection end.
+        if authentication.was_refused() {
+            tokio::select! {
+                _ = tokio::time::sleep(FAILED_AUTHENTICATION_CLOSE_DELAY) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
         // Let the writer answer everything already accepted, then close.
         drop(queue);
         let _ = writer.await;
