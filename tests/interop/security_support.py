@@ -67,9 +67,7 @@ def _name(*attributes: tuple[x509.ObjectIdentifier, str]) -> x509.Name:
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
 
 
@@ -151,9 +149,7 @@ class _Authority:
                 critical=True,
             )
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
         )
         if server:
             builder = builder.add_extension(
@@ -175,7 +171,9 @@ def make_pki(directory: Path) -> Pki:
     foreign_authority = _Authority(directory, "foreign-ca")
     now = datetime.datetime.now(datetime.timezone.utc)
     # RFC 2253 writes the last RDN first: O, OU, CN in the certificate read "CN=..,OU=..,O=..".
-    alice = _name((NameOID.ORGANIZATION_NAME, "Acme"), (NameOID.ORGANIZATIONAL_UNIT_NAME, "eng"), (NameOID.COMMON_NAME, "alice"))
+    alice = _name(
+        (NameOID.ORGANIZATION_NAME, "Acme"), (NameOID.ORGANIZATIONAL_UNIT_NAME, "eng"), (NameOID.COMMON_NAME, "alice")
+    )
     pki = Pki(
         ca=authority.path,
         server=authority.issue(directory, "server", _name((NameOID.COMMON_NAME, "localhost")), server=True),
@@ -216,11 +214,19 @@ class Security:
         """confluent-kafka's and kcat's (`-X`) properties."""
         properties = {"security.protocol": self.protocol}
         if self.mechanism is not None:
-            properties.update({"sasl.mechanism": self.mechanism, "sasl.username": self.username or "", "sasl.password": self.password or ""})
+            properties.update(
+                {
+                    "sasl.mechanism": self.mechanism,
+                    "sasl.username": self.username or "",
+                    "sasl.password": self.password or "",
+                }
+            )
         if self.ca is not None:
             properties["ssl.ca.location"] = str(self.ca)
         if self.client is not None:
-            properties.update({"ssl.certificate.location": str(self.client.cert), "ssl.key.location": str(self.client.key)})
+            properties.update(
+                {"ssl.certificate.location": str(self.client.cert), "ssl.key.location": str(self.client.key)}
+            )
         return properties
 
     def kcat_args(self) -> list[str]:
@@ -230,7 +236,9 @@ class Security:
         """kafka-python's keyword arguments (it checks the host name by default)."""
         settings: dict = {"security_protocol": self.protocol}
         if self.mechanism is not None:
-            settings.update(sasl_mechanism=self.mechanism, sasl_plain_username=self.username, sasl_plain_password=self.password)
+            settings.update(
+                sasl_mechanism=self.mechanism, sasl_plain_username=self.username, sasl_plain_password=self.password
+            )
         if self.ca is not None:
             settings["ssl_cafile"] = str(self.ca)
         if self.client is not None:
@@ -243,7 +251,9 @@ class Security:
 
         settings: dict = {"security_protocol": self.protocol}
         if self.mechanism is not None:
-            settings.update(sasl_mechanism=self.mechanism, sasl_plain_username=self.username, sasl_plain_password=self.password)
+            settings.update(
+                sasl_mechanism=self.mechanism, sasl_plain_username=self.username, sasl_plain_password=self.password
+            )
         if "SSL" in self.protocol:
             settings["ssl_context"] = create_ssl_context(
                 cafile=str(self.ca) if self.ca else None,
@@ -319,8 +329,10 @@ def metadata_request(correlation_id: int) -> bytes:
     return request(METADATA, 1, correlation_id, struct.pack(">i", -1))
 
 
-def sasl_handshake_request(correlation_id: int, mechanism: str) -> bytes:
-    return request(SASL_HANDSHAKE, 1, correlation_id, kafka_string(mechanism))
+def sasl_handshake_request(correlation_id: int, mechanism: str, version: int = 1) -> bytes:
+    """v1 (the mechanism's messages then travel in SaslAuthenticate requests) or v0 (as bare
+    size-prefixed frames, before KIP-152); the request body is the same."""
+    return request(SASL_HANDSHAKE, version, correlation_id, kafka_string(mechanism))
 
 
 def sasl_authenticate_request(correlation_id: int, auth_bytes: bytes) -> bytes:
@@ -341,7 +353,9 @@ class Reader:
         self.position = 0
 
     def take(self, n_bytes: int) -> bytes:
-        assert self.position + n_bytes <= len(self.data), f"response ends at {len(self.data)}, need {self.position + n_bytes}"
+        assert self.position + n_bytes <= len(self.data), (
+            f"response ends at {len(self.data)}, need {self.position + n_bytes}"
+        )
         chunk = self.data[self.position : self.position + n_bytes]
         self.position += n_bytes
         return chunk
@@ -374,7 +388,9 @@ def parse_responses(data: bytes) -> list[Response]:
     while position < len(data):
         assert position + 8 <= len(data), f"a truncated frame at byte {position}: {data[position:]!r}"
         (size,) = struct.unpack_from(">i", data, position)
-        assert 4 <= size <= RAW_RESPONSE_BYTES_MAX and position + 4 + size <= len(data), f"frame size {size} at byte {position}"
+        assert 4 <= size <= RAW_RESPONSE_BYTES_MAX and position + 4 + size <= len(data), (
+            f"frame size {size} at byte {position}"
+        )
         (correlation_id,) = struct.unpack_from(">i", data, position + 4)
         responses.append(Response(correlation_id, data[position + 8 : position + 4 + size]))
         position += 4 + size
@@ -452,7 +468,9 @@ def read_until_closed(sock: socket.socket, *, timeout_s: float = RAW_TIMEOUT_S) 
         except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
             return received
         except socket.timeout:
-            raise AssertionError(f"the broker kept the connection open for {timeout_s}s (received {len(received)} bytes)") from None
+            raise AssertionError(
+                f"the broker kept the connection open for {timeout_s}s (received {len(received)} bytes)"
+            ) from None
         if not chunk:
             return received
         received += chunk

@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition as AioTopicPartition
 import aiokafka.errors
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     ScramCredentialInfo,
@@ -54,7 +54,6 @@ from security_support import (
     ILLEGAL_SASL_STATE,
     SASL_AUTHENTICATE,
     SASL_AUTHENTICATION_FAILED,
-    SASL_HANDSHAKE,
     UNSUPPORTED_SASL_MECHANISM,
     Pki,
     Reader,
@@ -62,7 +61,6 @@ from security_support import (
     api_versions_request,
     client_ssl_context,
     connect,
-    kafka_bytes,
     make_pki,
     metadata_request,
     read_response,
@@ -178,7 +176,7 @@ class RawClient:
         return response.body
 
     def handshake(self, mechanism: str, version: int = 1) -> tuple[int, list[str]]:
-        body = self.call(lambda cid: request(SASL_HANDSHAKE, version, cid, struct.pack(">h", len(mechanism)) + mechanism.encode()))
+        body = self.call(lambda cid: sasl_handshake_request(cid, mechanism, version))
         return sasl_handshake_response(body)
 
     def authenticate(self, auth_bytes: bytes) -> tuple[int, str | None, bytes | None, int]:
@@ -235,7 +233,9 @@ class Healthy:
         assert brokers == [(0, "127.0.0.1", self.port)], brokers
         self.n_checks += 1
         record = Record(b"healthy", f"after {after}".encode(), (), base_timestamp_ms())
-        [report] = ck.produce(self.broker.bootstrap_of("SASL_SSL"), self.topic, [record], partition=0, **self.security.librdkafka())
+        [report] = ck.produce(
+            self.broker.bootstrap_of("SASL_SSL"), self.topic, [record], partition=0, **self.security.librdkafka()
+        )
         assert report.error() is None
 
 
@@ -301,10 +301,22 @@ def confluent_round_trip(bootstrap: str, security: Security, topic: str) -> None
 
 def kafka_python_round_trip(bootstrap: str, security: Security, topic: str) -> None:
     records = round_trip_records(102)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, client_id="interop-kafka-python", request_timeout_ms=TIMEOUT_MS, **security.kafka_python())
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id="interop-kafka-python",
+        request_timeout_ms=TIMEOUT_MS,
+        **security.kafka_python(),
+    )
     try:
         futures = [
-            producer.send(topic, key=record.key, value=record.value, headers=list(record.headers), timestamp_ms=record.timestamp_ms, partition=0)
+            producer.send(
+                topic,
+                key=record.key,
+                value=record.value,
+                headers=list(record.headers),
+                timestamp_ms=record.timestamp_ms,
+                partition=0,
+            )
             for record in records
         ]
         producer.flush(timeout=CLIENT_TIMEOUT_S)
@@ -312,8 +324,12 @@ def kafka_python_round_trip(bootstrap: str, security: Security, topic: str) -> N
     finally:
         producer.close(timeout=CLIENT_TIMEOUT_S)
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, client_id="interop-kafka-python", group_id=None, enable_auto_commit=False,
-        request_timeout_ms=TIMEOUT_MS, **security.kafka_python(),
+        bootstrap_servers=bootstrap,
+        client_id="interop-kafka-python",
+        group_id=None,
+        enable_auto_commit=False,
+        request_timeout_ms=TIMEOUT_MS,
+        **security.kafka_python(),
     )
     try:
         partition = KafkaPythonTopicPartition(topic, 0)
@@ -338,11 +354,23 @@ def aiokafka_round_trip(bootstrap: str, security: Security, topic: str) -> None:
     records = round_trip_records(103)
 
     async def scenario() -> list:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="interop-aiokafka", request_timeout_ms=TIMEOUT_MS, **security.aiokafka())
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id="interop-aiokafka",
+            request_timeout_ms=TIMEOUT_MS,
+            **security.aiokafka(),
+        )
         await producer.start()
         try:
             futures = [
-                await producer.send(topic, key=record.key, value=record.value, headers=list(record.headers), timestamp_ms=record.timestamp_ms, partition=0)
+                await producer.send(
+                    topic,
+                    key=record.key,
+                    value=record.value,
+                    headers=list(record.headers),
+                    timestamp_ms=record.timestamp_ms,
+                    partition=0,
+                )
                 for record in records
             ]
             sent = await asyncio.wait_for(asyncio.gather(*futures), CLIENT_TIMEOUT_S)
@@ -350,8 +378,12 @@ def aiokafka_round_trip(bootstrap: str, security: Security, topic: str) -> None:
         finally:
             await producer.stop()
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, client_id="interop-aiokafka", group_id=None, enable_auto_commit=False,
-            request_timeout_ms=TIMEOUT_MS, **security.aiokafka(),
+            bootstrap_servers=bootstrap,
+            client_id="interop-aiokafka",
+            group_id=None,
+            enable_auto_commit=False,
+            request_timeout_ms=TIMEOUT_MS,
+            **security.aiokafka(),
         )
         await consumer.start()
         try:
@@ -362,7 +394,9 @@ def aiokafka_round_trip(bootstrap: str, security: Security, topic: str) -> None:
 
             async def read_all() -> None:
                 while len(messages) < len(records):
-                    batches = await consumer.getmany(partition, timeout_ms=500, max_records=len(records) - len(messages))
+                    batches = await consumer.getmany(
+                        partition, timeout_ms=500, max_records=len(records) - len(messages)
+                    )
                     messages.extend(batches.get(partition, []))
 
             await asyncio.wait_for(read_all(), CLIENT_TIMEOUT_S)
@@ -380,14 +414,26 @@ def aiokafka_round_trip(bootstrap: str, security: Security, topic: str) -> None:
 
 def kafkajs_round_trip(bootstrap: str, security: Security, topic: str) -> None:
     records = round_trip_records(104)
-    produced = run_kafkajs("produce.mjs", bootstrap, topic, request={"records": records_to_json(records), "partition": 0, "security": security.kafkajs()})
+    produced = run_kafkajs(
+        "produce.mjs",
+        bootstrap,
+        topic,
+        request={"records": records_to_json(records), "partition": 0, "security": security.kafkajs()},
+    )
     assert produced == {"partitions": [{"partition": 0, "baseOffset": 0}]}, produced
-    fetched = run_kafkajs("fetch.mjs", bootstrap, topic, "0", "0", str(len(records)), request={"security": security.kafkajs()})
+    fetched = run_kafkajs(
+        "fetch.mjs", bootstrap, topic, "0", "0", str(len(records)), request={"security": security.kafkajs()}
+    )
     assert "error" not in fetched, fetched
     assert_same_records(
         records,
         [
-            Record(unb64(item["key"]), unb64(item["value"]), tuple((name, unb64(value)) for name, value in item["headers"]), int(item["timestamp"]))
+            Record(
+                unb64(item["key"]),
+                unb64(item["value"]),
+                tuple((name, unb64(value)) for name, value in item["headers"]),
+                int(item["timestamp"]),
+            )
             for item in fetched["records"]
         ],
         "kafkajs",
@@ -412,12 +458,29 @@ def kcat_round_trip(bootstrap: str, security: Security, topic: str, directory: P
         path = directory / f"kcat-value-{index}.bin"
         path.write_bytes(value)
         files.append(str(path))
-    produced = run_kcat("-P", "-b", bootstrap, "-t", topic, "-p", "0", "-k", "kcat-key", "-m", "30", *security.kcat_args(), *files)
+    produced = run_kcat(
+        "-P", "-b", bootstrap, "-t", topic, "-p", "0", "-k", "kcat-key", "-m", "30", *security.kcat_args(), *files
+    )
     assert produced.returncode == 0, produced.stderr.decode(errors="replace")
     # Offset and value length on one line, then the value's bytes: binary-safe.
     consumed = run_kcat(
-        "-C", "-b", bootstrap, "-t", topic, "-p", "0", "-o", "0", "-c", str(len(KCAT_VALUES)), "-e", "-m", "30",
-        "-f", "%o %S\\n%s\\n", *security.kcat_args(),
+        "-C",
+        "-b",
+        bootstrap,
+        "-t",
+        topic,
+        "-p",
+        "0",
+        "-o",
+        "0",
+        "-c",
+        str(len(KCAT_VALUES)),
+        "-e",
+        "-m",
+        "30",
+        "-f",
+        "%o %S\\n%s\\n",
+        *security.kcat_args(),
     )
     assert consumed.returncode == 0, consumed.stderr.decode(errors="replace")
     output, values, position = consumed.stdout, [], 0
@@ -446,23 +509,33 @@ def round_trip(client: str, bootstrap: str, security: Security, topic: str, dire
             raise AssertionError(f"unknown client {client}")
 
 
-def confluent_errors(bootstrap: str, security: Security, until: Callable[[list[KafkaError]], bool], *, timeout_s: float = REFUSAL_TIMEOUT_S) -> list[KafkaError]:
+def confluent_errors(
+    bootstrap: str,
+    security: Security,
+    until: Callable[[list[KafkaError]], bool],
+    *,
+    timeout_s: float = REFUSAL_TIMEOUT_S,
+) -> list[KafkaError]:
     """The errors a confluent-kafka client reports (error_cb) while it tries to connect, once
     `until` is satisfied; fails if that takes longer than `timeout_s`."""
     errors: list[KafkaError] = []
-    client = Producer({
-        "bootstrap.servers": bootstrap,
-        "client.id": "interop-confluent-refused",
-        "error_cb": errors.append,
-        "logger": QUIET_LIBRDKAFKA,
-        # Once a second is enough to see the error, and spares the broker a retry storm.
-        "reconnect.backoff.ms": 1000,
-        "reconnect.backoff.max.ms": 1000,
-        **security.librdkafka(),
-    })
+    client = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "client.id": "interop-confluent-refused",
+            "error_cb": errors.append,
+            "logger": QUIET_LIBRDKAFKA,
+            # Once a second is enough to see the error, and spares the broker a retry storm.
+            "reconnect.backoff.ms": 1000,
+            "reconnect.backoff.max.ms": 1000,
+            **security.librdkafka(),
+        }
+    )
     deadline = time.monotonic() + timeout_s
     while not until(errors):
-        assert time.monotonic() < deadline, f"confluent-kafka reported only {[error.str() for error in errors]} in {timeout_s}s"
+        assert time.monotonic() < deadline, (
+            f"confluent-kafka reported only {[error.str() for error in errors]} in {timeout_s}s"
+        )
         client.poll(0.2)
     return errors
 
@@ -470,14 +543,16 @@ def confluent_errors(bootstrap: str, security: Security, until: Callable[[list[K
 def confluent_login_error(bootstrap: str, security: Security) -> KafkaError | None:
     """None if confluent-kafka can log in and read metadata, else its authentication error."""
     errors: list[KafkaError] = []
-    client = AdminClient({
-        "bootstrap.servers": bootstrap,
-        "error_cb": errors.append,
-        "logger": QUIET_LIBRDKAFKA,
-        "reconnect.backoff.ms": 1000,
-        "reconnect.backoff.max.ms": 1000,
-        **security.librdkafka(),
-    })
+    client = AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            "error_cb": errors.append,
+            "logger": QUIET_LIBRDKAFKA,
+            "reconnect.backoff.ms": 1000,
+            "reconnect.backoff.max.ms": 1000,
+            **security.librdkafka(),
+        }
+    )
     deadline = time.monotonic() + REFUSAL_TIMEOUT_S
     while True:
         try:
@@ -489,7 +564,9 @@ def confluent_login_error(bootstrap: str, security: Security) -> KafkaError | No
         refused = [error for error in errors if error.code() == KafkaError._AUTHENTICATION]
         if refused:
             return refused[0]
-        assert time.monotonic() < deadline, f"neither logged in nor refused in {REFUSAL_TIMEOUT_S}s: {[error.str() for error in errors]}"
+        assert time.monotonic() < deadline, (
+            f"neither logged in nor refused in {REFUSAL_TIMEOUT_S}s: {[error.str() for error in errors]}"
+        )
 
 
 def refusal(client: str, bootstrap: str, security: Security) -> str:
@@ -497,7 +574,9 @@ def refusal(client: str, bootstrap: str, security: Security) -> str:
     reports it through its own authentication error and returns that error's message."""
     match client:
         case "confluent-kafka":
-            errors = confluent_errors(bootstrap, security, lambda errors: any(error.code() == KafkaError._AUTHENTICATION for error in errors))
+            errors = confluent_errors(
+                bootstrap, security, lambda errors: any(error.code() == KafkaError._AUTHENTICATION for error in errors)
+            )
             [error, *_] = [error for error in errors if error.code() == KafkaError._AUTHENTICATION]
             assert "SASL authentication error" in error.str(), error.str()
             return error.str()
@@ -508,8 +587,12 @@ def refusal(client: str, bootstrap: str, security: Security) -> str:
             with captured_logs("kafka") as records:
                 with pytest.raises(kafka.errors.KafkaTimeoutError, match="Unable to bootstrap"):
                     KafkaProducer(
-                        bootstrap_servers=bootstrap, client_id="interop-kafka-python", bootstrap_timeout_ms=RETRY_DEADLINE_S * 1000,
-                        reconnect_backoff_ms=1000, reconnect_backoff_max_ms=1000, **security.kafka_python(),
+                        bootstrap_servers=bootstrap,
+                        client_id="interop-kafka-python",
+                        bootstrap_timeout_ms=RETRY_DEADLINE_S * 1000,
+                        reconnect_backoff_ms=1000,
+                        reconnect_backoff_max_ms=1000,
+                        **security.kafka_python(),
                     )
             errors = logged_errors(records, kafka.errors.SaslAuthenticationFailedError)
             assert errors, [record.getMessage() for record in records][-10:]
@@ -519,7 +602,12 @@ def refusal(client: str, bootstrap: str, security: Security) -> str:
             # and logs why: a SaslAuthenticationFailed (error 58) from the connection.
 
             async def start() -> None:
-                producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="interop-aiokafka", request_timeout_ms=TIMEOUT_MS, **security.aiokafka())
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=bootstrap,
+                    client_id="interop-aiokafka",
+                    request_timeout_ms=TIMEOUT_MS,
+                    **security.aiokafka(),
+                )
                 try:
                     with pytest.raises(aiokafka.errors.KafkaConnectionError, match="Unable to bootstrap"):
                         await producer.start()
@@ -532,7 +620,9 @@ def refusal(client: str, bootstrap: str, security: Security) -> str:
             assert errors, [record.getMessage() for record in records][-10:]
             return str(errors[0])
         case "kafkajs":
-            result = run_kafkajs("produce.mjs", bootstrap, "never-written", request={"records": [], "security": security.kafkajs()})
+            result = run_kafkajs(
+                "produce.mjs", bootstrap, "never-written", request={"records": [], "security": security.kafkajs()}
+            )
             error = result.get("error", {})
             assert error.get("name") == "KafkaJSSASLAuthenticationError", result
             return error["message"]
@@ -609,7 +699,10 @@ def test_a_plaintext_client_on_a_tls_port_fails_cleanly(secure, healthy, listene
     # kcat gives up with an error.
     completed = run_kcat("-L", "-b", f"127.0.0.1:{port}", "-m", str(RETRY_DEADLINE_S))
     stderr = completed.stderr.decode(errors="replace")
-    assert completed.returncode != 0 and "Disconnected while requesting ApiVersion" in stderr, (completed.returncode, stderr)
+    assert completed.returncode != 0 and "Disconnected while requesting ApiVersion" in stderr, (
+        completed.returncode,
+        stderr,
+    )
     healthy.check(f"kcat in plaintext on {listener}")
     secure.wait_for_log("TLS handshake failed", f"listener={listener}", "InvalidContentType", since=mark)
 
@@ -623,14 +716,21 @@ def test_a_tls_client_on_a_plaintext_port_fails_cleanly(secure, pki, healthy, li
     with pytest.raises((ssl.SSLError, ConnectionError)):
         client_ssl_context(pki).wrap_socket(sock, server_hostname="127.0.0.1")
     sock.close()
-    secure.wait_for_log("closing connection after a bad frame (a TLS handshake on a plaintext listener?)", f"peer={peer}", f"listener={listener}", since=mark)
+    secure.wait_for_log(
+        "closing connection after a bad frame (a TLS handshake on a plaintext listener?)",
+        f"peer={peer}",
+        f"listener={listener}",
+        since=mark,
+    )
     healthy.check(f"a raw TLS client on {listener}")
 
     errors = confluent_errors(f"127.0.0.1:{port}", Security("SSL", ca=pki.ca), lambda errors: bool(errors))
     assert "SSL handshake failed" in errors[0].str(), [error.str() for error in errors]
     healthy.check(f"confluent-kafka over TLS on {listener}")
 
-    completed = run_kcat("-L", "-b", f"127.0.0.1:{port}", "-m", str(RETRY_DEADLINE_S), *Security("SSL", ca=pki.ca).kcat_args())
+    completed = run_kcat(
+        "-L", "-b", f"127.0.0.1:{port}", "-m", str(RETRY_DEADLINE_S), *Security("SSL", ca=pki.ca).kcat_args()
+    )
     stderr = completed.stderr.decode(errors="replace")
     assert completed.returncode != 0 and "SSL handshake failed" in stderr, (completed.returncode, stderr)
     healthy.check(f"kcat over TLS on {listener}")
@@ -667,13 +767,21 @@ def test_mutual_tls_principal_is_the_subject_dn(secure, pki):
 
 def test_a_principal_mapping_rule_takes_the_cn(broker_factory, pki):
     broker = broker_factory(
-        *tls_args(pki), "--tls-client-ca", str(pki.ca), "--ssl-principal-mapping-rules", MAPPING_RULE, *NO_GATEWAY,
-        env={"TIDEWATER_LOG": DEBUG_LOG}, listeners=("SSL",),
+        *tls_args(pki),
+        "--tls-client-ca",
+        str(pki.ca),
+        "--ssl-principal-mapping-rules",
+        MAPPING_RULE,
+        *NO_GATEWAY,
+        env={"TIDEWATER_LOG": DEBUG_LOG},
+        listeners=("SSL",),
     )
     assert raw_principal(broker, pki, pki.alice) == "User:alice"
     assert raw_principal(broker, pki, pki.bob) == "User:bob"
     # A client of that listener works as on any other.
-    confluent_round_trip(broker.bootstrap_of("SSL"), Security("SSL", ca=pki.ca, client=pki.bob), new_topic(broker, "mapped"))
+    confluent_round_trip(
+        broker.bootstrap_of("SSL"), Security("SSL", ca=pki.ca, client=pki.bob), new_topic(broker, "mapped")
+    )
 
 
 # (client certificate, the TLS alert a raw client sees, why the broker refused, the alerts
@@ -707,7 +815,9 @@ def test_mutual_tls_refuses_at_the_handshake(secure, pki, healthy, case):
     healthy.check(f"a raw mTLS client with {case}")
 
     # confluent-kafka is refused with an alert too.
-    errors = confluent_errors(f"127.0.0.1:{port}", Security("SSL", ca=pki.ca, client=certificate), lambda errors: bool(errors))
+    errors = confluent_errors(
+        f"127.0.0.1:{port}", Security("SSL", ca=pki.ca, client=certificate), lambda errors: bool(errors)
+    )
     assert any(expected in errors[0].str() for expected in confluent_alerts), [error.str() for error in errors]
     healthy.check(f"confluent-kafka with {case}")
     assert not [line for line in secure.log_since(mark) if "client certificate accepted" in line]
@@ -756,7 +866,11 @@ def client_final_with_another_nonce(client: RawClient) -> str:
     client.handshake("SCRAM-SHA-256")
     error_code, _, server_first, _ = client.authenticate(client_first(USER))
     assert error_code == 0 and server_first, server_first
-    expect_refused(client, b"c=biws,r=rOprNGfwEbeRWgbNEkqOnot-the-servers,p=dHpiYnJpZGdl", "the nonce is not the one the server sent")
+    expect_refused(
+        client,
+        b"c=biws,r=rOprNGfwEbeRWgbNEkqOnot-the-servers,p=dHpiYnJpZGdl",
+        "the nonce is not the one the server sent",
+    )
     return "the nonce is not the one the server sent"
 
 
@@ -918,7 +1032,9 @@ def test_unauthenticated_requests_are_capped_at_512_kib(secure, healthy):
     client.send(sasl_authenticate_request(client.next_id(), at_limit + b"x"))
     assert client.closed_after() == b""
     client.close()
-    secure.wait_for_log("bad frame", f"peer={client.peer}", f"request of {UNAUTHENTICATED_REQUEST_BYTES_MAX + 1} bytes", since=mark)
+    secure.wait_for_log(
+        "bad frame", f"peer={client.peer}", f"request of {UNAUTHENTICATED_REQUEST_BYTES_MAX + 1} bytes", since=mark
+    )
     healthy.check("requests at and over the unauthenticated limit")
     # Once authenticated, the connection may send larger requests (up to --max-request-bytes).
     client = RawClient(port)
@@ -962,23 +1078,39 @@ def described(admin: AdminClient, users: list[str]) -> dict[str, object]:
 
 
 def test_scram_users_through_the_admin_client_survive_restarts(broker_factory, pki):
-    broker = broker_factory(*tls_args(pki), "--sasl-mechanisms", "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512", *NO_GATEWAY, env=bootstrap_env(), listeners=("SASL_SSL",))
+    broker = broker_factory(
+        *tls_args(pki),
+        "--sasl-mechanisms",
+        "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        *NO_GATEWAY,
+        env=bootstrap_env(),
+        listeners=("SASL_SSL",),
+    )
     user, first_password, second_password = f"dave-{uuid.uuid4().hex[:6]}", "dave-first-pw", "dave-second-pw"
     sha256, sha512 = ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512
 
     def login(mechanism: str, password: str) -> KafkaError | None:
-        return confluent_login_error(broker.bootstrap_of("SASL_SSL"), Security("SASL_SSL", mechanism, user, password, ca=pki.ca))
+        return confluent_login_error(
+            broker.bootstrap_of("SASL_SSL"), Security("SASL_SSL", mechanism, user, password, ca=pki.ca)
+        )
 
     admin = scram_admin(broker.bootstrap_of("SASL_SSL"), pki)
-    assert alter_results(admin, [
-        UserScramCredentialUpsertion(user, ScramCredentialInfo(sha256, 4096), first_password.encode()),
-        UserScramCredentialUpsertion(user, ScramCredentialInfo(sha512, 8192), first_password.encode(), b"a salt of our own"),
-    ]) == {user: 0}
+    assert alter_results(
+        admin,
+        [
+            UserScramCredentialUpsertion(user, ScramCredentialInfo(sha256, 4096), first_password.encode()),
+            UserScramCredentialUpsertion(
+                user, ScramCredentialInfo(sha512, 8192), first_password.encode(), b"a salt of our own"
+            ),
+        ],
+    ) == {user: 0}
     for mechanism in MECHANISMS:
         assert login(mechanism, first_password) is None, mechanism
     assert login("SCRAM-SHA-256", second_password).code() == KafkaError._AUTHENTICATION
     assert described(admin, [user]) == {user: {(sha256, 4096), (sha512, 8192)}}
-    every_user = admin.describe_user_scram_credentials(request_timeout=CLIENT_TIMEOUT_S).result(timeout=CLIENT_TIMEOUT_S)
+    every_user = admin.describe_user_scram_credentials(request_timeout=CLIENT_TIMEOUT_S).result(
+        timeout=CLIENT_TIMEOUT_S
+    )
     assert {USER, user} <= set(every_user), every_user
 
     broker.restart()
@@ -986,14 +1118,22 @@ def test_scram_users_through_the_admin_client_survive_restarts(broker_factory, p
     assert described(admin, [user]) == {user: {(sha256, 4096), (sha512, 8192)}}
     assert login("SCRAM-SHA-512", first_password) is None
     # A new password replaces the old one.
-    assert alter_results(admin, [UserScramCredentialUpsertion(user, ScramCredentialInfo(sha256, 4096), second_password.encode())]) == {user: 0}
+    assert alter_results(
+        admin, [UserScramCredentialUpsertion(user, ScramCredentialInfo(sha256, 4096), second_password.encode())]
+    ) == {user: 0}
     assert login("SCRAM-SHA-256", second_password) is None
     assert login("SCRAM-SHA-256", first_password).code() == KafkaError._AUTHENTICATION
 
     # Deleted, the user can no longer log in, with any mechanism, and is no longer described.
-    assert alter_results(admin, [UserScramCredentialDeletion(user, sha256), UserScramCredentialDeletion(user, sha512)]) == {user: 0}
+    assert alter_results(
+        admin, [UserScramCredentialDeletion(user, sha256), UserScramCredentialDeletion(user, sha512)]
+    ) == {user: 0}
     assert described(admin, [user]) == {user: RESOURCE_NOT_FOUND}
-    for mechanism, password in [("SCRAM-SHA-256", second_password), ("SCRAM-SHA-512", first_password), ("PLAIN", second_password)]:
+    for mechanism, password in [
+        ("SCRAM-SHA-256", second_password),
+        ("SCRAM-SHA-512", first_password),
+        ("PLAIN", second_password),
+    ]:
         error = login(mechanism, password)
         assert error is not None and error.code() == KafkaError._AUTHENTICATION, (mechanism, error)
     broker.restart()
@@ -1015,20 +1155,29 @@ def test_scram_credential_errors(secure, pki, healthy):
     suffix = uuid.uuid4().hex[:6]
     too_few, too_many, good = f"erin-{suffix}", f"fay-{suffix}", f"gus-{suffix}"
     # One user's bad alteration does not stop another's good one.
-    assert alter_results(admin, [
-        UserScramCredentialUpsertion(too_few, ScramCredentialInfo(sha256, 1000), b"pw"),
-        UserScramCredentialUpsertion(too_many, ScramCredentialInfo(sha512, 20000), b"pw"),
-        UserScramCredentialUpsertion(good, ScramCredentialInfo(sha512, 4096), b"gus-pw"),
-    ]) == {too_few: UNACCEPTABLE_CREDENTIAL, too_many: UNACCEPTABLE_CREDENTIAL, good: 0}
+    assert alter_results(
+        admin,
+        [
+            UserScramCredentialUpsertion(too_few, ScramCredentialInfo(sha256, 1000), b"pw"),
+            UserScramCredentialUpsertion(too_many, ScramCredentialInfo(sha512, 20000), b"pw"),
+            UserScramCredentialUpsertion(good, ScramCredentialInfo(sha512, 4096), b"gus-pw"),
+        ],
+    ) == {too_few: UNACCEPTABLE_CREDENTIAL, too_many: UNACCEPTABLE_CREDENTIAL, good: 0}
     assert described(admin, [too_few, good]) == {too_few: RESOURCE_NOT_FOUND, good: {(sha512, 4096)}}
     # Deleting what does not exist: the user, or a mechanism the user has no credential for.
-    assert alter_results(admin, [UserScramCredentialDeletion(f"nobody-{suffix}", sha256)]) == {f"nobody-{suffix}": RESOURCE_NOT_FOUND}
+    assert alter_results(admin, [UserScramCredentialDeletion(f"nobody-{suffix}", sha256)]) == {
+        f"nobody-{suffix}": RESOURCE_NOT_FOUND
+    }
     assert alter_results(admin, [UserScramCredentialDeletion(good, sha256)]) == {good: RESOURCE_NOT_FOUND}
     assert described(admin, [f"nobody-{suffix}"]) == {f"nobody-{suffix}": RESOURCE_NOT_FOUND}
     # Names the broker keeps for itself, its components' user above all.
     for reserved in ["__tidewater_x", "__tidewater_internal"]:
-        assert alter_results(admin, [UserScramCredentialUpsertion(reserved, ScramCredentialInfo(sha512, 4096), b"pw")]) == {reserved: UNACCEPTABLE_CREDENTIAL}
-        assert alter_results(admin, [UserScramCredentialDeletion(reserved, sha512)]) == {reserved: UNACCEPTABLE_CREDENTIAL}
+        assert alter_results(
+            admin, [UserScramCredentialUpsertion(reserved, ScramCredentialInfo(sha512, 4096), b"pw")]
+        ) == {reserved: UNACCEPTABLE_CREDENTIAL}
+        assert alter_results(admin, [UserScramCredentialDeletion(reserved, sha512)]) == {
+            reserved: UNACCEPTABLE_CREDENTIAL
+        }
         assert described(admin, [reserved]) == {reserved: RESOURCE_NOT_FOUND}
     healthy.check("refused credential alterations")
 
@@ -1036,20 +1185,100 @@ def test_scram_credential_errors(secure, pki, healthy):
 # --- Re-authentication (KIP-368) ---------------------------------------------------------------------
 
 
-def test_clients_reauthenticate_and_keep_working(broker_factory, pki):
+class ConfluentSession:
+    """A confluent-kafka producer and an assigned consumer of one topic."""
+
+    def __init__(self, bootstrap: str, security: Security, topic: str):
+        self.topic = topic
+        self.errors: list[KafkaError] = []
+        common = {"error_cb": self.errors.append, "logger": QUIET_LIBRDKAFKA, **security.librdkafka()}
+        self.producer = ck.producer(bootstrap, **common)
+        self.consumer = ck.consumer(bootstrap, **common)
+        self.consumer.assign([TopicPartition(topic, 0, 0)])
+        self.delivered: list[int] = []
+
+    def produce(self, value: bytes) -> None:
+        self.producer.produce(
+            self.topic,
+            value=value,
+            partition=0,
+            on_delivery=lambda error, message: self.delivered.append(-1 if error else message.offset()),
+        )
+        self.producer.poll(0)
+
+    def read(self, timeout_s: float) -> list[bytes]:
+        values = []
+        for message in self.consumer.consume(num_messages=100, timeout=timeout_s):
+            assert message.error() is None, message.error()
+            values.append(message.value())
+        return values
+
+    def finish(self) -> list[int]:
+        """Waits for every delivery; returns the offsets."""
+        assert self.producer.flush(CLIENT_TIMEOUT_S) == 0
+        assert not self.errors, [error.str() for error in self.errors]
+        return self.delivered
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class KafkaPythonSession:
+    """The same with kafka-python, which re-authenticates too (its SaslReauthenticator)."""
+
+    def __init__(self, bootstrap: str, security: Security, topic: str):
+        self.topic = topic
+        self.producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id="interop-kafka-python",
+            request_timeout_ms=TIMEOUT_MS,
+            linger_ms=5,
+            **security.kafka_python(),
+        )
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            client_id="interop-kafka-python",
+            group_id=None,
+            enable_auto_commit=False,
+            request_timeout_ms=TIMEOUT_MS,
+            **security.kafka_python(),
+        )
+        self.partition = KafkaPythonTopicPartition(topic, 0)
+        self.consumer.assign([self.partition])
+        self.consumer.seek(self.partition, 0)
+        self.futures: list = []
+
+    def produce(self, value: bytes) -> None:
+        self.futures.append(self.producer.send(self.topic, value=value, partition=0))
+
+    def read(self, timeout_s: float) -> list[bytes]:
+        batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=100)
+        return [message.value for batch in batches.values() for message in batch]
+
+    def finish(self) -> list[int]:
+        self.producer.flush(timeout=CLIENT_TIMEOUT_S)
+        return [future.get(timeout=CLIENT_TIMEOUT_S).offset for future in self.futures]
+
+    def close(self) -> None:
+        self.producer.close(timeout=CLIENT_TIMEOUT_S)
+        self.consumer.close()
+
+
+@pytest.mark.parametrize("client", ["confluent-kafka", "kafka-python"])
+def test_clients_reauthenticate_and_keep_working(broker_factory, pki, client):
     broker = broker_factory(
-        *tls_args(pki), "--sasl-mechanisms", "SCRAM-SHA-256,SCRAM-SHA-512", "--connections-max-reauth-ms", str(REAUTH_MS), *NO_GATEWAY,
-        env=bootstrap_env("info,tidewater_kafka::authentication=debug"), listeners=("SASL_SSL",),
+        *tls_args(pki),
+        "--sasl-mechanisms",
+        "SCRAM-SHA-256,SCRAM-SHA-512",
+        "--connections-max-reauth-ms",
+        str(REAUTH_MS),
+        *NO_GATEWAY,
+        env=bootstrap_env("info,tidewater_kafka::authentication=debug"),
+        listeners=("SASL_SSL",),
     )
-    bootstrap = broker.bootstrap_of("SASL_SSL")
     topic = new_topic(broker, "reauth")
-    security = sasl_ssl(pki, "SCRAM-SHA-256")
-    errors: list[KafkaError] = []
-    common = {"error_cb": errors.append, "logger": QUIET_LIBRDKAFKA, **security.librdkafka()}
-    producer = ck.producer(bootstrap, **common)
-    consumer = ck.consumer(bootstrap, **common)
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    delivered: list[int] = []
+    session_class = ConfluentSession if client == "confluent-kafka" else KafkaPythonSession
+    session = session_class(broker.bootstrap_of("SASL_SSL"), sasl_ssl(pki, "SCRAM-SHA-256"), topic)
     read: list[bytes] = []
     sent = 0
     mark = broker.log_mark()
@@ -1057,32 +1286,37 @@ def test_clients_reauthenticate_and_keep_working(broker_factory, pki):
     deadline = time.monotonic() + 10 * REAUTH_MS / 3000
     try:
         while time.monotonic() < deadline:
-            producer.produce(topic, value=str(sent).encode(), partition=0, on_delivery=lambda error, message: delivered.append(-1 if error else message.offset()))
+            session.produce(str(sent).encode())
             sent += 1
-            producer.poll(0)
-            for message in consumer.consume(num_messages=100, timeout=0.2):
-                assert message.error() is None, message.error()
-                read.append(message.value())
-        assert producer.flush(CLIENT_TIMEOUT_S) == 0
+            read.extend(session.read(0.2))
+        delivered = session.finish()
         read_deadline = time.monotonic() + CLIENT_TIMEOUT_S
         while len(read) < sent and time.monotonic() < read_deadline:
-            read.extend(message.value() for message in consumer.consume(num_messages=100, timeout=0.5) if message.error() is None)
+            read.extend(session.read(0.5))
     finally:
-        consumer.close()
+        session.close()
     assert delivered == list(range(sent)), delivered
     assert read == [str(index).encode() for index in range(sent)]
-    assert not errors, [error.str() for error in errors]
     log = broker.log_since(mark)
-    assert not [line for line in log if "request after the SASL session expired" in line], "a client was disconnected for expiry"
+    assert not [line for line in log if "request after the SASL session expired" in line], (
+        "a client was disconnected for expiry"
+    )
     # Both clients' connections re-authenticated, each more than once.
-    reauthentications = [line for line in log if "SASL authentication succeeded" in line and "reauthenticating=true" in line]
+    reauthentications = [
+        line for line in log if "SASL authentication succeeded" in line and "reauthenticating=true" in line
+    ]
     assert len(reauthentications) >= 4, "\n".join(reauthentications)
 
 
 def test_a_session_that_expires_without_reauthentication_is_closed(broker_factory, pki):
     broker = broker_factory(
-        "--sasl-mechanisms", "PLAIN", "--connections-max-reauth-ms", str(REAUTH_MS), *NO_GATEWAY,
-        env=bootstrap_env(), listeners=("SASL_PLAINTEXT",),
+        "--sasl-mechanisms",
+        "PLAIN",
+        "--connections-max-reauth-ms",
+        str(REAUTH_MS),
+        *NO_GATEWAY,
+        env=bootstrap_env(),
+        listeners=("SASL_PLAINTEXT",),
     )
     client = RawClient(broker.listener_ports["SASL_PLAINTEXT"])
     # SaslAuthenticate v1 tells the client how long its session lasts.
@@ -1104,7 +1338,9 @@ def test_embedded_components_connect_when_the_listeners_authenticate(broker_fact
     broker through the internal SCRAM listener. FIXME: fails today: the bundled librdkafka is
     built without SSL, so it has no SCRAM ("No provider for SASL mechanism SCRAM-SHA-512"), and
     the gateway never opens its MQTT listener."""
-    broker = broker_factory(*tls_args(pki), "--mqtt-allow-anonymous", "--http-listen", "none", env=bootstrap_env(), listeners=("SASL_SSL",))
+    broker = broker_factory(
+        *tls_args(pki), "--mqtt-allow-anonymous", "--http-listen", "none", env=bootstrap_env(), listeners=("SASL_SSL",)
+    )
     assert broker.mqtt_port is not None
     probe_error: AssertionError | None = None
     try:
@@ -1112,7 +1348,9 @@ def test_embedded_components_connect_when_the_listeners_authenticate(broker_fact
     except AssertionError as error:
         probe_error = error
     client_errors = [line for line in broker.lines if "No provider for SASL mechanism" in line]
-    assert not client_errors and probe_error is None, f"the gateway cannot reach the broker ({probe_error}): {client_errors[:1]}"
+    assert not client_errors and probe_error is None, (
+        f"the gateway cannot reach the broker ({probe_error}): {client_errors[:1]}"
+    )
 
 
 # --- Safe by default, and settings that do not load ---------------------------------------------------
@@ -1150,16 +1388,27 @@ def serve(data_dir: Path, *args: str, expect_running: bool) -> str:
 def test_a_non_loopback_plaintext_listener_is_refused_unless_allowed(tmp_path):
     refused = serve(tmp_path / "refused", "--kafka-listen", "0.0.0.0:0", expect_running=False)
     assert "PLAINTEXT://0.0.0.0:0" in refused and "--allow-insecure-listeners" in refused, refused
-    started = serve(tmp_path / "allowed", "--kafka-listen", "0.0.0.0:0", "--allow-insecure-listeners", expect_running=True)
+    started = serve(
+        tmp_path / "allowed", "--kafka-listen", "0.0.0.0:0", "--allow-insecure-listeners", expect_running=True
+    )
     assert "listeners=PLAINTEXT://0.0.0.0:" in started, started
 
 
 def test_an_anonymous_mqtt_listener_beyond_loopback_is_refused(tmp_path):
     refused = serve(
-        tmp_path / "refused", "--kafka-listen", "127.0.0.1:0", "--mqtt-listen", "0.0.0.0:0", "--mqtt-allow-anonymous", "--http-listen", "none",
+        tmp_path / "refused",
+        "--kafka-listen",
+        "127.0.0.1:0",
+        "--mqtt-listen",
+        "0.0.0.0:0",
+        "--mqtt-allow-anonymous",
+        "--http-listen",
+        "none",
         expect_running=False,
     )
-    assert "MQTT listener allowing anonymous clients on 0.0.0.0:0" in refused and "--allow-insecure-listeners" in refused, refused
+    assert (
+        "MQTT listener allowing anonymous clients on 0.0.0.0:0" in refused and "--allow-insecure-listeners" in refused
+    ), refused
 
 
 def test_sasl_ssl_on_every_interface_starts(tmp_path, pki):
@@ -1188,6 +1437,19 @@ def test_certificate_files_that_do_not_load_are_named(tmp_path, pki, case):
         case "garbage-key":
             key, named, reason = garbage, [str(garbage)], "holds no PEM private key"
         case _:
-            key, named, reason = pki.alice.key, [str(pki.alice.key), str(pki.server.cert)], "does not belong to the certificate"
-    refused = serve(tmp_path / "data", "--kafka-listen", "SASL_SSL://127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(key), expect_running=False)
+            key, named, reason = (
+                pki.alice.key,
+                [str(pki.alice.key), str(pki.server.cert)],
+                "does not belong to the certificate",
+            )
+    refused = serve(
+        tmp_path / "data",
+        "--kafka-listen",
+        "SASL_SSL://127.0.0.1:0",
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        expect_running=False,
+    )
     assert all(path in refused for path in named) and reason in refused, refused
