@@ -1182,6 +1182,113 @@ def test_scram_credential_errors(secure, pki, healthy):
     healthy.check("refused credential alterations")
 
 
+def test_a_consumer_group_over_sasl_ssl_is_coordinated_on_that_listener(secure, pki):
+    """FindCoordinator answers with the address of the client's own listener: a group member on
+    SASL_SSL joins, reads and commits there (sent to the PLAINTEXT port, it would fail)."""
+    bootstrap = secure.bootstrap_of("SASL_SSL")
+    topic = new_topic(secure, "group-sasl")
+    records = round_trip_records(105)
+    ck.produce(bootstrap, topic, records, partition=0, logger=QUIET_LIBRDKAFKA, **sasl_ssl(pki).librdkafka())
+    group = f"group-{uuid.uuid4().hex[:8]}"
+    consumer = ck.consumer(
+        bootstrap,
+        logger=QUIET_LIBRDKAFKA,
+        **{"group.id": group, "auto.offset.reset": "earliest"},
+        **sasl_ssl(pki).librdkafka(),
+    )
+    try:
+        consumer.subscribe([topic])
+        messages: list = []
+        deadline = time.monotonic() + CLIENT_TIMEOUT_S
+        while len(messages) < len(records):
+            assert time.monotonic() < deadline, f"the group member read {len(messages)} of {len(records)} records"
+            for message in consumer.consume(num_messages=len(records), timeout=0.5):
+                assert message.error() is None, message.error()
+                messages.append(message)
+        assert_same_records(records, [ck.to_record(message) for message in messages], "group member")
+        consumer.commit(message=messages[-1], asynchronous=False)
+        [committed] = consumer.committed([TopicPartition(topic, 0)], timeout=CLIENT_TIMEOUT_S)
+        assert committed.offset == len(records)
+    finally:
+        consumer.close()
+
+
+def test_each_sasl_listener_offers_its_own_mechanisms(broker_factory, pki):
+    broker = broker_factory(
+        *tls_args(pki),
+        "--sasl-mechanisms",
+        "PLAIN,SCRAM-SHA-256",
+        "--sasl-mechanisms",
+        "SCRAM-SHA-512",
+        *NO_GATEWAY,
+        env=bootstrap_env(),
+        listeners=("SASL_SSL", "SASL_PLAINTEXT"),
+    )
+
+    def offered(listener: str, tls: ssl.SSLContext | None) -> list[str]:
+        client = RawClient(broker.listener_ports[listener], tls)
+        try:
+            error_code, mechanisms = client.handshake("GSSAPI")
+            assert error_code == UNSUPPORTED_SASL_MECHANISM
+            assert client.closed_after() == b""
+            return mechanisms
+        finally:
+            client.close()
+
+    assert offered("SASL_SSL", client_ssl_context(pki)) == ["PLAIN", "SCRAM-SHA-256"]
+    assert offered("SASL_PLAINTEXT", None) == ["SCRAM-SHA-512"]
+    # A mechanism another listener offers is refused here.
+    security = Security("SASL_PLAINTEXT", "PLAIN", USER, PASSWORD)
+    errors = confluent_errors(broker.bootstrap_of("SASL_PLAINTEXT"), security, lambda errors: bool(errors))
+    assert "PLAIN" in errors[0].str() and errors[0].code() == KafkaError._AUTHENTICATION, [
+        error.str() for error in errors
+    ]
+    assert (
+        confluent_login_error(
+            broker.bootstrap_of("SASL_PLAINTEXT"), Security("SASL_PLAINTEXT", "SCRAM-SHA-512", USER, PASSWORD)
+        )
+        is None
+    )
+
+
+@pytest.mark.parametrize("listener", ["PLAINTEXT", "SSL"])
+def test_sasl_on_a_listener_without_sasl_is_illegal(secure, pki, healthy, listener):
+    tls = client_ssl_context(pki, pki.alice) if listener == "SSL" else None
+    mark = secure.log_mark()
+    client = RawClient(secure.listener_ports[listener], tls)
+    try:
+        assert client.handshake("PLAIN")[0] == ILLEGAL_SASL_STATE
+        assert client.closed_after() == b""
+    finally:
+        client.close()
+    secure.wait_for_log("connection closed", f"peer={client.peer}", "SaslHandshake refused (error code 34)", since=mark)
+    healthy.check(f"a SaslHandshake on {listener}")
+
+
+def test_reauthentication_must_keep_the_principal(secure, pki, healthy):
+    other = f"hal-{uuid.uuid4().hex[:6]}"
+    admin = scram_admin(secure.bootstrap_of("SASL_SSL"), pki)
+    upsert = UserScramCredentialUpsertion(other, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"hal-pw")
+    assert alter_results(admin, [upsert]) == {other: 0}
+    mark = secure.log_mark()
+    client = RawClient(secure.listener_ports["SASL_PLAINTEXT"])
+    try:
+        client.login_plain(USER, PASSWORD)
+        # Re-authenticating as the same user works, and the connection goes on.
+        client.login_plain(USER, PASSWORD)
+        assert client.metadata()
+        # As another user it is refused, and the connection closed.
+        assert client.handshake("PLAIN")[0] == 0
+        expect_refused(
+            client, b"\0" + other.encode() + b"\0hal-pw", "Cannot change principals during re-authentication"
+        )
+        assert client.closed_after() == b""
+    finally:
+        client.close()
+    secure.wait_for_log("SASL re-authentication refused", f"peer={client.peer}", since=mark)
+    healthy.check("a re-authentication as another user")
+
+
 # --- Re-authentication (KIP-368) ---------------------------------------------------------------------
 
 
