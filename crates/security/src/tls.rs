@@ -268,7 +268,10 @@ mod tests {
         assert!(error.contains("not-pem.txt") && error.contains("no PEM certificate"), "{error}");
         let (cert, _) = write_certificate(&dir, "server", &[(rcgen::DnType::CommonName, "localhost")]);
         let error = TlsIdentity::load(&cert, &not_pem, None).expect_err("key not PEM").to_string();
-        assert!(error.contains("private key") && error.ends_with("not-pem.txt: holds no PEM private key"), "{error}");
+        assert!(
+            error.contains("private key") && error.ends_with("not-pem.txt: holds no PEM private key"),
+            "{error}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
