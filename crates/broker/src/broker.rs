@@ -14,6 +14,8 @@ use tidewater_kafka::ResponseError;
 use tidewater_log::{Clock, FsyncPolicy, Log, LogConfig, LogDir, TopicPartition};
 use uuid::Uuid;
 
+use crate::acl::{AuthorizationConfig, Authorizer};
+use crate::credentials::CredentialStore;
 use crate::error::BrokerError;
 use crate::groups::{Coordinator, GroupConfig, OffsetStore};
 use crate::meta::{MetaStore, TopicMeta};
@@ -35,9 +37,6 @@ pub struct BrokerConfig {
     /// Where the metadata file and every partition directory live.
     pub data_dir: std::path::PathBuf,
     pub node_id: i32,
-    /// The host and port clients are told to connect to (Metadata, DescribeCluster).
-    pub advertised_host: String,
-    pub advertised_port: u16,
     /// Create a topic when a producer or a metadata request names one that does not exist.
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic, and of a created one that asks for the default.
@@ -49,6 +48,8 @@ pub struct BrokerConfig {
     /// Committed offsets of a group with no members are deleted after this long without a
     /// commit (Kafka offsets.retention.minutes, 7 days by default).
     pub offsets_retention_ms: i64,
+    /// Whether requests are authorized against ACLs, and who bypasses them.
+    pub authorization: AuthorizationConfig,
 }
 
 /// An error for one topic or partition in a response: a Kafka code and a message for humans.
@@ -85,8 +86,12 @@ pub struct Broker {
     pub(crate) groups: Mutex<Coordinator>,
     /// Committed offsets of every group, durable.
     pub(crate) offsets: Mutex<OffsetStore>,
+    /// Users' SCRAM credentials, durable; what SASL listeners authenticate against.
+    pub credentials: Arc<CredentialStore>,
     /// Transactional ids and their transactions, durable.
     pub(crate) transactions: Mutex<TxnStore>,
+    /// The ACLs and who may do what, durable.
+    pub(crate) acls: Authorizer,
     /// The current block of producer ids: next to hand out, and the end of the block.
     producer_ids: Mutex<(i64, i64)>,
     /// Woken whenever a partition's high watermark moves, so long-polling fetches re-check.
@@ -138,7 +143,10 @@ impl Broker {
         let offsets = OffsetStore::open(&root, clock.clone())?;
         let groups = Coordinator::new(config.groups);
         let transactions = TxnStore::open(&root, clock.clone())?;
+        let acls = Authorizer::open(&config.authorization, &root, clock.clone())?;
+        let credentials = Arc::new(CredentialStore::open(&root, clock.clone())?);
         let broker = Broker {
+            credentials,
             config,
             logs,
             meta: Mutex::new(meta),
@@ -149,6 +157,7 @@ impl Broker {
             groups: Mutex::new(groups),
             offsets: Mutex::new(offsets),
             transactions: Mutex::new(transactions),
+            acls,
             data_arrived: tokio::sync::Notify::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         };
@@ -472,6 +481,8 @@ impl Broker {
     pub fn close(&self) -> Result<(), BrokerError> {
         self.lock_transactions().close()?;
         self.lock_offsets().close()?;
+        self.acls.close()?;
+        self.credentials.close()?;
         Ok(self.logs.close()?)
     }
 

@@ -5,7 +5,9 @@
 //! requests from `tidewater-kafka` (through the `Handler` trait) and returns typed responses;
 //! blocking log work runs on tokio's blocking pool, never on the async threads.
 
+pub mod acl;
 mod broker;
+pub mod credentials;
 mod error;
 pub mod groups;
 mod handlers;
@@ -13,10 +15,13 @@ mod internal_log;
 mod meta;
 mod partition;
 mod producers;
+#[cfg(test)]
+mod test_support;
 pub mod topic_config;
 mod transaction_coordinator;
 pub mod transactions;
 
+pub use crate::acl::AuthorizationConfig;
 pub use crate::broker::{ApiError, Broker, BrokerConfig, Topic, PARTITIONS_PER_TOPIC_MAX};
 pub use crate::error::BrokerError;
 pub use crate::handlers::{BrokerHandler, FETCH_MAX_WAIT_MS_MAX};

@@ -319,28 +319,8 @@ fn batch_headers(records: &[u8]) -> Result<Vec<BatchHeader>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{idempotent_batch, transactional_batch};
     use tidewater_log::{LogConfig, ManualClock};
-
-    /// A v2 batch from producer `producer_id` at `epoch`, starting at `sequence`.
-    fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&[u8]]) -> Vec<u8> {
-        let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|value| (None, *value)).collect();
-        let mut bytes = batch::encode_batch(1_000, &records);
-        bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
-        bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
-        bytes[53..57].copy_from_slice(&sequence.to_be_bytes());
-        let crc = crc32c(&bytes[21..]);
-        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-        bytes
-    }
-
-    /// `idempotent_batch` with the transactional attribute set.
-    fn transactional_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&[u8]]) -> Vec<u8> {
-        let mut bytes = idempotent_batch(producer_id, epoch, sequence, values);
-        bytes[21..23].copy_from_slice(&0x10i16.to_be_bytes());
-        let crc = crc32c(&bytes[21..]);
-        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-        bytes
-    }
 
     #[test]
     fn open_transactions_hold_back_the_last_stable_offset_and_aborts_are_remembered() {
@@ -361,18 +341,6 @@ mod tests {
         let partition = open(dir.path());
         assert_eq!(partition.aborted_between(0, 6), vec![(5, 1)], "remembered across a restart");
         assert!(partition.open_transactions().is_empty());
-    }
-
-    fn crc32c(bytes: &[u8]) -> u32 {
-        // CRC-32C (Castagnoli), bitwise: small and only for building test batches.
-        let mut crc = !0u32;
-        for byte in bytes {
-            crc ^= u32::from(*byte);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
-            }
-        }
-        !crc
     }
 
     fn open(dir: &std::path::Path) -> Partition {
