@@ -198,15 +198,7 @@ pub(super) fn request<C: ClientContext, T, R>(
             rdsys::rd_kafka_event_error_string(event.as_ptr()),
         )
     };
-    match outcome {
-        Err(AdminError::Refused { code, message })
-            if code.0 == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE as c_int =>
-        {
-            return Err(AdminError::Unsupported { operation: operation.name, message })
-        }
-        Err(error) => return Err(error),
-        Ok(()) => {}
-    }
+    request_outcome(operation.name, outcome)?;
     // SAFETY: the event is live; the accessor returns null for an event of another type.
     let result = unsafe { (operation.result)(event.as_ptr()) };
     if result.is_null() {
@@ -217,6 +209,20 @@ pub(super) fn request<C: ClientContext, T, R>(
     }
     // The event (and with it the result) is destroyed when `event` drops, after `read`.
     read(result)
+}
+
+/// A whole request's outcome: an API the broker does not implement (librdkafka finds it missing
+/// from the broker's ApiVersions and answers at once) is [`AdminError::Unsupported`], naming
+/// the request.
+fn request_outcome(operation: &'static str, outcome: Result<(), AdminError>) -> Result<(), AdminError> {
+    match outcome {
+        Err(AdminError::Refused { code, message })
+            if code.0 == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE as c_int =>
+        {
+            Err(AdminError::Unsupported { operation, message })
+        }
+        outcome => outcome,
+    }
 }
 
 /// An object from librdkafka that this code owns and destroys when dropped.
@@ -361,8 +367,8 @@ pub(super) fn check_resp_err(error: rdsys::rd_kafka_resp_err_t, what: &str) -> R
     Err(AdminError::Invalid(format!("{what}: {}", code_text(error as c_int))))
 }
 
-/// The error of one entry of a result (`rd_kafka_error_t`, null for success), with librdkafka's
-/// text for it, which includes the broker's message.
+/// The error of one entry of a result (`rd_kafka_error_t`; null or code 0 for success), with
+/// librdkafka's text for it, which includes the broker's message.
 ///
 /// # Safety
 ///
@@ -375,7 +381,9 @@ pub(super) unsafe fn entry_error(error: *const rdsys::rd_kafka_error_t) -> Optio
     // SAFETY: the caller's contract; the string lives as long as the error.
     let (code, message) =
         unsafe { (as_int::rd_kafka_error_code(error), c_text(rdsys::rd_kafka_error_string(error))) };
-    Some(AdminError::Refused { code: ErrorCode::from_raw(code).unwrap_or(ErrorCode(-1)), message })
+    // Some results (AlterUserScramCredentials) hold an error object for every entry, with code 0
+    // where the entry succeeded.
+    ErrorCode::from_raw(code).map(|code| AdminError::Refused { code, message })
 }
 
 /// An error the caller owns (as `rd_kafka_ConfigResource_add_incremental_config` returns one),
@@ -478,5 +486,29 @@ pub(super) fn single<T>(outcomes: Vec<(String, Result<T, AdminError>)>, name: &s
     match outcomes.into_iter().find(|(result_name, _)| result_name == name) {
         Some((_, outcome)) => outcome,
         None => Err(AdminError::Unexpected(format!("the answer did not mention {name:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_api_the_broker_lacks_is_named_and_other_errors_keep_their_code() {
+        let unsupported = rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE as c_int;
+        // What librdkafka 2.12 answered CreateAcls with against `tidewater serve` before the
+        // broker had the ACL APIs.
+        let message = "Local: Required feature not supported by broker: ACLs Admin API (KIP-140) not \
+                       supported by broker, requires broker version >= 0.11.0.0";
+        let lacking = Err(AdminError::Refused { code: ErrorCode(unsupported), message: message.to_string() });
+        let shown = request_outcome("CreateAcls", lacking).map_err(|error| error.to_string());
+        assert_eq!(shown, Err(format!("the broker does not support CreateAcls: {message}")));
+        // SAFETY: a null message is allowed.
+        let timed_out = unsafe { code_outcome(-185, std::ptr::null()) };
+        let shown =
+            request_outcome("CreateTopics", timed_out).map_err(|error| (error.code(), error.to_string()));
+        assert_eq!(shown, Err((Some(ErrorCode(-185)), "Local: Timed out".to_string())));
+        assert!(request_outcome("DeleteGroups", Ok(())).is_ok());
+        assert_eq!(code_text(12_345), "error code 12345");
     }
 }
