@@ -347,7 +347,7 @@ fn acls_round_trip_through_the_client_crate() {
     assert!(matches!(created.as_slice(), [Ok(())]), "{created:?}");
     let mallory = AclBindingFilter { principal: Some("User:mallory".to_string()), ..AclBindingFilter::any() };
     let found = admin::describe_acls(client, &mallory, timeout).expect("DescribeAcls");
-    assert_eq!(found, [binding.clone()]);
+    assert_eq!(found, std::slice::from_ref(&binding));
     let alice = AclBindingFilter { principal: Some("User:alice".to_string()), ..AclBindingFilter::any() };
     assert_eq!(admin::describe_acls(client, &alice, timeout).expect("DescribeAcls"), []);
     let deleted =
