@@ -1448,9 +1448,9 @@ def test_a_session_that_expires_without_reauthentication_is_closed(broker_factor
 
 def test_embedded_components_connect_when_the_listeners_authenticate(broker_factory, pki):
     """With an authenticating listener, the gateway (like triggers and query jobs) reaches the
-    broker through the internal SCRAM listener. FIXME: fails today: the bundled librdkafka is
-    built without SSL, so it has no SCRAM ("No provider for SASL mechanism SCRAM-SHA-512"), and
-    the gateway never opens its MQTT listener."""
+    broker through the internal SCRAM listener: the bundled librdkafka is built with OpenSSL
+    (`ssl-vendored`), without which it has no SCRAM ("No provider for SASL mechanism
+    SCRAM-SHA-512") and the gateway would never open its MQTT listener."""
     broker = broker_factory(
         *tls_args(pki), "--mqtt-allow-anonymous", "--http-listen", "none", env=bootstrap_env(), listeners=("SASL_SSL",)
     )
