@@ -14,8 +14,10 @@ every test that tries something bad, `healthy.check` proves the broker still ser
 else: a raw connection authenticated at the start of the module still answers, and a new
 confluent-kafka producer on SASL_SSL still produces.
 
-No ACLs yet: authenticated and anonymous clients may do everything, so nothing here is about
-authorization.
+Nothing here is about authorization (test_acls.py is): the listeners authenticate, so ACLs
+apply, and every principal these tests log in as (the bootstrap user, the certificates' subjects
+with and without the mapping rule, and the PLAINTEXT listener's User:ANONYMOUS, which creates the
+topics) is made a superuser (`SUPERUSERS`).
 """
 
 from __future__ import annotations
@@ -130,8 +132,14 @@ def tls_args(pki: Pki) -> tuple[str, ...]:
 NO_GATEWAY = ("--mqtt-listen", "none", "--http-listen", "none")
 
 
+# Everyone these tests log in as, in Kafka's super.users form (semicolons: a DN holds commas).
+SUPERUSERS = ";".join(
+    [f"User:{USER}", "User:ANONYMOUS", "User:CN=alice,OU=eng,O=Acme", "User:CN=bob", "User:alice", "User:bob"]
+)
+
+
 def bootstrap_env(log: str = "info") -> dict[str, str]:
-    return {"TIDEWATER_BOOTSTRAP_USER": f"{USER}:{PASSWORD}", "TIDEWATER_LOG": log}
+    return {"TIDEWATER_BOOTSTRAP_USER": f"{USER}:{PASSWORD}", "TIDEWATER_SUPERUSERS": SUPERUSERS, "TIDEWATER_LOG": log}
 
 
 @pytest.fixture(scope="module")
@@ -779,7 +787,7 @@ def test_a_principal_mapping_rule_takes_the_cn(broker_factory, pki):
         "--ssl-principal-mapping-rules",
         MAPPING_RULE,
         *NO_GATEWAY,
-        env={"TIDEWATER_LOG": DEBUG_LOG},
+        env={"TIDEWATER_LOG": DEBUG_LOG, "TIDEWATER_SUPERUSERS": SUPERUSERS},
         listeners=("SSL",),
     )
     assert raw_principal(broker, pki, pki.alice) == "User:alice"

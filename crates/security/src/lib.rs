@@ -12,4 +12,4 @@ pub mod principal_mapping;
 pub mod sasl;
 pub mod tls;
 
-pub use crate::principal::{KafkaPrincipal, PrincipalError, ANONYMOUS_NAME, USER_TYPE};
+pub use crate::principal::{parse_principal_list, KafkaPrincipal, PrincipalError, ANONYMOUS_NAME, USER_TYPE};

@@ -60,6 +60,35 @@ impl FromStr for KafkaPrincipal {
     }
 }
 
+/// A list of principals, as `--superusers` takes it: separated by semicolons, as Kafka's
+/// `super.users`, or by commas. A principal's name may itself hold commas (a certificate's DN:
+/// `User:CN=alice,OU=eng`), so a comma starts a new principal only where what follows it reads
+/// `Type:` (letters, digits and underscores, then a colon), which no DN attribute (`OU=...`) does.
+pub fn parse_principal_list(text: &str) -> Result<Vec<KafkaPrincipal>, PrincipalError> {
+    let mut principals: Vec<String> = Vec::new();
+    for part in text.split(';') {
+        for piece in part.split(',') {
+            let starts_principal = piece.trim_start().split_once(':').is_some_and(|(kind, _)| {
+                kind.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+            match principals.last_mut() {
+                Some(last) if !starts_principal => {
+                    last.push(',');
+                    last.push_str(piece);
+                }
+                _ => principals.push(piece.to_string()),
+            }
+        }
+    }
+    principals
+        .iter()
+        .map(|principal| principal.trim())
+        .filter(|principal| !principal.is_empty())
+        .map(str::parse)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +111,25 @@ mod tests {
         check(":alice", None);
         check("User:", None);
         assert!(KafkaPrincipal::anonymous().is_anonymous());
+    }
+
+    #[test]
+    fn principal_lists_split_on_semicolons_and_on_commas_that_start_a_principal() {
+        let check = |text: &str, expected: &[&str]| {
+            let parsed: Vec<String> = parse_principal_list(text)
+                .unwrap_or_else(|error| panic!("{text}: {error}"))
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(parsed, expected, "{text}");
+        };
+        check("User:a,User:b", &["User:a", "User:b"]);
+        check("User:a;User:b", &["User:a", "User:b"]);
+        check("User:CN=alice,OU=eng,O=Acme,User:bob", &["User:CN=alice,OU=eng,O=Acme", "User:bob"]);
+        check("User:CN=alice,OU=eng;User:CN=bob", &["User:CN=alice,OU=eng", "User:CN=bob"]);
+        check(" User:a , User:b ", &["User:a", "User:b"]);
+        check("", &[]);
+        assert!(parse_principal_list("alice,User:bob").is_err());
         assert!(!KafkaPrincipal::user("alice").is_anonymous());
     }
 }

@@ -133,15 +133,21 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) queries: bool,
     /// Principals that bypass ACLs and alone may use the internal `_tidewater_*` topics
-    /// (Kafka's super.users), comma-separated: User:admin,User:ops. ACLs apply once any
+    /// (Kafka's super.users), separated by semicolons or commas: User:admin;User:ops, or
+    /// User:admin,User:CN=ops,O=Acme (a comma followed by Type: starts the next one). ACLs apply once any
     /// listener authenticates (SASL, or SSL with --tls-client-ca); then everything no ACL
     /// allows is denied, on every listener (a PLAINTEXT client is User:ANONYMOUS).
-    #[arg(long, env = "TIDEWATER_SUPERUSERS", value_delimiter = ',')]
-    pub(crate) superusers: Vec<KafkaPrincipal>,
+    #[arg(long, env = "TIDEWATER_SUPERUSERS", value_parser = parse_superusers)]
+    pub(crate) superusers: Vec<Vec<KafkaPrincipal>>,
     #[command(flatten)]
     pub(crate) mqtt: MqttArgs,
     #[command(flatten)]
     pub(crate) http: HttpArgs,
+}
+
+/// One `--superusers` value: a list of principals.
+fn parse_superusers(text: &str) -> Result<Vec<KafkaPrincipal>, String> {
+    tidewater_security::parse_principal_list(text).map_err(|error| error.to_string())
 }
 
 /// The Kafka listeners and how they secure connections, in `serve`.
