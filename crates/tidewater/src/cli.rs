@@ -38,6 +38,12 @@ pub(crate) enum Command {
     /// at a fixed rate (`scripts/bench` runs the whole suite against `tidewater serve`).
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// SCRAM users of any Kafka-compatible cluster (create, passwd, list, delete), through
+    /// Kafka's AlterUserScramCredentials and DescribeUserScramCredentials.
+    User(UserArgs),
+    /// ACLs of any Kafka-compatible cluster (create, list, delete), as kafka-acls.sh manages
+    /// them.
+    Acl(AclArgs),
     /// List, describe and delete consumer groups and reset their committed offsets on any
     /// Kafka-compatible cluster (like kafka-consumer-groups).
     Group(GroupArgs),
@@ -143,6 +149,11 @@ pub(crate) struct ServeArgs {
     pub(crate) mqtt: MqttArgs,
     #[command(flatten)]
     pub(crate) http: HttpArgs,
+}
+
+/// A principal such as User:alice, checked before it is sent.
+fn parse_principal(text: &str) -> Result<String, String> {
+    text.parse::<KafkaPrincipal>().map(|principal| principal.to_string()).map_err(|error| error.to_string())
 }
 
 /// One `--superusers` value: a list of principals.
@@ -385,6 +396,127 @@ pub(crate) enum LogCommand {
         /// A topic-partition directory, such as tidewater-data/orders-0.
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UserArgs {
+    #[command(flatten)]
+    pub(crate) connect: ClusterArgs,
+    #[command(subcommand)]
+    pub(crate) command: UserCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UserCommand {
+    /// Create a user with SCRAM credentials (SCRAM-SHA-256 and SCRAM-SHA-512 unless
+    /// --mechanism says which).
+    Create {
+        name: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        /// A mechanism to make a credential for; may be repeated.
+        #[arg(long)]
+        mechanism: Vec<tidewater_client::admin::ScramMechanism>,
+        /// PBKDF2 iterations of the credentials (4096 to 16384).
+        #[arg(long, default_value_t = crate::client::user::ITERATIONS_DEFAULT,
+              value_parser = clap::value_parser!(i32).range(4096..=16384))]
+        iterations: i32,
+    },
+    /// Change a user's password, for every mechanism it has.
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        /// PBKDF2 iterations (4096 to 16384); the user's current count when omitted.
+        #[arg(long, value_parser = clap::value_parser!(i32).range(4096..=16384))]
+        iterations: Option<i32>,
+    },
+    /// List the users and their mechanisms.
+    List,
+    /// Delete a user (every credential it has).
+    Delete { name: String },
+}
+
+/// Where a new password comes from.
+#[derive(Debug, Args)]
+pub(crate) struct PasswordArgs {
+    /// Read the password from the first line of stdin.
+    #[arg(long, conflicts_with = "password")]
+    pub(crate) password_stdin: bool,
+    /// The password (visible to other users of this machine in the process list: prefer
+    /// --password-stdin or the environment variable).
+    #[arg(long, env = "TIDEWATER_USER_PASSWORD", hide_env_values = true)]
+    pub(crate) password: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AclArgs {
+    #[command(flatten)]
+    pub(crate) connect: ClusterArgs,
+    #[command(subcommand)]
+    pub(crate) command: AclCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AclCommand {
+    /// Allow or deny a principal operations on resources (one ACL per resource and operation).
+    Create {
+        /// The principal to allow, such as User:alice (User:* for everyone).
+        #[arg(long, value_name = "PRINCIPAL", conflicts_with = "deny", value_parser = parse_principal)]
+        allow: Option<String>,
+        /// The principal to deny; a Deny wins over every Allow.
+        #[arg(long, value_name = "PRINCIPAL", value_parser = parse_principal)]
+        deny: Option<String>,
+        /// The client address the ACL applies to (* for every host).
+        #[arg(long, default_value = "*")]
+        host: String,
+        /// Operations, comma-separated: read, write, create, delete, alter, describe,
+        /// describe_configs, alter_configs, cluster_action, idempotent_write, all.
+        #[arg(long, value_parser = crate::client::acl::parse_operations)]
+        operation: Vec<Vec<tidewater_client::admin::AclOperation>>,
+        #[command(flatten)]
+        resources: AclResources,
+    },
+    /// List ACLs: all of them, or those that apply to the resources and principal given.
+    List {
+        /// Only ACLs of this principal.
+        #[arg(long, value_parser = parse_principal)]
+        principal: Option<String>,
+        #[command(flatten)]
+        resources: AclResources,
+    },
+    /// Delete the ACLs that match the resources and principal given.
+    Delete {
+        /// Only ACLs of this principal.
+        #[arg(long, value_parser = parse_principal)]
+        principal: Option<String>,
+        #[command(flatten)]
+        resources: AclResources,
+        /// Delete every ACL that matches, even with no resource or principal given.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// The resources an ACL command is about, as kafka-acls.sh names them.
+#[derive(Debug, Args)]
+pub(crate) struct AclResources {
+    /// A topic (may be repeated; * for every topic).
+    #[arg(long)]
+    pub(crate) topic: Vec<String>,
+    /// A consumer group (may be repeated).
+    #[arg(long)]
+    pub(crate) group: Vec<String>,
+    /// A transactional id (may be repeated).
+    #[arg(long)]
+    pub(crate) transactional_id: Vec<String>,
+    /// The cluster itself (creating topics, managing ACLs and users, IdempotentWrite).
+    #[arg(long)]
+    pub(crate) cluster: bool,
+    /// literal or prefixed for `create` (literal by default); for `list` and `delete` also any
+    /// or match (the default with a resource: every ACL that applies to it).
+    #[arg(long)]
+    pub(crate) resource_pattern_type: Option<tidewater_client::admin::PatternType>,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,8 @@ fn main() -> std::process::ExitCode {
         cli::Command::Consume(args) => client::consume::run(args),
         cli::Command::Bench(command) => bench::run(command),
         cli::Command::Group(args) => client::group::run(args),
+        cli::Command::User(args) => client::user::run(args),
+        cli::Command::Acl(args) => client::acl::run(args),
         cli::Command::Trigger(args) => trigger_cmd::run(args),
         cli::Command::Query(command) => query_cmd::run(command),
         cli::Command::Device(args) => device_cmd::run(args),

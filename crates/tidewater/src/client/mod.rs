@@ -12,11 +12,13 @@
 //! Nothing here keeps state between runs. No command joins a consumer group; only
 //! `group reset-offsets --execute` and `group delete` change a group's committed offsets.
 
+pub(crate) mod acl;
 pub(crate) mod consume;
 pub(crate) mod format;
 pub(crate) mod group;
 pub(crate) mod produce;
 pub(crate) mod topic;
+pub(crate) mod user;
 
 use std::time::Duration;
 
@@ -138,10 +140,14 @@ pub(crate) fn topic_partitions<C: ClientContext>(
     Ok(partitions)
 }
 
-/// The error for a metadata request that failed, which almost always means no broker answered.
+/// The error for a metadata request that failed, which almost always means no broker answered
+/// or none let this client in (librdkafka reports a refused login or a failed TLS handshake
+/// that way too, after the same timeout).
 pub(crate) fn unreachable(connect: &Connection, error: KafkaError) -> anyhow::Error {
     anyhow::anyhow!(
-        "no answer from the cluster at {} within {} ms: {error}",
+        "no answer from the cluster at {} within {} ms: {error} (is it running? if it requires TLS or \
+         SASL, check security.protocol, the certificates and the credentials given with \
+         --client-config or -X)",
         connect.brokers(),
         connect.timeout().as_millis()
     )
