@@ -1,6 +1,7 @@
 //! The log crate's integration tests, one binary with a module per concern.
 
 mod basics;
+mod compaction;
 mod crash;
 mod faults;
 mod model;
