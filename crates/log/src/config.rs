@@ -41,9 +41,9 @@ pub const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
 pub const DEFAULT_DELETE_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 /// Kafka's `log.cleaner.dedupe.buffer.size` default: the largest offset map one pass allocates.
 pub const DEFAULT_CLEANER_DEDUPE_BUFFER_BYTES: usize = 128 * 1024 * 1024;
-/// The smallest offset map we accept: a few hundred keys. Tests use it to force passes that
-/// clean only part of the dirty section.
-pub const CLEANER_DEDUPE_BUFFER_BYTES_MIN: usize = 4096;
+/// The smallest offset map we accept: a few dozen keys. Tests use it to force passes that clean
+/// only part of the dirty section.
+pub const CLEANER_DEDUPE_BUFFER_BYTES_MIN: usize = 1024;
 /// No offset map is larger than this, whatever the configuration says (16 GiB).
 pub const CLEANER_DEDUPE_BUFFER_BYTES_MAX: usize = 16 * 1024 * 1024 * 1024;
 

@@ -20,8 +20,9 @@ pub(crate) const SLOT_BYTES: usize = 24;
 /// The map is full when this fraction of its slots is used (Kafka's `dedupe.buffer.load.factor`
 /// default), so probe sequences stay short.
 pub(crate) const LOAD_FACTOR: f64 = 0.9;
-/// The fewest slots a map has, however small the section it is made for.
-const SLOTS_MIN: usize = 64;
+/// The fewest slots a map has, however small the section it is made for; fits in
+/// `CLEANER_DEDUPE_BUFFER_BYTES_MIN`.
+const SLOTS_MIN: usize = 32;
 
 #[derive(Debug)]
 pub(crate) struct OffsetMap {
@@ -144,7 +145,7 @@ mod tests {
         assert_eq!(map.get(b"key-4"), Some(4));
         assert_eq!(map.len(), full_at);
         // The empty key and offset 0 are ordinary values.
-        let mut map = OffsetMap::new(4096, 1);
+        let mut map = OffsetMap::new(crate::config::CLEANER_DEDUPE_BUFFER_BYTES_MIN, 1);
         assert_eq!(map.get(b""), None);
         assert!(map.put(b"", 0));
         assert_eq!(map.get(b""), Some(0));
@@ -160,5 +161,6 @@ mod tests {
         check(1 << 30, 1_000, 2_048);
         check(100 * SLOT_BYTES, 1_000_000, 64);
         check(1_000 * SLOT_BYTES, 1_000_000, 512);
+        check(crate::config::CLEANER_DEDUPE_BUFFER_BYTES_MIN, 1_000_000, SLOTS_MIN);
     }
 }

@@ -2,6 +2,7 @@
 
 mod basics;
 mod compaction;
+mod compaction_model;
 mod crash;
 mod faults;
 mod model;
