@@ -333,3 +333,81 @@ fn small_segments_are_merged_into_one() {
         "[1 1:k2=b ] [2 2:k1=c ]",
     );
 }
+
+/// Appends, reads from the start and cleaning passes run on three threads at once on small
+/// segments. No append or read may fail, every read must see whole, valid batches in offset
+/// order, and once the writers stop a last pass leaves the latest value of every key.
+#[test]
+fn cleaning_runs_beside_appends_and_reads() {
+    const KEYS: u64 = 40;
+    const APPENDS: u64 = 2_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes: 2048,
+        min_cleanable_dirty_ratio: 0.0,
+        open_segments_max: 2,
+        fsync: tidewater_log::FsyncPolicy::Never,
+        ..config()
+    };
+    let log = Arc::new(Log::open(dir.path(), config, Arc::new(tidewater_log::SystemClock)).expect("open"));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for seq in 0..APPENDS {
+                let key = format!("key-{}", seq % KEYS);
+                let value = format!("value-{seq}");
+                let mut batch = encode_records(0, &[(Some(key.as_bytes()), Some(value.as_bytes()))], None);
+                log.append(&mut batch).expect("append beside the cleaner");
+            }
+        })
+    };
+    let reader = {
+        let (log, done) = (log.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut offset = log.log_start_offset();
+                let mut last = -1;
+                while let Some(range) = log.read(offset, 4096, i64::MAX).expect("read beside the cleaner") {
+                    let bytes = range.read_bytes().expect("bytes");
+                    let mut position = 0;
+                    while position < bytes.len() {
+                        let header = batch::validate_stored(&bytes[position..], usize::MAX >> 1).expect("valid");
+                        assert!(header.base_offset > last, "batches out of order at {}", header.base_offset);
+                        last = header.last_offset();
+                        position += header.total_bytes();
+                    }
+                    offset = range.next_offset;
+                }
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let mut passes = 0;
+    while !writer.is_finished() {
+        if let CleanOutcome::Cleaned(_) = log.clean(&CleanOptions::default()).expect("clean") {
+            passes += 1;
+        }
+    }
+    writer.join().expect("writer");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reads = reader.join().expect("reader");
+    assert!(passes > 0 && reads > 0, "{passes} passes, {reads} reads: nothing ran side by side");
+    // Fill the active segment until it rolls, so every key's last write is in a closed segment.
+    let segments = log.segment_count();
+    while log.segment_count() == segments {
+        let mut batch = encode_records(0, &[(Some(b"filler"), Some(&[0u8; 100]))], None);
+        log.append(&mut batch).expect("append");
+    }
+    log.clean(&CleanOptions { force: true, ..CleanOptions::default() }).expect("last pass");
+    let rendered = render(&log);
+    for key in 0..KEYS {
+        let last_seq = (0..APPENDS).rev().find(|seq| seq % KEYS == key).expect("a last write");
+        let expected = format!("{}:key-{key}=value-{last_seq}", last_seq);
+        assert!(rendered.contains(&expected), "{expected} missing from {rendered}");
+        assert_eq!(rendered.matches(&format!(":key-{key}=")).count(), 1, "key-{key} more than once");
+    }
+    log.verify().expect("verify");
+}
