@@ -332,13 +332,17 @@ impl<'a> Pass<'a> {
         self.report.end_offset = end;
         self.report.keys_mapped = map.len();
         self.report.map_bytes = map.allocated_bytes();
-        let groups = self.groups(end);
+        let segments: Vec<SegmentInfo> =
+            self.snapshot.closed.iter().filter(|segment| segment.base_offset < end).cloned().collect();
         let mut state = RewriteState::default();
         let mut checkpoint_written = false;
-        for group in groups {
-            let Some(cleaned) = self.rewrite_group(&group, end, &map, &transactions, &mut state)? else {
-                continue;
-            };
+        let mut next_idx = 0;
+        while next_idx < segments.len() {
+            let (group_len, cleaned) =
+                self.rewrite_group(&segments[next_idx..], end, &map, &transactions, &mut state)?;
+            let group = &segments[next_idx..next_idx + group_len];
+            next_idx += group_len;
+            let Some(cleaned) = cleaned else { continue };
             if !checkpoint_written {
                 let checkpoint = Checkpoint {
                     gaps_below: self.snapshot.checkpoint.gaps_below.max(end),
@@ -352,7 +356,7 @@ impl<'a> Pass<'a> {
             }
             self.report.segments_rewritten += group.len();
             self.report.segments_written += 1;
-            if !self.log.swap_in(&group, cleaned, self.options.stop_after)? {
+            if !self.log.swap_in(group, cleaned, self.options.stop_after)? {
                 return Ok(CleanOutcome::Stopped);
             }
         }
@@ -559,46 +563,32 @@ impl<'a> Pass<'a> {
         Ok((map, end))
     }
 
-    /// The closed segments from the log start that overlap `[.., end)`, grouped for rewriting:
-    /// consecutive segments while their sizes add up to at most `segment_bytes` and their offsets
-    /// fit one segment's index.
-    fn groups(&self, end: i64) -> Vec<Vec<SegmentInfo>> {
-        let mut groups: Vec<Vec<SegmentInfo>> = Vec::new();
-        let mut group_bytes = 0u64;
-        for segment in self.snapshot.closed.iter().filter(|segment| segment.base_offset < end) {
-            if let Some(group) = groups.last_mut() {
-                let fits = group_bytes + segment.size <= self.config.segment_bytes
-                    && segment.next_offset - group[0].base_offset <= i64::from(u32::MAX);
-                if fits {
-                    group.push(segment.clone());
-                    group_bytes += segment.size;
-                    continue;
-                }
-            }
-            groups.push(vec![segment.clone()]);
-            group_bytes = segment.size;
-        }
-        groups
-    }
-
-    /// Rewrites one group into `<base>.log.cleaned` and its indexes. `None` when the group is
-    /// one segment and nothing in it changes: then nothing is written.
+    /// Rewrites the next group of `segments` into `<base>.log.cleaned` and its indexes. A group
+    /// starts with `segments[0]` and takes in the next segment while what it has written so far
+    /// and that segment's size fit in `segment_bytes` and their offsets in one segment's index:
+    /// the sizes after cleaning decide, so segments that cleaning shrank merge. Returns how many
+    /// segments the group took, and the cleaned segment, or `None` when the group is one segment
+    /// that nothing changed: then nothing is written.
     fn rewrite_group(
         &mut self,
-        group: &[SegmentInfo],
+        segments: &[SegmentInfo],
         end: i64,
         map: &OffsetMap,
         transactions: &Transactions,
         state: &mut RewriteState,
-    ) -> Result<Option<CleanedSegment>, LogError> {
-        let base = group[0].base_offset;
+    ) -> Result<(usize, Option<CleanedSegment>), LogError> {
+        let base = segments[0].base_offset;
         let paths = SegmentPaths::with_suffix(&self.log.dir, base, CLEANED_SUFFIX);
-        let mut output = Output::new(paths, base, self.config.index_interval_bytes, group.len() > 1)?;
-        let result = self.rewrite_into(group, end, map, transactions, state, &mut output);
-        match result.and_then(|()| output.finish(group)) {
-            Ok(cleaned) => {
+        let mut output = Output::new(paths, base, self.config.index_interval_bytes);
+        let result = self.rewrite_into(segments, end, map, transactions, state, &mut output);
+        let finished = result.and_then(|group_len| {
+            let group = &segments[..group_len];
+            output.finish(group).map(|cleaned| (group_len, cleaned))
+        });
+        match finished {
+            Ok((group_len, cleaned)) => {
                 self.report.bytes_written += cleaned.as_ref().map_or(0, |cleaned| cleaned.summary.size);
-                Ok(cleaned)
+                Ok((group_len, cleaned))
             }
             Err(error) => {
                 output.discard();
@@ -607,18 +597,34 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// The body of `rewrite_group`; returns how many segments the group took.
     fn rewrite_into(
         &mut self,
-        group: &[SegmentInfo],
+        segments: &[SegmentInfo],
         end: i64,
         map: &OffsetMap,
         transactions: &Transactions,
         state: &mut RewriteState,
         output: &mut Output,
-    ) -> Result<(), LogError> {
+    ) -> Result<usize, LogError> {
+        let base = segments[0].base_offset;
         let mut rebuilt = Vec::new();
-        for (segment_idx, segment) in group.iter().enumerate() {
-            let is_last_segment = segment_idx + 1 == group.len();
+        // The last batch of the segment just done, when nothing else would keep it: it stays
+        // as an empty header if the group ends there (so the segment ends where the next begins),
+        // and goes if the group takes in the next segment.
+        let mut pending_last: Option<BatchHeader> = None;
+        let mut group_len = 0;
+        for (segment_idx, segment) in segments.iter().enumerate() {
+            if segment_idx > 0 {
+                let fits = output.summary.size + segment.size <= self.config.segment_bytes
+                    && segment.next_offset - base <= i64::from(u32::MAX);
+                if !fits {
+                    break;
+                }
+                output.merge()?;
+                pending_last = None;
+            }
+            group_len += 1;
             let file = open_read(&segment.paths.data)?;
             output.start_segment(&file);
             let mut reader = BatchReader::new(&file, &segment.paths.data, segment.size);
@@ -627,9 +633,8 @@ impl<'a> Pass<'a> {
                 self.throttle.account(bytes.len() as u64, &self.log.closing)?;
                 self.report.bytes_read += bytes.len() as u64;
                 let header = validate_stored(bytes, &segment.paths.data)?;
-                let is_last_batch = is_last_segment && position + bytes.len() as u64 == segment.size;
-                let must_keep =
-                    is_last_batch || self.options.retain_batches_ending_at.contains(&header.last_offset());
+                let is_last = position + bytes.len() as u64 == segment.size;
+                let must_keep = self.options.retain_batches_ending_at.contains(&header.last_offset());
                 rebuilt.clear();
                 let decision = if header.base_offset >= end {
                     // Past what the map covers: untouched, as Kafka keeps records past its map.
@@ -647,25 +652,33 @@ impl<'a> Pass<'a> {
                         &segment.paths.data,
                     )?
                 };
-                if header.is_transactional() && !header.is_control() && !matches!(decision, Decision::Drop) {
+                if header.is_transactional() && !header.is_control() && decision != Decision::Drop {
                     state.kept_in_transaction.insert(header.producer_id);
                 }
-                self.throttle.account(
-                    match decision {
-                        Decision::Copy => bytes.len(),
-                        Decision::Write => rebuilt.len(),
-                        Decision::Drop => 0,
-                    } as u64,
-                    &self.log.closing,
-                )?;
                 match decision {
-                    Decision::Copy => output.copy(position, bytes, &header)?,
-                    Decision::Write => output.write(position, &rebuilt)?,
-                    Decision::Drop => output.drop_batch(position)?,
+                    Decision::Copy => output.copy(bytes, &header)?,
+                    Decision::Write => {
+                        self.throttle.account(rebuilt.len() as u64, &self.log.closing)?;
+                        output.write(&rebuilt)?
+                    }
+                    Decision::Drop => {
+                        output.drop_batch()?;
+                        if is_last {
+                            pending_last = Some(header);
+                        }
+                    }
                 }
             }
         }
-        Ok(())
+        if let Some(header) = pending_last {
+            rebuilt.clear();
+            batch::encode_empty_header(&header, &mut rebuilt);
+            output.write(&rebuilt)?;
+            if header.is_transactional() && !header.is_control() {
+                state.kept_in_transaction.insert(header.producer_id);
+            }
+        }
+        Ok(group_len)
     }
 
     /// A transaction marker stays while any batch of its transaction stays; once none does, it
@@ -811,57 +824,43 @@ struct RewriteState {
     kept_in_transaction: std::collections::HashSet<i64>,
 }
 
-/// The cleaned file a group is written into. A group of one segment starts in pass-through
-/// mode: while every batch is kept as it is, nothing is written; at the first change the bytes
-/// kept so far are copied from the source and writing continues from there.
+/// The cleaned file a group is written into. A group starts in pass-through mode: while every
+/// batch of its first segment is kept as it is, nothing is written; at the first change (or when
+/// a second segment joins) the bytes kept so far are copied from the source and writing goes on
+/// from there.
 struct Output {
     paths: SegmentPaths,
     writer: Option<BufWriter<File>>,
+    /// What the output holds so far (also in pass-through mode).
     summary: SegmentSummary,
-    /// The source segment being read, and how far into it the output is identical (pass-through).
-    source: Option<(File, u64)>,
+    /// The segment being read while in pass-through mode, and how much of it the output is.
+    source: Option<File>,
     identical_up_to: u64,
     changed: bool,
 }
 
 impl Output {
-    fn new(
-        paths: SegmentPaths,
-        base: i64,
-        index_interval_bytes: u32,
-        merging: bool,
-    ) -> Result<Self, LogError> {
-        let mut output = Output {
+    fn new(paths: SegmentPaths, base: i64, index_interval_bytes: u32) -> Self {
+        Output {
             paths,
             writer: None,
             summary: SegmentSummary::empty(base, index_interval_bytes),
             source: None,
             identical_up_to: 0,
-            changed: merging,
-        };
-        if merging {
-            output.create()?;
+            changed: false,
         }
-        Ok(output)
-    }
-
-    fn create(&mut self) -> Result<(), LogError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&self.paths.data)
-            .map_err(|error| LogError::io("create cleaned segment", &self.paths.data, error))?;
-        self.writer = Some(BufWriter::with_capacity(IO_BUFFER_BYTES, file));
-        Ok(())
     }
 
     fn start_segment(&mut self, file: &File) {
         if !self.changed {
-            self.source = file.try_clone().ok().map(|file| (file, 0));
+            self.source = file.try_clone().ok();
             self.identical_up_to = 0;
         }
+    }
+
+    /// A second segment joins the group: from here on the output is written.
+    fn merge(&mut self) -> Result<(), LogError> {
+        self.diverge()
     }
 
     /// Switches from pass-through to writing, copying the bytes kept unchanged so far.
@@ -870,39 +869,45 @@ impl Output {
             return Ok(());
         }
         self.changed = true;
-        self.create()?;
-        let Some((source, _)) = self.source.take() else {
-            return Err(LogError::io("copy", &self.paths.data, io::Error::other("no source segment")));
-        };
-        let writer = self.writer.as_mut().expect("created just above");
-        let mut remaining = self.identical_up_to;
-        let mut position = 0u64;
-        let mut buffer = vec![0u8; IO_BUFFER_BYTES.min(remaining as usize)];
-        while remaining > 0 {
-            let chunk = remaining.min(buffer.len() as u64) as usize;
-            source
-                .read_exact_at(&mut buffer[..chunk], position)
-                .map_err(|error| LogError::io("read", &self.paths.data, error))?;
-            writer
-                .write_all(&buffer[..chunk])
-                .map_err(|error| LogError::io("write", &self.paths.data, error))?;
-            position += chunk as u64;
-            remaining -= chunk as u64;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&self.paths.data)
+            .map_err(|error| LogError::io("create cleaned segment", &self.paths.data, error))?;
+        let mut writer = BufWriter::with_capacity(IO_BUFFER_BYTES, file);
+        if self.identical_up_to > 0 {
+            let Some(source) = self.source.take() else {
+                return Err(LogError::io("copy", &self.paths.data, io::Error::other("no source segment")));
+            };
+            let mut buffer = vec![0u8; IO_BUFFER_BYTES.min(self.identical_up_to as usize)];
+            let mut position = 0u64;
+            while position < self.identical_up_to {
+                let chunk = (self.identical_up_to - position).min(buffer.len() as u64) as usize;
+                source
+                    .read_exact_at(&mut buffer[..chunk], position)
+                    .map_err(|error| LogError::io("read", &self.paths.data, error))?;
+                writer
+                    .write_all(&buffer[..chunk])
+                    .map_err(|error| LogError::io("write", &self.paths.data, error))?;
+                position += chunk as u64;
+            }
         }
+        self.writer = Some(writer);
         Ok(())
     }
 
-    fn copy(&mut self, position: u64, bytes: &[u8], header: &BatchHeader) -> Result<(), LogError> {
+    fn copy(&mut self, bytes: &[u8], header: &BatchHeader) -> Result<(), LogError> {
         self.summary.observe(header);
         if !self.changed {
-            debug_assert_eq!(position, self.identical_up_to);
-            self.identical_up_to = position + bytes.len() as u64;
+            self.identical_up_to += bytes.len() as u64;
             return Ok(());
         }
         self.write_bytes(bytes)
     }
 
-    fn write(&mut self, _position: u64, bytes: &[u8]) -> Result<(), LogError> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), LogError> {
         self.diverge()?;
         let header = batch::parse_header(bytes, BATCH_BYTES_HARD_MAX)
             .map_err(|error| corrupt(&self.paths.data, 0, error))?;
@@ -910,7 +915,7 @@ impl Output {
         self.write_bytes(bytes)
     }
 
-    fn drop_batch(&mut self, _position: u64) -> Result<(), LogError> {
+    fn drop_batch(&mut self) -> Result<(), LogError> {
         self.diverge()
     }
 
@@ -1332,9 +1337,12 @@ impl<'a> BatchReader<'a> {
         self.filled -= self.consumed;
         self.buffer_start = position;
         self.consumed = 0;
-        let capacity = IO_BUFFER_BYTES.max(need);
+        // No more than the file still holds: segments are often far smaller than the buffer.
+        let capacity = IO_BUFFER_BYTES.max(need).min((self.end - position) as usize);
         if self.buffer.len() < capacity {
-            self.buffer.resize(capacity, 0);
+            let mut grown = vec![0u8; capacity];
+            grown[..self.filled].copy_from_slice(&self.buffer[..self.filled]);
+            self.buffer = grown;
         }
         let want = ((self.end - position) as usize).min(self.buffer.len()) - self.filled;
         self.file

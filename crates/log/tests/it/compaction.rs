@@ -193,8 +193,23 @@ fn the_active_segment_is_never_cleaned() {
 
 #[test]
 fn a_segment_emptied_of_records_keeps_its_last_batch_as_an_empty_header() {
-    // Segments of about 700 bytes in 1024-byte groups: the first is a group of its own, and its
-    // one batch stays as an empty header, so the segment still ends where the next begins.
+    // Groups of at most 1024 bytes: the first segment keeps its first record (570 bytes), which
+    // leaves no room for the second segment (670 bytes), so the first segment is a group of its
+    // own and its last batch, whose record was superseded, stays as an empty header: the segment
+    // still ends where the next one begins.
+    check_with(
+        LogConfig { segment_bytes: 1024, ..config() },
+        "append k0=z*500
+         append k1=a*100
+         roll
+         append k1=b*600
+         roll
+         append k2=c
+         roll
+         clean",
+        "[0 0:k0=z*500 ] [1 ] [2 2:k1=b*600 ] [3 3:k2=c ]",
+    );
+    // A segment that cleaning empties joins the next one instead.
     check_with(
         LogConfig { segment_bytes: 1024, ..config() },
         "append k1=a*600
@@ -204,7 +219,7 @@ fn a_segment_emptied_of_records_keeps_its_last_batch_as_an_empty_header() {
          append k2=c
          roll
          clean",
-        "[0 ] [1 1:k1=b*600 ] [2 2:k2=c ]",
+        "[1 1:k1=b*600 ] [2 2:k2=c ]",
     );
     // Within one group only the group's last batch is kept that way.
     check(
@@ -373,7 +388,8 @@ fn cleaning_runs_beside_appends_and_reads() {
                     let bytes = range.read_bytes().expect("bytes");
                     let mut position = 0;
                     while position < bytes.len() {
-                        let header = batch::validate_stored(&bytes[position..], usize::MAX >> 1).expect("valid");
+                        let header =
+                            batch::validate_stored(&bytes[position..], usize::MAX >> 1).expect("valid");
                         assert!(header.base_offset > last, "batches out of order at {}", header.base_offset);
                         last = header.last_offset();
                         position += header.total_bytes();
