@@ -35,9 +35,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tidewater_log::batch::{
-    self, encode_batch, encode_records, set_base_offset, validate, BATCH_BYTES_HARD_MAX,
-};
+use tidewater_log::batch::{self, encode_batch, set_base_offset, validate, BATCH_BYTES_HARD_MAX};
 use tidewater_log::{CleanupPolicy, FsyncPolicy, Log, LogConfig, SystemClock};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_tidewater-log-writer");
