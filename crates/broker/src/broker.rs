@@ -14,6 +14,7 @@ use tidewater_kafka::ResponseError;
 use tidewater_log::{Clock, FsyncPolicy, Log, LogConfig, LogDir, TopicPartition};
 use uuid::Uuid;
 
+use crate::cleaner::Cleaner;
 use crate::error::BrokerError;
 use crate::groups::{Coordinator, GroupConfig, OffsetStore};
 use crate::meta::{MetaStore, TopicMeta};
@@ -92,6 +93,8 @@ pub struct Broker {
     /// Woken whenever a partition's high watermark moves, so long-polling fetches re-check.
     pub data_arrived: tokio::sync::Notify,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Compaction of the partitions whose cleanup policy includes `compact`, started by `tick`.
+    pub(crate) cleaner: Cleaner,
 }
 
 impl Broker {
@@ -151,6 +154,7 @@ impl Broker {
             transactions: Mutex::new(transactions),
             data_arrived: tokio::sync::Notify::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            cleaner: Cleaner::default(),
         };
         broker.recover_transactions();
         Ok(broker)
@@ -406,18 +410,24 @@ impl Broker {
         self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Housekeeping for every partition: segment age, interval fsync, retention.
+    /// Housekeeping for every partition: segment age, interval fsync, retention, and a round of
+    /// compaction on a thread of its own unless one is still running.
     pub fn tick(&self) {
         for (topic_partition, error) in self.logs.tick() {
             tracing::error!(%topic_partition, %error, "housekeeping failed");
         }
         let now = self.clock.now_ms();
+        let mut compacted = Vec::new();
         for topic in self.topics() {
-            for partition in &topic.partitions {
+            for (index, partition) in topic.partitions.iter().enumerate() {
                 partition.expire_producers(now);
                 partition.forget_deleted_aborts();
+                if partition.log.config().cleanup_policy.compact {
+                    compacted.push((format!("{}-{index}", topic.name), partition.clone()));
+                }
             }
         }
+        self.cleaner.start_round(compacted, now);
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -468,11 +478,14 @@ impl Broker {
         self.offsets.lock().expect("offset store mutex poisoned by a panic")
     }
 
-    /// Flushes and closes every partition log and the internal journals.
+    /// Flushes and closes every partition log and the internal journals. A cleaning pass in
+    /// progress gives up when its log closes.
     pub fn close(&self) -> Result<(), BrokerError> {
         self.lock_transactions().close()?;
         self.lock_offsets().close()?;
-        Ok(self.logs.close()?)
+        let closed = self.logs.close();
+        self.cleaner.stop();
+        Ok(closed?)
     }
 
     /// Creates (or opens) one partition's log and its producer state.

@@ -6,6 +6,7 @@
 //! blocking log work runs on tokio's blocking pool, never on the async threads.
 
 mod broker;
+mod cleaner;
 mod error;
 pub mod groups;
 mod handlers;

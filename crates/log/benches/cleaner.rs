@@ -4,8 +4,10 @@
 //! *Cleaner throughput* is the bytes of log a forced pass goes through per second (what Kafka's
 //! cleaner reports as "cleaned MB/s"): a compacted log of 16 KiB batches of 1 KiB keyed records is
 //! written and closed, the filesystem settled, and one pass timed from start to its last swap,
-//! every write of it fsynced. Three shapes: every key written 10 times (a pass writes a tenth of
-//! what it reads), twice (half), and once (nothing to remove: a pass reads and writes nothing). The
+//! every write of it fsynced. Three shapes: keys drawn at random (seeded) from a tenth of as many
+//! keys as records, so about a tenth of the records are their key's latest, spread over every
+//! segment with more towards the end; from half as many keys (about 43% kept); and every key
+//! written once (nothing to remove: a pass reads everything and writes nothing). The
 //! ceiling beside it is the disk's sequential write rate as in the throughput bench: the same
 //! volume written with `write()` into one file, then one fsync. The input was just written, so it
 //! is read from the page cache, as a cleaner usually finds recent segments.
@@ -68,16 +70,17 @@ struct Settings {
     smoke: bool,
 }
 
-/// A cleaned-log shape: how many times each key is written.
+/// A cleaned-log shape: how many records there are per key. With more than one, each record's
+/// key is drawn at random from `records / writes_per_key` keys.
 struct Shape {
     name: &'static str,
     writes_per_key: usize,
 }
 
 const SHAPES: [Shape; 3] = [
-    Shape { name: "10 writes per key", writes_per_key: 10 },
-    Shape { name: "2 writes per key", writes_per_key: 2 },
-    Shape { name: "1 write per key", writes_per_key: 1 },
+    Shape { name: "random keys, 10 records per key", writes_per_key: 10 },
+    Shape { name: "random keys, 2 records per key", writes_per_key: 2 },
+    Shape { name: "unique keys", writes_per_key: 1 },
 ];
 
 /// A produce load.
@@ -168,19 +171,28 @@ fn main() {
     );
 }
 
-/// A batch of `RECORDS_PER_BATCH` records whose keys are `first_key` onwards, modulo `keys`
-/// (`keys` 0: no modulo).
-fn keyed_batch(first_key: usize, keys: usize) -> Vec<u8> {
+/// A batch of `RECORDS_PER_BATCH` records, the `n`-th of them keyed `key_of(first_record + n)`.
+fn batch_keyed_by(first_record: usize, key_of: impl Fn(usize) -> usize) -> Vec<u8> {
     let value = vec![b'v'; RECORD_BYTES];
     let keys: Vec<Vec<u8>> = (0..RECORDS_PER_BATCH)
-        .map(|index| {
-            let key = first_key + index;
-            format!("key-{:010}", if keys == 0 { key } else { key % keys }).into_bytes()
-        })
+        .map(|index| format!("key-{:010}", key_of(first_record + index)).into_bytes())
         .collect();
     let records: Vec<KeyValue<'_>> =
         keys.iter().map(|key| (Some(key.as_slice()), Some(value.as_slice()))).collect();
     encode_records(SystemClock.now_ms(), &records, None)
+}
+
+/// A batch whose keys are `first_key` onwards, modulo `keys`.
+fn keyed_batch(first_key: usize, keys: usize) -> Vec<u8> {
+    batch_keyed_by(first_key, |key| if keys == 0 { key } else { key % keys })
+}
+
+/// Record `record`'s key among `keys`, at random (SplitMix64 of the record number).
+fn random_key(record: usize, keys: usize) -> usize {
+    let mut mixed = (record as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((mixed ^ (mixed >> 31)) % keys as u64) as usize
 }
 
 fn compacted_config(segment_bytes: u64, fsync: FsyncPolicy) -> LogConfig {
@@ -203,7 +215,12 @@ fn clean_run(dir: &Path, shape: &Shape, batch_count: usize, settings: &Settings)
     let records = batch_count * RECORDS_PER_BATCH;
     let keys = (records / shape.writes_per_key).max(1);
     for batch_idx in 0..batch_count {
-        let mut batch = keyed_batch(batch_idx * RECORDS_PER_BATCH, keys);
+        let first = batch_idx * RECORDS_PER_BATCH;
+        let mut batch = if shape.writes_per_key == 1 {
+            keyed_batch(first, 0)
+        } else {
+            batch_keyed_by(first, |record| random_key(record, keys))
+        };
         log.append(&mut batch).expect("append");
     }
     // Close the last segment: the cleaner never touches the active one.

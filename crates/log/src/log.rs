@@ -504,6 +504,12 @@ impl Log {
         self.lock_segments().log_start_offset()
     }
 
+    /// Below this offset the cleaner may have removed records (and transaction markers); at and
+    /// above it the log holds everything appended. `i64::MIN` for a log never cleaned.
+    pub fn compacted_below(&self) -> i64 {
+        self.lock_segments().checkpoint.gaps_below
+    }
+
     /// The offset the next append gets (Kafka's log end offset).
     pub fn end_offset(&self) -> i64 {
         self.lock_segments().active.summary.next_offset
