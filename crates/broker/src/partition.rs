@@ -661,6 +661,15 @@ mod tests {
         encode_records(1_000, &[(key, Some(b"value"))], producer)
     }
 
+    /// Producer 5 writes `k1` in a transaction it aborts (offsets 0 and 1), then `k2` in one it
+    /// commits (offsets 2 and 3).
+    fn abort_then_commit(partition: &Partition) {
+        partition.append(&mut keyed(Some(b"k1"), Some((5, 0, true))), 1_000).expect("append");
+        partition.write_marker(5, 0, false, 1_000).expect("abort");
+        partition.append(&mut keyed(Some(b"k2"), Some((5, 1, true))), 1_000).expect("append");
+        partition.write_marker(5, 0, true, 1_000).expect("commit");
+    }
+
     #[test]
     fn a_compacted_topic_refuses_records_without_a_key_and_compressed_batches() {
         let check = |policy: CleanupPolicy, mut records: Vec<u8>, expected: Result<(), ResponseError>| {
@@ -697,10 +706,7 @@ mod tests {
         let clock = ManualClock::new(1_000);
         {
             let partition = open_compacted(dir.path(), &clock);
-            partition.append(&mut keyed(Some(b"k1"), Some((5, 0, true))), 1_000).expect("append");
-            partition.write_marker(5, 0, false, 1_000).expect("abort");
-            partition.append(&mut keyed(Some(b"k2"), Some((5, 1, true))), 1_000).expect("append");
-            partition.write_marker(5, 0, true, 1_000).expect("commit");
+            abort_then_commit(&partition);
             partition.append(&mut keyed(Some(b"k1"), None), 1_000).expect("append");
             clock.advance(1_000);
             partition.log.tick().expect("roll");
@@ -728,10 +734,7 @@ mod tests {
         let clock = ManualClock::new(1_000);
         {
             let partition = open_compacted(dir.path(), &clock);
-            partition.append(&mut keyed(Some(b"k1"), Some((5, 0, true))), 1_000).expect("append");
-            partition.write_marker(5, 0, false, 1_000).expect("abort");
-            partition.append(&mut keyed(Some(b"k2"), Some((5, 1, true))), 1_000).expect("append");
-            partition.write_marker(5, 0, true, 1_000).expect("commit");
+            abort_then_commit(&partition);
             for _ in 0..2 {
                 clock.advance(1_000);
                 partition.log.tick().expect("roll");

@@ -165,6 +165,17 @@ struct SegmentCursor {
     end_position: u64,
 }
 
+impl SegmentCursor {
+    fn walk(&self) -> HeaderWalk<'_> {
+        HeaderWalk {
+            file: &self.file,
+            path: &self.path,
+            position: self.start_position,
+            end: self.end_position,
+        }
+    }
+}
+
 impl Log {
     /// Opens the log in `dir`, creating it if needed, and recovers it (see the module docs).
     pub fn open(dir: impl Into<PathBuf>, config: LogConfig, clock: Arc<dyn Clock>) -> Result<Log, LogError> {
@@ -387,12 +398,7 @@ impl Log {
                 None => return Ok(None),
             }
         };
-        let mut walk = HeaderWalk {
-            file: &cursor.file,
-            path: &cursor.path,
-            position: cursor.start_position,
-            end: cursor.end_position,
-        };
+        let mut walk = cursor.walk();
         let mut range: Option<FileRange> = None;
         while let Some((position, header)) = walk.next_batch()? {
             if header.last_offset() >= upper {
@@ -465,12 +471,7 @@ impl Log {
                     None => return Ok(None),
                 }
             };
-            let mut walk = HeaderWalk {
-                file: &cursor.file,
-                path: &cursor.path,
-                position: cursor.start_position,
-                end: cursor.end_position,
-            };
+            let mut walk = cursor.walk();
             while let Some((position, header)) = walk.next_batch()? {
                 if header.max_timestamp >= timestamp && header.records_count > 0 {
                     let mut bytes = vec![0u8; header.total_bytes()];
@@ -561,12 +562,7 @@ impl Log {
                     None => return Ok(()),
                 }
             };
-            let mut walk = HeaderWalk {
-                file: &cursor.file,
-                path: &cursor.path,
-                position: cursor.start_position,
-                end: cursor.end_position,
-            };
+            let mut walk = cursor.walk();
             let before = offset;
             while let Some((_, header)) = walk.next_batch()? {
                 if header.last_offset() >= offset {
