@@ -15,6 +15,7 @@ use tidewater_log::{Clock, FsyncPolicy, Log, LogConfig, LogDir, TopicPartition};
 use uuid::Uuid;
 
 use crate::cleaner::Cleaner;
+use crate::credentials::CredentialStore;
 use crate::error::BrokerError;
 use crate::groups::{Coordinator, GroupConfig, OffsetStore};
 use crate::meta::{MetaStore, TopicMeta};
@@ -36,9 +37,6 @@ pub struct BrokerConfig {
     /// Where the metadata file and every partition directory live.
     pub data_dir: std::path::PathBuf,
     pub node_id: i32,
-    /// The host and port clients are told to connect to (Metadata, DescribeCluster).
-    pub advertised_host: String,
-    pub advertised_port: u16,
     /// Create a topic when a producer or a metadata request names one that does not exist.
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic, and of a created one that asks for the default.
@@ -86,6 +84,8 @@ pub struct Broker {
     pub(crate) groups: Mutex<Coordinator>,
     /// Committed offsets of every group, durable.
     pub(crate) offsets: Mutex<OffsetStore>,
+    /// Users' SCRAM credentials, durable; what SASL listeners authenticate against.
+    pub credentials: Arc<CredentialStore>,
     /// Transactional ids and their transactions, durable.
     pub(crate) transactions: Mutex<TxnStore>,
     /// The current block of producer ids: next to hand out, and the end of the block.
@@ -141,7 +141,9 @@ impl Broker {
         let offsets = OffsetStore::open(&root, clock.clone())?;
         let groups = Coordinator::new(config.groups);
         let transactions = TxnStore::open(&root, clock.clone())?;
+        let credentials = Arc::new(CredentialStore::open(&root, clock.clone())?);
         let broker = Broker {
+            credentials,
             config,
             logs,
             meta: Mutex::new(meta),
@@ -483,6 +485,7 @@ impl Broker {
     pub fn close(&self) -> Result<(), BrokerError> {
         self.lock_transactions().close()?;
         self.lock_offsets().close()?;
+        self.credentials.close()?;
         let closed = self.logs.close();
         self.cleaner.stop();
         Ok(closed?)

@@ -109,8 +109,6 @@ mod tests {
         let config = BrokerConfig {
             data_dir: dir.to_path_buf(),
             node_id: 0,
-            advertised_host: "localhost".to_string(),
-            advertised_port: 9092,
             auto_create_topics: false,
             default_partitions: 1,
             log_defaults: LogConfig {

@@ -7,6 +7,7 @@
 
 mod broker;
 mod cleaner;
+pub mod credentials;
 mod error;
 pub mod groups;
 mod handlers;

@@ -6,8 +6,10 @@
 //! broker crate). Message types come from the `kafka-protocol` crate and are re-exported so the
 //! broker does not depend on it separately.
 
+pub mod authentication;
 pub mod codec;
 pub mod frame;
+pub mod listener;
 pub mod server;
 pub mod versions;
 
@@ -15,5 +17,6 @@ pub use kafka_protocol;
 pub use kafka_protocol::ResponseError;
 
 pub use crate::codec::{decode_request, encode_response, DecodeError, Request};
+pub use crate::listener::{ListenerAddress, ListenerConfig, ListenerInfo, SaslSettings, SecurityProtocol};
 pub use crate::server::{serve, ConnectionInfo, Handler, Reply, ReplyFuture, ServerConfig, Turn, TurnQueue};
 pub use crate::versions::{ApiRange, SupportedVersions};

@@ -12,24 +12,33 @@
 //! A bad frame (oversized, undecodable, an unsupported version) closes that one connection with a
 //! log line. A handler that panics closes its connection too; the server and every other
 //! connection carry on.
+//!
+//! The server serves several listeners at once (`listener.rs`), sharing one connection limit.
+//! On a TLS listener the handshake runs on the connection's own task within
+//! `TLS_HANDSHAKE_TIMEOUT`, so a client that stalls or speaks plaintext costs one connection
+//! slot for a moment and nothing else. On a SASL listener nothing reaches the handler before
+//! the connection has authenticated (`authentication.rs`): the reader answers ApiVersions,
+//! SaslHandshake and SaslAuthenticate itself, in order, and closes the connection on anything
+//! else. The principal a connection settles on travels with every request in `ConnectionInfo`.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use tidewater_security::KafkaPrincipal;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::authentication::Authentication;
 use crate::codec::{self, DecodeError, Request};
 use crate::frame;
+use crate::listener::{ListenerConfig, ListenerInfo};
 use crate::versions::SupportedVersions;
 
 /// What a handler returns for one request. Rarely `NoResponse`, so the size difference between
@@ -64,6 +73,9 @@ pub struct ConnectionInfo {
     /// Who this connection acts as, for authorization: settled by the listener's authentication
     /// before any request reaches the handler, `User:ANONYMOUS` where nothing authenticates.
     pub principal: Arc<KafkaPrincipal>,
+    /// The listener the connection came in on: its advertised address is what Metadata gives
+    /// this client.
+    pub listener: Arc<ListenerInfo>,
 }
 
 /// A FIFO of turns: each `Turn` waits until the turn taken before it on the same queue is over.
@@ -112,6 +124,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for connections to finish their in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// How long a client may take over its TLS handshake before its connection is closed.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -132,64 +146,132 @@ impl Default for ServerConfig {
     }
 }
 
-/// Accepts connections on `listener` until `shutdown` turns true, then stops reading new
+/// Accepts connections on every listener until `shutdown` turns true, then stops reading new
 /// requests, lets every connection answer what it has in flight (up to `SHUTDOWN_GRACE`) and
-/// returns.
+/// returns. The listeners share `config.max_connections`.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<(TcpListener, ListenerConfig)>,
     config: ServerConfig,
     handler: Arc<dyn Handler>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let connection_slots = Arc::new(Semaphore::new(config.max_connections));
-    let mut connections = tokio::task::JoinSet::new();
-    let mut next_connection_id = 0u64;
-    loop {
-        // Take a slot before accepting, so clients beyond the limit wait in the backlog.
-        let slot = tokio::select! {
-            slot = connection_slots.clone().acquire_owned() => slot,
-            _ = shutdown.changed() => break,
+    let connection_ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut accept_loops = tokio::task::JoinSet::new();
+    for (listener, listener_config) in listeners {
+        let accept = AcceptLoop {
+            listener,
+            listener_config: Arc::new(listener_config),
+            config: config.clone(),
+            handler: handler.clone(),
+            connection_slots: connection_slots.clone(),
+            connection_ids: connection_ids.clone(),
         };
-        let Ok(slot) = slot else { break };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: say so, back off briefly, carry on.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        next_connection_id += 1;
-        let info = ConnectionInfo {
-            peer,
-            connection_id: next_connection_id,
-            turns: TurnQueue::default(),
-            principal: Arc::new(KafkaPrincipal::anonymous()),
-        };
-        let connection = Connection { config: config.clone(), handler: handler.clone(), info };
-        let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            connection.run(stream, shutdown).await;
-            drop(slot);
-        });
-        // Reap finished connections so the set does not grow with every client ever seen.
-        while connections.try_join_next().is_some() {}
+        accept_loops.spawn(accept.run(shutdown.clone()));
     }
-    let drained =
-        tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} })
-            .await;
-    if drained.is_err() {
-        tracing::warn!(
-            remaining = connections.len(),
-            "connections still busy after the shutdown grace period"
-        );
-        connections.abort_all();
+    while accept_loops.join_next().await.is_some() {}
+}
+
+/// One listener's accept loop and the connections it accepted.
+struct AcceptLoop {
+    listener: TcpListener,
+    listener_config: Arc<ListenerConfig>,
+    config: ServerConfig,
+    handler: Arc<dyn Handler>,
+    connection_slots: Arc<Semaphore>,
+    connection_ids: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl AcceptLoop {
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            // Take a slot before accepting, so clients beyond the limit wait in the backlog.
+            let slot = tokio::select! {
+                slot = self.connection_slots.clone().acquire_owned() => slot,
+                _ = shutdown.changed() => break,
+            };
+            let Ok(slot) = slot else { break };
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                _ = shutdown.changed() => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: say so, back off briefly, carry on.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let connection_id = self.connection_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let listener = self.listener_config.clone();
+            let info = ConnectionInfo {
+                peer,
+                connection_id,
+                turns: TurnQueue::default(),
+                principal: Arc::new(KafkaPrincipal::anonymous()),
+                listener: listener.info.clone(),
+            };
+            let connection = Connection { config: self.config.clone(), handler: self.handler.clone(), info };
+            let shutdown = shutdown.clone();
+            // Every line logged about this connection (its authentication among them) says whose
+            // it is.
+            let span = tracing::info_span!("connection", %peer, listener = %listener.info.name);
+            let task = async move {
+                match &listener.tls {
+                    None => {
+                        let (reader, writer) = stream.into_split();
+                        connection.run(reader, writer, &listener, shutdown).await;
+                    }
+                    Some(tls) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                let connection = match connection
+                                    .with_certificate_principal(&stream, &listener)
+                                {
+                                    Ok(connection) => connection,
+                                    Err(reason) => {
+                                        tracing::warn!(%peer, listener = %listener.info.name, %reason, "closing a TLS connection");
+                                        drop(slot);
+                                        return;
+                                    }
+                                };
+                                let (reader, writer) = tokio::io::split(stream);
+                                connection.run(reader, writer, &listener, shutdown).await;
+                            }
+                            Ok(Err(error)) => {
+                                tracing::info!(%peer, listener = %listener.info.name, %error, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::info!(
+                                %peer,
+                                listener = %listener.info.name,
+                                "TLS handshake not finished within {} s",
+                                TLS_HANDSHAKE_TIMEOUT.as_secs()
+                            ),
+                        }
+                    }
+                }
+                drop(slot);
+            };
+            connections.spawn(tracing::Instrument::instrument(task, span));
+            // Reap finished connections so the set does not grow with every client ever seen.
+            while connections.try_join_next().is_some() {}
+        }
+        let drained =
+            tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} })
+                .await;
+        if drained.is_err() {
+            tracing::warn!(
+                listener = %self.listener_config.info.name,
+                remaining = connections.len(),
+                "connections still busy after the shutdown grace period"
+            );
+            connections.abort_all();
+        }
     }
 }
 
@@ -199,28 +281,60 @@ struct Connection {
     info: ConnectionInfo,
 }
 
-/// A request whose reply the writer sends once its task finishes.
-struct InFlight {
-    correlation_id: i32,
-    api_key: ApiKey,
-    api_version: i16,
-    reply: JoinHandle<Reply>,
+/// What the writer sends, in the order the reader queued it.
+enum Outgoing {
+    /// A request's reply, sent once its task finishes.
+    Reply { correlation_id: i32, api_key: ApiKey, api_version: i16, reply: JoinHandle<Reply> },
+    /// A bare SASL token, the answer to one after a v0 SaslHandshake.
+    SaslToken(Bytes),
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
+    /// On an `SSL` listener that maps client certificates to principals, takes the principal
+    /// from the certificate the handshake verified. A connection without one (the listener
+    /// requires it, so this means a misconfiguration) or whose subject no mapping rule takes is
+    /// refused.
+    fn with_certificate_principal<S>(
+        mut self,
+        stream: &tokio_rustls::server::TlsStream<S>,
+        listener: &ListenerConfig,
+    ) -> Result<Connection, String> {
+        let Some(mapping) = &listener.certificate_principal else { return Ok(self) };
+        let certificate = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certificates| certificates.first())
+            .ok_or("no client certificate")?;
+        let principal = tidewater_security::tls::certificate_principal(certificate, mapping)?;
+        tracing::debug!(peer = %self.info.peer, %principal, "client certificate accepted");
+        self.info.principal = Arc::new(principal);
+        Ok(self)
+    }
+
+    async fn run<R, W>(
+        mut self,
+        mut reader: R,
+        writer: W,
+        listener: &ListenerConfig,
+        mut shutdown: watch::Receiver<bool>,
+    ) where
+        R: AsyncRead + Unpin + Send,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let peer = self.info.peer;
-        tracing::debug!(%peer, connection_id = self.info.connection_id, "connection opened");
-        let (mut reader, writer) = stream.into_split();
-        let (queue, replies) = mpsc::channel(self.config.max_in_flight_per_connection.max(1));
-        let writer = tokio::spawn(write_replies(writer, replies, peer));
+        tracing::debug!(%peer, connection_id = self.info.connection_id, listener = %listener.info.name, "connection opened");
+        let mut authentication = Authentication::new(listener.sasl.clone(), (*self.info.principal).clone());
+        let (queue, outgoing) = mpsc::channel(self.config.max_in_flight_per_connection.max(1));
+        let writer = tokio::spawn(write_replies(writer, outgoing, peer));
         let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
         let close_reason = 'read: loop {
             loop {
-                match frame::check(&buffer, self.config.max_request_bytes) {
+                let request_bytes_max = authentication.request_bytes_max(self.config.max_request_bytes);
+                match frame::check(&buffer, request_bytes_max) {
                     Ok(Some(len)) => {
                         let payload = buffer.split_to(len).freeze().slice(frame::SIZE_PREFIX_BYTES..);
-                        if let Err(reason) = self.dispatch(payload, &queue).await {
+                        if let Err(reason) = self.dispatch(payload, &queue, &mut authentication).await {
                             break 'read reason;
                         }
                     }
@@ -228,7 +342,12 @@ impl Connection {
                     Err(error) => {
                         // A bad size prefix leaves no way to find the next frame: say why at the
                         // same level as a bad request, then close.
-                        tracing::warn!(peer = %self.info.peer, %error, "closing connection after a bad frame");
+                        let hint = if looks_like_tls(&buffer) {
+                            " (a TLS handshake on a plaintext listener?)"
+                        } else {
+                            ""
+                        };
+                        tracing::warn!(peer = %self.info.peer, listener = %listener.info.name, %error, "closing connection after a bad frame{hint}");
                         break 'read format!("bad frame: {error}");
                     }
                 }
@@ -259,8 +378,24 @@ impl Connection {
         tracing::debug!(%peer, reason = %close_reason, "connection closed");
     }
 
-    /// Decodes one request and queues its reply. An error closes the connection.
-    async fn dispatch(&self, payload: Bytes, queue: &mpsc::Sender<InFlight>) -> Result<(), String> {
+    /// Decodes one request and queues its reply. An error closes the connection (after what is
+    /// queued has been written).
+    async fn dispatch(
+        &mut self,
+        payload: Bytes,
+        queue: &mpsc::Sender<Outgoing>,
+        authentication: &mut Authentication,
+    ) -> Result<(), String> {
+        let writer_gone = |_| "writer gone".to_string();
+        if authentication.expects_raw_token() {
+            // After a v0 SaslHandshake the frame is the mechanism's message itself.
+            let outcome = authentication.authenticate(payload, Instant::now()).await;
+            if outcome.close {
+                return Err("SASL authentication failed".to_string());
+            }
+            self.info.principal = Arc::new(authentication.principal().clone());
+            return queue.send(Outgoing::SaslToken(outcome.response.auth_bytes)).await.map_err(writer_gone);
+        }
         let supported = self.handler.supported_versions();
         let request = match codec::decode_request(payload, supported) {
             Ok(request) => request,
@@ -271,11 +406,11 @@ impl Connection {
             }) => {
                 // KIP-511: answer in v0 with our ranges so the client can pick a version.
                 let response = supported.api_versions_response(true);
-                let reply = tokio::spawn(async move { Reply::Response(ResponseKind::ApiVersions(response)) });
                 tracing::debug!(peer = %self.info.peer, api_version, "unsupported ApiVersions version");
-                let in_flight =
-                    InFlight { correlation_id, api_key: ApiKey::ApiVersions, api_version: 0, reply };
-                return queue.send(in_flight).await.map_err(|_| "writer gone".to_string());
+                return queue
+                    .send(ready(correlation_id, ApiKey::ApiVersions, 0, ResponseKind::ApiVersions(response)))
+                    .await
+                    .map_err(writer_gone);
             }
             Err(error) => {
                 tracing::warn!(peer = %self.info.peer, %error, "closing connection after a bad request");
@@ -284,18 +419,59 @@ impl Connection {
         };
         let correlation_id = request.header.correlation_id;
         let (api_key, api_version) = (request.api_key, request.api_version);
-        let reply = match &request.body {
+        if let Err(reason) = authentication.admit(api_key, Instant::now()) {
+            tracing::warn!(peer = %self.info.peer, principal = %authentication.principal(), %reason, "closing connection");
+            return Err(reason);
+        }
+        let (outgoing, close) = match &request.body {
             RequestKind::ApiVersions(_) => {
-                let response = supported.api_versions_response(false);
-                tokio::spawn(async move { Reply::Response(ResponseKind::ApiVersions(response)) })
+                let response = ResponseKind::ApiVersions(supported.api_versions_response(false));
+                (ready(correlation_id, api_key, api_version, response), None)
             }
-            _ => tokio::spawn(self.handler.handle(request, &self.info)),
+            RequestKind::SaslHandshake(handshake) => {
+                let (response, close) = authentication.handshake(handshake, api_version);
+                let close =
+                    close.then(|| format!("SaslHandshake refused (error code {})", response.error_code));
+                (ready(correlation_id, api_key, api_version, ResponseKind::SaslHandshake(response)), close)
+            }
+            RequestKind::SaslAuthenticate(authenticate) => {
+                let outcome =
+                    authentication.authenticate(authenticate.auth_bytes.clone(), Instant::now()).await;
+                self.info.principal = Arc::new(authentication.principal().clone());
+                let close = outcome.close.then(|| "SASL authentication failed".to_string());
+                (
+                    ready(
+                        correlation_id,
+                        api_key,
+                        api_version,
+                        ResponseKind::SaslAuthenticate(outcome.response),
+                    ),
+                    close,
+                )
+            }
+            _ => {
+                let reply = tokio::spawn(self.handler.handle(request, &self.info));
+                (Outgoing::Reply { correlation_id, api_key, api_version, reply }, None)
+            }
         };
-        queue
-            .send(InFlight { correlation_id, api_key, api_version, reply })
-            .await
-            .map_err(|_| "writer gone".to_string())
+        queue.send(outgoing).await.map_err(writer_gone)?;
+        match close {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
     }
+}
+
+/// A reply that is already known, queued like any other so it keeps its place in the order.
+fn ready(correlation_id: i32, api_key: ApiKey, api_version: i16, response: ResponseKind) -> Outgoing {
+    let reply = tokio::spawn(async move { Reply::Response(response) });
+    Outgoing::Reply { correlation_id, api_key, api_version, reply }
+}
+
+/// Whether `buffer` starts like a TLS record carrying a handshake (content type 22, major
+/// version 3): a TLS client on a plaintext listener, whose first bytes read as a huge frame.
+fn looks_like_tls(buffer: &[u8]) -> bool {
+    matches!(buffer, [0x16, 0x03, ..])
 }
 
 /// The size of the frame at the front of `buffer`, prefix included, if its prefix is there.
@@ -314,26 +490,35 @@ fn room_to_make(buffered: usize, frame_bytes: usize) -> usize {
 
 /// Writes replies in request order. Stops at the first failure (a panicked handler, an encode
 /// error, a broken socket), which closes the connection.
-async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<InFlight>, peer: SocketAddr) {
-    while let Some(in_flight) = replies.recv().await {
-        let reply = match in_flight.reply.await {
-            Ok(reply) => reply,
-            Err(error) => {
-                tracing::error!(%peer, api_key = ?in_flight.api_key, %error, "request handler failed; closing connection");
-                break;
+async fn write_replies<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    peer: SocketAddr,
+) {
+    while let Some(next) = outgoing.recv().await {
+        let bytes = match next {
+            Outgoing::SaslToken(token) => {
+                let mut framed = BytesMut::with_capacity(frame::SIZE_PREFIX_BYTES + token.len());
+                framed.put_i32(i32::try_from(token.len()).unwrap_or(i32::MAX));
+                framed.put_slice(&token);
+                framed.freeze()
             }
-        };
-        let Reply::Response(body) = reply else { continue };
-        let bytes = match codec::encode_response(
-            in_flight.correlation_id,
-            in_flight.api_key,
-            in_flight.api_version,
-            &body,
-        ) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                tracing::error!(%peer, %error, "could not encode a response; closing connection");
-                break;
+            Outgoing::Reply { correlation_id, api_key, api_version, reply } => {
+                let reply = match reply.await {
+                    Ok(reply) => reply,
+                    Err(error) => {
+                        tracing::error!(%peer, ?api_key, %error, "request handler failed; closing connection");
+                        break;
+                    }
+                };
+                let Reply::Response(body) = reply else { continue };
+                match codec::encode_response(correlation_id, api_key, api_version, &body) {
+                    Ok(bytes) => bytes,
+                    Err(error) => {
+                        tracing::error!(%peer, %error, "could not encode a response; closing connection");
+                        break;
+                    }
+                }
             }
         };
         if let Err(error) = writer.write_all(&bytes).await {

@@ -20,12 +20,20 @@ pub struct SupportedVersions {
 
 /// ApiVersions itself: 0-4. Versions 3 and up are flexible (tagged fields).
 pub const API_VERSIONS_RANGE: ApiRange = ApiRange { api_key: ApiKey::ApiVersions, min: 0, max: 4 };
+/// The APIs the protocol server answers itself, on every listener, whatever the handler
+/// supports: ApiVersions and SASL authentication (a handshake v0 is followed by bare tokens;
+/// SaslAuthenticate v1 adds the session lifetime of KIP-368).
+pub const SERVER_RANGES: [ApiRange; 3] = [
+    API_VERSIONS_RANGE,
+    ApiRange { api_key: ApiKey::SaslHandshake, min: 0, max: 1 },
+    ApiRange { api_key: ApiKey::SaslAuthenticate, min: 0, max: 2 },
+];
 
 impl SupportedVersions {
-    /// The table: ApiVersions is always included; each range must lie within what the codec can
-    /// decode.
+    /// The table: the server's own APIs (`SERVER_RANGES`) are always included; each range must
+    /// lie within what the codec can decode.
     pub fn new(ranges: &[ApiRange]) -> Self {
-        let mut all = vec![API_VERSIONS_RANGE];
+        let mut all = SERVER_RANGES.to_vec();
         for range in ranges {
             let codec = range.api_key.valid_versions();
             assert!(

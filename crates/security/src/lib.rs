@@ -8,5 +8,8 @@
 //! business.
 
 mod principal;
+pub mod principal_mapping;
+pub mod sasl;
+pub mod tls;
 
 pub use crate::principal::{KafkaPrincipal, PrincipalError, ANONYMOUS_NAME, USER_TYPE};

@@ -20,7 +20,7 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run Tidewater: open (or create) the data directory, recover every log in it, serve the
     /// Kafka protocol, and run until Ctrl-C or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Inspect log directories on disk (works while no server has them open).
     #[command(subcommand)]
     Log(LogCommand),
@@ -61,13 +61,8 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address the Kafka listener binds to.
-    #[arg(long, default_value = "127.0.0.1:9092", env = "TIDEWATER_KAFKA_LISTEN")]
-    pub(crate) kafka_listen: SocketAddr,
-    /// host:port clients are told to connect to (Kafka's advertised.listeners); defaults to the
-    /// listen address.
-    #[arg(long, env = "TIDEWATER_KAFKA_ADVERTISED")]
-    pub(crate) kafka_advertised: Option<String>,
+    #[command(flatten)]
+    pub(crate) listeners: KafkaListenerArgs,
     /// This broker's node id, as clients see it in metadata.
     #[arg(long, default_value_t = 0)]
     pub(crate) node_id: i32,
@@ -139,6 +134,49 @@ pub(crate) struct ServeArgs {
     pub(crate) mqtt: MqttArgs,
     #[command(flatten)]
     pub(crate) http: HttpArgs,
+}
+
+/// The Kafka listeners and how they secure connections, in `serve`.
+#[derive(Debug, Args)]
+pub(crate) struct KafkaListenerArgs {
+    /// Where Kafka clients connect: [PROTOCOL://]host:port, PROTOCOL one of PLAINTEXT (the
+    /// default), SSL, SASL_PLAINTEXT or SASL_SSL, as Kafka's listeners. Give it once per
+    /// listener (or comma-separated in the environment variable).
+    #[arg(long, default_value = "127.0.0.1:9092", env = "TIDEWATER_KAFKA_LISTEN", value_delimiter = ',')]
+    pub(crate) kafka_listen: Vec<tidewater_kafka::ListenerAddress>,
+    /// host:port clients of a listener are told to connect to (Kafka's advertised.listeners),
+    /// once per --kafka-listen in the same order; defaults to the address bound.
+    #[arg(long, env = "TIDEWATER_KAFKA_ADVERTISED", value_delimiter = ',')]
+    pub(crate) kafka_advertised: Vec<String>,
+    /// The server's certificate chain (PEM, leaf first), for every TLS listener.
+    #[arg(long, env = "TIDEWATER_TLS_CERT")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TIDEWATER_TLS_KEY")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to: SSL listeners then require
+    /// a client certificate and take the principal from it (mutual TLS).
+    #[arg(long, env = "TIDEWATER_TLS_CLIENT_CA")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+    /// How a client certificate's subject DN becomes a principal name (Kafka's
+    /// ssl.principal.mapping.rules), e.g. 'RULE:^CN=([^,]*).*$/$1/,DEFAULT' for the CN alone.
+    #[arg(long, default_value = "DEFAULT", env = "TIDEWATER_SSL_PRINCIPAL_MAPPING_RULES")]
+    pub(crate) ssl_principal_mapping_rules: String,
+    /// SASL mechanisms a SASL listener enables, comma-separated (PLAIN, SCRAM-SHA-256,
+    /// SCRAM-SHA-512). Given once, it applies to every SASL listener; given once per SASL
+    /// listener, in the order of --kafka-listen, each gets its own.
+    #[arg(long, default_value = "SCRAM-SHA-256,SCRAM-SHA-512", env = "TIDEWATER_SASL_MECHANISMS")]
+    pub(crate) sasl_mechanisms: Vec<String>,
+    /// Milliseconds a SASL session lasts before the client must re-authenticate on its
+    /// connection (Kafka's connections.max.reauth.ms, KIP-368); 0 for sessions as long as the
+    /// connection.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) connections_max_reauth_ms: u64,
+    /// Start even with a listener on a non-loopback address that has neither TLS nor
+    /// authentication (a PLAINTEXT Kafka listener, an MQTT listener allowing anonymous clients):
+    /// anyone who can reach it could then read and write every topic.
+    #[arg(long)]
+    pub(crate) allow_insecure_listeners: bool,
 }
 
 /// The device gateway's MQTT listener, in `serve` and `gateway`.

@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod device_cmd;
 mod gateway_cmd;
+mod listeners;
 mod log_cmd;
 mod query_cmd;
 mod serve;
@@ -17,7 +18,7 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(&cli.log_level);
     let result = match cli.command {
-        cli::Command::Serve(args) => serve::run(args),
+        cli::Command::Serve(args) => serve::run(*args),
         cli::Command::Log(command) => log_cmd::run(command),
         cli::Command::Topic(args) => client::topic::run(args),
         cli::Command::Produce(args) => client::produce::run(args),

@@ -32,27 +32,23 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let mqtt_config = args.mqtt.config()?;
     let http_config = args.http.config(&mqtt_config.telemetry_topic)?;
+    let anonymous_mqtt: Vec<(&str, std::net::SocketAddr)> = match args.mqtt.mqtt_listen.0 {
+        Some(address) if args.mqtt.mqtt_allow_anonymous => {
+            vec![("the MQTT listener allowing anonymous clients", address)]
+        }
+        _ => Vec::new(),
+    };
     // Bound first, so that with `--kafka-listen HOST:0` the advertised address names the port
     // the kernel chose: clients connect to what Metadata advertises, and port 0 leads nowhere.
     // Connections that arrive during recovery wait in the listen backlog.
-    let listener = std::net::TcpListener::bind(args.kafka_listen)
-        .with_context(|| format!("binding the Kafka listener to {}", args.kafka_listen))?;
-    listener.set_nonblocking(true).context("making the Kafka listener non-blocking")?;
-    let bound = listener.local_addr().context("reading the Kafka listener's address")?;
-    let advertised = args.kafka_advertised.clone().unwrap_or_else(|| bound.to_string());
+    let listeners = crate::listeners::bind(&args.listeners, &anonymous_mqtt)?;
     // The MQTT listener is bound up front too, so a busy port fails the start, and the running
     // line can name the port the kernel chose for `--mqtt-listen HOST:0`.
     let mqtt_listener = bind_optional(args.mqtt.mqtt_listen.0, "MQTT", "--mqtt-listen")?;
     let http_listener = bind_optional(args.http.http_listen.0, "HTTP", "--http-listen")?;
-    let (advertised_host, advertised_port) = advertised
-        .rsplit_once(':')
-        .and_then(|(host, port)| Some((host.trim_matches(['[', ']']).to_string(), port.parse::<u16>().ok()?)))
-        .with_context(|| format!("--kafka-advertised {advertised:?} is not host:port"))?;
     let broker_config = BrokerConfig {
         data_dir: args.data_dir.clone(),
         node_id: args.node_id,
-        advertised_host,
-        advertised_port,
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions,
         log_defaults,
@@ -78,7 +74,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         mqtt: mqtt_listener.map(|listener| (listener, mqtt_config)),
         http: http_listener.map(|listener| (listener, http_config)),
     };
-    runtime.block_on(serve(args, listener, gateway, broker_config, server_config))
+    runtime.block_on(serve(args, listeners, gateway, broker_config, server_config))
 }
 
 /// Binds a gateway listener up front, so a busy port fails the start and the running line can
@@ -111,7 +107,7 @@ fn bound_address<C>(listener: &Option<(tokio::net::TcpListener, C)>) -> String {
 
 async fn serve(
     args: ServeArgs,
-    listener: std::net::TcpListener,
+    listeners: crate::listeners::Listeners,
     gateway: GatewayListeners,
     broker_config: BrokerConfig,
     server_config: ServerConfig,
@@ -125,7 +121,26 @@ async fn serve(
         .context("recovery task failed")?
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let broker = Arc::new(broker);
-    let listener = tokio::net::TcpListener::from_std(listener).context("registering the Kafka listener")?;
+    if let Some((mechanism, credential)) = listeners.internal_access.credential.clone() {
+        broker.credentials.set_internal_credential(mechanism, credential);
+    }
+    create_bootstrap_user(&broker).await?;
+    let session_lifetime = (args.listeners.connections_max_reauth_ms > 0)
+        .then(|| Duration::from_millis(args.listeners.connections_max_reauth_ms));
+    let credentials: Arc<dyn tidewater_security::sasl::CredentialSource> = broker.credentials.clone();
+    let mut kafka_listeners = Vec::new();
+    let mut kafka_addresses = Vec::new();
+    for listener in listeners.external.iter().chain(&listeners.internal) {
+        let config = listener.config(credentials.clone(), session_lifetime);
+        let socket = listener.socket.try_clone().context("sharing the Kafka listener's socket")?;
+        let socket = tokio::net::TcpListener::from_std(socket).context("registering the Kafka listener")?;
+        kafka_addresses.push(format!(
+            "{}://{}",
+            config.info.name,
+            socket.local_addr().map(|address| address.to_string()).unwrap_or_default()
+        ));
+        kafka_listeners.push((socket, config));
+    }
     let mqtt = match gateway.mqtt {
         None => None,
         Some((listener, config)) => Some((
@@ -148,30 +163,33 @@ async fn serve(
         topics = topics.len(),
         partitions = topics.iter().map(|topic| topic.partitions.len()).sum::<usize>(),
         fsync = %args.fsync,
-        kafka = %listener.local_addr().map(|address| address.to_string()).unwrap_or_default(),
+        // The first listener's address as it always was (scripts read it), then every listener.
+        kafka = %kafka_addresses.first().and_then(|first| first.split_once("://")).map(|(_, address)| address).unwrap_or_default(),
+        listeners = %kafka_addresses.join(","),
+        authorization = listeners.authorization,
         mqtt = %mqtt_address,
         http = %http_address,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "data directory recovered; tidewater is running"
     );
 
-    let listener_address = listener.local_addr().context("reading the Kafka listener's address")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let handler = Arc::new(BrokerHandler::new(broker.clone()));
-    let server = tokio::spawn(tidewater_kafka::serve(listener, server_config, handler, stopped));
+    let server = tokio::spawn(tidewater_kafka::serve(kafka_listeners, server_config, handler, stopped));
     let group_timers = tokio::spawn(group_timers(broker.clone()));
     let housekeeping = tokio::spawn(housekeeping(
         broker.clone(),
         Duration::from_millis(args.housekeeping_interval_ms.max(1)),
     ));
-    // Triggers and query jobs are Kafka clients of this very broker, reaching it through the
-    // listener. Each starts once the first `trigger create` / `query create` made its registry
-    // topic: a server without them keeps no such clients (and their connections) around.
-    let mut own_address = listener_address;
-    if own_address.ip().is_unspecified() {
-        own_address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let own_cluster = tidewater_jobs::ClusterConfig::new(own_address.to_string());
+    // Triggers and query jobs are Kafka clients of this very broker, reaching it through a
+    // listener (the internal one, with an identity of their own, when the external ones
+    // authenticate; see listeners.rs). Each starts once the first `trigger create` / `query
+    // create` made its registry topic: a server without them keeps no such clients (and their
+    // connections) around.
+    let own_cluster = tidewater_jobs::ClusterConfig {
+        bootstrap_servers: listeners.internal_access.bootstrap.clone(),
+        properties: listeners.internal_access.properties.clone(),
+    };
     let triggers = args.triggers.then(|| {
         let cluster = own_cluster.clone();
         Component::spawn("triggers", |stop| {
@@ -230,6 +248,34 @@ async fn serve(
         .context("shutdown task failed")?
         .context("flushing logs at shutdown")?;
     tracing::info!("all logs flushed and closed");
+    Ok(())
+}
+
+/// The environment variable naming the first user, `name:password` (as Redpanda's
+/// RP_BOOTSTRAP_USER): created with SCRAM-SHA-256 and SCRAM-SHA-512 credentials at start if that
+/// user has none.
+const BOOTSTRAP_USER_VARIABLE: &str = "TIDEWATER_BOOTSTRAP_USER";
+
+/// Creates the bootstrap user if `TIDEWATER_BOOTSTRAP_USER` names one that does not exist yet.
+/// The password is never logged.
+async fn create_bootstrap_user(broker: &Arc<Broker>) -> anyhow::Result<()> {
+    let Some(value) = std::env::var_os(BOOTSTRAP_USER_VARIABLE) else { return Ok(()) };
+    let value = value.into_string().map_err(|_| anyhow::anyhow!("{BOOTSTRAP_USER_VARIABLE} is not UTF-8"))?;
+    let Some((user, password)) = value.split_once(':') else {
+        anyhow::bail!("{BOOTSTRAP_USER_VARIABLE} must be name:password");
+    };
+    let (user, password) = (user.to_string(), password.to_string());
+    let credentials = broker.credentials.clone();
+    let created = tokio::task::spawn_blocking(move || {
+        credentials.ensure_user(&user, password.as_bytes()).map(|created| (user, created))
+    })
+    .await
+    .context("bootstrap user task failed")?
+    .map_err(|error| anyhow::anyhow!("{BOOTSTRAP_USER_VARIABLE}: {error}"))?;
+    match created {
+        (user, true) => tracing::info!(%user, "created the bootstrap user (SCRAM-SHA-256 and SCRAM-SHA-512)"),
+        (user, false) => tracing::debug!(%user, "the bootstrap user exists already"),
+    }
     Ok(())
 }
 

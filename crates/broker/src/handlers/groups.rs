@@ -45,7 +45,7 @@ use tidewater_kafka::kafka_protocol::messages::offset_fetch_response::{
 use tidewater_kafka::kafka_protocol::messages::sync_group_request::SyncGroupRequest;
 use tidewater_kafka::kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 use tidewater_kafka::kafka_protocol::messages::{BrokerId, GroupId, TopicName};
-use tidewater_kafka::{ConnectionInfo, ResponseError};
+use tidewater_kafka::{ConnectionInfo, ListenerInfo, ResponseError};
 use tokio::sync::oneshot;
 
 use super::{blocking, str_bytes};
@@ -61,6 +61,7 @@ pub(super) fn find_coordinator(
     broker: &Broker,
     request: FindCoordinatorRequest,
     version: i16,
+    listener: &ListenerInfo,
 ) -> FindCoordinatorResponse {
     let config = &broker.config;
     // This broker coordinates groups and transactions alike.
@@ -80,8 +81,8 @@ pub(super) fn find_coordinator(
                 Coordinator::default()
                     .with_key(key)
                     .with_node_id(BrokerId(config.node_id))
-                    .with_host(str_bytes(config.advertised_host.clone()))
-                    .with_port(i32::from(config.advertised_port))
+                    .with_host(str_bytes(listener.advertised_host.clone()))
+                    .with_port(i32::from(listener.advertised_port))
                     .with_error_code(error)
                     .with_error_message(message.clone())
             })
@@ -92,8 +93,8 @@ pub(super) fn find_coordinator(
         .with_error_code(error)
         .with_error_message(message)
         .with_node_id(BrokerId(config.node_id))
-        .with_host(str_bytes(config.advertised_host.clone()))
-        .with_port(i32::from(config.advertised_port))
+        .with_host(str_bytes(listener.advertised_host.clone()))
+        .with_port(i32::from(listener.advertised_port))
 }
 
 pub(super) async fn join_group(

@@ -1,5 +1,6 @@
 //! Metadata and DescribeCluster: which topics and partitions exist and which broker leads them
-//! (always this one: Tidewater is a single node, leader epoch 0, replicas and ISR just itself).
+//! (always this one: Tidewater is a single node, leader epoch 0, replicas and ISR just itself),
+//! at the advertised address of the listener the client came in on.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use tidewater_kafka::kafka_protocol::messages::metadata_response::{
     MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use tidewater_kafka::kafka_protocol::messages::{BrokerId, TopicName};
-use tidewater_kafka::ResponseError;
+use tidewater_kafka::{ListenerInfo, ResponseError};
 
 use super::{blocking, str_bytes};
 use crate::broker::{Broker, Topic};
@@ -21,6 +22,7 @@ pub(super) async fn metadata(
     broker: Arc<Broker>,
     request: MetadataRequest,
     version: i16,
+    listener: &ListenerInfo,
 ) -> MetadataResponse {
     // Before v4 the field did not exist and auto-creation was always requested.
     let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
@@ -57,8 +59,8 @@ pub(super) async fn metadata(
     MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(BrokerId(config.node_id))
-            .with_host(str_bytes(config.advertised_host.clone()))
-            .with_port(i32::from(config.advertised_port))])
+            .with_host(str_bytes(listener.advertised_host.clone()))
+            .with_port(i32::from(listener.advertised_port))])
         .with_cluster_id(Some(str_bytes(broker.cluster_id())))
         .with_controller_id(BrokerId(config.node_id))
         .with_topics(topics)
@@ -82,7 +84,11 @@ fn topic_metadata(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
         .with_partitions(partitions)
 }
 
-pub(super) fn describe_cluster(broker: &Broker, _request: DescribeClusterRequest) -> DescribeClusterResponse {
+pub(super) fn describe_cluster(
+    broker: &Broker,
+    _request: DescribeClusterRequest,
+    listener: &ListenerInfo,
+) -> DescribeClusterResponse {
     let config = &broker.config;
     DescribeClusterResponse::default()
         .with_endpoint_type(1)
@@ -90,6 +96,6 @@ pub(super) fn describe_cluster(broker: &Broker, _request: DescribeClusterRequest
         .with_controller_id(BrokerId(config.node_id))
         .with_brokers(vec![DescribeClusterBroker::default()
             .with_broker_id(BrokerId(config.node_id))
-            .with_host(str_bytes(config.advertised_host.clone()))
-            .with_port(i32::from(config.advertised_port))])
+            .with_host(str_bytes(listener.advertised_host.clone()))
+            .with_port(i32::from(listener.advertised_port))])
 }

@@ -9,6 +9,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod scram;
 mod transactions;
 
 use std::sync::Arc;
@@ -56,6 +57,8 @@ const SUPPORTED: &[ApiRange] = &[
     ApiRange { api_key: ApiKey::EndTxn, min: 0, max: 3 },
     ApiRange { api_key: ApiKey::DescribeTransactions, min: 0, max: 0 },
     ApiRange { api_key: ApiKey::ListTransactions, min: 0, max: 1 },
+    ApiRange { api_key: ApiKey::DescribeUserScramCredentials, min: 0, max: 0 },
+    ApiRange { api_key: ApiKey::AlterUserScramCredentials, min: 0, max: 0 },
 ];
 
 /// The broker as the protocol server sees it.
@@ -124,9 +127,12 @@ async fn dispatch(
         (RequestKind::ListTransactions(body), _) => {
             ResponseKind::ListTransactions(transactions::list(&broker, body))
         }
-        (RequestKind::FindCoordinator(body), _) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator(&broker, body, version))
-        }
+        (RequestKind::FindCoordinator(body), _) => ResponseKind::FindCoordinator(groups::find_coordinator(
+            &broker,
+            body,
+            version,
+            &connection.listener,
+        )),
         (RequestKind::JoinGroup(body), _) => {
             ResponseKind::JoinGroup(groups::join_group(broker, body, version, connection, client_id).await)
         }
@@ -152,10 +158,10 @@ async fn dispatch(
             ResponseKind::OffsetDelete(groups::offset_delete(broker, body).await)
         }
         (RequestKind::Metadata(body), _) => {
-            ResponseKind::Metadata(metadata::metadata(broker, body, version).await)
+            ResponseKind::Metadata(metadata::metadata(broker, body, version, &connection.listener).await)
         }
         (RequestKind::DescribeCluster(body), _) => {
-            ResponseKind::DescribeCluster(metadata::describe_cluster(&broker, body))
+            ResponseKind::DescribeCluster(metadata::describe_cluster(&broker, body, &connection.listener))
         }
         (RequestKind::CreateTopics(body), _) => {
             ResponseKind::CreateTopics(admin::create_topics(broker, body, version).await)
@@ -174,6 +180,12 @@ async fn dispatch(
         }
         (RequestKind::IncrementalAlterConfigs(body), _) => {
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, body).await)
+        }
+        (RequestKind::DescribeUserScramCredentials(body), _) => {
+            ResponseKind::DescribeUserScramCredentials(scram::describe(&broker, body))
+        }
+        (RequestKind::AlterUserScramCredentials(body), _) => {
+            ResponseKind::AlterUserScramCredentials(scram::alter(broker, body).await)
         }
         // The protocol server only passes on APIs in `SUPPORTED`, all matched above.
         (other, _) => {

@@ -17,6 +17,7 @@
 //!   gateway or Mosquitto): QoS 1 publish rate and PUBACK latency, and resident memory per idle
 //!   connection. It speaks MQTT, not Kafka; with `--gateway` it registers its devices and checks
 //!   the telemetry topic through the cluster.
+//! - `connect` (`connect.rs`): new SASL (and TLS) logins per second against a listener.
 //! - `loopback` (`loopback.rs`, hidden): raw TCP over 127.0.0.1, the network ceiling the other
 //!   figures are compared with by `scripts/bench`.
 //!
@@ -26,6 +27,7 @@
 //! delivery counting. Every count, duration and size a user passes is bounded (see the limits
 //! below) before anything is allocated for it.
 
+pub(crate) mod connect;
 pub(crate) mod consume;
 pub(crate) mod e2e;
 pub(crate) mod loopback;
@@ -85,6 +87,9 @@ pub(crate) enum BenchCommand {
     /// resident memory per idle connection.
     #[command(subcommand)]
     Mqtt(mqtt::MqttBenchCommand),
+    /// New authenticated connections per second: SASL logins (SCRAM or PLAIN), over TLS with
+    /// --tls-ca, as fast as the broker completes them; p50/p99 of one whole login.
+    Connect(connect::ConnectBenchArgs),
     /// TCP bandwidth over 127.0.0.1, no Kafka involved: the network ceiling for the others.
     #[command(hide = true)]
     Loopback(loopback::LoopbackArgs),
@@ -97,6 +102,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::E2e(args) => e2e::run(args),
         BenchCommand::Trigger(args) => trigger::run(*args),
         BenchCommand::Mqtt(command) => mqtt::run(command),
+        BenchCommand::Connect(args) => connect::run(args),
         BenchCommand::Loopback(args) => loopback::run(args),
     }
 }
