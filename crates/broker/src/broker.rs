@@ -384,6 +384,27 @@ impl Broker {
         Ok(())
     }
 
+    /// Moves a partition's log start offset to `offset` (DeleteRecords); -1 means the high
+    /// watermark. Returns the new log start offset (Kafka's low watermark). An offset past the
+    /// high watermark is OFFSET_OUT_OF_RANGE, as in Kafka.
+    pub fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, ApiError> {
+        let partition = self.partition(topic, partition)?;
+        let high_watermark = self.high_watermark(&partition.log);
+        let target = if offset == -1 { high_watermark } else { offset };
+        if !(0..=high_watermark).contains(&target) {
+            return Err(ApiError::new(
+                ResponseError::OffsetOutOfRange,
+                format!("offset {offset} is not between 0 and the high watermark {high_watermark}"),
+            ));
+        }
+        let log_start_offset = partition
+            .log
+            .delete_records_before(target)
+            .map_err(|error| ApiError::new(crate::error::log_error_code(&error), error.to_string()))?;
+        partition.forget_deleted_aborts();
+        Ok(log_start_offset)
+    }
+
     /// A producer id no producer has had before (InitProducerId).
     pub fn allocate_producer_id(&self) -> Result<i64, ApiError> {
         let mut block = self.producer_ids.lock().expect("producer id mutex poisoned by a panic");

@@ -98,28 +98,15 @@ fn clean_one(name: &str, partition: &Partition, failed: &Mutex<HashMap<String, i
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::broker::{Broker, BrokerConfig};
-    use crate::groups::GroupConfig;
+    use crate::broker::Broker;
     use crate::topic_config::{self, TopicConfigs};
     use tidewater_log::batch::{self, encode_records};
     use tidewater_log::{LogConfig, ManualClock};
 
     fn open(dir: &std::path::Path, clock: &ManualClock) -> Broker {
-        let config = BrokerConfig {
-            data_dir: dir.to_path_buf(),
-            node_id: 0,
-            auto_create_topics: false,
-            default_partitions: 1,
-            log_defaults: LogConfig {
-                segment_ms: 1_000,
-                min_cleanable_dirty_ratio: 0.0,
-                ..LogConfig::default()
-            },
-            groups: GroupConfig::default(),
-            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
-        };
-        Broker::open(config, Arc::new(clock.clone())).expect("open broker")
+        let log_defaults =
+            LogConfig { segment_ms: 1_000, min_cleanable_dirty_ratio: 0.0, ..LogConfig::default() };
+        crate::test_support::open_broker(dir, clock, log_defaults)
     }
 
     /// Two writes of one key, a roll, and a housekeeping tick whose cleaning round is waited for.

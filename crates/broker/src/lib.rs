@@ -15,6 +15,8 @@ mod internal_log;
 mod meta;
 mod partition;
 mod producers;
+#[cfg(test)]
+mod test_support;
 pub mod topic_config;
 mod transaction_coordinator;
 pub mod transactions;

@@ -98,7 +98,7 @@ use std::time::{Duration, Instant};
 use crate::batch::{self, BatchHeader, RecordView, BATCH_BYTES_HARD_MAX, LOG_OVERHEAD};
 use crate::config::LogConfig;
 use crate::error::LogError;
-use crate::log::{sync_dir, Log};
+use crate::log::{sync_dir, write_durably, Log};
 use crate::offset_map::OffsetMap;
 use crate::segment::{self, SegmentPaths, SegmentSummary};
 
@@ -992,20 +992,11 @@ impl Log {
     /// Writes the checkpoint file (temp, fsync, rename, fsync the directory), then the copy in
     /// memory.
     fn write_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), LogError> {
-        let temp = self.dir.join(CHECKPOINT_TEMP_FILE);
         let text = format!(
             "{CHECKPOINT_HEADER}\ngaps_below {}\nfirst_dirty {}\n",
             checkpoint.gaps_below, checkpoint.first_dirty
         );
-        let write = || -> io::Result<()> {
-            let mut file = File::create(&temp)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()
-        };
-        write().map_err(|error| LogError::io("write", &temp, error))?;
-        let path = self.dir.join(CHECKPOINT_FILE);
-        fs::rename(&temp, &path).map_err(|error| LogError::io("rename", &path, error))?;
-        sync_dir(&self.dir)?;
+        write_durably(&self.dir, CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, &text)?;
         self.with_segments(|segments| segments.checkpoint = checkpoint);
         Ok(())
     }

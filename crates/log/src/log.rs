@@ -53,6 +53,10 @@ use crate::error::LogError;
 use crate::index::SegmentIndex;
 use crate::segment::{self, HeaderWalk, SegmentPaths, SegmentSummary};
 
+/// The file that holds a log start offset moved by `delete_records_before`, and its temporary name.
+const START_OFFSET_FILE: &str = "log-start-offset";
+const START_OFFSET_TEMP_FILE: &str = "log-start-offset.tmp";
+
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -122,6 +126,9 @@ pub(crate) struct Segments {
     pub(crate) is_closed: bool,
     /// Where the cleaner stands: what it has compacted, and where the dirty part begins.
     pub(crate) checkpoint: Checkpoint,
+    /// The log start offset `delete_records_before` set, when it is past the first segment's
+    /// base (`i64::MIN` otherwise): reads below it are out of range.
+    start_offset: i64,
 }
 
 #[derive(Debug)]
@@ -231,6 +238,13 @@ impl Log {
         let active_base = bases[bases.len() - 1];
         let active = open_active_segment(&dir, active_base, config.index_interval_bytes, now)?;
         let end_offset = active.summary.next_offset;
+        let mut start_offset = read_start_offset(&dir);
+        if start_offset > end_offset {
+            // Only under fsync=never or interval can a crash take back records below a start
+            // offset DeleteRecords set; the log then starts at its end.
+            tracing::warn!(dir = %dir.display(), start_offset, end_offset, "log start offset past the log end after recovery");
+            start_offset = end_offset;
+        }
         Ok(Log {
             dir,
             config: RwLock::new(config),
@@ -242,6 +256,7 @@ impl Log {
                 last_sync_ms: now,
                 is_closed: false,
                 checkpoint,
+                start_offset,
             }),
             sync: Mutex::new(SyncState {
                 durable_offset: end_offset,
@@ -505,6 +520,35 @@ impl Log {
         self.lock_segments().log_start_offset()
     }
 
+    /// Moves the log start offset up to `offset` (Kafka's DeleteRecords): reads below it are out
+    /// of range from now on, and the closed segments wholly below it are deleted, now or, if a
+    /// cleaning pass is running, at the next tick. The new start is durable before this returns.
+    /// `offset` may not pass the log end; one at or below the current start changes nothing.
+    /// Returns the log start offset.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let (log_start_offset, log_end_offset) = {
+            let segments = self.lock_segments();
+            if segments.is_closed {
+                return Err(LogError::Closed);
+            }
+            (segments.log_start_offset(), segments.active.summary.next_offset)
+        };
+        if offset > log_end_offset {
+            return Err(LogError::OffsetOutOfRange { offset, log_start_offset, log_end_offset });
+        }
+        if offset <= log_start_offset {
+            return Ok(log_start_offset);
+        }
+        write_durably(&self.dir, START_OFFSET_FILE, START_OFFSET_TEMP_FILE, &format!("{offset}\n"))?;
+        {
+            let mut segments = self.lock_segments();
+            segments.start_offset = segments.start_offset.max(offset);
+        }
+        tracing::info!(dir = %self.dir.display(), log_start_offset = offset, "deleted records");
+        self.apply_retention()?;
+        Ok(self.log_start_offset())
+    }
+
     /// Below this offset the cleaner may have removed records (and transaction markers); at and
     /// above it the log holds everything appended. `i64::MIN` for a log never cleaned.
     pub fn compacted_below(&self) -> i64 {
@@ -609,15 +653,14 @@ impl Log {
 
     /// Deletes whole closed segments that retention no longer keeps, oldest first: by time (the
     /// segment's newest timestamp is older than `retention_ms`) and by size (the log is larger than
-    /// `retention_bytes` even without the segment). The active segment is never deleted. The log
-    /// start offset moves to the first remaining segment. Only under a cleanup policy that
-    /// includes `delete`; while a cleaning pass runs, retention waits for the next call.
+    /// `retention_bytes` even without the segment), both only under a cleanup policy that
+    /// includes `delete`, and whatever the policy those wholly below the start offset
+    /// `delete_records_before` set. The active segment is never deleted. The log start offset
+    /// moves to the first remaining segment (or stays where DeleteRecords put it). While a
+    /// cleaning pass runs, retention waits for the next call.
     pub fn apply_retention(&self) -> Result<usize, LogError> {
         let now = self.clock.now_ms();
         let config = self.config();
-        if !config.cleanup_policy.delete {
-            return Ok(0);
-        }
         let _not_cleaning = match self.cleaning.try_lock() {
             Ok(guard) => guard,
             Err(std::sync::TryLockError::WouldBlock) => return Ok(0),
@@ -633,10 +676,14 @@ impl Log {
             } else {
                 oldest.max_timestamp
             };
-            let expired = config.retention_ms >= 0 && now - newest_ms > config.retention_ms;
-            let oversized =
-                config.retention_bytes >= 0 && total_size - oldest.size >= config.retention_bytes as u64;
-            if !(expired || oversized) {
+            let by_policy = config.cleanup_policy.delete;
+            let expired = by_policy && config.retention_ms >= 0 && now - newest_ms > config.retention_ms;
+            let oversized = by_policy
+                && config.retention_bytes >= 0
+                && total_size - oldest.size >= config.retention_bytes as u64;
+            // Below the start offset DeleteRecords set, whatever the policy.
+            let deleted_records = oldest.next_offset <= segments.start_offset;
+            if !(expired || oversized || deleted_records) {
                 break;
             }
             total_size -= oldest.size;
@@ -986,7 +1033,7 @@ impl Log {
 
 impl Segments {
     fn log_start_offset(&self) -> i64 {
-        self.closed.keys().next().copied().unwrap_or(self.active.summary.base_offset)
+        self.closed.keys().next().copied().unwrap_or(self.active.summary.base_offset).max(self.start_offset)
     }
 
     /// Marks `base` most recently used and evicts the least recently used loaded segments beyond
@@ -1158,6 +1205,39 @@ fn create_segment(
         paths,
         created_ms: now,
     })
+}
+
+/// Replaces `dir/name` with `text`: written to `dir/temp_name`, fsynced, renamed over, and the
+/// directory fsynced, so a crash leaves the old file or the new one.
+pub(crate) fn write_durably(dir: &Path, name: &str, temp_name: &str, text: &str) -> Result<(), LogError> {
+    let temp = dir.join(temp_name);
+    let write = || -> io::Result<()> {
+        let mut file = File::create(&temp)?;
+        io::Write::write_all(&mut file, text.as_bytes())?;
+        file.sync_all()
+    };
+    write().map_err(|error| LogError::io("write", &temp, error))?;
+    let path = dir.join(name);
+    fs::rename(&temp, &path).map_err(|error| LogError::io("rename", &path, error))?;
+    sync_dir(dir)
+}
+
+/// Reads the log start offset `delete_records_before` stored; `i64::MIN` when none was. An
+/// unreadable file is reported and ignored: the log then starts at its first segment, which
+/// exposes records deleted by DeleteRecords but loses none.
+fn read_start_offset(dir: &Path) -> i64 {
+    let path = dir.join(START_OFFSET_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().unwrap_or_else(|_| {
+            tracing::warn!(path = %path.display(), "unreadable log start offset; starting at the first segment");
+            i64::MIN
+        }),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => i64::MIN,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot read the log start offset; starting at the first segment");
+            i64::MIN
+        }
+    }
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod configs;
+mod delete_records;
 mod fetch;
 mod groups;
 mod metadata;
@@ -34,6 +35,7 @@ const SUPPORTED: &[ApiRange] = &[
     ApiRange { api_key: ApiKey::CreateTopics, min: 2, max: 7 },
     ApiRange { api_key: ApiKey::DeleteTopics, min: 1, max: 6 },
     ApiRange { api_key: ApiKey::CreatePartitions, min: 0, max: 3 },
+    ApiRange { api_key: ApiKey::DeleteRecords, min: 0, max: 2 },
     ApiRange { api_key: ApiKey::DescribeConfigs, min: 1, max: 4 },
     ApiRange { api_key: ApiKey::AlterConfigs, min: 0, max: 2 },
     ApiRange { api_key: ApiKey::IncrementalAlterConfigs, min: 0, max: 1 },
@@ -102,6 +104,9 @@ async fn dispatch(
             return produce::handle(broker, body, version, turn).await
         }
         (RequestKind::Fetch(body), _) => ResponseKind::Fetch(fetch::handle(broker, body, version).await),
+        (RequestKind::DeleteRecords(body), _) => {
+            ResponseKind::DeleteRecords(delete_records::handle(broker, body).await)
+        }
         (RequestKind::ListOffsets(body), _) => {
             ResponseKind::ListOffsets(offsets::list_offsets(broker, body, version).await)
         }
