@@ -19,7 +19,8 @@
 //!
 //! Each figure is the median of several runs; the with/without runs alternate their order.
 //! `TIDEWATER_BENCH_MB` sets the volume of a cleaned log and of a produce run (default 512) and
-//! `TIDEWATER_BENCH_RUNS` the runs (default 3). Under `cargo test --all-targets` it runs once on a
+//! `TIDEWATER_BENCH_RUNS` the runs (default 3); `TIDEWATER_BENCH_PART=clean` or `produce` runs
+//! only that half. Under `cargo test --all-targets` it runs once on a
 //! few MiB as a smoke test and judges no goals. Everything lives in one temporary directory under
 //! the target directory and is removed at the end.
 
@@ -68,6 +69,8 @@ struct Settings {
     volume_bytes: u64,
     runs: usize,
     smoke: bool,
+    clean: bool,
+    produce: bool,
 }
 
 /// A cleaned-log shape: how many records there are per key. With more than one, each record's
@@ -114,10 +117,17 @@ fn main() {
     let smoke = common::is_smoke_run();
     let (default_mb, default_runs) =
         if smoke { (SMOKE_VOLUME_MB, SMOKE_RUNS) } else { (DEFAULT_VOLUME_MB, DEFAULT_RUNS) };
+    let part = std::env::var("TIDEWATER_BENCH_PART").unwrap_or_default();
+    assert!(
+        matches!(part.as_str(), "" | "clean" | "produce"),
+        "TIDEWATER_BENCH_PART={part:?}: clean or produce"
+    );
     let settings = Settings {
         volume_bytes: env_number("TIDEWATER_BENCH_MB", default_mb) * 1024 * 1024,
         runs: env_number("TIDEWATER_BENCH_RUNS", default_runs as u64) as usize,
         smoke,
+        clean: part != "produce",
+        produce: part != "clean",
     };
     assert!(
         settings.volume_bytes > 0 && settings.runs > 0,
@@ -140,6 +150,9 @@ fn main() {
     for run in 0..settings.runs {
         settle(root.path());
         ceiling_samples.push(write_ceiling(root.path(), &ceiling_batch, batch_count));
+        if !settings.clean {
+            continue;
+        }
         settle(root.path());
         for (shape_idx, shape) in SHAPES.iter().enumerate() {
             let result = clean_run(
@@ -160,8 +173,11 @@ fn main() {
             clean_samples[shape_idx].push(result);
         }
     }
-    let produce: Vec<ProduceResult> =
-        LOADS.iter().map(|load| produce_runs(root.path(), *load, batch_count, &settings)).collect();
+    let produce: Vec<ProduceResult> = if settings.produce {
+        LOADS.iter().map(|load| produce_runs(root.path(), *load, batch_count, &settings)).collect()
+    } else {
+        Vec::new()
+    };
     print_report(
         &settings,
         batch_count * ceiling_batch.len(),
@@ -363,7 +379,7 @@ fn print_report(
         "clean (one forced pass)", "read", "written", "MB/s", "ceiling MB/s", "% ceiling"
     );
     let mut goals: Vec<(String, String, bool)> = Vec::new();
-    for (shape, samples) in SHAPES.iter().zip(clean_samples) {
+    for (shape, samples) in SHAPES.iter().zip(clean_samples).filter(|(_, samples)| !samples.is_empty()) {
         let (read, written) = (samples[0].bytes_read, samples[0].bytes_written);
         let elapsed = median(samples.iter().map(|sample| sample.elapsed).collect());
         let rate = read as f64 / elapsed.as_secs_f64();

@@ -66,25 +66,38 @@
 //! segments or the new one, never a mix and never neither:
 //!
 //! 1. The group is written to `b.log.cleaned` with its indexes (`.index.cleaned`,
-//!    `.timeindex.cleaned`), and each is fsynced.
+//!    `.timeindex.cleaned`), and the data file is fsynced. The indexes are not: one that a crash
+//!    left short or empty is found inconsistent on load and rebuilt, or merely makes reads walk
+//!    further.
 //! 2. Once per pass, before the first swap, the checkpoint records that offsets may have gaps
 //!    below the pass's end (`gaps_below`): recovery accepts a gap between batches only there, so
-//!    damage to a base offset anywhere else is still found.
+//!    damage to a base offset anywhere else is still found. The file is written, fsynced and
+//!    renamed into place; the directory fsync of step 3 makes the rename durable.
 //! 3. The indexes, then the data file, are renamed from `.cleaned` to `.swap`, and the directory
 //!    is fsynced. **The rename of `b.log.swap` is the commit point.**
-//! 4. The old segments after `b` are renamed to `.deleted` (reads that reopen them follow the new
-//!    name), and the directory is fsynced.
-//! 5. `b.index.swap`, `b.timeindex.swap` and then `b.log.swap` are renamed over `b`'s old files,
-//!    the in-memory segment list is switched, and the directory is fsynced.
+//! 4. The old segments after `b`, if the group merged any, are renamed to `.deleted` (reads that
+//!    reopen them follow the new name), and the directory is fsynced: recovery must never find
+//!    the cleaned segment in place beside a segment it replaced.
+//! 5. `b.index.swap`, `b.timeindex.swap` and then `b.log.swap` are renamed over `b`'s old files
+//!    and the in-memory segment list is switched. No fsync: a crash before one makes these
+//!    renames durable leaves the `.swap` files, which recovery renames again.
 //! 6. The `.deleted` files are removed.
+//!
+//! After the last swap of a pass the checkpoint's `first_dirty` moves in memory; the file gets
+//! it with the next pass's step 2 or at `Log::close` (a crash before that only makes the next
+//! pass map the same dirty part again). So a pass costs three fsyncs (four when it merges
+//! segments) whatever its size, which matters to producers fsyncing beside it: each fsync
+//! competes with theirs for the filesystem journal.
 //!
 //! Steps 4 and 5 hold the segment lock only for their renames; readers holding an old segment's
 //! file keep reading it. `Log::open` first finishes what a crash interrupted
 //! (`finish_interrupted_cleaning`): `.cleaned` files and index `.swap` files without a data
-//! `.swap` are removed (the swap never committed); a `b.log.swap` is read whole to learn where it
-//! ends, `e`, then every segment in `(b, e)` is removed and the swap files are renamed into place;
-//! then `.deleted` files are removed. So every key's latest record is in the old segments or in
-//! the new one at every moment, and indexes are either swapped with their data or rebuilt.
+//! `.swap` are removed (the swap never committed); a `b.log.swap` is read whole (every CRC) to
+//! learn where it ends, `e`, then every segment in `(b, e)` is removed, the swap files are renamed
+//! into place and the checkpoint's `gaps_below` is raised to `e` (the step 2 rename may not have
+//! survived the crash that the commit survived); then `.deleted` files are removed. So every
+//! key's latest record is in the old segments or in the new one at every moment, and indexes are
+//! either swapped with their data or rebuilt.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -98,7 +111,7 @@ use std::time::{Duration, Instant};
 use crate::batch::{self, BatchHeader, RecordView, BATCH_BYTES_HARD_MAX, LOG_OVERHEAD};
 use crate::config::LogConfig;
 use crate::error::LogError;
-use crate::log::{sync_dir, write_durably, Log};
+use crate::log::{sync_dir, write_and_rename, write_durably, Log};
 use crate::offset_map::OffsetMap;
 use crate::segment::{self, SegmentPaths, SegmentSummary};
 
@@ -344,6 +357,8 @@ impl<'a> Pass<'a> {
             next_idx += group_len;
             let Some(cleaned) = cleaned else { continue };
             if !checkpoint_written {
+                // Made durable by the commit's directory fsync; recovery covers a crash that
+                // keeps the commit and loses this (see `finish_interrupted_cleaning`).
                 let checkpoint = Checkpoint {
                     gaps_below: self.snapshot.checkpoint.gaps_below.max(end),
                     first_dirty: self.snapshot.checkpoint.first_dirty,
@@ -368,7 +383,9 @@ impl<'a> Pass<'a> {
             },
             first_dirty: end,
         };
-        self.log.write_checkpoint(checkpoint)?;
+        // Kept in memory until the next pass's swap or `close` writes it: a crash before then
+        // only makes the next pass map this dirty part again.
+        self.log.with_segments(|segments| segments.checkpoint = checkpoint);
         tracing::info!(
             dir = %self.log.dir.display(),
             first_dirty,
@@ -935,7 +952,7 @@ impl Output {
             .map_err(|error| LogError::io("write", &self.paths.data, error.into_error()))?;
         file.sync_all().map_err(|error| LogError::io("fsync", &self.paths.data, error))?;
         self.summary.push_time_entry();
-        self.summary.index.write(&self.paths.offset_index, &self.paths.time_index)?;
+        self.summary.index.write_with(&self.paths.offset_index, &self.paths.time_index, false)?;
         let next_offset = group[group.len() - 1].next_offset;
         if self.summary.next_offset != next_offset {
             return Err(LogError::Corrupt {
@@ -989,15 +1006,25 @@ impl Log {
         })
     }
 
-    /// Writes the checkpoint file (temp, fsync, rename, fsync the directory), then the copy in
-    /// memory.
+    /// Writes the checkpoint file (temp, fsync, rename) and the copy in memory. The rename is
+    /// durable with the next directory fsync, which the swap's commit does.
     fn write_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), LogError> {
-        let text = format!(
-            "{CHECKPOINT_HEADER}\ngaps_below {}\nfirst_dirty {}\n",
-            checkpoint.gaps_below, checkpoint.first_dirty
-        );
-        write_durably(&self.dir, CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, &text)?;
-        self.with_segments(|segments| segments.checkpoint = checkpoint);
+        write_and_rename(&self.dir, CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, &checkpoint_text(&checkpoint))?;
+        self.with_segments(|segments| {
+            segments.checkpoint = checkpoint;
+            segments.checkpoint_on_disk = checkpoint;
+        });
+        Ok(())
+    }
+
+    /// Writes the checkpoint durably if the one in memory moved past the file (at `close`).
+    pub(crate) fn persist_checkpoint(&self) -> Result<(), LogError> {
+        let checkpoint = self.with_segments(|segments| segments.checkpoint);
+        if self.with_segments(|segments| segments.checkpoint_on_disk) == checkpoint {
+            return Ok(());
+        }
+        write_durably(&self.dir, CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, &checkpoint_text(&checkpoint))?;
+        self.with_segments(|segments| segments.checkpoint_on_disk = checkpoint);
         Ok(())
     }
 
@@ -1040,9 +1067,12 @@ impl Log {
     ) -> Result<bool, LogError> {
         let base = group[0].base_offset;
         let retired: Vec<i64> = group[1..].iter().map(|segment| segment.base_offset).collect();
-        // Step 4.
-        self.retire_segments(&retired, |old| SegmentPaths::with_suffix(&self.dir, old, DELETED_SUFFIX))?;
-        sync_dir(&self.dir)?;
+        // Step 4, durable before step 5's rename can be: recovery must never find the cleaned
+        // segment in place beside a segment it replaced.
+        if !retired.is_empty() {
+            self.retire_segments(&retired, |old| SegmentPaths::with_suffix(&self.dir, old, DELETED_SUFFIX))?;
+            sync_dir(&self.dir)?;
+        }
         if stop_after == Some(CleanStep::OldRetired) {
             return Ok(false);
         }
@@ -1060,7 +1090,8 @@ impl Log {
             }
             Ok(final_paths.clone())
         })?;
-        sync_dir(&self.dir)?;
+        // No fsync: until one makes these renames durable, a crash leaves the `.swap` files,
+        // and recovery renames them again.
         if stop_after == Some(CleanStep::Swapped) {
             return Ok(false);
         }
@@ -1138,15 +1169,17 @@ fn parse_swap_name(name: &str) -> Option<(i64, SwapFile)> {
 
 /// Finishes or discards a cleaning that a crash interrupted, before the log's segments are
 /// listed (see the module docs). `index_interval_bytes` rebuilds the summary of a swap file read
-/// to learn where it ends.
+/// to learn where it ends. Returns the checkpoint, its `gaps_below` raised to the end of any swap
+/// finished here (the checkpoint written before the swap's commit shares the commit's directory
+/// fsync, so a crash may keep the commit and lose it).
 pub(crate) fn finish_interrupted_cleaning(
     dir: &Path,
-    checkpoint: &Checkpoint,
+    mut checkpoint: Checkpoint,
     index_interval_bytes: u32,
-) -> Result<(), LogError> {
+) -> Result<Checkpoint, LogError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(checkpoint),
         Err(error) => return Err(LogError::io("list", dir, error)),
     };
     let mut data_swaps = BTreeSet::new();
@@ -1179,7 +1212,8 @@ pub(crate) fn finish_interrupted_cleaning(
     for base in &data_swaps {
         let swap = SegmentPaths::with_suffix(dir, *base, SWAP_SUFFIX);
         let file = open_read(&swap.data)?;
-        let (summary, damage) = segment::recover(&file, *base, index_interval_bytes, checkpoint.gaps_below)
+        // Every CRC is checked; gaps are the cleaner's, anywhere in the file.
+        let (summary, damage) = segment::recover(&file, *base, index_interval_bytes, i64::MAX)
             .map_err(|error| LogError::io("read", &swap.data, error))?;
         if let Some(damage) = damage {
             return Err(LogError::Corrupt {
@@ -1212,6 +1246,7 @@ pub(crate) fn finish_interrupted_cleaning(
         }
         fs::rename(&swap.data, &target.data).map_err(|error| LogError::io("rename", &swap.data, error))?;
         changed = true;
+        checkpoint.gaps_below = checkpoint.gaps_below.max(swap_end);
     }
     changed |= !index_swaps.is_empty();
     for path in leftovers.iter().chain(&index_swaps) {
@@ -1220,7 +1255,17 @@ pub(crate) fn finish_interrupted_cleaning(
     if changed {
         sync_dir(dir)?;
     }
-    Ok(())
+    if !data_swaps.is_empty() {
+        write_durably(dir, CHECKPOINT_FILE, CHECKPOINT_TEMP_FILE, &checkpoint_text(&checkpoint))?;
+    }
+    Ok(checkpoint)
+}
+
+fn checkpoint_text(checkpoint: &Checkpoint) -> String {
+    format!(
+        "{CHECKPOINT_HEADER}\ngaps_below {}\nfirst_dirty {}\n",
+        checkpoint.gaps_below, checkpoint.first_dirty
+    )
 }
 
 fn remove_segment_files(paths: &SegmentPaths) -> Result<(), LogError> {

@@ -126,6 +126,9 @@ pub(crate) struct Segments {
     pub(crate) is_closed: bool,
     /// Where the cleaner stands: what it has compacted, and where the dirty part begins.
     pub(crate) checkpoint: Checkpoint,
+    /// What `cleaner-checkpoint` on disk says; behind `checkpoint` after a pass until the next
+    /// pass's swap or `close` writes it.
+    pub(crate) checkpoint_on_disk: Checkpoint,
     /// The log start offset `delete_records_before` set, when it is past the first segment's
     /// base (`i64::MIN` otherwise): reads below it are out of range.
     start_offset: i64,
@@ -195,7 +198,7 @@ impl Log {
             }
         }
         let checkpoint = cleaner::read_checkpoint(&dir);
-        cleaner::finish_interrupted_cleaning(&dir, &checkpoint, config.index_interval_bytes)?;
+        let checkpoint = cleaner::finish_interrupted_cleaning(&dir, checkpoint, config.index_interval_bytes)?;
         let mut bases = Vec::new();
         let entries = fs::read_dir(&dir).map_err(|error| LogError::io("list", &dir, error))?;
         let mut others = Vec::new();
@@ -256,6 +259,7 @@ impl Log {
                 last_sync_ms: now,
                 is_closed: false,
                 checkpoint,
+                checkpoint_on_disk: checkpoint,
                 start_offset,
             }),
             sync: Mutex::new(SyncState {
@@ -751,6 +755,7 @@ impl Log {
         self.closing.store(true, Ordering::SeqCst);
         let _not_cleaning = lock(&self.cleaning);
         self.flush()?;
+        self.persist_checkpoint()?;
         let mut segments = self.lock_segments();
         let active = &mut segments.active;
         active.summary.push_time_entry();
@@ -1210,6 +1215,13 @@ fn create_segment(
 /// Replaces `dir/name` with `text`: written to `dir/temp_name`, fsynced, renamed over, and the
 /// directory fsynced, so a crash leaves the old file or the new one.
 pub(crate) fn write_durably(dir: &Path, name: &str, temp_name: &str, text: &str) -> Result<(), LogError> {
+    write_and_rename(dir, name, temp_name, text)?;
+    sync_dir(dir)
+}
+
+/// `write_durably` without the directory fsync: the rename is durable only once something
+/// fsyncs the directory; until then a crash may leave the old file (never a partial new one).
+pub(crate) fn write_and_rename(dir: &Path, name: &str, temp_name: &str, text: &str) -> Result<(), LogError> {
     let temp = dir.join(temp_name);
     let write = || -> io::Result<()> {
         let mut file = File::create(&temp)?;
@@ -1218,8 +1230,7 @@ pub(crate) fn write_durably(dir: &Path, name: &str, temp_name: &str, text: &str)
     };
     write().map_err(|error| LogError::io("write", &temp, error))?;
     let path = dir.join(name);
-    fs::rename(&temp, &path).map_err(|error| LogError::io("rename", &path, error))?;
-    sync_dir(dir)
+    fs::rename(&temp, &path).map_err(|error| LogError::io("rename", &path, error))
 }
 
 /// Reads the log start offset `delete_records_before` stored; `i64::MIN` when none was. An
