@@ -5,7 +5,8 @@
 //! cleanup policy includes `compact` and runs one pass where the log is dirty enough
 //! (`Partition::clean`). One round at a time, as Kafka's default of one cleaner thread, so the
 //! cleaner's I/O is that of one sequential pass; a pass never blocks produce or fetch (see the log
-//! crate's `cleaner.rs`). A partition whose pass fails is logged and left alone for
+//! crate's `cleaner.rs`), and its thread runs at a lower CPU priority (`CLEANER_NICE`) so that
+//! request handling wins when the two compete for a core. A partition whose pass fails is logged and left alone for
 //! `FAILED_PARTITION_BACKOFF_MS`, as Kafka marks a partition uncleanable, so one bad segment does
 //! not starve the others or flood the log.
 
@@ -16,6 +17,9 @@ use std::thread::JoinHandle;
 use tidewater_log::{CleanOutcome, LogError};
 
 use crate::partition::Partition;
+
+/// The nice value of the cleaning thread: below the request threads (nice 0), above idle work.
+const CLEANER_NICE: libc::c_int = 10;
 
 /// How long a partition whose cleaning failed is skipped before it is tried again.
 const FAILED_PARTITION_BACKOFF_MS: i64 = 5 * 60 * 1000;
@@ -52,6 +56,7 @@ impl Cleaner {
         }
         let failed = self.failed.clone();
         let spawned = std::thread::Builder::new().name("log-cleaner".to_string()).spawn(move || {
+            lower_priority();
             for (name, partition) in partitions {
                 clean_one(&name, &partition, &failed, now_ms);
             }
@@ -69,6 +74,16 @@ impl Cleaner {
                 tracing::error!("a cleaning round panicked");
             }
         }
+    }
+}
+
+/// Lowers this thread's CPU priority to `CLEANER_NICE` (on Linux, nice applies per thread). A
+/// failure only costs the priority, so it is logged, not returned.
+fn lower_priority() {
+    // SAFETY: `gettid` has no preconditions; `setpriority` only reads its integer arguments.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, CLEANER_NICE) };
+    if result != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "could not lower the cleaner thread's priority");
     }
 }
 

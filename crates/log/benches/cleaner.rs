@@ -14,7 +14,8 @@
 //!
 //! *Produce throughput* is the append rate of keyed 16 KiB batches into a compacted log with
 //! 16 MiB segments, with no cleaner and with a thread cleaning that same log back to back
-//! (`min_cleanable_dirty_ratio` 0, the busiest it can be), in two loads: 8 writers under
+//! (`min_cleanable_dirty_ratio` 0, the busiest it can be; at nice 10, as the broker runs it), in
+//! two loads: 8 writers under
 //! `fsync = always` (group commit, the broker's default) and one writer under `fsync = never`.
 //!
 //! Each figure is the median of several runs; the with/without runs alternate their order.
@@ -57,6 +58,8 @@ const CONCURRENT_WRITERS: usize = 8;
 const PRODUCE_KEYS: usize = 4096;
 /// Batches each produce writer cycles through.
 const BATCHES_PER_WRITER: usize = 16;
+/// The nice value of the cleaning thread, as the broker's.
+const CLEANER_NICE: libc::c_int = 10;
 /// How long the cleaner waits when a pass found nothing to clean.
 const CLEANER_IDLE: Duration = Duration::from_millis(5);
 
@@ -313,6 +316,9 @@ fn produce_run(
     let cleaner = with_cleaner.then(|| {
         let (log, done) = (log.clone(), done.clone());
         thread::spawn(move || {
+            // As the broker's cleaning thread runs (`crates/broker/src/cleaner.rs`).
+            // SAFETY: `gettid` has no preconditions; `setpriority` only reads its arguments.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, CLEANER_NICE) };
             let (mut passes, mut bytes) = (0u64, 0u64);
             while !done.load(Ordering::SeqCst) {
                 match log.clean(&CleanOptions::default()).expect("clean beside producers") {

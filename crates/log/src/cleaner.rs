@@ -473,11 +473,13 @@ impl<'a> Pass<'a> {
             self.snapshot.active_size,
         ));
         let mut stopped_at = i64::MAX;
+        let mut marker_bytes = Vec::new();
         'files: for (file, path, size) in &files {
-            let mut reader = BatchReader::new(file, path, *size);
-            while let Some((_, bytes)) = reader.next_batch()? {
+            // Headers only (the map and the rewrite read the records): a positioned read of each
+            // header, and of the whole batch only for a marker, which is a few dozen bytes.
+            let mut walk = segment::HeaderWalk { file, path, position: 0, end: *size };
+            while let Some((position, header)) = walk.next_batch()? {
                 self.check_not_closing()?;
-                let header = parse_stored(bytes, path)?;
                 if header.last_offset() < first_dirty || header.producer_id < 0 {
                     continue;
                 }
@@ -488,7 +490,10 @@ impl<'a> Pass<'a> {
                     continue;
                 }
                 let first = open.remove(&header.producer_id);
-                if let (Some(false), Some(first)) = (batch::control_marker(bytes), first) {
+                marker_bytes.resize(header.total_bytes(), 0);
+                file.read_exact_at(&mut marker_bytes, position)
+                    .map_err(|error| LogError::io("read", path, error))?;
+                if let (Some(false), Some(first)) = (batch::control_marker(&marker_bytes), first) {
                     if ranges == ABORTED_RANGES_MAX {
                         stopped_at = header.base_offset;
                         open.insert(header.producer_id, first);
@@ -1294,10 +1299,6 @@ fn corrupt(path: &Path, offset: i64, error: batch::BatchError) -> LogError {
         position: 0,
         reason: format!("batch at offset {offset}: {error}"),
     }
-}
-
-fn parse_stored(bytes: &[u8], path: &Path) -> Result<BatchHeader, LogError> {
-    batch::parse_header(bytes, BATCH_BYTES_HARD_MAX).map_err(|error| corrupt(path, -1, error))
 }
 
 /// Checks the CRC of a batch before the cleaner copies or re-encodes it: a new CRC must never
