@@ -10,6 +10,11 @@ One broker serves the whole session (`broker`, `bootstrap`), and every test work
 its own (`topic_name`). Tests that restart a broker get their own (`broker_factory`). MQTT
 pub/sub tests share one broker per module that lets anonymous clients in (`anonymous_gateway`).
 
+A broker can have more Kafka listeners than the first, PLAINTEXT one (`listeners`: SASL_SSL, SSL,
+SASL_PLAINTEXT, each on 127.0.0.1 with a port of its own, kept across restarts), and settings
+from the environment (`env`, e.g. TIDEWATER_BOOTSTRAP_USER); the running line's
+`listeners=NAME://127.0.0.1:PORT,...` gives each listener's port (`listener_ports`).
+
 Skips are turned into failures (see `pytest_runtest_makereport`): a client test that did not
 run must never read as a pass.
 """
@@ -44,8 +49,12 @@ RUNNING_LINE = re.compile(r"tidewater is running.*\bkafka=127\.0\.0\.1:(\d+)")
 MQTT_ADDRESS = re.compile(r"tidewater is running.*\bmqtt=127\.0\.0\.1:(\d+)")
 # And its HTTP ingestion listener (`http=127.0.0.1:PORT`, or `http=none`).
 HTTP_ADDRESS = re.compile(r"tidewater is running.*\bhttp=127\.0\.0\.1:(\d+)")
-# Broker log lines kept for failure reports.
-LOG_LINES_KEPT = 300
+# And every Kafka listener, the first one (`kafka=`) included, the internal one last:
+# `listeners=PLAINTEXT://127.0.0.1:P1,SASL_SSL://127.0.0.1:P2,...,INTERNAL://127.0.0.1:P3`.
+LISTENERS = re.compile(r"tidewater is running.*\blisteners=(\S+)")
+# Broker log lines kept, for failure reports (the tail) and for tests that wait for a line
+# (`wait_for_log`). Bounded: a broker with debug logging runs for a whole module.
+LOG_LINES_KEPT = 20_000
 
 
 def tidewater_binary() -> Path:
@@ -69,11 +78,21 @@ class BrokerProcess:
         name: str = "broker",
         test_id: str | None = None,
         serve_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        listeners: tuple[str, ...] = (),
     ):
         self.data_dir = data_dir
         self.name = name
         # More `tidewater serve` arguments (e.g. group timings), kept across restarts.
         self.serve_args = tuple(serve_args)
+        # Environment variables set for the broker (after the developer's TIDEWATER_* ones are
+        # removed), e.g. TIDEWATER_BOOTSTRAP_USER or TIDEWATER_LOG; kept across restarts.
+        self.env = dict(env or {})
+        # Security protocols of more Kafka listeners on 127.0.0.1 (SASL_SSL, SSL, SASL_PLAINTEXT),
+        # after the first, PLAINTEXT one; each keeps its port across restarts.
+        self.listeners = tuple(listeners)
+        # Each listener's port by name (PLAINTEXT, SASL_SSL, ..., INTERNAL), from the running line.
+        self.listener_ports: dict[str, int] = {}
         # The test that owns this broker; None for the session's broker.
         self.test_id = test_id
         self.port: int | None = None
@@ -83,6 +102,8 @@ class BrokerProcess:
         self.http_port: int | None = None
         self.process: subprocess.Popen | None = None
         self.lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES_KEPT)
+        # Lines logged since the first start, including those `lines` no longer keeps.
+        self.n_lines = 0
         self.exit_codes: list[int] = []
 
     @property
@@ -96,6 +117,34 @@ class BrokerProcess:
     def log_tail(self, n_lines: int = 60) -> str:
         return "\n".join(list(self.lines)[-n_lines:])
 
+    def bootstrap_of(self, listener: str) -> str:
+        """The address of the listener named `listener` (PLAINTEXT, SASL_SSL, ...)."""
+        assert listener in self.listener_ports, f"no {listener} listener: {self.listener_ports}"
+        return f"127.0.0.1:{self.listener_ports[listener]}"
+
+    def log_mark(self) -> int:
+        """A position in the log, for `wait_for_log(since=...)` and `log_since`."""
+        return self.n_lines
+
+    def log_since(self, mark: int) -> list[str]:
+        """The lines logged since `mark` (as many as are still kept)."""
+        kept = list(self.lines)
+        return kept[len(kept) - min(self.n_lines - mark, len(kept)) :]
+
+    def wait_for_log(self, *needles: str, since: int = 0, timeout_s: float = 30.0) -> str:
+        """Waits for a line logged after `since` that contains every one of `needles`, and
+        returns it; fails with the log's tail after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for line in self.log_since(since):
+                if all(needle in line for needle in needles):
+                    return line
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"{self.name} logged no line with {needles!r} within {timeout_s}s:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
     def start(self, port: int = 0) -> str:
         """Starts the broker on 127.0.0.1:`port` (0: any free port) and returns its bootstrap
         address once it logged that it is running."""
@@ -107,15 +156,11 @@ class BrokerProcess:
         env = {key: value for key, value in os.environ.items() if not key.startswith("TIDEWATER_")}
         env.pop("RUST_LOG", None)
         env["TIDEWATER_LOG"] = "info"
-        command = [
-            str(binary),
-            "serve",
-            "--kafka-listen",
-            f"127.0.0.1:{port}",
-            "--data-dir",
-            str(self.data_dir),
-            *self.serve_args,
-        ]
+        env.update(self.env)
+        command = [str(binary), "serve", "--kafka-listen", f"127.0.0.1:{port}"]
+        for protocol in self.listeners:
+            command.extend(["--kafka-listen", f"{protocol}://127.0.0.1:{self.listener_ports.get(protocol, 0)}"])
+        command.extend(["--data-dir", str(self.data_dir), *self.serve_args])
         # Any free port for the device gateway unless the test chose: parallel brokers must not
         # all take the default 1883.
         if "--mqtt-listen" not in self.serve_args:
@@ -141,12 +186,16 @@ class BrokerProcess:
             for raw in process.stderr:
                 line = raw.decode("utf-8", errors="replace").rstrip("\n")
                 self.lines.append(line)
+                self.n_lines += 1
                 mqtt_match = MQTT_ADDRESS.search(line)
                 if mqtt_match:
                     self.mqtt_port = int(mqtt_match.group(1))
                 http_match = HTTP_ADDRESS.search(line)
                 if http_match:
                     self.http_port = int(http_match.group(1))
+                listeners_match = LISTENERS.search(line)
+                if listeners_match:
+                    self.listener_ports = parse_listeners(listeners_match.group(1))
                 match = RUNNING_LINE.search(line)
                 if match:
                     ports.put(int(match.group(1)))
@@ -238,6 +287,16 @@ class BrokerProcess:
                 pass
 
 
+def parse_listeners(text: str) -> dict[str, int]:
+    """`PLAINTEXT://127.0.0.1:P1,SASL_SSL://127.0.0.1:P2` as {"PLAINTEXT": P1, "SASL_SSL": P2}
+    (the first of two listeners with the same name wins)."""
+    ports: dict[str, int] = {}
+    for listener in text.split(","):
+        name, _, address = listener.partition("://")
+        ports.setdefault(name, int(address.rsplit(":", 1)[1]))
+    return ports
+
+
 # Every broker started in this session, so failure reports can show their logs.
 _BROKERS: list[BrokerProcess] = []
 
@@ -293,15 +352,18 @@ def anonymous_gateway(tmp_path_factory: pytest.TempPathFactory, request: pytest.
 @pytest.fixture
 def broker_factory(tmp_path: Path, request: pytest.FixtureRequest):
     """Starts brokers of the test's own (each on a fresh data directory, with `serve_args` added
-    to the command line); stops them after."""
+    to the command line, and `env` and `listeners` as `BrokerProcess` takes them); stops them
+    after."""
     started: list[BrokerProcess] = []
 
-    def start(*serve_args: str) -> BrokerProcess:
+    def start(*serve_args: str, env: dict[str, str] | None = None, listeners: tuple[str, ...] = ()) -> BrokerProcess:
         process = BrokerProcess(
             tmp_path / f"data{len(started)}",
             name=f"test broker {len(started)}",
             test_id=request.node.nodeid,
             serve_args=serve_args,
+            env=env,
+            listeners=listeners,
         )
         _BROKERS.append(process)
         started.append(process)
@@ -310,6 +372,33 @@ def broker_factory(tmp_path: Path, request: pytest.FixtureRequest):
 
     yield start
     for process in started:
+        _stop_and_check(process)
+
+
+@pytest.fixture(scope="module")
+def module_broker_factory(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    """Like `broker_factory`, for brokers a whole module shares (their logs go with every failing
+    test's report); stops them after the module."""
+    module = request.module.__name__
+    started: list[BrokerProcess] = []
+
+    def start(*serve_args: str, env: dict[str, str] | None = None, listeners: tuple[str, ...] = ()) -> BrokerProcess:
+        process = BrokerProcess(
+            tmp_path_factory.mktemp(module) / "data",
+            name=f"broker {len(started)} of {module}",
+            serve_args=serve_args,
+            env=env,
+            listeners=listeners,
+        )
+        _BROKERS.append(process)
+        started.append(process)
+        process.start()
+        return process
+
+    yield start
+    for process in started:
+        # Later modules' failures need not show this module's brokers.
+        _BROKERS.remove(process)
         _stop_and_check(process)
 
 

@@ -14,6 +14,7 @@ use tidewater_kafka::ResponseError;
 use tidewater_log::{Clock, FsyncPolicy, Log, LogConfig, LogDir, TopicPartition};
 use uuid::Uuid;
 
+use crate::acl::{AuthorizationConfig, Authorizer};
 use crate::cleaner::Cleaner;
 use crate::credentials::CredentialStore;
 use crate::error::BrokerError;
@@ -48,6 +49,8 @@ pub struct BrokerConfig {
     /// Committed offsets of a group with no members are deleted after this long without a
     /// commit (Kafka offsets.retention.minutes, 7 days by default).
     pub offsets_retention_ms: i64,
+    /// Whether requests are authorized against ACLs, and who bypasses them.
+    pub authorization: AuthorizationConfig,
 }
 
 /// An error for one topic or partition in a response: a Kafka code and a message for humans.
@@ -88,6 +91,8 @@ pub struct Broker {
     pub credentials: Arc<CredentialStore>,
     /// Transactional ids and their transactions, durable.
     pub(crate) transactions: Mutex<TxnStore>,
+    /// The ACLs and who may do what, durable.
+    pub(crate) acls: Authorizer,
     /// The current block of producer ids: next to hand out, and the end of the block.
     producer_ids: Mutex<(i64, i64)>,
     /// Woken whenever a partition's high watermark moves, so long-polling fetches re-check.
@@ -141,6 +146,7 @@ impl Broker {
         let offsets = OffsetStore::open(&root, clock.clone())?;
         let groups = Coordinator::new(config.groups);
         let transactions = TxnStore::open(&root, clock.clone())?;
+        let acls = Authorizer::open(&config.authorization, &root, clock.clone())?;
         let credentials = Arc::new(CredentialStore::open(&root, clock.clone())?);
         let broker = Broker {
             credentials,
@@ -154,6 +160,7 @@ impl Broker {
             groups: Mutex::new(groups),
             offsets: Mutex::new(offsets),
             transactions: Mutex::new(transactions),
+            acls,
             data_arrived: tokio::sync::Notify::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             cleaner: Cleaner::default(),
@@ -506,6 +513,7 @@ impl Broker {
     pub fn close(&self) -> Result<(), BrokerError> {
         self.lock_transactions().close()?;
         self.lock_offsets().close()?;
+        self.acls.close()?;
         self.credentials.close()?;
         let closed = self.logs.close();
         self.cleaner.stop();

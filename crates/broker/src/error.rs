@@ -9,6 +9,8 @@ use tidewater_log::LogError;
 pub enum BrokerError {
     #[error("broker metadata {path}: {reason}")]
     Meta { path: PathBuf, reason: String },
+    #[error("ACL journal {path}: {reason}")]
+    Acls { path: PathBuf, reason: String },
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("{0}")]

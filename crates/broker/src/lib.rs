@@ -5,6 +5,7 @@
 //! requests from `tidewater-kafka` (through the `Handler` trait) and returns typed responses;
 //! blocking log work runs on tokio's blocking pool, never on the async threads.
 
+pub mod acl;
 mod broker;
 mod cleaner;
 pub mod credentials;
@@ -21,6 +22,7 @@ pub mod topic_config;
 mod transaction_coordinator;
 pub mod transactions;
 
+pub use crate::acl::AuthorizationConfig;
 pub use crate::broker::{ApiError, Broker, BrokerConfig, Topic, PARTITIONS_PER_TOPIC_MAX};
 pub use crate::error::BrokerError;
 pub use crate::handlers::{BrokerHandler, FETCH_MAX_WAIT_MS_MAX};

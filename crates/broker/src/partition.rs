@@ -457,31 +457,9 @@ fn batch_headers(records: &[u8]) -> Result<Vec<BatchHeader>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tidewater_log::batch::{encode_records, KeyValue, ProducerFields};
+    use crate::test_support::{idempotent_batch, transactional_batch};
+    use tidewater_log::batch::{encode_records, ProducerFields};
     use tidewater_log::{CleanupPolicy, LogConfig, ManualClock};
-
-    /// A v2 batch of unkeyed records from producer `producer_id` at `epoch`, from `sequence`.
-    fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&[u8]]) -> Vec<u8> {
-        producer_batch(producer_id, epoch, sequence, false, values)
-    }
-
-    /// `idempotent_batch` with the transactional attribute set.
-    fn transactional_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&[u8]]) -> Vec<u8> {
-        producer_batch(producer_id, epoch, sequence, true, values)
-    }
-
-    fn producer_batch(
-        producer_id: i64,
-        epoch: i16,
-        sequence: i32,
-        transactional: bool,
-        values: &[&[u8]],
-    ) -> Vec<u8> {
-        let records: Vec<KeyValue<'_>> = values.iter().map(|value| (None, Some(*value))).collect();
-        let producer =
-            ProducerFields { producer_id, producer_epoch: epoch, base_sequence: sequence, transactional };
-        encode_records(1_000, &records, Some(producer))
-    }
 
     #[test]
     fn open_transactions_hold_back_the_last_stable_offset_and_aborts_are_remembered() {

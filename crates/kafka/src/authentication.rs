@@ -14,13 +14,15 @@
 //!
 //! Until the exchange completes, only ApiVersions, SaslHandshake and SaslAuthenticate are
 //! accepted; anything else, a failed exchange, or a message out of order closes the connection
-//! (after a SaslAuthenticate error response saying why, where the protocol has one). Once
+//! (after a SaslAuthenticate error response saying why, where the protocol has one, and, for a
+//! refused handshake or exchange, `FAILED_AUTHENTICATION_CLOSE_DELAY` later). Once
 //! authenticated, a client may re-authenticate on the same connection (KIP-368) as the same
 //! principal; if the listener sets a session lifetime, a request after it has run out without a
 //! re-authentication closes the connection.
 //!
 //! This type does no I/O: the reader feeds it requests and writes what it returns.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,13 +41,24 @@ use crate::listener::SaslSettings;
 /// 100 MiB request.
 pub const UNAUTHENTICATED_REQUEST_BYTES_MAX: usize = 512 * 1024;
 
+/// How long a connection stays open after the answer to a refused handshake or exchange, before
+/// it is closed: Kafka's `connection.failed.authentication.delay.ms` default (KIP-306). A client
+/// that reads the answer and the end of the connection in one go still sees why it was refused
+/// (kafka-python 3.0 drops the answer when both arrive together), and one that retries a wrong
+/// password cannot do so as fast as it can connect.
+pub const FAILED_AUTHENTICATION_CLOSE_DELAY: Duration = Duration::from_millis(100);
+
 #[derive(Debug)]
 pub(crate) struct Authentication {
+    /// The client's address, for the log lines that say why an exchange failed.
+    peer: SocketAddr,
     sasl: Option<SaslSettings>,
     state: State,
     principal: KafkaPrincipal,
     /// When the current session ends (KIP-368), if the listener limits sessions.
     session_deadline: Option<Instant>,
+    /// A handshake or exchange was refused: the connection closes after its answer.
+    refused: bool,
 }
 
 #[derive(Debug)]
@@ -68,11 +81,15 @@ pub(crate) struct AuthenticateOutcome {
 }
 
 impl Authentication {
-    /// A connection on a listener with `sasl` (or none), starting as `principal` (anonymous, or
-    /// the client certificate's).
-    pub(crate) fn new(sasl: Option<SaslSettings>, principal: KafkaPrincipal) -> Authentication {
+    /// A connection from `peer` on a listener with `sasl` (or none), starting as `principal`
+    /// (anonymous, or the client certificate's).
+    pub(crate) fn new(
+        peer: SocketAddr,
+        sasl: Option<SaslSettings>,
+        principal: KafkaPrincipal,
+    ) -> Authentication {
         let state = if sasl.is_some() { State::AwaitingHandshake } else { State::Open };
-        Authentication { sasl, state, principal, session_deadline: None }
+        Authentication { peer, sasl, state, principal, session_deadline: None, refused: false }
     }
 
     pub(crate) fn principal(&self) -> &KafkaPrincipal {
@@ -126,8 +143,24 @@ impl Authentication {
         }
     }
 
+    /// Whether a handshake or exchange was refused, so the connection is closing (after
+    /// `FAILED_AUTHENTICATION_CLOSE_DELAY`).
+    pub(crate) fn was_refused(&self) -> bool {
+        self.refused
+    }
+
     /// Answers a SaslHandshake; `true` in the second place closes the connection after it.
     pub(crate) fn handshake(
+        &mut self,
+        request: &SaslHandshakeRequest,
+        version: i16,
+    ) -> (SaslHandshakeResponse, bool) {
+        let (response, close) = self.answer_handshake(request, version);
+        self.refused |= close;
+        (response, close)
+    }
+
+    fn answer_handshake(
         &mut self,
         request: &SaslHandshakeRequest,
         version: i16,
@@ -151,7 +184,7 @@ impl Authentication {
             .copied()
             .find(|mechanism| mechanism.name().eq_ignore_ascii_case(requested))
         else {
-            tracing::info!(mechanism = requested, "SASL mechanism not enabled on this listener");
+            tracing::info!(peer = %self.peer, mechanism = requested, "SASL mechanism not enabled on this listener");
             return (response.with_error_code(ResponseError::UnsupportedSaslMechanism.code()), true);
         };
         let server = SaslServer::with_random_nonce(mechanism, sasl.credentials.clone());
@@ -163,10 +196,16 @@ impl Authentication {
     /// steps are a few HMACs and PLAIN's is a PBKDF2 of the stored iterations: both run on the
     /// blocking pool, off the async threads.
     pub(crate) async fn authenticate(&mut self, auth_bytes: Bytes, now: Instant) -> AuthenticateOutcome {
+        let outcome = self.step(auth_bytes, now).await;
+        self.refused |= outcome.close;
+        outcome
+    }
+
+    async fn step(&mut self, auth_bytes: Bytes, now: Instant) -> AuthenticateOutcome {
         let State::Exchanging { server, raw_tokens } =
             std::mem::replace(&mut self.state, State::AwaitingHandshake)
         else {
-            tracing::warn!(principal = %self.principal, "SaslAuthenticate without a SaslHandshake first");
+            tracing::warn!(peer = %self.peer, principal = %self.principal, "SaslAuthenticate without a SaslHandshake first");
             return failed(
                 ResponseError::IllegalSaslState,
                 "SaslAuthenticate before SaslHandshake".to_string(),
@@ -182,7 +221,7 @@ impl Authentication {
         let (server, step) = match stepped {
             Ok(stepped) => stepped,
             Err(error) => {
-                tracing::error!(%error, "a SASL step failed");
+                tracing::error!(peer = %self.peer, %error, "a SASL step failed");
                 return failed(ResponseError::SaslAuthenticationFailed, "Authentication failed".to_string());
             }
         };
@@ -200,7 +239,7 @@ impl Authentication {
             Err(error) => {
                 // The reason goes to the log (never a password: `SaslError` holds none); the client
                 // gets the uniform message.
-                tracing::warn!(reason = %error, "SASL authentication failed");
+                tracing::warn!(peer = %self.peer, reason = %error, "SASL authentication failed");
                 failed(ResponseError::SaslAuthenticationFailed, error.client_message())
             }
         }
@@ -219,7 +258,7 @@ impl Authentication {
                 mechanism,
                 reason: format!("re-authentication as {principal} on a connection of {}", self.principal),
             };
-            tracing::warn!(reason = %error, "SASL re-authentication refused");
+            tracing::warn!(peer = %self.peer, reason = %error, "SASL re-authentication refused");
             return failed(
                 ResponseError::SaslAuthenticationFailed,
                 "Cannot change principals during re-authentication".to_string(),
@@ -230,7 +269,7 @@ impl Authentication {
         // one marks the connection as authenticated for re-authentication.
         let deadline = now + lifetime.unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
         self.session_deadline = Some(deadline);
-        tracing::debug!(%principal, %mechanism, reauthenticating, "SASL authentication succeeded");
+        tracing::debug!(peer = %self.peer, %principal, %mechanism, reauthenticating, "SASL authentication succeeded");
         self.principal = principal;
         self.state = State::Open;
         let lifetime_ms =
@@ -270,6 +309,8 @@ mod tests {
         }
     }
 
+    const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50_000);
+
     fn settings(lifetime: Option<Duration>) -> SaslSettings {
         SaslSettings {
             mechanisms: vec![Mechanism::Plain, Mechanism::Scram(ScramMechanism::Sha256)],
@@ -285,7 +326,7 @@ mod tests {
     #[tokio::test]
     async fn requests_wait_for_a_completed_exchange() {
         let now = Instant::now();
-        let mut auth = Authentication::new(Some(settings(None)), KafkaPrincipal::anonymous());
+        let mut auth = Authentication::new(PEER, Some(settings(None)), KafkaPrincipal::anonymous());
         assert!(auth.admit(ApiKey::ApiVersions, now).is_ok());
         assert!(auth.admit(ApiKey::Metadata, now).is_err());
         assert_eq!(auth.request_bytes_max(100 << 20), UNAUTHENTICATED_REQUEST_BYTES_MAX);
@@ -304,7 +345,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wrong_password_fails_with_a_message_and_closes() {
-        let mut auth = Authentication::new(Some(settings(None)), KafkaPrincipal::anonymous());
+        let mut auth = Authentication::new(PEER, Some(settings(None)), KafkaPrincipal::anonymous());
         auth.handshake(&handshake("PLAIN"), 1);
         let outcome = auth.authenticate(Bytes::from_static(b"\0alice\0nope"), Instant::now()).await;
         assert_eq!(outcome.response.error_code, ResponseError::SaslAuthenticationFailed.code());
@@ -312,19 +353,20 @@ mod tests {
         let message = outcome.response.error_message.map(|message| message.to_string()).unwrap_or_default();
         assert!(message.contains("invalid credentials") && !message.contains("nope"), "{message}");
         assert!(auth.admit(ApiKey::Produce, Instant::now()).is_err());
+        assert!(auth.was_refused());
     }
 
     #[tokio::test]
     async fn out_of_order_messages_close_the_connection() {
-        let mut auth = Authentication::new(Some(settings(None)), KafkaPrincipal::anonymous());
+        let mut auth = Authentication::new(PEER, Some(settings(None)), KafkaPrincipal::anonymous());
         let outcome = auth.authenticate(Bytes::from_static(b"\0alice\0pw"), Instant::now()).await;
         assert_eq!(outcome.response.error_code, ResponseError::IllegalSaslState.code());
         assert!(outcome.close);
-        let mut auth = Authentication::new(Some(settings(None)), KafkaPrincipal::anonymous());
+        let mut auth = Authentication::new(PEER, Some(settings(None)), KafkaPrincipal::anonymous());
         auth.handshake(&handshake("SCRAM-SHA-256"), 1);
         let (response, close) = auth.handshake(&handshake("SCRAM-SHA-256"), 1);
         assert_eq!((response.error_code, close), (ResponseError::IllegalSaslState.code(), true));
-        let mut plaintext = Authentication::new(None, KafkaPrincipal::anonymous());
+        let mut plaintext = Authentication::new(PEER, None, KafkaPrincipal::anonymous());
         let (response, close) = plaintext.handshake(&handshake("PLAIN"), 1);
         assert_eq!((response.error_code, close), (ResponseError::IllegalSaslState.code(), true));
         assert!(plaintext.admit(ApiKey::Produce, Instant::now()).is_ok());
@@ -334,7 +376,7 @@ mod tests {
     async fn sessions_expire_unless_renewed_as_the_same_principal() {
         let lifetime = Duration::from_secs(60);
         let start = Instant::now();
-        let mut auth = Authentication::new(Some(settings(Some(lifetime))), KafkaPrincipal::anonymous());
+        let mut auth = Authentication::new(PEER, Some(settings(Some(lifetime))), KafkaPrincipal::anonymous());
         auth.handshake(&handshake("PLAIN"), 1);
         let outcome = auth.authenticate(Bytes::from_static(b"\0alice\0pw"), start).await;
         assert_eq!(outcome.response.session_lifetime_ms, 60_000);
@@ -351,7 +393,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_v0_handshake_switches_to_bare_tokens() {
-        let mut auth = Authentication::new(Some(settings(None)), KafkaPrincipal::anonymous());
+        let mut auth = Authentication::new(PEER, Some(settings(None)), KafkaPrincipal::anonymous());
         auth.handshake(&handshake("PLAIN"), 0);
         assert!(auth.expects_raw_token());
         let outcome = auth.authenticate(Bytes::from_static(b"\0alice\0pw"), Instant::now()).await;

@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::authentication::Authentication;
+use crate::authentication::{Authentication, FAILED_AUTHENTICATION_CLOSE_DELAY};
 use crate::codec::{self, DecodeError, Request};
 use crate::frame;
 use crate::listener::{ListenerConfig, ListenerInfo};
@@ -324,7 +324,8 @@ impl Connection {
     {
         let peer = self.info.peer;
         tracing::debug!(%peer, connection_id = self.info.connection_id, listener = %listener.info.name, "connection opened");
-        let mut authentication = Authentication::new(listener.sasl.clone(), (*self.info.principal).clone());
+        let mut authentication =
+            Authentication::new(peer, listener.sasl.clone(), (*self.info.principal).clone());
         let (queue, outgoing) = mpsc::channel(self.config.max_in_flight_per_connection.max(1));
         let writer = tokio::spawn(write_replies(writer, outgoing, peer));
         let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
@@ -372,6 +373,14 @@ impl Connection {
                 Err(_) => break format!("idle for {:?}", self.config.idle_timeout),
             }
         };
+        // A refused client gets its answer at once and the close a moment later (KIP-306), so it
+        // reads why before it sees the connection end.
+        if authentication.was_refused() {
+            tokio::select! {
+                _ = tokio::time::sleep(FAILED_AUTHENTICATION_CLOSE_DELAY) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
         // Let the writer answer everything already accepted, then close.
         drop(queue);
         let _ = writer.await;

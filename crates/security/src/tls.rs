@@ -72,7 +72,7 @@ impl TlsIdentity {
         let private_key = PrivateKeyDer::from_pem_file(key).map_err(|error| TlsError::File {
             what: "private key",
             path: key.to_path_buf(),
-            reason: pem_reason(&error, "a PEM private key"),
+            reason: pem_reason(&error, "PEM private key"),
         })?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let signing_key =
@@ -169,7 +169,7 @@ fn pem_reason(error: &rustls::pki_types::pem::Error, expected: &str) -> String {
     match error {
         Error::Io(error) => error.to_string(),
         Error::NoItemsFound => format!("holds no {expected}"),
-        other => format!("is not {expected}: {other:?}"),
+        other => format!("does not hold valid {expected}: {other:?}"),
     }
 }
 
@@ -266,6 +266,12 @@ mod tests {
         assert!(error.contains("missing.pem") && error.contains("certificate"), "{error}");
         let error = TlsIdentity::load(&not_pem, &not_pem, None).expect_err("not PEM").to_string();
         assert!(error.contains("not-pem.txt") && error.contains("no PEM certificate"), "{error}");
+        let (cert, _) = write_certificate(&dir, "server", &[(rcgen::DnType::CommonName, "localhost")]);
+        let error = TlsIdentity::load(&cert, &not_pem, None).expect_err("key not PEM").to_string();
+        assert!(
+            error.contains("private key") && error.ends_with("not-pem.txt: holds no PEM private key"),
+            "{error}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 

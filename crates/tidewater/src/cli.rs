@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use tidewater_log::FsyncPolicy;
+use tidewater_security::KafkaPrincipal;
 
 #[derive(Debug, Parser)]
 #[command(name = "tidewater", version, about = "Tidewater: an event streaming platform in one binary")]
@@ -130,6 +131,12 @@ pub(crate) struct ServeArgs {
     /// query create`), as a Kafka client of the embedded broker.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) queries: bool,
+    /// Principals that bypass ACLs and alone may use the internal `_tidewater_*` topics
+    /// (Kafka's super.users), comma-separated: User:admin,User:ops. ACLs apply once any
+    /// listener authenticates (SASL, or SSL with --tls-client-ca); then everything no ACL
+    /// allows is denied, on every listener (a PLAINTEXT client is User:ANONYMOUS).
+    #[arg(long, env = "TIDEWATER_SUPERUSERS", value_delimiter = ',')]
+    pub(crate) superusers: Vec<KafkaPrincipal>,
     #[command(flatten)]
     pub(crate) mqtt: MqttArgs,
     #[command(flatten)]

@@ -18,10 +18,12 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use anyhow::Context;
+use tidewater_broker::AuthorizationConfig;
 use tidewater_kafka::{ListenerAddress, ListenerConfig, ListenerInfo, SaslSettings, SecurityProtocol};
 use tidewater_security::principal_mapping::PrincipalMapping;
 use tidewater_security::sasl::{CredentialSource, Mechanism, ScramCredential, ScramMechanism};
 use tidewater_security::tls::{ClientAuth, TlsIdentity};
+use tidewater_security::KafkaPrincipal;
 
 use crate::cli::KafkaListenerArgs;
 
@@ -80,6 +82,18 @@ pub(crate) struct Listeners {
     pub(crate) internal_access: InternalAccess,
     /// Whether any listener authenticates: then every request on every listener is authorized.
     pub(crate) authorization: bool,
+}
+
+impl Listeners {
+    /// The broker's authorization: on when a listener authenticates, with the user's superusers
+    /// and, when the components log in, their own principal.
+    pub(crate) fn authorization_config(&self, superusers: &[KafkaPrincipal]) -> AuthorizationConfig {
+        let mut superusers = superusers.to_vec();
+        if self.internal_access.credential.is_some() {
+            superusers.push(KafkaPrincipal::user(tidewater_broker::credentials::INTERNAL_USER));
+        }
+        AuthorizationConfig { enabled: self.authorization, superusers }
+    }
 }
 
 /// The name of the components' listener in logs.

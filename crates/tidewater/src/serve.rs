@@ -58,6 +58,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..GroupConfig::default()
         },
         offsets_retention_ms: args.offsets_retention_minutes.saturating_mul(60_000),
+        authorization: listeners.authorization_config(&args.superusers),
     };
     let server_config = ServerConfig {
         max_request_bytes: args.max_request_bytes,

@@ -1,6 +1,8 @@
 // Shared by the kafkajs scripts the interop tests run: the client setup, the JSON request on
 // stdin and the JSON result on the last line of stdout. Bytes travel as base64, null as null.
-// kafkajs logs go to stderr, so stdout carries only the result.
+// kafkajs logs go to stderr, so stdout carries only the result. A request's "security" holds
+// TLS and SASL settings (see `securityOptions`).
+import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 
 export const require = createRequire(import.meta.url)
@@ -22,7 +24,7 @@ export function logCreator() {
   }
 }
 
-export function kafka(bootstrap) {
+export function kafka(bootstrap, security = {}) {
   return new Kafka({
     clientId: 'interop-kafkajs',
     brokers: [bootstrap],
@@ -33,7 +35,32 @@ export function kafka(bootstrap) {
     // A few quick retries: enough for a broker that is just starting, and a failing test
     // still ends well inside the Python side's timeout.
     retry: { retries: 3, initialRetryTime: 100, maxRetryTime: 1000 },
+    ...securityOptions(security),
   })
+}
+
+// kafkajs's `ssl` and `sasl` options from a request's "security":
+//   {"ssl": {"ca": PATH, "cert": PATH, "key": PATH}, "sasl": {"mechanism": "SCRAM-SHA-256",
+//    "username": ..., "password": ...}}
+// Either part may be left out (a plaintext or a TLS-only connection). The CA is the only one
+// trusted, and the server's name is checked against its certificate, as Node does by default.
+export function securityOptions(security = {}) {
+  const options = {}
+  if (security.ssl) {
+    const { ca, cert, key } = security.ssl
+    options.ssl = {
+      rejectUnauthorized: true,
+      ...(ca ? { ca: [readFileSync(ca, 'utf8')] } : {}),
+      ...(cert ? { cert: readFileSync(cert, 'utf8') } : {}),
+      ...(key ? { key: readFileSync(key, 'utf8') } : {}),
+    }
+  }
+  if (security.sasl) {
+    const { mechanism, username, password } = security.sasl
+    // kafkajs names mechanisms in lower case.
+    options.sasl = { mechanism: mechanism.toLowerCase(), username, password }
+  }
+  return options
 }
 
 export async function readRequest() {

@@ -1,4 +1,4 @@
-// node fetch.mjs BOOTSTRAP TOPIC PARTITION OFFSET COUNT
+// node fetch.mjs BOOTSTRAP TOPIC PARTITION OFFSET COUNT [< {"security": {...}}]
 // Reads COUNT records of one partition from OFFSET with kafkajs's own Fetch request and record
 // batch decoder, and prints them ({"records": [...]}) or the partition's error.
 //
@@ -6,7 +6,7 @@
 // without one, so this goes one level down, to the cluster and broker objects its consumer is
 // built on. It sends the Fetch whatever the metadata says, so a partition the broker does not
 // have shows the broker's own error code.
-import { logCreator, require, run, toB64 } from './common.mjs'
+import { logCreator, readRequest, require, run, securityOptions, toB64 } from './common.mjs'
 
 const Cluster = require('kafkajs/src/cluster')
 const { createLogger, LEVELS } = require('kafkajs/src/loggers')
@@ -30,6 +30,7 @@ function headerPairs(headers) {
 }
 
 run(async () => {
+  const request = await readRequest()
   const cluster = new Cluster({
     logger: createLogger({ level: LEVELS.WARN, logCreator }),
     socketFactory: socketFactory(),
@@ -40,6 +41,7 @@ run(async () => {
     enforceRequestTimeout: true,
     retry: { retries: 3, initialRetryTime: 100, maxRetryTime: 1000 },
     allowAutoTopicCreation: false,
+    ...securityOptions(request.security),
   })
   await cluster.connect()
   try {

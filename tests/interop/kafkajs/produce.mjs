@@ -1,5 +1,5 @@
 // node produce.mjs BOOTSTRAP TOPIC < {"records": [...], "acks": -1, "compression": "gzip",
-//                                     "partition": null, "each": false}
+//                                     "partition": null, "each": false, "security": {...}}
 // Produces the records in order with the Java-compatible default partitioner. With "each" every
 // record is sent on its own and gets its own delivery report ({partition, offset}); otherwise
 // all go in one send and the result is kafkajs's per-partition answer ({partition, baseOffset}).
@@ -21,7 +21,7 @@ function headersObject(pairs) {
 
 run(async () => {
   const request = await readRequest()
-  const producer = kafka(bootstrap).producer({
+  const producer = kafka(bootstrap, request.security).producer({
     createPartitioner: Partitioners.DefaultPartitioner,
     allowAutoTopicCreation: false,
     idempotent: false,

@@ -1548,9 +1548,12 @@ impl ApiKey {
             ApiKey::EndTxn => VersionRange { min: 0, max: 5 },
             ApiKey::WriteTxnMarkers => VersionRange { min: 1, max: 1 },
             ApiKey::TxnOffsetCommit => VersionRange { min: 0, max: 5 },
-            ApiKey::DescribeAcls => VersionRange { min: 1, max: 3 },
-            ApiKey::CreateAcls => VersionRange { min: 1, max: 3 },
-            ApiKey::DeleteAcls => VersionRange { min: 1, max: 3 },
+            // Tidewater patch: version 0 too.
+            ApiKey::DescribeAcls => VersionRange { min: 0, max: 3 },
+            // Tidewater patch: version 0 too.
+            ApiKey::CreateAcls => VersionRange { min: 0, max: 3 },
+            // Tidewater patch: version 0 too.
+            ApiKey::DeleteAcls => VersionRange { min: 0, max: 3 },
             ApiKey::DescribeConfigs => VersionRange { min: 1, max: 4 },
             ApiKey::AlterConfigs => VersionRange { min: 0, max: 2 },
             ApiKey::AlterReplicaLogDirs => VersionRange { min: 1, max: 2 },

@@ -1,4 +1,9 @@
 //! CreateTopics, DeleteTopics and CreatePartitions.
+//!
+//! Authorization as in Kafka: creating a topic needs CREATE on the cluster or on the topic (and
+//! its configs are reported only with DESCRIBE_CONFIGS on it); deleting one needs DELETE on it,
+//! and, when it is named by id, DESCRIBE, or its name is not disclosed; adding partitions needs
+//! ALTER. A refusal is TOPIC_AUTHORIZATION_FAILED for that topic alone.
 
 use std::sync::Arc;
 
@@ -18,6 +23,7 @@ use tidewater_kafka::kafka_protocol::messages::TopicName;
 use tidewater_kafka::ResponseError;
 
 use super::{blocking, str_bytes};
+use crate::acl::{Access, Operation, ResourceType};
 use crate::broker::{ApiError, Broker};
 use crate::topic_config::{self, TopicConfigs};
 
@@ -30,6 +36,7 @@ pub(super) async fn create_topics(
     broker: Arc<Broker>,
     request: CreateTopicsRequest,
     version: i16,
+    access: Access,
 ) -> CreateTopicsResponse {
     blocking(move || {
         let mut seen = std::collections::HashSet::new();
@@ -45,8 +52,16 @@ pub(super) async fn create_topics(
                         ResponseError::InvalidRequest,
                         format!("topic {name} appears twice in the request"),
                     ))
+                } else if !access.may_create_topic(&name) {
+                    Err(access.refusal(Operation::Create, ResourceType::Topic, &name))
                 } else {
                     create_one(&broker, topic, request.validate_only)
+                };
+                let configs_visible = access.allows(Operation::DescribeConfigs, ResourceType::Topic, &name);
+                let result = if version >= 5 && !configs_visible {
+                    result.with_topic_config_error_code(ResponseError::TopicAuthorizationFailed.code())
+                } else {
+                    result
                 };
                 match created {
                     Ok((topic, partition_count)) => {
@@ -54,7 +69,7 @@ pub(super) async fn create_topics(
                             .with_topic_id(topic.id)
                             .with_num_partitions(partition_count)
                             .with_replication_factor(1);
-                        if version >= 5 {
+                        if version >= 5 && configs_visible {
                             result = result.with_configs(Some(
                                 topic_config::describe(&broker.config.log_defaults, &topic.configs)
                                     .into_iter()
@@ -126,6 +141,7 @@ pub(super) async fn delete_topics(
     broker: Arc<Broker>,
     request: DeleteTopicsRequest,
     version: i16,
+    access: Access,
 ) -> DeleteTopicsResponse {
     blocking(move || {
         // v6 names topics in `topics` (by name or id); earlier versions in `topic_names`.
@@ -150,7 +166,21 @@ pub(super) async fn delete_topics(
                         .with_error_code(ResponseError::UnknownTopicId.code())
                         .with_error_message(Some(str_bytes(format!("no topic has id {topic_id}"))));
                 };
-                match broker.delete_topic(&name.0) {
+                // A topic named by id keeps its name from whoever may not describe it.
+                let allowed = if topic_id.is_nil() {
+                    Ok(())
+                } else {
+                    access.check(Operation::Describe, ResourceType::Topic, &name)
+                };
+                if let Err(error) = allowed {
+                    return result.with_name(None).with_error_code(error.code.code()).with_error_message(
+                        Some(str_bytes(format!("not allowed to describe topic id {topic_id}"))),
+                    );
+                }
+                let deleted = access
+                    .check(Operation::Delete, ResourceType::Topic, &name)
+                    .and_then(|()| broker.delete_topic(&name.0));
+                match deleted {
                     Ok(deleted_id) => result.with_topic_id(deleted_id),
                     Err(error) => result
                         .with_error_code(error.code.code())
@@ -166,6 +196,7 @@ pub(super) async fn delete_topics(
 pub(super) async fn create_partitions(
     broker: Arc<Broker>,
     request: CreatePartitionsRequest,
+    access: Access,
 ) -> CreatePartitionsResponse {
     blocking(move || {
         let results = request
@@ -177,7 +208,10 @@ pub(super) async fn create_partitions(
                     topic.assignments.iter().flatten().any(|assignment| {
                         assignment.broker_ids.iter().any(|id| id.0 != broker.config.node_id)
                     });
-                let outcome = if assigned_elsewhere {
+                let allowed = access.check(Operation::Alter, ResourceType::Topic, &topic.name);
+                let outcome = if let Err(refusal) = allowed {
+                    Err(refusal)
+                } else if assigned_elsewhere {
                     Err(ApiError::new(
                         ResponseError::InvalidReplicaAssignment,
                         "assignments may only name this broker",

@@ -1,5 +1,9 @@
 //! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics; broker configs are
 //! described (read-only) but set on the command line.
+//!
+//! Authorization as in Kafka: DESCRIBE_CONFIGS (to describe) or ALTER_CONFIGS (to alter) on the
+//! topic, or on the cluster for the broker's configs; a resource that may not be described or
+//! altered answers TOPIC_ or CLUSTER_AUTHORIZATION_FAILED alone, with no configs.
 
 use std::sync::Arc;
 
@@ -18,6 +22,7 @@ use tidewater_kafka::ResponseError;
 
 use super::admin::{SOURCE_DEFAULT, SOURCE_TOPIC};
 use super::{blocking, str_bytes};
+use crate::acl::{Access, Operation, ResourceType};
 use crate::broker::{ApiError, Broker};
 use crate::topic_config::{self, TopicConfigs, TOPIC_CONFIGS};
 
@@ -41,6 +46,7 @@ pub(super) fn describe(
     broker: &Broker,
     request: DescribeConfigsRequest,
     version: i16,
+    access: &Access,
 ) -> DescribeConfigsResponse {
     let results = request
         .resources
@@ -55,6 +61,17 @@ pub(super) fn describe(
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
+            let allowed = authorize(
+                access,
+                Operation::DescribeConfigs,
+                resource.resource_type,
+                &resource.resource_name,
+            );
+            if let Err(refusal) = allowed {
+                return result
+                    .with_error_code(refusal.code.code())
+                    .with_error_message(Some(str_bytes(refusal.message)));
+            }
             let entries: Vec<(String, String, i8, i8, bool)> = match resource.resource_type {
                 RESOURCE_TOPIC => match broker.topic(&resource.resource_name) {
                     Some(topic) => topic_config::describe(&broker.config.log_defaults, &topic.configs)
@@ -141,23 +158,50 @@ fn broker_configs(broker: &Broker) -> Vec<(String, String, i8, i8, bool)> {
     .collect()
 }
 
+/// Whether the request may do `operation` on a config resource's configs: the topic's, or the
+/// cluster's for the broker (other types are refused later, as unsupported).
+fn authorize(
+    access: &Access,
+    operation: Operation,
+    resource_type: i8,
+    resource_name: &str,
+) -> Result<(), ApiError> {
+    match resource_type {
+        RESOURCE_TOPIC => access.check(operation, ResourceType::Topic, resource_name),
+        RESOURCE_BROKER => access.check_cluster(operation),
+        _ => Ok(()),
+    }
+}
+
 /// AlterConfigs replaces a topic's whole set of overrides.
-pub(super) async fn alter(broker: Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+pub(super) async fn alter(
+    broker: Arc<Broker>,
+    request: AlterConfigsRequest,
+    access: Access,
+) -> AlterConfigsResponse {
     blocking(move || {
         let responses = request
             .resources
             .iter()
             .map(|resource| {
-                let outcome = topic_name(resource.resource_type, &resource.resource_name).and_then(|name| {
-                    let mut configs = TopicConfigs::new();
-                    for config in &resource.configs {
-                        if let Some(value) = &config.value {
-                            configs.insert(config.name.to_string(), value.to_string());
+                let allowed = authorize(
+                    &access,
+                    Operation::AlterConfigs,
+                    resource.resource_type,
+                    &resource.resource_name,
+                );
+                let outcome = allowed
+                    .and_then(|()| topic_name(resource.resource_type, &resource.resource_name))
+                    .and_then(|name| {
+                        let mut configs = TopicConfigs::new();
+                        for config in &resource.configs {
+                            if let Some(value) = &config.value {
+                                configs.insert(config.name.to_string(), value.to_string());
+                            }
                         }
-                    }
-                    check_all(&configs)?;
-                    broker.set_topic_configs(name, configs, request.validate_only)
-                });
+                        check_all(&configs)?;
+                        broker.set_topic_configs(name, configs, request.validate_only)
+                    });
                 let response = AlterConfigsResourceResponse::default()
                     .with_resource_type(resource.resource_type)
                     .with_resource_name(resource.resource_name.clone());
@@ -178,13 +222,16 @@ pub(super) async fn alter(broker: Arc<Broker>, request: AlterConfigsRequest) -> 
 pub(super) async fn incremental_alter(
     broker: Arc<Broker>,
     request: IncrementalAlterConfigsRequest,
+    access: Access,
 ) -> IncrementalAlterConfigsResponse {
     blocking(move || {
         let responses = request
             .resources
             .iter()
             .map(|resource| {
-                let outcome = topic_name(resource.resource_type, &resource.resource_name).and_then(|name| {
+                let allowed =
+                    authorize(&access, Operation::AlterConfigs, resource.resource_type, &resource.resource_name);
+                let outcome = allowed.and_then(|()| topic_name(resource.resource_type, &resource.resource_name)).and_then(|name| {
                     let topic = broker.topic(name).ok_or_else(|| {
                         ApiError::new(ResponseError::UnknownTopicOrPartition, format!("topic {name} does not exist"))
                     })?;

@@ -10,6 +10,9 @@
 //! Fetch sessions (KIP-227) are declined by answering session id 0, which tells clients to send
 //! full fetch requests. read_uncommitted reads up to the high watermark; read_committed up to the
 //! last stable offset, with the aborted transactions in the range listed for the client to skip.
+//!
+//! Each topic needs READ, checked once when the request arrives (not again on each pass of the
+//! long poll); the partitions of a topic that may not be read answer TOPIC_AUTHORIZATION_FAILED.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +26,7 @@ use tidewater_kafka::kafka_protocol::messages::ProducerId;
 use tidewater_kafka::ResponseError;
 
 use super::blocking;
+use crate::acl::{Access, Operation, ResourceType};
 use crate::broker::Broker;
 use crate::error::log_error_code;
 
@@ -39,7 +43,19 @@ const READ_COMMITTED: i8 = 1;
 /// `max_batch_bytes`.
 pub(crate) const FETCH_RESPONSE_BYTES_MAX: usize = 55 * 1024 * 1024;
 
-pub(super) async fn handle(broker: Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
+pub(super) async fn handle(
+    broker: Arc<Broker>,
+    request: FetchRequest,
+    version: i16,
+    access: Access,
+) -> FetchResponse {
+    let readable: Arc<Vec<bool>> = Arc::new(
+        request
+            .topics
+            .iter()
+            .map(|topic| access.check(Operation::Read, ResourceType::Topic, &topic.topic).is_ok())
+            .collect(),
+    );
     let wait = Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_MAX) as u64);
     let deadline = tokio::time::Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -53,7 +69,8 @@ pub(super) async fn handle(broker: Arc<Broker>, request: FetchRequest, version: 
         let (response, bytes, has_error) = {
             let broker = broker.clone();
             let request = request.clone();
-            blocking(move || read_partitions(&broker, &request, version)).await
+            let readable = readable.clone();
+            blocking(move || read_partitions(&broker, &request, version, &readable)).await
         };
         let expired = tokio::time::Instant::now() >= deadline;
         if bytes >= min_bytes || has_error || expired || broker.is_shutting_down() {
@@ -68,12 +85,18 @@ pub(super) async fn handle(broker: Arc<Broker>, request: FetchRequest, version: 
 
 /// One pass over every requested partition. Returns the response, the record bytes in it and
 /// whether any partition had an error (which ends the long poll at once, as in Kafka).
-fn read_partitions(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+/// `readable` says, topic by topic, whether the request may read it.
+fn read_partitions(
+    broker: &Broker,
+    request: &FetchRequest,
+    version: i16,
+    readable: &[bool],
+) -> (FetchResponse, usize, bool) {
     let response_budget = response_budget(request.max_bytes);
     let mut total_bytes = 0usize;
     let mut has_error = false;
     let mut responses = Vec::with_capacity(request.topics.len());
-    for topic in &request.topics {
+    for (topic, readable) in request.topics.iter().zip(readable) {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for fetch in &topic.partitions {
             let mut data = PartitionData::default().with_partition_index(fetch.partition);
@@ -87,6 +110,11 @@ fn read_partitions(broker: &Broker, request: &FetchRequest, version: i16) -> (Fe
                     .with_last_stable_offset(-1)
                     .with_log_start_offset(-1)
             };
+            if !readable {
+                has_error = true;
+                partitions.push(error(data, ResponseError::TopicAuthorizationFailed));
+                continue;
+            }
             let partition = match broker.partition(&topic.topic.0, fetch.partition) {
                 Ok(partition) => partition,
                 Err(api_error) => {

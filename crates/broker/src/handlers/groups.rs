@@ -4,6 +4,15 @@
 //! This broker coordinates every group itself (one node). JoinGroup and SyncGroup may wait for
 //! other members: the coordinator parks a `oneshot` sender and the handler awaits it, so a
 //! waiting member holds no thread.
+//!
+//! Authorization as in Kafka, before anything changes: the membership APIs (JoinGroup,
+//! SyncGroup, Heartbeat, LeaveGroup) and OffsetCommit need READ on the group, OffsetFetch and
+//! DescribeGroups DESCRIBE, DeleteGroups and OffsetDelete DELETE, all refused with
+//! GROUP_AUTHORIZATION_FAILED; the topics of OffsetCommit and OffsetDelete need READ and those
+//! of OffsetFetch DESCRIBE (TOPIC_AUTHORIZATION_FAILED for their partitions, or left out of a
+//! fetch of every offset). FindCoordinator needs DESCRIBE on the group or transactional id it
+//! names. ListGroups lists every group for DESCRIBE on the cluster, otherwise the groups the
+//! principal may DESCRIBE.
 
 use std::sync::Arc;
 
@@ -45,11 +54,13 @@ use tidewater_kafka::kafka_protocol::messages::offset_fetch_response::{
 use tidewater_kafka::kafka_protocol::messages::sync_group_request::SyncGroupRequest;
 use tidewater_kafka::kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 use tidewater_kafka::kafka_protocol::messages::{BrokerId, GroupId, TopicName};
+use tidewater_kafka::kafka_protocol::protocol::StrBytes;
 use tidewater_kafka::{ConnectionInfo, ListenerInfo, ResponseError};
 use tokio::sync::oneshot;
 
 use super::{blocking, str_bytes};
-use crate::broker::Broker;
+use crate::acl::{Access, Operation, ResourceType};
+use crate::broker::{ApiError, Broker};
 use crate::groups::coordinator::{JoinRequest, JoinResult};
 use crate::groups::{CommittedOffset, GroupState};
 
@@ -62,39 +73,57 @@ pub(super) fn find_coordinator(
     request: FindCoordinatorRequest,
     version: i16,
     listener: &ListenerInfo,
+    access: &Access,
 ) -> FindCoordinatorResponse {
     let config = &broker.config;
-    // This broker coordinates groups and transactions alike.
-    let (error, message) = if matches!(request.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION) {
-        (0, None)
-    } else {
-        (
-            ResponseError::InvalidRequest.code(),
-            Some(str_bytes(format!("unknown coordinator key type {}", request.key_type))),
-        )
+    // This broker coordinates groups and transactions alike, for whoever may describe them;
+    // a refusal names no node (Kafka's Node.noNode).
+    let answer = |key: &str| -> (BrokerId, StrBytes, i32, i16, Option<StrBytes>) {
+        let resource_type = match request.key_type {
+            KEY_TYPE_GROUP => Ok(ResourceType::Group),
+            KEY_TYPE_TRANSACTION => Ok(ResourceType::TransactionalId),
+            other => Err(ApiError::new(
+                ResponseError::InvalidRequest,
+                format!("unknown coordinator key type {other}"),
+            )),
+        };
+        match resource_type.and_then(|resource_type| access.check(Operation::Describe, resource_type, key)) {
+            Ok(()) => (
+                BrokerId(config.node_id),
+                str_bytes(listener.advertised_host.clone()),
+                i32::from(listener.advertised_port),
+                0,
+                None,
+            ),
+            Err(error) => {
+                (BrokerId(-1), str_bytes(""), -1, error.code.code(), Some(str_bytes(error.message)))
+            }
+        }
     };
     if version >= 4 {
         let coordinators = request
             .coordinator_keys
             .into_iter()
             .map(|key| {
+                let (node_id, host, port, error, message) = answer(&key);
                 Coordinator::default()
                     .with_key(key)
-                    .with_node_id(BrokerId(config.node_id))
-                    .with_host(str_bytes(listener.advertised_host.clone()))
-                    .with_port(i32::from(listener.advertised_port))
+                    .with_node_id(node_id)
+                    .with_host(host)
+                    .with_port(port)
                     .with_error_code(error)
-                    .with_error_message(message.clone())
+                    .with_error_message(message)
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
+    let (node_id, host, port, error, message) = answer(&request.key);
     FindCoordinatorResponse::default()
         .with_error_code(error)
         .with_error_message(message)
-        .with_node_id(BrokerId(config.node_id))
-        .with_host(str_bytes(listener.advertised_host.clone()))
-        .with_port(i32::from(listener.advertised_port))
+        .with_node_id(node_id)
+        .with_host(host)
+        .with_port(port)
 }
 
 pub(super) async fn join_group(
@@ -103,8 +132,15 @@ pub(super) async fn join_group(
     version: i16,
     connection: ConnectionInfo,
     client_id: String,
+    access: Access,
 ) -> JoinGroupResponse {
     let group_id = request.group_id.0.to_string();
+    if let Err(refusal) = access.check(Operation::Read, ResourceType::Group, &group_id) {
+        return JoinGroupResponse::default()
+            .with_error_code(refusal.code.code())
+            .with_generation_id(-1)
+            .with_protocol_name(Some(str_bytes("")).filter(|_| version < 7));
+    }
     let join = JoinRequest {
         member_id: request.member_id.to_string(),
         group_instance_id: request.group_instance_id.map(|id| id.to_string()),
@@ -160,7 +196,14 @@ pub(super) async fn join_group(
         .with_members(members)
 }
 
-pub(super) async fn sync_group(broker: Arc<Broker>, request: SyncGroupRequest) -> SyncGroupResponse {
+pub(super) async fn sync_group(
+    broker: Arc<Broker>,
+    request: SyncGroupRequest,
+    access: Access,
+) -> SyncGroupResponse {
+    if let Err(refusal) = access.check(Operation::Read, ResourceType::Group, &request.group_id) {
+        return SyncGroupResponse::default().with_error_code(refusal.code.code());
+    }
     let (respond, result) = oneshot::channel();
     let assignments = request
         .assignments
@@ -184,17 +227,30 @@ pub(super) async fn sync_group(broker: Arc<Broker>, request: SyncGroupRequest) -
     }
 }
 
-pub(super) fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatResponse {
-    let outcome = broker.lock_groups().heartbeat(
-        &request.group_id.0,
-        &request.member_id,
-        request.generation_id,
-        broker.now_ms(),
-    );
+pub(super) fn heartbeat(broker: &Broker, request: HeartbeatRequest, access: &Access) -> HeartbeatResponse {
+    let outcome = access
+        .check(Operation::Read, ResourceType::Group, &request.group_id)
+        .map_err(|refusal| refusal.code)
+        .and_then(|()| {
+            broker.lock_groups().heartbeat(
+                &request.group_id.0,
+                &request.member_id,
+                request.generation_id,
+                broker.now_ms(),
+            )
+        });
     HeartbeatResponse::default().with_error_code(outcome.err().map_or(0, |error| error.code()))
 }
 
-pub(super) fn leave_group(broker: &Broker, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub(super) fn leave_group(
+    broker: &Broker,
+    request: LeaveGroupRequest,
+    version: i16,
+    access: &Access,
+) -> LeaveGroupResponse {
+    if let Err(refusal) = access.check(Operation::Read, ResourceType::Group, &request.group_id) {
+        return LeaveGroupResponse::default().with_error_code(refusal.code.code());
+    }
     let now = broker.now_ms();
     let mut groups = broker.lock_groups();
     if version < 3 {
@@ -223,18 +279,34 @@ pub(super) fn leave_group(broker: &Broker, request: LeaveGroupRequest, version: 
 /// A partition index and the error its commit got, if any.
 type PartitionOutcome = (i32, Option<ResponseError>);
 
-pub(super) async fn offset_commit(broker: Arc<Broker>, request: OffsetCommitRequest) -> OffsetCommitResponse {
+pub(super) async fn offset_commit(
+    broker: Arc<Broker>,
+    request: OffsetCommitRequest,
+    access: Access,
+) -> OffsetCommitResponse {
     blocking(move || {
         let group_id = request.group_id.0.to_string();
         let now = broker.now_ms();
-        let check = broker.lock_groups().check_commit(
-            &group_id,
-            &request.member_id,
-            request.generation_id_or_member_epoch,
-        );
+        let group_allowed =
+            access.check(Operation::Read, ResourceType::Group, &group_id).map_err(|refusal| refusal.code);
+        let member_checked = group_allowed.and_then(|()| {
+            broker.lock_groups().check_commit(
+                &group_id,
+                &request.member_id,
+                request.generation_id_or_member_epoch,
+            )
+        });
         let mut entries = Vec::new();
         let mut results: Vec<(TopicName, Vec<PartitionOutcome>)> = Vec::new();
         for topic in &request.topics {
+            // Refusals of the group, then of the topic, come before what the coordinator says.
+            let check = group_allowed
+                .and_then(|()| {
+                    access
+                        .check(Operation::Read, ResourceType::Topic, &topic.name)
+                        .map_err(|refusal| refusal.code)
+                })
+                .and(member_checked);
             let mut partitions = Vec::new();
             for partition in &topic.partitions {
                 let error = match &check {
@@ -320,33 +392,55 @@ struct FetchedOffset {
     offset: i64,
     leader_epoch: i32,
     metadata: Option<String>,
+    error: i16,
 }
 
-/// The committed offsets OffsetFetch answers for one group, by topic, whatever the version.
+/// The committed offsets OffsetFetch answers for one group, by topic, whatever the version, or
+/// the group's refusal. Topics that may not be described answer TOPIC_AUTHORIZATION_FAILED
+/// when named and are left out of a fetch of every offset.
 fn fetch_group_offsets(
     broker: &Broker,
+    access: &Access,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<FetchedOffset>)> {
-    requested_partitions(broker, group, wanted)
+) -> Result<Vec<(String, Vec<FetchedOffset>)>, ApiError> {
+    access.check(Operation::Describe, ResourceType::Group, group)?;
+    let every_topic = wanted.is_none();
+    let fetched = requested_partitions(broker, group, wanted)
         .into_iter()
-        .map(|(topic, partitions)| {
+        .filter_map(|(topic, partitions)| {
+            if every_topic && !access.allows(Operation::Describe, ResourceType::Topic, &topic) {
+                return None;
+            }
+            let allowed = access.check(Operation::Describe, ResourceType::Topic, &topic);
             let offsets = partitions
                 .into_iter()
-                .map(|partition| {
-                    let (offset, leader_epoch, metadata) = committed_for(broker, group, &topic, partition);
-                    FetchedOffset { partition, offset, leader_epoch, metadata }
+                .map(|partition| match &allowed {
+                    Ok(()) => {
+                        let (offset, leader_epoch, metadata) =
+                            committed_for(broker, group, &topic, partition);
+                        FetchedOffset { partition, offset, leader_epoch, metadata, error: 0 }
+                    }
+                    Err(refusal) => FetchedOffset {
+                        partition,
+                        offset: -1,
+                        leader_epoch: -1,
+                        metadata: Some(String::new()),
+                        error: refusal.code.code(),
+                    },
                 })
                 .collect();
-            (topic, offsets)
+            Some((topic, offsets))
         })
-        .collect()
+        .collect();
+    Ok(fetched)
 }
 
 pub(super) fn offset_fetch(
     broker: &Broker,
     request: OffsetFetchRequest,
     version: i16,
+    access: &Access,
 ) -> OffsetFetchResponse {
     // v8 and later ask about several groups at once, in their own response types.
     if version >= 8 {
@@ -360,7 +454,12 @@ pub(super) fn offset_fetch(
                         .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
                         .collect()
                 });
-                let topics = fetch_group_offsets(broker, &group.group_id.0, wanted)
+                let response = OffsetFetchResponseGroup::default().with_group_id(group.group_id.clone());
+                let fetched = match fetch_group_offsets(broker, access, &group.group_id.0, wanted) {
+                    Ok(fetched) => fetched,
+                    Err(refusal) => return response.with_error_code(refusal.code.code()),
+                };
+                let topics = fetched
                     .into_iter()
                     .map(|(topic, offsets)| {
                         let partitions = offsets
@@ -371,6 +470,7 @@ pub(super) fn offset_fetch(
                                     .with_committed_offset(fetched.offset)
                                     .with_committed_leader_epoch(fetched.leader_epoch)
                                     .with_metadata(fetched.metadata.map(str_bytes))
+                                    .with_error_code(fetched.error)
                             })
                             .collect();
                         OffsetFetchResponseTopics::default()
@@ -378,15 +478,37 @@ pub(super) fn offset_fetch(
                             .with_partitions(partitions)
                     })
                     .collect();
-                OffsetFetchResponseGroup::default().with_group_id(group.group_id).with_topics(topics)
+                response.with_topics(topics)
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let wanted = request.topics.map(|topics| {
+    let wanted: Option<Vec<(String, Vec<i32>)>> = request.topics.map(|topics| {
         topics.into_iter().map(|topic| (topic.name.0.to_string(), topic.partition_indexes)).collect()
     });
-    let topics = fetch_group_offsets(broker, &request.group_id.0, wanted)
+    let (fetched, group_error) =
+        match fetch_group_offsets(broker, access, &request.group_id.0, wanted.clone()) {
+            Ok(fetched) => (fetched, 0),
+            // v2 and later carry a group's error at the top; v1 has only the partitions' codes.
+            Err(refusal) if version >= 2 => (Vec::new(), refusal.code.code()),
+            Err(refusal) => {
+                let refused = |partition| FetchedOffset {
+                    partition,
+                    offset: -1,
+                    leader_epoch: -1,
+                    metadata: Some(String::new()),
+                    error: refusal.code.code(),
+                };
+                let topics = wanted.unwrap_or_default().into_iter();
+                (
+                    topics
+                        .map(|(topic, partitions)| (topic, partitions.into_iter().map(refused).collect()))
+                        .collect(),
+                    0,
+                )
+            }
+        };
+    let topics = fetched
         .into_iter()
         .map(|(topic, offsets)| {
             let partitions = offsets
@@ -397,6 +519,7 @@ pub(super) fn offset_fetch(
                         .with_committed_offset(fetched.offset)
                         .with_committed_leader_epoch(fetched.leader_epoch)
                         .with_metadata(fetched.metadata.map(str_bytes))
+                        .with_error_code(fetched.error)
                 })
                 .collect();
             OffsetFetchResponseTopic::default()
@@ -404,10 +527,15 @@ pub(super) fn offset_fetch(
                 .with_partitions(partitions)
         })
         .collect();
-    OffsetFetchResponse::default().with_topics(topics)
+    OffsetFetchResponse::default().with_error_code(group_error).with_topics(topics)
 }
 
-pub(super) fn list_groups(broker: &Broker, request: ListGroupsRequest) -> ListGroupsResponse {
+pub(super) fn list_groups(
+    broker: &Broker,
+    request: ListGroupsRequest,
+    access: &Access,
+) -> ListGroupsResponse {
+    let every_group = access.allows_cluster(Operation::Describe);
     let active = broker.lock_groups().list();
     let mut listed: Vec<(String, String, &'static str)> = active
         .iter()
@@ -425,6 +553,7 @@ pub(super) fn list_groups(broker: &Broker, request: ListGroupsRequest) -> ListGr
             request.states_filter.is_empty()
                 || request.states_filter.iter().any(|wanted| wanted.as_str() == *state)
         })
+        .filter(|(id, ..)| every_group || access.allows(Operation::Describe, ResourceType::Group, id))
         .map(|(id, protocol_type, state)| {
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(id)))
@@ -436,14 +565,29 @@ pub(super) fn list_groups(broker: &Broker, request: ListGroupsRequest) -> ListGr
     ListGroupsResponse::default().with_groups(groups)
 }
 
-pub(super) fn describe_groups(broker: &Broker, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub(super) fn describe_groups(
+    broker: &Broker,
+    request: DescribeGroupsRequest,
+    access: &Access,
+) -> DescribeGroupsResponse {
     let groups = request
         .groups
         .into_iter()
         .map(|group_id| {
+            if let Err(refusal) = access.check(Operation::Describe, ResourceType::Group, &group_id) {
+                return DescribedGroup::default()
+                    .with_group_id(group_id)
+                    .with_error_code(refusal.code.code())
+                    .with_group_state(str_bytes(""));
+            }
             let described = broker.lock_groups().describe(&group_id.0);
             let has_offsets = !broker.lock_offsets().group(&group_id.0).is_empty();
-            let group = DescribedGroup::default().with_group_id(group_id);
+            let group = DescribedGroup::default().with_group_id(group_id.clone());
+            let group = if request.include_authorized_operations {
+                group.with_authorized_operations(access.authorized_operations(ResourceType::Group, &group_id))
+            } else {
+                group
+            };
             match described {
                 Some(description) => {
                     let members = description
@@ -475,13 +619,20 @@ pub(super) fn describe_groups(broker: &Broker, request: DescribeGroupsRequest) -
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
-pub(super) async fn delete_groups(broker: Arc<Broker>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub(super) async fn delete_groups(
+    broker: Arc<Broker>,
+    request: DeleteGroupsRequest,
+    access: Access,
+) -> DeleteGroupsResponse {
     blocking(move || {
         let results = request
             .groups_names
             .into_iter()
             .map(|group_id| {
-                let error = delete_group(&broker, &group_id.0);
+                let error = match access.check(Operation::Delete, ResourceType::Group, &group_id) {
+                    Ok(()) => delete_group(&broker, &group_id.0),
+                    Err(refusal) => Some(refusal.code),
+                };
                 DeletableGroupResult::default()
                     .with_group_id(group_id)
                     .with_error_code(error.map_or(0, |error| error.code()))
@@ -508,9 +659,16 @@ fn delete_group(broker: &Broker, group: &str) -> Option<ResponseError> {
     offsets.write(group, keys).err().map(|_| ResponseError::KafkaStorageError)
 }
 
-pub(super) async fn offset_delete(broker: Arc<Broker>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub(super) async fn offset_delete(
+    broker: Arc<Broker>,
+    request: OffsetDeleteRequest,
+    access: Access,
+) -> OffsetDeleteResponse {
     blocking(move || {
         let group = request.group_id.0.to_string();
+        if let Err(refusal) = access.check(Operation::Delete, ResourceType::Group, &group) {
+            return OffsetDeleteResponse::default().with_error_code(refusal.code.code());
+        }
         if broker.lock_groups().state(&group).is_some_and(|state| state != GroupState::Empty) {
             // Kafka refuses only for topics the group subscribes to; members' subscriptions are
             // opaque here, so any active group refuses.
@@ -520,10 +678,18 @@ pub(super) async fn offset_delete(broker: Arc<Broker>, request: OffsetDeleteRequ
         if broker.lock_offsets().group(&group).is_empty() {
             return OffsetDeleteResponse::default().with_error_code(ResponseError::GroupIdNotFound.code());
         }
+        // Offsets of topics that may not be read are not deleted.
+        let readable: Vec<Result<(), ApiError>> = request
+            .topics
+            .iter()
+            .map(|topic| access.check(Operation::Read, ResourceType::Topic, &topic.name))
+            .collect();
         let keys: Vec<_> = request
             .topics
             .iter()
-            .flat_map(|topic| {
+            .zip(&readable)
+            .filter(|(_, readable)| readable.is_ok())
+            .flat_map(|(topic, _)| {
                 topic
                     .partitions
                     .iter()
@@ -535,7 +701,9 @@ pub(super) async fn offset_delete(broker: Arc<Broker>, request: OffsetDeleteRequ
         let topics = request
             .topics
             .into_iter()
-            .map(|topic| {
+            .zip(readable)
+            .map(|(topic, readable)| {
+                let error = readable.map_or_else(|refusal| refusal.code.code(), |()| error);
                 let partitions = topic
                     .partitions
                     .iter()

@@ -1,4 +1,8 @@
 //! ListOffsets (earliest, latest, by timestamp, max timestamp) and OffsetForLeaderEpoch.
+//!
+//! Both need DESCRIBE on each topic (OffsetForLeaderEpoch also accepts CLUSTER_ACTION on the
+//! cluster, what Kafka's followers have); a topic that may not be described answers
+//! TOPIC_AUTHORIZATION_FAILED in each of its partitions.
 
 use std::sync::Arc;
 
@@ -13,6 +17,7 @@ use tidewater_kafka::kafka_protocol::messages::offset_for_leader_epoch_response:
 use tidewater_kafka::ResponseError;
 
 use super::blocking;
+use crate::acl::{Access, Operation, ResourceType};
 use crate::broker::{ApiError, Broker};
 use crate::error::log_error_code;
 
@@ -27,12 +32,14 @@ pub(super) async fn list_offsets(
     broker: Arc<Broker>,
     request: ListOffsetsRequest,
     version: i16,
+    access: Access,
 ) -> ListOffsetsResponse {
     blocking(move || {
         let topics = request
             .topics
             .iter()
             .map(|topic| {
+                let allowed = access.check(Operation::Describe, ResourceType::Topic, &topic.name);
                 let partitions = topic
                     .partitions
                     .iter()
@@ -40,13 +47,16 @@ pub(super) async fn list_offsets(
                         let response = ListOffsetsPartitionResponse::default()
                             .with_partition_index(partition.partition_index);
                         let read_committed = request.isolation_level == READ_COMMITTED;
-                        match lookup(
-                            &broker,
-                            &topic.name.0,
-                            partition.partition_index,
-                            partition.timestamp,
-                            read_committed,
-                        ) {
+                        let found = allowed.clone().and_then(|()| {
+                            lookup(
+                                &broker,
+                                &topic.name.0,
+                                partition.partition_index,
+                                partition.timestamp,
+                                read_committed,
+                            )
+                        });
+                        match found {
                             Ok((offset, timestamp)) => {
                                 let response = response.with_offset(offset).with_timestamp(timestamp);
                                 if version >= 4 && offset >= 0 {
@@ -110,17 +120,26 @@ fn lookup(
 pub(super) fn offset_for_leader_epoch(
     broker: &Broker,
     request: OffsetForLeaderEpochRequest,
+    access: &Access,
 ) -> OffsetForLeaderEpochResponse {
+    let every_topic = access.allows_cluster(Operation::ClusterAction);
     let topics = request
         .topics
         .into_iter()
         .map(|topic| {
+            let allowed = if every_topic {
+                Ok(())
+            } else {
+                access.check(Operation::Describe, ResourceType::Topic, &topic.topic)
+            };
             let partitions = topic
                 .partitions
                 .iter()
                 .map(|partition| {
                     let response = EpochEndOffset::default().with_partition(partition.partition);
-                    let log = match broker.partition(&topic.topic.0, partition.partition) {
+                    let found =
+                        allowed.clone().and_then(|()| broker.partition(&topic.topic.0, partition.partition));
+                    let log = match found {
                         Ok(partition) => partition.log.clone(),
                         Err(error) => {
                             return response

@@ -10,6 +10,10 @@
 //!    time, from this connection or others, share one fsync (group commit). Only then do the high
 //!    watermarks move, fetchers wake and the producer get its answer. With acks=0 the same
 //!    happens but nothing is sent back.
+//!
+//! Authorization comes first, per topic (WRITE), and, for a request carrying transactional
+//! batches, on its transactional id (WRITE) for every partition at once, as in Kafka. A topic
+//! is auto-created only for a principal that may create it.
 
 use std::sync::Arc;
 
@@ -19,9 +23,10 @@ use tidewater_kafka::kafka_protocol::messages::produce_response::{
 };
 use tidewater_kafka::kafka_protocol::messages::ResponseKind;
 use tidewater_kafka::{Reply, ResponseError, Turn};
-use tidewater_log::FsyncPolicy;
+use tidewater_log::{batch, FsyncPolicy};
 
 use super::{blocking, str_bytes};
+use crate::acl::{Access, Operation, ResourceType};
 use crate::broker::{ApiError, Broker};
 use crate::error::log_error_code;
 use crate::partition::{AppendOutcome, Partition};
@@ -31,13 +36,14 @@ pub(super) async fn handle(
     request: ProduceRequest,
     version: i16,
     mut turn: Turn,
+    access: Access,
 ) -> Reply {
     turn.wait().await;
     let acks = request.acks;
     let responses = {
         let broker = broker.clone();
         blocking(move || {
-            let staged = append_all(&broker, request, turn);
+            let staged = append_all(&broker, request, turn, &access);
             staged
                 .into_iter()
                 .map(|(name, partitions)| {
@@ -69,14 +75,20 @@ fn append_all(
     broker: &Broker,
     request: ProduceRequest,
     turn: Turn,
+    access: &Access,
 ) -> Vec<(tidewater_kafka::kafka_protocol::messages::TopicName, Vec<(i32, Staged)>)> {
     let acks = request.acks;
     let now = broker.now_ms();
+    let transactional_refusal = transactional_refusal(&request, access);
     let staged = request
         .topic_data
         .into_iter()
         .map(|topic_data| {
             let name = topic_data.name.0.to_string();
+            let allowed = match &transactional_refusal {
+                Some(refusal) => Err(refusal.clone()),
+                None => access.check(Operation::Write, ResourceType::Topic, &name),
+            };
             let partitions = topic_data
                 .partition_data
                 .into_iter()
@@ -87,7 +99,10 @@ fn append_all(
                         return (index, Err(ApiError::new(ResponseError::InvalidRequiredAcks, message)));
                     }
                     let records = partition_data.records.unwrap_or_default();
-                    (index, append_one(broker, &name, index, &records, now))
+                    let staged = allowed
+                        .clone()
+                        .and_then(|()| append_one(broker, access, &name, index, &records, now));
+                    (index, staged)
                 })
                 .collect();
             (topic_data.name, partitions)
@@ -97,8 +112,40 @@ fn append_all(
     staged
 }
 
-fn append_one(broker: &Broker, topic: &str, partition: i32, records: &[u8], now: i64) -> Staged {
-    let topic = broker.topic_or_create(topic, true)?;
+/// Why a request carrying transactional batches may not write them, if it may not: Kafka's
+/// check (on the first batch of each partition) that the request's transactional id exists and
+/// may be written.
+fn transactional_refusal(request: &ProduceRequest, access: &Access) -> Option<ApiError> {
+    let transactional = request.topic_data.iter().flat_map(|topic| &topic.partition_data).any(|partition| {
+        partition.records.as_ref().is_some_and(|records| {
+            batch::parse_header(records, batch::BATCH_BYTES_HARD_MAX)
+                .is_ok_and(|header| header.is_transactional())
+        })
+    });
+    if !transactional {
+        return None;
+    }
+    match &request.transactional_id {
+        Some(id) => access.check(Operation::Write, ResourceType::TransactionalId, id).err(),
+        // No id, nothing to authorize: Kafka refuses such a request outright; the ACLs refuse
+        // it here, where they apply (off, or for a superuser, it is appended as before).
+        None if access.bound_by_acls() => Some(ApiError::new(
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactional batches need the request's transactional id",
+        )),
+        None => None,
+    }
+}
+
+fn append_one(
+    broker: &Broker,
+    access: &Access,
+    topic: &str,
+    partition: i32,
+    records: &[u8],
+    now: i64,
+) -> Staged {
+    let topic = broker.topic_or_create(topic, access.may_create_topic(topic))?;
     let partition =
         usize::try_from(partition).ok().and_then(|index| topic.partitions.get(index)).cloned().ok_or_else(
             || {

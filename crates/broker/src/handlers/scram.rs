@@ -6,6 +6,9 @@
 //! changes of one user are all applied or none is (the user's result carries the first error);
 //! every applied change of a request is written to the journal in one fsynced batch before the
 //! response.
+//!
+//! Authorization as in Kafka: describing needs DESCRIBE on the cluster, altering ALTER
+//! (CLUSTER_AUTHORIZATION_FAILED for the whole request, or for each user altered).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -22,13 +25,20 @@ use tidewater_kafka::ResponseError;
 use tidewater_security::sasl::{ScramCredential, ScramMechanism};
 
 use super::{blocking, str_bytes};
+use crate::acl::{Access, Operation};
 use crate::broker::Broker;
 use crate::credentials::{CredentialChange, CredentialError};
 
 pub(super) fn describe(
     broker: &Broker,
     request: DescribeUserScramCredentialsRequest,
+    access: &Access,
 ) -> DescribeUserScramCredentialsResponse {
+    if let Err(refusal) = access.check_cluster(Operation::Describe) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(refusal.code.code())
+            .with_error_message(Some(str_bytes(refusal.message)));
+    }
     let users = broker.credentials.describe();
     let result = |user: String, mechanisms: &[(ScramMechanism, u32)]| {
         DescribeUserScramCredentialsResult::default().with_user(str_bytes(user)).with_credential_infos(
@@ -87,7 +97,28 @@ pub(super) fn describe(
 pub(super) async fn alter(
     broker: Arc<Broker>,
     request: AlterUserScramCredentialsRequest,
+    access: &Access,
 ) -> AlterUserScramCredentialsResponse {
+    if let Err(refusal) = access.check_cluster(Operation::Alter) {
+        // Every user the request names gets the refusal, once.
+        let mut users: Vec<String> = Vec::new();
+        let names = request.deletions.iter().map(|deletion| &deletion.name);
+        for name in names.chain(request.upsertions.iter().map(|upsertion| &upsertion.name)) {
+            if !users.iter().any(|user| user.as_str() == name.as_str()) {
+                users.push(name.to_string());
+            }
+        }
+        let results = users
+            .into_iter()
+            .map(|user| {
+                AlterUserScramCredentialsResult::default()
+                    .with_user(str_bytes(user))
+                    .with_error_code(refusal.code.code())
+                    .with_error_message(Some(str_bytes(refusal.message.clone())))
+            })
+            .collect();
+        return AlterUserScramCredentialsResponse::default().with_results(results);
+    }
     // Each user's changes in request order, or the first reason to refuse them all.
     let mut per_user: BTreeMap<String, Result<Vec<CredentialChange>, (ResponseError, String)>> =
         BTreeMap::new();

@@ -139,7 +139,8 @@ impl AclCreation {
 #[cfg(feature = "client")]
 impl Encodable for AclCreation {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version < 1 || version > 3 {
+        // Tidewater patch: version 0 (no pattern type; LITERAL) is decoded and encoded too.
+        if version < 0 || version > 3 {
             bail!("specified version not supported by this message type");
         }
         types::Int8.encode(buf, &self.resource_type)?;
@@ -148,7 +149,12 @@ impl Encodable for AclCreation {
         } else {
             types::String.encode(buf, &self.resource_name)?;
         }
-        types::Int8.encode(buf, &self.resource_pattern_type)?;
+        // Tidewater patch: the pattern type appears in version 1.
+        if version >= 1 {
+            types::Int8.encode(buf, &self.resource_pattern_type)?;
+        } else if self.resource_pattern_type != 3 {
+            bail!("A field is set that is not available on the selected protocol version");
+        }
         if version >= 2 {
             types::CompactString.encode(buf, &self.principal)?;
         } else {
@@ -183,7 +189,12 @@ impl Encodable for AclCreation {
         } else {
             total_size += types::String.compute_size(&self.resource_name)?;
         }
-        total_size += types::Int8.compute_size(&self.resource_pattern_type)?;
+        // Tidewater patch: the pattern type appears in version 1.
+        if version >= 1 {
+            total_size += types::Int8.compute_size(&self.resource_pattern_type)?;
+        } else if self.resource_pattern_type != 3 {
+            bail!("A field is set that is not available on the selected protocol version");
+        }
         if version >= 2 {
             total_size += types::CompactString.compute_size(&self.principal)?;
         } else {
@@ -215,7 +226,8 @@ impl Encodable for AclCreation {
 #[cfg(feature = "broker")]
 impl Decodable for AclCreation {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version < 1 || version > 3 {
+        // Tidewater patch: version 0 (no pattern type; LITERAL) is decoded and encoded too.
+        if version < 0 || version > 3 {
             bail!("specified version not supported by this message type");
         }
         let resource_type = types::Int8.decode(buf)?;
@@ -224,7 +236,8 @@ impl Decodable for AclCreation {
         } else {
             types::String.decode(buf)?
         };
-        let resource_pattern_type = types::Int8.decode(buf)?;
+        // Tidewater patch: the pattern type appears in version 1; before, every pattern is LITERAL.
+        let resource_pattern_type = if version >= 1 { types::Int8.decode(buf)? } else { 3 };
         let principal = if version >= 2 {
             types::CompactString.decode(buf)?
         } else {
@@ -276,7 +289,7 @@ impl Default for AclCreation {
 }
 
 impl Message for AclCreation {
-    const VERSIONS: VersionRange = VersionRange { min: 1, max: 3 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
@@ -318,7 +331,8 @@ impl CreateAclsRequest {
 #[cfg(feature = "client")]
 impl Encodable for CreateAclsRequest {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> Result<()> {
-        if version < 1 || version > 3 {
+        // Tidewater patch: version 0 (no pattern type; LITERAL) is decoded and encoded too.
+        if version < 0 || version > 3 {
             bail!("specified version not supported by this message type");
         }
         if version >= 2 {
@@ -367,7 +381,8 @@ impl Encodable for CreateAclsRequest {
 #[cfg(feature = "broker")]
 impl Decodable for CreateAclsRequest {
     fn decode<B: ByteBuf>(buf: &mut B, version: i16) -> Result<Self> {
-        if version < 1 || version > 3 {
+        // Tidewater patch: version 0 (no pattern type; LITERAL) is decoded and encoded too.
+        if version < 0 || version > 3 {
             bail!("specified version not supported by this message type");
         }
         let creations = if version >= 2 {
@@ -402,7 +417,7 @@ impl Default for CreateAclsRequest {
 }
 
 impl Message for CreateAclsRequest {
-    const VERSIONS: VersionRange = VersionRange { min: 1, max: 3 };
+    const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };
     const DEPRECATED_VERSIONS: Option<VersionRange> = None;
 }
 
