@@ -1,5 +1,9 @@
 //! DeleteRecords: moves partitions' log start offsets forward (Kafka's API 21, what Kafka
 //! Streams uses to purge its repartition topics).
+//!
+//! Authorization as in Kafka: DELETE on the topic, checked before anything changes; each
+//! partition of a topic that may not be deleted from answers TOPIC_AUTHORIZATION_FAILED (with
+//! low watermark -1), whether or not the topic exists.
 
 use std::sync::Arc;
 
@@ -9,22 +13,30 @@ use tidewater_kafka::kafka_protocol::messages::delete_records_response::{
 };
 
 use super::blocking;
+use crate::acl::{Access, Operation, ResourceType};
 use crate::broker::Broker;
 
-pub(super) async fn handle(broker: Arc<Broker>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub(super) async fn handle(
+    broker: Arc<Broker>,
+    request: DeleteRecordsRequest,
+    access: Access,
+) -> DeleteRecordsResponse {
     blocking(move || {
         let topics = request
             .topics
             .iter()
             .map(|topic| {
+                let allowed = access.check(Operation::Delete, ResourceType::Topic, &topic.name);
                 let partitions = topic
                     .partitions
                     .iter()
                     .map(|partition| {
                         let result = DeleteRecordsPartitionResult::default()
                             .with_partition_index(partition.partition_index);
-                        match broker.delete_records(&topic.name, partition.partition_index, partition.offset)
-                        {
+                        let deleted = allowed.clone().and_then(|()| {
+                            broker.delete_records(&topic.name, partition.partition_index, partition.offset)
+                        });
+                        match deleted {
                             Ok(low_watermark) => result.with_low_watermark(low_watermark),
                             Err(error) => result.with_low_watermark(-1).with_error_code(error.code.code()),
                         }

@@ -16,6 +16,7 @@
 //! | CreateTopics | CREATE cluster or topic (its configs shown with DESCRIBE_CONFIGS topic) | TOPIC_AUTHORIZATION_FAILED |
 //! | DeleteTopics | DELETE topic (and DESCRIBE topic when named by id) | TOPIC_AUTHORIZATION_FAILED |
 //! | CreatePartitions | ALTER topic | TOPIC_AUTHORIZATION_FAILED |
+//! | DeleteRecords | DELETE topic | TOPIC_AUTHORIZATION_FAILED |
 //! | DescribeConfigs | DESCRIBE_CONFIGS topic, or cluster for the broker | TOPIC_, CLUSTER_AUTHORIZATION_FAILED |
 //! | AlterConfigs, IncrementalAlterConfigs | ALTER_CONFIGS topic, or cluster for the broker | TOPIC_, CLUSTER_AUTHORIZATION_FAILED |
 //! | FindCoordinator | DESCRIBE group or transactional id | GROUP_, TRANSACTIONAL_ID_AUTHORIZATION_FAILED |
@@ -156,7 +157,7 @@ async fn dispatch(
                 ResponseKind::Fetch(fetch::handle(broker, body, version, access).await)
             }
             (RequestKind::DeleteRecords(body), _) => {
-                ResponseKind::DeleteRecords(delete_records::handle(broker, body).await)
+                ResponseKind::DeleteRecords(delete_records::handle(broker, body, access).await)
             }
             (RequestKind::ListOffsets(body), _) => {
                 ResponseKind::ListOffsets(offsets::list_offsets(broker, body, version, access).await)
