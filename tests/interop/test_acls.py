@@ -8,9 +8,9 @@ topics and ACLs through the AdminClient), and SASL_PLAINTEXT, where the users un
 both listeners.
 
 What is shown: each operation is refused with Kafka's error code until an ACL grants it, and
-allowed once one does; prefixed and literal patterns; deny over allow; superusers; the internal
-topics closed to everyone else whatever the ACLs say; ACLs managed with `create_acls`,
-`describe_acls` and `delete_acls`, durable across a restart.
+allowed once one does (DeleteRecords included); prefixed and literal patterns; deny over allow;
+superusers; the internal topics closed to everyone else whatever the ACLs say; ACLs managed
+with `create_acls`, `describe_acls` and `delete_acls`, durable across a restart.
 """
 
 from __future__ import annotations
@@ -258,6 +258,49 @@ def test_topics_are_created_described_and_deleted_only_with_acls(secured, topic_
     assert delete("alice") == KafkaError.TOPIC_AUTHORIZATION_FAILED
     secured.acl(binding(ResourceType.TOPIC, topic_name, "User:alice", AclOperation.DELETE))
     assert delete("alice") is None
+
+
+def test_records_are_deleted_only_with_delete_on_the_topic(secured, topic_name):
+    secured.create_topic(topic_name)
+    for _ in range(2):
+        assert produce(secured, "root", topic_name) is None
+
+    def delete_records(user: str, topic: str) -> int:
+        """The low watermark after `user` deletes the records of `topic` up to its high
+        watermark, or the error code."""
+        admin = AdminClient(secured.client_config(user))
+        partition = TopicPartition(topic, 0, -1)
+        future = admin.delete_records([partition], request_timeout=CLIENT_TIMEOUT_S)[partition]
+        try:
+            return future.result(timeout=CLIENT_TIMEOUT_S).low_watermark
+        except KafkaException as error:
+            return error.args[0].code()
+
+    # Without even DESCRIBE, librdkafka does not find the partition in its metadata and sends
+    # nothing (_NOENT).
+    assert delete_records("alice", topic_name) == KafkaError._NOENT
+    # Reading, writing and describing the topic are not deleting from it.
+    for operation in (AclOperation.DESCRIBE, AclOperation.READ, AclOperation.WRITE):
+        secured.acl(binding(ResourceType.TOPIC, topic_name, "User:alice", operation))
+    assert delete_records("alice", topic_name) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    watcher = Consumer({"bootstrap.servers": secured.process.bootstrap, "group.id": f"{topic_name}-w"})
+    try:
+        watermarks = watcher.get_watermark_offsets(TopicPartition(topic_name, 0), timeout=CLIENT_TIMEOUT_S)
+    finally:
+        watcher.close()
+    assert watermarks == (0, 2), "a refused DeleteRecords deletes nothing"
+    secured.acl(binding(ResourceType.TOPIC, topic_name, "User:alice", AclOperation.DELETE))
+    assert delete_records("alice", topic_name) == 2
+    # The internal topics are closed to her whatever the ACLs say (she cannot even describe
+    # them, so librdkafka sends nothing), and open to a superuser.
+    internal = "_tidewater_devices"
+    if internal not in secured.admin().list_topics(timeout=CLIENT_TIMEOUT_S).topics:
+        secured.create_topic(internal)
+    secured.acl(
+        binding(ResourceType.TOPIC, "_tidewater_", "User:alice", AclOperation.ALL, pattern=ResourcePatternType.PREFIXED)
+    )
+    assert delete_records("alice", internal) == KafkaError._NOENT
+    assert delete_records("root", internal) >= 0
 
 
 def test_a_transactional_producer_needs_write_on_its_transactional_id(secured, topic_name):

@@ -15,6 +15,7 @@ use tidewater_log::{Clock, FsyncPolicy, Log, LogConfig, LogDir, TopicPartition};
 use uuid::Uuid;
 
 use crate::acl::{AuthorizationConfig, Authorizer};
+use crate::cleaner::Cleaner;
 use crate::credentials::CredentialStore;
 use crate::error::BrokerError;
 use crate::groups::{Coordinator, GroupConfig, OffsetStore};
@@ -97,6 +98,8 @@ pub struct Broker {
     /// Woken whenever a partition's high watermark moves, so long-polling fetches re-check.
     pub data_arrived: tokio::sync::Notify,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Compaction of the partitions whose cleanup policy includes `compact`, started by `tick`.
+    pub(crate) cleaner: Cleaner,
 }
 
 impl Broker {
@@ -160,6 +163,7 @@ impl Broker {
             acls,
             data_arrived: tokio::sync::Notify::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            cleaner: Cleaner::default(),
         };
         broker.recover_transactions();
         Ok(broker)
@@ -387,6 +391,27 @@ impl Broker {
         Ok(())
     }
 
+    /// Moves a partition's log start offset to `offset` (DeleteRecords); -1 means the high
+    /// watermark. Returns the new log start offset (Kafka's low watermark). An offset past the
+    /// high watermark is OFFSET_OUT_OF_RANGE, as in Kafka.
+    pub fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, ApiError> {
+        let partition = self.partition(topic, partition)?;
+        let high_watermark = self.high_watermark(&partition.log);
+        let target = if offset == -1 { high_watermark } else { offset };
+        if !(0..=high_watermark).contains(&target) {
+            return Err(ApiError::new(
+                ResponseError::OffsetOutOfRange,
+                format!("offset {offset} is not between 0 and the high watermark {high_watermark}"),
+            ));
+        }
+        let log_start_offset = partition
+            .log
+            .delete_records_before(target)
+            .map_err(|error| ApiError::new(crate::error::log_error_code(&error), error.to_string()))?;
+        partition.forget_deleted_aborts();
+        Ok(log_start_offset)
+    }
+
     /// A producer id no producer has had before (InitProducerId).
     pub fn allocate_producer_id(&self) -> Result<i64, ApiError> {
         let mut block = self.producer_ids.lock().expect("producer id mutex poisoned by a panic");
@@ -415,18 +440,24 @@ impl Broker {
         self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Housekeeping for every partition: segment age, interval fsync, retention.
+    /// Housekeeping for every partition: segment age, interval fsync, retention, and a round of
+    /// compaction on a thread of its own unless one is still running.
     pub fn tick(&self) {
         for (topic_partition, error) in self.logs.tick() {
             tracing::error!(%topic_partition, %error, "housekeeping failed");
         }
         let now = self.clock.now_ms();
+        let mut compacted = Vec::new();
         for topic in self.topics() {
-            for partition in &topic.partitions {
+            for (index, partition) in topic.partitions.iter().enumerate() {
                 partition.expire_producers(now);
                 partition.forget_deleted_aborts();
+                if partition.log.config().cleanup_policy.compact {
+                    compacted.push((format!("{}-{index}", topic.name), partition.clone()));
+                }
             }
         }
+        self.cleaner.start_round(compacted, now);
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -477,13 +508,16 @@ impl Broker {
         self.offsets.lock().expect("offset store mutex poisoned by a panic")
     }
 
-    /// Flushes and closes every partition log and the internal journals.
+    /// Flushes and closes every partition log and the internal journals. A cleaning pass in
+    /// progress gives up when its log closes.
     pub fn close(&self) -> Result<(), BrokerError> {
         self.lock_transactions().close()?;
         self.lock_offsets().close()?;
         self.acls.close()?;
         self.credentials.close()?;
-        Ok(self.logs.close()?)
+        let closed = self.logs.close();
+        self.cleaner.stop();
+        Ok(closed?)
     }
 
     /// Creates (or opens) one partition's log and its producer state.

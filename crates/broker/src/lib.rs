@@ -7,6 +7,7 @@
 
 pub mod acl;
 mod broker;
+mod cleaner;
 pub mod credentials;
 mod error;
 pub mod groups;

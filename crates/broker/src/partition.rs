@@ -11,8 +11,17 @@
 //! line each, so read_committed consumers can skip their records long after the fact. The file
 //! is written after the marker, so an abort stays open here until its entry is written, and a
 //! start restores the entry of an abort marker a crash left without one.
+//!
+//! Compaction: on a topic whose cleanup policy includes `compact`, records without a key are
+//! refused (INVALID_RECORD, as Kafka does), and so are compressed batches, whose keys this broker
+//! cannot read. `clean` runs one cleaning pass of the log, keeping each producer's last batch so
+//! its sequence numbers survive. A pass may remove an abort marker once its transaction has no
+//! records left; its entry then goes from the aborted-transaction list too, or a read_committed
+//! consumer would keep skipping that producer's later transactions in a fetch that starts before
+//! the marker was (Kafka drops such entries from its transaction index the same way). A crash
+//! between the two is repaired on open.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,7 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use tidewater_kafka::ResponseError;
 use tidewater_log::batch::{self, BatchHeader, BATCH_BYTES_HARD_MAX};
-use tidewater_log::{Appended, Log, LogError};
+use tidewater_log::{Appended, CleanOptions, CleanOutcome, Log, LogError};
 
 use crate::broker::ApiError;
 use crate::error::log_error_code;
@@ -31,8 +40,10 @@ use crate::producers::{PartitionProducers, SequenceCheck};
 /// not seen there gets UNKNOWN_PRODUCER_ID and resets, as after Kafka expires its state.
 const PRODUCER_STATE_SEGMENTS: usize = 2;
 
-/// The file of aborted transactions inside a partition's directory.
+/// The file of aborted transactions inside a partition's directory, and the name it is rewritten
+/// under before replacing it.
 const ABORTED_FILE_NAME: &str = "aborted-transactions";
+const ABORTED_TEMP_FILE_NAME: &str = "aborted-transactions.tmp";
 
 #[derive(Debug)]
 pub struct Partition {
@@ -48,6 +59,13 @@ pub(crate) struct AbortedTransaction {
     pub producer_id: i64,
     pub first_offset: i64,
     pub last_offset: i64,
+}
+
+impl AbortedTransaction {
+    /// The entry's line in the aborted-transaction file.
+    fn line(&self) -> String {
+        format!("{} {} {}\n", self.producer_id, self.first_offset, self.last_offset)
+    }
 }
 
 #[derive(Debug)]
@@ -91,7 +109,59 @@ impl Partition {
             restore_last_abort(&log, &aborted_path, &mut aborted, producer_id, first_offset, marker_offset)?;
         }
         let transactions = PartitionTransactions { open, aborted, aborted_path };
-        Ok(Partition { log, producers: Mutex::new(producers), transactions: Mutex::new(transactions) })
+        let partition =
+            Partition { log, producers: Mutex::new(producers), transactions: Mutex::new(transactions) };
+        // A crash may have come between a cleaning that removed abort markers and the rewrite
+        // of the list without them.
+        partition.forget_aborts_without_markers()?;
+        Ok(partition)
+    }
+
+    /// One cleaning pass of the log (see `Log::clean`), keeping every known producer's last
+    /// batch; then the aborted transactions whose markers it removed are forgotten.
+    pub(crate) fn clean(&self) -> Result<CleanOutcome, LogError> {
+        let retain_batches_ending_at: BTreeSet<i64> = self
+            .producers
+            .lock()
+            .expect("producer state mutex poisoned by a panic")
+            .last_batch_offsets()
+            .into_iter()
+            .collect();
+        let outcome =
+            self.log.clean(&CleanOptions { retain_batches_ending_at, ..CleanOptions::default() })?;
+        if matches!(outcome, CleanOutcome::Cleaned(_)) {
+            self.forget_aborts_without_markers()?;
+        }
+        Ok(outcome)
+    }
+
+    /// Drops the aborted-transaction entries whose abort marker compaction removed (only below
+    /// `Log::compacted_below` can one be gone), rewriting the file if any went.
+    fn forget_aborts_without_markers(&self) -> Result<(), LogError> {
+        let compacted_below = self.log.compacted_below();
+        let mut transactions = self.lock_transactions();
+        let mut kept = Vec::with_capacity(transactions.aborted.len());
+        for entry in &transactions.aborted {
+            if entry.last_offset >= compacted_below || marker_present(&self.log, entry.last_offset)? {
+                kept.push(*entry);
+            }
+        }
+        if kept.len() == transactions.aborted.len() {
+            return Ok(());
+        }
+        let path = transactions.aborted_path.clone();
+        rewrite_aborted(&path, &kept).map_err(|source| LogError::Io {
+            op: "rewrite",
+            path: path.clone(),
+            source,
+        })?;
+        tracing::info!(
+            path = %path.display(),
+            forgotten = transactions.aborted.len() - kept.len(),
+            "forgot aborted transactions whose markers compaction removed"
+        );
+        transactions.aborted = kept;
+        Ok(())
     }
 
     /// The offset below which no transaction is still open: what read_committed may read.
@@ -186,6 +256,9 @@ impl Partition {
         if headers.iter().any(BatchHeader::is_control) {
             return Err(ApiError::new(ResponseError::InvalidRecord, "clients may not write control batches"));
         }
+        if self.log.config().cleanup_policy.compact {
+            check_keyed(records, &headers)?;
+        }
         let appended = self
             .log
             .append(records)
@@ -265,6 +338,71 @@ fn restore_last_abort(
     Ok(())
 }
 
+/// Whether the batch at `offset` is still a transaction marker with its record: compaction may
+/// have removed it, or emptied it to a bare header.
+fn marker_present(log: &Log, offset: i64) -> Result<bool, LogError> {
+    let range = match log.read(offset, 1, offset + 1) {
+        Ok(Some(range)) => range,
+        Ok(None) | Err(LogError::OffsetOutOfRange { .. }) => return Ok(false),
+        Err(error) => return Err(error),
+    };
+    if range.first_offset != offset {
+        return Ok(false);
+    }
+    let bytes = range.read_bytes().map_err(|source| LogError::Io {
+        op: "read",
+        path: log.dir().to_path_buf(),
+        source,
+    })?;
+    Ok(batch::control_marker(&bytes).is_some())
+}
+
+/// Refuses what a compacted topic cannot hold, as Kafka does: a record without a key (compaction
+/// keeps the latest record per key, and drops those with none). Compressed batches are refused
+/// too: their keys cannot be read here.
+fn check_keyed(records: &[u8], headers: &[BatchHeader]) -> Result<(), ApiError> {
+    let invalid = |message: String| ApiError::new(ResponseError::InvalidRecord, message);
+    let mut position = 0;
+    for header in headers {
+        let batch = &records[position..position + header.total_bytes().min(records.len() - position)];
+        position += batch.len();
+        if header.is_compressed() {
+            return Err(invalid(
+                "compressed batches are not accepted on a compacted topic: this broker cannot read their keys; \
+                 produce uncompressed"
+                    .to_string(),
+            ));
+        }
+        let Some(parsed) = batch::records(batch) else {
+            return Err(ApiError::new(ResponseError::CorruptMessage, "a batch's records do not parse"));
+        };
+        if let Some(record) = parsed.iter().find(|record| record.key.is_none()) {
+            return Err(invalid(format!(
+                "compacted topic cannot accept a record without a key (offset delta {} of its batch)",
+                record.offset - header.base_offset
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the aborted-transaction file with `entries`: write a temporary file, fsync, rename.
+fn rewrite_aborted(path: &std::path::Path, entries: &[AbortedTransaction]) -> std::io::Result<()> {
+    let temp = path.with_file_name(ABORTED_TEMP_FILE_NAME);
+    let mut text = String::new();
+    for entry in entries {
+        text.push_str(&entry.line());
+    }
+    let mut file = fs::File::create(&temp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&temp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Reads the aborted-transaction file, keeping entries that still have records in the log.
 /// Unreadable lines are reported and skipped: losing one costs a read_committed consumer an
 /// aborted record it should have skipped, which the log line makes visible.
@@ -294,7 +432,7 @@ fn read_aborted(path: &std::path::Path, log_start_offset: i64) -> Vec<AbortedTra
 
 fn append_aborted(path: &std::path::Path, aborted: &AbortedTransaction) -> std::io::Result<()> {
     let mut file = OpenOptions::new().create(true).append(true).open(path)?;
-    writeln!(file, "{} {} {}", aborted.producer_id, aborted.first_offset, aborted.last_offset)?;
+    file.write_all(aborted.line().as_bytes())?;
     file.sync_data()
 }
 
@@ -320,7 +458,8 @@ fn batch_headers(records: &[u8]) -> Result<Vec<BatchHeader>, ApiError> {
 mod tests {
     use super::*;
     use crate::test_support::{idempotent_batch, transactional_batch};
-    use tidewater_log::{LogConfig, ManualClock};
+    use tidewater_log::batch::{encode_records, ProducerFields};
+    use tidewater_log::{CleanupPolicy, LogConfig, ManualClock};
 
     #[test]
     fn open_transactions_hold_back_the_last_stable_offset_and_aborts_are_remembered() {
@@ -474,5 +613,116 @@ mod tests {
         assert!(matches!(next, AppendOutcome::Appended(appended) if appended.base_offset == 2));
         let stale = partition.append(&mut idempotent_batch(9, 1, 3, &[b"d"]), 1_000).expect_err("old epoch");
         assert_eq!(stale.code, ResponseError::InvalidProducerEpoch);
+    }
+
+    /// A compacted partition with one-second segments and tombstones and markers that go on the
+    /// pass after the one that first kept them.
+    fn open_compacted(dir: &std::path::Path, clock: &ManualClock) -> Partition {
+        let config = LogConfig {
+            cleanup_policy: CleanupPolicy::COMPACT,
+            segment_ms: 1_000,
+            min_cleanable_dirty_ratio: 0.0,
+            delete_retention_ms: 0,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir, config, Arc::new(clock.clone())).expect("open log");
+        Partition::open(Arc::new(log), 1_000).expect("open partition")
+    }
+
+    fn keyed(key: Option<&[u8]>, producer: Option<(i64, i32, bool)>) -> Vec<u8> {
+        let producer = producer.map(|(producer_id, base_sequence, transactional)| ProducerFields {
+            producer_id,
+            producer_epoch: 0,
+            base_sequence,
+            transactional,
+        });
+        encode_records(1_000, &[(key, Some(b"value"))], producer)
+    }
+
+    /// Producer 5 writes `k1` in a transaction it aborts (offsets 0 and 1), then `k2` in one it
+    /// commits (offsets 2 and 3).
+    fn abort_then_commit(partition: &Partition) {
+        partition.append(&mut keyed(Some(b"k1"), Some((5, 0, true))), 1_000).expect("append");
+        partition.write_marker(5, 0, false, 1_000).expect("abort");
+        partition.append(&mut keyed(Some(b"k2"), Some((5, 1, true))), 1_000).expect("append");
+        partition.write_marker(5, 0, true, 1_000).expect("commit");
+    }
+
+    #[test]
+    fn a_compacted_topic_refuses_records_without_a_key_and_compressed_batches() {
+        let check = |policy: CleanupPolicy, mut records: Vec<u8>, expected: Result<(), ResponseError>| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = LogConfig { cleanup_policy: policy, ..LogConfig::default() };
+            let log = Log::open(dir.path(), config, Arc::new(ManualClock::new(1_000))).expect("open log");
+            let partition = Partition::open(Arc::new(log), 1_000).expect("open partition");
+            let actual = partition.append(&mut records, 1_000).map(|_| ()).map_err(|error| error.code);
+            assert_eq!(actual, expected, "{policy}");
+        };
+        let compressed = {
+            // The gzip bit set on a keyed batch (its bytes are not gzip: refused before that matters).
+            let mut batch = keyed(Some(b"k"), None);
+            batch[22] |= 1;
+            let crc = crc32c::crc32c(&batch[21..]);
+            batch[17..21].copy_from_slice(&crc.to_be_bytes());
+            batch
+        };
+        check(CleanupPolicy::DELETE, keyed(None, None), Ok(()));
+        check(CleanupPolicy::COMPACT, keyed(None, None), Err(ResponseError::InvalidRecord));
+        check(CleanupPolicy::COMPACT_DELETE, keyed(None, None), Err(ResponseError::InvalidRecord));
+        check(CleanupPolicy::COMPACT, keyed(Some(b"k"), None), Ok(()));
+        check(CleanupPolicy::COMPACT, keyed(Some(b""), None), Ok(()));
+        check(CleanupPolicy::COMPACT, compressed.clone(), Err(ResponseError::InvalidRecord));
+        check(CleanupPolicy::DELETE, compressed, Ok(()));
+    }
+
+    /// Regression guard: once compaction removes an abort marker, its entry must go from the
+    /// aborted list too, or a read_committed consumer would skip the producer's later
+    /// transactions in any fetch that starts before where the marker was.
+    #[test]
+    fn cleaning_forgets_aborted_transactions_whose_markers_it_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(1_000);
+        {
+            let partition = open_compacted(dir.path(), &clock);
+            abort_then_commit(&partition);
+            partition.append(&mut keyed(Some(b"k1"), None), 1_000).expect("append");
+            clock.advance(1_000);
+            partition.log.tick().expect("roll");
+            partition.append(&mut keyed(Some(b"k3"), None), 2_000).expect("append");
+            assert_eq!(partition.aborted_between(0, 6), vec![(5, 0)]);
+            // The first pass removes the aborted records and gives the marker a horizon.
+            assert!(matches!(partition.clean(), Ok(CleanOutcome::Cleaned(_))));
+            assert_eq!(partition.aborted_between(0, 6), vec![(5, 0)], "the marker is still there");
+            clock.advance(1_000);
+            partition.log.tick().expect("roll");
+            // The next pass, past the horizon, removes the marker, and the entry goes with it.
+            assert!(matches!(partition.clean(), Ok(CleanOutcome::Cleaned(_))));
+            assert_eq!(partition.aborted_between(0, 6), Vec::new());
+            // The producer's last batch stays for its sequence numbers.
+            let range = partition.log.read(2, 1, i64::MAX).expect("read").expect("a batch");
+            assert_eq!(range.first_offset, 2);
+        }
+        let partition = open_compacted(dir.path(), &clock);
+        assert_eq!(partition.aborted_between(0, 6), Vec::new(), "forgotten across a restart");
+    }
+
+    #[test]
+    fn an_abort_entry_whose_marker_a_crash_left_removed_is_forgotten_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(1_000);
+        {
+            let partition = open_compacted(dir.path(), &clock);
+            abort_then_commit(&partition);
+            for _ in 0..2 {
+                clock.advance(1_000);
+                partition.log.tick().expect("roll");
+                partition.append(&mut keyed(Some(b"k3"), None), 2_000).expect("append");
+                // The log's own pass, as if the broker died before forgetting the entry.
+                partition.log.clean(&CleanOptions::default()).expect("clean");
+            }
+            assert_eq!(partition.aborted_between(0, 6), vec![(5, 0)], "not forgotten yet");
+        }
+        let partition = open_compacted(dir.path(), &clock);
+        assert_eq!(partition.aborted_between(0, 6), Vec::new());
     }
 }

@@ -29,6 +29,7 @@ struct WrittenBatch {
     first_sequence: i32,
     last_sequence: i32,
     base_offset: i64,
+    last_offset: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +140,7 @@ impl PartitionProducers {
             first_sequence: header.base_sequence,
             last_sequence: last_sequence(header),
             base_offset: header.base_offset,
+            last_offset: header.last_offset(),
         });
         entry.last_write_ms = entry.last_write_ms.max(now_ms);
     }
@@ -162,6 +164,16 @@ impl PartitionProducers {
             entry.recent.clear();
         }
         entry.last_write_ms = entry.last_write_ms.max(now_ms);
+    }
+
+    /// The last offset of each known producer's last batch: the batches compaction must keep
+    /// (emptied if need be), because producer state is rebuilt from their sequence numbers after
+    /// a restart (Kafka keeps the same batches).
+    pub(crate) fn last_batch_offsets(&self) -> Vec<i64> {
+        self.producers
+            .values()
+            .filter_map(|entry| entry.recent.back().map(|batch| batch.last_offset))
+            .collect()
     }
 
     /// Forgets producers that have not written for `PRODUCER_EXPIRATION_MS`.

@@ -1,41 +1,54 @@
-//! What the broker's unit tests share: record batches as producers write them, and ACL
-//! bindings written as text.
+//! What the broker's unit tests share: a broker on a temporary directory with a test clock,
+//! record batches as producers write them, and ACL bindings written as text.
 
-use tidewater_log::batch;
+use std::path::Path;
+use std::sync::Arc;
 
-use crate::acl::{AclBinding, AclError, Coded, Operation, PatternType, Permission, ResourceType};
+use tidewater_log::batch::{encode_records, KeyValue, ProducerFields};
+use tidewater_log::{LogConfig, ManualClock};
 
-/// A v2 batch from producer `producer_id` at `epoch`, starting at `sequence`.
+use crate::acl::{
+    AclBinding, AclError, AuthorizationConfig, Coded, Operation, PatternType, Permission, ResourceType,
+};
+use crate::broker::{Broker, BrokerConfig};
+use crate::groups::GroupConfig;
+
+/// A broker on `dir` whose topics get `log_defaults`, with time from `clock` (authorization off).
+pub(crate) fn open_broker(dir: &Path, clock: &ManualClock, log_defaults: LogConfig) -> Broker {
+    let config = BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        node_id: 0,
+        auto_create_topics: false,
+        default_partitions: 1,
+        log_defaults,
+        groups: GroupConfig::default(),
+        offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+        authorization: AuthorizationConfig::default(),
+    };
+    Broker::open(config, Arc::new(clock.clone())).expect("open broker")
+}
+
+/// A v2 batch of unkeyed records from producer `producer_id` at `epoch`, from `sequence`.
 pub(crate) fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&[u8]]) -> Vec<u8> {
-    let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|value| (None, *value)).collect();
-    let mut bytes = batch::encode_batch(1_000, &records);
-    bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
-    bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
-    bytes[53..57].copy_from_slice(&sequence.to_be_bytes());
-    let crc = crc32c(&bytes[21..]);
-    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-    bytes
+    producer_batch(producer_id, epoch, sequence, false, values)
 }
 
 /// `idempotent_batch` with the transactional attribute set.
 pub(crate) fn transactional_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&[u8]]) -> Vec<u8> {
-    let mut bytes = idempotent_batch(producer_id, epoch, sequence, values);
-    bytes[21..23].copy_from_slice(&0x10i16.to_be_bytes());
-    let crc = crc32c(&bytes[21..]);
-    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-    bytes
+    producer_batch(producer_id, epoch, sequence, true, values)
 }
 
-fn crc32c(bytes: &[u8]) -> u32 {
-    // CRC-32C (Castagnoli), bitwise: small and only for building test batches.
-    let mut crc = !0u32;
-    for byte in bytes {
-        crc ^= u32::from(*byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
-        }
-    }
-    !crc
+fn producer_batch(
+    producer_id: i64,
+    epoch: i16,
+    sequence: i32,
+    transactional: bool,
+    values: &[&[u8]],
+) -> Vec<u8> {
+    let records: Vec<KeyValue<'_>> = values.iter().map(|value| (None, Some(*value))).collect();
+    let producer =
+        ProducerFields { producer_id, producer_epoch: epoch, base_sequence: sequence, transactional };
+    encode_records(1_000, &records, Some(producer))
 }
 
 /// A binding's fields as CreateAcls carries them: (resource type, name, pattern type,

@@ -32,6 +32,10 @@ use std::time::{Duration, Instant};
 use tidewater_log::batch::encode_batch;
 use tidewater_log::{Clock, FsyncPolicy, Log, LogConfig, SystemClock, DEFAULT_MAX_BATCH_BYTES};
 
+use common::{env_number, median, mib, settle, write_ceiling};
+
+mod common;
+
 /// Bytes per append run unless `TIDEWATER_BENCH_MB` says otherwise.
 const DEFAULT_VOLUME_MB: u64 = 1024;
 /// Even, so each case of a pair goes first equally often.
@@ -132,21 +136,13 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Settings {
-        // `cargo bench` passes `--bench`; `cargo test --all-targets` runs the binary without it.
-        let smoke = !std::env::args().any(|arg| arg == "--bench");
+        let smoke = common::is_smoke_run();
         let (default_mb, default_runs) =
             if smoke { (SMOKE_VOLUME_MB, SMOKE_RUNS) } else { (DEFAULT_VOLUME_MB, DEFAULT_RUNS) };
         let volume_mb = env_number("TIDEWATER_BENCH_MB", default_mb);
         let runs = env_number("TIDEWATER_BENCH_RUNS", default_runs as u64) as usize;
         assert!(volume_mb > 0 && runs > 0, "TIDEWATER_BENCH_MB and TIDEWATER_BENCH_RUNS must be positive");
         Settings { volume_bytes: volume_mb * 1024 * 1024, runs, smoke }
-    }
-}
-
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(text) => text.trim().parse().unwrap_or_else(|error| panic!("{name}={text:?}: {error}")),
-        Err(_) => default,
     }
 }
 
@@ -278,21 +274,6 @@ fn log_config(batch: &[u8], fsync: FsyncPolicy) -> LogConfig {
     LogConfig { max_batch_bytes: DEFAULT_MAX_BATCH_BYTES.max(batch.len()), fsync, ..LogConfig::default() }
 }
 
-/// The ceiling: `count` copies of `batch` written with `write()` into a new file, then one fsync.
-fn write_ceiling(dir: &Path, batch: &[u8], count: usize) -> Duration {
-    let path = dir.join("ceiling.bin");
-    let mut file = File::create(&path).expect("create the ceiling file");
-    let started = Instant::now();
-    for _ in 0..count {
-        file.write_all(batch).expect("write the ceiling file");
-    }
-    file.sync_all().expect("fsync the ceiling file");
-    let elapsed = started.elapsed();
-    drop(file);
-    fs::remove_file(&path).expect("remove the ceiling file");
-    elapsed
-}
-
 /// The fsync bound: `count` copies of `batch` written with `write()` into a new file, with an
 /// `fdatasync` (what the log calls) after every `batches_per_fsync`.
 fn write_fsync_bound(dir: &Path, batch: &[u8], count: usize, batches_per_fsync: usize) -> Duration {
@@ -389,38 +370,9 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
     paths
 }
 
-/// Commits the deletes of the run before to disk, outside any timed region. Otherwise the next
-/// case's first fsync would wait for that journal commit (and, on a filesystem mounted with
-/// `discard`, for the freed gigabyte to be trimmed), charging one case for another's cleanup.
-fn settle(dir: &Path) {
-    let handle = File::open(dir).expect("open the bench directory");
-    // SAFETY: `syncfs` only reads the file descriptor, which `handle` keeps open for the call.
-    let result = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&handle)) };
-    assert_eq!(result, 0, "syncfs: {}", std::io::Error::last_os_error());
-}
-
-fn mib(bytes: u64) -> String {
-    let mib = bytes as f64 / (1024.0 * 1024.0);
-    if mib < 10.0 {
-        format!("{mib:.1} MiB")
-    } else {
-        format!("{mib:.0} MiB")
-    }
-}
-
 /// Indexes into `CASES` for one run: the pairs in order, each pair swapped on odd runs.
 fn run_order(run: usize) -> impl Iterator<Item = usize> {
     (0..CASES.len()).map(move |case_idx| if run % 2 == 0 { case_idx } else { case_idx ^ 1 })
-}
-
-fn median(mut durations: Vec<Duration>) -> Duration {
-    durations.sort_unstable();
-    let middle = durations.len() / 2;
-    if durations.len() % 2 == 0 {
-        (durations[middle - 1] + durations[middle]) / 2
-    } else {
-        durations[middle]
-    }
 }
 
 fn print_report(settings: &Settings, root: &Path, results: &[ShapeResult]) {

@@ -1,7 +1,13 @@
 //! Kafka RecordBatch v2 headers: the unit the log stores, verbatim.
 //!
 //! A batch on disk is exactly the bytes a producer sent, so a fetch can hand the file's bytes back
-//! without re-encoding. The log only ever rewrites `base_offset`, which sits outside the CRC.
+//! without re-encoding. Appends only ever rewrite `base_offset`, which sits outside the CRC. The
+//! cleaner (`cleaner.rs`) is the one writer that re-encodes a batch, when compaction drops some
+//! of its records: `rebuild_batch` keeps the batch's base offset, last offset delta, producer id,
+//! epoch and base sequence (so producer state rebuilt from the log stays right, as in Kafka) and
+//! computes a new CRC; `encode_empty_header` keeps a batch with no records left. Such stored
+//! batches are checked by `validate_stored`, which allows what the cleaner writes (fewer records
+//! than offsets, a delete horizon in `base_timestamp`) and nothing else beyond `validate`.
 //! This module is a pure codec: bytes in, typed header out, no I/O.
 //!
 //! Layout (big-endian), from Kafka's `DefaultRecordBatch`:
@@ -54,6 +60,10 @@ const RECORDS_COUNT_AT: usize = 57;
 /// Attribute bits we read (compression and timestamp type are carried, never interpreted here).
 const ATTRIBUTE_TRANSACTIONAL: i16 = 1 << 4;
 const ATTRIBUTE_CONTROL: i16 = 1 << 5;
+/// Set by the cleaner (Kafka's KIP-534) on a batch it kept tombstones or a removable marker in:
+/// `base_timestamp` then holds the time after which the next cleaning may remove them, and the
+/// records' timestamp deltas are relative to it. Producers never set it.
+const ATTRIBUTE_DELETE_HORIZON: i16 = 1 << 6;
 
 /// Why a byte range is not a valid v2 batch. Positions are relative to the start of the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +80,10 @@ pub enum BatchError {
     BadRecordCount { records_count: i32, last_offset_delta: i32 },
     /// `max_timestamp` is below `base_timestamp`, or a timestamp is negative but not -1.
     BadTimestamps { base_timestamp: i64, max_timestamp: i64 },
+    /// Attribute bits a producer may not set (the cleaner's delete horizon).
+    BadAttributes { attributes: i16 },
+    /// The records inside the batch do not parse: record `index` runs past the batch or is malformed.
+    MalformedRecord { index: i32 },
 }
 
 impl fmt::Display for BatchError {
@@ -92,6 +106,10 @@ impl fmt::Display for BatchError {
             BatchError::BadTimestamps { base_timestamp, max_timestamp } => {
                 write!(f, "bad timestamps: base {base_timestamp}, max {max_timestamp}")
             }
+            BatchError::BadAttributes { attributes } => {
+                write!(f, "attributes {attributes:#06x} set the delete horizon, which only the log may set")
+            }
+            BatchError::MalformedRecord { index } => write!(f, "record {index} of the batch is malformed"),
         }
     }
 }
@@ -140,6 +158,21 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & ATTRIBUTE_CONTROL != 0
     }
+
+    /// Compressed batches cannot be read record by record without their codec.
+    pub fn is_compressed(&self) -> bool {
+        self.attributes & ATTRIBUTE_COMPRESSION_MASK != 0
+    }
+
+    /// The broker stamped every record with `max_timestamp` (LogAppendTime).
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & ATTRIBUTE_LOG_APPEND_TIME != 0
+    }
+
+    /// When the cleaner may remove this batch's tombstones or its marker, if it set that time.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & ATTRIBUTE_DELETE_HORIZON != 0).then_some(self.base_timestamp)
+    }
 }
 
 /// Reads the total size of the batch starting at `bytes` from its length field, checking the
@@ -185,10 +218,30 @@ pub fn parse_header(bytes: &[u8], limit: usize) -> Result<BatchHeader, BatchErro
     })
 }
 
-/// Fully validates the single batch at the start of `bytes`: length bounds, magic, CRC-32C over
-/// the range Kafka defines, record count and timestamps. Returns the header; the batch occupies
-/// `header.total_bytes()` bytes and anything after it is not looked at.
+/// Fully validates the single batch at the start of `bytes` as a producer must send it: length
+/// bounds, magic, CRC-32C over the range Kafka defines, record count and timestamps, and no
+/// attribute only the log may set. Returns the header; the batch occupies `header.total_bytes()`
+/// bytes and anything after it is not looked at.
 pub fn validate(bytes: &[u8], limit: usize) -> Result<BatchHeader, BatchError> {
+    let header = validate_stored(bytes, limit)?;
+    if header.attributes & ATTRIBUTE_DELETE_HORIZON != 0 {
+        return Err(BatchError::BadAttributes { attributes: header.attributes });
+    }
+    if header.records_count != header.last_offset_delta.wrapping_add(1) {
+        return Err(BatchError::BadRecordCount {
+            records_count: header.records_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+/// Fully validates one batch as the log may store it: what `validate` checks, except that a batch
+/// the cleaner rewrote may hold fewer records than its offsets span (none at all, for an empty
+/// batch kept for its producer state), and that with a delete horizon `base_timestamp` is that
+/// horizon rather than the first record's timestamp. Recovery and `Log::verify` use this; every
+/// field it relaxes is covered by the CRC, so damage is caught as well as by `validate`.
+pub fn validate_stored(bytes: &[u8], limit: usize) -> Result<BatchHeader, BatchError> {
     let header = parse_header(bytes, limit)?;
     let total = header.total_bytes();
     if bytes.len() < total {
@@ -198,7 +251,10 @@ pub fn validate(bytes: &[u8], limit: usize) -> Result<BatchHeader, BatchError> {
     if computed != header.crc {
         return Err(BatchError::BadCrc { stored: header.crc, computed });
     }
-    if header.records_count <= 0 || i64::from(header.records_count) != i64::from(header.last_offset_delta) + 1
+    if header.records_count < 0
+        || header.last_offset_delta < 0
+        || i64::from(header.records_count) > i64::from(header.last_offset_delta) + 1
+        || (header.records_count == 0 && total != BATCH_HEADER_BYTES)
     {
         return Err(BatchError::BadRecordCount {
             records_count: header.records_count,
@@ -206,10 +262,10 @@ pub fn validate(bytes: &[u8], limit: usize) -> Result<BatchHeader, BatchError> {
         });
     }
     let timestamp_ok = |ts: i64| ts >= 0 || ts == NO_TIMESTAMP;
-    if !timestamp_ok(header.base_timestamp)
-        || !timestamp_ok(header.max_timestamp)
-        || (header.base_timestamp != NO_TIMESTAMP && header.max_timestamp < header.base_timestamp)
-    {
+    let ordered = header.base_timestamp == NO_TIMESTAMP
+        || header.max_timestamp >= header.base_timestamp
+        || header.delete_horizon_ms().is_some();
+    if !timestamp_ok(header.base_timestamp) || !timestamp_ok(header.max_timestamp) || !ordered {
         return Err(BatchError::BadTimestamps {
             base_timestamp: header.base_timestamp,
             max_timestamp: header.max_timestamp,
@@ -227,25 +283,58 @@ pub fn set_base_offset(bytes: &mut [u8], base_offset: i64) {
 /// Encodes a valid uncompressed v2 batch. Used by tests, benchmarks and tools that need real
 /// batches without a Kafka client; each record is `(key, value)` with no headers.
 pub fn encode_batch(base_timestamp: i64, records: &[(Option<&[u8]>, &[u8])]) -> Vec<u8> {
+    let records: Vec<KeyValue<'_>> = records.iter().map(|(key, value)| (*key, Some(*value))).collect();
+    encode_records(base_timestamp, &records, None)
+}
+
+/// A record's key and value for `encode_records`; a null value is a tombstone.
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// The producer fields of a batch (KIP-98): who wrote it, at which epoch, its first sequence
+/// number, and whether it belongs to a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerFields {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub transactional: bool,
+}
+
+/// Encodes a valid uncompressed v2 batch of `(key, value)` records, where a null value is a
+/// tombstone, optionally written by an idempotent or transactional producer. For tests, tools and
+/// benchmarks; every record has `base_timestamp` and no headers.
+pub fn encode_records(
+    base_timestamp: i64,
+    records: &[KeyValue<'_>],
+    producer: Option<ProducerFields>,
+) -> Vec<u8> {
     let mut body = Vec::new();
+    let mut record = Vec::new();
     for (index, (key, value)) in records.iter().enumerate() {
-        let mut record = Vec::new();
+        record.clear();
         record.push(0u8); // attributes
         put_varint(&mut record, 0); // timestamp delta
         put_varint(&mut record, index as i64); // offset delta
-        match key {
-            Some(key) => {
-                put_varint(&mut record, key.len() as i64);
-                record.extend_from_slice(key);
+        for field in [key, value] {
+            match field {
+                Some(bytes) => {
+                    put_varint(&mut record, bytes.len() as i64);
+                    record.extend_from_slice(bytes);
+                }
+                None => put_varint(&mut record, -1),
             }
-            None => put_varint(&mut record, -1),
         }
-        put_varint(&mut record, value.len() as i64);
-        record.extend_from_slice(value);
         put_varint(&mut record, 0); // header count
         put_varint(&mut body, record.len() as i64);
         body.extend_from_slice(&record);
     }
+    let producer = producer.unwrap_or(ProducerFields {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+        transactional: false,
+    });
+    let attributes = if producer.transactional { ATTRIBUTE_TRANSACTIONAL } else { 0 };
     let records_count = records.len() as i32;
     let mut batch = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
     batch.extend_from_slice(&0i64.to_be_bytes());
@@ -253,17 +342,16 @@ pub fn encode_batch(base_timestamp: i64, records: &[(Option<&[u8]>, &[u8])]) -> 
     batch.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
     batch.push(MAGIC_V2 as u8);
     batch.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
-    batch.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    batch.extend_from_slice(&attributes.to_be_bytes());
     batch.extend_from_slice(&(records_count - 1).to_be_bytes());
     batch.extend_from_slice(&base_timestamp.to_be_bytes());
     batch.extend_from_slice(&base_timestamp.to_be_bytes()); // max timestamp
-    batch.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    batch.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    batch.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    batch.extend_from_slice(&producer.producer_id.to_be_bytes());
+    batch.extend_from_slice(&producer.producer_epoch.to_be_bytes());
+    batch.extend_from_slice(&producer.base_sequence.to_be_bytes());
     batch.extend_from_slice(&records_count.to_be_bytes());
     batch.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
-    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    finish_batch(&mut batch);
     batch
 }
 
@@ -276,26 +364,21 @@ const ATTRIBUTE_LOG_APPEND_TIME: i16 = 1 << 3;
 /// returning its offset and timestamp. Records of an uncompressed CreateTime batch are walked one
 /// by one; a compressed batch cannot be read without decompressing it, so for those (and for
 /// LogAppendTime batches, whose records all carry the max timestamp) the answer is the batch's
-/// base offset and max timestamp when that reaches `target`.
+/// base offset and max timestamp when that reaches `target`. A batch with no records (one the
+/// cleaner emptied) has no answer.
 pub fn first_record_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)> {
     let header = parse_header(batch, BATCH_BYTES_HARD_MAX).ok()?;
-    if header.max_timestamp < target {
+    if header.max_timestamp < target || header.records_count == 0 {
         return None;
     }
     let whole_batch_answer = Some((header.base_offset, header.max_timestamp));
     if header.attributes & (ATTRIBUTE_COMPRESSION_MASK | ATTRIBUTE_LOG_APPEND_TIME) != 0 {
         return whole_batch_answer;
     }
-    let mut cursor = &batch[BATCH_HEADER_BYTES..header.total_bytes().min(batch.len())];
-    for _ in 0..header.records_count {
-        let length = usize::try_from(take_varint(&mut cursor)?).ok()?;
-        let mut record = cursor.get(..length)?;
-        cursor = &cursor[length..];
-        record = record.get(1..)?; // attributes
-        let timestamp = header.base_timestamp + take_varint(&mut record)?;
-        let offset = header.base_offset + take_varint(&mut record)?;
-        if timestamp >= target {
-            return Some((offset, timestamp));
+    for view in record_views(batch)? {
+        let Ok(RecordView { record, .. }) = view else { break };
+        if record.timestamp >= target {
+            return Some((record.offset, record.timestamp));
         }
     }
     // The header promised a record at or after `target` that the records do not show: answer
@@ -316,24 +399,160 @@ pub struct Record<'a> {
 /// batch, which needs decompressing first, or for malformed records. Used for Tidewater's own
 /// internal logs, which it writes uncompressed.
 pub fn records(batch: &[u8]) -> Option<Vec<Record<'_>>> {
+    record_views(batch)?.map(|view| view.ok().map(|view| view.record)).collect()
+}
+
+/// One record of an uncompressed batch with what re-encoding it needs: its attributes byte, its
+/// offset delta and everything after the offset delta (key, value and headers) as raw bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub record: Record<'a>,
+    attributes: u8,
+    offset_delta: i64,
+    /// The key, value and headers exactly as encoded.
+    tail: &'a [u8],
+}
+
+/// Walks the records of one whole uncompressed batch; see `record_views`.
+#[derive(Debug, Clone)]
+pub struct RecordViews<'a> {
+    cursor: &'a [u8],
+    index: i32,
+    count: i32,
+    base_offset: i64,
+    base_timestamp: i64,
+}
+
+/// The records of one whole batch, one by one, with the bytes `rebuild_batch` needs. `None` for a
+/// compressed batch or a header that does not parse; a record that does not parse ends the walk
+/// with `BatchError::MalformedRecord`.
+pub fn record_views(batch: &[u8]) -> Option<RecordViews<'_>> {
     let header = parse_header(batch, BATCH_BYTES_HARD_MAX).ok()?;
-    if header.attributes & ATTRIBUTE_COMPRESSION_MASK != 0 {
+    if header.is_compressed() {
         return None;
     }
-    let mut cursor = batch.get(BATCH_HEADER_BYTES..header.total_bytes())?;
-    let mut records = Vec::with_capacity((header.records_count.max(0) as usize).min(cursor.len()));
-    for _ in 0..header.records_count {
-        let length = usize::try_from(take_varint(&mut cursor)?).ok()?;
-        let mut record = cursor.get(..length)?;
-        cursor = &cursor[length..];
-        record = record.get(1..)?; // attributes
-        let timestamp = header.base_timestamp + take_varint(&mut record)?;
-        let offset = header.base_offset + take_varint(&mut record)?;
+    Some(RecordViews {
+        cursor: batch.get(BATCH_HEADER_BYTES..header.total_bytes())?,
+        index: 0,
+        count: header.records_count.max(0),
+        base_offset: header.base_offset,
+        base_timestamp: header.base_timestamp,
+    })
+}
+
+impl<'a> Iterator for RecordViews<'a> {
+    type Item = Result<RecordView<'a>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.index >= self.count {
+            return None;
+        }
+        let index = self.index;
+        let view = self.parse_next();
+        // A malformed record ends the walk: nothing after it can be located.
+        self.index = if view.is_some() { index + 1 } else { self.count };
+        Some(view.ok_or(BatchError::MalformedRecord { index }))
+    }
+}
+
+impl<'a> RecordViews<'a> {
+    fn parse_next(&mut self) -> Option<RecordView<'a>> {
+        let length = usize::try_from(take_varint(&mut self.cursor)?).ok()?;
+        let mut record = self.cursor.get(..length)?;
+        self.cursor = &self.cursor[length..];
+        let attributes = *record.first()?;
+        record = &record[1..];
+        let timestamp = self.base_timestamp.checked_add(take_varint(&mut record)?)?;
+        let offset_delta = take_varint(&mut record)?;
+        let tail = record;
         let key = take_bytes(&mut record)?;
         let value = take_bytes(&mut record)?;
-        records.push(Record { offset, timestamp, key, value });
+        let offset = self.base_offset.checked_add(offset_delta)?;
+        Some(RecordView { record: Record { offset, timestamp, key, value }, attributes, offset_delta, tail })
     }
-    Some(records)
+}
+
+/// Encodes a batch that keeps `original`'s identity (base offset, last offset delta, partition
+/// leader epoch, producer id, epoch and base sequence, transactional and control bits, timestamp
+/// type) but holds only `kept`, records of that same batch, as Kafka's cleaner does: the last
+/// offset delta is kept so the producer's last sequence survives, and offsets keep their gaps.
+/// With `delete_horizon_ms` the batch carries that horizon in `base_timestamp`; record timestamps
+/// are unchanged either way (their deltas are re-encoded). Appends the batch to `out`.
+pub fn rebuild_batch(
+    original: &BatchHeader,
+    kept: &[RecordView<'_>],
+    delete_horizon_ms: Option<i64>,
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    let base_timestamp = match (delete_horizon_ms, kept.first()) {
+        (Some(horizon), _) => horizon,
+        (None, Some(first)) => first.record.timestamp,
+        (None, None) => NO_TIMESTAMP,
+    };
+    let max_timestamp = if original.is_log_append_time() {
+        original.max_timestamp
+    } else {
+        kept.iter().map(|view| view.record.timestamp).max().unwrap_or(original.max_timestamp)
+    };
+    let mut attributes = original.attributes & !ATTRIBUTE_COMPRESSION_MASK;
+    if delete_horizon_ms.is_some() {
+        attributes |= ATTRIBUTE_DELETE_HORIZON;
+    }
+    put_header(out, original, attributes, base_timestamp, max_timestamp, kept.len() as i32);
+    let mut body = Vec::new();
+    for view in kept {
+        body.clear();
+        body.push(view.attributes);
+        put_varint(&mut body, view.record.timestamp - base_timestamp);
+        put_varint(&mut body, view.offset_delta);
+        body.extend_from_slice(view.tail);
+        put_varint(out, body.len() as i64);
+        out.extend_from_slice(&body);
+    }
+    finish_batch(&mut out[start..]);
+}
+
+/// Encodes `original` with no records left: the header alone, kept for the producer state or the
+/// offsets it carries (Kafka's `writeEmptyHeader`). Its max timestamp is the original's.
+pub fn encode_empty_header(original: &BatchHeader, out: &mut Vec<u8>) {
+    let start = out.len();
+    let attributes = original.attributes & !(ATTRIBUTE_COMPRESSION_MASK | ATTRIBUTE_DELETE_HORIZON);
+    put_header(out, original, attributes, NO_TIMESTAMP, original.max_timestamp, 0);
+    finish_batch(&mut out[start..]);
+}
+
+/// Writes a header with `original`'s identity and the given variable fields; the batch length
+/// and CRC are filled in by `finish_batch` once the records follow.
+fn put_header(
+    out: &mut Vec<u8>,
+    original: &BatchHeader,
+    attributes: i16,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    records_count: i32,
+) {
+    out.extend_from_slice(&original.base_offset.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes()); // batch length, filled in later
+    out.extend_from_slice(&original.partition_leader_epoch.to_be_bytes());
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled in later
+    out.extend_from_slice(&attributes.to_be_bytes());
+    out.extend_from_slice(&original.last_offset_delta.to_be_bytes());
+    out.extend_from_slice(&base_timestamp.to_be_bytes());
+    out.extend_from_slice(&max_timestamp.to_be_bytes());
+    out.extend_from_slice(&original.producer_id.to_be_bytes());
+    out.extend_from_slice(&original.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&original.base_sequence.to_be_bytes());
+    out.extend_from_slice(&records_count.to_be_bytes());
+}
+
+/// Fills in the batch length and CRC of the whole batch `batch`.
+fn finish_batch(batch: &mut [u8]) {
+    let batch_length = (batch.len() - LOG_OVERHEAD) as i32;
+    batch[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Reads a varint length and that many bytes; a length of -1 is null.
@@ -370,13 +589,11 @@ pub fn encode_control_batch(producer_id: i64, producer_epoch: i16, commit: bool,
     let mut value = Vec::with_capacity(6);
     value.extend_from_slice(&0i16.to_be_bytes()); // value version
     value.extend_from_slice(&0i32.to_be_bytes()); // coordinator epoch
-    let mut batch = encode_batch(timestamp, &[(Some(&key), &value)]);
+    let producer = ProducerFields { producer_id, producer_epoch, base_sequence: -1, transactional: true };
+    let mut batch = encode_records(timestamp, &[(Some(&key), Some(&value))], Some(producer));
     let attributes = ATTRIBUTE_TRANSACTIONAL | ATTRIBUTE_CONTROL;
     batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
-    batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_be_bytes());
-    batch[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&producer_epoch.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
-    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    finish_batch(&mut batch);
     batch
 }
 

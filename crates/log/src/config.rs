@@ -3,6 +3,11 @@
 //! Every size and count the log reads from disk or accepts from a caller is bounded by a value
 //! here, checked before anything is allocated. `LogConfig::validate` turns out-of-range settings
 //! into a clear error at open time rather than odd behaviour later.
+//!
+//! The cleanup settings are Kafka's: `cleanup.policy` says whether closed segments are deleted
+//! by retention, compacted by key (`cleaner.rs`), or both; the compaction settings say when a
+//! log is worth cleaning and how long tombstones stay. The cleaner's memory (its offset map) and
+//! I/O rate are bounded here too.
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,6 +35,17 @@ pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 pub const DEFAULT_OPEN_SEGMENTS_MAX: usize = 8;
 /// How often `fsync = interval` flushes.
 pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(1000);
+/// Kafka's `min.cleanable.dirty.ratio` default: clean once half the log is dirty.
+pub const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
+/// Kafka's `delete.retention.ms` default (1 day): how long a tombstone outlives its first cleaning.
+pub const DEFAULT_DELETE_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+/// Kafka's `log.cleaner.dedupe.buffer.size` default: the largest offset map one pass allocates.
+pub const DEFAULT_CLEANER_DEDUPE_BUFFER_BYTES: usize = 128 * 1024 * 1024;
+/// The smallest offset map we accept: a few dozen keys. Tests use it to force passes that clean
+/// only part of the dirty section.
+pub const CLEANER_DEDUPE_BUFFER_BYTES_MIN: usize = 1024;
+/// No offset map is larger than this, whatever the configuration says (16 GiB).
+pub const CLEANER_DEDUPE_BUFFER_BYTES_MAX: usize = 16 * 1024 * 1024 * 1024;
 
 /// When appended bytes are forced to disk. What each choice risks is in the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +90,53 @@ impl fmt::Display for FsyncPolicy {
     }
 }
 
+/// What happens to closed segments (Kafka `cleanup.policy`): deleted by retention, compacted by
+/// key, or both. At least one is always set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// Retention (`retention_ms`, `retention_bytes`) deletes whole closed segments.
+    pub delete: bool,
+    /// The cleaner keeps only the latest record of each key in closed segments.
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    pub const DELETE: CleanupPolicy = CleanupPolicy { delete: true, compact: false };
+    pub const COMPACT: CleanupPolicy = CleanupPolicy { delete: false, compact: true };
+    pub const COMPACT_DELETE: CleanupPolicy = CleanupPolicy { delete: true, compact: true };
+}
+
+impl FromStr for CleanupPolicy {
+    type Err = String;
+
+    /// Parses Kafka's list form: `delete`, `compact`, or both separated by a comma, in any order.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut policy = CleanupPolicy { delete: false, compact: false };
+        for item in text.split(',') {
+            match item.trim() {
+                "delete" => policy.delete = true,
+                "compact" => policy.compact = true,
+                other => {
+                    return Err(format!("unknown cleanup policy {other:?}: expected delete, compact or both"))
+                }
+            }
+        }
+        Ok(policy)
+    }
+}
+
+impl fmt::Display for CleanupPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.compact, self.delete) {
+            (true, true) => f.write_str("compact,delete"),
+            (true, false) => f.write_str("compact"),
+            _ => f.write_str("delete"),
+        }
+    }
+}
+
 /// The settings of one topic-partition log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// Largest batch one append accepts (Kafka `max.message.bytes`).
     pub max_batch_bytes: usize,
@@ -92,6 +153,29 @@ pub struct LogConfig {
     /// Closed segments kept open (file handle and index) at once; see `DEFAULT_OPEN_SEGMENTS_MAX`.
     pub open_segments_max: usize,
     pub fsync: FsyncPolicy,
+    /// Delete by retention, compact by key, or both (Kafka `cleanup.policy`).
+    pub cleanup_policy: CleanupPolicy,
+    /// Clean once the dirty part (closed segments written since the last cleaning) is at least
+    /// this fraction of the cleanable log (Kafka `min.cleanable.dirty.ratio`).
+    pub min_cleanable_dirty_ratio: f64,
+    /// A record stays uncompacted for at least this long after its timestamp: a segment is only
+    /// cleaned once its newest timestamp is this old (Kafka `min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: i64,
+    /// Clean regardless of the dirty ratio once the oldest dirty record is this old (Kafka
+    /// `max.compaction.lag.ms`); `i64::MAX` means never forced.
+    pub max_compaction_lag_ms: i64,
+    /// A tombstone (a record with a key and no value) stays this long after the cleaning that
+    /// first kept it as its key's latest record; the next cleaning after that removes it. Abort
+    /// and commit markers whose transaction has no records left go the same way (Kafka
+    /// `delete.retention.ms`).
+    pub delete_retention_ms: i64,
+    /// The largest offset map one cleaning pass allocates (Kafka
+    /// `log.cleaner.dedupe.buffer.size`). A dirty section with more keys than fit is cleaned in
+    /// several passes.
+    pub cleaner_dedupe_buffer_bytes: usize,
+    /// The cleaner reads and writes at most this many bytes per second (Kafka
+    /// `log.cleaner.io.max.bytes.per.second`); `u64::MAX` means unthrottled.
+    pub cleaner_io_max_bytes_per_second: u64,
 }
 
 impl Default for LogConfig {
@@ -105,6 +189,13 @@ impl Default for LogConfig {
             retention_bytes: -1,
             open_segments_max: DEFAULT_OPEN_SEGMENTS_MAX,
             fsync: FsyncPolicy::Always,
+            cleanup_policy: CleanupPolicy::DELETE,
+            min_cleanable_dirty_ratio: DEFAULT_MIN_CLEANABLE_DIRTY_RATIO,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
+            cleaner_dedupe_buffer_bytes: DEFAULT_CLEANER_DEDUPE_BUFFER_BYTES,
+            cleaner_io_max_bytes_per_second: u64::MAX,
         }
     }
 }
@@ -141,6 +232,32 @@ impl LogConfig {
         if self.open_segments_max == 0 {
             return invalid("open_segments_max must be at least 1".to_string());
         }
+        if !self.cleanup_policy.delete && !self.cleanup_policy.compact {
+            return invalid("cleanup_policy must delete, compact or both".to_string());
+        }
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return invalid(format!(
+                "min_cleanable_dirty_ratio {} outside [0, 1]",
+                self.min_cleanable_dirty_ratio
+            ));
+        }
+        if self.min_compaction_lag_ms < 0 || self.max_compaction_lag_ms < 1 || self.delete_retention_ms < 0 {
+            return invalid(
+                "min_compaction_lag_ms and delete_retention_ms must be non-negative, max_compaction_lag_ms positive"
+                    .to_string(),
+            );
+        }
+        if !(CLEANER_DEDUPE_BUFFER_BYTES_MIN..=CLEANER_DEDUPE_BUFFER_BYTES_MAX)
+            .contains(&self.cleaner_dedupe_buffer_bytes)
+        {
+            return invalid(format!(
+                "cleaner_dedupe_buffer_bytes {} outside [{CLEANER_DEDUPE_BUFFER_BYTES_MIN}, {CLEANER_DEDUPE_BUFFER_BYTES_MAX}]",
+                self.cleaner_dedupe_buffer_bytes
+            ));
+        }
+        if self.cleaner_io_max_bytes_per_second == 0 {
+            return invalid("cleaner_io_max_bytes_per_second must be positive".to_string());
+        }
         Ok(())
     }
 }
@@ -161,11 +278,39 @@ mod tests {
     }
 
     #[test]
+    fn cleanup_policy_parses_kafka_lists() {
+        let check = |text: &str, expected: Result<CleanupPolicy, ()>| {
+            assert_eq!(text.parse::<CleanupPolicy>().map_err(|_| ()), expected, "{text:?}");
+        };
+        check("delete", Ok(CleanupPolicy::DELETE));
+        check("compact", Ok(CleanupPolicy::COMPACT));
+        check("compact,delete", Ok(CleanupPolicy::COMPACT_DELETE));
+        check("delete, compact", Ok(CleanupPolicy::COMPACT_DELETE));
+        check("compact,compact", Ok(CleanupPolicy::COMPACT));
+        check("", Err(()));
+        check("compact,", Err(()));
+        check("shred", Err(()));
+        assert_eq!(CleanupPolicy::COMPACT_DELETE.to_string(), "compact,delete");
+    }
+
+    #[test]
     fn default_config_is_valid_and_limits_are_enforced() {
         assert_eq!(LogConfig::default().validate(), Ok(()));
         let too_small = LogConfig { segment_bytes: SEGMENT_BYTES_MIN - 1, ..LogConfig::default() };
         assert!(too_small.validate().is_err());
         let too_big = LogConfig { max_batch_bytes: BATCH_BYTES_HARD_MAX + 1, ..LogConfig::default() };
         assert!(too_big.validate().is_err());
+        let ratio = LogConfig { min_cleanable_dirty_ratio: 1.5, ..LogConfig::default() };
+        assert!(ratio.validate().is_err());
+        let small_map = LogConfig {
+            cleaner_dedupe_buffer_bytes: CLEANER_DEDUPE_BUFFER_BYTES_MIN - 1,
+            ..LogConfig::default()
+        };
+        assert!(small_map.validate().is_err());
+        let neither = LogConfig {
+            cleanup_policy: CleanupPolicy { delete: false, compact: false },
+            ..LogConfig::default()
+        };
+        assert!(neither.validate().is_err());
     }
 }

@@ -65,18 +65,30 @@ impl SegmentIndex {
 
     /// Writes both index files, replacing what was there, and fsyncs them.
     pub(crate) fn write(&self, offset_path: &Path, time_path: &Path) -> Result<(), LogError> {
+        self.write_with(offset_path, time_path, true)
+    }
+
+    /// `write`, fsyncing the files only with `sync`. The cleaner's indexes skip it: a crash
+    /// can leave such a file short or empty, which `load` finds inconsistent (then the index is
+    /// rebuilt) or harmless (fewer entries: reads walk further).
+    pub(crate) fn write_with(
+        &self,
+        offset_path: &Path,
+        time_path: &Path,
+        sync: bool,
+    ) -> Result<(), LogError> {
         let mut bytes = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY_BYTES);
         for entry in &self.offsets {
             bytes.extend_from_slice(&entry.relative_offset.to_be_bytes());
             bytes.extend_from_slice(&entry.position.to_be_bytes());
         }
-        write_synced(offset_path, &bytes)?;
+        write_file(offset_path, &bytes, sync)?;
         let mut bytes = Vec::with_capacity(self.times.len() * TIME_ENTRY_BYTES);
         for entry in &self.times {
             bytes.extend_from_slice(&entry.timestamp.to_be_bytes());
             bytes.extend_from_slice(&entry.relative_offset.to_be_bytes());
         }
-        write_synced(time_path, &bytes)
+        write_file(time_path, &bytes, sync)
     }
 
     /// Loads both index files of a segment whose data file has `segment_size` bytes and whose
@@ -129,10 +141,13 @@ impl SegmentIndex {
     }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+fn write_file(path: &Path, bytes: &[u8], sync: bool) -> Result<(), LogError> {
     let mut file = fs::File::create(path).map_err(|error| LogError::io("create index", path, error))?;
     file.write_all(bytes).map_err(|error| LogError::io("write index", path, error))?;
-    file.sync_all().map_err(|error| LogError::io("fsync index", path, error))
+    if sync {
+        file.sync_all().map_err(|error| LogError::io("fsync index", path, error))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

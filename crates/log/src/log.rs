@@ -24,7 +24,18 @@
 //! On open the active segment is always re-read and every CRC checked; a torn or corrupt tail is
 //! truncated to the last valid batch and the cut is logged. Closed segments were fsynced when they
 //! rolled, so only their indexes and their final batches are checked; a closed segment that does
-//! not end where the next one begins is reported as corruption and the log does not open.
+//! not end where the next one begins is reported as corruption and the log does not open. Before
+//! any of that, a cleaning that a crash interrupted is finished or discarded (`cleaner.rs`).
+//!
+//! # Compaction and retention
+//!
+//! What happens to closed segments is the cleanup policy's choice: retention deletes whole old
+//! segments (`apply_retention`, from `tick`), and the cleaner rewrites them keeping the latest
+//! record of each key (`clean`, in `cleaner.rs`, run by the caller on a thread of its own). The
+//! two never run at once on one log: retention skips a tick while a cleaning pass holds the log's
+//! cleaning lock. Neither holds the segment lock for longer than a few renames, so appends and
+//! reads carry on throughout; a reader holding a segment's file keeps reading it even after the
+//! cleaner or retention replaced or deleted it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -35,11 +46,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::batch::{self, BatchError, BatchHeader, NO_TIMESTAMP};
+use crate::cleaner::{self, Checkpoint};
 use crate::clock::Clock;
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::LogError;
 use crate::index::SegmentIndex;
 use crate::segment::{self, HeaderWalk, SegmentPaths, SegmentSummary};
+
+/// The file that holds a log start offset moved by `delete_records_before`, and its temporary name.
+const START_OFFSET_FILE: &str = "log-start-offset";
+const START_OFFSET_TEMP_FILE: &str = "log-start-offset.tmp";
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,10 +99,10 @@ pub struct VerifyReport {
 /// A topic-partition log. All methods take `&self`; share it with an `Arc`.
 #[derive(Debug)]
 pub struct Log {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Replaced whole by `set_config`; read through `config()`.
     config: RwLock<LogConfig>,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     segments: Mutex<Segments>,
     sync: Mutex<SyncState>,
     sync_done: Condvar,
@@ -94,41 +110,53 @@ pub struct Log {
     poisoned: AtomicBool,
     /// Fault injection for tests: the next fsync fails with EIO instead of running.
     fail_next_sync: AtomicBool,
+    /// Held by a cleaning pass from start to end; retention and `verify` stay out meanwhile.
+    pub(crate) cleaning: Mutex<()>,
+    /// Set by `close`, so a cleaning pass in progress gives up instead of making close wait.
+    pub(crate) closing: AtomicBool,
 }
 
 #[derive(Debug)]
-struct Segments {
-    active: ActiveSegment,
-    closed: BTreeMap<i64, ClosedSegment>,
+pub(crate) struct Segments {
+    pub(crate) active: ActiveSegment,
+    pub(crate) closed: BTreeMap<i64, ClosedSegment>,
     /// Base offsets of closed segments whose file and index are loaded, least recently used first.
     loaded: VecDeque<i64>,
     last_sync_ms: i64,
-    is_closed: bool,
+    pub(crate) is_closed: bool,
+    /// Where the cleaner stands: what it has compacted, and where the dirty part begins.
+    pub(crate) checkpoint: Checkpoint,
+    /// What `cleaner-checkpoint` on disk says; behind `checkpoint` after a pass until the next
+    /// pass's swap or `close` writes it.
+    pub(crate) checkpoint_on_disk: Checkpoint,
+    /// The log start offset `delete_records_before` set, when it is past the first segment's
+    /// base (`i64::MIN` otherwise): reads below it are out of range.
+    start_offset: i64,
 }
 
 #[derive(Debug)]
-struct ActiveSegment {
-    summary: SegmentSummary,
-    file: Arc<File>,
+pub(crate) struct ActiveSegment {
+    pub(crate) summary: SegmentSummary,
+    pub(crate) file: Arc<File>,
     paths: SegmentPaths,
     created_ms: i64,
 }
 
 #[derive(Debug)]
-struct ClosedSegment {
-    base_offset: i64,
-    next_offset: i64,
-    size: u64,
-    max_timestamp: i64,
+pub(crate) struct ClosedSegment {
+    pub(crate) base_offset: i64,
+    pub(crate) next_offset: i64,
+    pub(crate) size: u64,
+    pub(crate) max_timestamp: i64,
     offset_of_max_timestamp: i64,
-    paths: SegmentPaths,
+    pub(crate) paths: SegmentPaths,
     loaded: Option<Arc<LoadedSegment>>,
 }
 
 #[derive(Debug)]
-struct LoadedSegment {
-    file: Arc<File>,
-    index: SegmentIndex,
+pub(crate) struct LoadedSegment {
+    pub(crate) file: Arc<File>,
+    pub(crate) index: SegmentIndex,
 }
 
 #[derive(Debug)]
@@ -147,6 +175,17 @@ struct SegmentCursor {
     end_position: u64,
 }
 
+impl SegmentCursor {
+    fn walk(&self) -> HeaderWalk<'_> {
+        HeaderWalk {
+            file: &self.file,
+            path: &self.path,
+            position: self.start_position,
+            end: self.end_position,
+        }
+    }
+}
+
 impl Log {
     /// Opens the log in `dir`, creating it if needed, and recovers it (see the module docs).
     pub fn open(dir: impl Into<PathBuf>, config: LogConfig, clock: Arc<dyn Clock>) -> Result<Log, LogError> {
@@ -158,6 +197,8 @@ impl Log {
                 sync_dir(parent)?;
             }
         }
+        let checkpoint = cleaner::read_checkpoint(&dir);
+        let checkpoint = cleaner::finish_interrupted_cleaning(&dir, checkpoint, config.index_interval_bytes)?;
         let mut bases = Vec::new();
         let entries = fs::read_dir(&dir).map_err(|error| LogError::io("list", &dir, error))?;
         let mut others = Vec::new();
@@ -188,12 +229,25 @@ impl Log {
         let now = clock.now_ms();
         let mut closed = BTreeMap::new();
         for pair in bases.windows(2) {
-            let segment = open_closed_segment(&dir, pair[0], pair[1], config.index_interval_bytes)?;
+            let segment = open_closed_segment(
+                &dir,
+                pair[0],
+                pair[1],
+                config.index_interval_bytes,
+                checkpoint.gaps_below,
+            )?;
             closed.insert(pair[0], segment);
         }
         let active_base = bases[bases.len() - 1];
         let active = open_active_segment(&dir, active_base, config.index_interval_bytes, now)?;
         let end_offset = active.summary.next_offset;
+        let mut start_offset = read_start_offset(&dir);
+        if start_offset > end_offset {
+            // Only under fsync=never or interval can a crash take back records below a start
+            // offset DeleteRecords set; the log then starts at its end.
+            tracing::warn!(dir = %dir.display(), start_offset, end_offset, "log start offset past the log end after recovery");
+            start_offset = end_offset;
+        }
         Ok(Log {
             dir,
             config: RwLock::new(config),
@@ -204,6 +258,9 @@ impl Log {
                 loaded: VecDeque::new(),
                 last_sync_ms: now,
                 is_closed: false,
+                checkpoint,
+                checkpoint_on_disk: checkpoint,
+                start_offset,
             }),
             sync: Mutex::new(SyncState {
                 durable_offset: end_offset,
@@ -213,6 +270,8 @@ impl Log {
             sync_done: Condvar::new(),
             poisoned: AtomicBool::new(false),
             fail_next_sync: AtomicBool::new(false),
+            cleaning: Mutex::new(()),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -358,12 +417,7 @@ impl Log {
                 None => return Ok(None),
             }
         };
-        let mut walk = HeaderWalk {
-            file: &cursor.file,
-            path: &cursor.path,
-            position: cursor.start_position,
-            end: cursor.end_position,
-        };
+        let mut walk = cursor.walk();
         let mut range: Option<FileRange> = None;
         while let Some((position, header)) = walk.next_batch()? {
             if header.last_offset() >= upper {
@@ -395,55 +449,61 @@ impl Log {
     /// The first record whose timestamp is at or after `timestamp`: its offset and timestamp
     /// (Kafka ListOffsets by time). See `batch::first_record_at_or_after` for compressed batches.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
-        let cursor = {
-            let mut segments = self.lock_segments();
-            let first_newer = segments
-                .closed
-                .values()
-                .find(|segment| segment.max_timestamp >= timestamp)
-                .map(|segment| segment.base_offset);
-            match first_newer {
-                Some(base) => {
-                    let loaded = self.load_closed(&mut segments, base)?;
-                    let segment = &segments.closed[&base];
-                    let relative = loaded.index.offset_for_timestamp(timestamp);
-                    SegmentCursor {
-                        file: loaded.file.clone(),
-                        path: segment.paths.data.clone(),
-                        start_position: u64::from(loaded.index.position_for(relative)),
-                        end_position: segment.size,
+        // Segments are tried in order from the first whose newest timestamp reaches `timestamp`;
+        // usually the first has the answer, but one the cleaner emptied of such records has not.
+        let mut from_base = i64::MIN;
+        loop {
+            let cursor = {
+                let mut segments = self.lock_segments();
+                let first_newer = segments
+                    .closed
+                    .range(from_base..)
+                    .map(|(_, segment)| segment)
+                    .find(|segment| segment.max_timestamp >= timestamp)
+                    .map(|segment| segment.base_offset);
+                match first_newer {
+                    Some(base) => {
+                        let loaded = self.load_closed(&mut segments, base)?;
+                        let segment = &segments.closed[&base];
+                        let relative = loaded.index.offset_for_timestamp(timestamp);
+                        from_base = base + 1;
+                        SegmentCursor {
+                            file: loaded.file.clone(),
+                            path: segment.paths.data.clone(),
+                            start_position: u64::from(loaded.index.position_for(relative)),
+                            end_position: segment.size,
+                        }
+                    }
+                    None if segments.active.summary.max_timestamp >= timestamp
+                        && from_base <= segments.active.summary.base_offset =>
+                    {
+                        let active = &segments.active;
+                        let relative = active.summary.index.offset_for_timestamp(timestamp);
+                        from_base = i64::MAX;
+                        SegmentCursor {
+                            file: active.file.clone(),
+                            path: active.paths.data.clone(),
+                            start_position: u64::from(active.summary.index.position_for(relative)),
+                            end_position: active.summary.size,
+                        }
+                    }
+                    None => return Ok(None),
+                }
+            };
+            let mut walk = cursor.walk();
+            while let Some((position, header)) = walk.next_batch()? {
+                if header.max_timestamp >= timestamp && header.records_count > 0 {
+                    let mut bytes = vec![0u8; header.total_bytes()];
+                    cursor
+                        .file
+                        .read_exact_at(&mut bytes, position)
+                        .map_err(|error| LogError::io("read", &cursor.path, error))?;
+                    if let Some(found) = batch::first_record_at_or_after(&bytes, timestamp) {
+                        return Ok(Some(found));
                     }
                 }
-                None if segments.active.summary.max_timestamp >= timestamp => {
-                    let active = &segments.active;
-                    let relative = active.summary.index.offset_for_timestamp(timestamp);
-                    SegmentCursor {
-                        file: active.file.clone(),
-                        path: active.paths.data.clone(),
-                        start_position: u64::from(active.summary.index.position_for(relative)),
-                        end_position: active.summary.size,
-                    }
-                }
-                None => return Ok(None),
-            }
-        };
-        let mut walk = HeaderWalk {
-            file: &cursor.file,
-            path: &cursor.path,
-            position: cursor.start_position,
-            end: cursor.end_position,
-        };
-        while let Some((position, header)) = walk.next_batch()? {
-            if header.max_timestamp >= timestamp {
-                let mut bytes = vec![0u8; header.total_bytes()];
-                cursor
-                    .file
-                    .read_exact_at(&mut bytes, position)
-                    .map_err(|error| LogError::io("read", &cursor.path, error))?;
-                return Ok(batch::first_record_at_or_after(&bytes, timestamp));
             }
         }
-        Ok(None)
     }
 
     /// The largest timestamp in the log and the base offset of the batch that first reached it
@@ -462,6 +522,41 @@ impl Log {
 
     pub fn log_start_offset(&self) -> i64 {
         self.lock_segments().log_start_offset()
+    }
+
+    /// Moves the log start offset up to `offset` (Kafka's DeleteRecords): reads below it are out
+    /// of range from now on, and the closed segments wholly below it are deleted, now or, if a
+    /// cleaning pass is running, at the next tick. The new start is durable before this returns.
+    /// `offset` may not pass the log end; one at or below the current start changes nothing.
+    /// Returns the log start offset.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let (log_start_offset, log_end_offset) = {
+            let segments = self.lock_segments();
+            if segments.is_closed {
+                return Err(LogError::Closed);
+            }
+            (segments.log_start_offset(), segments.active.summary.next_offset)
+        };
+        if offset > log_end_offset {
+            return Err(LogError::OffsetOutOfRange { offset, log_start_offset, log_end_offset });
+        }
+        if offset <= log_start_offset {
+            return Ok(log_start_offset);
+        }
+        write_durably(&self.dir, START_OFFSET_FILE, START_OFFSET_TEMP_FILE, &format!("{offset}\n"))?;
+        {
+            let mut segments = self.lock_segments();
+            segments.start_offset = segments.start_offset.max(offset);
+        }
+        tracing::info!(dir = %self.dir.display(), log_start_offset = offset, "deleted records");
+        self.apply_retention()?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Below this offset the cleaner may have removed records (and transaction markers); at and
+    /// above it the log holds everything appended. `i64::MIN` for a log never cleaned.
+    pub fn compacted_below(&self) -> i64 {
+        self.lock_segments().checkpoint.gaps_below
     }
 
     /// The offset the next append gets (Kafka's log end offset).
@@ -515,12 +610,7 @@ impl Log {
                     None => return Ok(()),
                 }
             };
-            let mut walk = HeaderWalk {
-                file: &cursor.file,
-                path: &cursor.path,
-                position: cursor.start_position,
-                end: cursor.end_position,
-            };
+            let mut walk = cursor.walk();
             let before = offset;
             while let Some((_, header)) = walk.next_batch()? {
                 if header.last_offset() >= offset {
@@ -567,11 +657,19 @@ impl Log {
 
     /// Deletes whole closed segments that retention no longer keeps, oldest first: by time (the
     /// segment's newest timestamp is older than `retention_ms`) and by size (the log is larger than
-    /// `retention_bytes` even without the segment). The active segment is never deleted. The log
-    /// start offset moves to the first remaining segment.
+    /// `retention_bytes` even without the segment), both only under a cleanup policy that
+    /// includes `delete`, and whatever the policy those wholly below the start offset
+    /// `delete_records_before` set. The active segment is never deleted. The log start offset
+    /// moves to the first remaining segment (or stays where DeleteRecords put it). While a
+    /// cleaning pass runs, retention waits for the next call.
     pub fn apply_retention(&self) -> Result<usize, LogError> {
         let now = self.clock.now_ms();
         let config = self.config();
+        let _not_cleaning = match self.cleaning.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(0),
+            Err(std::sync::TryLockError::Poisoned(_)) => panic!("log cleaning mutex poisoned by a panic"),
+        };
         let mut segments = self.lock_segments();
         let mut total_size: u64 =
             segments.closed.values().map(|segment| segment.size).sum::<u64>() + segments.active.summary.size;
@@ -582,10 +680,14 @@ impl Log {
             } else {
                 oldest.max_timestamp
             };
-            let expired = config.retention_ms >= 0 && now - newest_ms > config.retention_ms;
-            let oversized =
-                config.retention_bytes >= 0 && total_size - oldest.size >= config.retention_bytes as u64;
-            if !(expired || oversized) {
+            let by_policy = config.cleanup_policy.delete;
+            let expired = by_policy && config.retention_ms >= 0 && now - newest_ms > config.retention_ms;
+            let oversized = by_policy
+                && config.retention_bytes >= 0
+                && total_size - oldest.size >= config.retention_bytes as u64;
+            // Below the start offset DeleteRecords set, whatever the policy.
+            let deleted_records = oldest.next_offset <= segments.start_offset;
+            if !(expired || oversized || deleted_records) {
                 break;
             }
             total_size -= oldest.size;
@@ -613,26 +715,30 @@ impl Log {
     /// Re-reads every segment and checks every batch's CRC and offset continuity. Recovery on
     /// open checks only the active segment this thoroughly; this finds damage anywhere.
     pub fn verify(&self) -> Result<VerifyReport, LogError> {
-        let (closed, active_base, active_size) = {
+        // No cleaning pass may rename segments under the walk.
+        let _not_cleaning = lock(&self.cleaning);
+        let (closed, active_base, active_size, gaps_below) = {
             let segments = self.lock_segments();
             let closed: Vec<(i64, i64, PathBuf)> = segments
                 .closed
                 .values()
                 .map(|segment| (segment.base_offset, segment.next_offset, segment.paths.data.clone()))
                 .collect();
-            (closed, segments.active.summary.base_offset, segments.active.summary.size)
+            let active = &segments.active.summary;
+            (closed, active.base_offset, active.size, segments.checkpoint.gaps_below)
         };
         let mut report = VerifyReport { segments: 0, bytes: 0 };
+        let index_interval_bytes = self.config().index_interval_bytes;
         for (base, next_offset, path) in closed {
             let file = File::open(&path).map_err(|error| LogError::io("open", &path, error))?;
             let summary =
-                check_whole_segment(&file, &path, base, next_offset, self.config().index_interval_bytes)?;
+                check_whole_segment(&file, &path, base, next_offset, index_interval_bytes, gaps_below)?;
             report.segments += 1;
             report.bytes += summary.size;
         }
         let path = SegmentPaths::new(&self.dir, active_base).data;
         let file = File::open(&path).map_err(|error| LogError::io("open", &path, error))?;
-        let (summary, damage) = segment::recover(&file, active_base, self.config().index_interval_bytes)
+        let (summary, damage) = segment::recover(&file, active_base, index_interval_bytes, i64::MIN)
             .map_err(|error| LogError::io("read", &path, error))?;
         if let Some(damage) = damage.filter(|damage| damage.position < active_size) {
             return Err(LogError::Corrupt { path, position: damage.position, reason: damage.reason });
@@ -642,10 +748,14 @@ impl Log {
         Ok(report)
     }
 
-    /// Flushes, writes the active segment's indexes and refuses further use. Dropping a log
-    /// without closing it is like a crash: the next open recovers.
+    /// Flushes, writes the active segment's indexes and refuses further use. A cleaning pass in
+    /// progress is abandoned first (its temporary files removed). Dropping a log without closing
+    /// it is like a crash: the next open recovers.
     pub fn close(&self) -> Result<(), LogError> {
+        self.closing.store(true, Ordering::SeqCst);
+        let _not_cleaning = lock(&self.cleaning);
         self.flush()?;
+        self.persist_checkpoint()?;
         let mut segments = self.lock_segments();
         let active = &mut segments.active;
         active.summary.push_time_entry();
@@ -757,7 +867,7 @@ impl Log {
         file.sync_data().map_err(|error| LogError::io("fsync", path, error))
     }
 
-    fn poison(&self, reason: String) {
+    pub(crate) fn poison(&self, reason: String) {
         tracing::error!(dir = %self.dir.display(), %reason, "log failed; it accepts no writes until reopened");
         let mut state = lock(&self.sync);
         state.poisoned.get_or_insert(reason);
@@ -831,6 +941,7 @@ impl Log {
                             base,
                             segment.next_offset,
                             self.config().index_interval_bytes,
+                            segments.checkpoint.gaps_below,
                         )?;
                         summary.index.write(&paths.offset_index, &paths.time_index)?;
                         summary.index
@@ -849,6 +960,69 @@ impl Log {
         lock(&self.segments)
     }
 
+    /// Runs `change` under the segment lock; for the cleaner, which keeps it only this short.
+    pub(crate) fn with_segments<T>(&self, change: impl FnOnce(&mut Segments) -> T) -> T {
+        change(&mut self.lock_segments())
+    }
+
+    /// The cleaner's step 4: renames the files of the closed segments `bases` to `retired(base)`
+    /// and points their entries there, under the segment lock so a read that reopens one of
+    /// them (an evicted segment) finds it under its new name.
+    pub(crate) fn retire_segments(
+        &self,
+        bases: &[i64],
+        retired: impl Fn(i64) -> SegmentPaths,
+    ) -> Result<(), LogError> {
+        let mut segments = self.lock_segments();
+        for base in bases {
+            let Some(segment) = segments.closed.get_mut(base) else { continue };
+            let to = retired(*base);
+            for (from, to) in segment.paths.all().into_iter().zip(to.all()) {
+                match fs::rename(from, to) {
+                    Ok(()) => {}
+                    // An index that was never written.
+                    Err(error) if error.kind() == io::ErrorKind::NotFound && from != segment.paths.data => {}
+                    Err(error) => return Err(LogError::io("rename", from, error)),
+                }
+            }
+            segment.paths = to;
+        }
+        Ok(())
+    }
+
+    /// The cleaner's step 5: under the segment lock, `rename` puts the cleaned files in place and
+    /// the closed segments `replaced` give way to the cleaned one, already loaded. Readers that
+    /// hold a replaced segment's file keep reading it.
+    pub(crate) fn install_segment(
+        &self,
+        replaced: &[i64],
+        cleaned: cleaner::CleanedSegment,
+        rename: impl FnOnce() -> Result<SegmentPaths, LogError>,
+    ) -> Result<(), LogError> {
+        let mut segments = self.lock_segments();
+        let paths = rename()?;
+        for base in replaced {
+            segments.closed.remove(base);
+        }
+        segments.loaded.retain(|loaded| !replaced.contains(loaded));
+        let summary = cleaned.summary;
+        let base = summary.base_offset;
+        segments.closed.insert(
+            base,
+            ClosedSegment {
+                base_offset: base,
+                next_offset: cleaned.next_offset,
+                size: summary.size,
+                max_timestamp: summary.max_timestamp,
+                offset_of_max_timestamp: summary.offset_of_max_timestamp,
+                paths,
+                loaded: Some(Arc::new(LoadedSegment { file: cleaned.file, index: summary.index })),
+            },
+        );
+        segments.touch_loaded(base, self.config().open_segments_max);
+        Ok(())
+    }
+
     /// The base offset of the first segment that starts after `offset`.
     fn next_segment_base(&self, offset: i64) -> Option<i64> {
         let segments = self.lock_segments();
@@ -864,7 +1038,7 @@ impl Log {
 
 impl Segments {
     fn log_start_offset(&self) -> i64 {
-        self.closed.keys().next().copied().unwrap_or(self.active.summary.base_offset)
+        self.closed.keys().next().copied().unwrap_or(self.active.summary.base_offset).max(self.start_offset)
     }
 
     /// Marks `base` most recently used and evicts the least recently used loaded segments beyond
@@ -889,6 +1063,7 @@ fn open_closed_segment(
     base: i64,
     next_base: i64,
     index_interval_bytes: u32,
+    gaps_below: i64,
 ) -> Result<ClosedSegment, LogError> {
     let paths = SegmentPaths::new(dir, base);
     let file = File::open(&paths.data).map_err(|error| LogError::io("open", &paths.data, error))?;
@@ -928,7 +1103,8 @@ fn open_closed_segment(
         }
         None => {
             tracing::warn!(segment = %paths.data.display(), "index missing or inconsistent; rebuilding it");
-            let summary = check_whole_segment(&file, &paths.data, base, next_base, index_interval_bytes)?;
+            let summary =
+                check_whole_segment(&file, &paths.data, base, next_base, index_interval_bytes, gaps_below)?;
             summary.index.write(&paths.offset_index, &paths.time_index)?;
             (summary.max_timestamp, summary.offset_of_max_timestamp)
         }
@@ -945,14 +1121,16 @@ fn open_closed_segment(
 }
 
 /// Reads a closed segment in full; any damage, or an end that is not `next_base`, is corruption.
-fn check_whole_segment(
+/// Offsets may skip only below `gaps_below`, where the cleaner removed records.
+pub(crate) fn check_whole_segment(
     file: &File,
     path: &Path,
     base: i64,
     next_base: i64,
     index_interval_bytes: u32,
+    gaps_below: i64,
 ) -> Result<SegmentSummary, LogError> {
-    let (mut summary, damage) = segment::recover(file, base, index_interval_bytes)
+    let (mut summary, damage) = segment::recover(file, base, index_interval_bytes, gaps_below)
         .map_err(|error| LogError::io("read", path, error))?;
     if let Some(damage) = damage {
         return Err(LogError::Corrupt {
@@ -992,7 +1170,8 @@ fn open_active_segment(
         .write(true)
         .open(&paths.data)
         .map_err(|error| LogError::io("open", &paths.data, error))?;
-    let (summary, damage) = segment::recover(&file, base, index_interval_bytes)
+    // The active segment is never cleaned: its offsets run on without gaps.
+    let (summary, damage) = segment::recover(&file, base, index_interval_bytes, i64::MIN)
         .map_err(|error| LogError::io("read", &paths.data, error))?;
     if let Some(damage) = damage {
         let file_size = file.metadata().map_err(|error| LogError::io("stat", &paths.data, error))?.len();
@@ -1031,6 +1210,45 @@ fn create_segment(
         paths,
         created_ms: now,
     })
+}
+
+/// Replaces `dir/name` with `text`: written to `dir/temp_name`, fsynced, renamed over, and the
+/// directory fsynced, so a crash leaves the old file or the new one.
+pub(crate) fn write_durably(dir: &Path, name: &str, temp_name: &str, text: &str) -> Result<(), LogError> {
+    write_and_rename(dir, name, temp_name, text)?;
+    sync_dir(dir)
+}
+
+/// `write_durably` without the directory fsync: the rename is durable only once something
+/// fsyncs the directory; until then a crash may leave the old file (never a partial new one).
+pub(crate) fn write_and_rename(dir: &Path, name: &str, temp_name: &str, text: &str) -> Result<(), LogError> {
+    let temp = dir.join(temp_name);
+    let write = || -> io::Result<()> {
+        let mut file = File::create(&temp)?;
+        io::Write::write_all(&mut file, text.as_bytes())?;
+        file.sync_all()
+    };
+    write().map_err(|error| LogError::io("write", &temp, error))?;
+    let path = dir.join(name);
+    fs::rename(&temp, &path).map_err(|error| LogError::io("rename", &path, error))
+}
+
+/// Reads the log start offset `delete_records_before` stored; `i64::MIN` when none was. An
+/// unreadable file is reported and ignored: the log then starts at its first segment, which
+/// exposes records deleted by DeleteRecords but loses none.
+fn read_start_offset(dir: &Path) -> i64 {
+    let path = dir.join(START_OFFSET_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().unwrap_or_else(|_| {
+            tracing::warn!(path = %path.display(), "unreadable log start offset; starting at the first segment");
+            i64::MIN
+        }),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => i64::MIN,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot read the log start offset; starting at the first segment");
+            i64::MIN
+        }
+    }
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {

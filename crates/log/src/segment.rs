@@ -5,6 +5,8 @@
 //!
 //! This module holds the two walks over a data file. `recover` reads every byte and checks every
 //! CRC: it is what runs on the active segment after a crash, and what `Log::verify` runs on all.
+//! Offsets run on without gaps from batch to batch, except below the point the cleaner has
+//! compacted (`gaps_allowed_below`, see `cleaner.rs`), where removed records leave gaps.
 //! `HeaderWalk` reads only batch headers with positioned reads, trusting the CRCs checked before:
 //! it is how reads and timestamp lookups get from an index entry to the batch they want.
 
@@ -29,12 +31,22 @@ pub(crate) struct SegmentPaths {
 
 impl SegmentPaths {
     pub(crate) fn new(dir: &Path, base_offset: i64) -> Self {
+        Self::with_suffix(dir, base_offset, "")
+    }
+
+    /// The same three names with `suffix` appended (`.cleaned`, `.swap`, `.deleted`): the names a
+    /// segment has at each step of the cleaner's swap.
+    pub(crate) fn with_suffix(dir: &Path, base_offset: i64, suffix: &str) -> Self {
         let stem = format!("{base_offset:020}");
         SegmentPaths {
-            data: dir.join(format!("{stem}.log")),
-            offset_index: dir.join(format!("{stem}.index")),
-            time_index: dir.join(format!("{stem}.timeindex")),
+            data: dir.join(format!("{stem}.log{suffix}")),
+            offset_index: dir.join(format!("{stem}.index{suffix}")),
+            time_index: dir.join(format!("{stem}.timeindex{suffix}")),
         }
+    }
+
+    pub(crate) fn all(&self) -> [&Path; 3] {
+        [&self.data, &self.offset_index, &self.time_index]
     }
 }
 
@@ -132,11 +144,14 @@ pub(crate) struct Damage {
 /// Reads the whole data file from the start, checking every batch's length, magic, CRC and
 /// offset continuity, and rebuilds the summary and index of the valid prefix. Stops at the first
 /// batch that is torn or corrupt and reports where: the caller decides whether to truncate there
-/// (the active segment after a crash) or refuse (a closed segment).
+/// (the active segment after a crash) or refuse (a closed segment). A batch may start past where
+/// the previous one ended only if it starts at or below `gaps_allowed_below`: the cleaner removed
+/// the records in between (pass `i64::MIN` where nothing was ever cleaned).
 pub(crate) fn recover(
     file: &File,
     base_offset: i64,
     index_interval_bytes: u32,
+    gaps_allowed_below: i64,
 ) -> std::io::Result<(SegmentSummary, Option<Damage>)> {
     let file_size = file.metadata()?.len();
     let mut reader = BufReader::with_capacity(RECOVERY_READ_BUFFER_BYTES, file);
@@ -163,16 +178,17 @@ pub(crate) fn recover(
         }
         batch_bytes.resize(total, 0);
         reader.read_exact(&mut batch_bytes[LOG_OVERHEAD..])?;
-        let header = match batch::validate(&batch_bytes, BATCH_BYTES_HARD_MAX) {
+        let header = match batch::validate_stored(&batch_bytes, BATCH_BYTES_HARD_MAX) {
             Ok(header) => header,
             Err(error) => return damage(error.to_string()),
         };
         // The log assigns offsets with no gaps, so each batch starts exactly where the last one
-        // ended. The base offset is outside the CRC: this equality is its only check, and a gap
-        // as much as an overlap means it was damaged.
-        if header.base_offset != summary.next_offset
-            || header.next_offset() - base_offset > i64::from(u32::MAX)
-        {
+        // ended, unless the cleaner removed what was in between. The base offset is outside the
+        // CRC: this is its only check, and an overlap, or a gap where nothing was cleaned, means
+        // it was damaged.
+        let follows = header.base_offset == summary.next_offset
+            || (header.base_offset > summary.next_offset && header.base_offset <= gaps_allowed_below);
+        if !follows || header.next_offset() - base_offset > i64::from(u32::MAX) {
             return damage(format!(
                 "batch base offset {} does not follow offset {}",
                 header.base_offset,

@@ -33,11 +33,14 @@ const SOURCE_STATIC_BROKER: i8 = 4;
 /// Kafka's ConfigType codes (DescribeConfigs v3+).
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 const TYPE_BOOLEAN: i8 = 1;
 /// IncrementalAlterConfigs operations.
 const OPERATION_SET: i8 = 0;
 const OPERATION_DELETE: i8 = 1;
+const OPERATION_APPEND: i8 = 2;
+const OPERATION_SUBTRACT: i8 = 3;
 
 pub(super) fn describe(
     broker: &Broker,
@@ -131,6 +134,7 @@ fn config_type(name: &str) -> i8 {
     match name {
         "cleanup.policy" => TYPE_LIST,
         "segment.bytes" | "max.message.bytes" | "index.interval.bytes" => TYPE_INT,
+        "min.cleanable.dirty.ratio" => TYPE_DOUBLE,
         _ => TYPE_LONG,
     }
 }
@@ -145,6 +149,7 @@ fn broker_configs(broker: &Broker) -> Vec<(String, String, i8, i8, bool)> {
         ("log.retention.ms", defaults.retention_ms.to_string(), TYPE_LONG),
         ("log.retention.bytes", defaults.retention_bytes.to_string(), TYPE_LONG),
         ("log.segment.bytes", defaults.segment_bytes.to_string(), TYPE_INT),
+        ("log.cleanup.policy", defaults.cleanup_policy.to_string(), TYPE_LIST),
         ("message.max.bytes", defaults.max_batch_bytes.to_string(), TYPE_INT),
         ("tidewater.fsync", defaults.fsync.to_string(), TYPE_LIST),
     ]
@@ -239,10 +244,21 @@ pub(super) async fn incremental_alter(
                             (OPERATION_DELETE, _) => {
                                 configs.remove(config.name.as_str());
                             }
+                            (operation @ (OPERATION_APPEND | OPERATION_SUBTRACT), Some(value))
+                                if config_type(config.name.as_str()) == TYPE_LIST =>
+                            {
+                                let current = topic_config::describe(&broker.config.log_defaults, &configs)
+                                    .into_iter()
+                                    .find(|(name, ..)| *name == config.name.as_str())
+                                    .map(|(_, value, _)| value)
+                                    .unwrap_or_default();
+                                let changed = edit_list(&current, value.as_str(), operation == OPERATION_APPEND);
+                                configs.insert(config.name.to_string(), changed);
+                            }
                             (operation, _) => {
                                 return Err(ApiError::new(
                                     ResponseError::InvalidRequest,
-                                    format!("operation {operation} on {} is not supported; use SET (0) with a value or DELETE (1)", config.name.as_str()),
+                                    format!("operation {operation} on {} is not supported; use SET (0) with a value, DELETE (1), or APPEND (2) and SUBTRACT (3) with a value on a list config", config.name.as_str()),
                                 ))
                             }
                         }
@@ -264,6 +280,20 @@ pub(super) async fn incremental_alter(
     .await
 }
 
+/// IncrementalAlterConfigs' APPEND and SUBTRACT on a list config: `items` (comma-separated) added
+/// to `current` where missing, or removed from it.
+fn edit_list(current: &str, items: &str, append: bool) -> String {
+    let mut list: Vec<&str> = current.split(',').map(str::trim).filter(|item| !item.is_empty()).collect();
+    for item in items.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+        if append && !list.contains(&item) {
+            list.push(item);
+        } else if !append {
+            list.retain(|kept| *kept != item);
+        }
+    }
+    list.join(",")
+}
+
 fn topic_name(resource_type: i8, resource_name: &str) -> Result<&str, ApiError> {
     match resource_type {
         RESOURCE_TOPIC => Ok(resource_name),
@@ -283,4 +313,21 @@ fn check_all(configs: &TopicConfigs) -> Result<(), ApiError> {
             .map_err(|reason| ApiError::new(ResponseError::InvalidConfig, reason))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_and_subtract_edit_a_list_config() {
+        let check = |current: &str, items: &str, append: bool, expected: &str| {
+            assert_eq!(edit_list(current, items, append), expected, "{current:?} {items:?} append={append}");
+        };
+        check("delete", "compact", true, "delete,compact");
+        check("delete", "delete", true, "delete");
+        check("compact,delete", "delete", false, "compact");
+        check("compact", "delete", false, "compact");
+        check("", "compact, delete", true, "compact,delete");
+    }
 }

@@ -16,6 +16,7 @@
 //! | CreateTopics | CREATE cluster or topic (its configs shown with DESCRIBE_CONFIGS topic) | TOPIC_AUTHORIZATION_FAILED |
 //! | DeleteTopics | DELETE topic (and DESCRIBE topic when named by id) | TOPIC_AUTHORIZATION_FAILED |
 //! | CreatePartitions | ALTER topic | TOPIC_AUTHORIZATION_FAILED |
+//! | DeleteRecords | DELETE topic | TOPIC_AUTHORIZATION_FAILED |
 //! | DescribeConfigs | DESCRIBE_CONFIGS topic, or cluster for the broker | TOPIC_, CLUSTER_AUTHORIZATION_FAILED |
 //! | AlterConfigs, IncrementalAlterConfigs | ALTER_CONFIGS topic, or cluster for the broker | TOPIC_, CLUSTER_AUTHORIZATION_FAILED |
 //! | FindCoordinator | DESCRIBE group or transactional id | GROUP_, TRANSACTIONAL_ID_AUTHORIZATION_FAILED |
@@ -45,6 +46,7 @@
 mod acls;
 mod admin;
 mod configs;
+mod delete_records;
 mod fetch;
 mod groups;
 mod metadata;
@@ -78,6 +80,7 @@ const SUPPORTED: &[ApiRange] = &[
     ApiRange { api_key: ApiKey::CreateTopics, min: 2, max: 7 },
     ApiRange { api_key: ApiKey::DeleteTopics, min: 1, max: 6 },
     ApiRange { api_key: ApiKey::CreatePartitions, min: 0, max: 3 },
+    ApiRange { api_key: ApiKey::DeleteRecords, min: 0, max: 2 },
     ApiRange { api_key: ApiKey::DescribeConfigs, min: 1, max: 4 },
     ApiRange { api_key: ApiKey::AlterConfigs, min: 0, max: 2 },
     ApiRange { api_key: ApiKey::IncrementalAlterConfigs, min: 0, max: 1 },
@@ -152,6 +155,9 @@ async fn dispatch(
             }
             (RequestKind::Fetch(body), _) => {
                 ResponseKind::Fetch(fetch::handle(broker, body, version, access).await)
+            }
+            (RequestKind::DeleteRecords(body), _) => {
+                ResponseKind::DeleteRecords(delete_records::handle(broker, body, access).await)
             }
             (RequestKind::ListOffsets(body), _) => {
                 ResponseKind::ListOffsets(offsets::list_offsets(broker, body, version, access).await)

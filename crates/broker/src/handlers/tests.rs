@@ -359,6 +359,41 @@ fn create_partitions(h: &Harness, who: &str) -> Vec<i16> {
     h.call(who, 3, request).results.iter().map(|topic| topic.error_code).collect()
 }
 
+fn delete_records_request(
+    topic_name: &str,
+    partitions: &[i32],
+) -> delete_records_request::DeleteRecordsRequest {
+    let partitions = partitions
+        .iter()
+        .map(|index| {
+            delete_records_request::DeleteRecordsPartition::default()
+                .with_partition_index(*index)
+                .with_offset(-1)
+        })
+        .collect();
+    delete_records_request::DeleteRecordsRequest::default().with_timeout_ms(1_000).with_topics(vec![
+        delete_records_request::DeleteRecordsTopic::default()
+            .with_name(topic(topic_name))
+            .with_partitions(partitions),
+    ])
+}
+
+fn delete_records_codes(h: &Harness, who: &str, topic_name: &str, partitions: &[i32]) -> Vec<i16> {
+    let response = h.call(who, 2, delete_records_request(topic_name, partitions));
+    response.topics.iter().flat_map(|topic| &topic.partitions).map(|p| p.error_code).collect()
+}
+
+/// DeleteRecords up to the high watermark of `orders` (one record) and of its partition 1,
+/// which does not exist; then the log start offset of `orders`, which only an authorized
+/// request moves.
+fn delete_records(h: &Harness, who: &str) -> Vec<i16> {
+    let partition = h.broker.partition("orders", 0).expect("orders");
+    partition.append(&mut plain_batch(), 1_000).expect("append");
+    let mut codes = delete_records_codes(h, who, "orders", &[0, 1]);
+    codes.push(i16::try_from(partition.log.log_start_offset()).expect("small offset"));
+    codes
+}
+
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
@@ -419,6 +454,37 @@ fn incremental_alter_configs(h: &Harness, who: &str) -> Vec<i16> {
                 .with_value(Some(text("60000")))]),
     ]);
     h.call(who, 1, request).responses.iter().map(|r| r.error_code).collect()
+}
+
+/// IncrementalAlterConfigs' APPEND (2) or SUBTRACT (3) of `item` on the list config
+/// `cleanup.policy` of `orders`, set to `initial` first; then whether the policy changed (1),
+/// which it does only for an authorized request.
+fn edit_cleanup_policy(h: &Harness, who: &str, initial: &str, operation: i8, item: &str) -> Vec<i16> {
+    use incremental_alter_configs_request as request;
+    let policy = || h.broker.topic("orders").expect("orders").configs.get("cleanup.policy").cloned();
+    let configs = TopicConfigs::from([("cleanup.policy".to_string(), initial.to_string())]);
+    h.broker.set_topic_configs("orders", configs, false).expect("set cleanup.policy");
+    let request = request::IncrementalAlterConfigsRequest::default().with_resources(vec![
+        request::AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_name(text("orders"))
+            .with_configs(vec![request::AlterableConfig::default()
+                .with_name(text("cleanup.policy"))
+                .with_config_operation(operation)
+                .with_value(Some(text(item)))]),
+    ]);
+    let response = h.call(who, 1, request);
+    let mut codes: Vec<i16> = response.responses.iter().map(|r| r.error_code).collect();
+    codes.push(i16::from(policy().as_deref() != Some(initial)));
+    codes
+}
+
+fn append_cleanup_policy(h: &Harness, who: &str) -> Vec<i16> {
+    edit_cleanup_policy(h, who, "delete", 2, "compact")
+}
+
+fn subtract_cleanup_policy(h: &Harness, who: &str) -> Vec<i16> {
+    edit_cleanup_policy(h, who, "compact,delete", 3, "delete")
 }
 
 fn find_coordinator(h: &Harness, who: &str, key_type: i8, key: &str) -> Vec<i16> {
@@ -886,6 +952,19 @@ fn the_acl_matrix() {
             also: &[],
         },
         Case {
+            api: "DeleteRecords",
+            call: delete_records,
+            // A refused topic's partitions are refused alike, existing or not.
+            refused: &[TOPIC_DENIED, TOPIC_DENIED, 0],
+            needs: &["TOPIC:LITERAL:orders DELETE"],
+            allowed: &[NONE, UNKNOWN_TOPIC_OR_PARTITION, 1],
+            also: &[
+                (&[ORDERS_DESCRIBE, ORDERS_WRITE], &[TOPIC_DENIED, TOPIC_DENIED, 0]),
+                (&["TOPIC:PREFIXED:ord DELETE"], &[NONE, UNKNOWN_TOPIC_OR_PARTITION, 1]),
+                (&["CLUSTER:LITERAL:kafka-cluster ALL"], &[TOPIC_DENIED, TOPIC_DENIED, 0]),
+            ],
+        },
+        Case {
             api: "DescribeConfigs, topic",
             call: describe_topic_configs,
             refused: &[TOPIC_DENIED],
@@ -926,6 +1005,25 @@ fn the_acl_matrix() {
             refused: &[TOPIC_DENIED],
             needs: &["TOPIC:LITERAL:orders ALTER_CONFIGS"],
             allowed: &[NONE],
+            also: &[],
+        },
+        Case {
+            api: "IncrementalAlterConfigs, APPEND to a list",
+            call: append_cleanup_policy,
+            refused: &[TOPIC_DENIED, 0],
+            needs: &["TOPIC:LITERAL:orders ALTER_CONFIGS"],
+            allowed: &[NONE, 1],
+            also: &[(
+                &["TOPIC:LITERAL:orders DESCRIBE_CONFIGS", "TOPIC:LITERAL:orders ALTER"],
+                &[TOPIC_DENIED, 0],
+            )],
+        },
+        Case {
+            api: "IncrementalAlterConfigs, SUBTRACT from a list",
+            call: subtract_cleanup_policy,
+            refused: &[TOPIC_DENIED, 0],
+            needs: &["TOPIC:LITERAL:orders ALTER_CONFIGS"],
+            allowed: &[NONE, 1],
             also: &[],
         },
         Case {
@@ -1208,6 +1306,12 @@ fn internal_topics_are_for_superusers_whatever_the_acls_say() {
                 .with_topic_names(vec![topic("_tidewater_devices")]);
             h.call(who, 5, request).responses.iter().map(|topic| topic.error_code).collect()
         },
+        &[TOPIC_DENIED],
+        &[NONE],
+    );
+    check(
+        "DeleteRecords",
+        |h, who| delete_records_codes(h, who, "_tidewater_devices", &[0]),
         &[TOPIC_DENIED],
         &[NONE],
     );

@@ -289,3 +289,43 @@ fn for_each_batch_visits_every_batch_from_an_offset_across_segments() {
     assert!(log.recent_segments_start(0) > log.recent_segments_start(1));
     assert_eq!(log.recent_segments_start(1000), 0);
 }
+
+/// DeleteRecords: the log start offset moves up to the offset asked for, reads below it are out
+/// of range, segments wholly below it go (whatever the cleanup policy), and all of it survives
+/// a crash. Offsets past the log end are refused; ones below the start change nothing.
+#[test]
+fn delete_records_moves_the_log_start_and_drops_the_segments_below_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_000);
+    let config = LogConfig { retention_ms: -1, ..small_config() };
+    let log = open(dir.path(), config.clone(), &clock);
+    for index in 0..40u8 {
+        log.append_durable(&mut batch_of(1_000, &[&[index; 100], &[index; 100]])).expect("append");
+    }
+    let segments = log.segment_count();
+    assert!(segments > 4, "{segments} segments");
+    let check = |log: &Log, start: i64| {
+        assert_eq!(log.log_start_offset(), start);
+        assert!(matches!(log.read(start - 1, 1, i64::MAX), Err(LogError::OffsetOutOfRange { .. })));
+        let range = log.read(start, 1, i64::MAX).expect("read").expect("a batch");
+        // The batch holding the start offset is served whole, as Kafka serves it.
+        assert!(range.first_offset <= start && start < range.next_offset);
+    };
+    assert_eq!(log.delete_records_before(31).expect("delete"), 31);
+    check(&log, 31);
+    assert!(log.segment_count() < segments, "segments below the start are gone");
+    assert_eq!(log.delete_records_before(10).expect("below the start"), 31);
+    assert!(matches!(log.delete_records_before(81), Err(LogError::OffsetOutOfRange { .. })));
+    drop(log);
+    let log = open(dir.path(), config.clone(), &clock);
+    check(&log, 31);
+    log.verify().expect("verify");
+    // Up to the end: every closed segment goes, and the log goes on from there.
+    assert_eq!(log.delete_records_before(80).expect("delete"), 80);
+    assert_eq!(log.segment_count(), 1);
+    log.append(&mut batch_of(1_000, &[b"next"])).expect("append");
+    check(&log, 80);
+    drop(log);
+    let log = open(dir.path(), config, &clock);
+    assert_eq!((log.log_start_offset(), log.end_offset()), (80, 81));
+}

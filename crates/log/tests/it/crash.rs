@@ -15,10 +15,18 @@
 //! in the middle of a segment roll or of recovery itself), not the power-loss guarantees of
 //! fsync; those rest on `wait_durable` fsyncing before it returns.
 //!
+//! A second family of tests runs the writer in its compact mode: a compacted log of keyed
+//! one-record batches, with a thread running cleaning passes back to back, so kills land in the
+//! middle of a pass, of writing a cleaned segment, or of its swap. After every kill the log must
+//! open and pass `Log::verify` (what `tidewater log verify` runs), every record in it must be one
+//! the writer wrote, and no key may lose its latest record: for every key, the last write reported
+//! durable must still be the latest record of that key, or be superseded by a later write, or (a
+//! tombstone, or a value a later tombstone deleted) be gone with nothing older left in its place.
+//!
 //! The kill delays come from a seeded generator. The seed is printed; set
 //! `TIDEWATER_CRASH_SEED` to replay a run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -27,8 +35,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tidewater_log::batch::{encode_batch, set_base_offset, validate, BATCH_BYTES_HARD_MAX};
-use tidewater_log::{Log, LogConfig, SystemClock};
+use tidewater_log::batch::{self, encode_batch, set_base_offset, validate, BATCH_BYTES_HARD_MAX};
+use tidewater_log::{CleanupPolicy, FsyncPolicy, Log, LogConfig, SystemClock};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_tidewater-log-writer");
 /// Kill cycles per test.
@@ -77,7 +85,7 @@ fn check_kill_cycles(n_threads: u32) {
     let mut cycles = 0;
     while cycles < KILL_CYCLES && started.elapsed() < TEST_BUDGET {
         let delay = Duration::from_millis(rng.in_range(KILL_DELAY_MS_MIN, KILL_DELAY_MS_MAX));
-        let reported = run_and_kill(&log_dir, dir.path(), n_threads, delay, cycles);
+        let reported = run_and_kill(&log_dir, dir.path(), n_threads, delay, cycles, &[]);
         for (base_offset, batch) in reported {
             if let Some(earlier) = durable.insert(base_offset, batch) {
                 panic!(
@@ -105,6 +113,7 @@ fn run_and_kill(
     n_threads: u32,
     delay: Duration,
     cycle: usize,
+    extra_args: &[&str],
 ) -> Vec<(i64, Durable)> {
     // stderr goes to a file, not a pipe, so a chatty writer can never block on it.
     let stderr_path = scratch.join(format!("writer-{cycle}.stderr"));
@@ -114,6 +123,7 @@ fn run_and_kill(
         .arg("always")
         .arg(n_threads.to_string())
         .arg(SEGMENT_BYTES.to_string())
+        .args(extra_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -278,4 +288,197 @@ impl SplitMix64 {
     fn in_range(&mut self, low: u64, high: u64) -> u64 {
         low + self.next() % (high - low + 1)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Killing a writer that cleans.
+
+/// Must match `COMPACT_KEYS`, `COMPACT_TOMBSTONE_EVERY`, `COMPACT_DEDUPE_BUFFER_BYTES` and `compact_config` in
+/// `src/bin/tidewater-log-writer.rs`. Drift fails the record checks below; it cannot make the
+/// test pass.
+const COMPACT_KEYS: u64 = 40;
+const COMPACT_TOMBSTONE_EVERY: u64 = 11;
+const COMPACT_DEDUPE_BUFFER_BYTES: usize = 4096;
+
+fn compact_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: SEGMENT_BYTES,
+        fsync: FsyncPolicy::Always,
+        cleanup_policy: CleanupPolicy::COMPACT,
+        min_cleanable_dirty_ratio: 0.0,
+        delete_retention_ms: 0,
+        cleaner_dedupe_buffer_bytes: COMPACT_DEDUPE_BUFFER_BYTES,
+        ..LogConfig::default()
+    }
+}
+
+/// The one-record batch of `(run, thread, seq)`; see `compact_record` in the writer.
+fn compact_record(run_id: i64, thread_id: u32, seq: u64) -> (String, Option<Vec<u8>>) {
+    let key = format!("k{}", (seq * 7 + u64::from(thread_id) * 3) % COMPACT_KEYS);
+    let value = (seq % COMPACT_TOMBSTONE_EVERY != COMPACT_TOMBSTONE_EVERY - 1).then(|| {
+        let mut value = format!("{run_id}/{thread_id}/{seq}/").into_bytes();
+        value.resize(40 + (seq % 101) as usize, b'.');
+        value
+    });
+    (key, value)
+}
+
+/// A write of the compact mode: which run, thread and sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Write {
+    run_id: i64,
+    thread_id: u32,
+    seq: u64,
+}
+
+#[test]
+fn sigkill_while_cleaning_loses_no_keys_latest_record() {
+    const N_THREADS: u32 = 2;
+    let seed = seed();
+    println!("compaction crash test: seed {seed} (set TIDEWATER_CRASH_SEED to replay)");
+    let mut rng = SplitMix64(seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_dir = dir.path().join("log");
+    let started = Instant::now();
+    // Every write reported durable, by offset, and the last one reported per run and thread.
+    let mut durable: BTreeMap<i64, Write> = BTreeMap::new();
+    let mut last_reported: HashMap<(i64, u32), u64> = HashMap::new();
+    let mut runs = Vec::new();
+    let mut cycles = 0;
+    let mut cleaned_away = 0;
+    while cycles < KILL_CYCLES && started.elapsed() < TEST_BUDGET {
+        // The writer's run id is the log end offset it finds, which this process saw last.
+        let run_id = if log_dir.exists() {
+            Log::open(&log_dir, compact_config(), Arc::new(SystemClock)).expect("open").end_offset()
+        } else {
+            0
+        };
+        runs.push(run_id);
+        let delay = Duration::from_millis(rng.in_range(KILL_DELAY_MS_MIN, KILL_DELAY_MS_MAX));
+        for (offset, reported) in run_and_kill(&log_dir, dir.path(), N_THREADS, delay, cycles, &["compact"]) {
+            let write = Write { run_id, thread_id: reported.thread_id, seq: reported.seq };
+            assert!(durable.insert(offset, write).is_none(), "offset {offset} reported twice (seed {seed})");
+            let last = last_reported.entry((run_id, reported.thread_id)).or_insert(0);
+            *last = (*last).max(reported.seq);
+        }
+        cleaned_away =
+            check_compacted_log(&log_dir, &durable, &last_reported, &runs, N_THREADS, cycles, seed);
+        cycles += 1;
+    }
+    println!(
+        "{cycles} kill cycles, {} writes reported durable, {cleaned_away} of them cleaned away, {:.1} s",
+        durable.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(cycles >= KILL_CYCLES_MIN, "only {cycles} kill cycles fit in {TEST_BUDGET:?}");
+    assert!(cleaned_away > 0, "the cleaner never removed a record in {cycles} cycles");
+}
+
+/// Reopens the compacted log, verifies it and holds it to every key's latest durable write.
+/// Returns how many durable writes are no longer in the log.
+fn check_compacted_log(
+    log_dir: &Path,
+    durable: &BTreeMap<i64, Write>,
+    last_reported: &HashMap<(i64, u32), u64>,
+    runs: &[i64],
+    n_threads: u32,
+    cycle: usize,
+    seed: u64,
+) -> usize {
+    let context = format!("cycle {cycle}, seed {seed}");
+    if !log_dir.exists() {
+        assert!(durable.is_empty(), "{context}: the log directory is gone");
+        return 0;
+    }
+    let log = Log::open(log_dir, compact_config(), Arc::new(SystemClock))
+        .unwrap_or_else(|error| panic!("{context}: reopen after kill: {error}"));
+    log.verify().unwrap_or_else(|error| panic!("{context}: verify after kill: {error}"));
+    // Every record, by offset: its key and value.
+    let mut records: BTreeMap<i64, (String, Option<Vec<u8>>)> = BTreeMap::new();
+    let mut offset = log.log_start_offset();
+    while let Some(range) = log
+        .read(offset, WALK_READ_BYTES, i64::MAX)
+        .unwrap_or_else(|error| panic!("{context}: read at {offset}: {error}"))
+    {
+        let bytes = range.read_bytes().expect("read range bytes");
+        let mut position = 0;
+        while position < bytes.len() {
+            let header = batch::validate_stored(&bytes[position..], BATCH_BYTES_HARD_MAX)
+                .unwrap_or_else(|error| panic!("{context}: batch in the range at {offset}: {error}"));
+            let whole = &bytes[position..position + header.total_bytes()];
+            for record in batch::records(whole).unwrap_or_else(|| panic!("{context}: records at {offset}")) {
+                let key = String::from_utf8(record.key.expect("every record has a key").to_vec())
+                    .expect("utf-8 key");
+                records.insert(record.offset, (key, record.value.map(<[u8]>::to_vec)));
+            }
+            position += header.total_bytes();
+        }
+        offset = range.next_offset;
+    }
+    assert_eq!(offset, log.end_offset(), "{context}: reads ended before the log end");
+    // Every record is one the writer wrote: its value names the write, which gives the key.
+    for (offset, (key, value)) in &records {
+        if let Some(write) = durable.get(offset) {
+            assert_eq!(
+                (key, value),
+                (
+                    &compact_record(write.run_id, write.thread_id, write.seq).0,
+                    &compact_record(write.run_id, write.thread_id, write.seq).1
+                ),
+                "{context}: record at {offset}"
+            );
+        } else if let Some(value) = value {
+            let text = String::from_utf8_lossy(value);
+            let fields: Vec<&str> = text.split('/').collect();
+            let write = match fields.as_slice() {
+                [run, thread, seq, _] => Write {
+                    run_id: run.parse().expect("run"),
+                    thread_id: thread.parse().expect("thread"),
+                    seq: seq.parse().expect("seq"),
+                },
+                _ => panic!("{context}: record at {offset} has a value no write had: {text:?}"),
+            };
+            let expected = compact_record(write.run_id, write.thread_id, write.seq);
+            assert_eq!(
+                (key, Some(value)),
+                (&expected.0, expected.1.as_ref()),
+                "{context}: record at {offset}"
+            );
+        }
+    }
+    // The latest record of each key in the log, and the last durable write of each key.
+    let mut latest_in_log: HashMap<&str, i64> = HashMap::new();
+    for (offset, (key, _)) in &records {
+        latest_in_log.insert(key, *offset);
+    }
+    let mut last_durable: HashMap<String, (i64, Write)> = HashMap::new();
+    for (offset, write) in durable {
+        last_durable.insert(compact_record(write.run_id, write.thread_id, write.seq).0, (*offset, *write));
+    }
+    // Writes that may have happened unreported: each thread's one after its last reported, in
+    // every run (a thread appends its next record only after reporting the last).
+    let unreported_tombstones: Vec<String> = runs
+        .iter()
+        .flat_map(|run_id| (0..n_threads).map(move |thread_id| (*run_id, thread_id)))
+        .map(|(run_id, thread_id)| {
+            let next = last_reported.get(&(run_id, thread_id)).map_or(0, |last| last + 1);
+            compact_record(run_id, thread_id, next)
+        })
+        .filter(|(_, value)| value.is_none())
+        .map(|(key, _)| key)
+        .collect();
+    for (key, (offset, write)) in &last_durable {
+        let is_tombstone = compact_record(write.run_id, write.thread_id, write.seq).1.is_none();
+        match latest_in_log.get(key.as_str()) {
+            Some(latest) => assert!(
+                latest >= offset,
+                "{context}: the latest record of {key} is at {latest}, older than its last durable write at {offset}"
+            ),
+            None => assert!(
+                is_tombstone || unreported_tombstones.contains(key),
+                "{context}: {key} is gone, but its last durable write at {offset} was a value"
+            ),
+        }
+    }
+    durable.keys().filter(|offset| !records.contains_key(offset)).count()
 }

@@ -284,6 +284,7 @@ fn config_strategy() -> impl Strategy<Value = LogConfig> {
                 retention_bytes,
                 open_segments_max,
                 fsync,
+                ..LogConfig::default()
             }
         },
     )
