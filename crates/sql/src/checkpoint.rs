@@ -40,6 +40,12 @@ pub(crate) fn fingerprint(sql: &str, options: &JobOptions) -> u64 {
     eat(&options.late_arrival_tolerance_ms.to_le_bytes());
     eat(&options.idle_partition_timeout_ms.unwrap_or(-1).to_le_bytes());
     eat(&[options.late_policy as u8]);
+    // Options added later count only when they differ from their default, so that jobs that do
+    // not use them keep the fingerprint (and the checkpoints) they had.
+    if options.idle_key_timeout_ms != crate::DEFAULT_IDLE_KEY_TIMEOUT_MS {
+        eat(b"idle_key_timeout_ms");
+        eat(&options.idle_key_timeout_ms.to_le_bytes());
+    }
     hash
 }
 

@@ -7,6 +7,9 @@
 //! - [`expr`]: expressions. Names become JSON paths, row slots or join sides; functions become
 //!   enum variants; aggregates and analytic functions get state slots; windows are read from
 //!   GROUP BY; constant subexpressions are folded, so that `1 / 0` is a diagnostic.
+//! - [`pattern`]: MATCH_RECOGNIZE. The pattern becomes a small program for the matcher (see
+//!   `matcher`), DEFINE and MEASURES expressions read other rows of the match through
+//!   [`Navigation`]s.
 //! - [`statement`]: statements. Where rows come from (an input or an earlier `WITH` step, two
 //!   of them for a JOIN, with the time bound found in its ON clause), where they go (an output
 //!   or a step), whether the statement aggregates, and the checks that span clauses.
@@ -15,12 +18,15 @@
 //! [`MAX_DIAGNOSTICS`]).
 
 mod expr;
+mod pattern;
 mod statement;
 
 use crate::agg::AggregateKind;
+pub(crate) use crate::ast::SkipMode;
 use crate::expr::CompiledExpr;
 
 pub use self::expr::{MAX_LAG_OFFSET, MAX_WINDOWS_PER_EVENT};
+pub use self::pattern::{MAX_NAVIGATION_OFFSET, MAX_PATTERN_STEPS};
 pub(crate) use self::statement::{finish_diagnostics, plan};
 pub use self::statement::{MAX_DIAGNOSTICS, MAX_STATEMENTS};
 
@@ -171,6 +177,9 @@ pub(crate) struct StatementPlan {
     pub(crate) output_shape: Shape,
     pub(crate) filter: Option<CompiledExpr>,
     pub(crate) analytics: Vec<AnalyticPlan>,
+    /// MATCH_RECOGNIZE: rows go through the matcher first, and the statement sees one row per
+    /// match (the partition columns, then the measures).
+    pub(crate) matcher: Option<Box<MatchPlan>>,
     pub(crate) body: Body,
     /// Statements reading this one's rows (only for `WITH` steps), with the JOIN side they read
     /// it as (0 unless it is the right side of a JOIN).
@@ -181,8 +190,68 @@ pub(crate) struct StatementPlan {
 pub(crate) struct InputPlan {
     pub(crate) name: String,
     pub(crate) timestamp_by: Option<CompiledExpr>,
-    /// The canonical text of the TIMESTAMP BY expression, to check every statement agrees.
+    /// `TIMESTAMP BY ... OVER key, ...`: each value of these has its own event-time clock
+    /// (a substream). Empty: one clock per partition, as usual.
+    pub(crate) over: Vec<CompiledExpr>,
+    /// The canonical text of the TIMESTAMP BY expression (with its OVER keys), to check every
+    /// statement agrees.
     pub(crate) timestamp_text: Option<String>,
+}
+
+/// One step of a compiled row pattern. The matcher runs it as a Pike VM: a partial match is a
+/// position in this program plus the variables its rows were mapped to; `Split` forks it, the
+/// first branch being the one the pattern prefers (greedy quantifiers prefer one more
+/// iteration, alternation its left side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Instruction {
+    /// Map the next row to this variable, if its DEFINE condition holds.
+    Consume(u16),
+    Split(u32, u32),
+    Jump(u32),
+    Match,
+}
+
+/// A value a DEFINE or MEASURES expression reads from the rows of the match rather than from
+/// the current row; compiled expressions read it as `CompiledExpr::Analytic(index)`.
+#[derive(Debug, Clone)]
+pub(crate) enum Navigation {
+    /// `FIRST(X.e, n)`, `LAST(X.e, n)` and a bare `X.e`: `value` in the n-th row mapped to X,
+    /// counted from the first or from the last (`variable` None: any row of the match).
+    Offset { variable: Option<u16>, from_last: bool, offset: usize, value: CompiledExpr },
+    /// `COUNT/SUM/AVG/MIN/MAX(...)(X.e)` over the rows mapped to X (`None`: all rows).
+    Aggregate { variable: Option<u16>, kind: AggregateKind, arg: Option<CompiledExpr> },
+    /// `Classifier()`: the variable of each row of the match, as an array of names.
+    Classifier,
+}
+
+/// A DEFINE condition: true for a row that may be mapped to the variable.
+#[derive(Debug, Clone)]
+pub(crate) struct Condition {
+    pub(crate) expr: CompiledExpr,
+    pub(crate) navigations: Vec<Navigation>,
+}
+
+/// A compiled `MATCH_RECOGNIZE`.
+#[derive(Debug, Clone)]
+pub(crate) struct MatchPlan {
+    /// LIMIT DURATION: a match's last row is at most this long after its first.
+    pub(crate) duration_ms: i64,
+    pub(crate) partition_by: Vec<CompiledExpr>,
+    pub(crate) skip: SkipMode,
+    pub(crate) program: Vec<Instruction>,
+    /// Pattern variables in order of first appearance (`.` among them when the pattern uses it).
+    pub(crate) variables: Vec<String>,
+    /// Per variable: its DEFINE condition (`None`: any row).
+    pub(crate) conditions: Vec<Option<Condition>>,
+    /// No condition reads another row than the current one. Two partial matches at the same
+    /// program position then accept exactly the same continuations, so only the one the
+    /// pattern prefers needs to be kept.
+    pub(crate) row_local: bool,
+    /// The partition columns that appear in the output row (a measure of the same name
+    /// replaces one), by index into `partition_by`.
+    pub(crate) partition_outputs: Vec<usize>,
+    pub(crate) measures: Vec<CompiledExpr>,
+    pub(crate) measure_navigations: Vec<Navigation>,
 }
 
 #[derive(Debug, Clone)]

@@ -16,6 +16,7 @@ use crate::time::TimeUnit;
 use crate::value::Value;
 use crate::JobOptions;
 
+use super::pattern::PatternScope;
 use super::{AggregateSpec, AnalyticKind, AnalyticPlan, Shape, WindowSpec};
 
 /// The most hopping windows one event may fall into (`size / hop`), which bounds the work an
@@ -35,6 +36,8 @@ pub(super) struct Scope<'a> {
     /// Where analytic functions may appear (WHERE and SELECT of non-aggregating statements).
     pub(super) analytics: Option<&'a mut Vec<AnalyticPlan>>,
     pub(super) inside_aggregate: bool,
+    /// In MATCH_RECOGNIZE's DEFINE and MEASURES: how names map to rows of the match.
+    pub(super) pattern: Option<&'a mut PatternScope>,
 }
 
 pub(super) struct Planner<'a> {
@@ -74,7 +77,7 @@ pub(super) fn contains_aggregate(expr: &Expr) -> bool {
     found
 }
 
-fn visit(expr: &Expr, visitor: &mut dyn FnMut(&Expr)) {
+pub(super) fn visit(expr: &Expr, visitor: &mut dyn FnMut(&Expr)) {
     visitor(expr);
     let mut children: Vec<&Expr> = Vec::new();
     match &expr.kind {
@@ -160,6 +163,13 @@ fn strip_prefixes(expr: &mut Expr, prefixes: &[String]) {
             }
         }
     }
+}
+
+/// `System.Timestamp` written as a path, without parentheses.
+fn is_system_timestamp(segments: &[String]) -> bool {
+    segments.len() == 2
+        && segments[0].eq_ignore_ascii_case("System")
+        && segments[1].eq_ignore_ascii_case("Timestamp")
 }
 
 /// The name an unnamed SELECT expression gets in the output row.
@@ -285,6 +295,22 @@ impl Planner<'_> {
             }
         }
         let position = expr.position;
+        if scope.pattern.is_some() {
+            // MATCH_RECOGNIZE's DEFINE and MEASURES: names may read other rows of the match.
+            match &expr.kind {
+                ExprKind::Path(segments) if !is_system_timestamp(segments) => {
+                    return self.pattern_column(segments, position, scope);
+                }
+                ExprKind::Call { name, args, star, distinct, over } => {
+                    if let Some(compiled) =
+                        self.pattern_call(expr, name, args, *star, *distinct, over.is_some(), scope)
+                    {
+                        return compiled;
+                    }
+                }
+                _ => {}
+            }
+        }
         let compiled = match &expr.kind {
             ExprKind::Literal(literal) => CompiledExpr::Const(match literal {
                 Literal::Null => Value::Null,
@@ -293,13 +319,7 @@ impl Planner<'_> {
                 Literal::Str(text) => Value::Str(text.clone()),
             }),
             // `System.Timestamp` without parentheses, as older ASA examples write it.
-            ExprKind::Path(segments)
-                if segments.len() == 2
-                    && segments[0].eq_ignore_ascii_case("System")
-                    && segments[1].eq_ignore_ascii_case("Timestamp") =>
-            {
-                CompiledExpr::Timestamp
-            }
+            ExprKind::Path(segments) if is_system_timestamp(segments) => CompiledExpr::Timestamp,
             ExprKind::Path(segments) => return self.column(segments, position, scope),
             ExprKind::Call { name, args, star, distinct, over } => {
                 return self.call(expr, name, args, *star, *distinct, over.as_deref(), scope)
@@ -378,7 +398,7 @@ impl Planner<'_> {
         Some(compiled)
     }
 
-    fn column(
+    pub(super) fn column(
         &mut self,
         segments: &[String],
         position: Position,
@@ -419,6 +439,7 @@ impl Planner<'_> {
                 group: None,
                 analytics: None,
                 inside_aggregate: false,
+                pattern: None,
             };
             let inner = match self.column(&segments[1..], position, &mut side_scope)? {
                 CompiledExpr::Column(inner) => inner,
@@ -716,6 +737,7 @@ impl Planner<'_> {
             group: None,
             analytics: None,
             inside_aggregate: false,
+            pattern: None,
         };
         let (partition_by, duration_ms, when) = match over {
             Some(over) => {

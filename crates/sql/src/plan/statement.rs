@@ -28,6 +28,13 @@ struct JoinBound {
     upper_units: i64,
 }
 
+/// `TIMESTAMP BY expr [OVER key, ...]` as written after a FROM or JOIN name.
+#[derive(Clone, Copy)]
+struct TimestampClause<'a> {
+    expr: Option<&'a Expr>,
+    over: &'a [Expr],
+}
+
 struct StatementContext<'a> {
     /// Names of the steps defined so far, with their statement index.
     steps: &'a [(String, usize)],
@@ -72,10 +79,38 @@ impl Planner<'_> {
             }
         };
         let (from_name, from_position) = &select.from;
+        let timestamp = TimestampClause { expr: select.timestamp_by.as_ref(), over: &select.timestamp_over };
         let (source, mut shape, mut roots) =
-            self.resolve_source(from_name, *from_position, select.timestamp_by.as_ref(), context);
+            self.resolve_source(from_name, *from_position, timestamp, context);
         let mut prefixes = vec![from_name.clone()];
         prefixes.extend(select.from_alias.clone());
+        // The substream keys of an input read with TIMESTAMP BY ... OVER, as canonical text.
+        let over_keys: Vec<(String, Position)> = match source {
+            Source::Input(index) if !context.inputs[index].over.is_empty() => select
+                .timestamp_over
+                .iter()
+                .map(|key| (canonical_without_prefixes(key, &prefixes), key.position))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut matcher = None;
+        if let Some(clause) = &select.match_recognize {
+            if select.cross_apply.is_some() || select.join.is_some() {
+                self.error(
+                    clause.position,
+                    "MATCH_RECOGNIZE together with CROSS APPLY or JOIN is not supported yet",
+                );
+                return None;
+            }
+            let timestamp_text =
+                select.timestamp_by.as_ref().map(|expr| canonical_without_prefixes(expr, &prefixes));
+            let (plan, names) =
+                self.plan_match_recognize(clause, &shape, &prefixes, timestamp_text.as_deref(), &over_keys)?;
+            matcher = Some(Box::new(plan));
+            // Later clauses read the match rows: the partition columns, then the measures.
+            shape = Shape::Columns(names);
+            prefixes = clause.alias.iter().cloned().collect();
+        }
         let expand = match &select.cross_apply {
             None => None,
             Some(cross_apply) => {
@@ -95,12 +130,21 @@ impl Planner<'_> {
                 return None;
             }
             let (right_name, right_position) = &join_clause.right;
-            let (right_source, right_shape, right_roots) = self.resolve_source(
-                right_name,
-                *right_position,
-                join_clause.right_timestamp_by.as_ref(),
-                context,
-            );
+            let right_timestamp = TimestampClause {
+                expr: join_clause.right_timestamp_by.as_ref(),
+                over: &join_clause.right_timestamp_over,
+            };
+            let (right_source, right_shape, right_roots) =
+                self.resolve_source(right_name, *right_position, right_timestamp, context);
+            let over_root =
+                roots.iter().chain(&right_roots).any(|root| !context.inputs[*root].over.is_empty());
+            if over_root {
+                self.error(
+                    *right_position,
+                    "JOIN with an input read with TIMESTAMP BY ... OVER is not supported yet",
+                );
+                return None;
+            }
             let mut right_prefixes = vec![right_name.clone()];
             right_prefixes.extend(join_clause.right_alias.clone());
             if prefixes.iter().any(|left| right_prefixes.iter().any(|right| left.eq_ignore_ascii_case(right)))
@@ -127,6 +171,7 @@ impl Planner<'_> {
                 group: None,
                 analytics: None,
                 inside_aggregate: false,
+                pattern: None,
             };
             if contains_aggregate(&join_clause.on) {
                 self.error(join_clause.on.position, "aggregates are not allowed in ON");
@@ -169,10 +214,26 @@ impl Planner<'_> {
                 group: None,
                 analytics: if is_aggregating { None } else { Some(&mut analytics) },
                 inside_aggregate: false,
+                pattern: None,
             };
             self.compile(condition, &mut scope)
         });
 
+        if is_aggregating && matcher.is_none() {
+            // Each key of TIMESTAMP BY ... OVER has its own clock, so its windows close on their
+            // own: they must not mix keys.
+            for (key, position) in &over_keys {
+                let grouped =
+                    select.group_by.iter().any(|expr| canonical_without_prefixes(expr, &prefixes) == *key);
+                if !grouped {
+                    self.error(
+                        *position,
+                        format!("a statement that aggregates an input read with TIMESTAMP BY ... OVER must GROUP BY its key {key}: each key has its own clock"),
+                    );
+                    return None;
+                }
+            }
+        }
         let mut names = Vec::new();
         let body = if is_aggregating {
             self.plan_aggregate(select, &shape, &prefixes, &mut names)
@@ -198,6 +259,7 @@ impl Planner<'_> {
             output_shape,
             filter,
             analytics,
+            matcher,
             body,
             consumers: Vec::new(),
         })
@@ -208,14 +270,14 @@ impl Planner<'_> {
         &mut self,
         name: &str,
         position: Position,
-        timestamp_by: Option<&Expr>,
+        timestamp: TimestampClause<'_>,
         context: &mut StatementContext<'_>,
     ) -> (Source, Shape, Vec<usize>) {
         let step = context.steps.iter().find(|(step, _)| step.eq_ignore_ascii_case(name));
         match step {
             Some((_, index)) => {
                 let upstream = &context.statements[*index];
-                if let Some(timestamp_by) = timestamp_by {
+                if let Some(timestamp_by) = timestamp.expr {
                     self.error(
                         timestamp_by.position,
                         format!("TIMESTAMP BY applies to inputs, not to the step '{name}'"),
@@ -231,7 +293,7 @@ impl Planner<'_> {
                         self.error(position, format!("unknown input '{name}' (known: {})", known.join(", ")));
                     }
                 }
-                let index = self.input(name, timestamp_by, position, context.inputs);
+                let index = self.input(name, timestamp, position, context.inputs);
                 (Source::Input(index), Shape::Json, vec![index])
             }
         }
@@ -332,6 +394,7 @@ impl Planner<'_> {
             group: None,
             analytics: None,
             inside_aggregate: false,
+            pattern: None,
         };
         let arg = self.compile(&args[0], &mut scope)?;
         Some(Expand { kind, arg, alias: cross_apply.alias.clone() })
@@ -340,12 +403,35 @@ impl Planner<'_> {
     fn input(
         &mut self,
         name: &str,
-        timestamp_by: Option<&Expr>,
+        timestamp: TimestampClause<'_>,
         from_position: Position,
         inputs: &mut Vec<InputPlan>,
     ) -> usize {
-        let timestamp_expr = timestamp_by;
-        let timestamp_text = timestamp_expr.map(Expr::canonical);
+        let timestamp_expr = timestamp.expr;
+        let timestamp_text = timestamp_expr.map(|expr| {
+            let mut text = expr.canonical();
+            if !timestamp.over.is_empty() {
+                let keys: Vec<String> = timestamp.over.iter().map(Expr::canonical).collect();
+                text.push_str(&format!(" OVER {}", keys.join(", ")));
+            }
+            text
+        });
+        let shape = Shape::Json;
+        let mut over_scope = Scope {
+            shape: &shape,
+            prefixes: vec![name.to_string()],
+            clause: "TIMESTAMP BY ... OVER",
+            group: None,
+            analytics: None,
+            inside_aggregate: false,
+            pattern: None,
+        };
+        let over = if timestamp.over.iter().any(contains_aggregate) {
+            self.error(timestamp.over[0].position, "aggregates are not allowed in TIMESTAMP BY ... OVER");
+            Vec::new()
+        } else {
+            self.compile_args(timestamp.over, &mut over_scope).unwrap_or_default()
+        };
         let timestamp_by = timestamp_expr.and_then(|timestamp_by| {
             let shape = Shape::Json;
             let mut scope = Scope {
@@ -355,6 +441,7 @@ impl Planner<'_> {
                 group: None,
                 analytics: None,
                 inside_aggregate: false,
+                pattern: None,
             };
             if contains_aggregate(timestamp_by) {
                 self.error(timestamp_by.position, "aggregates are not allowed in TIMESTAMP BY");
@@ -372,7 +459,7 @@ impl Planner<'_> {
             }
             return index;
         }
-        inputs.push(InputPlan { name: name.to_string(), timestamp_by, timestamp_text });
+        inputs.push(InputPlan { name: name.to_string(), timestamp_by, over, timestamp_text });
         inputs.len() - 1
     }
 
@@ -434,6 +521,7 @@ impl Planner<'_> {
             group: None,
             analytics: Some(analytics),
             inside_aggregate: false,
+            pattern: None,
         };
         let mut items = Vec::new();
         let mut failed = false;
@@ -469,6 +557,7 @@ impl Planner<'_> {
             group: None,
             analytics: None,
             inside_aggregate: false,
+            pattern: None,
         };
         let mut window = None;
         let mut window_seen = false;
@@ -531,6 +620,7 @@ impl Planner<'_> {
                         group: Some((&key_texts, &mut aggregates)),
                         analytics: None,
                         inside_aggregate: false,
+                        pattern: None,
                     };
                     match self.compile(expr, &mut scope) {
                         Some(compiled) => items.push(compiled),
@@ -547,6 +637,7 @@ impl Planner<'_> {
                 group: Some((&key_texts, &mut aggregates)),
                 analytics: None,
                 inside_aggregate: false,
+                pattern: None,
             };
             let compiled = self.compile(having, &mut scope);
             failed |= compiled.is_none();
@@ -614,6 +705,7 @@ pub(crate) fn plan(statements: &[Statement], options: &JobOptions) -> Result<Pla
                     output_shape: Shape::Json,
                     filter: None,
                     analytics: Vec::new(),
+                    matcher: None,
                     body: Body::Star { names: Vec::new(), extras: Vec::new() },
                     consumers: Vec::new(),
                 });
