@@ -587,7 +587,7 @@ impl MatcherState {
             }
             let view = RowsView { rows: &partition.rows, first_seq: partition.first_seq, current: None };
             Self::decide(plan, &mut partition.attempts, &partition.key_values, &view, out, errors);
-                self.n_rows -= Self::trim(partition);
+            self.n_rows -= Self::trim(partition);
             self.reindex(&key);
         }
     }

@@ -1,10 +1,11 @@
 //! The SQL engine's integration tests, one binary with a module per concern: the golden query
-//! corpus, diagnostics, the public API's edge cases, and property tests of windows against a
-//! brute-force model.
+//! corpus, diagnostics, the public API's edge cases, and property tests of windows and of
+//! MATCH_RECOGNIZE against brute-force models.
 
 mod api;
 mod corpus;
 mod diagnostics;
+mod patterns;
 mod properties;
 
 /// Every module of the crate starts with a `//!` paragraph (STYLE.md, "rules live in code").
