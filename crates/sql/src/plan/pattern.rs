@@ -73,21 +73,26 @@ fn nullable(pattern: &Pattern) -> bool {
     }
 }
 
-/// The number of program steps the pattern compiles to, saturating.
+/// The number of program steps the pattern compiles to (see `emit`), saturating.
 fn program_size(pattern: &Pattern) -> usize {
     match &pattern.kind {
         PatternKind::Variable(_) | PatternKind::Any => 1,
         PatternKind::Concat(items) => items.iter().map(program_size).fold(0, usize::saturating_add),
-        PatternKind::Alternation(alternatives) => alternatives
-            .iter()
-            .map(|alternative| program_size(alternative).saturating_add(2))
-            .fold(0, usize::saturating_add),
+        PatternKind::Alternation(alternatives) => {
+            // A Split and a Jump around every alternative but the last.
+            let jumps = 2 * alternatives.len().saturating_sub(1);
+            alternatives.iter().map(program_size).fold(jumps, usize::saturating_add)
+        }
         PatternKind::Repeat { inner, min, max } => {
-            let copies = match max {
-                Some(max) => *max as usize,
-                None => (*min as usize).saturating_add(1),
+            let inner = program_size(inner);
+            let mandatory = inner.saturating_mul(*min as usize);
+            let optional = match max {
+                // Split, body, Jump.
+                None => inner.saturating_add(2),
+                // Split and body for each optional copy.
+                Some(max) => inner.saturating_add(1).saturating_mul(max.saturating_sub(*min) as usize),
             };
-            program_size(inner).saturating_add(2).saturating_mul(copies)
+            mandatory.saturating_add(optional)
         }
     }
 }
@@ -210,7 +215,7 @@ impl Planner<'_> {
         shape: &Shape,
         prefixes: &[String],
         timestamp_text: Option<&str>,
-        over_keys: &[(String, Position)],
+        over_keys: &[(String, Position, String)],
     ) -> Option<(MatchPlan, Vec<String>)> {
         let mut failed = false;
         let duration_ms = match &clause.limit_duration {
@@ -278,7 +283,7 @@ impl Planner<'_> {
         };
         let partition_by = self.compile_args(&clause.partition_by, &mut row_scope);
         failed |= partition_by.is_none();
-        for (key, position) in over_keys {
+        for (key, position, name) in over_keys {
             let partitioned = clause
                 .partition_by
                 .iter()
@@ -286,7 +291,7 @@ impl Planner<'_> {
             if !partitioned {
                 self.error(
                     *position,
-                    format!("MATCH_RECOGNIZE over an input read with TIMESTAMP BY ... OVER must PARTITION BY its key {key}: each key has its own clock"),
+                    format!("MATCH_RECOGNIZE over an input read with TIMESTAMP BY ... OVER must PARTITION BY its key {name}: each key has its own clock"),
                 );
                 failed = true;
             }
@@ -598,7 +603,7 @@ impl Planner<'_> {
         if let (Some(pattern), Some(saved)) = (scope.pattern.as_deref_mut(), saved) {
             pattern.visiting = saved;
         }
-        let compiled = compiled?;
+        let Some(compiled) = compiled else { return Some(None) };
         if let (Some(kind), CompiledExpr::Const(value)) = (kind, &compiled) {
             if let Err(message) = crate::agg::Accumulator::new(kind).check(kind, value) {
                 self.error(args[0].position, message);
@@ -658,7 +663,7 @@ mod tests {
         let mut program = Vec::new();
         emit(&pattern, &variables, &mut program);
         program.push(Instruction::Match);
-        assert!(program.len() <= program_size(&pattern) + 1);
+        assert_eq!(program.len(), program_size(&pattern) + 1);
         (program, variables)
     }
 

@@ -28,6 +28,14 @@ struct JoinBound {
     upper_units: i64,
 }
 
+/// An expression as the user would recognise it in a message: a column as written.
+fn display_name(expr: &Expr) -> String {
+    match &expr.kind {
+        ExprKind::Path(segments) => segments.join("."),
+        _ => expr.canonical(),
+    }
+}
+
 /// `TIMESTAMP BY expr [OVER key, ...]` as written after a FROM or JOIN name.
 #[derive(Clone, Copy)]
 struct TimestampClause<'a> {
@@ -85,11 +93,11 @@ impl Planner<'_> {
         let mut prefixes = vec![from_name.clone()];
         prefixes.extend(select.from_alias.clone());
         // The substream keys of an input read with TIMESTAMP BY ... OVER, as canonical text.
-        let over_keys: Vec<(String, Position)> = match source {
+        let over_keys: Vec<(String, Position, String)> = match source {
             Source::Input(index) if !context.inputs[index].over.is_empty() => select
                 .timestamp_over
                 .iter()
-                .map(|key| (canonical_without_prefixes(key, &prefixes), key.position))
+                .map(|key| (canonical_without_prefixes(key, &prefixes), key.position, display_name(key)))
                 .collect(),
             _ => Vec::new(),
         };
@@ -222,13 +230,13 @@ impl Planner<'_> {
         if is_aggregating && matcher.is_none() {
             // Each key of TIMESTAMP BY ... OVER has its own clock, so its windows close on their
             // own: they must not mix keys.
-            for (key, position) in &over_keys {
+            for (key, position, name) in &over_keys {
                 let grouped =
                     select.group_by.iter().any(|expr| canonical_without_prefixes(expr, &prefixes) == *key);
                 if !grouped {
                     self.error(
                         *position,
-                        format!("a statement that aggregates an input read with TIMESTAMP BY ... OVER must GROUP BY its key {key}: each key has its own clock"),
+                        format!("a statement that aggregates an input read with TIMESTAMP BY ... OVER must GROUP BY its key {name}: each key has its own clock"),
                     );
                     return None;
                 }
