@@ -1193,11 +1193,15 @@ impl StatementRuntime {
         produced: &mut Vec<(OwnedRow, i64)>,
         messages: &mut Vec<String>,
     ) {
+        if let Some(key) = clock {
+            // Created while the plan is in place: it says what state the substream needs.
+            self.substream(key, max_state_entries);
+        }
         let Some(plan) = self.plan.matcher.take() else { return };
         let mut matches = Vec::new();
         let state = match clock {
             None => self.matcher.as_mut(),
-            Some(key) => self.substream(key, max_state_entries).matcher.as_mut(),
+            Some(key) => self.substreams.get_mut(key).and_then(|substream| substream.matcher.as_mut()),
         };
         if let Some(state) = state {
             if let Err(message) =

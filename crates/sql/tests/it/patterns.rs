@@ -2,7 +2,8 @@
 //! (concatenation, alternation, grouping, `.` and every quantifier), the engine's matches are
 //! the ones a backtracking matcher finds, under both skip modes, with LIMIT DURATION, with
 //! DEFINE conditions that read only the current row and conditions that read the rows mapped so
-//! far, and across a checkpoint/restore after every event.
+//! far, with one clock per key (`TIMESTAMP BY ... OVER`, one key's clock far behind) or one for
+//! all, and across a checkpoint/restore after every event.
 
 use proptest::prelude::*;
 use serde_json::json;
@@ -273,21 +274,26 @@ proptest! {
         raw_events in prop::collection::vec((0i64..2, 0usize..3, 0i64..3), 0..16),
         duration_seconds in 1i64..12,
         past_last_row in any::<bool>(),
+        substreams in any::<bool>(),
     ) {
+        // With TIMESTAMP BY ... OVER k, key 1's clock runs ten minutes behind key 0's: its
+        // events are on time for its own clock, and the matches are the same.
+        let lag_ms = if substreams { 600_000 } else { 0 };
         let mut time_ms = 0;
         let events: Vec<Event> = raw_events
             .iter()
             .enumerate()
             .map(|(id, &(key, letter, gap_seconds))| {
                 time_ms += gap_seconds * 1_000;
-                Event { id, key, letter, time_ms }
+                Event { id, key, letter, time_ms: time_ms - key * lag_ms }
             })
             .collect();
         let skip = if past_last_row { "PAST LAST ROW" } else { "TO NEXT ROW" };
         let query = format!(
-            "SELECT * INTO o FROM i TIMESTAMP BY t MATCH_RECOGNIZE (LIMIT DURATION(second, {duration_seconds}) \
+            "SELECT * INTO o FROM i TIMESTAMP BY t {} MATCH_RECOGNIZE (LIMIT DURATION(second, {duration_seconds}) \
              PARTITION BY k MEASURES FIRST(id) AS first_id, LAST(id) AS last_id, Classifier() AS classes \
              AFTER MATCH SKIP {skip} PATTERN ({}) {}) AS m",
+            if substreams { "OVER k" } else { "" },
             pattern.render(),
             define_clause(&conditions, &pattern),
         );
