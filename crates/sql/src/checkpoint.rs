@@ -1,12 +1,14 @@
 //! Checkpoints: a running job's state as a JSON document, and back.
 //!
-//! A checkpoint holds only state (watermarks, events held for reordering, window groups and
-//! buffers, analytic histories), never the plan: it is restored into a job freshly compiled from
-//! the same query and options, which a fingerprint of both checks. Restoring a checkpoint taken
-//! after any prefix of the calls and then making the remaining calls gives exactly the output of
-//! one uninterrupted run; the corpus test checks this after every input line. The format is
-//! versioned ([`CHECKPOINT_VERSION`]); floats are JSON numbers, or the strings `"NaN"`, `"inf"`
-//! and `"-inf"`, which JSON numbers cannot express.
+//! A checkpoint holds only state (watermarks and per-key clocks, events held for reordering,
+//! window groups and buffers, analytic histories, MATCH_RECOGNIZE partial matches and the rows
+//! they need), never the plan: it is restored into a job freshly compiled from the same query
+//! and options, which a fingerprint of both checks. Restoring a checkpoint taken after any
+//! prefix of the calls and then making the remaining calls gives exactly the output of one
+//! uninterrupted run; the corpus test checks this after every input line. The format is
+//! versioned ([`CHECKPOINT_VERSION`]); state added within a version (matchers, substreams)
+//! defaults to empty, so older checkpoints of that version still restore. Floats are JSON
+//! numbers, or the strings `"NaN"`, `"inf"` and `"-inf"`, which JSON numbers cannot express.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

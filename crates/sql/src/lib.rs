@@ -23,9 +23,10 @@
 //! is in this crate's README.md.
 //!
 //! Module map: `lexer` and `parser` turn text into an `ast`;
-//! `plan` resolves names into compiled expressions (`expr`) and aggregate specs (`agg`);
-//! `job` runs the plan with `window` operators driven by per-input `watermark`s, `analytic`
-//! function state and JOIN buffers; `checkpoint` saves and restores all of that state.
+//! `plan` resolves names into compiled expressions (`expr`), aggregate specs (`agg`) and
+//! MATCH_RECOGNIZE programs; `job` runs the plan with `window` operators driven by per-input
+//! (or per-key) `watermark`s, `analytic` function state, JOIN buffers and the MATCH_RECOGNIZE
+//! `matcher`; `checkpoint` saves and restores all of that state.
 
 mod agg;
 mod analytic;
