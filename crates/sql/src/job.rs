@@ -805,11 +805,12 @@ impl Job {
             statement.join = Some(join);
         }
         statement.expire_matches(clock, boundary_ms, max_state_entries, &mut produced, &mut messages);
-        let target = statement.plan.target.name().to_string();
+        // The target's name is copied only when there is an error to report: this runs per
+        // event for every statement rooted at the input.
         for message in messages {
             step.errors.push(EventError {
                 statement_idx: Some(statement_idx),
-                target: target.clone(),
+                target: statement.plan.target.name().to_string(),
                 message,
             });
         }
@@ -825,6 +826,7 @@ impl Job {
         };
         let Some(window) = window else { return };
         let (emitted, window_errors) = window.advance(window_boundary_ms);
+        let target = statement.plan.target.name().to_string();
         for message in window_errors {
             step.errors.push(EventError {
                 statement_idx: Some(statement_idx),
