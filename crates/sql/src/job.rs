@@ -35,7 +35,9 @@ use crate::checkpoint::{CheckpointError, CHECKPOINT_VERSION};
 use crate::error::{EventError, LateAction, LateEvent};
 use crate::expr::{eval_keys, eval_timestamp, truthy, Context, JoinedRow, OwnedRow, Row};
 use crate::matcher::MatcherState;
-use crate::plan::{Body, Expand, ExpandKind, JoinPlan, Plan, Shape, Source, StatementPlan, Target};
+use crate::plan::{
+    Body, Expand, ExpandKind, JoinPlan, MatchPlan, Plan, Shape, Source, StatementPlan, Target,
+};
 use crate::value::{KeyMap, KeyPart, Value};
 use crate::watermark::Watermark;
 use crate::window::{WindowInput, WindowState};
@@ -464,22 +466,10 @@ impl Job {
         }
         let boundary_ms = runtime.watermark.close_boundary_ms();
         if timestamp_ms < boundary_ms {
-            let watermark_ms = runtime.watermark.watermark_ms();
-            let action = match self.late_policy {
-                LatePolicy::Adjust => LateAction::Adjusted { adjusted_to_ms: watermark_ms },
-                LatePolicy::Drop => LateAction::Dropped,
-            };
-            step.late.push(LateEvent {
-                input: runtime.name.clone(),
-                partition,
-                event: event.clone(),
-                timestamp_ms,
-                watermark_ms: boundary_ms,
-                action,
-            });
-            match action {
-                LateAction::Adjusted { adjusted_to_ms } => timestamp_ms = adjusted_to_ms,
-                LateAction::Dropped => {
+            let late = (runtime.name.as_str(), partition, event, timestamp_ms);
+            match report_late(self.late_policy, &runtime.watermark, late, &mut step) {
+                Some(adjusted_ms) => timestamp_ms = adjusted_ms,
+                None => {
                     runtime.watermark.observe(partition, timestamp_ms.max(boundary_ms), arrival_time_ms);
                     return step;
                 }
@@ -565,22 +555,14 @@ impl Job {
         clock.last_arrival_ms = clock.last_arrival_ms.max(arrival_time_ms);
         let boundary_ms = clock.watermark.close_boundary_ms();
         if timestamp_ms < boundary_ms {
-            let watermark_ms = clock.watermark.watermark_ms();
-            let action = match self.late_policy {
-                LatePolicy::Adjust => LateAction::Adjusted { adjusted_to_ms: watermark_ms },
-                LatePolicy::Drop => LateAction::Dropped,
-            };
-            step.late.push(LateEvent {
-                input: name.clone(),
-                partition,
-                event: event.clone(),
-                timestamp_ms,
-                watermark_ms: boundary_ms,
-                action,
-            });
-            match action {
-                LateAction::Adjusted { adjusted_to_ms } => timestamp_ms = adjusted_to_ms,
-                LateAction::Dropped => return,
+            match report_late(
+                self.late_policy,
+                &clock.watermark,
+                (name.as_str(), partition, event, timestamp_ms),
+                step,
+            ) {
+                Some(adjusted_ms) => timestamp_ms = adjusted_ms,
+                None => return,
             }
         }
         clock.watermark.observe(0, timestamp_ms, arrival_time_ms);
@@ -987,6 +969,33 @@ impl Job {
     }
 }
 
+/// An event of `(input, partition, event, event time)` behind the close boundary of its
+/// watermark (its partition's, or its key's): reported, and moved to the watermark or dropped
+/// as the late policy says. Returns the time to process it at, or `None` when it is dropped.
+fn report_late(
+    policy: LatePolicy,
+    watermark: &Watermark,
+    (input, partition, event, timestamp_ms): (&str, i32, &serde_json::Value, i64),
+    step: &mut Step,
+) -> Option<i64> {
+    let action = match policy {
+        LatePolicy::Adjust => LateAction::Adjusted { adjusted_to_ms: watermark.watermark_ms() },
+        LatePolicy::Drop => LateAction::Dropped,
+    };
+    step.late.push(LateEvent {
+        input: input.to_string(),
+        partition,
+        event: event.clone(),
+        timestamp_ms,
+        watermark_ms: watermark.close_boundary_ms(),
+        action,
+    });
+    match action {
+        LateAction::Adjusted { adjusted_to_ms } => Some(adjusted_to_ms),
+        LateAction::Dropped => None,
+    }
+}
+
 /// `CROSS APPLY`: one row per array element or record field, the element under the alias.
 fn expand_rows(expand: &Expand, row: Row<'_>, timestamp_ms: i64) -> Result<Vec<OwnedRow>, String> {
     let context = Context { row, timestamp_ms, analytic: &[] };
@@ -1199,21 +1208,11 @@ impl StatementRuntime {
             // Created while the plan is in place: it says what state the substream needs.
             self.substream(key, max_state_entries);
         }
-        let Some(plan) = self.plan.matcher.take() else { return };
-        let mut matches = Vec::new();
-        let state = match clock {
-            None => self.matcher.as_mut(),
-            Some(key) => self.substreams.get_mut(key).and_then(|substream| substream.matcher.as_mut()),
-        };
-        if let Some(state) = state {
-            if let Err(message) =
-                state.push(&plan, row, timestamp_ms, max_state_entries, &mut matches, messages)
-            {
+        self.run_matcher(clock, max_state_entries, produced, messages, |plan, state, matches, messages| {
+            if let Err(message) = state.push(plan, row, timestamp_ms, max_state_entries, matches, messages) {
                 messages.push(message);
             }
-        }
-        self.plan.matcher = Some(plan);
-        self.process_matches(matches, clock, max_state_entries, produced, messages);
+        });
     }
 
     /// MATCH_RECOGNIZE: the boundary decides the attempts that can no longer grow.
@@ -1225,6 +1224,22 @@ impl StatementRuntime {
         produced: &mut Vec<(OwnedRow, i64)>,
         messages: &mut Vec<String>,
     ) {
+        self.run_matcher(clock, max_state_entries, produced, messages, |plan, state, matches, messages| {
+            state.advance(plan, boundary_ms, matches, messages);
+        });
+    }
+
+    /// Runs `run` on the matcher of the clock domain, if the statement has one there, then the
+    /// matches it decided through the rest of the statement.
+    fn run_matcher(
+        &mut self,
+        clock: Clock<'_>,
+        max_state_entries: usize,
+        produced: &mut Vec<(OwnedRow, i64)>,
+        messages: &mut Vec<String>,
+        run: impl FnOnce(&MatchPlan, &mut MatcherState, &mut Vec<(OwnedRow, i64)>, &mut Vec<String>),
+    ) {
+        // Taken out for the duration of the call so that the state can be borrowed mutably.
         let Some(plan) = self.plan.matcher.take() else { return };
         let mut matches = Vec::new();
         let state = match clock {
@@ -1232,20 +1247,9 @@ impl StatementRuntime {
             Some(key) => self.substreams.get_mut(key).and_then(|substream| substream.matcher.as_mut()),
         };
         if let Some(state) = state {
-            state.advance(&plan, boundary_ms, &mut matches, messages);
+            run(&plan, state, &mut matches, messages);
         }
         self.plan.matcher = Some(plan);
-        self.process_matches(matches, clock, max_state_entries, produced, messages);
-    }
-
-    fn process_matches(
-        &mut self,
-        matches: Vec<(OwnedRow, i64)>,
-        clock: Clock<'_>,
-        max_state_entries: usize,
-        produced: &mut Vec<(OwnedRow, i64)>,
-        messages: &mut Vec<String>,
-    ) {
         for (row, timestamp_ms) in matches {
             match self.process(row.as_row(), timestamp_ms, clock, max_state_entries) {
                 Ok(row) => produced.extend(row.map(|row| (row, timestamp_ms))),

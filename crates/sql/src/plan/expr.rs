@@ -40,6 +40,21 @@ pub(super) struct Scope<'a> {
     pub(super) pattern: Option<&'a mut PatternScope>,
 }
 
+impl<'a> Scope<'a> {
+    /// A scope that reads one row of `shape`: no aggregates, no analytic functions.
+    pub(super) fn rows(shape: &'a Shape, prefixes: &[String], clause: &'static str) -> Scope<'a> {
+        Scope {
+            shape,
+            prefixes: prefixes.to_vec(),
+            clause,
+            group: None,
+            analytics: None,
+            inside_aggregate: false,
+            pattern: None,
+        }
+    }
+}
+
 pub(super) struct Planner<'a> {
     pub(super) options: &'a JobOptions,
     pub(super) diagnostics: Vec<Diagnostic>,
@@ -432,15 +447,7 @@ impl Planner<'_> {
                 );
                 return None;
             };
-            let mut side_scope = Scope {
-                shape: &sides[side].shape,
-                prefixes: Vec::new(),
-                clause: scope.clause,
-                group: None,
-                analytics: None,
-                inside_aggregate: false,
-                pattern: None,
-            };
+            let mut side_scope = Scope::rows(&sides[side].shape, &[], scope.clause);
             let inner = match self.column(&segments[1..], position, &mut side_scope)? {
                 CompiledExpr::Column(inner) => inner,
                 _ => return None,
@@ -730,15 +737,7 @@ impl Planner<'_> {
             self.error(position, format!("analytic function {name} cannot be inside an aggregate"));
             return None;
         }
-        let mut row_scope = Scope {
-            shape: scope.shape,
-            prefixes: scope.prefixes.clone(),
-            clause: "an analytic function",
-            group: None,
-            analytics: None,
-            inside_aggregate: false,
-            pattern: None,
-        };
+        let mut row_scope = Scope::rows(scope.shape, &scope.prefixes, "an analytic function");
         let (partition_by, duration_ms, when) = match over {
             Some(over) => {
                 let partition_by = self.compile_args(&over.partition_by, &mut row_scope);

@@ -272,15 +272,7 @@ impl Planner<'_> {
         program.push(Instruction::Match);
 
         // PARTITION BY, over the input rows.
-        let mut row_scope = Scope {
-            shape,
-            prefixes: prefixes.to_vec(),
-            clause: "PARTITION BY",
-            group: None,
-            analytics: None,
-            inside_aggregate: false,
-            pattern: None,
-        };
+        let mut row_scope = Scope::rows(shape, prefixes, "PARTITION BY");
         let partition_by = self.compile_args(&clause.partition_by, &mut row_scope);
         failed |= partition_by.is_none();
         for (key, position, name) in over_keys {
@@ -325,15 +317,8 @@ impl Planner<'_> {
                 navigations: Vec::new(),
             };
             let compiled = {
-                let mut scope = Scope {
-                    shape,
-                    prefixes: prefixes.to_vec(),
-                    clause: "DEFINE",
-                    group: None,
-                    analytics: None,
-                    inside_aggregate: false,
-                    pattern: Some(&mut pattern_scope),
-                };
+                let mut scope =
+                    Scope { pattern: Some(&mut pattern_scope), ..Scope::rows(shape, prefixes, "DEFINE") };
                 self.compile(condition, &mut scope)
             };
             match compiled {
@@ -362,15 +347,8 @@ impl Planner<'_> {
             }
             measure_names.push(name);
             let compiled = {
-                let mut scope = Scope {
-                    shape,
-                    prefixes: prefixes.to_vec(),
-                    clause: "MEASURES",
-                    group: None,
-                    analytics: None,
-                    inside_aggregate: false,
-                    pattern: Some(&mut measure_scope),
-                };
+                let mut scope =
+                    Scope { pattern: Some(&mut measure_scope), ..Scope::rows(shape, prefixes, "MEASURES") };
                 self.compile(expr, &mut scope)
             };
             match compiled {
@@ -620,15 +598,7 @@ impl Planner<'_> {
 
 /// A scope for the columns of one input row.
 fn row_scope<'s>(scope: &Scope<'s>) -> Scope<'s> {
-    Scope {
-        shape: scope.shape,
-        prefixes: scope.prefixes.clone(),
-        clause: scope.clause,
-        group: None,
-        analytics: None,
-        inside_aggregate: false,
-        pattern: None,
-    }
+    Scope::rows(scope.shape, &scope.prefixes, scope.clause)
 }
 
 /// Records a navigation of the clause being compiled; the expression reads its value.

@@ -172,15 +172,7 @@ impl Planner<'_> {
                     roots.push(root);
                 }
             }
-            let mut scope = Scope {
-                shape: &shape,
-                prefixes: Vec::new(),
-                clause: "ON",
-                group: None,
-                analytics: None,
-                inside_aggregate: false,
-                pattern: None,
-            };
+            let mut scope = Scope::rows(&shape, &[], "ON");
             if contains_aggregate(&join_clause.on) {
                 self.error(join_clause.on.position, "aggregates are not allowed in ON");
                 return None;
@@ -395,15 +387,7 @@ impl Planner<'_> {
             self.error(call.position, format!("CROSS APPLY takes one argument, found {}", args.len()));
             return None;
         }
-        let mut scope = Scope {
-            shape,
-            prefixes: prefixes.to_vec(),
-            clause: "CROSS APPLY",
-            group: None,
-            analytics: None,
-            inside_aggregate: false,
-            pattern: None,
-        };
+        let mut scope = Scope::rows(shape, prefixes, "CROSS APPLY");
         let arg = self.compile(&args[0], &mut scope)?;
         Some(Expand { kind, arg, alias: cross_apply.alias.clone() })
     }
@@ -425,15 +409,7 @@ impl Planner<'_> {
             text
         });
         let shape = Shape::Json;
-        let mut over_scope = Scope {
-            shape: &shape,
-            prefixes: vec![name.to_string()],
-            clause: "TIMESTAMP BY ... OVER",
-            group: None,
-            analytics: None,
-            inside_aggregate: false,
-            pattern: None,
-        };
+        let mut over_scope = Scope::rows(&shape, &[name.to_string()], "TIMESTAMP BY ... OVER");
         let over = if timestamp.over.iter().any(contains_aggregate) {
             self.error(timestamp.over[0].position, "aggregates are not allowed in TIMESTAMP BY ... OVER");
             Vec::new()
@@ -442,15 +418,7 @@ impl Planner<'_> {
         };
         let timestamp_by = timestamp_expr.and_then(|timestamp_by| {
             let shape = Shape::Json;
-            let mut scope = Scope {
-                shape: &shape,
-                prefixes: vec![name.to_string()],
-                clause: "TIMESTAMP BY",
-                group: None,
-                analytics: None,
-                inside_aggregate: false,
-                pattern: None,
-            };
+            let mut scope = Scope::rows(&shape, &[name.to_string()], "TIMESTAMP BY");
             if contains_aggregate(timestamp_by) {
                 self.error(timestamp_by.position, "aggregates are not allowed in TIMESTAMP BY");
                 return None;
@@ -558,15 +526,7 @@ impl Planner<'_> {
         prefixes: &[String],
         names: &mut Vec<String>,
     ) -> Option<AggregatePlan> {
-        let mut row_scope = Scope {
-            shape,
-            prefixes: prefixes.to_vec(),
-            clause: "GROUP BY",
-            group: None,
-            analytics: None,
-            inside_aggregate: false,
-            pattern: None,
-        };
+        let mut row_scope = Scope::rows(shape, prefixes, "GROUP BY");
         let mut window = None;
         let mut window_seen = false;
         let mut session_partition = Vec::new();

@@ -223,18 +223,24 @@ fn state_is_bounded_on_a_long_stream() {
         SELECT a.k, b.v INTO joined FROM i a TIMESTAMP BY t LEFT JOIN j b TIMESTAMP BY t
             ON a.k = b.k AND DATEDIFF(second, a, b) BETWEEN 0 AND 3";
     let options = JobOptions { out_of_order_tolerance_ms: 2_000, ..JobOptions::default() };
-    let mut job = job(query, options);
-    let mut sizes = Vec::new();
-    for index in 0..20_000i64 {
+    assert_state_bounded(&mut job(query, options), |job, index| {
         let event = json!({"k": index % 10, "v": index, "t": index * 100});
         let step = job.push("i", 0, &event, 0);
         assert!(step.errors.is_empty() && step.late.is_empty(), "{step:?}");
         job.push("j", 0, &event, 0);
+    });
+}
+
+/// Feeds 20 000 events (`feed` pushes the one numbered `index`) and checks that the job's
+/// state (its checkpoint) is as large after 5 000 of them as after 20 000: recent data only.
+fn assert_state_bounded(job: &mut Job, mut feed: impl FnMut(&mut Job, i64)) {
+    let mut sizes = Vec::new();
+    for index in 0..20_000i64 {
+        feed(job, index);
         if index % 5_000 == 4_999 {
             sizes.push(job.checkpoint().to_string().len());
         }
     }
-    // Same amount of recent state at 5 000 events as at 20 000.
     let (first, last) = (sizes[0], sizes[sizes.len() - 1]);
     assert!(last < first * 11 / 10, "state grew: {sizes:?}");
     assert!(last < 100_000, "state is larger than expected: {last} bytes");
@@ -314,9 +320,7 @@ fn match_and_substream_state_is_bounded() {
             MEASURES COUNT(*) AS n AFTER MATCH SKIP TO NEXT ROW PATTERN (A+ B) DEFINE A AS A.v % 7 <> 0, B AS B.v % 7 = 0) AS m;
         SELECT k, COUNT(*) AS n INTO counts FROM j TIMESTAMP BY t OVER k GROUP BY k, TumblingWindow(second, 10)";
     let options = JobOptions { idle_key_timeout_ms: 60_000, ..JobOptions::default() };
-    let mut job = job(query, options);
-    let mut sizes = Vec::new();
-    for index in 0..20_000i64 {
+    assert_state_bounded(&mut job(query, options), |job, index| {
         // Keys come and go: each sends for 100 events, then never again.
         let event = json!({"k": index / 100, "v": index, "t": index * 100});
         let step = job.push("i", 0, &event, index * 100);
@@ -326,13 +330,7 @@ fn match_and_substream_state_is_bounded() {
         if index % 1_000 == 999 {
             job.advance_processing_time(index * 100);
         }
-        if index % 5_000 == 4_999 {
-            sizes.push(job.checkpoint().to_string().len());
-        }
-    }
-    let (first, last) = (sizes[0], sizes[sizes.len() - 1]);
-    assert!(last < first * 11 / 10, "state grew: {sizes:?}");
-    assert!(last < 100_000, "state is larger than expected: {last} bytes");
+    });
 }
 
 #[test]
