@@ -254,7 +254,7 @@ pub(crate) struct Join {
 }
 
 /// Where `AFTER MATCH SKIP` resumes the search once a match is found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SkipMode {
     /// `SKIP TO NEXT ROW`: at the row after the match's first row (matches may overlap).
     ToNextRow,

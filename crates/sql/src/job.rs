@@ -305,7 +305,9 @@ impl Job {
         outputs
     }
 
-    /// The watermark of `input` in epoch milliseconds (`i64::MIN` before its first event).
+    /// The watermark of `input` in epoch milliseconds (`i64::MIN` before its first event). For
+    /// an input read with `TIMESTAMP BY ... OVER`, whose keys each have their own, it is the
+    /// watermark its partitions would give.
     pub fn watermark_ms(&self, input: &str) -> Option<i64> {
         self.find_input(input).map(|index| self.inputs[index].watermark.watermark_ms())
     }
@@ -1169,19 +1171,21 @@ impl StatementRuntime {
 
     /// The statement's clocked state for a substream, created on its first row.
     fn substream(&mut self, key: &[KeyPart], max_state_entries: usize) -> &mut Substream {
-        if !self.substreams.contains_key(key) {
-            let window = match &self.plan.body {
-                Body::Aggregate(aggregate) => Some(WindowState::new(
-                    aggregate.window,
-                    aggregate.aggregates.iter().map(|spec| spec.kind).collect(),
-                    max_state_entries,
-                )),
-                _ => None,
-            };
-            let matcher = self.plan.matcher.as_ref().map(|_| MatcherState::default());
-            self.substreams.insert(key.to_vec(), Substream { window, matcher });
-        }
-        let index = self.substreams.get_index_of(key).unwrap_or(0);
+        let index = match self.substreams.get_index_of(key) {
+            Some(index) => index,
+            None => {
+                let window = match &self.plan.body {
+                    Body::Aggregate(aggregate) => Some(WindowState::new(
+                        aggregate.window,
+                        aggregate.aggregates.iter().map(|spec| spec.kind).collect(),
+                        max_state_entries,
+                    )),
+                    _ => None,
+                };
+                let matcher = self.plan.matcher.as_ref().map(|_| MatcherState::default());
+                self.substreams.insert_full(key.to_vec(), Substream { window, matcher }).0
+            }
+        };
         &mut self.substreams[index]
     }
 

@@ -280,8 +280,7 @@ fn follow(
     let mut stack = vec![pc];
     while let Some(pc) = stack.pop() {
         match program.get(pc as usize) {
-            Some(Instruction::Consume(_)) if !next.add(pc, variables, budget) => *overflow = true,
-            Some(Instruction::Consume(_)) => {}
+            Some(Instruction::Consume(_)) => *overflow |= !next.add(pc, variables, budget),
             Some(Instruction::Split(preferred, other)) => {
                 stack.push(*other);
                 stack.push(*preferred);
