@@ -11,9 +11,10 @@ its own (`topic_name`). Tests that restart a broker get their own (`broker_facto
 pub/sub tests share one broker per module that lets anonymous clients in (`anonymous_gateway`).
 
 A broker can have more Kafka listeners than the first, PLAINTEXT one (`listeners`: SASL_SSL, SSL,
-SASL_PLAINTEXT, each on 127.0.0.1 with a port of its own, kept across restarts), and settings
-from the environment (`env`, e.g. TIDEWATER_BOOTSTRAP_USER); the running line's
-`listeners=NAME://127.0.0.1:PORT,...` gives each listener's port (`listener_ports`).
+SASL_PLAINTEXT, each on 127.0.0.1 with a port of its own, kept across restarts), or only those
+(`plaintext=False`: then `bootstrap` is the first of them), and settings from the environment
+(`env`, e.g. TIDEWATER_BOOTSTRAP_USER); the running line's `listeners=NAME://127.0.0.1:PORT,...`
+gives each listener's port (`listener_ports`).
 
 Skips are turned into failures (see `pytest_runtest_makereport`): a client test that did not
 run must never read as a pass.
@@ -80,7 +81,9 @@ class BrokerProcess:
         serve_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         listeners: tuple[str, ...] = (),
+        plaintext: bool = True,
     ):
+        assert plaintext or listeners, "a broker needs at least one Kafka listener"
         self.data_dir = data_dir
         self.name = name
         # More `tidewater serve` arguments (e.g. group timings), kept across restarts.
@@ -91,6 +94,10 @@ class BrokerProcess:
         # Security protocols of more Kafka listeners on 127.0.0.1 (SASL_SSL, SSL, SASL_PLAINTEXT),
         # after the first, PLAINTEXT one; each keeps its port across restarts.
         self.listeners = tuple(listeners)
+        # Whether the first Kafka listener is the usual PLAINTEXT one on `start`'s port. Without
+        # it `listeners` are all there is, and the running line's `kafka=` (so `port` and
+        # `bootstrap`) is the first of them.
+        self.plaintext = plaintext
         # Each listener's port by name (PLAINTEXT, SASL_SSL, ..., INTERNAL), from the running line.
         self.listener_ports: dict[str, int] = {}
         # The test that owns this broker; None for the session's broker.
@@ -157,7 +164,9 @@ class BrokerProcess:
         env.pop("RUST_LOG", None)
         env["TIDEWATER_LOG"] = "info"
         env.update(self.env)
-        command = [str(binary), "serve", "--kafka-listen", f"127.0.0.1:{port}"]
+        command = [str(binary), "serve"]
+        if self.plaintext:
+            command.extend(["--kafka-listen", f"127.0.0.1:{port}"])
         for protocol in self.listeners:
             command.extend(["--kafka-listen", f"{protocol}://127.0.0.1:{self.listener_ports.get(protocol, 0)}"])
         command.extend(["--data-dir", str(self.data_dir), *self.serve_args])
@@ -246,7 +255,8 @@ class BrokerProcess:
     def restart(self, while_down: Callable[[], None] | None = None, *, kill: bool = False) -> str:
         """Stops the broker cleanly (with `kill`, by SIGKILL instead) and starts it again on the
         same data directory and the same port, so clients that know the old address reconnect to
-        the new process. `while_down` runs between the two, while nothing listens on the port."""
+        the new process (without the PLAINTEXT listener, every listener keeps its port all the
+        same). `while_down` runs between the two, while nothing listens on the port."""
         port = self.port
         assert port is not None
         if kill:
@@ -352,11 +362,16 @@ def anonymous_gateway(tmp_path_factory: pytest.TempPathFactory, request: pytest.
 @pytest.fixture
 def broker_factory(tmp_path: Path, request: pytest.FixtureRequest):
     """Starts brokers of the test's own (each on a fresh data directory, with `serve_args` added
-    to the command line, and `env` and `listeners` as `BrokerProcess` takes them); stops them
-    after."""
+    to the command line, and `env`, `listeners` and `plaintext` as `BrokerProcess` takes them);
+    stops them after."""
     started: list[BrokerProcess] = []
 
-    def start(*serve_args: str, env: dict[str, str] | None = None, listeners: tuple[str, ...] = ()) -> BrokerProcess:
+    def start(
+        *serve_args: str,
+        env: dict[str, str] | None = None,
+        listeners: tuple[str, ...] = (),
+        plaintext: bool = True,
+    ) -> BrokerProcess:
         process = BrokerProcess(
             tmp_path / f"data{len(started)}",
             name=f"test broker {len(started)}",
@@ -364,6 +379,7 @@ def broker_factory(tmp_path: Path, request: pytest.FixtureRequest):
             serve_args=serve_args,
             env=env,
             listeners=listeners,
+            plaintext=plaintext,
         )
         _BROKERS.append(process)
         started.append(process)
@@ -382,13 +398,19 @@ def module_broker_factory(tmp_path_factory: pytest.TempPathFactory, request: pyt
     module = request.module.__name__
     started: list[BrokerProcess] = []
 
-    def start(*serve_args: str, env: dict[str, str] | None = None, listeners: tuple[str, ...] = ()) -> BrokerProcess:
+    def start(
+        *serve_args: str,
+        env: dict[str, str] | None = None,
+        listeners: tuple[str, ...] = (),
+        plaintext: bool = True,
+    ) -> BrokerProcess:
         process = BrokerProcess(
             tmp_path_factory.mktemp(module) / "data",
             name=f"broker {len(started)} of {module}",
             serve_args=serve_args,
             env=env,
             listeners=listeners,
+            plaintext=plaintext,
         )
         _BROKERS.append(process)
         started.append(process)

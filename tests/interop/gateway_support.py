@@ -53,9 +53,10 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def add_device(bootstrap: str, device_id: str) -> str:
-    """Registers a device with `tidewater device add` and returns its key (printed once)."""
-    key = tidewater("device", "add", device_id, bootstrap=bootstrap).stdout.strip()
+def add_device(bootstrap: str | None, device_id: str, client_config: Path | None = None) -> str:
+    """Registers a device with `tidewater device add` and returns its key (printed once); see
+    `tidewater` for `bootstrap` and `client_config`."""
+    key = tidewater("device", "add", device_id, bootstrap=bootstrap, client_config=client_config).stdout.strip()
     assert len(key) == 44, f"expected a base64 key of 32 bytes, got {key!r}"
     return key
 

@@ -1,6 +1,8 @@
-"""What the security tests (test_security.py) share: a test PKI made with Python's
-`cryptography` package, each client's settings for SASL_SSL, SSL and SASL_PLAINTEXT
-(`Security`), and raw Kafka frames for the bad-input cases.
+"""What the security tests (test_security.py, test_security_cli.py, test_security_seed.py) share:
+a test PKI made with Python's `cryptography` package, each client's settings for SASL_SSL, SSL
+and SASL_PLAINTEXT (`Security`, also as the properties file the `tidewater` CLI reads), whether
+confluent-kafka can log in (`confluent_login_error`), and raw Kafka frames for the bad-input
+cases.
 
 The PKI is made fresh for each test module in a temporary directory: a test CA; a server
 certificate for IP 127.0.0.1 and DNS localhost signed by it (clients check the host name, as
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import socket
 import ssl
 import struct
@@ -26,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -229,6 +234,13 @@ class Security:
             )
         return properties
 
+    def write_properties(self, path: Path, bootstrap: str) -> Path:
+        """The same properties, with `bootstrap.servers`, as a Java properties file (what
+        `tidewater --client-config`, kcat's -F and the Kafka tools' --command-config read)."""
+        lines = [f"bootstrap.servers={bootstrap}", *(f"{name}={value}" for name, value in self.librdkafka().items())]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
     def kcat_args(self) -> list[str]:
         return [argument for name, value in self.librdkafka().items() for argument in ("-X", f"{name}={value}")]
 
@@ -283,6 +295,43 @@ def client_ssl_context(pki: Pki, client: CertificateFiles | None = None) -> ssl.
     if client is not None:
         context.load_cert_chain(str(client.cert), str(client.key))
     return context
+
+
+# --- Logging in with confluent-kafka -----------------------------------------------------------
+
+# librdkafka's own log lines go through Python logging (and so into pytest's report), not stderr.
+QUIET_LIBRDKAFKA = logging.getLogger("librdkafka")
+# How long a client that is meant to fail may keep trying (each retries on its own).
+REFUSAL_TIMEOUT_S = 20.0
+
+
+def confluent_login_error(bootstrap: str, security: Security) -> KafkaError | None:
+    """None if confluent-kafka can log in and read metadata, else its authentication error."""
+    errors: list[KafkaError] = []
+    client = AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            "error_cb": errors.append,
+            "logger": QUIET_LIBRDKAFKA,
+            "reconnect.backoff.ms": 1000,
+            "reconnect.backoff.max.ms": 1000,
+            **security.librdkafka(),
+        }
+    )
+    deadline = time.monotonic() + REFUSAL_TIMEOUT_S
+    while True:
+        try:
+            client.list_topics(timeout=1.0)
+            return None
+        except KafkaException:
+            pass
+        client.poll(0)
+        refused = [error for error in errors if error.code() == KafkaError._AUTHENTICATION]
+        if refused:
+            return refused[0]
+        assert time.monotonic() < deadline, (
+            f"neither logged in nor refused in {REFUSAL_TIMEOUT_S}s: {[error.str() for error in errors]}"
+        )
 
 
 # --- Raw Kafka frames ---------------------------------------------------------------------------

@@ -9,16 +9,16 @@ mid-run and restarted produces, for read_committed consumers, exactly the rows o
 from __future__ import annotations
 
 import json
-import uuid
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from conftest import tidewater_binary
+from query_support import MqttSeedScenario, close_devices, read_committed, wait_for_rows
 from trigger_support import tidewater
 
 SEED_QUERY = """
@@ -48,26 +48,6 @@ def produce(bootstrap: str, topic: str, events: list[tuple[str, dict]]) -> None:
     assert producer.flush(30) == 0
 
 
-def read_committed(bootstrap: str, topic: str, settle_s: float = 2.0, timeout_s: float = 60.0) -> list[dict]:
-    """Everything in partition 0 of `topic` a read_committed consumer sees, once nothing new has
-    arrived for `settle_s`."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False,
-        "isolation.level": "read_committed",
-    })
-    try:
-        consumer.assign([TopicPartition(topic, 0, 0)])
-        rows, quiet_since, deadline = [], time.monotonic(), time.monotonic() + timeout_s
-        while time.monotonic() - quiet_since < settle_s and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is not None and message.error() is None:
-                rows.append(json.loads(message.value()))
-                quiet_since = time.monotonic()
-        return rows
-    finally:
-        consumer.close()
-
-
 class QueryJob:
     """`tidewater query run` as a child process."""
 
@@ -91,16 +71,6 @@ class QueryJob:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=60)
-
-
-def wait_for_rows(bootstrap: str, topic: str, count: int, timeout_s: float = 60.0) -> list[dict]:
-    deadline = time.monotonic() + timeout_s
-    rows: list[dict] = []
-    while time.monotonic() < deadline:
-        rows = read_committed(bootstrap, topic, settle_s=0.5, timeout_s=5)
-        if len(rows) >= count:
-            return rows
-    raise AssertionError(f"{len(rows)} rows in {topic}, waited for {count}")
 
 
 def test_seed_scenario_alerts_on_a_hot_device_average(bootstrap, topic_name, tmp_path):
@@ -244,53 +214,18 @@ def test_a_job_can_start_from_a_timestamp(bootstrap, topic_name, tmp_path):
 
 def test_seed_scenario_end_to_end_from_mqtt_devices(broker, bootstrap, tmp_path):
     """Devices publish readings over MQTT through the gateway; a registered job averages them per
-    device and alerts above 70; the alert appears in the output topic."""
-    from gateway_support import V5, add_device, connect_when_registered, events_topic, new_device_id
-
+    device and alerts above 70; the alert appears in the output topic (see query_support)."""
     assert broker.mqtt_port is not None, "the session broker logged no mqtt= address"
-    suffix = uuid.uuid4().hex[:8]
-    hot, cool = new_device_id("hot"), new_device_id("cool")
-    alerts = f"mqtt-alerts-{suffix}"
-    query = tmp_path / "seed.sql"
-    # The gateway appends every device's events to the shared "telemetry" topic; this job looks at
-    # its own two devices only.
-    query.write_text(f"""
-        SELECT deviceId, System.Timestamp() AS windowEnd, AVG(temperature) AS avg_temp
-        INTO [{alerts}]
-        FROM telemetry TIMESTAMP BY ts
-        WHERE deviceId = '{hot}' OR deviceId = '{cool}'
-        GROUP BY deviceId, HoppingWindow(second, 30, 10)
-        HAVING AVG(temperature) > 70
-    """)
-    devices = {}
-    for device_id in (hot, cool):
-        devices[device_id] = connect_when_registered(broker.mqtt_port, device_id, add_device(bootstrap, device_id), V5)
-    start_ms = int(time.time() * 1000)
-    name = f"mqtt-seed-{suffix}"
-    # Two devices on two connections interleave in the topic in any order: a minute of
-    # out-of-order tolerance puts their readings back in event-time order.
-    tidewater("query", "create", name, "--file", str(query), "--from", f"@{start_ms}",
-              "--checkpoint-interval-ms", "200", "--out-of-order-ms", "60000", bootstrap=bootstrap)
+    scenario = MqttSeedScenario.new()
+    devices = scenario.connect_devices(broker.mqtt_port, bootstrap)
     try:
-        # The last reading, far ahead, moves the watermark past the windows under test.
-        for second in [*range(0, 60, 2), 200]:
-            for device_id, device in devices.items():
-                temperature = 60 + second / 2 if device_id == hot else 60
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1_767_225_600 + second))
-                payload = json.dumps({"deviceId": device_id, "temperature": temperature, "ts": stamp})
-                device.publish(events_topic(device_id), payload.encode(), qos=1)
-        for device in devices.values():
-            device.wait_acked(31)
-        rows = wait_for_rows(bootstrap, alerts, 1)
+        scenario.create_job(tmp_path, bootstrap)
+        scenario.publish(devices)
+        rows = wait_for_rows(bootstrap, scenario.alerts, 1)
     finally:
-        for device in devices.values():
-            device.close()
-        tidewater("query", "delete", name, bootstrap=bootstrap, check=False)
-    assert {row["deviceId"] for row in rows} == {hot}, rows
-    first = min(rows, key=lambda row: row["windowEnd"])
-    # (10 s, 40 s]: readings at 12..40 s, 60 + s/2 on average 73.
-    assert first["windowEnd"] == "2026-01-01T00:00:40.0000000Z", rows
-    assert abs(first["avg_temp"] - 73.0) < 1e-9, rows
+        close_devices(devices)
+        scenario.delete_job(bootstrap)
+    scenario.check(rows)
 
 
 def test_parallel_instances_share_the_partitions_exactly_once(bootstrap, topic_name, tmp_path):

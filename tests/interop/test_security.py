@@ -54,6 +54,8 @@ from conftest import BrokerProcess, tidewater_binary
 from gateway_support import wait_until_retained_messages_are_served
 from security_support import (
     ILLEGAL_SASL_STATE,
+    QUIET_LIBRDKAFKA,
+    REFUSAL_TIMEOUT_S,
     SASL_AUTHENTICATE,
     SASL_AUTHENTICATION_FAILED,
     UNSUPPORTED_SASL_MECHANISM,
@@ -62,6 +64,7 @@ from security_support import (
     Security,
     api_versions_request,
     client_ssl_context,
+    confluent_login_error,
     connect,
     make_pki,
     metadata_request,
@@ -98,8 +101,6 @@ DEBUG_LOG = "info,tidewater_kafka=debug"
 # What every client is told when its credentials are refused, whether the user is unknown or the
 # password wrong (Kafka's words).
 INVALID_CREDENTIALS = "Authentication failed during authentication due to invalid credentials with SASL mechanism {}"
-# How long a client that is meant to fail may keep trying (each retries on its own).
-REFUSAL_TIMEOUT_S = 20.0
 # kafka-python and kcat keep retrying a refused login until their own deadline: this one.
 RETRY_DEADLINE_S = 5
 # The longest request accepted before authentication (Kafka's sasl.server.max.receive.size).
@@ -111,8 +112,6 @@ REAUTH_MS = 3000
 # Kafka's error codes for KIP-554.
 RESOURCE_NOT_FOUND = 91
 UNACCEPTABLE_CREDENTIAL = 93
-# librdkafka's own log lines go through Python logging (and so into pytest's report), not stderr.
-QUIET_LIBRDKAFKA = logging.getLogger("librdkafka")
 MAPPING_RULE = "RULE:^CN=([^,]*).*$/$1/,DEFAULT"
 
 
@@ -546,35 +545,6 @@ def confluent_errors(
         )
         client.poll(0.2)
     return errors
-
-
-def confluent_login_error(bootstrap: str, security: Security) -> KafkaError | None:
-    """None if confluent-kafka can log in and read metadata, else its authentication error."""
-    errors: list[KafkaError] = []
-    client = AdminClient(
-        {
-            "bootstrap.servers": bootstrap,
-            "error_cb": errors.append,
-            "logger": QUIET_LIBRDKAFKA,
-            "reconnect.backoff.ms": 1000,
-            "reconnect.backoff.max.ms": 1000,
-            **security.librdkafka(),
-        }
-    )
-    deadline = time.monotonic() + REFUSAL_TIMEOUT_S
-    while True:
-        try:
-            client.list_topics(timeout=1.0)
-            return None
-        except KafkaException:
-            pass
-        client.poll(0)
-        refused = [error for error in errors if error.code() == KafkaError._AUTHENTICATION]
-        if refused:
-            return refused[0]
-        assert time.monotonic() < deadline, (
-            f"neither logged in nor refused in {REFUSAL_TIMEOUT_S}s: {[error.str() for error in errors]}"
-        )
 
 
 def refusal(client: str, bootstrap: str, security: Security) -> str:

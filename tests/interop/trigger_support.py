@@ -145,11 +145,28 @@ class Receiver:
         self.server.server_close()
 
 
-def tidewater(*args: str, bootstrap: str, check: bool = True, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
-    """Runs a `tidewater` client command against `bootstrap`."""
+def tidewater(
+    *args: str,
+    bootstrap: str | None,
+    client_config: Path | None = None,
+    stdin: str | None = None,
+    check: bool = True,
+    timeout_ms: int = 20_000,
+    timeout_s: float = 60.0,
+) -> subprocess.CompletedProcess:
+    """Runs a `tidewater` client command against `bootstrap` (None: the client config file's
+    bootstrap.servers), with the librdkafka properties of `client_config` (`--client-config`,
+    the place for TLS and SASL settings) and `stdin` as its standard input."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("TIDEWATER_")}
+    command = [str(tidewater_binary()), *args, "--timeout-ms", str(timeout_ms)]
+    if bootstrap is not None:
+        command.extend(["--brokers", bootstrap])
+    if client_config is not None:
+        command.extend(["--client-config", str(client_config)])
     result = subprocess.run(
-        [str(tidewater_binary()), *args, "--brokers", bootstrap, "--timeout-ms", "20000"],
+        command,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=timeout_s,
