@@ -94,6 +94,8 @@ def quickstart_steps(text: str) -> list[Step]:
                     heredoc = None
                     shell_from = len(command)
                 continue
+            if not line.strip() and not command:
+                continue
             if line.startswith("#") and not continues(command[shell_from:]):
                 if command:
                     steps.append(Step(" ".join(comment), "\n".join(command)))
@@ -102,7 +104,7 @@ def quickstart_steps(text: str) -> list[Step]:
                 continue
             assert comment, f"a Quickstart command without a comment before it: {line!r}"
             command.append(line)
-            found = re.search(r"<<-?\s*['\"]?(\w+)['\"]?", line)
+            found = re.search(r"(?<!<)<<-?\s*['\"]?(\w+)['\"]?", line)  # a heredoc, not a <<< string
             if found:
                 heredoc = found.group(1)
         assert heredoc is None, f"an unterminated heredoc in the Quickstart: {heredoc}"
