@@ -47,7 +47,7 @@ pub const CLEANER_DEDUPE_BUFFER_BYTES_MIN: usize = 1024;
 /// No offset map is larger than this, whatever the configuration says (16 GiB).
 pub const CLEANER_DEDUPE_BUFFER_BYTES_MAX: usize = 16 * 1024 * 1024 * 1024;
 
-/// When appended bytes are forced to disk. What each choice risks is in the README.
+/// When appended bytes are forced to disk. What each choice risks is in docs/operations.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
     /// A producer is acknowledged only after an fsync covering its batch. Concurrent writers share
