@@ -55,10 +55,17 @@ pub(crate) struct Authentication {
     sasl: Option<SaslSettings>,
     state: State,
     principal: KafkaPrincipal,
-    /// When the current session ends (KIP-368), if the listener limits sessions.
-    session_deadline: Option<Instant>,
+    /// Set once the client has authenticated; a re-authentication renews it.
+    session: Option<Session>,
     /// A handshake or exchange was refused: the connection closes after its answer.
     refused: bool,
+}
+
+/// An authenticated session.
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    /// When it ends (KIP-368), if the listener limits sessions.
+    expires: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -89,20 +96,17 @@ impl Authentication {
         principal: KafkaPrincipal,
     ) -> Authentication {
         let state = if sasl.is_some() { State::AwaitingHandshake } else { State::Open };
-        Authentication { peer, sasl, state, principal, session_deadline: None, refused: false }
+        Authentication { peer, sasl, state, principal, session: None, refused: false }
     }
 
     pub(crate) fn principal(&self) -> &KafkaPrincipal {
         &self.principal
     }
 
-    /// Whether the client has yet to authenticate for the first time.
+    /// Whether requests may flow: nothing to authenticate here, or the client has (and may be
+    /// re-authenticating).
     pub(crate) fn is_authenticated(&self) -> bool {
-        match self.state {
-            State::Open => true,
-            State::AwaitingHandshake => self.session_deadline.is_some(),
-            State::Exchanging { .. } => self.session_deadline.is_some(),
-        }
+        matches!(self.state, State::Open) || self.session.is_some()
     }
 
     /// The largest frame the reader should accept now.
@@ -135,8 +139,8 @@ impl Authentication {
                 return Err(format!("{api_key:?} request during SASL authentication"))
             }
         }
-        match self.session_deadline {
-            Some(deadline) if now >= deadline => {
+        match self.session.and_then(|session| session.expires) {
+            Some(expires) if now >= expires => {
                 Err(format!("{api_key:?} request after the SASL session expired without re-authentication"))
             }
             _ => Ok(()),
@@ -252,7 +256,7 @@ impl Authentication {
         last_message: Vec<u8>,
         now: Instant,
     ) -> AuthenticateOutcome {
-        let reauthenticating = self.session_deadline.is_some();
+        let reauthenticating = self.session.is_some();
         if reauthenticating && principal != self.principal {
             let error = SaslError::Malformed {
                 mechanism,
@@ -265,10 +269,7 @@ impl Authentication {
             );
         }
         let lifetime = self.sasl.as_ref().and_then(|sasl| sasl.session_lifetime);
-        // Without a session lifetime the deadline is far enough away never to matter; keeping
-        // one marks the connection as authenticated for re-authentication.
-        let deadline = now + lifetime.unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
-        self.session_deadline = Some(deadline);
+        self.session = Some(Session { expires: lifetime.map(|lifetime| now + lifetime) });
         tracing::debug!(peer = %self.peer, %principal, %mechanism, reauthenticating, "SASL authentication succeeded");
         self.principal = principal;
         self.state = State::Open;

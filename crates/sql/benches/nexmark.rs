@@ -278,7 +278,7 @@ const SEED_TUMBLING_SQL: &str = "SELECT deviceId, AVG(temperature) AS avg_temp I
      FROM telemetry TIMESTAMP BY ts \
      GROUP BY deviceId, TumblingWindow(second, 30) HAVING AVG(temperature) > 70";
 
-const QUERIES: [Query; 7] = [
+const QUERIES: [Query; 8] = [
     Query {
         name: "q0 pass-through",
         input: "bid",
@@ -337,6 +337,17 @@ const QUERIES: [Query; 7] = [
               FROM bid TIMESTAMP BY dateTime GROUP BY TumblingWindow(second, 10)",
     },
     Query { name: "seed avg (1k dev)", input: "telemetry", flink_per_core: None, sql: SEED_SQL },
+    // Not a Nexmark query (Flink's published figures have none): MATCH_RECOGNIZE over the same
+    // bids, three bids in a row on one auction, each higher than the one before, within 10 s.
+    Query {
+        name: "match rising bids",
+        input: "bid",
+        flink_per_core: None,
+        sql: "SELECT * INTO out FROM bid TIMESTAMP BY dateTime MATCH_RECOGNIZE ( \
+              LIMIT DURATION(second, 10) PARTITION BY auction \
+              MEASURES FIRST(A.price) AS fromPrice, LAST(C.price) AS toPrice \
+              PATTERN (A B C) DEFINE B AS B.price > A.price, C AS C.price > B.price) AS m",
+    },
 ];
 
 fn compile_or_exit(sql: &str) -> Job {

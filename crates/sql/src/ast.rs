@@ -247,9 +247,60 @@ pub(crate) struct Join {
     pub(crate) right: (String, Position),
     pub(crate) right_alias: Option<String>,
     pub(crate) right_timestamp_by: Option<Expr>,
+    pub(crate) right_timestamp_over: Vec<Expr>,
     pub(crate) on: Expr,
     /// `LEFT [OUTER] JOIN`: left rows without a match come out once with the right side NULL.
     pub(crate) left_outer: bool,
+}
+
+/// Where `AFTER MATCH SKIP` resumes the search once a match is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SkipMode {
+    /// `SKIP TO NEXT ROW`: at the row after the match's first row (matches may overlap).
+    ToNextRow,
+    /// `SKIP PAST LAST ROW`: at the row after the match's last row (the SQL standard's default).
+    PastLastRow,
+}
+
+/// A row pattern, as written in `PATTERN (...)`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PatternKind {
+    /// A pattern variable.
+    Variable(String),
+    /// `.`: any row.
+    Any,
+    Concat(Vec<Pattern>),
+    Alternation(Vec<Pattern>),
+    /// `*` (0, None), `+` (1, None), `?` (0, Some(1)), `{n}`, `{n,}`, `{n,m}`, `{,m}`.
+    Repeat {
+        inner: Box<Pattern>,
+        min: u32,
+        max: Option<u32>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Pattern {
+    pub(crate) kind: PatternKind,
+    pub(crate) position: Position,
+}
+
+/// `MATCH_RECOGNIZE (...) [AS] alias` after FROM, in ASA's syntax with Flink's spellings.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MatchRecognize {
+    pub(crate) position: Position,
+    /// `LIMIT DURATION (unit, n)`, or Flink's `WITHIN INTERVAL 'n' UNIT`: (unit, n).
+    pub(crate) limit_duration: Option<(Expr, Expr)>,
+    pub(crate) partition_by: Vec<Expr>,
+    /// Flink's `ORDER BY`: accepted when it names the event time.
+    pub(crate) order_by: Vec<(Expr, bool)>,
+    pub(crate) measures: Vec<(Expr, Option<String>)>,
+    /// `None`: not written (the standard's default, `PAST LAST ROW`).
+    pub(crate) skip: Option<SkipMode>,
+    pub(crate) pattern: Pattern,
+    /// `name AS condition`, with the name's position.
+    pub(crate) define: Vec<(String, Position, Expr)>,
+    pub(crate) alias: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -260,6 +311,9 @@ pub(crate) struct Select {
     pub(crate) from: (String, Position),
     pub(crate) from_alias: Option<String>,
     pub(crate) timestamp_by: Option<Expr>,
+    /// `TIMESTAMP BY expr OVER key, ...`: each key value has its own event-time clock.
+    pub(crate) timestamp_over: Vec<Expr>,
+    pub(crate) match_recognize: Option<Box<MatchRecognize>>,
     pub(crate) cross_apply: Option<CrossApply>,
     pub(crate) join: Option<Join>,
     pub(crate) where_clause: Option<Expr>,

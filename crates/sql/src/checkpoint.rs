@@ -1,12 +1,14 @@
 //! Checkpoints: a running job's state as a JSON document, and back.
 //!
-//! A checkpoint holds only state (watermarks, events held for reordering, window groups and
-//! buffers, analytic histories), never the plan: it is restored into a job freshly compiled from
-//! the same query and options, which a fingerprint of both checks. Restoring a checkpoint taken
-//! after any prefix of the calls and then making the remaining calls gives exactly the output of
-//! one uninterrupted run; the corpus test checks this after every input line. The format is
-//! versioned ([`CHECKPOINT_VERSION`]); floats are JSON numbers, or the strings `"NaN"`, `"inf"`
-//! and `"-inf"`, which JSON numbers cannot express.
+//! A checkpoint holds only state (watermarks and per-key clocks, events held for reordering,
+//! window groups and buffers, analytic histories, MATCH_RECOGNIZE partial matches and the rows
+//! they need), never the plan: it is restored into a job freshly compiled from the same query
+//! and options, which a fingerprint of both checks. Restoring a checkpoint taken after any
+//! prefix of the calls and then making the remaining calls gives exactly the output of one
+//! uninterrupted run; the corpus test checks this after every input line. The format is
+//! versioned ([`CHECKPOINT_VERSION`]); state added within a version (matchers, substreams)
+//! defaults to empty, so older checkpoints of that version still restore. Floats are JSON
+//! numbers, or the strings `"NaN"`, `"inf"` and `"-inf"`, which JSON numbers cannot express.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -40,6 +42,12 @@ pub(crate) fn fingerprint(sql: &str, options: &JobOptions) -> u64 {
     eat(&options.late_arrival_tolerance_ms.to_le_bytes());
     eat(&options.idle_partition_timeout_ms.unwrap_or(-1).to_le_bytes());
     eat(&[options.late_policy as u8]);
+    // Options added later count only when they differ from their default, so that jobs that do
+    // not use them keep the fingerprint (and the checkpoints) they had.
+    if options.idle_key_timeout_ms != crate::DEFAULT_IDLE_KEY_TIMEOUT_MS {
+        eat(b"idle_key_timeout_ms");
+        eat(&options.idle_key_timeout_ms.to_le_bytes());
+    }
     hash
 }
 

@@ -23,6 +23,32 @@ pub(crate) enum Row<'a> {
     Pair(&'a JoinedRow<'a>),
 }
 
+/// A row kept beyond the call that produced it: a statement's output before it is routed, a
+/// JOIN or MATCH_RECOGNIZE buffer entry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum OwnedRow {
+    Json(serde_json::Map<String, serde_json::Value>),
+    Slots(Vec<Value>),
+}
+
+impl OwnedRow {
+    pub(crate) fn as_row(&self) -> Row<'_> {
+        match self {
+            OwnedRow::Json(map) => Row::Json(map),
+            OwnedRow::Slots(slots) => Row::Slots(slots),
+        }
+    }
+
+    /// `None` for a JOIN's pair, which is never kept whole.
+    pub(crate) fn from_row(row: Row<'_>) -> Option<OwnedRow> {
+        match row {
+            Row::Json(map) => Some(OwnedRow::Json(map.clone())),
+            Row::Slots(slots) => Some(OwnedRow::Slots(slots.to_vec())),
+            Row::Pair(_) => None,
+        }
+    }
+}
+
 /// The two sides of a JOIN match, with their event times.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct JoinedRow<'a> {
@@ -139,7 +165,9 @@ pub(crate) enum CompiledExpr {
     Column(ColumnRef),
     /// `System.Timestamp()`.
     Timestamp,
-    /// The value of the statement's analytic function number `n` for this event.
+    /// A value computed outside the expression for this row: the statement's analytic function
+    /// number `n`, or in MATCH_RECOGNIZE its navigation number `n` (a value read from other
+    /// rows of the match).
     Analytic(usize),
     Neg(Box<CompiledExpr>),
     Not(Box<CompiledExpr>),

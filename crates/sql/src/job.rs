@@ -10,6 +10,21 @@
 //! and finally let every statement rooted at that input emit the windows that its boundary (the
 //! lowest of its inputs') has closed, in statement order, so that a step's window output reaches
 //! its readers before they close their own windows.
+//!
+//! A MATCH_RECOGNIZE statement runs each row through its matcher first; the matches it decides
+//! then go through the rest of the statement like rows. A match may be decided after later rows
+//! (a greedy quantifier waits to see whether it can take more), so the statement *holds back*
+//! the close boundary of its own windows and of every statement reading it to the time of the
+//! earliest match it has found but not emitted: their windows never close before a match that
+//! belongs in them comes out.
+//!
+//! An input read with `TIMESTAMP BY ... OVER key` has one clock per key (a *substream*): its own
+//! watermark, out-of-order tolerance, late events and reorder buffer. Every stateful statement
+//! keeps its windows and matcher per substream too, and a substream's boundary moves with its
+//! own key's events only, so one key's slow clock never makes another key's events late or
+//! holds its windows open. Each row carries its substream (its *clock*) through `feed` and
+//! `route`. A key silent for longer than the idle-key timeout (processing time) is closed: its
+//! held events are released, its windows and matches flushed, and its state forgotten.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,36 +33,15 @@ use serde::Deserialize;
 use crate::analytic::{analytic_value, apply_analytic, AnalyticState};
 use crate::checkpoint::{CheckpointError, CHECKPOINT_VERSION};
 use crate::error::{EventError, LateAction, LateEvent};
-use crate::expr::{eval_keys, eval_timestamp, truthy, Context, JoinedRow, Row};
-use crate::plan::{Body, Expand, ExpandKind, JoinPlan, Plan, Shape, Source, StatementPlan, Target};
-use crate::value::Value;
+use crate::expr::{eval_keys, eval_timestamp, truthy, Context, JoinedRow, OwnedRow, Row};
+use crate::matcher::MatcherState;
+use crate::plan::{
+    Body, Expand, ExpandKind, JoinPlan, MatchPlan, Plan, Shape, Source, StatementPlan, Target,
+};
+use crate::value::{KeyMap, KeyPart, Value};
 use crate::watermark::Watermark;
 use crate::window::{WindowInput, WindowState};
 use crate::{JobOptions, LatePolicy};
-
-/// A row produced by a statement, before it is routed.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-enum OwnedRow {
-    Json(serde_json::Map<String, serde_json::Value>),
-    Slots(Vec<Value>),
-}
-
-impl OwnedRow {
-    fn as_row(&self) -> Row<'_> {
-        match self {
-            OwnedRow::Json(map) => Row::Json(map),
-            OwnedRow::Slots(slots) => Row::Slots(slots),
-        }
-    }
-
-    fn from_row(row: Row<'_>) -> Option<OwnedRow> {
-        match row {
-            Row::Json(map) => Some(OwnedRow::Json(map.clone())),
-            Row::Slots(slots) => Some(OwnedRow::Slots(slots.to_vec())),
-            Row::Pair(_) => None,
-        }
-    }
-}
 
 /// A JOIN's two buffers of rows (left, right) that later rows of the other side may still match.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -95,6 +89,8 @@ struct JobCheckpoint {
     statements: Vec<StatementCheckpoint>,
 }
 
+// The fields added after version 1 (matchers, substreams) default to empty, so checkpoints
+// written before them still restore.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct InputCheckpoint {
     name: String,
@@ -102,6 +98,8 @@ struct InputCheckpoint {
     #[serde(with = "crate::checkpoint::as_pairs")]
     reorder: BTreeMap<(i64, u64), serde_json::Map<String, serde_json::Value>>,
     sequence: u64,
+    #[serde(default, with = "crate::checkpoint::as_pairs")]
+    keys: KeyMap<KeyClock>,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -109,7 +107,31 @@ struct StatementCheckpoint {
     analytics: Vec<AnalyticState>,
     window: Option<WindowState>,
     join: Option<JoinState>,
+    #[serde(default)]
+    matcher: Option<MatcherState>,
+    #[serde(default, with = "crate::checkpoint::as_pairs")]
+    substreams: KeyMap<Substream>,
 }
+
+/// The event-time clock of one key of an input read with `TIMESTAMP BY ... OVER key`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct KeyClock {
+    watermark: Watermark,
+    /// The key's events ahead of its watermark, released in event-time order.
+    #[serde(with = "crate::checkpoint::as_pairs")]
+    reorder: BTreeMap<(i64, u64), serde_json::Map<String, serde_json::Value>>,
+    last_arrival_ms: i64,
+}
+
+/// A statement's clocked state for one substream (one key of `TIMESTAMP BY ... OVER`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Substream {
+    window: Option<WindowState>,
+    matcher: Option<MatcherState>,
+}
+
+/// The substream a row belongs to: `None` for inputs without `OVER`, whose clock is the input's.
+type Clock<'a> = Option<&'a [KeyPart]>;
 
 #[derive(Debug)]
 struct StatementRuntime {
@@ -123,6 +145,12 @@ struct StatementRuntime {
     analytics: Vec<AnalyticState>,
     window: Option<WindowState>,
     join: Option<JoinState>,
+    matcher: Option<MatcherState>,
+    /// Windows and matcher per substream, for rows of inputs read with `OVER`.
+    substreams: KeyMap<Substream>,
+    /// The MATCH_RECOGNIZE statements this one's rows come through (itself included), whose
+    /// undecided matches hold its close boundary back.
+    upstream_matchers: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -137,6 +165,11 @@ struct InputRuntime {
     /// Events ahead of the watermark, held so that statements see them in event-time order.
     reorder: BTreeMap<(i64, u64), serde_json::Map<String, serde_json::Value>>,
     sequence: u64,
+    /// `TIMESTAMP BY ... OVER`: the key expressions, and a clock per key (empty without OVER).
+    over: Vec<crate::expr::CompiledExpr>,
+    keys: KeyMap<KeyClock>,
+    /// Events held over all keys' reorder buffers.
+    n_held_by_keys: usize,
 }
 
 /// A compiled job. Feed it events with [`Job::push`]; it is deterministic: the same calls in the
@@ -148,6 +181,9 @@ pub struct Job {
     statements: Vec<StatementRuntime>,
     late_policy: LatePolicy,
     max_state_entries: usize,
+    out_of_order_tolerance_ms: i64,
+    late_arrival_tolerance_ms: i64,
+    idle_key_timeout_ms: i64,
 }
 
 impl Job {
@@ -167,8 +203,12 @@ impl Job {
                 readers: Vec::new(),
                 reorder: BTreeMap::new(),
                 sequence: 0,
+                over: input.over,
+                keys: KeyMap::default(),
+                n_held_by_keys: 0,
             })
             .collect();
+        let mut upstream_matchers: Vec<Vec<usize>> = Vec::new();
         let statements: Vec<StatementRuntime> = plan
             .statements
             .into_iter()
@@ -207,7 +247,32 @@ impl Job {
                     }
                     _ => None,
                 };
-                StatementRuntime { plan, output_template, analytics, window, join }
+                let mut upstream = Vec::new();
+                let sources = [Some(plan.source), plan.join.as_ref().map(|join| join.right_source)];
+                for source in sources.into_iter().flatten() {
+                    if let Source::Step(step_idx) = source {
+                        for matcher_idx in upstream_matchers.get(step_idx).into_iter().flatten() {
+                            if !upstream.contains(matcher_idx) {
+                                upstream.push(*matcher_idx);
+                            }
+                        }
+                    }
+                }
+                if plan.matcher.is_some() {
+                    upstream.push(index);
+                }
+                upstream_matchers.push(upstream.clone());
+                let matcher = plan.matcher.as_ref().map(|_| MatcherState::default());
+                StatementRuntime {
+                    plan,
+                    output_template,
+                    analytics,
+                    window,
+                    join,
+                    matcher,
+                    substreams: KeyMap::default(),
+                    upstream_matchers: upstream,
+                }
             })
             .collect();
         Job {
@@ -216,6 +281,9 @@ impl Job {
             statements,
             late_policy: options.late_policy,
             max_state_entries: options.max_state_entries,
+            out_of_order_tolerance_ms: options.out_of_order_tolerance_ms,
+            late_arrival_tolerance_ms: options.late_arrival_tolerance_ms,
+            idle_key_timeout_ms: options.idle_key_timeout_ms,
         }
     }
 
@@ -237,7 +305,9 @@ impl Job {
         outputs
     }
 
-    /// The watermark of `input` in epoch milliseconds (`i64::MIN` before its first event).
+    /// The watermark of `input` in epoch milliseconds (`i64::MIN` before its first event). For
+    /// an input read with `TIMESTAMP BY ... OVER`, whose keys each have their own, it is the
+    /// watermark its partitions would give.
     pub fn watermark_ms(&self, input: &str) -> Option<i64> {
         self.find_input(input).map(|index| self.inputs[index].watermark.watermark_ms())
     }
@@ -256,6 +326,7 @@ impl Job {
                     watermark: input.watermark.clone(),
                     reorder: input.reorder.clone(),
                     sequence: input.sequence,
+                    keys: input.keys.clone(),
                 })
                 .collect(),
             statements: self
@@ -265,6 +336,8 @@ impl Job {
                     analytics: statement.analytics.clone(),
                     window: statement.window.clone(),
                     join: statement.join.clone(),
+                    matcher: statement.matcher.clone(),
+                    substreams: statement.substreams.clone(),
                 })
                 .collect(),
         };
@@ -300,6 +373,7 @@ impl Job {
             if statement.analytics.len() != saved.analytics.len()
                 || statement.window.is_some() != saved.window.is_some()
                 || statement.join.is_some() != saved.join.is_some()
+                || statement.matcher.is_some() != saved.matcher.is_some()
             {
                 return Err(malformed("a statement's state does not match its plan"));
             }
@@ -308,13 +382,28 @@ impl Job {
             input.watermark = saved.watermark;
             input.reorder = saved.reorder;
             input.sequence = saved.sequence;
+            input.n_held_by_keys = saved.keys.values().map(|clock| clock.reorder.len()).sum();
+            input.keys = saved.keys;
         }
         for (statement, saved) in self.statements.iter_mut().zip(checkpoint.statements) {
             statement.analytics = saved.analytics;
             statement.window = saved.window;
             statement.join = saved.join;
-            if let Some(window) = &mut statement.window {
-                window.set_max_entries(self.max_state_entries);
+            statement.matcher = saved.matcher;
+            statement.substreams = saved.substreams;
+            let domains = std::iter::once((&mut statement.window, &mut statement.matcher)).chain(
+                statement
+                    .substreams
+                    .values_mut()
+                    .map(|substream| (&mut substream.window, &mut substream.matcher)),
+            );
+            for (window, matcher) in domains {
+                if let Some(window) = window {
+                    window.set_max_entries(self.max_state_entries);
+                }
+                if let Some(matcher) = matcher {
+                    matcher.rebuild_indexes();
+                }
             }
         }
         Ok(())
@@ -325,8 +414,9 @@ impl Job {
     }
 
     /// Processes one event of `input`. `event` should be a JSON object; `partition` is the input
-    /// partition it came from (watermarks are kept per partition); `arrival_time_ms` is the
-    /// processing time of its arrival, and its event time when the query has no TIMESTAMP BY.
+    /// partition it came from (watermarks are kept per partition, or per key with `OVER`);
+    /// `arrival_time_ms` is the processing time of its arrival, and its event time when the
+    /// query has no TIMESTAMP BY.
     pub fn push(
         &mut self,
         input: &str,
@@ -372,24 +462,16 @@ impl Job {
                 }
             }
         };
+        if !runtime.over.is_empty() {
+            self.push_keyed(input_idx, partition, event, map, timestamp_ms, arrival_time_ms, &mut step);
+            return step;
+        }
         let boundary_ms = runtime.watermark.close_boundary_ms();
         if timestamp_ms < boundary_ms {
-            let watermark_ms = runtime.watermark.watermark_ms();
-            let action = match self.late_policy {
-                LatePolicy::Adjust => LateAction::Adjusted { adjusted_to_ms: watermark_ms },
-                LatePolicy::Drop => LateAction::Dropped,
-            };
-            step.late.push(LateEvent {
-                input: runtime.name.clone(),
-                partition,
-                event: event.clone(),
-                timestamp_ms,
-                watermark_ms: boundary_ms,
-                action,
-            });
-            match action {
-                LateAction::Adjusted { adjusted_to_ms } => timestamp_ms = adjusted_to_ms,
-                LateAction::Dropped => {
+            let late = (runtime.name.as_str(), partition, event, timestamp_ms);
+            match report_late(self.late_policy, &runtime.watermark, late, &mut step) {
+                Some(adjusted_ms) => timestamp_ms = adjusted_ms,
+                None => {
                     runtime.watermark.observe(partition, timestamp_ms.max(boundary_ms), arrival_time_ms);
                     return step;
                 }
@@ -403,7 +485,7 @@ impl Job {
             self.release(input_idx, Some(key), &mut step);
             for reader_idx in 0..self.inputs[input_idx].readers.len() {
                 let (statement_idx, side) = self.inputs[input_idx].readers[reader_idx];
-                self.feed(statement_idx, side, Row::Json(map), timestamp_ms, &mut step);
+                self.feed(statement_idx, side, Row::Json(map), timestamp_ms, None, &mut step);
             }
         } else if runtime.reorder.len() >= self.max_state_entries {
             step.errors.push(EventError {
@@ -421,6 +503,153 @@ impl Job {
         let advanced = self.advance_input(input_idx, boundary_ms);
         step.extend(advanced);
         step
+    }
+
+    /// `push` for an input read with `TIMESTAMP BY ... OVER key`: the same steps as for a
+    /// partition, against the clock of the event's key.
+    #[allow(clippy::too_many_arguments)]
+    fn push_keyed(
+        &mut self,
+        input_idx: usize,
+        partition: i32,
+        event: &serde_json::Value,
+        map: &serde_json::Map<String, serde_json::Value>,
+        mut timestamp_ms: i64,
+        arrival_time_ms: i64,
+        step: &mut Step,
+    ) {
+        let max_state_entries = self.max_state_entries;
+        let (out_of_order_ms, late_arrival_ms) =
+            (self.out_of_order_tolerance_ms, self.late_arrival_tolerance_ms);
+        let runtime = &mut self.inputs[input_idx];
+        let context = Context { row: Row::Json(map), timestamp_ms, analytic: &[] };
+        let key = match eval_keys(&runtime.over, &context) {
+            Ok((key, _)) => key,
+            Err(message) => {
+                step.errors.push(EventError {
+                    statement_idx: None,
+                    target: runtime.name.clone(),
+                    message: format!("TIMESTAMP BY ... OVER: {message}"),
+                });
+                return;
+            }
+        };
+        if !runtime.keys.contains_key(&key)
+            && runtime.keys.len() + runtime.n_held_by_keys >= max_state_entries
+        {
+            step.errors.push(EventError {
+                statement_idx: None,
+                target: runtime.name.clone(),
+                message: format!(
+                    "state limit reached: {max_state_entries} substream keys and held events (max_state_entries)"
+                ),
+            });
+            return;
+        }
+        // The input's own watermark still follows its partitions (for `Job::watermark_ms`).
+        runtime.watermark.observe(partition, timestamp_ms, arrival_time_ms);
+        let name = runtime.name.clone();
+        let clock = runtime.keys.entry(key.clone()).or_insert_with(|| KeyClock {
+            watermark: Watermark::new(out_of_order_ms, late_arrival_ms, None),
+            reorder: BTreeMap::new(),
+            last_arrival_ms: arrival_time_ms,
+        });
+        clock.last_arrival_ms = clock.last_arrival_ms.max(arrival_time_ms);
+        let boundary_ms = clock.watermark.close_boundary_ms();
+        if timestamp_ms < boundary_ms {
+            match report_late(
+                self.late_policy,
+                &clock.watermark,
+                (name.as_str(), partition, event, timestamp_ms),
+                step,
+            ) {
+                Some(adjusted_ms) => timestamp_ms = adjusted_ms,
+                None => return,
+            }
+        }
+        clock.watermark.observe(0, timestamp_ms, arrival_time_ms);
+        let due = timestamp_ms <= clock.watermark.watermark_ms();
+        runtime.sequence += 1;
+        let sequence_key = (timestamp_ms, runtime.sequence);
+        if due {
+            self.release_key(input_idx, &key, i64::MAX, Some(sequence_key), step);
+            for reader_idx in 0..self.inputs[input_idx].readers.len() {
+                let (statement_idx, side) = self.inputs[input_idx].readers[reader_idx];
+                self.feed(statement_idx, side, Row::Json(map), timestamp_ms, Some(&key), step);
+            }
+        } else if runtime.n_held_by_keys >= max_state_entries {
+            step.errors.push(EventError {
+                statement_idx: None,
+                target: name,
+                message: format!(
+                    "state limit reached: {max_state_entries} events held for reordering (max_state_entries)"
+                ),
+            });
+        } else {
+            clock.reorder.insert(sequence_key, map.clone());
+            runtime.n_held_by_keys += 1;
+        }
+        self.release_key(input_idx, &key, i64::MAX, None, step);
+        self.advance_key(input_idx, &key, boundary_ms, step);
+    }
+
+    /// Feeds a key's held events up to its watermark and `limit_ms`, in event-time order,
+    /// stopping before `before` when given.
+    fn release_key(
+        &mut self,
+        input_idx: usize,
+        key: &[KeyPart],
+        limit_ms: i64,
+        before: Option<(i64, u64)>,
+        step: &mut Step,
+    ) {
+        loop {
+            let runtime = &mut self.inputs[input_idx];
+            let Some(clock) = runtime.keys.get_mut(key) else { return };
+            let limit_ms = limit_ms.min(clock.watermark.watermark_ms());
+            let Some(entry) = clock.reorder.first_entry() else { return };
+            let sequence_key = *entry.key();
+            if sequence_key.0 > limit_ms || before.is_some_and(|before| sequence_key >= before) {
+                return;
+            }
+            let map = entry.remove();
+            runtime.n_held_by_keys -= 1;
+            for reader_idx in 0..self.inputs[input_idx].readers.len() {
+                let (statement_idx, side) = self.inputs[input_idx].readers[reader_idx];
+                self.feed(statement_idx, side, Row::Json(&map), sequence_key.0, Some(key), step);
+            }
+        }
+    }
+
+    /// Lets every statement rooted at the input emit what the key's boundary has closed.
+    fn advance_key(&mut self, input_idx: usize, key: &[KeyPart], previous_boundary_ms: i64, step: &mut Step) {
+        let Some(clock) = self.inputs[input_idx].keys.get(key) else { return };
+        let boundary_ms = clock.watermark.close_boundary_ms();
+        if boundary_ms <= previous_boundary_ms {
+            return;
+        }
+        for rooted_idx in 0..self.inputs[input_idx].rooted.len() {
+            let statement_idx = self.inputs[input_idx].rooted[rooted_idx];
+            self.advance_statement(statement_idx, Some(key), boundary_ms, step);
+        }
+    }
+
+    /// Closes a key of an input read with OVER: its held events are fed, every statement
+    /// rooted at the input emits all it holds for the key, and the key's state is dropped. A
+    /// later event of the key starts a new clock.
+    fn close_key(&mut self, input_idx: usize, key: &[KeyPart], step: &mut Step) {
+        self.release_key(input_idx, key, i64::MAX, None, step);
+        // Held events past the watermark too.
+        if let Some(clock) = self.inputs[input_idx].keys.get_mut(key) {
+            clock.watermark.observe(0, i64::MAX, i64::MIN);
+        }
+        self.release_key(input_idx, key, i64::MAX, None, step);
+        for rooted_idx in 0..self.inputs[input_idx].rooted.len() {
+            let statement_idx = self.inputs[input_idx].rooted[rooted_idx];
+            self.advance_statement(statement_idx, Some(key), i64::MAX, step);
+            self.statements[statement_idx].substreams.swap_remove(key);
+        }
+        self.inputs[input_idx].keys.swap_remove(key);
     }
 
     /// Feeds the held events up to `limit_ms` in event-time order (arrival order among equal
@@ -442,7 +671,7 @@ impl Job {
             let map = entry.remove();
             for reader_idx in 0..self.inputs[input_idx].readers.len() {
                 let (statement_idx, side) = self.inputs[input_idx].readers[reader_idx];
-                self.feed(statement_idx, side, Row::Json(&map), key.0, step);
+                self.feed(statement_idx, side, Row::Json(&map), key.0, None, step);
             }
         }
     }
@@ -453,26 +682,50 @@ impl Job {
     }
 
     /// Tells the job that processing time is now `now_ms`: partitions that have been silent for
-    /// longer than the idle timeout stop holding the watermark back.
+    /// longer than the idle timeout stop holding the watermark back, and keys of inputs read
+    /// with `OVER` that have been silent for longer than the idle-key timeout are closed.
     pub fn advance_processing_time(&mut self, now_ms: i64) -> Step {
         let mut step = Step::default();
         for input_idx in 0..self.inputs.len() {
             let before_ms = self.inputs[input_idx].watermark.close_boundary_ms();
             self.inputs[input_idx].watermark.set_processing_time(now_ms);
-            self.release(input_idx, None, &mut step);
-            step.extend(self.advance_input(input_idx, before_ms));
+            if self.inputs[input_idx].over.is_empty() {
+                self.release(input_idx, None, &mut step);
+                step.extend(self.advance_input(input_idx, before_ms));
+                continue;
+            }
+            let idle: Vec<Vec<KeyPart>> = self.inputs[input_idx]
+                .keys
+                .iter()
+                .filter(|(_, clock)| now_ms.saturating_sub(clock.last_arrival_ms) > self.idle_key_timeout_ms)
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in idle {
+                self.close_key(input_idx, &key, &mut step);
+            }
         }
         step
     }
 
-    /// End of input: emits every window still open.
+    /// End of input: emits every window still open and every match still undecided.
     pub fn finish(&mut self) -> Step {
         let mut step = Step::default();
         for input_idx in 0..self.inputs.len() {
             self.release_up_to(input_idx, i64::MAX, None, &mut step);
+            let keys: Vec<Vec<KeyPart>> = self.inputs[input_idx].keys.keys().cloned().collect();
+            for key in keys {
+                if let Some(clock) = self.inputs[input_idx].keys.get_mut(&key) {
+                    clock.watermark.observe(0, i64::MAX, i64::MIN);
+                }
+                self.release_key(input_idx, &key, i64::MAX, None, &mut step);
+            }
         }
         for statement_idx in 0..self.statements.len() {
-            self.advance_statement(statement_idx, i64::MAX, &mut step);
+            self.advance_statement(statement_idx, None, i64::MAX, &mut step);
+            let keys: Vec<Vec<KeyPart>> = self.statements[statement_idx].substreams.keys().cloned().collect();
+            for key in keys {
+                self.advance_statement(statement_idx, Some(&key), i64::MAX, &mut step);
+            }
         }
         step
     }
@@ -488,6 +741,18 @@ impl Job {
             .unwrap_or(i64::MIN)
     }
 
+    /// The earliest time a match not yet emitted by a MATCH_RECOGNIZE statement upstream of
+    /// this one (or by itself) will be stamped with, in the given substream.
+    fn upstream_hold_ms(&self, statement_idx: usize, clock: Clock<'_>) -> i64 {
+        self.statements[statement_idx]
+            .upstream_matchers
+            .iter()
+            .filter_map(|matcher_idx| self.statements[*matcher_idx].matcher_state(clock))
+            .map(MatcherState::hold_ms)
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
     fn advance_input(&mut self, input_idx: usize, previous_boundary_ms: i64) -> Step {
         let mut step = Step::default();
         let boundary_ms = self.inputs[input_idx].watermark.close_boundary_ms();
@@ -497,38 +762,54 @@ impl Job {
         for rooted_idx in 0..self.inputs[input_idx].rooted.len() {
             let statement_idx = self.inputs[input_idx].rooted[rooted_idx];
             let statement_boundary_ms = self.statement_boundary_ms(statement_idx);
-            self.advance_statement(statement_idx, statement_boundary_ms, &mut step);
+            self.advance_statement(statement_idx, None, statement_boundary_ms, &mut step);
         }
         step
     }
 
-    fn advance_statement(&mut self, statement_idx: usize, boundary_ms: i64, step: &mut Step) {
+    /// The statement's inputs (or, for a substream, its key) have reached `boundary_ms`: expire
+    /// JOIN rows, decide the matches that can no longer grow, and emit the windows closed by
+    /// the boundary (held back to the earliest undecided match upstream).
+    fn advance_statement(
+        &mut self,
+        statement_idx: usize,
+        clock: Clock<'_>,
+        boundary_ms: i64,
+        step: &mut Step,
+    ) {
         let max_state_entries = self.max_state_entries;
         let statement = &mut self.statements[statement_idx];
+        let mut produced = Vec::new();
+        let mut messages = Vec::new();
         if let Some(mut join) = statement.join.take() {
             // Rows of either side come at or after the boundary from now on: a left row at `a`
             // can only meet right rows up to `a + max`, a right row at `b` left rows from `b - max`
             // to `b - min`.
-            let mut produced = Vec::new();
-            let mut messages = Vec::new();
             statement.join_expire(&mut join, boundary_ms, max_state_entries, &mut produced, &mut messages);
             statement.join = Some(join);
-            let target = statement.plan.target.name().to_string();
-            for message in messages {
-                step.errors.push(EventError {
-                    statement_idx: Some(statement_idx),
-                    target: target.clone(),
-                    message,
-                });
-            }
-            for (row, row_timestamp_ms) in produced {
-                self.route(statement_idx, row, row_timestamp_ms, step);
-            }
         }
+        statement.expire_matches(clock, boundary_ms, max_state_entries, &mut produced, &mut messages);
+        // The target's name is copied only when there is an error to report: this runs per
+        // event for every statement rooted at the input.
+        for message in messages {
+            step.errors.push(EventError {
+                statement_idx: Some(statement_idx),
+                target: statement.plan.target.name().to_string(),
+                message,
+            });
+        }
+        for (row, row_timestamp_ms) in produced {
+            self.route(statement_idx, row, row_timestamp_ms, clock, step);
+        }
+        let window_boundary_ms = boundary_ms.min(self.upstream_hold_ms(statement_idx, clock));
         let statement = &mut self.statements[statement_idx];
-        let Some(window) = &mut statement.window else { return };
         let Body::Aggregate(aggregate) = &statement.plan.body else { return };
-        let (emitted, window_errors) = window.advance(boundary_ms);
+        let window = match clock {
+            None => statement.window.as_mut(),
+            Some(key) => statement.substreams.get_mut(key).and_then(|substream| substream.window.as_mut()),
+        };
+        let Some(window) = window else { return };
+        let (emitted, window_errors) = window.advance(window_boundary_ms);
         let target = statement.plan.target.name().to_string();
         for message in window_errors {
             step.errors.push(EventError {
@@ -566,12 +847,19 @@ impl Job {
             }
         }
         for (row, timestamp_ms) in produced {
-            self.route(statement_idx, row, timestamp_ms, step);
+            self.route(statement_idx, row, timestamp_ms, clock, step);
         }
     }
 
     /// Sends a statement's row to its output, or to every statement reading its step.
-    fn route(&mut self, statement_idx: usize, row: OwnedRow, timestamp_ms: i64, step: &mut Step) {
+    fn route(
+        &mut self,
+        statement_idx: usize,
+        row: OwnedRow,
+        timestamp_ms: i64,
+        clock: Clock<'_>,
+        step: &mut Step,
+    ) {
         let statement = &self.statements[statement_idx];
         let plan = &statement.plan;
         match &plan.target {
@@ -599,21 +887,29 @@ impl Job {
             Target::Step(_) => {
                 let consumers = plan.consumers.clone();
                 for (consumer, side) in consumers {
-                    self.feed(consumer, side, row.as_row(), timestamp_ms, step);
+                    self.feed(consumer, side, row.as_row(), timestamp_ms, clock, step);
                 }
             }
         }
     }
 
     /// Runs one row through one statement (as the given JOIN side when it joins).
-    fn feed(&mut self, statement_idx: usize, side: usize, row: Row<'_>, timestamp_ms: i64, step: &mut Step) {
+    fn feed(
+        &mut self,
+        statement_idx: usize,
+        side: usize,
+        row: Row<'_>,
+        timestamp_ms: i64,
+        clock: Clock<'_>,
+        step: &mut Step,
+    ) {
         let max_state_entries = self.max_state_entries;
         let statement = &mut self.statements[statement_idx];
-        if statement.join.is_none() && statement.plan.expand.is_none() {
+        if statement.join.is_none() && statement.plan.expand.is_none() && statement.plan.matcher.is_none() {
             // One row in, at most one out: routed straight away, without the buffers below
             // (this is the per-event path of most statements).
-            match statement.process(row, timestamp_ms, max_state_entries) {
-                Ok(Some(row)) => self.route(statement_idx, row, timestamp_ms, step),
+            match statement.process(row, timestamp_ms, clock, max_state_entries) {
+                Ok(Some(row)) => self.route(statement_idx, row, timestamp_ms, clock, step),
                 Ok(None) => {}
                 Err(message) => step.errors.push(EventError {
                     statement_idx: Some(statement_idx),
@@ -636,16 +932,19 @@ impl Job {
                 &mut messages,
             );
             statement.join = Some(join);
+        } else if statement.plan.matcher.is_some() {
+            statement.match_row(row, timestamp_ms, clock, max_state_entries, &mut produced, &mut messages);
         } else {
             match &statement.plan.expand {
-                None => match statement.process(row, timestamp_ms, max_state_entries) {
+                None => match statement.process(row, timestamp_ms, clock, max_state_entries) {
                     Ok(row) => produced.extend(row.map(|row| (row, timestamp_ms))),
                     Err(message) => messages.push(message),
                 },
                 Some(expand) => match expand_rows(expand, row, timestamp_ms) {
                     Ok(rows) => {
                         for expanded in rows {
-                            match statement.process(expanded.as_row(), timestamp_ms, max_state_entries) {
+                            match statement.process(expanded.as_row(), timestamp_ms, clock, max_state_entries)
+                            {
                                 Ok(row) => produced.extend(row.map(|row| (row, timestamp_ms))),
                                 Err(message) => messages.push(message),
                             }
@@ -667,8 +966,35 @@ impl Job {
             }
         }
         for (row, row_timestamp_ms) in produced {
-            self.route(statement_idx, row, row_timestamp_ms, step);
+            self.route(statement_idx, row, row_timestamp_ms, clock, step);
         }
+    }
+}
+
+/// An event of `(input, partition, event, event time)` behind the close boundary of its
+/// watermark (its partition's, or its key's): reported, and moved to the watermark or dropped
+/// as the late policy says. Returns the time to process it at, or `None` when it is dropped.
+fn report_late(
+    policy: LatePolicy,
+    watermark: &Watermark,
+    (input, partition, event, timestamp_ms): (&str, i32, &serde_json::Value, i64),
+    step: &mut Step,
+) -> Option<i64> {
+    let action = match policy {
+        LatePolicy::Adjust => LateAction::Adjusted { adjusted_to_ms: watermark.watermark_ms() },
+        LatePolicy::Drop => LateAction::Dropped,
+    };
+    step.late.push(LateEvent {
+        input: input.to_string(),
+        partition,
+        event: event.clone(),
+        timestamp_ms,
+        watermark_ms: watermark.close_boundary_ms(),
+        action,
+    });
+    match action {
+        LateAction::Adjusted { adjusted_to_ms } => Some(adjusted_to_ms),
+        LateAction::Dropped => None,
     }
 }
 
@@ -788,7 +1114,7 @@ impl StatementRuntime {
             let joined =
                 JoinedRow { sides: [left.as_row(), Row::Json(&empty)], timestamps_ms: [Some(key.0), None] };
             let out_ms = last_match_ms;
-            match self.process(Row::Pair(&joined), out_ms, max_state_entries) {
+            match self.process(Row::Pair(&joined), out_ms, None, max_state_entries) {
                 Ok(row) => produced.extend(row.map(|row| (row, out_ms))),
                 Err(message) => messages.push(message),
             }
@@ -832,7 +1158,7 @@ impl StatementRuntime {
                 Ok(false) => {}
                 Ok(true) => {
                     matched.push(other_key);
-                    match self.process(Row::Pair(&joined), out_ms, max_state_entries) {
+                    match self.process(Row::Pair(&joined), out_ms, None, max_state_entries) {
                         Ok(row) => produced.extend(row.map(|row| (row, out_ms))),
                         Err(message) => messages.push(message),
                     }
@@ -843,11 +1169,105 @@ impl StatementRuntime {
         matched
     }
 
+    /// The statement's clocked state for a substream, created on its first row.
+    fn substream(&mut self, key: &[KeyPart], max_state_entries: usize) -> &mut Substream {
+        let index = match self.substreams.get_index_of(key) {
+            Some(index) => index,
+            None => {
+                let window = match &self.plan.body {
+                    Body::Aggregate(aggregate) => Some(WindowState::new(
+                        aggregate.window,
+                        aggregate.aggregates.iter().map(|spec| spec.kind).collect(),
+                        max_state_entries,
+                    )),
+                    _ => None,
+                };
+                let matcher = self.plan.matcher.as_ref().map(|_| MatcherState::default());
+                self.substreams.insert_full(key.to_vec(), Substream { window, matcher }).0
+            }
+        };
+        &mut self.substreams[index]
+    }
+
+    /// The matcher of a clock domain, if the statement has one there.
+    fn matcher_state(&self, clock: Clock<'_>) -> Option<&MatcherState> {
+        match clock {
+            None => self.matcher.as_ref(),
+            Some(key) => self.substreams.get(key).and_then(|substream| substream.matcher.as_ref()),
+        }
+    }
+
+    /// MATCH_RECOGNIZE: runs the row through the matcher, then each match it decided through
+    /// the rest of the statement.
+    fn match_row(
+        &mut self,
+        row: Row<'_>,
+        timestamp_ms: i64,
+        clock: Clock<'_>,
+        max_state_entries: usize,
+        produced: &mut Vec<(OwnedRow, i64)>,
+        messages: &mut Vec<String>,
+    ) {
+        if let Some(key) = clock {
+            // Created while the plan is in place: it says what state the substream needs.
+            self.substream(key, max_state_entries);
+        }
+        self.run_matcher(clock, max_state_entries, produced, messages, |plan, state, matches, messages| {
+            if let Err(message) = state.push(plan, row, timestamp_ms, max_state_entries, matches, messages) {
+                messages.push(message);
+            }
+        });
+    }
+
+    /// MATCH_RECOGNIZE: the boundary decides the attempts that can no longer grow.
+    fn expire_matches(
+        &mut self,
+        clock: Clock<'_>,
+        boundary_ms: i64,
+        max_state_entries: usize,
+        produced: &mut Vec<(OwnedRow, i64)>,
+        messages: &mut Vec<String>,
+    ) {
+        self.run_matcher(clock, max_state_entries, produced, messages, |plan, state, matches, messages| {
+            state.advance(plan, boundary_ms, matches, messages);
+        });
+    }
+
+    /// Runs `run` on the matcher of the clock domain, if the statement has one there, then the
+    /// matches it decided through the rest of the statement.
+    fn run_matcher(
+        &mut self,
+        clock: Clock<'_>,
+        max_state_entries: usize,
+        produced: &mut Vec<(OwnedRow, i64)>,
+        messages: &mut Vec<String>,
+        run: impl FnOnce(&MatchPlan, &mut MatcherState, &mut Vec<(OwnedRow, i64)>, &mut Vec<String>),
+    ) {
+        // Taken out for the duration of the call so that the state can be borrowed mutably.
+        let Some(plan) = self.plan.matcher.take() else { return };
+        let mut matches = Vec::new();
+        let state = match clock {
+            None => self.matcher.as_mut(),
+            Some(key) => self.substreams.get_mut(key).and_then(|substream| substream.matcher.as_mut()),
+        };
+        if let Some(state) = state {
+            run(&plan, state, &mut matches, messages);
+        }
+        self.plan.matcher = Some(plan);
+        for (row, timestamp_ms) in matches {
+            match self.process(row.as_row(), timestamp_ms, clock, max_state_entries) {
+                Ok(row) => produced.extend(row.map(|row| (row, timestamp_ms))),
+                Err(message) => messages.push(message),
+            }
+        }
+    }
+
     /// Analytic functions, WHERE, then the projection (a row now) or the window (rows later).
     fn process(
         &mut self,
         row: Row<'_>,
         timestamp_ms: i64,
+        clock: Clock<'_>,
         max_state_entries: usize,
     ) -> Result<Option<OwnedRow>, String> {
         let base = Context { row, timestamp_ms, analytic: &[] };
@@ -916,7 +1336,11 @@ impl StatementRuntime {
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let input = WindowInput { timestamp_ms, key_parts, key_values, args, session_parts };
-                if let Some(window) = &mut self.window {
+                let window = match clock {
+                    None => self.window.as_mut(),
+                    Some(key) => self.substream(key, max_state_entries).window.as_mut(),
+                };
+                if let Some(window) = window {
                     window.insert(input)?;
                 }
                 Ok(None)

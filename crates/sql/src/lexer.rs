@@ -49,9 +49,12 @@ impl Token {
     }
 }
 
-/// Two-character symbols first so that `<=` is not lexed as `<` `=`.
-const SYMBOLS: [&str; 18] =
-    ["<=", ">=", "<>", "!=", "||", "(", ")", ",", ";", ".", "*", "+", "-", "/", "%", "<", ">", "="];
+/// Two-character symbols first so that `<=` is not lexed as `<` `=`. `{ } | ?` are only
+/// meaningful in a MATCH_RECOGNIZE pattern (quantifiers and alternation).
+const SYMBOLS: [&str; 22] = [
+    "<=", ">=", "<>", "!=", "||", "(", ")", ",", ";", ".", "*", "+", "-", "/", "%", "<", ">", "=", "{", "}",
+    "|", "?",
+];
 
 pub(crate) fn lex(text: &str) -> (Vec<Token>, Vec<Diagnostic>) {
     let mut tokens = Vec::new();
@@ -242,5 +245,28 @@ mod tests {
         let (_, diagnostics) = lex("SELECT # x\n $ 'open");
         let found: Vec<(u32, u32)> = diagnostics.iter().map(|d| (d.line, d.column)).collect();
         assert_eq!(found, vec![(1, 8), (2, 2), (2, 4)]);
+    }
+
+    #[test]
+    fn pattern_symbols() {
+        use TokenKind::*;
+        assert_eq!(
+            kinds("(A+ B{2,} | .?)"),
+            vec![
+                Symbol("("),
+                Word("A".into()),
+                Symbol("+"),
+                Word("B".into()),
+                Symbol("{"),
+                Int(2),
+                Symbol(","),
+                Symbol("}"),
+                Symbol("|"),
+                Symbol("."),
+                Symbol("?"),
+                Symbol(")"),
+                Eof,
+            ]
+        );
     }
 }

@@ -23,9 +23,10 @@
 //! is in this crate's README.md.
 //!
 //! Module map: `lexer` and `parser` turn text into an `ast`;
-//! `plan` resolves names into compiled expressions (`expr`) and aggregate specs (`agg`);
-//! `job` runs the plan with `window` operators driven by per-input `watermark`s, `analytic`
-//! function state and JOIN buffers; `checkpoint` saves and restores all of that state.
+//! `plan` resolves names into compiled expressions (`expr`), aggregate specs (`agg`) and
+//! MATCH_RECOGNIZE programs; `job` runs the plan with `window` operators driven by per-input
+//! (or per-key) `watermark`s, `analytic` function state, JOIN buffers and the MATCH_RECOGNIZE
+//! `matcher`; `checkpoint` saves and restores all of that state.
 
 mod agg;
 mod analytic;
@@ -36,6 +37,7 @@ mod expr;
 mod job;
 mod lexer;
 pub mod local;
+mod matcher;
 mod parser;
 mod plan;
 mod time;
@@ -46,14 +48,20 @@ mod window;
 pub use crate::checkpoint::{CheckpointError, CHECKPOINT_VERSION};
 pub use crate::error::{Diagnostic, EventError, LateAction, LateEvent, Position};
 pub use crate::job::{Job, Output, Step};
+pub use crate::matcher::MAX_PARTIAL_MATCHES_PER_KEY;
 pub use crate::parser::MAX_EXPRESSION_DEPTH;
-pub use crate::plan::{MAX_DIAGNOSTICS, MAX_LAG_OFFSET, MAX_STATEMENTS, MAX_WINDOWS_PER_EVENT};
+pub use crate::plan::{
+    MAX_DIAGNOSTICS, MAX_LAG_OFFSET, MAX_NAVIGATION_OFFSET, MAX_PATTERN_STEPS, MAX_STATEMENTS,
+    MAX_WINDOWS_PER_EVENT,
+};
 pub use crate::time::{civil_from_days, days_from_civil, format_timestamp, parse_timestamp};
 
 /// The largest query text [`compile`] accepts, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1 << 20;
 /// Default for [`JobOptions::max_state_entries`].
 pub const DEFAULT_MAX_STATE_ENTRIES: usize = 1_000_000;
+/// Default for [`JobOptions::idle_key_timeout_ms`]: five minutes.
+pub const DEFAULT_IDLE_KEY_TIMEOUT_MS: i64 = 300_000;
 
 /// What happens to an event that arrives behind the close boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,6 +87,10 @@ pub struct JobOptions {
     /// Per statement: the most open window groups, buffered window events or analytic
     /// partitions. An event that would exceed it is reported as an `EventError` and skipped.
     pub max_state_entries: usize,
+    /// For an input read with `TIMESTAMP BY ... OVER key`: a key that has sent nothing for
+    /// longer than this (processing time) is closed: its windows and matches are emitted and
+    /// its state dropped.
+    pub idle_key_timeout_ms: i64,
     /// When set, FROM names must be among these (case-insensitive).
     pub known_inputs: Option<Vec<String>>,
     /// When set, INTO names must be among these (case-insensitive).
@@ -93,6 +105,7 @@ impl Default for JobOptions {
             late_policy: LatePolicy::Adjust,
             idle_partition_timeout_ms: None,
             max_state_entries: DEFAULT_MAX_STATE_ENTRIES,
+            idle_key_timeout_ms: DEFAULT_IDLE_KEY_TIMEOUT_MS,
             known_inputs: None,
             known_outputs: None,
         }
@@ -124,6 +137,7 @@ pub fn compile(sql: &str, options: JobOptions) -> Result<Job, Vec<Diagnostic>> {
         ("out_of_order_tolerance_ms", options.out_of_order_tolerance_ms),
         ("late_arrival_tolerance_ms", options.late_arrival_tolerance_ms),
         ("idle_partition_timeout_ms", options.idle_partition_timeout_ms.unwrap_or(0)),
+        ("idle_key_timeout_ms", options.idle_key_timeout_ms),
     ] {
         if value < 0 {
             option_errors

@@ -29,7 +29,8 @@ pub struct LineError {
 }
 
 /// Reads `JobOptions` from JSON (`out_of_order_tolerance_ms`, `late_arrival_tolerance_ms`,
-/// `late_policy` "adjust" or "drop", `idle_partition_timeout_ms`), naming an unknown key.
+/// `late_policy` "adjust" or "drop", `idle_partition_timeout_ms`, `idle_key_timeout_ms`), naming
+/// an unknown key.
 pub fn options_from_json(json: &Json) -> Result<JobOptions, String> {
     let mut options = JobOptions::default();
     let Some(object) = json.as_object() else { return Err("options must be a JSON object".to_string()) };
@@ -39,6 +40,7 @@ pub fn options_from_json(json: &Json) -> Result<JobOptions, String> {
             "out_of_order_tolerance_ms" => options.out_of_order_tolerance_ms = number()?,
             "late_arrival_tolerance_ms" => options.late_arrival_tolerance_ms = number()?,
             "idle_partition_timeout_ms" => options.idle_partition_timeout_ms = Some(number()?),
+            "idle_key_timeout_ms" => options.idle_key_timeout_ms = number()?,
             "late_policy" => {
                 options.late_policy = match value.as_str() {
                     Some("adjust") => LatePolicy::Adjust,

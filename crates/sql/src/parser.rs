@@ -6,7 +6,8 @@
 //! overflow the stack.
 
 use crate::ast::{
-    BinaryOp, CrossApply, Expr, ExprKind, Join, Literal, Over, Select, SelectItem, Statement, UnaryOp,
+    BinaryOp, CrossApply, Expr, ExprKind, Join, Literal, MatchRecognize, Over, Pattern, PatternKind, Select,
+    SelectItem, SkipMode, Statement, UnaryOp,
 };
 use crate::error::{Diagnostic, Position};
 use crate::lexer::{Token, TokenKind};
@@ -15,7 +16,7 @@ use crate::lexer::{Token, TokenKind};
 pub const MAX_EXPRESSION_DEPTH: usize = 128;
 
 /// Words that end an expression or a clause and so cannot be bare identifiers or aliases.
-const RESERVED: [&str; 34] = [
+const RESERVED: [&str; 35] = [
     "LEFT",
     "OUTER",
     "CROSS",
@@ -50,6 +51,7 @@ const RESERVED: [&str; 34] = [
     "OVER",
     "PARTITION",
     "LIMIT",
+    "MATCH_RECOGNIZE",
 ];
 
 fn is_reserved(word: &str) -> bool {
@@ -239,11 +241,13 @@ impl Parser {
         let from_alias = if has_alias { Some(self.identifier("an alias for the input")?.0) } else { None };
         // ASA writes TIMESTAMP BY and CROSS APPLY in either order.
         let mut timestamp_by = None;
+        let mut timestamp_over = Vec::new();
         let mut cross_apply = None;
         loop {
             if timestamp_by.is_none() && self.eat_keyword("TIMESTAMP") {
                 self.expect_keyword("BY")?;
                 timestamp_by = Some(self.parse_expr(0)?);
+                timestamp_over = self.parse_timestamp_over()?;
             } else if cross_apply.is_none() && self.eat_keyword("CROSS") {
                 self.expect_keyword("APPLY")?;
                 let call = self.parse_expr(0)?;
@@ -254,6 +258,11 @@ impl Parser {
                 break;
             }
         }
+        let match_recognize = if self.peek().is_keyword("MATCH_RECOGNIZE") {
+            Some(Box::new(self.parse_match_recognize()?))
+        } else {
+            None
+        };
         if self.peek().is_keyword("PARTITION") {
             let position = self.peek().position;
             return self.error(
@@ -277,15 +286,15 @@ impl Parser {
                 || matches!(&self.peek().kind, TokenKind::Word(word) if !is_reserved(word));
             let right_alias =
                 if has_alias { Some(self.identifier("an alias for the input")?.0) } else { None };
-            let right_timestamp_by = if self.eat_keyword("TIMESTAMP") {
+            let (right_timestamp_by, right_timestamp_over) = if self.eat_keyword("TIMESTAMP") {
                 self.expect_keyword("BY")?;
-                Some(self.parse_expr(0)?)
+                (Some(self.parse_expr(0)?), self.parse_timestamp_over()?)
             } else {
-                None
+                (None, Vec::new())
             };
             self.expect_keyword("ON")?;
             let on = self.parse_expr(0)?;
-            Some(Join { right, right_alias, right_timestamp_by, on, left_outer })
+            Some(Join { right, right_alias, right_timestamp_by, right_timestamp_over, on, left_outer })
         } else {
             None
         };
@@ -317,6 +326,8 @@ impl Parser {
             from,
             from_alias,
             timestamp_by,
+            timestamp_over,
+            match_recognize,
             cross_apply,
             join,
             where_clause,
@@ -499,8 +510,334 @@ impl Parser {
             args = self.parse_expr_list()?;
         }
         self.expect_symbol(")")?;
-        let over = if self.eat_keyword("OVER") { Some(Box::new(self.parse_over()?)) } else { None };
+        // `OVER (` is the function's window; `TIMESTAMP BY f(x) OVER key` is the input's substreams.
+        let over = if self.peek().is_keyword("OVER") && self.peek_at(1).is_symbol("(") {
+            self.bump();
+            Some(Box::new(self.parse_over()?))
+        } else {
+            None
+        };
         Ok(ExprKind::Call { name, args, star, distinct, over })
+    }
+
+    /// `OVER key, ...` after `TIMESTAMP BY expr`: the input's substream keys (none without OVER).
+    fn parse_timestamp_over(&mut self) -> Parsed<Vec<Expr>> {
+        if self.eat_keyword("OVER") {
+            self.parse_expr_list()
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// `MATCH_RECOGNIZE ( clauses ) [AS] alias`. The clauses may come in any order (ASA's
+    /// examples write PARTITION BY and LIMIT DURATION either way round), each at most once.
+    fn parse_match_recognize(&mut self) -> Parsed<MatchRecognize> {
+        let position = self.peek().position;
+        self.expect_keyword("MATCH_RECOGNIZE")?;
+        self.expect_symbol("(")?;
+        let mut limit_duration = None;
+        let mut partition_by = None;
+        let mut order_by = None;
+        let mut measures = None;
+        let mut skip = None;
+        let mut pattern = None;
+        let mut define = None;
+        let mut seen: Vec<&'static str> = Vec::new();
+        while !self.peek().is_symbol(")") {
+            let token = self.peek().clone();
+            let clause = [
+                "LIMIT",
+                "WITHIN",
+                "PARTITION",
+                "ORDER",
+                "MEASURES",
+                "ONE",
+                "ALL",
+                "AFTER",
+                "PATTERN",
+                "DEFINE",
+                "SUBSET",
+            ]
+            .into_iter()
+            .find(|keyword| token.is_keyword(keyword));
+            let Some(clause) = clause else {
+                return self.expected("a MATCH_RECOGNIZE clause (LIMIT DURATION, PARTITION BY, MEASURES, AFTER MATCH SKIP, PATTERN, DEFINE) or ')'");
+            };
+            // LIMIT DURATION and WITHIN INTERVAL are two spellings of one clause.
+            let name = if clause == "WITHIN" { "LIMIT" } else { clause };
+            if seen.contains(&name) {
+                return self
+                    .error(token.position, format!("{} appears twice in MATCH_RECOGNIZE", token.describe()));
+            }
+            seen.push(name);
+            self.bump();
+            match clause {
+                "LIMIT" => {
+                    let (word, word_position) = self.identifier("DURATION")?;
+                    if !word.eq_ignore_ascii_case("DURATION") {
+                        return self
+                            .error(word_position, format!("expected DURATION after LIMIT, found '{word}'"));
+                    }
+                    self.expect_symbol("(")?;
+                    let unit = self.parse_expr(0)?;
+                    self.expect_symbol(",")?;
+                    let size = self.parse_expr(0)?;
+                    self.expect_symbol(")")?;
+                    limit_duration = Some((unit, size));
+                }
+                "WITHIN" => limit_duration = Some(self.parse_within_interval()?),
+                "PARTITION" => {
+                    self.expect_keyword("BY")?;
+                    partition_by = Some(self.parse_expr_list()?);
+                }
+                "ORDER" => {
+                    self.expect_keyword("BY")?;
+                    let mut keys = Vec::new();
+                    loop {
+                        let key = self.parse_expr(0)?;
+                        let descending = self.eat_keyword("DESC");
+                        if !descending {
+                            self.eat_keyword("ASC");
+                        }
+                        keys.push((key, descending));
+                        if !self.eat_symbol(",") {
+                            break;
+                        }
+                    }
+                    order_by = Some(keys);
+                }
+                "MEASURES" => {
+                    let mut list = Vec::new();
+                    loop {
+                        let expr = self.parse_expr(0)?;
+                        let alias = if self.eat_keyword("AS") {
+                            Some(self.identifier("a measure name")?.0)
+                        } else {
+                            None
+                        };
+                        list.push((expr, alias));
+                        if !self.eat_symbol(",") {
+                            break;
+                        }
+                    }
+                    measures = Some(list);
+                }
+                "ONE" => {
+                    self.expect_keyword("ROW")?;
+                    self.expect_keyword("PER")?;
+                    self.expect_keyword("MATCH")?;
+                }
+                "ALL" => {
+                    return self.error(
+                        token.position,
+                        "ALL ROWS PER MATCH is not supported: MATCH_RECOGNIZE gives one row per match",
+                    );
+                }
+                "AFTER" => {
+                    self.expect_keyword("MATCH")?;
+                    self.expect_keyword("SKIP")?;
+                    let mode_position = self.peek().position;
+                    if self.eat_keyword("PAST") {
+                        self.expect_keyword("LAST")?;
+                        self.expect_keyword("ROW")?;
+                        skip = Some(SkipMode::PastLastRow);
+                    } else {
+                        self.expect_keyword("TO")?;
+                        if self.eat_keyword("NEXT") {
+                            self.expect_keyword("ROW")?;
+                            skip = Some(SkipMode::ToNextRow);
+                        } else {
+                            return self.error(
+                                mode_position,
+                                "only AFTER MATCH SKIP TO NEXT ROW and AFTER MATCH SKIP PAST LAST ROW are supported",
+                            );
+                        }
+                    }
+                }
+                "PATTERN" => {
+                    self.expect_symbol("(")?;
+                    pattern = Some(self.parse_pattern_alternation()?);
+                    self.expect_symbol(")")?;
+                }
+                "DEFINE" => {
+                    let mut list = Vec::new();
+                    loop {
+                        let (name, name_position) = self.identifier("a pattern variable to define")?;
+                        self.expect_keyword("AS")?;
+                        let condition = self.parse_expr(0)?;
+                        list.push((name, name_position, condition));
+                        if !self.eat_symbol(",") {
+                            break;
+                        }
+                    }
+                    define = Some(list);
+                }
+                _ => return self.error(token.position, "SUBSET is not supported in MATCH_RECOGNIZE"),
+            }
+        }
+        let close = self.bump();
+        let Some(pattern) = pattern else {
+            return self.error(close.position, "MATCH_RECOGNIZE needs a PATTERN (...)");
+        };
+        let has_alias = self.eat_keyword("AS")
+            || matches!(&self.peek().kind, TokenKind::Word(word) if !is_reserved(word))
+            || matches!(self.peek().kind, TokenKind::QuotedIdent(_));
+        let alias =
+            if has_alias { Some(self.identifier("a name for the MATCH_RECOGNIZE rows")?.0) } else { None };
+        Ok(MatchRecognize {
+            position,
+            limit_duration,
+            partition_by: partition_by.unwrap_or_default(),
+            order_by: order_by.unwrap_or_default(),
+            measures: measures.unwrap_or_default(),
+            skip,
+            pattern,
+            define: define.unwrap_or_default(),
+            alias,
+        })
+    }
+
+    /// Flink's `WITHIN INTERVAL 'n' UNIT` (after `WITHIN`), as the (unit, n) of LIMIT DURATION.
+    fn parse_within_interval(&mut self) -> Parsed<(Expr, Expr)> {
+        self.expect_keyword("INTERVAL")?;
+        let size = self.bump();
+        let count = match &size.kind {
+            TokenKind::Str(text) => text.trim().parse::<i64>().ok(),
+            TokenKind::Int(value) => Some(*value),
+            _ => None,
+        };
+        let Some(count) = count else {
+            return self.error(
+                size.position,
+                format!("expected a whole number such as '10', found {}", size.describe()),
+            );
+        };
+        let (unit, unit_position) = self.identifier("a time unit")?;
+        // Flink writes units in the singular or plural (SECOND, MINUTES).
+        let unit = match unit.to_ascii_lowercase().as_str() {
+            "seconds" => "second".to_string(),
+            "minutes" => "minute".to_string(),
+            "hours" => "hour".to_string(),
+            "days" => "day".to_string(),
+            "milliseconds" => "millisecond".to_string(),
+            _ => unit,
+        };
+        Ok((
+            Expr { kind: ExprKind::Path(vec![unit]), position: unit_position },
+            Expr { kind: ExprKind::Literal(Literal::Int(count)), position: size.position },
+        ))
+    }
+
+    /// `a | b | ...`, each a concatenation.
+    fn parse_pattern_alternation(&mut self) -> Parsed<Pattern> {
+        let saved_depth = self.depth;
+        let result = self.deeper().and_then(|()| {
+            let position = self.peek().position;
+            let mut alternatives = vec![self.parse_pattern_concat()?];
+            while self.eat_symbol("|") {
+                alternatives.push(self.parse_pattern_concat()?);
+            }
+            Ok(if alternatives.len() == 1 {
+                alternatives.remove(0)
+            } else {
+                Pattern { kind: PatternKind::Alternation(alternatives), position }
+            })
+        });
+        self.depth = saved_depth;
+        result
+    }
+
+    fn parse_pattern_concat(&mut self) -> Parsed<Pattern> {
+        let position = self.peek().position;
+        let mut items = Vec::new();
+        while !self.peek().is_symbol(")") && !self.peek().is_symbol("|") {
+            items.push(self.parse_pattern_quantified()?);
+        }
+        match items.len() {
+            0 => self.expected("a pattern variable, '.' or '('"),
+            1 => Ok(items.remove(0)),
+            _ => Ok(Pattern { kind: PatternKind::Concat(items), position }),
+        }
+    }
+
+    fn parse_pattern_quantified(&mut self) -> Parsed<Pattern> {
+        let token = self.bump();
+        let position = token.position;
+        let kind = match token.kind {
+            TokenKind::Symbol("(") => {
+                let inner = self.parse_pattern_alternation()?;
+                self.expect_symbol(")")?;
+                inner.kind
+            }
+            TokenKind::Symbol(".") => PatternKind::Any,
+            TokenKind::Word(word) if !is_reserved(&word) => PatternKind::Variable(word),
+            TokenKind::QuotedIdent(name) => PatternKind::Variable(name),
+            _ => {
+                return self.error(
+                    position,
+                    format!("expected a pattern variable, '.' or '(', found {}", token.describe()),
+                )
+            }
+        };
+        let mut pattern = Pattern { kind, position };
+        let quantifier = self.peek().clone();
+        let bounds = if self.eat_symbol("*") {
+            Some((0, None))
+        } else if self.eat_symbol("+") {
+            Some((1, None))
+        } else if self.eat_symbol("?") {
+            Some((0, Some(1)))
+        } else if self.eat_symbol("{") {
+            Some(self.parse_pattern_bounds()?)
+        } else {
+            None
+        };
+        if let Some((min, max)) = bounds {
+            if self.peek().is_symbol("?") {
+                let position = self.peek().position;
+                return self.error(
+                    position,
+                    "reluctant quantifiers (*?, +?, ...) are not supported; quantifiers are greedy",
+                );
+            }
+            if max.is_some_and(|max| max < min) || max == Some(0) {
+                return self.error(quantifier.position, "a quantifier {n,m} needs 0 <= n <= m and m > 0");
+            }
+            pattern = Pattern { kind: PatternKind::Repeat { inner: Box::new(pattern), min, max }, position };
+        }
+        Ok(pattern)
+    }
+
+    /// `{n}`, `{n,}`, `{n,m}` or `{,m}` (after the `{`).
+    fn parse_pattern_bounds(&mut self) -> Parsed<(u32, Option<u32>)> {
+        let count = |parser: &mut Parser| -> Parsed<u32> {
+            let token = parser.bump();
+            match token.kind {
+                TokenKind::Int(value) => u32::try_from(value).or_else(|_| {
+                    parser.error(token.position, format!("a quantifier bound must be at most {}", u32::MAX))
+                }),
+                _ => parser.error(
+                    token.position,
+                    format!("expected a number in the quantifier, found {}", token.describe()),
+                ),
+            }
+        };
+        let bounds = if self.eat_symbol(",") {
+            (0, Some(count(self)?))
+        } else {
+            let min = count(self)?;
+            if self.eat_symbol(",") {
+                if self.peek().is_symbol("}") {
+                    (min, None)
+                } else {
+                    (min, Some(count(self)?))
+                }
+            } else {
+                (min, Some(min))
+            }
+        };
+        self.expect_symbol("}")?;
+        Ok(bounds)
     }
 
     fn parse_over(&mut self) -> Parsed<Over> {

@@ -166,7 +166,7 @@ pub(crate) type KeyMap<V> = indexmap::IndexMap<Vec<KeyPart>, V, KeyHasher>;
 
 /// A value in hashable form. Integral floats hash as integers so that `1` and `1.0` group
 /// together.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub(crate) enum KeyPart {
     Null,
     Bool(bool),

@@ -2,7 +2,9 @@
 //! and watermarks.
 
 use serde_json::json;
-use tidewater_sql::{compile, CheckpointError, Job, JobOptions, LateAction, LatePolicy};
+use tidewater_sql::{
+    compile, CheckpointError, Job, JobOptions, LateAction, LatePolicy, MAX_PARTIAL_MATCHES_PER_KEY,
+};
 
 fn job(query: &str, options: JobOptions) -> Job {
     match compile(query, options) {
@@ -221,18 +223,24 @@ fn state_is_bounded_on_a_long_stream() {
         SELECT a.k, b.v INTO joined FROM i a TIMESTAMP BY t LEFT JOIN j b TIMESTAMP BY t
             ON a.k = b.k AND DATEDIFF(second, a, b) BETWEEN 0 AND 3";
     let options = JobOptions { out_of_order_tolerance_ms: 2_000, ..JobOptions::default() };
-    let mut job = job(query, options);
-    let mut sizes = Vec::new();
-    for index in 0..20_000i64 {
+    assert_state_bounded(&mut job(query, options), |job, index| {
         let event = json!({"k": index % 10, "v": index, "t": index * 100});
         let step = job.push("i", 0, &event, 0);
         assert!(step.errors.is_empty() && step.late.is_empty(), "{step:?}");
         job.push("j", 0, &event, 0);
+    });
+}
+
+/// Feeds 20 000 events (`feed` pushes the one numbered `index`) and checks that the job's
+/// state (its checkpoint) is as large after 5 000 of them as after 20 000: recent data only.
+fn assert_state_bounded(job: &mut Job, mut feed: impl FnMut(&mut Job, i64)) {
+    let mut sizes = Vec::new();
+    for index in 0..20_000i64 {
+        feed(job, index);
         if index % 5_000 == 4_999 {
             sizes.push(job.checkpoint().to_string().len());
         }
     }
-    // Same amount of recent state at 5 000 events as at 20 000.
     let (first, last) = (sizes[0], sizes[sizes.len() - 1]);
     assert!(last < first * 11 / 10, "state grew: {sizes:?}");
     assert!(last < 100_000, "state is larger than expected: {last} bytes");
@@ -251,4 +259,123 @@ fn collect_gathers_rows_or_values() {
         step.outputs[0].row,
         json!({"k": "a", "rows": [{"k": "a", "v": 1, "t": 1_000}, {"k": "a", "t": 2_000}], "vs": [1]})
     );
+}
+
+/// `MAX_PARTIAL_MATCHES_PER_KEY` bounds one key's partial matches; reaching it is reported per
+/// row, and the job carries on. Here every `x` row can be A or B and the conditions read the
+/// match's rows, so each row doubles the partial matches of every attempt.
+#[test]
+fn partial_match_limit_is_reported() {
+    let mut job = job(
+        "SELECT * INTO o FROM i TIMESTAMP BY t MATCH_RECOGNIZE (LIMIT DURATION(hour, 1) PARTITION BY k \
+         MEASURES COUNT(*) AS n PATTERN ((A | B)+ C) \
+         DEFINE A AS A.v = 'x' AND COUNT(A.v) >= 0, B AS B.v = 'x' AND COUNT(B.v) >= 0, C AS C.v = 'end') AS m",
+        JobOptions::default(),
+    );
+    let mut first_reports = [None, None];
+    let mut index = 0;
+    while first_reports.iter().any(Option::is_none) && index < 20 {
+        for key in [1, 2] {
+            let step = job.push("i", 0, &json!({"k": key, "v": "x", "t": index}), 0);
+            if let Some(error) = step.errors.first() {
+                assert!(error.message.contains("partial-match limit reached"), "{error:?}");
+                assert!(error.message.contains(&MAX_PARTIAL_MATCHES_PER_KEY.to_string()));
+                first_reports[key as usize - 1].get_or_insert(index);
+            }
+        }
+        index += 1;
+    }
+    // 2^n partial matches per attempt: the limit (10 000) is reached after about a dozen rows,
+    // by each key on its own (the limit is per key).
+    assert!(first_reports[0].is_some_and(|index| (8..16).contains(&index)), "{first_reports:?}");
+    assert_eq!(first_reports[0], first_reports[1]);
+    // Matches are still found (the least preferred partial matches were dropped).
+    let step = job.push("i", 0, &json!({"k": 1, "v": "end", "t": 20}), 0);
+    assert!(!step.outputs.is_empty(), "{step:?}");
+}
+
+#[test]
+fn define_errors_are_reported_and_count_as_false() {
+    let mut job = job(
+        "SELECT * INTO o FROM i TIMESTAMP BY t MATCH_RECOGNIZE (LIMIT DURATION(hour, 1) \
+         MEASURES COUNT(*) AS n PATTERN (A B) DEFINE A AS A.v > 1, B AS B.v < 0) AS m",
+        JobOptions::default(),
+    );
+    let step = job.push("i", 0, &json!({"v": "hot", "t": 1}), 0);
+    assert_eq!(step.errors.len(), 1, "{step:?}");
+    assert_eq!(step.errors[0].message, "DEFINE A: cannot compare nvarchar(max) \"hot\" with bigint 1");
+    assert!(job.push("i", 0, &json!({"v": 5, "t": 2}), 0).errors.is_empty());
+    let step = job.push("i", 0, &json!({"v": -1, "t": 3}), 0);
+    assert_eq!(step.outputs.len(), 1, "{step:?}");
+    assert_eq!(step.outputs[0].row, json!({"n": 2}));
+}
+
+/// MATCH_RECOGNIZE and substreams keep recent state only: attempts end with LIMIT DURATION,
+/// rows go with the attempts that need them, and a key silent for the idle-key timeout is
+/// closed.
+#[test]
+fn match_and_substream_state_is_bounded() {
+    let query = "
+        SELECT * INTO matches FROM i TIMESTAMP BY t MATCH_RECOGNIZE (LIMIT DURATION(second, 5) PARTITION BY k
+            MEASURES COUNT(*) AS n AFTER MATCH SKIP TO NEXT ROW PATTERN (A+ B) DEFINE A AS A.v % 7 <> 0, B AS B.v % 7 = 0) AS m;
+        SELECT k, COUNT(*) AS n INTO counts FROM j TIMESTAMP BY t OVER k GROUP BY k, TumblingWindow(second, 10)";
+    let options = JobOptions { idle_key_timeout_ms: 60_000, ..JobOptions::default() };
+    assert_state_bounded(&mut job(query, options), |job, index| {
+        // Keys come and go: each sends for 100 events, then never again.
+        let event = json!({"k": index / 100, "v": index, "t": index * 100});
+        let step = job.push("i", 0, &event, index * 100);
+        assert!(step.errors.is_empty() && step.late.is_empty(), "{step:?}");
+        let step = job.push("j", 0, &event, index * 100);
+        assert!(step.errors.is_empty() && step.late.is_empty(), "{step:?}");
+        if index % 1_000 == 999 {
+            job.advance_processing_time(index * 100);
+        }
+    });
+}
+
+#[test]
+fn substream_keys_count_against_the_state_limit() {
+    let options = JobOptions { max_state_entries: 2, ..JobOptions::default() };
+    let mut job = job("SELECT * INTO o FROM i TIMESTAMP BY t OVER k", options);
+    assert!(job.push("i", 0, &json!({"k": "a", "t": 1}), 0).errors.is_empty());
+    assert!(job.push("i", 0, &json!({"k": "b", "t": 1}), 0).errors.is_empty());
+    let step = job.push("i", 0, &json!({"k": "c", "t": 1}), 0);
+    assert!(step.errors[0].message.contains("state limit reached"), "{step:?}");
+    assert_eq!(step.errors[0].statement_idx, None);
+    assert_eq!(job.push("i", 0, &json!({"k": "a", "t": 2}), 0).outputs.len(), 1);
+}
+
+/// Checkpoints written before matchers and substreams existed (version 1 without those fields)
+/// still restore, and a job that does not use the new option keeps its fingerprint.
+#[test]
+fn checkpoints_from_before_matchers_and_substreams_restore() {
+    let query = "SELECT COUNT(*) AS n INTO o FROM i TIMESTAMP BY t GROUP BY TumblingWindow(second, 10)";
+    let mut original = job(query, JobOptions::default());
+    original.push("i", 0, &json!({"t": 1_000}), 0);
+    let mut old = original.checkpoint();
+    for input in old["inputs"].as_array_mut().into_iter().flatten() {
+        input.as_object_mut().map(|input| input.remove("keys"));
+    }
+    for statement in old["statements"].as_array_mut().into_iter().flatten() {
+        statement
+            .as_object_mut()
+            .map(|statement| (statement.remove("matcher"), statement.remove("substreams")));
+    }
+    // FNV-1a over the query and the options, as the fingerprint was computed before.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(query.as_bytes());
+    eat(&0i64.to_le_bytes());
+    eat(&0i64.to_le_bytes());
+    eat(&(-1i64).to_le_bytes());
+    eat(&[0]);
+    assert_eq!(old["fingerprint"], json!(hash));
+    let mut restored = job(query, JobOptions::default());
+    assert_eq!(restored.restore(&old), Ok(()));
+    assert_eq!(restored.finish(), original.finish());
 }

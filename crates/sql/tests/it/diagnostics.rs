@@ -2,8 +2,8 @@
 //! position. Each case is the query and the exact rendered diagnostics (`line:column: message`).
 
 use tidewater_sql::{
-    compile, JobOptions, MAX_DIAGNOSTICS, MAX_EXPRESSION_DEPTH, MAX_LAG_OFFSET, MAX_QUERY_BYTES,
-    MAX_STATEMENTS, MAX_WINDOWS_PER_EVENT,
+    compile, JobOptions, MAX_DIAGNOSTICS, MAX_EXPRESSION_DEPTH, MAX_LAG_OFFSET, MAX_NAVIGATION_OFFSET,
+    MAX_PATTERN_STEPS, MAX_QUERY_BYTES, MAX_STATEMENTS, MAX_WINDOWS_PER_EVENT,
 };
 
 fn render(sql: &str, options: JobOptions) -> String {
@@ -268,6 +268,20 @@ fn limits_at_their_boundaries() {
         |offset: i64| format!("SELECT LAG(a, {offset}) OVER (LIMIT DURATION(second, 1)) AS p INTO o FROM i");
     assert!(compiles(&lag(MAX_LAG_OFFSET)));
     assert!(!compiles(&lag(MAX_LAG_OFFSET + 1)));
+    let pattern = |steps: usize| {
+        format!(
+            "SELECT * INTO o FROM i MATCH_RECOGNIZE (LIMIT DURATION(second, 1) PATTERN (A{{{steps}}})) AS m"
+        )
+    };
+    assert!(compiles(&pattern(MAX_PATTERN_STEPS)));
+    assert!(!compiles(&pattern(MAX_PATTERN_STEPS + 1)));
+    let offset = |offset: i64| {
+        format!(
+            "SELECT * INTO o FROM i MATCH_RECOGNIZE (LIMIT DURATION(second, 1) MEASURES LAST(A.x, {offset}) AS x PATTERN (A)) AS m"
+        )
+    };
+    assert!(compiles(&offset(MAX_NAVIGATION_OFFSET)));
+    assert!(!compiles(&offset(MAX_NAVIGATION_OFFSET + 1)));
     let statements = |count: usize| "SELECT a INTO o FROM i;".repeat(count);
     assert!(compiles(&statements(MAX_STATEMENTS)));
     assert!(!compiles(&statements(MAX_STATEMENTS + 1)));
@@ -300,7 +314,123 @@ fn good_queries_compile() {
         "SELECT DATEADD(minute, 5, t) AS later, DATEDIFF(ms, t, u) AS gap INTO o FROM i",
         "SELECT a INTO o FROM i WHERE a NOT BETWEEN 1 AND 2 OR b NOT IN ('x', 'y') OR c NOT LIKE 'z%'",
         "SELECT LAST(a) OVER (PARTITION BY k LIMIT DURATION(hour, 1) WHEN a IS NOT NULL) AS last_a INTO o FROM i",
+        "SELECT * INTO o FROM i TIMESTAMP BY t OVER d MATCH_RECOGNIZE (PARTITION BY d LIMIT DURATION(minute, 1) \
+         MEASURES COUNT(*) AS n, Classifier() AS c, System.Timestamp() AS at AFTER MATCH SKIP TO NEXT ROW \
+         PATTERN (A+ (B | .){1,3} C?) DEFINE A AS A.v > LAST(A.v, 1), B AS B.v < FIRST(A.v)) AS m WHERE m.n > 1",
+        "SELECT T.sym INTO o FROM Ticker TIMESTAMP BY rowtime MATCH_RECOGNIZE (PARTITION BY sym ORDER BY rowtime \
+         MEASURES LAST(B.price) AS sym ONE ROW PER MATCH AFTER MATCH SKIP PAST LAST ROW PATTERN (A B) \
+         WITHIN INTERVAL '10' MINUTES DEFINE B AS B.price < A.price) T",
+        "SELECT d, COUNT(*) AS n INTO o FROM i TIMESTAMP BY t OVER d GROUP BY d, TumblingWindow(second, 10)",
     ] {
         assert_eq!(render(query, JobOptions::default()), "compiled\n", "{query}");
     }
+}
+
+/// The MATCH_RECOGNIZE clause around `body`, reading `i` with a time bound.
+fn match_query(body: &str) -> String {
+    format!("SELECT * INTO o FROM i TIMESTAMP BY t MATCH_RECOGNIZE (LIMIT DURATION(minute, 1) {body}) AS m")
+}
+
+#[test]
+fn match_recognize_unknown_variables() {
+    check(
+        &match_query("PATTERN (A B) DEFINE C AS C.x > 1, A AS Dangrous.pressure > 1"),
+        "1:103: DEFINE names 'C', which is not a variable of the PATTERN (it has: A, B)\n\
+         1:122: unknown pattern variable 'Dangrous' (the PATTERN has: A, B); a name with a dot must start with a variable",
+    );
+    check(
+        &match_query("MEASURES LAST(Warnings.x) AS w PATTERN (Warning+)"),
+        "1:96: unknown pattern variable 'Warnings' (the PATTERN has: Warning); a name with a dot must start with a variable",
+    );
+}
+
+#[test]
+fn match_recognize_aggregates_and_navigation() {
+    check(
+        &match_query("MEASURES MAX(5) AS m, SUM(A.x + B.y) AS s, MAX(SUM(A.x)) AS n PATTERN (A B)"),
+        "1:95: MAX over a non-variable: it reads rows of the match, as in MAX(A.price)\n\
+         1:108: SUM must read the rows of one pattern variable, as in SUM(A.price * A.tax)\n\
+         1:129: SUM cannot be nested inside FIRST, LAST or an aggregate",
+    );
+    check(
+        &match_query("MEASURES Classifier() AS c PATTERN (A) DEFINE A AS Classifier() IS NULL"),
+        "1:133: Classifier() is only allowed in MEASURES",
+    );
+    check(
+        &match_query(
+            "MEASURES LAG(A.x) OVER (LIMIT DURATION(second, 1)) AS p, LAST(A.x, -1) AS q PATTERN (A)",
+        ),
+        "1:91: LAG is not supported in MATCH_RECOGNIZE\n\
+         1:149: the offset of LAST must be a whole number from 0 to 10000",
+    );
+    check(
+        &match_query("MEASURES A.x AS a, A.y AS a PATTERN (A) DEFINE A AS A.x > 0, A AS A.x < 9"),
+        "1:101: duplicate measure 'a'; name it with AS\n1:143: the variable 'A' is defined twice",
+    );
+}
+
+#[test]
+fn match_recognize_patterns_and_clauses() {
+    check(
+        "SELECT * INTO o FROM i MATCH_RECOGNIZE (PATTERN (A)) AS m",
+        "1:24: MATCH_RECOGNIZE needs LIMIT DURATION(unit, n) (or WITHIN INTERVAL 'n' unit): partial matches must expire",
+    );
+    check(
+        &match_query("PATTERN (A*)"),
+        "1:91: the pattern can match no rows at all: it must need at least one row",
+    );
+    check(
+        &match_query("PATTERN ((A? B?)+ C)"),
+        "1:91: a quantified part of a pattern must need at least one row (it can match none here)",
+    );
+    check(
+        &match_query("PATTERN (A{20000})"),
+        &format!(
+            "1:91: the pattern is too large: its quantifiers unroll to more than {MAX_PATTERN_STEPS} steps"
+        ),
+    );
+    check(&match_query("PATTERN (A{3,1})"), "1:92: a quantifier {n,m} needs 0 <= n <= m and m > 0");
+    check(
+        &match_query("PATTERN (A*? B)"),
+        "1:93: reluctant quantifiers (*?, +?, ...) are not supported; quantifiers are greedy",
+    );
+    check(
+        &match_query("AFTER MATCH SKIP TO LAST A PATTERN (A)"),
+        "1:99: only AFTER MATCH SKIP TO NEXT ROW and AFTER MATCH SKIP PAST LAST ROW are supported",
+    );
+    check(
+        &match_query("ALL ROWS PER MATCH PATTERN (A)"),
+        "1:82: ALL ROWS PER MATCH is not supported: MATCH_RECOGNIZE gives one row per match",
+    );
+    check(
+        &match_query("ORDER BY price PATTERN (A)"),
+        "1:91: MATCH_RECOGNIZE reads rows in event-time order: ORDER BY may only name the TIMESTAMP BY expression, ascending",
+    );
+    check(&match_query("PATTERN (A) PATTERN (B)"), "1:94: 'PATTERN' appears twice in MATCH_RECOGNIZE");
+    check(&match_query("MEASURES A.x AS x"), "1:99: MATCH_RECOGNIZE needs a PATTERN (...)");
+    check(
+        "SELECT * INTO o FROM i TIMESTAMP BY t MATCH_RECOGNIZE (LIMIT DURATION(minute, 1) PATTERN (A)) AS m \
+         JOIN j ON DATEDIFF(second, m, j) BETWEEN 0 AND 1",
+        "1:39: MATCH_RECOGNIZE together with CROSS APPLY or JOIN is not supported yet",
+    );
+}
+
+#[test]
+fn substreams_need_their_key() {
+    check(
+        "SELECT COUNT(*) AS n INTO o FROM i TIMESTAMP BY t OVER deviceId GROUP BY TumblingWindow(second, 10)",
+        "1:56: a statement that aggregates an input read with TIMESTAMP BY ... OVER must GROUP BY its key deviceId: each key has its own clock",
+    );
+    check(
+        "SELECT * INTO o FROM i TIMESTAMP BY t OVER deviceId MATCH_RECOGNIZE (LIMIT DURATION(minute, 1) PATTERN (A)) AS m",
+        "1:44: MATCH_RECOGNIZE over an input read with TIMESTAMP BY ... OVER must PARTITION BY its key deviceId: each key has its own clock",
+    );
+    check(
+        "SELECT a.x INTO o FROM i a TIMESTAMP BY t OVER d JOIN j b TIMESTAMP BY t ON DATEDIFF(second, a, b) BETWEEN 0 AND 5",
+        "1:55: JOIN with an input read with TIMESTAMP BY ... OVER is not supported yet",
+    );
+    check(
+        "SELECT * INTO o FROM i TIMESTAMP BY t OVER d; SELECT * INTO p FROM i TIMESTAMP BY t",
+        "1:83: input 'i' is read with different TIMESTAMP BY clauses; every statement must use the same one",
+    );
 }
