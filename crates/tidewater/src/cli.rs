@@ -261,17 +261,17 @@ pub(crate) struct MqttArgs {
 }
 
 /// The smallest packet limit accepted: a CONNECT with a device id and key fits easily.
-const MQTT_MIN_PACKET_BYTES: usize = 256;
+const MQTT_PACKET_BYTES_MIN: usize = 256;
 
 impl MqttArgs {
     /// The listener's configuration, after checking the flags.
     pub(crate) fn config(&self) -> anyhow::Result<tidewater_gateway::MqttConfig> {
         anyhow::ensure!(
-            (MQTT_MIN_PACKET_BYTES..=tidewater_gateway::mqtt::MAX_PACKET_BYTES_LIMIT)
+            (MQTT_PACKET_BYTES_MIN..=tidewater_gateway::mqtt::PACKET_BYTES_MAX)
                 .contains(&self.mqtt_max_packet_bytes),
-            "--mqtt-max-packet-bytes must be between {MQTT_MIN_PACKET_BYTES} and {} (a message must fit \
+            "--mqtt-max-packet-bytes must be between {MQTT_PACKET_BYTES_MIN} and {} (a message must fit \
              Kafka's default 1,000,000-byte message limit once it carries its topic and headers)",
-            tidewater_gateway::mqtt::MAX_PACKET_BYTES_LIMIT
+            tidewater_gateway::mqtt::PACKET_BYTES_MAX
         );
         anyhow::ensure!(self.mqtt_max_in_flight > 0, "--mqtt-max-in-flight must be at least 1");
         anyhow::ensure!(self.mqtt_max_connections > 0, "--mqtt-max-connections must be at least 1");

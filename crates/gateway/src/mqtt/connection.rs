@@ -251,7 +251,7 @@ pub(super) async fn run_connection(
 /// How long a connection the gateway closes keeps reading (and discarding) what the client
 /// still sends, and how much of it.
 pub(super) const LINGER: Duration = Duration::from_secs(2);
-pub(super) const LINGER_MAX_BYTES: usize = 1 << 20;
+pub(super) const LINGER_BYTES_MAX: usize = 1 << 20;
 
 /// After the gateway closed a connection (its DISCONNECT and FIN are sent), reads what the client
 /// still sends until it closes too. Closing a socket with unread bytes makes the kernel send a
@@ -259,7 +259,7 @@ pub(super) const LINGER_MAX_BYTES: usize = 1 << 20;
 pub(super) async fn linger(reader: &mut OwnedReadHalf, buffer: &mut BytesMut) {
     let drain = async {
         let mut drained = 0;
-        while drained < LINGER_MAX_BYTES {
+        while drained < LINGER_BYTES_MAX {
             buffer.clear();
             match reader.read_buf(buffer).await {
                 Ok(0) | Err(_) => break,

@@ -104,7 +104,7 @@ pub const DEFAULT_MAX_PACKET_BYTES: usize = 256 * 1024;
 /// pub/sub, the topic twice (key and header), and must fit within Kafka's default
 /// `message.max.bytes` of 1,000,000 bytes, the gateway producer's and most clusters' limit; a
 /// larger packet could be accepted from the client and then never appended.
-pub const MAX_PACKET_BYTES_LIMIT: usize = 448 * 1024;
+pub const PACKET_BYTES_MAX: usize = 448 * 1024;
 /// Default most topic aliases per connection.
 pub const DEFAULT_TOPIC_ALIAS_MAXIMUM: u16 = 32;
 /// How long a new connection may take to send its CONNECT.
