@@ -8,8 +8,10 @@
 //!   paragraph (fenced code blocks left out); a file or directory a paragraph names (`foo.rs`,
 //!   `src/...`, `tests/it/`) must exist, in the crate the paragraph is about (ARCHITECTURE.md's
 //!   `### \`crates/...\`` section, or the README's own crate) or from the repository root.
+//! - **Module docs.** Every `.rs` file under a crate's `src/` starts with a `//!` paragraph
+//!   (STYLE.md 9).
 //!
-//! Both are plain text reads; nothing here builds or runs anything.
+//! All are plain text reads; nothing here builds or runs anything.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -390,4 +392,26 @@ fn file_names_are_found_in_prose_and_paths() {
     );
     let expected = ["ARCHITECTURE.md", "Cargo.toml", "admin/", "cli.rs", "src/main.rs", "tests/it/"];
     assert_eq!(names, expected.iter().map(|name| name.to_string()).collect::<BTreeSet<_>>());
+}
+
+// --- module docs ---------------------------------------------------------------------------------
+
+#[test]
+fn every_module_starts_with_a_doc_paragraph() {
+    let root = repo_root();
+    let mut undocumented: Vec<String> = tree(&root.join("crates"))
+        .into_iter()
+        .filter(|path| path.ends_with(".rs") && path.split('/').nth(1) == Some("src"))
+        .filter(|path| {
+            let text = read(&root.join("crates").join(path));
+            !text.lines().find(|line| !line.trim().is_empty()).is_some_and(|line| line.starts_with("//!"))
+        })
+        .map(|path| format!("crates/{path}"))
+        .collect();
+    undocumented.sort();
+    assert!(
+        undocumented.is_empty(),
+        "modules without a `//!` paragraph saying what they own (STYLE.md 9):\n  {}",
+        undocumented.join("\n  ")
+    );
 }
