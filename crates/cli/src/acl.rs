@@ -15,7 +15,7 @@ use tidewater_client::admin::{
 use tidewater_client::ClusterArgs;
 use tidewater_security::KafkaPrincipal;
 
-use crate::{CliContext, Connection};
+use crate::Connection;
 
 /// A principal such as User:alice, checked before it is sent.
 fn parse_principal(text: &str) -> Result<String, String> {
@@ -95,10 +95,7 @@ pub struct AclResources {
 pub fn run(args: AclArgs) -> anyhow::Result<()> {
     let connect = &Connection::new(&args.connect)?;
     let timeout = connect.timeout();
-    let admin: rdkafka::admin::AdminClient<CliContext> = connect
-        .client_config(&[])
-        .create_with_context(CliContext::default())
-        .context("creating the Kafka admin client")?;
+    let admin = connect.admin_client()?;
     let client = admin.inner();
     match args.command {
         AclCommand::Create { allow, deny, host, operation, resources } => {

@@ -64,6 +64,14 @@ impl Connection {
         self.cluster.client_config(&all)
     }
 
+    /// An admin client with the commands' base settings and the user's properties, for the
+    /// commands that send admin requests (`topic`, `user`, `acl`).
+    pub fn admin_client(&self) -> anyhow::Result<rdkafka::admin::AdminClient<CliContext>> {
+        self.client_config(&[])
+            .create_with_context(CliContext::default())
+            .context("creating the Kafka admin client")
+    }
+
     /// A consumer that reads by explicit assignment and never commits: no auto-commit, no offset
     /// store, and an error (not a silent jump) when a start offset is out of range. librdkafka
     /// needs a `group.id` to build a consumer; `settings` carries it and anything else the caller

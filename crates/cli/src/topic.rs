@@ -10,12 +10,12 @@ use std::fmt::Write as _;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use rdkafka::admin::{AdminClient, AdminOptions, ConfigEntry, ConfigSource, ResourceSpecifier};
+use rdkafka::admin::{AdminOptions, ConfigEntry, ConfigSource, ResourceSpecifier};
 use tidewater_client::{ClusterArgs, KeyValue};
 
 use tidewater_client::admin::{self as raw, ConfigChange};
 
-use crate::{topic_names, topic_partitions, CliContext, Connection, PartitionInfo};
+use crate::{topic_names, topic_partitions, Connection, PartitionInfo};
 
 #[derive(Debug, Args)]
 pub struct TopicArgs {
@@ -82,10 +82,7 @@ pub enum TopicCommand {
 pub fn run(args: TopicArgs) -> anyhow::Result<()> {
     let connect = &Connection::new(&args.connect)?;
     let timeout = connect.timeout();
-    let admin: AdminClient<CliContext> = connect
-        .client_config(&[])
-        .create_with_context(CliContext::default())
-        .context("creating the Kafka admin client")?;
+    let admin = connect.admin_client()?;
     match args.command {
         TopicCommand::Create { name, partitions, replication_factor, config } => {
             let topic = raw::NewTopic {

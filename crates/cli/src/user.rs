@@ -74,10 +74,7 @@ pub(crate) const ITERATIONS_DEFAULT: i32 = 8192;
 pub fn run(args: UserArgs) -> anyhow::Result<()> {
     let connect = &Connection::new(&args.connect)?;
     let timeout = connect.timeout();
-    let admin: rdkafka::admin::AdminClient<CliContext> = connect
-        .client_config(&[])
-        .create_with_context(CliContext::default())
-        .context("creating the Kafka admin client")?;
+    let admin = connect.admin_client()?;
     let client = admin.inner();
     match args.command {
         UserCommand::Create { name, password, mechanism, iterations } => {
