@@ -44,7 +44,7 @@ pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
 /// The attributes every event must have, in the order they are written.
 pub const REQUIRED_ATTRIBUTES: [&str; 4] = ["specversion", "id", "source", "type"];
 /// The longest attribute name accepted (the spec recommends at most 20).
-pub const ATTRIBUTE_NAME_MAX_BYTES: usize = 64;
+pub const ATTRIBUTE_NAME_BYTES_MAX: usize = 64;
 
 /// Why a request's event does not map onto a record: a sentence naming the attribute, header or
 /// batch entry at fault.
@@ -381,13 +381,13 @@ fn json_data(
 /// Checks that an attribute name is lower-case letters and digits, within the length limit.
 fn check_attribute_name(name: &str) -> Result<(), BindingError> {
     let valid = !name.is_empty()
-        && name.len() <= ATTRIBUTE_NAME_MAX_BYTES
+        && name.len() <= ATTRIBUTE_NAME_BYTES_MAX
         && name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit());
     if valid {
         return Ok(());
     }
     Err(BindingError(format!(
-        "CloudEvents attribute name {name:?} must be 1 to {ATTRIBUTE_NAME_MAX_BYTES} lower-case letters or digits"
+        "CloudEvents attribute name {name:?} must be 1 to {ATTRIBUTE_NAME_BYTES_MAX} lower-case letters or digits"
     )))
 }
 

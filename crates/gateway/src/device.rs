@@ -23,7 +23,7 @@ pub const DEVICE_KEY_BYTES: usize = 32;
 /// Random bytes of salt per stored key hash.
 pub const SALT_BYTES: usize = 16;
 /// Longest device id; it is also an MQTT client id and a Kafka record key.
-pub const DEVICE_ID_MAX_BYTES: usize = 128;
+pub const DEVICE_ID_BYTES_MAX: usize = 128;
 
 /// A device as stored in the registry topic (JSON; unknown fields are ignored so a newer
 /// version's records still load).
@@ -50,7 +50,7 @@ pub struct Device {
 pub enum DeviceIdError {
     #[error("a device id must not be empty")]
     Empty,
-    #[error("a device id is at most {DEVICE_ID_MAX_BYTES} bytes, this one is {0}")]
+    #[error("a device id is at most {DEVICE_ID_BYTES_MAX} bytes, this one is {0}")]
     TooLong(usize),
     #[error("a device id may hold letters, digits, '-', '_', '.' and ':' only; {0:?} is not allowed")]
     Character(char),
@@ -62,7 +62,7 @@ pub fn validate_device_id(id: &str) -> Result<(), DeviceIdError> {
     if id.is_empty() {
         return Err(DeviceIdError::Empty);
     }
-    if id.len() > DEVICE_ID_MAX_BYTES {
+    if id.len() > DEVICE_ID_BYTES_MAX {
         return Err(DeviceIdError::TooLong(id.len()));
     }
     match id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))) {
@@ -209,7 +209,7 @@ mod tests {
         assert!(check("a/b").is_err());
         assert!(check("a+").is_err());
         assert!(check("a#").is_err());
-        assert!(check(&"x".repeat(DEVICE_ID_MAX_BYTES)).is_ok());
-        assert!(check(&"x".repeat(DEVICE_ID_MAX_BYTES + 1)).is_err());
+        assert!(check(&"x".repeat(DEVICE_ID_BYTES_MAX)).is_ok());
+        assert!(check(&"x".repeat(DEVICE_ID_BYTES_MAX + 1)).is_err());
     }
 }

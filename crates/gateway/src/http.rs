@@ -67,7 +67,7 @@ use crate::append::{AppendError, Appender, PendingAppend};
 use crate::auth::{authenticate_at, unix_now_secs, Identity, Refusal as AuthRefusal};
 use crate::listener::LimitedListener;
 use crate::registry::Directory;
-use crate::route::{DeviceMessage, CONTENT_TYPE_HEADER, DEVICE_ID_HEADER, MAX_RECORD_BYTES};
+use crate::route::{DeviceMessage, CONTENT_TYPE_HEADER, DEVICE_ID_HEADER, RECORD_BYTES_MAX};
 use crate::token::TOKEN_PREFIX;
 use tidewater_mqtt::ReasonCode;
 
@@ -87,7 +87,7 @@ const QUEUE_FULL_GIVE_UP: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight to be answered.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub use tidewater_client::cloudevents::{
-    ATTRIBUTE_NAME_MAX_BYTES, BATCH_CONTENT_TYPE, JSON_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE,
+    ATTRIBUTE_NAME_BYTES_MAX, BATCH_CONTENT_TYPE, JSON_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE,
 };
 
 /// How the HTTP listener behaves; see the module documentation.
@@ -416,11 +416,11 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> HttpResponse {
         Ok(messages) => messages,
         Err(refusal) => return refuse(refusal.status(), refusal.to_string()),
     };
-    if let Some(too_big) = messages.iter().find(|message| message.record_bytes() > MAX_RECORD_BYTES) {
+    if let Some(too_big) = messages.iter().find(|message| message.record_bytes() > RECORD_BYTES_MAX) {
         return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "an event is at most {MAX_RECORD_BYTES} bytes with its headers, this one {}",
+                "an event is at most {RECORD_BYTES_MAX} bytes with its headers, this one {}",
                 too_big.record_bytes()
             ),
         );

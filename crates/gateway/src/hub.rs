@@ -313,6 +313,9 @@ impl Hub {
         session.expires_at = None;
         session.version = options.version;
         session.window = usize::from(options.receive_maximum.min(max_in_flight).max(1));
+        // A smaller window than before (a lower Receive Maximum) leaves the extra messages in
+        // flight; they are resent below and no new one goes out until the window has room.
+        debug_assert!((1..=usize::from(max_in_flight.max(1))).contains(&session.window));
         session.maximum_packet_size = options.maximum_packet_size;
         session.device = options.device.clone();
         session.attached = Some(Attachment { connection_id, wake });
@@ -689,6 +692,10 @@ impl HubState {
                 continue;
             }
             let awaiting = if queued.qos == QoS::ExactlyOnce { Awaiting::PubRec } else { Awaiting::PubAck };
+            // The window: a QoS 1 or 2 message goes out only into a free slot, under an id no
+            // other message in flight holds (an acknowledgement must find exactly one).
+            debug_assert!(session.in_flight.len() < session.window);
+            debug_assert!(session.in_flight.iter().all(|flight| flight.packet_id != packet_id));
             session.in_flight.push_back(InFlight { packet_id, queued, awaiting });
             packets.push(Packet::Publish(publish));
         }

@@ -64,7 +64,7 @@ pub struct DeviceMessage {
 /// under Kafka's default `message.max.bytes` (1,000,000) for the record's own framing. A
 /// message the cluster would refuse is refused to the client instead (HTTP 413), rather than
 /// acknowledged never, which a device would take as "send it again" forever.
-pub const MAX_RECORD_BYTES: usize = 960_000;
+pub const RECORD_BYTES_MAX: usize = 960_000;
 
 impl DeviceMessage {
     /// Key, value and header bytes: what counts against the cluster's message size limit.

@@ -16,7 +16,7 @@ use crate::error::LogError;
 use crate::log::{sync_dir, Log};
 
 /// Kafka's limit on topic name length.
-pub const TOPIC_NAME_MAX_CHARS: usize = 249;
+pub const TOPIC_NAME_CHARS_MAX: usize = 249;
 
 /// A topic name and partition index, validated as Kafka validates them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -29,14 +29,14 @@ impl TopicPartition {
     pub fn new(topic: impl Into<String>, partition: i32) -> Result<Self, LogError> {
         let topic = topic.into();
         let legal = !topic.is_empty()
-            && topic.len() <= TOPIC_NAME_MAX_CHARS
+            && topic.len() <= TOPIC_NAME_CHARS_MAX
             && topic != "."
             && topic != ".."
             && topic.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
         if !legal || partition < 0 {
             return Err(LogError::InvalidConfig {
                 reason: format!(
-                    "invalid topic-partition {topic:?}/{partition}: topic names are 1 to {TOPIC_NAME_MAX_CHARS} \
+                    "invalid topic-partition {topic:?}/{partition}: topic names are 1 to {TOPIC_NAME_CHARS_MAX} \
                      characters of [a-zA-Z0-9._-], partitions are non-negative"
                 ),
             });
@@ -170,7 +170,7 @@ mod tests {
         for bad in ["", "a/b", "..", "sp ace"] {
             assert!(TopicPartition::new(bad, 0).is_err(), "{bad:?} accepted");
         }
-        assert!(TopicPartition::new("x".repeat(TOPIC_NAME_MAX_CHARS + 1), 0).is_err());
+        assert!(TopicPartition::new("x".repeat(TOPIC_NAME_CHARS_MAX + 1), 0).is_err());
         assert!(TopicPartition::new("ok", -1).is_err());
         assert_eq!(TopicPartition::from_dir_name("nodash"), None);
     }

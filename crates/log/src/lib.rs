@@ -30,6 +30,6 @@ pub use crate::config::{
     DEFAULT_OPEN_SEGMENTS_MAX, DEFAULT_RETENTION_MS, DEFAULT_SEGMENT_BYTES, DEFAULT_SEGMENT_MS,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
-pub use crate::dir::{LogDir, TopicPartition, TOPIC_NAME_MAX_CHARS};
+pub use crate::dir::{LogDir, TopicPartition, TOPIC_NAME_CHARS_MAX};
 pub use crate::error::LogError;
 pub use crate::log::{Appended, FileRange, Log, VerifyReport};

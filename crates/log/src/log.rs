@@ -318,6 +318,8 @@ impl Log {
         }
         let active = &mut segments.active;
         let base_offset = active.summary.next_offset;
+        // Nothing is durable that was not appended (lock order: segments, then sync).
+        debug_assert!(lock(&self.sync).durable_offset <= base_offset);
         let mut next_offset = base_offset;
         for (position, header) in &headers {
             batch::set_base_offset(&mut records[*position..], next_offset);
@@ -337,6 +339,14 @@ impl Log {
             active.summary.observe(&header);
             batch_offset = header.next_offset();
         }
+        // The segment's summary must describe exactly the bytes in its file: reads and the
+        // indexes are served from it, so a disagreement would hand out wrong byte ranges.
+        assert_eq!(active.summary.next_offset, next_offset, "offsets assigned and offsets observed disagree");
+        assert_eq!(
+            active.summary.size,
+            write_position + records.len() as u64,
+            "bytes written and bytes observed disagree"
+        );
         Ok(Appended { base_offset, last_offset: next_offset - 1, next_offset })
     }
 
@@ -846,6 +856,8 @@ impl Log {
         segments.touch_loaded(summary.base_offset, self.config().open_segments_max);
         let mut state = lock(&self.sync);
         state.durable_offset = state.durable_offset.max(new_base);
+        // The closed segment was fsynced up to `new_base`, and nothing past it was appended yet.
+        assert_eq!(state.durable_offset, new_base, "durable offset ahead of the appended end");
         tracing::debug!(dir = %self.dir.display(), base_offset = new_base, "rolled segment");
         Ok(())
     }

@@ -100,15 +100,32 @@ impl SegmentSummary {
     /// `index_interval_bytes` have passed since the last one, as Kafka does.
     pub(crate) fn observe(&mut self, header: &BatchHeader) {
         let position = self.size;
+        // Offsets strictly increase: a batch starts at or past where the last one ended (past it
+        // only where the cleaner removed batches) and holds at least one offset.
+        debug_assert!(
+            header.base_offset >= self.next_offset,
+            "batch at {} overlaps offset {}",
+            header.base_offset,
+            self.next_offset - 1
+        );
+        debug_assert!(header.next_offset() > header.base_offset);
         if header.max_timestamp > self.max_timestamp {
             self.max_timestamp = header.max_timestamp;
             self.offset_of_max_timestamp = header.base_offset;
         }
         if self.bytes_since_index_entry >= u64::from(self.index_interval_bytes) {
-            self.index.offsets.push(OffsetEntry {
-                relative_offset: self.relative(header.base_offset),
-                position: position as u32,
-            });
+            let entry =
+                OffsetEntry { relative_offset: self.relative(header.base_offset), position: position as u32 };
+            // An index entry points inside this segment, after the entry before it: a lookup
+            // binary-searches the entries and then reads from the position.
+            debug_assert!(
+                position <= u64::from(u32::MAX),
+                "segment position {position} does not fit an index entry"
+            );
+            debug_assert!(self.index.offsets.last().is_none_or(|last| {
+                last.relative_offset < entry.relative_offset && last.position < entry.position
+            }));
+            self.index.offsets.push(entry);
             self.push_time_entry();
             self.bytes_since_index_entry = 0;
         }

@@ -8,9 +8,9 @@ use crate::error::DecodeError;
 /// The largest value a Variable Byte Integer can hold (four bytes of seven bits).
 pub const VARINT_MAX: u32 = 268_435_455;
 /// A Variable Byte Integer takes at most four bytes; a fifth continuation is malformed.
-pub const VARINT_MAX_BYTES: usize = 4;
+pub const VARINT_BYTES_MAX: usize = 4;
 /// The largest packet MQTT can describe: one type byte, four length bytes and the body.
-pub const PROTOCOL_MAX_PACKET_BYTES: usize = 1 + VARINT_MAX_BYTES + VARINT_MAX as usize;
+pub const PROTOCOL_PACKET_BYTES_MAX: usize = 1 + VARINT_BYTES_MAX + VARINT_MAX as usize;
 
 /// What the front of a buffer holds as a Variable Byte Integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub(crate) enum VarInt {
 /// Reads a Variable Byte Integer (spec 1.5.5) from the front of `buf`.
 pub(crate) fn parse_varint(buf: &[u8]) -> VarInt {
     let mut value: u32 = 0;
-    for (idx, &byte) in buf.iter().take(VARINT_MAX_BYTES).enumerate() {
+    for (idx, &byte) in buf.iter().take(VARINT_BYTES_MAX).enumerate() {
         value |= u32::from(byte & 0x7f) << (7 * idx);
         if byte & 0x80 == 0 {
             let n_bytes = idx + 1;
@@ -38,7 +38,7 @@ pub(crate) fn parse_varint(buf: &[u8]) -> VarInt {
             return VarInt::Value { value, n_bytes };
         }
     }
-    if buf.len() >= VARINT_MAX_BYTES {
+    if buf.len() >= VARINT_BYTES_MAX {
         VarInt::TooLong
     } else {
         VarInt::Incomplete

@@ -59,7 +59,7 @@
 //! memory is taken: the whole packet ([`DEFAULT_MAX_PACKET_BYTES`], 1 MiB, refused by [`check`]
 //! from the header), properties per block ([`DEFAULT_MAX_PROPERTIES`]), user properties per
 //! block ([`DEFAULT_MAX_USER_PROPERTIES`]), topic filters per SUBSCRIBE or UNSUBSCRIBE
-//! ([`DEFAULT_MAX_SUBSCRIPTIONS_PER_PACKET`]) and topic length ([`topic::MAX_TOPIC_BYTES`],
+//! ([`DEFAULT_MAX_SUBSCRIPTIONS_PER_PACKET`]) and topic length ([`topic::TOPIC_BYTES_MAX`],
 //! 65,535 by spec). Decoding allocates only `Vec`s of those bounded entries; it never sizes an
 //! allocation from a length read off the wire.
 //!

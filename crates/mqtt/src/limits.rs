@@ -3,7 +3,7 @@
 //! counts as entries are read (a `Vec` grows only to the limit), so a hostile peer costs at most
 //! these bounds whatever it announces.
 
-use crate::topic::MAX_TOPIC_BYTES;
+use crate::topic::TOPIC_BYTES_MAX;
 
 /// Default largest packet (fixed header included) a connection may send. Devices send small
 /// telemetry; 1 MiB leaves room for firmware chunks while bounding the buffer per connection.
@@ -24,7 +24,7 @@ pub struct Limits {
     pub max_properties: usize,
     /// Most user properties in one property block; see [`DEFAULT_MAX_USER_PROPERTIES`].
     pub max_user_properties: usize,
-    /// Longest topic name or filter, in bytes; at most [`MAX_TOPIC_BYTES`], the spec's bound.
+    /// Longest topic name or filter, in bytes; at most [`TOPIC_BYTES_MAX`], the spec's bound.
     pub max_topic_bytes: usize,
     /// Most entries in a SUBSCRIBE, UNSUBSCRIBE, SUBACK or UNSUBACK; see
     /// [`DEFAULT_MAX_SUBSCRIPTIONS_PER_PACKET`].
@@ -37,7 +37,7 @@ impl Default for Limits {
             max_packet_bytes: DEFAULT_MAX_PACKET_BYTES,
             max_properties: DEFAULT_MAX_PROPERTIES,
             max_user_properties: DEFAULT_MAX_USER_PROPERTIES,
-            max_topic_bytes: MAX_TOPIC_BYTES,
+            max_topic_bytes: TOPIC_BYTES_MAX,
             max_subscriptions_per_packet: DEFAULT_MAX_SUBSCRIPTIONS_PER_PACKET,
         }
     }

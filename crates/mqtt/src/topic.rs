@@ -7,7 +7,7 @@
 //! refused either way.
 
 /// The longest topic name or filter the wire can carry (a two-byte length, MQTT-4.7.3-3).
-pub const MAX_TOPIC_BYTES: usize = 65_535;
+pub const TOPIC_BYTES_MAX: usize = 65_535;
 /// The prefix of a shared subscription's topic filter (spec 4.8.2).
 pub const SHARED_PREFIX: &str = "$share/";
 
@@ -46,7 +46,7 @@ fn check_common(text: &str, limit: usize) -> Result<(), TopicError> {
 }
 
 /// Checks a topic name, as a PUBLISH carries it: non-empty, at most `limit` bytes (at most
-/// [`MAX_TOPIC_BYTES`] on the wire), no U+0000, no wildcard.
+/// [`TOPIC_BYTES_MAX`] on the wire), no U+0000, no wildcard.
 pub fn validate_topic_name(name: &str, limit: usize) -> Result<(), TopicError> {
     check_common(name, limit)?;
     if name.bytes().any(|byte| byte == b'+' || byte == b'#') {
@@ -180,9 +180,9 @@ mod tests {
         assert_eq!(parse_shared("$share/g+/x"), Err(TopicError::InvalidShareName));
         assert_eq!(parse_shared("$share/group"), Err(TopicError::EmptySharedFilter));
         assert_eq!(parse_shared("$share/group/"), Err(TopicError::EmptySharedFilter));
-        assert_eq!(validate_topic_filter("$share/g/a/#", MAX_TOPIC_BYTES), Ok(()));
+        assert_eq!(validate_topic_filter("$share/g/a/#", TOPIC_BYTES_MAX), Ok(()));
         assert_eq!(
-            validate_topic_filter("$share/g/a#", MAX_TOPIC_BYTES),
+            validate_topic_filter("$share/g/a#", TOPIC_BYTES_MAX),
             Err(TopicError::MultiLevelWildcardMisplaced)
         );
     }

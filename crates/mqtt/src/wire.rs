@@ -10,7 +10,7 @@ use crate::frame::{parse_varint, VarInt};
 use crate::string::Utf8Bytes;
 
 /// The longest string or binary value a two-byte length allows.
-pub(crate) const MAX_LENGTH_PREFIXED_BYTES: usize = 65_535;
+pub(crate) const LENGTH_PREFIXED_BYTES_MAX: usize = 65_535;
 
 /// A cursor over `frame[pos..end]`; offsets in errors are from the start of the frame.
 #[derive(Debug)]
@@ -133,7 +133,7 @@ pub(crate) fn put_binary(out: &mut BytesMut, what: &'static str, bytes: &[u8]) -
     let len = u16::try_from(bytes.len()).map_err(|_| EncodeError::TooLong {
         what,
         len: bytes.len(),
-        max: MAX_LENGTH_PREFIXED_BYTES,
+        max: LENGTH_PREFIXED_BYTES_MAX,
     })?;
     out.put_u16(len);
     out.put_slice(bytes);

@@ -38,6 +38,11 @@
 //!
 //! Environment knobs (all optional): `NEXMARK_EVENTS` (bids generated, default 2,500,000),
 //! `NEXMARK_RUNS` (default 5), `NEXMARK_ONLY` (run only the queries whose name contains it).
+//!
+//! Under `cargo test --all-targets` (no `--bench` argument, and a debug build) it is a smoke
+//! test: every query once over `SMOKE_N_EVENTS` events and the memory measurement over
+//! `SMOKE_MEMORY_KEYS` keys, which checks that each query still compiles and runs without event
+//! errors; its figures mean nothing.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -57,6 +62,10 @@ const TARGET_RUN_SECONDS: f64 = 1.2;
 const WARMUP_EVENTS: usize = 100_000;
 /// Distinct keys with open windows in the memory measurement.
 const MEMORY_KEYS: usize = 100_000;
+/// Events, runs and memory keys of the smoke run under `cargo test`.
+const SMOKE_N_EVENTS: usize = 500;
+const SMOKE_N_RUNS: usize = 1;
+const SMOKE_MEMORY_KEYS: usize = 300;
 /// Readings per key in the second memory measurement (state must not grow with them).
 const MEMORY_READINGS_PER_KEY: usize = 5;
 /// The event time of the first event: 2026-01-01T00:00:00Z.
@@ -473,12 +482,12 @@ struct MemoryFigures {
     rss_bytes_per_key: f64,
 }
 
-/// Opens windows for `MEMORY_KEYS` devices with the seed query: every reading is at 5 s of event
+/// Opens windows for `n_keys` devices with the seed query: every reading is at 5 s of event
 /// time, inside the windows ending at 10, 20 and 30 s, so no 30 s window hopping by 10 s closes
 /// and each device holds 3 groups (1 with `SEED_TUMBLING_SQL`). Readings are generated one at a time, so only the job's state
 /// (and the generator's transient garbage, freed at once) is allocated while counting.
-fn measure_memory(sql: &str, readings_per_key: usize) -> MemoryFigures {
-    let n_events = MEMORY_KEYS * readings_per_key;
+fn measure_memory(sql: &str, n_keys: usize, readings_per_key: usize) -> MemoryFigures {
+    let n_events = n_keys * readings_per_key;
     let time_ms = BASE_TIME_MS + 5_000;
     let mut rng = Rng(7);
     let mut job = compile_or_exit(sql);
@@ -487,7 +496,7 @@ fn measure_memory(sql: &str, readings_per_key: usize) -> MemoryFigures {
     COUNTING.store(true, Ordering::Relaxed);
     let mut n_outputs = 0;
     for event_idx in 0..n_events {
-        let event = reading(event_idx % MEMORY_KEYS, time_ms, &mut rng);
+        let event = reading(event_idx % n_keys, time_ms, &mut rng);
         let step = job.push("telemetry", 0, &event, 0);
         n_outputs += step.outputs.len();
     }
@@ -497,8 +506,8 @@ fn measure_memory(sql: &str, readings_per_key: usize) -> MemoryFigures {
     assert_eq!(n_outputs, 0, "no window may close while memory is measured");
     drop(job);
     MemoryFigures {
-        heap_bytes_per_key: heap_bytes as f64 / MEMORY_KEYS as f64,
-        rss_bytes_per_key: rss_after.saturating_sub(rss_before) as f64 / MEMORY_KEYS as f64,
+        heap_bytes_per_key: heap_bytes as f64 / n_keys as f64,
+        rss_bytes_per_key: rss_after.saturating_sub(rss_before) as f64 / n_keys as f64,
     }
 }
 
@@ -507,15 +516,24 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn main() {
-    let n_events = env_usize("NEXMARK_EVENTS", DEFAULT_N_EVENTS);
-    let n_runs = env_usize("NEXMARK_RUNS", DEFAULT_N_RUNS);
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this without it.
+    let smoke = !std::env::args().any(|arg| arg == "--bench");
+    let (n_events, n_runs, n_memory_keys) = if smoke {
+        (SMOKE_N_EVENTS, SMOKE_N_RUNS, SMOKE_MEMORY_KEYS)
+    } else {
+        (
+            env_usize("NEXMARK_EVENTS", DEFAULT_N_EVENTS),
+            env_usize("NEXMARK_RUNS", DEFAULT_N_RUNS),
+            MEMORY_KEYS,
+        )
+    };
     let only = std::env::var("NEXMARK_ONLY").unwrap_or_default();
 
     // Memory first, while the heap is fresh: freed blocks from the throughput runs would be
     // reused and hide growth from VmRSS.
-    let memory_one = measure_memory(SEED_SQL, 1);
-    let memory_many = measure_memory(SEED_SQL, MEMORY_READINGS_PER_KEY);
-    let memory_tumbling = measure_memory(SEED_TUMBLING_SQL, 1);
+    let memory_one = measure_memory(SEED_SQL, n_memory_keys, 1);
+    let memory_many = measure_memory(SEED_SQL, n_memory_keys, MEMORY_READINGS_PER_KEY);
+    let memory_tumbling = measure_memory(SEED_TUMBLING_SQL, n_memory_keys, 1);
 
     let mut generator = BidGenerator::new();
     let bids: Vec<Value> = (0..n_events).map(|_| generator.next_bid()).collect();
@@ -587,8 +605,8 @@ fn main() {
     }
     println!();
     println!(
-        "Memory, seed query, {MEMORY_KEYS} device ids each in 3 open hopping windows ({} groups):",
-        MEMORY_KEYS * 3
+        "Memory, seed query, {n_memory_keys} device ids each in 3 open hopping windows ({} groups):",
+        n_memory_keys * 3
     );
     // VmRSS only means something for the first measurement: the later ones reuse the heap
     // pages the first one freed.
@@ -607,5 +625,8 @@ fn main() {
             memory.heap_bytes_per_key,
             memory.heap_bytes_per_key / n_groups_per_key,
         );
+    }
+    if smoke {
+        println!("smoke run (no --bench argument): every query ran; the figures mean nothing");
     }
 }

@@ -48,16 +48,16 @@ mod window;
 pub use crate::checkpoint::{CheckpointError, CHECKPOINT_VERSION};
 pub use crate::error::{Diagnostic, EventError, LateAction, LateEvent, Position};
 pub use crate::job::{Job, Output, Step};
-pub use crate::matcher::MAX_PARTIAL_MATCHES_PER_KEY;
-pub use crate::parser::MAX_EXPRESSION_DEPTH;
+pub use crate::matcher::PARTIAL_MATCHES_PER_KEY_MAX;
+pub use crate::parser::EXPRESSION_DEPTH_MAX;
 pub use crate::plan::{
-    MAX_DIAGNOSTICS, MAX_LAG_OFFSET, MAX_NAVIGATION_OFFSET, MAX_PATTERN_STEPS, MAX_STATEMENTS,
-    MAX_WINDOWS_PER_EVENT,
+    DIAGNOSTICS_MAX, LAG_OFFSET_MAX, NAVIGATION_OFFSET_MAX, PATTERN_STEPS_MAX, STATEMENTS_MAX,
+    WINDOWS_PER_EVENT_MAX,
 };
 pub use crate::time::{civil_from_days, days_from_civil, format_timestamp, parse_timestamp};
 
 /// The largest query text [`compile`] accepts, in bytes.
-pub const MAX_QUERY_BYTES: usize = 1 << 20;
+pub const QUERY_BYTES_MAX: usize = 1 << 20;
 /// Default for [`JobOptions::max_state_entries`].
 pub const DEFAULT_MAX_STATE_ENTRIES: usize = 1_000_000;
 /// Default for [`JobOptions::idle_key_timeout_ms`]: five minutes.
@@ -123,13 +123,13 @@ pub(crate) fn window_end(millis: i64, size_ms: i64) -> i64 {
 }
 
 /// Compiles a job. On failure, returns every diagnostic found (sorted by position, at most
-/// [`MAX_DIAGNOSTICS`] and a summary line).
+/// [`DIAGNOSTICS_MAX`] and a summary line).
 pub fn compile(sql: &str, options: JobOptions) -> Result<Job, Vec<Diagnostic>> {
     let start = Position { line: 1, column: 1 };
-    if sql.len() > MAX_QUERY_BYTES {
+    if sql.len() > QUERY_BYTES_MAX {
         return Err(vec![Diagnostic::new(
             start,
-            format!("the query is longer than {MAX_QUERY_BYTES} bytes"),
+            format!("the query is longer than {QUERY_BYTES_MAX} bytes"),
         )]);
     }
     let mut option_errors = Vec::new();

@@ -20,7 +20,7 @@
 //! that cannot join it, and once the close boundary passes `start + duration` no row can, so it
 //! is decided (the boundary reaches idle partitions through [`MatcherState::advance`]). A
 //! partition keeps the rows of its undecided attempts only, and at most
-//! [`MAX_PARTIAL_MATCHES_PER_KEY`] partial matches: beyond it the least preferred are dropped
+//! [`PARTIAL_MATCHES_PER_KEY_MAX`] partial matches: beyond it the least preferred are dropped
 //! (the newest attempts first) and an error says so. When no DEFINE condition reads other rows
 //! than the current one, two partial matches at the same program position accept the same
 //! continuations, so only the preferred one is kept (the classic Pike VM): the count per attempt
@@ -34,7 +34,7 @@ use crate::plan::{Instruction, MatchPlan, Navigation, SkipMode};
 use crate::value::{KeyMap, KeyPart, Value};
 
 /// The most partial matches one partition key may hold at once, over all its attempts.
-pub const MAX_PARTIAL_MATCHES_PER_KEY: usize = 10_000;
+pub const PARTIAL_MATCHES_PER_KEY_MAX: usize = 10_000;
 
 /// One partial match: the program position of the next row's variable, and the variable each
 /// row so far was mapped to (the attempt's rows, from its first).
@@ -490,7 +490,7 @@ impl MatcherState {
             }
         }
         // Every row may start a match.
-        let mut budget = MAX_PARTIAL_MATCHES_PER_KEY.saturating_sub(partition.n_threads());
+        let mut budget = PARTIAL_MATCHES_PER_KEY_MAX.saturating_sub(partition.n_threads());
         let mut overflow = false;
         let mut start = NextThreads::new(plan);
         follow(&plan.program, 0, &[], &mut start, &mut budget, &mut overflow);
@@ -503,7 +503,7 @@ impl MatcherState {
         });
 
         // Step every pending attempt over the row, oldest first, each in preference order.
-        let mut budget = MAX_PARTIAL_MATCHES_PER_KEY;
+        let mut budget = PARTIAL_MATCHES_PER_KEY_MAX;
         let mut cache: ConditionCache = vec![None; plan.variables.len()];
         let view = RowsView {
             rows: &partition.rows,
@@ -541,7 +541,7 @@ impl MatcherState {
         }
         if overflow {
             errors.push(format!(
-                "partial-match limit reached: {MAX_PARTIAL_MATCHES_PER_KEY} partial matches for one PARTITION BY key (MAX_PARTIAL_MATCHES_PER_KEY); the least preferred were dropped, so matches may be missed"
+                "partial-match limit reached: {PARTIAL_MATCHES_PER_KEY_MAX} partial matches for one PARTITION BY key (PARTIAL_MATCHES_PER_KEY_MAX); the least preferred were dropped, so matches may be missed"
             ));
         }
         Self::decide(plan, &mut partition.attempts, &partition.key_values, &view, out, errors);

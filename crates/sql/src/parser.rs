@@ -2,7 +2,7 @@
 //!
 //! On a syntax error it records a diagnostic, skips to the next statement boundary (`;`, or a
 //! `SELECT`/`WITH` outside parentheses) and carries on, so that one compile reports the errors of
-//! every statement. Nesting is bounded by [`MAX_EXPRESSION_DEPTH`] so that a hostile query cannot
+//! every statement. Nesting is bounded by [`EXPRESSION_DEPTH_MAX`] so that a hostile query cannot
 //! overflow the stack.
 
 use crate::ast::{
@@ -13,7 +13,7 @@ use crate::error::{Diagnostic, Position};
 use crate::lexer::{Token, TokenKind};
 
 /// The deepest expression nesting the parser accepts.
-pub const MAX_EXPRESSION_DEPTH: usize = 128;
+pub const EXPRESSION_DEPTH_MAX: usize = 128;
 
 /// Words that end an expression or a clause and so cannot be bare identifiers or aliases.
 const RESERVED: [&str; 35] = [
@@ -349,10 +349,10 @@ impl Parser {
 
     fn deeper(&mut self) -> Parsed<()> {
         self.depth += 1;
-        if self.depth > MAX_EXPRESSION_DEPTH {
+        if self.depth > EXPRESSION_DEPTH_MAX {
             let position = self.peek().position;
             return self
-                .error(position, format!("expression nested deeper than {MAX_EXPRESSION_DEPTH} levels"));
+                .error(position, format!("expression nested deeper than {EXPRESSION_DEPTH_MAX} levels"));
         }
         Ok(())
     }
@@ -999,9 +999,9 @@ mod tests {
 
     #[test]
     fn long_operator_chains_are_bounded_too() {
-        let chain = vec!["1"; MAX_EXPRESSION_DEPTH + 1].join(" + ");
+        let chain = vec!["1"; EXPRESSION_DEPTH_MAX + 1].join(" + ");
         assert!(expr(&chain).contains("nested deeper"));
-        let chain = vec!["1"; MAX_EXPRESSION_DEPTH / 2].join(" + ");
+        let chain = vec!["1"; EXPRESSION_DEPTH_MAX / 2].join(" + ");
         assert!(!expr(&chain).contains("error"));
         // After an error the depth is back to zero for the next statement.
         let text =
@@ -1014,7 +1014,7 @@ mod tests {
     #[test]
     fn depth_is_bounded() {
         let text =
-            format!("{}1{}", "(".repeat(MAX_EXPRESSION_DEPTH + 1), ")".repeat(MAX_EXPRESSION_DEPTH + 1));
+            format!("{}1{}", "(".repeat(EXPRESSION_DEPTH_MAX + 1), ")".repeat(EXPRESSION_DEPTH_MAX + 1));
         assert!(expr(&text).contains("nested deeper"));
     }
 }

@@ -15,7 +15,7 @@
 //!   or a step), whether the statement aggregates, and the checks that span clauses.
 //!
 //! The planner keeps going after an error so that one compile reports all of them (up to
-//! [`MAX_DIAGNOSTICS`]).
+//! [`DIAGNOSTICS_MAX`]).
 
 mod expr;
 mod pattern;
@@ -25,10 +25,10 @@ use crate::agg::AggregateKind;
 pub(crate) use crate::ast::SkipMode;
 use crate::expr::CompiledExpr;
 
-pub use self::expr::{MAX_LAG_OFFSET, MAX_WINDOWS_PER_EVENT};
-pub use self::pattern::{MAX_NAVIGATION_OFFSET, MAX_PATTERN_STEPS};
+pub use self::expr::{LAG_OFFSET_MAX, WINDOWS_PER_EVENT_MAX};
+pub use self::pattern::{NAVIGATION_OFFSET_MAX, PATTERN_STEPS_MAX};
 pub(crate) use self::statement::{finish_diagnostics, plan};
-pub use self::statement::{MAX_DIAGNOSTICS, MAX_STATEMENTS};
+pub use self::statement::{DIAGNOSTICS_MAX, STATEMENTS_MAX};
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Shape {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use tidewater_client::{ClusterArgs, KeyValue};
+use tidewater_client::ClusterArgs;
 use tidewater_log::FsyncPolicy;
 use tidewater_security::KafkaPrincipal;
 
@@ -27,26 +27,26 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Log(LogCommand),
     /// Create, list, describe, alter and delete topics on any Kafka-compatible cluster.
-    Topic(TopicArgs),
+    Topic(tidewater_cli::topic::TopicArgs),
     /// Write stdin to a topic, one record per line (like kcat -P). Exits non-zero if any record
     /// was not acknowledged.
-    Produce(ProduceArgs),
+    Produce(tidewater_cli::produce::ProduceArgs),
     /// Print a topic's records to stdout (like kcat -C). Reads partitions by explicit
     /// assignment: no consumer group, no committed offsets.
-    Consume(ConsumeArgs),
+    Consume(tidewater_cli::consume::ConsumeArgs),
     /// Measure any Kafka-compatible cluster: produce and consume throughput, end-to-end latency
     /// at a fixed rate (`scripts/bench` runs the whole suite against `tidewater serve`).
     #[command(subcommand)]
-    Bench(crate::bench::BenchCommand),
+    Bench(tidewater_bench::BenchCommand),
     /// SCRAM users of any Kafka-compatible cluster (create, passwd, list, delete), through
     /// Kafka's AlterUserScramCredentials and DescribeUserScramCredentials.
-    User(UserArgs),
+    User(tidewater_cli::user::UserArgs),
     /// ACLs of any Kafka-compatible cluster (create, list, delete), as kafka-acls.sh manages
     /// them.
-    Acl(AclArgs),
+    Acl(tidewater_cli::acl::AclArgs),
     /// List, describe and delete consumer groups and reset their committed offsets on any
     /// Kafka-compatible cluster (like kafka-consumer-groups).
-    Group(GroupArgs),
+    Group(tidewater_cli::group::GroupArgs),
     /// Simple event processing: an action (webhook, command, device command) for every event of
     /// a topic, with retries, backoff and a dead-letter topic. Register triggers on any
     /// Kafka-compatible cluster and run them in `tidewater serve` or with `trigger run`.
@@ -149,11 +149,6 @@ pub(crate) struct ServeArgs {
     pub(crate) mqtt: MqttArgs,
     #[command(flatten)]
     pub(crate) http: HttpArgs,
-}
-
-/// A principal such as User:alice, checked before it is sent.
-fn parse_principal(text: &str) -> Result<String, String> {
-    text.parse::<KafkaPrincipal>().map(|principal| principal.to_string()).map_err(|error| error.to_string())
 }
 
 /// One `--superusers` value: a list of principals.
@@ -266,17 +261,17 @@ pub(crate) struct MqttArgs {
 }
 
 /// The smallest packet limit accepted: a CONNECT with a device id and key fits easily.
-const MQTT_MIN_PACKET_BYTES: usize = 256;
+const MQTT_PACKET_BYTES_MIN: usize = 256;
 
 impl MqttArgs {
     /// The listener's configuration, after checking the flags.
     pub(crate) fn config(&self) -> anyhow::Result<tidewater_gateway::MqttConfig> {
         anyhow::ensure!(
-            (MQTT_MIN_PACKET_BYTES..=tidewater_gateway::mqtt::MAX_PACKET_BYTES_LIMIT)
+            (MQTT_PACKET_BYTES_MIN..=tidewater_gateway::mqtt::PACKET_BYTES_MAX)
                 .contains(&self.mqtt_max_packet_bytes),
-            "--mqtt-max-packet-bytes must be between {MQTT_MIN_PACKET_BYTES} and {} (a message must fit \
+            "--mqtt-max-packet-bytes must be between {MQTT_PACKET_BYTES_MIN} and {} (a message must fit \
              Kafka's default 1,000,000-byte message limit once it carries its topic and headers)",
-            tidewater_gateway::mqtt::MAX_PACKET_BYTES_LIMIT
+            tidewater_gateway::mqtt::PACKET_BYTES_MAX
         );
         anyhow::ensure!(self.mqtt_max_in_flight > 0, "--mqtt-max-in-flight must be at least 1");
         anyhow::ensure!(self.mqtt_max_connections > 0, "--mqtt-max-connections must be at least 1");
@@ -396,311 +391,6 @@ pub(crate) enum LogCommand {
         /// A topic-partition directory, such as tidewater-data/orders-0.
         dir: PathBuf,
     },
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct UserArgs {
-    #[command(flatten)]
-    pub(crate) connect: ClusterArgs,
-    #[command(subcommand)]
-    pub(crate) command: UserCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum UserCommand {
-    /// Create a user with SCRAM credentials (SCRAM-SHA-256 and SCRAM-SHA-512 unless
-    /// --mechanism says which).
-    Create {
-        name: String,
-        #[command(flatten)]
-        password: PasswordArgs,
-        /// A mechanism to make a credential for; may be repeated.
-        #[arg(long)]
-        mechanism: Vec<tidewater_client::admin::ScramMechanism>,
-        /// PBKDF2 iterations of the credentials (4096 to 16384).
-        #[arg(long, default_value_t = crate::client::user::ITERATIONS_DEFAULT,
-              value_parser = clap::value_parser!(i32).range(4096..=16384))]
-        iterations: i32,
-    },
-    /// Change a user's password, for every mechanism it has.
-    Passwd {
-        name: String,
-        #[command(flatten)]
-        password: PasswordArgs,
-        /// PBKDF2 iterations (4096 to 16384); the user's current count when omitted.
-        #[arg(long, value_parser = clap::value_parser!(i32).range(4096..=16384))]
-        iterations: Option<i32>,
-    },
-    /// List the users and their mechanisms.
-    List,
-    /// Delete a user (every credential it has).
-    Delete { name: String },
-}
-
-/// Where a new password comes from.
-#[derive(Debug, Args)]
-pub(crate) struct PasswordArgs {
-    /// Read the password from the first line of stdin.
-    #[arg(long, conflicts_with = "password")]
-    pub(crate) password_stdin: bool,
-    /// The password (visible to other users of this machine in the process list: prefer
-    /// --password-stdin or the environment variable).
-    #[arg(long, env = "TIDEWATER_USER_PASSWORD", hide_env_values = true)]
-    pub(crate) password: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct AclArgs {
-    #[command(flatten)]
-    pub(crate) connect: ClusterArgs,
-    #[command(subcommand)]
-    pub(crate) command: AclCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum AclCommand {
-    /// Allow or deny a principal operations on resources (one ACL per resource and operation).
-    Create {
-        /// The principal to allow, such as User:alice (User:* for everyone).
-        #[arg(long, value_name = "PRINCIPAL", conflicts_with = "deny", value_parser = parse_principal)]
-        allow: Option<String>,
-        /// The principal to deny; a Deny wins over every Allow.
-        #[arg(long, value_name = "PRINCIPAL", value_parser = parse_principal)]
-        deny: Option<String>,
-        /// The client address the ACL applies to (* for every host).
-        #[arg(long, default_value = "*")]
-        host: String,
-        /// Operations, comma-separated: read, write, create, delete, alter, describe,
-        /// describe_configs, alter_configs, cluster_action, idempotent_write, all.
-        #[arg(long, value_parser = crate::client::acl::parse_operations)]
-        operation: Vec<Vec<tidewater_client::admin::AclOperation>>,
-        #[command(flatten)]
-        resources: AclResources,
-    },
-    /// List ACLs: all of them, or those that apply to the resources and principal given.
-    List {
-        /// Only ACLs of this principal.
-        #[arg(long, value_parser = parse_principal)]
-        principal: Option<String>,
-        #[command(flatten)]
-        resources: AclResources,
-    },
-    /// Delete the ACLs that match the resources and principal given.
-    Delete {
-        /// Only ACLs of this principal.
-        #[arg(long, value_parser = parse_principal)]
-        principal: Option<String>,
-        #[command(flatten)]
-        resources: AclResources,
-        /// Delete every ACL that matches, even with no resource or principal given.
-        #[arg(long)]
-        all: bool,
-    },
-}
-
-/// The resources an ACL command is about, as kafka-acls.sh names them.
-#[derive(Debug, Args)]
-pub(crate) struct AclResources {
-    /// A topic (may be repeated; * for every topic).
-    #[arg(long)]
-    pub(crate) topic: Vec<String>,
-    /// A consumer group (may be repeated).
-    #[arg(long)]
-    pub(crate) group: Vec<String>,
-    /// A transactional id (may be repeated).
-    #[arg(long)]
-    pub(crate) transactional_id: Vec<String>,
-    /// The cluster itself (creating topics, managing ACLs and users, IdempotentWrite).
-    #[arg(long)]
-    pub(crate) cluster: bool,
-    /// literal or prefixed for `create` (literal by default); for `list` and `delete` also any
-    /// or match (the default with a resource: every ACL that applies to it).
-    #[arg(long)]
-    pub(crate) resource_pattern_type: Option<tidewater_client::admin::PatternType>,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct TopicArgs {
-    #[command(flatten)]
-    pub(crate) connect: ClusterArgs,
-    #[command(subcommand)]
-    pub(crate) command: TopicCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum TopicCommand {
-    /// Create a topic (CreateTopics).
-    Create {
-        /// The topic's name.
-        name: String,
-        /// Number of partitions; the broker's default (num.partitions) when omitted.
-        #[arg(long, short = 'p')]
-        partitions: Option<u32>,
-        /// Copies of each partition; the broker's default (default.replication.factor) when
-        /// omitted. A single Tidewater broker accepts only 1.
-        #[arg(long, short = 'r')]
-        replication_factor: Option<u16>,
-        /// A topic config such as retention.ms=3600000; may be repeated.
-        #[arg(long, short = 'c', value_name = "KEY=VALUE")]
-        config: Vec<KeyValue>,
-    },
-    /// List topic names, one per line.
-    List,
-    /// Show a topic's partitions (leader, replicas, in-sync replicas) and its configs, each
-    /// marked with where its value comes from.
-    Describe {
-        /// The topic's name.
-        name: String,
-    },
-    /// Change topic configs in place (IncrementalAlterConfigs): configs not named keep their
-    /// values.
-    Alter {
-        /// The topic's name.
-        name: String,
-        /// Set a config, such as retention.ms=3600000; may be repeated.
-        #[arg(long, short = 'c', value_name = "KEY=VALUE")]
-        config: Vec<KeyValue>,
-        /// Remove a topic override so the config falls back to the broker's default; may be
-        /// repeated.
-        #[arg(long, value_name = "KEY")]
-        delete_config: Vec<String>,
-    },
-    /// Delete a topic and all its records (DeleteTopics).
-    Delete {
-        /// The topic's name.
-        name: String,
-    },
-    /// Grow a topic to COUNT partitions in total (CreatePartitions). Partitions cannot be
-    /// removed, and keys may map to different partitions afterwards.
-    AddPartitions {
-        /// The topic's name.
-        name: String,
-        /// The new total number of partitions.
-        #[arg(long)]
-        count: u32,
-    },
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct ProduceArgs {
-    #[command(flatten)]
-    pub(crate) connect: ClusterArgs,
-    /// The topic to write to.
-    #[arg(long, short = 't')]
-    pub(crate) topic: String,
-    /// Split each line at the first SEP into key and value; a line without SEP gets no key.
-    /// Without this flag the whole line is the value and records have no key.
-    #[arg(long, short = 'K', value_name = "SEP")]
-    pub(crate) key_separator: Option<String>,
-    /// A header added to every record, such as source=sensor-7; may be repeated.
-    #[arg(long, short = 'H', value_name = "KEY=VALUE")]
-    pub(crate) header: Vec<KeyValue>,
-    /// Write every record to this partition; otherwise librdkafka's partitioner picks one
-    /// (by key hash, or spread out for records without a key).
-    #[arg(long, short = 'p')]
-    pub(crate) partition: Option<i32>,
-    /// Acknowledgements to wait for: all (every in-sync replica), 1 (the leader) or 0 (none:
-    /// a failed write goes unnoticed).
-    #[arg(long, default_value = "all")]
-    pub(crate) acks: crate::client::produce::Acks,
-    /// Compression of record batches.
-    #[arg(long, short = 'z', default_value = "none")]
-    pub(crate) compression: crate::client::produce::Compression,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct ConsumeArgs {
-    #[command(flatten)]
-    pub(crate) connect: ClusterArgs,
-    /// The topic to read.
-    #[arg(long, short = 't')]
-    pub(crate) topic: String,
-    /// Read only this partition; all of the topic's partitions otherwise.
-    #[arg(long, short = 'p')]
-    pub(crate) partition: Option<i32>,
-    /// Where to start in each partition: beginning, end (only records produced from now on),
-    /// an OFFSET, or @TIMESTAMP_MS (the first record at or after that time, in milliseconds
-    /// since the Unix epoch).
-    #[arg(long, short = 'o', default_value = "beginning")]
-    pub(crate) from: crate::client::consume::StartFrom,
-    /// Stop after this many records.
-    #[arg(long, short = 'c')]
-    pub(crate) count: Option<u64>,
-    /// Stop once every partition has been read up to its end (its high watermark).
-    #[arg(long, short = 'e')]
-    pub(crate) exit_at_end: bool,
-    /// How each record is printed. Placeholders: %t topic, %p partition, %o offset,
-    /// %T timestamp (ms), %k key, %K key length, %s value, %S value length, %h headers
-    /// (k=v,k=v), %% a percent sign; escapes \n, \t, \r, \\. A missing key prints as nothing
-    /// and its length as -1.
-    #[arg(long, short = 'f', default_value = "%s\\n")]
-    pub(crate) format: crate::client::format::Format,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct GroupArgs {
-    #[command(flatten)]
-    pub(crate) connect: ClusterArgs,
-    #[command(subcommand)]
-    pub(crate) command: GroupCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum GroupCommand {
-    /// List the cluster's groups, one per line: name, state and protocol type.
-    List,
-    /// Show a group's state, its members with the partitions each is assigned, and per partition
-    /// the committed offset, the log end offset and the lag (end - committed; `-` where nothing
-    /// is committed).
-    Describe {
-        /// The group's id.
-        group: String,
-    },
-    /// Delete a group and its committed offsets (DeleteGroups). Only a group without active
-    /// members can be deleted.
-    Delete {
-        /// The group's id.
-        group: String,
-    },
-    /// Move a group's committed offsets for one topic. A dry run that prints the plan unless
-    /// given --execute; committing works only while the group has no active members.
-    ResetOffsets(ResetOffsetsArgs),
-}
-
-#[derive(Debug, Args)]
-#[command(group(
-    clap::ArgGroup::new("target")
-        .required(true)
-        .args(["to_earliest", "to_latest", "to_offset", "to_datetime", "shift_by"])
-))]
-pub(crate) struct ResetOffsetsArgs {
-    /// The group's id.
-    pub(crate) group: String,
-    /// The topic whose offsets move.
-    #[arg(long, short = 't')]
-    pub(crate) topic: String,
-    /// Move only this partition's offset; every partition of the topic otherwise.
-    #[arg(long, short = 'p')]
-    pub(crate) partition: Option<i32>,
-    /// To each partition's log start offset.
-    #[arg(long)]
-    pub(crate) to_earliest: bool,
-    /// To each partition's log end offset (skip everything not yet read).
-    #[arg(long)]
-    pub(crate) to_latest: bool,
-    /// To this offset (moved to the start or end of a partition if outside it).
-    #[arg(long, value_name = "OFFSET", value_parser = clap::value_parser!(i64).range(0..))]
-    pub(crate) to_offset: Option<i64>,
-    /// To the first record at or after this time, in milliseconds since the Unix epoch (the end
-    /// of a partition with no such record).
-    #[arg(long, value_name = "TIMESTAMP_MS", value_parser = clap::value_parser!(i64).range(0..))]
-    pub(crate) to_datetime: Option<i64>,
-    /// By N from the committed offset, back if negative (kept within the partition).
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub(crate) shift_by: Option<i64>,
-    /// Commit the new offsets; without it nothing changes and the plan is only printed.
-    #[arg(long)]
-    pub(crate) execute: bool,
 }
 
 #[cfg(test)]

@@ -1,9 +1,7 @@
 //! The `tidewater` binary: configuration, wiring, subcommands and shutdown. Logic lives in the
 //! library crates; this file only turns command lines into calls.
 
-mod bench;
 mod cli;
-mod client;
 mod device_cmd;
 mod gateway_cmd;
 mod listeners;
@@ -20,13 +18,13 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(*args),
         cli::Command::Log(command) => log_cmd::run(command),
-        cli::Command::Topic(args) => client::topic::run(args),
-        cli::Command::Produce(args) => client::produce::run(args),
-        cli::Command::Consume(args) => client::consume::run(args),
-        cli::Command::Bench(command) => bench::run(command),
-        cli::Command::Group(args) => client::group::run(args),
-        cli::Command::User(args) => client::user::run(args),
-        cli::Command::Acl(args) => client::acl::run(args),
+        cli::Command::Topic(args) => tidewater_cli::topic::run(args),
+        cli::Command::Produce(args) => tidewater_cli::produce::run(args),
+        cli::Command::Consume(args) => tidewater_cli::consume::run(args),
+        cli::Command::Bench(command) => tidewater_bench::run(command),
+        cli::Command::Group(args) => tidewater_cli::group::run(args),
+        cli::Command::User(args) => tidewater_cli::user::run(args),
+        cli::Command::Acl(args) => tidewater_cli::acl::run(args),
         cli::Command::Trigger(args) => trigger_cmd::run(args),
         cli::Command::Query(command) => query_cmd::run(command),
         cli::Command::Device(args) => device_cmd::run(args),

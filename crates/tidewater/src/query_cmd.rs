@@ -192,7 +192,7 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let registry = QueryRegistry::new(connect.cluster_config()?, connect.timeout());
-    crate::client::runtime()?.block_on(command(registry))
+    tidewater_cli::runtime()?.block_on(command(registry))
 }
 
 async fn create(registry: QueryRegistry, args: CreateArgs) -> anyhow::Result<()> {

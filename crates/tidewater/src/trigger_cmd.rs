@@ -21,7 +21,7 @@ use tidewater_jobs::trigger::retry::RetryPolicy;
 use tidewater_jobs::trigger::signature::SigningKey;
 use tidewater_jobs::trigger::{Action, DefinitionSource, Registry, SupervisorOptions, TriggerDefinition};
 
-use crate::client::Connection;
+use tidewater_cli::Connection;
 
 #[derive(Debug, Args)]
 pub(crate) struct TriggerArgs {
@@ -317,7 +317,7 @@ async fn create_trigger(registry: &Registry, connect: &Connection, create: Creat
 fn start_group_at_end(connect: &Connection, definition: &TriggerDefinition) -> anyhow::Result<()> {
     let group_id = definition.group_id();
     let consumer = connect.assign_only_consumer(&[("group.id", &group_id)])?;
-    let partitions = crate::client::topic_partitions(consumer.client(), connect, &definition.topic)
+    let partitions = tidewater_cli::topic_partitions(consumer.client(), connect, &definition.topic)
         .with_context(|| format!("a trigger needs its topic; create {:?} first", definition.topic))?;
     let mut wanted = TopicPartitionList::new();
     for partition in &partitions {

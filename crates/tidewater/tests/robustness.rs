@@ -24,7 +24,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a read may wait for a response or for the server to close the connection.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// `--max-request-bytes` for these tests: small, so oversized frames are cheap to send.
-const MAX_REQUEST_BYTES: usize = 4096;
+const REQUEST_BYTES_MAX: usize = 4096;
 /// Largest response these tests accept, so a bad size prefix cannot make the test allocate.
 const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
 /// The versions the broker serves for the APIs these tests look at (its `SUPPORTED` table).
@@ -48,7 +48,7 @@ impl Server {
         let data_dir = tempfile::tempdir().expect("tempdir");
         let mut args: Vec<String> = extra_args.iter().map(|arg| arg.to_string()).collect();
         if !extra_args.contains(&"--max-request-bytes") {
-            args.extend(["--max-request-bytes".to_string(), MAX_REQUEST_BYTES.to_string()]);
+            args.extend(["--max-request-bytes".to_string(), REQUEST_BYTES_MAX.to_string()]);
         }
         let mut child = Command::new(BINARY)
             .args([
@@ -346,12 +346,12 @@ fn check(server: &mut Server, cases: &[Case]) {
 fn bad_frames_close_only_their_own_connection() {
     let mut server = Server::start(&[]);
     let null_client_id: &[u8] = &[0xff, 0xff];
-    let limit = MAX_REQUEST_BYTES as i32;
+    let limit = REQUEST_BYTES_MAX as i32;
     let mut cases = vec![
         // Framing: refused from the size prefix alone, before the server allocates for it.
         case(
             "size prefix one over --max-request-bytes",
-            framed(&vec![0u8; MAX_REQUEST_BYTES + 1]),
+            framed(&vec![0u8; REQUEST_BYTES_MAX + 1]),
             Expect::Closed { log: BAD_FRAME },
         ),
         case(
@@ -475,7 +475,7 @@ fn a_request_exactly_at_the_size_limit_is_read_and_one_byte_over_is_refused() {
     // A Metadata v1 request padded with trailing bytes to exactly the limit: the codec ignores
     // what follows a complete body, so the server answers it.
     let mut payload = concat(&[&fixed_header(3, 1, 31), &[0xff, 0xff], &(-1i32).to_be_bytes()]);
-    payload.resize(MAX_REQUEST_BYTES, 0);
+    payload.resize(REQUEST_BYTES_MAX, 0);
     let mut stream = server.connect();
     stream.write_all(&framed(&payload)).expect("send");
     let (correlation_id, _) = read_response(&mut stream).expect("a response to a request at the limit");
@@ -489,7 +489,7 @@ fn a_request_exactly_at_the_size_limit_is_read_and_one_byte_over_is_refused() {
     assert!(read_until_closed(&mut stream, "one byte over the limit").is_empty());
     let line = server.wait_for_log(&["bad frame", &peer], STARTUP_TIMEOUT);
     assert!(
-        line.contains(&format!("{} bytes exceeds the limit of {MAX_REQUEST_BYTES}", MAX_REQUEST_BYTES + 1)),
+        line.contains(&format!("{} bytes exceeds the limit of {REQUEST_BYTES_MAX}", REQUEST_BYTES_MAX + 1)),
         "{line}"
     );
     server.assert_healthy("one byte over the limit");

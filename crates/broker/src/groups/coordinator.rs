@@ -179,6 +179,31 @@ impl Group {
             sync_deadline_ms: 0,
         }
     }
+
+    /// The group's bookkeeping, checked after every change in debug builds (tests run every
+    /// path of the state machine through it): a group is Empty exactly when it has no members;
+    /// its leader, if any, is one of them; once a join phase completed (CompletingRebalance,
+    /// Stable) there is a leader, a generation past 0 and no join waiting, and once Stable no
+    /// sync waiting either; it never holds more members than allowed.
+    fn debug_check(&self, max_members: usize) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        debug_assert_eq!(self.state == GroupState::Empty, self.members.is_empty(), "{self:?}");
+        debug_assert!(
+            self.leader.as_ref().is_none_or(|leader| self.members.contains_key(leader)),
+            "{self:?}"
+        );
+        debug_assert!(self.generation_id >= 0, "{self:?}");
+        debug_assert!(self.members.len() <= max_members, "{self:?}");
+        if matches!(self.state, GroupState::CompletingRebalance | GroupState::Stable) {
+            debug_assert!(self.leader.is_some() && self.generation_id > 0, "{self:?}");
+            debug_assert!(self.members.values().all(|member| member.pending_join.is_none()), "{self:?}");
+        }
+        if self.state == GroupState::Stable {
+            debug_assert!(self.members.values().all(|member| member.pending_sync.is_none()), "{self:?}");
+        }
+    }
 }
 
 /// All groups this broker coordinates.
@@ -295,6 +320,7 @@ impl Coordinator {
             prepare_rebalance(group, now_ms, config.initial_rebalance_delay_ms);
         }
         maybe_complete_join(group, now_ms);
+        group.debug_check(config.max_members);
     }
 
     /// Handles a SyncGroup. The result arrives on `respond` once the leader's assignment is in.
@@ -346,6 +372,7 @@ impl Coordinator {
                 }
             }
         }
+        group.debug_check(self.config.max_members);
     }
 
     /// Handles a Heartbeat: keeps the member alive and tells it whether to rejoin.
@@ -390,12 +417,14 @@ impl Coordinator {
         };
         remove_member(group, &member_id, ResponseError::UnknownMemberId);
         after_membership_change(group, now_ms, self.config.initial_rebalance_delay_ms);
+        group.debug_check(self.config.max_members);
         Ok(())
     }
 
     /// Handles time: expired sessions, a join phase whose time is up, a leader that never synced.
     pub fn tick(&mut self, now_ms: i64) {
         let delay = self.config.initial_rebalance_delay_ms;
+        let max_members = self.config.max_members;
         for (group_id, group) in self.groups.iter_mut() {
             group.pending_member_ids.retain(|_, expires| *expires > now_ms);
             let expired: Vec<String> = group
@@ -419,6 +448,7 @@ impl Coordinator {
                 prepare_rebalance(group, now_ms, delay);
             }
             maybe_complete_join(group, now_ms);
+            group.debug_check(max_members);
         }
         // Forget groups with nothing left in them; committed offsets live elsewhere.
         self.groups
@@ -567,6 +597,8 @@ fn maybe_complete_join(group: &mut Group, now_ms: i64) {
     for member_id in missing {
         remove_member(group, &member_id, ResponseError::UnknownMemberId);
     }
+    // The new generation is exactly the members that rejoined in this phase.
+    debug_assert!(group.members.values().all(|member| member.pending_join.is_some()));
     group.generation_id += 1;
     if group.members.is_empty() {
         group.state = GroupState::Empty;

@@ -13,10 +13,10 @@ use tokio::net::TcpStream;
 
 use crate::{wait_for_appends, GatedAppender, KEY};
 
-const MAX_BODY_BYTES: usize = 64;
+const BODY_BYTES_MAX: usize = 64;
 
 async fn start(appender: Arc<dyn Appender>) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
-    start_with(appender, HttpConfig { max_body_bytes: MAX_BODY_BYTES, ..HttpConfig::default() }).await
+    start_with(appender, HttpConfig { max_body_bytes: BODY_BYTES_MAX, ..HttpConfig::default() }).await
 }
 
 async fn start_with(
@@ -131,9 +131,9 @@ async fn a_failed_append_is_service_unavailable() {
 async fn the_body_limit_holds_at_its_boundary_and_refusals_append_nothing() {
     let appender = MemoryAppender::default();
     let (address, _stop) = start(Arc::new(appender.clone())).await;
-    let at_limit = format!(r#"{{"p":"{}"}}"#, "x".repeat(MAX_BODY_BYTES - 8));
-    assert_eq!(at_limit.len(), MAX_BODY_BYTES);
-    let over_limit = format!(r#"{{"p":"{}"}}"#, "x".repeat(MAX_BODY_BYTES - 7));
+    let at_limit = format!(r#"{{"p":"{}"}}"#, "x".repeat(BODY_BYTES_MAX - 8));
+    assert_eq!(at_limit.len(), BODY_BYTES_MAX);
+    let over_limit = format!(r#"{{"p":"{}"}}"#, "x".repeat(BODY_BYTES_MAX - 7));
     let json = "application/json";
     let cases = [
         (request("POST", EVENTS, Some(KEY), json, &over_limit), "413"),

@@ -30,13 +30,13 @@ impl Default for RetryPolicy {
 
 /// Most attempts a trigger may configure: with a 60 s ceiling, 100 attempts is well over an hour
 /// of retrying one event while the events behind it (same key) wait.
-pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+pub const ATTEMPTS_MAX: u32 = 100;
 
 impl RetryPolicy {
     /// Checks the settings make sense, with a message naming the one that does not.
     pub fn validate(&self) -> Result<(), String> {
-        if !(1..=MAX_ATTEMPTS_LIMIT).contains(&self.max_attempts) {
-            return Err(format!("max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}"));
+        if !(1..=ATTEMPTS_MAX).contains(&self.max_attempts) {
+            return Err(format!("max_attempts must be between 1 and {ATTEMPTS_MAX}"));
         }
         if self.initial_backoff_ms == 0 || self.initial_backoff_ms > self.max_backoff_ms {
             return Err("initial_backoff_ms must be at least 1 and at most max_backoff_ms".to_string());

@@ -16,7 +16,7 @@ use tidewater_kafka::kafka_protocol::messages::ApiKey;
 use tidewater_kafka::{decode_request, ApiRange, SupportedVersions};
 
 /// Small enough that the fuzzer reaches the size limit with short inputs.
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
+const REQUEST_BYTES_MAX: usize = 64 * 1024;
 
 fn every_codec_version() -> &'static SupportedVersions {
     static TABLE: OnceLock<SupportedVersions> = OnceLock::new();
@@ -44,7 +44,7 @@ fn decode(payload: &[u8]) {
 fuzz_target!(|data: &[u8]| {
     // As a stream: cut frames the way a connection does until one is incomplete or refused.
     let mut rest = data;
-    while let Ok(Some(frame_len)) = frame::check(rest, MAX_REQUEST_BYTES) {
+    while let Ok(Some(frame_len)) = frame::check(rest, REQUEST_BYTES_MAX) {
         assert!(frame_len >= frame::SIZE_PREFIX_BYTES && frame_len <= rest.len());
         decode(&rest[frame::SIZE_PREFIX_BYTES..frame_len]);
         rest = &rest[frame_len..];

@@ -127,7 +127,7 @@ fn topic_length_limit_boundary() {
         })
     );
     // The spec's own bound: a 65,535-byte topic is fine with the default limits.
-    let longest = "t".repeat(tidewater_mqtt::topic::MAX_TOPIC_BYTES);
+    let longest = "t".repeat(tidewater_mqtt::topic::TOPIC_BYTES_MAX);
     let packet = encode(&publish(&longest, 0, Properties::default()), ProtocolVersion::V311);
     assert!(decode_measured(packet, ProtocolVersion::V311, &Limits::default()).0.is_ok());
 }

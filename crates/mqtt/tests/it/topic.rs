@@ -2,14 +2,14 @@
 //! through one `check` helper; then name and filter validation the same way.
 
 use tidewater_mqtt::topic::{
-    matches, validate_topic_filter, validate_topic_name, TopicError, MAX_TOPIC_BYTES,
+    matches, validate_topic_filter, validate_topic_name, TopicError, TOPIC_BYTES_MAX,
 };
 
 /// Asserts whether `topic` matches `filter`, and that the filter is a valid one.
 #[track_caller]
 fn check(filter: &str, topic: &str, expected: bool) {
-    assert_eq!(validate_topic_filter(filter, MAX_TOPIC_BYTES), Ok(()), "filter {filter:?}");
-    assert_eq!(validate_topic_name(topic, MAX_TOPIC_BYTES), Ok(()), "topic {topic:?}");
+    assert_eq!(validate_topic_filter(filter, TOPIC_BYTES_MAX), Ok(()), "filter {filter:?}");
+    assert_eq!(validate_topic_name(topic, TOPIC_BYTES_MAX), Ok(()), "topic {topic:?}");
     assert_eq!(matches(topic, filter), expected, "{topic:?} against {filter:?}");
 }
 
@@ -76,7 +76,7 @@ fn topic_name_and_filter_validation() {
         ("a\0b", Err(TopicError::NullCharacter)),
     ];
     for (name, expected) in names {
-        assert_eq!(validate_topic_name(name, MAX_TOPIC_BYTES), *expected, "name {name:?}");
+        assert_eq!(validate_topic_name(name, TOPIC_BYTES_MAX), *expected, "name {name:?}");
     }
     let filters: &[(&str, Result<(), TopicError>)] = &[
         ("#", Ok(())),
@@ -99,17 +99,17 @@ fn topic_name_and_filter_validation() {
         ("$share/g/", Err(TopicError::EmptySharedFilter)),
     ];
     for (filter, expected) in filters {
-        assert_eq!(validate_topic_filter(filter, MAX_TOPIC_BYTES), *expected, "filter {filter:?}");
+        assert_eq!(validate_topic_filter(filter, TOPIC_BYTES_MAX), *expected, "filter {filter:?}");
     }
 }
 
 #[test]
 fn topic_length_limit_is_checked_at_its_boundary() {
-    let longest = "a".repeat(MAX_TOPIC_BYTES);
-    assert_eq!(validate_topic_name(&longest, MAX_TOPIC_BYTES), Ok(()));
+    let longest = "a".repeat(TOPIC_BYTES_MAX);
+    assert_eq!(validate_topic_name(&longest, TOPIC_BYTES_MAX), Ok(()));
     assert_eq!(
         validate_topic_name(&longest, 10),
-        Err(TopicError::TooLong { len: MAX_TOPIC_BYTES, limit: 10 })
+        Err(TopicError::TooLong { len: TOPIC_BYTES_MAX, limit: 10 })
     );
     assert_eq!(validate_topic_filter("abcdefghij/#", 12), Ok(()));
     assert_eq!(validate_topic_filter("abcdefghij/#", 11), Err(TopicError::TooLong { len: 12, limit: 11 }));
@@ -177,8 +177,8 @@ proptest::proptest! {
     /// Every valid name and filter pair matches exactly when the model says so.
     #[test]
     fn matching_agrees_with_the_level_by_level_model(topic in small_name(), filter in small_filter()) {
-        proptest::prop_assert_eq!(validate_topic_name(&topic, MAX_TOPIC_BYTES), Ok(()));
-        proptest::prop_assert_eq!(validate_topic_filter(&filter, MAX_TOPIC_BYTES), Ok(()), "{}", filter);
+        proptest::prop_assert_eq!(validate_topic_name(&topic, TOPIC_BYTES_MAX), Ok(()));
+        proptest::prop_assert_eq!(validate_topic_filter(&filter, TOPIC_BYTES_MAX), Ok(()), "{}", filter);
         let expected = matches_model(&topic, &filter);
         proptest::prop_assert_eq!(matches(&topic, &filter), expected, "{} against {}", topic, filter);
     }

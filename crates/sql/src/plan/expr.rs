@@ -21,9 +21,9 @@ use super::{AggregateSpec, AnalyticKind, AnalyticPlan, Shape, WindowSpec};
 
 /// The most hopping windows one event may fall into (`size / hop`), which bounds the work an
 /// event causes.
-pub const MAX_WINDOWS_PER_EVENT: i64 = 10_000;
+pub const WINDOWS_PER_EVENT_MAX: i64 = 10_000;
 /// The largest `n` of `LAG(x, n)`.
-pub const MAX_LAG_OFFSET: i64 = 10_000;
+pub const LAG_OFFSET_MAX: i64 = 10_000;
 
 /// What expressions in the current clause may refer to.
 pub(super) struct Scope<'a> {
@@ -766,8 +766,8 @@ impl Planner<'_> {
                     Some(offset) => self.positive_int(offset, "the LAG offset"),
                     None => Some(1),
                 };
-                if offset.is_some_and(|offset| offset > MAX_LAG_OFFSET) {
-                    self.error(args[1].position, format!("the LAG offset may be at most {MAX_LAG_OFFSET}"));
+                if offset.is_some_and(|offset| offset > LAG_OFFSET_MAX) {
+                    self.error(args[1].position, format!("the LAG offset may be at most {LAG_OFFSET_MAX}"));
                     return None;
                 }
                 let default = match args.get(2) {
@@ -874,7 +874,7 @@ impl Planner<'_> {
                 ("tumblingwindow" | "tumbling", [size_ms]) => WindowSpec::Tumbling { size_ms: *size_ms },
                 ("slidingwindow" | "sliding", [size_ms]) => WindowSpec::Sliding { size_ms: *size_ms },
                 ("hoppingwindow" | "hopping", [size_ms, hop_ms])
-                    if size_ms / hop_ms <= MAX_WINDOWS_PER_EVENT =>
+                    if size_ms / hop_ms <= WINDOWS_PER_EVENT_MAX =>
                 {
                     WindowSpec::Hopping { size_ms: *size_ms, hop_ms: *hop_ms }
                 }
@@ -904,10 +904,10 @@ impl Planner<'_> {
                 let size_ms = self.duration(&args[0], &args[1], "the window size");
                 let hop_ms = self.duration(&args[0], &args[2], "the hop size");
                 let (size_ms, hop_ms) = (size_ms?, hop_ms?);
-                if size_ms / hop_ms > MAX_WINDOWS_PER_EVENT {
+                if size_ms / hop_ms > WINDOWS_PER_EVENT_MAX {
                     self.error(
                         args[2].position,
-                        format!("the hop is too small: one event would fall into more than {MAX_WINDOWS_PER_EVENT} windows"),
+                        format!("the hop is too small: one event would fall into more than {WINDOWS_PER_EVENT_MAX} windows"),
                     );
                     return None;
                 }

@@ -6,7 +6,7 @@
 //! The pattern becomes a program of [`Instruction`]s in the order of the pattern's
 //! preferences, so that the matcher's first complete match is the one a backtracking regular
 //! expression engine would find (greedy quantifiers, left alternative first). Quantifiers with
-//! bounds are unrolled, which is why the program's size is limited ([`MAX_PATTERN_STEPS`]).
+//! bounds are unrolled, which is why the program's size is limited ([`PATTERN_STEPS_MAX`]).
 //!
 //! In DEFINE and MEASURES a name is read as follows. `X.col` with `X` a pattern variable reads
 //! a row mapped to `X`: in `X`'s own DEFINE the current row, elsewhere the last row mapped to
@@ -26,9 +26,9 @@ use super::{Condition, Instruction, MatchPlan, Navigation, Shape};
 
 /// The most program steps a pattern may compile to, counting each unrolled copy of a bounded
 /// quantifier (`A{3}` is three steps): it bounds the work and state of one partial match.
-pub const MAX_PATTERN_STEPS: usize = 10_000;
+pub const PATTERN_STEPS_MAX: usize = 10_000;
 /// The largest `n` of `FIRST(X.e, n)` and `LAST(X.e, n)`.
-pub const MAX_NAVIGATION_OFFSET: i64 = 10_000;
+pub const NAVIGATION_OFFSET_MAX: i64 = 10_000;
 
 /// Which clause of MATCH_RECOGNIZE an expression is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,11 +252,11 @@ impl Planner<'_> {
             failed = true;
         }
         let size = program_size(&clause.pattern);
-        if size > MAX_PATTERN_STEPS {
+        if size > PATTERN_STEPS_MAX {
             self.error(
                 clause.pattern.position,
                 format!(
-                    "the pattern is too large: its quantifiers unroll to more than {MAX_PATTERN_STEPS} steps"
+                    "the pattern is too large: its quantifiers unroll to more than {PATTERN_STEPS_MAX} steps"
                 ),
             );
             return None;
@@ -502,13 +502,13 @@ impl Planner<'_> {
             None => 0,
             Some(offset) => {
                 match &offset.kind {
-                    ExprKind::Literal(Literal::Int(value)) if (0..=MAX_NAVIGATION_OFFSET).contains(value) => {
+                    ExprKind::Literal(Literal::Int(value)) if (0..=NAVIGATION_OFFSET_MAX).contains(value) => {
                         *value as usize
                     }
                     _ => {
                         self.error(
                         offset.position,
-                        format!("the offset of {upper} must be a whole number from 0 to {MAX_NAVIGATION_OFFSET}"),
+                        format!("the offset of {upper} must be a whole number from 0 to {NAVIGATION_OFFSET_MAX}"),
                     );
                         return Some(None);
                     }

@@ -16,9 +16,9 @@ use super::{
 };
 
 /// The most diagnostics one compile returns; the rest are summarised in one last message.
-pub const MAX_DIAGNOSTICS: usize = 100;
+pub const DIAGNOSTICS_MAX: usize = 100;
 /// The most statements (CTEs included) in one job.
-pub const MAX_STATEMENTS: usize = 1_000;
+pub const STATEMENTS_MAX: usize = 1_000;
 
 /// What `join_bound` finds in an ON clause.
 struct JoinBound {
@@ -622,8 +622,8 @@ impl Planner<'_> {
 /// Plans a parsed job. Diagnostics come back unsorted; `finish_diagnostics` orders them.
 pub(crate) fn plan(statements: &[Statement], options: &JobOptions) -> Result<Plan, Vec<Diagnostic>> {
     let mut planner = Planner { options, diagnostics: Vec::new() };
-    if statements.len() > MAX_STATEMENTS {
-        planner.error(Position::default(), format!("a job may have at most {MAX_STATEMENTS} statements"));
+    if statements.len() > STATEMENTS_MAX {
+        planner.error(Position::default(), format!("a job may have at most {STATEMENTS_MAX} statements"));
     }
     if !statements.is_empty() && statements.iter().all(|statement| statement.cte_name.is_some()) {
         planner.error(
@@ -639,7 +639,7 @@ pub(crate) fn plan(statements: &[Statement], options: &JobOptions) -> Result<Pla
     let mut inputs = Vec::new();
     let mut plans: Vec<StatementPlan> = Vec::new();
     let mut failed = false;
-    for statement in statements.iter().take(MAX_STATEMENTS) {
+    for statement in statements.iter().take(STATEMENTS_MAX) {
         if let Some((name, position)) = &statement.cte_name {
             if steps.iter().any(|(step, _)| step.eq_ignore_ascii_case(name)) {
                 planner.error(*position, format!("the WITH step '{name}' is defined twice"));
@@ -702,10 +702,10 @@ pub(crate) fn plan(statements: &[Statement], options: &JobOptions) -> Result<Pla
 pub(crate) fn finish_diagnostics(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
     diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
     diagnostics.dedup();
-    if diagnostics.len() > MAX_DIAGNOSTICS {
-        let more = diagnostics.len() - MAX_DIAGNOSTICS;
-        diagnostics.truncate(MAX_DIAGNOSTICS);
-        let last = diagnostics[MAX_DIAGNOSTICS - 1].clone();
+    if diagnostics.len() > DIAGNOSTICS_MAX {
+        let more = diagnostics.len() - DIAGNOSTICS_MAX;
+        diagnostics.truncate(DIAGNOSTICS_MAX);
+        let last = diagnostics[DIAGNOSTICS_MAX - 1].clone();
         diagnostics.push(Diagnostic {
             line: last.line,
             column: last.column,

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use tidewater_sql::{
-    compile, CheckpointError, Job, JobOptions, LateAction, LatePolicy, MAX_PARTIAL_MATCHES_PER_KEY,
+    compile, CheckpointError, Job, JobOptions, LateAction, LatePolicy, PARTIAL_MATCHES_PER_KEY_MAX,
 };
 
 fn job(query: &str, options: JobOptions) -> Job {
@@ -261,7 +261,7 @@ fn collect_gathers_rows_or_values() {
     );
 }
 
-/// `MAX_PARTIAL_MATCHES_PER_KEY` bounds one key's partial matches; reaching it is reported per
+/// `PARTIAL_MATCHES_PER_KEY_MAX` bounds one key's partial matches; reaching it is reported per
 /// row, and the job carries on. Here every `x` row can be A or B and the conditions read the
 /// match's rows, so each row doubles the partial matches of every attempt.
 #[test]
@@ -279,7 +279,7 @@ fn partial_match_limit_is_reported() {
             let step = job.push("i", 0, &json!({"k": key, "v": "x", "t": index}), 0);
             if let Some(error) = step.errors.first() {
                 assert!(error.message.contains("partial-match limit reached"), "{error:?}");
-                assert!(error.message.contains(&MAX_PARTIAL_MATCHES_PER_KEY.to_string()));
+                assert!(error.message.contains(&PARTIAL_MATCHES_PER_KEY_MAX.to_string()));
                 first_reports[key as usize - 1].get_or_insert(index);
             }
         }

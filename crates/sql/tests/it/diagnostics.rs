@@ -2,8 +2,8 @@
 //! position. Each case is the query and the exact rendered diagnostics (`line:column: message`).
 
 use tidewater_sql::{
-    compile, JobOptions, MAX_DIAGNOSTICS, MAX_EXPRESSION_DEPTH, MAX_LAG_OFFSET, MAX_NAVIGATION_OFFSET,
-    MAX_PATTERN_STEPS, MAX_QUERY_BYTES, MAX_STATEMENTS, MAX_WINDOWS_PER_EVENT,
+    compile, JobOptions, DIAGNOSTICS_MAX, EXPRESSION_DEPTH_MAX, LAG_OFFSET_MAX, NAVIGATION_OFFSET_MAX,
+    PATTERN_STEPS_MAX, QUERY_BYTES_MAX, STATEMENTS_MAX, WINDOWS_PER_EVENT_MAX,
 };
 
 fn render(sql: &str, options: JobOptions) -> String {
@@ -240,12 +240,12 @@ fn types_arity_and_analytics() {
 #[test]
 fn limits() {
     check("", "1:1: the query has no statements");
-    let long = format!("SELECT a INTO o FROM i WHERE a = '{}'", "x".repeat(MAX_QUERY_BYTES));
-    check(&long, &format!("1:1: the query is longer than {MAX_QUERY_BYTES} bytes"));
+    let long = format!("SELECT a INTO o FROM i WHERE a = '{}'", "x".repeat(QUERY_BYTES_MAX));
+    check(&long, &format!("1:1: the query is longer than {QUERY_BYTES_MAX} bytes"));
     let many: String =
-        (0..MAX_DIAGNOSTICS + 5).map(|index| format!("SELECT f{index}() INTO o FROM i;\n")).collect();
+        (0..DIAGNOSTICS_MAX + 5).map(|index| format!("SELECT f{index}() INTO o FROM i;\n")).collect();
     let rendered = render(&many, JobOptions::default());
-    assert_eq!(rendered.lines().count(), MAX_DIAGNOSTICS + 1);
+    assert_eq!(rendered.lines().count(), DIAGNOSTICS_MAX + 1);
     assert!(rendered.trim_end().ends_with("5 more diagnostics not shown"), "{rendered}");
     let options = JobOptions { out_of_order_tolerance_ms: -1, ..JobOptions::default() };
     check_with(
@@ -262,38 +262,38 @@ fn limits_at_their_boundaries() {
     let hopping = |hops: i64| {
         format!("SELECT COUNT(*) AS n INTO o FROM i GROUP BY HoppingWindow(millisecond, {hops}, 1)")
     };
-    assert!(compiles(&hopping(MAX_WINDOWS_PER_EVENT)));
-    assert!(!compiles(&hopping(MAX_WINDOWS_PER_EVENT + 1)));
+    assert!(compiles(&hopping(WINDOWS_PER_EVENT_MAX)));
+    assert!(!compiles(&hopping(WINDOWS_PER_EVENT_MAX + 1)));
     let lag =
         |offset: i64| format!("SELECT LAG(a, {offset}) OVER (LIMIT DURATION(second, 1)) AS p INTO o FROM i");
-    assert!(compiles(&lag(MAX_LAG_OFFSET)));
-    assert!(!compiles(&lag(MAX_LAG_OFFSET + 1)));
+    assert!(compiles(&lag(LAG_OFFSET_MAX)));
+    assert!(!compiles(&lag(LAG_OFFSET_MAX + 1)));
     let pattern = |steps: usize| {
         format!(
             "SELECT * INTO o FROM i MATCH_RECOGNIZE (LIMIT DURATION(second, 1) PATTERN (A{{{steps}}})) AS m"
         )
     };
-    assert!(compiles(&pattern(MAX_PATTERN_STEPS)));
-    assert!(!compiles(&pattern(MAX_PATTERN_STEPS + 1)));
+    assert!(compiles(&pattern(PATTERN_STEPS_MAX)));
+    assert!(!compiles(&pattern(PATTERN_STEPS_MAX + 1)));
     let offset = |offset: i64| {
         format!(
             "SELECT * INTO o FROM i MATCH_RECOGNIZE (LIMIT DURATION(second, 1) MEASURES LAST(A.x, {offset}) AS x PATTERN (A)) AS m"
         )
     };
-    assert!(compiles(&offset(MAX_NAVIGATION_OFFSET)));
-    assert!(!compiles(&offset(MAX_NAVIGATION_OFFSET + 1)));
+    assert!(compiles(&offset(NAVIGATION_OFFSET_MAX)));
+    assert!(!compiles(&offset(NAVIGATION_OFFSET_MAX + 1)));
     let statements = |count: usize| "SELECT a INTO o FROM i;".repeat(count);
-    assert!(compiles(&statements(MAX_STATEMENTS)));
-    assert!(!compiles(&statements(MAX_STATEMENTS + 1)));
+    assert!(compiles(&statements(STATEMENTS_MAX)));
+    assert!(!compiles(&statements(STATEMENTS_MAX + 1)));
     // The select item is one level and each parenthesis one more.
     let nested =
         |depth: usize| format!("SELECT {}1{} AS x INTO o FROM i", "(".repeat(depth), ")".repeat(depth));
-    assert!(compiles(&nested(MAX_EXPRESSION_DEPTH - 1)));
-    assert!(!compiles(&nested(MAX_EXPRESSION_DEPTH)));
-    assert!(compiles(&format!("SELECT a INTO o FROM i WHERE a = '{}'", "x".repeat(MAX_QUERY_BYTES - 40))));
+    assert!(compiles(&nested(EXPRESSION_DEPTH_MAX - 1)));
+    assert!(!compiles(&nested(EXPRESSION_DEPTH_MAX)));
+    assert!(compiles(&format!("SELECT a INTO o FROM i WHERE a = '{}'", "x".repeat(QUERY_BYTES_MAX - 40))));
     // A long operator chain nests as deeply as parentheses: refused, not a stack overflow.
     let chain = format!("SELECT {} AS x INTO o FROM i", vec!["1"; 200_000].join("+"));
-    assert!(chain.len() < MAX_QUERY_BYTES);
+    assert!(chain.len() < QUERY_BYTES_MAX);
     assert!(!compiles(&chain));
 }
 
@@ -386,7 +386,7 @@ fn match_recognize_patterns_and_clauses() {
     check(
         &match_query("PATTERN (A{20000})"),
         &format!(
-            "1:91: the pattern is too large: its quantifiers unroll to more than {MAX_PATTERN_STEPS} steps"
+            "1:91: the pattern is too large: its quantifiers unroll to more than {PATTERN_STEPS_MAX} steps"
         ),
     );
     check(&match_query("PATTERN (A{3,1})"), "1:92: a quantifier {n,m} needs 0 <= n <= m and m > 0");

@@ -18,15 +18,15 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use tidewater_client::ClusterArgs;
 
 use super::{Deliveries, Summary, MEGA};
-use crate::client::produce::{acks_name, Acks, Compression};
-use crate::client::Connection;
+use tidewater_cli::produce::{acks_name, Acks, Compression};
+use tidewater_cli::Connection;
 
 /// Records handed to librdkafka between two polls for delivery reports. Delivered records stay
 /// in librdkafka's bounded queue until their report is served, so this keeps the queue moving.
 const POLL_EVERY_RECORDS: u64 = 1024;
 
 #[derive(Debug, Args)]
-pub(crate) struct ProduceBenchArgs {
+pub struct ProduceBenchArgs {
     #[command(flatten)]
     pub(crate) connect: ClusterArgs,
     /// The topic to write to; created with --partitions partitions if it does not exist.
@@ -131,8 +131,8 @@ pub(crate) fn run(args: ProduceBenchArgs) -> anyhow::Result<()> {
         .add("partitions", partitions.len())
         .add("runs", args.runs)
         .add("records", results.iter().map(|result| result.records).sum::<u64>())
-        .add("mb_per_s", format!("{:.1}", super::median(&mb_per_s).unwrap_or(0.0)))
-        .add("msgs_per_s", format!("{:.0}", super::median(&msgs_per_s).unwrap_or(0.0)))
+        .add("mb_per_s", format!("{:.1}", crate::measure::median(&mb_per_s).unwrap_or(0.0)))
+        .add("msgs_per_s", format!("{:.0}", crate::measure::median(&msgs_per_s).unwrap_or(0.0)))
         .add("mb_per_s_runs", join(&mb_per_s, 1))
         .add("msgs_per_s_runs", join(&msgs_per_s, 0));
     print!("{}", summary.render(args.kv));

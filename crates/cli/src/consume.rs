@@ -19,22 +19,52 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::Args;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use tidewater_client::ClusterArgs;
 
-use super::format::RecordView;
-use super::{CliContext, Connection};
-use crate::cli::ConsumeArgs;
+use crate::format::RecordView;
+use crate::{CliContext, Connection};
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    pub connect: ClusterArgs,
+    /// The topic to read.
+    #[arg(long, short = 't')]
+    pub topic: String,
+    /// Read only this partition; all of the topic's partitions otherwise.
+    #[arg(long, short = 'p')]
+    pub partition: Option<i32>,
+    /// Where to start in each partition: beginning, end (only records produced from now on),
+    /// an OFFSET, or @TIMESTAMP_MS (the first record at or after that time, in milliseconds
+    /// since the Unix epoch).
+    #[arg(long, short = 'o', default_value = "beginning")]
+    pub from: StartFrom,
+    /// Stop after this many records.
+    #[arg(long, short = 'c')]
+    pub count: Option<u64>,
+    /// Stop once every partition has been read up to its end (its high watermark).
+    #[arg(long, short = 'e')]
+    pub exit_at_end: bool,
+    /// How each record is printed. Placeholders: %t topic, %p partition, %o offset,
+    /// %T timestamp (ms), %k key, %K key length, %s value, %S value length, %h headers
+    /// (k=v,k=v), %% a percent sign; escapes \n, \t, \r, \\. A missing key prints as nothing
+    /// and its length as -1.
+    #[arg(long, short = 'f', default_value = "%s\\n")]
+    pub format: crate::format::Format,
+}
 
 /// How long one poll waits for a record before checking for a stop signal and flushing stdout.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// `--from`: where reading starts in each partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StartFrom {
+pub enum StartFrom {
     Beginning,
     /// Only records produced after the command started.
     End,
@@ -64,7 +94,7 @@ impl std::str::FromStr for StartFrom {
     }
 }
 
-pub(crate) fn run(args: ConsumeArgs) -> anyhow::Result<()> {
+pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let connect = &Connection::new(&args.connect)?;
     let timeout = connect.timeout();
     let exit_at_end = args.exit_at_end.to_string();

@@ -77,8 +77,8 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::Deliveries;
-use crate::client::produce::{Acks, Compression};
-use crate::client::Connection;
+use tidewater_cli::produce::{Acks, Compression};
+use tidewater_cli::Connection;
 
 /// Bytes of each record value taken by the stamp: send time, run tag, sequence number.
 const STAMP_BYTES: usize = 24;
@@ -117,7 +117,7 @@ const THROUGHPUT_TAG: u64 = 1;
 const LATENCY_TAG_BASE: u64 = 2;
 
 #[derive(Debug, Args)]
-pub(crate) struct TriggerBenchArgs {
+pub struct TriggerBenchArgs {
     #[command(flatten)]
     pub(crate) connect: ClusterArgs,
     /// Deliveries in flight at once, one throughput measurement each (comma-separated).
@@ -394,7 +394,7 @@ impl Bench<'_> {
                 ceiling_runs.push(ceiling);
             }
             let median_of = |runs: &[RunFigures], pick: fn(&RunFigures) -> f64| {
-                super::median(&runs.iter().map(pick).collect::<Vec<f64>>()).unwrap_or(0.0)
+                crate::measure::median(&runs.iter().map(pick).collect::<Vec<f64>>()).unwrap_or(0.0)
             };
             throughput.push(ThroughputRow {
                 concurrency,
@@ -438,7 +438,7 @@ impl Bench<'_> {
             latency_runs.push(figures);
         }
         let median_of = |pick: fn(&LatencyRow) -> f64| {
-            super::median(&latency_runs.iter().map(pick).collect::<Vec<f64>>()).unwrap_or(0.0)
+            crate::measure::median(&latency_runs.iter().map(pick).collect::<Vec<f64>>()).unwrap_or(0.0)
         };
         let latency = LatencyRow {
             rate: args.rate,
@@ -675,7 +675,8 @@ impl Bench<'_> {
         anyhow::ensure!(!record.latencies_nanos.is_empty(), "no event due after the warm-up arrived");
         record.latencies_nanos.sort_unstable();
         let millis = |percent: f64| {
-            super::percentile(&record.latencies_nanos, percent).map_or(0.0, |nanos| nanos as f64 / 1e6)
+            crate::measure::percentile(&record.latencies_nanos, percent)
+                .map_or(0.0, |nanos| nanos as f64 / 1e6)
         };
         Ok(LatencyRow {
             rate: self.args.rate,
@@ -1138,7 +1139,7 @@ struct CpuWindow {
     cpu: Duration,
     distinct: u64,
     wall: Instant,
-    machine: Option<MachineTicks>,
+    machine: Option<crate::measure::MachineTicks>,
 }
 
 /// How a stretch of a run used the CPUs.
@@ -1166,23 +1167,24 @@ impl std::fmt::Display for CpuUse {
 impl CpuWindow {
     fn start(receiver: &Receiver) -> CpuWindow {
         CpuWindow {
-            cpu: cpu_time(),
+            cpu: crate::measure::process_cpu_time(),
             distinct: receiver.recording.progress().distinct,
             wall: Instant::now(),
-            machine: MachineTicks::read(),
+            machine: crate::measure::MachineTicks::read().ok(),
         }
     }
 
     fn finish(&self, receiver: &Receiver) -> CpuUse {
         let events = receiver.recording.progress().distinct.saturating_sub(self.distinct).max(1);
-        let cpu = cpu_time().saturating_sub(self.cpu).as_secs_f64();
+        let cpu = crate::measure::process_cpu_time().saturating_sub(self.cpu).as_secs_f64();
         let process_cpus = cpu / self.wall.elapsed().as_secs_f64().max(1e-9);
-        let machine = self.machine.zip(MachineTicks::read()).and_then(|(before, after)| {
-            let total = after.total.checked_sub(before.total).filter(|total| *total > 0)?;
-            let busy = after.busy.checked_sub(before.busy)?;
-            let busy_cpus = busy as f64 / total as f64 * after.cpus as f64;
-            Some(((busy_cpus - process_cpus).max(0.0), after.cpus))
-        });
+        let machine =
+            self.machine.zip(crate::measure::MachineTicks::read().ok()).and_then(|(before, after)| {
+                let total = after.total.checked_sub(before.total).filter(|total| *total > 0)?;
+                let busy = after.busy.checked_sub(before.busy)?;
+                let busy_cpus = busy as f64 / total as f64 * after.cpus as f64;
+                Some(((busy_cpus - process_cpus).max(0.0), after.cpus))
+            });
         CpuUse {
             us_per_event: cpu * 1e6 / events as f64,
             process_cpus,
@@ -1190,56 +1192,6 @@ impl CpuWindow {
             machine_cpus: machine.map(|(_, cpus)| cpus),
         }
     }
-}
-
-/// The machine's CPU time from /proc/stat's first line, in clock ticks summed over all CPUs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MachineTicks {
-    /// user, nice, system, irq, softirq, steal.
-    busy: u64,
-    /// busy plus idle and iowait.
-    total: u64,
-    cpus: usize,
-}
-
-impl MachineTicks {
-    fn read() -> Option<MachineTicks> {
-        MachineTicks::parse(&std::fs::read_to_string("/proc/stat").ok()?)
-    }
-
-    fn parse(stat: &str) -> Option<MachineTicks> {
-        let mut lines = stat.lines();
-        let fields: Vec<u64> = lines
-            .next()?
-            .strip_prefix("cpu ")?
-            .split_whitespace()
-            .take(8)
-            .map(|field| field.parse().ok())
-            .collect::<Option<_>>()?;
-        let [user, nice, system, idle, iowait, irq, softirq, steal] = fields[..] else { return None };
-        let cpus = lines
-            .filter(|line| {
-                line.strip_prefix("cpu")
-                    .is_some_and(|rest| rest.starts_with(|first: char| first.is_ascii_digit()))
-            })
-            .count();
-        let busy = user + nice + system + irq + softirq + steal;
-        Some(MachineTicks { busy, total: busy + idle + iowait, cpus })
-    }
-}
-
-/// User plus system CPU time of this process so far.
-fn cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a `rusage` through a valid pointer to one, and nothing else.
-    let status = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    if status != 0 {
-        return Duration::ZERO;
-    }
-    // SAFETY: zero-initialised, then filled in by a successful getrusage.
-    let usage = unsafe { usage.assume_init() };
-    let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
-    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
 /// The final figures: a table for people, `name=value` lines with `kv`.
@@ -1373,14 +1325,6 @@ mod tests {
         assert_eq!(figures.first_delivery_ms, 0.0009);
         assert_eq!(figures.cpu, cpu);
         assert!(RunRecord::new(3, 1, 0, 0).figures(0, cpu).is_none());
-    }
-
-    #[test]
-    fn machine_ticks_come_from_the_first_line_of_proc_stat() {
-        let stat = "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\ncpu1 50 3 25 500 10 2 1 1 0 0\nintr 1\n";
-        assert_eq!(MachineTicks::parse(stat), Some(MachineTicks { busy: 161, total: 1181, cpus: 2 }));
-        assert_eq!(MachineTicks::parse("cpu  1 2 3\n"), None);
-        assert_eq!(MachineTicks::parse(""), None);
     }
 
     #[test]

@@ -27,13 +27,14 @@
 //! delivery counting. Every count, duration and size a user passes is bounded (see the limits
 //! below) before anything is allocated for it.
 
-pub(crate) mod connect;
-pub(crate) mod consume;
-pub(crate) mod e2e;
-pub(crate) mod loopback;
-pub(crate) mod mqtt;
-pub(crate) mod produce;
-pub(crate) mod trigger;
+pub mod connect;
+pub mod consume;
+pub mod e2e;
+pub mod loopback;
+mod measure;
+pub mod mqtt;
+pub mod produce;
+pub mod trigger;
 
 use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,8 +51,8 @@ use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::ClientConfig;
 use tidewater_client::{admin, timeout_ms_for_librdkafka};
 
-use crate::client::produce::{acks_name, compression_name, Acks, Compression};
-use crate::client::{topic_names, topic_partitions, CliContext, Connection};
+use tidewater_cli::produce::{acks_name, compression_name, Acks, Compression};
+use tidewater_cli::{topic_names, topic_partitions, CliContext, Connection};
 
 /// The largest record value a bench sends: librdkafka's default `message.max.bytes` is 1,000,000
 /// bytes for a whole request, so larger records need settings this command does not make.
@@ -70,7 +71,7 @@ const TOPIC_READY_POLL: Duration = Duration::from_millis(100);
 pub(crate) const MEGA: f64 = 1e6;
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum BenchCommand {
+pub enum BenchCommand {
     /// Produce throughput: records as fast as the cluster acknowledges them, several runs,
     /// median MB/s and msgs/s.
     Produce(produce::ProduceBenchArgs),
@@ -95,7 +96,7 @@ pub(crate) enum BenchCommand {
     Loopback(loopback::LoopbackArgs),
 }
 
-pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
+pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Produce(args) => produce::run(args),
         BenchCommand::Consume(args) => consume::run(args),
@@ -154,30 +155,6 @@ pub(crate) fn check_seconds(name: &str, seconds: f64, allow_zero: bool) -> anyho
 pub(crate) fn check_runs(runs: usize) -> anyhow::Result<()> {
     anyhow::ensure!((1..=RUNS_MAX).contains(&runs), "--runs must be between 1 and {RUNS_MAX}, not {runs}");
     Ok(())
-}
-
-/// The median; the mean of the middle two for an even count. `None` for no values.
-pub(crate) fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    match sorted.len() {
-        0 => None,
-        len if len % 2 == 0 => Some((sorted[middle - 1] + sorted[middle]) / 2.0),
-        _ => Some(sorted[middle]),
-    }
-}
-
-/// The nearest-rank percentile of `sorted` (ascending): the smallest value with at least
-/// `percent`% of the values at or below it, as HdrHistogram reports it. `None` when empty.
-pub(crate) fn percentile(sorted: &[u64], percent: f64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    // The tolerance keeps binary fractions from pushing an exact rank up by one (99.9% of 1000
-    // values computes as 999.0000000000001).
-    let rank = (percent * sorted.len() as f64 / 100.0 - 1e-9).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 /// Record values: bytes from a small xorshift generator, so a compressing producer (or disk)
@@ -350,34 +327,6 @@ pub(crate) fn flush(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_even_and_no_values() {
-        let check =
-            |values: &[f64], expected: Option<f64>| assert_eq!(median(values), expected, "{values:?}");
-        check(&[], None);
-        check(&[3.0], Some(3.0));
-        check(&[5.0, 1.0, 3.0], Some(3.0));
-        check(&[4.0, 1.0, 3.0, 2.0], Some(2.5));
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let hundred: Vec<u64> = (1..=100).collect();
-        let thousand: Vec<u64> = (1..=1000).collect();
-        let check = |sorted: &[u64], percent: f64, expected: Option<u64>| {
-            assert_eq!(percentile(sorted, percent), expected, "p{percent} of {} values", sorted.len());
-        };
-        check(&[], 50.0, None);
-        check(&[7], 0.0, Some(7));
-        check(&[7], 99.9, Some(7));
-        check(&hundred, 50.0, Some(50));
-        check(&hundred, 99.0, Some(99));
-        check(&hundred, 99.9, Some(100));
-        check(&hundred, 100.0, Some(100));
-        check(&thousand, 99.9, Some(999));
-        check(&thousand, 0.0, Some(1));
-    }
 
     #[test]
     fn summary_renders_for_people_and_for_scripts() {

@@ -20,13 +20,13 @@ use tidewater_client::ClusterArgs;
 
 use super::{Summary, MEGA};
 
-use crate::client::Connection;
+use tidewater_cli::Connection;
 
 /// How long one poll waits; a run fails after `--timeout-ms` without any record.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Args)]
-pub(crate) struct ConsumeBenchArgs {
+pub struct ConsumeBenchArgs {
     #[command(flatten)]
     pub(crate) connect: ClusterArgs,
     /// The topic to read.
@@ -76,8 +76,8 @@ pub(crate) fn run(args: ConsumeBenchArgs) -> anyhow::Result<()> {
         .add("runs", args.runs)
         .add("records", results.first().map_or(0, |result| result.records))
         .add("bytes", results.first().map_or(0, |result| result.bytes))
-        .add("mb_per_s", format!("{:.1}", super::median(&mb_per_s).unwrap_or(0.0)))
-        .add("msgs_per_s", format!("{:.0}", super::median(&msgs_per_s).unwrap_or(0.0)));
+        .add("mb_per_s", format!("{:.1}", crate::measure::median(&mb_per_s).unwrap_or(0.0)))
+        .add("msgs_per_s", format!("{:.0}", crate::measure::median(&msgs_per_s).unwrap_or(0.0)));
     print!("{}", summary.render(args.kv));
     Ok(())
 }
@@ -87,7 +87,7 @@ fn run_once(args: &ConsumeBenchArgs) -> anyhow::Result<RunResult> {
     let topic = args.topic.as_str();
     let consumer = connect
         .assign_only_consumer(&[("client.id", "tidewater-bench"), ("group.id", "tidewater-bench-consume")])?;
-    let partitions = crate::client::topic_partitions(consumer.client(), connect, topic)?;
+    let partitions = tidewater_cli::topic_partitions(consumer.client(), connect, topic)?;
     // Per partition: the offset to read up to (its high watermark now).
     let mut ends = HashMap::new();
     let mut assignment = TopicPartitionList::with_capacity(partitions.len());

@@ -16,17 +16,45 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::Args;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
+use tidewater_client::{ClusterArgs, KeyValue};
 
 use tidewater_client::timeout_ms_for_librdkafka;
 
-use super::{CliContext, Connection};
-use crate::cli::ProduceArgs;
+use crate::{CliContext, Connection};
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub connect: ClusterArgs,
+    /// The topic to write to.
+    #[arg(long, short = 't')]
+    pub topic: String,
+    /// Split each line at the first SEP into key and value; a line without SEP gets no key.
+    /// Without this flag the whole line is the value and records have no key.
+    #[arg(long, short = 'K', value_name = "SEP")]
+    pub key_separator: Option<String>,
+    /// A header added to every record, such as source=sensor-7; may be repeated.
+    #[arg(long, short = 'H', value_name = "KEY=VALUE")]
+    pub header: Vec<KeyValue>,
+    /// Write every record to this partition; otherwise librdkafka's partitioner picks one
+    /// (by key hash, or spread out for records without a key).
+    #[arg(long, short = 'p')]
+    pub partition: Option<i32>,
+    /// Acknowledgements to wait for: all (every in-sync replica), 1 (the leader) or 0 (none:
+    /// a failed write goes unnoticed).
+    #[arg(long, default_value = "all")]
+    pub acks: Acks,
+    /// Compression of record batches.
+    #[arg(long, short = 'z', default_value = "none")]
+    pub compression: Compression,
+}
 
 /// The longest line read as one record. Longer lines are skipped (and counted as failures)
 /// without being held in memory. Brokers refuse much smaller records by default (Kafka's
@@ -39,7 +67,7 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(100);
 
 /// `--acks`: acknowledgements a record waits for (Kafka's producer `acks`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Acks {
+pub enum Acks {
     /// Every in-sync replica has the record.
     All,
     /// The partition leader has the record.
@@ -52,7 +80,7 @@ pub(crate) enum Acks {
 
 /// `--compression`: how record batches are compressed (Kafka's `compression.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Compression {
+pub enum Compression {
     None,
     Gzip,
     Snappy,
@@ -61,7 +89,7 @@ pub(crate) enum Compression {
 }
 
 /// librdkafka's value of `acks` for `--acks`.
-pub(crate) fn acks_name(acks: Acks) -> &'static str {
+pub fn acks_name(acks: Acks) -> &'static str {
     match acks {
         Acks::All => "all",
         Acks::Leader => "1",
@@ -70,7 +98,7 @@ pub(crate) fn acks_name(acks: Acks) -> &'static str {
 }
 
 /// librdkafka's value of `compression.type` for `--compression`.
-pub(crate) fn compression_name(compression: Compression) -> &'static str {
+pub fn compression_name(compression: Compression) -> &'static str {
     match compression {
         Compression::None => "none",
         Compression::Gzip => "gzip",
@@ -80,7 +108,7 @@ pub(crate) fn compression_name(compression: Compression) -> &'static str {
     }
 }
 
-pub(crate) fn run(args: ProduceArgs) -> anyhow::Result<()> {
+pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let connect = Connection::new(&args.connect)?;
     let timeout = connect.timeout();
     let message_timeout_ms = timeout_ms_for_librdkafka(timeout).to_string();

@@ -8,20 +8,94 @@
 //! filter at all unless `--all`, so one missing flag cannot delete every ACL of a cluster.
 
 use anyhow::Context;
+use clap::{Args, Subcommand};
 use tidewater_client::admin::{
     self as raw, AclBinding, AclBindingFilter, AclOperation, AclPermission, PatternType, ResourceType,
 };
+use tidewater_client::ClusterArgs;
+use tidewater_security::KafkaPrincipal;
 
-use super::{CliContext, Connection};
-use crate::cli::{AclArgs, AclCommand, AclResources};
+use crate::Connection;
 
-pub(crate) fn run(args: AclArgs) -> anyhow::Result<()> {
+/// A principal such as User:alice, checked before it is sent.
+fn parse_principal(text: &str) -> Result<String, String> {
+    text.parse::<KafkaPrincipal>().map(|principal| principal.to_string()).map_err(|error| error.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct AclArgs {
+    #[command(flatten)]
+    pub connect: ClusterArgs,
+    #[command(subcommand)]
+    pub command: AclCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// Allow or deny a principal operations on resources (one ACL per resource and operation).
+    Create {
+        /// The principal to allow, such as User:alice (User:* for everyone).
+        #[arg(long, value_name = "PRINCIPAL", conflicts_with = "deny", value_parser = parse_principal)]
+        allow: Option<String>,
+        /// The principal to deny; a Deny wins over every Allow.
+        #[arg(long, value_name = "PRINCIPAL", value_parser = parse_principal)]
+        deny: Option<String>,
+        /// The client address the ACL applies to (* for every host).
+        #[arg(long, default_value = "*")]
+        host: String,
+        /// Operations, comma-separated: read, write, create, delete, alter, describe,
+        /// describe_configs, alter_configs, cluster_action, idempotent_write, all.
+        #[arg(long, value_parser = parse_operations)]
+        operation: Vec<Vec<AclOperation>>,
+        #[command(flatten)]
+        resources: AclResources,
+    },
+    /// List ACLs: all of them, or those that apply to the resources and principal given.
+    List {
+        /// Only ACLs of this principal.
+        #[arg(long, value_parser = parse_principal)]
+        principal: Option<String>,
+        #[command(flatten)]
+        resources: AclResources,
+    },
+    /// Delete the ACLs that match the resources and principal given.
+    Delete {
+        /// Only ACLs of this principal.
+        #[arg(long, value_parser = parse_principal)]
+        principal: Option<String>,
+        #[command(flatten)]
+        resources: AclResources,
+        /// Delete every ACL that matches, even with no resource or principal given.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// The resources an ACL command is about, as kafka-acls.sh names them.
+#[derive(Debug, Args)]
+pub struct AclResources {
+    /// A topic (may be repeated; * for every topic).
+    #[arg(long)]
+    pub topic: Vec<String>,
+    /// A consumer group (may be repeated).
+    #[arg(long)]
+    pub group: Vec<String>,
+    /// A transactional id (may be repeated).
+    #[arg(long)]
+    pub transactional_id: Vec<String>,
+    /// The cluster itself (creating topics, managing ACLs and users, IdempotentWrite).
+    #[arg(long)]
+    pub cluster: bool,
+    /// literal or prefixed for `create` (literal by default); for `list` and `delete` also any
+    /// or match (the default with a resource: every ACL that applies to it).
+    #[arg(long)]
+    pub resource_pattern_type: Option<tidewater_client::admin::PatternType>,
+}
+
+pub fn run(args: AclArgs) -> anyhow::Result<()> {
     let connect = &Connection::new(&args.connect)?;
     let timeout = connect.timeout();
-    let admin: rdkafka::admin::AdminClient<CliContext> = connect
-        .client_config(&[])
-        .create_with_context(CliContext::default())
-        .context("creating the Kafka admin client")?;
+    let admin = connect.admin_client()?;
     let client = admin.inner();
     match args.command {
         AclCommand::Create { allow, deny, host, operation, resources } => {

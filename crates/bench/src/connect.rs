@@ -34,7 +34,7 @@ const SASL_HANDSHAKE: (i16, i16) = (17, 1);
 const SASL_AUTHENTICATE: (i16, i16) = (36, 1);
 
 #[derive(Debug, Args)]
-pub(crate) struct ConnectBenchArgs {
+pub struct ConnectBenchArgs {
     /// The listener to log in to (a SASL_PLAINTEXT or, with --tls-ca, SASL_SSL one).
     #[arg(long)]
     pub(crate) address: SocketAddr,
@@ -81,8 +81,8 @@ pub(crate) fn run(args: ConnectBenchArgs) -> anyhow::Result<()> {
             runtime.block_on(run_once(&args, mechanism, tls.clone(), duration))?;
         latencies_us.sort_unstable();
         let rate = latencies_us.len() as f64 / elapsed.as_secs_f64();
-        let p50 = super::percentile(&latencies_us, 50.0).unwrap_or(0) as f64 / 1000.0;
-        let p99 = super::percentile(&latencies_us, 99.0).unwrap_or(0) as f64 / 1000.0;
+        let p50 = crate::measure::percentile(&latencies_us, 50.0).unwrap_or(0) as f64 / 1000.0;
+        let p99 = crate::measure::percentile(&latencies_us, 99.0).unwrap_or(0) as f64 / 1000.0;
         eprintln!(
             "  run {}/{}: {} logins in {:.2} s: {rate:.0}/s, p50 {p50:.2} ms, p99 {p99:.2} ms",
             run_idx + 1,
@@ -99,9 +99,9 @@ pub(crate) fn run(args: ConnectBenchArgs) -> anyhow::Result<()> {
         .add("mechanism", mechanism)
         .add("tls", tls.is_some())
         .add("concurrency", args.concurrency)
-        .add("logins_per_s", format!("{:.0}", super::median(&rates).unwrap_or(0.0)))
-        .add("p50_ms", format!("{:.2}", super::median(&p50s).unwrap_or(0.0)))
-        .add("p99_ms", format!("{:.2}", super::median(&p99s).unwrap_or(0.0)));
+        .add("logins_per_s", format!("{:.0}", crate::measure::median(&rates).unwrap_or(0.0)))
+        .add("p50_ms", format!("{:.2}", crate::measure::median(&p50s).unwrap_or(0.0)))
+        .add("p99_ms", format!("{:.2}", crate::measure::median(&p99s).unwrap_or(0.0)));
     print!("{}", summary.render(args.kv));
     Ok(())
 }

@@ -56,8 +56,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::Summary;
-use crate::client::Connection;
+use crate::measure::{self, middle_index, LatencyHistogram, MachineTicks, USER_HZ};
+use crate::Summary;
+use tidewater_cli::Connection;
 
 /// The most connections one command opens. One client address reaches one server port from at
 /// most the ephemeral port range (28,232 ports by default on Linux), so more would need a wider
@@ -91,7 +92,7 @@ const LOAD_KEEP_ALIVE_SECS: u16 = 60;
 const READ_BUFFER_BYTES: usize = 4096;
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum MqttBenchCommand {
+pub enum MqttBenchCommand {
     /// QoS 1 publish rate and PUBACK latency of a fleet of devices (default 1,000), each with
     /// a bounded number of unacknowledged PUBLISHes; with --gateway, also checks that every
     /// acknowledged message reached the telemetry topic.
@@ -102,7 +103,7 @@ pub(crate) enum MqttBenchCommand {
 
 /// What `load` and `idle` share: where the server is and who the devices are.
 #[derive(Debug, Args)]
-pub(crate) struct TargetArgs {
+pub struct TargetArgs {
     #[command(flatten)]
     pub(crate) connect: ClusterArgs,
     /// The MQTT server, host:port.
@@ -125,7 +126,7 @@ pub(crate) struct TargetArgs {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct LoadArgs {
+pub struct LoadArgs {
     #[command(flatten)]
     pub(crate) target: TargetArgs,
     /// Unacknowledged QoS 1 PUBLISHes per connection. 4 by default: a device SDK keeps a small
@@ -156,7 +157,7 @@ pub(crate) struct LoadArgs {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct IdleArgs {
+pub struct IdleArgs {
     #[command(flatten)]
     pub(crate) target: TargetArgs,
     /// The server's process id, whose VmRSS is read before and after.
@@ -582,13 +583,13 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         .add("in_flight", args.in_flight)
         .add("payload_bytes", args.payload_bytes)
         .add("runs", args.runs)
-        .add("msgs_per_s", format!("{:.0}", super::median(&rates).unwrap_or(0.0)))
-        .add("p50_ms", millis(super::median(&p50s).map(|micros| micros as u64)))
-        .add("p99_ms", millis(super::median(&p99s).map(|micros| micros as u64)))
+        .add("msgs_per_s", format!("{:.0}", measure::median(&rates).unwrap_or(0.0)))
+        .add("p50_ms", millis(measure::median(&p50s).map(|micros| micros as u64)))
+        .add("p99_ms", millis(measure::median(&p99s).map(|micros| micros as u64)))
         .add("max_ms", millis(Some(max_micros)))
         .add("acked", acked)
-        .add("client_cpu_us_per_msg", format!("{:.1}", super::median(&client_us).unwrap_or(0.0)));
-    if let Some(server_us) = super::median(&server_us) {
+        .add("client_cpu_us_per_msg", format!("{:.1}", measure::median(&client_us).unwrap_or(0.0)));
+    if let Some(server_us) = measure::median(&server_us) {
         summary.add("server_cpu_us_per_msg", format!("{server_us:.1}"));
     }
     // The shares of the middle window by rate, to go with the median rate.
@@ -689,49 +690,20 @@ async fn publish_loop(
     Ok(())
 }
 
-/// The index of the median value (the lower middle one for an even count).
-fn middle_index(values: &[f64]) -> Option<usize> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&left, &right| values[left].total_cmp(&values[right]));
-    order.get(values.len().saturating_sub(1) / 2).copied()
-}
-
-/// The unit of the CPU times in `/proc` (`USER_HZ`), which Linux fixes at 100 on x86-64, arm64
-/// and riscv whatever the kernel's own tick rate.
-const USER_HZ: u64 = 100;
-
 /// CPU time so far, in `USER_HZ` ticks: the server's (if its pid is known), this process's, and
-/// the whole machine's busy time and its softirq part (where the kernel does much of the work of
-/// TCP over loopback, charged to no process).
+/// the whole machine's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct CpuSample {
     server_ticks: Option<u64>,
     own_ticks: u64,
-    machine_busy_ticks: u64,
-    machine_softirq_ticks: u64,
-    machine_total_ticks: u64,
+    machine: MachineTicks,
 }
 
 impl CpuSample {
     fn take(server_pid: Option<u32>) -> anyhow::Result<CpuSample> {
-        let process_ticks = |path: &str| -> anyhow::Result<u64> {
-            let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-            process_cpu_ticks(&stat).with_context(|| format!("no CPU times in {path}"))
-        };
-        let server_ticks = match server_pid {
-            Some(pid) => Some(process_ticks(&format!("/proc/{pid}/stat"))?),
-            None => None,
-        };
-        let own_ticks = process_ticks("/proc/self/stat")?;
-        let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-        let machine = machine_cpu_ticks(&stat).context("no cpu line in /proc/stat")?;
-        Ok(CpuSample {
-            server_ticks,
-            own_ticks,
-            machine_busy_ticks: machine.busy,
-            machine_softirq_ticks: machine.softirq,
-            machine_total_ticks: machine.total,
-        })
+        let server_ticks = server_pid.map(|pid| measure::process_ticks(Some(pid))).transpose()?;
+        let own_ticks = measure::process_ticks(None)?;
+        Ok(CpuSample { server_ticks, own_ticks, machine: MachineTicks::read()? })
     }
 
     /// The time spent between `earlier` and this sample.
@@ -742,58 +714,26 @@ impl CpuSample {
                 .zip(earlier.server_ticks)
                 .map(|(now, then)| now.saturating_sub(then)),
             own_ticks: self.own_ticks.saturating_sub(earlier.own_ticks),
-            machine_busy_ticks: self.machine_busy_ticks.saturating_sub(earlier.machine_busy_ticks),
-            machine_softirq_ticks: self.machine_softirq_ticks.saturating_sub(earlier.machine_softirq_ticks),
-            machine_total_ticks: self.machine_total_ticks.saturating_sub(earlier.machine_total_ticks),
+            machine: self.machine.since(&earlier.machine),
         }
     }
 
     /// "server / load generator / softirq / other %" of all CPUs' time over an interval: with
     /// "other" high, other programs took CPU the figures would otherwise have had.
     fn shares(&self) -> String {
-        let total = self.machine_total_ticks.max(1) as f64;
+        let machine = &self.machine;
+        let total = machine.total.max(1) as f64;
         let server = self.server_ticks.unwrap_or(0);
-        let other =
-            self.machine_busy_ticks.saturating_sub(server + self.own_ticks + self.machine_softirq_ticks);
+        let other = machine.busy.saturating_sub(server + self.own_ticks + machine.softirq);
         let percent = |ticks: u64| 100.0 * ticks as f64 / total;
         let server = self.server_ticks.map_or("-".to_string(), |ticks| format!("{:.0}", percent(ticks)));
         format!(
             "{server} / {:.0} / {:.0} / {:.0}%",
             percent(self.own_ticks),
-            percent(self.machine_softirq_ticks),
+            percent(machine.softirq),
             percent(other)
         )
     }
-}
-
-/// utime + stime of a `/proc/PID/stat` line. The command name (field 2) is in parentheses and
-/// may hold spaces, so fields are counted after its closing parenthesis.
-fn process_cpu_ticks(stat: &str) -> Option<u64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    // Fields 3.. follow; utime and stime are fields 14 and 15.
-    let mut fields = after_name.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// All CPUs' time, from the first line of `/proc/stat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MachineTicks {
-    /// user, nice, system, irq, softirq and steal (guest time is already in user).
-    busy: u64,
-    softirq: u64,
-    /// busy plus idle and iowait.
-    total: u64,
-}
-
-fn machine_cpu_ticks(stat: &str) -> Option<MachineTicks> {
-    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
-    let ticks: Vec<u64> = line.split_whitespace().skip(1).map(|field| field.parse().unwrap_or(0)).collect();
-    let field = |idx: usize| ticks.get(idx).copied().unwrap_or(0);
-    // user nice system idle iowait irq softirq steal
-    let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
-    Some(MachineTicks { busy, softirq: field(6), total: busy + field(3) + field(4) })
 }
 
 /// Writes into `out` the JSON telemetry message number `sequence` of `device_id`, padded with a
@@ -821,11 +761,11 @@ fn telemetry_payload(out: &mut String, device_id: &str, sequence: u64, unix_ms: 
 fn telemetry_end_offset(cluster: &ClusterArgs, topic: &str) -> anyhow::Result<i64> {
     let connect = &Connection::new(cluster)?;
     let consumer = connect.assign_only_consumer(&[("group.id", "tidewater-bench-mqtt")])?;
-    if !crate::client::topic_names(consumer.client(), connect)?.iter().any(|name| name == topic) {
+    if !tidewater_cli::topic_names(consumer.client(), connect)?.iter().any(|name| name == topic) {
         return Ok(0);
     }
     let mut total = 0;
-    for partition in crate::client::topic_partitions(consumer.client(), connect, topic)? {
+    for partition in tidewater_cli::topic_partitions(consumer.client(), connect, topic)? {
         let (_, high) = consumer
             .fetch_watermarks(topic, partition.id, connect.timeout())
             .with_context(|| format!("reading the end offset of {topic}-{}", partition.id))?;
@@ -842,84 +782,6 @@ fn millis(micros: Option<u64>) -> String {
     }
 }
 
-/// Bits of sub-bucket index: each power of two is cut into 32 buckets, so a bucket is at most
-/// 1/32 of its values wide.
-const SUB_BUCKET_BITS: u32 = 5;
-const SUB_BUCKETS: u64 = 1 << SUB_BUCKET_BITS;
-/// Latencies are clamped below 2^41 us (25 days), which bounds the bucket count.
-const LATENCY_MICROS_MAX: u64 = (1 << 41) - 1;
-const LATENCY_BUCKETS: usize = ((41 - SUB_BUCKET_BITS + 1) as usize) * SUB_BUCKETS as usize;
-
-/// Latencies in microseconds, in log-linear buckets (exact below 32 us, then 32 buckets per
-/// power of two), counted with atomics so every connection task records into one histogram
-/// without a lock. Fixed size whatever the message count.
-#[derive(Debug)]
-struct LatencyHistogram {
-    counts: Box<[AtomicU64]>,
-    max_micros: AtomicU64,
-}
-
-impl Default for LatencyHistogram {
-    fn default() -> Self {
-        LatencyHistogram {
-            counts: (0..LATENCY_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            max_micros: AtomicU64::new(0),
-        }
-    }
-}
-
-impl LatencyHistogram {
-    fn record(&self, latency: Duration) {
-        let micros = (latency.as_micros() as u64).min(LATENCY_MICROS_MAX);
-        self.counts[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
-        self.max_micros.fetch_max(micros, Ordering::Relaxed);
-    }
-
-    fn max_micros(&self) -> u64 {
-        self.max_micros.load(Ordering::Relaxed)
-    }
-
-    /// The nearest-rank percentile, as the upper edge of its bucket (never above the largest
-    /// value recorded); `None` when nothing was recorded.
-    fn percentile(&self, percent: f64) -> Option<u64> {
-        let counts: Vec<u64> = self.counts.iter().map(|count| count.load(Ordering::Relaxed)).collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        // As `super::percentile`: the tolerance keeps binary fractions from adding a rank.
-        let rank = ((percent * total as f64 / 100.0 - 1e-9).ceil() as u64).clamp(1, total);
-        let mut seen = 0;
-        for (index, count) in counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return Some(bucket_high(index).min(self.max_micros()));
-            }
-        }
-        Some(self.max_micros())
-    }
-}
-
-/// The bucket of a value up to [`LATENCY_MICROS_MAX`].
-fn bucket_of(micros: u64) -> usize {
-    if micros < SUB_BUCKETS {
-        return micros as usize;
-    }
-    // micros >> shift is in [32, 64): the top six bits of the value.
-    let shift = 63 - micros.leading_zeros() - SUB_BUCKET_BITS;
-    ((u64::from(shift) + 1) * SUB_BUCKETS + (micros >> shift) - SUB_BUCKETS) as usize
-}
-
-/// The largest value in bucket `index`.
-fn bucket_high(index: usize) -> u64 {
-    let index = index as u64;
-    if index < SUB_BUCKETS {
-        return index;
-    }
-    let shift = index / SUB_BUCKETS - 1;
-    ((SUB_BUCKETS + index % SUB_BUCKETS + 1) << shift) - 1
-}
-
 // --- idle ----------------------------------------------------------------------------------------
 
 async fn idle(args: IdleArgs) -> anyhow::Result<()> {
@@ -928,10 +790,10 @@ async fn idle(args: IdleArgs) -> anyhow::Result<()> {
     let target = &args.target;
     let devices = fleet(target).await?;
     tokio::time::sleep(settle).await;
-    let before_kib = vm_rss_kib(args.pid)?;
+    let before_kib = measure::resident_kib(args.pid)?;
     let sessions = connect_all(target.mqtt, &devices, args.keep_alive_secs).await?;
     tokio::time::sleep(settle).await;
-    let after_kib = vm_rss_kib(args.pid)?;
+    let after_kib = measure::resident_kib(args.pid)?;
     let n_sessions = sessions.len();
     let per_connection_kib = (after_kib as f64 - before_kib as f64) / n_sessions as f64;
     eprintln!(
@@ -977,65 +839,9 @@ async fn idle(args: IdleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A process's resident memory (VmRSS) in KiB.
-fn vm_rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading {path} (is the server running here?)"))?;
-    vm_rss_from_status(&status).with_context(|| format!("no VmRSS line in {path}"))
-}
-
-fn vm_rss_from_status(status: &str) -> Option<u64> {
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn histogram_buckets_cover_every_value_within_a_32nd() {
-        let mut previous_high = None;
-        for index in 0..LATENCY_BUCKETS {
-            let high = bucket_high(index);
-            let low = previous_high.map_or(0, |previous| previous + 1);
-            assert_eq!((bucket_of(low), bucket_of(high)), (index, index), "bucket {index}: {low}..={high}");
-            assert!((high - low) * SUB_BUCKETS <= low.max(1), "bucket {index} too wide: {low}..={high}");
-            previous_high = Some(high);
-        }
-        assert_eq!(previous_high, Some(LATENCY_MICROS_MAX));
-    }
-
-    #[test]
-    fn histogram_percentiles() {
-        let check = |micros: &[u64], expected: &str| {
-            let histogram = LatencyHistogram::default();
-            for &value in micros {
-                histogram.record(Duration::from_micros(value));
-            }
-            let shown = |value: Option<u64>| value.map_or("-".to_string(), |value| value.to_string());
-            let actual = format!(
-                "p50={} p99={} max={}",
-                shown(histogram.percentile(50.0)),
-                shown(histogram.percentile(99.0)),
-                histogram.max_micros()
-            );
-            assert_eq!(actual, expected, "{micros:?}");
-        };
-        check(&[], "p50=- p99=- max=0");
-        check(&[7], "p50=7 p99=7 max=7");
-        // 1..=100 us: exact below 32, then buckets two wide; p99 is capped by the max.
-        check(&(1..=100).collect::<Vec<_>>(), "p50=50 p99=99 max=100");
-        // 990 values of 1 ms and 10 of 50 ms: p99 is still 1 ms (the bucket 992..=1007 us).
-        let mut skewed = vec![1000; 990];
-        skewed.extend([50_000; 10]);
-        check(&skewed, "p50=1007 p99=1007 max=50000");
-        check(
-            &[u64::MAX / 2],
-            &format!("p50={LATENCY_MICROS_MAX} p99={LATENCY_MICROS_MAX} max={LATENCY_MICROS_MAX}"),
-        );
-    }
 
     #[test]
     fn telemetry_payloads_are_json_of_the_asked_size() {
@@ -1054,15 +860,7 @@ mod tests {
     }
 
     #[test]
-    fn the_middle_window_is_the_median_one() {
-        assert_eq!(middle_index(&[]), None);
-        assert_eq!(middle_index(&[5.0]), Some(0));
-        assert_eq!(middle_index(&[30.0, 10.0, 20.0]), Some(2));
-        assert_eq!(middle_index(&[4.0, 1.0, 3.0, 2.0]), Some(3));
-    }
-
-    #[test]
-    fn proc_files() {
+    fn open_files_limits_come_from_proc_limits() {
         let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
                       Max processes             95000                95000                processes \n\
                       Max open files            1024                 20000                files     \n";
@@ -1072,13 +870,5 @@ mod tests {
             Some((u64::MAX, u64::MAX))
         );
         assert_eq!(open_files_limits("nothing here"), None);
-        let stat = "4242 (rdk:broker 0) S 1 4242 4242 0 -1 4194560 100 0 0 0 1200 345 0 0 20 0 9 0\n";
-        assert_eq!(process_cpu_ticks(stat), Some(1545));
-        assert_eq!(process_cpu_ticks("garbage"), None);
-        let machine = "cpu  100 5 20 1000 7 1 2 3 0 0\ncpu0 50 2 10 500 3 0 1 1 0 0\n";
-        assert_eq!(machine_cpu_ticks(machine), Some(MachineTicks { busy: 131, softirq: 2, total: 1138 }));
-        let status = "Name:\ttidewater\nVmHWM:\t  52000 kB\nVmRSS:\t   48128 kB\nRssAnon:\t 1 kB\n";
-        assert_eq!(vm_rss_from_status(status), Some(48128));
-        assert_eq!(vm_rss_from_status("Name:\tx\n"), None);
     }
 }

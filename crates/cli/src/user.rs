@@ -10,22 +10,71 @@
 use std::io::BufRead;
 
 use anyhow::Context;
+use clap::{Args, Subcommand};
 use tidewater_client::admin::{self as raw, ScramAlteration, ScramMechanism, UserScramCredentials};
+use tidewater_client::ClusterArgs;
 
-use super::{CliContext, Connection};
-use crate::cli::{PasswordArgs, UserArgs, UserCommand};
+use crate::{CliContext, Connection};
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(flatten)]
+    pub connect: ClusterArgs,
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user with SCRAM credentials (SCRAM-SHA-256 and SCRAM-SHA-512 unless
+    /// --mechanism says which).
+    Create {
+        name: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        /// A mechanism to make a credential for; may be repeated.
+        #[arg(long)]
+        mechanism: Vec<tidewater_client::admin::ScramMechanism>,
+        /// PBKDF2 iterations of the credentials (4096 to 16384).
+        #[arg(long, default_value_t = ITERATIONS_DEFAULT,
+              value_parser = clap::value_parser!(i32).range(4096..=16384))]
+        iterations: i32,
+    },
+    /// Change a user's password, for every mechanism it has.
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        /// PBKDF2 iterations (4096 to 16384); the user's current count when omitted.
+        #[arg(long, value_parser = clap::value_parser!(i32).range(4096..=16384))]
+        iterations: Option<i32>,
+    },
+    /// List the users and their mechanisms.
+    List,
+    /// Delete a user (every credential it has).
+    Delete { name: String },
+}
+
+/// Where a new password comes from.
+#[derive(Debug, Args)]
+pub struct PasswordArgs {
+    /// Read the password from the first line of stdin.
+    #[arg(long, conflicts_with = "password")]
+    pub password_stdin: bool,
+    /// The password (visible to other users of this machine in the process list: prefer
+    /// --password-stdin or the environment variable).
+    #[arg(long, env = "TIDEWATER_USER_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+}
 
 /// The iterations of credentials `user create` makes unless told: between Kafka's minimum
 /// (4096) and maximum (16384), as Tidewater's bootstrap user gets.
 pub(crate) const ITERATIONS_DEFAULT: i32 = 8192;
 
-pub(crate) fn run(args: UserArgs) -> anyhow::Result<()> {
+pub fn run(args: UserArgs) -> anyhow::Result<()> {
     let connect = &Connection::new(&args.connect)?;
     let timeout = connect.timeout();
-    let admin: rdkafka::admin::AdminClient<CliContext> = connect
-        .client_config(&[])
-        .create_with_context(CliContext::default())
-        .context("creating the Kafka admin client")?;
+    let admin = connect.admin_client()?;
     let client = admin.inner();
     match args.command {
         UserCommand::Create { name, password, mechanism, iterations } => {

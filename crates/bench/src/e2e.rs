@@ -30,8 +30,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tidewater_client::ClusterArgs;
 
 use super::{Deliveries, Summary};
-use crate::client::produce::{Acks, Compression};
-use crate::client::{CliContext, Connection};
+use tidewater_cli::produce::{Acks, Compression};
+use tidewater_cli::{CliContext, Connection};
 
 /// The most latencies one run keeps (8 bytes each): a rate and duration needing more are refused
 /// before anything is allocated.
@@ -48,7 +48,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
-pub(crate) struct E2eBenchArgs {
+pub struct E2eBenchArgs {
     #[command(flatten)]
     pub(crate) connect: ClusterArgs,
     /// The topic to use; by default a new one per command, tidewater-bench-e2e-<unix ms>.
@@ -118,7 +118,7 @@ pub(crate) fn run(args: E2eBenchArgs) -> anyhow::Result<()> {
         partitions.len(),
         args.rate,
         args.record_bytes,
-        crate::client::produce::acks_name(args.acks),
+        tidewater_cli::produce::acks_name(args.acks),
         args.linger_ms,
         args.warmup_secs,
         args.duration_secs
@@ -163,14 +163,14 @@ pub(crate) fn run(args: E2eBenchArgs) -> anyhow::Result<()> {
     let mut acks_nanos = ack_latencies.take();
     acks_nanos.sort_unstable();
     let millis = |nanos: u64| format!("{:.3}", nanos as f64 / 1e6);
-    let pick = |percent: f64| millis(super::percentile(&latencies_nanos, percent).unwrap_or(0));
-    let pick_ack = |percent: f64| millis(super::percentile(&acks_nanos, percent).unwrap_or(0));
+    let pick = |percent: f64| millis(crate::measure::percentile(&latencies_nanos, percent).unwrap_or(0));
+    let pick_ack = |percent: f64| millis(crate::measure::percentile(&acks_nanos, percent).unwrap_or(0));
     let mean = latencies_nanos.iter().map(|&nanos| nanos as f64).sum::<f64>() / latencies_nanos.len() as f64;
     let mut summary = Summary::default();
     summary
         .add("topic", &topic)
         .add("record_bytes", args.record_bytes)
-        .add("acks", crate::client::produce::acks_name(args.acks))
+        .add("acks", tidewater_cli::produce::acks_name(args.acks))
         .add("linger_ms", args.linger_ms)
         .add("rate_msgs_per_s", args.rate)
         .add("achieved_msgs_per_s", format!("{:.0}", sent as f64 / send_elapsed.as_secs_f64()))

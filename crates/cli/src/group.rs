@@ -19,20 +19,87 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::{Args, Subcommand};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use tidewater_client::ClusterArgs;
 
 use tidewater_client::admin::{self as raw, GroupInfo};
 use tidewater_client::assignment::decode_assignment;
 
-use super::{CliContext, Connection};
-use crate::cli::{GroupArgs, GroupCommand, ResetOffsetsArgs};
+use crate::{CliContext, Connection};
+
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    pub connect: ClusterArgs,
+    #[command(subcommand)]
+    pub command: GroupCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// List the cluster's groups, one per line: name, state and protocol type.
+    List,
+    /// Show a group's state, its members with the partitions each is assigned, and per partition
+    /// the committed offset, the log end offset and the lag (end - committed; `-` where nothing
+    /// is committed).
+    Describe {
+        /// The group's id.
+        group: String,
+    },
+    /// Delete a group and its committed offsets (DeleteGroups). Only a group without active
+    /// members can be deleted.
+    Delete {
+        /// The group's id.
+        group: String,
+    },
+    /// Move a group's committed offsets for one topic. A dry run that prints the plan unless
+    /// given --execute; committing works only while the group has no active members.
+    ResetOffsets(ResetOffsetsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("target")
+        .required(true)
+        .args(["to_earliest", "to_latest", "to_offset", "to_datetime", "shift_by"])
+))]
+pub struct ResetOffsetsArgs {
+    /// The group's id.
+    pub group: String,
+    /// The topic whose offsets move.
+    #[arg(long, short = 't')]
+    pub topic: String,
+    /// Move only this partition's offset; every partition of the topic otherwise.
+    #[arg(long, short = 'p')]
+    pub partition: Option<i32>,
+    /// To each partition's log start offset.
+    #[arg(long)]
+    pub to_earliest: bool,
+    /// To each partition's log end offset (skip everything not yet read).
+    #[arg(long)]
+    pub to_latest: bool,
+    /// To this offset (moved to the start or end of a partition if outside it).
+    #[arg(long, value_name = "OFFSET", value_parser = clap::value_parser!(i64).range(0..))]
+    pub to_offset: Option<i64>,
+    /// To the first record at or after this time, in milliseconds since the Unix epoch (the end
+    /// of a partition with no such record).
+    #[arg(long, value_name = "TIMESTAMP_MS", value_parser = clap::value_parser!(i64).range(0..))]
+    pub to_datetime: Option<i64>,
+    /// By N from the committed offset, back if negative (kept within the partition).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub shift_by: Option<i64>,
+    /// Commit the new offsets; without it nothing changes and the plan is only printed.
+    #[arg(long)]
+    pub execute: bool,
+}
 
 /// The protocol type of consumer groups; only their assignments are in the consumer protocol.
 const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 
-pub(crate) fn run(args: GroupArgs) -> anyhow::Result<()> {
+pub fn run(args: GroupArgs) -> anyhow::Result<()> {
     let connect = &Connection::new(&args.connect)?;
     // A consumer only for its ListOffsets (`offsets_for_times`), which asks for the high
     // watermark only at read_uncommitted (librdkafka's default is read_committed); it has no

@@ -9,20 +9,80 @@
 use std::fmt::Write as _;
 
 use anyhow::Context;
-use rdkafka::admin::{AdminClient, AdminOptions, ConfigEntry, ConfigSource, ResourceSpecifier};
+use clap::{Args, Subcommand};
+use rdkafka::admin::{AdminOptions, ConfigEntry, ConfigSource, ResourceSpecifier};
+use tidewater_client::{ClusterArgs, KeyValue};
 
 use tidewater_client::admin::{self as raw, ConfigChange};
 
-use super::{topic_names, topic_partitions, CliContext, Connection, PartitionInfo};
-use crate::cli::{TopicArgs, TopicCommand};
+use crate::{topic_names, topic_partitions, Connection, PartitionInfo};
 
-pub(crate) fn run(args: TopicArgs) -> anyhow::Result<()> {
+#[derive(Debug, Args)]
+pub struct TopicArgs {
+    #[command(flatten)]
+    pub connect: ClusterArgs,
+    #[command(subcommand)]
+    pub command: TopicCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic (CreateTopics).
+    Create {
+        /// The topic's name.
+        name: String,
+        /// Number of partitions; the broker's default (num.partitions) when omitted.
+        #[arg(long, short = 'p')]
+        partitions: Option<u32>,
+        /// Copies of each partition; the broker's default (default.replication.factor) when
+        /// omitted. A single Tidewater broker accepts only 1.
+        #[arg(long, short = 'r')]
+        replication_factor: Option<u16>,
+        /// A topic config such as retention.ms=3600000; may be repeated.
+        #[arg(long, short = 'c', value_name = "KEY=VALUE")]
+        config: Vec<KeyValue>,
+    },
+    /// List topic names, one per line.
+    List,
+    /// Show a topic's partitions (leader, replicas, in-sync replicas) and its configs, each
+    /// marked with where its value comes from.
+    Describe {
+        /// The topic's name.
+        name: String,
+    },
+    /// Change topic configs in place (IncrementalAlterConfigs): configs not named keep their
+    /// values.
+    Alter {
+        /// The topic's name.
+        name: String,
+        /// Set a config, such as retention.ms=3600000; may be repeated.
+        #[arg(long, short = 'c', value_name = "KEY=VALUE")]
+        config: Vec<KeyValue>,
+        /// Remove a topic override so the config falls back to the broker's default; may be
+        /// repeated.
+        #[arg(long, value_name = "KEY")]
+        delete_config: Vec<String>,
+    },
+    /// Delete a topic and all its records (DeleteTopics).
+    Delete {
+        /// The topic's name.
+        name: String,
+    },
+    /// Grow a topic to COUNT partitions in total (CreatePartitions). Partitions cannot be
+    /// removed, and keys may map to different partitions afterwards.
+    AddPartitions {
+        /// The topic's name.
+        name: String,
+        /// The new total number of partitions.
+        #[arg(long)]
+        count: u32,
+    },
+}
+
+pub fn run(args: TopicArgs) -> anyhow::Result<()> {
     let connect = &Connection::new(&args.connect)?;
     let timeout = connect.timeout();
-    let admin: AdminClient<CliContext> = connect
-        .client_config(&[])
-        .create_with_context(CliContext::default())
-        .context("creating the Kafka admin client")?;
+    let admin = connect.admin_client()?;
     match args.command {
         TopicCommand::Create { name, partitions, replication_factor, config } => {
             let topic = raw::NewTopic {

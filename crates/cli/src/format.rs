@@ -12,7 +12,7 @@ use std::io::Write;
 
 /// A parsed `--format`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Format {
+pub struct Format {
     tokens: Vec<Token>,
 }
 

@@ -20,7 +20,7 @@ use super::{Summary, MEGA};
 const CHUNK_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Args)]
-pub(crate) struct LoopbackArgs {
+pub struct LoopbackArgs {
     /// Seconds each run sends for.
     #[arg(long, default_value_t = 2.0)]
     pub(crate) duration_secs: f64,
@@ -56,7 +56,7 @@ pub(crate) fn run(args: LoopbackArgs) -> anyhow::Result<()> {
     summary
         .add("chunk_bytes", chunk_bytes)
         .add("runs", args.runs)
-        .add("mb_per_s", format!("{:.0}", super::median(&rates).unwrap_or(0.0)));
+        .add("mb_per_s", format!("{:.0}", crate::measure::median(&rates).unwrap_or(0.0)));
     print!("{}", summary.render(args.kv));
     Ok(())
 }

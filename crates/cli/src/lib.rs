@@ -12,13 +12,13 @@
 //! Nothing here keeps state between runs. No command joins a consumer group; only
 //! `group reset-offsets --execute` and `group delete` change a group's committed offsets.
 
-pub(crate) mod acl;
-pub(crate) mod consume;
-pub(crate) mod format;
-pub(crate) mod group;
-pub(crate) mod produce;
-pub(crate) mod topic;
-pub(crate) mod user;
+pub mod acl;
+pub mod consume;
+pub mod format;
+pub mod group;
+pub mod produce;
+pub mod topic;
+pub mod user;
 
 use std::time::Duration;
 
@@ -31,23 +31,23 @@ use tidewater_client::{ClusterArgs, ClusterConfig};
 
 /// The cluster a command talks to, from its flags, and how long it waits for it.
 #[derive(Debug, Clone)]
-pub(crate) struct Connection {
-    pub(crate) cluster: ClusterConfig,
+pub struct Connection {
+    pub cluster: ClusterConfig,
     timeout: Duration,
 }
 
 impl Connection {
     /// Resolves the flags: reads the client config file and checks every property.
-    pub(crate) fn new(args: &ClusterArgs) -> anyhow::Result<Connection> {
+    pub fn new(args: &ClusterArgs) -> anyhow::Result<Connection> {
         Ok(Connection { cluster: args.cluster_config()?, timeout: args.timeout() })
     }
 
-    pub(crate) fn timeout(&self) -> Duration {
+    pub fn timeout(&self) -> Duration {
         self.timeout
     }
 
     /// The bootstrap servers, for messages.
-    pub(crate) fn brokers(&self) -> &str {
+    pub fn brokers(&self) -> &str {
         &self.cluster.bootstrap_servers
     }
 
@@ -58,17 +58,25 @@ impl Connection {
     /// not create it (brokers with auto.create.topics.enable would), or `describe` and `consume`
     /// of a mistyped name would leave a new empty topic behind instead of saying it does not
     /// exist.
-    pub(crate) fn client_config(&self, settings: &[(&str, &str)]) -> ClientConfig {
+    pub fn client_config(&self, settings: &[(&str, &str)]) -> ClientConfig {
         let mut all = vec![("client.id", "tidewater-cli"), ("allow.auto.create.topics", "false")];
         all.extend_from_slice(settings);
         self.cluster.client_config(&all)
+    }
+
+    /// An admin client with the commands' base settings and the user's properties, for the
+    /// commands that send admin requests (`topic`, `user`, `acl`).
+    pub fn admin_client(&self) -> anyhow::Result<rdkafka::admin::AdminClient<CliContext>> {
+        self.client_config(&[])
+            .create_with_context(CliContext::default())
+            .context("creating the Kafka admin client")
     }
 
     /// A consumer that reads by explicit assignment and never commits: no auto-commit, no offset
     /// store, and an error (not a silent jump) when a start offset is out of range. librdkafka
     /// needs a `group.id` to build a consumer; `settings` carries it and anything else the caller
     /// needs, and the user's properties are applied last so they win over both.
-    pub(crate) fn assign_only_consumer(
+    pub fn assign_only_consumer(
         &self,
         settings: &[(&str, &str)],
     ) -> anyhow::Result<rdkafka::consumer::BaseConsumer<CliContext>> {
@@ -86,16 +94,16 @@ impl Connection {
 
 /// One partition of a topic as the cluster's metadata describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PartitionInfo {
-    pub(crate) id: i32,
+pub struct PartitionInfo {
+    pub id: i32,
     /// The node id of the partition's leader; -1 while it has none.
-    pub(crate) leader: i32,
-    pub(crate) replicas: Vec<i32>,
-    pub(crate) in_sync_replicas: Vec<i32>,
+    pub leader: i32,
+    pub replicas: Vec<i32>,
+    pub in_sync_replicas: Vec<i32>,
 }
 
 /// Every topic name in the cluster, sorted.
-pub(crate) fn topic_names<C: ClientContext>(
+pub fn topic_names<C: ClientContext>(
     client: &Client<C>,
     connect: &Connection,
 ) -> anyhow::Result<Vec<String>> {
@@ -107,7 +115,7 @@ pub(crate) fn topic_names<C: ClientContext>(
 }
 
 /// The partitions of `topic`, sorted by id; an error if the topic does not exist.
-pub(crate) fn topic_partitions<C: ClientContext>(
+pub fn topic_partitions<C: ClientContext>(
     client: &Client<C>,
     connect: &Connection,
     topic: &str,
@@ -143,7 +151,7 @@ pub(crate) fn topic_partitions<C: ClientContext>(
 /// The error for a metadata request that failed, which almost always means no broker answered
 /// or none let this client in (librdkafka reports a refused login or a failed TLS handshake
 /// that way too, after the same timeout).
-pub(crate) fn unreachable(connect: &Connection, error: KafkaError) -> anyhow::Error {
+pub fn unreachable(connect: &Connection, error: KafkaError) -> anyhow::Error {
     anyhow::anyhow!(
         "no answer from the cluster at {} within {} ms: {error} (is it running? if it requires TLS or \
          SASL, check security.protocol, the certificates and the credentials given with \
@@ -155,7 +163,7 @@ pub(crate) fn unreachable(connect: &Connection, error: KafkaError) -> anyhow::Er
 
 /// Builds the tokio runtime the async admin futures of `rdkafka` are driven on. One thread is
 /// plenty: librdkafka does the network I/O on its own threads and the futures only wait.
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 
@@ -166,4 +174,4 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// End-of-partition notices, which `consume --exit-at-end` asks for, are not errors at all.
 /// librdkafka's own log lines go to the debug log (`--log-level debug`, with `-X debug=...` for
 /// more of them).
-pub(crate) type CliContext = tidewater_client::QuietContext;
+pub type CliContext = tidewater_client::QuietContext;

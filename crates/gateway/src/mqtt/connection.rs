@@ -1,0 +1,472 @@
+//! One MQTT connection: the CONNECT exchange, the hand-over to its [`Session`] (the reader)
+//! and the writer task, and how the connection ends (DISCONNECT, will, linger). The writer holds
+//! each acknowledgement until the append it acknowledges is durable.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tidewater_client::now_ms;
+use tidewater_mqtt::{
+    check, connect_protocol_version, decode_connect, ConnAck, Connect, DecodeError, Disconnect, Limits,
+    Packet, PacketId, Properties, ProtocolVersion, PubResponse, QoS, ReasonCode, Utf8Bytes,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+
+use super::session::Session;
+use super::will::{will_delay, Will};
+use super::{ClientClaim, MqttConfig, Shared, CONNECT_TIMEOUT, WRITE_TIMEOUT};
+use crate::append::{AppendError, PendingAppend};
+use crate::auth::{authenticate, Identity};
+use crate::hub::{ConnectOptions, SessionExpiry};
+
+/// What the reader hands the writer, in the order it must go out.
+///
+/// Kept small: the queue allocates its slots up front, per connection, and nearly every item is
+/// an acknowledgement.
+pub(super) enum Outgoing {
+    /// Boxed: rarer than acknowledgements, and a whole packet is hundreds of bytes.
+    Packet(Box<Packet>),
+    /// `ack` once `pending` is durable; `permit` holds a QoS 1 in-flight slot until then.
+    AfterAppend { pending: PendingAppend, ack: Ack, permit: Option<OwnedSemaphorePermit> },
+    /// Write nothing more.
+    Close,
+}
+
+impl Outgoing {
+    pub(super) fn packet(packet: Packet) -> Outgoing {
+        Outgoing::Packet(Box::new(packet))
+    }
+}
+
+/// A successful PUBACK (QoS 1) or PUBREC (QoS 2), built when it is written.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ack {
+    pub(super) qos: QoS,
+    pub(super) packet_id: PacketId,
+}
+
+impl Ack {
+    pub(super) fn packet(self) -> Packet {
+        let response = PubResponse {
+            packet_id: self.packet_id,
+            reason_code: ReasonCode::Success,
+            properties: Properties::default(),
+        };
+        match self.qos {
+            QoS::ExactlyOnce => Packet::PubRec(response),
+            _ => Packet::PubAck(response),
+        }
+    }
+}
+
+/// Why the reader ended a connection; the DISCONNECT reason for MQTT 5 where there is one.
+#[derive(Debug)]
+pub(super) enum End {
+    /// The client sent DISCONNECT with this reason code.
+    Disconnected(ReasonCode),
+    /// The stream ended or the writer gave up.
+    Quietly,
+    /// Tell an MQTT 5 client why, then close.
+    Because(ReasonCode, String),
+}
+pub(super) async fn run_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let limits = shared.config.limits;
+    let mut buffer = BytesMut::with_capacity(4096);
+
+    let connect =
+        match tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut reader, &mut buffer, &limits)).await {
+            Ok(Ok(Some(frame))) => match decode_connect(frame.clone(), &limits) {
+                Ok(connect) => connect,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "refused a CONNECT that does not decode");
+                    // A CONNACK only if we know which version to say it in; an "MQTT" CONNECT of
+                    // a level we do not speak gets 3.1.1's "unacceptable protocol version"
+                    // (MQTT-3.1.2-2), which every version's client can read.
+                    let version = connect_protocol_version(&frame).or_else(|| {
+                        matches!(error, DecodeError::UnsupportedProtocolLevel { .. })
+                            .then_some(ProtocolVersion::V311)
+                    });
+                    if let Some(version) = version {
+                        let _ = write_packet(
+                            &mut writer,
+                            version,
+                            &connack(error.reason_code(), Properties::default()),
+                        )
+                        .await;
+                    }
+                    return;
+                }
+            },
+            Ok(Ok(None)) => return,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "closed a connection before CONNECT");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no CONNECT within {CONNECT_TIMEOUT:?}; closed");
+                return;
+            }
+        };
+    let version = connect.protocol_version;
+    let devices = shared.directory.borrow().clone();
+    let identity = authenticate(
+        devices.as_deref(),
+        connect.client_id.as_str(),
+        connect.password.as_deref(),
+        shared.config.allow_anonymous,
+    );
+    // The key the device proved it holds, as its hash: a rotated key ends the connection too.
+    let key_hash = match (&identity, &devices) {
+        (Ok(Identity::Device(id)), Some(devices)) => devices.get(id).map(|device| device.key_hash.clone()),
+        _ => None,
+    };
+    // A connection made with a SAS token ends when the token expires, as IoT Hub's do.
+    let credentials_expire_at = connect
+        .password
+        .as_deref()
+        .filter(|password| crate::token::is_token(password))
+        .and_then(|password| crate::token::parse(password).ok())
+        .map(|token| {
+            let left = token.expiry_unix_secs.saturating_sub(crate::auth::unix_now_secs());
+            tokio::time::Instant::now() + Duration::from_secs(left)
+        });
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(code) => {
+            tracing::info!(%peer, client_id = connect.client_id.as_str(), reason = %code, "refused an MQTT connection");
+            let _ = write_packet(&mut writer, version, &connack(code, Properties::default())).await;
+            return;
+        }
+    };
+    let properties = connack_properties(&connect, &shared.config);
+    let client_id = match &properties.assigned_client_identifier {
+        Some(assigned) => assigned.as_str(),
+        None => connect.client_id.as_str(),
+    };
+    // Anonymous clients claim ids of their own kind, so one cannot push a device off by naming
+    // itself after it.
+    let claimed_id = match &identity {
+        Identity::Device(id) => id.clone(),
+        Identity::Anonymous => format!("anonymous/{client_id}"),
+    };
+    let claim = ClientClaim::take(&shared, &claimed_id);
+    let expiry = match (version, connect.clean_start) {
+        (ProtocolVersion::V5, _) => {
+            SessionExpiry::from_interval(connect.properties.session_expiry_interval_secs.unwrap_or(0))
+        }
+        (ProtocolVersion::V311, true) => SessionExpiry::AtDisconnect,
+        (ProtocolVersion::V311, false) => SessionExpiry::Never,
+    };
+    let wake = Arc::new(Notify::new());
+    let options = ConnectOptions {
+        clean_start: connect.clean_start,
+        expiry,
+        version,
+        receive_maximum: connect.properties.receive_maximum.unwrap_or(u16::MAX),
+        maximum_packet_size: connect.properties.maximum_packet_size,
+        device: identity.device_id().map(str::to_string),
+    };
+    let (session_present, owed) =
+        shared.hub.connect(&claimed_id, options, claim.connection_id, wake.clone(), now_ms());
+    let connack = Packet::ConnAck(ConnAck { session_present, reason_code: ReasonCode::Success, properties });
+    if write_packet(&mut writer, version, &connack).await.is_err() {
+        shared.hub.disconnect(&claimed_id, claim.connection_id, None);
+        return;
+    }
+    tracing::debug!(%peer, client_id = connect.client_id.as_str(), ?version, session_present, "MQTT client connected");
+
+    let max_in_flight = usize::from(shared.config.max_in_flight_per_connection.max(1));
+    let (outgoing, queue) = mpsc::channel(max_in_flight * 2 + 8);
+    let writer_task = tokio::spawn(write_loop(writer, queue, version));
+    let mut session = Session {
+        shared: shared.clone(),
+        version,
+        identity,
+        client: claimed_id.clone(),
+        connection_id: claim.connection_id,
+        key_hash,
+        keep_alive: keep_alive_deadline(granted_keep_alive(connect.keep_alive_secs, &shared.config)),
+        qos1_slots: Arc::new(Semaphore::new(max_in_flight)),
+        max_in_flight,
+        outgoing,
+        wake,
+        topic_aliases: HashMap::new(),
+        outbound_aliases: HashMap::new(),
+        client_topic_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
+        credentials_expire_at,
+        expiry_at_disconnect: None,
+    };
+    for (device, (partition, offset)) in owed.delivered {
+        session.record_delivery(device, partition, offset);
+    }
+    let end = match session.send_all(owed.packets).await {
+        Ok(()) => session.read_loop(&mut reader, &mut buffer, stop, &claim.taken_over).await,
+        Err(end) => end,
+    };
+    if let End::Because(code, detail) = &end {
+        tracing::info!(%peer, client_id = connect.client_id.as_str(), reason = %code, detail, "closing an MQTT connection");
+        if version == ProtocolVersion::V5 {
+            let disconnect =
+                Packet::Disconnect(Disconnect { reason_code: *code, properties: Properties::default() });
+            let _ = session.outgoing.send(Outgoing::packet(disconnect)).await;
+        }
+    }
+    shared.hub.disconnect(&claimed_id, claim.connection_id, session.expiry_at_disconnect);
+    // The will goes out unless the client said goodbye without asking for it (spec 3.1.2.5).
+    let publish_will =
+        !matches!(end, End::Disconnected(code) if code != ReasonCode::DisconnectWithWillMessage);
+    if let (true, Some(will)) = (publish_will, &connect.will) {
+        let session_expiry = session.expiry_at_disconnect.unwrap_or(expiry);
+        let will = Will {
+            shared: shared.clone(),
+            identity: session.identity.clone(),
+            client: claimed_id.clone(),
+            will: will.clone(),
+        };
+        match will_delay(&will.will, version, session_expiry) {
+            None => will.publish().await,
+            Some(delay) => will.publish_after(delay, claim.connection_id),
+        }
+    }
+    let _ = session.outgoing.send(Outgoing::Close).await;
+    drop(session);
+    let _ = writer_task.await;
+    if matches!(end, End::Because(..)) {
+        linger(&mut reader, &mut buffer).await;
+    }
+}
+/// How long a connection the gateway closes keeps reading (and discarding) what the client
+/// still sends, and how much of it.
+pub(super) const LINGER: Duration = Duration::from_secs(2);
+pub(super) const LINGER_BYTES_MAX: usize = 1 << 20;
+
+/// After the gateway closed a connection (its DISCONNECT and FIN are sent), reads what the client
+/// still sends until it closes too. Closing a socket with unread bytes makes the kernel send a
+/// reset instead, and a reset can destroy the DISCONNECT before the client reads its reason code.
+pub(super) async fn linger(reader: &mut OwnedReadHalf, buffer: &mut BytesMut) {
+    let drain = async {
+        let mut drained = 0;
+        while drained < LINGER_BYTES_MAX {
+            buffer.clear();
+            match reader.read_buf(buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => drained += read,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// The keep-alive the gateway holds a client to: what it asked for, at most
+/// [`MqttConfig::max_keep_alive_secs`] (and not "none" when there is a maximum).
+pub(super) fn granted_keep_alive(requested: u16, config: &MqttConfig) -> u16 {
+    if config.max_keep_alive_secs == u16::MAX {
+        return requested;
+    }
+    if requested == 0 {
+        config.max_keep_alive_secs
+    } else {
+        requested.min(config.max_keep_alive_secs)
+    }
+}
+/// Sleeps until `deadline`, or forever without one.
+pub(super) async fn sleep_until_or_never(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// 1.5 times the keep-alive, or no deadline for a keep-alive of 0 (spec 3.1.2.10).
+pub(super) fn keep_alive_deadline(keep_alive_secs: u16) -> Option<Duration> {
+    (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500))
+}
+
+/// A CONNACK refusing the connection, or accepting one without a session.
+pub(super) fn connack(reason_code: ReasonCode, properties: Properties) -> Packet {
+    Packet::ConnAck(ConnAck { session_present: false, reason_code, properties })
+}
+
+/// What an MQTT 5 CONNACK tells the client about this server (dropped for 3.1.1).
+pub(super) fn connack_properties(connect: &Connect, config: &MqttConfig) -> Properties {
+    let assigned = connect.client_id.is_empty().then(|| {
+        let mut random = [0u8; 8];
+        let _ = getrandom::getrandom(&mut random);
+        let id: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+        Utf8Bytes::try_from_bytes(Bytes::from(format!("anonymous-{id}"))).unwrap_or_default()
+    });
+    Properties {
+        receive_maximum: Some(config.max_in_flight_per_connection.max(1)),
+        maximum_packet_size: Some(u32::try_from(config.limits.max_packet_bytes).unwrap_or(u32::MAX)),
+        assigned_client_identifier: assigned,
+        server_keep_alive_secs: (granted_keep_alive(connect.keep_alive_secs, config)
+            != connect.keep_alive_secs)
+            .then(|| granted_keep_alive(connect.keep_alive_secs, config)),
+        topic_alias_maximum: Some(config.topic_alias_maximum),
+        wildcard_subscription_available: Some(true),
+        subscription_identifiers_available: Some(true),
+        shared_subscription_available: Some(true),
+        retain_available: Some(true),
+        ..Properties::default()
+    }
+}
+/// Why reading a packet failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReadError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("reading: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the connection closed in the middle of a packet")]
+    Truncated,
+}
+
+/// How much room a read makes in the buffer.
+pub(super) const READ_CHUNK_BYTES: usize = 4096;
+
+/// Reads until a whole packet is buffered and returns it, or `None` at a clean end of stream.
+/// The buffer grows with the bytes received, never with the length a header announces, and an
+/// empty buffer is given back before waiting, so an idle connection holds none.
+pub(super) async fn read_frame(
+    reader: &mut OwnedReadHalf,
+    buffer: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<Bytes>, ReadError> {
+    loop {
+        if let Some(len) = check(buffer, limits.max_packet_bytes)? {
+            return Ok(Some(buffer.split_to(len).freeze()));
+        }
+        if buffer.is_empty() && buffer.capacity() > 0 {
+            *buffer = BytesMut::new();
+        }
+        // Cancel-safe: `readable` takes nothing, and `try_read_buf` does not wait.
+        reader.readable().await?;
+        buffer.reserve(READ_CHUNK_BYTES);
+        match reader.try_read_buf(buffer) {
+            Ok(0) => return if buffer.is_empty() { Ok(None) } else { Err(ReadError::Truncated) },
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+pub(super) async fn write_packet(
+    writer: &mut OwnedWriteHalf,
+    version: ProtocolVersion,
+    packet: &Packet,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    packet.encode(version, &mut out).map_err(std::io::Error::other)?;
+    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&out)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")),
+    }
+}
+
+/// Most bytes gathered before they are written: acknowledgements that became ready together
+/// (one fsync makes many appends durable at once) go out in one write, not one each.
+pub(super) const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// The write buffer a connection keeps between writes; a larger one is given back.
+pub(super) const WRITE_BUFFER_KEPT_BYTES: usize = 4096;
+
+/// Writes what the reader queued, in order, holding each acknowledgement until its append is
+/// durable. A failed append ends the connection unacknowledged, so the client sends it again.
+///
+/// Items already queued whose appends are already durable are encoded into one buffer and
+/// written together; the loop waits for an append only after writing everything before it.
+pub(super) async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Outgoing>,
+    version: ProtocolVersion,
+) {
+    let mut out = BytesMut::new();
+    let mut next = queue.recv().await;
+    while let Some(item) = next.take() {
+        let packet = match item {
+            Outgoing::Close => break,
+            Outgoing::Packet(packet) => *packet,
+            Outgoing::AfterAppend { mut pending, ack, permit } => {
+                let appended = match ready_now(&mut pending) {
+                    Some(appended) => appended,
+                    None => {
+                        if flush(&mut writer, &mut out).await.is_err() {
+                            return;
+                        }
+                        pending.await
+                    }
+                };
+                drop(permit);
+                match appended {
+                    Ok(()) => ack.packet(),
+                    Err(error) => {
+                        tracing::warn!(%error, "an append failed; closing the connection without acknowledging");
+                        if version == ProtocolVersion::V5 {
+                            let disconnect = Packet::Disconnect(Disconnect {
+                                reason_code: ReasonCode::UnspecifiedError,
+                                properties: Properties::default(),
+                            });
+                            let _ = disconnect.encode(version, &mut out);
+                        }
+                        break;
+                    }
+                }
+            }
+        };
+        if let Err(error) = packet.encode(version, &mut out) {
+            tracing::warn!(%error, "encoding a packet for an MQTT client");
+            break;
+        }
+        next = if out.len() < WRITE_BATCH_BYTES { queue.try_recv().ok() } else { None };
+        if next.is_none() {
+            if flush(&mut writer, &mut out).await.is_err() {
+                return;
+            }
+            next = queue.recv().await;
+        }
+    }
+    let _ = flush(&mut writer, &mut out).await;
+    let _ = writer.shutdown().await;
+}
+
+/// The outcome of `pending` if it is already known, without waiting.
+pub(super) fn ready_now(pending: &mut PendingAppend) -> Option<Result<(), AppendError>> {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match pending.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(outcome) => Some(outcome),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Writes `out` and empties it (giving back a large buffer, so idle connections stay small).
+pub(super) async fn flush(writer: &mut OwnedWriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let written = match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(out)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")),
+    };
+    if out.capacity() > WRITE_BUFFER_KEPT_BYTES {
+        *out = BytesMut::new();
+    } else {
+        out.clear();
+    }
+    if let Err(error) = &written {
+        tracing::debug!(%error, "writing to an MQTT client");
+    }
+    written
+}

@@ -1,0 +1,305 @@
+//! The MQTT listener: one task per connection reading packets, one writing them, and the rules
+//! that make an acknowledgement mean "durable".
+//!
+//! # A connection
+//!
+//! The reader keeps a buffer. [`tidewater_mqtt::check`] says whether a whole packet is there
+//! (and refuses one over [`MqttConfig::limits`]' packet size from its fixed header, before its
+//! body arrives); only then is it split off and decoded. The first packet must be a CONNECT,
+//! within [`CONNECT_TIMEOUT`]; it is authenticated against the device registry
+//! ([`crate::auth`]) and answered with a CONNACK. After that:
+//!
+//! - PUBLISH is routed ([`crate::route`]) and queued on the [`Appender`] in arrival order. Its
+//!   acknowledgement (PUBACK for QoS 1, PUBREC for QoS 2) goes to the writer together with the
+//!   pending append, and the writer sends it only once the append is durable. The writer takes
+//!   items in order, so acknowledgements leave in the order the PUBLISHes came; those already
+//!   durable together go out in one write.
+//! - QoS 2: the packet id is remembered from the PUBLISH until its PUBREL. A PUBLISH that
+//!   repeats a remembered id (a client resending before it saw our PUBREC) is acknowledged
+//!   again but not appended again, which is what makes QoS 2 exactly-once on this hop.
+//! - PINGREQ gets a PINGRESP; DISCONNECT ends the connection; silence longer than 1.5 times the
+//!   keep-alive closes it (spec 3.1.2.10): the client's, at most
+//!   [`MqttConfig::max_keep_alive_secs`]. A connection made with a SAS token ends when the token
+//!   expires.
+//! - A will message is appended like a PUBLISH (header `mqtt-will: true`) when the connection
+//!   ends any way but a normal DISCONNECT; with an MQTT 5 Will Delay Interval, only if no new
+//!   connection with the same client id arrives within it (or before the session ends).
+//!
+//! A packet that does not decode, or breaks the protocol, ends that connection only: an MQTT 5
+//! client is sent a DISCONNECT with the reason code first (Malformed Packet, Protocol Error,
+//! ...), a 3.1.1 client is simply disconnected, which is all 3.1.1 allows. Either way the
+//! gateway then reads (and drops) what the client still sends for a moment before closing, so
+//! the client gets the DISCONNECT rather than a reset. An append that fails ends the connection
+//! without an acknowledgement, so the device sends the message again.
+//!
+//! # Limits
+//!
+//! Connections ([`MqttConfig::max_connections`], a semaphore taken before `accept`, so extra
+//! clients wait in the listen backlog), packet size, QoS 1 appends awaiting durability per
+//! connection (the reader stops reading when they are all taken: backpressure) and QoS 2
+//! messages awaiting PUBREL per connection (more is Receive Maximum exceeded), subscriptions and
+//! queued messages per session and topic aliases are all [`MqttConfig`] fields, and the MQTT 5
+//! CONNACK tells the client those it can act on. An idle connection holds no read or write
+//! buffer.
+//!
+//! # Subscriptions, sessions, commands
+//!
+//! SUBSCRIBE, UNSUBSCRIBE and the acknowledgements of messages sent to the client go to the
+//! [`Hub`], which keeps sessions across connections; what it queues for this connection wakes
+//! the reader, which writes it out through the same writer. What subscribers receive comes from
+//! the cluster ([`crate::fanout`]), so it is durable before anyone sees it. Which filters a
+//! client may use is [`crate::route::may_subscribe`]; a refused one gets Not authorized in its
+//! SUBACK (3.1.1: 0x80). MQTT 5 topic aliases from the client are accepted up to
+//! [`MqttConfig::topic_alias_maximum`], and the gateway sets its own on messages to a client
+//! that allows them (first come, first served, never reassigned).
+//!
+//! A second connection with the same client id takes over: the first is closed (MQTT 5:
+//! Session taken over, 0x8E) once it has sent the acknowledgements it owes, and the session
+//! passes to the new one.
+//!
+//! # Not yet
+//!
+//! Sessions, and wills waiting out their delay, live in the gateway's memory: a restart ends
+//! them.
+//!
+//! # Where
+//!
+//! This file holds the listener, its configuration and what every connection shares, including
+//! the table of which connection holds each client id; `connection.rs` one connection from its
+//! CONNECT to its end, with the writer task; `session.rs` the reader's loop over a connected
+//! client's packets; `will.rs` the will messages.
+
+mod connection;
+mod session;
+mod will;
+
+pub use will::WILL_HEADER;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidewater_mqtt::{Limits, ReasonCode};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::append::{AppendError, Appender, PendingAppend};
+use crate::fanout::PubSubTopics;
+use crate::hub::Hub;
+use crate::listener::LimitedListener;
+use crate::registry::Directory;
+use crate::route::{Destinations, DeviceMessage, Routed};
+
+use self::connection::{run_connection, End};
+
+/// Default most MQTT connections open at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default most QoS 1 appends awaiting durability, and QoS 2 messages awaiting PUBREL, per
+/// connection (MQTT 5's Receive Maximum).
+pub const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION: u16 = 64;
+/// Default largest MQTT packet, as IoT Hub's 256 KB device-to-cloud limit.
+pub const DEFAULT_MAX_PACKET_BYTES: usize = 256 * 1024;
+/// The largest packet limit the gateway accepts. A record carries the payload plus, for plain
+/// pub/sub, the topic twice (key and header), and must fit within Kafka's default
+/// `message.max.bytes` of 1,000,000 bytes, the gateway producer's and most clusters' limit; a
+/// larger packet could be accepted from the client and then never appended.
+pub const PACKET_BYTES_MAX: usize = 448 * 1024;
+/// Default most topic aliases per connection.
+pub const DEFAULT_TOPIC_ALIAS_MAXIMUM: u16 = 32;
+/// How long a new connection may take to send its CONNECT.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one write to a client may take before the connection is given up.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a full producer queue is waited on between attempts.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(10);
+/// How long shutdown waits for connections to send the acknowledgements they owe.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How the MQTT listener behaves; see the module documentation for the limits.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub max_connections: usize,
+    pub limits: Limits,
+    pub max_in_flight_per_connection: u16,
+    /// Accept clients without a password, with no device identity (off by default, as in
+    /// Mosquitto 2).
+    pub allow_anonymous: bool,
+    /// Where device events go.
+    pub telemetry_topic: String,
+    /// Where plain pub/sub messages, retained messages, commands and their deliveries go.
+    pub topics: PubSubTopics,
+    /// Most messages a session queues beyond those in flight (as Mosquitto's
+    /// max_queued_messages); more are dropped.
+    pub max_queued_messages: usize,
+    /// Most topic aliases a client may set (MQTT 5 Topic Alias Maximum).
+    pub topic_alias_maximum: u16,
+    /// Most subscriptions one session holds; more get Quota exceeded (3.1.1: 0x80).
+    pub max_subscriptions_per_client: usize,
+    /// The longest keep-alive a client may ask for, in seconds; a client asking for more (or for
+    /// none) is told this one in the CONNACK (MQTT 5 Server Keep Alive; 3.1.1 clients are simply
+    /// held to it). 65,535 allows anything but "none".
+    pub max_keep_alive_secs: u16,
+}
+
+impl MqttConfig {
+    /// The hub's limits, from this configuration.
+    pub fn hub_config(&self) -> crate::hub::HubConfig {
+        crate::hub::HubConfig {
+            max_queued_messages: self.max_queued_messages,
+            max_in_flight: self.max_in_flight_per_connection.max(1),
+            max_subscriptions: self.max_subscriptions_per_client,
+            ..crate::hub::HubConfig::default()
+        }
+    }
+
+    fn destinations(&self) -> Destinations<'_> {
+        Destinations {
+            telemetry: &self.telemetry_topic,
+            messages: &self.topics.messages,
+            retained: &self.topics.retained,
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            limits: Limits { max_packet_bytes: DEFAULT_MAX_PACKET_BYTES, ..Limits::default() },
+            max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
+            allow_anonymous: false,
+            telemetry_topic: "telemetry".to_string(),
+            topics: PubSubTopics::default(),
+            max_queued_messages: 1000,
+            topic_alias_maximum: DEFAULT_TOPIC_ALIAS_MAXIMUM,
+            max_subscriptions_per_client: 100,
+            max_keep_alive_secs: u16::MAX,
+        }
+    }
+}
+/// What every connection shares.
+#[derive(Debug)]
+struct Shared {
+    config: MqttConfig,
+    directory: Directory,
+    appender: Arc<dyn Appender>,
+    hub: Arc<Hub>,
+    /// The connection currently holding each client id, to take it over (MQTT-3.1.4-3).
+    clients: std::sync::Mutex<HashMap<String, ClientSlot>>,
+    next_connection_id: AtomicU64,
+    /// Wills waiting out their Will Delay Interval, by client id, with the connection they
+    /// belong to; a new connection with that id cancels its will (spec 3.1.3.2.2).
+    delayed_wills: std::sync::Mutex<HashMap<String, u64>>,
+}
+
+/// Which connection holds a client id, and how to tell it that it was taken over.
+#[derive(Debug)]
+struct ClientSlot {
+    connection_id: u64,
+    taken_over: Arc<Notify>,
+}
+
+/// A connection's claim on its client id, released when the connection ends unless a newer
+/// connection took the id meanwhile.
+struct ClientClaim {
+    shared: Arc<Shared>,
+    client_id: String,
+    connection_id: u64,
+    taken_over: Arc<Notify>,
+}
+
+impl ClientClaim {
+    /// Claims `client_id`, telling the connection that held it (if any) to close with Session
+    /// taken over. Devices reconnecting after a network failure rely on this: the old
+    /// connection may be half-open for a whole keep-alive.
+    fn take(shared: &Arc<Shared>, client_id: &str) -> ClientClaim {
+        let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        shared.lock_delayed_wills().remove(client_id);
+        let taken_over = Arc::new(Notify::new());
+        let slot = ClientSlot { connection_id, taken_over: taken_over.clone() };
+        let previous = shared.lock_clients().insert(client_id.to_string(), slot);
+        if let Some(previous) = previous {
+            // `notify_one` keeps a permit if the old reader is not waiting right now.
+            previous.taken_over.notify_one();
+        }
+        ClientClaim { shared: shared.clone(), client_id: client_id.to_string(), connection_id, taken_over }
+    }
+}
+
+impl Drop for ClientClaim {
+    fn drop(&mut self) {
+        let mut clients = self.shared.lock_clients();
+        if clients.get(&self.client_id).is_some_and(|slot| slot.connection_id == self.connection_id) {
+            clients.remove(&self.client_id);
+        }
+    }
+}
+
+impl Shared {
+    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, ClientSlot>> {
+        // A poisoned lock only means a connection task panicked; the map is still consistent.
+        self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_delayed_wills(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.delayed_wills.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `message` on the appender, waiting while the producer's queue is full.
+    async fn append(&self, message: &DeviceMessage) -> Result<PendingAppend, End> {
+        loop {
+            match self.appender.append(message) {
+                Ok(pending) => return Ok(pending),
+                Err(AppendError::QueueFull) => tokio::time::sleep(QUEUE_FULL_BACKOFF).await,
+                Err(error) => {
+                    tracing::warn!(%error, "could not queue a device message");
+                    return Err(End::Because(ReasonCode::UnspecifiedError, error.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Queues a routed PUBLISH: the retained table's copy first, if any, then the message; the
+    /// result resolves once both are durable.
+    async fn append_routed(&self, routed: &Routed) -> Result<PendingAppend, End> {
+        let Some(table_copy) = &routed.retained else { return self.append(&routed.message).await };
+        let in_table = self.append(table_copy).await?;
+        let message = self.append(&routed.message).await?;
+        Ok(Box::pin(async move {
+            in_table.await?;
+            message.await
+        }))
+    }
+}
+/// Accepts MQTT connections on `listener` until `stop` turns true, then tells each connection
+/// to finish (MQTT 5 clients get Server shutting down after the acknowledgements they are owed)
+/// and waits up to [`SHUTDOWN_GRACE`] for them.
+pub async fn serve(
+    listener: TcpListener,
+    config: MqttConfig,
+    directory: Directory,
+    appender: Arc<dyn Appender>,
+    hub: Arc<Hub>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let listener = LimitedListener::new(listener, config.max_connections, "MQTT");
+    let shared = Arc::new(Shared {
+        config,
+        directory,
+        appender,
+        hub,
+        clients: std::sync::Mutex::new(HashMap::new()),
+        next_connection_id: AtomicU64::new(0),
+        delayed_wills: std::sync::Mutex::new(HashMap::new()),
+    });
+    while let Some((stream, peer, permit)) = listener.accept(&mut stop).await {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            run_connection(stream, peer, shared, stop).await;
+        });
+    }
+    listener.close(SHUTDOWN_GRACE).await;
+}
