@@ -28,8 +28,9 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -538,3 +539,29 @@ def tls_client_hello() -> bytes:
     hello = outgoing.read()
     assert hello[:2] == b"\x16\x03", hello[:16]
     return hello
+
+
+# How long a consumer gets to show whether it reads or is refused.
+CONSUME_TIMEOUT_S = 20.0
+
+
+def first_record_or_error(config: dict[str, Any], topic: str) -> bytes | KafkaError:
+    """The first record of `topic` for a fresh confluent-kafka consumer with `config` (a group
+    member: its offset is committed), or the first error the consumer gets, whichever comes
+    first: an authorized read, or the refusal with its Kafka error code."""
+    consumer = Consumer(config)
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + CONSUME_TIMEOUT_S
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error() is not None:
+                return message.error()
+            consumer.commit(message=message, asynchronous=False)
+            return message.value()
+        who = config.get("sasl.username", "the consumer")
+        raise AssertionError(f"{who} got neither a record nor an error from {topic}")
+    finally:
+        consumer.close()

@@ -16,7 +16,6 @@ with `create_acls`, `describe_acls` and `delete_acls`, durable across a restart.
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from typing import Any
 
@@ -37,10 +36,9 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
+from security_support import first_record_or_error
 from support import CLIENT_TIMEOUT_S
 
-# How long a refused or allowed consumer gets to show which it is.
-CONSUME_TIMEOUT_S = 20.0
 SASL_ADDRESS = re.compile(r"SASL_PLAINTEXT://127\.0\.0\.1:(\d+)")
 
 
@@ -147,23 +145,10 @@ def produce(broker: SecuredBroker, user: str, topic: str, **config: Any) -> Kafk
 def consume(broker: SecuredBroker, user: str, topic: str, group: str) -> bytes | KafkaError:
     """The first record of `topic` read by a fresh consumer of `user` in `group` (committing
     its offset), or the first error it gets."""
-    consumer = Consumer(
-        broker.client_config(user, **{"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    return first_record_or_error(
+        broker.client_config(user, **{"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}),
+        topic,
     )
-    try:
-        consumer.subscribe([topic])
-        deadline = time.monotonic() + CONSUME_TIMEOUT_S
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None:
-                continue
-            if message.error() is not None:
-                return message.error()
-            consumer.commit(message=message, asynchronous=False)
-            return message.value()
-        raise AssertionError(f"{user} got neither a record nor an error from {topic}")
-    finally:
-        consumer.close()
 
 
 def code(outcome: Any) -> int | None:

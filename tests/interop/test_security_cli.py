@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import KafkaError
 
 import confluent_support as ck
 from conftest import BrokerProcess
-from security_support import QUIET_LIBRDKAFKA, Pki, Security, confluent_login_error, make_pki
+from security_support import QUIET_LIBRDKAFKA, Pki, Security, confluent_login_error, first_record_or_error, make_pki
 from support import Record, base_timestamp_ms
 from trigger_support import tidewater
 
@@ -33,8 +33,6 @@ ADMIN = "admin"
 ADMIN_PASSWORD = "tide-admin-secret"
 ALICE = "alice"
 MECHANISMS = ["SCRAM-SHA-256", "SCRAM-SHA-512"]
-# How long a consumer gets to show whether it reads or is refused.
-CONSUME_TIMEOUT_S = 20.0
 # The timeout a CLI command that must fail is given (--timeout-ms), and the slack on top of it
 # that it may take to say so and exit.
 REFUSED_COMMAND_TIMEOUT_MS = 5_000
@@ -109,7 +107,7 @@ class SecuredCluster:
     def consume(self, security: Security, topic: str, group: str) -> bytes | KafkaError:
         """The next record of `topic` for a fresh consumer in `group` (its offset then
         committed), or the first error the consumer gets."""
-        consumer = Consumer(
+        return first_record_or_error(
             {
                 "bootstrap.servers": self.bootstrap,
                 "client.id": f"cli-test-{security.username}",
@@ -118,22 +116,9 @@ class SecuredCluster:
                 "enable.auto.commit": False,
                 "logger": QUIET_LIBRDKAFKA,
                 **security.librdkafka(),
-            }
+            },
+            topic,
         )
-        try:
-            consumer.subscribe([topic])
-            deadline = time.monotonic() + CONSUME_TIMEOUT_S
-            while time.monotonic() < deadline:
-                message = consumer.poll(0.5)
-                if message is None:
-                    continue
-                if message.error() is not None:
-                    return message.error()
-                consumer.commit(message=message, asynchronous=False)
-                return message.value()
-            raise AssertionError(f"{security.username} got neither a record nor an error from {topic}")
-        finally:
-            consumer.close()
 
     def assert_no_secrets(self, *passwords: str) -> None:
         for password in (ADMIN_PASSWORD, *passwords):

@@ -83,13 +83,15 @@ class Receiver:
                 try:
                     if reply.delay_s:
                         time.sleep(reply.delay_s)
-                    self.send_response(reply.status)
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("content-length", "0")
-                    self.end_headers()
                 finally:
+                    # Before the answer goes out: once it has, the runner may send the next
+                    # event of this key, and must not find this one still counted in flight.
                     receiver._end(request)
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", "0")
+                self.end_headers()
 
             def log_message(self, *args):
                 pass
