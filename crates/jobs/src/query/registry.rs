@@ -135,8 +135,9 @@ impl QueryRegistry {
         self.table.cluster()
     }
 
+    /// Creates the registry topic (a compacted table) unless it exists.
     pub async fn ensure_topic(&self) -> anyhow::Result<()> {
-        Ok(self.table.ensure(&[("retention.ms", "-1")]).await?)
+        Ok(self.table.ensure(&[]).await?)
     }
 
     pub fn load(&self) -> anyhow::Result<BTreeMap<String, QueryDefinition>> {
