@@ -26,7 +26,6 @@ from kafka import TopicPartition as KafkaPythonPartition
 from kafka.errors import InvalidRecordError
 
 import confluent_support as ck
-from conftest import tidewater_binary
 from support import CLIENT_TIMEOUT_S, INTEROP_DIR, POLL_INTERVAL_S, Record, base_timestamp_ms, wait_until
 from trigger_support import tidewater
 
@@ -150,17 +149,22 @@ def test_records_without_a_key_are_refused_on_a_compacted_topic(bootstrap, topic
     )
     assert compressed.code() == KafkaError.INVALID_RECORD, compressed
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
-    try:
-        refused = producer.send(topic_name, value=b"no key", partition=0)
+    # kafka-python's idempotent producer (its default) takes the refusal as fatal and fails
+    # whatever it sends next, so the keyed record goes through a producer of its own.
+    for key, value in [(None, b"no key"), (b"k", b"kept")]:
+        producer = KafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
         try:
-            refused.get(timeout=CLIENT_TIMEOUT_S)
-            raise AssertionError("kafka-python's keyless record was accepted")
-        except InvalidRecordError:
-            pass
-        producer.send(topic_name, key=b"k", value=b"kept", partition=0).get(timeout=CLIENT_TIMEOUT_S)
-    finally:
-        producer.close()
+            sent = producer.send(topic_name, key=key, value=value, partition=0)
+            if key is None:
+                try:
+                    sent.get(timeout=CLIENT_TIMEOUT_S)
+                    raise AssertionError("kafka-python's keyless record was accepted")
+                except InvalidRecordError:
+                    pass
+            else:
+                sent.get(timeout=CLIENT_TIMEOUT_S)
+        finally:
+            producer.close()
     records = read_all_confluent(bootstrap, topic_name)
     assert [(key, value) for _, key, value in records] == [(b"k", b"kept")]
 
@@ -319,19 +323,40 @@ def topic_configs(bootstrap: str, topic: str) -> dict[str, str]:
     return {name: entry.value for name, entry in entries.items()}
 
 
-def wait_for_tables(bootstrap: str) -> None:
+def wait_for_tables(bootstrap: str, topic_name: str, tmp_path) -> None:
+    """Registers a trigger and a query job (the gateway's tables exist from the start; the
+    triggers' and queries' only once the first is registered, and the trigger status table once
+    `serve` runs it), and waits for every table. The trigger watches a topic nothing is written
+    to, so it never calls its webhook."""
+    quiet = f"{topic_name}-quiet"
+    tidewater("topic", "create", quiet, bootstrap=bootstrap)
+    tidewater("trigger", "create", f"tables-{topic_name[-8:]}", "--topic", quiet,
+              "--webhook", "http://127.0.0.1:1/never", bootstrap=bootstrap)
+    query = tmp_path / "tables.sql"
+    query.write_text(f"SELECT COUNT(*) AS n INTO [{quiet}-out] FROM [{quiet}] GROUP BY TumblingWindow(second, 10)")
+    tidewater("query", "create", f"tables-{topic_name[-8:]}", "--file", str(query), bootstrap=bootstrap)
+
     def all_there():
         topics = ck.admin(bootstrap).list_topics(timeout=CLIENT_TIMEOUT_S).topics
-        return all(table in topics for table in TABLES)
+        return all(table in topics for table in [*TABLES, "_tidewater_query_checkpoints"])
 
     wait_until(all_there, timeout_s=CLIENT_TIMEOUT_S, what="serve's components to create their tables")
 
 
-def test_tidewaters_tables_are_compacted_topics(bootstrap):
+def forget_tables_jobs(bootstrap: str, topic_name: str) -> None:
+    """Removes what `wait_for_tables` registered, so the session broker stops running it."""
+    tidewater("trigger", "delete", f"tables-{topic_name[-8:]}", bootstrap=bootstrap, check=False)
+    tidewater("query", "delete", f"tables-{topic_name[-8:]}", bootstrap=bootstrap, check=False)
+
+
+def test_tidewaters_tables_are_compacted_topics(bootstrap, topic_name, tmp_path):
     """Every table `serve`'s components keep (devices, retained messages, deliveries, triggers,
     their status, queries) is a compacted topic; those that only matter for a while also go by
     time."""
-    wait_for_tables(bootstrap)
+    try:
+        wait_for_tables(bootstrap, topic_name, tmp_path)
+    finally:
+        forget_tables_jobs(bootstrap, topic_name)
     for table, policy in TABLES.items():
         configs = topic_configs(bootstrap, table)
         assert configs["cleanup.policy"] == policy, (table, configs)
@@ -341,19 +366,27 @@ def test_tidewaters_tables_are_compacted_topics(bootstrap):
 def test_tables_of_a_data_directory_from_before_compaction_are_switched_at_start(broker_factory, topic_name, tmp_path):
     """An upgrade: tables created as an older Tidewater created them (`cleanup.policy=delete`
     with `retention.ms=-1`, the checkpoint topic with a day's retention) are switched to
-    compaction when the components start, with a log line saying so; a setting the topic
-    overrides itself (the checkpoint topic's `segment.ms`) stays as it is."""
+    compaction when the components start (the gateway's at once, the registries' by the runners
+    `serve` starts for them, the checkpoint topic by a job), with a log line saying so; a setting
+    the topic overrides itself (the checkpoint topic's `segment.ms`) stays as it is, and what the
+    tables held (a device, a trigger, a query job) is all still there."""
     broker = broker_factory()
     bootstrap = broker.bootstrap
-    wait_for_tables(bootstrap)
+    wait_for_tables(bootstrap, topic_name, tmp_path)
+    # Records in the tables (a device here, the trigger and the query job registered above):
+    # still there after the upgrade. (Registered before the downgrade below, since `device add`
+    # upgrades the devices table itself.)
+    device = f"upgraded-{topic_name[-8:]}"
+    tidewater("device", "add", device, bootstrap=bootstrap)
     # Make the tables what an older version left: delete policy, no segment.ms of their own, and
-    # retention.ms=-1 on those it kept for ever.
+    # retention.ms=-1 on those it kept for ever; the checkpoint topic with a day's retention (and
+    # a segment.ms an operator set on it).
     for table, policy in TABLES.items():
         kept_for_ever = ["--config", "retention.ms=-1"] if policy == "compact" else []
         tidewater("topic", "alter", table, "--config", "cleanup.policy=delete", *kept_for_ever,
                   "--delete-config", "segment.ms", bootstrap=bootstrap)
-    tidewater("topic", "create", "_tidewater_query_checkpoints", "--config", "retention.ms=86400000",
-              "--config", "segment.ms=3600000", "--config", "max.message.bytes=67108864", bootstrap=bootstrap)
+    tidewater("topic", "alter", "_tidewater_query_checkpoints", "--config", "cleanup.policy=delete",
+              "--config", "retention.ms=86400000", "--config", "segment.ms=3600000", bootstrap=bootstrap)
     assert topic_configs(bootstrap, "_tidewater_devices")["cleanup.policy"] == "delete"
 
     mark = broker.log_mark()
@@ -364,21 +397,12 @@ def test_tables_of_a_data_directory_from_before_compaction_are_switched_at_start
                    what=f"{table} to be switched to {policy}")
         assert topic_configs(bootstrap, table)["segment.ms"] == "600000", table
 
-    # The checkpoint topic is the jobs' (a job creates or upgrades it when it starts).
-    input_topic = f"{topic_name}-in"
-    tidewater("topic", "create", input_topic, bootstrap=bootstrap)
-    query = tmp_path / "count.sql"
-    query.write_text(f"SELECT COUNT(*) AS n INTO [{topic_name}-out] FROM [{input_topic}] GROUP BY TumblingWindow(second, 10)")
-    job = subprocess.Popen(
-        [str(tidewater_binary()), "query", "run", str(query), "--brokers", bootstrap],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        wait_until(lambda: topic_configs(bootstrap, "_tidewater_query_checkpoints")["cleanup.policy"] == "compact",
-                   timeout_s=CLIENT_TIMEOUT_S, what="the checkpoint topic to be switched to compact")
-    finally:
-        job.kill()
-        job.wait(timeout=30)
+    # The checkpoint topic is the jobs': the job registered above upgrades it when serve starts it.
+    wait_until(lambda: topic_configs(bootstrap, "_tidewater_query_checkpoints")["cleanup.policy"] == "compact",
+               timeout_s=CLIENT_TIMEOUT_S, what="the checkpoint topic to be switched to compact")
+    assert device in tidewater("device", "list", bootstrap=bootstrap).stdout
+    assert f"tables-{topic_name[-8:]}" in tidewater("trigger", "list", bootstrap=bootstrap).stdout
+    assert f"tables-{topic_name[-8:]}" in tidewater("query", "list", bootstrap=bootstrap).stdout
     configs = topic_configs(bootstrap, "_tidewater_query_checkpoints")
     assert configs["segment.ms"] == "3600000", "set on the topic: kept"
     assert configs["retention.ms"] == "86400000", "kept, and without effect under compact alone"

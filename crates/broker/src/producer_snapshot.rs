@@ -269,7 +269,8 @@ fn list(dir: &Path) -> io::Result<Vec<(i64, PathBuf)>> {
             snapshots.push((offset, entry.path()));
         }
     }
-    snapshots.sort_unstable_by(|left, right| right.0.cmp(&left.0));
+    // Newest first.
+    snapshots.sort_unstable_by_key(|(offset, _)| std::cmp::Reverse(*offset));
     Ok(snapshots)
 }
 

@@ -23,7 +23,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::admin::{ensure_table_topic_on, AdminError, NewTopic};
+use crate::admin::{ensure_table_topic_on, upgrade_table_topic_on, AdminError, NewTopic};
 use crate::config::ClusterConfig;
 use crate::logging::QuietContext;
 
@@ -98,6 +98,19 @@ impl KeyedTopic {
                 .into()
             },
         )
+    }
+
+    /// Upgrades the topic, if it exists, to a compacted table ([`table_topic`] with `configs`),
+    /// best effort (see `admin::upgrade_table_topic`): for a component that reads a table it does
+    /// not create.
+    pub async fn upgrade(&self, configs: &[(&str, &str)]) {
+        upgrade_table_topic_on(
+            &self.cluster,
+            &self.client_id,
+            table_topic(&self.topic, configs),
+            self.timeout,
+        )
+        .await;
     }
 
     /// Writes `key` = `value` (`None`: a tombstone) and returns once the cluster acknowledged it

@@ -189,10 +189,24 @@ pub fn ensure_table_topic<C: ClientContext>(
     timeout: Duration,
 ) -> Result<Vec<ConfigUpgrade>, AdminError> {
     match create_topic(client, topic, timeout) {
-        Ok(()) => return Ok(Vec::new()),
-        Err(error) if error.code().is_some_and(|code| code.is(RDKafkaErrorCode::TopicAlreadyExists)) => {}
-        Err(error) => return Err(error),
+        Ok(()) => Ok(Vec::new()),
+        Err(error) if error.code().is_some_and(|code| code.is(RDKafkaErrorCode::TopicAlreadyExists)) => {
+            Ok(upgrade_table_topic(client, topic, timeout))
+        }
+        Err(error) => Err(error),
     }
+}
+
+/// Upgrades the existing table topic `topic` to the table's configs (see the module docs and
+/// [`table_upgrades`]); a topic that does not exist is left for whoever creates it. Best effort:
+/// a refusal is logged as a warning and the topic is used as it is. Returns the configs it
+/// changed. What a component calls at start for a table it reads but does not create (a runner
+/// following a registry `trigger create` or `query create` made, perhaps with an older version).
+pub fn upgrade_table_topic<C: ClientContext>(
+    client: &Client<C>,
+    topic: &NewTopic,
+    timeout: Duration,
+) -> Vec<ConfigUpgrade> {
     let upgrade = || -> Result<Vec<ConfigUpgrade>, AdminError> {
         let current = describe_topic_configs(client, &topic.name, timeout)?;
         let upgrades = table_upgrades(&topic.configs, &current);
@@ -216,7 +230,10 @@ pub fn ensure_table_topic<C: ClientContext>(
                     "upgraded a table topic created before tables were compacted"
                 );
             }
-            Ok(upgrades)
+            upgrades
+        }
+        Err(error) if error.code().is_some_and(|code| code.is(RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+            Vec::new()
         }
         Err(error) => {
             tracing::warn!(
@@ -225,9 +242,37 @@ pub fn ensure_table_topic<C: ClientContext>(
                 "could not check or upgrade the table topic's configs; it is used as it is (if it is not \
                  compacted it keeps every record)"
             );
-            Ok(Vec::new())
+            Vec::new()
         }
     }
+}
+
+/// [`upgrade_table_topic`] through a client of its own (with `client_id`), off the async
+/// threads. A client that cannot be made is logged like a refused upgrade.
+pub async fn upgrade_table_topic_on(
+    cluster: &ClusterConfig,
+    client_id: &str,
+    topic: NewTopic,
+    timeout: Duration,
+) -> Vec<ConfigUpgrade> {
+    let config = cluster.client_config(&[("client.id", client_id)]);
+    let name = topic.name.clone();
+    let upgraded = tokio::task::spawn_blocking(move || {
+        match config.create_with_context(QuietContext::default()) {
+            Ok(admin) => {
+                let admin: AdminClient<QuietContext> = admin;
+                upgrade_table_topic(admin.inner(), &topic, timeout)
+            }
+            Err(error) => {
+                tracing::warn!(topic = %topic.name, %error, "could not make a client to upgrade the table topic");
+                Vec::new()
+            }
+        }
+    });
+    upgraded.await.unwrap_or_else(|error| {
+        tracing::warn!(topic = %name, %error, "the table upgrade task failed");
+        Vec::new()
+    })
 }
 
 /// [`ensure_table_topic`] through a client of its own (with `client_id`), off the async threads.

@@ -140,6 +140,12 @@ impl QueryRegistry {
         Ok(self.table.ensure(&[]).await?)
     }
 
+    /// Upgrades the registry topic, if it exists, to a compacted table, best effort: what the
+    /// runner of registered jobs does at start (it creates nothing).
+    pub async fn upgrade_topic(&self) {
+        self.table.upgrade(&[]).await;
+    }
+
     pub fn load(&self) -> anyhow::Result<BTreeMap<String, QueryDefinition>> {
         crate::definitions::load(&self.table)
             .context("reading the query registry (`tidewater query create` creates it)")

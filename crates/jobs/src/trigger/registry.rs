@@ -33,6 +33,9 @@ pub const TRIGGERS_TOPIC: &str = "_tidewater_triggers";
 pub const STATUS_TOPIC: &str = "_tidewater_trigger_status";
 /// How long status records are kept: the status of an instance gone this long goes.
 const STATUS_RETENTION_MS: &str = "3600000";
+/// The status topic's configs beyond a table's.
+const STATUS_CONFIGS: &[(&str, &str)] =
+    &[("cleanup.policy", "compact,delete"), ("retention.ms", STATUS_RETENTION_MS)];
 /// Status records older than this describe an instance that is gone.
 pub const STATUS_STALE_MS: i64 = 30_000;
 
@@ -68,13 +71,18 @@ impl Registry {
         Registry { cluster, triggers, status }
     }
 
-    /// Creates the two topics if they do not exist.
+    /// Creates the two topics if they do not exist (upgrading ones an older version made).
     pub async fn ensure_topics(&self) -> anyhow::Result<()> {
         self.triggers.ensure(&[]).await?;
-        Ok(self
-            .status
-            .ensure(&[("cleanup.policy", "compact,delete"), ("retention.ms", STATUS_RETENTION_MS)])
-            .await?)
+        Ok(self.status.ensure(STATUS_CONFIGS).await?)
+    }
+
+    /// Upgrades the two topics where they exist to compacted tables, best effort: what a runner
+    /// following the registry does at start, so that the tables of a data directory an older
+    /// version made are compacted once it runs (it creates neither).
+    pub async fn upgrade_topics(&self) {
+        self.triggers.upgrade(&[]).await;
+        self.status.upgrade(STATUS_CONFIGS).await;
     }
 
     /// Every registered trigger, as of now.
