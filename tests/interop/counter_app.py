@@ -2,7 +2,10 @@
 counter whose state lives in a compacted changelog topic. The test runs it as a child process
 and kills it with SIGKILL at any moment.
 
-  counter_app.py BOOTSTRAP INPUT CHANGELOG GROUP TRANSACTIONAL_ID
+  counter_app.py [--client kafka-python] BOOTSTRAP INPUT CHANGELOG GROUP TRANSACTIONAL_ID
+
+It runs on confluent-kafka (the default) or on kafka-python 3 (`--client kafka-python`), the
+same app written against each client's own transactional API.
 
 On start it fences any earlier instance (init_transactions, which aborts that instance's open
 transaction), then restores its state by reading the changelog from the beginning to its end
@@ -149,5 +152,124 @@ def main(bootstrap: str, input_topic: str, changelog: str, group: str, transacti
     sys.exit(3)
 
 
+# --- The same app on kafka-python ------------------------------------------------------------------
+
+
+def restore_kafka_python(bootstrap: str, changelog: str) -> dict[str, int]:
+    """The counts the changelog holds, read with kafka-python (read_committed) from the log start
+    until its position reaches the end offset (the last stable offset): compaction's gaps and the
+    transaction markers are stepped over by the position, not by the offsets of records seen."""
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KafkaPythonPartition
+
+    reader = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        request_timeout_ms=int(OPERATION_TIMEOUT_S * 1000),
+    )
+    counts: dict[str, int] = {}
+    n_records = 0
+    try:
+        partition = KafkaPythonPartition(changelog, 0)
+        reader.assign([partition])
+        reader.seek_to_beginning(partition)
+        end = reader.end_offsets([partition])[partition]
+        deadline = time.monotonic() + OPERATION_TIMEOUT_S
+        while reader.position(partition) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the changelog's end {end} was not reached in {OPERATION_TIMEOUT_S}s")
+            for batch in reader.poll(timeout_ms=500).values():
+                for record in batch:
+                    n_records += 1
+                    key = record.key.decode()
+                    if record.value is None:
+                        counts.pop(key, None)
+                    else:
+                        counts[key] = int(record.value)
+        return counts_and_report(counts, n_records)
+    finally:
+        reader.close()
+
+
+def main_kafka_python(bootstrap: str, input_topic: str, changelog: str, group: str, transactional_id: str) -> None:
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import TopicPartition as KafkaPythonPartition
+    from kafka.structs import OffsetAndMetadata
+
+    timeout_ms = int(OPERATION_TIMEOUT_S * 1000)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        transactional_id=transactional_id,
+        transaction_timeout_ms=10_000,
+        request_timeout_ms=10_000,
+        linger_ms=5,
+    )
+    producer.init_transactions()
+    counts = restore_kafka_python(bootstrap, changelog)
+    consumer = KafkaConsumer(
+        input_topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+        max_poll_interval_ms=10_000,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+        request_timeout_ms=timeout_ms,
+    )
+
+    def caught_up_kafka_python() -> bool:
+        assignment = consumer.assignment()
+        partitions = consumer.partitions_for_topic(input_topic) or set()
+        if not assignment or len(assignment) != len(partitions):
+            return False
+        ends = consumer.end_offsets(list(assignment))
+        for partition in assignment:
+            committed = consumer.committed(partition)
+            committed = getattr(committed, "offset", committed)
+            if committed != ends[partition]:
+                return False
+        return True
+
+    deadline = time.monotonic() + RUN_LIMIT_S
+    while time.monotonic() < deadline:
+        batches = consumer.poll(timeout_ms=500, max_records=BATCH)
+        messages = [record for batch in batches.values() for record in batch]
+        if not messages:
+            if caught_up_kafka_python():
+                emit("state " + json.dumps(counts, sort_keys=True))
+                emit("caught-up")
+                consumer.close()
+                producer.close(timeout=OPERATION_TIMEOUT_S)
+                return
+            continue
+        producer.begin_transaction()
+        next_offsets: dict[int, int] = {}
+        # Counts change only once the transaction commits: an abort must leave them as they were.
+        pending = dict(counts)
+        for record in messages:
+            key = record.key.decode()
+            pending[key] = pending.get(key, 0) + 1
+            producer.send(changelog, key=key.encode(), value=str(pending[key]).encode(), partition=0)
+            next_offsets[record.partition] = record.offset + 1
+        offsets = {
+            KafkaPythonPartition(input_topic, partition): OffsetAndMetadata(offset, "", -1)
+            for partition, offset in next_offsets.items()
+        }
+        producer.send_offsets_to_transaction(offsets, group)
+        producer.commit_transaction()
+        counts = pending
+        emit(f"committed {len(messages)}")
+    emit("gave-up")
+    sys.exit(3)
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    arguments = sys.argv[1:]
+    if arguments[:2] == ["--client", "kafka-python"]:
+        main_kafka_python(*arguments[2:])
+    else:
+        main(*arguments)

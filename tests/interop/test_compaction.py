@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 
+import pytest
 from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import ConfigResource
 from kafka import KafkaConsumer, KafkaProducer
@@ -260,13 +261,18 @@ class CounterApp:
         return int(keys), int(records)
 
 
-def test_a_keyed_counter_killed_with_sigkill_restores_its_state_from_a_compacted_changelog(bootstrap, topic_name):
+@pytest.mark.parametrize("client", ["confluent-kafka", "kafka-python"])
+def test_a_keyed_counter_killed_with_sigkill_restores_its_state_from_a_compacted_changelog(
+    bootstrap, topic_name, client
+):
     """The way Kafka Streams apps keep state: a keyed counter writes each new count to a
     compacted changelog in the transaction that commits its input offsets. It is killed with
     SIGKILL mid-run, twice, and each time restores from the changelog (which the cleaner
     compacts meanwhile, removing superseded counts and the killed instances' aborted writes);
     its final state equals a clean run's, and a restore from the compacted changelog alone reads
-    little more than one record per key."""
+    little more than one record per key. The same app runs on confluent-kafka and on
+    kafka-python."""
+    client_args = () if client == "confluent-kafka" else ("--client", client)
     input_topic = f"{topic_name}-input"
     ck.create_topic(bootstrap, input_topic, n_partitions=2)
     keys = [f"key-{index % 17}" for index in range(3000)]
@@ -276,7 +282,7 @@ def test_a_keyed_counter_killed_with_sigkill_restores_its_state_from_a_compacted
     def run(name: str, kills: int) -> tuple[dict[str, int], str]:
         changelog = f"{topic_name}-{name}-changelog"
         ck.create_topic(bootstrap, changelog, configs=FAST_COMPACTION)
-        args = (bootstrap, input_topic, changelog, f"{topic_name}-{name}", f"{topic_name}-{name}")
+        args = (*client_args, bootstrap, input_topic, changelog, f"{topic_name}-{name}", f"{topic_name}-{name}")
         for kill in range(kills):
             app = CounterApp(*args)
             app.wait_for("committed", count=5 + 5 * kill)
@@ -295,7 +301,7 @@ def test_a_keyed_counter_killed_with_sigkill_restores_its_state_from_a_compacted
     # written is len(keys) records; compaction leaves about one per key (plus those of the
     # active segment, never cleaned).
     def compacted_restore():
-        restorer = CounterApp(bootstrap, input_topic, changelog, f"{topic_name}-crashed", f"{topic_name}-crashed")
+        restorer = CounterApp(*client_args, bootstrap, input_topic, changelog, f"{topic_name}-crashed", f"{topic_name}-crashed")
         assert restorer.finish() == expected
         n_keys, n_records = restorer.restored()
         assert n_keys == len(expected)
