@@ -438,7 +438,8 @@ def command_deliveries(bootstrap: str, device_id: str, count: int, timeout_s: fl
             message = consumer.poll(0.5)
             if message is None or message.error():
                 continue
-            if message.key() == device_id.encode():
+            # Keyed per command: `{device}/{partition}/{offset}` (the device is in the value too).
+            if message.key().startswith(f"{device_id}/".encode()):
                 found.append(json.loads(message.value()))
     finally:
         consumer.close()

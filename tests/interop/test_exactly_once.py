@@ -566,6 +566,54 @@ def test_a_transaction_open_when_the_broker_is_killed_is_aborted_after_restart(b
     assert len(everything) == 30 and everything[5:25] == [f"open-{index}".encode() for index in range(20)]
 
 
+# A transaction that stays open across broker kills: longer than the whole test, so nothing but
+# the broker's own memory of it keeps its records from read_committed consumers.
+LONG_TRANSACTION_TIMEOUT_MS = 120_000
+
+
+def test_a_transaction_open_since_many_segments_ago_survives_broker_kills_during_snapshots(
+    broker_factory, topic_name, workers
+):
+    """Regression (the FIXME of partition.rs): producer state was rebuilt from the last two
+    segments after a restart, so a transaction that began further back was not open any more,
+    and read_committed consumers were served its records, and everything after them, as
+    committed. Now it is snapshotted at every segment roll (write temporary file, fsync, rename,
+    fsync the directory) and rebuilt from the newest snapshot plus the batches after it.
+
+    A transaction stays open while an idempotent producer rolls a 1 KiB segment every few
+    records (a snapshot each time) and the broker is SIGKILLed three times, at whatever point of
+    a roll or snapshot the kill lands. After every restart the last stable offset is still the
+    transaction's first offset; once it is aborted, read_committed readers see every
+    acknowledged plain record exactly once and none of the transaction's."""
+    broker = broker_factory()
+    bootstrap = broker.bootstrap
+    ck.create_topic(bootstrap, topic_name, configs={"segment.bytes": "1024"})
+    ck.produce(bootstrap, topic_name, [plain_record(b"before")], partition=0, acks="all")
+    open_txn = workers("open", "open-transaction", bootstrap, topic_name, f"{topic_name}-txn", 5, LONG_TRANSACTION_TIMEOUT_MS)
+    open_txn.wait_for(lambda: open_txn.count("produced"), "the transaction's records acknowledged")
+    plain = workers("plain", "idempotent", bootstrap, topic_name, "plain", 1, 1_000_000, 500)
+    for kill in range(3):
+        plain.wait_for(lambda: plain.count("acked ") >= 400 * (kill + 1), f"{400 * (kill + 1)} plain records acknowledged")
+        broker.restart(kill=True)
+        stable, high = stable_offsets(bootstrap, topic_name, 0)
+        assert stable == 1 and high > 100, f"after kill {kill + 1}: last stable offset {stable}, high watermark {high}"
+    segments = [path for path in (broker.data_dir / f"{topic_name}-0").iterdir() if path.suffix == ".log"]
+    assert len(segments) > 20, f"{len(segments)} segments: the transaction began many segments back"
+    plain.kill()
+    # The transaction's producer aborts it (a transaction it cannot finish, as after a crash).
+    open_txn.kill()
+    abort = workers("fence", "abort", bootstrap, topic_name, f"{topic_name}-txn", 0)
+    abort.wait_for(lambda: abort.count("aborted"), "the transaction to be aborted by its successor")
+    wait_until_stable(bootstrap, topic_name, 0, "the aborted transaction to release the last stable offset")
+    committed = [message.value() for message in read_partition(bootstrap, topic_name, 0, **READ_COMMITTED)]
+    assert committed[0] == b"before"
+    assert not [value for value in committed if value.startswith(b"open-")], "aborted records were served"
+    sequences = [int(value.split(b" ")[2]) for value in committed[1:]]
+    assert sequences == list(range(len(sequences))), "plain records lost, repeated or reordered"
+    acked = [int(match[2]) for line in plain.lines("acked ") if (match := ACKED.match(line))]
+    assert max(acked) < len(sequences), "an acknowledged record is missing"
+
+
 COMMIT_PARTITIONS = 16
 # Control batches have bit 5 of a batch's attributes set (a transaction marker).
 CONTROL_ATTRIBUTE = 0x20

@@ -147,6 +147,104 @@ def test_a_killed_job_resumes_exactly_once(bootstrap, topic_name, tmp_path):
     assert len(expected) > 20, f"the scenario produced only {len(expected)} alerts"
 
 
+COUNT_QUERY = """
+SELECT COUNT(*) AS n, System.Timestamp() AS windowEnd
+INTO [{counts}]
+FROM [{events}] TIMESTAMP BY ts
+GROUP BY TumblingWindow(second, 10)
+"""
+
+
+def at_second(second: int) -> tuple[str, dict]:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1_767_225_600 + second))
+    return "d0", {"deviceId": "d0", "ts": stamp}
+
+
+def latest_checkpoint(bootstrap: str, job: str) -> dict | None:
+    """The job's last committed checkpoint record, read from the checkpoint topic's start."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False,
+        "isolation.level": "read_committed", "enable.partition.eof": True,
+    })
+    try:
+        consumer.assign([TopicPartition("_tidewater_query_checkpoints", 0, 0)])
+        latest, deadline = None, time.monotonic() + 30
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            if message.error() is not None:
+                return latest
+            if message.key() == job.encode():
+                latest = json.loads(message.value())
+        raise AssertionError("the checkpoint topic's end was not reached")
+    finally:
+        consumer.close()
+
+
+def test_an_idle_job_restarts_from_its_checkpoint_after_every_retention_has_passed(broker_factory, topic_name, tmp_path):
+    """Regression (issue 18): the checkpoint topic kept one day, and an idle job writes no
+    checkpoints, so a job whose input was quiet for a day lost its only checkpoint; restarted, it
+    began again from its start position: it wrote its output twice, or, once retention had taken
+    its input too, lost the state of its open windows. The checkpoint topic is compacted now, so
+    the latest checkpoint of each job stays however long it is idle.
+
+    The day is shortened with topic configs: the input and the checkpoint topic get a retention of
+    1 ms and segments that roll at the next tick, so the input's records are deleted and the
+    checkpoint topic is cleaned (which under the old delete policy deleted the checkpoint). The
+    job restarted then neither repeats the window it wrote nor forgets the one it had open."""
+    broker = broker_factory()
+    bootstrap = broker.bootstrap
+    events, counts = f"{topic_name}-events", f"{topic_name}-counts"
+    tidewater("topic", "create", events, bootstrap=bootstrap)
+    query = tmp_path / "idle.sql"
+    query.write_text(COUNT_QUERY.format(counts=counts, events=events))
+    job = QueryJob(query, bootstrap, tmp_path / "idle.log")
+    # Five events in (0 s, 10 s], three in (10 s, 20 s]: the first window closes, the second
+    # stays open in the job's state.
+    produce(bootstrap, events, [at_second(second) for second in [1, 2, 3, 4, 5, 11, 12, 13]])
+    job.start()
+    try:
+        assert [row["n"] for row in wait_for_rows(bootstrap, counts, 1)] == [5]
+        deadline = time.monotonic() + 30
+        while (latest_checkpoint(bootstrap, "idle") or {}).get("counts", {}).get("events") != 8:
+            assert time.monotonic() < deadline, "no checkpoint of all 8 events"
+            time.sleep(0.2)
+        # Idle from here on: nothing new to read, so no new checkpoint.
+        time.sleep(1)
+    finally:
+        job.kill()
+
+    mark = broker.log_mark()
+    for topic in [events, "_tidewater_query_checkpoints"]:
+        tidewater("topic", "alter", topic, "--config", "retention.ms=1", "--config", "segment.ms=100",
+                  "--config", "min.cleanable.dirty.ratio=0.01", "--config", "delete.retention.ms=0", bootstrap=bootstrap)
+    broker.wait_for_log("cleaned partition", "_tidewater_query_checkpoints-0", since=mark, timeout_s=60)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused"})
+    try:
+        deadline = time.monotonic() + 60
+        while consumer.get_watermark_offsets(TopicPartition(events, 0), timeout=10, cached=False) != (8, 8):
+            assert time.monotonic() < deadline, "retention did not delete the input"
+            time.sleep(0.2)
+    finally:
+        consumer.close()
+    assert (latest_checkpoint(bootstrap, "idle") or {}).get("counts", {}).get("events") == 8, "the checkpoint stayed"
+
+    job.start()
+    try:
+        # Two more events in the open window, then one that closes it.
+        produce(bootstrap, events, [at_second(second) for second in [14, 15, 25]])
+        rows = wait_for_rows(bootstrap, counts, 2)
+        time.sleep(2)
+        rows = read_committed(bootstrap, counts)
+    finally:
+        assert job.stop() == 0, (tmp_path / "idle.log").read_text()
+    assert rows == [
+        {"n": 5, "windowEnd": "2026-01-01T00:00:10.0000000Z"},
+        {"n": 5, "windowEnd": "2026-01-01T00:00:20.0000000Z"},
+    ], rows
+
+
 def test_a_registered_job_runs_inside_serve(bootstrap, topic_name, tmp_path):
     telemetry, alerts = f"{topic_name}-telemetry", f"{topic_name}-alerts"
     tidewater("topic", "create", telemetry, "--partitions", "2", bootstrap=bootstrap)

@@ -15,14 +15,15 @@ use tidewater_log::{Clock, FsyncPolicy, Log, LogConfig, LogDir, TopicPartition};
 use uuid::Uuid;
 
 use crate::acl::{AuthorizationConfig, Authorizer};
-use crate::cleaner::Cleaner;
+use crate::cleaner::{CleanTarget, Cleaner};
 use crate::credentials::CredentialStore;
 use crate::error::BrokerError;
+use crate::groups::offsets::OFFSETS_DIR_NAME;
 use crate::groups::{Coordinator, GroupConfig, OffsetStore};
 use crate::meta::{MetaStore, TopicMeta};
 use crate::partition::Partition;
 use crate::topic_config::{self, TopicConfigs};
-use crate::transactions::TxnStore;
+use crate::transactions::{TxnStore, TRANSACTIONS_DIR_NAME};
 
 /// Partitions one topic may have.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
@@ -453,10 +454,18 @@ impl Broker {
                 partition.expire_producers(now);
                 partition.forget_deleted_aborts();
                 if partition.log.config().cleanup_policy.compact {
-                    compacted.push((format!("{}-{index}", topic.name), partition.clone()));
+                    compacted
+                        .push((format!("{}-{index}", topic.name), CleanTarget::Partition(partition.clone())));
                 }
             }
         }
+        // The journals a start replays, so that it reads their live keys, not their history.
+        compacted
+            .push((OFFSETS_DIR_NAME.to_string(), CleanTarget::Journal(self.lock_offsets().journal_log())));
+        compacted.push((
+            TRANSACTIONS_DIR_NAME.to_string(),
+            CleanTarget::Journal(self.lock_transactions().journal_log()),
+        ));
         self.cleaner.start_round(compacted, now);
     }
 
@@ -511,6 +520,13 @@ impl Broker {
     /// Flushes and closes every partition log and the internal journals. A cleaning pass in
     /// progress gives up when its log closes.
     pub fn close(&self) -> Result<(), BrokerError> {
+        // Producer state as of the end of each partition, so the next start reads no batch to
+        // rebuild it.
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                partition.snapshot_now();
+            }
+        }
         self.lock_transactions().close()?;
         self.lock_offsets().close()?;
         self.acls.close()?;

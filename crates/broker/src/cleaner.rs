@@ -1,9 +1,10 @@
-//! Runs the log cleaner over the broker's compacted partitions, off the request path.
+//! Runs the log cleaner over the broker's compacted partitions and internal journals, off the
+//! request path.
 //!
 //! Housekeeping (`Broker::tick`, about once a second) starts a round on a thread of its own
 //! unless the previous one is still running: the round visits every partition whose topic's
-//! cleanup policy includes `compact` and runs one pass where the log is dirty enough
-//! (`Partition::clean`). One round at a time, as Kafka's default of one cleaner thread, so the
+//! cleanup policy includes `compact`, and the consumer-offsets and transactions journals, and
+//! runs one pass where the log is dirty enough (`Partition::clean`, `Log::clean`). One round at a time, as Kafka's default of one cleaner thread, so the
 //! cleaner's I/O is that of one sequential pass; a pass never blocks produce or fetch (see the log
 //! crate's `cleaner.rs`), and its thread runs at a lower CPU priority (`CLEANER_NICE`) so that
 //! request handling wins when the two compete for a core. A partition whose pass fails is logged and left alone for
@@ -14,9 +15,27 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use tidewater_log::{CleanOutcome, LogError};
+use tidewater_log::{CleanOptions, CleanOutcome, Log, LogError};
 
 use crate::partition::Partition;
+
+/// What a round cleans.
+#[derive(Debug, Clone)]
+pub(crate) enum CleanTarget {
+    /// A partition of a compacted topic: its producers' last batches stay.
+    Partition(Arc<Partition>),
+    /// An internal journal (`internal_log.rs`), written by no producer.
+    Journal(Arc<Log>),
+}
+
+impl CleanTarget {
+    fn clean(&self) -> Result<CleanOutcome, LogError> {
+        match self {
+            CleanTarget::Partition(partition) => partition.clean(),
+            CleanTarget::Journal(log) => log.clean(&CleanOptions::default()),
+        }
+    }
+}
 
 /// The nice value of the cleaning thread: below the request threads (nice 0), above idle work.
 const CLEANER_NICE: libc::c_int = 10;
@@ -33,8 +52,8 @@ pub(crate) struct Cleaner {
 }
 
 impl Cleaner {
-    /// Starts a round over `partitions` (name and partition) unless one is running.
-    pub(crate) fn start_round(&self, partitions: Vec<(String, Arc<Partition>)>, now_ms: i64) {
+    /// Starts a round over `partitions` (name and what to clean) unless one is running.
+    pub(crate) fn start_round(&self, partitions: Vec<(String, CleanTarget)>, now_ms: i64) {
         let mut round = self.round.lock().expect("cleaner mutex poisoned by a panic");
         if round.as_ref().is_some_and(|running| !running.is_finished()) {
             return;
@@ -44,7 +63,7 @@ impl Cleaner {
                 tracing::error!("a cleaning round panicked");
             }
         }
-        let partitions: Vec<(String, Arc<Partition>)> = {
+        let partitions: Vec<(String, CleanTarget)> = {
             let failed = self.failed.lock().expect("cleaner mutex poisoned by a panic");
             partitions
                 .into_iter()
@@ -87,8 +106,8 @@ fn lower_priority() {
     }
 }
 
-fn clean_one(name: &str, partition: &Partition, failed: &Mutex<HashMap<String, i64>>, now_ms: i64) {
-    match partition.clean() {
+fn clean_one(name: &str, target: &CleanTarget, failed: &Mutex<HashMap<String, i64>>, now_ms: i64) {
+    match target.clean() {
         Ok(CleanOutcome::Cleaned(report)) => tracing::info!(
             partition = name,
             first_dirty = report.first_dirty_offset,

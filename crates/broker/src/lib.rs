@@ -15,6 +15,7 @@ mod handlers;
 mod internal_log;
 mod meta;
 mod partition;
+mod producer_snapshot;
 mod producers;
 #[cfg(test)]
 mod test_support;

@@ -20,6 +20,11 @@
 //! consumer would keep skipping that producer's later transactions in a fetch that starts before
 //! the marker was (Kafka drops such entries from its transaction index the same way). A crash
 //! between the two is repaired on open.
+//!
+//! Restarts: producer and open-transaction state is snapshotted (`producer_snapshot.rs`) after
+//! each segment roll and at a clean close, so opening reads the newest snapshot and only the
+//! batches after it, and a transaction open since many segments ago is still open after a
+//! restart, holding the last stable offset where it began.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
@@ -33,12 +38,8 @@ use tidewater_log::{Appended, CleanOptions, CleanOutcome, Log, LogError};
 
 use crate::broker::ApiError;
 use crate::error::log_error_code;
+use crate::producer_snapshot::{self, ProducerSnapshot};
 use crate::producers::{PartitionProducers, SequenceCheck};
-
-/// Segments scanned back from the active one to rebuild producer state after a restart. A
-/// producer's retries reach back at most five batches, so recent history is enough; a producer
-/// not seen there gets UNKNOWN_PRODUCER_ID and resets, as after Kafka expires its state.
-const PRODUCER_STATE_SEGMENTS: usize = 2;
 
 /// The file of aborted transactions inside a partition's directory, and the name it is rewritten
 /// under before replacing it.
@@ -50,6 +51,12 @@ pub struct Partition {
     pub log: Arc<Log>,
     producers: Mutex<PartitionProducers>,
     transactions: Mutex<PartitionTransactions>,
+    /// The active segment's base offset when the last snapshot was taken: a different one means
+    /// the log rolled since, and the next append takes a snapshot.
+    snapshot_segment: Mutex<i64>,
+    /// Held while a snapshot is written (outside the producer-state lock, so appends go on), so
+    /// two are never written at once.
+    snapshot_writes: Mutex<()>,
 }
 
 /// A transaction that was aborted in this partition: its records lie in
@@ -87,17 +94,25 @@ pub(crate) enum AppendOutcome {
 }
 
 impl Partition {
-    /// Wraps an open log, rebuilding producer state from its recent batches.
-    /// Transactions still open are found in the same recent segments; one whose first batch
-    /// lies further back is not seen (FIXME: a transaction-state snapshot would remove that
-    /// limit; transaction timeouts keep such transactions short).
+    /// Wraps an open log, rebuilding producer and transaction state from its newest snapshot
+    /// and the batches after it (from the whole log when there is no snapshot, as in a data
+    /// directory written before snapshots existed; a snapshot is then written at once).
     pub(crate) fn open(log: Arc<Log>, now_ms: i64) -> Result<Partition, LogError> {
-        let mut producers = PartitionProducers::default();
-        let mut open = BTreeMap::new();
+        let snapshot = producer_snapshot::load_latest(log.dir(), log.end_offset()).map_err(|source| {
+            LogError::Io { op: "read producer snapshots in", path: log.dir().to_path_buf(), source }
+        })?;
+        let had_snapshot = snapshot.is_some();
+        let (mut producers, mut open, from) = match snapshot {
+            Some(snapshot) => (
+                PartitionProducers::restore(snapshot.producers),
+                snapshot.open_transactions.into_iter().collect(),
+                snapshot.offset,
+            ),
+            None => (PartitionProducers::default(), BTreeMap::new(), log.log_start_offset()),
+        };
         // When the log's last batch is a marker that ended a transaction: (producer id, first
         // offset of the transaction, offset of the marker).
         let mut last_ended = None;
-        let from = log.recent_segments_start(PRODUCER_STATE_SEGMENTS);
         log.for_each_batch(from, |header| {
             producers.record(header, now_ms);
             last_ended = track_open_transaction(&mut open, header)
@@ -109,12 +124,90 @@ impl Partition {
             restore_last_abort(&log, &aborted_path, &mut aborted, producer_id, first_offset, marker_offset)?;
         }
         let transactions = PartitionTransactions { open, aborted, aborted_path };
-        let partition =
-            Partition { log, producers: Mutex::new(producers), transactions: Mutex::new(transactions) };
+        let snapshot_segment = Mutex::new(log.recent_segments_start(0));
+        let partition = Partition {
+            log,
+            producers: Mutex::new(producers),
+            transactions: Mutex::new(transactions),
+            snapshot_segment,
+            snapshot_writes: Mutex::new(()),
+        };
         // A crash may have come between a cleaning that removed abort markers and the rewrite
         // of the list without them.
         partition.forget_aborts_without_markers()?;
+        if !had_snapshot && partition.log.end_offset() > partition.log.log_start_offset() {
+            partition.snapshot_now();
+        }
         Ok(partition)
+    }
+
+    /// Takes a snapshot at the log end offset now (at a clean close, and after an open that had
+    /// none). A failure is logged: it only costs the next open a longer read.
+    pub(crate) fn snapshot_now(&self) {
+        let snapshot = {
+            let producers = self.producers.lock().expect("producer state mutex poisoned by a panic");
+            let transactions = self.lock_transactions();
+            self.take_snapshot(&producers, &transactions, self.log.end_offset())
+        };
+        self.write_snapshot(snapshot);
+    }
+
+    /// The state as of `offset`, which must be the log end offset while the caller holds the
+    /// producer-state lock (every append does), so no batch can come in between.
+    fn take_snapshot(
+        &self,
+        producers: &PartitionProducers,
+        transactions: &PartitionTransactions,
+        offset: i64,
+    ) -> ProducerSnapshot {
+        ProducerSnapshot {
+            offset,
+            producers: producers.snapshot(),
+            open_transactions: transactions
+                .open
+                .iter()
+                .map(|(&producer_id, &first)| (producer_id, first))
+                .collect(),
+        }
+    }
+
+    /// After an append, under the producer-state lock: a snapshot at `end_offset` if the log
+    /// rolled since the last one, for the caller to write once it released the locks.
+    fn snapshot_if_rolled(
+        &self,
+        producers: &PartitionProducers,
+        transactions: &PartitionTransactions,
+        end_offset: i64,
+    ) -> Option<ProducerSnapshot> {
+        let active_base = self.log.recent_segments_start(0);
+        let mut snapshot_segment = self.snapshot_segment.lock().expect("snapshot mutex poisoned by a panic");
+        if *snapshot_segment == active_base {
+            return None;
+        }
+        *snapshot_segment = active_base;
+        Some(self.take_snapshot(producers, transactions, end_offset))
+    }
+
+    /// Writes a snapshot once every offset below it is durable, so a crash can never leave a
+    /// snapshot ahead of the log (see `producer_snapshot.rs`). A failure is logged, not returned:
+    /// it only costs the next open a longer read.
+    fn write_snapshot(&self, snapshot: ProducerSnapshot) {
+        let _one_at_a_time = self.snapshot_writes.lock().expect("snapshot mutex poisoned by a panic");
+        let written =
+            self.log.wait_durable(snapshot.offset).map_err(|error| error.to_string()).and_then(|()| {
+                producer_snapshot::write(self.log.dir(), &snapshot).map_err(|error| error.to_string())
+            });
+        match written {
+            Ok(()) => {
+                tracing::debug!(dir = %self.log.dir().display(), offset = snapshot.offset, "producer snapshot written")
+            }
+            Err(error) => tracing::warn!(
+                dir = %self.log.dir().display(),
+                offset = snapshot.offset,
+                %error,
+                "could not write a producer snapshot; the next start reads further back"
+            ),
+        }
     }
 
     /// One cleaning pass of the log (see `Log::clean`), keeping every known producer's last
@@ -196,7 +289,7 @@ impl Partition {
         commit: bool,
         now_ms: i64,
     ) -> Result<(), LogError> {
-        let appended = {
+        let (appended, snapshot) = {
             let mut producers = self.producers.lock().expect("producer state mutex poisoned by a panic");
             let mut transactions = self.lock_transactions();
             let mut marker = batch::encode_control_batch(producer_id, producer_epoch, commit, now_ms);
@@ -220,8 +313,12 @@ impl Partition {
                 transactions.aborted.push(aborted);
             }
             transactions.open.remove(&producer_id);
-            appended
+            let snapshot = self.snapshot_if_rolled(&producers, &transactions, appended.next_offset);
+            (appended, snapshot)
         };
+        if let Some(snapshot) = snapshot {
+            self.write_snapshot(snapshot);
+        }
         self.log.wait_durable(appended.next_offset)
     }
 
@@ -270,6 +367,12 @@ impl Partition {
             producers.record(&header, now_ms);
             track_open_transaction(&mut transactions.open, &header);
             base_offset = header.next_offset();
+        }
+        let snapshot = self.snapshot_if_rolled(&producers, &transactions, appended.next_offset);
+        drop(transactions);
+        drop(producers);
+        if let Some(snapshot) = snapshot {
+            self.write_snapshot(snapshot);
         }
         Ok(AppendOutcome::Appended(appended))
     }
@@ -613,6 +716,114 @@ mod tests {
         assert!(matches!(next, AppendOutcome::Appended(appended) if appended.base_offset == 2));
         let stale = partition.append(&mut idempotent_batch(9, 1, 3, &[b"d"]), 1_000).expect_err("old epoch");
         assert_eq!(stale.code, ResponseError::InvalidProducerEpoch);
+    }
+
+    /// A partition whose segments hold one 600-byte batch each, so every append rolls.
+    fn open_small_segments(dir: &std::path::Path) -> Partition {
+        let config = LogConfig { segment_bytes: 1024, retention_ms: -1, ..LogConfig::default() };
+        let log = Log::open(dir, config, Arc::new(ManualClock::new(1_000))).expect("open log");
+        Partition::open(Arc::new(log), 1_000).expect("open partition")
+    }
+
+    fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .expect("list")
+            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains(".snapshot"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Regression (the FIXME this replaced): producer state was rebuilt from the last two
+    /// segments only, so a transaction whose first batch lay further back was not open after a
+    /// restart, and read_committed consumers were served its records (and everything after
+    /// them) as if it had committed.
+    #[test]
+    fn an_open_transaction_many_segments_back_is_still_open_after_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = [3u8; 600];
+        {
+            let partition = open_small_segments(dir.path());
+            partition.append(&mut idempotent_batch(1, 0, 0, &[&big]), 1_000).expect("append");
+            partition.append(&mut transactional_batch(5, 0, 0, &[&big]), 1_000).expect("append");
+            for sequence in 1..20 {
+                partition.append(&mut idempotent_batch(1, 0, sequence, &[&big]), 1_000).expect("append");
+            }
+            assert!(partition.log.segment_count() > 10);
+            assert_eq!(partition.last_stable_offset(21), 1);
+            // Dropped without `close`: a crash.
+        }
+        assert_eq!(snapshot_files(dir.path()).len(), producer_snapshot::SNAPSHOTS_KEPT);
+        let partition = open_small_segments(dir.path());
+        assert_eq!(partition.open_transactions(), vec![5]);
+        assert_eq!(partition.last_stable_offset(21), 1, "read_committed stays before the open transaction");
+        // Producer 1's sequence numbers survived too: a retry is a duplicate, the next one appends.
+        let retry = partition.append(&mut idempotent_batch(1, 0, 19, &[&big]), 1_000).expect("retry");
+        assert_eq!(retry, AppendOutcome::Duplicate { base_offset: 20 });
+        partition.write_marker(5, 0, false, 1_000).expect("abort");
+        assert_eq!(partition.last_stable_offset(22), 22);
+        assert_eq!(partition.aborted_between(0, 22), vec![(5, 1)]);
+    }
+
+    /// A crash while a snapshot was being written leaves a temporary file, or (on a damaged
+    /// disk) a snapshot that does not decode: the next open ignores both and falls back to the
+    /// snapshot before, or to the whole log, losing nothing.
+    #[test]
+    fn a_snapshot_cut_short_by_a_crash_loses_nothing() {
+        let big = [3u8; 600];
+        for damage in ["temporary file", "torn newest", "every snapshot torn"] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            {
+                let partition = open_small_segments(dir.path());
+                partition.append(&mut transactional_batch(5, 0, 0, &[&big]), 1_000).expect("append");
+                for sequence in 0..6 {
+                    partition.append(&mut idempotent_batch(1, 0, sequence, &[&big]), 1_000).expect("append");
+                }
+            }
+            let snapshots = snapshot_files(dir.path());
+            match damage {
+                "temporary file" => {
+                    fs::write(dir.path().join("00000000000000000007.snapshot.tmp"), b"TWPS\0").expect("write")
+                }
+                "torn newest" => {
+                    let newest = dir.path().join(snapshots.last().expect("a snapshot"));
+                    let bytes = fs::read(&newest).expect("read");
+                    fs::write(&newest, &bytes[..bytes.len() / 2]).expect("tear");
+                }
+                _ => {
+                    for name in &snapshots {
+                        fs::write(dir.path().join(name), b"").expect("tear");
+                    }
+                }
+            }
+            let partition = open_small_segments(dir.path());
+            assert_eq!(partition.open_transactions(), vec![5], "{damage}");
+            assert_eq!(partition.last_stable_offset(7), 0, "{damage}");
+            let next = partition.append(&mut idempotent_batch(1, 0, 6, &[&big]), 1_000).expect(damage);
+            assert!(
+                matches!(next, AppendOutcome::Appended(appended) if appended.base_offset == 7),
+                "{damage}"
+            );
+            assert!(snapshot_files(dir.path()).iter().all(|name| !name.ends_with(".tmp")), "{damage}");
+        }
+    }
+
+    /// A clean close snapshots the end of the log, so the next open reads no batch at all.
+    #[test]
+    fn a_clean_close_leaves_a_snapshot_at_the_log_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let partition = open(dir.path());
+            partition.append(&mut transactional_batch(5, 0, 0, &[b"t1"]), 1_000).expect("append");
+            partition.append(&mut idempotent_batch(9, 0, 0, &[b"a"]), 1_000).expect("append");
+            partition.snapshot_now();
+        }
+        assert_eq!(snapshot_files(dir.path()), ["00000000000000000002.snapshot"]);
+        let partition = open(dir.path());
+        assert_eq!(partition.open_transactions(), vec![5]);
+        let retry = partition.append(&mut idempotent_batch(9, 0, 0, &[b"a"]), 1_000).expect("retry");
+        assert_eq!(retry, AppendOutcome::Duplicate { base_offset: 1 });
     }
 
     /// A compacted partition with one-second segments and tombstones and markers that go on the

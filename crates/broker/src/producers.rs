@@ -8,9 +8,10 @@
 //! is acknowledged with the original offset, not appended again; a batch that does not follow
 //! the last one is out of order and refused.
 //!
-//! The state is rebuilt after a restart from the batch headers in the partition's recent
-//! segments, which carry the producer id, epoch and sequences. This module is a state machine
-//! with no I/O: the broker feeds it headers and asks it questions.
+//! The state is rebuilt after a restart from the partition's latest snapshot
+//! (`producer_snapshot.rs`) and the batch headers after it, which carry the producer id, epoch
+//! and sequences. This module is a state machine with no I/O: the broker feeds it headers and
+//! asks it questions, and takes and restores its snapshots.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -24,12 +25,13 @@ pub(crate) const PRODUCER_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
 /// Sequence numbers wrap from i32::MAX to 0.
 const SEQUENCE_MODULUS: i64 = i32::MAX as i64 + 1;
 
+/// One batch a producer wrote here: its sequence range and offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct WrittenBatch {
-    first_sequence: i32,
-    last_sequence: i32,
-    base_offset: i64,
-    last_offset: i64,
+pub(crate) struct WrittenBatch {
+    pub(crate) first_sequence: i32,
+    pub(crate) last_sequence: i32,
+    pub(crate) base_offset: i64,
+    pub(crate) last_offset: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +39,16 @@ struct ProducerEntry {
     epoch: i16,
     recent: VecDeque<WrittenBatch>,
     last_write_ms: i64,
+}
+
+/// One producer's state as a snapshot holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProducerRecord {
+    pub(crate) producer_id: i64,
+    pub(crate) epoch: i16,
+    pub(crate) last_write_ms: i64,
+    /// Oldest first, at most `BATCHES_PER_PRODUCER`.
+    pub(crate) batches: Vec<WrittenBatch>,
 }
 
 /// What to do with an idempotent batch.
@@ -176,6 +188,39 @@ impl PartitionProducers {
             .collect()
     }
 
+    /// Every producer's state, ordered by producer id, for a snapshot.
+    pub(crate) fn snapshot(&self) -> Vec<ProducerRecord> {
+        let mut records: Vec<ProducerRecord> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, entry)| ProducerRecord {
+                producer_id,
+                epoch: entry.epoch,
+                last_write_ms: entry.last_write_ms,
+                batches: entry.recent.iter().copied().collect(),
+            })
+            .collect();
+        records.sort_unstable_by_key(|record| record.producer_id);
+        records
+    }
+
+    /// The state a snapshot holds (the snapshot codec bounds each producer's batches).
+    pub(crate) fn restore(records: Vec<ProducerRecord>) -> PartitionProducers {
+        let producers = records
+            .into_iter()
+            .map(|record| {
+                let mut recent: VecDeque<WrittenBatch> = record.batches.into_iter().collect();
+                while recent.len() > BATCHES_PER_PRODUCER {
+                    recent.pop_front();
+                }
+                let entry =
+                    ProducerEntry { epoch: record.epoch, recent, last_write_ms: record.last_write_ms };
+                (record.producer_id, entry)
+            })
+            .collect();
+        PartitionProducers { producers }
+    }
+
     /// Forgets producers that have not written for `PRODUCER_EXPIRATION_MS`.
     pub(crate) fn expire(&mut self, now_ms: i64) -> usize {
         let before = self.producers.len();
@@ -300,6 +345,30 @@ mod tests {
             Err(ResponseError::InvalidProducerEpoch)
         );
         assert_eq!(producers.check(&batch(9, 3, 0, 1, 6)), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_same_decisions() {
+        let mut producers = PartitionProducers::default();
+        for index in 0..7 {
+            producers.record(&batch(1, 0, index, 1, i64::from(index)), 5);
+        }
+        producers.record(&batch(2, 3, 0, 4, 7), 6);
+        producers.record_marker(3, 2, 7);
+        let restored = PartitionProducers::restore(producers.snapshot());
+        assert_eq!(restored.snapshot(), producers.snapshot());
+        for header in [
+            batch(1, 0, 6, 1, 99),
+            batch(1, 0, 1, 1, 99),
+            batch(1, 0, 2, 1, 99),
+            batch(1, 0, 7, 1, 99),
+            batch(2, 3, 4, 1, 99),
+            batch(2, 2, 4, 1, 99),
+            batch(3, 1, 0, 1, 99),
+            batch(3, 2, 0, 1, 99),
+        ] {
+            assert_eq!(restored.check(&header), producers.check(&header), "{header:?}");
+        }
     }
 
     #[test]

@@ -155,6 +155,11 @@ impl TxnStore {
     pub fn close(&self) -> Result<(), LogError> {
         self.journal.close()
     }
+
+    /// The journal's log, for the broker's cleaner.
+    pub(crate) fn journal_log(&self) -> Arc<tidewater_log::Log> {
+        self.journal.log()
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,9 @@ const SECRET_KEY_PARTS: [&str; 5] =
 const REDACTED: &str = "(redacted)";
 /// The keys that name the bootstrap servers (librdkafka takes both).
 const BOOTSTRAP_KEYS: [&str; 2] = ["bootstrap.servers", "metadata.broker.list"];
+/// The compression of every client writing a table: none (see
+/// `ClusterConfig::table_client_config`).
+const TABLE_COMPRESSION: &str = "none";
 /// A key librdkafka resolves only after loading plugins, so properties are not checked one by
 /// one when it is present.
 const PLUGIN_KEY: &str = "plugin.library.paths";
@@ -135,22 +138,49 @@ impl ClusterConfig {
         config
     }
 
+    /// [`ClusterConfig::client_config`] for a client that writes compacted topics (Tidewater's
+    /// tables): compression is off whatever the user's properties say, because a broker may
+    /// refuse compressed batches on a compacted topic (Tidewater's does: it reads keys without
+    /// decompressing). librdkafka applies one compression to everything a producer writes, so a
+    /// producer writing a table and other topics in one transaction writes them all
+    /// uncompressed.
+    pub fn table_client_config(&self, settings: &[(&str, &str)]) -> ClientConfig {
+        let mut config = self.client_config(settings);
+        // Both names set one librdkafka property; which of two would win is not defined.
+        config.remove("compression.codec");
+        config.set("compression.type", TABLE_COMPRESSION);
+        config
+    }
+
     /// An idempotent producer whose sends complete only once every in-sync replica has the
     /// record: what dead-letter and command records need before their source offset is
-    /// committed, what keyed tables write with, and what the gateway appends with.
+    /// committed, and what the gateway appends with.
     pub fn reliable_producer(
         &self,
         client_id: &str,
     ) -> rdkafka::error::KafkaResult<FutureProducer<QuietContext>> {
-        self.client_config(&[
-            ("client.id", client_id),
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("linger.ms", "1"),
-            ("message.timeout.ms", "30000"),
-        ])
-        .create_with_context(QuietContext::default())
+        self.client_config(&reliable_settings(client_id)).create_with_context(QuietContext::default())
     }
+
+    /// [`ClusterConfig::reliable_producer`] for compacted topics (Tidewater's tables): never
+    /// compresses (see [`ClusterConfig::table_client_config`]).
+    pub fn table_producer(
+        &self,
+        client_id: &str,
+    ) -> rdkafka::error::KafkaResult<FutureProducer<QuietContext>> {
+        self.table_client_config(&reliable_settings(client_id)).create_with_context(QuietContext::default())
+    }
+}
+
+/// The settings of a reliable producer (idempotent, acks=all).
+fn reliable_settings(client_id: &str) -> [(&str, &str); 5] {
+    [
+        ("client.id", client_id),
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("linger.ms", "1"),
+        ("message.timeout.ms", "30000"),
+    ]
 }
 
 /// Where every command and role finds its Kafka-compatible cluster; flatten it into a command's
@@ -414,6 +444,27 @@ mod tests {
         let argument: KeyValue =
             "sasl.password=hunter2".parse().unwrap_or(KeyValue { key: String::new(), value: String::new() });
         assert_eq!(format!("{argument:?}"), "KeyValue { key: \"sasl.password\", value: \"(redacted)\" }");
+    }
+
+    /// Regression guard: a user's `compression.type` (or its alias `compression.codec`) reached
+    /// the clients writing compacted tables, whose compressed batches Tidewater refuses.
+    #[test]
+    fn table_clients_never_compress_whatever_the_user_set() {
+        for (key, value) in [("compression.type", "lz4"), ("compression.codec", "zstd")] {
+            let cluster = ClusterConfig {
+                bootstrap_servers: "kafka:9092".to_string(),
+                properties: vec![
+                    (key.to_string(), value.to_string()),
+                    ("linger.ms".to_string(), "7".to_string()),
+                ],
+            };
+            let table = cluster.table_client_config(&[("client.id", "t")]);
+            assert_eq!(table.get("compression.type"), Some("none"), "{key}");
+            assert_eq!(table.get("compression.codec"), None, "{key}");
+            assert_eq!(table.get("linger.ms"), Some("7"), "other properties still apply");
+            assert_eq!(cluster.client_config(&[]).get(key), Some(value), "other clients keep it");
+            assert!(cluster.table_producer("t").is_ok());
+        }
     }
 
     /// Flags as the CLI would parse them, with a client config file holding `file`.

@@ -4,9 +4,16 @@
 //! side of it (create the topic, write a record and wait for it, read to the end, follow live),
 //! and callers own what the values mean.
 //!
-//! It is an ordinary topic, so it works against any Kafka-compatible cluster. Where the cluster
-//! offers compaction it would be the better retention policy for a table; Tidewater's log has
-//! none yet, so tables are created with `retention.ms=-1` and keep every record.
+//! It is a compacted topic (`cleanup.policy=compact`, [`TABLE_CONFIGS`]), so its size follows its
+//! live keys: the cluster keeps the latest record of each key and drops tombstones after
+//! `delete.retention.ms`. One created before tables were compacted is upgraded when it is ensured
+//! (`admin::ensure_table_topic`). Its writers never compress (a broker may refuse compressed
+//! batches on a compacted topic), and its readers judge "read to the end" by the partition's end
+//! (librdkafka's partition EOF), never by the offset of the last record seen: compaction leaves
+//! gaps, and the last offsets of a table may hold no record at all (a tombstone past its time, a
+//! batch emptied by the cleaner).
+//!
+//! It works against any Kafka-compatible cluster that offers compaction.
 
 use std::time::Duration;
 
@@ -16,7 +23,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::admin::{ensure_topic_on, AdminError, NewTopic};
+use crate::admin::{ensure_table_topic_on, upgrade_table_topic_on, AdminError, NewTopic};
 use crate::config::ClusterConfig;
 use crate::logging::QuietContext;
 
@@ -29,6 +36,25 @@ const FOLLOW_RETRY: Duration = Duration::from_secs(1);
 /// each time: a bulk registration of 10,000 devices cost 50 million device copies. The bound
 /// keeps a steady stream of writes from holding the table back for long.
 const FOLLOW_BATCH_MAX: usize = 10_000;
+
+/// How long a table's active segment takes new records before it rolls (Kafka `segment.ms`):
+/// the cleaner never touches the active segment, so this bounds how long superseded records of a
+/// busy table wait to be cleaned.
+pub const TABLE_SEGMENT_MS: &str = "600000";
+/// What a table topic is created with, unless the caller's configs say otherwise.
+pub const TABLE_CONFIGS: &[(&str, &str)] = &[("cleanup.policy", "compact"), ("segment.ms", TABLE_SEGMENT_MS)];
+
+/// A one-partition table topic named `name`: [`TABLE_CONFIGS`], with `configs` added or
+/// replacing them (a table that also deletes by time passes `cleanup.policy=compact,delete`).
+pub fn table_topic(name: &str, configs: &[(&str, &str)]) -> NewTopic {
+    let mut merged: Vec<(&str, &str)> = TABLE_CONFIGS
+        .iter()
+        .filter(|(key, _)| !configs.iter().any(|(given, _)| given == key))
+        .copied()
+        .collect();
+    merged.extend_from_slice(configs);
+    NewTopic::new(name, 1, &merged)
+}
 
 /// One keyed table topic on a cluster.
 #[derive(Debug, Clone)]
@@ -58,18 +84,33 @@ impl KeyedTopic {
         &self.cluster
     }
 
-    /// Creates the topic with one partition and `configs` (e.g. `retention.ms=-1` for a table
-    /// that must never lose a key) unless it exists.
+    /// Creates the topic as a table ([`table_topic`] with `configs`) unless it exists, and
+    /// upgrades one that exists to a compacted table (see `admin::ensure_table_topic`).
     pub async fn ensure(&self, configs: &[(&str, &str)]) -> Result<(), TableError> {
-        let topic = NewTopic::new(&self.topic, 1, configs);
-        ensure_topic_on(&self.cluster, &self.client_id, topic, self.timeout).await.map_err(|error| {
-            TableFailure::Create {
-                topic: self.topic.clone(),
-                bootstrap_servers: self.cluster.bootstrap_servers.clone(),
-                error,
-            }
-            .into()
-        })
+        let topic = table_topic(&self.topic, configs);
+        ensure_table_topic_on(&self.cluster, &self.client_id, topic, self.timeout).await.map(drop).map_err(
+            |error| {
+                TableFailure::Create {
+                    topic: self.topic.clone(),
+                    bootstrap_servers: self.cluster.bootstrap_servers.clone(),
+                    error,
+                }
+                .into()
+            },
+        )
+    }
+
+    /// Upgrades the topic, if it exists, to a compacted table ([`table_topic`] with `configs`),
+    /// best effort (see `admin::upgrade_table_topic`): for a component that reads a table it does
+    /// not create.
+    pub async fn upgrade(&self, configs: &[(&str, &str)]) {
+        upgrade_table_topic_on(
+            &self.cluster,
+            &self.client_id,
+            table_topic(&self.topic, configs),
+            self.timeout,
+        )
+        .await;
     }
 
     /// Writes `key` = `value` (`None`: a tombstone) and returns once the cluster acknowledged it
@@ -85,7 +126,7 @@ impl KeyedTopic {
     pub async fn write_many(&self, records: &[(&str, Option<&[u8]>)]) -> Result<(), TableError> {
         let producer = self
             .cluster
-            .reliable_producer(&self.client_id)
+            .table_producer(&self.client_id)
             .map_err(|error| TableFailure::Client { what: "producer", error })?;
         let failed = |error: KafkaError| TableFailure::Write {
             topic: self.topic.clone(),
@@ -147,6 +188,9 @@ impl KeyedTopic {
                     next = message.offset() + 1;
                     each(message.key(), message.payload());
                 }
+                // The fetch reached the partition's end, at or past `high`: the offsets between
+                // the last record seen and `high` hold no record (see the module docs).
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
                 Some(Err(error)) => return Err(TableFailure::Read { topic: topic.clone(), error }.into()),
                 None => {}
             }
@@ -173,9 +217,9 @@ impl KeyedTopic {
         std::thread::Builder::new()
             .name(thread_name.to_string())
             .spawn(move || {
-                let high = loop {
+                let (low, high) = loop {
                     match consumer.fetch_watermarks(&topic, 0, timeout) {
-                        Ok((_, high)) => break high,
+                        Ok(watermarks) => break watermarks,
                         Err(error) => {
                             tracing::debug!(%error, "reading {topic}; retrying");
                             if *stop.borrow() {
@@ -185,13 +229,16 @@ impl KeyedTopic {
                         }
                     }
                 };
-                let mut is_caught_up = high == 0;
+                let mut is_caught_up = low >= high;
                 if is_caught_up {
                     caught_up();
                 }
                 while !*stop.borrow() {
                     // Wait for one record, then take those already fetched without waiting.
                     let mut n_applied = 0;
+                    // Whether the partition's end was reached in this round for the first time,
+                    // which publishes what earlier rounds applied even if this one applied nothing.
+                    let mut reached_end = false;
                     let mut next = consumer.poll(FOLLOW_POLL);
                     while let Some(result) = next {
                         match result {
@@ -202,12 +249,18 @@ impl KeyedTopic {
                                     is_caught_up = true;
                                 }
                             }
+                            // The end as of this fetch, at or past `high`, even where the last
+                            // offsets hold no record (see the module docs).
+                            Err(KafkaError::PartitionEOF(_)) => {
+                                reached_end = !is_caught_up;
+                                is_caught_up = true;
+                            }
                             Err(error) => tracing::debug!(%error, "reading {topic}"),
                         }
                         next =
                             if n_applied < FOLLOW_BATCH_MAX { consumer.poll(Duration::ZERO) } else { None };
                     }
-                    if n_applied > 0 && is_caught_up {
+                    if is_caught_up && (n_applied > 0 || reached_end) {
                         caught_up();
                     }
                 }
@@ -227,6 +280,8 @@ impl KeyedTopic {
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
+                // "Read to the end" is judged by the end of the partition (see the module docs).
+                ("enable.partition.eof", "true"),
             ])
             .create_with_context(QuietContext::default())
             .map_err(|error| TableFailure::Client { what: "consumer", error })?;

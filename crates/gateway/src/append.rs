@@ -6,7 +6,10 @@
 //! [`KafkaAppender`] is an idempotent producer with acks=all: a delivery report means every
 //! in-sync replica has the record, and `tidewater serve` (fsync=always) fsyncs before it
 //! acknowledges. Idempotence also keeps one connection's records in queue order through
-//! librdkafka's retries. [`MemoryAppender`] records in memory for tests.
+//! librdkafka's retries. Records for the gateway's tables (retained messages, deliveries), which
+//! are compacted topics, go through a second such producer that never compresses, whatever
+//! compression the user's client properties ask of the others. [`MemoryAppender`] records in
+//! memory for tests.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -42,6 +45,9 @@ pub trait Appender: Send + Sync + std::fmt::Debug + 'static {
 /// Appends to a Kafka-compatible cluster.
 pub struct KafkaAppender {
     producer: FutureProducer<QuietContext>,
+    /// For `table_topics`: compacted topics, written uncompressed.
+    table_producer: FutureProducer<QuietContext>,
+    table_topics: Vec<String>,
 }
 
 impl std::fmt::Debug for KafkaAppender {
@@ -51,11 +57,15 @@ impl std::fmt::Debug for KafkaAppender {
 }
 
 impl KafkaAppender {
-    pub fn new(cluster: &ClusterConfig) -> anyhow::Result<KafkaAppender> {
+    /// An appender to `cluster`, where `table_topics` are the compacted ones.
+    pub fn new(cluster: &ClusterConfig, table_topics: Vec<String>) -> anyhow::Result<KafkaAppender> {
         let producer = cluster
             .reliable_producer("tidewater-gateway")
             .map_err(|error| anyhow::anyhow!("creating the gateway's producer: {error}"))?;
-        Ok(KafkaAppender { producer })
+        let table_producer = cluster
+            .table_producer("tidewater-gateway-tables")
+            .map_err(|error| anyhow::anyhow!("creating the gateway's table producer: {error}"))?;
+        Ok(KafkaAppender { producer, table_producer, table_topics })
     }
 }
 
@@ -70,7 +80,9 @@ impl Appender for KafkaAppender {
             .payload(message.payload.as_ref())
             .headers(headers);
         let topic = message.topic.clone();
-        match self.producer.send_result(record) {
+        let producer =
+            if self.table_topics.contains(&message.topic) { &self.table_producer } else { &self.producer };
+        match producer.send_result(record) {
             Ok(delivery) => Ok(Box::pin(async move {
                 match delivery.await {
                     Ok(Ok(_)) => Ok(()),

@@ -14,6 +14,16 @@
 //! Reading commands and deliveries from one time-to-live back means a restarted gateway still
 //! holds every command that has not expired and was not delivered. The topics are created
 //! (one partition) if missing; partitions added later are not followed until a restart.
+//!
+//! The retained and deliveries topics are tables, compacted: the latest retained message per
+//! MQTT topic, the latest delivery record per command (keyed `{device}/{partition}/{offset}` of
+//! the command; the device is in the value too). Deliveries also go by time
+//! (`compact,delete`, the cluster's retention), as they matter for one command time-to-live only.
+//! Compaction leaves gaps, and the last offsets of the retained table may hold no record (a batch
+//! the cleaner emptied), so its load is finished when the fetch reaches the partition's end
+//! (librdkafka's partition EOF), not when a record at its last offset arrives. librdkafka names
+//! only the partition in that event, so the other topics are paused until the retained table is
+//! loaded: their records then all come after the table's history, in order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,9 +31,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use tidewater_client::admin::{ensure_topic_on, NewTopic};
 use tidewater_client::{now_ms, ClusterConfig, KeyedTopic, QuietContext};
 
 use crate::hub::{devicebound_topic, CommandId, Hub};
@@ -52,13 +64,26 @@ impl Default for PubSubTopics {
     }
 }
 
-/// A delivery record's value: which command was delivered, and until when to remember it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A delivery record's value: which command was delivered, to which device, and until when to
+/// remember it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
+    /// The device; records written before deliveries were keyed per command carry it only as
+    /// their key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     pub partition: i32,
     pub offset: i64,
     pub delivered_at_ms: i64,
     pub expires_at_ms: i64,
+}
+
+impl Delivery {
+    /// The delivery record's key: one per command, so compaction keeps every command's
+    /// delivery (a key per device would keep only the device's last one).
+    pub fn key(device: &str, partition: i32, offset: i64) -> String {
+        format!("{device}/{partition}/{offset}")
+    }
 }
 
 /// How long the follower waits for a record before it looks at `stop` and sweeps.
@@ -66,21 +91,27 @@ const POLL: Duration = Duration::from_millis(100);
 /// How often expired sessions and commands are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// Creates the topics that do not exist yet: tables (retained, deliveries) keep every record.
+/// `client.id` of the gateway's admin requests.
+const ADMIN_CLIENT_ID: &str = "tidewater-gateway";
+
+/// Creates the topics that do not exist yet (one partition each): the pub/sub and commands
+/// topics as streams, the retained and deliveries topics as compacted tables (see the module
+/// docs), upgrading tables created before they were compacted.
 pub async fn ensure_topics(
     cluster: &ClusterConfig,
     topics: &PubSubTopics,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let keep_forever: &[(&str, &str)] = &[("retention.ms", "-1")];
-    for (topic, configs) in [
-        (&topics.messages, &[][..]),
-        (&topics.retained, keep_forever),
-        (&topics.commands, &[][..]),
-        (&topics.deliveries, &[][..]),
-    ] {
-        KeyedTopic::new(cluster.clone(), topic.clone(), "tidewater-gateway", timeout).ensure(configs).await?;
+    for stream in [&topics.messages, &topics.commands] {
+        let topic = NewTopic::new(stream, 1, &[]);
+        ensure_topic_on(cluster, ADMIN_CLIENT_ID, topic, timeout)
+            .await
+            .with_context(|| format!("creating {stream} at {}", cluster.bootstrap_servers))?;
     }
+    KeyedTopic::new(cluster.clone(), topics.retained.clone(), ADMIN_CLIENT_ID, timeout).ensure(&[]).await?;
+    KeyedTopic::new(cluster.clone(), topics.deliveries.clone(), ADMIN_CLIENT_ID, timeout)
+        .ensure(&[("cleanup.policy", "compact,delete")])
+        .await?;
     Ok(())
 }
 
@@ -107,6 +138,8 @@ pub fn follow(
             // there.
             ("fetch.wait.max.ms", "20"),
             ("fetch.error.backoff.ms", "50"),
+            // The retained table's load ends at the partition's end (see the module docs).
+            ("enable.partition.eof", "true"),
         ])
         .create_with_context(QuietContext::default())
         .context("creating the gateway's pub/sub consumer")?;
@@ -187,7 +220,21 @@ fn assign(
         assignment.add_partition_offset(element.topic(), element.partition(), offset)?;
     }
     consumer.assign(&assignment).context("assigning the pub/sub topics")?;
+    // Until the retained table is loaded only its partitions are read, so a partition's end
+    // (which librdkafka reports by partition number alone) is the table's.
+    if retained_ends.values().any(|&end| end > 0) {
+        consumer.pause(&others(&assignment, &topics.retained)).context("pausing the pub/sub topics")?;
+    }
     Ok(retained_ends)
+}
+
+/// The partitions of `assignment` that are not `topic`'s.
+fn others(assignment: &TopicPartitionList, topic: &str) -> TopicPartitionList {
+    let mut others = TopicPartitionList::new();
+    for element in assignment.elements().iter().filter(|element| element.topic() != topic) {
+        others.add_partition(element.topic(), element.partition());
+    }
+    others
 }
 
 fn run(
@@ -206,6 +253,9 @@ fn run(
     while !*stop.borrow() {
         if loading.is_empty() {
             if let Some(ready) = ready.take() {
+                if !retained_ends.values().all(|&end| end == 0) {
+                    resume_others(consumer, &topics.retained);
+                }
                 let _ = ready.send(());
             }
         }
@@ -219,6 +269,10 @@ fn run(
                 }
                 apply(&Record::of(&record, now), topics, hub, &retained_ends, now);
             }
+            // While loading, only the retained table's partitions are read (see `assign`).
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                loading.remove(&partition);
+            }
             Some(Err(error)) => tracing::debug!(%error, "reading the pub/sub topics"),
             None => {}
         }
@@ -226,6 +280,15 @@ fn run(
             hub.sweep(Instant::now(), now_ms());
             last_sweep = Instant::now();
         }
+    }
+}
+
+/// Resumes the partitions `assign` paused until the retained table (`retained`) was loaded.
+fn resume_others(consumer: &BaseConsumer<QuietContext>, retained: &str) {
+    let resumed =
+        consumer.assignment().and_then(|assignment| consumer.resume(&others(&assignment, retained)));
+    if let Err(error) = resumed {
+        tracing::error!(%error, "could not resume the pub/sub topics after loading the retained table");
     }
 }
 
@@ -297,9 +360,16 @@ pub fn apply(record: &Record<'_>, topics: &PubSubTopics, hub: &Hub, retained_end
         let id: CommandId = (record.partition, record.offset);
         hub.command(device, id, Arc::new(message), now);
     } else if record.topic == topics.deliveries {
-        let device = record.key.and_then(|key| std::str::from_utf8(key).ok());
-        let delivery = record.payload.and_then(|value| serde_json::from_slice::<Delivery>(value).ok());
-        if let (Some(device), Some(delivery)) = (device, delivery) {
+        let Some(delivery) = record.payload.and_then(|value| serde_json::from_slice::<Delivery>(value).ok())
+        else {
+            return;
+        };
+        // Records written before deliveries were keyed per command are keyed by the device.
+        let device = match &delivery.device {
+            Some(device) => Some(device.as_str()),
+            None => record.key.and_then(|key| std::str::from_utf8(key).ok()),
+        };
+        if let Some(device) = device {
             hub.command_delivered(device, (delivery.partition, delivery.offset), delivery.expires_at_ms);
         }
     }
@@ -378,5 +448,37 @@ mod tests {
             retained_seen_by_a_new_subscriber(&hub, "second"),
             [("a".into(), "current".into(), true), ("b".into(), "live".into(), true)]
         );
+    }
+
+    /// Deliveries are keyed per command (so compaction keeps each one), with the device in the
+    /// value; records of older gateways, keyed by the device alone, still count.
+    #[test]
+    fn a_delivery_record_of_either_layout_stops_its_command() {
+        let topics = PubSubTopics::default();
+        let hub = Hub::new(HubConfig::default());
+        let delivered = |key: &str, delivery: &Delivery| {
+            let value = serde_json::to_vec(delivery).expect("json");
+            let record = Record { key: Some(key.as_bytes()), ..record(&topics.deliveries, 0, &value, &[]) };
+            apply(&record, &topics, &hub, &RetainedEnds::new(), 0);
+        };
+        for offset in [5, 6] {
+            let mut record = record(&topics.commands, offset, b"reboot", &[]);
+            record.key = Some(b"pump-1");
+            apply(&record, &topics, &hub, &RetainedEnds::new(), 0);
+        }
+        assert_eq!(hub.pending_commands("pump-1"), 2);
+        let new_layout = Delivery {
+            device: Some("pump-1".into()),
+            partition: 0,
+            offset: 5,
+            delivered_at_ms: 0,
+            expires_at_ms: i64::MAX,
+        };
+        assert_eq!(Delivery::key("pump-1", 0, 5), "pump-1/0/5");
+        delivered(&Delivery::key("pump-1", 0, 5), &new_layout);
+        assert_eq!(hub.pending_commands("pump-1"), 1);
+        let old_layout = Delivery { device: None, offset: 6, ..new_layout };
+        delivered("pump-1", &old_layout);
+        assert_eq!(hub.pending_commands("pump-1"), 0);
     }
 }

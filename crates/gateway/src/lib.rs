@@ -61,7 +61,11 @@ pub async fn run(
         tracing::warn!(error = %format!("{error:#}"), "could not create {DEVICES_TOPIC}; will keep trying to read it");
     }
     let (directory, follower) = registry.watch(stop.clone())?;
-    let appender: Arc<dyn Appender> = Arc::new(KafkaAppender::new(&cluster)?);
+    let table_topics = match &mqtt {
+        Some((_, config)) => vec![config.topics.retained.clone(), config.topics.deliveries.clone()],
+        None => Vec::new(),
+    };
+    let appender: Arc<dyn Appender> = Arc::new(KafkaAppender::new(&cluster, table_topics)?);
     let mut fanout = None;
     let mqtt = match mqtt {
         Some((listener, config)) => {

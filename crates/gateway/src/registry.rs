@@ -38,9 +38,9 @@ impl DeviceRegistry {
         }
     }
 
-    /// Creates the registry topic unless it exists.
+    /// Creates the registry topic (a compacted table) unless it exists.
     pub async fn ensure_topic(&self) -> anyhow::Result<()> {
-        Ok(self.topic.ensure(&[("retention.ms", "-1")]).await?)
+        Ok(self.topic.ensure(&[]).await?)
     }
 
     /// Every registered device, as of now.

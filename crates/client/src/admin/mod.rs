@@ -1,5 +1,6 @@
 //! Admin requests through librdkafka's C API: topics (CreateTopics, DeleteTopics,
-//! CreatePartitions, IncrementalAlterConfigs, and "ensure": create unless it exists), consumer
+//! CreatePartitions, DescribeConfigs, IncrementalAlterConfigs, and "ensure": create unless it
+//! exists, and for a table upgrade it to a compacted topic), consumer
 //! groups (ListGroups with DescribeGroups, ListConsumerGroupOffsets, AlterConsumerGroupOffsets,
 //! DeleteGroups), ACLs (CreateAcls, DescribeAcls, DeleteAcls) and SCRAM credentials
 //! (AlterUserScramCredentials, DescribeUserScramCredentials).
@@ -38,8 +39,9 @@ pub use scram::{
     ScramMechanism, UserOutcome, UserScramCredentials, SCRAM_ITERATIONS_DEFAULT,
 };
 pub use topics::{
-    alter_topic_configs, create_partitions, create_topic, delete_topic, ensure_topic, ensure_topic_on,
-    ConfigChange, NewTopic,
+    alter_topic_configs, create_partitions, create_topic, delete_topic, describe_topic_configs,
+    ensure_table_topic, ensure_table_topic_on, ensure_topic, ensure_topic_on, table_upgrades,
+    upgrade_table_topic, upgrade_table_topic_on, ConfigChange, ConfigUpgrade, NewTopic, TopicConfigEntry,
 };
 
 /// A Kafka error code as a broker sent it, which may be one this librdkafka has no name for.

@@ -1,6 +1,14 @@
-//! Topic requests: CreateTopics, DeleteTopics, CreatePartitions, IncrementalAlterConfigs, and
-//! "ensure" (create unless it exists), the one way Tidewater's components create the topics
-//! they need. Each waits until the broker answered, and reports the broker's own message.
+//! Topic requests: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
+//! IncrementalAlterConfigs, and "ensure" (create unless it exists), the one way Tidewater's
+//! components create the topics they need. Each waits until the broker answered, and reports the
+//! broker's own message.
+//!
+//! Tables (Tidewater's own state: devices, triggers, checkpoints and so on) are compacted topics,
+//! and [`ensure_table_topic`] also upgrades one created before they were: a topic whose
+//! `cleanup.policy` lacks `compact` is switched to the table's policy, and the table's other
+//! configs are set where the topic does not override them (an operator's own setting stays). A
+//! cluster that refuses the change (no ALTER_CONFIGS permission, no IncrementalAlterConfigs) leaves
+//! the topic as it is, with a warning: the table still works, it only keeps every record.
 
 use std::time::Duration;
 
@@ -11,7 +19,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdsys::rd_kafka_admin_op_t as Op;
 
 use super::ffi::{
-    c_string, check_resp_err, named, owned_error, request, resource_outcome, result_array, single,
+    c_string, c_text, check_resp_err, named, owned_error, request, resource_outcome, result_array, single,
     topic_outcomes, ErrBuf, Operation, Owned,
 };
 use super::AdminError;
@@ -38,6 +46,24 @@ impl NewTopic {
             configs: configs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect(),
         }
     }
+}
+
+/// One config of a topic as DescribeConfigs reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfigEntry {
+    pub name: String,
+    /// `None` for a sensitive config, or one without a value.
+    pub value: Option<String>,
+    /// The cluster's default, not set on the topic.
+    pub is_default: bool,
+}
+
+/// A config [`ensure_table_topic`] changes on an existing topic: from what to what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigUpgrade {
+    pub name: String,
+    pub from: Option<String>,
+    pub to: String,
 }
 
 /// One change of IncrementalAlterConfigs.
@@ -70,6 +96,12 @@ const CREATE_PARTITIONS: Operation<rdsys::rd_kafka_NewPartitions_t> = Operation:
     Op::RD_KAFKA_ADMIN_OP_CREATEPARTITIONS,
     rdsys::rd_kafka_CreatePartitions,
     rdsys::rd_kafka_event_CreatePartitions_result,
+);
+const DESCRIBE_CONFIGS: Operation<rdsys::rd_kafka_ConfigResource_t> = Operation::new(
+    "DescribeConfigs",
+    Op::RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS,
+    rdsys::rd_kafka_DescribeConfigs,
+    rdsys::rd_kafka_event_DescribeConfigs_result,
 );
 const INCREMENTAL_ALTER_CONFIGS: Operation<rdsys::rd_kafka_ConfigResource_t> = Operation::new(
     "IncrementalAlterConfigs",
@@ -147,6 +179,196 @@ pub async fn ensure_topic_on(
     ensured.await.map_err(|error| AdminError::Unexpected(format!("the admin task failed: {error}")))?
 }
 
+/// Creates the table topic `topic` unless it exists, and upgrades an existing one to the
+/// table's configs (see the module docs and [`table_upgrades`]). `topic.configs` must name the
+/// table's `cleanup.policy`. Only creating can fail: an upgrade the cluster refuses is logged as a
+/// warning and the topic is used as it is. Returns the configs it changed.
+pub fn ensure_table_topic<C: ClientContext>(
+    client: &Client<C>,
+    topic: &NewTopic,
+    timeout: Duration,
+) -> Result<Vec<ConfigUpgrade>, AdminError> {
+    match create_topic(client, topic, timeout) {
+        Ok(()) => Ok(Vec::new()),
+        Err(error) if error.code().is_some_and(|code| code.is(RDKafkaErrorCode::TopicAlreadyExists)) => {
+            Ok(upgrade_table_topic(client, topic, timeout))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Upgrades the existing table topic `topic` to the table's configs (see the module docs and
+/// [`table_upgrades`]); a topic that does not exist is left for whoever creates it. Best effort:
+/// a refusal is logged as a warning and the topic is used as it is. Returns the configs it
+/// changed. What a component calls at start for a table it reads but does not create (a runner
+/// following a registry `trigger create` or `query create` made, perhaps with an older version).
+pub fn upgrade_table_topic<C: ClientContext>(
+    client: &Client<C>,
+    topic: &NewTopic,
+    timeout: Duration,
+) -> Vec<ConfigUpgrade> {
+    let upgrade = || -> Result<Vec<ConfigUpgrade>, AdminError> {
+        let current = describe_topic_configs(client, &topic.name, timeout)?;
+        let upgrades = table_upgrades(&topic.configs, &current);
+        if !upgrades.is_empty() {
+            let changes: Vec<ConfigChange<'_>> = upgrades
+                .iter()
+                .map(|upgrade| ConfigChange::Set { name: &upgrade.name, value: &upgrade.to })
+                .collect();
+            alter_topic_configs(client, &topic.name, &changes, timeout)?;
+        }
+        Ok(upgrades)
+    };
+    match upgrade() {
+        Ok(upgrades) => {
+            for upgrade in &upgrades {
+                tracing::info!(
+                    topic = %topic.name,
+                    config = %upgrade.name,
+                    from = upgrade.from.as_deref().unwrap_or("(none)"),
+                    to = %upgrade.to,
+                    "upgraded a table topic created before tables were compacted"
+                );
+            }
+            upgrades
+        }
+        Err(error) if error.code().is_some_and(|code| code.is(RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+            Vec::new()
+        }
+        Err(error) => {
+            tracing::warn!(
+                topic = %topic.name,
+                %error,
+                "could not check or upgrade the table topic's configs; it is used as it is (if it is not \
+                 compacted it keeps every record)"
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// [`upgrade_table_topic`] through a client of its own (with `client_id`), off the async
+/// threads. A client that cannot be made is logged like a refused upgrade.
+pub async fn upgrade_table_topic_on(
+    cluster: &ClusterConfig,
+    client_id: &str,
+    topic: NewTopic,
+    timeout: Duration,
+) -> Vec<ConfigUpgrade> {
+    let config = cluster.client_config(&[("client.id", client_id)]);
+    let name = topic.name.clone();
+    let upgraded = tokio::task::spawn_blocking(move || {
+        match config.create_with_context(QuietContext::default()) {
+            Ok(admin) => {
+                let admin: AdminClient<QuietContext> = admin;
+                upgrade_table_topic(admin.inner(), &topic, timeout)
+            }
+            Err(error) => {
+                tracing::warn!(topic = %topic.name, %error, "could not make a client to upgrade the table topic");
+                Vec::new()
+            }
+        }
+    });
+    upgraded.await.unwrap_or_else(|error| {
+        tracing::warn!(topic = %name, %error, "the table upgrade task failed");
+        Vec::new()
+    })
+}
+
+/// [`ensure_table_topic`] through a client of its own (with `client_id`), off the async threads.
+pub async fn ensure_table_topic_on(
+    cluster: &ClusterConfig,
+    client_id: &str,
+    topic: NewTopic,
+    timeout: Duration,
+) -> Result<Vec<ConfigUpgrade>, AdminError> {
+    let config = cluster.client_config(&[("client.id", client_id)]);
+    let ensured = tokio::task::spawn_blocking(move || {
+        let admin: AdminClient<QuietContext> = config
+            .create_with_context(QuietContext::default())
+            .map_err(|error| AdminError::Client { error })?;
+        ensure_table_topic(admin.inner(), &topic, timeout)
+    });
+    ensured.await.map_err(|error| AdminError::Unexpected(format!("the admin task failed: {error}")))?
+}
+
+/// What turns an existing topic into the table `wanted` describes, given its `current` configs
+/// (pure). `cleanup.policy` changes whenever the topic's lacks `compact`, whoever set it: a table
+/// is compacted by design. Every other wanted config changes only where the topic does not
+/// override it (its value is the cluster's default), so an operator's setting stays; a config the
+/// cluster does not report is left alone.
+pub fn table_upgrades(wanted: &[(String, String)], current: &[TopicConfigEntry]) -> Vec<ConfigUpgrade> {
+    let mut upgrades = Vec::new();
+    for (name, value) in wanted {
+        let Some(entry) = current.iter().find(|entry| &entry.name == name) else { continue };
+        if entry.value.as_deref() == Some(value.as_str()) {
+            continue;
+        }
+        let needed = if name == "cleanup.policy" {
+            let compacted = entry
+                .value
+                .as_deref()
+                .is_some_and(|policy| policy.split(',').any(|item| item.trim() == "compact"));
+            !compacted
+        } else {
+            entry.is_default
+        };
+        if needed {
+            upgrades.push(ConfigUpgrade { name: name.clone(), from: entry.value.clone(), to: value.clone() });
+        }
+    }
+    upgrades
+}
+
+/// Every config of `topic` as the cluster reports it.
+pub fn describe_topic_configs<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<TopicConfigEntry>, AdminError> {
+    let resource = topic_resource(topic)?;
+    // SAFETY (read): the result is live during the call; its entries are config resources, whose
+    // config entries and their strings live as long as they do.
+    request(client, &DESCRIBE_CONFIGS, timeout, &[resource], |result| unsafe {
+        let resources = result_array(result, rdsys::rd_kafka_DescribeConfigs_result_resources);
+        let Some(&resource) = resources
+            .iter()
+            .find(|&&resource| c_text(rdsys::rd_kafka_ConfigResource_name(resource)) == topic)
+        else {
+            return Err(AdminError::Unexpected(format!("the answer did not mention {topic:?}")));
+        };
+        resource_outcome(resource).1?;
+        let entries = result_array(resource, rdsys::rd_kafka_ConfigResource_configs);
+        Ok(entries
+            .iter()
+            .map(|&entry| {
+                let value = rdsys::rd_kafka_ConfigEntry_value(entry);
+                TopicConfigEntry {
+                    name: c_text(rdsys::rd_kafka_ConfigEntry_name(entry)),
+                    value: (!value.is_null()).then(|| c_text(value)),
+                    is_default: rdsys::rd_kafka_ConfigEntry_is_default(entry) != 0,
+                }
+            })
+            .collect())
+    })
+}
+
+/// A config resource naming `topic`.
+fn topic_resource(topic: &str) -> Result<Owned<rdsys::rd_kafka_ConfigResource_t>, AdminError> {
+    let name = c_string(topic)?;
+    // SAFETY: `name` outlives the call; librdkafka copies it.
+    unsafe {
+        Owned::made(
+            rdsys::rd_kafka_ConfigResource_new(
+                rdsys::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
+                name.as_ptr(),
+            ),
+            rdsys::rd_kafka_ConfigResource_destroy,
+            || "librdkafka refused the config resource".to_string(),
+        )
+    }
+}
+
 /// Deletes one topic and waits for the broker's answer.
 pub fn delete_topic<C: ClientContext>(
     client: &Client<C>,
@@ -196,18 +418,7 @@ pub fn alter_topic_configs<C: ClientContext>(
     use rdsys::rd_kafka_AlterConfigOpType_t::{
         RD_KAFKA_ALTER_CONFIG_OP_TYPE_DELETE as DELETE, RD_KAFKA_ALTER_CONFIG_OP_TYPE_SET as SET,
     };
-    let name = c_string(topic)?;
-    // SAFETY: `name` outlives the call; librdkafka copies it.
-    let resource = unsafe {
-        Owned::made(
-            rdsys::rd_kafka_ConfigResource_new(
-                rdsys::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
-                name.as_ptr(),
-            ),
-            rdsys::rd_kafka_ConfigResource_destroy,
-            || "librdkafka refused the config resource".to_string(),
-        )
-    }?;
+    let resource = topic_resource(topic)?;
     for change in changes {
         let (config_name, op, value) = match change {
             ConfigChange::Set { name, value } => (*name, SET, Some(c_string(value)?)),
@@ -231,4 +442,63 @@ pub fn alter_topic_configs<C: ClientContext>(
         let resources = result_array(result, rdsys::rd_kafka_IncrementalAlterConfigs_result_resources);
         single(resources.iter().map(|&resource| resource_outcome(resource)).collect(), topic)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `table_upgrades` for the wanted configs against `current` entries written as
+    /// `name=value` (`*` after the value: the cluster's default) and compares the upgrades,
+    /// written `name: from -> to`.
+    fn check(wanted: &[(&str, &str)], current: &[&str], expected: &[&str]) {
+        let wanted: Vec<(String, String)> =
+            wanted.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+        let current: Vec<TopicConfigEntry> = current
+            .iter()
+            .map(|text| {
+                let (name, value) = text.split_once('=').unwrap_or((text, ""));
+                let (value, is_default) = match value.strip_suffix('*') {
+                    Some(value) => (value, true),
+                    None => (value, false),
+                };
+                TopicConfigEntry { name: name.to_string(), value: Some(value.to_string()), is_default }
+            })
+            .collect();
+        let actual: Vec<String> = table_upgrades(&wanted, &current)
+            .iter()
+            .map(|upgrade| {
+                format!("{}: {} -> {}", upgrade.name, upgrade.from.as_deref().unwrap_or("-"), upgrade.to)
+            })
+            .collect();
+        assert_eq!(actual, expected, "current {current:?}");
+    }
+
+    #[test]
+    fn an_existing_topic_becomes_a_table_but_keeps_an_operators_settings() {
+        let table = [("cleanup.policy", "compact"), ("segment.ms", "600000")];
+        // Created by an older Tidewater with retention.ms=-1 and the default policy: upgraded.
+        check(
+            &table,
+            &["cleanup.policy=delete*", "retention.ms=-1", "segment.ms=604800000*"],
+            &["cleanup.policy: delete -> compact", "segment.ms: 604800000 -> 600000"],
+        );
+        // A policy set to delete on the topic is still switched: a table is compacted by design.
+        check(
+            &table,
+            &["cleanup.policy=delete", "segment.ms=3600000"],
+            &["cleanup.policy: delete -> compact"],
+        );
+        // Already compacted, whatever else the policy says: nothing to do.
+        check(&table, &["cleanup.policy=compact,delete", "segment.ms=600000*"], &[]);
+        check(&table, &["cleanup.policy=delete, compact"], &[]);
+        // A table that also deletes by time gets both.
+        check(
+            &[("cleanup.policy", "compact,delete"), ("retention.ms", "3600000")],
+            &["cleanup.policy=delete*", "retention.ms=3600000"],
+            &["cleanup.policy: delete -> compact,delete"],
+        );
+        // A config the cluster does not report is not sent (it may not know it).
+        check(&table, &["cleanup.policy=compact"], &[]);
+    }
 }

@@ -392,6 +392,7 @@ impl Session {
         let delivered_at_ms = now_ms();
         let ttl_ms = i64::try_from(topics.command_ttl.as_millis()).unwrap_or(i64::MAX);
         let delivery = Delivery {
+            device: Some(device.clone()),
             partition,
             offset,
             delivered_at_ms,
@@ -399,7 +400,7 @@ impl Session {
         };
         let record = DeviceMessage {
             topic: topics.deliveries.clone(),
-            key: device.clone(),
+            key: Delivery::key(&device, partition, offset),
             payload: Bytes::from(serde_json::to_vec(&delivery).unwrap_or_default()),
             headers: Vec::new(),
         };

@@ -298,7 +298,11 @@ async fn devices_subscribe_only_to_their_own_commands_and_acknowledge_them() {
         .map(|message| format!("{} {}", message.key, String::from_utf8_lossy(&message.payload)))
         .collect();
     assert_eq!(deliveries.len(), 1, "{deliveries:?}");
-    assert!(deliveries[0].starts_with("pump-1 {\"partition\":0,\"offset\":11,"), "{deliveries:?}");
+    // Keyed per command, so compaction keeps every command's delivery; the device is in the value.
+    assert!(
+        deliveries[0].starts_with("pump-1/0/11 {\"device\":\"pump-1\",\"partition\":0,\"offset\":11,"),
+        "{deliveries:?}"
+    );
 }
 
 /// Connects an anonymous MQTT 5 client whose will (on `topic`) waits `delay_secs`, with a

@@ -223,8 +223,10 @@ async fn run_round(
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let transactional_id = format!("tidewater-query-{}-{}", settings.name, &instance[..12]);
     let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
+    // Checkpoints go to a compacted topic, in the outputs' transactions: nothing it writes is
+    // compressed.
     let producer: FutureProducer<QuietContext> = cluster
-        .client_config(&[
+        .table_client_config(&[
             ("client.id", &transactional_id),
             ("transactional.id", &transactional_id),
             ("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS),

@@ -135,8 +135,15 @@ impl QueryRegistry {
         self.table.cluster()
     }
 
+    /// Creates the registry topic (a compacted table) unless it exists.
     pub async fn ensure_topic(&self) -> anyhow::Result<()> {
-        Ok(self.table.ensure(&[("retention.ms", "-1")]).await?)
+        Ok(self.table.ensure(&[]).await?)
+    }
+
+    /// Upgrades the registry topic, if it exists, to a compacted table, best effort: what the
+    /// runner of registered jobs does at start (it creates nothing).
+    pub async fn upgrade_topic(&self) {
+        self.table.upgrade(&[]).await;
     }
 
     pub fn load(&self) -> anyhow::Result<BTreeMap<String, QueryDefinition>> {

@@ -32,15 +32,18 @@ use serde::{Deserialize, Serialize};
 use tidewater_sql::{Job, JobOptions, Step};
 use tokio::sync::watch;
 
-use tidewater_client::admin::{ensure_topic_on, NewTopic};
+use tidewater_client::admin::ensure_table_topic_on;
+use tidewater_client::keyed_topic::table_topic;
 use tidewater_client::{ClusterConfig, QuietContext};
 
-/// The topic checkpoints are written to, one record per checkpoint, key = job name.
+/// The topic checkpoints are written to, one record per checkpoint, key = job name (or
+/// `{job}#{partition}` for a parallel job). It is compacted: only the latest checkpoint of each
+/// key matters, and it stays however long the job is idle or stopped (a time retention would
+/// drop the checkpoint of a job whose input is quiet, and its restart would then replay or skip
+/// its input).
 pub const CHECKPOINT_TOPIC: &str = "_tidewater_query_checkpoints";
 /// Largest checkpoint record (the job's whole state), and the topic's `max.message.bytes`.
 pub const CHECKPOINT_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Checkpoints older than this are deleted by retention; only the latest of each job matters.
-const CHECKPOINT_RETENTION_MS: &str = "86400000";
 /// How long transactional calls (init, commit) may take before the job fails.
 pub(super) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Version of the checkpoint record's envelope (the engine versions its own state).
@@ -193,8 +196,10 @@ pub async fn run_query_job(
 
     let transactional_id = format!("tidewater-query-{}", settings.name);
     let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
+    // Checkpoints go to a compacted topic, in the outputs' transactions: nothing it writes is
+    // compressed.
     let producer: FutureProducer<QuietContext> = cluster
-        .client_config(&[
+        .table_client_config(&[
             ("client.id", &transactional_id),
             ("transactional.id", &transactional_id),
             ("enable.idempotence", "true"),
@@ -442,19 +447,14 @@ pub(super) fn blocking<T>(call: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(call)
 }
 
+/// Creates the checkpoint topic, a compacted table, unless it exists; one created with a time
+/// retention (before checkpoints were compacted) is switched to compaction.
 pub(super) async fn ensure_checkpoint_topic(cluster: &ClusterConfig) -> anyhow::Result<()> {
     let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
-    let topic = NewTopic::new(
-        CHECKPOINT_TOPIC,
-        1,
-        &[
-            ("retention.ms", CHECKPOINT_RETENTION_MS),
-            ("segment.ms", "3600000"),
-            ("max.message.bytes", &max_message_bytes),
-        ],
-    );
-    ensure_topic_on(cluster, "tidewater-query-admin", topic, Duration::from_secs(30))
+    let topic = table_topic(CHECKPOINT_TOPIC, &[("max.message.bytes", &max_message_bytes)]);
+    ensure_table_topic_on(cluster, "tidewater-query-admin", topic, Duration::from_secs(30))
         .await
+        .map(drop)
         .context("creating the checkpoint topic")
 }
 
@@ -474,6 +474,9 @@ pub fn read_latest_checkpoint(
             ("group.id", "tidewater-query-checkpoint-reader"),
             ("enable.auto.commit", "false"),
             ("isolation.level", "read_committed"),
+            // The topic is compacted: its last offsets may hold no record to see (see
+            // `latest_in_range`).
+            ("enable.partition.eof", "true"),
         ])
         .create_with_context(QuietContext::default())
         .context("creating the checkpoint reader")?;
@@ -513,8 +516,10 @@ fn latest_in_range(
     consumer.assign(&assignment)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut latest = None;
-    // read_committed skips aborted records and transaction markers, so progress is judged by the
-    // consumer's position, not by the offsets of the records seen.
+    // read_committed skips aborted records and transaction markers, and compaction leaves gaps
+    // and emptied batches, so progress is judged by the consumer's position, a record at or past
+    // `end`, or the partition's end (the range's last offsets may hold nothing to see), never by
+    // the offsets of the records seen alone.
     while position(consumer)? < end {
         anyhow::ensure!(std::time::Instant::now() < deadline, "reading {CHECKPOINT_TOPIC} timed out");
         match consumer.poll(Duration::from_millis(200)) {
@@ -526,6 +531,7 @@ fn latest_in_range(
                     latest = message.payload().map(<[u8]>::to_vec);
                 }
             }
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
             Some(Err(error)) => anyhow::bail!("reading {CHECKPOINT_TOPIC}: {error}"),
             None => {}
         }

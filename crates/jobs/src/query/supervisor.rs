@@ -29,6 +29,8 @@ pub async fn supervise_queries(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let registry = QueryRegistry::new(cluster.clone(), timeout);
+    // A registry an older version made keeps every record until it is a compacted table.
+    registry.upgrade_topic().await;
     let (mut definitions, follower) = registry.watch(stop.clone())?;
     tracing::info!(brokers = %cluster.bootstrap_servers, "running the query jobs registered in {}", super::registry::QUERIES_TOPIC);
     let mut wanted: BTreeMap<String, QueryDefinition> = BTreeMap::new();

@@ -9,11 +9,14 @@
 //!   per trigger with its state and counters (key = `{trigger}/{instance}`); `trigger describe`
 //!   and `trigger list` read the latest of each.
 //!
-//! Both are ordinary topics with one partition (`tidewater_client::KeyedTopic`), so this works against
-//! any Kafka-compatible cluster. The triggers topic keeps its records forever (`retention.ms=-1`): it is small, and
-//! compaction would be the better policy where the cluster offers it (Tidewater's log has no
-//! compaction yet). Webhook secrets are stored in it as given, like Kafka Connect stores
-//! connector configs: protect the topic as you would the secrets.
+//! Both are compacted topics with one partition (`tidewater_client::KeyedTopic`), so this works
+//! against any Kafka-compatible cluster that compacts. The triggers topic keeps the latest
+//! definition of each trigger (`cleanup.policy=compact`). The status topic keeps the latest
+//! record of each runner instance and, since an instance's name is new with each process, also
+//! deletes by time (`compact,delete`, one hour): a live instance reports every few seconds, so
+//! only the records of instances gone for an hour go. Webhook secrets are stored in the triggers
+//! topic as given, like Kafka Connect stores connector configs: protect the topic as you would
+//! the secrets.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,8 +31,11 @@ use super::stats::StatsSnapshot;
 
 pub const TRIGGERS_TOPIC: &str = "_tidewater_triggers";
 pub const STATUS_TOPIC: &str = "_tidewater_trigger_status";
-/// How long status records are kept.
+/// How long status records are kept: the status of an instance gone this long goes.
 const STATUS_RETENTION_MS: &str = "3600000";
+/// The status topic's configs beyond a table's.
+const STATUS_CONFIGS: &[(&str, &str)] =
+    &[("cleanup.policy", "compact,delete"), ("retention.ms", STATUS_RETENTION_MS)];
 /// Status records older than this describe an instance that is gone.
 pub const STATUS_STALE_MS: i64 = 30_000;
 
@@ -65,13 +71,18 @@ impl Registry {
         Registry { cluster, triggers, status }
     }
 
-    /// Creates the two topics if they do not exist.
+    /// Creates the two topics if they do not exist (upgrading ones an older version made).
     pub async fn ensure_topics(&self) -> anyhow::Result<()> {
-        self.triggers.ensure(&[("retention.ms", "-1")]).await?;
-        Ok(self
-            .status
-            .ensure(&[("retention.ms", STATUS_RETENTION_MS), ("segment.ms", STATUS_RETENTION_MS)])
-            .await?)
+        self.triggers.ensure(&[]).await?;
+        Ok(self.status.ensure(STATUS_CONFIGS).await?)
+    }
+
+    /// Upgrades the two topics where they exist to compacted tables, best effort: what a runner
+    /// following the registry does at start, so that the tables of a data directory an older
+    /// version made are compacted once it runs (it creates neither).
+    pub async fn upgrade_topics(&self) {
+        self.triggers.upgrade(&[]).await;
+        self.status.upgrade(STATUS_CONFIGS).await;
     }
 
     /// Every registered trigger, as of now.
@@ -128,7 +139,7 @@ impl Registry {
     }
 
     pub fn producer(&self) -> anyhow::Result<FutureProducer<QuietContext>> {
-        self.cluster.reliable_producer(REGISTRY_CLIENT_ID).context("creating the registry producer")
+        self.cluster.table_producer(REGISTRY_CLIENT_ID).context("creating the registry producer")
     }
 
     /// Follows the triggers topic on a thread of its own, sending the full set of definitions

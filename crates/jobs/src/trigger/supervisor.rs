@@ -81,7 +81,11 @@ pub async fn supervise(
     // Triggers from a file publish status from the start, so the topics must exist (retrying
     // while the cluster starts). Following the registry, nothing is created: the registry reader
     // waits for the topics `trigger create` makes, so a server nobody registers triggers on keeps
-    // no trigger topics.
+    // no trigger topics. Those that exist are upgraded to compacted tables (made by an older
+    // version, they would keep every record).
+    if matches!(options.source, DefinitionSource::Registry) {
+        registry.upgrade_topics().await;
+    }
     if matches!(options.source, DefinitionSource::Fixed(_)) {
         loop {
             match registry.ensure_topics().await {
