@@ -68,6 +68,19 @@ pub enum TopicCommand {
         /// The topic's name.
         name: String,
     },
+    /// Delete a partition's records before an offset (DeleteRecords, as kafka-delete-records.sh):
+    /// the partition's log start offset moves up to it and offsets never change. Consumers of a
+    /// deleted position start again at the new log start offset.
+    DeleteRecords {
+        /// The topic's name.
+        name: String,
+        /// The partition; may be repeated (each gets the same --before).
+        #[arg(long, short = 'p', required = true)]
+        partition: Vec<i32>,
+        /// The first offset to keep; -1 (or `end`) deletes every record up to the high watermark.
+        #[arg(long, value_parser = parse_before_offset, allow_hyphen_values = true)]
+        before: i64,
+    },
     /// Grow a topic to COUNT partitions in total (CreatePartitions). Partitions cannot be
     /// removed, and keys may map to different partitions afterwards.
     AddPartitions {
@@ -132,6 +145,23 @@ pub fn run(args: TopicArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("deleting topic {name:?}"))?;
             println!("deleted topic {name}");
         }
+        TopicCommand::DeleteRecords { name, partition, before } => {
+            let before_offsets: Vec<(i32, i64)> =
+                partition.iter().map(|&partition| (partition, before)).collect();
+            let outcomes = raw::delete_records(admin.inner(), &name, &before_offsets, timeout)
+                .with_context(|| format!("deleting records of topic {name:?}"))?;
+            let mut refused = Vec::new();
+            for outcome in outcomes {
+                match outcome.error {
+                    None => println!(
+                        "topic {name} partition {}: records before offset {} deleted",
+                        outcome.partition, outcome.low_watermark
+                    ),
+                    Some(code) => refused.push(format!("partition {}: {code}", outcome.partition)),
+                }
+            }
+            anyhow::ensure!(refused.is_empty(), "deleting records of topic {name:?}: {}", refused.join("; "));
+        }
         TopicCommand::AddPartitions { name, count } => {
             raw::create_partitions(admin.inner(), &name, count as usize, timeout)
                 .with_context(|| format!("growing topic {name:?} to {count} partitions"))?;
@@ -139,6 +169,19 @@ pub fn run(args: TopicArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--before`: an offset, or -1 or `end` for the high watermark.
+fn parse_before_offset(text: &str) -> Result<i64, String> {
+    if text == "end" {
+        return Ok(-1);
+    }
+    match text.parse::<i64>() {
+        Ok(offset) if offset >= -1 => Ok(offset),
+        _ => Err(format!(
+            "{text:?} is not an offset: give a number from 0, or -1 or `end` for the high watermark"
+        )),
+    }
 }
 
 /// The text `topic describe` prints: a summary line, one line per partition, then every config

@@ -81,6 +81,43 @@ fn topic_create_list_describe_alter_grow_and_delete() {
 }
 
 #[test]
+fn delete_records_moves_the_log_start_and_refuses_what_is_past_the_end() {
+    let server = Server::start();
+    ok(&server, &["topic", "create", "readings", "--partitions", "1"], "");
+    ok(&server, &["produce", "--topic", "readings"], "r0\nr1\nr2\nr3\nr4\n");
+    fn delete(before: &str) -> [&str; 7] {
+        ["topic", "delete-records", "readings", "--partition", "0", "--before", before]
+    }
+
+    assert_eq!(
+        ok(&server, &delete("3"), ""),
+        "topic readings partition 0: records before offset 3 deleted\n"
+    );
+    // Offsets never change: what is left keeps its own.
+    let format = ["consume", "--topic", "readings", "--exit-at-end", "--format", "%o %s\n"];
+    assert_eq!(ok(&server, &format, ""), "3 r3\n4 r4\n");
+
+    // Past the high watermark: Kafka's OFFSET_OUT_OF_RANGE, and nothing more is deleted.
+    let args = delete("9");
+    let stderr = fails(tidewater(&server, &args, ""), &args);
+    assert!(stderr.contains("partition 0: Broker: Offset out of range"), "{stderr}");
+    assert_eq!(ok(&server, &format, ""), "3 r3\n4 r4\n");
+    // Not an offset: a usage error that names the value.
+    let args = delete("-5");
+    let stderr = fails(tidewater(&server, &args, ""), &args);
+    assert!(stderr.contains("\"-5\" is not an offset"), "{stderr}");
+
+    // `end` deletes everything up to the high watermark; new records take the next offsets.
+    assert_eq!(
+        ok(&server, &delete("end"), ""),
+        "topic readings partition 0: records before offset 5 deleted\n"
+    );
+    assert_eq!(ok(&server, &format, ""), "");
+    ok(&server, &["produce", "--topic", "readings"], "r5\n");
+    assert_eq!(ok(&server, &format, ""), "5 r5\n");
+}
+
+#[test]
 fn produced_keys_and_headers_come_back_through_the_format() {
     let server = Server::start();
     ok(&server, &["topic", "create", "events", "--partitions", "1"], "");

@@ -39,9 +39,10 @@ pub use scram::{
     ScramMechanism, UserOutcome, UserScramCredentials, SCRAM_ITERATIONS_DEFAULT,
 };
 pub use topics::{
-    alter_topic_configs, create_partitions, create_topic, delete_topic, describe_topic_configs,
-    ensure_table_topic, ensure_table_topic_on, ensure_topic, ensure_topic_on, table_upgrades,
-    upgrade_table_topic, upgrade_table_topic_on, ConfigChange, ConfigUpgrade, NewTopic, TopicConfigEntry,
+    alter_topic_configs, create_partitions, create_topic, delete_records, delete_topic,
+    describe_topic_configs, ensure_table_topic, ensure_table_topic_on, ensure_topic, ensure_topic_on,
+    table_upgrades, upgrade_table_topic, upgrade_table_topic_on, ConfigChange, ConfigUpgrade, DeletedRecords,
+    NewTopic, TopicConfigEntry,
 };
 
 /// A Kafka error code as a broker sent it, which may be one this librdkafka has no name for.

@@ -1,5 +1,5 @@
 //! Topic requests: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
-//! IncrementalAlterConfigs, and "ensure" (create unless it exists), the one way Tidewater's
+//! IncrementalAlterConfigs, DeleteRecords, and "ensure" (create unless it exists), the one way Tidewater's
 //! components create the topics they need. Each waits until the broker answered, and reports the
 //! broker's own message.
 //!
@@ -19,10 +19,10 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdsys::rd_kafka_admin_op_t as Op;
 
 use super::ffi::{
-    c_string, c_text, check_resp_err, named, owned_error, request, resource_outcome, result_array, single,
-    topic_outcomes, ErrBuf, Operation, Owned,
+    c_string, c_text, check_resp_err, named, owned_error, raw_slice, request, resource_outcome, result_array,
+    single, topic_outcomes, ErrBuf, Operation, Owned,
 };
-use super::AdminError;
+use super::{AdminError, ErrorCode};
 use crate::config::ClusterConfig;
 use crate::logging::QuietContext;
 
@@ -102,6 +102,12 @@ const DESCRIBE_CONFIGS: Operation<rdsys::rd_kafka_ConfigResource_t> = Operation:
     Op::RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS,
     rdsys::rd_kafka_DescribeConfigs,
     rdsys::rd_kafka_event_DescribeConfigs_result,
+);
+const DELETE_RECORDS: Operation<rdsys::rd_kafka_DeleteRecords_t> = Operation::new(
+    "DeleteRecords",
+    Op::RD_KAFKA_ADMIN_OP_DELETERECORDS,
+    rdsys::rd_kafka_DeleteRecords,
+    rdsys::rd_kafka_event_DeleteRecords_result,
 );
 const INCREMENTAL_ALTER_CONFIGS: Operation<rdsys::rd_kafka_ConfigResource_t> = Operation::new(
     "IncrementalAlterConfigs",
@@ -404,6 +410,59 @@ pub fn create_partitions<C: ClientContext>(
     // SAFETY (read): the result is live during the call; its entries are topic results.
     request(client, &CREATE_PARTITIONS, timeout, &[new_partitions], |result| unsafe {
         single(topic_outcomes(result_array(result, rdsys::rd_kafka_CreatePartitions_result_topics)), topic)
+    })
+}
+
+/// What DeleteRecords did to one partition: its new log start offset (the low watermark), or
+/// the broker's error for it (such as OFFSET_OUT_OF_RANGE for an offset past the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletedRecords {
+    pub partition: i32,
+    pub low_watermark: i64,
+    pub error: Option<ErrorCode>,
+}
+
+/// Deletes the records of `topic` before the given offset of each partition (DeleteRecords, as
+/// `kafka-delete-records.sh` sends it; -1 means the high watermark, so everything). Offsets never
+/// change: the partition's log start offset moves up to the given one. Returns each partition's
+/// outcome.
+pub fn delete_records<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    before_offsets: &[(i32, i64)],
+    timeout: Duration,
+) -> Result<Vec<DeletedRecords>, AdminError> {
+    let mut partitions = rdkafka::TopicPartitionList::with_capacity(before_offsets.len());
+    for &(partition, offset) in before_offsets {
+        let position = if offset == -1 { rdkafka::Offset::End } else { rdkafka::Offset::Offset(offset) };
+        partitions.add_partition_offset(topic, partition, position).map_err(|error| {
+            AdminError::Invalid(format!("offset {offset} of {topic:?} partition {partition}: {error}"))
+        })?;
+    }
+    // SAFETY: `partitions` outlives the call; librdkafka copies it.
+    let delete = unsafe {
+        Owned::made(
+            rdsys::rd_kafka_DeleteRecords_new(partitions.ptr()),
+            rdsys::rd_kafka_DeleteRecords_destroy,
+            || "librdkafka refused the DeleteRecords request".to_string(),
+        )
+    }?;
+    // SAFETY (read): the result is live during the call, and so is its partition list, which
+    // holds `cnt` entries; error codes are read as integers because a broker may send one this
+    // librdkafka has no name for.
+    request(client, &DELETE_RECORDS, timeout, &[delete], |result| unsafe {
+        let offsets = rdsys::rd_kafka_DeleteRecords_result_offsets(result);
+        if offsets.is_null() {
+            return Err(AdminError::Unexpected("DeleteRecords answered without partitions".to_string()));
+        }
+        Ok(raw_slice((*offsets).elems, (*offsets).cnt)
+            .iter()
+            .map(|entry| DeletedRecords {
+                partition: entry.partition,
+                low_watermark: entry.offset,
+                error: ErrorCode::from_raw(std::ptr::addr_of!(entry.err).cast::<i32>().read()),
+            })
+            .collect())
     })
 }
 
