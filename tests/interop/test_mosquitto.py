@@ -17,7 +17,6 @@ from gateway_support import (
     add_device,
     connect_when_registered,
     events_topic,
-    headers_of,
     new_device_id,
     telemetry_of,
 )

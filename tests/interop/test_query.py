@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from conftest import tidewater_binary
 from query_support import MqttSeedScenario, close_devices, read_committed, wait_for_rows
@@ -279,6 +279,37 @@ def test_a_registered_job_runs_inside_serve(bootstrap, topic_name, tmp_path):
     bad.write_text("SELECT frob(x) INTO o FROM i\n")
     refused = tidewater("query", "create", "bad", "--file", str(bad), bootstrap=bootstrap, check=False)
     assert refused.returncode != 0 and "1:8: unknown function" in refused.stderr, refused.stderr
+
+
+def test_a_job_started_on_partitions_that_hold_data_finds_none_of_it_late(bootstrap, topic_name, tmp_path):
+    """Both partitions already hold a reading a second for 30 s and then one far ahead. However
+    the job's first fetches interleave them, no partition's readings are late: a partition the
+    job is assigned holds the watermark until it has been read from (or found empty)."""
+    readings_topic, counts_topic = f"{topic_name}-in", f"{topic_name}-counts"
+    tidewater("topic", "create", readings_topic, "--partitions", "2", bootstrap=bootstrap)
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for partition in (0, 1):
+        for second in [*range(1, 31), 1000]:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1_767_225_600 + second))
+            producer.produce(readings_topic, partition=partition, value=json.dumps({"ts": stamp}).encode())
+    assert producer.flush(30) == 0
+    query = tmp_path / "counts.sql"
+    query.write_text(f"""
+        SELECT COUNT(*) AS n, System.Timestamp() AS windowEnd
+        INTO [{counts_topic}]
+        FROM [{readings_topic}] TIMESTAMP BY ts
+        GROUP BY TumblingWindow(second, 10)
+    """)
+    job = QueryJob(query, bootstrap, tmp_path / "job.log", "--late-policy", "drop")
+    job.start()
+    try:
+        rows = wait_for_rows(bootstrap, counts_topic, 3)
+    finally:
+        assert job.stop() == 0, (tmp_path / "job.log").read_text()
+    # Ten readings of each partition in each window; the window of the far reading stays open.
+    assert rows == [
+        {"n": 20, "windowEnd": f"2026-01-01T00:00:{second}.0000000Z"} for second in (10, 20, 30)
+    ], rows
 
 
 def test_a_job_can_start_from_a_timestamp(bootstrap, topic_name, tmp_path):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from cloudevents.http import from_http

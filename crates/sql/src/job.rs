@@ -74,7 +74,8 @@ pub struct Step {
 }
 
 impl Step {
-    fn extend(&mut self, other: Step) {
+    /// Appends what `other` produced, after what this one did.
+    pub fn extend(&mut self, other: Step) {
         self.outputs.extend(other.outputs);
         self.late.extend(other.late);
         self.errors.extend(other.errors);
@@ -679,6 +680,34 @@ impl Job {
     fn release(&mut self, input_idx: usize, before: Option<(i64, u64)>, step: &mut Step) {
         let watermark_ms = self.inputs[input_idx].watermark.watermark_ms();
         self.release_up_to(input_idx, watermark_ms, before, step);
+    }
+
+    /// Tells the job that its reader is assigned `partition` of `input` and will read it: the
+    /// input's watermark waits for the partition's first event, or for [`Job::caught_up`] if it
+    /// has none to give, so that events of a partition fetched a moment after another are not
+    /// taken for late ones. Call it after [`Job::restore`], for every partition assigned; a
+    /// partition the job has already seen is not waited for again.
+    pub fn expect_partition(&mut self, input: &str, partition: i32) {
+        if let Some(input_idx) = self.find_input(input) {
+            self.inputs[input_idx].watermark.expect(partition);
+        }
+    }
+
+    /// Tells the job that its reader has reached the end of `partition` of `input`: a partition
+    /// still expected (it had nothing to read) stops holding the watermark back, which may
+    /// close windows.
+    pub fn caught_up(&mut self, input: &str, partition: i32) -> Step {
+        let mut step = Step::default();
+        let Some(input_idx) = self.find_input(input) else {
+            return step;
+        };
+        let before_ms = self.inputs[input_idx].watermark.close_boundary_ms();
+        let was_expected = self.inputs[input_idx].watermark.caught_up(partition);
+        if was_expected && self.inputs[input_idx].over.is_empty() {
+            self.release(input_idx, None, &mut step);
+            step.extend(self.advance_input(input_idx, before_ms));
+        }
+        step
     }
 
     /// Tells the job that processing time is now `now_ms`: partitions that have been silent for

@@ -7,12 +7,18 @@
 //! than the idle timeout (in processing time, which the caller passes in as event arrival times
 //! and through `advance_processing_time`) stops counting. The watermark never goes backwards.
 //!
+//! A partition the job is assigned but has not read from yet is *expected*: it holds the
+//! watermark where it is until its first event arrives or the reader reports that it has caught
+//! up with the partition's end (it had nothing to read). Without this, a job starting on a topic
+//! whose partitions already hold data would let the first partition fetched set the watermark,
+//! and the events of partitions fetched a moment later would count as late.
+//!
 //! The *close boundary* is the watermark minus the late-arrival tolerance. Windows whose end is
 //! strictly before it are complete and are emitted; an event strictly before it is late. The
 //! comparison is strict because windows are `(start, end]`: an event exactly at `end` may still
 //! arrive while the watermark equals `end`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct PartitionClock {
@@ -26,6 +32,10 @@ pub(crate) struct Watermark {
     late_arrival_ms: i64,
     idle_timeout_ms: Option<i64>,
     partitions: BTreeMap<i32, PartitionClock>,
+    /// Assigned partitions not read from yet. Not checkpointed: the reader says again what it
+    /// is assigned after a restore, and a restored partition has its clock.
+    #[serde(skip)]
+    expected: BTreeSet<i32>,
     now_ms: i64,
     watermark_ms: i64,
 }
@@ -37,6 +47,7 @@ impl Watermark {
             late_arrival_ms,
             idle_timeout_ms,
             partitions: BTreeMap::new(),
+            expected: BTreeSet::new(),
             now_ms: i64::MIN,
             watermark_ms: i64::MIN,
         }
@@ -52,8 +63,28 @@ impl Watermark {
         self.watermark_ms.saturating_sub(self.late_arrival_ms)
     }
 
+    /// The reader is assigned `partition` and will read it: until its first event (or
+    /// [`Watermark::caught_up`]), the watermark does not move. A partition already seen is not
+    /// expected again.
+    pub(crate) fn expect(&mut self, partition: i32) {
+        if !self.partitions.contains_key(&partition) {
+            self.expected.insert(partition);
+        }
+    }
+
+    /// The reader reached the end of `partition`: if it sent nothing, it holds nothing back.
+    /// Whether it was still expected (and so the watermark may have moved).
+    pub(crate) fn caught_up(&mut self, partition: i32) -> bool {
+        let was_expected = self.expected.remove(&partition);
+        if was_expected {
+            self.recompute();
+        }
+        was_expected
+    }
+
     /// Records an accepted event of `partition` at `event_ms`, arrived at `arrival_ms`.
     pub(crate) fn observe(&mut self, partition: i32, event_ms: i64, arrival_ms: i64) {
+        self.expected.remove(&partition);
         let clock = self
             .partitions
             .entry(partition)
@@ -78,6 +109,9 @@ impl Watermark {
     }
 
     fn recompute(&mut self) {
+        if !self.expected.is_empty() {
+            return;
+        }
         let active_min = self
             .partitions
             .values()
@@ -111,6 +145,28 @@ mod tests {
         assert_eq!(watermark.watermark_ms(), 9_000);
         watermark.observe(1, 15_000, 0);
         assert_eq!(watermark.watermark_ms(), 14_000);
+    }
+
+    #[test]
+    fn an_expected_partition_holds_the_watermark_until_it_is_read_or_caught_up() {
+        let mut watermark = Watermark::new(1_000, 0, None);
+        watermark.expect(0);
+        watermark.expect(1);
+        watermark.expect(2);
+        // Partition 0 is fetched first, far ahead: the others have not spoken yet.
+        watermark.observe(0, 200_000, 0);
+        assert_eq!(watermark.watermark_ms(), i64::MIN);
+        watermark.observe(1, 10_000, 0);
+        assert_eq!(watermark.watermark_ms(), i64::MIN);
+        // Partition 2 had nothing to read.
+        watermark.caught_up(2);
+        assert_eq!(watermark.watermark_ms(), 9_000);
+        // Caught up again, or expected again once seen: no effect.
+        watermark.caught_up(2);
+        watermark.expect(1);
+        assert_eq!(watermark.watermark_ms(), 9_000);
+        watermark.observe(1, 300_000, 0);
+        assert_eq!(watermark.watermark_ms(), 199_000);
     }
 
     #[test]

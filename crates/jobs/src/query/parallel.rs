@@ -24,6 +24,7 @@ use anyhow::Context;
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tidewater_client::{ClusterConfig, QuietContext};
@@ -31,8 +32,8 @@ use tidewater_sql::Job;
 use tokio::sync::watch;
 
 use super::runner::{
-    blocking, enqueue_checkpoint, ensure_checkpoint_topic, now_ms, read_latest_checkpoint, send_step,
-    CheckpointRecord, Counts, InputOffsets, QueryJobSettings, StartPosition, CHECKPOINT_BYTES_MAX,
+    blocking, caught_up, enqueue_checkpoint, ensure_checkpoint_topic, now_ms, read_latest_checkpoint,
+    send_step, CheckpointRecord, Counts, InputOffsets, QueryJobSettings, StartPosition, CHECKPOINT_BYTES_MAX,
     TRANSACTION_TIMEOUT,
 };
 
@@ -112,6 +113,13 @@ impl ConsumerContext for ParallelContext {
                 Err(error) => {
                     shared.failed.get_or_insert(error);
                 }
+            }
+        }
+        // Each assigned (input, partition) holds its job's watermark until it is read from or
+        // found empty (`Job::expect_partition`).
+        for element in partitions.elements() {
+            if let Some(partition_job) = shared.jobs.get_mut(&element.partition()) {
+                partition_job.job.expect_partition(element.topic(), element.partition());
             }
         }
     }
@@ -258,6 +266,8 @@ async fn run_round(
                 "auto.offset.reset",
                 if settings.start_from == StartPosition::Latest { "latest" } else { "earliest" },
             ),
+            // Reaching a partition's end tells its job there is nothing more to wait for there.
+            ("enable.partition.eof", "true"),
         ])
         .create_with_context(ParallelContext { shared: shared.clone(), quiet: QuietContext::default() })
         .context("creating the job's consumer")?;
@@ -290,6 +300,16 @@ async fn run_round(
             message = consumer.recv() => {
                 let message = match message {
                     Ok(message) => message,
+                    Err(KafkaError::PartitionEOF(partition)) => {
+                        let mut guard = lock(&shared);
+                        let shared = &mut *guard;
+                        let Some(partition_job) = shared.jobs.get_mut(&partition) else { continue };
+                        let step = caught_up(&mut partition_job.job, &inputs, partition);
+                        if let Err(error) = send_step(&shared.producer, &shared.settings, step, &mut partition_job.counts) {
+                            break Err(error);
+                        }
+                        continue;
+                    }
                     Err(error) => {
                         tracing::debug!(job = %settings.name, %error, "reading inputs");
                         continue;

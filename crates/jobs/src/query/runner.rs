@@ -237,6 +237,9 @@ pub async fn run_query_job(
                 "auto.offset.reset",
                 if settings.start_from == StartPosition::Latest { "latest" } else { "earliest" },
             ),
+            // Reaching a partition's end tells the job that it has nothing more to wait for
+            // there (`Job::caught_up`).
+            ("enable.partition.eof", "true"),
         ])
         .create_with_context(QuietContext::default())
         .context("creating the job's consumer")?;
@@ -294,6 +297,9 @@ pub async fn run_query_job(
         }
     }
     consumer.assign(&assignment).context("assigning the input partitions")?;
+    for element in assignment.elements() {
+        job.expect_partition(element.topic(), element.partition());
+    }
     tracing::info!(job = %settings.name, ?inputs, ?outputs, restored, "query job running");
 
     blocking(|| producer.begin_transaction()).context("beginning a transaction")?;
@@ -321,6 +327,11 @@ pub async fn run_query_job(
             message = consumer.recv() => {
                 let message = match message {
                     Ok(message) => message,
+                    Err(KafkaError::PartitionEOF(partition)) => {
+                        let step = caught_up(&mut job, &inputs, partition);
+                        send_step(&producer, &settings, step, &mut counts)?;
+                        continue;
+                    }
                     Err(error) => {
                         tracing::warn!(job = %settings.name, %error, "reading inputs");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -352,6 +363,18 @@ pub async fn run_query_job(
     tracing::info!(job = %settings.name, events = counts.events, outputs = counts.outputs, late = counts.late,
         errors = counts.errors, "query job stopped");
     Ok(())
+}
+
+/// The job's reader reached the end of `partition` of one of `inputs`. librdkafka does not say
+/// of which topic, so every input's partition of that number counts as caught up: exact for a
+/// job with one input; with several, a partition of another input that has yet to deliver its
+/// first event stops holding the watermark back a little early.
+pub(super) fn caught_up(job: &mut Job, inputs: &[String], partition: i32) -> Step {
+    let mut step = Step::default();
+    for input in inputs {
+        step.extend(job.caught_up(input, partition));
+    }
+    step
 }
 
 /// Queues one step's output rows (and late events) in the open transaction.
