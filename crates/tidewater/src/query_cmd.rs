@@ -148,6 +148,10 @@ struct EventTimeArgs {
     /// A partition silent this long (processing time, ms) stops holding the watermark back.
     #[arg(long)]
     idle_partition_ms: Option<i64>,
+    /// Inputs read with `TIMESTAMP BY ... OVER key`: a key silent this long (processing time,
+    /// ms) is closed, its windows and matches emitted and its state dropped [default: 300000].
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    idle_key_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -209,6 +213,7 @@ async fn create(registry: QueryRegistry, args: CreateArgs) -> anyhow::Result<()>
             LatePolicy::Drop => LatePolicyName::Drop,
         },
         idle_partition_timeout_ms: options.idle_partition_timeout_ms,
+        idle_key_timeout_ms: args.event_time.idle_key_ms,
         start_from: args.from,
         checkpoint_interval_ms: args.checkpoint_interval_ms,
         late_topic: args.late_topic,
@@ -305,6 +310,7 @@ impl EventTimeArgs {
                 LatePolicyArg::Drop => LatePolicy::Drop,
             },
             idle_partition_timeout_ms: self.idle_partition_ms,
+            idle_key_timeout_ms: self.idle_key_ms.unwrap_or(tidewater_sql::DEFAULT_IDLE_KEY_TIMEOUT_MS),
             ..JobOptions::default()
         }
     }

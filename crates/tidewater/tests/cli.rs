@@ -126,6 +126,55 @@ fn query_test_compares_with_expected_output_and_reports_diagnostics_with_positio
     assert!(stderr.contains("bad.sql:2:25:"), "{stderr}");
 }
 
+#[test]
+fn query_idle_key_ms_reaches_the_engine() {
+    // One device's clock: an event at 10 s, processing time moves on 5 s, then an event at 5 s.
+    // A key closed after 1 s of silence starts afresh (two windows of one event each); a key
+    // still open takes the second event as late and adjusts it into its window (one of two).
+    let temp = tempfile::tempdir().expect("tempdir");
+    let query = temp.path().join("per_key.sql");
+    std::fs::write(
+        &query,
+        "SELECT deviceId, COUNT(*) AS n INTO out FROM input TIMESTAMP BY ts OVER deviceId\n\
+         GROUP BY deviceId, TumblingWindow(second, 60)\n",
+    )
+    .expect("write");
+    let input = temp.path().join("input.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"@arrival": 1000, "deviceId": "a", "ts": "2026-01-01T00:00:10Z"}"#,
+            "\n",
+            r#"{"@advance_processing_time": 6000}"#,
+            "\n",
+            r#"{"@arrival": 6000, "deviceId": "a", "ts": "2026-01-01T00:00:05Z"}"#,
+            "\n",
+        ),
+    )
+    .expect("write");
+    let counts = |extra: &[&str]| -> Vec<i64> {
+        let output = Command::new(BINARY)
+            .args(["query", "test"])
+            .arg(&query)
+            .arg("--input")
+            .arg(&input)
+            .args(extra)
+            .output()
+            .expect("run tidewater query test");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|line| line.pointer("/row/n").and_then(serde_json::Value::as_i64))
+            .collect()
+    };
+    assert_eq!(counts(&["--idle-key-ms", "1000"]), [1, 1]);
+    assert_eq!(counts(&[]), [2]);
+    let stderr = failing(&["query", "test", "--idle-key-ms", "0", "--input", "x", "q.sql"]);
+    assert!(stderr.contains("--idle-key-ms"), "{stderr}");
+}
+
 /// Runs `tidewater ARGS` and returns its stderr, expecting it to fail.
 fn failing(args: &[&str]) -> String {
     let output = Command::new(BINARY).args(args).env("TIDEWATER_LOG", "error").output().expect("run");

@@ -33,6 +33,10 @@ pub struct QueryDefinition {
     pub late_policy: LatePolicyName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_partition_timeout_ms: Option<i64>,
+    /// Inputs read with `TIMESTAMP BY ... OVER key`: how long a silent key stays open
+    /// (`JobOptions::idle_key_timeout_ms`; absent: the engine's default, five minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_key_timeout_ms: Option<i64>,
     /// Where inputs start on the job's first run: `"earliest"` (default), `"latest"` or
     /// `{"timestamp": EPOCH_MS}`.
     #[serde(default)]
@@ -79,6 +83,9 @@ impl QueryDefinition {
                 LatePolicyName::Drop => LatePolicy::Drop,
             },
             idle_partition_timeout_ms: self.idle_partition_timeout_ms,
+            idle_key_timeout_ms: self
+                .idle_key_timeout_ms
+                .unwrap_or(tidewater_sql::DEFAULT_IDLE_KEY_TIMEOUT_MS),
             ..JobOptions::default()
         }
     }
@@ -201,6 +208,7 @@ mod tests {
         .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(definition.start_from, StartPosition::Earliest);
         assert_eq!(definition.checkpoint_interval_ms, 1000);
+        assert_eq!(definition.options().idle_key_timeout_ms, tidewater_sql::DEFAULT_IDLE_KEY_TIMEOUT_MS);
         assert_eq!(definition.validate(), Ok(()));
         let broken =
             QueryDefinition { sql: "SELECT frob(x) INTO out FROM input".to_string(), ..definition.clone() };
