@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from query_support import MqttSeedScenario, close_devices, wait_for_rows
+from query_support import MqttSeedScenario, close_devices, read_committed, wait_for_rows
 from security_support import QUIET_LIBRDKAFKA, Pki, Security, make_pki
 from trigger_support import Receiver, tidewater
 
@@ -77,15 +77,14 @@ def test_seed_scenario_runs_inside_serve_when_the_only_kafka_listener_is_sasl_ss
     try:
         scenario.create_job(tmp_path, None, client_config=admin_config)
         scenario.publish(devices)
-        rows = wait_for_rows(
-            broker.bootstrap_of("SASL_SSL"),
-            scenario.alerts,
-            len(MqttSeedScenario.ALERT_WINDOW_ENDS),
-            logger=QUIET_LIBRDKAFKA,
-            **admin.librdkafka(),
-        )
+        client = {"logger": QUIET_LIBRDKAFKA, **admin.librdkafka()}
+        wait_for_rows(broker.bootstrap_of("SASL_SSL"), scenario.alerts, 1, **client)
+        # Every alert the job writes, once none has come for a few seconds. How many windows
+        # alert depends on how the job's first fetches interleave the two devices' partitions
+        # (a partition not yet seen does not hold the watermark back), so the test checks what
+        # test_query.py's run of the scenario checks, and that each alert reached the webhook.
+        rows = read_committed(broker.bootstrap_of("SASL_SSL"), scenario.alerts, settle_s=3.0, **client)
         scenario.check(rows)
-        assert sorted(row["windowEnd"] for row in rows) == MqttSeedScenario.ALERT_WINDOW_ENDS, rows
         requests = receiver.wait_for(lambda seen: len(seen) >= len(rows), f"{len(rows)} alerts at the webhook")
     finally:
         close_devices(devices)
