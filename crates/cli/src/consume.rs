@@ -105,17 +105,7 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
 
     let topic = args.topic.as_str();
     let partitions = super::topic_partitions(consumer.client(), connect, topic)?;
-    let partition_ids: Vec<i32> = match args.partition {
-        Some(partition) => {
-            anyhow::ensure!(
-                partitions.iter().any(|known| known.id == partition),
-                "topic {topic:?} has no partition {partition} (it has {} partitions)",
-                partitions.len()
-            );
-            vec![partition]
-        }
-        None => partitions.iter().map(|partition| partition.id).collect(),
-    };
+    let partition_ids = super::chosen_partitions(&partitions, topic, args.partition)?;
     let assignment = start_offsets(&consumer, topic, &partition_ids, args.from, timeout)?;
     consumer.assign(&assignment).with_context(|| format!("assigning the partitions of {topic:?}"))?;
 

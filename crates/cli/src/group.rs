@@ -227,17 +227,7 @@ fn reset_offsets(
     let (group, topic) = (args.group.as_str(), args.topic.as_str());
     let target = args.target();
     let partitions = super::topic_partitions(client, connect, topic)?;
-    let partition_ids: Vec<i32> = match args.partition {
-        Some(partition) => {
-            anyhow::ensure!(
-                partitions.iter().any(|known| known.id == partition),
-                "topic {topic:?} has no partition {partition} (it has {} partitions)",
-                partitions.len()
-            );
-            vec![partition]
-        }
-        None => partitions.iter().map(|partition| partition.id).collect(),
-    };
+    let partition_ids = super::chosen_partitions(&partitions, topic, args.partition)?;
     // A group no broker knows is fine: committing creates it, as Kafka's tool does.
     let active = find_group(consumer, connect, group)?.filter(is_active);
     if let (Some(info), true) = (&active, args.execute) {

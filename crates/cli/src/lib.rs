@@ -148,6 +148,26 @@ pub fn topic_partitions<C: ClientContext>(
     Ok(partitions)
 }
 
+/// The ids of `partitions` (a topic's, from [`topic_partitions`]) a command works on: `chosen`
+/// alone, which must be one of them, or all.
+pub fn chosen_partitions(
+    partitions: &[PartitionInfo],
+    topic: &str,
+    chosen: Option<i32>,
+) -> anyhow::Result<Vec<i32>> {
+    match chosen {
+        Some(partition) => {
+            anyhow::ensure!(
+                partitions.iter().any(|known| known.id == partition),
+                "topic {topic:?} has no partition {partition} (it has {} partitions)",
+                partitions.len()
+            );
+            Ok(vec![partition])
+        }
+        None => Ok(partitions.iter().map(|partition| partition.id).collect()),
+    }
+}
+
 /// The error for a metadata request that failed, which almost always means no broker answered
 /// or none let this client in (librdkafka reports a refused login or a failed TLS handshake
 /// that way too, after the same timeout).
