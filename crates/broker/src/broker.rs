@@ -21,6 +21,7 @@ use crate::error::BrokerError;
 use crate::groups::offsets::OFFSETS_DIR_NAME;
 use crate::groups::{Coordinator, GroupConfig, OffsetStore};
 use crate::meta::{MetaStore, TopicMeta};
+use crate::metrics::TopicMetrics;
 use crate::partition::Partition;
 use crate::topic_config::{self, TopicConfigs};
 use crate::transactions::{TxnStore, TRANSACTIONS_DIR_NAME};
@@ -74,6 +75,8 @@ pub struct Topic {
     pub id: Uuid,
     pub configs: TopicConfigs,
     pub partitions: Vec<Arc<Partition>>,
+    /// Its produce and fetch counters (found once here, so the hot paths only add).
+    pub metrics: TopicMetrics,
 }
 
 #[derive(Debug)]
@@ -135,6 +138,7 @@ impl Broker {
                 id: topic_meta.topic_id,
                 configs: topic_meta.configs.clone(),
                 partitions,
+                metrics: TopicMetrics::of(name),
             };
             topics.insert(name.clone(), Arc::new(topic));
         }
@@ -258,6 +262,7 @@ impl Broker {
                 id: topic_id,
                 configs,
                 partitions: Vec::new(),
+                metrics: TopicMetrics::of(name),
             }));
         }
         meta.meta
@@ -271,7 +276,13 @@ impl Broker {
         for index in 0..partitions {
             logs.push(self.open_partition(name, index, &log_config)?);
         }
-        let topic = Arc::new(Topic { name: name.to_string(), id: topic_id, configs, partitions: logs });
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            id: topic_id,
+            configs,
+            partitions: logs,
+            metrics: TopicMetrics::of(name),
+        });
         self.write_topics().insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
@@ -303,6 +314,7 @@ impl Broker {
                 }
             }
         }
+        TopicMetrics::forget(name);
         tracing::info!(topic = name, "deleted topic");
         Ok(removed.topic_id)
     }
@@ -345,7 +357,13 @@ impl Broker {
         for index in old.partitions.len() as i32..count {
             partitions.push(self.open_partition(name, index, &log_config)?);
         }
-        let topic = Topic { name: old.name.clone(), id: old.id, configs: old.configs.clone(), partitions };
+        let topic = Topic {
+            name: old.name.clone(),
+            id: old.id,
+            configs: old.configs.clone(),
+            partitions,
+            metrics: old.metrics.clone(),
+        };
         self.write_topics().insert(name.to_string(), Arc::new(topic));
         tracing::info!(topic = name, partitions = count, "added partitions");
         Ok(())
@@ -386,7 +404,13 @@ impl Broker {
         for partition in &old.partitions {
             partition.log.set_config(log_config.clone()).map_err(|error| storage_error(error.into()))?;
         }
-        let topic = Topic { name: old.name.clone(), id: old.id, configs, partitions: old.partitions.clone() };
+        let topic = Topic {
+            name: old.name.clone(),
+            id: old.id,
+            configs,
+            partitions: old.partitions.clone(),
+            metrics: old.metrics.clone(),
+        };
         self.write_topics().insert(name.to_string(), Arc::new(topic));
         tracing::info!(topic = name, "changed topic configs");
         Ok(())

@@ -14,6 +14,7 @@ pub mod groups;
 mod handlers;
 mod internal_log;
 mod meta;
+mod metrics;
 mod partition;
 mod producer_snapshot;
 mod producers;
@@ -28,4 +29,5 @@ pub use crate::broker::{ApiError, Broker, BrokerConfig, Topic, PARTITIONS_PER_TO
 pub use crate::error::BrokerError;
 pub use crate::handlers::{BrokerHandler, FETCH_MAX_WAIT_MS_MAX};
 pub use crate::meta::META_FILE_NAME;
+pub use crate::metrics::TopicMetrics;
 pub use crate::partition::Partition;

@@ -70,6 +70,7 @@ pub fn authenticate(
     allow_anonymous: bool,
 ) -> Result<Identity, ReasonCode> {
     authenticate_at(devices, client_id, password, allow_anonymous, unix_now_secs()).map_err(|refusal| {
+        crate::metrics::gateway().auth_failed(&refusal);
         if let Some(error) = &refusal.token {
             tracing::info!(client_id, reason = %error, "refused a SAS token");
         }

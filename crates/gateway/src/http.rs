@@ -351,6 +351,9 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> HttpResponse {
             ),
         }
     };
+    if let Err(refusal) = &identity {
+        crate::metrics::gateway().auth_failed(refusal);
+    }
     match identity {
         Ok(Identity::Device(_)) => {}
         Ok(Identity::Anonymous) | Err(AuthRefusal { code: ReasonCode::NotAuthorized, .. }) => {
@@ -426,7 +429,10 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> HttpResponse {
         );
     }
     match append_all(shared.appender.as_ref(), &messages).await {
-        Ok(()) => respond(StatusCode::OK, serde_json::json!({ "appended": messages.len() })),
+        Ok(()) => {
+            crate::metrics::gateway().http_events_received.add(messages.len() as u64);
+            respond(StatusCode::OK, serde_json::json!({ "appended": messages.len() }))
+        }
         Err(error) => {
             tracing::warn!(%error, device_id, "an HTTP event could not be appended");
             refuse(StatusCode::SERVICE_UNAVAILABLE, format!("appending failed: {error}"))

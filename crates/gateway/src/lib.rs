@@ -27,6 +27,7 @@ pub mod http;
 pub mod hub;
 mod listener;
 pub mod message;
+mod metrics;
 pub mod mqtt;
 pub mod registry;
 pub mod route;

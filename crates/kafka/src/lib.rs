@@ -10,6 +10,7 @@ pub mod authentication;
 pub mod codec;
 pub mod frame;
 pub mod listener;
+mod metrics;
 pub mod server;
 pub mod versions;
 

@@ -220,7 +220,9 @@ impl AcceptLoop {
             // Every line logged about this connection (its authentication among them) says whose
             // it is.
             let span = tracing::info_span!("connection", %peer, listener = %listener.info.name);
+            let open = crate::metrics::OpenConnection::new();
             let task = async move {
+                let _open = open;
                 match &listener.tls {
                     None => {
                         let (reader, writer) = stream.into_split();
@@ -284,7 +286,14 @@ struct Connection {
 /// What the writer sends, in the order the reader queued it.
 enum Outgoing {
     /// A request's reply, sent once its task finishes.
-    Reply { correlation_id: i32, api_key: ApiKey, api_version: i16, reply: JoinHandle<Reply> },
+    /// `received` is when the request was read, for the latency metric.
+    Reply {
+        correlation_id: i32,
+        api_key: ApiKey,
+        api_version: i16,
+        received: Instant,
+        reply: JoinHandle<Reply>,
+    },
     /// A bare SASL token, the answer to one after a v0 SaslHandshake.
     SaslToken(Bytes),
 }
@@ -396,6 +405,7 @@ impl Connection {
         authentication: &mut Authentication,
     ) -> Result<(), String> {
         let writer_gone = |_| "writer gone".to_string();
+        let received = Instant::now();
         if authentication.expects_raw_token() {
             // After a v0 SaslHandshake the frame is the mechanism's message itself.
             let outcome = authentication.authenticate(payload, Instant::now()).await;
@@ -460,7 +470,7 @@ impl Connection {
             }
             _ => {
                 let reply = tokio::spawn(self.handler.handle(request, &self.info));
-                (Outgoing::Reply { correlation_id, api_key, api_version, reply }, None)
+                (Outgoing::Reply { correlation_id, api_key, api_version, received, reply }, None)
             }
         };
         queue.send(outgoing).await.map_err(writer_gone)?;
@@ -474,7 +484,7 @@ impl Connection {
 /// A reply that is already known, queued like any other so it keeps its place in the order.
 fn ready(correlation_id: i32, api_key: ApiKey, api_version: i16, response: ResponseKind) -> Outgoing {
     let reply = tokio::spawn(async move { Reply::Response(response) });
-    Outgoing::Reply { correlation_id, api_key, api_version, reply }
+    Outgoing::Reply { correlation_id, api_key, api_version, received: Instant::now(), reply }
 }
 
 /// Whether `buffer` starts like a TLS record carrying a handshake (content type 22, major
@@ -505,14 +515,14 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     peer: SocketAddr,
 ) {
     while let Some(next) = outgoing.recv().await {
-        let bytes = match next {
+        let (bytes, request) = match next {
             Outgoing::SaslToken(token) => {
                 let mut framed = BytesMut::with_capacity(frame::SIZE_PREFIX_BYTES + token.len());
                 framed.put_i32(i32::try_from(token.len()).unwrap_or(i32::MAX));
                 framed.put_slice(&token);
-                framed.freeze()
+                (framed.freeze(), None)
             }
-            Outgoing::Reply { correlation_id, api_key, api_version, reply } => {
+            Outgoing::Reply { correlation_id, api_key, api_version, received, reply } => {
                 let reply = match reply.await {
                     Ok(reply) => reply,
                     Err(error) => {
@@ -522,7 +532,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                 };
                 let Reply::Response(body) = reply else { continue };
                 match codec::encode_response(correlation_id, api_key, api_version, &body) {
-                    Ok(bytes) => bytes,
+                    Ok(bytes) => (bytes, Some((api_key, received))),
                     Err(error) => {
                         tracing::error!(%peer, %error, "could not encode a response; closing connection");
                         break;
@@ -533,6 +543,9 @@ async fn write_replies<W: AsyncWrite + Unpin>(
         if let Err(error) = writer.write_all(&bytes).await {
             tracing::debug!(%peer, %error, "write failed");
             break;
+        }
+        if let Some((api_key, received)) = request {
+            crate::metrics::observe_request(api_key, received);
         }
     }
     let _ = writer.shutdown().await;

@@ -876,7 +876,10 @@ impl Log {
         if self.fail_next_sync.swap(false, Ordering::SeqCst) {
             return Err(LogError::io("fsync", path, io::Error::from_raw_os_error(libc::EIO)));
         }
-        file.sync_data().map_err(|error| LogError::io("fsync", path, error))
+        let started = std::time::Instant::now();
+        let synced = file.sync_data().map_err(|error| LogError::io("fsync", path, error));
+        fsync_latency().observe_since(started);
+        synced
     }
 
     pub(crate) fn poison(&self, reason: String) {
@@ -1278,4 +1281,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a log lock is a bug that may have left the log inconsistent;
     // carrying on would risk writing wrong data, so the panic spreads.
     mutex.lock().expect("log mutex poisoned by a panic")
+}
+
+/// The latency of the fsyncs that make appends durable (one per group commit), for
+/// `tidewater_log_fsync_latency_seconds`.
+fn fsync_latency() -> &'static tidewater_metrics::Histogram {
+    static FSYNC_LATENCY: std::sync::OnceLock<std::sync::Arc<tidewater_metrics::Histogram>> =
+        std::sync::OnceLock::new();
+    FSYNC_LATENCY.get_or_init(|| {
+        tidewater_metrics::global().histogram(
+            "tidewater_log_fsync_latency_seconds",
+            "Time an fsync that makes appended records durable takes (one per group commit).",
+        )
+    })
 }

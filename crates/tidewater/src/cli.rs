@@ -149,6 +149,8 @@ pub(crate) struct ServeArgs {
     pub(crate) mqtt: MqttArgs,
     #[command(flatten)]
     pub(crate) http: HttpArgs,
+    #[command(flatten)]
+    pub(crate) admin: crate::admin::AdminArgs,
 }
 
 /// One `--superusers` value: a list of principals.
@@ -381,6 +383,8 @@ pub(crate) struct GatewayArgs {
     pub(crate) mqtt: MqttArgs,
     #[command(flatten)]
     pub(crate) http: HttpArgs,
+    #[command(flatten)]
+    pub(crate) admin: crate::admin::AdminArgs,
 }
 
 #[derive(Debug, Subcommand)]

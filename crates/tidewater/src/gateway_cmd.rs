@@ -27,6 +27,7 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let shutdown = crate::serve::ShutdownSignal::install()?;
+        let admin = crate::admin::start_for_client_role(&args.admin).await?;
         let mqtt = match mqtt_address {
             None => None,
             Some(address) => Some((bind(address, "MQTT").await?, mqtt_config)),
@@ -53,6 +54,7 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         let gateway =
             tokio::spawn(tidewater_gateway::run(cluster, mqtt, http, args.connect.timeout(), stopped));
         tokio::pin!(gateway);
+        crate::admin::AdminListener::set_ready(&admin);
         tokio::select! {
             result = &mut gateway => return result.context("the gateway task failed")?,
             signal = shutdown.wait() => tracing::info!(signal = signal?, "stopping the gateway"),

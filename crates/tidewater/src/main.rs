@@ -1,6 +1,7 @@
 //! The `tidewater` binary: configuration, wiring, subcommands and shutdown. Logic lives in the
 //! library crates; this file only turns command lines into calls.
 
+mod admin;
 mod cli;
 mod device_cmd;
 mod gateway_cmd;

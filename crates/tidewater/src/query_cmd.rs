@@ -116,6 +116,8 @@ pub(crate) struct RunArgs {
     parallel: bool,
     #[command(flatten)]
     event_time: EventTimeArgs,
+    #[command(flatten)]
+    admin: crate::admin::AdminArgs,
 }
 
 #[derive(Debug, Args)]
@@ -345,9 +347,11 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        let admin = crate::admin::start_for_client_role(&args.admin).await?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let job = tokio::spawn(tidewater_jobs::query::run_query_job(settings, cluster, stopped));
         tokio::pin!(job);
+        crate::admin::AdminListener::set_ready(&admin);
         let signal = crate::serve::ShutdownSignal::install()?.wait();
         tokio::select! {
             result = &mut job => return result.context("the query job failed")?,

@@ -116,12 +116,35 @@ async fn serve(
     let started = std::time::Instant::now();
     // Installed first: a SIGTERM that arrives during recovery must still shut down cleanly.
     let shutdown = ShutdownSignal::install()?;
+    // The admin listener answers from the start, so /health/ready can say that logs are being
+    // recovered. With authenticating Kafka listeners, /metrics takes the SCRAM users' passwords,
+    // known once the broker is open.
+    let admin_users = Arc::new(crate::admin::LateCredentials::default());
+    let metrics_token = crate::admin::metrics_token()?;
+    let metrics_access = if listeners.authorization {
+        tidewater_admin::MetricsAccess::Protected { token: metrics_token, users: Some(admin_users.clone()) }
+    } else if metrics_token.is_some() {
+        tidewater_admin::MetricsAccess::Protected { token: metrics_token, users: None }
+    } else {
+        tidewater_admin::MetricsAccess::Open
+    };
+    let admin = crate::admin::start(
+        &args.admin,
+        metrics_access,
+        args.listeners.allow_insecure_listeners,
+        "recovering the logs",
+    )
+    .await?;
     // Opening recovers every log: blocking file I/O, so it runs off the async threads.
     let broker = tokio::task::spawn_blocking(move || Broker::open(broker_config, Arc::new(SystemClock)))
         .await
         .context("recovery task failed")?
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let broker = Arc::new(broker);
+    admin_users.set(broker.credentials.clone());
+    // The partitions' and groups' gauges, read from the broker when scraped, while it lives.
+    let broker_metrics: Arc<dyn tidewater_metrics::Collect> = broker.clone();
+    tidewater_metrics::global().add_collector(Arc::downgrade(&broker_metrics));
     if let Some((mechanism, credential)) = listeners.internal_access.credential.clone() {
         broker.credentials.set_internal_credential(mechanism, credential);
     }
@@ -177,6 +200,9 @@ async fn serve(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let handler = Arc::new(BrokerHandler::new(broker.clone()));
     let server = tokio::spawn(tidewater_kafka::serve(kafka_listeners, server_config, handler, stopped));
+    if let Some(admin) = &admin {
+        admin.readiness.set_ready();
+    }
     let group_timers = tokio::spawn(group_timers(broker.clone()));
     let housekeeping = tokio::spawn(housekeeping(
         broker.clone(),
@@ -231,6 +257,9 @@ async fn serve(
     });
     let signal = shutdown.wait().await?;
     tracing::info!(signal, "shutting down");
+    if let Some(admin) = &admin {
+        admin.readiness.set_not_ready("shutting down");
+    }
     // The clients first, while the broker still answers: the gateway's connections send the
     // acknowledgements they owe, triggers commit what they delivered, query jobs commit a last
     // checkpoint.

@@ -163,6 +163,8 @@ pub(crate) struct RunArgs {
     /// This instance's name in status records (default: host name and process id).
     #[arg(long)]
     instance: Option<String>,
+    #[command(flatten)]
+    admin: crate::admin::AdminArgs,
 }
 
 pub(crate) fn run(args: TriggerArgs) -> anyhow::Result<()> {
@@ -460,8 +462,10 @@ async fn run_triggers(cluster: ClusterConfig, connect: &Connection, run: RunArgs
         instance: run.instance.unwrap_or_else(default_instance),
         timeout: connect.timeout(),
     };
+    let admin = crate::admin::start_for_client_role(&run.admin).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let supervisor = tokio::spawn(tidewater_jobs::trigger::supervise(cluster, options, stopped));
+    crate::admin::AdminListener::set_ready(&admin);
     let signal = crate::serve::ShutdownSignal::install()?.wait();
     tokio::pin!(supervisor);
     tokio::select! {

@@ -528,6 +528,11 @@ impl Coordinator {
         })
     }
 
+    /// Every group with its number of members (the consumer_group_members metric).
+    pub fn member_counts(&self) -> Vec<(String, usize)> {
+        self.groups.iter().map(|(id, group)| (id.clone(), group.members.len())).collect()
+    }
+
     /// Every group with members: (id, protocol type, state).
     pub fn list(&self) -> Vec<(String, String, GroupState)> {
         self.groups.iter().map(|(id, group)| (id.clone(), group.protocol_type.clone(), group.state)).collect()

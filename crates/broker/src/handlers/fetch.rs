@@ -74,11 +74,26 @@ pub(super) async fn handle(
         };
         let expired = tokio::time::Instant::now() >= deadline;
         if bytes >= min_bytes || has_error || expired || broker.is_shutting_down() {
+            count_fetched_bytes(&broker, &response);
             return response;
         }
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Adds what a response carries to its topics' fetched-bytes counters. Counted here, on the
+/// response that is sent, because a long poll may read the partitions several times.
+fn count_fetched_bytes(broker: &Broker, response: &FetchResponse) {
+    for topic in &response.responses {
+        let bytes: usize =
+            topic.partitions.iter().map(|partition| partition.records.as_ref().map_or(0, Bytes::len)).sum();
+        if bytes > 0 {
+            if let Some(found) = broker.topic(&topic.topic.0) {
+                found.metrics.bytes_fetched.add(bytes as u64);
+            }
         }
     }
 }

@@ -157,6 +157,10 @@ fn append_one(
         )?;
     let mut records = records.to_vec();
     let outcome = partition.append(&mut records, now)?;
+    if let AppendOutcome::Appended(appended) = &outcome {
+        topic.metrics.records_produced.add((appended.next_offset - appended.base_offset) as u64);
+        topic.metrics.bytes_produced.add(records.len() as u64);
+    }
     Ok((partition, outcome))
 }
 

@@ -49,6 +49,8 @@ impl Outgoing {
 pub(super) struct Ack {
     pub(super) qos: QoS,
     pub(super) packet_id: PacketId,
+    /// When the PUBLISH was read, for the acknowledgement latency metric.
+    pub(super) received: std::time::Instant,
 }
 
 impl Ack {
@@ -82,6 +84,7 @@ pub(super) async fn run_connection(
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let mut open = crate::metrics::OpenConnection::new();
     let (mut reader, mut writer) = stream.into_split();
     let limits = shared.config.limits;
     let mut buffer = BytesMut::with_capacity(4096);
@@ -187,6 +190,9 @@ pub(super) async fn run_connection(
         return;
     }
     tracing::debug!(%peer, client_id = connect.client_id.as_str(), ?version, session_present, "MQTT client connected");
+    if identity.device_id().is_some() {
+        open.device_connected();
+    }
 
     let max_in_flight = usize::from(shared.config.max_in_flight_per_connection.max(1));
     let (outgoing, queue) = mpsc::channel(max_in_flight * 2 + 8);
@@ -411,7 +417,10 @@ pub(super) async fn write_loop(
                 };
                 drop(permit);
                 match appended {
-                    Ok(()) => ack.packet(),
+                    Ok(()) => {
+                        crate::metrics::gateway().acknowledged(ack.qos, ack.received);
+                        ack.packet()
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "an append failed; closing the connection without acknowledging");
                         if version == ProtocolVersion::V5 {

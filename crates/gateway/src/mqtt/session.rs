@@ -221,6 +221,8 @@ impl Session {
     }
 
     pub(super) async fn publish(&mut self, mut publish: Publish) -> Result<(), End> {
+        let received = std::time::Instant::now();
+        crate::metrics::gateway().message_received(publish.qos);
         self.resolve_topic_alias(&mut publish)?;
         // A device disabled, removed or given a new key while connected is cut off at its next
         // message.
@@ -276,7 +278,7 @@ impl Session {
                 let pending = self.shared.append_routed(&routed).await?;
                 self.send(Outgoing::AfterAppend {
                     pending,
-                    ack: Ack { qos, packet_id },
+                    ack: Ack { qos, packet_id, received },
                     permit: Some(permit),
                 })
                 .await
@@ -290,7 +292,12 @@ impl Session {
                 }
                 let pending = self.shared.append_routed(&routed).await?;
                 hub.inbound_qos2_received(&self.client, packet_id);
-                self.send(Outgoing::AfterAppend { pending, ack: Ack { qos, packet_id }, permit: None }).await
+                self.send(Outgoing::AfterAppend {
+                    pending,
+                    ack: Ack { qos, packet_id, received },
+                    permit: None,
+                })
+                .await
             }
         }
     }

@@ -6,7 +6,9 @@
 //! - `registry`: query jobs registered in the cluster (`_tidewater_queries`), as the trigger
 //!   registry does for triggers, so `tidewater serve` can run them.
 //! - `supervisor`: keeps the registered jobs running.
+//! - `metrics`: each job's series in the process's metrics registry.
 
+mod metrics;
 pub mod parallel;
 pub mod registry;
 pub mod runner;

@@ -31,6 +31,8 @@ use tidewater_client::{ClusterConfig, QuietContext};
 use tidewater_sql::Job;
 use tokio::sync::watch;
 
+use super::metrics::QueryMetrics;
+
 use super::runner::{
     blocking, caught_up, enqueue_checkpoint, ensure_checkpoint_topic, now_ms, read_latest_checkpoint,
     send_step, CheckpointRecord, Counts, InputOffsets, QueryJobSettings, StartPosition, CHECKPOINT_BYTES_MAX,
@@ -58,6 +60,7 @@ struct Shared {
     settings: QueryJobSettings,
     cluster: ClusterConfig,
     producer: FutureProducer<QuietContext>,
+    metrics: QueryMetrics,
     jobs: BTreeMap<i32, PartitionJob>,
     /// An error met inside a rebalance callback, for the loop to end the round with.
     failed: Option<anyhow::Error>,
@@ -158,15 +161,16 @@ fn restore(
 /// Emits what processing time closes, then commits every changed partition's checkpoint and the
 /// consumer offsets with the outputs in one transaction, and opens the next.
 fn commit_round(shared: &mut Shared, metadata: &ConsumerGroupMetadata) -> anyhow::Result<()> {
-    let Shared { settings, producer, jobs, .. } = shared;
+    let Shared { settings, producer, metrics, jobs, .. } = shared;
     let now = now_ms();
     for partition_job in jobs.values_mut() {
         let step = partition_job.job.advance_processing_time(now);
         if !step.outputs.is_empty() || !step.late.is_empty() {
             partition_job.dirty = true;
         }
-        send_step(producer, settings, step, &mut partition_job.counts)?;
+        send_step(producer, settings, metrics, step, &mut partition_job.counts)?;
     }
+    metrics.watermarks(jobs.values().map(|partition_job| &partition_job.job));
     let mut offsets = TopicPartitionList::new();
     let mut changed = false;
     for (partition, partition_job) in jobs.iter_mut() {
@@ -190,7 +194,9 @@ fn commit_round(shared: &mut Shared, metadata: &ConsumerGroupMetadata) -> anyhow
             .send_offsets_to_transaction(&offsets, metadata, TRANSACTION_TIMEOUT)
             .context("committing consumer offsets in the transaction")?;
     }
+    let started = std::time::Instant::now();
     producer.commit_transaction(TRANSACTION_TIMEOUT).context("committing a checkpoint transaction")?;
+    metrics.checkpointed(started);
     producer.begin_transaction().context("beginning a transaction")?;
     Ok(())
 }
@@ -250,6 +256,7 @@ async fn run_round(
         settings: settings.clone(),
         cluster: cluster.clone(),
         producer,
+        metrics: QueryMetrics::of(&settings.name, &compile(settings)?),
         jobs: BTreeMap::new(),
         failed: None,
     }));
@@ -305,7 +312,7 @@ async fn run_round(
                         let shared = &mut *guard;
                         let Some(partition_job) = shared.jobs.get_mut(&partition) else { continue };
                         let step = caught_up(&mut partition_job.job, &inputs, partition);
-                        if let Err(error) = send_step(&shared.producer, &shared.settings, step, &mut partition_job.counts) {
+                        if let Err(error) = send_step(&shared.producer, &shared.settings, &shared.metrics, step, &mut partition_job.counts) {
                             break Err(error);
                         }
                         continue;
@@ -320,6 +327,7 @@ async fn run_round(
                 let Some(partition_job) = shared.jobs.get_mut(&message.partition()) else { continue };
                 partition_job.next_offsets.advance(message.topic(), message.partition(), message.offset() + 1);
                 partition_job.counts.events += 1;
+                shared.metrics.events.inc();
                 partition_job.dirty = true;
                 let arrival_ms = message.timestamp().to_millis().unwrap_or_else(now_ms);
                 let event: serde_json::Value = match message.payload().map(serde_json::from_slice) {
@@ -333,7 +341,7 @@ async fn run_round(
                     None => continue,
                 };
                 let step = partition_job.job.push(message.topic(), message.partition(), &event, arrival_ms);
-                if let Err(error) = send_step(&shared.producer, &shared.settings, step, &mut partition_job.counts) {
+                if let Err(error) = send_step(&shared.producer, &shared.settings, &shared.metrics, step, &mut partition_job.counts) {
                     break Err(error);
                 }
             }

@@ -36,6 +36,8 @@ use tidewater_client::admin::ensure_table_topic_on;
 use tidewater_client::keyed_topic::table_topic;
 use tidewater_client::{ClusterConfig, QuietContext};
 
+use super::metrics::QueryMetrics;
+
 /// The topic checkpoints are written to, one record per checkpoint, key = job name (or
 /// `{job}#{partition}` for a parallel job). It is compacted: only the latest checkpoint of each
 /// key matters, and it stays however long the job is idle or stopped (a time retention would
@@ -192,6 +194,7 @@ pub async fn run_query_job(
     let mut job = compile()?;
     let inputs = job.inputs();
     let outputs = job.outputs();
+    let metrics = QueryMetrics::of(&settings.name, &job);
     ensure_checkpoint_topic(&cluster).await?;
 
     let transactional_id = format!("tidewater-query-{}", settings.name);
@@ -316,10 +319,13 @@ pub async fn run_query_job(
             }
             _ = checkpoint_timer.tick() => {
                 let step = job.advance_processing_time(now_ms());
-                send_step(&producer, &settings, step, &mut counts)?;
+                send_step(&producer, &settings, &metrics, step, &mut counts)?;
+                metrics.watermarks([&job]);
                 // An idle job writes no checkpoints: nothing it would say has changed.
                 if counts.events != checkpointed_events || counts.outputs != checkpointed_outputs {
+                    let started = std::time::Instant::now();
                     checkpoint(&producer, &settings.name, &job, &next_offsets, counts)?;
+                    metrics.checkpointed(started);
                     (checkpointed_events, checkpointed_outputs) = (counts.events, counts.outputs);
                     tracing::debug!(job = %settings.name, ?counts, "checkpoint committed");
                 }
@@ -329,7 +335,7 @@ pub async fn run_query_job(
                     Ok(message) => message,
                     Err(KafkaError::PartitionEOF(partition)) => {
                         let step = caught_up(&mut job, &inputs, partition);
-                        send_step(&producer, &settings, step, &mut counts)?;
+                        send_step(&producer, &settings, &metrics, step, &mut counts)?;
                         continue;
                     }
                     Err(error) => {
@@ -340,6 +346,7 @@ pub async fn run_query_job(
                 };
                 next_offsets.advance(message.topic(), message.partition(), message.offset() + 1);
                 counts.events += 1;
+                metrics.events.inc();
                 let arrival_ms = message.timestamp().to_millis().unwrap_or_else(now_ms);
                 let event: serde_json::Value = match message.payload().map(serde_json::from_slice) {
                     Some(Ok(event)) => event,
@@ -352,12 +359,12 @@ pub async fn run_query_job(
                     None => continue,
                 };
                 let step = job.push(message.topic(), message.partition(), &event, arrival_ms);
-                send_step(&producer, &settings, step, &mut counts)?;
+                send_step(&producer, &settings, &metrics, step, &mut counts)?;
             }
         }
     }
     let step = job.advance_processing_time(now_ms());
-    send_step(&producer, &settings, step, &mut counts)?;
+    send_step(&producer, &settings, &metrics, step, &mut counts)?;
     checkpoint(&producer, &settings.name, &job, &next_offsets, counts)?;
     blocking(|| producer.abort_transaction(TRANSACTION_TIMEOUT)).ok();
     tracing::info!(job = %settings.name, events = counts.events, outputs = counts.outputs, late = counts.late,
@@ -381,6 +388,7 @@ pub(super) fn caught_up(job: &mut Job, inputs: &[String], partition: i32) -> Ste
 pub(super) fn send_step(
     producer: &FutureProducer<QuietContext>,
     settings: &QueryJobSettings,
+    metrics: &QueryMetrics,
     step: Step,
     counts: &mut Counts,
 ) -> anyhow::Result<()> {
@@ -390,9 +398,11 @@ pub(super) fn send_step(
             FutureRecord::<(), [u8]>::to(&output.name).payload(&value).timestamp(output.timestamp_ms);
         enqueue(producer, record)?;
         counts.outputs += 1;
+        metrics.row_written(&output.name);
     }
     for late in step.late {
         counts.late += 1;
+        metrics.late.inc();
         if let Some(topic) = &settings.late_topic {
             let value = serde_json::to_vec(&late.event).context("encoding a late event")?;
             let watermark = late.watermark_ms.to_string();

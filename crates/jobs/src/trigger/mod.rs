@@ -11,13 +11,15 @@
 //! - `dispatch`, `offsets`: the pure state machines for per-key order and safe commits.
 //! - `action`, `cloudevent`, `signature`, `retry`: how one delivery attempt is made and judged.
 //! - `runner`: one trigger's consumer loop; `supervisor`: many triggers following the registry;
-//!   `registry`: the triggers and status topics; `stats`: counters and latency.
+//!   `registry`: the triggers and status topics; `stats`: counters and latency for the status
+//!   records; `metrics`: the same for `/metrics`.
 
 pub mod action;
 pub mod cloudevent;
 pub mod definition;
 pub mod dispatch;
 pub mod filter;
+mod metrics;
 pub mod offsets;
 pub mod registry;
 pub mod retry;

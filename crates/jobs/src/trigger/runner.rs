@@ -37,6 +37,7 @@ use super::action::{Attempt, Executor};
 use super::definition::TriggerDefinition;
 use super::dispatch::{DeliveryId, KeyedQueue};
 use super::filter::Filter;
+use super::metrics::TriggerMetrics;
 use super::offsets::OffsetTracker;
 use super::retry::{Jitter, RetryPolicy};
 use super::stats::TriggerStats;
@@ -146,6 +147,7 @@ struct DeliveryContext {
     dead_letter: DeadLetter,
     retry: RetryPolicy,
     stats: Arc<TriggerStats>,
+    metrics: TriggerMetrics,
 }
 
 /// Runs `definition` until `stop` turns true or the receiver says 410 Gone.
@@ -170,6 +172,7 @@ pub async fn run_trigger(
         dead_letter: DeadLetter { producer, topic: definition.dead_letter_topic() },
         retry: definition.retry,
         stats: stats.clone(),
+        metrics: TriggerMetrics::of(&definition.name),
     });
 
     let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
@@ -385,8 +388,10 @@ async fn deliver(
                 for event in &events {
                     let latency = event.timestamp_ms.map_or(0, |sent| now_ms.saturating_sub(sent).max(0));
                     context.stats.record_latency(latency as u64);
+                    context.metrics.acknowledged_after(latency as u64);
                 }
                 context.stats.delivered.fetch_add(count, Ordering::Relaxed);
+                context.metrics.delivered.add(count);
                 break Outcome::Delivered;
             }
             Attempt::Gone { reason } => break Outcome::Gone(reason),
@@ -405,6 +410,7 @@ async fn deliver(
             break Outcome::Abandoned;
         }
         context.stats.retried.fetch_add(count, Ordering::Relaxed);
+        context.metrics.retries.add(count);
         attempt += 1;
     };
     context.stats.in_flight.fetch_sub(count as i64, Ordering::Relaxed);
@@ -436,6 +442,7 @@ async fn dead_letter(
         match context.dead_letter.send(&context.trigger, events, reason, attempts).await {
             Ok(()) => {
                 context.stats.dead_lettered.fetch_add(events.len() as u64, Ordering::Relaxed);
+                context.metrics.dead_lettered.add(events.len() as u64);
                 return Outcome::DeadLettered;
             }
             Err(error) => {

@@ -1,0 +1,127 @@
+//! The gateway's metrics: MQTT connections and devices online, messages received by QoS, the
+//! time from a PUBLISH to its acknowledgement, device authentication failures by reason, and
+//! events received over HTTP. Every series is found once, the first time the gateway needs its
+//! metrics, so a message costs an atomic add and no lock.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use tidewater_metrics::{global, Counter, Gauge, Histogram};
+use tidewater_mqtt::{QoS, ReasonCode};
+
+use crate::auth::Refusal;
+use crate::token::TokenError;
+
+pub(crate) struct GatewayMetrics {
+    pub(crate) mqtt_connections: Arc<Gauge>,
+    pub(crate) devices_connected: Arc<Gauge>,
+    /// By QoS 0, 1 and 2.
+    received: [Arc<Counter>; 3],
+    /// PUBACK (QoS 1) and PUBREC (QoS 2).
+    ack_latency: [Arc<Histogram>; 2],
+    pub(crate) http_events_received: Arc<Counter>,
+}
+
+/// The reasons `tidewater_device_auth_failures_total` counts, each a label value.
+const AUTH_FAILURE_REASONS: [&str; 7] = [
+    "bad_credentials",
+    "not_authorized",
+    "registry_unavailable",
+    "token_expired",
+    "token_signature",
+    "token_invalid",
+    "other",
+];
+
+pub(crate) fn gateway() -> &'static GatewayMetrics {
+    static METRICS: OnceLock<GatewayMetrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let registry = global();
+        let received = registry.counters(
+            "tidewater_mqtt_messages_received_total",
+            "PUBLISH packets received from MQTT clients, by QoS.",
+            &["qos"],
+        );
+        let ack_latency = registry.histograms(
+            "tidewater_mqtt_ack_latency_seconds",
+            "Time from reading a PUBLISH to writing its PUBACK (QoS 1) or PUBREC (QoS 2), which waits for the durable append.",
+            &["qos"],
+        );
+        let failures = registry.counters(
+            "tidewater_device_auth_failures_total",
+            "Device connections and HTTP requests refused at authentication, by reason.",
+            &["reason"],
+        );
+        for reason in AUTH_FAILURE_REASONS {
+            failures.series(&[reason]);
+        }
+        GatewayMetrics {
+            mqtt_connections: registry.gauge("tidewater_mqtt_connections", "Open MQTT connections."),
+            devices_connected: registry
+                .gauge("tidewater_devices_connected", "Devices connected over MQTT (anonymous clients not counted)."),
+            received: [received.series(&["0"]), received.series(&["1"]), received.series(&["2"])],
+            ack_latency: [ack_latency.series(&["1"]), ack_latency.series(&["2"])],
+            http_events_received: registry.counter(
+                "tidewater_http_events_received_total",
+                "Events received over HTTP and appended (one per record).",
+            ),
+        }
+    })
+}
+
+impl GatewayMetrics {
+    pub(crate) fn message_received(&self, qos: QoS) {
+        self.received[qos as usize].inc();
+    }
+
+    pub(crate) fn acknowledged(&self, qos: QoS, received: Instant) {
+        match qos {
+            QoS::AtLeastOnce => self.ack_latency[0].observe_since(received),
+            QoS::ExactlyOnce => self.ack_latency[1].observe_since(received),
+            QoS::AtMostOnce => {}
+        }
+    }
+
+    pub(crate) fn auth_failed(&self, refusal: &Refusal) {
+        let reason = match (&refusal.token, refusal.code) {
+            (Some(TokenError::Expired { .. }), _) => "token_expired",
+            (Some(TokenError::Signature), _) => "token_signature",
+            (Some(_), _) => "token_invalid",
+            (None, ReasonCode::BadUserNameOrPassword) => "bad_credentials",
+            (None, ReasonCode::NotAuthorized) => "not_authorized",
+            (None, ReasonCode::ServerUnavailable) => "registry_unavailable",
+            (None, _) => "other",
+        };
+        global().counters("tidewater_device_auth_failures_total", "", &["reason"]).series(&[reason]).inc();
+    }
+}
+
+/// Counts an open connection (and, once it authenticated as one, a device online) for as long
+/// as it lives.
+pub(crate) struct OpenConnection {
+    device: bool,
+}
+
+impl OpenConnection {
+    pub(crate) fn new() -> OpenConnection {
+        gateway().mqtt_connections.inc();
+        OpenConnection { device: false }
+    }
+
+    pub(crate) fn device_connected(&mut self) {
+        if !self.device {
+            self.device = true;
+            gateway().devices_connected.inc();
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let metrics = gateway();
+        metrics.mqtt_connections.dec();
+        if self.device {
+            metrics.devices_connected.dec();
+        }
+    }
+}

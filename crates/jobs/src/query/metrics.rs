@@ -1,0 +1,84 @@
+//! A query job's metrics, labelled by job (and output): events read, rows written per output,
+//! late events, how far the watermark trails the wall clock, and how long checkpoint
+//! transactions take. The series are found when the job starts; the loop only adds to them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tidewater_metrics::{global, Counter, Gauge, Histogram};
+use tidewater_sql::Job;
+
+use tidewater_client::now_ms;
+
+pub(crate) struct QueryMetrics {
+    pub(crate) events: Arc<Counter>,
+    pub(crate) late: Arc<Counter>,
+    /// Per output, in the job's output order (a handful: looked up by a scan).
+    rows: Vec<(String, Arc<Counter>)>,
+    watermark_lag: Arc<Gauge>,
+    checkpoint_duration: Arc<Histogram>,
+}
+
+impl QueryMetrics {
+    pub(crate) fn of(job_name: &str, job: &Job) -> QueryMetrics {
+        let registry = global();
+        let rows = registry.counters(
+            "tidewater_query_rows_total",
+            "Rows a query job wrote, by output topic.",
+            &["job", "output"],
+        );
+        QueryMetrics {
+            events: registry
+                .counters("tidewater_query_events_total", "Input records a query job read.", &["job"])
+                .series(&[job_name]),
+            late: registry
+                .counters(
+                    "tidewater_query_late_events_total",
+                    "Events that arrived behind their input's watermark by more than the late-arrival tolerance.",
+                    &["job"],
+                )
+                .series(&[job_name]),
+            rows: job.outputs().into_iter().map(|output| {
+                let counter = rows.series(&[job_name, &output]);
+                (output, counter)
+            }).collect(),
+            watermark_lag: registry
+                .gauges(
+                    "tidewater_query_watermark_lag_seconds",
+                    "Wall-clock time minus the job's lowest input watermark (how far event time trails now).",
+                    &["job"],
+                )
+                .series(&[job_name]),
+            checkpoint_duration: registry
+                .histograms(
+                    "tidewater_query_checkpoint_duration_seconds",
+                    "Time to commit a checkpoint transaction (outputs, state and input offsets).",
+                    &["job"],
+                )
+                .series(&[job_name]),
+        }
+    }
+
+    pub(crate) fn row_written(&self, output: &str) {
+        if let Some((_, counter)) = self.rows.iter().find(|(name, _)| name == output) {
+            counter.inc();
+        }
+    }
+
+    pub(crate) fn checkpointed(&self, started: Instant) {
+        self.checkpoint_duration.observe_since(started);
+    }
+
+    /// Sets the watermark lag from the lowest watermark among `jobs`' inputs; left as it was
+    /// while no input has a watermark yet.
+    pub(crate) fn watermarks<'a>(&self, jobs: impl IntoIterator<Item = &'a Job>) {
+        let lowest = jobs
+            .into_iter()
+            .flat_map(|job| job.inputs().into_iter().filter_map(|input| job.watermark_ms(&input)))
+            .filter(|&watermark| watermark != i64::MIN)
+            .min();
+        if let Some(watermark) = lowest {
+            self.watermark_lag.set((now_ms() - watermark) as f64 / 1000.0);
+        }
+    }
+}
