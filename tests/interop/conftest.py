@@ -52,6 +52,8 @@ MQTT_ADDRESS = re.compile(r"tidewater is running.*\bmqtt=127\.0\.0\.1:(\d+)")
 HTTP_ADDRESS = re.compile(r"tidewater is running.*\bhttp=127\.0\.0\.1:(\d+)")
 # And every Kafka listener, the first one (`kafka=`) included, the internal one last:
 # `listeners=PLAINTEXT://127.0.0.1:P1,SASL_SSL://127.0.0.1:P2,...,INTERNAL://127.0.0.1:P3`.
+# The admin listener's line (logged before recovery, so before the running line).
+ADMIN_ADDRESS = re.compile(r"admin listener.*\badmin=127\.0\.0\.1:(\d+)")
 LISTENERS = re.compile(r"tidewater is running.*\blisteners=(\S+)")
 # Broker log lines kept, for failure reports (the tail) and for tests that wait for a line
 # (`wait_for_log`). Bounded: a broker with debug logging runs for a whole module.
@@ -107,6 +109,8 @@ class BrokerProcess:
         self.mqtt_port: int | None = None
         # The HTTP ingestion listener's port, likewise.
         self.http_port: int | None = None
+        # The admin listener's port (/metrics, /health/*), from its own line.
+        self.admin_port: int | None = None
         self.process: subprocess.Popen | None = None
         self.lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES_KEPT)
         # Lines logged since the first start, including those `lines` no longer keeps.
@@ -174,9 +178,11 @@ class BrokerProcess:
         # all take the default 1883.
         if "--mqtt-listen" not in self.serve_args:
             command.extend(["--mqtt-listen", "127.0.0.1:0"])
-        # Likewise for HTTP ingestion and its default 8080.
+        # Likewise for HTTP ingestion and its default 8080, and the admin listener's 9644.
         if "--http-listen" not in self.serve_args:
             command.extend(["--http-listen", "127.0.0.1:0"])
+        if "--admin-listen" not in self.serve_args:
+            command.extend(["--admin-listen", "127.0.0.1:0"])
         self.lines.append(f"--- {self.name}: {' '.join(command)}")
         process = subprocess.Popen(
             command,
@@ -202,6 +208,9 @@ class BrokerProcess:
                 http_match = HTTP_ADDRESS.search(line)
                 if http_match:
                     self.http_port = int(http_match.group(1))
+                admin_match = ADMIN_ADDRESS.search(line)
+                if admin_match:
+                    self.admin_port = int(admin_match.group(1))
                 listeners_match = LISTENERS.search(line)
                 if listeners_match:
                     self.listener_ports = parse_listeners(listeners_match.group(1))

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from conftest import tidewater_binary
+
 INTEROP_DIR = Path(__file__).resolve().parent
 KAFKAJS_DIR = INTEROP_DIR / "kafkajs"
 
@@ -325,3 +327,23 @@ def kcat_binary() -> str:
     kcat = shutil.which("kcat")
     assert kcat, "kcat is not installed (Debian package kcat); scripts/test installs it"
     return kcat
+
+
+def cli_describe(bootstrap: str, group: str, topic: str) -> tuple[str, dict[int, dict[str, str]]]:
+    """`tidewater group describe GROUP`: its first line, and its partition table's rows for
+    `topic` (partition -> column name -> cell)."""
+    completed = run_program(
+        [str(tidewater_binary()), "group", "describe", group, "--brokers", bootstrap, "--timeout-ms", "10000"],
+        timeout_s=30,
+    )
+    assert completed.returncode == 0, f"group describe exited {completed.returncode}: {completed.stderr}"
+    lines = completed.stdout.splitlines()
+    headers = [index for index, line in enumerate(lines) if line.split()[:2] == ["TOPIC", "PARTITION"]]
+    assert len(headers) == 1, f"no partition table in:\n{completed.stdout}"
+    columns = lines[headers[0]].split()
+    rows = {}
+    for line in lines[headers[0] + 1 :]:
+        cells = dict(zip(columns, line.split(), strict=True))
+        if cells["TOPIC"] == topic:
+            rows[int(cells["PARTITION"])] = cells
+    return lines[0], rows

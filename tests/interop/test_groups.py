@@ -39,8 +39,7 @@ from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, Pr
 from confluent_kafka.admin import AdminClient
 
 import confluent_support as ck
-from conftest import tidewater_binary
-from support import CLIENT_TIMEOUT_S, INTEROP_DIR, KAFKAJS_DIR, run_program
+from support import CLIENT_TIMEOUT_S, INTEROP_DIR, KAFKAJS_DIR, cli_describe
 
 # A new group waits this long for more members before its first assignment (Kafka's default is
 # 3 s, which would only slow every test down).
@@ -859,26 +858,6 @@ def test_a_group_settles_after_a_rebalance_storm(broker_factory, topic_name, mem
         f"{sum(map(len, delivered.values()))} records ({len(during)} processed during the storm), "
         f"{len(duplicates(members.all))} processed twice"
     )
-
-
-def cli_describe(bootstrap: str, group: str, topic: str) -> tuple[str, dict[int, dict[str, str]]]:
-    """`tidewater group describe GROUP`: its first line, and its partition table's rows for
-    `topic` (partition -> column name -> cell)."""
-    completed = run_program(
-        [str(tidewater_binary()), "group", "describe", group, "--brokers", bootstrap, "--timeout-ms", "10000"],
-        timeout_s=30,
-    )
-    assert completed.returncode == 0, f"group describe exited {completed.returncode}: {completed.stderr}"
-    lines = completed.stdout.splitlines()
-    headers = [index for index, line in enumerate(lines) if line.split()[:2] == ["TOPIC", "PARTITION"]]
-    assert len(headers) == 1, f"no partition table in:\n{completed.stdout}"
-    columns = lines[headers[0]].split()
-    rows = {}
-    for line in lines[headers[0] + 1 :]:
-        cells = dict(zip(columns, line.split(), strict=True))
-        if cells["TOPIC"] == topic:
-            rows[int(cells["PARTITION"])] = cells
-    return lines[0], rows
 
 
 def test_lag_is_the_end_offset_minus_the_committed_offset(broker_factory, topic_name, members):

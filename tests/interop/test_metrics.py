@@ -1,0 +1,311 @@
+"""The admin listener's /metrics and /health endpoints, read with Prometheus' own parser
+(`prometheus_client`) while real clients work: confluent-kafka producing and consuming, paho-mqtt
+devices publishing, a query job and a trigger delivering to a webhook. Each counter is checked
+against what the clients did, and group lag against `tidewater group describe`."""
+
+from __future__ import annotations
+
+import base64
+import re
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from conftest import tidewater_binary
+from gateway_support import Device, add_device, connect_when_registered, events_topic, new_device_id
+from metrics_support import Scrape, http_get, scrape, wait_for_scrape
+from query_support import wait_for_rows
+from support import cli_describe
+from trigger_support import Receiver, tidewater
+
+NO_GATEWAY = ("--mqtt-listen", "none", "--http-listen", "none")
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], partition: int | None = None) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    failures: list = []
+    for value in values:
+        kwargs = {} if partition is None else {"partition": partition}
+        producer.produce(topic, value, on_delivery=lambda error, _: error and failures.append(error), **kwargs)
+    assert producer.flush(30) == 0 and not failures, failures
+
+
+def test_the_produced_counters_rise_by_what_was_produced(broker, topic_name):
+    tidewater("topic", "create", topic_name, "--partitions", "2", bootstrap=broker.bootstrap)
+    before = scrape(broker.admin_port)
+    assert before.get("tidewater_topic_records_produced_total", topic=topic_name) == 0
+    values = [f"record-{index}".encode() for index in range(250)]
+    produce(broker.bootstrap, topic_name, values[:100], partition=0)
+    produce(broker.bootstrap, topic_name, values[100:], partition=1)
+    after = scrape(broker.admin_port)
+    assert after.types["tidewater_topic_records_produced"] == "counter"
+    assert after.get("tidewater_topic_records_produced_total", topic=topic_name) == 250
+    # Batches carry headers and per-record overhead: more bytes than the values alone.
+    assert after.get("tidewater_topic_bytes_produced_total", topic=topic_name) > sum(map(len, values))
+    watermarks = {partition: after.value("tidewater_partition_high_watermark", topic=topic_name, partition=str(partition))
+                  for partition in (0, 1)}
+    assert watermarks == {0: 100, 1: 150}, watermarks
+    for partition in (0, 1):
+        assert after.get("tidewater_partition_log_size_bytes", topic=topic_name, partition=str(partition)) > 0
+    # Reading everything back counts every byte that was appended, once.
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"{topic_name}-reader",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic_name, 0, 0), TopicPartition(topic_name, 1, 0)])
+    read, deadline = 0, time.monotonic() + 30
+    while read < 250 and time.monotonic() < deadline:
+        message = consumer.poll(1)
+        if message is not None and message.error() is None:
+            read += 1
+    consumer.close()
+    assert read == 250
+    fetched = scrape(broker.admin_port)
+    assert fetched.get("tidewater_topic_bytes_fetched_total", topic=topic_name) == \
+        fetched.get("tidewater_topic_bytes_produced_total", topic=topic_name)
+    # Every request the clients made is in the latency histogram of its API.
+    assert fetched.types["tidewater_kafka_request_latency_seconds"] == "histogram"
+    assert fetched.get("tidewater_kafka_request_latency_seconds_count", api="Produce") >= 2
+    assert fetched.get("tidewater_kafka_request_latency_seconds_count", api="Fetch") >= 1
+    assert fetched.get("tidewater_log_fsync_latency_seconds_count") >= 2
+    assert fetched.get("process_resident_memory_bytes") > 1_000_000
+    assert fetched.get("process_open_fds") > 0
+
+
+def test_group_lag_is_the_high_watermark_minus_the_committed_offset(broker, topic_name):
+    """Partition by partition, as `tidewater group describe` shows it: a partition with nothing
+    committed has no lag series."""
+    bootstrap = broker.bootstrap
+    tidewater("topic", "create", topic_name, "--partitions", "3", bootstrap=bootstrap)
+    for partition, count in ((0, 30), (1, 20), (2, 10)):
+        produce(bootstrap, topic_name, [b"x"] * count, partition=partition)
+    group = f"{topic_name}-group"
+    committer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    committer.commit(offsets=[TopicPartition(topic_name, 0, 12), TopicPartition(topic_name, 1, 20)], asynchronous=False)
+    committer.close()
+    page = wait_for_scrape(
+        broker.admin_port,
+        lambda page: page.value("tidewater_consumer_group_lag", group=group, topic=topic_name, partition="1") is not None,
+        "the group's lag",
+    )
+    _, rows = cli_describe(bootstrap, group, topic_name)
+    assert set(rows) == {0, 1}, rows
+    for partition, row in rows.items():
+        lag = page.value("tidewater_consumer_group_lag", group=group, topic=topic_name, partition=str(partition))
+        high_watermark = page.value("tidewater_partition_high_watermark", topic=topic_name, partition=str(partition))
+        assert lag == int(row["LAG"]) == high_watermark - int(row["COMMITTED"]), (partition, lag, row)
+    assert page.value("tidewater_consumer_group_lag", group=group, topic=topic_name, partition="2") is None
+    assert (rows[0]["LAG"], rows[1]["LAG"]) == ("18", "0")
+
+    # A member in the group shows in the members gauge while it is there.
+    member = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"})
+    member.subscribe([topic_name])
+    try:
+        deadline = time.monotonic() + 30
+        while not member.assignment() and time.monotonic() < deadline:
+            member.poll(0.5)
+        wait_for_scrape(broker.admin_port, lambda page: page.get("tidewater_consumer_group_members", group=group) == 1,
+                        "one member in the group")
+    finally:
+        member.close()
+
+
+def test_a_query_jobs_counters_match_its_input_and_output(broker, topic_name, tmp_path):
+    bootstrap = broker.bootstrap
+    source, sink = f"{topic_name}-in", f"{topic_name}-out"
+    tidewater("topic", "create", source, "--partitions", "1", bootstrap=bootstrap)
+    query = tmp_path / "pass.sql"
+    query.write_text(f"SELECT deviceId, temperature INTO [{sink}] FROM [{source}]\n")
+    name = f"m-{uuid.uuid4().hex[:8]}"
+    tidewater("query", "create", name, "--file", str(query), "--checkpoint-interval-ms", "200", bootstrap=bootstrap)
+    try:
+        events = [f'{{"deviceId": "d{index % 3}", "temperature": {index}}}'.encode() for index in range(40)]
+        produce(bootstrap, source, events)
+        assert len(wait_for_rows(bootstrap, sink, 40)) == 40
+        page = wait_for_scrape(
+            broker.admin_port,
+            lambda page: page.get("tidewater_query_rows_total", job=name, output=sink) == 40,
+            f"40 rows of job {name}",
+        )
+        assert page.get("tidewater_query_events_total", job=name) == 40
+        assert page.get("tidewater_query_late_events_total", job=name) == 0
+        assert page.get("tidewater_query_checkpoint_duration_seconds_count", job=name) >= 1
+    finally:
+        tidewater("query", "delete", name, bootstrap=bootstrap, check=False)
+
+
+def test_a_triggers_delivered_counter_matches_its_receiver(broker, topic_name):
+    bootstrap = broker.bootstrap
+    tidewater("topic", "create", topic_name, "--partitions", "2", bootstrap=bootstrap)
+    receiver = Receiver()
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    tidewater("trigger", "create", name, "--topic", topic_name, "--webhook", receiver.url, "--from", "earliest",
+              bootstrap=bootstrap)
+    try:
+        produce(bootstrap, topic_name, [f'{{"n": {index}}}'.encode() for index in range(25)])
+        received = receiver.wait_for(lambda requests: len(requests) >= 25, "25 deliveries")
+        page = wait_for_scrape(broker.admin_port,
+                               lambda page: page.get("tidewater_trigger_delivered_total", trigger=name) >= len(received),
+                               f"trigger {name}'s deliveries")
+        assert page.get("tidewater_trigger_delivered_total", trigger=name) == len(receiver.snapshot()) == 25
+        assert page.get("tidewater_trigger_latency_seconds_count", trigger=name) == 25
+        assert page.get("tidewater_trigger_dead_lettered_total", trigger=name) == 0
+    finally:
+        tidewater("trigger", "delete", name, bootstrap=bootstrap, check=False)
+        receiver.close()
+
+
+def test_the_puback_latency_histogram_counts_every_qos1_message(broker):
+    bootstrap, port = broker.bootstrap, broker.mqtt_port
+    device_id = new_device_id("metrics")
+    key = add_device(bootstrap, device_id)
+    before = scrape(broker.admin_port)
+    device = connect_when_registered(port, device_id, key, protocol=5)
+    try:
+        page = scrape(broker.admin_port)
+        assert page.get("tidewater_devices_connected") >= 1
+        assert page.get("tidewater_mqtt_connections") >= 1
+        for index in range(30):
+            device.publish(events_topic(device_id), f'{{"n": {index}}}'.encode(), qos=1)
+        device.publish(events_topic(device_id), b'{"qos": 0}', qos=0)
+        assert len(device.wait_acked(30)) == 30
+        after = scrape(broker.admin_port)
+    finally:
+        device.close()
+    assert after.get("tidewater_mqtt_ack_latency_seconds_count", qos="1") - \
+        before.get("tidewater_mqtt_ack_latency_seconds_count", qos="1") == 30
+    assert after.get("tidewater_mqtt_messages_received_total", qos="1") - \
+        before.get("tidewater_mqtt_messages_received_total", qos="1") == 30
+    assert after.get("tidewater_mqtt_messages_received_total", qos="0") - \
+        before.get("tidewater_mqtt_messages_received_total", qos="0") >= 1
+    # A wrong key is counted as a failure with its reason, never with the device's name.
+    refused = Device(port, device_id, "wrong-key", protocol=5)
+    refused.close()
+    failures = wait_for_scrape(
+        broker.admin_port,
+        lambda page: page.get("tidewater_device_auth_failures_total", reason="bad_credentials")
+        > before.get("tidewater_device_auth_failures_total", reason="bad_credentials"),
+        "a bad_credentials failure",
+    )
+    assert device_id not in failures.text
+
+
+def test_ready_is_503_while_the_logs_recover_then_200(broker_factory, topic_name, tmp_path):
+    """A data directory with a thousand partitions takes a moment to recover: meanwhile
+    /health/ready says why it is not ready and /health/live is up."""
+    first = broker_factory(*NO_GATEWAY)
+    tidewater("topic", "create", topic_name, "--partitions", "1000", bootstrap=first.bootstrap, timeout_s=120,
+              timeout_ms=120_000)
+    produce(first.bootstrap, topic_name, [b"v"] * 50)
+    assert first.stop() == 0
+    process = subprocess.Popen(
+        [str(tidewater_binary()), "serve", "--data-dir", str(first.data_dir), "--kafka-listen", "127.0.0.1:0",
+         "--admin-listen", "127.0.0.1:0", *NO_GATEWAY],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    statuses: list[tuple[int, str]] = []
+    try:
+        assert process.stderr is not None
+        admin_port = None
+        for line in process.stderr:
+            match = re.search(r"admin=127\.0\.0\.1:(\d+)", line)
+            if match:
+                admin_port = int(match.group(1))
+                break
+        assert admin_port is not None, "no admin listener line"
+        live = http_get(admin_port, "/health/live")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status, body, _ = http_get(admin_port, "/health/ready")
+            if not statuses or statuses[-1] != (status, body.strip()):
+                statuses.append((status, body.strip()))
+            if status == 200:
+                break
+            time.sleep(0.02)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    assert live[0] == 200
+    assert statuses[0] == (503, "not ready: recovering the logs"), statuses
+    assert statuses[-1] == (200, "ready"), statuses
+
+
+def test_bad_requests_get_a_4xx_with_a_reason(broker):
+    port = broker.admin_port
+    for path in ("/nope", "/../../etc/passwd", "/metrics/../../x", "/api/topics?offset=99999999999999999999", "/%00"):
+        status, body, _ = http_get(port, path)
+        assert status == 404 and "no such endpoint" in body, (path, status, body)
+    status, body, headers = http_get(port, "/metrics", method="POST")
+    assert status == 405 and headers.get("allow") == "GET, HEAD", (status, body, headers)
+    status, body, _ = http_get(port, "/metrics", method="HEAD")
+    assert (status, body) == (200, "")
+    # The listener is still serving after all of that.
+    assert scrape(port).get("tidewater_uptime_seconds") > 0
+
+
+def test_with_authenticating_listeners_metrics_take_a_token_or_a_scram_user(broker_factory):
+    broker = broker_factory(
+        *NO_GATEWAY,
+        env={"TIDEWATER_BOOTSTRAP_USER": "admin:admin-secret", "TIDEWATER_SUPERUSERS": "User:admin",
+             "TIDEWATER_METRICS_TOKEN": "scrape-token"},
+        listeners=("SASL_PLAINTEXT",),
+        plaintext=False,
+    )
+    port = broker.admin_port
+
+    def basic(user: str, password: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+    for headers, reason in (
+        ({}, "authentication required"),
+        ({"Authorization": "Bearer wrong-token"}, "wrong token, user or password"),
+        (basic("admin", "wrong"), "wrong token, user or password"),
+        (basic("nobody", "admin-secret"), "wrong token, user or password"),
+        ({"Authorization": "Digest abc"}, "malformed Authorization header"),
+        ({"Authorization": "Basic !!!"}, "malformed Authorization header"),
+    ):
+        status, body, response_headers = http_get(port, "/metrics", headers)
+        assert status == 401 and reason in body, (headers, status, body)
+        assert response_headers.get("www-authenticate", "").startswith("Basic"), response_headers
+    for headers in ({"Authorization": "Bearer scrape-token"}, basic("admin", "admin-secret")):
+        page = scrape(port, headers)
+        assert isinstance(page, Scrape) and page.get("tidewater_uptime_seconds") > 0
+    # Health stays open: a load balancer has no credentials.
+    assert http_get(port, "/health/ready")[0] == 200
+    log = "\n".join(broker.lines)
+    assert "scrape-token" not in log and "admin-secret" not in log
+
+
+def test_the_default_admin_port_being_taken_is_a_warning_not_a_failure(tmp_path: Path):
+    """Two roles on one machine both default to 9644: the second runs without /metrics and says
+    so, rather than refusing to start. An address given on the command line must bind."""
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 9644))
+        holder.listen()
+    except OSError:
+        pass  # another process holds it already: the same situation
+    serve = [str(tidewater_binary()), "serve", "--kafka-listen", "127.0.0.1:0", *NO_GATEWAY]
+    env = {"PATH": "/usr/bin:/bin", "TIDEWATER_LOG": "info"}
+    try:
+        explicit = subprocess.run([*serve, "--data-dir", str(tmp_path / "explicit"), "--admin-listen", "127.0.0.1:9644"],
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, env=env)
+        assert explicit.returncode != 0, explicit.stderr
+        assert "binding the admin listener to 127.0.0.1:9644" in explicit.stderr, explicit.stderr
+        process = subprocess.Popen([*serve, "--data-dir", str(tmp_path / "default")], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            assert process.stderr is not None
+            seen = []
+            for line in process.stderr:
+                seen.append(line)
+                if "tidewater is running" in line:
+                    break
+            assert any("default address is taken" in line for line in seen), "".join(seen)
+        finally:
+            process.terminate()
+            assert process.wait(timeout=60) == 0
+    finally:
+        holder.close()
