@@ -17,6 +17,7 @@ pub mod consume;
 pub mod format;
 pub mod group;
 pub mod produce;
+pub mod progress;
 pub mod topic;
 pub mod user;
 

@@ -27,6 +27,7 @@ use tidewater_client::{ClusterArgs, KeyValue};
 
 use tidewater_client::timeout_ms_for_librdkafka;
 
+use crate::progress::{Progress, Unit};
 use crate::{CliContext, Connection};
 
 #[derive(Debug, Args)]
@@ -127,11 +128,26 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let separator = args.key_separator.as_deref().map(str::as_bytes);
     anyhow::ensure!(separator.is_none_or(|separator| !separator.is_empty()), "--key-separator is empty");
     let mut stdin = std::io::stdin().lock();
+    // Redirected from a file, stdin has a size: progress is shown against it.
+    let input_bytes = std::fs::metadata("/dev/stdin")
+        .ok()
+        .filter(|metadata| metadata.is_file())
+        .map(|metadata| metadata.len());
+    let progress = input_bytes
+        .map(|total| Progress::new(format!("producing to {}", args.topic), Some(total), Unit::Bytes));
+    let mut bytes_read = 0u64;
     let mut line = Vec::new();
     let mut line_number = 0usize;
     loop {
         let read = read_line(&mut stdin, &mut line).context("reading stdin")?;
         line_number += 1;
+        if !matches!(read, LineRead::End) {
+            // The line and its newline (a last line may lack one: never past the file's size).
+            bytes_read = (bytes_read + line.len() as u64 + 1).min(input_bytes.unwrap_or(u64::MAX));
+            if let Some(progress) = &progress {
+                progress.set(bytes_read);
+            }
+        }
         match read {
             LineRead::End => break,
             LineRead::TooLong => {
@@ -177,6 +193,9 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
         producer.poll(Duration::ZERO);
     }
 
+    if let Some(progress) = &progress {
+        progress.finish();
+    }
     // Every record fails by message.timeout.ms, so the flush ends by then; the margin covers
     // the last delivery reports.
     let flushed = producer.flush(timeout + Duration::from_secs(5));

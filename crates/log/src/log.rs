@@ -725,6 +725,11 @@ impl Log {
     /// Re-reads every segment and checks every batch's CRC and offset continuity. Recovery on
     /// open checks only the active segment this thoroughly; this finds damage anywhere.
     pub fn verify(&self) -> Result<VerifyReport, LogError> {
+        self.verify_with_progress(|_| {})
+    }
+
+    /// [`Log::verify`], calling `progress` with the bytes verified so far after each segment.
+    pub fn verify_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport, LogError> {
         // No cleaning pass may rename segments under the walk.
         let _not_cleaning = lock(&self.cleaning);
         let (closed, active_base, active_size, gaps_below) = {
@@ -745,6 +750,7 @@ impl Log {
                 check_whole_segment(&file, &path, base, next_offset, index_interval_bytes, gaps_below)?;
             report.segments += 1;
             report.bytes += summary.size;
+            progress(report.bytes);
         }
         let path = SegmentPaths::new(&self.dir, active_base).data;
         let file = File::open(&path).map_err(|error| LogError::io("open", &path, error))?;

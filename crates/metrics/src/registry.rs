@@ -48,6 +48,12 @@ impl<M: Default> Family<M> {
         self.series.write().expect("metrics lock poisoned").entry(key).or_default().clone()
     }
 
+    /// Whether the series of these label values exists.
+    pub fn contains(&self, label_values: &[&str]) -> bool {
+        let key: Vec<String> = label_values.iter().map(|value| value.to_string()).collect();
+        self.series.read().expect("metrics lock poisoned").contains_key(&key)
+    }
+
     /// Drops a series (a deleted topic, a stopped job), so the page stops showing it.
     pub fn remove(&self, label_values: &[&str]) {
         let key: Vec<String> = label_values.iter().map(|value| value.to_string()).collect();

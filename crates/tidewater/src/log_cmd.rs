@@ -13,7 +13,16 @@ pub(crate) fn run(command: LogCommand) -> anyhow::Result<()> {
             anyhow::ensure!(dir.is_dir(), "{} is not a directory", dir.display());
             let log = Log::open(&dir, LogConfig::default(), Arc::new(SystemClock))
                 .with_context(|| format!("opening {}", dir.display()))?;
-            let report = log.verify().with_context(|| format!("verifying {}", dir.display()))?;
+            let progress = tidewater_cli::progress::Progress::new(
+                format!("verifying {}", dir.display()),
+                Some(log.size_bytes()),
+                tidewater_cli::progress::Unit::Bytes,
+            );
+            let report = log
+                .verify_with_progress(|bytes| progress.set(bytes))
+                .with_context(|| format!("verifying {}", dir.display()))?;
+            progress.set(report.bytes);
+            progress.finish();
             println!(
                 "ok: {} segments, {} bytes, offsets {}..{}",
                 report.segments,

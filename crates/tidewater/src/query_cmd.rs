@@ -346,12 +346,17 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
         .thread_name("tidewater-query")
         .build()
         .context("starting the async runtime")?;
+    let job_name = settings.name.clone();
     runtime.block_on(async move {
         let admin = crate::admin::start_for_client_role(&args.admin).await?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let job = tokio::spawn(tidewater_jobs::query::run_query_job(settings, cluster, stopped));
         tokio::pin!(job);
         crate::admin::AdminListener::set_ready(&admin);
+        std::thread::Builder::new()
+            .name("query-progress".to_string())
+            .spawn(move || show_catching_up(&job_name))
+            .context("starting the progress thread")?;
         let signal = crate::serve::ShutdownSignal::install()?.wait();
         tokio::select! {
             result = &mut job => return result.context("the query job failed")?,
@@ -360,6 +365,29 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
         let _ = stop.send(true);
         job.await.context("the query job failed")?
     })
+}
+
+/// How long `query run` shows its catching up at most: a job that has not caught up by then is
+/// followed by its metrics (`tidewater_query_input_lag_records`).
+const CATCHING_UP_SHOWN_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Shows the records left to read while the job catches up with its inputs (a bar on a
+/// terminal, a line every few seconds otherwise), until it has once read everything there was.
+fn show_catching_up(job_name: &str) {
+    use tidewater_cli::progress::{Progress, Unit};
+    let progress = Progress::new(format!("query job {job_name}"), None, Unit::Records);
+    let started = std::time::Instant::now();
+    while started.elapsed() < CATCHING_UP_SHOWN_MAX {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        match tidewater_jobs::query::input_lag_records(job_name) {
+            Some(lag) if lag <= 0.0 => {
+                progress.finish_with("caught up with its inputs");
+                return;
+            }
+            Some(lag) => progress.message(&format!("catching up: {lag} records left to read")),
+            None => progress.message("starting"),
+        }
+    }
 }
 
 fn test(args: TestArgs) -> anyhow::Result<()> {

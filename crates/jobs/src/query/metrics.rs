@@ -2,13 +2,12 @@
 //! late events, how far the watermark trails the wall clock, and how long checkpoint
 //! transactions take. The series are found when the job starts; the loop only adds to them.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use tidewater_metrics::{global, Counter, Gauge, Histogram};
-use tidewater_sql::Job;
-
 use tidewater_client::now_ms;
+use tidewater_metrics::{global, Counter, Family, Gauge, Histogram};
+use tidewater_sql::Job;
 
 pub(crate) struct QueryMetrics {
     pub(crate) events: Arc<Counter>,
@@ -17,6 +16,26 @@ pub(crate) struct QueryMetrics {
     rows: Vec<(String, Arc<Counter>)>,
     watermark_lag: Arc<Gauge>,
     checkpoint_duration: Arc<Histogram>,
+    /// Made the first time the lag is known, so the page never shows a made-up 0.
+    input_lag: OnceLock<Arc<Gauge>>,
+    job_name: String,
+}
+
+const INPUT_LAG_NAME: &str = "tidewater_query_input_lag_records";
+
+fn input_lag_family() -> Arc<Family<Gauge>> {
+    global().gauges(
+        INPUT_LAG_NAME,
+        "Records in the job's input partitions after those it has read (high watermarks last fetched minus positions).",
+        &["job"],
+    )
+}
+
+/// The input lag of job `job_name` in this process, once its runner knows it: what `query run`
+/// shows as its progress while it catches up.
+pub fn input_lag_records(job_name: &str) -> Option<f64> {
+    let family = input_lag_family();
+    family.contains(&[job_name]).then(|| family.series(&[job_name]).get())
 }
 
 impl QueryMetrics {
@@ -56,7 +75,13 @@ impl QueryMetrics {
                     &["job"],
                 )
                 .series(&[job_name]),
+            input_lag: OnceLock::new(),
+            job_name: job_name.to_string(),
         }
+    }
+
+    pub(crate) fn set_input_lag(&self, records: u64) {
+        self.input_lag.get_or_init(|| input_lag_family().series(&[&self.job_name])).set(records as f64);
     }
 
     pub(crate) fn row_written(&self, output: &str) {

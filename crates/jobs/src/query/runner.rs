@@ -309,6 +309,8 @@ pub async fn run_query_job(
     let (mut checkpointed_events, mut checkpointed_outputs) = (counts.events, counts.outputs);
     let mut checkpoint_timer = tokio::time::interval(settings.checkpoint_interval);
     checkpoint_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Measured at the first tick, then every INPUT_LAG_INTERVAL.
+    let mut lag_measured = std::time::Instant::now() - INPUT_LAG_INTERVAL;
     loop {
         tokio::select! {
             biased;
@@ -321,6 +323,12 @@ pub async fn run_query_job(
                 let step = job.advance_processing_time(now_ms());
                 send_step(&producer, &settings, &metrics, step, &mut counts)?;
                 metrics.watermarks([&job]);
+                if lag_measured.elapsed() >= INPUT_LAG_INTERVAL {
+                    lag_measured = std::time::Instant::now();
+                    if let Some(lag) = blocking(|| input_lag(&consumer, &assignment, &next_offsets)) {
+                        metrics.set_input_lag(lag);
+                    }
+                }
                 // An idle job writes no checkpoints: nothing it would say has changed.
                 if counts.events != checkpointed_events || counts.outputs != checkpointed_outputs {
                     let started = std::time::Instant::now();
@@ -370,6 +378,34 @@ pub async fn run_query_job(
     tracing::info!(job = %settings.name, events = counts.events, outputs = counts.outputs, late = counts.late,
         errors = counts.errors, "query job stopped");
     Ok(())
+}
+
+/// How often a job asks for its inputs' high watermarks to know its lag (a ListOffsets request
+/// per partition, so not at every checkpoint).
+const INPUT_LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// How long that request may take before the lag is left as it was.
+const INPUT_LAG_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Records in the assigned input partitions after the next offsets to read; `None` when a
+/// partition's watermarks could not be had in time.
+fn input_lag<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    assignment: &TopicPartitionList,
+    next_offsets: &InputOffsets,
+) -> Option<u64> {
+    let mut lag = 0u64;
+    for element in assignment.elements() {
+        let (low, high) =
+            consumer.fetch_watermarks(element.topic(), element.partition(), INPUT_LAG_TIMEOUT).ok()?;
+        // Before its first record, a partition's next offset is where it was assigned to start.
+        let next = next_offsets.get(element.topic(), element.partition()).unwrap_or(match element.offset() {
+            Offset::Offset(offset) => offset,
+            Offset::End => high,
+            _ => low,
+        });
+        lag += u64::try_from(high - next).unwrap_or(0);
+    }
+    Some(lag)
 }
 
 /// The job's reader reached the end of `partition` of one of `inputs`. librdkafka does not say
