@@ -262,6 +262,14 @@ impl Coordinator {
                     .map(|(id, _)| id.clone())
             });
             if let Some(previous) = previous {
+                if rejoins_unchanged(group, &previous, &request) {
+                    self.next_member_number += 1;
+                    let member_id = format!("{}-{}-{member_number}", request.client_id, now_ms);
+                    let _ =
+                        respond.send(rejoin_without_rebalance(group, &previous, member_id, request, now_ms));
+                    group.debug_check(config.max_members);
+                    return;
+                }
                 if let Some(mut old) = group.members.remove(&previous) {
                     if let Some(join) = old.pending_join.take() {
                         let _ = join.send(JoinResult::error(ResponseError::FencedInstanceId, &previous));
@@ -539,6 +547,61 @@ impl Coordinator {
     }
 }
 
+/// Whether a static member rejoining under a new member id can take its old place without a
+/// rebalance (KIP-345): the group is Stable and the member's metadata for the group's protocol
+/// is what it was, so its assignment still holds. A changed subscription rebalances as usual.
+fn rejoins_unchanged(group: &Group, previous: &str, request: &JoinRequest) -> bool {
+    let (Some(protocol), Some(old)) = (&group.protocol_name, group.members.get(previous)) else {
+        return false;
+    };
+    let metadata_of = |protocols: &[(String, Bytes)]| {
+        protocols.iter().find(|(name, _)| name == protocol).map(|(_, metadata)| metadata.clone())
+    };
+    group.state == GroupState::Stable
+        && metadata_of(&request.protocols).is_some()
+        && metadata_of(&request.protocols) == metadata_of(&old.protocols)
+}
+
+/// Moves a static member's place (its assignment, leadership) to `member_id` and answers its
+/// JoinGroup with the current generation. As Kafka does, the answer names the leader as it was,
+/// so a restarted leader acts as a follower and does not compute an assignment that a Stable
+/// group would not hand out; it gets its old one from SyncGroup.
+fn rejoin_without_rebalance(
+    group: &mut Group,
+    previous: &str,
+    member_id: String,
+    request: JoinRequest,
+    now_ms: i64,
+) -> JoinResult {
+    let leader_before = group.leader.clone().unwrap_or_default();
+    let mut member = group.members.remove(previous).expect("checked by rejoins_unchanged");
+    if let Some(waiting) = member.pending_join.take() {
+        let _ = waiting.send(JoinResult::error(ResponseError::FencedInstanceId, previous));
+    }
+    if let Some(waiting) = member.pending_sync.take() {
+        let _ = waiting.send(Err(ResponseError::FencedInstanceId));
+    }
+    member.client_id = request.client_id;
+    member.client_host = request.client_host;
+    member.session_timeout_ms = request.session_timeout_ms;
+    member.rebalance_timeout_ms = request.rebalance_timeout_ms.max(request.session_timeout_ms);
+    member.protocols = request.protocols;
+    member.last_heartbeat_ms = now_ms;
+    if group.leader.as_deref() == Some(previous) {
+        group.leader = Some(member_id.clone());
+    }
+    group.members.insert(member_id.clone(), member);
+    JoinResult {
+        error: None,
+        generation_id: group.generation_id,
+        protocol_type: Some(group.protocol_type.clone()),
+        protocol_name: group.protocol_name.clone(),
+        leader: leader_before,
+        member_id,
+        members: Vec::new(),
+    }
+}
+
 /// Removes a member, answering anything it was waiting for with `error`.
 fn remove_member(group: &mut Group, member_id: &str, error: ResponseError) {
     if let Some(mut member) = group.members.remove(member_id) {
@@ -772,6 +835,62 @@ mod tests {
         sync(coordinator, group, &member, 1, vec![(member.clone(), Bytes::from_static(b"all"))], DELAY);
         assert_eq!(coordinator.state(group), Some(GroupState::Stable));
         member
+    }
+
+    fn static_request(member_id: &str, instance: &str, protocols: &[&str]) -> JoinRequest {
+        JoinRequest { group_instance_id: Some(instance.to_string()), ..request(member_id, protocols) }
+    }
+
+    #[test]
+    fn a_static_member_restarting_gets_its_assignment_back_without_a_rebalance() {
+        let mut coordinator = coordinator();
+        let (respond, mut first_join) = oneshot::channel();
+        coordinator.join("g", static_request("", "a", &["range"]), 0, respond);
+        let (respond, mut second_join) = oneshot::channel();
+        coordinator.join("g", static_request("", "b", &["range"]), 0, respond);
+        coordinator.tick(DELAY);
+        let (first, second) =
+            (first_join.try_recv().expect("joined"), second_join.try_recv().expect("joined"));
+        let leader = first.leader.clone();
+        let assignments = vec![
+            (first.member_id.clone(), Bytes::from_static(b"p0")),
+            (second.member_id.clone(), Bytes::from_static(b"p1")),
+        ];
+        sync(&mut coordinator, "g", &leader, 1, assignments, DELAY);
+        let follower =
+            if leader == first.member_id { second.member_id.clone() } else { first.member_id.clone() };
+        sync(&mut coordinator, "g", &follower, 1, Vec::new(), DELAY);
+        assert_eq!(coordinator.state("g"), Some(GroupState::Stable));
+
+        // Both restart (the leader too): a new member id each, the same generation, no rebalance.
+        for (instance, old_id, assignment) in
+            [("a", &first.member_id, b"p0"), ("b", &second.member_id, b"p1")]
+        {
+            let (respond, mut rejoin) = oneshot::channel();
+            coordinator.join("g", static_request("", instance, &["range"]), DELAY + 100, respond);
+            let rejoined = rejoin.try_recv().expect("answered at once");
+            assert_eq!((rejoined.error, rejoined.generation_id), (None, 1), "{instance}");
+            assert_ne!(&rejoined.member_id, old_id);
+            assert!(rejoined.members.is_empty(), "no member computes a new assignment");
+            assert_ne!(rejoined.leader, rejoined.member_id, "a restarted leader acts as a follower");
+            assert_eq!(coordinator.state("g"), Some(GroupState::Stable));
+            let mut synced = sync(&mut coordinator, "g", &rejoined.member_id, 1, Vec::new(), DELAY + 100);
+            assert_eq!(synced.try_recv().expect("synced").expect("ok").2, Bytes::from_static(assignment));
+            assert_eq!(coordinator.heartbeat("g", &rejoined.member_id, 1, DELAY + 200), Ok(()));
+            assert_eq!(
+                coordinator.heartbeat("g", old_id, 1, DELAY + 200),
+                Err(ResponseError::UnknownMemberId)
+            );
+        }
+        assert_eq!(coordinator.describe("g").expect("group").members.len(), 2);
+
+        // A changed subscription (other metadata for the protocol) is a rebalance, as for any
+        // member.
+        let mut changed = static_request("", "a", &["range"]);
+        changed.protocols = vec![("range".to_string(), Bytes::from_static(b"another subscription"))];
+        let (respond, _rejoin) = oneshot::channel();
+        coordinator.join("g", changed, DELAY + 300, respond);
+        assert_eq!(coordinator.state("g"), Some(GroupState::PreparingRebalance));
     }
 
     #[test]
