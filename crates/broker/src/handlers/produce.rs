@@ -14,6 +14,12 @@
 //! Authorization comes first, per topic (WRITE), and, for a request carrying transactional
 //! batches, on its transactional id (WRITE) for every partition at once, as in Kafka. A topic
 //! is auto-created only for a principal that may create it.
+//!
+//! A transactional batch is appended only to a partition its transaction added
+//! (AddPartitionsToTxn) and while that transaction is ongoing under the batch's producer id and
+//! epoch (KIP-890 part 1); otherwise INVALID_TXN_STATE. Without it, a batch that outlived its
+//! transaction (a producer's late retry after an abort) would open a transaction no coordinator
+//! knows, holding the last stable offset until the partition's timeout.
 
 use std::sync::Arc;
 
@@ -80,6 +86,7 @@ fn append_all(
     let acks = request.acks;
     let now = broker.now_ms();
     let transactional_refusal = transactional_refusal(&request, access);
+    let transactional_id = request.transactional_id.as_ref().map(|id| id.to_string());
     let staged = request
         .topic_data
         .into_iter()
@@ -101,6 +108,9 @@ fn append_all(
                     let records = partition_data.records.unwrap_or_default();
                     let staged = allowed
                         .clone()
+                        .and_then(|()| {
+                            check_in_transaction(broker, transactional_id.as_deref(), &name, index, &records)
+                        })
                         .and_then(|()| append_one(broker, access, &name, index, &records, now));
                     (index, staged)
                 })
@@ -135,6 +145,40 @@ fn transactional_refusal(request: &ProduceRequest, access: &Access) -> Option<Ap
         )),
         None => None,
     }
+}
+
+/// KIP-890 part 1: a transactional batch goes only to a partition its ongoing transaction added.
+/// Requests without a transactional id are left to `transactional_refusal` and, past it, to the
+/// partition's producer state, as before.
+fn check_in_transaction(
+    broker: &Broker,
+    transactional_id: Option<&str>,
+    topic: &str,
+    partition: i32,
+    records: &[u8],
+) -> Result<(), ApiError> {
+    let Some(transactional_id) = transactional_id else { return Ok(()) };
+    let Ok(header) = batch::parse_header(records, batch::BATCH_BYTES_HARD_MAX) else { return Ok(()) };
+    if !header.is_transactional() {
+        return Ok(());
+    }
+    let transactions = broker.lock_transactions();
+    let added = transactions.get(transactional_id).is_some_and(|metadata| {
+        metadata.status == crate::transactions::TxnStatus::Ongoing
+            && metadata.producer_id == header.producer_id
+            && metadata.producer_epoch == header.producer_epoch
+            && metadata.partitions.contains(&(topic.to_string(), partition))
+    });
+    if added {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ResponseError::InvalidTxnState,
+        format!(
+            "{topic}-{partition} is not in an ongoing transaction of {transactional_id} (producer {} epoch {}): AddPartitionsToTxn first",
+            header.producer_id, header.producer_epoch
+        ),
+    ))
 }
 
 fn append_one(

@@ -36,6 +36,7 @@ const TOPIC_DENIED: i16 = 29;
 const GROUP_DENIED: i16 = 30;
 const CLUSTER_DENIED: i16 = 31;
 const INVALID_REQUEST: i16 = 42;
+const INVALID_TXN_STATE: i16 = 48;
 const TXN_DENIED: i16 = 53;
 const MEMBER_ID_REQUIRED: i16 = 79;
 
@@ -250,6 +251,30 @@ fn transactional_batches_without_a_transactional_id_are_refused_where_acls_apply
     // As before ACLs existed.
     check(true, ADMIN, &[NONE]);
     check(false, ALICE, &[NONE]);
+}
+
+/// KIP-890 part 1: a transactional batch is appended only to a partition its ongoing
+/// transaction added, under that transaction's producer id and epoch.
+#[test]
+fn a_transactional_batch_goes_only_to_a_partition_its_ongoing_transaction_added() {
+    let harness = Harness::new(false);
+    let h = &harness;
+    let (producer_id, epoch) = h.transactional_producer();
+    let batch = |sequence: i32| transactional_batch(producer_id, epoch, sequence, &[b"t"]);
+    // Nothing added yet: refused, and nothing was appended.
+    assert_eq!(produce(h, ADMIN, "orders", batch(0), Some("tx")), [INVALID_TXN_STATE]);
+    h.broker.add_partitions_to_txn("tx", producer_id, epoch, &[("orders".to_string(), 0)]);
+    assert_eq!(produce(h, ADMIN, "orders", batch(0), Some("tx")), [NONE]);
+    // Another epoch, or another producer, is not this transaction's.
+    let other_epoch = transactional_batch(producer_id, epoch + 1, 1, &[b"t"]);
+    assert_eq!(produce(h, ADMIN, "orders", other_epoch, Some("tx")), [INVALID_TXN_STATE]);
+    let other_producer = transactional_batch(producer_id + 1, epoch, 0, &[b"t"]);
+    assert_eq!(produce(h, ADMIN, "orders", other_producer, Some("tx")), [INVALID_TXN_STATE]);
+    // Once the transaction ended, a late batch of it is refused too.
+    h.broker.end_txn("tx", producer_id, epoch, false).expect("abort");
+    assert_eq!(produce(h, ADMIN, "orders", batch(1), Some("tx")), [INVALID_TXN_STATE]);
+    // Plain batches are not concerned.
+    assert_eq!(produce(h, ADMIN, "orders", plain_batch(), Some("tx")), [NONE]);
 }
 
 fn fetch_topic(h: &Harness, who: &str, topic_name: &str) -> Vec<i16> {
