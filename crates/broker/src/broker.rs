@@ -99,8 +99,6 @@ pub struct Broker {
     pub(crate) acls: Authorizer,
     /// The current block of producer ids: next to hand out, and the end of the block.
     producer_ids: Mutex<(i64, i64)>,
-    /// Woken whenever a partition's high watermark moves, so long-polling fetches re-check.
-    pub data_arrived: tokio::sync::Notify,
     shutting_down: std::sync::atomic::AtomicBool,
     /// Compaction of the partitions whose cleanup policy includes `compact`, started by `tick`.
     pub(crate) cleaner: Cleaner,
@@ -166,7 +164,6 @@ impl Broker {
             offsets: Mutex::new(offsets),
             transactions: Mutex::new(transactions),
             acls,
-            data_arrived: tokio::sync::Notify::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             cleaner: Cleaner::default(),
         };
@@ -458,7 +455,11 @@ impl Broker {
     /// Makes long-polling fetches answer now instead of waiting out their time, for shutdown.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.data_arrived.notify_waiters();
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                partition.fetch_waiters.wake_all();
+            }
+        }
     }
 
     pub fn is_shutting_down(&self) -> bool {

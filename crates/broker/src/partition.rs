@@ -38,6 +38,7 @@ use tidewater_log::{Appended, CleanOptions, CleanOutcome, Log, LogError};
 
 use crate::broker::ApiError;
 use crate::error::log_error_code;
+use crate::fetch_waiters::FetchWaiters;
 use crate::producer_snapshot::{self, ProducerSnapshot};
 use crate::producers::{PartitionProducers, SequenceCheck};
 
@@ -57,6 +58,8 @@ pub struct Partition {
     /// Held while a snapshot is written (outside the producer-state lock, so appends go on), so
     /// two are never written at once.
     snapshot_writes: Mutex<()>,
+    /// Long-polling fetches waiting for this partition to move.
+    pub(crate) fetch_waiters: FetchWaiters,
 }
 
 /// A transaction that was aborted in this partition: its records lie in
@@ -131,6 +134,7 @@ impl Partition {
             transactions: Mutex::new(transactions),
             snapshot_segment,
             snapshot_writes: Mutex::new(()),
+            fetch_waiters: FetchWaiters::default(),
         };
         // A crash may have come between a cleaning that removed abort markers and the rewrite
         // of the list without them.
@@ -319,7 +323,10 @@ impl Partition {
         if let Some(snapshot) = snapshot {
             self.write_snapshot(snapshot);
         }
-        self.log.wait_durable(appended.next_offset)
+        let durable = self.log.wait_durable(appended.next_offset);
+        // The last stable offset moved: read_committed fetches waiting here may answer.
+        self.fetch_waiters.wake_all();
+        durable
     }
 
     fn lock_transactions(&self) -> std::sync::MutexGuard<'_, PartitionTransactions> {

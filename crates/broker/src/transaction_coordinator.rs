@@ -266,7 +266,6 @@ impl Broker {
         metadata.staged_offsets.clear();
         metadata.updated_ms = now;
         store.put(transactional_id, metadata.clone()).map_err(|error| storage_error(&error))?;
-        self.data_arrived.notify_waiters();
         Ok(metadata)
     }
 

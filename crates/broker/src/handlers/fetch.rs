@@ -1,7 +1,8 @@
 //! Fetch: whole batches from each partition, up to the high watermark, with long polling.
 //!
-//! A fetch that finds fewer than `min_bytes` waits, up to `max_wait_ms`, for a produce to move
-//! some high watermark (`Broker::data_arrived`), then reads again. Byte limits follow Kafka: each
+//! A fetch that finds fewer than `min_bytes` waits, up to `max_wait_ms`, for a produce or a
+//! transaction marker in one of its own partitions (each partition's `fetch_waiters`; appends
+//! elsewhere do not wake it), then reads again. Byte limits follow Kafka: each
 //! partition gets at most `partition_max_bytes` and the response at most `max_bytes`, and never
 //! more than `FETCH_RESPONSE_BYTES_MAX` whatever the client asks, except that the first batch is
 //! always whole even when it is larger, so a consumer can never get stuck behind one big batch
@@ -29,6 +30,7 @@ use super::blocking;
 use crate::acl::{Access, Operation, ResourceType};
 use crate::broker::Broker;
 use crate::error::log_error_code;
+use crate::fetch_waiters::FetchWaker;
 
 /// The longest a fetch may wait for data, whatever the client asks, so a request cannot park a
 /// connection's queue slot forever.
@@ -60,17 +62,16 @@ pub(super) async fn handle(
     let deadline = tokio::time::Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
     let request = Arc::new(request);
+    // Woken by appends (and markers) to the partitions this fetch reads, which register it
+    // before reading them, so a produce landing between the read and the wait is not missed.
+    let waker = FetchWaker::default();
     loop {
-        // Register for wake-ups before reading, so a produce landing between the read and the
-        // wait is not missed.
-        let notified = broker.data_arrived.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
         let (response, bytes, has_error) = {
             let broker = broker.clone();
             let request = request.clone();
             let readable = readable.clone();
-            blocking(move || read_partitions(&broker, &request, version, &readable)).await
+            let waker = waker.clone();
+            blocking(move || read_partitions(&broker, &request, version, &readable, &waker)).await
         };
         let expired = tokio::time::Instant::now() >= deadline;
         if bytes >= min_bytes || has_error || expired || broker.is_shutting_down() {
@@ -78,7 +79,7 @@ pub(super) async fn handle(
             return response;
         }
         tokio::select! {
-            _ = &mut notified => {}
+            _ = waker.notified() => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
@@ -100,12 +101,14 @@ fn count_fetched_bytes(broker: &Broker, response: &FetchResponse) {
 
 /// One pass over every requested partition. Returns the response, the record bytes in it and
 /// whether any partition had an error (which ends the long poll at once, as in Kafka).
-/// `readable` says, topic by topic, whether the request may read it.
+/// `readable` says, topic by topic, whether the request may read it. `waker` is registered with
+/// each partition before it is read.
 fn read_partitions(
     broker: &Broker,
     request: &FetchRequest,
     version: i16,
     readable: &[bool],
+    waker: &FetchWaker,
 ) -> (FetchResponse, usize, bool) {
     let response_budget = response_budget(request.max_bytes);
     let mut total_bytes = 0usize;
@@ -138,6 +141,7 @@ fn read_partitions(
                     continue;
                 }
             };
+            partition.fetch_waiters.register(waker);
             let log = &partition.log;
             if fetch.current_leader_epoch > 0 {
                 // We are always at leader epoch 0; a client claiming a newer one knows something

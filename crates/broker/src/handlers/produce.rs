@@ -8,8 +8,8 @@
 //! 2. *Wait for durability, concurrently.* The turn is released, then, under `fsync = always`,
 //!    `Log::wait_durable` blocks until an fsync covers the batches. Requests waiting at the same
 //!    time, from this connection or others, share one fsync (group commit). Only then do the high
-//!    watermarks move, fetchers wake and the producer get its answer. With acks=0 the same
-//!    happens but nothing is sent back.
+//!    watermarks move, the fetches waiting on those partitions (and only those) wake and the
+//!    producer get its answer. With acks=0 the same happens but nothing is sent back.
 //!
 //! Authorization comes first, per topic (WRITE), and, for a request carrying transactional
 //! batches, on its transactional id (WRITE) for every partition at once, as in Kafka. A topic
@@ -67,7 +67,6 @@ pub(super) async fn handle(
         })
         .await
     };
-    broker.data_arrived.notify_waiters();
     if acks == 0 {
         return Reply::NoResponse;
     }
@@ -219,8 +218,11 @@ fn make_durable((partition, outcome): (Arc<Partition>, AppendOutcome)) -> Result
         AppendOutcome::Duplicate { base_offset } => (base_offset, base_offset + 1),
     };
     if log.config().fsync == FsyncPolicy::Always {
-        log.wait_durable(durable_target)
-            .map_err(|error| ApiError::new(log_error_code(&error), error.to_string()))?;
+        let durable = log.wait_durable(durable_target);
+        partition.fetch_waiters.wake_all();
+        durable.map_err(|error| ApiError::new(log_error_code(&error), error.to_string()))?;
+    } else {
+        partition.fetch_waiters.wake_all();
     }
     Ok((base_offset, log.log_start_offset()))
 }
