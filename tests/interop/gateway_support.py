@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import queue
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -78,9 +79,20 @@ class Device:
     whose PUBACK or PUBREC-then-PUBCOMP arrived with a success code; `refused` maps message ids
     to failure reason codes."""
 
-    def __init__(self, port: int, client_id: str, key: str | None, protocol: int, will: tuple[str, bytes] | None = None):
+    def __init__(
+        self,
+        port: int,
+        client_id: str,
+        key: str | None,
+        protocol: int,
+        will: tuple[str, bytes] | None = None,
+        tls: ssl.SSLContext | None = None,
+        transport: str = "tcp",
+    ):
         self.protocol = protocol
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, transport=transport)
+        if tls is not None:
+            self.client.tls_set_context(tls)
         if will is not None:
             self.client.will_set(will[0], will[1], qos=1)
         if key is not None:
@@ -151,12 +163,18 @@ class Device:
 
 
 def connect_when_registered(
-    port: int, device_id: str, key: str, protocol: int, will: tuple[str, bytes] | None = None
+    port: int,
+    device_id: str,
+    key: str | None,
+    protocol: int,
+    will: tuple[str, bytes] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Device:
-    """Connects as `device_id`, retrying while the gateway has not seen the registration yet."""
+    """Connects as `device_id` (over TLS with `tls`, which may carry the device's certificate),
+    retrying while the gateway has not seen the registration yet."""
     deadline = time.monotonic() + REGISTRY_TIMEOUT_S
     while True:
-        device = Device(port, device_id, key, protocol, will)
+        device = Device(port, device_id, key, protocol, will, tls=tls)
         if device.accepted:
             return device
         device.close()

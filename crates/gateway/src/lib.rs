@@ -25,7 +25,7 @@ pub mod device;
 pub mod fanout;
 pub mod http;
 pub mod hub;
-mod listener;
+pub mod listener;
 pub mod message;
 pub mod mqtt;
 pub mod registry;
@@ -36,6 +36,7 @@ pub mod token;
 pub use append::{Appender, KafkaAppender, MemoryAppender};
 pub use device::Device;
 pub use http::HttpConfig;
+pub use listener::Listen;
 pub use mqtt::MqttConfig;
 pub use registry::{DeviceRegistry, Directory, DEVICES_TOPIC};
 
@@ -46,12 +47,12 @@ use tidewater_client::ClusterConfig;
 
 /// Runs a gateway against `cluster` until `stop`: creates the device registry topic (and for
 /// MQTT the pub/sub topics) if needed, follows them, and serves MQTT and/or HTTP on the
-/// listeners given, appending through one idempotent acks=all producer. Used by `tidewater serve` (against its own Kafka listener) and
+/// listeners given (each plain or TLS), appending through one idempotent acks=all producer. Used by `tidewater serve` (against its own Kafka listener) and
 /// `tidewater gateway`.
 pub async fn run(
     cluster: ClusterConfig,
-    mqtt: Option<(tokio::net::TcpListener, MqttConfig)>,
-    http: Option<(tokio::net::TcpListener, HttpConfig)>,
+    mqtt: Option<(Vec<Listen>, MqttConfig)>,
+    http: Option<(Vec<Listen>, HttpConfig)>,
     timeout: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {

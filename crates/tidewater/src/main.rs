@@ -4,6 +4,7 @@
 mod cli;
 mod device_cmd;
 mod gateway_cmd;
+mod gateway_listen;
 mod listeners;
 mod log_cmd;
 mod query_cmd;

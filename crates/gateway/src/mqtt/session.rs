@@ -13,10 +13,10 @@ use tidewater_mqtt::{
     decode, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, SubAck,
     Subscribe, UnsubAck, Unsubscribe, Utf8Bytes,
 };
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 use super::connection::{read_frame, sleep_until_or_never, Ack, End, Outgoing, ReadError};
+use super::transport::ReadBytes;
 use super::Shared;
 use crate::auth::Identity;
 use crate::fanout::Delivery;
@@ -54,9 +54,9 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub(super) async fn read_loop(
+    pub(super) async fn read_loop<R: ReadBytes>(
         &mut self,
-        reader: &mut OwnedReadHalf,
+        reader: &mut R,
         buffer: &mut BytesMut,
         mut stop: tokio::sync::watch::Receiver<bool>,
         taken_over: &Notify,

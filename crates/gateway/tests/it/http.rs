@@ -32,7 +32,13 @@ async fn start_with(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(serve(listener, config, directory, appender, stopped));
+    tokio::spawn(serve(
+        vec![tidewater_gateway::Listen::plain(listener)],
+        config,
+        directory,
+        appender,
+        stopped,
+    ));
     (address, stop)
 }
 

@@ -62,7 +62,14 @@ async fn start_with(config: MqttConfig, appender: Arc<dyn Appender>, memory: Mem
         topics: config.topics.clone(),
         offsets: AtomicI64::new(0),
     });
-    tokio::spawn(serve(listener, config, directory, appender, hub.clone(), stopped));
+    tokio::spawn(serve(
+        vec![tidewater_gateway::Listen::plain(listener)],
+        config,
+        directory,
+        appender,
+        hub.clone(),
+        stopped,
+    ));
     Gateway { address, appender: memory, hub, _stop: stop, devices }
 }
 
