@@ -63,7 +63,9 @@ use serde_json::Value as Json;
 use tidewater_client::cloudevents::{essence, kafka_headers_from_http, unpack_structured};
 
 use crate::append::{AppendError, Appender, PendingAppend};
-use crate::auth::{authenticate_at, unix_now_secs, Identity, Refusal as AuthRefusal};
+use crate::auth::{
+    authenticate_at, authenticate_certificate_at, unix_now_secs, Identity, Refusal as AuthRefusal,
+};
 use crate::listener::{tls_handshake, LimitedListener, Listen, PeerCertificates};
 use crate::registry::Directory;
 use crate::route::{DeviceMessage, CONTENT_TYPE_HEADER, DEVICE_ID_HEADER, RECORD_BYTES_MAX};
@@ -378,11 +380,28 @@ async fn answer(
     }
     // Authentication before the body is read, so a stranger cannot make us read a megabyte.
     let identity = {
-        let devices = shared.directory.borrow().clone();
-        match credential(request.headers()) {
-            None => Err(ReasonCode::BadUserNameOrPassword.into()),
-            Some(password) => authenticate_at(
-                devices.as_deref(),
+        let registry = shared.directory.borrow().clone();
+        match (credential(request.headers()), certificates) {
+            // Over HTTPS, a request without a key or token may prove itself with the client
+            // certificate of the connection, as an MQTT CONNECT without a password does.
+            (None, Some(chain)) if !chain.is_empty() => {
+                match authenticate_certificate_at(registry.as_deref(), &device_id, chain, unix_now_secs()) {
+                    Ok(identity) => Ok(identity),
+                    Err(problem) => {
+                        tracing::info!(device_id, reason = %problem, "refused a client certificate over HTTPS");
+                        if problem.code() == ReasonCode::BadUserNameOrPassword {
+                            return refuse(
+                                StatusCode::UNAUTHORIZED,
+                                "the client certificate does not identify this device",
+                            );
+                        }
+                        Err(problem.code().into())
+                    }
+                }
+            }
+            (None, _) => Err(ReasonCode::BadUserNameOrPassword.into()),
+            (Some(password), _) => authenticate_at(
+                registry.as_deref().map(|registry| &registry.devices),
                 &device_id,
                 Some(password.as_bytes()),
                 false,

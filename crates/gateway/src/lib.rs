@@ -34,11 +34,11 @@ pub mod subscriptions;
 pub mod token;
 
 pub use append::{Appender, KafkaAppender, MemoryAppender};
-pub use device::Device;
+pub use device::{Device, DeviceCa, X509Identity};
 pub use http::HttpConfig;
 pub use listener::Listen;
 pub use mqtt::MqttConfig;
-pub use registry::{DeviceRegistry, Directory, DEVICES_TOPIC};
+pub use registry::{DeviceRegistry, Directory, RegistryView, DEVICES_TOPIC};
 
 use std::sync::Arc;
 use std::time::Duration;

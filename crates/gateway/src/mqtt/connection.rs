@@ -21,7 +21,7 @@ use super::transport::ReadBytes;
 use super::will::{will_delay, Will};
 use super::{ClientClaim, MqttConfig, Shared, CONNECT_TIMEOUT, WRITE_TIMEOUT};
 use crate::append::{AppendError, PendingAppend};
-use crate::auth::{authenticate, Identity};
+use crate::auth::{authenticate, authenticate_certificate, Identity};
 use crate::hub::{ConnectOptions, SessionExpiry};
 use crate::listener::PeerCertificates;
 
@@ -126,16 +126,26 @@ pub(super) async fn run_connection<R, W>(
             }
         };
     let version = connect.protocol_version;
-    let devices = shared.directory.borrow().clone();
-    let identity = authenticate(
-        devices.as_deref(),
-        connect.client_id.as_str(),
-        connect.password.as_deref(),
-        shared.config.allow_anonymous,
-    );
-    // The key the device proved it holds, as its hash: a rotated key ends the connection too.
-    let key_hash = match (&identity, &devices) {
-        (Ok(Identity::Device(id)), Some(devices)) => devices.get(id).map(|device| device.key_hash.clone()),
+    let registry = shared.directory.borrow().clone();
+    // A client that sends no password but presented a certificate in the TLS handshake is an
+    // X.509 device; one that sends a password is checked by it, certificate or not.
+    let identity = match (connect.password.as_deref(), certificates.as_deref()) {
+        (None, Some(chain)) if !chain.is_empty() => {
+            authenticate_certificate(registry.as_deref(), connect.client_id.as_str(), chain)
+        }
+        (password, _) => authenticate(
+            registry.as_deref().map(|registry| &registry.devices),
+            connect.client_id.as_str(),
+            password,
+            shared.config.allow_anonymous,
+        ),
+    };
+    // The key the device proved it holds, as its hash: a rotated key ends the connection too
+    // (an X.509 device's is empty, and stays so unless it is re-registered with a key).
+    let key_hash = match (&identity, &registry) {
+        (Ok(Identity::Device(id)), Some(registry)) => {
+            registry.devices.get(id).map(|device| device.key_hash.clone())
+        }
         _ => None,
     };
     // A connection made with a SAS token ends when the token expires, as IoT Hub's do.

@@ -225,8 +225,8 @@ impl Session {
         // A device disabled, removed or given a new key while connected is cut off at its next
         // message.
         if let Identity::Device(id) = &self.identity {
-            let allowed = self.shared.directory.borrow().as_ref().is_some_and(|devices| {
-                devices.get(id).is_some_and(|device| {
+            let allowed = self.shared.directory.borrow().as_ref().is_some_and(|registry| {
+                registry.devices.get(id).is_some_and(|device| {
                     !device.disabled && Some(&device.key_hash) == self.key_hash.as_ref()
                 })
             });
