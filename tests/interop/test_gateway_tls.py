@@ -1,7 +1,10 @@
 """The device gateway on the open internet: MQTT over TLS (`--mqtt-tls-listen`) and HTTPS
 ingestion (`--http-tls-listen`) with the server certificate of a CA made in the test, against
-paho-mqtt 3.1.1 and 5 and curl, every acknowledged message read back in order from the telemetry
-topic with confluent-kafka; and what a TLS port does with a client that does not speak TLS.
+paho-mqtt 3.1.1 and 5, mosquitto_pub/mosquitto_sub and curl, every acknowledged message read
+back in order from the telemetry topic with confluent-kafka; what a TLS port does with a client
+that does not speak TLS; and X.509 devices, CA-signed (`device ca add`, `device add --x509-ca`)
+and known by thumbprint (`device add --x509-thumbprint`), with each refusal's code on the wire
+(a hand-made CONNECT over TLS) and its reason in the log.
 """
 
 from __future__ import annotations
@@ -16,16 +19,29 @@ import pytest
 
 from gateway_support import (
     MQTT_TIMEOUT_S,
+    REGISTRY_TIMEOUT_S,
     VERSIONS,
     add_device,
+    connack_code_311,
+    connack_code_5,
     connect_when_registered,
     events_topic,
     headers_of,
     new_device_id,
     raw_connect,
+    produce_command,
     telemetry_of,
 )
-from security_support import Pki, client_ssl_context, make_pki
+from security_support import (
+    Pki,
+    client_ssl_context,
+    device_authority,
+    device_certificate,
+    make_pki,
+    self_signed_device_certificate,
+)
+from test_mosquitto_sub import is_subscribed, messages_of, mosquitto_sub
+from trigger_support import tidewater
 
 MQTT_TLS_ADDRESS = re.compile(r"tidewater is running.*\bmqtt_tls=127\.0\.0\.1:(\d+)")
 HTTP_TLS_ADDRESS = re.compile(r"tidewater is running.*\bhttp_tls=127\.0\.0\.1:(\d+)")
@@ -141,3 +157,184 @@ def test_a_client_that_never_finishes_its_handshake_is_closed_and_others_carry_o
         device.close()
         assert stalled.recv(100) == b"", "the stalled connection was not closed"
     gateway.process.wait_for_log("TLS handshake not finished within", since=mark)
+
+
+# --- X.509 devices ------------------------------------------------------------------------------
+
+
+class Factory:
+    """A device CA registered with `tidewater device ca add`, one that is not, and where their
+    certificates go."""
+
+    def __init__(self, directory, registered, foreign):
+        self.directory = directory
+        self.registered = registered
+        self.foreign = foreign
+
+
+@pytest.fixture(scope="module")
+def factory(gateway, tmp_path_factory) -> Factory:
+    directory = tmp_path_factory.mktemp("device-certs")
+    registered = device_authority(directory, "factory-ca")
+    foreign = device_authority(directory, "foreign-device-ca")
+    added = tidewater("device", "ca", "add", "factory", "--cert", str(registered.path), bootstrap=gateway.bootstrap)
+    assert "added device CA factory" in added.stdout, added.stdout
+    listed = tidewater("device", "ca", "list", bootstrap=gateway.bootstrap).stdout
+    assert re.search(r"^factory\s+[0-9a-f]{64}\s+CN=factory-ca,O=Tidewater tests$", listed, re.M), listed
+    return Factory(directory, registered, foreign)
+
+
+def add_x509_device(gateway: TlsGateway, device_id: str, *flags: str) -> None:
+    added = tidewater("device", "add", device_id, *flags, bootstrap=gateway.bootstrap)
+    assert added.stdout.startswith(f"added X.509 device {device_id}"), added.stdout
+
+
+@pytest.mark.parametrize("version", VERSIONS.keys())
+@pytest.mark.parametrize("kind", ["ca-signed", "thumbprint"])
+def test_an_x509_device_publishes_with_its_certificate_alone(gateway, factory, kind, version):
+    device_id = new_device_id(kind)
+    if kind == "ca-signed":
+        files = device_certificate(factory.registered, factory.directory, device_id)
+        add_x509_device(gateway, device_id, "--x509-ca")
+    else:
+        files, thumbprint = self_signed_device_certificate(factory.directory, device_id)
+        # Typed as openssl prints fingerprints: upper case, colons.
+        typed = ":".join(thumbprint[index : index + 2] for index in range(0, 64, 2)).upper()
+        add_x509_device(gateway, device_id, "--x509-thumbprint", typed)
+    tls = client_ssl_context(gateway.pki, files)
+    device = connect_when_registered(gateway.mqtt_tls_port, device_id, None, VERSIONS[version], tls=tls)
+    payloads = [f"{kind} {index}".encode() for index in range(10)]
+    try:
+        for payload in payloads:
+            device.publish(events_topic(device_id), payload, qos=1)
+        assert device.wait_acked(len(payloads)) == payloads
+    finally:
+        device.close()
+    records = telemetry_of(gateway.bootstrap, device_id, at_least=len(payloads))
+    assert [record.value() for record in records] == payloads
+    assert all(headers_of(record)["device-id"] == device_id.encode() for record in records)
+
+
+def test_mosquitto_pub_and_sub_with_a_client_certificate(gateway, factory):
+    device_id = new_device_id("mosquitto-x509")
+    files = device_certificate(factory.registered, factory.directory, device_id)
+    add_x509_device(gateway, device_id, "--x509-ca")
+    connect_when_registered(
+        gateway.mqtt_tls_port, device_id, None, VERSIONS["5.0"], tls=client_ssl_context(gateway.pki, files)
+    ).close()
+    tls_args = ["--cafile", str(gateway.pki.ca), "--cert", str(files.cert), "--key", str(files.key)]
+    payloads = [f"mosquitto_pub {index}" for index in range(3)]
+    for payload in payloads:
+        subprocess.run(
+            [
+                "mosquitto_pub", "-h", "127.0.0.1", "-p", str(gateway.mqtt_tls_port), "-V", "mqttv311", *tls_args,
+                "-i", device_id, "-q", "1", "-t", events_topic(device_id), "-m", payload,
+            ],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+    records = telemetry_of(gateway.bootstrap, device_id, at_least=len(payloads))
+    assert [record.value().decode() for record in records] == payloads
+    devicebound = f"devices/{device_id}/messages/devicebound/"
+    with mosquitto_sub(
+        gateway.mqtt_tls_port, "mqttv5", *tls_args, "-i", device_id, "-q", "1", "-t", devicebound + "#", "-C", "1"
+    ) as subscriber:
+        subscriber.wait_for_line(is_subscribed)
+        produce_command(gateway.bootstrap, device_id, b'{"action":"calibrate"}')
+        [message] = messages_of(subscriber, 1)
+        assert (message.topic, message.payload) == (devicebound, '{"action":"calibrate"}')
+
+
+def post_with_certificate(gateway: TlsGateway, device_id: str, files, body: dict) -> str:
+    """POSTs `body` over HTTPS with the client certificate `files` and no Authorization header;
+    returns the HTTP status."""
+    result = subprocess.run(
+        [
+            "curl", "--silent", "--show-error", "--max-time", "10", "--cacert", str(gateway.pki.ca),
+            "--cert", str(files.cert), "--key", str(files.key),
+            "-H", "Content-Type: application/json", "--data", json.dumps(body), "--write-out", "\n%{http_code}",
+            f"https://127.0.0.1:{gateway.http_tls_port}/devices/{device_id}/messages/events",
+        ],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    return result.stdout.rsplit("\n", 1)[-1]
+
+
+def test_curl_posts_with_a_client_certificate(gateway, factory):
+    device_id = new_device_id("curl-x509")
+    files = device_certificate(factory.registered, factory.directory, device_id)
+    add_x509_device(gateway, device_id, "--x509-ca")
+    deadline = time.monotonic() + REGISTRY_TIMEOUT_S
+    while (status := post_with_certificate(gateway, device_id, files, {"reading": 0})) != "200":
+        # 401 until the gateway has read the registration.
+        assert time.monotonic() < deadline, f"still {status}"
+        time.sleep(0.2)
+    assert post_with_certificate(gateway, device_id, files, {"reading": 1}) == "200"
+    records = telemetry_of(gateway.bootstrap, device_id, at_least=2)
+    assert [json.loads(record.value()) for record in records] == [{"reading": 0}, {"reading": 1}]
+    # A certificate of a CA that is not registered does not open the device.
+    stranger = device_certificate(factory.foreign, factory.directory, device_id)
+    assert post_with_certificate(gateway, device_id, stranger, {"reading": 2}) == "401"
+
+
+def refused(gateway: TlsGateway, device_id: str, tls, level: int, code: int, reason: str) -> None:
+    """Connects as `device_id` with a hand-made CONNECT over TLS until the gateway answers `code`
+    and logs `reason` for it (the registration takes a moment to reach the gateway; until then
+    the device is merely unknown)."""
+    probe = connack_code_311 if level == 4 else connack_code_5
+    deadline = time.monotonic() + REGISTRY_TIMEOUT_S
+    while True:
+        mark = gateway.process.log_mark()
+        seen = probe(gateway.mqtt_tls_port, device_id, None, tls=tls)
+        try:
+            gateway.process.wait_for_log("refused a client certificate", device_id, reason, since=mark, timeout_s=1.0)
+            logged = True
+        except AssertionError:
+            logged = False
+        if seen == code and logged:
+            return
+        assert time.monotonic() < deadline, f"{device_id}: code {seen:#x}, reason logged: {logged}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    "case, codes, reason",
+    [
+        ("unknown-thumbprint", (4, 0x86), "unknown thumbprint"),
+        ("foreign-ca", (4, 0x86), "does not chain to a registered CA"),
+        ("cn-mismatch", (4, 0x86), "is not the client id"),
+        ("expired", (4, 0x86), "the certificate expired"),
+        ("not-yet-valid", (4, 0x86), "the certificate is not valid yet"),
+        ("disabled", (5, 0x87), "is disabled"),
+    ],
+)
+def test_each_certificate_refusal_has_its_code_and_its_reason_in_the_log(gateway, factory, case, codes, reason):
+    device_id = new_device_id(case)
+    certificates = {
+        "foreign-ca": lambda: device_certificate(factory.foreign, factory.directory, device_id),
+        "cn-mismatch": lambda: device_certificate(factory.registered, factory.directory, "someone-else"),
+        "expired": lambda: device_certificate(factory.registered, factory.directory, device_id, expired=True),
+        "not-yet-valid": lambda: device_certificate(factory.registered, factory.directory, device_id, not_yet_valid=True),
+        "disabled": lambda: device_certificate(factory.registered, factory.directory, device_id),
+    }
+    if case == "unknown-thumbprint":
+        _, registered_thumbprint = self_signed_device_certificate(factory.directory, device_id)
+        files, _ = self_signed_device_certificate(factory.directory, f"{device_id}-other")
+        add_x509_device(gateway, device_id, "--x509-thumbprint", registered_thumbprint)
+    else:
+        files = certificates[case]()
+        add_x509_device(gateway, device_id, "--x509-ca")
+    if case == "disabled":
+        tidewater("device", "disable", device_id, bootstrap=gateway.bootstrap)
+    tls = client_ssl_context(gateway.pki, files)
+    refused(gateway, device_id, tls, 4, codes[0], reason)
+    refused(gateway, device_id, tls, 5, codes[1], reason)
+
+
+def test_an_x509_device_cannot_be_opened_without_its_certificate(gateway, factory):
+    """It has no key, so no password opens it, and without a certificate or a password it is
+    Not authorized, whether or not the gateway has seen the registration yet."""
+    device_id = new_device_id("x509-nokey")
+    add_x509_device(gateway, device_id, "--x509-ca")
+    no_certificate = client_ssl_context(gateway.pki)
+    assert connack_code_311(gateway.mqtt_tls_port, device_id, "a-guessed-key", tls=no_certificate) == 4
+    assert connack_code_5(gateway.mqtt_tls_port, device_id, None, tls=no_certificate) == 0x87
