@@ -4,11 +4,13 @@ paho-mqtt 3.1.1 and 5, mosquitto_pub/mosquitto_sub and curl, every acknowledged 
 back in order from the telemetry topic with confluent-kafka; what a TLS port does with a client
 that does not speak TLS; and X.509 devices, CA-signed (`device ca add`, `device add --x509-ca`)
 and known by thumbprint (`device add --x509-thumbprint`), with each refusal's code on the wire
-(a hand-made CONNECT over TLS) and its reason in the log.
+(a hand-made CONNECT over TLS) and its reason in the log; and MQTT over secure WebSockets
+(`--mqtt-ws-listen` with `--tls-cert`) with MQTT.js and paho (`transport="websockets"`).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import socket
@@ -21,6 +23,7 @@ from gateway_support import (
     MQTT_TIMEOUT_S,
     REGISTRY_TIMEOUT_S,
     VERSIONS,
+    Device,
     add_device,
     connack_code_311,
     connack_code_5,
@@ -41,10 +44,12 @@ from security_support import (
     self_signed_device_certificate,
 )
 from test_mosquitto_sub import is_subscribed, messages_of, mosquitto_sub
+from test_mqttjs import run_mqttjs
 from trigger_support import tidewater
 
 MQTT_TLS_ADDRESS = re.compile(r"tidewater is running.*\bmqtt_tls=127\.0\.0\.1:(\d+)")
 HTTP_TLS_ADDRESS = re.compile(r"tidewater is running.*\bhttp_tls=127\.0\.0\.1:(\d+)")
+MQTT_WSS_ADDRESS = re.compile(r"tidewater is running.*\bmqtt_ws=wss://127\.0\.0\.1:(\d+)")
 
 
 class TlsGateway:
@@ -55,8 +60,10 @@ class TlsGateway:
         self.pki = pki
         line = process.wait_for_log("tidewater is running")
         mqtt_tls, http_tls = MQTT_TLS_ADDRESS.search(line), HTTP_TLS_ADDRESS.search(line)
-        assert mqtt_tls and http_tls, f"no TLS listeners on the running line: {line}"
+        mqtt_wss = MQTT_WSS_ADDRESS.search(line)
+        assert mqtt_tls and http_tls and mqtt_wss, f"no TLS listeners on the running line: {line}"
         self.mqtt_tls_port = int(mqtt_tls.group(1))
+        self.mqtt_wss_port = int(mqtt_wss.group(1))
         self.http_tls_port = int(http_tls.group(1))
 
     @property
@@ -71,6 +78,7 @@ def gateway(module_broker_factory, tmp_path_factory) -> TlsGateway:
     process = module_broker_factory(
         "--mqtt-tls-listen", "127.0.0.1:0",
         "--http-tls-listen", "127.0.0.1:0",
+        "--mqtt-ws-listen", "127.0.0.1:0",
         "--tls-cert", str(pki.server.cert),
         "--tls-key", str(pki.server.key),
     )
@@ -338,3 +346,89 @@ def test_an_x509_device_cannot_be_opened_without_its_certificate(gateway, factor
     no_certificate = client_ssl_context(gateway.pki)
     assert connack_code_311(gateway.mqtt_tls_port, device_id, "a-guessed-key", tls=no_certificate) == 4
     assert connack_code_5(gateway.mqtt_tls_port, device_id, None, tls=no_certificate) == 0x87
+
+
+# --- MQTT over secure WebSockets ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS.keys())
+def test_mqttjs_publishes_over_wss_and_its_messages_are_read_back_in_order(gateway, version):
+    device_id = new_device_id("wss-mqttjs")
+    key = add_device(gateway.bootstrap, device_id)
+    connect_when_registered(gateway.mqtt_tls_port, device_id, key, VERSIONS["5.0"], tls=client_ssl_context(gateway.pki)).close()
+    level = 4 if version == "3.1.1" else 5
+    messages = [{"payload": f"MQTT.js over wss {index}", "qos": 1} for index in range(10)]
+    result = run_mqttjs(
+        {
+            "port": gateway.mqtt_wss_port, "protocol": "wss", "path": "/mqtt", "ca": str(gateway.pki.ca),
+            "clientId": device_id, "password": key, "protocolVersion": level,
+            "topic": events_topic(device_id), "messages": messages,
+        }
+    )  # fmt: skip
+    assert "refused" not in result, result
+    assert all(outcome["ok"] for outcome in result["outcomes"]), result["outcomes"]
+    records = telemetry_of(gateway.bootstrap, device_id, at_least=len(messages))
+    assert [record.value().decode() for record in records] == [message["payload"] for message in messages]
+
+
+def test_an_x509_device_over_wss_on_iot_hubs_path(gateway, factory):
+    device_id = new_device_id("wss-x509")
+    files = device_certificate(factory.registered, factory.directory, device_id)
+    add_x509_device(gateway, device_id, "--x509-ca")
+    connect_when_registered(
+        gateway.mqtt_tls_port, device_id, None, VERSIONS["5.0"], tls=client_ssl_context(gateway.pki, files)
+    ).close()
+    messages = [{"payload": f"certificate over wss {index}", "qos": 1} for index in range(3)]
+    result = run_mqttjs(
+        {
+            "port": gateway.mqtt_wss_port, "protocol": "wss", "path": "/$iothub/websocket",
+            "ca": str(gateway.pki.ca), "cert": str(files.cert), "key": str(files.key),
+            "clientId": device_id, "protocolVersion": 4, "topic": events_topic(device_id), "messages": messages,
+        }
+    )  # fmt: skip
+    assert "refused" not in result, result
+    records = telemetry_of(gateway.bootstrap, device_id, at_least=len(messages))
+    assert [record.value().decode() for record in records] == [message["payload"] for message in messages]
+
+
+@pytest.mark.parametrize("version", VERSIONS.keys())
+def test_paho_over_websockets(gateway, version):
+    device_id = new_device_id("wss-paho")
+    key = add_device(gateway.bootstrap, device_id)
+    tls = client_ssl_context(gateway.pki)
+    connect_when_registered(gateway.mqtt_tls_port, device_id, key, VERSIONS[version], tls=tls).close()
+    device = Device(gateway.mqtt_wss_port, device_id, key, VERSIONS[version], tls=tls, transport="websockets")
+    payloads = [f"paho over wss {index}".encode() for index in range(10)]
+    try:
+        assert device.accepted, device.connack
+        for payload in payloads:
+            device.publish(events_topic(device_id), payload, qos=1)
+        assert device.wait_acked(len(payloads)) == payloads
+    finally:
+        device.close()
+    records = telemetry_of(gateway.bootstrap, device_id, at_least=len(payloads))
+    assert [record.value() for record in records] == payloads
+
+
+def test_a_websocket_request_elsewhere_or_without_the_upgrade_is_refused(gateway):
+    context = client_ssl_context(gateway.pki)
+    upgrade = {
+        "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol": "mqtt",
+    }  # fmt: skip
+    for path, headers, status in [
+        ("/elsewhere", upgrade, 404),
+        ("/mqtt", {}, 400),
+        ("/mqtt", {**upgrade, "Sec-WebSocket-Protocol": "chat"}, 400),
+        ("/mqtt", upgrade, 101),
+    ]:
+        connection = http.client.HTTPSConnection("127.0.0.1", gateway.mqtt_wss_port, timeout=MQTT_TIMEOUT_S, context=context)
+        try:
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+            assert response.status == status, (path, headers, response.status)
+            if status == 101:
+                assert response.getheader("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+                assert response.getheader("Sec-WebSocket-Protocol") == "mqtt"
+        finally:
+            connection.close()

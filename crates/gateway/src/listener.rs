@@ -21,15 +21,17 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Listen {
     pub socket: TcpListener,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// MQTT over WebSockets (ignored by the HTTP listener).
+    pub websocket: bool,
 }
 
 impl Listen {
     pub fn plain(socket: TcpListener) -> Listen {
-        Listen { socket, tls: None }
+        Listen { socket, tls: None, websocket: false }
     }
 
     pub fn tls(socket: TcpListener, config: Arc<rustls::ServerConfig>) -> Listen {
-        Listen { socket, tls: Some(config) }
+        Listen { socket, tls: Some(config), websocket: false }
     }
 }
 

@@ -212,6 +212,11 @@ pub(crate) struct MqttArgs {
     /// devices need none.
     #[arg(long, default_value = "none", env = "TIDEWATER_MQTT_TLS_LISTEN")]
     pub(crate) mqtt_tls_listen: ListenAddress,
+    /// Address an MQTT over WebSockets listener binds to, or "none": path /mqtt (or IoT Hub's
+    /// /$iothub/websocket), subprotocol mqtt. It is TLS (wss://) whenever --tls-cert is given,
+    /// with client certificates as on --mqtt-tls-listen.
+    #[arg(long, default_value = "none", env = "TIDEWATER_MQTT_WS_LISTEN")]
+    pub(crate) mqtt_ws_listen: ListenAddress,
     /// Accept MQTT clients that send no password. They get no device identity, so they can
     /// publish to no device's topics. Off by default, as in Mosquitto 2.
     #[arg(long)]

@@ -22,7 +22,7 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
     )?;
     anyhow::ensure!(
         !sockets.is_empty(),
-        "`tidewater gateway` needs an --mqtt-listen, --mqtt-tls-listen, --http-listen or --http-tls-listen address"
+        "`tidewater gateway` needs an --mqtt-listen, --mqtt-tls-listen, --mqtt-ws-listen, --http-listen or --http-tls-listen address"
     );
     let cluster = args.connect.cluster_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -32,7 +32,7 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let shutdown = crate::serve::ShutdownSignal::install()?;
-        let [mqtt_bound, mqtt_tls_bound, http_bound, http_tls_bound] = sockets.addresses();
+        let [mqtt_bound, mqtt_tls_bound, mqtt_ws_bound, http_bound, http_tls_bound] = sockets.addresses();
         let mqtt_listens = crate::gateway_listen::listens(sockets.mqtt)?;
         let http_listens = crate::gateway_listen::listens(sockets.http)?;
         let mqtt = (!mqtt_listens.is_empty()).then_some((mqtt_listens, mqtt_config));
@@ -41,6 +41,7 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
             brokers = %cluster.bootstrap_servers,
             mqtt = %mqtt_bound,
             mqtt_tls = %mqtt_tls_bound,
+            mqtt_ws = %mqtt_ws_bound,
             http = %http_bound,
             http_tls = %http_tls_bound,
             "tidewater gateway is running"

@@ -1,5 +1,6 @@
 //! The device gateway's sockets, for `serve` and `gateway` alike: the plain MQTT and HTTP
-//! listeners and their TLS siblings (`--mqtt-tls-listen`, `--http-tls-listen`), bound up front
+//! listeners, their TLS siblings (`--mqtt-tls-listen`, `--http-tls-listen`) and MQTT over
+//! WebSockets (`--mqtt-ws-listen`, wss:// whenever `--tls-cert` is given), bound up front
 //! so that a busy port or an unreadable certificate stops the start, and so that the running
 //! line can name the port the kernel chose for `HOST:0`.
 //!
@@ -22,6 +23,7 @@ use crate::cli::{HttpArgs, MqttArgs};
 pub(crate) struct Socket {
     listener: std::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    websocket: bool,
 }
 
 /// Every gateway socket, by protocol.
@@ -40,7 +42,9 @@ impl GatewaySockets {
         tls_key: Option<&Path>,
     ) -> anyhow::Result<GatewaySockets> {
         let tls_wanted = mqtt.mqtt_tls_listen.0.is_some() || http.http_tls_listen.0.is_some();
-        let tls = match (tls_wanted, tls_cert, tls_key) {
+        // WebSockets are wss:// whenever there is a certificate, plain ws:// otherwise.
+        let websocket_tls = mqtt.mqtt_ws_listen.0.is_some() && tls_cert.is_some();
+        let tls = match (tls_wanted || websocket_tls, tls_cert, tls_key) {
             (false, _, _) => None,
             (true, Some(cert), Some(key)) => {
                 let identity = TlsIdentity::load(cert, key, None).context("loading the TLS certificate")?;
@@ -52,14 +56,15 @@ impl GatewaySockets {
         };
         let mut sockets = GatewaySockets { mqtt: Vec::new(), http: Vec::new() };
         let wanted = [
-            (false, mqtt.mqtt_listen.0, "MQTT", "--mqtt-listen", None),
-            (false, mqtt.mqtt_tls_listen.0, "MQTT over TLS", "--mqtt-tls-listen", tls.clone()),
-            (true, http.http_listen.0, "HTTP", "--http-listen", None),
-            (true, http.http_tls_listen.0, "HTTPS", "--http-tls-listen", tls),
+            (false, false, mqtt.mqtt_listen.0, "MQTT", "--mqtt-listen", None),
+            (false, false, mqtt.mqtt_tls_listen.0, "MQTT over TLS", "--mqtt-tls-listen", tls.clone()),
+            (false, true, mqtt.mqtt_ws_listen.0, "MQTT over WebSockets", "--mqtt-ws-listen", tls.clone()),
+            (true, false, http.http_listen.0, "HTTP", "--http-listen", None),
+            (true, false, http.http_tls_listen.0, "HTTPS", "--http-tls-listen", tls),
         ];
-        for (is_http, address, what, flag, tls) in wanted {
+        for (is_http, websocket, address, what, flag, tls) in wanted {
             let Some(address) = address else { continue };
-            let socket = Socket { listener: bind(address, what, flag)?, tls };
+            let socket = Socket { listener: bind(address, what, flag)?, tls, websocket };
             if is_http {
                 sockets.http.push(socket);
             } else {
@@ -74,17 +79,29 @@ impl GatewaySockets {
         self.mqtt.is_empty() && self.http.is_empty()
     }
 
-    /// The addresses for the running line: (mqtt, mqtt_tls, http, http_tls), each "none" when
-    /// absent.
-    pub(crate) fn addresses(&self) -> [String; 4] {
-        let find = |sockets: &[Socket], tls: bool| {
+    /// The addresses for the running line: (mqtt, mqtt_tls, mqtt_ws, http, http_tls), each
+    /// "none" when absent; mqtt_ws is prefixed by ws:// or wss://.
+    pub(crate) fn addresses(&self) -> [String; 5] {
+        let find = |sockets: &[Socket], tls: bool, websocket: bool| {
             sockets
                 .iter()
-                .find(|socket| socket.tls.is_some() == tls)
+                .find(|socket| socket.tls.is_some() == tls && socket.websocket == websocket)
                 .and_then(|socket| socket.listener.local_addr().ok())
-                .map_or_else(|| "none".to_string(), |address| address.to_string())
+                .map(|address| address.to_string())
         };
-        [find(&self.mqtt, false), find(&self.mqtt, true), find(&self.http, false), find(&self.http, true)]
+        let websocket = match (find(&self.mqtt, false, true), find(&self.mqtt, true, true)) {
+            (Some(address), _) => format!("ws://{address}"),
+            (None, Some(address)) => format!("wss://{address}"),
+            (None, None) => "none".to_string(),
+        };
+        let none = || "none".to_string();
+        [
+            find(&self.mqtt, false, false).unwrap_or_else(none),
+            find(&self.mqtt, true, false).unwrap_or_else(none),
+            websocket,
+            find(&self.http, false, false).unwrap_or_else(none),
+            find(&self.http, true, false).unwrap_or_else(none),
+        ]
     }
 }
 
@@ -95,7 +112,7 @@ pub(crate) fn listens(sockets: Vec<Socket>) -> anyhow::Result<Vec<tidewater_gate
         .map(|socket| {
             let listener = tokio::net::TcpListener::from_std(socket.listener)
                 .context("registering a gateway listener")?;
-            Ok(tidewater_gateway::Listen { socket: listener, tls: socket.tls })
+            Ok(tidewater_gateway::Listen { socket: listener, tls: socket.tls, websocket: socket.websocket })
         })
         .collect()
 }

@@ -122,7 +122,8 @@ async fn serve(
         ));
         kafka_listeners.push((socket, config));
     }
-    let [mqtt_address, mqtt_tls_address, http_address, http_tls_address] = gateway.sockets.addresses();
+    let [mqtt_address, mqtt_tls_address, mqtt_ws_address, http_address, http_tls_address] =
+        gateway.sockets.addresses();
     let has_gateway = !gateway.sockets.is_empty();
     let mqtt_listens = crate::gateway_listen::listens(gateway.sockets.mqtt)?;
     let http_listens = crate::gateway_listen::listens(gateway.sockets.http)?;
@@ -140,6 +141,7 @@ async fn serve(
         authorization = listeners.authorization,
         mqtt = %mqtt_address,
         mqtt_tls = %mqtt_tls_address,
+        mqtt_ws = %mqtt_ws_address,
         http = %http_address,
         http_tls = %http_tls_address,
         elapsed_ms = started.elapsed().as_millis() as u64,

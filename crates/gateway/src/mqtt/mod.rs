@@ -67,11 +67,20 @@
 //! This file holds the listener, its configuration and what every connection shares, including
 //! the table of which connection holds each client id; `connection.rs` one connection from its
 //! CONNECT to its end, with the writer task; `session.rs` the reader's loop over a connected
-//! client's packets; `will.rs` the will messages.
+//! client's packets; `will.rs` the will messages; `transport.rs` the byte streams a connection
+//! runs over (TCP, TLS) and `websocket.rs` MQTT over WebSockets.
+//!
+//! # Transports
+//!
+//! Each [`Listen`] is plain TCP or TLS (the handshake bounded by
+//! [`crate::listener::TLS_HANDSHAKE_TIMEOUT`]), carrying MQTT directly or inside WebSockets. On
+//! TLS the client is asked for a certificate; a CONNECT without a password from a client that
+//! presented one is an X.509 device ([`crate::auth::authenticate_certificate`]).
 
 mod connection;
 mod session;
 mod transport;
+pub mod websocket;
 mod will;
 
 pub use will::WILL_HEADER;
@@ -304,7 +313,13 @@ pub async fn serve(
 /// One listener's accept loop; each connection runs in a task of its own, which for a TLS
 /// listener starts with the handshake.
 async fn accept_loop(listen: Listen, shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let what = if listen.tls.is_some() { "MQTT over TLS" } else { "MQTT" };
+    let what = match (listen.tls.is_some(), listen.websocket) {
+        (false, false) => "MQTT",
+        (true, false) => "MQTT over TLS",
+        (false, true) => "MQTT over WebSockets",
+        (true, true) => "MQTT over secure WebSockets",
+    };
+    let websocket = listen.websocket;
     let listener = LimitedListener::new(listen.socket, shared.config.max_connections, what);
     while let Some((stream, peer, permit)) = listener.accept(&mut stop).await {
         let _ = stream.set_nodelay(true);
@@ -312,19 +327,25 @@ async fn accept_loop(listen: Listen, shared: Arc<Shared>, mut stop: tokio::sync:
         let stop = stop.clone();
         let tls = listen.tls.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            match tls {
-                None => {
+            match (tls, websocket) {
+                (None, false) => {
+                    let _permit = permit;
                     let (reader, writer) = stream.into_split();
                     run_connection(reader, writer, peer, None, shared, stop).await;
                 }
-                Some(config) => {
+                (None, true) => websocket::serve_connection(stream, peer, None, shared, stop, permit).await,
+                (Some(config), websocket) => {
                     let Some((stream, certificates)) = tls_handshake(stream, &config, peer, "MQTT").await
                     else {
                         return;
                     };
-                    let (reader, writer) = tokio::io::split(stream);
-                    run_connection(reader, writer, peer, certificates, shared, stop).await;
+                    if websocket {
+                        websocket::serve_connection(stream, peer, certificates, shared, stop, permit).await;
+                    } else {
+                        let _permit = permit;
+                        let (reader, writer) = tokio::io::split(stream);
+                        run_connection(reader, writer, peer, certificates, shared, stop).await;
+                    }
                 }
             }
         });
