@@ -85,13 +85,9 @@ def gateway(module_broker_factory, tmp_path_factory) -> TlsGateway:
     return TlsGateway(process, pki)
 
 
-@pytest.mark.parametrize("version", VERSIONS.keys())
-def test_a_key_device_publishes_over_tls_and_its_messages_are_read_back_in_order(gateway, version):
-    device_id = new_device_id("tls")
-    key = add_device(gateway.bootstrap, device_id)
-    tls = client_ssl_context(gateway.pki)
-    device = connect_when_registered(gateway.mqtt_tls_port, device_id, key, VERSIONS[version], tls=tls)
-    payloads = [f"over TLS {index}".encode() for index in range(20)]
+def publish_and_read_back(gateway: TlsGateway, device: Device, device_id: str, payloads: list[bytes]) -> None:
+    """Publishes `payloads` at QoS 1 as the connected `device` (closing it after), and checks
+    that they were acknowledged and appended in order, stamped with the device id."""
     try:
         for payload in payloads:
             device.publish(events_topic(device_id), payload, qos=1)
@@ -101,6 +97,15 @@ def test_a_key_device_publishes_over_tls_and_its_messages_are_read_back_in_order
     records = telemetry_of(gateway.bootstrap, device_id, at_least=len(payloads))
     assert [record.value() for record in records] == payloads
     assert all(headers_of(record)["device-id"] == device_id.encode() for record in records)
+
+
+@pytest.mark.parametrize("version", VERSIONS.keys())
+def test_a_key_device_publishes_over_tls_and_its_messages_are_read_back_in_order(gateway, version):
+    device_id = new_device_id("tls")
+    key = add_device(gateway.bootstrap, device_id)
+    tls = client_ssl_context(gateway.pki)
+    device = connect_when_registered(gateway.mqtt_tls_port, device_id, key, VERSIONS[version], tls=tls)
+    publish_and_read_back(gateway, device, device_id, [f"over TLS {index}".encode() for index in range(20)])
 
 
 def test_curl_posts_over_https(gateway):
@@ -211,16 +216,7 @@ def test_an_x509_device_publishes_with_its_certificate_alone(gateway, factory, k
         add_x509_device(gateway, device_id, "--x509-thumbprint", typed)
     tls = client_ssl_context(gateway.pki, files)
     device = connect_when_registered(gateway.mqtt_tls_port, device_id, None, VERSIONS[version], tls=tls)
-    payloads = [f"{kind} {index}".encode() for index in range(10)]
-    try:
-        for payload in payloads:
-            device.publish(events_topic(device_id), payload, qos=1)
-        assert device.wait_acked(len(payloads)) == payloads
-    finally:
-        device.close()
-    records = telemetry_of(gateway.bootstrap, device_id, at_least=len(payloads))
-    assert [record.value() for record in records] == payloads
-    assert all(headers_of(record)["device-id"] == device_id.encode() for record in records)
+    publish_and_read_back(gateway, device, device_id, [f"{kind} {index}".encode() for index in range(10)])
 
 
 def test_mosquitto_pub_and_sub_with_a_client_certificate(gateway, factory):
@@ -398,16 +394,8 @@ def test_paho_over_websockets(gateway, version):
     tls = client_ssl_context(gateway.pki)
     connect_when_registered(gateway.mqtt_tls_port, device_id, key, VERSIONS[version], tls=tls).close()
     device = Device(gateway.mqtt_wss_port, device_id, key, VERSIONS[version], tls=tls, transport="websockets")
-    payloads = [f"paho over wss {index}".encode() for index in range(10)]
-    try:
-        assert device.accepted, device.connack
-        for payload in payloads:
-            device.publish(events_topic(device_id), payload, qos=1)
-        assert device.wait_acked(len(payloads)) == payloads
-    finally:
-        device.close()
-    records = telemetry_of(gateway.bootstrap, device_id, at_least=len(payloads))
-    assert [record.value() for record in records] == payloads
+    assert device.accepted, device.connack
+    publish_and_read_back(gateway, device, device_id, [f"paho over wss {index}".encode() for index in range(10)])
 
 
 def test_a_websocket_request_elsewhere_or_without_the_upgrade_is_refused(gateway):
