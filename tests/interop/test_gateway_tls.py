@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -43,6 +45,7 @@ from security_support import (
     make_pki,
     self_signed_device_certificate,
 )
+from conftest import tidewater_binary
 from test_mosquitto_sub import is_subscribed, messages_of, mosquitto_sub
 from test_mqttjs import run_mqttjs
 from trigger_support import tidewater
@@ -420,3 +423,54 @@ def test_a_websocket_request_elsewhere_or_without_the_upgrade_is_refused(gateway
                 assert response.getheader("Sec-WebSocket-Protocol") == "mqtt"
         finally:
             connection.close()
+
+
+@pytest.mark.parametrize("transport", ["ws", "tls"])
+def test_a_standalone_gateway_serves_plain_websockets_or_tls(gateway, transport):
+    """`tidewater gateway` takes the same flags: without --tls-cert its WebSocket listener is
+    plain ws://; with --tls-cert and --tls-key it serves MQTT over TLS."""
+    listen = ["--mqtt-ws-listen", "127.0.0.1:0"] if transport == "ws" else [
+        "--mqtt-tls-listen", "127.0.0.1:0", "--tls-cert", str(gateway.pki.server.cert), "--tls-key", str(gateway.pki.server.key),
+    ]  # fmt: skip
+    standalone = subprocess.Popen(
+        [str(tidewater_binary()), "gateway", "--brokers", gateway.bootstrap, "--mqtt-listen", "none", "--http-listen", "none", *listen],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={key: value for key, value in os.environ.items() if not key.startswith("TIDEWATER_")},
+    )  # fmt: skip
+    try:
+        assert standalone.stderr is not None
+        address = re.compile(r"tidewater gateway is running.*\bmqtt_ws=ws://127\.0\.0\.1:(\d+)" if transport == "ws" else r"tidewater gateway is running.*\bmqtt_tls=127\.0\.0\.1:(\d+)")
+        port = None
+        deadline = time.monotonic() + MQTT_TIMEOUT_S
+        while port is None and time.monotonic() < deadline:
+            line = standalone.stderr.readline()
+            assert line, f"the gateway exited with {standalone.poll()}"
+            match = address.search(line)
+            port = int(match.group(1)) if match else None
+        assert port is not None, "the gateway logged no running line"
+        threading.Thread(target=standalone.stderr.read, daemon=True).start()
+
+        device_id = new_device_id(f"standalone-{transport}")
+        key = add_device(gateway.bootstrap, device_id)
+        if transport == "ws":
+            deadline = time.monotonic() + REGISTRY_TIMEOUT_S
+            while not (device := Device(port, device_id, key, VERSIONS["5.0"], transport="websockets")).accepted:
+                device.close()
+                assert time.monotonic() < deadline, f"still refused: {device.connack}"
+                time.sleep(0.2)
+        else:
+            device = connect_when_registered(port, device_id, key, VERSIONS["5.0"], tls=client_ssl_context(gateway.pki))
+        publish_and_read_back(gateway, device, device_id, [f"standalone {transport} {index}".encode() for index in range(5)])
+    finally:
+        standalone.send_signal(15)
+        assert standalone.wait(30) == 0
+
+
+def test_a_tls_listener_without_a_certificate_stops_the_start():
+    result = subprocess.run(
+        [str(tidewater_binary()), "gateway", "--brokers", "127.0.0.1:9", "--mqtt-tls-listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=30,
+        env={key: value for key, value in os.environ.items() if not key.startswith("TIDEWATER_")},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "--mqtt-tls-listen and --http-tls-listen need --tls-cert and --tls-key" in result.stderr, result.stderr
