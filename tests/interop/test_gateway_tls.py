@@ -337,6 +337,20 @@ def test_each_certificate_refusal_has_its_code_and_its_reason_in_the_log(gateway
     refused(gateway, device_id, tls, 5, codes[1], reason)
 
 
+def test_removing_a_ca_refuses_the_certificates_it_signed(gateway, factory):
+    authority = device_authority(factory.directory, "short-lived-ca")
+    tidewater("device", "ca", "add", "short-lived", "--cert", str(authority.path), bootstrap=gateway.bootstrap)
+    device_id = new_device_id("ca-removed")
+    files = device_certificate(authority, factory.directory, device_id)
+    add_x509_device(gateway, device_id, "--x509-ca")
+    tls = client_ssl_context(gateway.pki, files)
+    connect_when_registered(gateway.mqtt_tls_port, device_id, None, VERSIONS["5.0"], tls=tls).close()
+    removed = tidewater("device", "ca", "remove", "short-lived", bootstrap=gateway.bootstrap)
+    assert removed.stdout.strip() == "removed device CA short-lived"
+    assert "short-lived" not in tidewater("device", "ca", "list", bootstrap=gateway.bootstrap).stdout
+    refused(gateway, device_id, tls, 5, 0x86, "does not chain to a registered CA")
+
+
 def test_an_x509_device_cannot_be_opened_without_its_certificate(gateway, factory):
     """It has no key, so no password opens it, and without a certificate or a password it is
     Not authorized, whether or not the gateway has seen the registration yet."""
