@@ -64,7 +64,7 @@ pub(crate) enum Command {
     /// Run a device gateway in this process against any Kafka-compatible cluster: devices
     /// connect over MQTT 3.1.1/5 and every message is appended before it is acknowledged
     /// (`tidewater serve` runs one against itself).
-    Gateway(GatewayArgs),
+    Gateway(Box<GatewayArgs>),
 }
 
 #[derive(Debug, Args)]

@@ -29,7 +29,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Trigger(args) => trigger_cmd::run(args),
         cli::Command::Query(command) => query_cmd::run(command),
         cli::Command::Device(args) => device_cmd::run(args),
-        cli::Command::Gateway(args) => gateway_cmd::run(args),
+        cli::Command::Gateway(args) => gateway_cmd::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

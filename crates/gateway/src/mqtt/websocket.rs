@@ -7,8 +7,9 @@
 //! client's frames (masked, as RFC 6455 requires of clients) and writes their payloads into
 //! the pipe, the other reads what the connection writes and sends it as binary frames. MQTT
 //! packets may span frames and frames may hold several packets (MQTT 5 section 6), so the
-//! payloads are simply concatenated. Pings are answered; a text frame, an unmasked frame or a
-//! frame over [`FRAME_PAYLOAD_BYTES_MAX`] closes the connection with the matching close code.
+//! payloads are simply concatenated, passed on as they arrive (a frame's announced length is
+//! never allocated). Pings are answered; a text frame, an unmasked frame or a frame over
+//! [`FRAME_PAYLOAD_BYTES_MAX`] closes the connection with the matching close code.
 //! When the MQTT connection ends, the client is sent a close frame.
 
 use std::convert::Infallible;
@@ -38,6 +39,11 @@ pub const FRAME_PAYLOAD_BYTES_MAX: u64 = 512 * 1024;
 const PIPE_BYTES: usize = 64 * 1024;
 /// Bytes read from the connection before they are sent as one frame.
 const OUT_CHUNK_BYTES: usize = 16 * 1024;
+/// Bytes of a client's frame read at a time: a frame's payload is passed on as it arrives, so
+/// the length a header announces is never allocated up front.
+const IN_CHUNK_BYTES: usize = 4096;
+/// RFC 6455 section 5.5: control frames carry at most this much.
+const CONTROL_PAYLOAD_BYTES_MAX: u64 = 125;
 /// RFC 6455 section 1.3.
 const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -64,24 +70,19 @@ pub(super) async fn serve_connection<S>(
         let (shared, stop, certificates, permit) =
             (shared.clone(), stop.clone(), certificates.clone(), permit.clone());
         async move {
-            let response = match handshake(&request) {
-                Err(refusal) => refusal,
-                Ok(response) => {
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        match hyper::upgrade::on(&mut request).await {
-                            Ok(upgraded) => {
-                                let io = hyper_util::rt::TokioIo::new(upgraded);
-                                run_over_websocket(io, peer, certificates, shared, stop).await;
-                            }
-                            Err(error) => {
-                                tracing::debug!(%peer, %error, "a WebSocket upgrade did not complete")
-                            }
+            let response = handshake(&request);
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match hyper::upgrade::on(&mut request).await {
+                        Ok(upgraded) => {
+                            let io = hyper_util::rt::TokioIo::new(upgraded);
+                            run_over_websocket(io, peer, certificates, shared, stop).await;
                         }
-                    });
-                    response
-                }
-            };
+                        Err(error) => tracing::debug!(%peer, %error, "a WebSocket upgrade did not complete"),
+                    }
+                });
+            }
             Ok::<_, Infallible>(response)
         }
     });
@@ -95,12 +96,19 @@ pub(super) async fn serve_connection<S>(
     }
 }
 
-/// The 101 answer to a valid upgrade request, or the refusal of an invalid one.
-fn handshake(request: &Request<Incoming>) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
+/// The 101 answer to a valid upgrade request, or the refusal (4xx) of an invalid one.
+fn handshake(request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match upgrade_answer(request) {
+        Ok(response) => response,
+        Err(refusal) => *refusal,
+    }
+}
+
+fn upgrade_answer(request: &Request<Incoming>) -> Result<Response<Full<Bytes>>, Box<Response<Full<Bytes>>>> {
     let refuse = |status: StatusCode, reason: &str| {
         let mut response = Response::new(Full::new(Bytes::from(format!("{reason}\n"))));
         *response.status_mut() = status;
-        response
+        Box::new(response)
     };
     if !WEBSOCKET_PATHS.contains(&request.uri().path()) {
         return Err(refuse(
@@ -203,14 +211,15 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let close = |code| Control::Close(code);
+    let mut chunk = vec![0u8; IN_CHUNK_BYTES];
     let outcome: Result<(), u16> = async {
         loop {
             let mut head = [0u8; 2];
             if socket.read_exact(&mut head).await.is_err() {
                 return Ok(());
             }
-            let (opcode, reserved, masked) = (head[0] & 0x0f, head[0] & 0x70, head[1] & 0x80 != 0);
+            let (fin, opcode, reserved, masked) =
+                (head[0] & 0x80 != 0, head[0] & 0x0f, head[0] & 0x70, head[1] & 0x80 != 0);
             if reserved != 0 || !masked {
                 return Err(CLOSE_PROTOCOL_ERROR);
             }
@@ -219,39 +228,45 @@ where
                 127 => socket.read_u64().await.map_err(|_| CLOSE_PROTOCOL_ERROR)?,
                 short => u64::from(short),
             };
-            if length > max_payload {
-                return Err(CLOSE_TOO_BIG);
+            // Decided from the header, before any of the payload is read.
+            match opcode {
+                0x0 | 0x2 if length > max_payload => return Err(CLOSE_TOO_BIG),
+                0x0 | 0x2 => {}
+                0x1 => return Err(CLOSE_UNSUPPORTED_DATA),
+                0x8 => return Err(CLOSE_NORMAL),
+                0x9 | 0xA if !fin || length > CONTROL_PAYLOAD_BYTES_MAX => return Err(CLOSE_PROTOCOL_ERROR),
+                0x9 | 0xA => {}
+                _ => return Err(CLOSE_PROTOCOL_ERROR),
             }
             let mut mask = [0u8; 4];
             socket.read_exact(&mut mask).await.map_err(|_| CLOSE_PROTOCOL_ERROR)?;
-            let mut payload = vec![0u8; usize::try_from(length).map_err(|_| CLOSE_TOO_BIG)?];
-            socket.read_exact(&mut payload).await.map_err(|_| CLOSE_PROTOCOL_ERROR)?;
-            for (index, byte) in payload.iter_mut().enumerate() {
-                *byte ^= mask[index % 4];
+            let mut control_payload = Vec::new();
+            let mut offset = 0usize;
+            let mut remaining = length;
+            while remaining > 0 {
+                let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(chunk.len());
+                let piece = &mut chunk[..take];
+                socket.read_exact(piece).await.map_err(|_| CLOSE_PROTOCOL_ERROR)?;
+                for byte in piece.iter_mut() {
+                    *byte ^= mask[offset % 4];
+                    offset += 1;
+                }
+                remaining -= take as u64;
+                if opcode == 0x9 || opcode == 0xA {
+                    control_payload.extend_from_slice(piece);
+                } else if mqtt.write_all(piece).await.is_err() {
+                    // The MQTT connection ended; what the client still sends goes nowhere.
+                    return Ok(());
+                }
             }
-            match opcode {
-                // Binary and continuation frames: MQTT bytes.
-                0x0 | 0x2 => {
-                    if mqtt.write_all(&payload).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                0x1 => return Err(CLOSE_UNSUPPORTED_DATA),
-                0x8 => return Err(CLOSE_NORMAL),
-                0x9 => {
-                    if payload.len() > 125 {
-                        return Err(CLOSE_PROTOCOL_ERROR);
-                    }
-                    let _ = control.send(Control::Pong(payload)).await;
-                }
-                0xA => {}
-                _ => return Err(CLOSE_PROTOCOL_ERROR),
+            if opcode == 0x9 {
+                let _ = control.send(Control::Pong(control_payload)).await;
             }
         }
     }
     .await;
     if let Err(code) = outcome {
-        let _ = control.send(close(code)).await;
+        let _ = control.send(Control::Close(code)).await;
     }
     // Ends the MQTT connection's input (dropping one half of the pipe would not).
     let _ = mqtt.shutdown().await;
@@ -350,6 +365,20 @@ mod tests {
         assert_eq!(out, b"MQTT");
         assert!(matches!(controls.recv().await, Some(Control::Pong(payload)) if payload == b"hi"));
         assert!(matches!(controls.recv().await, Some(Control::Close(CLOSE_UNSUPPORTED_DATA))));
+    }
+
+    #[tokio::test]
+    async fn a_payload_larger_than_a_chunk_arrives_whole() {
+        let payload: Vec<u8> = (0..10_000u32).map(|index| index as u8).collect();
+        let mask = [9u8, 8, 7, 6];
+        let mut frame = vec![0x82, 0x80 | 126];
+        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(index, byte)| byte ^ mask[index % 4]));
+        let (control, _controls) = mpsc::channel(4);
+        let mut out = Vec::new();
+        frames_to_bytes(frame.as_slice(), &mut out, control, FRAME_PAYLOAD_BYTES_MAX).await;
+        assert_eq!(out, payload);
     }
 
     #[tokio::test]
