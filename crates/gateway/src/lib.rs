@@ -1,6 +1,7 @@
-//! The device gateway: devices connect over MQTT 3.1.1 or 5, or POST over HTTP, authenticate
-//! with a per-device key or a time-limited token made with it, and every message they send is
-//! appended to a topic of a Kafka-compatible cluster before it is acknowledged.
+//! The device gateway: devices connect over MQTT 3.1.1 or 5 (on TCP, TLS or WebSockets), or
+//! POST over HTTP(S), authenticate with a per-device key, a time-limited token made with it or
+//! an X.509 client certificate, and every message they send is appended to a topic of a
+//! Kafka-compatible cluster before it is acknowledged.
 //!
 //! The gateway is a Kafka client ([`append::KafkaAppender`], [`registry::DeviceRegistry`]), so
 //! it runs inside `tidewater serve` against the embedded broker or standalone (`tidewater
@@ -9,7 +10,9 @@
 //! - [`device`]: a device record, key generation, salted hashes, constant-time checks.
 //! - [`token`]: IoT Hub-style SAS tokens: minting, parsing, verifying.
 //! - [`registry`]: the `_tidewater_devices` topic and the live in-memory map gateways follow.
-//! - [`auth`]: CONNECT decisions, with the MQTT reason code of each refusal.
+//! - [`auth`]: CONNECT decisions (key, token or client certificate), with the MQTT reason code
+//!   of each refusal.
+//! - [`listener`]: plain and TLS listeners, the bounded TLS handshake, connection limits.
 //! - [`route`]: which PUBLISH goes where, with the authenticated device id stamped in.
 //! - [`append`]: queue in order, learn when durable.
 //! - [`mqtt`]: the listener and its connections.
