@@ -278,9 +278,20 @@ def test_curl_posts_with_a_client_certificate(gateway, factory):
     assert post_with_certificate(gateway, device_id, files, {"reading": 1}) == "200"
     records = telemetry_of(gateway.bootstrap, device_id, at_least=2)
     assert [json.loads(record.value()) for record in records] == [{"reading": 0}, {"reading": 1}]
-    # A certificate of a CA that is not registered does not open the device.
+    # A certificate of a CA that is not registered does not open the device, nor does this
+    # device's certificate open another device's path.
     stranger = device_certificate(factory.foreign, factory.directory, device_id)
     assert post_with_certificate(gateway, device_id, stranger, {"reading": 2}) == "401"
+    other_id = new_device_id("curl-x509-other")
+    add_x509_device(gateway, other_id, "--x509-ca")
+    assert post_with_certificate(gateway, other_id, files, {"reading": 3}) == "401"
+    # A disabled device is forbidden once the gateway has seen it disabled.
+    tidewater("device", "disable", device_id, bootstrap=gateway.bootstrap)
+    deadline = time.monotonic() + REGISTRY_TIMEOUT_S
+    while (status := post_with_certificate(gateway, device_id, files, {"reading": 4})) != "403":
+        assert status == "200" and time.monotonic() < deadline, f"got {status}"
+        time.sleep(0.2)
+    assert len(telemetry_of(gateway.bootstrap, device_id)) >= 2
 
 
 def refused(gateway: TlsGateway, device_id: str, tls, level: int, code: int, reason: str) -> None:

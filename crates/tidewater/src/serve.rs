@@ -32,12 +32,17 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let mqtt_config = args.mqtt.config()?;
     let http_config = args.http.config(&mqtt_config.telemetry_topic)?;
-    let anonymous_mqtt: Vec<(&str, std::net::SocketAddr)> = match args.mqtt.mqtt_listen.0 {
-        Some(address) if args.mqtt.mqtt_allow_anonymous => {
-            vec![("the MQTT listener allowing anonymous clients", address)]
-        }
-        _ => Vec::new(),
-    };
+    // Anonymous MQTT clients without TLS: the plain listener, and the WebSocket one when there
+    // is no certificate to make it wss://.
+    let plain_websocket = args.mqtt.mqtt_ws_listen.0.filter(|_| args.listeners.tls_cert.is_none());
+    let anonymous_mqtt: Vec<(&str, std::net::SocketAddr)> = [
+        ("the MQTT listener allowing anonymous clients", args.mqtt.mqtt_listen.0),
+        ("the MQTT over WebSockets listener allowing anonymous clients", plain_websocket),
+    ]
+    .into_iter()
+    .filter_map(|(what, address)| Some((what, address?)))
+    .filter(|_| args.mqtt.mqtt_allow_anonymous)
+    .collect();
     // Bound first, so that with `--kafka-listen HOST:0` the advertised address names the port
     // the kernel chose: clients connect to what Metadata advertises, and port 0 leads nowhere.
     // Connections that arrive during recovery wait in the listen backlog.
