@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import queue
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -78,9 +79,20 @@ class Device:
     whose PUBACK or PUBREC-then-PUBCOMP arrived with a success code; `refused` maps message ids
     to failure reason codes."""
 
-    def __init__(self, port: int, client_id: str, key: str | None, protocol: int, will: tuple[str, bytes] | None = None):
+    def __init__(
+        self,
+        port: int,
+        client_id: str,
+        key: str | None,
+        protocol: int,
+        will: tuple[str, bytes] | None = None,
+        tls: ssl.SSLContext | None = None,
+        transport: str = "tcp",
+    ):
         self.protocol = protocol
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, transport=transport)
+        if tls is not None:
+            self.client.tls_set_context(tls)
         if will is not None:
             self.client.will_set(will[0], will[1], qos=1)
         if key is not None:
@@ -151,12 +163,18 @@ class Device:
 
 
 def connect_when_registered(
-    port: int, device_id: str, key: str, protocol: int, will: tuple[str, bytes] | None = None
+    port: int,
+    device_id: str,
+    key: str | None,
+    protocol: int,
+    will: tuple[str, bytes] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Device:
-    """Connects as `device_id`, retrying while the gateway has not seen the registration yet."""
+    """Connects as `device_id` (over TLS with `tls`, which may carry the device's certificate),
+    retrying while the gateway has not seen the registration yet."""
     deadline = time.monotonic() + REGISTRY_TIMEOUT_S
     while True:
-        device = Device(port, device_id, key, protocol, will)
+        device = Device(port, device_id, key, protocol, will, tls=tls)
         if device.accepted:
             return device
         device.close()
@@ -164,9 +182,11 @@ def connect_when_registered(
         time.sleep(0.2)
 
 
-def raw_connect(port: int, client_id: str, password: str | None, level: int = 4) -> tuple[socket.socket, bytes]:
-    """Sends a hand-made CONNECT (protocol level 4 = 3.1.1, 5 = 5.0) and returns the socket and the
-    CONNACK bytes, so a test sees the exact return code on the wire."""
+def raw_connect(
+    port: int, client_id: str, password: str | None, level: int = 4, tls: ssl.SSLContext | None = None
+) -> tuple[socket.socket, bytes]:
+    """Sends a hand-made CONNECT (protocol level 4 = 3.1.1, 5 = 5.0), over TLS with `tls`, and
+    returns the socket and the CONNACK bytes, so a test sees the exact return code on the wire."""
     def string(value: bytes) -> bytes:
         return struct.pack(">H", len(value)) + value
 
@@ -180,6 +200,8 @@ def raw_connect(port: int, client_id: str, password: str | None, level: int = 4)
         variable += b"\x00"  # no properties
     body = variable + payload
     sock = socket.create_connection(("127.0.0.1", port), timeout=MQTT_TIMEOUT_S)
+    if tls is not None:
+        sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
     sock.sendall(bytes([0x10]) + remaining_length(len(body)) + body)
     return sock, read_packet(sock)
 
@@ -209,16 +231,16 @@ def read_packet(sock: socket.socket) -> bytes:
     return header + body
 
 
-def connack_code_311(port: int, client_id: str, password: str | None) -> int:
+def connack_code_311(port: int, client_id: str, password: str | None, tls: ssl.SSLContext | None = None) -> int:
     """The 3.1.1 CONNACK return code the gateway sends, retried until stable is the caller's job."""
-    sock, connack = raw_connect(port, client_id, password, level=4)
+    sock, connack = raw_connect(port, client_id, password, level=4, tls=tls)
     sock.close()
     assert connack[:2] == b"\x20\x02", f"not a 3.1.1 CONNACK: {connack!r}"
     return connack[3]
 
 
-def connack_code_5(port: int, client_id: str, password: str | None) -> int:
-    sock, connack = raw_connect(port, client_id, password, level=5)
+def connack_code_5(port: int, client_id: str, password: str | None, tls: ssl.SSLContext | None = None) -> int:
+    sock, connack = raw_connect(port, client_id, password, level=5, tls=tls)
     sock.close()
     assert connack[:1] == b"\x20", f"not a CONNACK: {connack!r}"
     return connack[3]

@@ -200,6 +200,38 @@ def make_pki(directory: Path) -> Pki:
     return pki
 
 
+def device_authority(directory: Path, name: str) -> _Authority:
+    """A CA for device certificates (`tidewater device ca add NAME --cert authority.path`)."""
+    return _Authority(directory, name)
+
+
+def device_certificate(
+    authority: _Authority, directory: Path, common_name: str, *, expired: bool = False, not_yet_valid: bool = False
+) -> CertificateFiles:
+    """A device's client certificate with subject CN = `common_name`, signed by `authority`;
+    expired since yesterday, or valid only from tomorrow, if asked."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    not_before = not_after = None
+    if expired:
+        not_before, not_after = now - datetime.timedelta(days=10), now - datetime.timedelta(days=1)
+    if not_yet_valid:
+        not_before, not_after = now + datetime.timedelta(days=1), now + datetime.timedelta(days=10)
+    file_name = f"{common_name}-{len(list(directory.iterdir()))}"
+    return authority.issue(
+        directory, file_name, _name((NameOID.COMMON_NAME, common_name)), server=False, not_before=not_before, not_after=not_after
+    )
+
+
+def self_signed_device_certificate(directory: Path, common_name: str) -> tuple[CertificateFiles, str]:
+    """A self-signed certificate for a device known by its thumbprint, and that thumbprint
+    (SHA-256 of the DER, hex), as `tidewater device add --x509-thumbprint` takes it."""
+    authority = _Authority(directory, f"{common_name}-self-signed")
+    key_path = directory / f"{common_name}-self-signed-key.pem"
+    _write_key(key_path, authority.key)
+    files = CertificateFiles(authority.path, key_path, authority.name.rfc4514_string())
+    return files, authority.certificate.fingerprint(hashes.SHA256()).hex()
+
+
 # --- Client settings ----------------------------------------------------------------------------
 
 

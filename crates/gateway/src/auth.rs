@@ -13,10 +13,23 @@
 //!
 //! A token is checked when the connection is made; as in IoT Hub, the MQTT listener also closes
 //! a connection when its token expires (`mqtt.rs`).
+//!
+//! Over TLS, a client that sends no password but presented a certificate is an X.509 device
+//! ([`authenticate_certificate_at`]): the client id names the device, and the certificate must
+//! be the one registered by thumbprint, or chain to a registered CA with subject CN = the
+//! client id, and be valid now. Every way the certificate can fail (an unknown device or
+//! thumbprint, a CA not registered, a CN that is not the client id, expired or not yet valid,
+//! a device registered with a key) is Bad User Name or Password, as a wrong key is; a disabled
+//! device whose certificate is right is Not authorized. The log says which it was.
 
+use rustls::pki_types::CertificateDer;
 use tidewater_mqtt::ReasonCode;
+use tidewater_security::client_certificate::{
+    check_validity, common_name, thumbprint, verify_chain, CertificateRefusal,
+};
 
-use crate::registry::DeviceMap;
+use crate::device::X509Identity;
+use crate::registry::{DeviceMap, RegistryView};
 use crate::token::{self, TokenError};
 
 /// The identity a connection publishes as.
@@ -129,6 +142,94 @@ fn authenticate_token(
     Ok(Identity::Device(device.id.clone()))
 }
 
+/// Why a client certificate did not open a device, for the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateProblem {
+    #[error("the device registry has not been read yet")]
+    RegistryNotRead,
+    #[error("no device {0:?}")]
+    UnknownDevice(String),
+    #[error("device {0:?} is not registered for X.509 (it uses a key)")]
+    NotX509(String),
+    #[error("unknown thumbprint {0} (not the device's primary or secondary)")]
+    UnknownThumbprint(String),
+    #[error("the certificate's subject CN {common_name:?} is not the client id {client_id:?}")]
+    CommonNameMismatch { common_name: Option<String>, client_id: String },
+    #[error(transparent)]
+    Certificate(#[from] CertificateRefusal),
+    #[error("device {0:?} is disabled")]
+    Disabled(String),
+}
+
+impl CertificateProblem {
+    /// What the client is told: come back later, the device is disabled, or bad credentials.
+    pub fn code(&self) -> ReasonCode {
+        match self {
+            CertificateProblem::RegistryNotRead => ReasonCode::ServerUnavailable,
+            CertificateProblem::Disabled(_) => ReasonCode::NotAuthorized,
+            _ => ReasonCode::BadUserNameOrPassword,
+        }
+    }
+}
+
+/// Decides a CONNECT (or an HTTPS request) that proves itself with the certificate `chain`
+/// (leaf first) presented in the TLS handshake, as device `client_id`, at `now_unix_secs`.
+pub fn authenticate_certificate_at(
+    registry: Option<&RegistryView>,
+    client_id: &str,
+    chain: &[CertificateDer<'_>],
+    now_unix_secs: u64,
+) -> Result<Identity, CertificateProblem> {
+    let registry = registry.ok_or(CertificateProblem::RegistryNotRead)?;
+    let device = registry
+        .devices
+        .get(client_id)
+        .ok_or_else(|| CertificateProblem::UnknownDevice(client_id.to_string()))?;
+    let leaf = chain.first().ok_or(CertificateRefusal::Invalid("no certificate".to_string()))?;
+    match &device.x509 {
+        None => return Err(CertificateProblem::NotX509(client_id.to_string())),
+        Some(X509Identity::Thumbprint { primary, secondary }) => {
+            let presented = thumbprint(leaf);
+            if presented != *primary && Some(&presented) != secondary.as_ref() {
+                return Err(CertificateProblem::UnknownThumbprint(presented));
+            }
+            check_validity(leaf, now_unix_secs)?;
+        }
+        Some(X509Identity::CertificateAuthority) => {
+            let name = common_name(leaf)?;
+            if name.as_deref() != Some(client_id) {
+                return Err(CertificateProblem::CommonNameMismatch {
+                    common_name: name,
+                    client_id: client_id.to_string(),
+                });
+            }
+            let cas: Vec<CertificateDer<'static>> = registry
+                .cas
+                .values()
+                .filter_map(|ca| ca.certificate_der().map(CertificateDer::from))
+                .collect();
+            verify_chain(chain, &cas, now_unix_secs)?;
+        }
+    }
+    if device.disabled {
+        return Err(CertificateProblem::Disabled(client_id.to_string()));
+    }
+    Ok(Identity::Device(device.id.clone()))
+}
+
+/// [`authenticate_certificate_at`] now, logging why a certificate was refused.
+pub fn authenticate_certificate(
+    registry: Option<&RegistryView>,
+    client_id: &str,
+    chain: &[CertificateDer<'_>],
+) -> Result<Identity, ReasonCode> {
+    authenticate_certificate_at(registry, client_id, chain, unix_now_secs()).map_err(|problem| {
+        crate::metrics::gateway().certificate_refused(&problem);
+        tracing::info!(client_id, reason = %problem, "refused a client certificate");
+        problem.code()
+    })
+}
+
 /// Seconds since the Unix epoch (0 if the clock is before it, which expires every token).
 pub fn unix_now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
@@ -233,5 +334,123 @@ mod tests {
         // A token that is wrong on its face is refused for good at once.
         let outcome = authenticate_at(None, "pump-1", Some(token.as_bytes()), false, NOW + 1);
         assert!(matches!(outcome, Err(Refusal { token: Some(TokenError::Expired { .. }), .. })));
+    }
+
+    /// A CA (or a self-signed certificate) made with rcgen, and certificates it signs.
+    struct Issuer {
+        certificate: rcgen::Certificate,
+        key: rcgen::KeyPair,
+    }
+
+    fn params(common_name: &str, years: (i32, i32), ca: bool) -> rcgen::CertificateParams {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+        params.not_before = rcgen::date_time_ymd(years.0, 1, 1);
+        params.not_after = rcgen::date_time_ymd(years.1, 1, 1);
+        if ca {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        params
+    }
+
+    fn issuer(name: &str, years: (i32, i32)) -> Issuer {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let certificate = params(name, years, true).self_signed(&key).expect("self-signed");
+        Issuer { certificate, key }
+    }
+
+    fn signed(name: &str, years: (i32, i32), by: &Issuer) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        params(name, years, false).signed_by(&key, &by.certificate, &by.key).expect("signed").der().clone()
+    }
+
+    #[test]
+    fn certificate_outcomes() {
+        use crate::device::{Device, DeviceCa, X509Identity};
+        use base64::Engine;
+        // 2030-01-01: inside 2020..2040, after 2025.
+        const AT: u64 = 1_893_456_000;
+        let factory = issuer("factory", (2020, 2040));
+        let foreign = issuer("foreign", (2020, 2040));
+        let self_signed = issuer("cam-2", (2020, 2040));
+        let rolled = issuer("cam-2", (2020, 2040));
+        let old = issuer("cam-3", (2020, 2025));
+        let mut registry = RegistryView::default();
+        let mut add = |device: Device| registry.devices.insert(device.id.clone(), device);
+        add(Device::new_x509("cam-1", X509Identity::CertificateAuthority, 0));
+        add(Device::new_x509(
+            "cam-2",
+            X509Identity::Thumbprint {
+                primary: thumbprint(self_signed.certificate.der()),
+                secondary: Some(thumbprint(rolled.certificate.der())),
+            },
+            0,
+        ));
+        add(Device::new_x509(
+            "cam-3",
+            X509Identity::Thumbprint { primary: thumbprint(old.certificate.der()), secondary: None },
+            0,
+        ));
+        let mut off = Device::new_x509("cam-off", X509Identity::CertificateAuthority, 0);
+        off.disabled = true;
+        add(off);
+        add(Device::new("pump-1", "good-key", [3; 16], 0));
+        registry.cas.insert(
+            "factory".into(),
+            DeviceCa {
+                name: "factory".into(),
+                certificate_der_base64: base64::engine::general_purpose::STANDARD
+                    .encode(factory.certificate.der()),
+                subject: "CN=factory".into(),
+                added_at_ms: 0,
+            },
+        );
+        let check = |client_id: &str, certificate: &CertificateDer<'_>| match authenticate_certificate_at(
+            Some(&registry),
+            client_id,
+            std::slice::from_ref(certificate),
+            AT,
+        ) {
+            Ok(identity) => format!("{identity:?}"),
+            Err(problem) => format!("{}: {problem}", problem.code()),
+        };
+        let bad = "Bad User Name or Password (0x86)";
+        assert_eq!(check("cam-1", &signed("cam-1", (2020, 2040), &factory)), r#"Device("cam-1")"#);
+        assert_eq!(check("cam-2", self_signed.certificate.der()), r#"Device("cam-2")"#);
+        assert_eq!(check("cam-2", rolled.certificate.der()), r#"Device("cam-2")"#);
+        assert_eq!(
+            check("cam-1", &signed("cam-1", (2020, 2040), &foreign)),
+            format!("{bad}: the certificate does not chain to a registered CA")
+        );
+        assert_eq!(
+            check("cam-1", &signed("cam-9", (2020, 2040), &factory)),
+            format!(r#"{bad}: the certificate's subject CN Some("cam-9") is not the client id "cam-1""#)
+        );
+        assert_eq!(
+            check("cam-1", &signed("cam-1", (2020, 2025), &factory)),
+            format!("{bad}: the certificate expired")
+        );
+        assert_eq!(
+            check("cam-1", &signed("cam-1", (2035, 2040), &factory)),
+            format!("{bad}: the certificate is not valid yet")
+        );
+        assert_eq!(check("cam-3", old.certificate.der()), format!("{bad}: the certificate expired"));
+        let unknown = check("cam-2", foreign.certificate.der());
+        assert!(unknown.starts_with(&format!("{bad}: unknown thumbprint ")), "{unknown}");
+        assert_eq!(check("cam-9", self_signed.certificate.der()), format!(r#"{bad}: no device "cam-9""#));
+        assert_eq!(
+            check("pump-1", self_signed.certificate.der()),
+            format!(r#"{bad}: device "pump-1" is not registered for X.509 (it uses a key)"#)
+        );
+        assert_eq!(
+            check("cam-off", &signed("cam-off", (2020, 2040), &factory)),
+            r#"Not authorized (0x87): device "cam-off" is disabled"#
+        );
+        // A disabled device whose certificate is wrong learns nothing about being disabled.
+        assert!(check("cam-off", &signed("cam-off", (2020, 2040), &foreign)).starts_with(bad));
+        let unread =
+            authenticate_certificate_at(None, "cam-1", &[signed("cam-1", (2020, 2040), &factory)], AT);
+        assert_eq!(unread.map_err(|problem| problem.code()), Err(ReasonCode::ServerUnavailable));
     }
 }

@@ -10,6 +10,11 @@
 //! It is a secret (whoever holds it can mint tokens for the device) but not the key itself.
 //! Records written before tokens existed have none; such a device can use tokens only once its
 //! key is rotated.
+//!
+//! A device registered for X.509 ([`X509Identity`]) has no key at all (its hash, salt and
+//! signing key are empty, which match no key and verify no token): it proves who it is with a
+//! client certificate over TLS, known by its SHA-256 thumbprint or chaining to a registered
+//! CA ([`DeviceCa`]), as IoT Hub's X.509 devices do.
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -43,6 +48,43 @@ pub struct Device {
     pub created_at_ms: i64,
     #[serde(default)]
     pub updated_at_ms: i64,
+    /// Set for a device that authenticates with a client certificate instead of a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x509: Option<X509Identity>,
+}
+
+/// How an X.509 device's certificate is recognized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum X509Identity {
+    /// A certificate (usually self-signed) known by its SHA-256 thumbprint (lowercase hex); a
+    /// secondary one lets a device move to a new certificate without a gap.
+    Thumbprint { primary: String, secondary: Option<String> },
+    /// A certificate that chains to a registered CA, with subject CN = the device id.
+    CertificateAuthority,
+}
+
+/// A CA whose certificates identify X.509 devices (`tidewater device ca add`), stored in the
+/// registry topic under key [`CA_KEY_PREFIX`] + name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCa {
+    pub name: String,
+    /// The CA certificate, DER in base64.
+    pub certificate_der_base64: String,
+    /// Its subject, for `device ca list`.
+    #[serde(default)]
+    pub subject: String,
+    pub added_at_ms: i64,
+}
+
+/// Registry keys of CAs start with this; a device id cannot contain '/'.
+pub const CA_KEY_PREFIX: &str = "ca/";
+
+impl DeviceCa {
+    /// The certificate as DER, or `None` for a damaged record (which then anchors nothing).
+    pub fn certificate_der(&self) -> Option<Vec<u8>> {
+        base64::engine::general_purpose::STANDARD.decode(&self.certificate_der_base64).ok()
+    }
 }
 
 /// Why a device id cannot be used.
@@ -97,6 +139,21 @@ impl Device {
             disabled: false,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
+            x509: None,
+        }
+    }
+
+    /// A new, enabled X.509 device: no key, so no key or token opens it.
+    pub fn new_x509(id: &str, x509: X509Identity, now_ms: i64) -> Device {
+        Device {
+            id: id.to_string(),
+            key_hash: String::new(),
+            salt: String::new(),
+            signing_key: String::new(),
+            disabled: false,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            x509: Some(x509),
         }
     }
 
@@ -182,6 +239,18 @@ mod tests {
         let old = r#"{"id":"a","key_hash":"00","salt":"00","created_at_ms":5}"#;
         let device: Result<Device, _> = serde_json::from_str(old);
         assert!(device.is_ok_and(|device| device.signing_key.is_empty() && device.signing_key().is_none()));
+    }
+
+    #[test]
+    fn an_x509_device_has_no_key_to_match() {
+        let device = Device::new_x509("cam-1", X509Identity::CertificateAuthority, 0);
+        assert!(!device.key_matches(b""));
+        assert!(!device.key_matches(b"anything"));
+        assert_eq!(device.signing_key(), None);
+        let json = serde_json::to_string(&device).unwrap_or_default();
+        assert!(json.contains(r#""x509":{"kind":"certificate_authority"}"#), "{json}");
+        let back: Result<Device, _> = serde_json::from_str(&json);
+        assert_eq!(back.ok(), Some(device));
     }
 
     #[test]

@@ -61,11 +61,12 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value as Json;
 use tidewater_client::cloudevents::{essence, kafka_headers_from_http, unpack_structured};
-use tokio::net::TcpListener;
 
 use crate::append::{AppendError, Appender, PendingAppend};
-use crate::auth::{authenticate_at, unix_now_secs, Identity, Refusal as AuthRefusal};
-use crate::listener::LimitedListener;
+use crate::auth::{
+    authenticate_at, authenticate_certificate_at, unix_now_secs, Identity, Refusal as AuthRefusal,
+};
+use crate::listener::{tls_handshake, LimitedListener, Listen, PeerCertificates};
 use crate::registry::Directory;
 use crate::route::{DeviceMessage, CONTENT_TYPE_HEADER, DEVICE_ID_HEADER, RECORD_BYTES_MAX};
 use crate::token::TOKEN_PREFIX;
@@ -273,41 +274,73 @@ struct Shared {
     appender: Arc<dyn Appender>,
 }
 
-/// Accepts HTTP connections on `listener` until `stop` turns true, then lets each connection
-/// finish the request it is answering and waits up to [`SHUTDOWN_GRACE`] for them.
+/// Accepts HTTP connections on every listener (plain, and HTTPS for a TLS one) until `stop`
+/// turns true, then lets each connection finish the request it is answering and waits up to
+/// [`SHUTDOWN_GRACE`] for them. [`HttpConfig::max_connections`] applies to each listener.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<Listen>,
     config: HttpConfig,
     directory: Directory,
     appender: Arc<dyn Appender>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let listener = LimitedListener::new(listener, config.max_connections, "HTTP");
     let shared = Arc::new(Shared { config, directory, appender });
-    while let Some((stream, _peer, permit)) = listener.accept(&mut stop).await {
+    let mut accepting = tokio::task::JoinSet::new();
+    for listen in listeners {
+        accepting.spawn(accept_loop(listen, shared.clone(), stop.clone()));
+    }
+    while accepting.join_next().await.is_some() {}
+}
+
+async fn accept_loop(listen: Listen, shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let what = if listen.tls.is_some() { "HTTPS" } else { "HTTP" };
+    let listener = LimitedListener::new(listen.socket, shared.config.max_connections, what);
+    while let Some((stream, peer, permit)) = listener.accept(&mut stop).await {
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let mut stop = stop.clone();
+        let stop = stop.clone();
+        let tls = listen.tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn({
-                let shared = shared.clone();
-                move |request| handle(request, shared.clone())
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(shared.config.header_timeout)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            // A connection's error (a client going away, a timeout) ends only that connection.
-            tokio::select! {
-                _ = connection.as_mut() => return,
-                _ = stop.changed() => connection.as_mut().graceful_shutdown(),
+            match tls {
+                None => serve_connection(stream, None, shared, stop).await,
+                Some(config) => {
+                    if let Some((stream, certificates)) = tls_handshake(stream, &config, peer, "HTTP").await {
+                        serve_connection(stream, certificates, shared, stop).await;
+                    }
+                }
             }
-            let _ = connection.await;
         });
     }
     listener.close(SHUTDOWN_GRACE).await;
+}
+
+/// Serves one connection's requests; `certificates` is what a TLS client presented, if
+/// anything.
+async fn serve_connection<S>(
+    stream: S,
+    certificates: Option<PeerCertificates>,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let certificates = certificates.map(Arc::new);
+    let service = hyper::service::service_fn({
+        let shared = shared.clone();
+        move |request| handle(request, shared.clone(), certificates.clone())
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(shared.config.header_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    // A connection's error (a client going away, a timeout) ends only that connection.
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = stop.changed() => connection.as_mut().graceful_shutdown(),
+    }
+    let _ = connection.await;
 }
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -323,12 +356,20 @@ fn refuse(status: StatusCode, reason: impl Into<String>) -> HttpResponse {
     respond(status, serde_json::json!({ "error": reason.into() }))
 }
 
-async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Result<HttpResponse, Infallible> {
-    Ok(answer(request, &shared).await)
+async fn handle(
+    request: Request<Incoming>,
+    shared: Arc<Shared>,
+    certificates: Option<Arc<PeerCertificates>>,
+) -> Result<HttpResponse, Infallible> {
+    Ok(answer(request, &shared, certificates.as_deref()).await)
 }
 
 /// One request, checked in order: path, method, key, size, content; then appended.
-async fn answer(request: Request<Incoming>, shared: &Shared) -> HttpResponse {
+async fn answer(
+    request: Request<Incoming>,
+    shared: &Shared,
+    certificates: Option<&PeerCertificates>,
+) -> HttpResponse {
     let Some(device_id) = events_path_device(request.uri().path()).map(str::to_string) else {
         return refuse(StatusCode::NOT_FOUND, "no such path; devices POST to /devices/{id}/messages/events");
     };
@@ -339,21 +380,41 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> HttpResponse {
     }
     // Authentication before the body is read, so a stranger cannot make us read a megabyte.
     let identity = {
-        let devices = shared.directory.borrow().clone();
-        match credential(request.headers()) {
-            None => Err(ReasonCode::BadUserNameOrPassword.into()),
-            Some(password) => authenticate_at(
-                devices.as_deref(),
+        let registry = shared.directory.borrow().clone();
+        match (credential(request.headers()), certificates) {
+            // Over HTTPS, a request without a key or token may prove itself with the client
+            // certificate of the connection, as an MQTT CONNECT without a password does.
+            (None, Some(chain)) if !chain.is_empty() => {
+                match authenticate_certificate_at(registry.as_deref(), &device_id, chain, unix_now_secs()) {
+                    Ok(identity) => Ok(identity),
+                    Err(problem) => {
+                        crate::metrics::gateway().certificate_refused(&problem);
+                        tracing::info!(device_id, reason = %problem, "refused a client certificate over HTTPS");
+                        if problem.code() == ReasonCode::BadUserNameOrPassword {
+                            return refuse(
+                                StatusCode::UNAUTHORIZED,
+                                "the client certificate does not identify this device",
+                            );
+                        }
+                        Err(problem.code().into())
+                    }
+                }
+            }
+            (None, _) => {
+                let refusal = ReasonCode::BadUserNameOrPassword.into();
+                crate::metrics::gateway().auth_failed(&refusal);
+                Err(refusal)
+            }
+            (Some(password), _) => authenticate_at(
+                registry.as_deref().map(|registry| &registry.devices),
                 &device_id,
                 Some(password.as_bytes()),
                 false,
                 unix_now_secs(),
-            ),
+            )
+            .inspect_err(|refusal| crate::metrics::gateway().auth_failed(refusal)),
         }
     };
-    if let Err(refusal) = &identity {
-        crate::metrics::gateway().auth_failed(refusal);
-    }
     match identity {
         Ok(Identity::Device(_)) => {}
         Ok(Identity::Anonymous) | Err(AuthRefusal { code: ReasonCode::NotAuthorized, .. }) => {

@@ -1,6 +1,7 @@
-//! The device gateway: devices connect over MQTT 3.1.1 or 5, or POST over HTTP, authenticate
-//! with a per-device key or a time-limited token made with it, and every message they send is
-//! appended to a topic of a Kafka-compatible cluster before it is acknowledged.
+//! The device gateway: devices connect over MQTT 3.1.1 or 5 (on TCP, TLS or WebSockets), or
+//! POST over HTTP(S), authenticate with a per-device key, a time-limited token made with it or
+//! an X.509 client certificate, and every message they send is appended to a topic of a
+//! Kafka-compatible cluster before it is acknowledged.
 //!
 //! The gateway is a Kafka client ([`append::KafkaAppender`], [`registry::DeviceRegistry`]), so
 //! it runs inside `tidewater serve` against the embedded broker or standalone (`tidewater
@@ -9,7 +10,9 @@
 //! - [`device`]: a device record, key generation, salted hashes, constant-time checks.
 //! - [`token`]: IoT Hub-style SAS tokens: minting, parsing, verifying.
 //! - [`registry`]: the `_tidewater_devices` topic and the live in-memory map gateways follow.
-//! - [`auth`]: CONNECT decisions, with the MQTT reason code of each refusal.
+//! - [`auth`]: CONNECT decisions (key, token or client certificate), with the MQTT reason code
+//!   of each refusal.
+//! - [`listener`]: plain and TLS listeners, the bounded TLS handshake, connection limits.
 //! - [`route`]: which PUBLISH goes where, with the authenticated device id stamped in.
 //! - [`append`]: queue in order, learn when durable.
 //! - [`mqtt`]: the listener and its connections.
@@ -25,7 +28,7 @@ pub mod device;
 pub mod fanout;
 pub mod http;
 pub mod hub;
-mod listener;
+pub mod listener;
 pub mod message;
 mod metrics;
 pub mod mqtt;
@@ -35,10 +38,11 @@ pub mod subscriptions;
 pub mod token;
 
 pub use append::{Appender, KafkaAppender, MemoryAppender};
-pub use device::Device;
+pub use device::{Device, DeviceCa, X509Identity};
 pub use http::HttpConfig;
+pub use listener::Listen;
 pub use mqtt::MqttConfig;
-pub use registry::{DeviceRegistry, Directory, DEVICES_TOPIC};
+pub use registry::{DeviceRegistry, Directory, RegistryView, DEVICES_TOPIC};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,12 +51,12 @@ use tidewater_client::ClusterConfig;
 
 /// Runs a gateway against `cluster` until `stop`: creates the device registry topic (and for
 /// MQTT the pub/sub topics) if needed, follows them, and serves MQTT and/or HTTP on the
-/// listeners given, appending through one idempotent acks=all producer. Used by `tidewater serve` (against its own Kafka listener) and
+/// listeners given (each plain or TLS), appending through one idempotent acks=all producer. Used by `tidewater serve` (against its own Kafka listener) and
 /// `tidewater gateway`.
 pub async fn run(
     cluster: ClusterConfig,
-    mqtt: Option<(tokio::net::TcpListener, MqttConfig)>,
-    http: Option<(tokio::net::TcpListener, HttpConfig)>,
+    mqtt: Option<(Vec<Listen>, MqttConfig)>,
+    http: Option<(Vec<Listen>, HttpConfig)>,
     timeout: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {

@@ -1,13 +1,76 @@
 //! What the MQTT and HTTP listeners share: a connection limit taken before `accept`, so that
-//! over it new clients wait in the listen backlog instead of being accepted and held, and a
-//! bounded wait at shutdown for the connections still open.
+//! over it new clients wait in the listen backlog instead of being accepted and held; the TLS
+//! handshake of a TLS listener, bounded by [`TLS_HANDSHAKE_TIMEOUT`] so that a client that
+//! stalls or speaks something else costs only its own connection; and a bounded wait at
+//! shutdown for the connections still open.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long a client has to finish its TLS handshake; then only its connection is closed.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One socket the gateway serves: plain, or TLS with the given server configuration (made by
+/// the binary from `--tls-cert`/`--tls-key`; the gateway does not load certificates itself).
+#[derive(Debug)]
+pub struct Listen {
+    pub socket: TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// MQTT over WebSockets (ignored by the HTTP listener).
+    pub websocket: bool,
+}
+
+impl Listen {
+    pub fn plain(socket: TcpListener) -> Listen {
+        Listen { socket, tls: None, websocket: false }
+    }
+
+    pub fn tls(socket: TcpListener, config: Arc<rustls::ServerConfig>) -> Listen {
+        Listen { socket, tls: Some(config), websocket: false }
+    }
+}
+
+/// The certificate chain a TLS client presented (leaf first), as DER. The handshake proved the
+/// client holds the leaf's key; whether the certificate is any good is for [`crate::auth`].
+pub type PeerCertificates = Vec<CertificateDer<'static>>;
+
+/// Runs the server side of a TLS handshake on `stream`, within [`TLS_HANDSHAKE_TIMEOUT`].
+/// `None` (after logging why) when it fails or stalls; the caller then just drops the socket.
+pub(crate) async fn tls_handshake(
+    stream: TcpStream,
+    config: &Arc<rustls::ServerConfig>,
+    peer: SocketAddr,
+    what: &'static str,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Option<PeerCertificates>)> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let certificates = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|chain| chain.iter().map(|certificate| certificate.clone().into_owned()).collect());
+            Some((stream, certificates))
+        }
+        Ok(Err(error)) => {
+            tracing::info!(%peer, %error, "{what} TLS handshake failed; closed that connection");
+            None
+        }
+        Err(_) => {
+            tracing::info!(
+                %peer,
+                "{what} TLS handshake not finished within {} s; closed that connection",
+                TLS_HANDSHAKE_TIMEOUT.as_secs()
+            );
+            None
+        }
+    }
+}
 
 /// At most `max_connections` connections open at once, each holding a permit.
 pub(crate) struct LimitedListener {
@@ -17,7 +80,6 @@ pub(crate) struct LimitedListener {
     /// "MQTT" or "HTTP", for the log.
     what: &'static str,
 }
-
 impl LimitedListener {
     pub(crate) fn new(listener: TcpListener, max_connections: usize, what: &'static str) -> LimitedListener {
         let max_connections = max_connections.max(1);

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tidewater_metrics::{global, Counter, Gauge, Histogram};
 use tidewater_mqtt::{QoS, ReasonCode};
 
-use crate::auth::Refusal;
+use crate::auth::{CertificateProblem, Refusal};
 use crate::token::TokenError;
 
 pub(crate) struct GatewayMetrics {
@@ -23,13 +23,20 @@ pub(crate) struct GatewayMetrics {
 }
 
 /// The reasons `tidewater_device_auth_failures_total` counts, each a label value.
-const AUTH_FAILURE_REASONS: [&str; 7] = [
+const AUTH_FAILURE_REASONS: [&str; 14] = [
     "bad_credentials",
     "not_authorized",
     "registry_unavailable",
     "token_expired",
     "token_signature",
     "token_invalid",
+    "certificate_unknown_device",
+    "certificate_unknown_thumbprint",
+    "certificate_cn_mismatch",
+    "certificate_unknown_ca",
+    "certificate_expired",
+    "certificate_not_yet_valid",
+    "certificate_invalid",
     "other",
 ];
 
@@ -92,8 +99,31 @@ impl GatewayMetrics {
             (None, ReasonCode::ServerUnavailable) => "registry_unavailable",
             (None, _) => "other",
         };
-        global().counters("tidewater_device_auth_failures_total", "", &["reason"]).series(&[reason]).inc();
+        count_auth_failure(reason);
     }
+
+    pub(crate) fn certificate_refused(&self, problem: &CertificateProblem) {
+        use tidewater_security::client_certificate::CertificateRefusal;
+        let reason = match problem {
+            CertificateProblem::RegistryNotRead => "registry_unavailable",
+            CertificateProblem::UnknownDevice(_) | CertificateProblem::NotX509(_) => {
+                "certificate_unknown_device"
+            }
+            CertificateProblem::UnknownThumbprint(_) => "certificate_unknown_thumbprint",
+            CertificateProblem::CommonNameMismatch { .. } => "certificate_cn_mismatch",
+            CertificateProblem::Certificate(CertificateRefusal::UnknownIssuer) => "certificate_unknown_ca",
+            CertificateProblem::Certificate(CertificateRefusal::Expired) => "certificate_expired",
+            CertificateProblem::Certificate(CertificateRefusal::NotYetValid) => "certificate_not_yet_valid",
+            CertificateProblem::Certificate(CertificateRefusal::Invalid(_)) => "certificate_invalid",
+            CertificateProblem::Disabled(_) => "not_authorized",
+        };
+        count_auth_failure(reason);
+    }
+}
+
+/// Counts one refusal under `reason` (one of `AUTH_FAILURE_REASONS`, all made up front).
+fn count_auth_failure(reason: &str) {
+    global().counters("tidewater_device_auth_failures_total", "", &["reason"]).series(&[reason]).inc();
 }
 
 /// Counts an open connection (and, once it authenticated as one, a device online) for as long

@@ -6,6 +6,10 @@
 //! so a device added, disabled or re-keyed anywhere takes effect at every gateway within a poll
 //! interval, with no other channel between them. Only key hashes are stored (see
 //! [`crate::device`]).
+//!
+//! The CAs that X.509 devices' certificates chain to live in the same topic, under key
+//! `ca/NAME` ([`DeviceCa`]); no device id contains '/', so the two never collide, and a
+//! gateway learns of a new CA exactly as of a new device.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,16 +18,26 @@ use std::time::Duration;
 use anyhow::Context;
 use tidewater_client::{ClusterConfig, KeyedTopic};
 
-use crate::device::Device;
+use crate::device::{Device, DeviceCa, CA_KEY_PREFIX};
 
 pub const DEVICES_TOPIC: &str = "_tidewater_devices";
 
 /// Every known device by id, as of some point of the registry topic.
 pub type DeviceMap = BTreeMap<String, Device>;
 
+/// Every registered device CA by name.
+pub type CaMap = BTreeMap<String, DeviceCa>;
+
+/// The whole registry as of some point of its topic: devices and device CAs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryView {
+    pub devices: DeviceMap,
+    pub cas: CaMap,
+}
+
 /// What a gateway authenticates against: `None` until the registry has been read to the end
 /// once (connections meanwhile are told the server is unavailable, not that they are unknown).
-pub type Directory = tokio::sync::watch::Receiver<Option<Arc<DeviceMap>>>;
+pub type Directory = tokio::sync::watch::Receiver<Option<Arc<RegistryView>>>;
 
 /// Reads and writes the device registry topic.
 #[derive(Debug, Clone)]
@@ -45,9 +59,25 @@ impl DeviceRegistry {
 
     /// Every registered device, as of now.
     pub fn load(&self) -> anyhow::Result<DeviceMap> {
-        let mut devices = DeviceMap::new();
-        self.topic.read_to_end(|key, value| apply_record(&mut devices, key, value))?;
-        Ok(devices)
+        Ok(self.load_view()?.devices)
+    }
+
+    /// Every registered device and device CA, as of now.
+    pub fn load_view(&self) -> anyhow::Result<RegistryView> {
+        let mut view = RegistryView::default();
+        self.topic.read_to_end(|key, value| apply_record(&mut view, key, value))?;
+        Ok(view)
+    }
+
+    /// Registers or replaces a device CA.
+    pub async fn put_ca(&self, ca: &DeviceCa) -> anyhow::Result<()> {
+        let value = serde_json::to_vec(ca).context("encoding the CA")?;
+        Ok(self.topic.write(&format!("{CA_KEY_PREFIX}{}", ca.name), Some(&value)).await?)
+    }
+
+    /// Removes a device CA (a tombstone): certificates it signed stop opening connections.
+    pub async fn remove_ca(&self, name: &str) -> anyhow::Result<()> {
+        Ok(self.topic.write(&format!("{CA_KEY_PREFIX}{name}"), None).await?)
     }
 
     /// One device, or an error naming it.
@@ -89,7 +119,7 @@ impl DeviceRegistry {
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<(Directory, std::thread::JoinHandle<()>)> {
         let (sender, receiver) = tokio::sync::watch::channel(None);
-        let devices = Arc::new(std::sync::Mutex::new(DeviceMap::new()));
+        let devices = Arc::new(std::sync::Mutex::new(RegistryView::default()));
         let applied = devices.clone();
         let thread = self.topic.follow(
             "device-registry",
@@ -107,10 +137,15 @@ impl DeviceRegistry {
     }
 }
 
-/// Applies one record of the registry: a device, or a tombstone removing one. A record that does
-/// not decode, or whose id differs from its key, is skipped with a warning.
-pub fn apply_record(devices: &mut DeviceMap, key: Option<&[u8]>, value: Option<&[u8]>) {
+/// Applies one record of the registry: a device or a CA, or a tombstone removing one. A record
+/// that does not decode, or whose id differs from its key, is skipped with a warning.
+pub fn apply_record(view: &mut RegistryView, key: Option<&[u8]>, value: Option<&[u8]>) {
     let Some(id) = key.and_then(|key| std::str::from_utf8(key).ok()) else { return };
+    if let Some(name) = id.strip_prefix(CA_KEY_PREFIX) {
+        apply_ca_record(&mut view.cas, name, value);
+        return;
+    }
+    let devices = &mut view.devices;
     match value {
         None => {
             devices.remove(id);
@@ -125,32 +160,66 @@ pub fn apply_record(devices: &mut DeviceMap, key: Option<&[u8]>, value: Option<&
     }
 }
 
+fn apply_ca_record(cas: &mut CaMap, name: &str, value: Option<&[u8]>) {
+    match value {
+        None => {
+            cas.remove(name);
+        }
+        Some(value) => match serde_json::from_slice::<DeviceCa>(value) {
+            Ok(ca) if ca.name == name => {
+                cas.insert(name.to_string(), ca);
+            }
+            Ok(_) => tracing::warn!(name, "a device CA record's name differs from its key; skipped"),
+            Err(error) => tracing::warn!(name, %error, "a device CA record does not decode; skipped"),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_latest_record_per_device_wins_and_tombstones_remove() {
-        let mut devices = DeviceMap::new();
+        let mut view = RegistryView::default();
         let mut device = Device::new("a", "key", [0; 16], 1);
         let first = serde_json::to_vec(&device).unwrap_or_default();
         device.disabled = true;
         let second = serde_json::to_vec(&device).unwrap_or_default();
-        apply_record(&mut devices, Some(b"a"), Some(&first));
-        apply_record(&mut devices, Some(b"b"), Some(b"not json"));
-        apply_record(&mut devices, Some(b"c"), Some(&first));
-        assert_eq!(devices.keys().collect::<Vec<_>>(), vec!["a"]);
-        apply_record(&mut devices, Some(b"a"), Some(&second));
-        assert!(devices.get("a").is_some_and(|device| device.disabled));
-        apply_record(&mut devices, Some(b"a"), None);
-        assert!(devices.is_empty());
+        apply_record(&mut view, Some(b"a"), Some(&first));
+        apply_record(&mut view, Some(b"b"), Some(b"not json"));
+        apply_record(&mut view, Some(b"c"), Some(&first));
+        assert_eq!(view.devices.keys().collect::<Vec<_>>(), vec!["a"]);
+        apply_record(&mut view, Some(b"a"), Some(&second));
+        assert!(view.devices.get("a").is_some_and(|device| device.disabled));
+        apply_record(&mut view, Some(b"a"), None);
+        assert!(view.devices.is_empty());
     }
 
     #[test]
     fn records_from_a_newer_version_still_load() {
-        let mut devices = DeviceMap::new();
+        let mut view = RegistryView::default();
         let value = br#"{"id":"a","key_hash":"00","salt":"00","created_at_ms":5,"tags":{"site":"x"}}"#;
-        apply_record(&mut devices, Some(b"a"), Some(value));
-        assert!(devices.get("a").is_some_and(|device| !device.disabled && device.created_at_ms == 5));
+        apply_record(&mut view, Some(b"a"), Some(value));
+        assert!(view.devices.get("a").is_some_and(|device| !device.disabled && device.created_at_ms == 5));
+    }
+
+    #[test]
+    fn cas_live_beside_devices_under_their_own_keys() {
+        let mut view = RegistryView::default();
+        let ca = DeviceCa {
+            name: "factory".into(),
+            certificate_der_base64: "AAEC".into(),
+            subject: "CN=factory".into(),
+            added_at_ms: 1,
+        };
+        let value = serde_json::to_vec(&ca).unwrap_or_default();
+        apply_record(&mut view, Some(b"ca/factory"), Some(&value));
+        apply_record(&mut view, Some(b"ca/other"), Some(&value));
+        assert_eq!(view.cas.keys().collect::<Vec<_>>(), vec!["factory"]);
+        assert!(view.devices.is_empty());
+        assert_eq!(view.cas.get("factory").and_then(DeviceCa::certificate_der), Some(vec![0, 1, 2]));
+        apply_record(&mut view, Some(b"ca/factory"), None);
+        assert!(view.cas.is_empty());
     }
 }

@@ -7,6 +7,7 @@
 //! broker's store) and how bytes reach a connection (the protocol servers) is their callers'
 //! business.
 
+pub mod client_certificate;
 mod principal;
 pub mod principal_mapping;
 pub mod sasl;

@@ -43,6 +43,11 @@ pub enum ClientAuth {
     Required,
     /// Ask for one, accept a connection without one, refuse one that does not chain to the CA.
     Optional,
+    /// Ask for one, accept any or none, and check only the client's handshake signature (that
+    /// it holds the certificate's key). The application decides what the certificate is worth
+    /// after the handshake (see [`crate::client_certificate`]): the device gateway, against
+    /// devices and CAs registered while it runs. Needs no client CA.
+    Requested,
 }
 
 /// The server's identity and the client CA, loaded from PEM files.
@@ -119,6 +124,9 @@ impl TlsIdentity {
             .map_err(|error| self.error(error.to_string()))?;
         let builder = match (client_auth, &self.client_roots) {
             (ClientAuth::None, _) => builder.with_no_client_auth(),
+            (ClientAuth::Requested, _) => builder.with_client_cert_verifier(Arc::new(AnyClientCertificate {
+                provider: self.provider.clone(),
+            })),
             (ClientAuth::Required | ClientAuth::Optional, None) => {
                 return Err(self.error("client certificates were asked for without a client CA".to_string()))
             }
@@ -144,6 +152,69 @@ impl TlsIdentity {
 
     fn error(&self, reason: String) -> TlsError {
         TlsError::File { what: "TLS configuration", path: PathBuf::new(), reason }
+    }
+}
+
+/// [`ClientAuth::Requested`]: every certificate passes the handshake, and every signature is
+/// checked with the provider's algorithms, as webpki's verifier checks them.
+#[derive(Debug)]
+struct AnyClientCertificate {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCertificate {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    /// No hints: a client then sends whatever certificate it has (RFC 8446 4.2.4).
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -301,7 +372,9 @@ mod tests {
         ];
         let (cert, key) = write_certificate(dir.path(), "alice", &subject);
         let identity = TlsIdentity::load(&cert, &key, Some(&cert)).expect("loads");
-        for client_auth in [ClientAuth::None, ClientAuth::Required, ClientAuth::Optional] {
+        for client_auth in
+            [ClientAuth::None, ClientAuth::Required, ClientAuth::Optional, ClientAuth::Requested]
+        {
             identity.server_config(client_auth, &[]).expect("a server configuration");
         }
         let der = CertificateDer::from_pem_file(&cert).expect("der");
@@ -318,5 +391,7 @@ mod tests {
         // Client certificates cannot be asked for without a CA to check them against.
         let without_ca = TlsIdentity::load(&cert, &key, None).expect("loads");
         assert!(without_ca.server_config(ClientAuth::Required, &[]).is_err());
+        // Requested leaves the decision to the application, so it needs none.
+        assert!(without_ca.server_config(ClientAuth::Requested, &[]).is_ok());
     }
 }

@@ -64,7 +64,7 @@ pub(crate) enum Command {
     /// Run a device gateway in this process against any Kafka-compatible cluster: devices
     /// connect over MQTT 3.1.1/5 and every message is appended before it is acknowledged
     /// (`tidewater serve` runs one against itself).
-    Gateway(GatewayArgs),
+    Gateway(Box<GatewayArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -170,7 +170,8 @@ pub(crate) struct KafkaListenerArgs {
     /// once per --kafka-listen in the same order; defaults to the address bound.
     #[arg(long, env = "TIDEWATER_KAFKA_ADVERTISED", value_delimiter = ',')]
     pub(crate) kafka_advertised: Vec<String>,
-    /// The server's certificate chain (PEM, leaf first), for every TLS listener.
+    /// The server's certificate chain (PEM, leaf first), for every TLS listener (Kafka, and the
+    /// gateway's --mqtt-tls-listen and --http-tls-listen).
     #[arg(long, env = "TIDEWATER_TLS_CERT")]
     pub(crate) tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
@@ -207,6 +208,17 @@ pub(crate) struct MqttArgs {
     /// Address the MQTT listener binds to, or "none" for no MQTT listener (and no gateway).
     #[arg(long, default_value = "127.0.0.1:1883", env = "TIDEWATER_MQTT_LISTEN")]
     pub(crate) mqtt_listen: ListenAddress,
+    /// Address an MQTT over TLS listener binds to (conventionally port 8883), or "none". It
+    /// uses --tls-cert and --tls-key, and asks clients for a certificate: devices registered
+    /// with `device add --x509-thumbprint` or `--x509-ca` must present theirs; key and token
+    /// devices need none.
+    #[arg(long, default_value = "none", env = "TIDEWATER_MQTT_TLS_LISTEN")]
+    pub(crate) mqtt_tls_listen: ListenAddress,
+    /// Address an MQTT over WebSockets listener binds to, or "none": path /mqtt (or IoT Hub's
+    /// /$iothub/websocket), subprotocol mqtt. It is TLS (wss://) whenever --tls-cert is given,
+    /// with client certificates as on --mqtt-tls-listen.
+    #[arg(long, default_value = "none", env = "TIDEWATER_MQTT_WS_LISTEN")]
+    pub(crate) mqtt_ws_listen: ListenAddress,
     /// Accept MQTT clients that send no password. They get no device identity, so they can
     /// publish to no device's topics. Off by default, as in Mosquitto 2.
     #[arg(long)]
@@ -321,6 +333,10 @@ pub(crate) struct HttpArgs {
     /// /devices/{id}/messages/events), or "none" for no HTTP listener.
     #[arg(long, default_value = "127.0.0.1:8080", env = "TIDEWATER_HTTP_LISTEN")]
     pub(crate) http_listen: ListenAddress,
+    /// Address an HTTPS ingestion listener binds to, or "none". It uses --tls-cert and
+    /// --tls-key and accepts the same device client certificates as --mqtt-tls-listen.
+    #[arg(long, default_value = "none", env = "TIDEWATER_HTTP_TLS_LISTEN")]
+    pub(crate) http_tls_listen: ListenAddress,
     /// Largest request body; larger requests get 413.
     #[arg(long, default_value_t = tidewater_gateway::http::DEFAULT_MAX_BODY_BYTES)]
     pub(crate) http_max_body_bytes: usize,
@@ -379,6 +395,13 @@ impl std::str::FromStr for ListenAddress {
 pub(crate) struct GatewayArgs {
     #[command(flatten)]
     pub(crate) connect: ClusterArgs,
+    /// The gateway's certificate chain (PEM, leaf first), for --mqtt-tls-listen and
+    /// --http-tls-listen.
+    #[arg(long, env = "TIDEWATER_TLS_CERT")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TIDEWATER_TLS_KEY")]
+    pub(crate) tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) mqtt: MqttArgs,
     #[command(flatten)]

@@ -7,15 +7,23 @@
 //! its salted hash (and the token-signing key derived from it) is stored. `token` is the
 //! exception: it computes a time-limited token from a key the caller holds and touches no
 //! cluster. The logic lives in `tidewater_gateway::{device, registry, token}`.
+//!
+//! X.509 devices (`add --x509-thumbprint`, `add --x509-ca`) get no key; they connect over a
+//! gateway TLS listener with a client certificate. `device ca add|list|remove` manages the CAs
+//! that `--x509-ca` devices' certificates chain to, in the same registry topic.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
 use clap::{Args, Subcommand};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use tidewater_client::{now_ms, ClusterArgs};
 use tidewater_gateway::device::{generate_key, generate_salt, validate_device_id, DEVICE_KEY_BYTES};
-use tidewater_gateway::{token, Device, DeviceRegistry};
+use tidewater_gateway::{token, Device, DeviceCa, DeviceRegistry, X509Identity};
+use tidewater_security::client_certificate::{normalize_thumbprint, thumbprint};
+use tidewater_security::tls::subject_name;
 
 #[derive(Debug, Args)]
 pub(crate) struct DeviceArgs {
@@ -32,6 +40,24 @@ pub(crate) enum DeviceCommand {
     Add {
         /// The device id (letters, digits, '-', '_', '.', ':').
         id: String,
+        /// Register an X.509 device known by its certificate's SHA-256 thumbprint (64 hex
+        /// digits, as `openssl x509 -noout -fingerprint -sha256` prints it, colons allowed)
+        /// instead of a key. It connects over --mqtt-tls-listen or --http-tls-listen with that
+        /// certificate and client id = the device id.
+        #[arg(long, value_name = "SHA256HEX", conflicts_with = "x509_ca")]
+        x509_thumbprint: Option<String>,
+        /// A second accepted thumbprint, so the device can move to a new certificate.
+        #[arg(long, value_name = "SHA256HEX", requires = "x509_thumbprint")]
+        secondary_thumbprint: Option<String>,
+        /// Register an X.509 device whose certificate chains to a CA registered with `device ca
+        /// add`, with subject CN = the device id, instead of a key.
+        #[arg(long)]
+        x509_ca: bool,
+    },
+    /// Manage the CAs that `add --x509-ca` devices' certificates chain to.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
     },
     /// List devices: id, state and when each was created.
     List {
@@ -77,6 +103,23 @@ pub(crate) enum DeviceCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaCommand {
+    /// Register a CA (its PEM certificate); devices added with --x509-ca whose certificates
+    /// chain to it connect from then on.
+    Add {
+        /// A name for the CA (letters, digits, '-', '_', '.', ':').
+        name: String,
+        /// The CA's certificate (PEM; the first certificate in the file).
+        #[arg(long)]
+        cert: std::path::PathBuf,
+    },
+    /// List the registered CAs: name, SHA-256 thumbprint, subject.
+    List,
+    /// Remove a CA: certificates it signed stop opening new connections.
+    Remove { name: String },
+}
+
 /// The longest `--ttl`: a token is as good as the key until it expires, so a token meant to
 /// outlive a year should be the key itself.
 const TOKEN_TTL_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -95,10 +138,20 @@ pub(crate) fn run(args: DeviceArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         match args.command {
-            DeviceCommand::Add { id } => {
+            DeviceCommand::Add { id, x509_thumbprint, secondary_thumbprint, x509_ca } => {
                 validate_device_id(&id).map_err(|error| anyhow::anyhow!("device {id:?}: {error}"))?;
+                let x509 = x509_identity(x509_thumbprint.as_deref(), secondary_thumbprint.as_deref(), x509_ca)?;
                 registry.ensure_topic().await?;
                 anyhow::ensure!(!registry.load()?.contains_key(&id), "a device {id:?} exists already");
+                if let Some(x509) = x509 {
+                    let how = match &x509 {
+                        X509Identity::Thumbprint { .. } => "its certificate's thumbprint",
+                        X509Identity::CertificateAuthority => "a certificate from a registered CA with CN = the id",
+                    };
+                    registry.put(&Device::new_x509(&id, x509, now_ms())).await?;
+                    println!("added X.509 device {id}; it connects over TLS with {how}");
+                    return Ok(());
+                }
                 let key = generate_key().context("reading random bytes for the key")?;
                 let salt = generate_salt().context("reading random bytes for the salt")?;
                 registry.put(&Device::new(&id, &key, salt, now_ms())).await?;
@@ -126,6 +179,7 @@ pub(crate) fn run(args: DeviceArgs) -> anyhow::Result<()> {
                 } else {
                     println!("device:        {}", device.id);
                     println!("state:         {}", state(&device));
+                    println!("credential:    {}", credential_kind(&device));
                     let tokens = if device.signing_key().is_some() {
                         "accepted"
                     } else {
@@ -157,9 +211,67 @@ pub(crate) fn run(args: DeviceArgs) -> anyhow::Result<()> {
                 println!("{key}");
                 Ok(())
             }
+            DeviceCommand::Ca { command } => run_ca(&registry, command).await,
             DeviceCommand::Token { .. } => unreachable!("handled before the runtime starts"),
         }
     })
+}
+
+/// What `add`'s X.509 flags ask for, checked.
+fn x509_identity(
+    thumbprint: Option<&str>,
+    secondary: Option<&str>,
+    ca: bool,
+) -> anyhow::Result<Option<X509Identity>> {
+    let normalize = |flag: &str, text: &str| {
+        normalize_thumbprint(text).with_context(|| {
+            format!("{flag} {text:?} is not a SHA-256 thumbprint (64 hex digits, colons allowed)")
+        })
+    };
+    Ok(match (thumbprint, ca) {
+        (Some(primary), _) => Some(X509Identity::Thumbprint {
+            primary: normalize("--x509-thumbprint", primary)?,
+            secondary: secondary.map(|text| normalize("--secondary-thumbprint", text)).transpose()?,
+        }),
+        (None, true) => Some(X509Identity::CertificateAuthority),
+        (None, false) => None,
+    })
+}
+
+/// `device ca ...`.
+async fn run_ca(registry: &DeviceRegistry, command: CaCommand) -> anyhow::Result<()> {
+    match command {
+        CaCommand::Add { name, cert } => {
+            validate_device_id(&name).map_err(|error| anyhow::anyhow!("CA name {name:?}: {error}"))?;
+            let certificate = CertificateDer::from_pem_file(&cert)
+                .map_err(|error| anyhow::anyhow!("{}: no PEM certificate: {error:?}", cert.display()))?;
+            let subject = subject_name(&certificate).map_err(|error| {
+                anyhow::anyhow!("{}: the certificate does not parse: {error}", cert.display())
+            })?;
+            registry.ensure_topic().await?;
+            let ca = DeviceCa {
+                name: name.clone(),
+                certificate_der_base64: base64::engine::general_purpose::STANDARD.encode(&certificate),
+                subject: subject.clone(),
+                added_at_ms: now_ms(),
+            };
+            registry.put_ca(&ca).await?;
+            println!("added device CA {name} ({subject}, SHA-256 {})", thumbprint(&certificate));
+        }
+        CaCommand::List => {
+            println!("{:<24} {:<64} SUBJECT", "CA", "SHA256");
+            for ca in registry.load_view()?.cas.values() {
+                let print = ca.certificate_der().map(|der| thumbprint(&der)).unwrap_or_default();
+                println!("{:<24} {print:<64} {}", ca.name, ca.subject);
+            }
+        }
+        CaCommand::Remove { name } => {
+            anyhow::ensure!(registry.load_view()?.cas.contains_key(&name), "no device CA {name:?}");
+            registry.remove_ca(&name).await?;
+            println!("removed device CA {name}");
+        }
+    }
+    Ok(())
 }
 
 /// `device token`: the token on stdout alone (so `TOKEN=$(tidewater device token ...)` works),
@@ -230,6 +342,20 @@ fn state(device: &Device) -> &'static str {
         "disabled"
     } else {
         "enabled"
+    }
+}
+
+/// How the device authenticates, for `show`.
+fn credential_kind(device: &Device) -> String {
+    match &device.x509 {
+        None => "key or SAS token".to_string(),
+        Some(X509Identity::CertificateAuthority) => {
+            "X.509, signed by a registered CA with CN = the id".to_string()
+        }
+        Some(X509Identity::Thumbprint { primary, secondary: None }) => format!("X.509, thumbprint {primary}"),
+        Some(X509Identity::Thumbprint { primary, secondary: Some(secondary) }) => {
+            format!("X.509, thumbprint {primary} or {secondary}")
+        }
     }
 }
 

@@ -14,10 +14,15 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let mqtt_config = args.mqtt.config()?;
     let http_config = args.http.config(&mqtt_config.telemetry_topic)?;
-    let (mqtt_address, http_address) = (args.mqtt.mqtt_listen.0, args.http.http_listen.0);
+    let sockets = crate::gateway_listen::GatewaySockets::bind(
+        &args.mqtt,
+        &args.http,
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+    )?;
     anyhow::ensure!(
-        mqtt_address.is_some() || http_address.is_some(),
-        "`tidewater gateway` needs an --mqtt-listen or --http-listen address"
+        !sockets.is_empty(),
+        "`tidewater gateway` needs an --mqtt-listen, --mqtt-tls-listen, --mqtt-ws-listen, --http-listen or --http-tls-listen address"
     );
     let cluster = args.connect.cluster_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -28,26 +33,18 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = crate::serve::ShutdownSignal::install()?;
         let admin = crate::admin::start_for_client_role(&args.admin).await?;
-        let mqtt = match mqtt_address {
-            None => None,
-            Some(address) => Some((bind(address, "MQTT").await?, mqtt_config)),
-        };
-        let http = match http_address {
-            None => None,
-            Some(address) => Some((bind(address, "HTTP").await?, http_config)),
-        };
-        let address_of = |listener: Option<&tokio::net::TcpListener>| match listener {
-            Some(listener) => listener.local_addr().map(|address| address.to_string()).unwrap_or_default(),
-            None => "none".to_string(),
-        };
-        let (mqtt_bound, http_bound) = (
-            address_of(mqtt.as_ref().map(|(listener, _)| listener)),
-            address_of(http.as_ref().map(|(listener, _)| listener)),
-        );
+        let [mqtt_bound, mqtt_tls_bound, mqtt_ws_bound, http_bound, http_tls_bound] = sockets.addresses();
+        let mqtt_listens = crate::gateway_listen::listens(sockets.mqtt)?;
+        let http_listens = crate::gateway_listen::listens(sockets.http)?;
+        let mqtt = (!mqtt_listens.is_empty()).then_some((mqtt_listens, mqtt_config));
+        let http = (!http_listens.is_empty()).then_some((http_listens, http_config));
         tracing::info!(
             brokers = %cluster.bootstrap_servers,
             mqtt = %mqtt_bound,
+            mqtt_tls = %mqtt_tls_bound,
+            mqtt_ws = %mqtt_ws_bound,
             http = %http_bound,
+            http_tls = %http_tls_bound,
             "tidewater gateway is running"
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -65,10 +62,4 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
             .context("the gateway did not stop in time")?
             .context("the gateway task failed")?
     })
-}
-
-async fn bind(address: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("binding the {what} listener to {address}"))
 }

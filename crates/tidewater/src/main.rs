@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod device_cmd;
 mod gateway_cmd;
+mod gateway_listen;
 mod listeners;
 mod log_cmd;
 mod query_cmd;
@@ -29,7 +30,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Trigger(args) => trigger_cmd::run(args),
         cli::Command::Query(command) => query_cmd::run(command),
         cli::Command::Device(args) => device_cmd::run(args),
-        cli::Command::Gateway(args) => gateway_cmd::run(args),
+        cli::Command::Gateway(args) => gateway_cmd::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -32,20 +32,29 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let mqtt_config = args.mqtt.config()?;
     let http_config = args.http.config(&mqtt_config.telemetry_topic)?;
-    let anonymous_mqtt: Vec<(&str, std::net::SocketAddr)> = match args.mqtt.mqtt_listen.0 {
-        Some(address) if args.mqtt.mqtt_allow_anonymous => {
-            vec![("the MQTT listener allowing anonymous clients", address)]
-        }
-        _ => Vec::new(),
-    };
+    // Anonymous MQTT clients without TLS: the plain listener, and the WebSocket one when there
+    // is no certificate to make it wss://.
+    let plain_websocket = args.mqtt.mqtt_ws_listen.0.filter(|_| args.listeners.tls_cert.is_none());
+    let anonymous_mqtt: Vec<(&str, std::net::SocketAddr)> = [
+        ("the MQTT listener allowing anonymous clients", args.mqtt.mqtt_listen.0),
+        ("the MQTT over WebSockets listener allowing anonymous clients", plain_websocket),
+    ]
+    .into_iter()
+    .filter_map(|(what, address)| Some((what, address?)))
+    .filter(|_| args.mqtt.mqtt_allow_anonymous)
+    .collect();
     // Bound first, so that with `--kafka-listen HOST:0` the advertised address names the port
     // the kernel chose: clients connect to what Metadata advertises, and port 0 leads nowhere.
     // Connections that arrive during recovery wait in the listen backlog.
     let listeners = crate::listeners::bind(&args.listeners, &anonymous_mqtt)?;
-    // The MQTT listener is bound up front too, so a busy port fails the start, and the running
-    // line can name the port the kernel chose for `--mqtt-listen HOST:0`.
-    let mqtt_listener = bind_optional(args.mqtt.mqtt_listen.0, "MQTT", "--mqtt-listen")?;
-    let http_listener = bind_optional(args.http.http_listen.0, "HTTP", "--http-listen")?;
+    // The gateway's listeners are bound up front too, so a busy port fails the start, and the
+    // running line can name the port the kernel chose for `--mqtt-listen HOST:0`.
+    let gateway_sockets = crate::gateway_listen::GatewaySockets::bind(
+        &args.mqtt,
+        &args.http,
+        args.listeners.tls_cert.as_deref(),
+        args.listeners.tls_key.as_deref(),
+    )?;
     let broker_config = BrokerConfig {
         data_dir: args.data_dir.clone(),
         node_id: args.node_id,
@@ -71,39 +80,15 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("tidewater")
         .build()
         .context("starting the async runtime")?;
-    let gateway = GatewayListeners {
-        mqtt: mqtt_listener.map(|listener| (listener, mqtt_config)),
-        http: http_listener.map(|listener| (listener, http_config)),
-    };
+    let gateway = GatewayListeners { sockets: gateway_sockets, mqtt: mqtt_config, http: http_config };
     runtime.block_on(serve(args, listeners, gateway, broker_config, server_config))
 }
 
-/// Binds a gateway listener up front, so a busy port fails the start and the running line can
-/// name the port the kernel chose for `HOST:0`.
-fn bind_optional(
-    address: Option<std::net::SocketAddr>,
-    what: &str,
-    flag: &str,
-) -> anyhow::Result<Option<std::net::TcpListener>> {
-    let Some(address) = address else { return Ok(None) };
-    let listener = std::net::TcpListener::bind(address)
-        .with_context(|| format!("binding the {what} listener to {address} ({flag} none turns it off)"))?;
-    listener.set_nonblocking(true).with_context(|| format!("making the {what} listener non-blocking"))?;
-    Ok(Some(listener))
-}
-
-/// The device gateway's listeners, each optional; no gateway runs without either.
+/// The device gateway's sockets (no gateway runs without any) and its configuration.
 struct GatewayListeners {
-    mqtt: Option<(std::net::TcpListener, tidewater_gateway::MqttConfig)>,
-    http: Option<(std::net::TcpListener, tidewater_gateway::HttpConfig)>,
-}
-
-/// The address a listener is bound to for the running line, or "none".
-fn bound_address<C>(listener: &Option<(tokio::net::TcpListener, C)>) -> String {
-    match listener {
-        Some((listener, _)) => listener.local_addr().map(|address| address.to_string()).unwrap_or_default(),
-        None => "none".to_string(),
-    }
+    sockets: crate::gateway_listen::GatewaySockets,
+    mqtt: tidewater_gateway::MqttConfig,
+    http: tidewater_gateway::HttpConfig,
 }
 
 async fn serve(
@@ -165,22 +150,13 @@ async fn serve(
         ));
         kafka_listeners.push((socket, config));
     }
-    let mqtt = match gateway.mqtt {
-        None => None,
-        Some((listener, config)) => Some((
-            tokio::net::TcpListener::from_std(listener).context("registering the MQTT listener")?,
-            config,
-        )),
-    };
-    let http = match gateway.http {
-        None => None,
-        Some((listener, config)) => Some((
-            tokio::net::TcpListener::from_std(listener).context("registering the HTTP listener")?,
-            config,
-        )),
-    };
-    let mqtt_address = bound_address(&mqtt);
-    let http_address = bound_address(&http);
+    let [mqtt_address, mqtt_tls_address, mqtt_ws_address, http_address, http_tls_address] =
+        gateway.sockets.addresses();
+    let has_gateway = !gateway.sockets.is_empty();
+    let mqtt_listens = crate::gateway_listen::listens(gateway.sockets.mqtt)?;
+    let http_listens = crate::gateway_listen::listens(gateway.sockets.http)?;
+    let mqtt = (!mqtt_listens.is_empty()).then_some((mqtt_listens, gateway.mqtt));
+    let http = (!http_listens.is_empty()).then_some((http_listens, gateway.http));
     let topics = broker.topics();
     tracing::info!(
         data_dir = %args.data_dir.display(),
@@ -192,7 +168,10 @@ async fn serve(
         listeners = %kafka_addresses.join(","),
         authorization = listeners.authorization,
         mqtt = %mqtt_address,
+        mqtt_tls = %mqtt_tls_address,
+        mqtt_ws = %mqtt_ws_address,
         http = %http_address,
+        http_tls = %http_tls_address,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "data directory recovered; tidewater is running"
     );
@@ -249,7 +228,7 @@ async fn serve(
     });
     // The gateway is a Kafka client of this broker too: it appends through the listener with an
     // idempotent acks=all producer, exactly as it would against any other cluster.
-    let gateway = (mqtt.is_some() || http.is_some()).then(|| {
+    let gateway = has_gateway.then(|| {
         let cluster = own_cluster.clone();
         Component::spawn("the gateway", |stop| {
             tidewater_gateway::run(cluster, mqtt, http, CLIENT_TIMEOUT, stop)

@@ -3,12 +3,15 @@
 // (JSON on stdin):
 //   {"port": 1883, "clientId": "dev-1", "password": "KEY", "protocolVersion": 4 | 5,
 //    "topic": "devices/dev-1/messages/events/", "messages": [{"payload": "text", "qos": 0 | 1 | 2,
-//    "retain": false, "userProperties": {"k": "v"}}]}
+//    "retain": false, "userProperties": {"k": "v"}}],
+//    optional, for MQTT over secure WebSockets: "protocol": "wss", "path": "/mqtt",
+//    "ca": "ca.pem", "cert": "device.pem", "key": "device-key.pem"}
 // The result (the last line of stdout): {"connack": {...}, "outcomes": [{"ok": true, "messageId"}
 // or {"ok": false, "code", "message"}], "received": [{"cmd", "messageId", "reasonCode"}]}, an outcome per
 // message in request order and every packet the gateway sent after the CONNACK, or
 // {"refused": {"code", "message"}} when the CONNECT is refused. All messages are handed to the client at once, so they are in flight together.
 // Anything else (a bug in the script, a connection lost) exits non-zero.
+import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
@@ -35,6 +38,13 @@ async function main() {
   if (request.password !== undefined) {
     options.username = request.clientId
     options.password = request.password
+  }
+  if (request.protocol !== undefined) {
+    options.protocol = request.protocol
+    options.path = request.path
+  }
+  for (const file of ['ca', 'cert', 'key']) {
+    if (request[file] !== undefined) options[file] = readFileSync(request[file])
   }
   const client = mqtt.connect(options)
   let connack

@@ -162,7 +162,20 @@ fn check_in_transaction(
         return Ok(());
     }
     let transactions = broker.lock_transactions();
-    let added = transactions.get(transactional_id).is_some_and(|metadata| {
+    let metadata = transactions.get(transactional_id);
+    if let Some(metadata) = metadata.filter(|metadata| metadata.producer_id == header.producer_id) {
+        // A zombie (an older epoch of this producer) is told it is fenced, as it always was.
+        if header.producer_epoch < metadata.producer_epoch {
+            return Err(ApiError::new(
+                ResponseError::ProducerFenced,
+                format!(
+                    "producer {} epoch {} of {transactional_id} is fenced by epoch {}",
+                    header.producer_id, header.producer_epoch, metadata.producer_epoch
+                ),
+            ));
+        }
+    }
+    let added = metadata.is_some_and(|metadata| {
         metadata.status == crate::transactions::TxnStatus::Ongoing
             && metadata.producer_id == header.producer_id
             && metadata.producer_epoch == header.producer_epoch

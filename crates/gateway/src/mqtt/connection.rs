@@ -13,17 +13,17 @@ use tidewater_mqtt::{
     check, connect_protocol_version, decode_connect, ConnAck, Connect, DecodeError, Disconnect, Limits,
     Packet, PacketId, Properties, ProtocolVersion, PubResponse, QoS, ReasonCode, Utf8Bytes,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::session::Session;
+use super::transport::ReadBytes;
 use super::will::{will_delay, Will};
 use super::{ClientClaim, MqttConfig, Shared, CONNECT_TIMEOUT, WRITE_TIMEOUT};
 use crate::append::{AppendError, PendingAppend};
-use crate::auth::{authenticate, Identity};
+use crate::auth::{authenticate, authenticate_certificate, Identity};
 use crate::hub::{ConnectOptions, SessionExpiry};
+use crate::listener::PeerCertificates;
 
 /// What the reader hands the writer, in the order it must go out.
 ///
@@ -77,15 +77,20 @@ pub(super) enum End {
     /// Tell an MQTT 5 client why, then close.
     Because(ReasonCode, String),
 }
-pub(super) async fn run_connection(
-    stream: TcpStream,
+/// One connection from its CONNECT to its end, over either half of a plain or TLS stream;
+/// `certificates` is what a TLS client presented, if anything.
+pub(super) async fn run_connection<R, W>(
+    mut reader: R,
+    mut writer: W,
     peer: SocketAddr,
+    certificates: Option<PeerCertificates>,
     shared: Arc<Shared>,
     stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    R: ReadBytes,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let mut open = crate::metrics::OpenConnection::new();
-    let (mut reader, mut writer) = stream.into_split();
     let limits = shared.config.limits;
     let mut buffer = BytesMut::with_capacity(4096);
 
@@ -124,16 +129,26 @@ pub(super) async fn run_connection(
             }
         };
     let version = connect.protocol_version;
-    let devices = shared.directory.borrow().clone();
-    let identity = authenticate(
-        devices.as_deref(),
-        connect.client_id.as_str(),
-        connect.password.as_deref(),
-        shared.config.allow_anonymous,
-    );
-    // The key the device proved it holds, as its hash: a rotated key ends the connection too.
-    let key_hash = match (&identity, &devices) {
-        (Ok(Identity::Device(id)), Some(devices)) => devices.get(id).map(|device| device.key_hash.clone()),
+    let registry = shared.directory.borrow().clone();
+    // A client that sends no password but presented a certificate in the TLS handshake is an
+    // X.509 device; one that sends a password is checked by it, certificate or not.
+    let identity = match (connect.password.as_deref(), certificates.as_deref()) {
+        (None, Some(chain)) if !chain.is_empty() => {
+            authenticate_certificate(registry.as_deref(), connect.client_id.as_str(), chain)
+        }
+        (password, _) => authenticate(
+            registry.as_deref().map(|registry| &registry.devices),
+            connect.client_id.as_str(),
+            password,
+            shared.config.allow_anonymous,
+        ),
+    };
+    // The key the device proved it holds, as its hash: a rotated key ends the connection too
+    // (an X.509 device's is empty, and stays so unless it is re-registered with a key).
+    let key_hash = match (&identity, &registry) {
+        (Ok(Identity::Device(id)), Some(registry)) => {
+            registry.devices.get(id).map(|device| device.key_hash.clone())
+        }
         _ => None,
     };
     // A connection made with a SAS token ends when the token expires, as IoT Hub's do.
@@ -262,12 +277,12 @@ pub(super) const LINGER_BYTES_MAX: usize = 1 << 20;
 /// After the gateway closed a connection (its DISCONNECT and FIN are sent), reads what the client
 /// still sends until it closes too. Closing a socket with unread bytes makes the kernel send a
 /// reset instead, and a reset can destroy the DISCONNECT before the client reads its reason code.
-pub(super) async fn linger(reader: &mut OwnedReadHalf, buffer: &mut BytesMut) {
+pub(super) async fn linger<R: ReadBytes>(reader: &mut R, buffer: &mut BytesMut) {
     let drain = async {
         let mut drained = 0;
         while drained < LINGER_BYTES_MAX {
             buffer.clear();
-            match reader.read_buf(buffer).await {
+            match reader.read_some(buffer).await {
                 Ok(0) | Err(_) => break,
                 Ok(read) => drained += read,
             }
@@ -340,14 +355,11 @@ pub(super) enum ReadError {
     Truncated,
 }
 
-/// How much room a read makes in the buffer.
-pub(super) const READ_CHUNK_BYTES: usize = 4096;
-
 /// Reads until a whole packet is buffered and returns it, or `None` at a clean end of stream.
 /// The buffer grows with the bytes received, never with the length a header announces, and an
 /// empty buffer is given back before waiting, so an idle connection holds none.
-pub(super) async fn read_frame(
-    reader: &mut OwnedReadHalf,
+pub(super) async fn read_frame<R: ReadBytes>(
+    reader: &mut R,
     buffer: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<Bytes>, ReadError> {
@@ -358,20 +370,15 @@ pub(super) async fn read_frame(
         if buffer.is_empty() && buffer.capacity() > 0 {
             *buffer = BytesMut::new();
         }
-        // Cancel-safe: `readable` takes nothing, and `try_read_buf` does not wait.
-        reader.readable().await?;
-        buffer.reserve(READ_CHUNK_BYTES);
-        match reader.try_read_buf(buffer) {
-            Ok(0) => return if buffer.is_empty() { Ok(None) } else { Err(ReadError::Truncated) },
-            Ok(_) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(error.into()),
+        // Cancel-safe: `read_some` has read nothing until it completes.
+        if reader.read_some(buffer).await? == 0 {
+            return if buffer.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
         }
     }
 }
 
-pub(super) async fn write_packet(
-    writer: &mut OwnedWriteHalf,
+pub(super) async fn write_packet<W: AsyncWrite + Unpin>(
+    writer: &mut W,
     version: ProtocolVersion,
     packet: &Packet,
 ) -> std::io::Result<()> {
@@ -394,8 +401,8 @@ pub(super) const WRITE_BUFFER_KEPT_BYTES: usize = 4096;
 ///
 /// Items already queued whose appends are already durable are encoded into one buffer and
 /// written together; the loop waits for an append only after writing everything before it.
-pub(super) async fn write_loop(
-    mut writer: OwnedWriteHalf,
+pub(super) async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
     mut queue: mpsc::Receiver<Outgoing>,
     version: ProtocolVersion,
 ) {
@@ -461,7 +468,7 @@ pub(super) fn ready_now(pending: &mut PendingAppend) -> Option<Result<(), Append
 }
 
 /// Writes `out` and empties it (giving back a large buffer, so idle connections stay small).
-pub(super) async fn flush(writer: &mut OwnedWriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
+pub(super) async fn flush<W: AsyncWrite + Unpin>(writer: &mut W, out: &mut BytesMut) -> std::io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }

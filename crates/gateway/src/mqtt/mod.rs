@@ -67,10 +67,20 @@
 //! This file holds the listener, its configuration and what every connection shares, including
 //! the table of which connection holds each client id; `connection.rs` one connection from its
 //! CONNECT to its end, with the writer task; `session.rs` the reader's loop over a connected
-//! client's packets; `will.rs` the will messages.
+//! client's packets; `will.rs` the will messages; `transport.rs` the byte streams a connection
+//! runs over (TCP, TLS) and `websocket.rs` MQTT over WebSockets.
+//!
+//! # Transports
+//!
+//! Each [`Listen`] is plain TCP or TLS (the handshake bounded by
+//! [`crate::listener::TLS_HANDSHAKE_TIMEOUT`]), carrying MQTT directly or inside WebSockets. On
+//! TLS the client is asked for a certificate; a CONNECT without a password from a client that
+//! presented one is an X.509 device ([`crate::auth::authenticate_certificate`]).
 
 mod connection;
 mod session;
+mod transport;
+pub mod websocket;
 mod will;
 
 pub use will::WILL_HEADER;
@@ -81,13 +91,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidewater_mqtt::{Limits, ReasonCode};
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::append::{AppendError, Appender, PendingAppend};
 use crate::fanout::PubSubTopics;
 use crate::hub::Hub;
-use crate::listener::LimitedListener;
+use crate::listener::{tls_handshake, LimitedListener, Listen};
 use crate::registry::Directory;
 use crate::route::{Destinations, DeviceMessage, Routed};
 
@@ -272,18 +281,19 @@ impl Shared {
         }))
     }
 }
-/// Accepts MQTT connections on `listener` until `stop` turns true, then tells each connection
-/// to finish (MQTT 5 clients get Server shutting down after the acknowledgements they are owed)
-/// and waits up to [`SHUTDOWN_GRACE`] for them.
+/// Accepts MQTT connections on every listener (plain and TLS; one client id table across them,
+/// so a device reconnecting over another listener takes its old connection over) until `stop`
+/// turns true, then tells each connection to finish (MQTT 5 clients get Server shutting down
+/// after the acknowledgements they are owed) and waits up to [`SHUTDOWN_GRACE`] for them.
+/// [`MqttConfig::max_connections`] applies to each listener.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<Listen>,
     config: MqttConfig,
     directory: Directory,
     appender: Arc<dyn Appender>,
     hub: Arc<Hub>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let listener = LimitedListener::new(listener, config.max_connections, "MQTT");
     let shared = Arc::new(Shared {
         config,
         directory,
@@ -293,12 +303,51 @@ pub async fn serve(
         next_connection_id: AtomicU64::new(0),
         delayed_wills: std::sync::Mutex::new(HashMap::new()),
     });
+    let mut accepting = tokio::task::JoinSet::new();
+    for listen in listeners {
+        accepting.spawn(accept_loop(listen, shared.clone(), stop.clone()));
+    }
+    while accepting.join_next().await.is_some() {}
+}
+
+/// One listener's accept loop; each connection runs in a task of its own, which for a TLS
+/// listener starts with the handshake.
+async fn accept_loop(listen: Listen, shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let what = match (listen.tls.is_some(), listen.websocket) {
+        (false, false) => "MQTT",
+        (true, false) => "MQTT over TLS",
+        (false, true) => "MQTT over WebSockets",
+        (true, true) => "MQTT over secure WebSockets",
+    };
+    let websocket = listen.websocket;
+    let listener = LimitedListener::new(listen.socket, shared.config.max_connections, what);
     while let Some((stream, peer, permit)) = listener.accept(&mut stop).await {
+        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let stop = stop.clone();
+        let tls = listen.tls.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            run_connection(stream, peer, shared, stop).await;
+            match (tls, websocket) {
+                (None, false) => {
+                    let _permit = permit;
+                    let (reader, writer) = stream.into_split();
+                    run_connection(reader, writer, peer, None, shared, stop).await;
+                }
+                (None, true) => websocket::serve_connection(stream, peer, None, shared, stop, permit).await,
+                (Some(config), websocket) => {
+                    let Some((stream, certificates)) = tls_handshake(stream, &config, peer, "MQTT").await
+                    else {
+                        return;
+                    };
+                    if websocket {
+                        websocket::serve_connection(stream, peer, certificates, shared, stop, permit).await;
+                    } else {
+                        let _permit = permit;
+                        let (reader, writer) = tokio::io::split(stream);
+                        run_connection(reader, writer, peer, certificates, shared, stop).await;
+                    }
+                }
+            }
         });
     }
     listener.close(SHUTDOWN_GRACE).await;

@@ -13,10 +13,10 @@ use tidewater_mqtt::{
     decode, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, SubAck,
     Subscribe, UnsubAck, Unsubscribe, Utf8Bytes,
 };
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 use super::connection::{read_frame, sleep_until_or_never, Ack, End, Outgoing, ReadError};
+use super::transport::ReadBytes;
 use super::Shared;
 use crate::auth::Identity;
 use crate::fanout::Delivery;
@@ -54,9 +54,9 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub(super) async fn read_loop(
+    pub(super) async fn read_loop<R: ReadBytes>(
         &mut self,
-        reader: &mut OwnedReadHalf,
+        reader: &mut R,
         buffer: &mut BytesMut,
         mut stop: tokio::sync::watch::Receiver<bool>,
         taken_over: &Notify,
@@ -227,8 +227,8 @@ impl Session {
         // A device disabled, removed or given a new key while connected is cut off at its next
         // message.
         if let Identity::Device(id) = &self.identity {
-            let allowed = self.shared.directory.borrow().as_ref().is_some_and(|devices| {
-                devices.get(id).is_some_and(|device| {
+            let allowed = self.shared.directory.borrow().as_ref().is_some_and(|registry| {
+                registry.devices.get(id).is_some_and(|device| {
                     !device.disabled && Some(&device.key_hash) == self.key_hash.as_ref()
                 })
             });

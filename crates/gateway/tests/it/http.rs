@@ -28,11 +28,21 @@ async fn start_with(
     let mut disabled = Device::new("pump-off", KEY, [9; 16], 0);
     disabled.disabled = true;
     devices.insert("pump-off".to_string(), disabled);
-    let (_devices, directory) = tokio::sync::watch::channel(Some(Arc::new(devices)));
+    let (_devices, directory) =
+        tokio::sync::watch::channel(Some(Arc::new(tidewater_gateway::RegistryView {
+            devices,
+            ..Default::default()
+        })));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(serve(listener, config, directory, appender, stopped));
+    tokio::spawn(serve(
+        vec![tidewater_gateway::Listen::plain(listener)],
+        config,
+        directory,
+        appender,
+        stopped,
+    ));
     (address, stop)
 }
 

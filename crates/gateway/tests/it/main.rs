@@ -34,7 +34,7 @@ struct Gateway {
     appender: MemoryAppender,
     hub: Arc<Hub>,
     _stop: tokio::sync::watch::Sender<bool>,
-    devices: tokio::sync::watch::Sender<Option<Arc<BTreeMap<String, Device>>>>,
+    devices: tokio::sync::watch::Sender<Option<Arc<tidewater_gateway::RegistryView>>>,
 }
 
 async fn start(config: MqttConfig) -> Gateway {
@@ -51,7 +51,10 @@ async fn start_with(config: MqttConfig, appender: Arc<dyn Appender>, memory: Mem
     let mut disabled = Device::new("pump-off", KEY, [9; 16], 0);
     disabled.disabled = true;
     devices.insert("pump-off".to_string(), disabled);
-    let (devices, directory) = tokio::sync::watch::channel(Some(Arc::new(devices)));
+    let (devices, directory) = tokio::sync::watch::channel(Some(Arc::new(tidewater_gateway::RegistryView {
+        devices,
+        ..Default::default()
+    })));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -62,7 +65,14 @@ async fn start_with(config: MqttConfig, appender: Arc<dyn Appender>, memory: Mem
         topics: config.topics.clone(),
         offsets: AtomicI64::new(0),
     });
-    tokio::spawn(serve(listener, config, directory, appender, hub.clone(), stopped));
+    tokio::spawn(serve(
+        vec![tidewater_gateway::Listen::plain(listener)],
+        config,
+        directory,
+        appender,
+        hub.clone(),
+        stopped,
+    ));
     Gateway { address, appender: memory, hub, _stop: stop, devices }
 }
 
@@ -344,7 +354,7 @@ async fn a_device_disabled_while_connected_is_cut_off_at_its_next_message() {
     gateway.devices.send_modify(|devices| {
         if let Some(devices) = devices {
             let mut changed = (**devices).clone();
-            changed.remove("pump-1");
+            changed.devices.remove("pump-1");
             *devices = Arc::new(changed);
         }
     });
@@ -374,7 +384,7 @@ async fn a_device_connected_with_a_token_is_cut_off_when_its_key_is_rotated() {
     gateway.devices.send_modify(|devices| {
         if let Some(devices) = devices {
             let mut changed = (**devices).clone();
-            if let Some(device) = changed.get_mut("pump-1") {
+            if let Some(device) = changed.devices.get_mut("pump-1") {
                 device.set_key("new-key", [1; 16], 1);
             }
             *devices = Arc::new(changed);
@@ -582,7 +592,7 @@ async fn a_device_whose_key_is_rotated_is_cut_off_at_its_next_message() {
     gateway.devices.send_modify(|devices| {
         if let Some(devices) = devices {
             let mut changed = (**devices).clone();
-            if let Some(device) = changed.get_mut("pump-1") {
+            if let Some(device) = changed.devices.get_mut("pump-1") {
                 device.set_key("a-new-key", [1; 16], 1);
             }
             *devices = Arc::new(changed);
