@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tidewater_metrics::{global, Collect, Counter, Exposition, MetricType};
 
 use crate::broker::Broker;
+use crate::partition::Partition;
 
 /// A topic's counters, shared by every partition of the topic.
 #[derive(Debug, Clone)]
@@ -64,34 +65,30 @@ impl TopicMetrics {
 impl Collect for Broker {
     fn collect(&self, page: &mut Exposition) {
         let topics = self.topics();
-        page.family(
+        // One gauge per partition: its family, then a sample per partition of every topic.
+        let per_partition =
+            |page: &mut Exposition, name: &str, help: &str, value: &dyn Fn(&Partition) -> f64| {
+                page.family(name, help, MetricType::Gauge);
+                for topic in &topics {
+                    for (index, partition) in topic.partitions.iter().enumerate() {
+                        let index = index.to_string();
+                        let labels = [("topic", topic.name.as_str()), ("partition", index.as_str())];
+                        page.sample(name, &labels, value(partition));
+                    }
+                }
+            };
+        per_partition(
+            page,
             "tidewater_partition_high_watermark",
             "The offset up to which consumers may read (the next offset to be made visible).",
-            MetricType::Gauge,
+            &|partition| self.high_watermark(&partition.log) as f64,
         );
-        for topic in &topics {
-            for (index, partition) in topic.partitions.iter().enumerate() {
-                let index = index.to_string();
-                let labels = [("topic", topic.name.as_str()), ("partition", index.as_str())];
-                page.sample(
-                    "tidewater_partition_high_watermark",
-                    &labels,
-                    self.high_watermark(&partition.log) as f64,
-                );
-            }
-        }
-        page.family(
+        per_partition(
+            page,
             "tidewater_partition_log_size_bytes",
             "Bytes of the partition's log segments on disk.",
-            MetricType::Gauge,
+            &|partition| partition.log.size_bytes() as f64,
         );
-        for topic in &topics {
-            for (index, partition) in topic.partitions.iter().enumerate() {
-                let index = index.to_string();
-                let labels = [("topic", topic.name.as_str()), ("partition", index.as_str())];
-                page.sample("tidewater_partition_log_size_bytes", &labels, partition.log.size_bytes() as f64);
-            }
-        }
         self.collect_groups(page);
     }
 }
