@@ -164,10 +164,11 @@ fn check_in_transaction(
     let transactions = broker.lock_transactions();
     let metadata = transactions.get(transactional_id);
     if let Some(metadata) = metadata.filter(|metadata| metadata.producer_id == header.producer_id) {
-        // A zombie (an older epoch of this producer) is told it is fenced, as it always was.
+        // A zombie (an older epoch of this producer) is told what the partition tells it, as
+        // Kafka's produce path does: INVALID_PRODUCER_EPOCH, which clients take as fatal fencing.
         if header.producer_epoch < metadata.producer_epoch {
             return Err(ApiError::new(
-                ResponseError::ProducerFenced,
+                ResponseError::InvalidProducerEpoch,
                 format!(
                     "producer {} epoch {} of {transactional_id} is fenced by epoch {}",
                     header.producer_id, header.producer_epoch, metadata.producer_epoch

@@ -37,7 +37,7 @@ const GROUP_DENIED: i16 = 30;
 const CLUSTER_DENIED: i16 = 31;
 const INVALID_REQUEST: i16 = 42;
 const INVALID_TXN_STATE: i16 = 48;
-const PRODUCER_FENCED: i16 = 90;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
 const TXN_DENIED: i16 = 53;
 const MEMBER_ID_REQUIRED: i16 = 79;
 
@@ -271,7 +271,7 @@ fn a_transactional_batch_goes_only_to_a_partition_its_ongoing_transaction_added(
     assert_eq!(produce(h, ADMIN, "orders", other_epoch, Some("tx")), [INVALID_TXN_STATE]);
     let (_, newer) = h.transactional_producer();
     let zombie = transactional_batch(producer_id, epoch, 1, &[b"t"]);
-    assert_eq!(produce(h, ADMIN, "orders", zombie, Some("tx")), [PRODUCER_FENCED]);
+    assert_eq!(produce(h, ADMIN, "orders", zombie, Some("tx")), [INVALID_PRODUCER_EPOCH]);
     h.broker.add_partitions_to_txn("tx", producer_id, newer, &[("orders".to_string(), 0)]);
     let epoch = newer;
     let batch = |sequence: i32| transactional_batch(producer_id, epoch, sequence, &[b"t"]);
