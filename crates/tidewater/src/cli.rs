@@ -57,6 +57,10 @@ pub(crate) enum Command {
     /// `tidewater serve` to run.
     #[command(subcommand)]
     Query(crate::query_cmd::QueryCommand),
+    /// The cold path: capture topics to Hive-partitioned Parquet files (date, hour, partition)
+    /// in a directory or an S3 bucket, exactly once, for DuckDB, Spark, Polars or pyarrow.
+    /// `capture run` runs one against any Kafka-compatible cluster.
+    Capture(crate::capture_cmd::CaptureArgs),
     /// Register devices for the gateway and manage them (add, list, show, disable, enable,
     /// remove, rotate-key) on any Kafka-compatible cluster. Keys are stored hashed. `device
     /// token` makes a time-limited token from a key, with no server.

@@ -1,0 +1,148 @@
+"""Captures to Parquet, read back by DuckDB and pyarrow: every record exactly once, byte for
+byte, in the Hive layout (`TOPIC/date=.../hour=.../partition=P/{first}-{last}.parquet`).
+
+Each test runs `tidewater capture run` as a child process against the session broker, produces
+records with confluent-kafka (keeping each record's partition and offset from its delivery
+report), and reads the files with the readers' own Hive dataset discovery.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import uuid
+
+import duckdb
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from confluent_kafka import Consumer, TopicPartition
+
+from capture_support import (
+    CaptureProcess,
+    assert_exactly_once,
+    create_topic,
+    parquet_files,
+    produce,
+    wait_for_rows,
+)
+
+FILE_NAME = re.compile(r"^\d{20}-\d{20}\.parquet$")
+
+
+def capture_name() -> str:
+    return f"c-{uuid.uuid4().hex[:10]}"
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, n_partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        committed = consumer.committed([TopicPartition(topic, partition) for partition in range(n_partitions)], timeout=30)
+        return {entry.partition: entry.offset for entry in committed}
+    finally:
+        consumer.close()
+
+
+def test_raw_capture_is_read_by_duckdb_and_pyarrow_exactly_once(bootstrap, topic_name, tmp_path):
+    create_topic(bootstrap, topic_name, 3)
+    rng = random.Random(21)
+    records = [
+        (None if idx % 7 == 0 else rng.randbytes(rng.randrange(1, 16)), rng.randbytes(rng.randrange(0, 300)))
+        for idx in range(900)
+    ]
+    records.append((b"null-value", None))
+    first = produce(bootstrap, topic_name, records[:450], headers=[("source", b"\x00\xff"), ("empty", None)])
+    out = tmp_path / "out"
+    name = capture_name()
+    capture = CaptureProcess(name, topic_name, f"file://{out}", bootstrap, tmp_path / "capture.log", "--window-secs", "2")
+    capture.start()
+    try:
+        wait_for_rows(out / topic_name, len(first), capture)
+        # A second burst after the first files closed: later files, the same dataset.
+        second = produce(bootstrap, topic_name, records[450:])
+        produced = first + second
+        wait_for_rows(out / topic_name, len(produced), capture)
+    finally:
+        assert capture.stop() == 0, capture.log_text()[-4000:]
+
+    assert_exactly_once(out / topic_name, produced)
+    # The layout: date/hour/partition directories, files named by their offset range.
+    files = parquet_files(out / topic_name)
+    assert len(files) >= 2 * 3 - 1, [str(path) for path in files]
+    for path in files:
+        relative = path.relative_to(out / topic_name).parts
+        assert re.fullmatch(r"date=\d{4}-\d{2}-\d{2}", relative[0]) and re.fullmatch(r"hour=\d{2}", relative[1]), relative
+        assert relative[2].startswith("partition="), relative
+        assert FILE_NAME.match(relative[3]), relative
+    staging = out / topic_name / "_staging"
+    assert not staging.exists() or not any(staging.iterdir()), list(staging.iterdir())
+    # Offsets are committed past every captured record.
+    ends: dict[int, int] = {}
+    for record in produced:
+        ends[record.partition] = max(ends.get(record.partition, -1), record.offset + 1)
+    assert committed_offsets(bootstrap, f"tidewater-capture-{name}", topic_name, 3) == ends
+    # Headers survive as a map; the Hive columns agree with the file's own.
+    table = ds.dataset(str(out / topic_name), format="parquet", partitioning="hive").to_table()
+    headers = [row for row in table.column("headers").to_pylist() if row]
+    assert headers and all(dict(row) == {"source": b"\x00\xff", "empty": None} for row in headers), headers[:2]
+    with duckdb.connect() as connection:
+        mismatched = connection.execute(
+            f"""SELECT count(*) FROM read_parquet('{out / topic_name}/*/*/*/*.parquet', hive_partitioning = true)
+                WHERE strftime("timestamp" AT TIME ZONE 'UTC', '%Y-%m-%d') <> CAST("date" AS VARCHAR)
+                   OR hour(("timestamp" AT TIME ZONE 'UTC')) <> CAST(hour AS INTEGER)"""
+        ).fetchone()
+    assert mismatched == (0,)
+
+
+def test_json_columns_are_typed_and_new_fields_read_with_union_by_name(bootstrap, topic_name, tmp_path):
+    create_topic(bootstrap, topic_name, 1)
+    out = tmp_path / "out"
+    capture = CaptureProcess(capture_name(), topic_name, f"file://{out}", bootstrap, tmp_path / "capture.log",
+                             "--window-secs", "1", "--columns", "json")
+    capture.start()
+    try:
+        first_batch = [
+            (b"d1", json.dumps({"device": "d1", "temp": 21, "ok": True, "reading": 1.5, "tags": ["a"]}).encode()),
+            (b"d2", json.dumps({"device": "d2", "temp": 22, "ok": False, "reading": 2}).encode()),
+            (b"d3", b"not json at all"),
+        ]
+        produced = produce(bootstrap, topic_name, first_batch)
+        wait_for_rows(out / topic_name, len(produced), capture)
+        # A later file: a new field (humidity), and temp turning into a string (a conflict).
+        later = [(b"d1", json.dumps({"device": "d1", "temp": "hot", "humidity": 40}).encode())]
+        produced += produce(bootstrap, topic_name, later)
+        wait_for_rows(out / topic_name, len(produced), capture)
+    finally:
+        assert capture.stop() == 0, capture.log_text()[-4000:]
+
+    files = parquet_files(out / topic_name)
+    assert len(files) == 2, files
+    glob = f"{out / topic_name}/*/*/*/*.parquet"
+    with duckdb.connect() as connection:
+
+        def column_types(path) -> dict[str, str]:
+            return {row[0]: row[1] for row in connection.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()}
+
+        first_types = column_types(files[0])
+        assert {column: first_types[column] for column in ("device", "temp", "ok", "reading", "tags")} == {
+            "device": "VARCHAR", "temp": "BIGINT", "ok": "BOOLEAN", "reading": "DOUBLE", "tags": "VARCHAR",
+        }, first_types
+        assert first_types["value"] == "BLOB" and first_types["offset"] == "BIGINT" and "humidity" not in first_types
+        second_types = column_types(files[1])
+        assert second_types["temp"] == "VARCHAR" and second_types["humidity"] == "BIGINT", second_types
+        rows = connection.execute(
+            f"""SELECT "offset", device, temp, humidity, tags FROM read_parquet('{glob}', union_by_name = true,
+                hive_partitioning = false) ORDER BY "offset" """
+        ).fetchall()
+    assert rows == [
+        (0, "d1", "21", None, '["a"]'),
+        (1, "d2", "22", None, None),
+        (2, None, None, None, None),
+        (3, "d1", "hot", 40, None),
+    ], rows
+    log = capture.log_text()
+    assert "changed type" in log and "non_json_values=1" in log, log[-4000:]
+    # pyarrow sees the same types in each file.
+    schemas = [pq.read_schema(path) for path in files]
+    assert [str(schemas[0].field(name).type) for name in ("device", "temp", "ok", "reading")] == ["string", "int64", "bool", "double"]
+    assert [str(schemas[1].field(name).type) for name in ("temp", "humidity")] == ["string", "int64"]
