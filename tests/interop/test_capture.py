@@ -22,10 +22,13 @@ from capture_support import (
     CaptureProcess,
     assert_exactly_once,
     create_topic,
+    duckdb_rows,
     parquet_files,
     produce,
     wait_for_rows,
 )
+from support import wait_until
+from trigger_support import tidewater
 
 FILE_NAME = re.compile(r"^\d{20}-\d{20}\.parquet$")
 
@@ -146,3 +149,51 @@ def test_json_columns_are_typed_and_new_fields_read_with_union_by_name(bootstrap
     schemas = [pq.read_schema(path) for path in files]
     assert [str(schemas[0].field(name).type) for name in ("device", "temp", "ok", "reading")] == ["string", "int64", "bool", "double"]
     assert [str(schemas[1].field(name).type) for name in ("temp", "humidity")] == ["string", "int64"]
+
+
+def wait_for_describe(name: str, bootstrap: str, expected: str) -> str:
+    """`capture describe NAME` once its output contains `expected`."""
+
+    def described() -> str | None:
+        text = tidewater("capture", "describe", name, bootstrap=bootstrap).stdout
+        return text if expected in text else None
+
+    return wait_until(described, timeout_s=60, what=f"{expected!r} in `capture describe {name}`")
+
+
+def test_registered_capture_runs_in_serve_and_reports_in_describe(bootstrap, topic_name, tmp_path):
+    """`capture create` registers; the session broker's `serve` runs it; `describe`, `list`,
+    `pause`, `resume` and `delete` manage it. Its destination starts as an unwritable path (a
+    file where a directory should be): the error shows in `describe`, nothing is committed, and
+    once the path is fixed the retried write succeeds."""
+    create_topic(bootstrap, topic_name, 2)
+    name = capture_name()
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_bytes(b"")
+    out = blocker / "lake"
+    produced = produce(bootstrap, topic_name, [(f"k{idx}".encode(), f"v{idx}".encode()) for idx in range(50)])
+    tidewater("capture", "create", name, "--topic", topic_name, "--to", f"file://{out}", "--window-secs", "1",
+              bootstrap=bootstrap)
+    try:
+        describe = wait_for_describe(name, bootstrap, "  error:")
+        assert "not-a-directory" in describe.split("  error:")[1] and "state:        error" in describe, describe
+        assert committed_offsets(bootstrap, f"tidewater-capture-{name}", topic_name, 2) == {0: -1001, 1: -1001}
+        # Fixed: the retried write goes through.
+        blocker.unlink()
+        wait_until(lambda: parquet_files(out / topic_name), timeout_s=60, what="files after the directory was fixed")
+        described = wait_for_describe(name, bootstrap, "written:    50 records")
+        assert "running (1 instances)" in described and "error:" not in described, described
+        assert_exactly_once(out / topic_name, produced)
+        listed = tidewater("capture", "list", bootstrap=bootstrap).stdout
+        assert name in listed and topic_name in listed, listed
+
+        tidewater("capture", "pause", name, bootstrap=bootstrap)
+        wait_until(lambda: "state:        paused" in tidewater("capture", "describe", name, bootstrap=bootstrap).stdout,
+                   timeout_s=30, what="paused")
+        more = produce(bootstrap, topic_name, [(b"later", b"while paused")])
+        tidewater("capture", "resume", name, bootstrap=bootstrap)
+        wait_until(lambda: len(duckdb_rows(out / topic_name)) == len(produced) + 1, timeout_s=60, what="the record produced while paused")
+        assert_exactly_once(out / topic_name, produced + more)
+    finally:
+        tidewater("capture", "delete", name, bootstrap=bootstrap)
+    assert name not in tidewater("capture", "list", bootstrap=bootstrap).stdout

@@ -7,6 +7,8 @@
 //! - [`destination`]: a local directory or an S3 bucket, and making a whole file visible.
 //! - [`runner`]: the consumer loop that cuts files by time and size and commits offsets only
 //!   after a file is visible.
+//! - [`registry`] and [`supervisor`]: captures registered in the cluster (`_tidewater_captures`)
+//!   and run by `tidewater serve`, with their status in `_tidewater_capture_status`.
 //!
 //! A capture is a Kafka client (through `tidewater-client`'s configuration), so it runs against
 //! any Kafka-compatible cluster; its instances share partitions through a consumer group.
@@ -15,7 +17,9 @@ pub mod definition;
 pub mod destination;
 pub mod encode;
 pub mod layout;
+pub mod registry;
 pub mod runner;
+pub mod supervisor;
 
 pub use definition::CaptureDefinition;
 pub use destination::Destination;

@@ -123,7 +123,11 @@ impl Registry {
     }
 
     /// Queues a status record without waiting: status is advisory and the next one follows.
-    pub fn publish_status(&self, producer: &FutureProducer<QuietContext>, record: &StatusRecord) -> anyhow::Result<()> {
+    pub fn publish_status(
+        &self,
+        producer: &FutureProducer<QuietContext>,
+        record: &StatusRecord,
+    ) -> anyhow::Result<()> {
         let key = format!("{}/{}", record.capture, record.instance);
         let value = serde_json::to_vec(record).context("encoding a status record")?;
         producer

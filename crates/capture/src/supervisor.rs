@@ -101,8 +101,11 @@ pub async fn supervise_captures(
             _ = check_timer.tick() => {}
         }
 
-        let ended: Vec<String> =
-            running.iter().filter(|(_, entry)| entry.task.is_finished()).map(|(name, _)| name.clone()).collect();
+        let ended: Vec<String> = running
+            .iter()
+            .filter(|(_, entry)| entry.task.is_finished())
+            .map(|(name, _)| name.clone())
+            .collect();
         for name in ended {
             let Some(entry) = running.remove(&name) else { continue };
             let failure = match entry.task.await {
@@ -122,12 +125,15 @@ pub async fn supervise_captures(
 
         let outdated: Vec<String> = running
             .iter()
-            .filter(|(name, entry)| wanted.get(*name).is_none_or(|definition| *definition != entry.definition))
+            .filter(|(name, entry)| {
+                wanted.get(*name).is_none_or(|definition| *definition != entry.definition)
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in outdated {
             if let Some(entry) = running.remove(&name) {
-                tidewater_jobs::task::stop_and_join(&format!("capture {name}"), &entry.stop, entry.task).await;
+                tidewater_jobs::task::stop_and_join(&format!("capture {name}"), &entry.stop, entry.task)
+                    .await;
             }
         }
         known.retain(|name, _| wanted.contains_key(name));
@@ -154,7 +160,12 @@ pub async fn supervise_captures(
             entry.failure = None;
             entry.retry_at = None;
             let (stop_sender, stop_receiver) = watch::channel(false);
-            let task = tokio::spawn(run_capture(definition.clone(), cluster.clone(), entry.stats.clone(), stop_receiver));
+            let task = tokio::spawn(run_capture(
+                definition.clone(),
+                cluster.clone(),
+                entry.stats.clone(),
+                stop_receiver,
+            ));
             running.insert(name.clone(), Running { definition: definition.clone(), stop: stop_sender, task });
         }
     }
