@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import threading
+import time
 import uuid
 
 import duckdb
@@ -197,3 +199,91 @@ def test_registered_capture_runs_in_serve_and_reports_in_describe(bootstrap, top
     finally:
         tidewater("capture", "delete", name, bootstrap=bootstrap)
     assert name not in tidewater("capture", "list", bootstrap=bootstrap).stdout
+
+
+# How many times the crash test kills the capture, and the longest it lets one run.
+KILLS = 5
+RUN_BEFORE_KILL_MAX_S = 3.0
+
+
+def test_sigkill_at_random_moments_leaves_every_record_exactly_once(bootstrap, topic_name, tmp_path):
+    """SIGKILL `capture run` at random moments while a producer runs, restart it each time;
+    afterwards the dataset holds every produced record exactly once and nothing partial."""
+    create_topic(bootstrap, topic_name, 3)
+    out = tmp_path / "out"
+    name = capture_name()
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    rng.seed(seed)
+    produced: list = []
+    producing = threading.Event()
+    producing.set()
+
+    def produce_steadily() -> None:
+        batch = 0
+        while producing.is_set() and batch < 400:
+            produced.extend(produce(bootstrap, topic_name, [(f"k{batch}-{idx}".encode(), rng.randbytes(200)) for idx in range(50)]))
+            batch += 1
+            time.sleep(0.02)
+
+    producer = threading.Thread(target=produce_steadily, daemon=True)
+    producer.start()
+    log = tmp_path / "capture.log"
+    extra = ("--window-secs", "1", "--window-bytes", "20000")
+    try:
+        for kill in range(KILLS):
+            capture = CaptureProcess(name, topic_name, f"file://{out}", bootstrap, log, *extra)
+            capture.start()
+            # A killed instance's membership expires only after the session timeout, so the
+            # next one runs past it before it can be killed with files in flight.
+            time.sleep(6 + rng.uniform(0.1, RUN_BEFORE_KILL_MAX_S))
+            assert capture.process is not None and capture.process.poll() is None, capture.log_text()[-4000:]
+            capture.kill()
+    finally:
+        producing.clear()
+        producer.join(timeout=120)
+    assert not producer.is_alive()
+    files_before_final = parquet_files(out / topic_name)
+    assert files_before_final, f"no file was written before the kills (seed {seed}):\n{log.read_text()[-4000:]}"
+    final = CaptureProcess(name, topic_name, f"file://{out}", bootstrap, log, *extra)
+    final.start()
+    try:
+        wait_for_rows(out / topic_name, len(produced), final, timeout_s=120)
+    finally:
+        assert final.stop() == 0, final.log_text()[-4000:]
+    assert_exactly_once(out / topic_name, produced)
+    # Nothing but finished files where readers look; leftovers only in _staging.
+    for path in (out / topic_name).rglob("*"):
+        if path.is_file() and "_staging" not in path.parts:
+            assert path.suffix == ".parquet" and FILE_NAME.match(path.name), path
+
+
+def test_records_already_in_visible_files_are_skipped_when_offsets_were_not_committed(bootstrap, topic_name, tmp_path):
+    """The state a kill between a file's rename and its offset commit leaves, made on purpose:
+    the files are there, the group's offsets are back at the start. A restarted capture lists
+    the files, skips what they hold and writes no second copy."""
+    create_topic(bootstrap, topic_name, 3)
+    out = tmp_path / "out"
+    name = capture_name()
+    produced = produce(bootstrap, topic_name, [(f"k{idx}".encode(), f"v{idx}".encode()) for idx in range(300)])
+    log = tmp_path / "capture.log"
+    first = CaptureProcess(name, topic_name, f"file://{out}", bootstrap, log, "--window-secs", "1", "--window-bytes", "2000")
+    first.start()
+    try:
+        wait_for_rows(out / topic_name, len(produced), first)
+    finally:
+        assert first.stop() == 0, first.log_text()[-4000:]
+    files = parquet_files(out / topic_name)
+    tidewater("group", "reset-offsets", f"tidewater-capture-{name}", "--topic", topic_name, "--to-earliest", "--execute",
+              bootstrap=bootstrap)
+    assert set(committed_offsets(bootstrap, f"tidewater-capture-{name}", topic_name, 3).values()) == {0}
+    more = produce(bootstrap, topic_name, [(b"after", b"the reset")])
+    second = CaptureProcess(name, topic_name, f"file://{out}", bootstrap, log, "--window-secs", "1")
+    second.start()
+    try:
+        wait_for_rows(out / topic_name, len(produced) + 1, second)
+    finally:
+        assert second.stop() == 0, second.log_text()[-4000:]
+    assert_exactly_once(out / topic_name, produced + more)
+    assert set(files) <= set(parquet_files(out / topic_name))
+    assert log.read_text().count("records already captured; skipping to the next offset") == 3
