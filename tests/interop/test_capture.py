@@ -9,13 +9,20 @@ report), and reads the files with the readers' own Hive dataset discovery.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 
+import boto3
 import duckdb
+import pyarrow.fs as pafs
+import pytest
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, TopicPartition
@@ -287,3 +294,79 @@ def test_records_already_in_visible_files_are_skipped_when_offsets_were_not_comm
     assert_exactly_once(out / topic_name, produced + more)
     assert set(files) <= set(parquet_files(out / topic_name))
     assert log.read_text().count("records already captured; skipping to the next offset") == 3
+
+
+@pytest.fixture
+def moto_s3(tmp_path):
+    """An S3-compatible server (moto in server mode) on 127.0.0.1, for this test only."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path / "moto.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        def answers() -> bool:
+            assert process.poll() is None, (tmp_path / "moto.log").read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(answers, timeout_s=60, what="moto to listen")
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+def test_s3_capture_retries_a_missing_bucket_then_writes_exactly_once(bootstrap, topic_name, tmp_path, moto_s3):
+    """To an S3-compatible server: while the bucket does not exist the write fails with a clear
+    error, is retried, and nothing is committed; once the bucket exists every record arrives
+    once, and pyarrow reads the dataset straight from the bucket."""
+    create_topic(bootstrap, topic_name, 3)
+    bucket = f"lake-{uuid.uuid4().hex[:8]}"
+    name = capture_name()
+    produced = produce(bootstrap, topic_name, [(f"k{idx}".encode(), os.urandom(100)) for idx in range(200)])
+    capture = CaptureProcess(name, topic_name, f"s3://{bucket}/raw", bootstrap, tmp_path / "capture.log",
+                             "--window-secs", "1", env={**S3_ENV, "AWS_ENDPOINT_URL": moto_s3})
+    s3 = boto3.client("s3", endpoint_url=moto_s3, **{key: value for key, value in (
+        ("aws_access_key_id", "testing"), ("aws_secret_access_key", "testing"), ("region_name", "us-east-1"))})
+    capture.start()
+    try:
+        # The first thing that fails is the listing a partition's first record waits for.
+        wait_until(lambda: capture.log_text().count("ERROR tidewater_capture") >= 2, timeout_s=60,
+                   what="two failed attempts on the missing bucket")
+        failure = next(line for line in capture.log_text().splitlines() if "ERROR tidewater_capture" in line)
+        assert f"s3://{bucket}/raw" in failure and "NoSuchBucket" in failure and "retry_in_ms" in failure, failure
+        assert set(committed_offsets(bootstrap, f"tidewater-capture-{name}", topic_name, 3).values()) == {-1001}
+        s3.create_bucket(Bucket=bucket)
+
+        def objects() -> list[str]:
+            listed = s3.list_objects_v2(Bucket=bucket, Prefix="raw/")
+            return [entry["Key"] for entry in listed.get("Contents", [])]
+
+        def fetched_rows() -> int:
+            copy = tmp_path / "copy"
+            for key in objects():
+                target = copy / key
+                target.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, key, str(target))
+            return len(duckdb_rows(copy / "raw" / topic_name)) if (copy / "raw" / topic_name).exists() else 0
+
+        wait_until(lambda: fetched_rows() >= len(produced), timeout_s=60, what="every record in the bucket")
+    finally:
+        assert capture.stop() == 0, capture.log_text()[-4000:]
+    assert all(key.startswith(f"raw/{topic_name}/date=") and key.endswith(".parquet") for key in objects()), objects()
+    assert_exactly_once(tmp_path / "copy" / "raw" / topic_name, produced)
+    filesystem = pafs.S3FileSystem(access_key="testing", secret_key="testing", region="us-east-1",
+                                   endpoint_override=moto_s3.removeprefix("http://"), scheme="http")
+    table = ds.dataset(f"{bucket}/raw/{topic_name}", filesystem=filesystem, format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == len(produced)
+    assert max(committed_offsets(bootstrap, f"tidewater-capture-{name}", topic_name, 3).values()) > 0

@@ -43,6 +43,9 @@ use crate::layout::{self, HourBucket};
 /// The first wait after a failed write or listing; it doubles up to `RETRY_BACKOFF_MAX`.
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(500);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The longest error message kept for logs and status: an object store's error can carry a whole
+/// XML response body.
+const ERROR_MESSAGE_BYTES_MAX: usize = 2_000;
 /// How often open files are checked against their time window, at most.
 const WINDOW_CHECK_INTERVAL_MAX: Duration = Duration::from_secs(1);
 
@@ -397,7 +400,7 @@ where
                 return Some(value);
             }
             Err(error) => {
-                let message = format!("{what}: {error}");
+                let message = one_line(&format!("{what}: {error}"));
                 tracing::error!(retry_in_ms = backoff.as_millis() as u64, "{message}");
                 stats.set_last_error(Some(message));
             }
@@ -410,5 +413,35 @@ where
             return None;
         }
         backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+    }
+}
+
+/// `message` on one line (runs of whitespace, newlines included, as one space), at most
+/// `ERROR_MESSAGE_BYTES_MAX` bytes, so a log line and a status detail stay one readable line.
+fn one_line(message: &str) -> String {
+    let mut line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.len() > ERROR_MESSAGE_BYTES_MAX {
+        let mut cut = ERROR_MESSAGE_BYTES_MAX;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push_str("...");
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_become_one_bounded_line() {
+        assert_eq!(
+            one_line("listing: 404 Not Found: <?xml?>\n<Error>\n  <Code>NoSuchBucket</Code>"),
+            "listing: 404 Not Found: <?xml?> <Error> <Code>NoSuchBucket</Code>"
+        );
+        let long = one_line(&"é".repeat(ERROR_MESSAGE_BYTES_MAX));
+        assert!(long.len() <= ERROR_MESSAGE_BYTES_MAX + 3 && long.ends_with("..."), "{}", long.len());
     }
 }
