@@ -370,3 +370,34 @@ def test_s3_capture_retries_a_missing_bucket_then_writes_exactly_once(bootstrap,
     table = ds.dataset(f"{bucket}/raw/{topic_name}", filesystem=filesystem, format="parquet", partitioning="hive").to_table()
     assert table.num_rows == len(produced)
     assert max(committed_offsets(bootstrap, f"tidewater-capture-{name}", topic_name, 3).values()) > 0
+
+
+def test_two_instances_share_the_partitions_through_one_group(bootstrap, topic_name, tmp_path):
+    """Two `capture run` instances with one name split the topic's partitions: both write files,
+    and together they write every record once."""
+    create_topic(bootstrap, topic_name, 4)
+    out = tmp_path / "out"
+    name = capture_name()
+    instances = [
+        CaptureProcess(name, topic_name, f"file://{out}", bootstrap, tmp_path / f"capture{idx}.log", "--window-secs", "1",
+                       env={"RUST_LOG": "info,tidewater_capture=debug"})
+        for idx in range(2)
+    ]
+    for instance in instances:
+        instance.start()
+    try:
+        # Both in the group before the records come, so neither reads all four partitions.
+        def latest_assignment(instance: CaptureProcess) -> str:
+            lines = [line for line in instance.log_text().splitlines() if "partitions assigned" in line]
+            return lines[-1] if lines else ""
+
+        wait_until(lambda: all(latest_assignment(instance).count(",") == 1 for instance in instances), timeout_s=60,
+                   what="two partitions assigned to each instance")
+        produced = produce(bootstrap, topic_name, [(f"k{idx}".encode(), f"v{idx}".encode()) for idx in range(2000)])
+        wait_for_rows(out / topic_name, len(produced), instances[0])
+    finally:
+        for instance in instances:
+            assert instance.stop() == 0, instance.log_text()[-4000:]
+    assert_exactly_once(out / topic_name, produced)
+    for instance in instances:
+        assert "file visible" in instance.log_text(), instance.log_text()[-4000:]

@@ -96,6 +96,14 @@ impl rdkafka::client::ClientContext for CaptureContext {
 }
 
 impl ConsumerContext for CaptureContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            let assigned: Vec<i32> =
+                partitions.elements().iter().map(|element| element.partition()).collect();
+            tracing::info!(?assigned, "partitions assigned");
+        }
+    }
+
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(partitions) = rebalance else { return };
         let mut revoked = self.revoked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -170,6 +178,9 @@ pub async fn run_capture(
             biased;
             _ = stop.changed() => break,
             _ = window_check.tick() => {
+                // A revocation may have come during a poll this tick interrupted: never write a
+                // partition that is no longer ours.
+                capture.drop_revoked(&revoked);
                 let expired: Vec<i32> = capture
                     .partitions
                     .iter()
@@ -184,13 +195,7 @@ pub async fn run_capture(
             }
             message = consumer.recv() => {
                 // Revocations happen inside `recv`, before the records of a new assignment.
-                let revoked_now: Vec<i32> = std::mem::take(&mut *revoked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-                for partition in revoked_now {
-                    if let Some(state) = capture.partitions.remove(&partition) {
-                        let dropped = state.open.map_or(0, |open| open.records.len());
-                        tracing::info!(partition, dropped, "partition revoked; its open file is left to the next owner");
-                    }
-                }
+                capture.drop_revoked(&revoked);
                 let message = match message {
                     Ok(message) => message,
                     Err(error) => {
@@ -232,6 +237,23 @@ pub async fn run_capture(
 }
 
 impl Capture {
+    /// Forgets the partitions revoked since the last call, with their open files: their next
+    /// owner reads those records again from the committed offset.
+    fn drop_revoked(&mut self, revoked: &Mutex<Vec<i32>>) {
+        let revoked_now: Vec<i32> =
+            std::mem::take(&mut *revoked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        for partition in revoked_now {
+            if let Some(state) = self.partitions.remove(&partition) {
+                let dropped = state.open.map_or(0, |open| open.records.len());
+                tracing::info!(
+                    partition,
+                    dropped,
+                    "partition revoked; its open file is left to the next owner"
+                );
+            }
+        }
+    }
+
     /// Adds one record to its partition's open file, closing files as windows end. Returns
     /// false when asked to stop while retrying.
     async fn add_record(
