@@ -173,7 +173,7 @@ pub async fn run_capture(
         stats,
         partitions: HashMap::new(),
     };
-    loop {
+    'read: loop {
         tokio::select! {
             biased;
             _ = stop.changed() => break,
@@ -189,7 +189,7 @@ pub async fn run_capture(
                     .collect();
                 for partition in expired {
                     if !capture.close_file(&consumer, partition, &mut stop).await {
-                        break;
+                        break 'read;
                     }
                 }
             }
@@ -227,9 +227,11 @@ pub async fn run_capture(
         .filter(|(_, state)| state.open.is_some())
         .map(|(partition, _)| *partition)
         .collect();
-    let (_, mut never) = watch::channel(false);
+    // One attempt each: a receiver whose sender is gone reads as "stop" at once, so a write that
+    // fails now is not retried (its records are not committed; the next run reads them again).
+    let (_, mut stop_now) = watch::channel(false);
     for partition in open {
-        capture.close_file(&consumer, partition, &mut never).await;
+        capture.close_file(&consumer, partition, &mut stop_now).await;
     }
     consumer.unsubscribe();
     tracing::info!(capture = %capture.definition.name, "capture stopped");
