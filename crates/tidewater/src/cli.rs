@@ -57,6 +57,10 @@ pub(crate) enum Command {
     /// `tidewater serve` to run.
     #[command(subcommand)]
     Query(crate::query_cmd::QueryCommand),
+    /// The cold path: capture topics to Hive-partitioned Parquet files (date, hour, partition)
+    /// in a directory or an S3 bucket, exactly once, for DuckDB, Spark, Polars or pyarrow.
+    /// `capture run` runs one against any Kafka-compatible cluster.
+    Capture(crate::capture_cmd::CaptureArgs),
     /// Register devices for the gateway and manage them (add, list, show, disable, enable,
     /// remove, rotate-key) on any Kafka-compatible cluster. Keys are stored hashed. `device
     /// token` makes a time-limited token from a key, with no server.
@@ -138,6 +142,11 @@ pub(crate) struct ServeArgs {
     /// query create`), as a Kafka client of the embedded broker.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) queries: bool,
+    /// Run the captures registered in this server's `_tidewater_captures` topic (`tidewater
+    /// capture create`), as a Kafka client of the embedded broker. S3 destinations take their
+    /// settings from this process's AWS_* environment variables.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) captures: bool,
     /// Principals that bypass ACLs and alone may use the internal `_tidewater_*` topics
     /// (Kafka's super.users), separated by semicolons or commas: User:admin;User:ops, or
     /// User:admin,User:CN=ops,O=Acme (a comma followed by Type: starts the next one). ACLs apply once any

@@ -2,6 +2,7 @@
 //! library crates; this file only turns command lines into calls.
 
 mod admin;
+mod capture_cmd;
 mod cli;
 mod device_cmd;
 mod gateway_cmd;
@@ -29,6 +30,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Acl(args) => tidewater_cli::acl::run(args),
         cli::Command::Trigger(args) => trigger_cmd::run(args),
         cli::Command::Query(command) => query_cmd::run(command),
+        cli::Command::Capture(args) => capture_cmd::run(args),
         cli::Command::Device(args) => device_cmd::run(args),
         cli::Command::Gateway(args) => gateway_cmd::run(*args),
     };

@@ -1,7 +1,8 @@
 //! `tidewater serve`: the server's lifecycle. It opens the data directory (recovering every
 //! log), starts the Kafka listener and a housekeeping timer, and, as Kafka clients of that
-//! listener, the trigger supervisor and the device gateway's MQTT and HTTP listeners. On Ctrl-C or SIGTERM
-//! it stops the gateway and the triggers (while the broker still answers them), then stops
+//! listener, the trigger, query and capture supervisors and the device gateway's MQTT and HTTP listeners.
+//! On Ctrl-C or SIGTERM it stops the gateway, the triggers, the query jobs and the captures (while
+//! the broker still answers them), then stops
 //! accepting, answers the requests already in flight, and flushes and closes every log.
 
 use std::sync::Arc;
@@ -226,6 +227,19 @@ async fn serve(
             )
         })
     });
+    let captures = args.captures.then(|| {
+        let cluster = own_cluster.clone();
+        Component::spawn("captures", |stop| {
+            run_when_topic_exists(broker.clone(), tidewater_capture::registry::CAPTURES_TOPIC, stop, |stop| {
+                tidewater_capture::supervisor::supervise_captures(
+                    cluster,
+                    CLIENT_TIMEOUT,
+                    crate::trigger_cmd::default_instance(),
+                    stop,
+                )
+            })
+        })
+    });
     // The gateway is a Kafka client of this broker too: it appends through the listener with an
     // idempotent acks=all producer, exactly as it would against any other cluster.
     let gateway = has_gateway.then(|| {
@@ -242,7 +256,7 @@ async fn serve(
     // The clients first, while the broker still answers: the gateway's connections send the
     // acknowledgements they owe, triggers commit what they delivered, query jobs commit a last
     // checkpoint.
-    for component in [gateway, triggers, queries].into_iter().flatten() {
+    for component in [gateway, triggers, queries, captures].into_iter().flatten() {
         component.stop().await;
     }
     let _ = stop.send(true);
