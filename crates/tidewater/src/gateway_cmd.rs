@@ -27,7 +27,7 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let shutdown = crate::serve::ShutdownSignal::install()?;
-        let admin = crate::admin::start_for_client_role(&args.admin).await?;
+        let admin = crate::admin::start_for_client_role(&args.admin, &cluster).await?;
         let mqtt = match mqtt_address {
             None => None,
             Some(address) => Some((bind(address, "MQTT").await?, mqtt_config)),

@@ -347,7 +347,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let admin = crate::admin::start_for_client_role(&args.admin).await?;
+        let admin = crate::admin::start_for_client_role(&args.admin, &cluster).await?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let job = tokio::spawn(tidewater_jobs::query::run_query_job(settings, cluster, stopped));
         tokio::pin!(job);

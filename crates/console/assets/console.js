@@ -1,0 +1,248 @@
+// The Tidewater console: one page, three views (#overview, #topics, #groups), reading the JSON
+// API under /api/ of the admin listener it was served from. Live views poll; history for the
+// charts is kept here, in the page, not on the server.
+"use strict";
+
+const POLL_MS = 1000;
+const GROUPS_POLL_MS = 2000;
+const CHART_WINDOW_MS = 120000;
+const HISTORY_POINTS_MAX = 600;
+
+let stopCurrentView = () => {};
+
+async function api(path, options) {
+  const response = await fetch(path, Object.assign({ credentials: "same-origin" }, options || {}));
+  const text = await response.text();
+  let body;
+  try { body = JSON.parse(text); } catch (error) { body = { error: text }; }
+  if (!response.ok) throw new Error(body.error || `${response.status}`);
+  return body;
+}
+
+function page() { return document.getElementById("page"); }
+
+function showError(element, error) {
+  element.innerHTML = `<div class="error">${escapeHtml(error.message || error)}</div>`;
+}
+
+function pushPoint(points, time, value) {
+  points.push([time, value]);
+  if (points.length > HISTORY_POINTS_MAX) points.shift();
+}
+
+// Repeats `tick` every `ms` until the view changes.
+function every(ms, tick) {
+  let stopped = false;
+  let timer = null;
+  const run = async () => {
+    if (stopped) return;
+    try { await tick(); } finally { if (!stopped) timer = setTimeout(run, ms); }
+  };
+  run();
+  return () => { stopped = true; clearTimeout(timer); };
+}
+
+// ---------------------------------------------------------------- overview
+
+const overviewHistory = { last: null, produceRecords: [], produceBytes: [], fetchBytes: [], kafka: [], mqtt: [], devices: [] };
+
+function renderOverview() {
+  page().innerHTML = `
+    <h1>Overview</h1>
+    <div class="cards">
+      <div class="card"><h2>Produce (records/s)</h2><svg class="chart" id="chart-produce-records"></svg><div class="legend"></div></div>
+      <div class="card"><h2>Throughput (bytes/s)</h2><svg class="chart" id="chart-throughput"></svg><div class="legend"></div></div>
+      <div class="card"><h2>Connections and devices online</h2><svg class="chart" id="chart-connections"></svg><div class="legend"></div></div>
+      <div class="card"><h2>Health</h2><table id="health"><tbody></tbody></table></div>
+    </div>`;
+  return every(POLL_MS, async () => {
+    const [overview, live, ready] = await Promise.all([
+      api("/api/overview").catch((error) => ({ error: error.message })),
+      fetch("/health/live").then(async (response) => [response.status, await response.text()]).catch((error) => [0, error.message]),
+      fetch("/health/ready").then(async (response) => [response.status, await response.text()]).catch((error) => [0, error.message]),
+    ]);
+    const health = document.querySelector("#health tbody");
+    if (!health) return;
+    const row = (name, ok, detail) => `<tr><td>${name}</td><td class="${ok ? "ok" : "bad"}">${ok ? "ok" : "not ok"}</td><td class="muted">${escapeHtml(detail)}</td></tr>`;
+    let rows = row("process", live[0] === 200, live[1].trim()) + row("ready", ready[0] === 200, ready[1].trim());
+    if (overview.error) {
+      rows += row("console API", false, overview.error);
+      health.innerHTML = rows;
+      return;
+    }
+    rows += row("Kafka cluster", overview.cluster.ok, overview.cluster.ok ? `${overview.cluster.brokers} broker(s) answer` : overview.cluster.error);
+    const totals = overview.totals;
+    if (totals.tidewater_mqtt_connections !== null) rows += row("gateway", true, `${totals.tidewater_mqtt_connections} MQTT connection(s)`);
+    health.innerHTML = rows;
+    const time = overview.time_ms;
+    const last = overviewHistory.last;
+    if (last && time > last.time) {
+      const seconds = (time - last.time) / 1000;
+      const rate = (name) => Math.max(0, ((totals[name] || 0) - (last.totals[name] || 0)) / seconds);
+      pushPoint(overviewHistory.produceRecords, time, rate("tidewater_topic_records_produced_total"));
+      pushPoint(overviewHistory.produceBytes, time, rate("tidewater_topic_bytes_produced_total"));
+      pushPoint(overviewHistory.fetchBytes, time, rate("tidewater_topic_bytes_fetched_total"));
+    }
+    pushPoint(overviewHistory.kafka, time, totals.tidewater_kafka_connections || 0);
+    pushPoint(overviewHistory.mqtt, time, totals.tidewater_mqtt_connections || 0);
+    pushPoint(overviewHistory.devices, time, totals.tidewater_devices_connected || 0);
+    overviewHistory.last = { time, totals };
+    drawLineChart(document.getElementById("chart-produce-records"), [{ name: "records produced/s", points: overviewHistory.produceRecords }], CHART_WINDOW_MS);
+    drawLineChart(document.getElementById("chart-throughput"), [
+      { name: "produced bytes/s", points: overviewHistory.produceBytes },
+      { name: "fetched bytes/s", points: overviewHistory.fetchBytes },
+    ], CHART_WINDOW_MS);
+    drawLineChart(document.getElementById("chart-connections"), [
+      { name: "Kafka connections", points: overviewHistory.kafka },
+      { name: "MQTT connections", points: overviewHistory.mqtt },
+      { name: "devices online", points: overviewHistory.devices },
+    ], CHART_WINDOW_MS);
+  });
+}
+
+// ---------------------------------------------------------------- topics
+
+function renderTopics() {
+  page().innerHTML = `<h1>Topics</h1><div id="topics-body" class="muted">loading…</div>`;
+  const body = document.getElementById("topics-body");
+  api("/api/topics").then((listing) => {
+    if (!listing.topics.length) { body.innerHTML = `<p class="muted">No topics this user may describe.</p>`; return; }
+    body.innerHTML = `<table id="topics-table"><thead><tr><th>topic</th><th class="num">partitions</th><th class="num">records</th><th class="num">log size</th></tr></thead><tbody>${
+      listing.topics.map((topic) => `<tr data-topic="${escapeHtml(topic.name)}"><td><a href="#topic/${encodeURIComponent(topic.name)}">${escapeHtml(topic.name)}</a>${topic.internal ? ' <span class="muted">internal</span>' : ""}</td><td class="num">${topic.partitions.length}</td><td class="num">${formatFigure(topic.records)}</td><td class="num">${topic.log_size_bytes === null ? "-" : formatFigure(topic.log_size_bytes) + "B"}</td></tr>`).join("")
+    }</tbody></table>`;
+  }).catch((error) => showError(body, error));
+  return () => {};
+}
+
+function renderRecord(record) {
+  const shown = (value) => value === null || value === undefined ? '<span class="muted">null</span>'
+    : value.text !== undefined ? escapeHtml(value.text) : `<span class="muted">base64</span> ${escapeHtml(value.base64)}`;
+  const value = record.value === null ? '<span class="muted">null</span>'
+    : record.value.json !== undefined ? escapeHtml(JSON.stringify(record.value.json, null, 2))
+    : shown(record.value);
+  const headers = record.headers.length
+    ? `<table class="headers"><tbody>${record.headers.map((header) => `<tr><td>${escapeHtml(header.key)}</td><td>${shown(header.value)}</td></tr>`).join("")}</tbody></table>`
+    : "";
+  const time = record.timestamp_ms === null ? "" : new Date(record.timestamp_ms).toISOString();
+  return `<div class="record" data-offset="${record.offset}"><div class="meta">partition ${record.partition} · offset ${record.offset} · ${time} · key <b class="key">${shown(record.key)}</b> · ${record.value_bytes} bytes${record.truncated ? " (cut)" : ""}</div>${headers}<pre class="value">${value}</pre></div>`;
+}
+
+function renderTopic(name) {
+  page().innerHTML = `<h1>Topic ${escapeHtml(name)}</h1><p><a href="#topics">all topics</a></p><div id="topic-partitions" class="muted">loading…</div>
+    <h2>Messages</h2>
+    <form class="inline" id="browse-form">
+      <label>partition <select id="browse-partition"></select></label>
+      <label>from offset <input id="browse-offset" type="number" min="0" placeholder="newest"></label>
+      <label>or from time <input id="browse-time" type="datetime-local" step="1"></label>
+      <label>count <input id="browse-count" type="number" min="1" max="500" value="20"></label>
+      <button type="submit" id="browse-button">Browse</button>
+    </form>
+    <form class="inline" id="search-form">
+      <label>key <input id="search-key" placeholder="device-17"></label>
+      <button type="submit" id="search-button">Search by key</button>
+    </form>
+    <div id="messages-summary" class="muted"></div>
+    <div id="messages"></div>`;
+  const partitionsBody = document.getElementById("topic-partitions");
+  api("/api/topics").then((listing) => {
+    const topic = listing.topics.find((one) => one.name === name);
+    if (!topic) { showError(partitionsBody, new Error(`no topic ${name} that this user may describe`)); return; }
+    partitionsBody.innerHTML = `<table id="partitions-table"><thead><tr><th>partition</th><th class="num">low watermark</th><th class="num">high watermark</th><th class="num">log size</th></tr></thead><tbody>${
+      topic.partitions.map((partition) => `<tr><td>${partition.partition}</td><td class="num">${partition.low_watermark ?? "-"}</td><td class="num">${partition.high_watermark ?? "-"}</td><td class="num">${partition.log_size_bytes === null ? "-" : formatFigure(partition.log_size_bytes) + "B"}</td></tr>`).join("")
+    }</tbody></table>`;
+    document.getElementById("browse-partition").innerHTML = topic.partitions.map((partition) => `<option value="${partition.partition}">${partition.partition}</option>`).join("");
+    browse();
+  }).catch((error) => showError(partitionsBody, error));
+  const messages = document.getElementById("messages");
+  const summary = document.getElementById("messages-summary");
+  async function browse() {
+    const parameters = new URLSearchParams();
+    parameters.set("partition", document.getElementById("browse-partition").value || "0");
+    parameters.set("count", document.getElementById("browse-count").value || "20");
+    const offset = document.getElementById("browse-offset").value;
+    const time = document.getElementById("browse-time").value;
+    if (offset !== "") parameters.set("offset", offset);
+    else if (time !== "") parameters.set("timestamp", String(new Date(time).getTime()));
+    messages.innerHTML = "";
+    summary.textContent = "reading…";
+    try {
+      const page = await api(`/api/topics/${encodeURIComponent(name)}/messages?${parameters}`);
+      summary.textContent = `partition ${page.partition}: ${page.records.length} record(s) from offset ${page.from_offset}; watermarks ${page.low_watermark} to ${page.high_watermark}${page.complete ? "" : " (read timed out)"}`;
+      messages.innerHTML = page.records.map(renderRecord).join("");
+    } catch (error) { summary.textContent = ""; showError(messages, error); }
+  }
+  document.getElementById("browse-form").addEventListener("submit", (event) => { event.preventDefault(); browse(); });
+  document.getElementById("search-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const key = document.getElementById("search-key").value;
+    messages.innerHTML = "";
+    summary.textContent = "searching…";
+    try {
+      const found = await api(`/api/topics/${encodeURIComponent(name)}/search`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ key }) });
+      summary.textContent = `${found.records.length} record(s) with key ${key} among the newest ${found.scanned_per_partition} of each partition`;
+      messages.innerHTML = found.records.map(renderRecord).join("");
+    } catch (error) { summary.textContent = ""; showError(messages, error); }
+  });
+  return () => {};
+}
+
+// ---------------------------------------------------------------- consumer groups
+
+const lagHistory = new Map(); // group -> Map(topic/partition -> points)
+
+function renderGroups() {
+  page().innerHTML = `<h1>Consumer groups</h1><div id="groups-body" class="muted">loading…</div>`;
+  const body = document.getElementById("groups-body");
+  return every(GROUPS_POLL_MS, async () => {
+    let listing;
+    try { listing = await api("/api/groups"); } catch (error) { showError(body, error); return; }
+    const now = Date.now();
+    if (!listing.groups.length) { body.innerHTML = `<p class="muted">No consumer groups this user may describe.</p>`; return; }
+    for (const group of listing.groups) {
+      if (!lagHistory.has(group.name)) lagHistory.set(group.name, new Map());
+      const history = lagHistory.get(group.name);
+      for (const offset of group.offsets) {
+        const key = `${offset.topic}/${offset.partition}`;
+        if (!history.has(key)) history.set(key, []);
+        if (offset.lag !== null) pushPoint(history.get(key), now, offset.lag);
+      }
+    }
+    body.innerHTML = listing.groups.map((group, index) => `
+      <div class="card group" data-group="${escapeHtml(group.name)}" style="margin-bottom:16px">
+        <h2>${escapeHtml(group.name)} <span class="muted">${escapeHtml(group.state)} · ${group.members.length} member(s) · lag ${group.total_lag}</span></h2>
+        <div class="cards">
+          <div><svg class="chart lag-chart" id="lag-chart-${index}"></svg><div class="legend"></div></div>
+          <div>
+            <table class="members"><thead><tr><th>member</th><th>client</th><th>assigned</th></tr></thead><tbody>${
+              group.members.map((member) => `<tr><td>${escapeHtml(member.member_id)}</td><td>${escapeHtml(member.client_id)} ${escapeHtml(member.client_host)}</td><td>${member.assignment.map((one) => `${escapeHtml(one.topic)} [${one.partitions.join(", ")}]`).join("; ")}</td></tr>`).join("") || '<tr><td colspan="3" class="muted">no members</td></tr>'
+            }</tbody></table>
+            <table class="offsets"><thead><tr><th>topic</th><th class="num">partition</th><th class="num">committed</th><th class="num">high watermark</th><th class="num">lag</th></tr></thead><tbody>${
+              group.offsets.map((offset) => `<tr><td>${escapeHtml(offset.topic)}</td><td class="num">${offset.partition}</td><td class="num">${offset.committed}</td><td class="num">${offset.high_watermark ?? "-"}</td><td class="num">${offset.lag ?? "-"}</td></tr>`).join("")
+            }</tbody></table>
+            ${group.offsets_error ? `<div class="error">${escapeHtml(group.offsets_error)}</div>` : ""}
+          </div>
+        </div>
+      </div>`).join("");
+    listing.groups.forEach((group, index) => {
+      const history = lagHistory.get(group.name);
+      const series = [...history.entries()].map(([name, points]) => ({ name: `lag ${name}`, points }));
+      drawLineChart(document.getElementById(`lag-chart-${index}`), series, CHART_WINDOW_MS);
+    });
+  });
+}
+
+// ---------------------------------------------------------------- routing
+
+function route() {
+  stopCurrentView();
+  const hash = decodeURIComponent(location.hash.replace(/^#/, "")) || "overview";
+  const view = hash.startsWith("topic/") ? "topics" : hash;
+  for (const link of document.querySelectorAll("header nav a")) link.classList.toggle("active", link.id === `nav-${view}`);
+  if (hash.startsWith("topic/")) stopCurrentView = renderTopic(hash.slice("topic/".length));
+  else if (hash === "topics") stopCurrentView = renderTopics();
+  else if (hash === "groups") stopCurrentView = renderGroups();
+  else stopCurrentView = renderOverview();
+}
+
+window.addEventListener("hashchange", route);
+route();
