@@ -40,9 +40,13 @@ function drawLineChart(svg, series, windowMs) {
     const colour = CHART_COLOURS[index % CHART_COLOURS.length];
     const coordinates = points.map(([time, value]) => `${x(time).toFixed(1)},${y(value).toFixed(1)}`).join(" ");
     parts.push(`<polyline data-series="${escapeHtml(one.name)}" stroke="${colour}" points="${coordinates}"/>`);
+    // The newest point as a dot, so a series of one point is seen too.
+    if (points.length) {
+      const [time, value] = points[points.length - 1];
+      parts.push(`<circle r="3" fill="${colour}" cx="${x(time).toFixed(1)}" cy="${y(value).toFixed(1)}"/>`);
+    }
   });
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  svg.setAttribute("preserveAspectRatio", "none");
   svg.innerHTML = parts.join("");
   svg.dataset.max = String(max);
   svg.dataset.points = String(drawn);
