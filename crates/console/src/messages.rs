@@ -320,7 +320,7 @@ pub(crate) async fn search(
             }
         })?;
         // Newest first, then the limit.
-        matches.sort_by(|left, right| right.0.cmp(&left.0));
+        matches.sort_by_key(|(order, _)| std::cmp::Reverse(*order));
         matches.truncate(search.limit);
         let records: Vec<serde_json::Value> = matches.into_iter().map(|(_, record)| record).collect();
         Ok(serde_json::json!({
@@ -341,7 +341,7 @@ mod tests {
     #[test]
     fn browse_queries_are_checked() {
         assert_eq!(
-            BrowseQuery::parse("partition=2&offset=10&count=5").unwrap(),
+            BrowseQuery::parse("partition=2&offset=10&count=5").expect("accepted"),
             BrowseQuery { partition: 2, start: Start::Offset(10), count: 5 }
         );
         for bad in [
@@ -354,17 +354,17 @@ mod tests {
             "timestamp=-5",
             "colour=blue",
         ] {
-            assert_eq!(BrowseQuery::parse(bad).unwrap_err().status, 400, "{bad}");
+            assert_eq!(BrowseQuery::parse(bad).expect_err("refused").status, 400, "{bad}");
         }
     }
 
     #[test]
     fn search_bodies_are_checked() {
-        assert_eq!(KeySearch::parse(br#"{"key": "d1"}"#).unwrap().limit, 50);
+        assert_eq!(KeySearch::parse(br#"{"key": "d1"}"#).expect("accepted").limit, 50);
         for bad in
             [&b"{not json"[..], b"[]", br#"{"key": 3}"#, br#"{"key": "a", "limit": 0}"#, br#"{"kee": "a"}"#]
         {
-            assert_eq!(KeySearch::parse(bad).unwrap_err().status, 400);
+            assert_eq!(KeySearch::parse(bad).expect_err("refused").status, 400);
         }
     }
 }
