@@ -2,12 +2,13 @@
 
 Selenium drives Debian's headless Chromium (`apt-get install chromium chromium-driver`) against a
 session broker: the overview's throughput chart moves while a producer runs, a topic's records are
-browsed and searched by key, a consumer group's lag chart appears. The API is checked directly for
+browsed and searched by key, a consumer group's lag chart appears, a device shows online, a
+command sent from the page arrives at its MQTT client, and it is disabled and enabled again. The API is checked directly for
 what it answers to bad input (4xx with a reason, never a panic) and, with SASL listeners, that it
 asks for a SCRAM user and shows only what that user's ACLs let it describe.
 
 Screenshots of each page are written to target/console-screenshots/ (overview.png, topic.png,
-groups.png) for a reviewer to look at."""
+groups.png, devices.png) for a reviewer to look at."""
 
 from __future__ import annotations
 
@@ -327,3 +328,64 @@ def test_a_groups_lag_chart_appears(broker, browser, topic_name):
     legend = browser.find_element(By.CSS_SELECTOR, f"{card} .legend").text
     assert f"lag {topic_name}/0: 0" in legend, legend
     screenshot(browser, "groups.png")
+
+
+def test_a_device_shows_online_is_sent_a_command_from_the_page_and_disabled(broker, browser):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from selenium.webdriver.common.by import By
+
+    from gateway_support import add_device, new_device_id
+
+    device_id = new_device_id("console")
+    key = add_device(broker.bootstrap, device_id)
+    received: list[bytes] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv311)
+    client.username_pw_set(device_id, key)
+    client.on_message = lambda _client, _userdata, message: received.append(message.payload)
+    client.on_subscribe = lambda *_: subscribed.set()
+
+    def on_connect(_client, _userdata, _flags, reason_code, _properties=None):
+        if not reason_code.is_failure:
+            client.subscribe(f"devices/{device_id}/messages/devicebound/#", qos=1)
+
+    client.on_connect = on_connect
+    # The gateway may not have read the registration yet: connect again until it has.
+    deadline = time.monotonic() + WAIT_S
+    client.loop_start()
+    try:
+        while not subscribed.is_set():
+            assert time.monotonic() < deadline, "the device never connected and subscribed"
+            try:
+                client.connect("127.0.0.1", broker.mqtt_port)
+            except OSError:
+                pass
+            subscribed.wait(2)
+        browser.get(f"http://127.0.0.1:{broker.admin_port}/#devices")
+        row = f'#devices-table tr[data-device="{device_id}"]'
+        wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row), "the device in the table")
+        wait_until(browser, lambda d: d.find_element(By.ID, "devices-online").text.startswith("devices online: ")
+                   and d.find_element(By.ID, "devices-online").text != "devices online: 0"
+                   and "-" not in d.find_element(By.ID, "devices-online").text, "a device online")
+        browser.find_element(By.CSS_SELECTOR, f"{row} input.command").send_keys('{"action": "reboot"}')
+        browser.find_element(By.CSS_SELECTOR, f"{row} button.send").click()
+        wait_until(browser, lambda d: f"command sent to {device_id}" in d.find_element(By.ID, "device-result").text, "the page to say sent")
+        deadline = time.monotonic() + WAIT_S
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert received == [b'{"action": "reboot"}'], received
+        screenshot(browser, "devices.png")
+        browser.find_element(By.CSS_SELECTOR, f"{row} button.toggle").click()
+        wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{row} td.state").text == "disabled", "the device disabled")
+        listing = api(broker.admin_port, "/api/devices")[1]
+        assert [device["disabled"] for device in listing["devices"] if device["id"] == device_id] == [True], listing
+        browser.find_element(By.CSS_SELECTOR, f"{row} button.toggle").click()
+        wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{row} td.state").text == "enabled", "the device enabled again")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    status, answer = api(broker.admin_port, f"/api/devices/{device_id}/command", method="POST", body=b"[")
+    assert status == 400 and "malformed JSON body" in answer["error"], answer
+    status, answer = api(broker.admin_port, "/api/devices/no-such-device-here/disabled", method="POST", body=b'{"disabled": true}')
+    assert status == 404 and "no device" in answer["error"], answer

@@ -231,6 +231,51 @@ function renderGroups() {
   });
 }
 
+// ---------------------------------------------------------------- devices
+
+function renderDevices() {
+  page().innerHTML = `<h1>Devices</h1><p id="devices-online" class="figure"></p><div id="device-result"></div><div id="devices-body" class="muted">loading…</div>`;
+  const body = document.getElementById("devices-body");
+  const result = document.getElementById("device-result");
+  async function act(path, payload, done) {
+    try {
+      await api(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(payload) });
+      result.innerHTML = `<p class="ok">${escapeHtml(done)}</p>`;
+    } catch (error) { showError(result, error); }
+  }
+  body.addEventListener("click", async (event) => {
+    const row = event.target.closest("tr[data-device]");
+    if (!row) return;
+    const id = row.dataset.device;
+    const path = `/api/devices/${encodeURIComponent(id)}`;
+    if (event.target.classList.contains("toggle")) {
+      const disable = event.target.dataset.disable === "true";
+      await act(`${path}/disabled`, { disabled: disable }, `${disable ? "disabled" : "enabled"} ${id}`);
+      refresh();
+    } else if (event.target.classList.contains("send")) {
+      const payload = row.querySelector("input.command").value;
+      await act(`${path}/command`, { payload }, `command sent to ${id}`);
+    }
+  });
+  async function refresh() {
+    let listing;
+    try { listing = await api("/api/devices"); } catch (error) { showError(body, error); return; }
+    if (!listing.devices.length) { body.innerHTML = `<p class="muted">No devices registered (tidewater device add ID).</p>`; return; }
+    body.innerHTML = `<table id="devices-table"><thead><tr><th>device</th><th>state</th><th>registered</th><th>command</th><th></th></tr></thead><tbody>${
+      listing.devices.map((device) => `<tr data-device="${escapeHtml(device.id)}"><td>${escapeHtml(device.id)}</td><td class="state ${device.disabled ? "bad" : "ok"}">${device.disabled ? "disabled" : "enabled"}</td><td class="muted">${new Date(device.created_at_ms).toISOString()}</td><td><input class="command" placeholder='{"action": "reboot"}'> <button type="button" class="send">Send</button></td><td><button type="button" class="toggle" data-disable="${!device.disabled}">${device.disabled ? "Enable" : "Disable"}</button></td></tr>`).join("")
+    }</tbody></table>`;
+  }
+  // The table is drawn on arrival and after each change (redrawing it on a timer would wipe a
+  // command being typed); the online count is polled.
+  refresh();
+  return every(POLL_MS * 2, async () => {
+    const overview = await api("/api/overview").catch(() => null);
+    const online = overview && overview.totals.tidewater_devices_connected;
+    const figure = document.getElementById("devices-online");
+    if (figure) figure.textContent = online === null || online === undefined ? "devices online: - (no gateway in this process)" : `devices online: ${online}`;
+  });
+}
+
 // ---------------------------------------------------------------- routing
 
 function route() {
@@ -241,6 +286,7 @@ function route() {
   if (hash.startsWith("topic/")) stopCurrentView = renderTopic(hash.slice("topic/".length));
   else if (hash === "topics") stopCurrentView = renderTopics();
   else if (hash === "groups") stopCurrentView = renderGroups();
+  else if (hash === "devices") stopCurrentView = renderDevices();
   else stopCurrentView = renderOverview();
 }
 

@@ -7,6 +7,9 @@
 //! | `GET /api/topics/{topic}/messages?partition=&offset=&count=` (or `&timestamp=` in ms) | records with key, headers and value |
 //! | `POST /api/topics/{topic}/search` `{"key": "...", "limit": n}` | the newest records with that key |
 //! | `GET /api/groups` | consumer groups: state, members, assignments, committed offsets, lag |
+//! | `GET /api/devices` | the gateway's registered devices, and how many are connected now |
+//! | `POST /api/devices/{id}/disabled` `{"disabled": true}` | disables or enables a device |
+//! | `POST /api/devices/{id}/command` `{"payload": ...}` | sends a command to a device |
 //!
 //! Every input is bounded and checked before a Kafka request is made; a bad one gets a 4xx with
 //! `{"error": reason}`, never a panic. Kafka's blocking calls run on tokio's blocking threads.
@@ -115,9 +118,30 @@ impl ConsoleApi {
                 let client = self.client(&request.principal)?;
                 crate::groups::list(client).await?
             }
-            (_, ["overview" | "topics" | "groups"] | ["topics", _, "messages"] | ["topics", _, "search"]) => {
-                return Err(ApiError { status: 405, reason: format!("{path} does not take {method}") })
+            ("GET" | "HEAD", ["devices"]) => {
+                let cluster = crate::clients::cluster_for(&self.cluster, &request.principal)?;
+                let connected_now = crate::overview::samples(&self.registry.render())
+                    .into_iter()
+                    .find(|sample| sample.name == "tidewater_devices_connected")
+                    .map(|sample| sample.value);
+                crate::devices::list(cluster, connected_now).await?
             }
+            ("POST", ["devices", id, "disabled"]) => {
+                let id = decode_segment(id)?;
+                let cluster = crate::clients::cluster_for(&self.cluster, &request.principal)?;
+                crate::devices::set_disabled(cluster, id, &request.body).await?
+            }
+            ("POST", ["devices", id, "command"]) => {
+                let id = decode_segment(id)?;
+                let cluster = crate::clients::cluster_for(&self.cluster, &request.principal)?;
+                crate::devices::send_command(cluster, id, &request.body).await?
+            }
+            (
+                _,
+                ["overview" | "topics" | "groups" | "devices"]
+                | ["topics", _, "messages" | "search"]
+                | ["devices", _, "disabled" | "command"],
+            ) => return Err(ApiError { status: 405, reason: format!("{path} does not take {method}") }),
             _ => return Err(ApiError::not_found(format!("no such API route: {path}"))),
         };
         Ok(json(200, &value))

@@ -10,12 +10,13 @@
 //!
 //! - [`api`]: the routes, their bounded inputs and the 4xx answers with reasons.
 //! - `clients`: one librdkafka client per principal, kept for the next request.
-//! - `topics`, `messages`, `groups`, `overview`: what each route reads.
+//! - `topics`, `messages`, `groups`, `devices`, `overview`: what each route reads or writes.
 //! - `assets`: the HTML, CSS and JavaScript, compiled into the binary; no build step.
 
 pub mod api;
 mod assets;
 mod clients;
+mod devices;
 mod groups;
 mod messages;
 mod overview;
