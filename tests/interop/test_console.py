@@ -3,12 +3,13 @@
 Selenium drives Debian's headless Chromium (`apt-get install chromium chromium-driver`) against a
 session broker: the overview's throughput chart moves while a producer runs, a topic's records are
 browsed and searched by key, a consumer group's lag chart appears, a device shows online, a
-command sent from the page arrives at its MQTT client, and it is disabled and enabled again. The API is checked directly for
+command sent from the page arrives at its MQTT client, and it is disabled and enabled again; a
+query is tested on sample events loaded from its topic, then created, and runs. The API is checked directly for
 what it answers to bad input (4xx with a reason, never a panic) and, with SASL listeners, that it
 asks for a SCRAM user and shows only what that user's ACLs let it describe.
 
 Screenshots of each page are written to target/console-screenshots/ (overview.png, topic.png,
-groups.png, devices.png) for a reviewer to look at."""
+groups.png, devices.png, queries.png) for a reviewer to look at."""
 
 from __future__ import annotations
 
@@ -389,3 +390,47 @@ def test_a_device_shows_online_is_sent_a_command_from_the_page_and_disabled(brok
     assert status == 400 and "malformed JSON body" in answer["error"], answer
     status, answer = api(broker.admin_port, "/api/devices/no-such-device-here/disabled", method="POST", body=b'{"disabled": true}')
     assert status == 404 and "no device" in answer["error"], answer
+
+
+def test_a_query_is_tested_on_sample_events_from_its_topic_then_created(broker, browser):
+    import uuid
+
+    from selenium.webdriver.common.by import By
+
+    suffix = uuid.uuid4().hex[:8]
+    readings, alerts, job = f"console_readings_{suffix}", f"console_alerts_{suffix}", f"console_job_{suffix}"
+    tidewater("topic", "create", readings, "--partitions", "1", bootstrap=broker.bootstrap)
+    produce(broker.bootstrap, readings, [(None, json.dumps({"deviceId": f"pump-{n}", "temperature": 20 + 5 * n}).encode())
+                                         for n in range(5)])
+    browser.get(f"http://127.0.0.1:{broker.admin_port}/#queries")
+    sql = browser.find_element(By.ID, "query-sql")
+    sql.clear()
+    sql.send_keys(f"SELECT deviceId, temperature INTO {alerts} FROM {readings} WHERE temperature > 30")
+    topic = browser.find_element(By.ID, "sample-topic")
+    topic.clear()
+    topic.send_keys(readings)
+    browser.find_element(By.ID, "sample-button").click()
+    wait_until(browser, lambda d: "5 JSON event(s) loaded" in d.find_element(By.ID, "query-result").text, "the sample events")
+    browser.find_element(By.ID, "query-test").click()
+    rows = wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#query-rows tbody tr"), "the test's rows")
+    assert [row.text for row in rows] == [f'{alerts} "pump-3" 35', f'{alerts} "pump-4" 40'], [row.text for row in rows]
+    screenshot(browser, "queries.png")
+    browser.find_element(By.ID, "query-name").send_keys(job)
+    browser.find_element(By.ID, "query-create").click()
+    wait_until(browser, lambda d: f"created query job {job}" in d.find_element(By.ID, "query-result").text, "the job created")
+    wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'#queries-table tr[data-job="{job}"]'), "the job in the table")
+    status, answer = api(broker.admin_port, "/api/queries", method="POST",
+                         body=json.dumps({"name": job, "sql": "SELECT * INTO x FROM y"}).encode())
+    assert status == 409 and "exists" in answer["error"], answer
+    status, answer = api(broker.admin_port, "/api/queries/test", method="POST",
+                         body=json.dumps({"sql": "SELEC nonsense", "events": ""}).encode())
+    assert status == 400 and "does not compile" in answer["error"], answer
+    # Created, it runs in the serve process: its events counter reaches the five readings.
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        jobs = {one["name"]: one for one in api(broker.admin_port, "/api/queries")[1]["jobs"]}
+        if jobs[job]["events_total"] == 5:
+            break
+        assert time.monotonic() < deadline, jobs[job]
+        time.sleep(0.5)
+    tidewater("query", "delete", job, bootstrap=broker.bootstrap)

@@ -276,6 +276,90 @@ function renderDevices() {
   });
 }
 
+// ---------------------------------------------------------------- query jobs
+
+function renderQueries() {
+  page().innerHTML = `<h1>Query jobs</h1><div id="queries-body" class="muted">loading…</div>
+    <h2>Test a query on sample events, then create it</h2>
+    <div class="cards">
+      <div class="card">
+        <label class="muted">query (Stream Analytics SQL)</label>
+        <textarea id="query-sql">SELECT deviceId, temperature\nINTO alerts\nFROM telemetry\nWHERE temperature > 30</textarea>
+        <form class="inline" id="sample-form">
+          <label>sample from topic <input id="sample-topic" value="telemetry"></label>
+          <label>newest <input id="sample-count" type="number" min="1" max="500" value="20"></label>
+          <button type="submit" id="sample-button">Load events</button>
+        </form>
+        <label class="muted">events (JSON lines)</label>
+        <textarea id="query-events">{"deviceId": "pump-1", "temperature": 25}\n{"deviceId": "pump-2", "temperature": 41}</textarea>
+        <form class="inline" id="query-form">
+          <button type="button" id="query-test">Test</button>
+          <label>job name <input id="query-name" placeholder="alerts"></label>
+          <button type="button" id="query-create">Create job</button>
+        </form>
+      </div>
+      <div class="card"><h2>Results</h2><div id="query-result" class="muted">Test the query to see its rows here.</div></div>
+    </div>`;
+  const body = document.getElementById("queries-body");
+  const result = document.getElementById("query-result");
+  const sql = () => document.getElementById("query-sql").value;
+  document.getElementById("sample-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const topic = document.getElementById("sample-topic").value;
+    const count = document.getElementById("sample-count").value || "20";
+    try {
+      const listing = await api("/api/topics");
+      const found = listing.topics.find((one) => one.name === topic);
+      if (!found) throw new Error(`no topic ${topic} that this user may describe`);
+      const lines = [];
+      for (const partition of found.partitions) {
+        const page = await api(`/api/topics/${encodeURIComponent(topic)}/messages?partition=${partition.partition}&count=${count}`);
+        for (const record of page.records) {
+          if (record.value && record.value.json !== undefined) lines.push(JSON.stringify(Object.assign({ "@partition": record.partition }, record.value.json)));
+        }
+      }
+      document.getElementById("query-events").value = lines.join("\n");
+      result.innerHTML = `<p class="muted">${lines.length} JSON event(s) loaded from ${escapeHtml(topic)}</p>`;
+    } catch (error) { showError(result, error); }
+  });
+  document.getElementById("query-test").addEventListener("click", async () => {
+    result.textContent = "running…";
+    try {
+      const answer = await api("/api/queries/test", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ sql: sql(), events: document.getElementById("query-events").value }) });
+      const rows = answer.results.filter((line) => line.output !== undefined);
+      const other = answer.results.filter((line) => line.output === undefined);
+      const columns = [...new Set(rows.flatMap((line) => Object.keys(line.row)))];
+      result.innerHTML = `<p>${answer.results_total} result line(s)</p>` + (rows.length
+        ? `<table id="query-rows"><thead><tr><th>output</th>${columns.map((column) => `<th>${escapeHtml(column)}</th>`).join("")}</tr></thead><tbody>${
+            rows.map((line) => `<tr><td>${escapeHtml(line.output)}</td>${columns.map((column) => `<td>${escapeHtml(JSON.stringify(line.row[column]))}</td>`).join("")}</tr>`).join("")
+          }</tbody></table>` : "") + other.map((line) => `<pre>${escapeHtml(JSON.stringify(line))}</pre>`).join("");
+    } catch (error) { showError(result, error); }
+  });
+  document.getElementById("query-create").addEventListener("click", async () => {
+    const name = document.getElementById("query-name").value;
+    try {
+      await api("/api/queries", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name, sql: sql() }) });
+      result.innerHTML = `<p class="ok">created query job ${escapeHtml(name)}</p>`;
+    } catch (error) { showError(result, error); }
+  });
+  const history = new Map();
+  return every(POLL_MS * 2, async () => {
+    let listing;
+    try { listing = await api("/api/queries"); } catch (error) { showError(body, error); return; }
+    if (!listing.jobs.length) { body.innerHTML = `<p class="muted">No query jobs registered.</p>`; return; }
+    const now = Date.now();
+    const rate = (job) => {
+      const last = history.get(job.name);
+      history.set(job.name, { time: now, events: job.events_total });
+      if (!last || job.events_total === null || last.events === null) return null;
+      return Math.max(0, (job.events_total - last.events) / ((now - last.time) / 1000));
+    };
+    body.innerHTML = `<table id="queries-table"><thead><tr><th>job</th><th>state</th><th class="num">events/s</th><th class="num">events</th><th class="num">late</th><th class="num">watermark lag (s)</th></tr></thead><tbody>${
+      listing.jobs.map((job) => `<tr data-job="${escapeHtml(job.name)}"><td title="${escapeHtml(job.sql)}">${escapeHtml(job.name)}</td><td class="state">${job.state}</td><td class="num">${formatFigure(rate(job))}</td><td class="num">${formatFigure(job.events_total)}</td><td class="num">${formatFigure(job.late_events_total)}</td><td class="num">${formatFigure(job.watermark_lag_seconds)}</td></tr>`).join("")
+    }</tbody></table>`;
+  });
+}
+
 // ---------------------------------------------------------------- routing
 
 function route() {
@@ -287,6 +371,7 @@ function route() {
   else if (hash === "topics") stopCurrentView = renderTopics();
   else if (hash === "groups") stopCurrentView = renderGroups();
   else if (hash === "devices") stopCurrentView = renderDevices();
+  else if (hash === "queries") stopCurrentView = renderQueries();
   else stopCurrentView = renderOverview();
 }
 

@@ -10,6 +10,9 @@
 //! | `GET /api/devices` | the gateway's registered devices, and how many are connected now |
 //! | `POST /api/devices/{id}/disabled` `{"disabled": true}` | disables or enables a device |
 //! | `POST /api/devices/{id}/command` `{"payload": ...}` | sends a command to a device |
+//! | `GET /api/queries` | registered query jobs, with their counters when they run here |
+//! | `POST /api/queries/test` `{"sql": ..., "events": ...}` | the query run over sample events |
+//! | `POST /api/queries` `{"name": ..., "sql": ...}` | registers a query job |
 //!
 //! Every input is bounded and checked before a Kafka request is made; a bad one gets a 4xx with
 //! `{"error": reason}`, never a panic. Kafka's blocking calls run on tokio's blocking threads.
@@ -136,9 +139,25 @@ impl ConsoleApi {
                 let cluster = crate::clients::cluster_for(&self.cluster, &request.principal)?;
                 crate::devices::send_command(cluster, id, &request.body).await?
             }
+            ("GET" | "HEAD", ["queries"]) => {
+                let client = self.client(&request.principal)?;
+                let cluster = crate::clients::cluster_for(&self.cluster, &request.principal)?;
+                crate::queries::list(client, cluster, crate::overview::samples(&self.registry.render()))
+                    .await?
+            }
+            ("POST", ["queries", "test"]) => {
+                // Nothing of the cluster is read, but only someone let in to the console may run it.
+                crate::clients::cluster_for(&self.cluster, &request.principal)?;
+                crate::queries::test(&request.body).await?
+            }
+            ("POST", ["queries"]) => {
+                let cluster = crate::clients::cluster_for(&self.cluster, &request.principal)?;
+                crate::queries::create(cluster, &request.body).await?
+            }
             (
                 _,
-                ["overview" | "topics" | "groups" | "devices"]
+                ["overview" | "topics" | "groups" | "devices" | "queries"]
+                | ["queries", "test"]
                 | ["topics", _, "messages" | "search"]
                 | ["devices", _, "disabled" | "command"],
             ) => return Err(ApiError { status: 405, reason: format!("{path} does not take {method}") }),

@@ -10,7 +10,7 @@
 //!
 //! - [`api`]: the routes, their bounded inputs and the 4xx answers with reasons.
 //! - `clients`: one librdkafka client per principal, kept for the next request.
-//! - `topics`, `messages`, `groups`, `devices`, `overview`: what each route reads or writes.
+//! - `topics`, `messages`, `groups`, `devices`, `queries`, `overview`: what each route reads or writes.
 //! - `assets`: the HTML, CSS and JavaScript, compiled into the binary; no build step.
 
 pub mod api;
@@ -20,6 +20,7 @@ mod devices;
 mod groups;
 mod messages;
 mod overview;
+mod queries;
 mod topics;
 
 pub use api::{ApiError, ConsoleApi, ConsoleCluster};
