@@ -4,12 +4,13 @@ Selenium drives Debian's headless Chromium (`apt-get install chromium chromium-d
 session broker: the overview's throughput chart moves while a producer runs, a topic's records are
 browsed and searched by key, a consumer group's lag chart appears, a device shows online, a
 command sent from the page arrives at its MQTT client, and it is disabled and enabled again; a
-query is tested on sample events loaded from its topic, then created, and runs. The API is checked directly for
+query is tested on sample events loaded from its topic, then created, and runs; a dead-lettered
+event is inspected with its reason and sent back, and the trigger delivers it. The API is checked directly for
 what it answers to bad input (4xx with a reason, never a panic) and, with SASL listeners, that it
 asks for a SCRAM user and shows only what that user's ACLs let it describe.
 
 Screenshots of each page are written to target/console-screenshots/ (overview.png, topic.png,
-groups.png, devices.png, queries.png) for a reviewer to look at."""
+groups.png, devices.png, queries.png, triggers.png) for a reviewer to look at."""
 
 from __future__ import annotations
 
@@ -434,3 +435,46 @@ def test_a_query_is_tested_on_sample_events_from_its_topic_then_created(broker, 
         assert time.monotonic() < deadline, jobs[job]
         time.sleep(0.5)
     tidewater("query", "delete", job, bootstrap=broker.bootstrap)
+
+
+def test_a_dead_lettered_event_is_inspected_and_sent_back(broker, browser, topic_name):
+    import uuid
+
+    from selenium.webdriver.common.by import By
+
+    from trigger_support import Receiver, Reply
+
+    # The receiver refuses the first attempt of the event for good (400: dead-lettered at once)
+    # and takes it when it comes back.
+    seen: list[bytes] = []
+
+    def respond(request, attempt):
+        seen.append(request.body)
+        return Reply(status=400) if len(seen) == 1 else Reply()
+
+    receiver = Receiver(respond)
+    name = f"console-{uuid.uuid4().hex[:8]}"
+    tidewater("topic", "create", topic_name, "--partitions", "1", bootstrap=broker.bootstrap)
+    tidewater("trigger", "create", name, "--topic", topic_name, "--webhook", receiver.url, "--from", "earliest",
+              bootstrap=broker.bootstrap)
+    try:
+        produce(broker.bootstrap, topic_name, [(b"valve-7", b'{"pressure": 9}')])
+        browser.get(f"http://127.0.0.1:{broker.admin_port}/#triggers")
+        row = f'#triggers-table tr[data-trigger="{name}"]'
+        wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{row} td.dead-lettered").text == "1", "one event dead-lettered")
+        browser.find_element(By.CSS_SELECTOR, f"{row} button.dead-letters").click()
+        record = wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#dead-letters .record"), "the dead letter")[0]
+        assert "tidewater-dead-letter-reason" in record.text and "400" in record.text, record.text
+        assert json.loads(record.find_element(By.CSS_SELECTOR, "pre.value").text) == {"pressure": 9}
+        screenshot(browser, "triggers.png")
+        record.find_element(By.CSS_SELECTOR, "button.replay").click()
+        wait_until(browser, lambda d: "sent back" in d.find_element(By.ID, "replay-result").text, "the page to say sent back")
+        receiver.wait_for(lambda requests: len(requests) >= 2, "the event delivered again")
+        wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{row} td.delivered").text == "1", "one event delivered")
+        status, answer = api(broker.admin_port, f"/api/triggers/{name}/replay", method="POST", body=b'{"partition": 0, "offset": 99}')
+        assert status == 404 and "no record at offset 99" in answer["error"], answer
+        status, answer = api(broker.admin_port, f"/api/triggers/{name}/replay", method="POST", body=b'{"partition": "x"}')
+        assert status == 400 and "malformed JSON body" in answer["error"], answer
+    finally:
+        tidewater("trigger", "delete", name, bootstrap=broker.bootstrap, check=False)
+        receiver.close()

@@ -360,6 +360,57 @@ function renderQueries() {
   });
 }
 
+// ---------------------------------------------------------------- triggers
+
+function renderTriggers() {
+  page().innerHTML = `<h1>Triggers</h1><div id="triggers-body" class="muted">loading…</div><h2 id="dead-letters-title"></h2><div id="replay-result"></div><div id="dead-letters"></div>`;
+  const body = document.getElementById("triggers-body");
+  const deadLetters = document.getElementById("dead-letters");
+  const replayResult = document.getElementById("replay-result");
+  let shown = null;
+  async function showDeadLetters(trigger) {
+    shown = trigger;
+    document.getElementById("dead-letters-title").textContent = `Dead letters of ${trigger.name} (${trigger.dead_letter_topic})`;
+    deadLetters.innerHTML = "";
+    try {
+      const listing = await api("/api/topics");
+      const topic = listing.topics.find((one) => one.name === trigger.dead_letter_topic);
+      if (!topic) { deadLetters.innerHTML = `<p class="muted">Nothing dead-lettered yet.</p>`; return; }
+      const records = [];
+      for (const partition of topic.partitions) {
+        const page = await api(`/api/topics/${encodeURIComponent(topic.name)}/messages?partition=${partition.partition}&count=50`);
+        records.push(...page.records);
+      }
+      deadLetters.innerHTML = records.length
+        ? records.map((record) => renderRecord(record).replace('<div class="meta">', `<div class="meta"><button type="button" class="replay" data-partition="${record.partition}" data-offset="${record.offset}">Send back to ${escapeHtml(trigger.topic)}</button> `)).join("")
+        : `<p class="muted">Nothing dead-lettered yet.</p>`;
+    } catch (error) { showError(deadLetters, error); }
+  }
+  deadLetters.addEventListener("click", async (event) => {
+    if (!event.target.classList.contains("replay") || !shown) return;
+    const partition = Number(event.target.dataset.partition), offset = Number(event.target.dataset.offset);
+    try {
+      const answer = await api(`/api/triggers/${encodeURIComponent(shown.name)}/replay`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ partition, offset }) });
+      replayResult.innerHTML = `<p class="ok">sent back: ${escapeHtml(answer.from.topic)}/${partition}@${offset} → ${escapeHtml(answer.to.topic)}/${answer.to.partition}@${answer.to.offset}</p>`;
+    } catch (error) { showError(replayResult, error); }
+  });
+  let triggers = [];
+  body.addEventListener("click", (event) => {
+    if (!event.target.classList.contains("dead-letters")) return;
+    const trigger = triggers.find((one) => one.name === event.target.closest("tr").dataset.trigger);
+    if (trigger) showDeadLetters(trigger);
+  });
+  return every(POLL_MS * 2, async () => {
+    let listing;
+    try { listing = await api("/api/triggers"); } catch (error) { showError(body, error); return; }
+    triggers = listing.triggers;
+    if (!triggers.length) { body.innerHTML = `<p class="muted">No triggers registered.</p>`; return; }
+    body.innerHTML = `<table id="triggers-table"><thead><tr><th>trigger</th><th>topic</th><th>state</th><th class="num">delivered</th><th class="num">retries</th><th class="num">dead-lettered</th><th class="num">mean latency (s)</th><th></th></tr></thead><tbody>${
+      triggers.map((trigger) => `<tr data-trigger="${escapeHtml(trigger.name)}"><td>${escapeHtml(trigger.name)}</td><td>${escapeHtml(trigger.topic)}</td><td>${trigger.state}</td><td class="num delivered">${formatFigure(trigger.delivered_total)}</td><td class="num">${formatFigure(trigger.retries_total)}</td><td class="num dead-lettered">${formatFigure(trigger.dead_lettered_total)}</td><td class="num">${trigger.mean_latency_seconds === null ? "-" : trigger.mean_latency_seconds.toFixed(3)}</td><td><button type="button" class="dead-letters">Dead letters</button></td></tr>`).join("")
+    }</tbody></table>`;
+  });
+}
+
 // ---------------------------------------------------------------- routing
 
 function route() {
@@ -372,6 +423,7 @@ function route() {
   else if (hash === "groups") stopCurrentView = renderGroups();
   else if (hash === "devices") stopCurrentView = renderDevices();
   else if (hash === "queries") stopCurrentView = renderQueries();
+  else if (hash === "triggers") stopCurrentView = renderTriggers();
   else stopCurrentView = renderOverview();
 }
 

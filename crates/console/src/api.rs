@@ -13,6 +13,8 @@
 //! | `GET /api/queries` | registered query jobs, with their counters when they run here |
 //! | `POST /api/queries/test` `{"sql": ..., "events": ...}` | the query run over sample events |
 //! | `POST /api/queries` `{"name": ..., "sql": ...}` | registers a query job |
+//! | `GET /api/triggers` | registered triggers, counters when they run here, dead-letter topics |
+//! | `POST /api/triggers/{name}/replay` `{"partition": P, "offset": O}` | a dead letter sent back |
 //!
 //! Every input is bounded and checked before a Kafka request is made; a bad one gets a 4xx with
 //! `{"error": reason}`, never a panic. Kafka's blocking calls run on tokio's blocking threads.
@@ -154,9 +156,22 @@ impl ConsoleApi {
                 let cluster = crate::clients::cluster_for(&self.cluster, &request.principal)?;
                 crate::queries::create(cluster, &request.body).await?
             }
+            ("GET" | "HEAD", ["triggers"]) => {
+                let client = self.client(&request.principal)?;
+                let cluster = crate::clients::cluster_for(&self.cluster, &request.principal)?;
+                crate::triggers::list(client, cluster, crate::overview::samples(&self.registry.render()))
+                    .await?
+            }
+            ("POST", ["triggers", name, "replay"]) => {
+                let name = decode_segment(name)?;
+                let client = self.client(&request.principal)?;
+                let cluster = crate::clients::cluster_for(&self.cluster, &request.principal)?;
+                crate::triggers::replay(client, cluster, name, &request.body).await?
+            }
             (
                 _,
-                ["overview" | "topics" | "groups" | "devices" | "queries"]
+                ["overview" | "topics" | "groups" | "devices" | "queries" | "triggers"]
+                | ["triggers", _, "replay"]
                 | ["queries", "test"]
                 | ["topics", _, "messages" | "search"]
                 | ["devices", _, "disabled" | "command"],

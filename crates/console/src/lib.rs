@@ -10,7 +10,7 @@
 //!
 //! - [`api`]: the routes, their bounded inputs and the 4xx answers with reasons.
 //! - `clients`: one librdkafka client per principal, kept for the next request.
-//! - `topics`, `messages`, `groups`, `devices`, `queries`, `overview`: what each route reads or writes.
+//! - `topics`, `messages`, `groups`, `devices`, `queries`, `triggers`, `overview`: what each route reads or writes.
 //! - `assets`: the HTML, CSS and JavaScript, compiled into the binary; no build step.
 
 pub mod api;
@@ -22,5 +22,6 @@ mod messages;
 mod overview;
 mod queries;
 mod topics;
+mod triggers;
 
 pub use api::{ApiError, ConsoleApi, ConsoleCluster};

@@ -231,6 +231,37 @@ fn read_ranges(
     Ok(true)
 }
 
+/// The record at `offset` of `topic`/`partition`, or a 404 saying why there is none.
+pub(crate) fn read_one(
+    client: &ConsoleClient,
+    cluster: &ClusterConfig,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<rdkafka::message::OwnedMessage, ApiError> {
+    let partitions = partitions_of(client, topic)?;
+    if !partitions.contains(&partition) {
+        return Err(ApiError::not_found(format!("topic {topic:?} has no partition {partition}")));
+    }
+    let (low, high) = client
+        .fetch_watermarks(topic, partition, KAFKA_TIMEOUT)
+        .map_err(|error| ApiError::unavailable(format!("watermarks of {topic}/{partition}: {error}")))?;
+    if offset < low || offset >= high {
+        return Err(ApiError::not_found(format!(
+            "no record at offset {offset} of {topic}/{partition} (its records are {low} to {})",
+            high - 1
+        )));
+    }
+    let consumer = reader(cluster)?;
+    let mut found = None;
+    read_ranges(&consumer, topic, &[(partition, offset, offset + 1)], |message| {
+        if message.offset() == offset {
+            found = Some(message.detach());
+        }
+    })?;
+    found.ok_or_else(|| ApiError::not_found(format!("no record at offset {offset} of {topic}/{partition}")))
+}
+
 pub(crate) async fn browse(
     client: Arc<ConsoleClient>,
     cluster: ClusterConfig,
