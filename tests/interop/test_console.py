@@ -49,8 +49,12 @@ def api(port: int, path: str, headers: dict[str, str] | None = None, method: str
         body: bytes | None = None) -> tuple[int, dict]:
     """(status, JSON body) of an API request; 4xx and 5xx are returned, not raised."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = dict(headers or {})
+    if body is not None:
+        # What the console's page sends; anything else is refused (see the cross-site test).
+        headers.setdefault("Content-Type", "application/json")
     try:
-        connection.request(method, path, body=body, headers=headers or {})
+        connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
         text = response.read().decode()
     finally:
@@ -97,6 +101,14 @@ def test_the_api_answers_bad_input_with_a_4xx_and_a_reason(broker, topic_name):
     ):
         answer_status, answer = api(port, path, method=method, body=body)
         assert answer_status == status and reason in answer.get("error", ""), (method, path, answer_status, answer)
+    # What another site's page could send from the operator's browser changes nothing.
+    for headers, status, reason in (
+        ({"Content-Type": "text/plain"}, 415, "Content-Type: application/json"),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, 415, "Content-Type: application/json"),
+        ({"Content-Type": "application/json", "Origin": "http://evil.example"}, 403, "another site"),
+    ):
+        answer_status, answer = api(port, "/api/devices/x/command", headers, method="POST", body=b'{"payload": "x"}')
+        assert answer_status == status and reason in answer["error"], (headers, answer_status, answer)
     # The listener carries on serving after all of that.
     assert http_get(port, "/health/live")[0] == 200
     assert api(port, f"/api/topics/{quoted}/messages?offset=0")[0] == 200

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use tidewater_metrics::Registry;
 use tokio::net::TcpListener;
@@ -113,6 +113,11 @@ async fn answer_console(
         response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
         return response;
     }
+    if method == Method::POST {
+        if let Some(refusal) = cross_site_refusal(request.headers()) {
+            return refusal;
+        }
+    }
     let authorization = request.headers().get(AUTHORIZATION).map(|value| value.as_bytes().to_vec());
     let principal = match state.metrics_access.check(authorization.as_deref()).await {
         Ok(principal) => principal,
@@ -137,6 +142,31 @@ async fn answer_console(
         *response.body_mut() = Full::new(Bytes::new());
     }
     response
+}
+
+/// Why a POST that changes something (a command sent, a device disabled) is refused when another
+/// site's page could have sent it: a page elsewhere may POST a form or a "simple" fetch to
+/// 127.0.0.1 from the operator's browser, but it cannot set `Content-Type: application/json`
+/// without a CORS preflight this listener never grants, and a browser names its origin.
+fn cross_site_refusal(headers: &hyper::HeaderMap) -> Option<AdminResponse> {
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if !json {
+        return Some(plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the console's API takes POST bodies with Content-Type: application/json",
+        ));
+    }
+    if let Some(origin) = headers.get(ORIGIN) {
+        let host = headers.get(HOST).and_then(|value| value.to_str().ok()).unwrap_or_default();
+        let same = origin.to_str().ok().and_then(|origin| origin.strip_prefix("http://")) == Some(host);
+        if !same {
+            return Some(plain(StatusCode::FORBIDDEN, "a request from another site's page is refused"));
+        }
+    }
+    None
 }
 
 async fn answer(request: Request<Incoming>, state: &AdminState) -> AdminResponse {
