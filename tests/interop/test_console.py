@@ -9,7 +9,7 @@ event is inspected with its reason and sent back, and the trigger delivers it. T
 what it answers to bad input (4xx with a reason, never a panic) and, with SASL listeners, that it
 asks for a SCRAM user and shows only what that user's ACLs let it describe.
 
-Screenshots of each page are written to target/console-screenshots/ (overview.png, topic.png,
+Screenshots of each page are written to target/console-screenshots/ (overview.png, topics.png, topic.png,
 groups.png, devices.png, queries.png, triggers.png) for a reviewer to look at."""
 
 from __future__ import annotations
@@ -292,6 +292,13 @@ def test_a_topics_records_are_browsed_and_searched_by_key(broker, browser, topic
     browser.get(f"http://127.0.0.1:{broker.admin_port}/#topics")
     wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'#topics-table tr[data-topic="{topic_name}"]'),
                "the topic in the topics table")
+    topic_row = f'#topics-table tr[data-topic="{topic_name}"]'
+    retention = browser.find_element(By.CSS_SELECTOR, f"{topic_row} td.retention").text
+    assert retention == "7 d · delete", retention
+    # The produce-rate sparkline gets its points from /api/overview's per-topic totals.
+    wait_until(browser, lambda d: int(d.find_element(By.CSS_SELECTOR, f"{topic_row} svg.sparkline").get_attribute("data-points") or 0) >= 1,
+               "the topic's rate sparkline")
+    screenshot(browser, "topics.png")
     browser.find_element(By.LINK_TEXT, topic_name).click()
     shown = wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#messages .record"), "the topic's records")
     assert [element.get_attribute("data-offset") for element in shown] == [str(n) for n in range(6)]

@@ -64,3 +64,20 @@ function drawLineChart(svg, series, windowMs) {
 function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, (character) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[character]);
 }
+
+// A table cell's small chart of one series: no axes, the newest value as text beside it.
+function drawSparkline(svg, points, windowMs) {
+  const width = 120, height = 24;
+  const start = Date.now() - windowMs;
+  const shown = points.filter(([time]) => time >= start);
+  const max = shown.reduce((highest, [, value]) => Math.max(highest, value), 0);
+  const ceiling = max > 0 ? max : 1;
+  const coordinates = shown
+    .map(([time, value]) => `${(((time - start) / windowMs) * width).toFixed(1)},${(height - 2 - (value / ceiling) * (height - 4)).toFixed(1)}`)
+    .join(" ");
+  const last = shown.length ? shown[shown.length - 1][1] : null;
+  svg.setAttribute("viewBox", `0 0 ${width + 40} ${height}`);
+  svg.innerHTML = `<polyline stroke="${CHART_COLOURS[0]}" points="${coordinates}"/><text x="${width + 4}" y="${height - 8}">${formatFigure(last)}</text>`;
+  svg.dataset.max = String(max);
+  svg.dataset.points = String(shown.length);
+}

@@ -102,16 +102,42 @@ function renderOverview() {
 
 // ---------------------------------------------------------------- topics
 
+const topicRates = new Map(); // topic -> [[time, records/s]]
+
+function retentionText(configs) {
+  if (!configs || configs["retention.ms"] === undefined) return "-";
+  const ms = Number(configs["retention.ms"]);
+  const time = ms < 0 ? "forever" : ms % 86400000 === 0 ? `${ms / 86400000} d` : ms % 3600000 === 0 ? `${ms / 3600000} h` : `${ms} ms`;
+  const policy = configs["cleanup.policy"] ? ` · ${configs["cleanup.policy"]}` : "";
+  return time + policy;
+}
+
 function renderTopics() {
   page().innerHTML = `<h1>Topics</h1><div id="topics-body" class="muted">loading…</div>`;
   const body = document.getElementById("topics-body");
   api("/api/topics").then((listing) => {
     if (!listing.topics.length) { body.innerHTML = `<p class="muted">No topics this user may describe.</p>`; return; }
-    body.innerHTML = `<table id="topics-table"><thead><tr><th>topic</th><th class="num">partitions</th><th class="num">records</th><th class="num">log size</th></tr></thead><tbody>${
-      listing.topics.map((topic) => `<tr data-topic="${escapeHtml(topic.name)}"><td><a href="#topic/${encodeURIComponent(topic.name)}">${escapeHtml(topic.name)}</a>${topic.internal ? ' <span class="muted">internal</span>' : ""}</td><td class="num">${topic.partitions.length}</td><td class="num">${formatFigure(topic.records)}</td><td class="num">${topic.log_size_bytes === null ? "-" : formatFigure(topic.log_size_bytes) + "B"}</td></tr>`).join("")
+    body.innerHTML = `<table id="topics-table"><thead><tr><th>topic</th><th class="num">partitions</th><th class="num">records</th><th class="num">log size</th><th>retention</th><th>records produced/s</th></tr></thead><tbody>${
+      listing.topics.map((topic, index) => `<tr data-topic="${escapeHtml(topic.name)}"><td><a href="#topic/${encodeURIComponent(topic.name)}">${escapeHtml(topic.name)}</a>${topic.internal ? ' <span class="muted">internal</span>' : ""}</td><td class="num">${topic.partitions.length}</td><td class="num">${formatFigure(topic.records)}</td><td class="num">${topic.log_size_bytes === null ? "-" : formatFigure(topic.log_size_bytes) + "B"}</td><td class="retention">${escapeHtml(retentionText(topic.configs))}</td><td><svg class="sparkline" id="sparkline-${index}" data-topic="${escapeHtml(topic.name)}"></svg></td></tr>`).join("")
     }</tbody></table>`;
   }).catch((error) => showError(body, error));
-  return () => {};
+  let last = null;
+  return every(POLL_MS * 2, async () => {
+    const overview = await api("/api/overview").catch(() => null);
+    if (!overview) return;
+    const produced = overview.records_produced_by_topic || {};
+    if (last && overview.time_ms > last.time) {
+      const seconds = (overview.time_ms - last.time) / 1000;
+      for (const [topic, total] of Object.entries(produced)) {
+        if (!topicRates.has(topic)) topicRates.set(topic, []);
+        pushPoint(topicRates.get(topic), overview.time_ms, Math.max(0, (total - (last.produced[topic] || 0)) / seconds));
+      }
+    }
+    last = { time: overview.time_ms, produced };
+    for (const svg of document.querySelectorAll("svg.sparkline")) {
+      drawSparkline(svg, topicRates.get(svg.dataset.topic) || [], CHART_WINDOW_MS);
+    }
+  });
 }
 
 function renderRecord(record) {
@@ -147,7 +173,7 @@ function renderTopic(name) {
   api("/api/topics").then((listing) => {
     const topic = listing.topics.find((one) => one.name === name);
     if (!topic) { showError(partitionsBody, new Error(`no topic ${name} that this user may describe`)); return; }
-    partitionsBody.innerHTML = `<table id="partitions-table"><thead><tr><th>partition</th><th class="num">low watermark</th><th class="num">high watermark</th><th class="num">log size</th></tr></thead><tbody>${
+    partitionsBody.innerHTML = `<p id="topic-retention">retention: ${escapeHtml(retentionText(topic.configs))}</p><table id="partitions-table"><thead><tr><th>partition</th><th class="num">low watermark</th><th class="num">high watermark</th><th class="num">log size</th></tr></thead><tbody>${
       topic.partitions.map((partition) => `<tr><td>${partition.partition}</td><td class="num">${partition.low_watermark ?? "-"}</td><td class="num">${partition.high_watermark ?? "-"}</td><td class="num">${partition.log_size_bytes === null ? "-" : formatFigure(partition.log_size_bytes) + "B"}</td></tr>`).join("")
     }</tbody></table>`;
     document.getElementById("browse-partition").innerHTML = topic.partitions.map((partition) => `<option value="${partition.partition}">${partition.partition}</option>`).join("");

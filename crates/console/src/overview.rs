@@ -79,6 +79,12 @@ pub(crate) async fn overview(registry: &'static Registry, client: Arc<ConsoleCli
         let total = (!present.is_empty()).then(|| present.iter().map(|sample| sample.value).sum::<f64>());
         totals.insert(name.to_string(), serde_json::json!(total));
     }
+    // Per topic, for the topics page's rate sparklines; bounded by the registry's own labels.
+    let produced_by_topic: serde_json::Map<String, serde_json::Value> = samples
+        .iter()
+        .filter(|sample| sample.name == "tidewater_topic_records_produced_total")
+        .filter_map(|sample| Some((sample.label("topic")?.to_string(), serde_json::json!(sample.value))))
+        .collect();
     let cluster = blocking(move || {
         let metadata = client
             .fetch_metadata(Some("__tidewater_console_probe_never_created"), KAFKA_TIMEOUT)
@@ -93,6 +99,7 @@ pub(crate) async fn overview(registry: &'static Registry, client: Arc<ConsoleCli
     serde_json::json!({
         "time_ms": tidewater_client::now_ms(),
         "totals": totals,
+        "records_produced_by_topic": produced_by_topic,
         "cluster": cluster,
     })
 }

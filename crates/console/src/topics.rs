@@ -1,6 +1,7 @@
 //! `GET /api/topics`: the topics the principal may describe (a Metadata request: the broker
-//! leaves out the others), each partition's low and high watermarks, and its log size when this
-//! process's registry has one (`tidewater_partition_log_size_bytes`, in `serve`).
+//! leaves out the others), their retention and cleanup policy (DescribeConfigs), each
+//! partition's low and high watermarks, and its log size when this process's registry has one
+//! (`tidewater_partition_log_size_bytes`, in `serve`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +15,11 @@ use crate::clients::ConsoleClient;
 /// The most partitions whose watermarks one listing asks for (one ListOffsets pair each); the
 /// rest are listed without them.
 const WATERMARKS_PARTITIONS_MAX: usize = 2_000;
+/// The most topics whose configs (retention, cleanup policy) one listing asks for, one
+/// DescribeConfigs each; the rest are listed without them.
+const CONFIGS_TOPICS_MAX: usize = 200;
+/// The configs the topics page shows.
+const SHOWN_CONFIGS: [&str; 3] = ["retention.ms", "retention.bytes", "cleanup.policy"];
 
 /// A topic's partitions as the cluster's metadata has them: `(partition, error)`.
 pub(crate) fn partitions_of(client: &ConsoleClient, topic: &str) -> Result<Vec<i32>, ApiError> {
@@ -50,6 +56,7 @@ pub(crate) async fn list(
         let mut topics: Vec<_> = metadata.topics().iter().filter(|topic| topic.error().is_none()).collect();
         topics.sort_by(|left, right| left.name().cmp(right.name()));
         let mut watermarks_left = WATERMARKS_PARTITIONS_MAX;
+        let mut configs_left = CONFIGS_TOPICS_MAX;
         let listed: Vec<serde_json::Value> = topics
             .into_iter()
             .map(|topic| {
@@ -82,8 +89,25 @@ pub(crate) async fn list(
                         })
                     })
                     .collect();
+                let configs: serde_json::Map<String, serde_json::Value> = (configs_left > 0)
+                    .then(|| {
+                        configs_left -= 1;
+                        tidewater_client::admin::describe_topic_configs(
+                            client.client(),
+                            topic.name(),
+                            KAFKA_TIMEOUT,
+                        )
+                        .ok()
+                    })
+                    .flatten()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|entry| SHOWN_CONFIGS.contains(&entry.name.as_str()))
+                    .map(|entry| (entry.name, serde_json::json!(entry.value)))
+                    .collect();
                 serde_json::json!({
                     "name": topic.name(),
+                    "configs": configs,
                     "internal": topic.name().starts_with('_'),
                     "partitions": partitions,
                     "records": total_records,
