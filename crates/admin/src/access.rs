@@ -55,11 +55,34 @@ impl Refusal {
     }
 }
 
+/// Who a let-in request is: what the console's API acts as.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// Nobody in particular: the listener is open.
+    Anyone,
+    /// The bearer of the metrics token.
+    TokenBearer,
+    /// A SCRAM user whose password was checked, with the mechanism it has a credential for, so
+    /// that a Kafka client can log in as that user.
+    User { name: String, password: String, mechanism: &'static str },
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Anyone => formatter.write_str("Anyone"),
+            Principal::TokenBearer => formatter.write_str("TokenBearer"),
+            // The password never reaches a log.
+            Principal::User { name, mechanism, .. } => write!(formatter, "User({name}, {mechanism})"),
+        }
+    }
+}
+
 impl MetricsAccess {
-    /// Checks a request's `Authorization` header value.
-    pub(crate) async fn check(&self, authorization: Option<&[u8]>) -> Result<(), Refusal> {
+    /// Checks a request's `Authorization` header value, and says who sent it.
+    pub(crate) async fn check(&self, authorization: Option<&[u8]>) -> Result<Principal, Refusal> {
         let (token, users) = match self {
-            MetricsAccess::Open => return Ok(()),
+            MetricsAccess::Open => return Ok(Principal::Anyone),
             MetricsAccess::Protected { token, users } => (token, users),
         };
         let authorization = authorization.ok_or(Refusal::NoCredentials)?;
@@ -69,7 +92,7 @@ impl MetricsAccess {
         if scheme.eq_ignore_ascii_case("bearer") {
             let expected = token.as_ref().ok_or(Refusal::WrongCredentials)?;
             return match bool::from(expected.0.ct_eq(credentials.as_bytes())) {
-                true => Ok(()),
+                true => Ok(Principal::TokenBearer),
                 false => Err(Refusal::WrongCredentials),
             };
         }
@@ -82,20 +105,21 @@ impl MetricsAccess {
         let decoded = String::from_utf8(decoded).map_err(|_| Refusal::MalformedAuthorization)?;
         let (user, password) = decoded.split_once(':').ok_or(Refusal::MalformedAuthorization)?;
         let users = users.clone().ok_or(Refusal::WrongCredentials)?;
-        let (user, password) = (user.to_string(), password.as_bytes().to_vec());
+        let (user, password) = (user.to_string(), password.to_string());
+        let (checked_user, checked_password) = (user.clone(), password.as_bytes().to_vec());
         let verified = tokio::task::spawn_blocking(move || {
-            [ScramMechanism::Sha256, ScramMechanism::Sha512].into_iter().any(|mechanism| {
+            // SHA-512 first: the internal listener a console's client logs in through takes both.
+            [ScramMechanism::Sha512, ScramMechanism::Sha256].into_iter().find(|mechanism| {
                 users
-                    .scram_credential(&user, mechanism)
-                    .is_some_and(|credential| credential.verify_password(mechanism, &password))
+                    .scram_credential(&checked_user, *mechanism)
+                    .is_some_and(|credential| credential.verify_password(*mechanism, &checked_password))
             })
         })
         .await
-        .unwrap_or(false);
-        if verified {
-            Ok(())
-        } else {
-            Err(Refusal::WrongCredentials)
+        .unwrap_or(None);
+        match verified {
+            Some(mechanism) => Ok(Principal::User { name: user, password, mechanism: mechanism.name() }),
+            None => Err(Refusal::WrongCredentials),
         }
     }
 }

@@ -11,11 +11,16 @@
 //! front of unauthenticated Kafka listeners), or only a request bearing the configured token or
 //! the password of a SCRAM user. The health endpoints stay open, as a load balancer needs them
 //! and they say nothing but "ready" or why not.
+//!
+//! Every other path belongs to the web console when the role gives one ([`Console`]): the same
+//! access check lets a request in, and the console acts as the [`Principal`] it found.
 
 mod access;
+mod console;
 mod readiness;
 mod server;
 
-pub use access::{MetricsAccess, MetricsToken};
+pub use access::{MetricsAccess, MetricsToken, Principal};
+pub use console::{Console, ConsoleFuture, ConsoleRequest, ConsoleResponse, CONSOLE_REQUEST_BYTES_MAX};
 pub use readiness::Readiness;
 pub use server::{serve, AdminState, ADMIN_CONNECTIONS_MAX};

@@ -1,20 +1,22 @@
 //! The HTTP/1.1 server of the admin listener: at most [`ADMIN_CONNECTIONS_MAX`] connections,
-//! a header timeout, GET only, and a 4xx with its reason for anything else. A request never
-//! panics the listener: every path it can take ends in a response.
+//! a header timeout, GET only for its own endpoints, and a 4xx with its reason for anything else.
+//! Other paths go to the console when there is one, after the same access check as `/metrics`.
+//! A request never panics the listener: every path it can take ends in a response.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use tidewater_metrics::Registry;
 use tokio::net::TcpListener;
 
-use crate::access::MetricsAccess;
+use crate::access::{MetricsAccess, Refusal};
+use crate::console::{Console, ConsoleRequest, CONSOLE_REQUEST_BYTES_MAX};
 use crate::readiness::Readiness;
 
 /// The most admin connections open at once; more wait in the listen backlog. A scraper and a
@@ -31,6 +33,8 @@ pub struct AdminState {
     pub registry: &'static Registry,
     pub readiness: Arc<Readiness>,
     pub metrics_access: MetricsAccess,
+    /// The web console and its API, on every other path; without one those are 404.
+    pub console: Option<Arc<dyn Console>>,
 }
 
 /// Serves the admin endpoints on `listener` until `stop` turns true.
@@ -89,9 +93,91 @@ fn plain(status: StatusCode, body: impl Into<String>) -> AdminResponse {
     text(status, "text/plain; charset=utf-8", body)
 }
 
+fn unauthorized(refusal: Refusal) -> AdminResponse {
+    let mut response = plain(StatusCode::UNAUTHORIZED, refusal.reason());
+    response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tidewater\""));
+    response
+}
+
+/// A console request: let in by the metrics access check, its body read up to
+/// [`CONSOLE_REQUEST_BYTES_MAX`], then answered by the console.
+async fn answer_console(
+    request: Request<Incoming>,
+    state: &AdminState,
+    console: &dyn Console,
+) -> AdminResponse {
+    let method = request.method().clone();
+    if method != Method::GET && method != Method::HEAD && method != Method::POST {
+        let mut response =
+            plain(StatusCode::METHOD_NOT_ALLOWED, format!("the console takes GET and POST, not {method}"));
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+        return response;
+    }
+    if method == Method::POST {
+        if let Some(refusal) = cross_site_refusal(request.headers()) {
+            return refusal;
+        }
+    }
+    let authorization = request.headers().get(AUTHORIZATION).map(|value| value.as_bytes().to_vec());
+    let principal = match state.metrics_access.check(authorization.as_deref()).await {
+        Ok(principal) => principal,
+        Err(refusal) => return unauthorized(refusal),
+    };
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or_default().to_string();
+    let body = match Limited::new(request.into_body(), CONSOLE_REQUEST_BYTES_MAX).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body not read ({error}); the console takes at most {CONSOLE_REQUEST_BYTES_MAX} bytes"),
+            )
+        }
+    };
+    let answer =
+        console.handle(ConsoleRequest { method: method.to_string(), path, query, body, principal }).await;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = text(status, answer.content_type, answer.body);
+    if method == Method::HEAD {
+        *response.body_mut() = Full::new(Bytes::new());
+    }
+    response
+}
+
+/// Why a POST that changes something (a command sent, a device disabled) is refused when another
+/// site's page could have sent it: a page elsewhere may POST a form or a "simple" fetch to
+/// 127.0.0.1 from the operator's browser, but it cannot set `Content-Type: application/json`
+/// without a CORS preflight this listener never grants, and a browser names its origin.
+fn cross_site_refusal(headers: &hyper::HeaderMap) -> Option<AdminResponse> {
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if !json {
+        return Some(plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the console's API takes POST bodies with Content-Type: application/json",
+        ));
+    }
+    if let Some(origin) = headers.get(ORIGIN) {
+        let host = headers.get(HOST).and_then(|value| value.to_str().ok()).unwrap_or_default();
+        let same = origin.to_str().ok().and_then(|origin| origin.strip_prefix("http://")) == Some(host);
+        if !same {
+            return Some(plain(StatusCode::FORBIDDEN, "a request from another site's page is refused"));
+        }
+    }
+    None
+}
+
 async fn answer(request: Request<Incoming>, state: &AdminState) -> AdminResponse {
     let path = request.uri().path();
-    if !matches!(path, "/" | "/metrics" | "/health/live" | "/health/ready") {
+    let own = matches!(path, "/metrics" | "/health/live" | "/health/ready");
+    if !own {
+        if let Some(console) = &state.console {
+            return answer_console(request, state, console.as_ref()).await;
+        }
+    }
+    if !own && path != "/" {
         return plain(
             StatusCode::NOT_FOUND,
             format!("no such endpoint: {path} (the admin listener serves /metrics, /health/live and /health/ready)"),
@@ -111,14 +197,8 @@ async fn answer(request: Request<Incoming>, state: &AdminState) -> AdminResponse
         "/metrics" => {
             let authorization = request.headers().get(AUTHORIZATION).map(|value| value.as_bytes());
             match state.metrics_access.check(authorization).await {
-                Ok(()) => text(StatusCode::OK, METRICS_CONTENT_TYPE, state.registry.render()),
-                Err(refusal) => {
-                    let mut response = plain(StatusCode::UNAUTHORIZED, refusal.reason());
-                    response
-                        .headers_mut()
-                        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tidewater\""));
-                    response
-                }
+                Ok(_) => text(StatusCode::OK, METRICS_CONTENT_TYPE, state.registry.render()),
+                Err(refusal) => unauthorized(refusal),
             }
         }
         _ => plain(StatusCode::OK, "tidewater admin listener: /metrics, /health/live, /health/ready"),

@@ -1,5 +1,6 @@
 //! `--admin-listen`: the admin listener (`crates/admin`) as every long-running role starts it,
-//! with who may read `/metrics` and the process's own metrics. The default address is Redpanda's
+//! with who may read `/metrics`, the process's own metrics, and the web console
+//! (`crates/console`) as a Kafka client of the role's cluster. The default address is Redpanda's
 //! admin port on loopback; when a role finds it taken (a `serve` and a `query run` on one
 //! machine), it runs without an admin listener and says so, where an address given on the
 //! command line that cannot be bound fails the start like any other listener.
@@ -21,8 +22,8 @@ const METRICS_TOKEN_VARIABLE: &str = "TIDEWATER_METRICS_TOKEN";
 
 #[derive(Debug, Args)]
 pub(crate) struct AdminArgs {
-    /// Address of the admin listener: /metrics (Prometheus text format), /health/live and
-    /// /health/ready; "none" turns it off. The default, 127.0.0.1:9644, is skipped with a
+    /// Address of the admin listener: the web console at /, its JSON API under /api/, /metrics
+    /// (Prometheus text format), /health/live and /health/ready; "none" turns it off. The default, 127.0.0.1:9644, is skipped with a
     /// warning when another process holds it; an address given here must bind. /metrics then
     /// requires TIDEWATER_METRICS_TOKEN as a bearer token when that is set, and, in `serve` with
     /// authenticating Kafka listeners, the token or a SCRAM user's password (HTTP Basic).
@@ -66,12 +67,18 @@ pub(crate) fn metrics_token() -> anyhow::Result<Option<MetricsToken>> {
 /// The admin listener of a role that is a Kafka client (`gateway`, `query run`, `trigger
 /// run`): it keeps no users, so `/metrics` is open on loopback unless a token is set. Ready
 /// once the caller says its work is running.
-pub(crate) async fn start_for_client_role(args: &AdminArgs) -> anyhow::Result<Option<AdminListener>> {
+/// Its console reads the role's own cluster with the role's own identity: such a role keeps no
+/// users to ask for.
+pub(crate) async fn start_for_client_role(
+    args: &AdminArgs,
+    cluster: &tidewater_client::ClusterConfig,
+) -> anyhow::Result<Option<AdminListener>> {
     let access = match metrics_token()? {
         Some(token) => MetricsAccess::Protected { token: Some(token), users: None },
         None => MetricsAccess::Open,
     };
-    start(args, access, false, "starting").await
+    let console = tidewater_console::ConsoleCluster { anyone: cluster.clone(), users: None };
+    start(args, access, console, false, "starting").await
 }
 
 impl AdminListener {
@@ -87,6 +94,7 @@ impl AdminListener {
 pub(crate) async fn start(
     args: &AdminArgs,
     access: MetricsAccess,
+    console: tidewater_console::ConsoleCluster,
     allow_insecure: bool,
     starting: &str,
 ) -> anyhow::Result<Option<AdminListener>> {
@@ -123,9 +131,15 @@ pub(crate) async fn start(
     let registry = tidewater_metrics::global();
     let process_collector: Arc<dyn tidewater_metrics::Collect> = process.clone();
     registry.add_collector(Arc::downgrade(&process_collector));
-    let state = Arc::new(AdminState { registry, readiness: readiness.clone(), metrics_access: access });
+    let console: Arc<dyn tidewater_admin::Console> = tidewater_console::ConsoleApi::new(console, registry);
+    let state = Arc::new(AdminState {
+        registry,
+        readiness: readiness.clone(),
+        metrics_access: access,
+        console: Some(console),
+    });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(tidewater_admin::serve(listener, state, stopped));
-    tracing::info!(admin = %bound, "admin listener: /metrics, /health/live, /health/ready");
+    tracing::info!(admin = %bound, "admin listener: the console at http://{bound}/, /api/, /metrics, /health/live, /health/ready");
     Ok(Some(AdminListener { readiness, _stop: stop, _process: process }))
 }

@@ -32,7 +32,7 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let shutdown = crate::serve::ShutdownSignal::install()?;
-        let admin = crate::admin::start_for_client_role(&args.admin).await?;
+        let admin = crate::admin::start_for_client_role(&args.admin, &cluster).await?;
         let [mqtt_bound, mqtt_tls_bound, mqtt_ws_bound, http_bound, http_tls_bound] = sockets.addresses();
         let mqtt_listens = crate::gateway_listen::listens(sockets.mqtt)?;
         let http_listens = crate::gateway_listen::listens(sockets.http)?;

@@ -298,7 +298,10 @@ fn internal_listener(authorization: bool) -> anyhow::Result<(Option<BoundListene
         info,
         tls: None,
         certificate_principal: None,
-        mechanisms: authorization.then(|| vec![Mechanism::Scram(mechanism)]),
+        // Both SCRAM mechanisms: the web console's clients log in here as the user whose
+        // password the admin listener checked, with whichever mechanism that user has.
+        mechanisms: authorization
+            .then(|| vec![Mechanism::Scram(mechanism), Mechanism::Scram(ScramMechanism::Sha256)]),
     };
     Ok((Some(listener), access))
 }

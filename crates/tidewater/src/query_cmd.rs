@@ -348,7 +348,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let job_name = settings.name.clone();
     runtime.block_on(async move {
-        let admin = crate::admin::start_for_client_role(&args.admin).await?;
+        let admin = crate::admin::start_for_client_role(&args.admin, &cluster).await?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let job = tokio::spawn(tidewater_jobs::query::run_query_job(settings, cluster, stopped));
         tokio::pin!(job);

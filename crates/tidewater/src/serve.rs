@@ -114,9 +114,23 @@ async fn serve(
     } else {
         tidewater_admin::MetricsAccess::Open
     };
+    // The console's Kafka clients: with authenticating listeners, a request's SCRAM user logs in
+    // on the internal listener with its own password (so its ACLs apply); without, they are
+    // clients like the embedded components.
+    let console = tidewater_console::ConsoleCluster {
+        anyone: tidewater_client::ClusterConfig {
+            bootstrap_servers: listeners.internal_access.bootstrap.clone(),
+            properties: listeners.internal_access.properties.clone(),
+        },
+        users: listeners.authorization.then(|| tidewater_client::ClusterConfig {
+            bootstrap_servers: listeners.internal_access.bootstrap.clone(),
+            properties: vec![("security.protocol".to_string(), "SASL_PLAINTEXT".to_string())],
+        }),
+    };
     let admin = crate::admin::start(
         &args.admin,
         metrics_access,
+        console,
         args.listeners.allow_insecure_listeners,
         "recovering the logs",
     )

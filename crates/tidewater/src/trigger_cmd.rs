@@ -462,7 +462,7 @@ async fn run_triggers(cluster: ClusterConfig, connect: &Connection, run: RunArgs
         instance: run.instance.unwrap_or_else(default_instance),
         timeout: connect.timeout(),
     };
-    let admin = crate::admin::start_for_client_role(&run.admin).await?;
+    let admin = crate::admin::start_for_client_role(&run.admin, &cluster).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let supervisor = tokio::spawn(tidewater_jobs::trigger::supervise(cluster, options, stopped));
     crate::admin::AdminListener::set_ready(&admin);
