@@ -65,10 +65,9 @@ pub(crate) fn metrics_token() -> anyhow::Result<Option<MetricsToken>> {
 }
 
 /// The admin listener of a role that is a Kafka client (`gateway`, `query run`, `trigger
-/// run`): it keeps no users, so `/metrics` is open on loopback unless a token is set. Ready
+/// run`). Such a role keeps no users, so `/metrics` and the console are open on loopback unless
+/// a token is set, and the console reads the role's cluster with the role's own identity. Ready
 /// once the caller says its work is running.
-/// Its console reads the role's own cluster with the role's own identity: such a role keeps no
-/// users to ask for.
 pub(crate) async fn start_for_client_role(
     args: &AdminArgs,
     cluster: &tidewater_client::ClusterConfig,
@@ -105,7 +104,7 @@ pub(crate) async fn start(
     };
     anyhow::ensure!(
         address.ip().is_loopback() || !matches!(access, MetricsAccess::Open) || allow_insecure,
-        "the admin listener on {address} would show /metrics to anyone who can reach it: set \
+        "the admin listener on {address} would show /metrics and the console to anyone who can reach it: set \
          {METRICS_TOKEN_VARIABLE}, bind it to loopback, or pass --allow-insecure-listeners"
     );
     let listener = match tokio::net::TcpListener::bind(address).await {

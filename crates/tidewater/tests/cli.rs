@@ -190,7 +190,9 @@ fn bad_gateway_settings_are_clear_errors() {
     assert!(stderr.contains("--mqtt-max-packet-bytes must be between 256 and"), "{stderr}");
     let stderr = failing(&["gateway", "--mqtt-listen", "none", "--http-listen", "none"]);
     assert!(
-        stderr.contains("`tidewater gateway` needs an --mqtt-listen or --http-listen address"),
+        stderr.contains(
+            "`tidewater gateway` needs an --mqtt-listen, --mqtt-tls-listen, --mqtt-ws-listen, --http-listen or --http-tls-listen address"
+        ),
         "{stderr}"
     );
     let stderr = failing(&["serve", "--kafka-listen", "127.0.0.1:0", "--http-max-body-bytes", "0"]);
