@@ -311,20 +311,27 @@ def test_a_chunked_body_is_counted_while_it_is_read(broker_factory):
     broker = broker_factory("--http-max-body-bytes", "1024", "--http-max-batch-events", "2")
     device_id, key = registered(broker.bootstrap, broker.http_port)
     chunks = [b'{"padding": "', b"x" * 2000, b'"}']
-    connection = http.client.HTTPConnection("127.0.0.1", broker.http_port, timeout=HTTP_TIMEOUT_S)
-    try:
-        connection.request(
-            "POST",
-            events_path(device_id),
-            body=iter(chunks),
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-            encode_chunked=True,
-        )
-        response = connection.getresponse()
-        assert response.status == 413
-        assert "1024" in json.loads(response.read())["error"]
-    finally:
-        connection.close()
+    head = (
+        f"POST {events_path(device_id)} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", broker.http_port), timeout=HTTP_TIMEOUT_S) as sock:
+        sock.sendall(head)
+        try:
+            sock.sendall(body)
+        except (BrokenPipeError, ConnectionResetError):
+            # The gateway may answer and close as soon as the limit is passed, before the last
+            # chunk is sent (CI saw that once): its answer is already on the way.
+            pass
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            received = sock.recv(4096)
+            if not received:
+                break
+            answer += received
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert b"1024" in answer.split(b"\r\n\r\n", 1)[1], answer
     # At the limit exactly, accepted.
     body = b'{"p": "' + b"x" * (1024 - 9) + b'"}'
     assert len(body) == 1024
