@@ -80,3 +80,36 @@ pub fn apply<T: DeserializeOwned + Named>(
         },
     }
 }
+
+/// The latest record of every key of a status table, as the triggers' and the captures'
+/// `statuses` read them. A record that does not decode is skipped: status is advisory.
+pub fn latest_statuses<T: DeserializeOwned>(
+    table: &KeyedTopic,
+) -> Result<Vec<T>, tidewater_client::TableError> {
+    let mut latest: BTreeMap<String, T> = BTreeMap::new();
+    table.read_to_end(|key, value| {
+        if let (Some(key), Some(value)) = (key, value) {
+            if let Ok(record) = serde_json::from_slice::<T>(value) {
+                latest.insert(String::from_utf8_lossy(key).into_owned(), record);
+            }
+        }
+    })?;
+    Ok(latest.into_values().collect())
+}
+
+/// Queues a status record under `key` without waiting for it: status is advisory, the next one
+/// follows in seconds, and a cluster that is down must not stall the caller for a delivery
+/// timeout.
+pub fn queue_status<T: serde::Serialize>(
+    producer: &rdkafka::producer::FutureProducer<tidewater_client::QuietContext>,
+    topic: &str,
+    key: &str,
+    record: &T,
+) -> anyhow::Result<()> {
+    let value =
+        serde_json::to_vec(record).map_err(|error| anyhow::anyhow!("encoding a status record: {error}"))?;
+    producer
+        .send_result(rdkafka::producer::FutureRecord::to(topic).key(key.as_bytes()).payload(&value))
+        .map(drop)
+        .map_err(|(error, _)| anyhow::anyhow!("queueing a status record to {topic}: {error}"))
+}

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 use tidewater_client::{ClusterConfig, KeyedTopic, QuietContext};
 
@@ -98,17 +98,8 @@ impl Registry {
 
     /// The latest status record of every (trigger, instance).
     pub fn statuses(&self) -> anyhow::Result<Vec<StatusRecord>> {
-        let mut latest: BTreeMap<String, StatusRecord> = BTreeMap::new();
-        self.status
-            .read_to_end(|key, value| {
-                if let (Some(key), Some(value)) = (key, value) {
-                    if let Ok(record) = serde_json::from_slice::<StatusRecord>(value) {
-                        latest.insert(String::from_utf8_lossy(key).into_owned(), record);
-                    }
-                }
-            })
-            .context("reading the trigger registry (`tidewater trigger create` or a runner creates it)")?;
-        Ok(latest.into_values().collect())
+        crate::definitions::latest_statuses(&self.status)
+            .context("reading the trigger registry (`tidewater trigger create` or a runner creates it)")
     }
 
     /// Registers or replaces a trigger, after checking it.
@@ -131,11 +122,7 @@ impl Registry {
         record: &StatusRecord,
     ) -> anyhow::Result<()> {
         let key = format!("{}/{}", record.trigger, record.instance);
-        let value = serde_json::to_vec(record).context("encoding a status record")?;
-        producer
-            .send_result(FutureRecord::to(STATUS_TOPIC).key(key.as_bytes()).payload(&value))
-            .map(drop)
-            .map_err(|(error, _)| anyhow::anyhow!("queueing trigger status: {error}"))
+        crate::definitions::queue_status(producer, STATUS_TOPIC, &key, record)
     }
 
     pub fn producer(&self) -> anyhow::Result<FutureProducer<QuietContext>> {
