@@ -6,8 +6,10 @@ against what the clients did, and group lag against `tidewater group describe`."
 from __future__ import annotations
 
 import base64
+import http.client
 import re
 import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -15,10 +17,13 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from capture_support import CaptureProcess, create_topic, parquet_files, wait_for_rows as wait_for_captured_rows
+from capture_support import produce as produce_for_capture
 from conftest import tidewater_binary
 from gateway_support import Device, add_device, connect_when_registered, events_topic, new_device_id
 from metrics_support import Scrape, http_get, scrape, wait_for_scrape
 from query_support import wait_for_rows
+from security_support import make_pki
 from support import cli_describe
 from trigger_support import Receiver, tidewater
 
@@ -318,3 +323,120 @@ def test_the_default_admin_port_being_taken_is_a_warning_not_a_failure(tmp_path:
             assert process.wait(timeout=60) == 0
     finally:
         holder.close()
+
+
+def raw_get(port: int, path: str, host: str) -> tuple[int, str]:
+    """A GET with the `Host` header given, as a page whose DNS name was rebound to 127.0.0.1
+    sends it."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.putrequest("GET", path, skip_host=True)
+        connection.putheader("Host", host)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_a_loopback_listener_refuses_requests_for_another_host_name(broker):
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 reaches the
+    port, but its requests name evil.example, and are refused before any credential or page."""
+    port = broker.admin_port
+    for path in ("/metrics", "/api/overview", "/", "/health/ready"):
+        status, body = raw_get(port, path, f"evil.example:{port}")
+        assert status == 421 and "not a loopback name" in body, (path, status, body)
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost"):
+        status, body = raw_get(port, "/health/ready", host)
+        assert (status, body.strip()) == (200, "ready"), (host, status, body)
+    status, body = raw_get(port, "/metrics", f"localhost:{port}")
+    assert status == 200 and "tidewater_uptime_seconds" in body
+
+
+def test_the_admin_listener_serves_https_with_its_certificate(broker_factory, tmp_path):
+    """With --admin-tls-cert/--admin-tls-key the console, /metrics and health are HTTPS only: a
+    client that trusts the CA reads them, a plain HTTP request gets no page."""
+    pki = make_pki(tmp_path)
+    broker = broker_factory(*NO_GATEWAY, "--admin-tls-cert", str(pki.server.cert), "--admin-tls-key", str(pki.server.key))
+    port = broker.admin_port
+    assert any(f"https://127.0.0.1:{port}/" in line for line in broker.lines), broker.lines[-5:]
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    for path, expected in (("/health/ready", "ready"), ("/metrics", "tidewater_uptime_seconds"), ("/", "<html")):
+        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read().decode()
+        finally:
+            connection.close()
+        assert response.status == 200 and expected in body, (path, response.status, body[:200])
+    # Plain HTTP to the TLS port: the handshake fails, no page is served, and the listener carries on.
+    try:
+        status, body, _ = http_get(port, "/metrics")
+    except (OSError, http.client.HTTPException) as error:
+        status, body = None, repr(error)
+    assert status is None or status >= 400, (status, body[:200])
+    assert "tidewater_uptime_seconds" not in body
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    connection.request("GET", "/health/live")
+    assert connection.getresponse().status == 200
+    connection.close()
+
+
+def test_an_admin_listener_beyond_loopback_needs_tls_or_an_explicit_opt_out(tmp_path: Path):
+    """A token or a password sent over plain HTTP across the network could be read on the way:
+    the start is refused before anything binds (so the test binds nothing beyond loopback)."""
+    pki = make_pki(tmp_path)
+    result = subprocess.run(
+        [str(tidewater_binary()), "serve", "--data-dir", str(tmp_path / "data"), "--kafka-listen", "127.0.0.1:0",
+         *NO_GATEWAY, "--admin-listen", "0.0.0.0:0"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "TIDEWATER_METRICS_TOKEN": "scrape-token"},
+    )
+    assert result.returncode != 0
+    assert "in clear over the network" in result.stderr and "--admin-tls-cert" in result.stderr, result.stderr
+    assert "scrape-token" not in result.stderr
+    # A key without its certificate is a usage error, named by clap.
+    result = subprocess.run(
+        [str(tidewater_binary()), "serve", "--data-dir", str(tmp_path / "data"), "--admin-tls-key", str(pki.server.key)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2 and "--admin-tls-cert" in result.stderr, result.stderr
+    # A certificate that is not one is named with its path.
+    result = subprocess.run(
+        [str(tidewater_binary()), "serve", "--data-dir", str(tmp_path / "data"), "--kafka-listen", "127.0.0.1:0",
+         *NO_GATEWAY, "--admin-listen", "127.0.0.1:0", "--admin-tls-cert", str(pki.server.key),
+         "--admin-tls-key", str(pki.server.key)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0 and "admin listener's certificate" in result.stderr, result.stderr
+
+
+def test_capture_run_serves_its_counters_on_metrics(bootstrap, topic_name, tmp_path):
+    """`capture run --admin-listen` shows how many records and files it made visible, equal to
+    what DuckDB's and pyarrow's reader find, and that it is not failing."""
+    create_topic(bootstrap, topic_name, 3)
+    produced = produce_for_capture(bootstrap, topic_name, [(None, b'{"n": %d}' % n) for n in range(300)])
+    out = tmp_path / "out"
+    capture = CaptureProcess(f"metrics-{topic_name}", topic_name, f"file://{out}", bootstrap, tmp_path / "capture.log",
+                             "--window-secs", "1", "--admin-listen", "127.0.0.1:0")
+    capture.start()
+    try:
+        wait_for_captured_rows(out / topic_name, len(produced), capture)
+        port = None
+        deadline = time.monotonic() + 30
+        while port is None and time.monotonic() < deadline:
+            match = re.search(r"admin=127\.0\.0\.1:(\d+)", capture.log_text())
+            port = int(match.group(1)) if match else None
+            time.sleep(0.1)
+        assert port is not None, capture.log_text()[-2000:]
+        name = f"metrics-{topic_name}"
+        page = wait_for_scrape(port, lambda page: page.get("tidewater_capture_records_written_total", capture=name) == 300,
+                               "all 300 records counted")
+        assert page.get("tidewater_capture_files_written_total", capture=name) == len(parquet_files(out / topic_name))
+        assert page.get("tidewater_capture_bytes_written_total", capture=name) == sum(
+            path.stat().st_size for path in parquet_files(out / topic_name))
+        assert page.value("tidewater_capture_failing", capture=name) == 0
+        assert http_get(port, "/health/ready")[0] == 200
+    finally:
+        assert capture.stop() == 0, capture.log_text()[-2000:]

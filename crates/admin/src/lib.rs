@@ -23,4 +23,4 @@ mod server;
 pub use access::{MetricsAccess, MetricsToken, Principal};
 pub use console::{Console, ConsoleFuture, ConsoleRequest, ConsoleResponse, CONSOLE_REQUEST_BYTES_MAX};
 pub use readiness::Readiness;
-pub use server::{serve, AdminState, ADMIN_CONNECTIONS_MAX};
+pub use server::{loopback_host, serve, AdminState, ADMIN_CONNECTIONS_MAX};

@@ -2,6 +2,11 @@
 //! a header timeout, GET only for its own endpoints, and a 4xx with its reason for anything else.
 //! Other paths go to the console when there is one, after the same access check as `/metrics`.
 //! A request never panics the listener: every path it can take ends in a response.
+//!
+//! Served over TLS when the role gives a certificate (`--admin-tls-cert`), with the handshake
+//! bounded like the request headers. On a loopback address, a request must name a loopback host
+//! ([`loopback_host`]): a page on another site that rebinds its DNS name to 127.0.0.1 then
+//! reaches the port but is refused, since its requests carry that site's name.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,6 +32,9 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The Prometheus text format's content type.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// How long a client may take to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the endpoints read.
 #[derive(Debug)]
 pub struct AdminState {
@@ -35,6 +43,10 @@ pub struct AdminState {
     pub metrics_access: MetricsAccess,
     /// The web console and its API, on every other path; without one those are 404.
     pub console: Option<Arc<dyn Console>>,
+    /// HTTPS with this configuration; plain HTTP without.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Only requests naming a loopback host are answered (the listener is bound to loopback).
+    pub loopback_only: bool,
 }
 
 /// Serves the admin endpoints on `listener` until `stop` turns true.
@@ -49,9 +61,9 @@ pub async fn serve(
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = stop.changed() => return,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of descriptors, most likely: wait a little rather than spin.
                     tracing::warn!(%error, "admin listener: accept failed");
@@ -64,18 +76,38 @@ pub async fn serve(
         let state = state.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(answer(request, &state).await) }
-            });
-            // A connection's error (a client going away, a timeout) ends only that connection.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
+            match state.tls.clone() {
+                None => serve_connection(stream, state).await,
+                Some(config) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, state).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "admin listener: TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "admin listener: TLS handshake timed out"),
+                    }
+                }
+            }
         });
     }
+}
+
+/// Answers the requests of one connection, plain or TLS, until it closes.
+async fn serve_connection<S>(stream: S, state: Arc<AdminState>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(answer(request, &state).await) }
+    });
+    // A connection's error (a client going away, a timeout) ends only that connection.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
 }
 
 type AdminResponse = Response<Full<Bytes>>;
@@ -114,7 +146,7 @@ async fn answer_console(
         return response;
     }
     if method == Method::POST {
-        if let Some(refusal) = cross_site_refusal(request.headers()) {
+        if let Some(refusal) = cross_site_refusal(request.headers(), state.tls.is_some()) {
             return refusal;
         }
     }
@@ -148,7 +180,7 @@ async fn answer_console(
 /// site's page could have sent it: a page elsewhere may POST a form or a "simple" fetch to
 /// 127.0.0.1 from the operator's browser, but it cannot set `Content-Type: application/json`
 /// without a CORS preflight this listener never grants, and a browser names its origin.
-fn cross_site_refusal(headers: &hyper::HeaderMap) -> Option<AdminResponse> {
+fn cross_site_refusal(headers: &hyper::HeaderMap, tls: bool) -> Option<AdminResponse> {
     let json = headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -161,7 +193,8 @@ fn cross_site_refusal(headers: &hyper::HeaderMap) -> Option<AdminResponse> {
     }
     if let Some(origin) = headers.get(ORIGIN) {
         let host = headers.get(HOST).and_then(|value| value.to_str().ok()).unwrap_or_default();
-        let same = origin.to_str().ok().and_then(|origin| origin.strip_prefix("http://")) == Some(host);
+        let scheme = if tls { "https://" } else { "http://" };
+        let same = origin.to_str().ok().and_then(|origin| origin.strip_prefix(scheme)) == Some(host);
         if !same {
             return Some(plain(StatusCode::FORBIDDEN, "a request from another site's page is refused"));
         }
@@ -169,7 +202,35 @@ fn cross_site_refusal(headers: &hyper::HeaderMap) -> Option<AdminResponse> {
     None
 }
 
+/// Whether a `Host` header names this machine's loopback: `localhost` (or a name under it),
+/// `127.0.0.0/8` or `[::1]`, with any port.
+pub fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // An IPv6 literal: `[::1]` or `[::1]:9644`.
+        Some(rest) => rest.split_once(']').map_or(rest, |(literal, _port)| literal),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|address| address.is_loopback())
+}
+
 async fn answer(request: Request<Incoming>, state: &AdminState) -> AdminResponse {
+    if state.loopback_only {
+        // A request without Host (HTTP/1.0) comes from no browser, so it is no rebinding attack.
+        let host = request.headers().get(HOST).map(|value| value.to_str().unwrap_or("?"));
+        if let Some(host) = host.filter(|host| !loopback_host(host)) {
+            return plain(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "Host {host:?} is not a loopback name: this listener is bound to loopback and answers \
+                     only requests for localhost or 127.0.0.1 (another name pointing here is refused, \
+                     against DNS rebinding)"
+                ),
+            );
+        }
+    }
     let path = request.uri().path();
     let own = matches!(path, "/metrics" | "/health/live" | "/health/ready");
     if !own {
@@ -207,4 +268,36 @@ async fn answer(request: Request<Incoming>, state: &AdminState) -> AdminResponse
         *response.body_mut() = Full::new(Bytes::new());
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_host;
+
+    #[test]
+    fn loopback_hosts_are_the_loopback_names_and_addresses_with_any_port() {
+        for host in [
+            "localhost",
+            "localhost:9644",
+            "LOCALHOST.",
+            "console.localhost:1",
+            "127.0.0.1",
+            "127.1.2.3:80",
+            "[::1]",
+            "[::1]:9644",
+        ] {
+            assert!(loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:9644",
+            "10.0.0.1:9644",
+            "localhost.evil.example",
+            "[::2]:9644",
+            "",
+            "127.0.0.1.evil.example",
+        ] {
+            assert!(!loopback_host(host), "{host}");
+        }
+    }
 }

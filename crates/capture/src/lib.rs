@@ -7,6 +7,7 @@
 //! - [`destination`]: a local directory or an S3 bucket, and making a whole file visible.
 //! - [`runner`]: the consumer loop that cuts files by time and size and commits offsets only
 //!   after a file is visible.
+//! - [`metrics`]: each capture's counters on `/metrics`, read from its stats when scraped.
 //! - [`registry`] and [`supervisor`]: captures registered in the cluster (`_tidewater_captures`)
 //!   and run by `tidewater serve`, with their status in `_tidewater_capture_status`.
 //!
@@ -17,6 +18,7 @@ pub mod definition;
 pub mod destination;
 pub mod encode;
 pub mod layout;
+pub mod metrics;
 pub mod registry;
 pub mod runner;
 pub mod supervisor;

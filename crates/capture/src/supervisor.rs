@@ -143,11 +143,10 @@ pub async fn supervise_captures(
             if running.contains_key(name) {
                 continue;
             }
-            let entry = known.entry(name.clone()).or_insert_with(|| Known {
-                state: "stopped",
-                failure: None,
-                stats: Arc::new(CaptureStats::default()),
-                retry_at: None,
+            let entry = known.entry(name.clone()).or_insert_with(|| {
+                let stats = Arc::new(CaptureStats::default());
+                crate::metrics::register(name, &stats);
+                Known { state: "stopped", failure: None, stats, retry_at: None }
             });
             if definition.paused {
                 entry.state = "paused";

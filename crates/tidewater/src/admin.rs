@@ -6,12 +6,14 @@
 //! command line that cannot be bound fails the start like any other listener.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use clap::Args;
 use tidewater_admin::{AdminState, MetricsAccess, MetricsToken, Readiness};
 use tidewater_security::sasl::{CredentialSource, ScramCredential, ScramMechanism};
+use tidewater_security::tls::{ClientAuth, TlsIdentity};
 
 use crate::cli::ListenAddress;
 
@@ -29,6 +31,28 @@ pub(crate) struct AdminArgs {
     /// authenticating Kafka listeners, the token or a SCRAM user's password (HTTP Basic).
     #[arg(long, env = "TIDEWATER_ADMIN_LISTEN")]
     pub(crate) admin_listen: Option<ListenAddress>,
+    /// Serve the admin listener over HTTPS with this certificate chain (PEM, leaf first), with
+    /// --admin-tls-key. Needed for an address beyond loopback, where a token or a password
+    /// would otherwise cross the network in clear (unless --allow-insecure-listeners).
+    #[arg(long, env = "TIDEWATER_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    pub(crate) admin_tls_cert: Option<PathBuf>,
+    /// The private key of --admin-tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TIDEWATER_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    pub(crate) admin_tls_key: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    /// The HTTPS configuration of `--admin-tls-cert`/`--admin-tls-key`, if given.
+    fn tls(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+        let (Some(cert), Some(key)) = (&self.admin_tls_cert, &self.admin_tls_key) else {
+            return Ok(None);
+        };
+        let identity = TlsIdentity::load(cert, key, None).context("the admin listener's certificate")?;
+        let config = identity
+            .server_config(ClientAuth::None, &[b"http/1.1"])
+            .context("the admin listener's TLS configuration")?;
+        Ok(Some(config))
+    }
 }
 
 /// A running admin listener; stops when dropped.
@@ -64,7 +88,7 @@ pub(crate) fn metrics_token() -> anyhow::Result<Option<MetricsToken>> {
     }
 }
 
-/// The admin listener of a role that is a Kafka client (`gateway`, `query run`, `trigger
+/// The admin listener of a role that is a Kafka client (`gateway`, `query run`, `trigger run`, `capture
 /// run`). Such a role keeps no users, so `/metrics` and the console are open on loopback unless
 /// a token is set, and the console reads the role's cluster with the role's own identity. Ready
 /// once the caller says its work is running.
@@ -102,10 +126,17 @@ pub(crate) async fn start(
         Some(ListenAddress(Some(address))) => (address, true),
         None => (DEFAULT_ADMIN_ADDRESS.parse::<SocketAddr>().expect("a valid default address"), false),
     };
+    let tls = args.tls()?;
+    let loopback = address.ip().is_loopback();
     anyhow::ensure!(
-        address.ip().is_loopback() || !matches!(access, MetricsAccess::Open) || allow_insecure,
+        loopback || !matches!(access, MetricsAccess::Open) || allow_insecure,
         "the admin listener on {address} would show /metrics and the console to anyone who can reach it: set \
          {METRICS_TOKEN_VARIABLE}, bind it to loopback, or pass --allow-insecure-listeners"
+    );
+    anyhow::ensure!(
+        loopback || tls.is_some() || allow_insecure,
+        "the admin listener on {address} would take its token and users' passwords in clear over the network: \
+         give it --admin-tls-cert and --admin-tls-key, bind it to loopback, or pass --allow-insecure-listeners"
     );
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
@@ -136,9 +167,12 @@ pub(crate) async fn start(
         readiness: readiness.clone(),
         metrics_access: access,
         console: Some(console),
+        loopback_only: loopback,
+        tls: tls.clone(),
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(tidewater_admin::serve(listener, state, stopped));
-    tracing::info!(admin = %bound, "admin listener: the console at http://{bound}/, /api/, /metrics, /health/live, /health/ready");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(admin = %bound, "admin listener: the console at {scheme}://{bound}/, /api/, /metrics, /health/live, /health/ready");
     Ok(Some(AdminListener { readiness, _stop: stop, _process: process }))
 }

@@ -45,7 +45,16 @@ pub(crate) enum CaptureCommand {
     /// Run a capture in this process until Ctrl-C or SIGTERM, with no registration. Start
     /// several with the same name to share the topic's partitions (one consumer group,
     /// `tidewater-capture-NAME`).
-    Run(SettingsArgs),
+    Run(RunArgs),
+}
+
+/// `capture run`: a capture's settings and the admin listener (its counters on /metrics).
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(flatten)]
+    admin: crate::admin::AdminArgs,
 }
 
 /// A capture's settings as flags.
@@ -136,7 +145,7 @@ pub(crate) fn run(args: CaptureArgs) -> anyhow::Result<()> {
                 );
                 Ok(())
             }
-            CaptureCommand::Run(settings) => run_one(connect, settings.definition()).await,
+            CaptureCommand::Run(run) => run_one(connect, run.settings.definition(), &run.admin).await,
         }
     })
 }
@@ -231,12 +240,19 @@ fn describe(registry: &Registry, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_one(connect: Connection, definition: CaptureDefinition) -> anyhow::Result<()> {
+async fn run_one(
+    connect: Connection,
+    definition: CaptureDefinition,
+    admin: &crate::admin::AdminArgs,
+) -> anyhow::Result<()> {
     definition.validate().map_err(|error| anyhow::anyhow!("capture {}: {error}", definition.name))?;
+    let admin = crate::admin::start_for_client_role(admin, &connect.cluster).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stats = Arc::new(CaptureStats::default());
+    tidewater_capture::metrics::register(&definition.name, &stats);
     let capture =
         tokio::spawn(tidewater_capture::run_capture(definition, connect.cluster.clone(), stats, stopped));
+    crate::admin::AdminListener::set_ready(&admin);
     let signal = crate::serve::ShutdownSignal::install()?.wait();
     tokio::pin!(capture);
     tokio::select! {
