@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import re
 import shutil
 import threading
 import time
@@ -352,6 +353,9 @@ def test_a_groups_lag_chart_appears(broker, browser, topic_name):
 
 
 def test_a_device_shows_online_is_sent_a_command_from_the_page_and_disabled(broker, browser):
+    """The devices page: the device online with its messages counted, a command sent from the
+    page arriving at the paho client, disable and enable, then the device offline with its last
+    seen time once the client disconnects."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
     from selenium.webdriver.common.by import By
@@ -396,16 +400,38 @@ def test_a_device_shows_online_is_sent_a_command_from_the_page_and_disabled(brok
         while not received and time.monotonic() < deadline:
             time.sleep(0.2)
         assert received == [b'{"action": "reboot"}'], received
-        screenshot(browser, "devices.png")
         browser.find_element(By.CSS_SELECTOR, f"{row} button.toggle").click()
         wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{row} td.state").text == "disabled", "the device disabled")
         listing = api(broker.admin_port, "/api/devices")[1]
         assert [device["disabled"] for device in listing["devices"] if device["id"] == device_id] == [True], listing
         browser.find_element(By.CSS_SELECTOR, f"{row} button.toggle").click()
         wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{row} td.state").text == "enabled", "the device enabled again")
+        # Disabling cuts the connection off at its next message; paho then reconnects by itself.
+        wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{row} td.presence").text.startswith("online"),
+                   "the device online on the page")
+        for n in range(3):
+            deadline = time.monotonic() + WAIT_S
+            while True:
+                info = client.publish(f"devices/{device_id}/messages/events/", f'{{"n": {n}}}', qos=1)
+                try:
+                    info.wait_for_publish(5)
+                    break
+                except (RuntimeError, ValueError):
+                    assert time.monotonic() < deadline, "the message was never sent"
+                    time.sleep(0.5)
+        wait_until(browser, lambda d: int(d.find_element(By.CSS_SELECTOR, f"{row} td.messages").text or 0) >= 3,
+                   "three messages counted")
+        screenshot(browser, "devices.png")
     finally:
         client.loop_stop()
         client.disconnect()
+    wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{row} td.presence").text == "offline",
+               "the device offline on the page")
+    assert "-" not in browser.find_element(By.CSS_SELECTOR, f"{row} td.last-seen").text[:1]
+    listing = api(broker.admin_port, "/api/devices")[1]
+    seen = [device for device in listing["devices"] if device["id"] == device_id]
+    assert len(seen) == 1 and seen[0]["connected"] is False and seen[0]["connected_since_ms"] is None, seen
+    assert seen[0]["messages"] >= 3 and seen[0]["last_seen_ms"] > seen[0]["created_at_ms"], seen
     status, answer = api(broker.admin_port, f"/api/devices/{device_id}/command", method="POST", body=b"[")
     assert status == 400 and "malformed JSON body" in answer["error"], answer
     status, answer = api(broker.admin_port, "/api/devices/no-such-device-here/disabled", method="POST", body=b'{"disabled": true}')
@@ -453,7 +479,51 @@ def test_a_query_is_tested_on_sample_events_from_its_topic_then_created(broker, 
             break
         assert time.monotonic() < deadline, jobs[job]
         time.sleep(0.5)
+    # The table shows its watermark as a time, and the charts have its line.
+    row = f'#queries-table tr[data-job="{job}"]'
+    wait_until(browser, lambda d: re.match(r"\d{4}-\d\d-\d\dT", d.find_element(By.CSS_SELECTOR, f"{row} td.watermark").text),
+               "the watermark as a time")
+    assert browser.find_element(By.CSS_SELECTOR, f"{row} td.failures").text == "0"
+    wait_until(browser, lambda d: any(line.get_attribute("points") for line in d.find_elements(
+        By.CSS_SELECTOR, f'#queries-rate-chart polyline[data-series="{job}"]')), "the events per second chart drawn")
+    listed = {one["name"]: one for one in api(broker.admin_port, "/api/queries")[1]["jobs"]}[job]
+    assert abs(listed["watermark_ms"] - (time.time() * 1000 - listed["watermark_lag_seconds"] * 1000)) < 60_000, listed
+    screenshot(browser, "queries-running.png")
     tidewater("query", "delete", job, bootstrap=broker.bootstrap)
+
+
+def test_a_failing_query_job_shows_its_failures_and_latest_error(broker, browser):
+    """A job whose output rows the cluster refuses (bigger than the output topic's
+    max.message.bytes) fails and is restarted: the page counts its failures and shows why."""
+    import uuid
+
+    from selenium.webdriver.common.by import By
+
+    suffix = uuid.uuid4().hex[:8]
+    readings, small, job = f"console_big_{suffix}", f"console_small_{suffix}", f"console_failing_{suffix}"
+    tidewater("topic", "create", readings, "--partitions", "1", bootstrap=broker.bootstrap)
+    tidewater("topic", "create", small, "--partitions", "1", "--config", "max.message.bytes=200", bootstrap=broker.bootstrap)
+    produce(broker.bootstrap, readings, [(None, json.dumps({"payload": "x" * 400}).encode())])
+    status, answer = api(broker.admin_port, "/api/queries", method="POST",
+                         body=json.dumps({"name": job, "sql": f"SELECT payload INTO {small} FROM {readings}"}).encode())
+    assert status == 200, answer
+    try:
+        deadline = time.monotonic() + WAIT_S * 2
+        while True:
+            listed = {one["name"]: one for one in api(broker.admin_port, "/api/queries")[1]["jobs"]}[job]
+            if (listed["failures_total"] or 0) >= 1:
+                break
+            assert time.monotonic() < deadline, listed
+            time.sleep(0.5)
+        assert listed["last_error"] and listed["last_error_at_ms"] > 0, listed
+        browser.get(f"http://127.0.0.1:{broker.admin_port}/#queries")
+        wait_until(browser, lambda d: int(d.find_element(By.CSS_SELECTOR, f'#queries-table tr[data-job="{job}"] td.failures').text or 0) >= 1,
+                   "the failures counted on the page")
+        error_rows = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#queries-table tr.job-error")]
+        assert any(row.startswith(f"{job} failed at ") for row in error_rows), error_rows
+        screenshot(browser, "queries-failing.png")
+    finally:
+        tidewater("query", "delete", job, bootstrap=broker.bootstrap)
 
 
 def test_a_dead_lettered_event_is_inspected_and_sent_back(broker, browser, topic_name):
@@ -490,6 +560,11 @@ def test_a_dead_lettered_event_is_inspected_and_sent_back(broker, browser, topic
         wait_until(browser, lambda d: "sent back" in d.find_element(By.ID, "replay-result").text, "the page to say sent back")
         receiver.wait_for(lambda requests: len(requests) >= 2, "the event delivered again")
         wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{row} td.delivered").text == "1", "one event delivered")
+        # The delivery and latency charts have the trigger's line once it delivered.
+        for chart in ("triggers-rate-chart", "triggers-latency-chart"):
+            wait_until(browser, lambda d: any(line.get_attribute("points") for line in d.find_elements(
+                By.CSS_SELECTOR, f'#{chart} polyline[data-series="{name}"]')), f"the trigger's line in {chart}")
+        screenshot(browser, "triggers-delivered.png")
         status, answer = api(broker.admin_port, f"/api/triggers/{name}/replay", method="POST", body=b'{"partition": 0, "offset": 99}')
         assert status == 404 and "no record at offset 99" in answer["error"], answer
         status, answer = api(broker.admin_port, f"/api/triggers/{name}/replay", method="POST", body=b'{"partition": "x"}')

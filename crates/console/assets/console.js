@@ -283,22 +283,48 @@ function renderDevices() {
       await act(`${path}/command`, { payload }, `command sent to ${id}`);
     }
   });
+  // Connected, last seen and messages, as this process's gateway saw them (null without one).
+  function presenceCells(device) {
+    if (device.connected === null || device.connected === undefined) {
+      return `<td class="presence muted">-</td><td class="last-seen muted">-</td><td class="messages muted">-</td>`;
+    }
+    const connection = device.connected
+      ? `<span class="ok">online</span> <span class="muted">since ${new Date(device.connected_since_ms).toISOString()}</span>`
+      : `<span class="muted">offline</span>`;
+    const lastSeen = device.last_seen_ms ? new Date(device.last_seen_ms).toISOString() : "never";
+    return `<td class="presence">${connection}</td><td class="last-seen muted">${lastSeen}</td><td class="messages">${device.messages}</td>`;
+  }
+  let drawn = "";
   async function refresh() {
     let listing;
     try { listing = await api("/api/devices"); } catch (error) { showError(body, error); return; }
+    drawn = listing.devices.map((device) => `${device.id}/${device.disabled}`).join(",");
     if (!listing.devices.length) { body.innerHTML = `<p class="muted">No devices registered (tidewater device add ID).</p>`; return; }
-    body.innerHTML = `<table id="devices-table"><thead><tr><th>device</th><th>state</th><th>registered</th><th>command</th><th></th></tr></thead><tbody>${
-      listing.devices.map((device) => `<tr data-device="${escapeHtml(device.id)}"><td>${escapeHtml(device.id)}</td><td class="state ${device.disabled ? "bad" : "ok"}">${device.disabled ? "disabled" : "enabled"}</td><td class="muted">${new Date(device.created_at_ms).toISOString()}</td><td><input class="command" placeholder='{"action": "reboot"}'> <button type="button" class="send">Send</button></td><td><button type="button" class="toggle" data-disable="${!device.disabled}">${device.disabled ? "Enable" : "Disable"}</button></td></tr>`).join("")
+    body.innerHTML = `<table id="devices-table"><thead><tr><th>device</th><th>state</th><th>connection</th><th>last seen</th><th>messages</th><th>registered</th><th>command</th><th></th></tr></thead><tbody>${
+      listing.devices.map((device) => `<tr data-device="${escapeHtml(device.id)}"><td>${escapeHtml(device.id)}</td><td class="state ${device.disabled ? "bad" : "ok"}">${device.disabled ? "disabled" : "enabled"}</td>${presenceCells(device)}<td class="muted">${new Date(device.created_at_ms).toISOString()}</td><td><input class="command" placeholder='{"action": "reboot"}'> <button type="button" class="send">Send</button></td><td><button type="button" class="toggle" data-disable="${!device.disabled}">${device.disabled ? "Enable" : "Disable"}</button></td></tr>`).join("")
     }</tbody></table>`;
   }
   // The table is drawn on arrival and after each change (redrawing it on a timer would wipe a
-  // command being typed); the online count is polled.
+  // command being typed); the online count and each device's presence cells are polled and
+  // replaced in place, and a device added or removed redraws the table.
   refresh();
   return every(POLL_MS * 2, async () => {
     const overview = await api("/api/overview").catch(() => null);
     const online = overview && overview.totals.tidewater_devices_connected;
     const figure = document.getElementById("devices-online");
     if (figure) figure.textContent = online === null || online === undefined ? "devices online: - (no gateway in this process)" : `devices online: ${online}`;
+    const listing = await api("/api/devices").catch(() => null);
+    if (!listing) return;
+    if (listing.devices.map((device) => `${device.id}/${device.disabled}`).join(",") !== drawn) { refresh(); return; }
+    for (const device of listing.devices) {
+      const row = body.querySelector(`tr[data-device="${CSS.escape(device.id)}"]`);
+      if (!row) continue;
+      const cells = document.createElement("tbody");
+      cells.innerHTML = `<tr>${presenceCells(device)}</tr>`;
+      for (const name of ["presence", "last-seen", "messages"]) {
+        row.querySelector(`td.${name}`).replaceWith(cells.querySelector(`td.${name}`));
+      }
+    }
   });
 }
 
@@ -369,6 +395,8 @@ function renderQueries() {
     } catch (error) { showError(result, error); }
   });
   const history = new Map();
+  // Per job: events/s and watermark lag over time, for the two charts above the table.
+  const rates = new Map(), lags = new Map();
   return every(POLL_MS * 2, async () => {
     let listing;
     try { listing = await api("/api/queries"); } catch (error) { showError(body, error); return; }
@@ -380,9 +408,27 @@ function renderQueries() {
       if (!last || job.events_total === null || last.events === null) return null;
       return Math.max(0, (job.events_total - last.events) / ((now - last.time) / 1000));
     };
-    body.innerHTML = `<table id="queries-table"><thead><tr><th>job</th><th>state</th><th class="num">events/s</th><th class="num">events</th><th class="num">late</th><th class="num">watermark lag (s)</th></tr></thead><tbody>${
-      listing.jobs.map((job) => `<tr data-job="${escapeHtml(job.name)}"><td title="${escapeHtml(job.sql)}">${escapeHtml(job.name)}</td><td class="state">${job.state}</td><td class="num">${formatFigure(rate(job))}</td><td class="num">${formatFigure(job.events_total)}</td><td class="num">${formatFigure(job.late_events_total)}</td><td class="num">${formatFigure(job.watermark_lag_seconds)}</td></tr>`).join("")
-    }</tbody></table>`;
+    const rows = listing.jobs.map((job) => {
+      const perSecond = rate(job);
+      for (const [table, value] of [[rates, perSecond], [lags, job.watermark_lag_seconds]]) {
+        if (!table.has(job.name)) table.set(job.name, []);
+        if (value !== null && value !== undefined) pushPoint(table.get(job.name), now, value);
+      }
+      const watermark = job.watermark_ms === null ? "-" : new Date(job.watermark_ms).toISOString();
+      const failures = job.failures_total === null ? "-" : formatFigure(job.failures_total);
+      const lastError = job.last_error
+        ? `<tr class="job-error"><td colspan="8" class="error">${escapeHtml(job.name)} failed at ${new Date(job.last_error_at_ms).toISOString()}: ${escapeHtml(job.last_error)}</td></tr>`
+        : "";
+      return `<tr data-job="${escapeHtml(job.name)}"><td title="${escapeHtml(job.sql)}">${escapeHtml(job.name)}</td><td class="state">${job.state}</td><td class="num">${formatFigure(perSecond)}</td><td class="num">${formatFigure(job.events_total)}</td><td class="num">${formatFigure(job.late_events_total)}</td><td class="watermark">${watermark}</td><td class="num">${formatFigure(job.watermark_lag_seconds)}</td><td class="num failures">${failures}</td></tr>${lastError}`;
+    });
+    body.innerHTML = `<div class="cards">
+        <div class="card"><h2>Events per second</h2><svg class="chart" id="queries-rate-chart"></svg><div class="legend"></div></div>
+        <div class="card"><h2>Watermark lag (s)</h2><svg class="chart" id="queries-lag-chart"></svg><div class="legend"></div></div>
+      </div>
+      <table id="queries-table"><thead><tr><th>job</th><th>state</th><th class="num">events/s</th><th class="num">events</th><th class="num">late</th><th>watermark</th><th class="num">lag (s)</th><th class="num">failures</th></tr></thead><tbody>${rows.join("")}</tbody></table>`;
+    const series = (table) => [...table.entries()].map(([name, points]) => ({ name, points }));
+    drawLineChart(document.getElementById("queries-rate-chart"), series(rates), CHART_WINDOW_MS);
+    drawLineChart(document.getElementById("queries-lag-chart"), series(lags), CHART_WINDOW_MS);
   });
 }
 
@@ -421,6 +467,8 @@ function renderTriggers() {
     } catch (error) { showError(replayResult, error); }
   });
   let triggers = [];
+  // Per trigger: delivered per second and mean latency over time, for the charts.
+  const deliveredBefore = new Map(), deliveryRates = new Map(), latencies = new Map();
   body.addEventListener("click", (event) => {
     if (!event.target.classList.contains("dead-letters")) return;
     const trigger = triggers.find((one) => one.name === event.target.closest("tr").dataset.trigger);
@@ -431,9 +479,29 @@ function renderTriggers() {
     try { listing = await api("/api/triggers"); } catch (error) { showError(body, error); return; }
     triggers = listing.triggers;
     if (!triggers.length) { body.innerHTML = `<p class="muted">No triggers registered.</p>`; return; }
-    body.innerHTML = `<table id="triggers-table"><thead><tr><th>trigger</th><th>topic</th><th>state</th><th class="num">delivered</th><th class="num">retries</th><th class="num">dead-lettered</th><th class="num">mean latency (s)</th><th></th></tr></thead><tbody>${
+    const now = Date.now();
+    for (const trigger of triggers) {
+      const last = deliveredBefore.get(trigger.name);
+      deliveredBefore.set(trigger.name, { time: now, delivered: trigger.delivered_total, sum: trigger.latency_sum_seconds, count: trigger.latency_count });
+      for (const table of [deliveryRates, latencies]) if (!table.has(trigger.name)) table.set(trigger.name, []);
+      if (!last) continue;
+      if (last.delivered !== null && trigger.delivered_total !== null) {
+        pushPoint(deliveryRates.get(trigger.name), now, Math.max(0, (trigger.delivered_total - last.delivered) / ((now - last.time) / 1000)));
+      }
+      // The mean latency of the events acknowledged since the last poll.
+      if (last.count !== null && trigger.latency_count !== null && trigger.latency_count > last.count) {
+        pushPoint(latencies.get(trigger.name), now, (trigger.latency_sum_seconds - last.sum) / (trigger.latency_count - last.count));
+      }
+    }
+    body.innerHTML = `<div class="cards">
+        <div class="card"><h2>Delivered per second</h2><svg class="chart" id="triggers-rate-chart"></svg><div class="legend"></div></div>
+        <div class="card"><h2>Latency (s), mean between polls</h2><svg class="chart" id="triggers-latency-chart"></svg><div class="legend"></div></div>
+      </div><table id="triggers-table"><thead><tr><th>trigger</th><th>topic</th><th>state</th><th class="num">delivered</th><th class="num">retries</th><th class="num">dead-lettered</th><th class="num">mean latency (s)</th><th></th></tr></thead><tbody>${
       triggers.map((trigger) => `<tr data-trigger="${escapeHtml(trigger.name)}"><td>${escapeHtml(trigger.name)}</td><td>${escapeHtml(trigger.topic)}</td><td>${trigger.state}</td><td class="num delivered">${formatFigure(trigger.delivered_total)}</td><td class="num">${formatFigure(trigger.retries_total)}</td><td class="num dead-lettered">${formatFigure(trigger.dead_lettered_total)}</td><td class="num">${trigger.mean_latency_seconds === null ? "-" : trigger.mean_latency_seconds.toFixed(3)}</td><td><button type="button" class="dead-letters">Dead letters</button></td></tr>`).join("")
     }</tbody></table>`;
+    const series = (table) => [...table.entries()].map(([name, points]) => ({ name, points }));
+    drawLineChart(document.getElementById("triggers-rate-chart"), series(deliveryRates), CHART_WINDOW_MS);
+    drawLineChart(document.getElementById("triggers-latency-chart"), series(latencies), CHART_WINDOW_MS);
   });
 }
 

@@ -7,7 +7,7 @@
 //! | `GET /api/topics/{topic}/messages?partition=&offset=&count=` (or `&timestamp=` in ms) | records with key, headers and value |
 //! | `POST /api/topics/{topic}/search` `{"key": "...", "limit": n}` | the newest records with that key |
 //! | `GET /api/groups` | consumer groups: state, members, assignments, committed offsets, lag |
-//! | `GET /api/devices` | the gateway's registered devices, and how many are connected now |
+//! | `GET /api/devices` | the gateway's registered devices with whether each is connected, since when, last seen and messages sent; how many are connected now |
 //! | `POST /api/devices/{id}/disabled` `{"disabled": true}` | disables or enables a device |
 //! | `POST /api/devices/{id}/command` `{"payload": ...}` | sends a command to a device |
 //! | `GET /api/queries` | registered query jobs, with their counters when they run here |

@@ -3,10 +3,14 @@
 //! registry's gauge), `POST /api/devices/{id}/disabled` `{"disabled": true}` (rewrites the
 //! device's record, as `tidewater device disable` does) and `POST /api/devices/{id}/command`
 //! `{"payload": ...}` (a record keyed by the device id on the `commands` topic, which the gateway
-//! delivers). Which device is connected is not known outside the gateway's memory: only the
-//! count is shown.
+//! delivers). Which device is connected, since when, when it was last seen and how many
+//! messages it sent come from the gateway of this process ([`tidewater_gateway::presence`]);
+//! without a gateway here they are `null`.
+
+use std::collections::HashMap;
 
 use tidewater_client::ClusterConfig;
+use tidewater_gateway::presence::{presence, DevicePresence};
 use tidewater_gateway::registry::DeviceRegistry;
 
 use crate::api::{ApiError, KAFKA_TIMEOUT};
@@ -26,14 +30,22 @@ pub(crate) async fn list(
 ) -> Result<serde_json::Value, ApiError> {
     let registry = DeviceRegistry::new(cluster, KAFKA_TIMEOUT);
     let devices = crate::api::blocking(move || registry.load().map_err(unavailable)).await?;
+    // Only a process with a gateway knows who is connected (the gauge exists only then).
+    let seen: Option<HashMap<String, DevicePresence>> = connected_now
+        .map(|_| presence().snapshot().into_iter().map(|device| (device.id.clone(), device)).collect());
     let devices: Vec<serde_json::Value> = devices
         .values()
         .map(|device| {
+            let presence = seen.as_ref().map(|seen| seen.get(&device.id));
             serde_json::json!({
                 "id": device.id,
                 "disabled": device.disabled,
                 "created_at_ms": device.created_at_ms,
                 "updated_at_ms": device.updated_at_ms,
+                "connected": presence.map(|found| found.is_some_and(|found| found.connected)),
+                "connected_since_ms": presence.flatten().and_then(|found| found.connected_since_ms),
+                "last_seen_ms": presence.flatten().map(|found| found.last_seen_ms),
+                "messages": presence.map(|found| found.map_or(0, |found| found.messages)),
             })
         })
         .collect();

@@ -37,12 +37,14 @@ pub(crate) async fn list(
         registry.load().map_err(unavailable)
     })
     .await?;
+    let now_ms = tidewater_client::now_ms();
     let mut figures: HashMap<(String, &'static str), f64> = HashMap::new();
     for sample in &samples {
         let name = match sample.name.as_str() {
             "tidewater_query_events_total" => "events_total",
             "tidewater_query_late_events_total" => "late_events_total",
             "tidewater_query_watermark_lag_seconds" => "watermark_lag_seconds",
+            "tidewater_query_failures_total" => "failures_total",
             _ => continue,
         };
         if let Some(job) = sample.label("job") {
@@ -53,6 +55,10 @@ pub(crate) async fn list(
         .values()
         .map(|job| {
             let figure = |name: &'static str| figures.get(&(job.name.clone(), name)).copied();
+            let lag = figure("watermark_lag_seconds");
+            // The watermark as a time: the gauge is now minus it, so it is read back the same way.
+            let watermark_ms = lag.map(|lag| now_ms - (lag * 1000.0).round() as i64);
+            let failure = tidewater_jobs::query::last_failure(&job.name);
             serde_json::json!({
                 "name": job.name,
                 "sql": job.sql,
@@ -60,7 +66,12 @@ pub(crate) async fn list(
                 "parallel": job.parallel,
                 "events_total": figure("events_total"),
                 "late_events_total": figure("late_events_total"),
-                "watermark_lag_seconds": figure("watermark_lag_seconds"),
+                "watermark_lag_seconds": lag,
+                "watermark_ms": watermark_ms,
+                // Jobs this process runs have a failures series once they failed; 0 otherwise.
+                "failures_total": figure("failures_total").or(figure("events_total").map(|_| 0.0)),
+                "last_error": failure.as_ref().map(|failure| failure.message.clone()),
+                "last_error_at_ms": failure.map(|failure| failure.at_ms),
             })
         })
         .collect();

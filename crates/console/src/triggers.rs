@@ -78,6 +78,9 @@ pub(crate) async fn list(
                 "retries_total": figure("retries_total"),
                 "dead_lettered_total": figure("dead_lettered_total"),
                 "mean_latency_seconds": mean_latency,
+                // So a chart can take the mean of each interval between two polls.
+                "latency_sum_seconds": figure("latency_sum"),
+                "latency_count": figure("latency_count"),
             })
         })
         .collect();

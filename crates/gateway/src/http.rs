@@ -492,6 +492,7 @@ async fn answer(
     match append_all(shared.appender.as_ref(), &messages).await {
         Ok(()) => {
             crate::metrics::gateway().http_events_received.add(messages.len() as u64);
+            crate::presence::presence().activity(&device_id).messages_received(messages.len() as u64);
             respond(StatusCode::OK, serde_json::json!({ "appended": messages.len() }))
         }
         Err(error) => {

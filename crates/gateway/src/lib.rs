@@ -21,6 +21,7 @@
 //! - [`message`]: an MQTT message as record headers and back.
 //! - [`fanout`]: the log follower that feeds the hub from the cluster.
 //! - [`http`]: HTTP ingestion (CloudEvents binary, structured and batch modes, plain JSON).
+//! - [`presence`]: which devices this process has seen, connected now, last seen, messages.
 
 pub mod append;
 pub mod auth;
@@ -32,6 +33,7 @@ pub mod listener;
 pub mod message;
 mod metrics;
 pub mod mqtt;
+pub mod presence;
 pub mod registry;
 pub mod route;
 pub mod subscriptions;

@@ -208,6 +208,8 @@ pub(super) async fn run_connection<R, W>(
     if identity.device_id().is_some() {
         open.device_connected();
     }
+    // Connected on the console's devices page until this connection ends.
+    let online = identity.device_id().map(|device| crate::presence::presence().connected(device));
 
     let max_in_flight = usize::from(shared.config.max_in_flight_per_connection.max(1));
     let (outgoing, queue) = mpsc::channel(max_in_flight * 2 + 8);
@@ -229,6 +231,7 @@ pub(super) async fn run_connection<R, W>(
         client_topic_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
         credentials_expire_at,
         expiry_at_disconnect: None,
+        activity: online.as_ref().map(|online| online.activity().clone()),
     };
     for (device, (partition, offset)) in owed.delivered {
         session.record_delivery(device, partition, offset);

@@ -51,6 +51,8 @@ pub(super) struct Session {
     pub(super) expiry_at_disconnect: Option<SessionExpiry>,
     /// When the SAS token the client connected with expires.
     pub(super) credentials_expire_at: Option<tokio::time::Instant>,
+    /// The device's activity on the console (`None` for anonymous clients).
+    pub(super) activity: Option<Arc<crate::presence::DeviceActivity>>,
 }
 
 impl Session {
@@ -223,6 +225,9 @@ impl Session {
     pub(super) async fn publish(&mut self, mut publish: Publish) -> Result<(), End> {
         let received = std::time::Instant::now();
         crate::metrics::gateway().message_received(publish.qos);
+        if let Some(activity) = &self.activity {
+            activity.messages_received(1);
+        }
         self.resolve_topic_alias(&mut publish)?;
         // A device disabled, removed or given a new key while connected is cut off at its next
         // message.

@@ -1,8 +1,11 @@
 //! A query job's metrics, labelled by job (and output): events read, rows written per output,
 //! late events, how far the watermark trails the wall clock, and how long checkpoint
 //! transactions take. The series are found when the job starts; the loop only adds to them.
+//! Failures (a job that ended with an error and is restarted) are counted, and the latest is
+//! kept for the console.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use tidewater_client::now_ms;
@@ -36,6 +39,38 @@ fn input_lag_family() -> Arc<Family<Gauge>> {
 pub fn input_lag_records(job_name: &str) -> Option<f64> {
     let family = input_lag_family();
     family.contains(&[job_name]).then(|| family.series(&[job_name]).get())
+}
+
+/// A query job's latest failure in this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFailure {
+    pub message: String,
+    pub at_ms: i64,
+}
+
+/// The latest failure of each job, by job name (as many entries as jobs ever failed here).
+fn failures() -> &'static Mutex<HashMap<String, JobFailure>> {
+    static FAILURES: OnceLock<Mutex<HashMap<String, JobFailure>>> = OnceLock::new();
+    FAILURES.get_or_init(Mutex::default)
+}
+
+/// Counts a failure of job `job_name` (`tidewater_query_failures_total`) and keeps its message.
+pub(crate) fn record_failure(job_name: &str, message: &str) {
+    global()
+        .counters(
+            "tidewater_query_failures_total",
+            "Times a query job ended with an error (it is restarted; the error is in the log).",
+            &["job"],
+        )
+        .series(&[job_name])
+        .inc();
+    let failure = JobFailure { message: message.to_string(), at_ms: now_ms() };
+    failures().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(job_name.to_string(), failure);
+}
+
+/// Job `job_name`'s latest failure in this process, if it ever failed.
+pub fn last_failure(job_name: &str) -> Option<JobFailure> {
+    failures().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(job_name).cloned()
 }
 
 impl QueryMetrics {

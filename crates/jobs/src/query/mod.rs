@@ -14,7 +14,7 @@ pub mod registry;
 pub mod runner;
 pub mod supervisor;
 
-pub use metrics::input_lag_records;
+pub use metrics::{input_lag_records, last_failure, JobFailure};
 pub use registry::{QueryDefinition, QueryRegistry};
 pub use runner::{run_query_job, QueryJobSettings, CHECKPOINT_TOPIC};
 pub use supervisor::supervise_queries;

@@ -61,10 +61,13 @@ pub async fn supervise_queries(
             match entry.task.await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
-                    tracing::error!(job = %name, error = %format!("{error:#}"), "query job failed; restarting soon")
+                    let error = format!("{error:#}");
+                    tracing::error!(job = %name, %error, "query job failed; restarting soon");
+                    super::metrics::record_failure(&name, &error);
                 }
                 Err(error) => {
-                    tracing::error!(job = %name, %error, "query job task panicked; restarting soon")
+                    tracing::error!(job = %name, %error, "query job task panicked; restarting soon");
+                    super::metrics::record_failure(&name, &format!("the job's task panicked: {error}"));
                 }
             }
             retry_at.insert(name, tokio::time::Instant::now() + RESTART_DELAY);
