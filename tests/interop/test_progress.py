@@ -1,6 +1,7 @@
 """Progress of long CLI work when stderr is not a terminal: plain lines (every
 TIDEWATER_PROGRESS_INTERVAL_MS; 5 s by default, 0 here so that short work shows them too) for
-`produce` from a file, `log verify` and `query run` catching up with its inputs."""
+`produce` from a file, `log verify`, `query run` catching up with its inputs and `topic
+delete-records` over many partitions."""
 
 from __future__ import annotations
 
@@ -92,3 +93,22 @@ def test_query_run_shows_the_records_left_while_it_catches_up(broker, topic_name
     progress = [line.strip() for line in lines if line.startswith(f"query job {name}:")]
     assert f"query job {name}: catching up: 500 records left to read" in progress, "".join(lines[-30:])
     assert progress[-1] == f"query job {name}: caught up with its inputs", progress
+
+
+def test_delete_records_over_every_partition_reports_the_partitions_done(broker, topic_name):
+    tidewater("topic", "create", topic_name, "--partitions", "12", bootstrap=broker.bootstrap)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for index in range(120):
+        producer.produce(topic_name, str(index).encode(), partition=index % 12)
+    assert producer.flush(30) == 0
+    completed = run("topic", "delete-records", topic_name, "--all-partitions", "--before", "end",
+                    "--brokers", broker.bootstrap)
+    assert completed.returncode == 0, completed.stderr
+    lines = re.findall(rf"deleting records of {topic_name}: (\d+) of 12 partitions", completed.stderr)
+    assert [int(done) for done in lines] == list(range(1, 13)), completed.stderr
+    deleted = re.findall(rf"topic {topic_name} partition (\d+): records before offset (\d+) deleted", completed.stdout)
+    assert sorted((int(partition), int(offset)) for partition, offset in deleted) == [(p, 10) for p in range(12)]
+    # --all-partitions and --partition together are a usage error.
+    both = run("topic", "delete-records", topic_name, "--all-partitions", "-p", "0", "--before", "end",
+               "--brokers", broker.bootstrap)
+    assert both.returncode == 2 and "cannot be used with" in both.stderr, both.stderr

@@ -1,5 +1,5 @@
 //! Progress of long client work (`produce` from a large file, `log verify`, `query run` catching
-//! up): a bar on stderr when stderr is a terminal, and otherwise a plain line every
+//! up, `topic delete-records` over many partitions): a bar on stderr when stderr is a terminal, and otherwise a plain line every
 //! [`PLAIN_LINE_INTERVAL`] (`TIDEWATER_PROGRESS_INTERVAL_MS`), so a log file or CI output gets a
 //! few lines rather than a bar's redraws. Work that ends sooner than the first interval prints
 //! nothing in plain mode.
@@ -25,6 +25,7 @@ fn plain_line_interval() -> Duration {
 pub enum Unit {
     Bytes,
     Records,
+    Partitions,
 }
 
 impl Unit {
@@ -32,6 +33,7 @@ impl Unit {
         match self {
             Unit::Bytes => "bytes",
             Unit::Records => "records",
+            Unit::Partitions => "partitions",
         }
     }
 }
@@ -67,6 +69,7 @@ impl Progress {
                     "{prefix} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)"
                 }
                 (Some(_), Unit::Records) => "{prefix} [{bar:30}] {pos}/{len} records ({per_sec}, {eta} left)",
+                (Some(_), Unit::Partitions) => "{prefix} [{bar:30}] {pos}/{len} partitions ({eta} left)",
                 (None, _) => "{prefix} {spinner} {msg}",
             };
             if let Ok(style) = indicatif::ProgressStyle::with_template(template) {

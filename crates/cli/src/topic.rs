@@ -15,6 +15,7 @@ use tidewater_client::{ClusterArgs, KeyValue};
 
 use tidewater_client::admin::{self as raw, ConfigChange};
 
+use crate::progress::{Progress, Unit};
 use crate::{topic_names, topic_partitions, Connection, PartitionInfo};
 
 #[derive(Debug, Args)]
@@ -75,8 +76,11 @@ pub enum TopicCommand {
         /// The topic's name.
         name: String,
         /// The partition; may be repeated (each gets the same --before).
-        #[arg(long, short = 'p', required = true)]
+        #[arg(long, short = 'p', required_unless_present = "all_partitions")]
         partition: Vec<i32>,
+        /// Every partition of the topic, instead of --partition (progress is shown per partition).
+        #[arg(long, conflicts_with = "partition")]
+        all_partitions: bool,
         /// The first offset to keep; -1 (or `end`) deletes every record up to the high watermark.
         #[arg(long, value_parser = parse_before_offset, allow_hyphen_values = true)]
         before: i64,
@@ -145,21 +149,35 @@ pub fn run(args: TopicArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("deleting topic {name:?}"))?;
             println!("deleted topic {name}");
         }
-        TopicCommand::DeleteRecords { name, partition, before } => {
-            let before_offsets: Vec<(i32, i64)> =
-                partition.iter().map(|&partition| (partition, before)).collect();
-            let outcomes = raw::delete_records(admin.inner(), &name, &before_offsets, timeout)
-                .with_context(|| format!("deleting records of topic {name:?}"))?;
+        TopicCommand::DeleteRecords { name, partition, all_partitions, before } => {
+            let partition: Vec<i32> = match all_partitions {
+                true => topic_partitions(admin.inner(), connect, &name)?.iter().map(|info| info.id).collect(),
+                false => partition,
+            };
+            // One request per partition, so that deleting over many partitions (each removing
+            // its whole segments) shows how far it got, and one refused partition does not
+            // hold back the others.
+            let progress = Progress::new(
+                format!("deleting records of {name}"),
+                Some(partition.len() as u64),
+                Unit::Partitions,
+            );
             let mut refused = Vec::new();
-            for outcome in outcomes {
-                match outcome.error {
-                    None => println!(
-                        "topic {name} partition {}: records before offset {} deleted",
-                        outcome.partition, outcome.low_watermark
-                    ),
-                    Some(code) => refused.push(format!("partition {}: {code}", outcome.partition)),
+            for (done, &partition) in partition.iter().enumerate() {
+                let outcomes = raw::delete_records(admin.inner(), &name, &[(partition, before)], timeout)
+                    .with_context(|| format!("deleting records of topic {name:?} partition {partition}"))?;
+                for outcome in outcomes {
+                    match outcome.error {
+                        None => println!(
+                            "topic {name} partition {}: records before offset {} deleted",
+                            outcome.partition, outcome.low_watermark
+                        ),
+                        Some(code) => refused.push(format!("partition {}: {code}", outcome.partition)),
+                    }
                 }
+                progress.set(done as u64 + 1);
             }
+            progress.finish();
             anyhow::ensure!(refused.is_empty(), "deleting records of topic {name:?}: {}", refused.join("; "));
         }
         TopicCommand::AddPartitions { name, count } => {
