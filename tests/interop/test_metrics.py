@@ -440,3 +440,22 @@ def test_capture_run_serves_its_counters_on_metrics(bootstrap, topic_name, tmp_p
         assert http_get(port, "/health/ready")[0] == 200
     finally:
         assert capture.stop() == 0, capture.log_text()[-2000:]
+
+
+def test_with_only_a_token_the_console_takes_it_as_a_basic_password(broker_factory):
+    """A browser cannot send a bearer token; with the token and no SCRAM users, the console
+    and /metrics take it as HTTP Basic's password, whatever the user name."""
+    broker = broker_factory(*NO_GATEWAY, env={"TIDEWATER_METRICS_TOKEN": "console-token"})
+    port = broker.admin_port
+
+    def basic(user: str, password: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+    status, body, headers = http_get(port, "/api/overview")
+    assert status == 401 and headers.get("www-authenticate", "").startswith("Basic"), (status, body, headers)
+    assert http_get(port, "/api/overview", basic("operator", "wrong"))[0] == 401
+    for headers in (basic("operator", "console-token"), basic("", "console-token"), {"Authorization": "Bearer console-token"}):
+        status, body, _ = http_get(port, "/api/overview", headers)
+        assert status == 200 and '"totals"' in body, (headers, status, body[:200])
+    assert scrape(port, basic("prometheus", "console-token")).get("tidewater_uptime_seconds") > 0
+    assert "console-token" not in "\n".join(broker.lines)

@@ -31,7 +31,8 @@ pub enum MetricsAccess {
     /// Anyone who can reach the listener.
     Open,
     /// A request with `Authorization: Bearer TOKEN`, or `Authorization: Basic` with a SCRAM
-    /// user's name and password. Either may be absent; with neither, nothing is let in.
+    /// user's name and password or with the token as the password (any user name, as a
+    /// browser sends). Either may be absent; with neither, nothing is let in.
     Protected { token: Option<MetricsToken>, users: Option<Arc<dyn CredentialSource>> },
 }
 
@@ -104,6 +105,11 @@ impl MetricsAccess {
             .map_err(|_| Refusal::MalformedAuthorization)?;
         let decoded = String::from_utf8(decoded).map_err(|_| Refusal::MalformedAuthorization)?;
         let (user, password) = decoded.split_once(':').ok_or(Refusal::MalformedAuthorization)?;
+        // The token as a Basic password (any user name): what a browser can send, since it
+        // cannot send a bearer token, so the console opens with the token alone.
+        if token.as_ref().is_some_and(|expected| bool::from(expected.0.ct_eq(password.as_bytes()))) {
+            return Ok(Principal::TokenBearer);
+        }
         let users = users.clone().ok_or(Refusal::WrongCredentials)?;
         let (user, password) = (user.to_string(), password.to_string());
         let (checked_user, checked_password) = (user.clone(), password.as_bytes().to_vec());
