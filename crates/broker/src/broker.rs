@@ -53,6 +53,9 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: i64,
     /// Whether requests are authorized against ACLs, and who bypasses them.
     pub authorization: AuthorizationConfig,
+    /// The most fetch sessions (KIP-227) kept at once (Kafka's
+    /// max.incremental.fetch.session.cache.slots); 0 answers every fetch without one.
+    pub fetch_session_slots: usize,
 }
 
 /// An error for one topic or partition in a response: a Kafka code and a message for humans.
@@ -102,6 +105,8 @@ pub struct Broker {
     shutting_down: std::sync::atomic::AtomicBool,
     /// Compaction of the partitions whose cleanup policy includes `compact`, started by `tick`.
     pub(crate) cleaner: Cleaner,
+    /// Consumers' fetch sessions (KIP-227).
+    pub(crate) fetch_sessions: crate::fetch_sessions::FetchSessions,
 }
 
 impl Broker {
@@ -151,6 +156,7 @@ impl Broker {
         let transactions = TxnStore::open(&root, clock.clone())?;
         let acls = Authorizer::open(&config.authorization, &root, clock.clone())?;
         let credentials = Arc::new(CredentialStore::open(&root, clock.clone())?);
+        let fetch_sessions = crate::fetch_sessions::FetchSessions::new(config.fetch_session_slots);
         let broker = Broker {
             credentials,
             config,
@@ -166,6 +172,7 @@ impl Broker {
             acls,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             cleaner: Cleaner::default(),
+            fetch_sessions,
         };
         broker.recover_transactions();
         Ok(broker)

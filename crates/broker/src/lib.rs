@@ -10,6 +10,7 @@ mod broker;
 mod cleaner;
 pub mod credentials;
 mod error;
+pub mod fetch_sessions;
 mod fetch_waiters;
 pub mod groups;
 mod handlers;

@@ -6,11 +6,12 @@
 //! Group lag is Kafka's: the partition's high watermark minus the group's committed offset, as
 //! `tidewater group describe` and `kafka-consumer-groups.sh` show it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tidewater_metrics::{global, Collect, Counter, Exposition, MetricType};
 
 use crate::broker::Broker;
+use crate::fetch_sessions::FetchContext;
 use crate::partition::Partition;
 
 /// A topic's counters, shared by every partition of the topic.
@@ -90,10 +91,62 @@ impl Collect for Broker {
             &|partition| partition.log.size_bytes() as f64,
         );
         self.collect_groups(page);
+        page.family("tidewater_fetch_sessions", "Fetch sessions (KIP-227) kept now.", MetricType::Gauge);
+        page.sample("tidewater_fetch_sessions", &[], self.fetch_sessions.len() as f64);
+    }
+}
+
+/// How fetches are answered (KIP-227): requests and the partitions they name, by kind, so the
+/// saving of incremental fetches shows as partitions per request.
+#[derive(Debug)]
+pub(crate) struct FetchMetrics {
+    /// Sessionless, full (opening a session), incremental, session error.
+    requests: [Arc<Counter>; 4],
+    partitions: [Arc<Counter>; 3],
+}
+
+const FETCH_KINDS: [&str; 4] = ["sessionless", "full", "incremental", "session_error"];
+
+impl FetchMetrics {
+    fn new() -> FetchMetrics {
+        let requests = global().counters(
+            "tidewater_fetch_requests_total",
+            "Fetch requests by kind: sessionless, full (opening a fetch session), incremental, session_error.",
+            &["kind"],
+        );
+        let partitions = global().counters(
+            "tidewater_fetch_request_partitions_total",
+            "Partitions named in fetch requests, by kind (an incremental fetch names only what changed).",
+            &["kind"],
+        );
+        FetchMetrics {
+            requests: FETCH_KINDS.map(|kind| requests.series(&[kind])),
+            partitions: [0, 1, 2].map(|index| partitions.series(&[FETCH_KINDS[index]])),
+        }
+    }
+
+    pub(crate) fn request(&self, context: FetchContext, named: usize) {
+        let index = match context {
+            FetchContext::Sessionless => 0,
+            FetchContext::Full { .. } => 1,
+            FetchContext::Incremental { .. } => 2,
+        };
+        self.requests[index].inc();
+        self.partitions[index].add(named as u64);
+    }
+
+    pub(crate) fn session_error(&self) {
+        self.requests[3].inc();
     }
 }
 
 impl Broker {
+    /// The fetch counters, made on first use.
+    pub(crate) fn fetch_metrics(&self) -> &'static FetchMetrics {
+        static METRICS: OnceLock<FetchMetrics> = OnceLock::new();
+        METRICS.get_or_init(FetchMetrics::new)
+    }
+
     fn collect_groups(&self, page: &mut Exposition) {
         // Committed offsets are copied out first, so the offsets lock is not held while the
         // partitions' high watermarks are read.

@@ -24,6 +24,7 @@ pub(crate) fn open_broker(dir: &Path, clock: &ManualClock, log_defaults: LogConf
         groups: GroupConfig::default(),
         offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
         authorization: AuthorizationConfig::default(),
+        fetch_session_slots: crate::fetch_sessions::DEFAULT_SLOTS,
     };
     Broker::open(config, Arc::new(clock.clone())).expect("open broker")
 }

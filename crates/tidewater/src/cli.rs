@@ -134,6 +134,12 @@ pub(crate) struct ServeArgs {
     /// a commit (Kafka offsets.retention.minutes).
     #[arg(long, default_value_t = 7 * 24 * 60)]
     pub(crate) offsets_retention_minutes: i64,
+    /// The most fetch sessions (KIP-227) kept at once, Kafka's
+    /// max.incremental.fetch.session.cache.slots: a consumer with a session sends only the
+    /// partitions that changed. When full, an idle (2 min) or smaller session gives up its slot;
+    /// 0 answers every fetch without a session.
+    #[arg(long, default_value_t = tidewater_broker::fetch_sessions::DEFAULT_SLOTS)]
+    pub(crate) fetch_session_cache_slots: usize,
     /// Run the triggers registered in this server's triggers topic (`tidewater trigger create`),
     /// as a Kafka client of the embedded broker.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

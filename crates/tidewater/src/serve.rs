@@ -69,6 +69,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         offsets_retention_ms: args.offsets_retention_minutes.saturating_mul(60_000),
         authorization: listeners.authorization_config(&args.superusers.concat()),
+        fetch_session_slots: args.fetch_session_cache_slots,
     };
     let server_config = ServerConfig {
         max_request_bytes: args.max_request_bytes,

@@ -8,12 +8,14 @@
 //! always whole even when it is larger, so a consumer can never get stuck behind one big batch
 //! (KIP-74). Batches are sent as the log stores them, never re-encoded.
 //!
-//! Fetch sessions (KIP-227) are declined by answering session id 0, which tells clients to send
-//! full fetch requests. read_uncommitted reads up to the high watermark; read_committed up to the
+//! Fetch sessions (KIP-227, v7 and later; [`crate::fetch_sessions`]): a full fetch may open one,
+//! and an incremental fetch reads every partition of its session but is answered only with those
+//! that have something new. read_uncommitted reads up to the high watermark; read_committed up to the
 //! last stable offset, with the aborted transactions in the range listed for the client to skip.
 //!
 //! Each topic needs READ, checked once when the request arrives (not again on each pass of the
-//! long poll); the partitions of a topic that may not be read answer TOPIC_AUTHORIZATION_FAILED.
+//! long poll), for the session's topics as for the request's; the partitions of a topic that may
+//! not be read answer TOPIC_AUTHORIZATION_FAILED.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,13 +25,15 @@ use tidewater_kafka::kafka_protocol::messages::fetch_request::FetchRequest;
 use tidewater_kafka::kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchResponse, FetchableTopicResponse, PartitionData,
 };
-use tidewater_kafka::kafka_protocol::messages::ProducerId;
+use tidewater_kafka::kafka_protocol::messages::{ProducerId, TopicName};
+use tidewater_kafka::kafka_protocol::protocol::StrBytes;
 use tidewater_kafka::ResponseError;
 
 use super::blocking;
 use crate::acl::{Access, Operation, ResourceType};
 use crate::broker::Broker;
 use crate::error::log_error_code;
+use crate::fetch_sessions::{FetchPlan, PartitionFetch, PartitionKey};
 use crate::fetch_waiters::FetchWaker;
 
 /// The longest a fetch may wait for data, whatever the client asks, so a request cannot park a
@@ -51,8 +55,22 @@ pub(super) async fn handle(
     version: i16,
     access: Access,
 ) -> FetchResponse {
+    let plan = match plan(&broker, &request, version) {
+        Ok(plan) => plan,
+        Err(code) => {
+            broker.fetch_metrics().session_error();
+            return FetchResponse::default().with_error_code(code.code()).with_session_id(0);
+        }
+    };
+    broker.fetch_metrics().request(plan.context, request_partitions(&request));
+    let context = plan.context;
+    let fetch = Arc::new(PlannedFetch {
+        topics: group_by_topic(plan.partitions),
+        isolation_level: request.isolation_level,
+        max_bytes: request.max_bytes,
+    });
     let readable: Arc<Vec<bool>> = Arc::new(
-        request
+        fetch
             .topics
             .iter()
             .map(|topic| access.check(Operation::Read, ResourceType::Topic, &topic.topic).is_ok())
@@ -61,21 +79,21 @@ pub(super) async fn handle(
     let wait = Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_MAX_WAIT_MS_MAX) as u64);
     let deadline = tokio::time::Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
-    let request = Arc::new(request);
     // Woken by appends (and markers) to the partitions this fetch reads, which register it
     // before reading them, so a produce landing between the read and the wait is not missed.
     let waker = FetchWaker::default();
     loop {
-        let (response, bytes, has_error) = {
+        let (mut response, bytes, has_error) = {
             let broker = broker.clone();
-            let request = request.clone();
+            let fetch = fetch.clone();
             let readable = readable.clone();
             let waker = waker.clone();
-            blocking(move || read_partitions(&broker, &request, version, &readable, &waker)).await
+            blocking(move || read_partitions(&broker, &fetch, version, &readable, &waker)).await
         };
         let expired = tokio::time::Instant::now() >= deadline;
         if bytes >= min_bytes || has_error || expired || broker.is_shutting_down() {
             count_fetched_bytes(&broker, &response);
+            broker.fetch_sessions.finish(context, &mut response);
             return response;
         }
         tokio::select! {
@@ -83,6 +101,75 @@ pub(super) async fn handle(
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
+}
+
+/// The partitions a request names (what a client sends: all of them in a full fetch, the
+/// changed ones in an incremental one).
+fn request_partitions(request: &FetchRequest) -> usize {
+    request.topics.iter().map(|topic| topic.partitions.len()).sum()
+}
+
+/// How the fetch is answered and what it reads: the request's partitions, or its session's.
+/// Versions before 7 have no sessions.
+fn plan(broker: &Broker, request: &FetchRequest, version: i16) -> Result<FetchPlan, ResponseError> {
+    let requested: Vec<(PartitionKey, PartitionFetch)> = request
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(|partition| {
+                let fetch = PartitionFetch {
+                    fetch_offset: partition.fetch_offset,
+                    partition_max_bytes: partition.partition_max_bytes,
+                    current_leader_epoch: partition.current_leader_epoch,
+                };
+                ((topic.topic.0.to_string(), partition.partition), fetch)
+            })
+        })
+        .collect();
+    if version < 7 {
+        return Ok(FetchPlan {
+            context: crate::fetch_sessions::FetchContext::Sessionless,
+            partitions: requested,
+        });
+    }
+    let forgotten = request
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|topic| topic.partitions.iter().map(|&partition| (topic.topic.0.to_string(), partition)))
+        .collect();
+    broker.fetch_sessions.plan(
+        request.session_id,
+        request.session_epoch,
+        requested,
+        forgotten,
+        std::time::Instant::now(),
+    )
+}
+
+/// A fetch's partitions grouped by topic, in order, with the request's limits.
+struct PlannedFetch {
+    topics: Vec<TopicFetch>,
+    isolation_level: i8,
+    max_bytes: i32,
+}
+
+struct TopicFetch {
+    topic: TopicName,
+    partitions: Vec<(i32, PartitionFetch)>,
+}
+
+fn group_by_topic(partitions: Vec<(PartitionKey, PartitionFetch)>) -> Vec<TopicFetch> {
+    let mut topics: Vec<TopicFetch> = Vec::new();
+    for ((topic, partition), fetch) in partitions {
+        match topics.last_mut() {
+            Some(last) if last.topic.0.as_str() == topic => last.partitions.push((partition, fetch)),
+            _ => topics.push(TopicFetch {
+                topic: TopicName(StrBytes::from_string(topic)),
+                partitions: vec![(partition, fetch)],
+            }),
+        }
+    }
+    topics
 }
 
 /// Adds what a response carries to its topics' fetched-bytes counters. Counted here, on the
@@ -105,7 +192,7 @@ fn count_fetched_bytes(broker: &Broker, response: &FetchResponse) {
 /// each partition before it is read.
 fn read_partitions(
     broker: &Broker,
-    request: &FetchRequest,
+    request: &PlannedFetch,
     version: i16,
     readable: &[bool],
     waker: &FetchWaker,
@@ -116,8 +203,8 @@ fn read_partitions(
     let mut responses = Vec::with_capacity(request.topics.len());
     for (topic, readable) in request.topics.iter().zip(readable) {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
-        for fetch in &topic.partitions {
-            let mut data = PartitionData::default().with_partition_index(fetch.partition);
+        for (partition_index, fetch) in &topic.partitions {
+            let mut data = PartitionData::default().with_partition_index(*partition_index);
             if version >= 4 {
                 data = data
                     .with_aborted_transactions((request.isolation_level == READ_COMMITTED).then(Vec::new));
@@ -133,7 +220,7 @@ fn read_partitions(
                 partitions.push(error(data, ResponseError::TopicAuthorizationFailed));
                 continue;
             }
-            let partition = match broker.partition(&topic.topic.0, fetch.partition) {
+            let partition = match broker.partition(&topic.topic.0, *partition_index) {
                 Ok(partition) => partition,
                 Err(api_error) => {
                     has_error = true;
@@ -195,7 +282,7 @@ fn read_partitions(
                 Err(log_error) => {
                     has_error = true;
                     if !matches!(log_error, tidewater_log::LogError::OffsetOutOfRange { .. }) {
-                        tracing::error!(topic = %topic.topic.0, partition = fetch.partition, error = %log_error, "fetch failed");
+                        tracing::error!(topic = %topic.topic.0, partition = partition_index, error = %log_error, "fetch failed");
                     }
                     partitions.push(
                         data.with_error_code(log_error_code(&log_error).code())

@@ -80,6 +80,7 @@ fn config(dir: &Path, enabled: bool) -> BrokerConfig {
         groups: GroupConfig { initial_rebalance_delay_ms: 0, ..GroupConfig::default() },
         offsets_retention_ms: i64::MAX,
         authorization: AuthorizationConfig { enabled, superusers: vec![ADMIN.parse().expect("principal")] },
+        fetch_session_slots: crate::fetch_sessions::DEFAULT_SLOTS,
     }
 }
 
