@@ -360,9 +360,11 @@ impl Partition {
         if headers.iter().any(BatchHeader::is_control) {
             return Err(ApiError::new(ResponseError::InvalidRecord, "clients may not write control batches"));
         }
-        if self.log.config().cleanup_policy.compact {
+        let config = self.log.config();
+        if config.cleanup_policy.compact {
             check_keyed(records, &headers)?;
         }
+        stamp_timestamps(records, &headers, &config, now_ms)?;
         let appended = self
             .log
             .append(records)
@@ -544,6 +546,52 @@ fn append_aborted(path: &std::path::Path, aborted: &AbortedTransaction) -> std::
     let mut file = OpenOptions::new().create(true).append(true).open(path)?;
     file.write_all(aborted.line().as_bytes())?;
     file.sync_data()
+}
+
+/// Applies the topic's `message.timestamp.*` configs to a request's batches: under CreateTime,
+/// refuses a batch whose first or newest timestamp is further from the broker's clock than
+/// allowed (records in between are not decoded, so a compressed batch costs nothing here);
+/// under LogAppendTime, stamps every batch with `now_ms`.
+fn stamp_timestamps(
+    records: &mut [u8],
+    headers: &[BatchHeader],
+    config: &tidewater_log::LogConfig,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    match config.message_timestamp_type {
+        tidewater_log::TimestampType::CreateTime => {
+            let limit = config.message_timestamp_difference_max_ms;
+            if limit == i64::MAX {
+                return Ok(());
+            }
+            for header in headers {
+                for timestamp in [header.base_timestamp, header.max_timestamp] {
+                    if timestamp.abs_diff(now_ms) > limit.unsigned_abs() {
+                        return Err(ApiError::new(
+                            ResponseError::InvalidTimestamp,
+                            format!(
+                                "timestamp {timestamp} is more than message.timestamp.difference.max.ms \
+                                 ({limit} ms) from the broker's time {now_ms}"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        tidewater_log::TimestampType::LogAppendTime => {
+            let mut position = 0;
+            for header in headers {
+                // The CRC is checked before it is recomputed, or a batch corrupted on the way
+                // would be made to look whole.
+                batch::validate(&records[position..], BATCH_BYTES_HARD_MAX).map_err(|error| {
+                    ApiError::new(ResponseError::CorruptMessage, format!("batch at byte {position}: {error}"))
+                })?;
+                batch::set_log_append_time(&mut records[position..], now_ms);
+                position += header.total_bytes();
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The headers of every batch in a produce request's records, checked for length and magic

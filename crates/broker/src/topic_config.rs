@@ -41,6 +41,15 @@ pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
         "delete.retention.ms",
         "how long a tombstone (a key with a null value) stays after the cleaning that first kept it",
     ),
+    (
+        "message.timestamp.type",
+        "CreateTime (records keep the producer's timestamps) or LogAppendTime (the broker's time at append)",
+    ),
+    (
+        "message.timestamp.difference.max.ms",
+        "a CreateTime batch whose timestamps are further than this from the broker's clock is refused \
+         (INVALID_TIMESTAMP)",
+    ),
 ];
 
 /// Config overrides of one topic, by Kafka name.
@@ -84,6 +93,10 @@ pub fn describe(defaults: &LogConfig, overrides: &TopicConfigs) -> Vec<(&'static
                 "min.compaction.lag.ms" => effective.min_compaction_lag_ms.to_string(),
                 "max.compaction.lag.ms" => effective.max_compaction_lag_ms.to_string(),
                 "delete.retention.ms" => effective.delete_retention_ms.to_string(),
+                "message.timestamp.type" => effective.message_timestamp_type.to_string(),
+                "message.timestamp.difference.max.ms" => {
+                    effective.message_timestamp_difference_max_ms.to_string()
+                }
                 _ => String::new(),
             };
             (*name, value, !overrides.contains_key(*name))
@@ -110,6 +123,13 @@ fn apply(config: &mut LogConfig, name: &str, value: &str) -> Result<(), String> 
         "min.compaction.lag.ms" => config.min_compaction_lag_ms = number(name, value)?,
         "max.compaction.lag.ms" => config.max_compaction_lag_ms = number(name, value)?,
         "delete.retention.ms" => config.delete_retention_ms = number(name, value)?,
+        "message.timestamp.type" => {
+            config.message_timestamp_type =
+                value.parse().map_err(|reason| format!("message.timestamp.type: {reason}"))?
+        }
+        "message.timestamp.difference.max.ms" => {
+            config.message_timestamp_difference_max_ms = number(name, value)?
+        }
         other => return Err(format!("unknown topic config {other:?}")),
     }
     Ok(())

@@ -280,6 +280,19 @@ pub fn set_base_offset(bytes: &mut [u8], base_offset: i64) {
     bytes[0..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Stamps the batch at the start of `bytes` with the broker's time (LogAppendTime): sets the
+/// timestamp-type attribute and the max timestamp, which consumers then give every record, and
+/// recomputes the CRC that covers both. The batch must have been validated.
+pub fn set_log_append_time(bytes: &mut [u8], now_ms: i64) {
+    let total = peek_total_bytes(bytes, usize::MAX).unwrap_or(bytes.len()).min(bytes.len());
+    let attributes = i16::from_be_bytes([bytes[ATTRIBUTES_AT], bytes[ATTRIBUTES_AT + 1]]);
+    bytes[ATTRIBUTES_AT..ATTRIBUTES_AT + 2]
+        .copy_from_slice(&(attributes | ATTRIBUTE_LOG_APPEND_TIME).to_be_bytes());
+    bytes[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[ATTRIBUTES_AT..total]);
+    bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Encodes a valid uncompressed v2 batch. Used by tests, benchmarks and tools that need real
 /// batches without a Kafka client; each record is `(key, value)` with no headers.
 pub fn encode_batch(base_timestamp: i64, records: &[(Option<&[u8]>, &[u8])]) -> Vec<u8> {
@@ -644,6 +657,16 @@ fn read_i16(bytes: &[u8], at: usize) -> i16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_stamped_with_the_log_append_time_stays_valid_and_says_so() {
+        let mut batch = encode_batch(1_000, &[(Some(b"k"), b"v1"), (None, b"v2")]);
+        assert!(!validate(&batch, BATCH_BYTES_HARD_MAX).expect("valid").is_log_append_time());
+        set_log_append_time(&mut batch, 5_000);
+        let header = validate(&batch, BATCH_BYTES_HARD_MAX).expect("still valid: the CRC was recomputed");
+        assert!(header.is_log_append_time());
+        assert_eq!((header.base_timestamp, header.max_timestamp), (1_000, 5_000));
+    }
 
     #[test]
     fn finds_first_record_by_timestamp() {

@@ -176,6 +176,43 @@ pub struct LogConfig {
     /// The cleaner reads and writes at most this many bytes per second (Kafka
     /// `log.cleaner.io.max.bytes.per.second`); `u64::MAX` means unthrottled.
     pub cleaner_io_max_bytes_per_second: u64,
+    /// Whose time records carry: the producer's, or the broker's at append (Kafka
+    /// `message.timestamp.type`). Applied by the broker before it appends.
+    pub message_timestamp_type: TimestampType,
+    /// A CreateTime batch whose timestamps are further than this from the broker's clock is
+    /// refused (Kafka `message.timestamp.difference.max.ms`); `i64::MAX` accepts any.
+    pub message_timestamp_difference_max_ms: i64,
+}
+
+/// Kafka's `message.timestamp.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimestampType {
+    /// The producer's timestamps are kept.
+    #[default]
+    CreateTime,
+    /// Every record gets the broker's time when its batch is appended.
+    LogAppendTime,
+}
+
+impl std::str::FromStr for TimestampType {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<TimestampType, String> {
+        match text.trim() {
+            "CreateTime" => Ok(TimestampType::CreateTime),
+            "LogAppendTime" => Ok(TimestampType::LogAppendTime),
+            other => Err(format!("{other:?} is neither CreateTime nor LogAppendTime")),
+        }
+    }
+}
+
+impl std::fmt::Display for TimestampType {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            TimestampType::CreateTime => "CreateTime",
+            TimestampType::LogAppendTime => "LogAppendTime",
+        })
+    }
 }
 
 impl Default for LogConfig {
@@ -196,6 +233,8 @@ impl Default for LogConfig {
             delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
             cleaner_dedupe_buffer_bytes: DEFAULT_CLEANER_DEDUPE_BUFFER_BYTES,
             cleaner_io_max_bytes_per_second: u64::MAX,
+            message_timestamp_type: TimestampType::CreateTime,
+            message_timestamp_difference_max_ms: i64::MAX,
         }
     }
 }
@@ -228,6 +267,9 @@ impl LogConfig {
         }
         if self.retention_ms < -1 || self.retention_bytes < -1 {
             return invalid("retention_ms and retention_bytes must be -1 or non-negative".to_string());
+        }
+        if self.message_timestamp_difference_max_ms < 0 {
+            return invalid("message_timestamp_difference_max_ms must not be negative".to_string());
         }
         if self.open_segments_max == 0 {
             return invalid("open_segments_max must be at least 1".to_string());

@@ -49,14 +49,16 @@ pub(super) async fn handle(
     let responses = {
         let broker = broker.clone();
         blocking(move || {
-            let staged = append_all(&broker, request, turn, &access);
+            let now = broker.now_ms();
+            let staged = append_all(&broker, request, turn, &access, now);
             staged
                 .into_iter()
                 .map(|(name, partitions)| {
                     let partition_responses = partitions
                         .into_iter()
                         .map(|(index, staged)| {
-                            partition_response(index, staged.and_then(make_durable), version)
+                            let durable = staged.and_then(|staged| make_durable(staged, now));
+                            partition_response(index, durable, version)
                         })
                         .collect();
                     TopicProduceResponse::default()
@@ -81,9 +83,9 @@ fn append_all(
     request: ProduceRequest,
     turn: Turn,
     access: &Access,
+    now: i64,
 ) -> Vec<(tidewater_kafka::kafka_protocol::messages::TopicName, Vec<(i32, Staged)>)> {
     let acks = request.acks;
-    let now = broker.now_ms();
     let transactional_refusal = transactional_refusal(&request, access);
     let transactional_id = request.transactional_id.as_ref().map(|id| id.to_string());
     let staged = request
@@ -221,15 +223,28 @@ fn append_one(
     Ok((partition, outcome))
 }
 
-/// Phase 2: waits until the batch (or, for a duplicate, the original) is on disk. Returns the
-/// base offset and log start offset for the response.
-fn make_durable((partition, outcome): (Arc<Partition>, AppendOutcome)) -> Result<(i64, i64), ApiError> {
+/// What a partition's answer says of a durable append: base offset, log start offset, and the
+/// time the broker stamped the records with (-1 unless the topic uses LogAppendTime).
+type Durable = (i64, i64, i64);
+
+/// Phase 2: waits until the batch (or, for a duplicate, the original) is on disk.
+fn make_durable(
+    (partition, outcome): (Arc<Partition>, AppendOutcome),
+    now: i64,
+) -> Result<Durable, ApiError> {
     let log = &partition.log;
-    let (base_offset, durable_target) = match outcome {
-        AppendOutcome::Appended(appended) => (appended.base_offset, appended.next_offset),
+    let log_append_time =
+        if log.config().message_timestamp_type == tidewater_log::TimestampType::LogAppendTime {
+            now
+        } else {
+            -1
+        };
+    let (base_offset, durable_target, log_append_time) = match outcome {
+        AppendOutcome::Appended(appended) => (appended.base_offset, appended.next_offset, log_append_time),
         // The original may still be waiting for its fsync; durable offsets fall on batch
-        // boundaries, so passing its base offset means the whole batch is on disk.
-        AppendOutcome::Duplicate { base_offset } => (base_offset, base_offset + 1),
+        // boundaries, so passing its base offset means the whole batch is on disk. Its stamp is
+        // the original's, which is not at hand: -1.
+        AppendOutcome::Duplicate { base_offset } => (base_offset, base_offset + 1, -1),
     };
     if log.config().fsync == FsyncPolicy::Always {
         let durable = log.wait_durable(durable_target);
@@ -238,19 +253,20 @@ fn make_durable((partition, outcome): (Arc<Partition>, AppendOutcome)) -> Result
     } else {
         partition.fetch_waiters.wake_all();
     }
-    Ok((base_offset, log.log_start_offset()))
+    Ok((base_offset, log.log_start_offset(), log_append_time))
 }
 
 fn partition_response(
     index: i32,
-    result: Result<(i64, i64), ApiError>,
+    result: Result<Durable, ApiError>,
     version: i16,
 ) -> PartitionProduceResponse {
     let response = PartitionProduceResponse::default().with_index(index).with_log_append_time_ms(-1);
     match result {
-        Ok((base_offset, log_start_offset)) => {
-            response.with_base_offset(base_offset).with_log_start_offset(log_start_offset)
-        }
+        Ok((base_offset, log_start_offset, log_append_time)) => response
+            .with_base_offset(base_offset)
+            .with_log_start_offset(log_start_offset)
+            .with_log_append_time_ms(log_append_time),
         Err(error) => response
             .with_error_code(error.code.code())
             .with_base_offset(-1)
