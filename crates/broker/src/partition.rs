@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tidewater_kafka::ResponseError;
-use tidewater_log::batch::{self, BatchHeader, BATCH_BYTES_HARD_MAX};
+use tidewater_log::batch::{self, BatchHeader};
 use tidewater_log::{Appended, CleanOptions, CleanOutcome, Log, LogError};
 
 use crate::broker::ApiError;
@@ -337,7 +337,13 @@ impl Partition {
     /// checks. The producer state stays locked from check to record, so two requests cannot both
     /// pass the check for the same sequence.
     pub(crate) fn append(&self, records: &mut [u8], now_ms: i64) -> Result<AppendOutcome, ApiError> {
-        let headers = batch_headers(records)?;
+        // Checked in full (CRC included) before the producer lock, so that appends to one
+        // partition overlap in their most expensive part; the log then appends without
+        // parsing the headers again.
+        let log_error =
+            |error: tidewater_log::LogError| ApiError::new(log_error_code(&error), error.to_string());
+        let mut batches = self.log.validate(records).map_err(log_error)?;
+        let headers: Vec<BatchHeader> = batches.headers().copied().collect();
         let mut producers = self.producers.lock().expect("producer state mutex poisoned by a panic");
         let mut duplicate = None;
         for header in &headers {
@@ -364,11 +370,11 @@ impl Partition {
         if config.cleanup_policy.compact {
             check_keyed(records, &headers)?;
         }
-        stamp_timestamps(records, &headers, &config, now_ms)?;
-        let appended = self
-            .log
-            .append(records)
-            .map_err(|error| ApiError::new(log_error_code(&error), error.to_string()))?;
+        check_timestamps(&headers, &config, now_ms)?;
+        if config.message_timestamp_type == tidewater_log::TimestampType::LogAppendTime {
+            batches.set_log_append_time(records, now_ms);
+        }
+        let appended = self.log.append_validated(records, batches).map_err(log_error)?;
         let mut transactions = self.lock_transactions();
         let mut base_offset = appended.base_offset;
         for header in &headers {
@@ -548,68 +554,32 @@ fn append_aborted(path: &std::path::Path, aborted: &AbortedTransaction) -> std::
     file.sync_data()
 }
 
-/// Applies the topic's `message.timestamp.*` configs to a request's batches: under CreateTime,
-/// refuses a batch whose first or newest timestamp is further from the broker's clock than
-/// allowed (records in between are not decoded, so a compressed batch costs nothing here);
-/// under LogAppendTime, stamps every batch with `now_ms`.
-fn stamp_timestamps(
-    records: &mut [u8],
+/// Under CreateTime with `message.timestamp.difference.max.ms`, refuses a batch whose first or
+/// newest timestamp is further from the broker's clock than allowed (records in between are not
+/// decoded, so a compressed batch costs nothing here).
+fn check_timestamps(
     headers: &[BatchHeader],
     config: &tidewater_log::LogConfig,
     now_ms: i64,
 ) -> Result<(), ApiError> {
-    match config.message_timestamp_type {
-        tidewater_log::TimestampType::CreateTime => {
-            let limit = config.message_timestamp_difference_max_ms;
-            if limit == i64::MAX {
-                return Ok(());
-            }
-            for header in headers {
-                for timestamp in [header.base_timestamp, header.max_timestamp] {
-                    if timestamp.abs_diff(now_ms) > limit.unsigned_abs() {
-                        return Err(ApiError::new(
-                            ResponseError::InvalidTimestamp,
-                            format!(
-                                "timestamp {timestamp} is more than message.timestamp.difference.max.ms \
-                                 ({limit} ms) from the broker's time {now_ms}"
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-        tidewater_log::TimestampType::LogAppendTime => {
-            let mut position = 0;
-            for header in headers {
-                // The CRC is checked before it is recomputed, or a batch corrupted on the way
-                // would be made to look whole.
-                batch::validate(&records[position..], BATCH_BYTES_HARD_MAX).map_err(|error| {
-                    ApiError::new(ResponseError::CorruptMessage, format!("batch at byte {position}: {error}"))
-                })?;
-                batch::set_log_append_time(&mut records[position..], now_ms);
-                position += header.total_bytes();
+    let limit = config.message_timestamp_difference_max_ms;
+    if config.message_timestamp_type != tidewater_log::TimestampType::CreateTime || limit == i64::MAX {
+        return Ok(());
+    }
+    for header in headers {
+        for timestamp in [header.base_timestamp, header.max_timestamp] {
+            if timestamp.abs_diff(now_ms) > limit.unsigned_abs() {
+                return Err(ApiError::new(
+                    ResponseError::InvalidTimestamp,
+                    format!(
+                        "timestamp {timestamp} is more than message.timestamp.difference.max.ms ({limit} ms) \
+                         from the broker's time {now_ms}"
+                    ),
+                ));
             }
         }
     }
     Ok(())
-}
-
-/// The headers of every batch in a produce request's records, checked for length and magic
-/// only (the log checks everything else when it appends).
-fn batch_headers(records: &[u8]) -> Result<Vec<BatchHeader>, ApiError> {
-    let corrupt = |reason: String| ApiError::new(ResponseError::CorruptMessage, reason);
-    let mut headers = Vec::new();
-    let mut position = 0;
-    while position < records.len() {
-        let header = batch::parse_header(&records[position..], BATCH_BYTES_HARD_MAX)
-            .map_err(|error| corrupt(format!("batch at byte {position}: {error}")))?;
-        position += header.total_bytes();
-        headers.push(header);
-    }
-    if headers.is_empty() {
-        return Err(corrupt("no record batches".to_string()));
-    }
-    Ok(headers)
 }
 
 #[cfg(test)]

@@ -282,8 +282,8 @@ pub fn set_base_offset(bytes: &mut [u8], base_offset: i64) {
 
 /// Stamps the batch at the start of `bytes` with the broker's time (LogAppendTime): sets the
 /// timestamp-type attribute and the max timestamp, which consumers then give every record, and
-/// recomputes the CRC that covers both. The batch must have been validated.
-pub fn set_log_append_time(bytes: &mut [u8], now_ms: i64) {
+/// recomputes the CRC that covers both, which it returns. The batch must have been validated.
+pub fn set_log_append_time(bytes: &mut [u8], now_ms: i64) -> u32 {
     let total = peek_total_bytes(bytes, usize::MAX).unwrap_or(bytes.len()).min(bytes.len());
     let attributes = i16::from_be_bytes([bytes[ATTRIBUTES_AT], bytes[ATTRIBUTES_AT + 1]]);
     bytes[ATTRIBUTES_AT..ATTRIBUTES_AT + 2]
@@ -291,6 +291,7 @@ pub fn set_log_append_time(bytes: &mut [u8], now_ms: i64) {
     bytes[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
     let crc = crc32c::crc32c(&bytes[ATTRIBUTES_AT..total]);
     bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    crc
 }
 
 /// Encodes a valid uncompressed v2 batch. Used by tests, benchmarks and tools that need real
@@ -371,7 +372,7 @@ pub fn encode_records(
 /// Compression codec bits of `attributes`; 0 is none.
 const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x07;
 /// Timestamp type bit: set when the broker stamped every record with the batch's max timestamp.
-const ATTRIBUTE_LOG_APPEND_TIME: i16 = 1 << 3;
+pub(crate) const ATTRIBUTE_LOG_APPEND_TIME: i16 = 1 << 3;
 
 /// Finds the first record of a whole, validated batch whose timestamp is at or after `target`,
 /// returning its offset and timestamp. Records of an uncompressed CreateTime batch are walked one

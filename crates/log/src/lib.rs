@@ -32,4 +32,4 @@ pub use crate::config::{
 };
 pub use crate::dir::{LogDir, TopicPartition, TOPIC_NAME_CHARS_MAX};
 pub use crate::error::LogError;
-pub use crate::log::{Appended, FileRange, Log, VerifyReport};
+pub use crate::log::{Appended, FileRange, Log, ValidatedBatches, VerifyReport};

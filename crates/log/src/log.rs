@@ -57,6 +57,30 @@ use crate::segment::{self, HeaderWalk, SegmentPaths, SegmentSummary};
 const START_OFFSET_FILE: &str = "log-start-offset";
 const START_OFFSET_TEMP_FILE: &str = "log-start-offset.tmp";
 
+/// A produce request's batches as [`Log::validate`] found them: each batch's position and header.
+#[derive(Debug)]
+pub struct ValidatedBatches {
+    headers: Vec<(usize, BatchHeader)>,
+    /// The length of the bytes validated.
+    bytes: usize,
+}
+
+impl ValidatedBatches {
+    pub fn headers(&self) -> impl Iterator<Item = &BatchHeader> {
+        self.headers.iter().map(|(_, header)| header)
+    }
+
+    /// Stamps every batch with the broker's time (LogAppendTime), in `records` and in the
+    /// headers the append goes by (its time index and retention read `max_timestamp`).
+    pub fn set_log_append_time(&mut self, records: &mut [u8], now_ms: i64) {
+        for (position, header) in &mut self.headers {
+            header.crc = batch::set_log_append_time(&mut records[*position..], now_ms);
+            header.attributes |= batch::ATTRIBUTE_LOG_APPEND_TIME;
+            header.max_timestamp = now_ms;
+        }
+    }
+}
+
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -304,7 +328,27 @@ impl Log {
     /// assigned by rewriting each batch's base offset in `records`. The result is appended, not
     /// yet durable: see `wait_durable` and `append_durable`.
     pub fn append(&self, records: &mut [u8]) -> Result<Appended, LogError> {
+        let batches = self.validate(records)?;
+        self.append_validated(records, batches)
+    }
+
+    /// Checks a produce request's batches as `append` would (lengths, CRC, record counts, this
+    /// log's batch size limit), so that a caller can do it before taking a lock of its own and
+    /// append with [`Log::append_validated`] without checking them again.
+    pub fn validate(&self, records: &[u8]) -> Result<ValidatedBatches, LogError> {
         let headers = self.validate_batches(records)?;
+        Ok(ValidatedBatches { headers, bytes: records.len() })
+    }
+
+    /// `append` of batches [`Log::validate`] checked. `records` must be the bytes it checked,
+    /// changed only through [`ValidatedBatches`].
+    pub fn append_validated(
+        &self,
+        records: &mut [u8],
+        batches: ValidatedBatches,
+    ) -> Result<Appended, LogError> {
+        assert_eq!(records.len(), batches.bytes, "append_validated given other bytes than were validated");
+        let headers = batches.headers;
         let now = self.clock.now_ms();
         let mut segments = self.lock_segments();
         if segments.is_closed {

@@ -4,7 +4,8 @@
 //! 1. *Append, in request order.* The handler holds its connection's turn (`Turn`) while it
 //!    appends, so a producer's pipelined requests land in the order it sent them, as Kafka
 //!    guarantees. Each partition's `records` are copied once (the log rewrites base offsets in
-//!    place), checked against idempotent-producer state, validated and appended.
+//!    place), validated in full (headers parsed once, CRC checked) before the partition's
+//!    producer lock is taken, then checked against idempotent-producer state and appended.
 //! 2. *Wait for durability, concurrently.* The turn is released, then, under `fsync = always`,
 //!    `Log::wait_durable` blocks until an fsync covers the batches. Requests waiting at the same
 //!    time, from this connection or others, share one fsync (group commit). Only then do the high
