@@ -109,11 +109,32 @@ impl QueryDefinition {
         if !(10..=3_600_000).contains(&self.checkpoint_interval_ms) {
             return Err("checkpoint_interval_ms must be between 10 and 3600000".to_string());
         }
-        tidewater_sql::compile(&self.sql, self.options()).map(drop).map_err(|diagnostics| {
+        let job = tidewater_sql::compile(&self.sql, self.options()).map_err(|diagnostics| {
             let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
             format!("the query does not compile:\n{}", lines.join("\n"))
-        })
+        })?;
+        validate_topics(&job, self.late_topic.as_deref())
     }
+}
+
+/// The job's inputs, outputs and late-events topic are topics: a name Kafka would refuse is
+/// refused before the job starts, rather than at its first checkpoint.
+pub fn validate_topics(job: &tidewater_sql::Job, late_topic: Option<&str>) -> Result<(), String> {
+    for topic in job.inputs().iter().chain(&job.outputs()).map(String::as_str).chain(late_topic) {
+        validate_topic_name(topic)?;
+    }
+    Ok(())
+}
+
+/// A Kafka topic name: 1 to 249 letters, digits, `.`, `_` and `-`, and not `.` or `..`.
+pub fn validate_topic_name(topic: &str) -> Result<(), String> {
+    let allowed = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-');
+    if topic.is_empty() || topic.len() > 249 || !topic.bytes().all(allowed) || topic == "." || topic == ".." {
+        return Err(format!(
+            "{topic:?} is not a Kafka topic name: 1 to 249 letters, digits, '.', '_' or '-' (and not '.' or '..')"
+        ));
+    }
+    Ok(())
 }
 
 /// A job name: letters, digits, `.`, `_` and `-`, as topic names.
@@ -213,7 +234,16 @@ mod tests {
         let broken =
             QueryDefinition { sql: "SELECT frob(x) INTO out FROM input".to_string(), ..definition.clone() };
         assert!(broken.validate().is_err_and(|error| error.contains("1:8")));
-        let badly_named = QueryDefinition { name: "a b".to_string(), ..definition };
+        let badly_named = QueryDefinition { name: "a b".to_string(), ..definition.clone() };
         assert!(badly_named.validate().is_err_and(|error| error.contains("job name")));
+        // Inputs, outputs and the late topic must be names Kafka takes.
+        for (sql, late) in [
+            ("SELECT * INTO [bad topic!] FROM input", None),
+            ("SELECT * INTO out FROM [in/put]", None),
+            ("SELECT * INTO out FROM input", Some("..")),
+        ] {
+            let refused = QueryDefinition { sql: sql.to_string(), late_topic: late.map(str::to_string), ..definition.clone() };
+            assert!(refused.validate().is_err_and(|error| error.contains("is not a Kafka topic name")), "{sql}");
+        }
     }
 }

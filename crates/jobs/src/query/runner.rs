@@ -192,6 +192,7 @@ pub async fn run_query_job(
         })
     };
     let mut job = compile()?;
+    super::registry::validate_topics(&job, settings.late_topic.as_deref()).map_err(anyhow::Error::msg)?;
     let inputs = job.inputs();
     let outputs = job.outputs();
     let metrics = QueryMetrics::of(&settings.name, &job);
