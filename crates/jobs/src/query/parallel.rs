@@ -209,6 +209,10 @@ pub async fn run_parallel_query_job(
 ) -> anyhow::Result<()> {
     compile(&settings)?;
     anyhow::ensure!(
+        settings.references.is_empty(),
+        "reference inputs are not supported by a parallel job yet: run it without --parallel"
+    );
+    anyhow::ensure!(
         !matches!(settings.start_from, StartPosition::Timestamp(_)),
         "a parallel job starts from earliest or latest"
     );
