@@ -198,3 +198,37 @@ def test_query_test_joins_a_reference_file_and_names_bad_input(tmp_path):
                query=QUERY_TEST_SQL.replace("r.deviceId = t.deviceId", "r.temperature > t.threshold"))
     # Without --reference, thresholds is a stream, and a JOIN of two streams needs a time bound.
     fails_with("a JOIN needs a time bound")
+
+
+def test_a_registered_job_keeps_its_reference_inputs_and_runs_inside_serve(bootstrap, topic_name, tmp_path):
+    readings, thresholds, alerts = f"{topic_name}-readings", f"{topic_name}-thresholds", f"{topic_name}-alerts"
+    tidewater("topic", "create", readings, "--partitions", "1", bootstrap=bootstrap)
+    tidewater("topic", "create", thresholds, "--partitions", "1", "--config", "cleanup.policy=compact",
+              bootstrap=bootstrap)
+    feed = Feed(bootstrap, readings, thresholds)
+    feed.threshold("d1", 30, partition=0)
+    query = tmp_path / "thresholds.sql"
+    query.write_text(THRESHOLD_QUERY.format(alerts=alerts, readings=readings))
+    name = f"reference-{topic_name[-8:]}"
+    reference = f"thresholds=topic:{thresholds}"
+    tidewater("query", "create", name, "--file", str(query), "--checkpoint-interval-ms", "200",
+              "--reference", reference, bootstrap=bootstrap)
+    try:
+        description = tidewater("query", "describe", name, bootstrap=bootstrap).stdout
+        assert f'"topic": "{thresholds}"' in description, description
+        quiet, hot = feed.reading("d1", 29), feed.reading("d1", 31)
+        by_seq = wait_for_alert(bootstrap, alerts, hot)
+        assert quiet not in by_seq and by_seq[hot]["threshold"] == 30, by_seq
+    finally:
+        tidewater("query", "delete", name, bootstrap=bootstrap, check=False)
+
+    def refused(message: str, *args: str) -> None:
+        result = tidewater("query", "create", f"{name}-bad", "--file", str(query), *args,
+                           bootstrap=bootstrap, check=False)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+
+    refused("missing.csv", "--reference", f"thresholds=file:{tmp_path / 'missing.csv'}")
+    refused("not supported by a parallel job", "--parallel", "--reference", reference)
+    refused("declared twice", "--reference", reference, "--reference", f"Thresholds=file:{query}")
+    listed = tidewater("query", "list", bootstrap=bootstrap).stdout
+    assert f"{name}-bad" not in listed, listed
