@@ -55,6 +55,23 @@ impl ReferenceTables {
         };
     }
 
+    /// The number of rows of input `name`.
+    pub fn rows(&self, name: &str) -> usize {
+        self.tables.get(&name.to_ascii_lowercase()).map_or(0, BTreeMap::len)
+    }
+
+    /// Whether input `name` has a row for `key`.
+    pub fn contains(&self, name: &str, key: &[u8]) -> bool {
+        self.tables.get(&name.to_ascii_lowercase()).is_some_and(|table| table.contains_key(key))
+    }
+
+    /// Every row: reference input name (lower case), record key, row.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8], &ReferenceRow)> + '_ {
+        self.tables.iter().flat_map(|(name, table)| {
+            table.iter().map(move |(key, row)| (name.as_str(), key.as_slice(), row))
+        })
+    }
+
     /// Loads every table into `job`.
     pub fn load_into(&self, job: &mut Job) -> Result<(), ReferenceError> {
         for (name, table) in &self.tables {

@@ -147,12 +147,46 @@ pub fn file_tables(sources: &[ReferenceSource]) -> anyhow::Result<local::Referen
     Ok(tables)
 }
 
-/// One record of a reference topic, or the news that a topic has been read to its end as of
-/// when its follower started.
+/// One record of a reference topic, for [`ReferenceInputs::apply`].
+#[derive(Debug)]
+pub struct ReferenceUpdate(Update);
+
+/// A record of a reference topic, or the news that a topic has been read to its end as of when
+/// its follower started.
 #[derive(Debug)]
 enum Update {
     Record { name: Arc<str>, key: Option<Vec<u8>>, value: Option<Vec<u8>> },
     Loaded,
+}
+
+/// What reference updates are applied to: one engine job, or (in a parallel job) the job of
+/// every assigned partition together with the copy that newly assigned partitions start from.
+pub trait ReferenceTarget {
+    /// Sets or (with `None`) deletes a row, as `Job::update_reference` does.
+    fn update_reference(
+        &mut self,
+        name: &str,
+        key: &[u8],
+        row: Option<&serde_json::Value>,
+    ) -> Result<(), tidewater_sql::ReferenceError>;
+
+    /// The rows reference input `name` holds.
+    fn reference_rows(&self, name: &str) -> usize;
+}
+
+impl ReferenceTarget for Job {
+    fn update_reference(
+        &mut self,
+        name: &str,
+        key: &[u8],
+        row: Option<&serde_json::Value>,
+    ) -> Result<(), tidewater_sql::ReferenceError> {
+        Job::update_reference(self, name, key, row)
+    }
+
+    fn reference_rows(&self, name: &str) -> usize {
+        Job::reference_rows(self, name).unwrap_or(0)
+    }
 }
 
 /// Per reference input: its row count and refused records on `/metrics`.
@@ -165,6 +199,8 @@ struct ReferenceMetrics {
 /// A running job's reference inputs: the file tables loaded once, the topics followed.
 pub struct ReferenceInputs {
     job_name: String,
+    /// The rows of the file sources, loaded by `load`.
+    files: local::ReferenceTables,
     updates: mpsc::Receiver<Update>,
     n_topics: usize,
     followers: Vec<std::thread::JoinHandle<()>>,
@@ -184,18 +220,15 @@ impl std::fmt::Debug for ReferenceInputs {
 }
 
 impl ReferenceInputs {
-    /// Loads the file sources into `job` and starts following the topic sources (each must
-    /// exist). Followers stop when `stop` turns true or this is dropped.
+    /// Reads the file sources and starts following the topic sources (each must exist).
+    /// Followers stop when `stop` turns true or this is dropped.
     pub fn start(
         job_name: &str,
         sources: &[ReferenceSource],
         cluster: &ClusterConfig,
-        job: &mut Job,
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<ReferenceInputs> {
-        file_tables(sources)?
-            .load_into(job)
-            .map_err(|error| anyhow::anyhow!("loading reference files: {error}"))?;
+        let files = file_tables(sources)?;
         let (sender, updates) = mpsc::channel(UPDATES_QUEUED_MAX);
         let mut followers = Vec::new();
         for source in sources {
@@ -228,55 +261,62 @@ impl ReferenceInputs {
                 refused: refused.series(&[job_name, &source.name]),
             })
             .collect();
-        let inputs = ReferenceInputs {
+        Ok(ReferenceInputs {
             job_name: job_name.to_string(),
+            files,
             updates,
             n_topics: followers.len(),
             followers,
             metrics,
-        };
-        inputs.show_rows(job);
-        Ok(inputs)
+        })
     }
 
-    /// Applies updates until every topic has been read to where it ended when following began.
-    /// Returns the number of records refused meanwhile.
-    pub async fn load(&mut self, job: &mut Job) -> anyhow::Result<u64> {
+    /// Loads the files' rows into `target`, then applies updates until every topic has been
+    /// read to where it ended when following began. Returns the number of records refused
+    /// meanwhile; a file that does not fit is an error.
+    pub async fn load(&mut self, target: &mut impl ReferenceTarget) -> anyhow::Result<u64> {
+        for (name, key, row) in self.files.iter() {
+            let row = serde_json::Value::Object(row.clone());
+            target
+                .update_reference(name, key, Some(&row))
+                .map_err(|error| anyhow::anyhow!("loading reference file rows: {error}"))?;
+        }
         let mut n_loaded = 0;
         let mut n_refused = 0;
         while n_loaded < self.n_topics {
             match self.updates.recv().await {
                 Some(Update::Loaded) => n_loaded += 1,
-                Some(record) => n_refused += u64::from(!self.apply(job, record)),
+                Some(record) => n_refused += u64::from(!self.apply_record(target, record)),
                 None => anyhow::bail!("a reference topic follower stopped before the table was loaded"),
             }
         }
-        self.show_rows(job);
+        self.show_rows(target);
         let tables: Vec<String> = self
             .metrics
             .iter()
-            .map(|metrics| {
-                format!("{}: {} rows", metrics.name, job.reference_rows(&metrics.name).unwrap_or(0))
-            })
+            .map(|metrics| format!("{}: {} rows", metrics.name, target.reference_rows(&metrics.name)))
             .collect();
         tracing::info!(job = %self.job_name, ?tables, "reference data loaded");
         Ok(n_refused)
     }
 
-    /// Waits for the next update and applies it: `Some(false)` when it was refused, `None`
-    /// when there are no topics to follow (forever) or the followers stopped.
-    pub async fn next(&mut self, job: &mut Job) -> Option<bool> {
+    /// Waits for the next update of a topic; `None` when the followers stopped. With no topic
+    /// to follow, it waits forever.
+    pub async fn recv(&mut self) -> Option<ReferenceUpdate> {
         if self.n_topics == 0 {
             return std::future::pending().await;
         }
-        let update = self.updates.recv().await?;
-        let applied = self.apply(job, update);
-        self.show_rows(job);
-        Some(applied)
+        self.updates.recv().await.map(ReferenceUpdate)
     }
 
     /// Applies one update; false when it was refused (logged and counted).
-    fn apply(&self, job: &mut Job, update: Update) -> bool {
+    pub fn apply(&self, target: &mut impl ReferenceTarget, update: ReferenceUpdate) -> bool {
+        let applied = self.apply_record(target, update.0);
+        self.show_rows(target);
+        applied
+    }
+
+    fn apply_record(&self, target: &mut impl ReferenceTarget, update: Update) -> bool {
         let Update::Record { name, key, value } = update else { return true };
         let refused = |reason: &str| {
             tracing::warn!(job = %self.job_name, reference = %name, reason, "a reference record was skipped");
@@ -293,15 +333,15 @@ impl ReferenceInputs {
             Some(Ok(row)) => Some(row),
             Some(Err(error)) => return refused(&format!("the value is not JSON: {error}")),
         };
-        match job.update_reference(&name, &key, row.as_ref()) {
+        match target.update_reference(&name, &key, row.as_ref()) {
             Ok(()) => true,
             Err(error) => refused(&error.to_string()),
         }
     }
 
-    fn show_rows(&self, job: &Job) {
+    fn show_rows(&self, target: &impl ReferenceTarget) {
         for metrics in &self.metrics {
-            metrics.rows.set(job.reference_rows(&metrics.name).unwrap_or(0) as f64);
+            metrics.rows.set(target.reference_rows(&metrics.name) as f64);
         }
     }
 

@@ -117,9 +117,6 @@ impl QueryDefinition {
             return Err("checkpoint_interval_ms must be between 10 and 3600000".to_string());
         }
         validate_sources(&self.references)?;
-        if self.parallel && !self.references.is_empty() {
-            return Err("reference inputs are not supported by a parallel job yet".to_string());
-        }
         tidewater_sql::compile(&self.sql, self.options()).map(drop).map_err(|diagnostics| {
             let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
             format!("the query does not compile:\n{}", lines.join("\n"))

@@ -224,7 +224,7 @@ pub async fn run_query_job(
     // Reference tables are not in checkpoints: they are read again, whole, at every start,
     // before the checkpoint is restored and before the first event.
     let mut references =
-        ReferenceInputs::start(&settings.name, &settings.references, &cluster, &mut job, stop.clone())?;
+        ReferenceInputs::start(&settings.name, &settings.references, &cluster, stop.clone())?;
     let refused = references.load(&mut job).await?;
 
     let mut counts = Counts::default();
@@ -351,9 +351,8 @@ pub async fn run_query_job(
                     tracing::debug!(job = %settings.name, ?counts, "checkpoint committed");
                 }
             }
-            applied = references.next(&mut job) => match applied {
-                Some(true) => {}
-                Some(false) => counts.errors += 1,
+            update = references.recv() => match update {
+                Some(update) => counts.errors += u64::from(!references.apply(&mut job, update)),
                 None => anyhow::bail!("job {}: a reference topic follower stopped", settings.name),
             },
             message = consumer.recv() => {
