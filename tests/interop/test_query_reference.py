@@ -56,8 +56,26 @@ class Feed:
 
     def threshold(self, device: str, threshold: float | None, partition: int) -> None:
         value = None if threshold is None else json.dumps({"deviceId": device, "threshold": threshold}).encode()
-        self.producer.produce(self.thresholds, key=device.encode(), value=value, partition=partition)
+        self.raw_threshold(device.encode(), value, partition)
+
+    def raw_threshold(self, key: bytes | None, value: bytes | None, partition: int) -> None:
+        self.producer.produce(self.thresholds, key=key, value=value, partition=partition)
         assert self.producer.flush(30) == 0
+
+    def wait_until_applied(self, bootstrap: str, alerts: str, probe: str, partition: int) -> None:
+        """Writes a row for device `probe` (threshold far below any reading) after what was
+        written to `partition` of the thresholds topic, then sends `probe` readings until one
+        alerts: the job has then applied everything before the probe's row."""
+        self.threshold(probe, -1000, partition)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            seq = self.reading(probe, 0)
+            try:
+                wait_for_alert(bootstrap, alerts, seq, timeout_s=3)
+                return
+            except AssertionError:
+                continue
+        raise AssertionError(f"the probe {probe} never joined")
 
 
 def alerts_by_seq(bootstrap: str, alerts: str) -> dict[int, dict]:
@@ -110,20 +128,20 @@ def test_alerts_follow_thresholds_updated_while_the_job_runs_and_across_a_restar
         # While the job runs: d1's threshold goes up to 40. A probe device's row is written after
         # it in the same partition, so once the probe joins, the job has applied the update.
         feed.threshold("d1", 40, partition=0)
-        feed.threshold("probe", -1000, partition=0)
-        deadline, probe_seen = time.monotonic() + 60, None
-        while probe_seen is None and time.monotonic() < deadline:
-            probe = feed.reading("probe", 0)
-            try:
-                wait_for_alert(bootstrap, alerts, probe, timeout_s=3)
-                probe_seen = probe
-            except AssertionError:
-                continue
-        assert probe_seen is not None, (tmp_path / "job.log").read_text()
+        feed.wait_until_applied(bootstrap, alerts, "probe", partition=0)
         below, above = feed.reading("d1", 38), feed.reading("d1", 45)
         by_seq = wait_for_alert(bootstrap, alerts, above)
         assert below not in by_seq, "a reading under the new threshold alerted with the old one"
         assert by_seq[above]["threshold"] == 40, by_seq[above]
+
+        # Records that cannot be rows are skipped, and d2 keeps its threshold of 50. (A record
+        # without a key cannot be written: the broker refuses it on a compacted topic.)
+        feed.raw_threshold(b"d2", b"not json", partition=1)
+        feed.raw_threshold(b"d2", b"[60]", partition=1)
+        feed.wait_until_applied(bootstrap, alerts, "probe2", partition=1)
+        kept_low, kept = feed.reading("d2", 45), feed.reading("d2", 51)
+        by_seq = wait_for_alert(bootstrap, alerts, kept)
+        assert kept_low not in by_seq and by_seq[kept]["threshold"] == 50, by_seq
         # Let a checkpoint cover everything read so far before the crash.
         time.sleep(1.5)
         if parallel:
@@ -143,11 +161,13 @@ def test_alerts_follow_thresholds_updated_while_the_job_runs_and_across_a_restar
         by_seq = alerts_by_seq(bootstrap, alerts)
     finally:
         assert job.stop() == 0, (tmp_path / "job.log").read_text()
-    devices_alerting = sorted(seq for seq, row in by_seq.items() if row["deviceId"] != "probe")
-    assert devices_alerting == [early[1], early[3], above, after[1]], by_seq
+    devices_alerting = sorted(seq for seq, row in by_seq.items() if not row["deviceId"].startswith("probe"))
+    assert devices_alerting == [early[1], early[3], above, kept, after[1]], by_seq
     assert by_seq[after[1]]["threshold"] == 60
     log = (tmp_path / "job.log").read_text()
     assert log.count("reference data loaded") == 2, log
+    for reason in ["the value is not JSON", "must be a JSON object"]:
+        assert reason in log, f"no warning saying {reason!r}:\n{log}"
 
 
 def run_query_test(tmp_path: Path, query: str, *extra: str) -> subprocess.CompletedProcess:

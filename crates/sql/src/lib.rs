@@ -26,7 +26,8 @@
 //! `plan` resolves names into compiled expressions (`expr`), aggregate specs (`agg`) and
 //! MATCH_RECOGNIZE programs; `job` runs the plan with `window` operators driven by per-input
 //! (or per-key) `watermark`s, `analytic` function state, JOIN buffers and the MATCH_RECOGNIZE
-//! `matcher`; `checkpoint` saves and restores all of that state.
+//! `matcher`; `checkpoint` saves and restores all of that state. `reference` holds the
+//! reference tables JOINs look rows up in (outside checkpoints) and parses reference files.
 
 mod agg;
 mod analytic;

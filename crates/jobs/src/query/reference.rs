@@ -460,4 +460,36 @@ mod tests {
         let twice = [topic.clone(), ReferenceSource { name: "THRESHOLDS".into(), ..file }];
         assert!(validate_sources(&twice).is_err_and(|error| error.contains("twice")));
     }
+
+    #[test]
+    fn records_that_cannot_be_rows_are_refused_and_the_row_is_kept() {
+        let (_sender, updates) = mpsc::channel(1);
+        let inputs = ReferenceInputs {
+            job_name: "test".into(),
+            files: local::ReferenceTables::default(),
+            updates,
+            n_topics: 0,
+            followers: Vec::new(),
+            metrics: Vec::new(),
+        };
+        let options = tidewater_sql::JobOptions { reference_inputs: vec!["t".into()], ..Default::default() };
+        let mut job = tidewater_sql::compile("SELECT s.k, t.v INTO o FROM s JOIN t ON s.k = t.k", options)
+            .unwrap_or_else(|diagnostics| panic!("{diagnostics:?}"));
+        let record = |key: Option<&[u8]>, value: Option<&[u8]>| {
+            ReferenceUpdate(Update::Record {
+                name: Arc::from("t"),
+                key: key.map(<[u8]>::to_vec),
+                value: value.map(<[u8]>::to_vec),
+            })
+        };
+        assert!(inputs.apply(&mut job, record(Some(b"a"), Some(br#"{"k": 1, "v": "kept"}"#))));
+        assert!(!inputs.apply(&mut job, record(None, Some(br#"{"k": 2}"#))), "a record without a key");
+        assert!(!inputs.apply(&mut job, record(Some(b"a"), Some(b"not json"))));
+        assert!(!inputs.apply(&mut job, record(Some(b"a"), Some(b"[1]"))));
+        assert_eq!(job.reference_rows("t"), Some(1));
+        let step = job.push("s", 0, &serde_json::json!({"k": 1}), 0);
+        assert_eq!(step.outputs[0].row, serde_json::json!({"k": 1, "v": "kept"}));
+        assert!(inputs.apply(&mut job, record(Some(b"a"), None)), "a tombstone");
+        assert_eq!(job.reference_rows("t"), Some(0));
+    }
 }
