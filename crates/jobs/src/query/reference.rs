@@ -287,7 +287,9 @@ impl ReferenceInputs {
             match self.updates.recv().await {
                 Some(Update::Loaded) => n_loaded += 1,
                 Some(record) => n_refused += u64::from(!self.apply_record(target, record)),
-                None => anyhow::bail!("a reference topic follower stopped before the table was loaded"),
+                None => anyhow::bail!(
+                    "the reference topics were not read to their end: the job was stopped while loading them"
+                ),
             }
         }
         self.show_rows(target);
