@@ -1230,7 +1230,12 @@ impl StatementRuntime {
             let joined =
                 JoinedRow { sides: [row, Row::Json(table_row)], timestamps_ms: [Some(timestamp_ms), None] };
             let context = Context { row: Row::Pair(&joined), timestamp_ms, analytic: &[] };
-            match plan.on.eval(&context).and_then(|value| truthy(&value)) {
+            let on = if plan.on_is_keys {
+                Ok(true)
+            } else {
+                plan.on.eval(&context).and_then(|value| truthy(&value))
+            };
+            match on {
                 Ok(false) => {}
                 Ok(true) => {
                     matched = true;

@@ -87,8 +87,11 @@ pub(crate) struct ReferenceJoinPlan {
     /// right side, and the table side's, read from a table row with an empty left side.
     pub(crate) stream_keys: Vec<CompiledExpr>,
     pub(crate) table_keys: Vec<CompiledExpr>,
-    /// The whole ON clause, checked on every candidate pair.
+    /// The whole ON clause, checked on every candidate pair unless `on_is_keys`.
     pub(crate) on: CompiledExpr,
+    /// The ON clause is nothing but the equalities of the lookup key, which every row the
+    /// index finds satisfies: it is then not evaluated again.
+    pub(crate) on_is_keys: bool,
     pub(crate) left_outer: bool,
 }
 

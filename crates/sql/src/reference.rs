@@ -50,26 +50,38 @@ pub struct ReferenceFileError {
 }
 
 /// One JOIN's index into a table: the value of the ON clause's reference-side equality columns
-/// to the record keys of the rows that have it, sorted so that several matches come out in an
-/// order that depends only on the table's contents (not on the order of its updates, which a
-/// reload after a restore does not replay).
+/// to the slots of the rows that have it, sorted by record key so that several matches come out
+/// in an order that depends only on the table's contents (not on the order of its updates, which
+/// a reload after a restore does not replay).
 #[derive(Debug)]
 pub(crate) struct ReferenceIndex {
     table_keys: Vec<CompiledExpr>,
-    by_value: KeyMap<Vec<Vec<u8>>>,
+    by_value: KeyMap<Vec<u32>>,
 }
 
-/// A reference table at run time.
+/// A reference table at run time. Rows live in slots, so that a lookup goes from the index
+/// straight to its rows (one hash probe per event); a map from record key to slot serves
+/// updates, and a deleted row's slot is reused.
 #[derive(Debug)]
 pub(crate) struct ReferenceTable {
     pub(crate) name: String,
-    rows: HashMap<Vec<u8>, ReferenceRow>,
+    /// Hashed with the standard library's SipHash: record keys come from whoever writes the
+    /// topic.
+    slots_by_key: HashMap<Box<[u8]>, u32>,
+    slots: Vec<Option<(Box<[u8]>, ReferenceRow)>>,
+    free_slots: Vec<u32>,
     indexes: Vec<ReferenceIndex>,
 }
 
 impl ReferenceTable {
     pub(crate) fn new(name: String) -> ReferenceTable {
-        ReferenceTable { name, rows: HashMap::new(), indexes: Vec::new() }
+        ReferenceTable {
+            name,
+            slots_by_key: HashMap::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            indexes: Vec::new(),
+        }
     }
 
     /// Adds the index of one JOIN; returns its number.
@@ -79,45 +91,67 @@ impl ReferenceTable {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.rows.len()
+        self.slots_by_key.len()
     }
 
-    /// Sets (or with `None` deletes) the row of `key`.
+    /// Sets (or with `None`) deletes the row of `key`.
     pub(crate) fn update(
         &mut self,
         key: &[u8],
         row: Option<ReferenceRow>,
         max_rows: usize,
     ) -> Result<(), ReferenceError> {
-        if row.is_some() && !self.rows.contains_key(key) && self.rows.len() >= max_rows {
+        let existing = self.slots_by_key.get(key).copied();
+        if row.is_some() && existing.is_none() && self.slots_by_key.len() >= max_rows {
             return Err(ReferenceError::Full {
                 name: self.name.clone(),
                 max_rows,
                 key: String::from_utf8_lossy(key).into_owned(),
             });
         }
-        if let Some(old) = self.rows.remove(key) {
-            for index in &mut self.indexes {
-                if let Some(value) = index_value(&index.table_keys, &old) {
-                    if let Some(keys) = index.by_value.get_mut(&value) {
-                        keys.retain(|existing| existing.as_slice() != key);
-                        if keys.is_empty() {
-                            index.by_value.swap_remove(&value);
+        if let Some(slot) = existing {
+            if let Some((_, old)) = self.slots.get(slot as usize).and_then(Option::as_ref) {
+                for index in &mut self.indexes {
+                    if let Some(value) = index_value(&index.table_keys, old) {
+                        if let Some(slots) = index.by_value.get_mut(&value) {
+                            slots.retain(|existing| *existing != slot);
+                            if slots.is_empty() {
+                                index.by_value.swap_remove(&value);
+                            }
                         }
                     }
                 }
             }
         }
-        let Some(row) = row else { return Ok(()) };
+        let Some(row) = row else {
+            if let Some(slot) = existing {
+                self.slots_by_key.remove(key);
+                self.slots[slot as usize] = None;
+                self.free_slots.push(slot);
+            }
+            return Ok(());
+        };
+        let slot = match existing.or_else(|| self.free_slots.pop()) {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(None);
+                // The row limit is far below u32::MAX.
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
         for index in &mut self.indexes {
             if let Some(value) = index_value(&index.table_keys, &row) {
-                let keys = index.by_value.entry(value).or_default();
-                let at =
-                    keys.binary_search_by(|existing| existing.as_slice().cmp(key)).unwrap_or_else(|at| at);
-                keys.insert(at, key.to_vec());
+                let slots = index.by_value.entry(value).or_default();
+                let by_key = |other: &u32| match &self.slots.get(*other as usize) {
+                    Some(Some((other_key, _))) => other_key.as_ref().cmp(key),
+                    _ => std::cmp::Ordering::Less,
+                };
+                let at = slots.binary_search_by(by_key).unwrap_or_else(|at| at);
+                slots.insert(at, slot);
             }
         }
-        self.rows.insert(key.to_vec(), row);
+        self.slots_by_key.insert(key.into(), slot);
+        self.slots[slot as usize] = Some((key.into(), row));
         Ok(())
     }
 
@@ -132,7 +166,7 @@ impl ReferenceTable {
             .and_then(|index| index.by_value.get(value))
             .into_iter()
             .flatten()
-            .filter_map(|key| self.rows.get(key))
+            .filter_map(|slot| self.slots.get(*slot as usize).and_then(Option::as_ref).map(|(_, row)| row))
     }
 }
 

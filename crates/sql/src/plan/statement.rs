@@ -349,11 +349,13 @@ impl Planner<'_> {
         };
         let mut pairs = Vec::new();
         let mut terms = vec![&join.on];
+        let mut n_terms = 0;
         while let Some(term) = terms.pop() {
             match &term.kind {
                 ExprKind::Binary { op: BinaryOp::And, left, right } => {
                     terms.push(right);
                     terms.push(left);
+                    continue;
                 }
                 ExprKind::Binary { op: BinaryOp::Eq, left, right } => match (side_of(left), side_of(right)) {
                     (Some(0), Some(1)) => pairs.push((&**left, &**right)),
@@ -362,7 +364,9 @@ impl Planner<'_> {
                 },
                 _ => {}
             }
+            n_terms += 1;
         }
+        let on_is_keys = n_terms == pairs.len();
         if pairs.is_empty() {
             self.error(
                 join.on.position,
@@ -381,6 +385,7 @@ impl Planner<'_> {
             stream_keys,
             table_keys,
             on: on?,
+            on_is_keys,
             left_outer: join.left_outer,
         };
         Some((plan, shape))

@@ -445,3 +445,27 @@ fn reference_tables_are_not_in_checkpoints_and_survive_a_restore() {
     );
     assert!(other.is_err(), "limits is then a stream without a time bound");
 }
+
+#[test]
+fn reference_rows_that_share_a_key_come_out_in_record_key_order_whatever_the_updates() {
+    let mut job = reference_job(10);
+    let row = |name: &str| json!({"id": "x", "limit": name});
+    for key in ["b", "a", "c"] {
+        assert_eq!(job.update_reference("limits", key.as_bytes(), Some(&row(key))), Ok(()));
+    }
+    let limits = |job: &mut Job, ts: i64| -> Vec<serde_json::Value> {
+        job.push("readings", 0, &json!({"id": "x", "ts": ts}), 0)
+            .outputs
+            .into_iter()
+            .map(|output| output.row["limit"].clone())
+            .collect()
+    };
+    assert_eq!(limits(&mut job, 1), vec![json!("a"), json!("b"), json!("c")]);
+    // A deleted row's slot is reused by the next new key; order still follows the record keys.
+    assert_eq!(job.update_reference("limits", b"a", None), Ok(()));
+    assert_eq!(job.update_reference("limits", b"0", Some(&row("0"))), Ok(()));
+    // A row that moves to another id leaves this one.
+    assert_eq!(job.update_reference("limits", b"b", Some(&json!({"id": "y", "limit": "b"}))), Ok(()));
+    assert_eq!(limits(&mut job, 2), vec![json!("0"), json!("c")]);
+    assert_eq!(job.reference_rows("limits"), Some(3));
+}
