@@ -990,37 +990,11 @@ impl Job {
     ) {
         let max_state_entries = self.max_state_entries;
         let statement = &mut self.statements[statement_idx];
-        if let Some(index) = statement.reference_index {
-            let mut produced = Vec::new();
-            let mut messages = Vec::new();
-            if let Some(plan) = statement.plan.reference_join.take() {
-                if let Some(table) = self.references.get(plan.reference_idx) {
-                    let probe = (row, timestamp_ms, clock);
-                    statement.reference_join_row(
-                        &plan,
-                        table,
-                        index,
-                        probe,
-                        max_state_entries,
-                        &mut produced,
-                        &mut messages,
-                    );
-                }
-                statement.plan.reference_join = Some(plan);
-            }
-            for message in messages {
-                step.errors.push(EventError {
-                    statement_idx: Some(statement_idx),
-                    target: statement.plan.target.name().to_string(),
-                    message,
-                });
-            }
-            for (row, row_timestamp_ms) in produced {
-                self.route(statement_idx, row, row_timestamp_ms, clock, step);
-            }
-            return;
-        }
-        if statement.join.is_none() && statement.plan.expand.is_none() && statement.plan.matcher.is_none() {
+        if statement.join.is_none()
+            && statement.reference_index.is_none()
+            && statement.plan.expand.is_none()
+            && statement.plan.matcher.is_none()
+        {
             // One row in, at most one out: routed straight away, without the buffers below
             // (this is the per-event path of most statements).
             match statement.process(row, timestamp_ms, clock, max_state_entries) {
@@ -1047,6 +1021,23 @@ impl Job {
                 &mut messages,
             );
             statement.join = Some(join);
+        } else if let (Some(index), Some(plan)) =
+            (statement.reference_index, statement.plan.reference_join.take())
+        {
+            // Taken out for the call (and put back) so that matches can run through `process`.
+            if let Some(table) = self.references.get(plan.reference_idx) {
+                let probe = (row, timestamp_ms, clock);
+                statement.reference_join_row(
+                    &plan,
+                    table,
+                    index,
+                    probe,
+                    max_state_entries,
+                    &mut produced,
+                    &mut messages,
+                );
+            }
+            statement.plan.reference_join = Some(plan);
         } else if statement.plan.matcher.is_some() {
             statement.match_row(row, timestamp_ms, clock, max_state_entries, &mut produced, &mut messages);
         } else {
