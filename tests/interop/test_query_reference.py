@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import Producer
 
 from conftest import tidewater_binary
+from metrics_support import wait_for_scrape
 from query_support import read_committed
 from test_query import QueryJob
 from trigger_support import tidewater
@@ -234,7 +235,7 @@ def test_query_test_joins_a_reference_file_and_names_bad_input(tmp_path):
     fails_with("a JOIN needs a time bound")
 
 
-def test_a_registered_job_keeps_its_reference_inputs_and_runs_inside_serve(bootstrap, topic_name, tmp_path):
+def test_a_registered_job_keeps_its_reference_inputs_and_runs_inside_serve(broker, bootstrap, topic_name, tmp_path):
     readings, thresholds, alerts = f"{topic_name}-readings", f"{topic_name}-thresholds", f"{topic_name}-alerts"
     tidewater("topic", "create", readings, "--partitions", "1", bootstrap=bootstrap)
     tidewater("topic", "create", thresholds, "--partitions", "1", "--config", "cleanup.policy=compact",
@@ -253,6 +254,14 @@ def test_a_registered_job_keeps_its_reference_inputs_and_runs_inside_serve(boots
         quiet, hot = feed.reading("d1", 29), feed.reading("d1", 31)
         by_seq = wait_for_alert(bootstrap, alerts, hot)
         assert quiet not in by_seq and by_seq[hot]["threshold"] == 30, by_seq
+        # The table's size and the records it skipped are on serve's /metrics.
+        feed.raw_threshold(b"d2", b"{not json", partition=0)
+        feed.threshold("d3", 40, partition=0)
+        labels = {"job": name, "reference": "thresholds"}
+        page = wait_for_scrape(broker.admin_port,
+                               lambda page: page.value("tidewater_query_reference_rows", **labels) == 2,
+                               "two rows in the reference table")
+        assert page.get("tidewater_query_reference_refused_total", **labels) == 1
     finally:
         tidewater("query", "delete", name, bootstrap=bootstrap, check=False)
 
