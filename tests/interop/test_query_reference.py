@@ -274,3 +274,18 @@ def test_a_registered_job_keeps_its_reference_inputs_and_runs_inside_serve(broke
     refused("declared twice", "--reference", reference, "--reference", f"Thresholds=file:{query}")
     listed = tidewater("query", "list", bootstrap=bootstrap).stdout
     assert f"{name}-bad" not in listed, listed
+
+
+def test_a_job_whose_reference_topic_does_not_exist_fails_naming_it(bootstrap, topic_name, tmp_path):
+    readings = f"{topic_name}-readings"
+    tidewater("topic", "create", readings, "--partitions", "1", bootstrap=bootstrap)
+    query = tmp_path / "thresholds.sql"
+    query.write_text(THRESHOLD_QUERY.format(alerts=f"{topic_name}-alerts", readings=readings))
+    missing = f"{topic_name}-no-such-thresholds"
+    result = subprocess.run(
+        [str(tidewater_binary()), "query", "run", str(query), "--brokers", bootstrap, "--admin-listen", "none",
+         "--name", f"missing-{uuid.uuid4().hex[:8]}", "--reference", f"thresholds=topic:{missing}"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode != 0, result.stderr
+    assert f'reference topic "{missing}" does not exist' in result.stderr, result.stderr
