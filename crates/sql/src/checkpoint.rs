@@ -48,6 +48,11 @@ pub(crate) fn fingerprint(sql: &str, options: &JobOptions) -> u64 {
         eat(b"idle_key_timeout_ms");
         eat(&options.idle_key_timeout_ms.to_le_bytes());
     }
+    // Which inputs are reference data changes the plan (a JOIN with a table holds no state).
+    for name in &options.reference_inputs {
+        eat(b"reference_input");
+        eat(name.to_ascii_lowercase().as_bytes());
+    }
     hash
 }
 

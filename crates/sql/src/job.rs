@@ -36,8 +36,10 @@ use crate::error::{EventError, LateAction, LateEvent};
 use crate::expr::{eval_keys, eval_timestamp, truthy, Context, JoinedRow, OwnedRow, Row};
 use crate::matcher::MatcherState;
 use crate::plan::{
-    Body, Expand, ExpandKind, JoinPlan, MatchPlan, Plan, Shape, Source, StatementPlan, Target,
+    Body, Expand, ExpandKind, JoinPlan, MatchPlan, Plan, ReferenceJoinPlan, Shape, Source, StatementPlan,
+    Target,
 };
+use crate::reference::{ReferenceError, ReferenceRow, ReferenceTable};
 use crate::value::{KeyMap, KeyPart, Value};
 use crate::watermark::Watermark;
 use crate::window::{WindowInput, WindowState};
@@ -152,6 +154,8 @@ struct StatementRuntime {
     /// The MATCH_RECOGNIZE statements this one's rows come through (itself included), whose
     /// undecided matches hold its close boundary back.
     upstream_matchers: Vec<usize>,
+    /// A JOIN with reference data: the table's index this statement looks rows up in.
+    reference_index: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -179,6 +183,9 @@ struct InputRuntime {
 pub struct Job {
     fingerprint: u64,
     inputs: Vec<InputRuntime>,
+    /// Reference tables, in `JobOptions::reference_inputs` order; not part of checkpoints.
+    references: Vec<ReferenceTable>,
+    max_reference_rows: usize,
     statements: Vec<StatementRuntime>,
     late_policy: LatePolicy,
     max_state_entries: usize,
@@ -209,6 +216,8 @@ impl Job {
                 n_held_by_keys: 0,
             })
             .collect();
+        let mut references: Vec<ReferenceTable> =
+            plan.references.into_iter().map(ReferenceTable::new).collect();
         let mut upstream_matchers: Vec<Vec<usize>> = Vec::new();
         let statements: Vec<StatementRuntime> = plan
             .statements
@@ -264,6 +273,10 @@ impl Job {
                 }
                 upstream_matchers.push(upstream.clone());
                 let matcher = plan.matcher.as_ref().map(|_| MatcherState::default());
+                let reference_index = plan.reference_join.as_ref().and_then(|join| {
+                    let table = references.get_mut(join.reference_idx)?;
+                    Some(table.add_index(join.table_keys.clone()))
+                });
                 StatementRuntime {
                     plan,
                     output_template,
@@ -273,12 +286,15 @@ impl Job {
                     matcher,
                     substreams: KeyMap::default(),
                     upstream_matchers: upstream,
+                    reference_index,
                 }
             })
             .collect();
         Job {
             fingerprint,
             inputs,
+            references,
+            max_reference_rows: options.max_reference_rows,
             statements,
             late_policy: options.late_policy,
             max_state_entries: options.max_state_entries,
@@ -291,6 +307,46 @@ impl Job {
     /// The inputs the job reads, in the order the query first names them.
     pub fn inputs(&self) -> Vec<String> {
         self.inputs.iter().map(|input| input.name.clone()).collect()
+    }
+
+    /// The reference inputs (`JobOptions::reference_inputs`), in that order.
+    pub fn reference_inputs(&self) -> Vec<String> {
+        self.references.iter().map(|table| table.name.clone()).collect()
+    }
+
+    /// The number of rows reference input `name` holds, if the job has it.
+    pub fn reference_rows(&self, name: &str) -> Option<usize> {
+        self.find_reference(name).map(|index| self.references[index].len())
+    }
+
+    /// Sets the row of `key` in reference input `name` to `row` (a JSON object), or deletes it
+    /// (`None`, a tombstone). Rows processed from now on see the change; nothing is emitted.
+    /// Refused, leaving the table as it was, for a row that is not an object or a new key
+    /// beyond `JobOptions::max_reference_rows`.
+    pub fn update_reference(
+        &mut self,
+        name: &str,
+        key: &[u8],
+        row: Option<&serde_json::Value>,
+    ) -> Result<(), ReferenceError> {
+        let index =
+            self.find_reference(name).ok_or_else(|| ReferenceError::Unknown { name: name.to_string() })?;
+        let table = &mut self.references[index];
+        let row: Option<ReferenceRow> = match row {
+            None => None,
+            Some(serde_json::Value::Object(map)) => Some(map.clone()),
+            Some(other) => {
+                return Err(ReferenceError::NotAnObject {
+                    name: table.name.clone(),
+                    found: Value::from_json(other).describe(),
+                })
+            }
+        };
+        table.update(key, row, self.max_reference_rows)
+    }
+
+    fn find_reference(&self, name: &str) -> Option<usize> {
+        self.references.iter().position(|table| table.name.eq_ignore_ascii_case(name))
     }
 
     /// The outputs the job writes, in query order, without repeats.
@@ -934,7 +990,11 @@ impl Job {
     ) {
         let max_state_entries = self.max_state_entries;
         let statement = &mut self.statements[statement_idx];
-        if statement.join.is_none() && statement.plan.expand.is_none() && statement.plan.matcher.is_none() {
+        if statement.join.is_none()
+            && statement.reference_index.is_none()
+            && statement.plan.expand.is_none()
+            && statement.plan.matcher.is_none()
+        {
             // One row in, at most one out: routed straight away, without the buffers below
             // (this is the per-event path of most statements).
             match statement.process(row, timestamp_ms, clock, max_state_entries) {
@@ -961,6 +1021,23 @@ impl Job {
                 &mut messages,
             );
             statement.join = Some(join);
+        } else if let (Some(index), Some(plan)) =
+            (statement.reference_index, statement.plan.reference_join.take())
+        {
+            // Taken out for the call (and put back) so that matches can run through `process`.
+            if let Some(table) = self.references.get(plan.reference_idx) {
+                let probe = (row, timestamp_ms, clock);
+                statement.reference_join_row(
+                    &plan,
+                    table,
+                    index,
+                    probe,
+                    max_state_entries,
+                    &mut produced,
+                    &mut messages,
+                );
+            }
+            statement.plan.reference_join = Some(plan);
         } else if statement.plan.matcher.is_some() {
             statement.match_row(row, timestamp_ms, clock, max_state_entries, &mut produced, &mut messages);
         } else {
@@ -1110,6 +1187,63 @@ impl StatementRuntime {
         let Some(owned) = OwnedRow::from_row(row) else { return };
         let buffer = if side == 0 { &mut join.left } else { &mut join.right };
         buffer.insert(key, owned);
+    }
+
+    /// A JOIN with reference data: the row meets every table row whose equality columns have
+    /// its values and for which the whole ON clause holds, each match going through the rest of
+    /// the statement at the row's own time; with LEFT JOIN, a row that meets none goes through
+    /// once with the table's side NULL. Nothing is kept.
+    #[allow(clippy::too_many_arguments)]
+    fn reference_join_row(
+        &mut self,
+        plan: &ReferenceJoinPlan,
+        table: &ReferenceTable,
+        index: usize,
+        (row, timestamp_ms, clock): (Row<'_>, i64, Clock<'_>),
+        max_state_entries: usize,
+        produced: &mut Vec<(OwnedRow, i64)>,
+        messages: &mut Vec<String>,
+    ) {
+        let empty = ReferenceRow::new();
+        let probe = JoinedRow { sides: [row, Row::Json(&empty)], timestamps_ms: [Some(timestamp_ms), None] };
+        let context = Context { row: Row::Pair(&probe), timestamp_ms, analytic: &[] };
+        let key = match eval_keys(&plan.stream_keys, &context) {
+            Ok((key, _)) => key,
+            Err(message) => {
+                messages.push(format!("ON: {message}"));
+                return;
+            }
+        };
+        let mut matched = false;
+        // NULL equals nothing, so a row with a NULL key part meets no table row.
+        let candidates = (!key.contains(&KeyPart::Null)).then(|| table.lookup(index, &key));
+        for table_row in candidates.into_iter().flatten() {
+            let joined =
+                JoinedRow { sides: [row, Row::Json(table_row)], timestamps_ms: [Some(timestamp_ms), None] };
+            let context = Context { row: Row::Pair(&joined), timestamp_ms, analytic: &[] };
+            let on = if plan.on_is_keys {
+                Ok(true)
+            } else {
+                plan.on.eval(&context).and_then(|value| truthy(&value))
+            };
+            match on {
+                Ok(false) => {}
+                Ok(true) => {
+                    matched = true;
+                    match self.process(Row::Pair(&joined), timestamp_ms, clock, max_state_entries) {
+                        Ok(row) => produced.extend(row.map(|row| (row, timestamp_ms))),
+                        Err(message) => messages.push(message),
+                    }
+                }
+                Err(message) => messages.push(format!("ON: {message}")),
+            }
+        }
+        if !matched && plan.left_outer {
+            match self.process(Row::Pair(&probe), timestamp_ms, clock, max_state_entries) {
+                Ok(row) => produced.extend(row.map(|row| (row, timestamp_ms))),
+                Err(message) => messages.push(message),
+            }
+        }
     }
 
     /// Drops the held rows that nothing can match any more. For a LEFT OUTER JOIN, each dropped

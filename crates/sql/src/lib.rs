@@ -26,7 +26,8 @@
 //! `plan` resolves names into compiled expressions (`expr`), aggregate specs (`agg`) and
 //! MATCH_RECOGNIZE programs; `job` runs the plan with `window` operators driven by per-input
 //! (or per-key) `watermark`s, `analytic` function state, JOIN buffers and the MATCH_RECOGNIZE
-//! `matcher`; `checkpoint` saves and restores all of that state.
+//! `matcher`; `checkpoint` saves and restores all of that state. `reference` holds the
+//! reference tables JOINs look rows up in (outside checkpoints) and parses reference files.
 
 mod agg;
 mod analytic;
@@ -40,6 +41,7 @@ pub mod local;
 mod matcher;
 mod parser;
 mod plan;
+mod reference;
 mod time;
 mod value;
 mod watermark;
@@ -53,6 +55,10 @@ pub use crate::parser::EXPRESSION_DEPTH_MAX;
 pub use crate::plan::{
     DIAGNOSTICS_MAX, LAG_OFFSET_MAX, NAVIGATION_OFFSET_MAX, PATTERN_STEPS_MAX, STATEMENTS_MAX,
     WINDOWS_PER_EVENT_MAX,
+};
+pub use crate::reference::{
+    is_csv_file_name, parse_csv_rows, parse_json_rows, parse_reference_file, ReferenceError,
+    ReferenceFileError, ReferenceRow, DEFAULT_MAX_REFERENCE_ROWS, REFERENCE_FILE_BYTES_MAX,
 };
 pub use crate::time::{civil_from_days, days_from_civil, format_timestamp, parse_timestamp};
 
@@ -93,6 +99,12 @@ pub struct JobOptions {
     pub idle_key_timeout_ms: i64,
     /// When set, FROM names must be among these (case-insensitive).
     pub known_inputs: Option<Vec<String>>,
+    /// Inputs that are reference data (tables joined "as of now", see `reference`), not
+    /// streams: each can only be the right side of a JOIN on equal columns. The runner loads
+    /// them with [`Job::update_reference`].
+    pub reference_inputs: Vec<String>,
+    /// The most rows one reference table may hold; an update adding a key beyond it is refused.
+    pub max_reference_rows: usize,
     /// When set, INTO names must be among these (case-insensitive).
     pub known_outputs: Option<Vec<String>>,
 }
@@ -108,6 +120,8 @@ impl Default for JobOptions {
             idle_key_timeout_ms: DEFAULT_IDLE_KEY_TIMEOUT_MS,
             known_inputs: None,
             known_outputs: None,
+            reference_inputs: Vec::new(),
+            max_reference_rows: DEFAULT_MAX_REFERENCE_ROWS,
         }
     }
 }

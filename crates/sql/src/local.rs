@@ -4,8 +4,12 @@
 //! Input is JSON Lines, one event per line; keys starting with `@` steer the run and are removed
 //! before the event is pushed: `@input` (which input; default the first the query names),
 //! `@partition` (default 0), `@arrival` (processing time, epoch ms or ISO-8601; default 0). A
-//! line `{"@advance_processing_time": T}` advances processing time instead. Blank lines and lines
-//! starting with `//` are skipped. After the last line the job is finished (open windows flush).
+//! line `{"@advance_processing_time": T}` advances processing time instead. A line with
+//! `@reference` updates a reference table as a record of its topic would: `{"@reference":
+//! "thresholds", "@key": "d1", "deviceId": "d1", "threshold": 30}` sets the row of key `d1`, and
+//! `{"@reference": "thresholds", "@key": "d1", "@tombstone": true}` deletes it. Blank lines and
+//! lines starting with `//` are skipped. After the last line the job is finished (open windows
+//! flush).
 //!
 //! Results are JSON lines too: `{"output": NAME, "line": N, "row": {...}}` per output row,
 //! `{"late": {...}, "line": N}` per late event and `{"error": MESSAGE, "line": N}` per event
@@ -14,11 +18,76 @@
 //! within a relative 1e-9, `line` is compared only where the expected line has one, and an
 //! expected error matches any message containing it.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::Value as Json;
 
-use crate::{format_timestamp, parse_timestamp, Job, JobOptions, LateAction, LatePolicy, Step};
+use crate::{
+    format_timestamp, parse_timestamp, Job, JobOptions, LateAction, LatePolicy, ReferenceError, ReferenceRow,
+    Step,
+};
+
+/// The reference tables of a local run as their topics would hold them: per reference input,
+/// the latest row of each key. A run that restores a job from a checkpoint loads them into the
+/// fresh job first, as a runner reads its reference topics again at every start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReferenceTables {
+    tables: BTreeMap<String, BTreeMap<Vec<u8>, ReferenceRow>>,
+}
+
+impl ReferenceTables {
+    /// Adds a reference file's rows to input `name`, keyed by their row number (from 1), so none
+    /// replaces another.
+    pub fn add_file_rows(&mut self, name: &str, rows: Vec<ReferenceRow>) {
+        let table = self.tables.entry(name.to_ascii_lowercase()).or_default();
+        for (index, row) in rows.into_iter().enumerate() {
+            table.insert(file_row_key(index), row);
+        }
+    }
+
+    /// Sets or (with `None`) deletes the row of `key` in input `name`.
+    pub fn update(&mut self, name: &str, key: &[u8], row: Option<ReferenceRow>) {
+        let table = self.tables.entry(name.to_ascii_lowercase()).or_default();
+        match row {
+            Some(row) => table.insert(key.to_vec(), row),
+            None => table.remove(key),
+        };
+    }
+
+    /// The number of rows of input `name`.
+    pub fn rows(&self, name: &str) -> usize {
+        self.tables.get(&name.to_ascii_lowercase()).map_or(0, BTreeMap::len)
+    }
+
+    /// Whether input `name` has a row for `key`.
+    pub fn contains(&self, name: &str, key: &[u8]) -> bool {
+        self.tables.get(&name.to_ascii_lowercase()).is_some_and(|table| table.contains_key(key))
+    }
+
+    /// Every row: reference input name (lower case), record key, row.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8], &ReferenceRow)> + '_ {
+        self.tables.iter().flat_map(|(name, table)| {
+            table.iter().map(move |(key, row)| (name.as_str(), key.as_slice(), row))
+        })
+    }
+
+    /// Loads every table into `job`.
+    pub fn load_into(&self, job: &mut Job) -> Result<(), ReferenceError> {
+        for (name, table) in &self.tables {
+            for (key, row) in table {
+                job.update_reference(name, key, Some(&Json::Object(row.clone())))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The record key of a reference file's row `index` (from 0): its row number, zero-padded so
+/// that keys sort in file order.
+pub fn file_row_key(index: usize) -> Vec<u8> {
+    format!("{:010}", index + 1).into_bytes()
+}
 
 /// A problem with the input or expected file, naming the line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,8 +98,8 @@ pub struct LineError {
 }
 
 /// Reads `JobOptions` from JSON (`out_of_order_tolerance_ms`, `late_arrival_tolerance_ms`,
-/// `late_policy` "adjust" or "drop", `idle_partition_timeout_ms`, `idle_key_timeout_ms`), naming
-/// an unknown key.
+/// `late_policy` "adjust" or "drop", `idle_partition_timeout_ms`, `idle_key_timeout_ms`,
+/// `reference_inputs`, `max_reference_rows`), naming an unknown key.
 pub fn options_from_json(json: &Json) -> Result<JobOptions, String> {
     let mut options = JobOptions::default();
     let Some(object) = json.as_object() else { return Err("options must be a JSON object".to_string()) };
@@ -41,6 +110,18 @@ pub fn options_from_json(json: &Json) -> Result<JobOptions, String> {
             "late_arrival_tolerance_ms" => options.late_arrival_tolerance_ms = number()?,
             "idle_partition_timeout_ms" => options.idle_partition_timeout_ms = Some(number()?),
             "idle_key_timeout_ms" => options.idle_key_timeout_ms = number()?,
+            "max_reference_rows" => {
+                options.max_reference_rows = value
+                    .as_u64()
+                    .and_then(|rows| usize::try_from(rows).ok())
+                    .ok_or_else(|| format!("{key} must be a whole number of rows"))?
+            }
+            "reference_inputs" => {
+                options.reference_inputs = value
+                    .as_array()
+                    .and_then(|names| names.iter().map(|name| name.as_str().map(str::to_string)).collect())
+                    .ok_or_else(|| format!("{key} must be an array of input names"))?
+            }
             "late_policy" => {
                 options.late_policy = match value.as_str() {
                     Some("adjust") => LatePolicy::Adjust,
@@ -95,6 +176,18 @@ pub fn run(
     input: &str,
     mut after_line: impl FnMut(&mut Job, usize) -> Result<(), String>,
 ) -> Result<Vec<Json>, LineError> {
+    run_with_references(job, input, &mut ReferenceTables::default(), |job, line, _| after_line(job, line))
+}
+
+/// [`run`] for a job with reference inputs: `references` are the tables already loaded into
+/// `job`; `@reference` lines update both, and `after_line` sees them too (a job restored from a
+/// checkpoint needs them loaded first).
+pub fn run_with_references(
+    job: &mut Job,
+    input: &str,
+    references: &mut ReferenceTables,
+    mut after_line: impl FnMut(&mut Job, usize, &ReferenceTables) -> Result<(), String>,
+) -> Result<Vec<Json>, LineError> {
     let inputs = job.inputs();
     let mut results = Vec::new();
     for (index, text) in input.lines().enumerate() {
@@ -115,6 +208,25 @@ pub fn run(
             record(job.advance_processing_time(now_ms), &line, &mut results);
             continue;
         }
+        if let Some(reference) = map.remove("@reference") {
+            let Json::String(name) = reference else {
+                return Err(error("@reference is not a name".to_string()));
+            };
+            let Some(Json::String(key)) = map.remove("@key") else {
+                return Err(error("a @reference line needs \"@key\": the record key, a string".to_string()));
+            };
+            let row = match map.remove("@tombstone") {
+                Some(Json::Bool(true)) => None,
+                None | Some(Json::Bool(false)) => Some(map.clone()),
+                Some(_) => return Err(error("@tombstone is true or false".to_string())),
+            };
+            match job.update_reference(&name, key.as_bytes(), row.clone().map(Json::Object).as_ref()) {
+                Ok(()) => references.update(&name, key.as_bytes(), row),
+                Err(refused) => results.push(serde_json::json!({"error": refused.to_string(), "line": line})),
+            }
+            after_line(job, line_number, references).map_err(error)?;
+            continue;
+        }
         let input_name = match map.remove("@input") {
             Some(Json::String(name)) => name,
             Some(_) => return Err(error("@input is not a name".to_string())),
@@ -132,7 +244,7 @@ pub fn run(
             None => 0,
         };
         record(job.push(&input_name, partition, &event, arrival_ms), &line, &mut results);
-        after_line(job, line_number).map_err(error)?;
+        after_line(job, line_number, references).map_err(error)?;
     }
     record(job.finish(), &Json::from("finish"), &mut results);
     Ok(results)

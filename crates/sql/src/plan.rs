@@ -76,6 +76,25 @@ impl JoinPlan {
     }
 }
 
+/// A JOIN with reference data (`JobOptions::reference_inputs`): each row of the statement's
+/// source is joined with the table's current rows whose equality columns match, with no time
+/// bound and no state of its own.
+#[derive(Debug, Clone)]
+pub(crate) struct ReferenceJoinPlan {
+    /// Index into `Plan::references`.
+    pub(crate) reference_idx: usize,
+    /// The ON clause's equality columns: the stream side's, read from the row with an empty
+    /// right side, and the table side's, read from a table row with an empty left side.
+    pub(crate) stream_keys: Vec<CompiledExpr>,
+    pub(crate) table_keys: Vec<CompiledExpr>,
+    /// The whole ON clause, checked on every candidate pair unless `on_is_keys`.
+    pub(crate) on: CompiledExpr,
+    /// The ON clause is nothing but the equalities of the lookup key, which every row the
+    /// index finds satisfies: it is then not evaluated again.
+    pub(crate) on_is_keys: bool,
+    pub(crate) left_outer: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
     Input(usize),
@@ -174,6 +193,7 @@ pub(crate) struct StatementPlan {
     /// The inputs this statement's rows come from (two for a JOIN of two inputs).
     pub(crate) roots: Vec<usize>,
     pub(crate) join: Option<JoinPlan>,
+    pub(crate) reference_join: Option<ReferenceJoinPlan>,
     pub(crate) output_shape: Shape,
     pub(crate) filter: Option<CompiledExpr>,
     pub(crate) analytics: Vec<AnalyticPlan>,
@@ -257,5 +277,7 @@ pub(crate) struct MatchPlan {
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     pub(crate) inputs: Vec<InputPlan>,
+    /// The reference inputs, as `JobOptions::reference_inputs` names them.
+    pub(crate) references: Vec<String>,
     pub(crate) statements: Vec<StatementPlan>,
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use tidewater_client::{ClusterArgs, ClusterConfig};
+use tidewater_jobs::query::reference::{self, validate_sources, ReferenceLocation, ReferenceSource};
 use tidewater_jobs::query::registry::LatePolicyName;
 use tidewater_jobs::query::runner::StartPosition;
 use tidewater_jobs::query::{QueryDefinition, QueryRegistry};
@@ -86,6 +87,27 @@ pub(crate) struct CreateArgs {
     replace: bool,
     #[command(flatten)]
     event_time: EventTimeArgs,
+    #[command(flatten)]
+    reference: ReferenceArgs,
+}
+
+/// Reference inputs: tables a query JOINs its streams with.
+#[derive(Debug, Args)]
+struct ReferenceArgs {
+    /// Read input NAME as reference data, a table joined "as of now" (`JOIN NAME t ON s.key =
+    /// t.key`, no time bound): from a topic keyed by the row's key (latest value per key wins, a
+    /// tombstone deletes; followed live) or from a file (JSON lines, a JSON array or .csv with a
+    /// header, read at start). Loaded whole before the first event and again at every restart.
+    /// Repeat for several.
+    #[arg(long = "reference", value_name = "NAME=topic:TOPIC|NAME=file:PATH", value_parser = ReferenceSource::parse)]
+    references: Vec<ReferenceSource>,
+}
+
+impl ReferenceArgs {
+    fn checked(&self) -> anyhow::Result<Vec<ReferenceSource>> {
+        validate_sources(&self.references).map_err(anyhow::Error::msg)?;
+        Ok(self.references.clone())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +139,8 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     event_time: EventTimeArgs,
     #[command(flatten)]
+    reference: ReferenceArgs,
+    #[command(flatten)]
     admin: crate::admin::AdminArgs,
 }
 
@@ -133,6 +157,10 @@ pub(crate) struct TestArgs {
     expect: Option<PathBuf>,
     #[command(flatten)]
     event_time: EventTimeArgs,
+    /// Reference inputs read from files (a topic's records are given as `@reference` lines of
+    /// --input instead).
+    #[command(flatten)]
+    reference: ReferenceArgs,
 }
 
 /// The event-time settings of a job.
@@ -221,10 +249,14 @@ async fn create(registry: QueryRegistry, args: CreateArgs) -> anyhow::Result<()>
         late_topic: args.late_topic,
         parallel: args.parallel,
         stopped: args.stopped,
+        references: args.reference.checked()?,
     };
     if let Err(error) = definition.validate() {
         anyhow::bail!("{}: {error}", args.file.display());
     }
+    // A registered job's reference files are read by the process that runs it; they are
+    // checked here, where `serve` usually runs too, so that a typo fails now.
+    reference::file_tables(&definition.references)?;
     registry.ensure_topic().await?;
     if !args.replace && registry.load()?.contains_key(&definition.name) {
         anyhow::bail!("a query job named {:?} exists; pass --replace to replace it", definition.name);
@@ -339,6 +371,7 @@ fn run_job(args: RunArgs) -> anyhow::Result<()> {
         checkpoint_interval: std::time::Duration::from_millis(args.checkpoint_interval_ms.max(10)),
         late_topic: args.late_topic,
         parallel: args.parallel,
+        references: args.reference.checked()?,
     };
     let cluster = args.connect.cluster_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -393,7 +426,18 @@ fn show_catching_up(job_name: &str) {
 fn test(args: TestArgs) -> anyhow::Result<()> {
     let query =
         std::fs::read_to_string(&args.query).with_context(|| format!("reading {}", args.query.display()))?;
-    let mut job = match tidewater_sql::compile(&query, args.event_time.options()) {
+    let references = args.reference.checked()?;
+    if let Some(topic) =
+        references.iter().find(|source| matches!(source.location, ReferenceLocation::Topic(_)))
+    {
+        anyhow::bail!(
+            "query test reads reference data from files (--reference {}=file:PATH); give a topic's records as @reference lines of --input",
+            topic.name
+        );
+    }
+    let options =
+        JobOptions { reference_inputs: reference::reference_names(&references), ..args.event_time.options() };
+    let mut job = match tidewater_sql::compile(&query, options) {
         Ok(job) => job,
         Err(diagnostics) => {
             for diagnostic in &diagnostics {
@@ -402,10 +446,12 @@ fn test(args: TestArgs) -> anyhow::Result<()> {
             anyhow::bail!("{} does not compile ({} problem(s))", args.query.display(), diagnostics.len());
         }
     };
+    let mut tables = reference::file_tables(&references)?;
+    tables.load_into(&mut job).map_err(|error| anyhow::anyhow!("loading reference files: {error}"))?;
     let input =
         std::fs::read_to_string(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
-    let results =
-        local::run(&mut job, &input, |_, _| Ok(())).with_context(|| args.input.display().to_string())?;
+    let results = local::run_with_references(&mut job, &input, &mut tables, |_, _, _| Ok(()))
+        .with_context(|| args.input.display().to_string())?;
     for line in &results {
         println!("{line}");
     }

@@ -6,10 +6,13 @@
 //! - `registry`: query jobs registered in the cluster (`_tidewater_queries`), as the trigger
 //!   registry does for triggers, so `tidewater serve` can run them.
 //! - `supervisor`: keeps the registered jobs running.
+//! - `reference`: reference inputs (tables from a topic or a file), loaded before the first
+//!   event and followed live.
 //! - `metrics`: each job's series in the process's metrics registry.
 
 mod metrics;
 pub mod parallel;
+pub mod reference;
 pub mod registry;
 pub mod runner;
 pub mod supervisor;

@@ -15,6 +15,10 @@
 //! missed the rebalance cannot commit, because the broker refuses offsets from a finished
 //! generation, so its transaction aborts. Any such failure ends the round: the instance drops
 //! its state and joins again, restoring from the committed checkpoints.
+//!
+//! Reference inputs are read whole at the start of every round, before the instance joins the
+//! group; each assigned partition's job gets its own copy of the tables (loaded before its
+//! checkpoint is restored), and every later record is applied to all of them.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,10 +32,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tidewater_client::{ClusterConfig, QuietContext};
-use tidewater_sql::Job;
+use tidewater_sql::{local, Job, ReferenceError};
 use tokio::sync::watch;
 
 use super::metrics::QueryMetrics;
+use super::reference::{ReferenceInputs, ReferenceTarget};
 
 use super::runner::{
     blocking, caught_up, enqueue_checkpoint, ensure_checkpoint_topic, now_ms, read_latest_checkpoint,
@@ -62,8 +67,54 @@ struct Shared {
     producer: FutureProducer<QuietContext>,
     metrics: QueryMetrics,
     jobs: BTreeMap<i32, PartitionJob>,
+    /// The reference tables as their topics and files hold them now: what the job of a newly
+    /// assigned partition is loaded with before its checkpoint is restored.
+    tables: local::ReferenceTables,
     /// An error met inside a rebalance callback, for the loop to end the round with.
     failed: Option<anyhow::Error>,
+}
+
+/// A parallel instance's reference tables: every assigned partition's job holds its own copy
+/// (the engine's jobs share nothing), and `tables` the copy new partitions start from.
+struct Replicas<'a> {
+    tables: &'a mut local::ReferenceTables,
+    jobs: &'a mut BTreeMap<i32, PartitionJob>,
+    max_rows: usize,
+}
+
+impl ReferenceTarget for Replicas<'_> {
+    fn update_reference(
+        &mut self,
+        name: &str,
+        key: &[u8],
+        row: Option<&serde_json::Value>,
+    ) -> Result<(), ReferenceError> {
+        let map = match row {
+            None => None,
+            Some(serde_json::Value::Object(map)) => Some(map.clone()),
+            Some(other) => {
+                let found = if other.is_array() { "an array" } else { "a JSON value that is not an object" };
+                return Err(ReferenceError::NotAnObject { name: name.to_string(), found: found.to_string() });
+            }
+        };
+        // Refused as an engine table would refuse it, also while no partition is assigned.
+        if map.is_some() && !self.tables.contains(name, key) && self.tables.rows(name) >= self.max_rows {
+            return Err(ReferenceError::Full {
+                name: name.to_string(),
+                max_rows: self.max_rows,
+                key: String::from_utf8_lossy(key).into_owned(),
+            });
+        }
+        for partition_job in self.jobs.values_mut() {
+            partition_job.job.update_reference(name, key, row)?;
+        }
+        self.tables.update(name, key, map);
+        Ok(())
+    }
+
+    fn reference_rows(&self, name: &str) -> usize {
+        self.tables.rows(name)
+    }
 }
 
 struct ParallelContext {
@@ -109,7 +160,7 @@ impl ConsumerContext for ParallelContext {
             if shared.jobs.contains_key(&partition) {
                 continue;
             }
-            match restore(&shared.settings, &shared.cluster, partition) {
+            match restore(&shared.settings, &shared.cluster, partition, &shared.tables) {
                 Ok(job) => {
                     shared.jobs.insert(partition, job);
                 }
@@ -139,13 +190,16 @@ fn compile(settings: &QueryJobSettings) -> anyhow::Result<Job> {
     })
 }
 
-/// Partition `partition`'s job from its last committed checkpoint, or a fresh one.
+/// Partition `partition`'s job from its last committed checkpoint, or a fresh one, its
+/// reference tables loaded first.
 fn restore(
     settings: &QueryJobSettings,
     cluster: &ClusterConfig,
     partition: i32,
+    tables: &local::ReferenceTables,
 ) -> anyhow::Result<PartitionJob> {
     let mut job = compile(settings)?;
+    tables.load_into(&mut job).map_err(|error| anyhow::anyhow!("loading reference data: {error}"))?;
     let key = checkpoint_key(&settings.name, partition);
     let mut counts = Counts::default();
     let mut next_offsets = InputOffsets::default();
@@ -252,12 +306,19 @@ async fn run_round(
         .context("creating the job's transactional producer")?;
     blocking(|| producer.init_transactions(TRANSACTION_TIMEOUT)).context("initialising transactions")?;
     blocking(|| producer.begin_transaction()).context("beginning a transaction")?;
+    // Every round reads the reference tables anew before it joins the group, so that no
+    // partition's job sees an event before its tables are whole.
+    let max_rows = settings.options.max_reference_rows;
+    let mut references = ReferenceInputs::start(&settings.name, &settings.references, cluster, stop.clone())?;
+    let mut tables = local::ReferenceTables::default();
+    references.load(&mut Replicas { tables: &mut tables, jobs: &mut BTreeMap::new(), max_rows }).await?;
     let shared = Arc::new(Mutex::new(Shared {
         settings: settings.clone(),
         cluster: cluster.clone(),
         producer,
         metrics: QueryMetrics::of(&settings.name, &compile(settings)?),
         jobs: BTreeMap::new(),
+        tables,
         failed: None,
     }));
     let group_id = format!("tidewater-query-{}", settings.name);
@@ -303,6 +364,14 @@ async fn run_round(
                 if let Err(error) = blocking(|| commit_round(&mut guard, &metadata)) {
                     break Err(error);
                 }
+            }
+            update = references.recv() => {
+                let Some(update) = update else {
+                    break Err(anyhow::anyhow!("a reference topic follower stopped"));
+                };
+                let mut guard = lock(&shared);
+                let Shared { tables, jobs, .. } = &mut *guard;
+                references.apply(&mut Replicas { tables, jobs, max_rows }, update);
             }
             message = consumer.recv() => {
                 let message = match message {
@@ -362,5 +431,6 @@ async fn run_round(
     }
     lock(&shared).jobs.clear();
     consumer.unsubscribe();
+    references.join().await;
     result
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tidewater_client::{ClusterConfig, KeyedTopic};
 use tidewater_sql::{JobOptions, LatePolicy};
 
+use super::reference::{reference_names, validate_sources, ReferenceSource};
 use super::runner::{QueryJobSettings, StartPosition};
 use crate::definitions::Named;
 
@@ -52,6 +53,10 @@ pub struct QueryDefinition {
     /// A stopped job keeps its definition and its last checkpoint; `start` resumes from it.
     #[serde(default)]
     pub stopped: bool,
+    /// Reference inputs: `[{"name": "thresholds", "topic": "thresholds"}, {"name": "sites",
+    /// "file": "/data/sites.csv"}]` (a file is read by the process that runs the job).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<ReferenceSource>,
 }
 
 /// The late-arrival policy as it is written in a definition.
@@ -86,6 +91,7 @@ impl QueryDefinition {
             idle_key_timeout_ms: self
                 .idle_key_timeout_ms
                 .unwrap_or(tidewater_sql::DEFAULT_IDLE_KEY_TIMEOUT_MS),
+            reference_inputs: reference_names(&self.references),
             ..JobOptions::default()
         }
     }
@@ -99,6 +105,7 @@ impl QueryDefinition {
             checkpoint_interval: Duration::from_millis(self.checkpoint_interval_ms.max(10)),
             late_topic: self.late_topic.clone(),
             parallel: self.parallel,
+            references: self.references.clone(),
         }
     }
 
@@ -109,6 +116,7 @@ impl QueryDefinition {
         if !(10..=3_600_000).contains(&self.checkpoint_interval_ms) {
             return Err("checkpoint_interval_ms must be between 10 and 3600000".to_string());
         }
+        validate_sources(&self.references)?;
         let job = tidewater_sql::compile(&self.sql, self.options()).map_err(|diagnostics| {
             let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
             format!("the query does not compile:\n{}", lines.join("\n"))

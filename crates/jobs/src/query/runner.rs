@@ -37,6 +37,7 @@ use tidewater_client::keyed_topic::table_topic;
 use tidewater_client::{ClusterConfig, QuietContext};
 
 use super::metrics::QueryMetrics;
+use super::reference::{reference_names, ReferenceInputs, ReferenceSource};
 
 /// The topic checkpoints are written to, one record per checkpoint, key = job name (or
 /// `{job}#{partition}` for a parallel job). It is compacted: only the latest checkpoint of each
@@ -66,6 +67,9 @@ pub struct QueryJobSettings {
     /// Process each input partition number on its own, so several instances can share the
     /// partitions (see `parallel`).
     pub parallel: bool,
+    /// Reference inputs (tables joined as of now), loaded before the first event and at every
+    /// restart; their names become `options.reference_inputs`.
+    pub references: Vec<ReferenceSource>,
 }
 
 /// Where a job without a checkpoint starts reading its inputs.
@@ -182,6 +186,8 @@ pub async fn run_query_job(
     cluster: ClusterConfig,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let mut settings = settings;
+    settings.options.reference_inputs = reference_names(&settings.references);
     if settings.parallel {
         return super::parallel::run_parallel_query_job(settings, cluster, stop).await;
     }
@@ -216,6 +222,12 @@ pub async fn run_query_job(
     // checkpoint read next is the last one that really committed.
     blocking(|| producer.init_transactions(TRANSACTION_TIMEOUT)).context("initialising transactions")?;
 
+    // Reference tables are not in checkpoints: they are read again, whole, at every start,
+    // before the checkpoint is restored and before the first event.
+    let mut references =
+        ReferenceInputs::start(&settings.name, &settings.references, &cluster, stop.clone())?;
+    let refused = references.load(&mut job).await?;
+
     let mut counts = Counts::default();
     let (offsets, restored) = match read_latest_checkpoint(&cluster, &settings.name)? {
         Some(record) => {
@@ -230,6 +242,7 @@ pub async fn run_query_job(
         }
         None => (InputOffsets::default(), false),
     };
+    counts.errors += refused;
     let consumer: StreamConsumer<QuietContext> = cluster
         .client_config(&[
             ("group.id", &transactional_id),
@@ -339,6 +352,10 @@ pub async fn run_query_job(
                     tracing::debug!(job = %settings.name, ?counts, "checkpoint committed");
                 }
             }
+            update = references.recv() => match update {
+                Some(update) => counts.errors += u64::from(!references.apply(&mut job, update)),
+                None => anyhow::bail!("job {}: a reference topic follower stopped", settings.name),
+            },
             message = consumer.recv() => {
                 let message = match message {
                     Ok(message) => message,
@@ -376,6 +393,7 @@ pub async fn run_query_job(
     send_step(&producer, &settings, &metrics, step, &mut counts)?;
     checkpoint(&producer, &settings.name, &job, &next_offsets, counts)?;
     blocking(|| producer.abort_transaction(TRANSACTION_TIMEOUT)).ok();
+    references.join().await;
     tracing::info!(job = %settings.name, events = counts.events, outputs = counts.outputs, late = counts.late,
         errors = counts.errors, "query job stopped");
     Ok(())

@@ -2,17 +2,18 @@
 //! earlier `WITH` steps, finds a JOIN's time bound in its ON clause, decides whether a statement
 //! aggregates, names output columns, and wires steps to the statements that read them.
 
-use crate::ast::{BinaryOp, CrossApply, Expr, ExprKind, Literal, Select, SelectItem, Statement};
+use crate::ast::{BinaryOp, CrossApply, Expr, ExprKind, Join, Literal, Select, SelectItem, Statement};
 use crate::error::{Diagnostic, Position};
 use crate::time::TimeUnit;
 use crate::JobOptions;
 
 use super::expr::{
-    canonical_without_prefixes, contains_aggregate, default_column_name, is_window_name, Planner, Scope,
+    canonical_without_prefixes, contains_aggregate, default_column_name, is_window_name, visit, Planner,
+    Scope,
 };
 use super::{
-    AggregatePlan, AnalyticPlan, Body, Expand, ExpandKind, InputPlan, JoinPlan, JoinSide, Plan, Shape,
-    Source, StatementPlan, Target,
+    AggregatePlan, AnalyticPlan, Body, Expand, ExpandKind, InputPlan, JoinPlan, JoinSide, Plan,
+    ReferenceJoinPlan, Shape, Source, StatementPlan, Target,
 };
 
 /// The most diagnostics one compile returns; the rest are summarised in one last message.
@@ -87,6 +88,13 @@ impl Planner<'_> {
             }
         };
         let (from_name, from_position) = &select.from;
+        if self.reference_index(from_name, context).is_some() {
+            self.error(
+                *from_position,
+                format!("'{from_name}' is reference data: it can only be the right side of a JOIN (FROM stream s JOIN {from_name} t ON s.key = t.key)"),
+            );
+            return None;
+        }
         let timestamp = TimestampClause { expr: select.timestamp_by.as_ref(), over: &select.timestamp_over };
         let (source, mut shape, mut roots) =
             self.resolve_source(from_name, *from_position, timestamp, context);
@@ -132,11 +140,21 @@ impl Planner<'_> {
         };
 
         let mut join = None;
+        let mut reference_join = None;
         if let Some(join_clause) = &select.join {
             if select.cross_apply.is_some() {
                 self.error(join_clause.right.1, "CROSS APPLY together with JOIN is not supported yet");
                 return None;
             }
+            if let Some(reference_idx) = self.reference_index(&join_clause.right.0, context) {
+                let left_prefixes = std::mem::take(&mut prefixes);
+                let (plan, joined) =
+                    self.plan_reference_join(join_clause, reference_idx, shape, left_prefixes)?;
+                shape = joined;
+                reference_join = Some(plan);
+            }
+        }
+        if let Some(join_clause) = select.join.as_ref().filter(|_| reference_join.is_none()) {
             let (right_name, right_position) = &join_clause.right;
             let right_timestamp = TimestampClause {
                 expr: join_clause.right_timestamp_by.as_ref(),
@@ -256,6 +274,7 @@ impl Planner<'_> {
             expand,
             roots,
             join,
+            reference_join,
             output_shape,
             filter,
             analytics,
@@ -263,6 +282,113 @@ impl Planner<'_> {
             body,
             consumers: Vec::new(),
         })
+    }
+
+    /// The reference input `name` is, unless a step of that name hides it.
+    fn reference_index(&self, name: &str, context: &StatementContext<'_>) -> Option<usize> {
+        if context.all_steps.iter().any(|step| step.eq_ignore_ascii_case(name)) {
+            return None;
+        }
+        self.options.reference_inputs.iter().position(|reference| reference.eq_ignore_ascii_case(name))
+    }
+
+    /// A JOIN with reference data: the ON clause must equate columns of the two sides (among
+    /// its top-level AND terms); those columns index the table. No time bound applies.
+    fn plan_reference_join(
+        &mut self,
+        join: &Join,
+        reference_idx: usize,
+        left_shape: Shape,
+        left_prefixes: Vec<String>,
+    ) -> Option<(ReferenceJoinPlan, Shape)> {
+        let (right_name, right_position) = &join.right;
+        if let Some(timestamp_by) = &join.right_timestamp_by {
+            self.error(
+                timestamp_by.position,
+                format!("'{right_name}' is reference data, which has no event time: remove its TIMESTAMP BY"),
+            );
+            return None;
+        }
+        let mut right_prefixes = vec![right_name.clone()];
+        right_prefixes.extend(join.right_alias.clone());
+        if left_prefixes
+            .iter()
+            .any(|left| right_prefixes.iter().any(|right| left.eq_ignore_ascii_case(right)))
+        {
+            self.error(*right_position, "the two sides of a JOIN need different names: give them aliases");
+            return None;
+        }
+        if contains_aggregate(&join.on) {
+            self.error(join.on.position, "aggregates are not allowed in ON");
+            return None;
+        }
+        let sides = [left_prefixes.clone(), right_prefixes.clone()];
+        let shape = Shape::Joined(Box::new([
+            JoinSide { prefixes: left_prefixes, shape: left_shape },
+            JoinSide { prefixes: right_prefixes, shape: Shape::Json },
+        ]));
+        let mut scope = Scope::rows(&shape, &[], "ON");
+        let on = self.compile(&join.on, &mut scope);
+        // The side an operand reads: every column it names belongs to that one side.
+        let side_of = |expr: &Expr| {
+            let mut found: Option<Option<usize>> = None;
+            visit(expr, &mut |node| {
+                if let ExprKind::Path(segments) = &node.kind {
+                    let side = sides.iter().position(|prefixes| {
+                        segments.len() > 1
+                            && prefixes.iter().any(|prefix| prefix.eq_ignore_ascii_case(&segments[0]))
+                    });
+                    found = match found {
+                        None => Some(side),
+                        Some(seen) if seen == side => Some(seen),
+                        Some(_) => Some(None),
+                    };
+                }
+            });
+            found.flatten()
+        };
+        let mut pairs = Vec::new();
+        let mut terms = vec![&join.on];
+        let mut n_terms = 0;
+        while let Some(term) = terms.pop() {
+            match &term.kind {
+                ExprKind::Binary { op: BinaryOp::And, left, right } => {
+                    terms.push(right);
+                    terms.push(left);
+                    continue;
+                }
+                ExprKind::Binary { op: BinaryOp::Eq, left, right } => match (side_of(left), side_of(right)) {
+                    (Some(0), Some(1)) => pairs.push((&**left, &**right)),
+                    (Some(1), Some(0)) => pairs.push((&**right, &**left)),
+                    _ => {}
+                },
+                _ => {}
+            }
+            n_terms += 1;
+        }
+        let on_is_keys = n_terms == pairs.len();
+        if pairs.is_empty() {
+            self.error(
+                join.on.position,
+                format!("a JOIN with reference data needs ON to equate a column of each side, such as ON s.deviceId = {right_name}.deviceId (AND-ed with any other condition)"),
+            );
+            return None;
+        }
+        let (mut stream_keys, mut table_keys) = (Vec::new(), Vec::new());
+        for (stream_side, table_side) in pairs {
+            let mut scope = Scope::rows(&shape, &[], "ON");
+            stream_keys.push(self.compile(stream_side, &mut scope)?);
+            table_keys.push(self.compile(table_side, &mut scope)?);
+        }
+        let plan = ReferenceJoinPlan {
+            reference_idx,
+            stream_keys,
+            table_keys,
+            on: on?,
+            on_is_keys,
+            left_outer: join.left_outer,
+        };
+        Some((plan, shape))
     }
 
     /// Resolves a FROM or JOIN name to a step defined earlier or to an input.
@@ -670,6 +796,7 @@ pub(crate) fn plan(statements: &[Statement], options: &JobOptions) -> Result<Pla
                     expand: None,
                     roots: Vec::new(),
                     join: None,
+                    reference_join: None,
                     output_shape: Shape::Json,
                     filter: None,
                     analytics: Vec::new(),
@@ -695,7 +822,7 @@ pub(crate) fn plan(statements: &[Statement], options: &JobOptions) -> Result<Pla
         }
         return Err(diagnostics);
     }
-    Ok(Plan { inputs, statements: plans })
+    Ok(Plan { inputs, references: options.reference_inputs.clone(), statements: plans })
 }
 
 /// Sorts diagnostics by position, drops duplicates and caps their number.

@@ -379,3 +379,93 @@ fn checkpoints_from_before_matchers_and_substreams_restore() {
     assert_eq!(restored.restore(&old), Ok(()));
     assert_eq!(restored.finish(), original.finish());
 }
+
+fn reference_job(max_reference_rows: usize) -> Job {
+    job(
+        "SELECT r.id, t.limit INTO o FROM readings r TIMESTAMP BY ts JOIN limits t ON r.id = t.id",
+        JobOptions { reference_inputs: vec!["limits".into()], max_reference_rows, ..JobOptions::default() },
+    )
+}
+
+#[test]
+fn a_reference_table_refuses_new_keys_at_its_limit_and_keeps_updating_the_others() {
+    let mut job = reference_job(2);
+    assert_eq!(job.reference_inputs(), vec!["limits"]);
+    assert_eq!(job.inputs(), vec!["readings"], "a reference input is not a stream to read");
+    for id in ["a", "b"] {
+        assert_eq!(
+            job.update_reference("limits", id.as_bytes(), Some(&json!({"id": id, "limit": 1}))),
+            Ok(())
+        );
+    }
+    let refused = job.update_reference("LIMITS", b"c", Some(&json!({"id": "c", "limit": 1})));
+    assert_eq!(
+        refused.map_err(|error| error.to_string()),
+        Err("reference input 'limits' already holds 2 rows (max_reference_rows); key \"c\" was not added"
+            .into())
+    );
+    assert_eq!(job.reference_rows("limits"), Some(2));
+    // An existing key still changes, and a deleted one makes room.
+    assert_eq!(job.update_reference("limits", b"a", Some(&json!({"id": "a", "limit": 5}))), Ok(()));
+    assert_eq!(job.update_reference("limits", b"b", None), Ok(()));
+    assert_eq!(job.update_reference("limits", b"c", Some(&json!({"id": "c", "limit": 7}))), Ok(()));
+    let step = job.push("readings", 0, &json!({"id": "a", "ts": 1}), 0);
+    assert_eq!(step.outputs[0].row, json!({"id": "a", "limit": 5}));
+    assert!(job.push("readings", 0, &json!({"id": "b", "ts": 2}), 0).outputs.is_empty());
+    assert_eq!(
+        job.push("readings", 0, &json!({"id": "c", "ts": 3}), 0).outputs[0].row,
+        json!({"id": "c", "limit": 7})
+    );
+    // A row that is not an object is refused and the table keeps the old one.
+    assert!(job.update_reference("limits", b"c", Some(&json!([1]))).is_err());
+    assert_eq!(
+        job.push("readings", 0, &json!({"id": "c", "ts": 4}), 0).outputs[0].row,
+        json!({"id": "c", "limit": 7})
+    );
+}
+
+#[test]
+fn reference_tables_are_not_in_checkpoints_and_survive_a_restore() {
+    let mut job = reference_job(10);
+    assert_eq!(job.update_reference("limits", b"a", Some(&json!({"id": "a", "limit": 1}))), Ok(()));
+    let checkpoint = job.checkpoint();
+    assert!(!checkpoint.to_string().contains("limit\""), "{checkpoint}");
+    // A fresh job restored from it joins with whatever table was loaded before the restore.
+    let mut restored = reference_job(10);
+    assert_eq!(restored.update_reference("limits", b"a", Some(&json!({"id": "a", "limit": 2}))), Ok(()));
+    assert_eq!(restored.restore(&checkpoint), Ok(()));
+    assert_eq!(
+        restored.push("readings", 0, &json!({"id": "a", "ts": 1}), 0).outputs[0].row,
+        json!({"id": "a", "limit": 2})
+    );
+    // The set of reference inputs is part of the job: a checkpoint does not fit the stream join.
+    let other = compile(
+        "SELECT r.id, t.limit INTO o FROM readings r TIMESTAMP BY ts JOIN limits t ON r.id = t.id",
+        JobOptions { reference_inputs: vec!["other".into()], ..JobOptions::default() },
+    );
+    assert!(other.is_err(), "limits is then a stream without a time bound");
+}
+
+#[test]
+fn reference_rows_that_share_a_key_come_out_in_record_key_order_whatever_the_updates() {
+    let mut job = reference_job(10);
+    let row = |name: &str| json!({"id": "x", "limit": name});
+    for key in ["b", "a", "c"] {
+        assert_eq!(job.update_reference("limits", key.as_bytes(), Some(&row(key))), Ok(()));
+    }
+    let limits = |job: &mut Job, ts: i64| -> Vec<serde_json::Value> {
+        job.push("readings", 0, &json!({"id": "x", "ts": ts}), 0)
+            .outputs
+            .into_iter()
+            .map(|output| output.row["limit"].clone())
+            .collect()
+    };
+    assert_eq!(limits(&mut job, 1), vec![json!("a"), json!("b"), json!("c")]);
+    // A deleted row's slot is reused by the next new key; order still follows the record keys.
+    assert_eq!(job.update_reference("limits", b"a", None), Ok(()));
+    assert_eq!(job.update_reference("limits", b"0", Some(&row("0"))), Ok(()));
+    // A row that moves to another id leaves this one.
+    assert_eq!(job.update_reference("limits", b"b", Some(&json!({"id": "y", "limit": "b"}))), Ok(()));
+    assert_eq!(limits(&mut job, 2), vec![json!("0"), json!("c")]);
+    assert_eq!(job.reference_rows("limits"), Some(3));
+}

@@ -12,11 +12,41 @@ use serde_json::Value as Json;
 use tidewater_sql::{compile, local, JobOptions};
 
 fn options(case: &Path) -> JobOptions {
-    let Ok(text) = fs::read_to_string(case.join("options.json")) else { return JobOptions::default() };
-    let json: Json = serde_json::from_str(&text)
-        .unwrap_or_else(|error| panic!("{}: options.json: {error}", case.display()));
-    local::options_from_json(&json)
-        .unwrap_or_else(|error| panic!("{}: options.json: {error}", case.display()))
+    let mut options = match fs::read_to_string(case.join("options.json")) {
+        Err(_) => JobOptions::default(),
+        Ok(text) => {
+            let json: Json = serde_json::from_str(&text)
+                .unwrap_or_else(|error| panic!("{}: options.json: {error}", case.display()));
+            local::options_from_json(&json)
+                .unwrap_or_else(|error| panic!("{}: options.json: {error}", case.display()))
+        }
+    };
+    for name in references(case).keys() {
+        if !options.reference_inputs.iter().any(|known| known.eq_ignore_ascii_case(name)) {
+            options.reference_inputs.push(name.clone());
+        }
+    }
+    options
+}
+
+/// `references.json`: reference input name to the file (in the case's directory) of its rows.
+fn references(case: &Path) -> serde_json::Map<String, Json> {
+    let Ok(text) = fs::read_to_string(case.join("references.json")) else { return serde_json::Map::new() };
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{}: references.json: {error}", case.display()))
+}
+
+/// The reference tables the case starts with, read from their files as `query test` reads them.
+fn reference_tables(case: &Path) -> local::ReferenceTables {
+    let mut tables = local::ReferenceTables::default();
+    for (name, file) in references(case) {
+        let file = file.as_str().unwrap_or_else(|| panic!("{}: references.json: {name}", case.display()));
+        let text = fs::read_to_string(case.join(file))
+            .unwrap_or_else(|error| panic!("{}: {file}: {error}", case.display()));
+        let rows = tidewater_sql::parse_reference_file(&text, tidewater_sql::is_csv_file_name(file))
+            .unwrap_or_else(|error| panic!("{}: {file}: {error}", case.display()));
+        tables.add_file_rows(&name, rows);
+    }
+    tables
 }
 
 /// Runs a case. With `restore_every_line`, the job is checkpointed after every input line, the
@@ -29,13 +59,18 @@ fn run(case: &Path, restore_every_line: bool) -> Vec<Json> {
         Err(diagnostics) => panic!("{}: does not compile: {diagnostics:#?}", case.display()),
     };
     let mut job = fresh_job();
+    let mut tables = reference_tables(case);
+    tables.load_into(&mut job).unwrap_or_else(|error| panic!("{}: {error}", case.display()));
     let input = fs::read_to_string(case.join("input.jsonl")).unwrap_or_default();
-    let result = local::run(&mut job, &input, |job, line| {
+    let result = local::run_with_references(&mut job, &input, &mut tables, |job, line, tables| {
         if restore_every_line {
             let text = job.checkpoint().to_string();
             let checkpoint: Json =
                 serde_json::from_str(&text).map_err(|error| format!("checkpoint: {error}"))?;
+            // As a runner restarts: a fresh job, its reference tables read again (they are not
+            // in the checkpoint), then the checkpoint.
             *job = fresh_job();
+            tables.load_into(job).map_err(|error| format!("reloading reference data: {error}"))?;
             job.restore(&checkpoint).map_err(|error| format!("restore after input line {line}: {error}"))?;
         }
         Ok(())

@@ -434,3 +434,48 @@ fn substreams_need_their_key() {
         "1:83: input 'i' is read with different TIMESTAMP BY clauses; every statement must use the same one",
     );
 }
+
+fn with_reference(name: &str) -> JobOptions {
+    JobOptions { reference_inputs: vec![name.to_string()], ..JobOptions::default() }
+}
+
+#[test]
+fn reference_data_needs_an_equality_of_the_two_sides() {
+    let options = || with_reference("thresholds");
+    check_with(
+        "SELECT r.v INTO o FROM readings r JOIN thresholds t ON r.v > t.limit",
+        options(),
+        "1:56: a JOIN with reference data needs ON to equate a column of each side, such as ON s.deviceId = thresholds.deviceId (AND-ed with any other condition)",
+    );
+    // An equality within one side, or under OR, does not say which row to look up.
+    check_with(
+        "SELECT r.v INTO o FROM readings r JOIN thresholds t ON t.a = t.b OR r.id = t.id",
+        options(),
+        "1:56: a JOIN with reference data needs ON to equate a column of each side, such as ON s.deviceId = thresholds.deviceId (AND-ed with any other condition)",
+    );
+    check_with(
+        "SELECT r.v INTO o FROM readings r JOIN thresholds t ON r.id = t.id AND r.v > t.limit",
+        options(),
+        "compiled",
+    );
+}
+
+#[test]
+fn reference_data_is_only_the_right_side_of_a_join_and_has_no_event_time() {
+    check_with(
+        "SELECT * INTO o FROM thresholds",
+        with_reference("Thresholds"),
+        "1:22: 'thresholds' is reference data: it can only be the right side of a JOIN (FROM stream s JOIN thresholds t ON s.key = t.key)",
+    );
+    check_with(
+        "SELECT r.v INTO o FROM readings r JOIN thresholds t TIMESTAMP BY ts ON r.id = t.id",
+        with_reference("thresholds"),
+        "1:66: 'thresholds' is reference data, which has no event time: remove its TIMESTAMP BY",
+    );
+    // Without the option, the same JOIN is a stream-stream join, which needs a time bound.
+    check_with(
+        "SELECT r.v INTO o FROM readings r JOIN thresholds t ON r.id = t.id",
+        JobOptions::default(),
+        "1:56: a JOIN needs a time bound in ON: AND DATEDIFF(unit, left, right) BETWEEN low AND high",
+    );
+}
