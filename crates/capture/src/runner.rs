@@ -25,11 +25,15 @@
 //!    the exception; polling goes on during retries, so only a single publish attempt that
 //!    long could overrun it).
 //!
-//! Polling never waits for a write to succeed. A partition is paused (librdkafka stops
-//! fetching it, and the group still sees this member alive) while its files were not listed
-//! yet, or while `PENDING_FILES_PER_PARTITION_MAX` of its files wait to be encoded or
-//! published, and resumed when that clears. Memory is bounded by that many files plus the open
-//! one per assigned partition, plus librdkafka's own fetch queue.
+//! Backpressure, and polling during retries: while `PENDING_FILES_MAX` closed files wait to be
+//! encoded or published and nothing is failing, the loop stops reading records until the encoder
+//! catches up (a wait of one encode, well within `max.poll.interval.ms`). Polling never waits
+//! for a write to succeed, though: while a listing or a write is failing, the loop reads on, and
+//! a partition is paused (librdkafka stops fetching it, and the group still sees this member
+//! alive) while `PENDING_FILES_PER_PARTITION_MAX` of its files wait, or while its files were
+//! not listed yet. Pausing is kept to those cases because it is not free: librdkafka drops what
+//! it prefetched for the partition and fetches it again on resume. Memory is bounded by the
+//! waiting files plus the open one per assigned partition, plus librdkafka's own fetch queue.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,8 +64,11 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
 const ERROR_MESSAGE_BYTES_MAX: usize = 2_000;
 /// How often open files are checked against their time window, at most.
 const WINDOW_CHECK_INTERVAL_MAX: Duration = Duration::from_secs(1);
-/// Closed files of one partition that may wait to be encoded or published before the partition
-/// is paused: one being encoded while the one before it is published keeps both busy.
+/// Closed files (of all partitions) that may wait to be encoded or published before the loop
+/// stops reading: one being encoded while the one before it is published keeps both busy.
+pub const PENDING_FILES_MAX: usize = 2;
+/// Closed files of one partition that may wait while writes are failing before the partition is
+/// paused.
 pub const PENDING_FILES_PER_PARTITION_MAX: usize = 2;
 
 /// A running capture's counters and latest error, for logs and `capture describe`.
@@ -248,10 +255,18 @@ pub async fn run_capture(
         // Revocations happen inside `recv`, also one that another branch cut short: drop what
         // was revoked before anything is published or appended.
         capture.drop_revoked(&revoked);
+        let failing = capture.retry.is_some();
         capture.advance(&consumer).await?;
+        if capture.retry.is_some() != failing {
+            // Failing or not decides whether waiting files pause their partitions.
+            capture.update_pauses(&consumer);
+        }
         if encoding.is_none() {
             encoding = capture.start_encode();
         }
+        let reading = capture.retry.is_some()
+            || capture.to_encode.len() + capture.to_publish.len() + usize::from(encoding.is_some())
+                < PENDING_FILES_MAX;
         let retry_at = capture.retry.map(|retry| retry.at);
         tokio::select! {
             biased;
@@ -265,7 +280,7 @@ pub async fn run_capture(
                 capture.drop_revoked(&revoked);
                 capture.close_expired(&consumer, window);
             }
-            message = consumer.recv() => {
+            message = consumer.recv(), if reading => {
                 capture.drop_revoked(&revoked);
                 match message {
                     Ok(message) => capture.add_message(&consumer, &message)?,
@@ -447,10 +462,19 @@ impl Capture {
         self.update_pause(consumer, partition);
     }
 
+    /// `update_pause` for every partition.
+    fn update_pauses(&mut self, consumer: &StreamConsumer<CaptureContext>) {
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        for partition in partitions {
+            self.update_pause(consumer, partition);
+        }
+    }
+
     /// Pauses or resumes the partition's fetching to match what it waits for.
     fn update_pause(&mut self, consumer: &StreamConsumer<CaptureContext>, partition: i32) {
         let Some(state) = self.partitions.get_mut(&partition) else { return };
-        let pause = !state.listed || state.pending_files >= PENDING_FILES_PER_PARTITION_MAX;
+        let pause =
+            !state.listed || (self.retry.is_some() && state.pending_files >= PENDING_FILES_PER_PARTITION_MAX);
         if pause == state.paused {
             return;
         }
