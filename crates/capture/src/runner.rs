@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::FutureExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -67,6 +68,8 @@ const WINDOW_CHECK_INTERVAL_MAX: Duration = Duration::from_secs(1);
 /// Closed files (of all partitions) that may wait to be encoded or published before the loop
 /// stops reading: one being encoded while the one before it is published keeps both busy.
 pub const PENDING_FILES_MAX: usize = 2;
+/// Records taken from librdkafka's queue in one round of the loop, at most.
+const DRAIN_RECORDS_MAX: usize = 1_000;
 /// Closed files of one partition that may wait while writes are failing before the partition is
 /// paused.
 pub const PENDING_FILES_PER_PARTITION_MAX: usize = 2;
@@ -264,9 +267,7 @@ pub async fn run_capture(
         if encoding.is_none() {
             encoding = capture.start_encode();
         }
-        let reading = capture.retry.is_some()
-            || capture.to_encode.len() + capture.to_publish.len() + usize::from(encoding.is_some())
-                < PENDING_FILES_MAX;
+        let reading = capture.may_read(encoding.is_some());
         let retry_at = capture.retry.map(|retry| retry.at);
         tokio::select! {
             biased;
@@ -285,6 +286,21 @@ pub async fn run_capture(
                 match message {
                     Ok(message) => capture.add_message(&consumer, &message)?,
                     Err(error) => tracing::debug!(%error, "consumer error"),
+                }
+                // What librdkafka has already fetched is taken without a round of the select
+                // per record (most of a record's cost otherwise), up to a bound so that
+                // encodes, windows and stops are looked at in between. Each record still
+                // follows a `drop_revoked`, since a rebalance can happen inside any `recv`.
+                for _ in 1..DRAIN_RECORDS_MAX {
+                    if !capture.may_read(encoding.is_some()) {
+                        break;
+                    }
+                    let Some(message) = consumer.recv().now_or_never() else { break };
+                    capture.drop_revoked(&revoked);
+                    match message {
+                        Ok(message) => capture.add_message(&consumer, &message)?,
+                        Err(error) => tracing::debug!(%error, "consumer error"),
+                    }
                 }
             }
         }
@@ -316,6 +332,13 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Capture {
+    /// Whether the loop takes records now: not while `PENDING_FILES_MAX` closed files wait and
+    /// nothing is failing (backpressure; see the module documentation).
+    fn may_read(&self, encoding: bool) -> bool {
+        self.retry.is_some()
+            || self.to_encode.len() + self.to_publish.len() + usize::from(encoding) < PENDING_FILES_MAX
+    }
+
     /// Forgets the partitions revoked since the last call, with their open, held and pending
     /// files: their next owner reads those records again from the committed offset.
     fn drop_revoked(&mut self, revoked: &Mutex<Vec<i32>>) {
