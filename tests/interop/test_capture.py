@@ -17,7 +17,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
+from pathlib import Path
 
 import boto3
 import duckdb
@@ -36,6 +38,9 @@ from capture_support import (
     produce,
     wait_for_rows,
 )
+from gateway_support import V5, add_device, connect_when_registered, events_topic, new_device_id
+from query_support import close_devices
+from query_support import wait_for_rows as query_rows
 from support import wait_until
 from trigger_support import tidewater
 
@@ -372,6 +377,148 @@ def test_s3_capture_retries_a_missing_bucket_then_writes_exactly_once(bootstrap,
     assert max(committed_offsets(bootstrap, f"tidewater-capture-{name}", topic_name, 3).values()) > 0
 
 
+def moto_auth(endpoint: str, enforced: bool) -> None:
+    """Turns moto's IAM authentication on (every request must carry a key moto issued) or off,
+    through its own API."""
+    # As text: a form body would be parsed away before moto reads it.
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=b"0" if enforced else b"inf", method="POST",
+                                     headers={"Content-Type": "text/plain"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200, answer.read()
+
+
+def describe_error(name: str, bootstrap: str, *needles: str) -> str:
+    """The `error:` line of `capture describe NAME`, once it contains every one of `needles`."""
+
+    def error_line() -> str | None:
+        text = tidewater("capture", "describe", name, bootstrap=bootstrap).stdout
+        lines = [line for line in text.splitlines() if line.startswith("  error:")]
+        return lines[0] if lines and all(needle in lines[0] for needle in needles) else None
+
+    return wait_until(error_line, timeout_s=60, what=f"{needles!r} in the error of `capture describe {name}`")
+
+
+def s3_dataset(s3, bucket: str, prefix: str, copy: Path) -> Path:
+    """Downloads every object under `prefix` of `bucket` into `copy`; the copy's root."""
+    for entry in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+        target = copy / entry["Key"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(bucket, entry["Key"], str(target))
+    return copy / prefix
+
+
+def test_refused_credentials_and_a_missing_bucket_show_in_describe_and_the_log(broker_factory, topic_name, tmp_path, moto_s3):
+    """Registered captures in a `serve` whose S3 credentials the store refuses (moto with IAM
+    authentication on), and one whose bucket does not exist: each error shows in `capture
+    describe` and in the server's log, is retried, and nothing is committed; once the store
+    accepts (authentication off, the bucket created) every record arrives exactly once."""
+    # S3 settings are the environment of the process that runs the capture: a server of its own.
+    broker = broker_factory("--group-initial-rebalance-delay-ms", "0", env={
+        "AWS_ACCESS_KEY_ID": "AKIAREFUSEDBYMOTO000", "AWS_SECRET_ACCESS_KEY": "refused", "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": moto_s3,
+    })
+    bootstrap = broker.bootstrap
+    s3 = boto3.client("s3", endpoint_url=moto_s3, aws_access_key_id="testing", aws_secret_access_key="testing",
+                      region_name="us-east-1")
+    bucket, missing = f"lake-{uuid.uuid4().hex[:8]}", f"missing-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    create_topic(bootstrap, topic_name, 2)
+    produced = produce(bootstrap, topic_name, [(f"k{idx}".encode(), os.urandom(64)) for idx in range(120)])
+    refused, unbucketed = capture_name(), capture_name()
+    moto_auth(moto_s3, enforced=True)
+    try:
+        mark = broker.log_mark()
+        tidewater("capture", "create", refused, "--topic", topic_name, "--to", f"s3://{bucket}/raw", "--window-secs", "1",
+                  bootstrap=bootstrap)
+        error = describe_error(refused, bootstrap, "InvalidAccessKeyId")
+        assert f"s3://{bucket}/raw" in error and "403" in error, error
+        logged = broker.wait_for_log("ERROR", "InvalidAccessKeyId", "retry_in_ms", since=mark)
+        assert f"s3://{bucket}/raw" in logged, logged
+        # Retried with backoff: a second failure is logged after the first.
+        wait_until(lambda: sum("InvalidAccessKeyId" in line for line in broker.log_since(mark)) >= 2, timeout_s=30,
+                   what="a retried attempt")
+        assert "state:        error" in tidewater("capture", "describe", refused, bootstrap=bootstrap).stdout
+        assert committed_offsets(bootstrap, f"tidewater-capture-{refused}", topic_name, 2) == {0: -1001, 1: -1001}
+    finally:
+        moto_auth(moto_s3, enforced=False)
+    try:
+        # The store accepts the same credentials now: the retried attempts go through.
+        wait_until(lambda: "written:    120 records" in tidewater("capture", "describe", refused, bootstrap=bootstrap).stdout,
+                   timeout_s=90, what="every record written once the credentials are accepted")
+        described = tidewater("capture", "describe", refused, bootstrap=bootstrap).stdout
+        assert "error:" not in described and "running (1 instances)" in described, described
+        assert_exactly_once(s3_dataset(s3, bucket, f"raw/{topic_name}", tmp_path / "refused"), produced)
+
+        mark = broker.log_mark()
+        tidewater("capture", "create", unbucketed, "--topic", topic_name, "--to", f"s3://{missing}/raw", "--window-secs", "1",
+                  bootstrap=bootstrap)
+        error = describe_error(unbucketed, bootstrap, "NoSuchBucket")
+        assert f"s3://{missing}/raw" in error, error
+        broker.wait_for_log("ERROR", "NoSuchBucket", f"s3://{missing}/raw", since=mark)
+        assert committed_offsets(bootstrap, f"tidewater-capture-{unbucketed}", topic_name, 2) == {0: -1001, 1: -1001}
+        s3.create_bucket(Bucket=missing)
+        wait_until(lambda: "written:    120 records" in tidewater("capture", "describe", unbucketed, bootstrap=bootstrap).stdout,
+                   timeout_s=90, what="every record written once the bucket exists")
+        assert_exactly_once(s3_dataset(s3, missing, f"raw/{topic_name}", tmp_path / "missing"), produced)
+        ends = {0: 0, 1: 0}
+        for record in produced:
+            ends[record.partition] = max(ends[record.partition], record.offset + 1)
+        for name in (refused, unbucketed):
+            wait_until(lambda: committed_offsets(bootstrap, f"tidewater-capture-{name}", topic_name, 2) == ends,
+                       timeout_s=30, what=f"{name}'s offsets committed past every record")
+    finally:
+        for name in (refused, unbucketed):
+            tidewater("capture", "delete", name, bootstrap=bootstrap, check=False)
+
+
+# librdkafka's smallest max.poll.interval.ms above the tests' 6 s session timeout, and how long
+# the destination keeps failing: twice that, so a capture that stopped polling while it retried
+# would be put out of the group.
+MAX_POLL_INTERVAL_MS = 7000
+FAILING_FOR_S = 2 * MAX_POLL_INTERVAL_MS / 1000
+
+
+def test_polling_goes_on_while_a_failed_write_is_retried(bootstrap, topic_name, tmp_path):
+    """Files that cannot be published for longer than `max.poll.interval.ms` (a file stands
+    where their date directory goes; the listing still works): the capture keeps polling with
+    the partitions paused, so it stays in the group with its partitions, and once the path is
+    fixed every record arrives exactly once."""
+    create_topic(bootstrap, topic_name, 2)
+    out = tmp_path / "out"
+    name = capture_name()
+    # Today's and, near midnight, tomorrow's: the records' timestamps say which.
+    blockers = {out / topic_name / time.strftime("date=%Y-%m-%d", time.gmtime(time.time() + delta)) for delta in (0, 120)}
+    for blocker in blockers:
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        blocker.write_bytes(b"")
+    produced = produce(bootstrap, topic_name, [(f"k{idx}".encode(), f"v{idx}".encode()) for idx in range(200)])
+    capture = CaptureProcess(name, topic_name, f"file://{out}", bootstrap, tmp_path / "capture.log",
+                             "--window-secs", "1", "-X", f"max.poll.interval.ms={MAX_POLL_INTERVAL_MS}")
+    capture.start()
+    try:
+        wait_until(lambda: "ERROR" in capture.log_text() and "writing " in capture.log_text(), timeout_s=60,
+                   what="a failed publish")
+        time.sleep(FAILING_FOR_S)
+        failures = [line for line in capture.log_text().splitlines() if "ERROR" in line and "writing " in line]
+        assert len(failures) >= 3 and "retry_in_ms" in failures[0] and "date=" in failures[0], failures
+        for blocker in blockers:
+            blocker.unlink()
+        wait_for_rows(out / topic_name, len(produced), capture)
+    finally:
+        assert capture.stop() == 0, capture.log_text()[-4000:]
+    assert_exactly_once(out / topic_name, produced)
+    log = capture.log_text()
+    # Still a member: librdkafka never saw the poll interval pass (a capture that stopped polling
+    # is put out of the group, and its commits after the write are refused as an unknown
+    # member's), one assignment, never revoked, and the offsets committed past every record.
+    assert "maximum poll interval" not in log and "commit" not in log, log[-4000:]
+    assert log.count("partitions assigned") == 1 and "revoked" not in log, log[-4000:]
+    ends = {0: 0, 1: 0}
+    for record in produced:
+        ends[record.partition] = max(ends[record.partition], record.offset + 1)
+    assert committed_offsets(bootstrap, f"tidewater-capture-{name}", topic_name, 2) == ends
+
+
 def test_two_instances_share_the_partitions_through_one_group(bootstrap, topic_name, tmp_path):
     """Two `capture run` instances with one name split the topic's partitions: both write files,
     and together they write every record once."""
@@ -401,3 +548,90 @@ def test_two_instances_share_the_partitions_through_one_group(bootstrap, topic_n
     assert_exactly_once(out / topic_name, produced)
     for instance in instances:
         assert "file visible" in instance.log_text(), instance.log_text()[-4000:]
+
+
+def test_seed_telemetry_hourly_averages_from_parquet_equal_a_tumbling_sql_job(broker, bootstrap, tmp_path):
+    """The seed scenario's cold path against its hot path: registered devices publish readings
+    over MQTT through the gateway into the shared "telemetry" topic; a capture with JSON columns
+    writes it to Parquet, and DuckDB's hourly average per device over those files equals what a
+    streaming SQL job (`tidewater query create`) computes over the same events with a tumbling
+    hour window."""
+    assert broker.mqtt_port is not None, "the session broker logged no mqtt= address"
+    device_ids = [new_device_id(f"probe{idx}") for idx in range(3)]
+    job, averages = f"hourly-{uuid.uuid4().hex[:8]}", f"hourly-averages-{uuid.uuid4().hex[:8]}"
+    query = tmp_path / "hourly.sql"
+    query.write_text(f"""
+        SELECT deviceId, System.Timestamp() AS windowEnd, AVG(temperature) AS avg_temp
+        INTO [{averages}]
+        FROM telemetry TIMESTAMP BY ts
+        WHERE {" OR ".join(f"deviceId = '{device_id}'" for device_id in device_ids)}
+        GROUP BY deviceId, TumblingWindow(hour, 1)
+    """)
+    out = tmp_path / "lake"
+    capture = CaptureProcess(capture_name(), "telemetry", f"file://{out}", bootstrap, tmp_path / "capture.log",
+                             "--window-secs", "1", "--columns", "json")
+    devices: dict = {}
+    try:
+        for device_id in device_ids:
+            devices[device_id] = connect_when_registered(broker.mqtt_port, device_id, add_device(bootstrap, device_id), V5)
+        tidewater("query", "create", job, "--file", str(query), "--from", f"@{int(time.time() * 1000)}",
+                  "--checkpoint-interval-ms", "200", bootstrap=bootstrap)
+        capture.start()
+        # Three hours of event time, a reading every 10 minutes from each device; each step is
+        # acknowledged before the next, so the topic holds them in event-time order. Then one
+        # reading from each device six hours on moves the job's watermark past the three hours
+        # (its own hour stays open in the job, so it is left out of the comparison below).
+        rng = random.Random(21)
+        steps = [*range(5 * 60, 3 * 3600, 600), 9 * 3600]
+        for step_idx, second in enumerate(steps):
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1_767_225_600 + second))
+            for device_idx, (device_id, device) in enumerate(devices.items()):
+                temperature = round(20 + 5 * device_idx + rng.uniform(-3, 3), 2)
+                payload = json.dumps({"deviceId": device_id, "temperature": temperature, "ts": stamp})
+                device.publish(events_topic(device_id), payload.encode(), qos=1)
+            for device in devices.values():
+                device.wait_acked(step_idx + 1)
+        n_events = len(steps) * len(device_ids)
+
+        glob = f"{out}/telemetry/*/*/*/*.parquet"
+        ids = ", ".join(f"'{device_id}'" for device_id in device_ids)
+
+        def captured() -> int:
+            if not parquet_files(out / "telemetry"):
+                return 0
+            with duckdb.connect() as connection:
+                return connection.execute(
+                    f"SELECT count(*) FROM read_parquet('{glob}', union_by_name = true, hive_partitioning = false) WHERE deviceId IN ({ids})"
+                ).fetchone()[0]
+
+        wait_until(lambda: captured() >= n_events, timeout_s=60, what="every reading in the Parquet files")
+        job_rows = query_rows(bootstrap, averages, 3 * len(device_ids))
+    finally:
+        close_devices(devices)
+        tidewater("query", "delete", job, bootstrap=bootstrap, check=False)
+        if capture.process is not None:
+            assert capture.stop() == 0, capture.log_text()[-4000:]
+
+    assert captured() == n_events
+    with duckdb.connect() as connection:
+        # The cold path's answer: typed columns straight from the files. CASTs keep the query
+        # right even if other tests' events on the shared topic made a column text.
+        parquet_rows = connection.execute(
+            f"""SELECT deviceId,
+                       strftime(date_trunc('hour', strptime(CAST(ts AS VARCHAR), '%Y-%m-%dT%H:%M:%SZ')) + INTERVAL 1 HOUR,
+                                '%Y-%m-%dT%H:%M:%S') AS window_end,
+                       avg(CAST(temperature AS DOUBLE)) AS avg_temp, count(*) AS n
+                FROM read_parquet('{glob}', union_by_name = true, hive_partitioning = false)
+                WHERE deviceId IN ({ids})
+                GROUP BY ALL ORDER BY ALL"""
+        ).fetchall()
+    from_parquet = {(device_id, window_end): avg_temp for device_id, window_end, avg_temp, _ in parquet_rows}
+    from_job = {(row["deviceId"], row["windowEnd"][:19]): row["avg_temp"] for row in job_rows}
+    assert len(job_rows) == len(from_job) == 3 * len(device_ids), job_rows
+    # Every closed hour of every device, six readings each, and the watermark's reading alone.
+    assert sorted({window_end for _, window_end in from_job}) == [
+        "2026-01-01T01:00:00", "2026-01-01T02:00:00", "2026-01-01T03:00:00"], job_rows
+    assert set(from_parquet) == set(from_job) | {(device_id, "2026-01-01T10:00:00") for device_id in device_ids}
+    assert all(n == 6 for _, window_end, _, n in parquet_rows if window_end != "2026-01-01T10:00:00"), parquet_rows
+    for key, avg_temp in from_job.items():
+        assert abs(from_parquet[key] - avg_temp) < 1e-9, (key, from_parquet[key], avg_temp)

@@ -18,13 +18,22 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{BackoffConfig, ObjectStore, PutPayload, RetryConfig};
 
 use crate::layout::{self, FileRange};
+
+/// Retries `object_store` makes on its own of a request that failed for a reason worth
+/// retrying (a 5xx, a connection reset), and for how long at most. Kept short: the capture
+/// retries with its own backoff, reporting each failure in the log and `capture describe`, and
+/// one attempt is time the loop does not poll (see `runner`).
+const STORE_RETRIES_MAX: usize = 2;
+const STORE_RETRY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A capture's destination, parsed from its URL.
 #[derive(Clone)]
@@ -68,7 +77,11 @@ impl Destination {
             if bucket.is_empty() {
                 return Err(invalid("an S3 URL names a bucket, s3://bucket/prefix"));
             }
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: STORE_RETRIES_MAX,
+                retry_timeout: STORE_RETRY_TIMEOUT,
+            });
             if std::env::var("AWS_ENDPOINT_URL")
                 .or_else(|_| std::env::var("AWS_ENDPOINT"))
                 .is_ok_and(|endpoint| endpoint.starts_with("http://"))
@@ -106,12 +119,7 @@ impl Destination {
 
     /// Makes `bytes` visible at `relative` (a `layout::file_path`) whole, replacing a file of
     /// the same name. `staging` is where a local file is written first (a `layout::staging_path`).
-    pub async fn publish(
-        &self,
-        relative: &str,
-        staging: &str,
-        bytes: Vec<u8>,
-    ) -> Result<(), DestinationError> {
+    pub async fn publish(&self, relative: &str, staging: &str, bytes: Bytes) -> Result<(), DestinationError> {
         match self {
             Destination::Local { root } => {
                 let (target, staging) = (root.join(relative), root.join(staging));
@@ -123,7 +131,7 @@ impl Destination {
                 )?
             }
             Destination::ObjectStore { url, store, prefix } => store
-                .put(&Self::object_path(prefix, relative), PutPayload::from(bytes))
+                .put(&Self::object_path(prefix, relative), PutPayload::from_bytes(bytes))
                 .await
                 .map(|_| ())
                 .map_err(|source| DestinationError::Store { url: url.clone(), source }),
@@ -273,7 +281,7 @@ mod tests {
                 let path = layout::file_path("t", hour, partition, first, last);
                 let staging = layout::staging_path("t", partition, first);
                 destination
-                    .publish(&path, &staging, vec![1, 2, 3])
+                    .publish(&path, &staging, Bytes::from_static(&[1, 2, 3]))
                     .await
                     .unwrap_or_else(|error| panic!("{error}"));
             }
@@ -304,7 +312,7 @@ mod tests {
         std::fs::write(&blocker, b"").unwrap_or_else(|error| panic!("{error}"));
         let destination = Destination::Local { root: blocker.clone() };
         let error = runtime()
-            .block_on(destination.publish("t/x.parquet", "t/_staging/x.tmp", vec![1]))
+            .block_on(destination.publish("t/x.parquet", "t/_staging/x.tmp", Bytes::from_static(&[1])))
             .err()
             .map(|error| error.to_string())
             .unwrap_or_default();

@@ -4,6 +4,7 @@
 //! - [`definition`]: a capture's settings and their validation.
 //! - [`layout`]: where a file goes and what its name says (pure).
 //! - [`encode`]: records into a Parquet file's bytes, raw or with JSON columns (pure).
+//! - [`json`]: the value's top-level JSON fields as typed columns (pure).
 //! - [`destination`]: a local directory or an S3 bucket, and making a whole file visible.
 //! - [`runner`]: the consumer loop that cuts files by time and size and commits offsets only
 //!   after a file is visible.
@@ -17,6 +18,7 @@
 pub mod definition;
 pub mod destination;
 pub mod encode;
+pub mod json;
 pub mod layout;
 pub mod metrics;
 pub mod registry;
