@@ -57,10 +57,15 @@
 //! Session taken over, 0x8E) once it has sent the acknowledgements it owes, and the session
 //! passes to the new one.
 //!
-//! # Not yet
+//! # Persistent sessions
 //!
-//! Sessions, and wills waiting out their delay, live in the gateway's memory: a restart ends
-//! them.
+//! A persistent session (3.1.1 Clean Session 0, MQTT 5 Session Expiry Interval above 0) is kept
+//! in the cluster too ([`crate::session_store`]): a CONNECT that finds no session in this
+//! gateway but one in the sessions table restores it (re-reading the pub/sub topic from the
+//! positions it names) before the CONNACK, which then says Session Present. Another gateway's
+//! newer connection for the same client id takes the session over from here, as a second
+//! connection to this gateway would. Wills waiting out their delay still live in memory only: a
+//! restart drops them.
 //!
 //! # Where
 //!
@@ -99,6 +104,7 @@ use crate::hub::Hub;
 use crate::listener::{tls_handshake, LimitedListener, Listen};
 use crate::registry::Directory;
 use crate::route::{Destinations, DeviceMessage, Routed};
+use crate::session_store::SessionStore;
 
 use self::connection::{run_connection, End};
 
@@ -194,6 +200,8 @@ struct Shared {
     directory: Directory,
     appender: Arc<dyn Appender>,
     hub: Arc<Hub>,
+    /// Where persistent sessions are written ([`SessionStore::disabled`] keeps them in memory).
+    store: Arc<SessionStore>,
     /// The connection currently holding each client id, to take it over (MQTT-3.1.4-3).
     clients: std::sync::Mutex<HashMap<String, ClientSlot>>,
     next_connection_id: AtomicU64,
@@ -292,6 +300,7 @@ pub async fn serve(
     directory: Directory,
     appender: Arc<dyn Appender>,
     hub: Arc<Hub>,
+    store: Arc<SessionStore>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let shared = Arc::new(Shared {
@@ -299,6 +308,7 @@ pub async fn serve(
         directory,
         appender,
         hub,
+        store,
         clients: std::sync::Mutex::new(HashMap::new()),
         next_connection_id: AtomicU64::new(0),
         delayed_wills: std::sync::Mutex::new(HashMap::new()),
