@@ -1289,6 +1289,157 @@ mod tests {
         assert_eq!(hub.session_counts(), (1, 1));
     }
 
+    fn persisting() -> Hub {
+        Hub::new(HubConfig { persist_sessions: true, ..HubConfig::default() })
+    }
+
+    /// The dirty records as `client: tombstone` or `client: connected subscriptions`.
+    fn written(hub: &Hub) -> Vec<String> {
+        let mut records: Vec<String> = hub
+            .take_dirty(Instant::now(), 0)
+            .into_iter()
+            .map(|(client, record)| match record {
+                None => format!("{client}: tombstone"),
+                Some(record) => format!(
+                    "{client}: {} {:?}",
+                    if record.connected { "connected" } else { "away" },
+                    record.subscriptions.iter().map(|sub| sub.filter.as_str()).collect::<Vec<_>>()
+                ),
+            })
+            .collect();
+        records.sort();
+        records
+    }
+
+    #[test]
+    fn persistent_sessions_are_written_when_they_change_and_leave_a_tombstone_when_they_end() {
+        let hub = persisting();
+        hub.connect("clean", options(true, SessionExpiry::AtDisconnect), 1, Arc::default(), 0);
+        hub.subscribe("clean", &[("t".into(), at(QoS::AtLeastOnce))], 0);
+        hub.connect("kept", options(true, SessionExpiry::Never), 2, Arc::default(), 0);
+        assert_eq!(written(&hub), ["kept: connected []"], "a clean session writes nothing");
+        assert!(written(&hub).is_empty(), "nothing changed since");
+        hub.subscribe("kept", &[("t".into(), at(QoS::AtLeastOnce))], 0);
+        hub.disconnect("kept", 2, None);
+        hub.disconnect("clean", 1, None);
+        assert_eq!(written(&hub), ["kept: away [\"t\"]"]);
+        // A clean start ends it: a tombstone, and nothing for the clean session that follows.
+        hub.connect("kept", options(true, SessionExpiry::AtDisconnect), 3, Arc::default(), 0);
+        assert_eq!(written(&hub), ["kept: tombstone"]);
+        hub.disconnect("kept", 3, None);
+        assert!(written(&hub).is_empty());
+    }
+
+    #[test]
+    fn acknowledged_messages_move_the_position_and_a_restore_owes_only_the_rest() {
+        let hub = persisting();
+        hub.start_reading(0, 100);
+        hub.connect("a", options(true, SessionExpiry::Never), 1, Arc::default(), 0);
+        hub.subscribe("a", &[("t".into(), at(QoS::AtLeastOnce))], 0);
+        for offset in 100..104 {
+            hub.publish_at(0, offset, Some(message("t", &offset.to_string(), QoS::AtLeastOnce)), 0);
+        }
+        assert_eq!(describe(&hub.pump("a", 1, 0).packets), ["PUBLISH 1 t 100", "PUBLISH 2 t 101"]);
+        hub.acknowledged("a", &ack(Packet::PubAck, 2));
+        let records = hub.take_dirty(Instant::now(), 0);
+        let record = records[0].1.clone().expect("a record");
+        assert_eq!(record.positions, [(0, 100)].into(), "100 is still unacknowledged");
+        assert_eq!(record.sent, [(0, 101)].into());
+        assert_eq!(
+            record.in_flight.iter().map(|flight| (flight.offset, flight.packet_id)).collect::<Vec<_>>(),
+            [(100, 1)]
+        );
+
+        // Another gateway, after this one died, restores it from the record.
+        let other = persisting();
+        other.start_reading(0, 105);
+        other.apply_stored("a", Some(record.clone()));
+        let restored = other.restorable("a", 0).expect("restorable");
+        let ranges =
+            other.begin_restore("a", &restored, &options(false, SessionExpiry::Never)).expect("ranges");
+        assert_eq!(ranges, [(0, (100, 105))].into());
+        // A message read live meanwhile queues after what is re-read.
+        other.publish_at(0, 105, Some(message("t", "105", QoS::AtLeastOnce)), 0);
+        let replayed: Vec<(Position, Arc<Message>)> = (100..105)
+            .map(|offset| ((0, offset), message("t", &offset.to_string(), QoS::AtLeastOnce)))
+            .collect();
+        other.finish_restore("a", &restored, &replayed, 0);
+        let (present, owed) = other.connect("a", options(false, SessionExpiry::Never), 7, Arc::default(), 0);
+        assert!(present);
+        // Packet ids go on from the record's, so none is reused while the client may hold it.
+        assert_eq!(describe(&owed.packets), ["PUBLISH 1 t 100 dup", "PUBLISH 3 t 102"]);
+        other.acknowledged("a", &ack(Packet::PubAck, 1));
+        assert_eq!(describe(&other.pump("a", 7, 0).packets), ["PUBLISH 4 t 103"]);
+        other.acknowledged("a", &ack(Packet::PubAck, 3));
+        assert_eq!(describe(&other.pump("a", 7, 0).packets), ["PUBLISH 5 t 104"]);
+        other.acknowledged("a", &ack(Packet::PubAck, 4));
+        assert_eq!(describe(&other.pump("a", 7, 0).packets), ["PUBLISH 6 t 105"]);
+    }
+
+    #[test]
+    fn a_newer_record_from_another_gateway_takes_the_session_over_and_an_older_one_does_not() {
+        let hub = persisting();
+        let taken_over = Arc::new(Notify::new());
+        hub.connect("a", options(true, SessionExpiry::Never), 1, Arc::default(), 1_000);
+        hub.watch_takeover("a", 1, taken_over.clone());
+        let _ = written(&hub);
+        let mut record = hub.take_dirty(Instant::now(), 0);
+        assert!(record.is_empty());
+        hub.subscribe("a", &[("t".into(), at(QoS::AtLeastOnce))], 0);
+        record = hub.take_dirty(Instant::now(), 0);
+        let mut elsewhere = record[0].1.clone().expect("a record");
+        elsewhere.gateway = "other".into();
+        elsewhere.connected_at_ms = 999;
+        hub.apply_stored("a", Some(elsewhere.clone()));
+        assert_eq!(hub.session_counts(), (1, 1), "an older connection's record changes nothing");
+        let mine = SessionRecord {
+            gateway: hub.instance().to_string(),
+            connected_at_ms: 5_000,
+            ..elsewhere.clone()
+        };
+        hub.apply_stored("a", Some(mine));
+        assert_eq!(hub.session_counts(), (1, 1), "this gateway's own records are skipped");
+        elsewhere.connected_at_ms = 2_000;
+        hub.apply_stored("a", Some(elsewhere));
+        assert_eq!(hub.session_counts(), (0, 0));
+        assert!(written(&hub).is_empty(), "no tombstone: the session lives on at the other gateway");
+        // The connection was told (a permit is waiting for it).
+        let told = tokio::runtime::Builder::new_current_thread().enable_time().build().map(|runtime| {
+            runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(1), taken_over.notified()).await.is_ok()
+            })
+        });
+        assert!(matches!(told, Ok(true)));
+        assert!(hub.restorable("a", 0).is_some(), "the client may come back here");
+    }
+
+    #[test]
+    fn a_stored_session_past_its_expiry_is_ended_with_a_tombstone() {
+        let hub = persisting();
+        let record = SessionRecord {
+            version: crate::session_record::RECORD_VERSION,
+            gateway: "gone".into(),
+            connected_at_ms: 0,
+            connected: false,
+            expiry_secs: Some(60),
+            expires_at_ms: Some(60_000),
+            protocol_level: 5,
+            subscriptions: Vec::new(),
+            positions: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            in_flight: Vec::new(),
+            inbound_qos2: Vec::new(),
+            next_packet_id: 1,
+        };
+        hub.apply_stored("a", Some(record));
+        hub.sweep(Instant::now(), 59_999);
+        assert!(written(&hub).is_empty());
+        assert!(hub.restorable("a", 59_999).is_some());
+        hub.sweep(Instant::now(), 60_000);
+        assert_eq!(written(&hub), ["a: tombstone"]);
+        assert!(hub.restorable("a", 60_000).is_none());
+    }
+
     #[test]
     fn a_session_expires_after_its_interval() {
         let hub = Hub::new(HubConfig::default());
