@@ -2,8 +2,9 @@
 packets against the real binary: a session survives a gateway restart (SIGTERM and SIGKILL)
 and moves to another gateway (`tidewater gateway`) in front of the same broker, with Session
 Present 1 and every QoS 1 message it was owed; a QoS 2 id awaiting PUBREL survives a kill -9; a
-clean start, or a session's expiry, leaves a tombstone in `_tidewater_mqtt_sessions`; and a
-newer connection at another gateway takes the session over.
+will waiting out its delay is published after a restart; a clean start, or a session's expiry,
+leaves a tombstone in `_tidewater_mqtt_sessions`; and a newer connection at another gateway
+takes the session over.
 
 The gateways here take anonymous clients, whose sessions are keyed `anonymous/{client id}`.
 """
@@ -19,7 +20,11 @@ import threading
 import time
 
 import pytest
+import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError, TopicPartition, OFFSET_BEGINNING
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 import confluent_support as ck
 from conftest import tidewater_binary
@@ -71,10 +76,11 @@ def session_records(bootstrap: str) -> dict[str, dict | None]:
         client.close()
 
 
-def wait_for_record(bootstrap: str, client_id: str, condition, what: str):
-    """Waits until the cluster's latest record of anonymous client `client_id` satisfies
-    `condition` (it gets `None` for a tombstone or no record) and returns it."""
-    key = f"anonymous/{client_id}"
+def wait_for_record(bootstrap: str, client_id: str, condition, what: str, prefix: str = ""):
+    """Waits until the cluster's latest record of anonymous client `client_id` (its will's with
+    `prefix="will/"`) satisfies `condition` (it gets `None` for a tombstone or no record, and
+    whether there is a record) and returns it."""
+    key = f"{prefix}anonymous/{client_id}"
     found: list = []
 
     def check():
@@ -353,3 +359,51 @@ def test_a_session_expires_in_the_cluster_too(broker_factory):
         assert again.session_present is False
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["sigterm-while-connected", "sigkill-after-it-vanished"])
+def test_a_delayed_will_survives_a_gateway_restart(broker_factory, kill):
+    """A will with a Will Delay Interval is kept in the sessions topic while it waits, so the
+    restarted gateway publishes it when it is due, once. With SIGTERM the client is still
+    connected (the stopping gateway ends its connection, which starts the delay); with SIGKILL
+    it vanished before."""
+    broker = broker_factory("--mqtt-allow-anonymous")
+    topic = unique("lastwill") + "/pump"
+    watcher_id = unique("watcher")
+    watcher = Client(broker.mqtt_port, V5, watcher_id, clean=False, session_expiry=3600)
+    watcher.subscribe((topic, 1))
+    watcher.close()
+    wait_for_record(broker.bootstrap, watcher_id, detached_with(topic), "the watcher's session record")
+
+    doomed_id = unique("doomed")
+    doomed = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=doomed_id, protocol=V5)
+    will_properties = Properties(PacketTypes.WILLMESSAGE)
+    will_properties.WillDelayInterval = 3
+    doomed.will_set(topic, b"pump-1 is gone", qos=1, properties=will_properties)
+    connected = threading.Event()
+    doomed.on_connect = lambda client, userdata, flags, reason_code, properties=None: connected.set()
+    connect_properties = Properties(PacketTypes.CONNECT)
+    connect_properties.SessionExpiryInterval = 300
+    doomed.connect("127.0.0.1", broker.mqtt_port, keepalive=30, clean_start=True, properties=connect_properties)
+    doomed.loop_start()
+    assert connected.wait(MQTT_TIMEOUT_S), "no CONNACK"
+    doomed.loop_stop()
+    if kill:
+        doomed.socket().close()
+        wait_for_record(broker.bootstrap, doomed_id, lambda record, _: bool(record), "the waiting will", prefix="will/")
+        broker.restart(kill=True)
+    else:
+        # The will's delay begins when the stopping gateway ends the connection; the restarted
+        # one publishes it.
+        broker.restart()
+        doomed.socket().close()
+
+    watcher = Client(broker.mqtt_port, V5, watcher_id, clean=False, session_expiry=3600)
+    try:
+        assert watcher.session_present is True
+        assert watcher.wait_for(1) == [(topic, b"pump-1 is gone", 1, False)]
+        assert len(watcher.quiet_for(1.0)) == 1, "published once"
+    finally:
+        watcher.close()
+    wait_for_record(broker.bootstrap, doomed_id, lambda record, present: present and record is None,
+                    "the published will's tombstone", prefix="will/")

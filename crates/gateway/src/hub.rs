@@ -51,6 +51,7 @@ use tokio::sync::Notify;
 use crate::message::Message;
 use crate::session_record::{
     owed_messages, Owed, Position, SessionRecord, StoredAwaiting, StoredInFlight, StoredSubscription,
+    StoredWill,
 };
 use crate::subscriptions::{ClientKey, Subscribed, Subscriptions};
 
@@ -369,6 +370,13 @@ struct HubState {
     /// is in `ended_recorded`.
     dirty: HashSet<ClientKey>,
     ended_recorded: HashSet<ClientKey>,
+    /// Wills waiting out their delay in the sessions topic, by client, as last read (or
+    /// written here).
+    wills: HashMap<ClientKey, StoredWill>,
+    /// Wills this gateway claimed, to claim each once.
+    wills_claimed: HashSet<(ClientKey, i64)>,
+    /// Wills whose claim this gateway won, to publish.
+    wills_won: Vec<(ClientKey, StoredWill)>,
 }
 
 /// All MQTT sessions of one gateway; see the module documentation.
@@ -589,6 +597,79 @@ impl Hub {
             state.dirty.remove(client);
         }
         state.stored.insert(client.to_string(), record);
+    }
+
+    /// A will record of the sessions topic (`None`: a tombstone), this gateway's own included:
+    /// a new will waits; the first claim of a waiting will wins, and if it is this gateway's
+    /// the will is handed out by [`Hub::take_won_wills`]; later claims lose.
+    pub fn apply_will(&self, client: &str, will: Option<StoredWill>) {
+        let mut state = self.lock();
+        let Some(will) = will else {
+            state.wills.remove(client);
+            return;
+        };
+        match &will.claimed_by {
+            None => {
+                // A repeat of the waiting will (this gateway inserted it before writing it)
+                // keeps what is known of its claims.
+                if !state.wills.get(client).is_some_and(|waiting| waiting.is_same_will(&will)) {
+                    state.wills.insert(client.to_string(), will);
+                }
+            }
+            Some(claimant) => {
+                let Some(waiting) = state.wills.get_mut(client) else { return };
+                if waiting.claimed_by.is_some() || !waiting.is_same_will(&will) {
+                    return;
+                }
+                waiting.claimed_by = Some(claimant.clone());
+                if *claimant == self.instance {
+                    state.wills_won.push((client.to_string(), will));
+                }
+            }
+        }
+    }
+
+    /// Claims for the wills that are due and not claimed yet, each once, to write.
+    pub fn claim_due_wills(&self, now_ms: i64) -> Vec<(ClientKey, StoredWill)> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut claims = Vec::new();
+        for (client, will) in &state.wills {
+            if will.claimed_by.is_none()
+                && will.due_at_ms <= now_ms
+                && state.wills_claimed.insert((client.clone(), will.ended_at_ms))
+            {
+                claims.push((
+                    client.clone(),
+                    StoredWill { claimed_by: Some(self.instance.clone()), ..will.clone() },
+                ));
+            }
+        }
+        claims
+    }
+
+    /// The wills this gateway won the claim of: to publish, then to remove with a tombstone.
+    pub fn take_won_wills(&self) -> Vec<(ClientKey, StoredWill)> {
+        let mut state = self.lock();
+        let HubState { wills, wills_claimed, wills_won, .. } = &mut *state;
+        wills_claimed.retain(|(client, _)| wills.contains_key(client));
+        std::mem::take(wills_won)
+    }
+
+    /// A claim that could not be written: it may be made again.
+    pub fn claim_failed(&self, client: &str, ended_at_ms: i64) {
+        self.lock().wills_claimed.remove(&(client.to_string(), ended_at_ms));
+    }
+
+    /// A new connection of `client` cancels its waiting will unless it is claimed already;
+    /// whether there was one (the caller then writes the tombstone).
+    pub fn cancel_will(&self, client: &str) -> bool {
+        let mut state = self.lock();
+        let waiting = state.wills.get(client).is_some_and(|will| will.claimed_by.is_none());
+        if waiting {
+            state.wills.remove(client);
+        }
+        waiting
     }
 
     /// The record to restore `client`'s session from, if this gateway does not hold it and the
@@ -1438,6 +1519,40 @@ mod tests {
         hub.sweep(Instant::now(), 60_000);
         assert_eq!(written(&hub), ["a: tombstone"]);
         assert!(hub.restorable("a", 60_000).is_none());
+    }
+
+    #[test]
+    fn a_due_will_is_claimed_once_and_published_by_the_first_claimant_only() {
+        let will = tidewater_mqtt::Will {
+            topic: tidewater_mqtt::Utf8Bytes::default(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties::default(),
+        };
+        let waiting = StoredWill::of(&will, None, "writer", 1, 5_000);
+        let (here, there) = (persisting(), persisting());
+        for hub in [&here, &there] {
+            hub.apply_will("a", Some(waiting.clone()));
+            assert!(hub.claim_due_wills(4_999).is_empty(), "not due yet");
+        }
+        let claim_here = here.claim_due_wills(5_000);
+        let claim_there = there.claim_due_wills(5_000);
+        assert_eq!(claim_here.len(), 1);
+        assert!(here.claim_due_wills(6_000).is_empty(), "claimed once");
+        // Both read the two claims in the topic's order: the first wins everywhere.
+        for hub in [&here, &there] {
+            hub.apply_will("a", Some(claim_there[0].1.clone()));
+            hub.apply_will("a", Some(claim_here[0].1.clone()));
+        }
+        assert!(here.take_won_wills().is_empty());
+        assert_eq!(there.take_won_wills().len(), 1);
+        assert!(!there.cancel_will("a"), "a claimed will is no longer cancelled");
+        // A reconnect before the will is due cancels it.
+        let later = StoredWill::of(&will, None, "writer", 2, 9_000);
+        here.apply_will("a", Some(later));
+        assert!(here.cancel_will("a"));
+        assert!(here.claim_due_wills(10_000).is_empty());
     }
 
     #[test]

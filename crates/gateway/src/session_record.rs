@@ -168,6 +168,126 @@ impl SessionRecord {
     }
 }
 
+/// Where a will waiting out its Will Delay Interval is kept in the sessions topic: key
+/// `will/{client}` beside the client's session. No client key contains "will/" at its start
+/// (devices have no '/', anonymous clients are `anonymous/...`).
+pub const WILL_KEY_PREFIX: &str = "will/";
+
+/// A will waiting out its delay, as kept in the sessions topic (see `crate::session_store`).
+/// The gateway whose connection ended writes it; once it is due, any gateway may claim it by
+/// writing it again with `claimed_by` set, and the first claim in the topic after it wins: that
+/// gateway publishes it and writes a tombstone. A new connection of the client writes the
+/// tombstone first, which cancels it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredWill {
+    #[serde(default = "default_version")]
+    pub version: u32,
+    /// The gateway whose connection ended, and when: together they name this will.
+    pub gateway: String,
+    pub ended_at_ms: i64,
+    pub due_at_ms: i64,
+    /// The device it belongs to; `None` for an anonymous client.
+    #[serde(default)]
+    pub device: Option<String>,
+    pub topic: String,
+    pub payload_base64: String,
+    pub qos: u8,
+    #[serde(default)]
+    pub retain: bool,
+    #[serde(default)]
+    pub payload_format_utf8: bool,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub message_expiry_secs: Option<u32>,
+    #[serde(default)]
+    pub user_properties: Vec<(String, String)>,
+    /// The gateway that claims to publish it.
+    #[serde(default)]
+    pub claimed_by: Option<String>,
+}
+
+impl StoredWill {
+    pub fn of(
+        will: &tidewater_mqtt::Will,
+        device: Option<&str>,
+        gateway: &str,
+        ended_at_ms: i64,
+        due_at_ms: i64,
+    ) -> StoredWill {
+        use base64::Engine as _;
+        let properties = &will.properties;
+        StoredWill {
+            version: RECORD_VERSION,
+            gateway: gateway.to_string(),
+            ended_at_ms,
+            due_at_ms,
+            device: device.map(str::to_string),
+            topic: will.topic.as_str().to_string(),
+            payload_base64: base64::engine::general_purpose::STANDARD.encode(&will.payload),
+            qos: will.qos as u8,
+            retain: will.retain,
+            payload_format_utf8: properties.payload_format_indicator == Some(true),
+            content_type: properties.content_type.as_ref().map(|value| value.as_str().to_string()),
+            message_expiry_secs: properties.message_expiry_interval_secs,
+            user_properties: properties
+                .user_properties
+                .iter()
+                .map(|(name, value)| (name.as_str().to_string(), value.as_str().to_string()))
+                .collect(),
+            claimed_by: None,
+        }
+    }
+
+    /// The will as the CONNECT carried it (the properties kept above), or `None` if a field is
+    /// damaged.
+    pub fn will(&self) -> Option<tidewater_mqtt::Will> {
+        use base64::Engine as _;
+        let utf8 = |text: &str| {
+            tidewater_mqtt::Utf8Bytes::try_from_bytes(bytes::Bytes::copy_from_slice(text.as_bytes())).ok()
+        };
+        let payload = base64::engine::general_purpose::STANDARD.decode(&self.payload_base64).ok()?;
+        let mut properties = tidewater_mqtt::Properties {
+            payload_format_indicator: self.payload_format_utf8.then_some(true),
+            message_expiry_interval_secs: self.message_expiry_secs,
+            ..Default::default()
+        };
+        if let Some(content_type) = &self.content_type {
+            properties.content_type = Some(utf8(content_type)?);
+        }
+        for (name, value) in &self.user_properties {
+            properties.user_properties.push((utf8(name)?, utf8(value)?));
+        }
+        Some(tidewater_mqtt::Will {
+            topic: utf8(&self.topic)?,
+            payload: bytes::Bytes::from(payload),
+            qos: QoS::from_u8(self.qos)?,
+            retain: self.retain,
+            properties,
+        })
+    }
+
+    /// Whether `other` is this will (a claim of it), not a later one of the same client.
+    pub fn is_same_will(&self, other: &StoredWill) -> bool {
+        self.gateway == other.gateway && self.ended_at_ms == other.ended_at_ms
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(value: &[u8]) -> Result<StoredWill, String> {
+        let will: StoredWill = serde_json::from_slice(value).map_err(|error| error.to_string())?;
+        if will.version > RECORD_VERSION {
+            return Err(format!(
+                "will record version {} is newer than this gateway's {RECORD_VERSION}",
+                will.version
+            ));
+        }
+        Ok(will)
+    }
+}
+
 /// One message a restored session owes its client.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Owed {
@@ -331,6 +451,26 @@ mod tests {
                 Owed::Queued { position, qos, .. } => format!("queued {} qos{}", position.1, *qos as u8),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_will_round_trips_with_its_properties() {
+        let will = tidewater_mqtt::Will {
+            topic: Utf8Bytes::try_from_bytes(Bytes::from_static(b"status/pump")).unwrap_or_default(),
+            payload: Bytes::from_static(b"\x00offline"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Properties {
+                content_type: Utf8Bytes::try_from_bytes(Bytes::from_static(b"text/plain")).ok(),
+                message_expiry_interval_secs: Some(60),
+                ..Properties::default()
+            },
+        };
+        let stored = StoredWill::of(&will, Some("pump-1"), "g", 5, 10);
+        let decoded = StoredWill::decode(&stored.encode()).expect("decodes");
+        assert_eq!(decoded.will(), Some(will));
+        assert!(decoded.is_same_will(&StoredWill { claimed_by: Some("h".into()), ..stored.clone() }));
+        assert!(!decoded.is_same_will(&StoredWill { ended_at_ms: 6, ..stored }));
     }
 
     #[test]

@@ -49,7 +49,7 @@ use tidewater_client::{now_ms, ClusterConfig, KeyedTopic, QuietContext};
 use crate::append::{AppendError, PendingAppend};
 use crate::hub::{Hub, ReplayRanges};
 use crate::message::{from_record, Message};
-use crate::session_record::{Position, SessionRecord};
+use crate::session_record::{Position, SessionRecord, StoredWill, WILL_KEY_PREFIX};
 
 /// How often the gateway writes the records of sessions that changed.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
@@ -162,6 +162,33 @@ impl SessionStore {
             }
             tracing::warn!(n_sessions = failed.len(), detail, "writing session records failed; will retry");
             hub.retouch(failed);
+            Err(AppendError::Failed { topic, detail })
+        })
+    }
+
+    /// Writes `client`'s will record (`None`: its tombstone); resolves once the cluster has it.
+    pub fn write_will(&self, client: &str, will: Option<&StoredWill>) -> PendingAppend {
+        let Some(inner) = &self.inner else { return Box::pin(async { Ok(()) }) };
+        let key = format!("{WILL_KEY_PREFIX}{client}");
+        let value = will.map(StoredWill::encode);
+        let mut message: FutureRecord<'_, str, [u8]> = FutureRecord::to(&inner.topic).key(&key);
+        if let Some(value) = &value {
+            message = message.payload(value);
+        }
+        let topic = inner.topic.clone();
+        let queued = {
+            let _order = inner.order.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            inner.producer.send_result(message).map_err(|(error, _)| error.to_string())
+        };
+        Box::pin(async move {
+            let detail = match queued {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Err((error, _))) => error.to_string(),
+                    Err(_) => "the producer was dropped".to_string(),
+                },
+                Err(error) => error,
+            };
             Err(AppendError::Failed { topic, detail })
         })
     }
@@ -289,6 +316,14 @@ pub fn follow(
 /// Hands one record of the sessions topic to the hub.
 fn apply(hub: &Hub, key: Option<&[u8]>, value: Option<&[u8]>) {
     let Some(client) = key.and_then(|key| std::str::from_utf8(key).ok()) else { return };
+    if let Some(client) = client.strip_prefix(WILL_KEY_PREFIX) {
+        match value.map(StoredWill::decode) {
+            None => hub.apply_will(client, None),
+            Some(Ok(will)) => hub.apply_will(client, Some(will)),
+            Some(Err(error)) => tracing::warn!(client, error, "a will record does not decode; skipped"),
+        }
+        return;
+    }
     let record = match value.map(SessionRecord::decode) {
         None => None,
         Some(Ok(record)) => Some(record),

@@ -277,7 +277,7 @@ pub(super) async fn run_connection<R, W>(
         };
         match will_delay(&will.will, version, session_expiry) {
             None => will.publish().await,
-            Some(delay) => will.publish_after(delay, claim.connection_id),
+            Some(delay) => will.wait_out(delay, claim.connection_id).await,
         }
     }
     let _ = session.outgoing.send(Outgoing::Close).await;
@@ -296,6 +296,12 @@ async fn restore_session(
     options: &ConnectOptions,
 ) -> anyhow::Result<()> {
     let Some(ranges) = shared.hub.begin_restore(client, &record, options) else { return Ok(()) };
+    // Until the follower has started on the pub/sub topic the hub knows no position to re-read
+    // up to; restoring now would write the session back without its positions.
+    if ranges.is_empty() && !record.positions.is_empty() {
+        shared.hub.abandon_restore(client, record);
+        anyhow::bail!("the pub/sub topic is not being read yet");
+    }
     match shared.store.replay(ranges).await {
         Ok(replayed) => {
             shared.hub.finish_restore(client, &record, &replayed, now_ms());

@@ -23,7 +23,8 @@
 //!   expires.
 //! - A will message is appended like a PUBLISH (header `mqtt-will: true`) when the connection
 //!   ends any way but a normal DISCONNECT; with an MQTT 5 Will Delay Interval, only if no new
-//!   connection with the same client id arrives within it (or before the session ends).
+//!   connection with the same client id arrives within it (or before the session ends), at
+//!   this gateway or another.
 //!
 //! A packet that does not decode, or breaks the protocol, ends that connection only: an MQTT 5
 //! client is sent a DISCONNECT with the reason code first (Malformed Packet, Protocol Error,
@@ -64,8 +65,8 @@
 //! gateway but one in the sessions table restores it (re-reading the pub/sub topic from the
 //! positions it names) before the CONNACK, which then says Session Present. Another gateway's
 //! newer connection for the same client id takes the session over from here, as a second
-//! connection to this gateway would. Wills waiting out their delay still live in memory only: a
-//! restart drops them.
+//! connection to this gateway would. Wills waiting out their delay are kept there too, and
+//! published by whichever gateway claims them first once due (`will.rs`).
 //!
 //! # Where
 //!
@@ -233,6 +234,16 @@ impl ClientClaim {
     fn take(shared: &Arc<Shared>, client_id: &str) -> ClientClaim {
         let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
         shared.lock_delayed_wills().remove(client_id);
+        // A will waiting in the cluster is cancelled there too.
+        if shared.hub.cancel_will(client_id) {
+            let written = shared.store.write_will(client_id, None);
+            let client = client_id.to_string();
+            tokio::spawn(async move {
+                if let Err(error) = written.await {
+                    tracing::warn!(%error, client, "cancelling a delayed will in the cluster failed; it may still be sent");
+                }
+            });
+        }
         let taken_over = Arc::new(Notify::new());
         let slot = ClientSlot { connection_id, taken_over: taken_over.clone() };
         let previous = shared.lock_clients().insert(client_id.to_string(), slot);
@@ -314,6 +325,7 @@ pub async fn serve(
         delayed_wills: std::sync::Mutex::new(HashMap::new()),
     });
     let mut accepting = tokio::task::JoinSet::new();
+    accepting.spawn(will::wills_loop(shared.clone(), stop.clone()));
     for listen in listeners {
         accepting.spawn(accept_loop(listen, shared.clone(), stop.clone()));
     }
