@@ -500,7 +500,11 @@ impl Hub {
 
     /// Marks `client`'s session dirty if its record must be written (see the module docs).
     fn touch(&self, state: &mut HubState, client: &str) {
-        if self.config.persist_sessions && state.sessions.get(client).is_some_and(Session::persists) {
+        // Checked before inserting: this runs on every acknowledgement, and the key is a copy.
+        if self.config.persist_sessions
+            && !state.dirty.contains(client)
+            && state.sessions.get(client).is_some_and(Session::persists)
+        {
             state.dirty.insert(client.to_string());
         }
     }

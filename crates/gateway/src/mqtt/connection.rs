@@ -287,6 +287,7 @@ pub(super) async fn run_connection<R, W>(
         linger(&mut reader, &mut buffer).await;
     }
 }
+
 /// Restores `client`'s session from its record: re-reads what it may be owed from the pub/sub
 /// topic and puts it back in the hub. On failure the hub is as before, the record kept.
 async fn restore_session(
