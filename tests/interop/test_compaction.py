@@ -315,6 +315,7 @@ def test_a_keyed_counter_killed_with_sigkill_restores_its_state_from_a_compacted
 TABLES = {
     "_tidewater_devices": "compact",
     "_tidewater_mqtt_retained": "compact",
+    "_tidewater_mqtt_sessions": "compact",
     "_tidewater_command_deliveries": "compact,delete",
     "_tidewater_triggers": "compact",
     "_tidewater_trigger_status": "compact,delete",
@@ -356,7 +357,7 @@ def forget_tables_jobs(bootstrap: str, topic_name: str) -> None:
 
 
 def test_tidewaters_tables_are_compacted_topics(bootstrap, topic_name, tmp_path):
-    """Every table `serve`'s components keep (devices, retained messages, deliveries, triggers,
+    """Every table `serve`'s components keep (devices, retained messages, MQTT sessions, deliveries, triggers,
     their status, queries) is a compacted topic; those that only matter for a while also go by
     time."""
     try:

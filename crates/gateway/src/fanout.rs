@@ -48,6 +48,8 @@ pub struct PubSubTopics {
     pub retained: String,
     pub commands: String,
     pub deliveries: String,
+    /// Persistent MQTT sessions, a compacted table keyed by client id (`crate::session_store`).
+    pub sessions: String,
     /// How long a command waits for its device when its record does not say.
     pub command_ttl: Duration,
 }
@@ -59,6 +61,7 @@ impl Default for PubSubTopics {
             retained: "_tidewater_mqtt_retained".into(),
             commands: "commands".into(),
             deliveries: "_tidewater_command_deliveries".into(),
+            sessions: "_tidewater_mqtt_sessions".into(),
             command_ttl: Duration::from_secs(3600),
         }
     }
@@ -95,8 +98,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const ADMIN_CLIENT_ID: &str = "tidewater-gateway";
 
 /// Creates the topics that do not exist yet (one partition each): the pub/sub and commands
-/// topics as streams, the retained and deliveries topics as compacted tables (see the module
-/// docs), upgrading tables created before they were compacted.
+/// topics as streams, the retained, deliveries and sessions topics as compacted tables (see the
+/// module docs), upgrading tables created before they were compacted.
 pub async fn ensure_topics(
     cluster: &ClusterConfig,
     topics: &PubSubTopics,
@@ -112,6 +115,7 @@ pub async fn ensure_topics(
     KeyedTopic::new(cluster.clone(), topics.deliveries.clone(), ADMIN_CLIENT_ID, timeout)
         .ensure(&[("cleanup.policy", "compact,delete")])
         .await?;
+    crate::session_store::ensure_topic(cluster, &topics.sessions, timeout).await?;
     Ok(())
 }
 
@@ -147,7 +151,7 @@ pub fn follow(
         .name("mqtt-fanout".into())
         .spawn(move || {
             let started = loop {
-                match assign(&consumer, &topics, timeout) {
+                match assign(&consumer, &topics, &hub, timeout) {
                     Ok(started) => break started,
                     Err(error) => {
                         tracing::warn!(error = %format!("{error:#}"), "the MQTT pub/sub follower cannot read its topics yet; retrying");
@@ -187,6 +191,7 @@ fn partitions(
 fn assign(
     consumer: &BaseConsumer<QuietContext>,
     topics: &PubSubTopics,
+    hub: &Hub,
     timeout: Duration,
 ) -> anyhow::Result<RetainedEnds> {
     let mut assignment = TopicPartitionList::new();
@@ -195,6 +200,7 @@ fn assign(
     for partition in partitions(consumer, &topics.messages, timeout)? {
         let (_, high) = consumer.fetch_watermarks(&topics.messages, partition, timeout)?;
         assignment.add_partition_offset(&topics.messages, partition, Offset::Offset(high))?;
+        hub.start_reading(partition, high);
     }
     let mut retained_ends = RetainedEnds::new();
     for partition in partitions(consumer, &topics.retained, timeout)? {
@@ -328,13 +334,11 @@ impl<'a> Record<'a> {
 pub fn apply(record: &Record<'_>, topics: &PubSubTopics, hub: &Hub, retained_ends: &RetainedEnds, now: i64) {
     let headers = || record.headers.iter().copied();
     if record.topic == topics.messages {
-        if let Some(message) = from_record(headers(), record.payload, None, record.timestamp_ms, None) {
-            let message = Arc::new(message);
-            if message.retain {
-                hub.set_retained(message.clone());
-            }
-            hub.publish(message, now);
+        let message = from_record(headers(), record.payload, None, record.timestamp_ms, None).map(Arc::new);
+        if let Some(message) = message.as_ref().filter(|message| message.retain) {
+            hub.set_retained(message.clone());
         }
+        hub.publish_at(record.partition, record.offset, message, now);
     } else if record.topic == topics.retained {
         let history = retained_ends.get(&record.partition).is_some_and(|&end| record.offset < end);
         if !history {

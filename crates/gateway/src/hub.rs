@@ -10,8 +10,20 @@
 //! QoS 1 and 2 messages matching them (at most [`HubConfig::max_queued_messages`]; QoS 0 ones
 //! are not kept, as in Mosquitto), the messages sent but not acknowledged, and the QoS 2 packet
 //! ids received but not released. On reconnect the unacknowledged ones are sent again with DUP
-//! set, and PUBRELs owed are repeated (spec 4.4). Sessions live in memory: a gateway restart
-//! ends them, and the gateway says so (session present = 0).
+//! set, and PUBRELs owed are repeated (spec 4.4).
+//!
+//! # Persistence
+//!
+//! With [`HubConfig::persist_sessions`], every change that matters to a persistent session
+//! (connect, subscribe, unsubscribe, messages sent and acknowledged, inbound QoS 2 ids,
+//! disconnect) marks it dirty, and [`Hub::take_dirty`] hands out a [`SessionRecord`] of each
+//! dirty session (or a tombstone for one that ended) for the caller to write to the cluster
+//! (`crate::session_store`). The record holds positions in the pub/sub topic, not messages, so
+//! each message handed in through [`Hub::publish_at`] carries its position. Records other
+//! gateways wrote come back through [`Hub::apply_stored`]: a newer one takes the session over
+//! from this gateway (its connection is told to close), and one for a client not connected here
+//! is kept, so that the client's next CONNECT restores it ([`Hub::begin_restore`],
+//! [`Hub::finish_restore`]).
 //!
 //! # Outgoing flow
 //!
@@ -37,7 +49,16 @@ use tidewater_mqtt::{Packet, PacketId, ProtocolVersion, PubResponse, Publish, Qo
 use tokio::sync::Notify;
 
 use crate::message::Message;
+use crate::session_record::{
+    owed_messages, Owed, Position, SessionRecord, StoredAwaiting, StoredInFlight, StoredSubscription,
+    StoredWill,
+};
 use crate::subscriptions::{ClientKey, Subscribed, Subscriptions};
+
+/// How far (in records of the pub/sub topic, summed over its partitions) the gateway may read
+/// past the positions last written for an idle persistent session before it writes them again,
+/// so that restoring the session does not re-read a long stretch of the topic for nothing.
+pub const POSITION_REFRESH_RECORDS: i64 = 10_000;
 
 /// A command's position in the commands topic: partition and offset.
 pub type CommandId = (i32, i64);
@@ -54,6 +75,9 @@ pub struct HubConfig {
     pub max_pending_commands: usize,
     /// Most subscriptions one session holds; more are refused (Quota exceeded).
     pub max_subscriptions: usize,
+    /// Track what persistent sessions must write to the cluster (see the module docs). Off in
+    /// tests that run without a cluster.
+    pub persist_sessions: bool,
 }
 
 impl Default for HubConfig {
@@ -63,6 +87,7 @@ impl Default for HubConfig {
             max_in_flight: 64,
             max_pending_commands: 100,
             max_subscriptions: 100,
+            persist_sessions: false,
         }
     }
 }
@@ -111,6 +136,8 @@ struct Queued {
     retain: bool,
     identifiers: Vec<u32>,
     command: Option<CommandId>,
+    /// Where it is in the pub/sub topic, for a message read from there.
+    position: Option<Position>,
 }
 
 /// The packet an in-flight message waits for; named after it, hence the shared prefix.
@@ -135,6 +162,8 @@ struct InFlight {
 struct Attachment {
     connection_id: u64,
     wake: Arc<Notify>,
+    /// Told when another gateway's newer connection takes the session over.
+    taken_over: Option<Arc<Notify>>,
 }
 
 #[derive(Debug)]
@@ -153,6 +182,14 @@ struct Session {
     version: ProtocolVersion,
     window: usize,
     maximum_packet_size: Option<u32>,
+    /// A record of this session may be in the cluster, so its end must write a tombstone.
+    recorded: bool,
+    /// When its current (or last) connection was accepted, in Unix milliseconds.
+    connected_at_ms: i64,
+    /// Per pub/sub partition, the offset of the last message sent to the client.
+    sent: BTreeMap<i32, i64>,
+    /// The sum of the hub's read positions when its record was last taken.
+    written_at_read: i64,
 }
 
 impl Session {
@@ -170,6 +207,85 @@ impl Session {
             version: options.version,
             window: usize::from(options.receive_maximum.min(max_in_flight).max(1)),
             maximum_packet_size: options.maximum_packet_size,
+            recorded: false,
+            connected_at_ms: 0,
+            sent: BTreeMap::new(),
+            written_at_read: 0,
+        }
+    }
+
+    /// Whether the cluster must hear of this session's changes.
+    fn persists(&self) -> bool {
+        self.expiry != SessionExpiry::AtDisconnect || self.recorded
+    }
+
+    /// Per pub/sub partition, the offset from which it may be owed messages: its oldest queued
+    /// or unacknowledged message's, or `read` (where the hub has read to) if it has none there.
+    fn positions(&self, read: &BTreeMap<i32, i64>) -> BTreeMap<i32, i64> {
+        let mut positions = read.clone();
+        let held = self.in_flight.iter().map(|flight| &flight.queued).chain(&self.queue);
+        for (partition, offset) in held.filter_map(|queued| queued.position) {
+            let entry = positions.entry(partition).or_insert(offset);
+            *entry = (*entry).min(offset);
+        }
+        positions
+    }
+
+    /// The record of this session (see [`SessionRecord`]).
+    fn record(&self, gateway: &str, read: &BTreeMap<i32, i64>, now: Instant, now_ms: i64) -> SessionRecord {
+        let expires_at_ms = match (&self.attached, self.expires_at) {
+            (None, Some(at)) => Some(now_ms.saturating_add(
+                i64::try_from(at.saturating_duration_since(now).as_millis()).unwrap_or(i64::MAX),
+            )),
+            _ => None,
+        };
+        let in_flight = self
+            .in_flight
+            .iter()
+            .filter_map(|flight| {
+                let (partition, offset) = flight.queued.position?;
+                Some(StoredInFlight {
+                    partition,
+                    offset,
+                    packet_id: flight.packet_id.get(),
+                    qos: flight.queued.qos as u8,
+                    awaiting: match flight.awaiting {
+                        Awaiting::PubAck => StoredAwaiting::PubAck,
+                        Awaiting::PubRec => StoredAwaiting::PubRec,
+                        Awaiting::PubComp => StoredAwaiting::PubComp,
+                    },
+                    retain: flight.queued.retain,
+                    identifiers: flight.queued.identifiers.clone(),
+                })
+            })
+            .collect();
+        let mut inbound_qos2: Vec<u16> = self.inbound_qos2.iter().map(|id| id.get()).collect();
+        inbound_qos2.sort_unstable();
+        SessionRecord {
+            version: crate::session_record::RECORD_VERSION,
+            gateway: gateway.to_string(),
+            connected_at_ms: self.connected_at_ms,
+            connected: self.attached.is_some(),
+            expiry_secs: match self.expiry {
+                SessionExpiry::AtDisconnect => Some(0),
+                SessionExpiry::After(after) => Some(after.as_secs()),
+                SessionExpiry::Never => None,
+            },
+            expires_at_ms,
+            protocol_level: match self.version {
+                ProtocolVersion::V311 => 4,
+                ProtocolVersion::V5 => 5,
+            },
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|(filter, subscribed)| StoredSubscription::of(filter, subscribed))
+                .collect(),
+            positions: self.positions(read),
+            sent: self.sent.clone(),
+            in_flight,
+            inbound_qos2,
+            next_packet_id: self.next_packet_id,
         }
     }
 
@@ -245,14 +361,44 @@ struct HubState {
     delivered: HashMap<CommandId, i64>,
     /// Messages dropped because a session's queue was full.
     dropped: u64,
+    /// Per pub/sub partition, the next offset the hub will be handed (see [`Hub::publish_at`]).
+    read: BTreeMap<i32, i64>,
+    /// Records of sessions this gateway does not hold, as other gateways (or an earlier run of
+    /// this one) wrote them.
+    stored: HashMap<ClientKey, SessionRecord>,
+    /// Sessions whose record must be written; one that no longer exists gets a tombstone if it
+    /// is in `ended_recorded`.
+    dirty: HashSet<ClientKey>,
+    ended_recorded: HashSet<ClientKey>,
+    /// Wills waiting out their delay in the sessions topic, by client, as last read (or
+    /// written here).
+    wills: HashMap<ClientKey, StoredWill>,
+    /// Wills this gateway claimed, to claim each once.
+    wills_claimed: HashSet<(ClientKey, i64)>,
+    /// Wills whose claim this gateway won, to publish.
+    wills_won: Vec<(ClientKey, StoredWill)>,
 }
 
 /// All MQTT sessions of one gateway; see the module documentation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     config: HubConfig,
+    /// This gateway process, in the records it writes.
+    instance: String,
     state: Mutex<HubState>,
 }
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new(HubConfig::default())
+    }
+}
+
+/// A session record to write: the client id, and the record or `None` for a tombstone.
+pub type RecordToWrite = (ClientKey, Option<SessionRecord>);
+
+/// The pub/sub offsets a restoring session must re-read: per partition, from and until.
+pub type ReplayRanges = BTreeMap<i32, (i64, i64)>;
 
 /// The PUBLISH for a queued message.
 fn publish_packet(queued: &Queued, packet_id: Option<PacketId>, dup: bool, now_ms: i64) -> Publish {
@@ -280,7 +426,15 @@ fn fits(publish: &Publish, version: ProtocolVersion, maximum_packet_size: Option
 
 impl Hub {
     pub fn new(config: HubConfig) -> Hub {
-        Hub { config, state: Mutex::new(HubState::default()) }
+        let mut random = [0u8; 8];
+        let _ = getrandom::getrandom(&mut random);
+        let instance = random.iter().map(|byte| format!("{byte:02x}")).collect();
+        Hub { config, instance, state: Mutex::new(HubState::default()) }
+    }
+
+    /// This gateway process's id in the session records it writes.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
@@ -305,10 +459,15 @@ impl Hub {
         if options.clean_start && existing {
             state.end_session(client);
         }
+        // A session another gateway left in the cluster and the caller did not restore: this
+        // connection's record replaces it.
+        let stored = state.stored.remove(client).is_some();
         let present = existing && !options.clean_start;
         let max_in_flight = self.config.max_in_flight;
         let session =
             state.sessions.entry(client.to_string()).or_insert_with(|| Session::new(&options, max_in_flight));
+        session.recorded |= stored;
+        session.connected_at_ms = now_ms;
         session.expiry = options.expiry;
         session.expires_at = None;
         session.version = options.version;
@@ -318,7 +477,7 @@ impl Hub {
         debug_assert!((1..=usize::from(max_in_flight.max(1))).contains(&session.window));
         session.maximum_packet_size = options.maximum_packet_size;
         session.device = options.device.clone();
-        session.attached = Some(Attachment { connection_id, wake });
+        session.attached = Some(Attachment { connection_id, wake, taken_over: None });
         let mut packets = Vec::new();
         for flight in &session.in_flight {
             packets.push(match flight.awaiting {
@@ -335,7 +494,301 @@ impl Hub {
         state.take_commands(client);
         let pumped = state.pump(client, connection_id, now_ms);
         packets.extend(pumped.packets);
+        self.touch(&mut state, client);
         (present, Pumped { packets, delivered: pumped.delivered })
+    }
+
+    /// Marks `client`'s session dirty if its record must be written (see the module docs).
+    fn touch(&self, state: &mut HubState, client: &str) {
+        // Checked before inserting: this runs on every acknowledgement, and the key is a copy.
+        if self.config.persist_sessions
+            && !state.dirty.contains(client)
+            && state.sessions.get(client).is_some_and(Session::persists)
+        {
+            state.dirty.insert(client.to_string());
+        }
+    }
+
+    /// Whether `client`'s session is persisted, so that a change to it is written before it
+    /// is acknowledged (inbound QoS 2 ids).
+    pub fn persists(&self, client: &str) -> bool {
+        self.config.persist_sessions && self.lock().sessions.get(client).is_some_and(Session::persists)
+    }
+
+    /// `notify` is told when another gateway takes `client`'s session over from connection
+    /// `connection_id`.
+    pub fn watch_takeover(&self, client: &str, connection_id: u64, notify: Arc<Notify>) {
+        let mut state = self.lock();
+        let Some(session) = state.sessions.get_mut(client) else { return };
+        if let Some(attached) =
+            session.attached.as_mut().filter(|attached| attached.connection_id == connection_id)
+        {
+            attached.taken_over = Some(notify);
+        }
+    }
+
+    /// The records to write now: one per dirty session, or a tombstone for one that ended. A
+    /// record taken here is the session as it is now, so writing them in the order taken keeps
+    /// the latest one last.
+    pub fn take_dirty(&self, now: Instant, now_ms: i64) -> Vec<RecordToWrite> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let read_sum: i64 = state.read.values().sum();
+        let mut records = Vec::with_capacity(state.dirty.len());
+        for client in state.dirty.drain() {
+            match state.sessions.get_mut(&client) {
+                Some(session) if session.persists() => {
+                    session.recorded = true;
+                    session.written_at_read = read_sum;
+                    state.ended_recorded.remove(&client);
+                    let record = session.record(&self.instance, &state.read, now, now_ms);
+                    records.push((client, Some(record)));
+                }
+                _ => {
+                    if state.ended_recorded.remove(&client) {
+                        records.push((client, None));
+                    }
+                }
+            }
+        }
+        records
+    }
+
+    /// Marks sessions dirty again after their records could not be written.
+    pub fn retouch(&self, clients: impl IntoIterator<Item = ClientKey>) {
+        let mut state = self.lock();
+        for client in clients {
+            let tombstone = state.ended_recorded.contains(&client);
+            if tombstone || state.sessions.get(&client).is_some_and(Session::persists) {
+                state.dirty.insert(client);
+            }
+        }
+    }
+
+    /// Where the follower starts reading pub/sub partition `partition`.
+    pub fn start_reading(&self, partition: i32, offset: i64) {
+        self.lock().read.insert(partition, offset);
+    }
+
+    /// A record of the sessions topic (`None`: a tombstone). Another gateway's newer record
+    /// takes the session over: a connection holding it here is told to close and the session is
+    /// dropped without a tombstone. Records this process wrote are skipped.
+    pub fn apply_stored(&self, client: &str, record: Option<SessionRecord>) {
+        let mut state = self.lock();
+        let Some(record) = record else {
+            state.stored.remove(client);
+            return;
+        };
+        if record.gateway == self.instance {
+            return;
+        }
+        if let Some(session) = state.sessions.get(client) {
+            if session.connected_at_ms > record.connected_at_ms {
+                // An older connection's record, written elsewhere before ours: ours stands.
+                return;
+            }
+            if let Some(taken_over) =
+                session.attached.as_ref().and_then(|attached| attached.taken_over.clone())
+            {
+                taken_over.notify_one();
+            }
+            tracing::info!(client, gateway = record.gateway, "the session was taken over by another gateway");
+            // Its record is the other gateway's now: no tombstone from here.
+            if let Some(session) = state.sessions.get_mut(client) {
+                session.recorded = false;
+            }
+            state.end_session(client);
+            state.dirty.remove(client);
+        }
+        state.stored.insert(client.to_string(), record);
+    }
+
+    /// A will record of the sessions topic (`None`: a tombstone), this gateway's own included:
+    /// a new will waits; the first claim of a waiting will wins, and if it is this gateway's
+    /// the will is handed out by [`Hub::take_won_wills`]; later claims lose.
+    pub fn apply_will(&self, client: &str, will: Option<StoredWill>) {
+        let mut state = self.lock();
+        let Some(will) = will else {
+            state.wills.remove(client);
+            return;
+        };
+        match &will.claimed_by {
+            None => {
+                // A repeat of the waiting will (this gateway inserted it before writing it)
+                // keeps what is known of its claims.
+                if !state.wills.get(client).is_some_and(|waiting| waiting.is_same_will(&will)) {
+                    state.wills.insert(client.to_string(), will);
+                }
+            }
+            Some(claimant) => {
+                let Some(waiting) = state.wills.get_mut(client) else { return };
+                if waiting.claimed_by.is_some() || !waiting.is_same_will(&will) {
+                    return;
+                }
+                waiting.claimed_by = Some(claimant.clone());
+                if *claimant == self.instance {
+                    state.wills_won.push((client.to_string(), will));
+                }
+            }
+        }
+    }
+
+    /// Claims for the wills that are due and not claimed yet, each once, to write.
+    pub fn claim_due_wills(&self, now_ms: i64) -> Vec<(ClientKey, StoredWill)> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut claims = Vec::new();
+        for (client, will) in &state.wills {
+            if will.claimed_by.is_none()
+                && will.due_at_ms <= now_ms
+                && state.wills_claimed.insert((client.clone(), will.ended_at_ms))
+            {
+                claims.push((
+                    client.clone(),
+                    StoredWill { claimed_by: Some(self.instance.clone()), ..will.clone() },
+                ));
+            }
+        }
+        claims
+    }
+
+    /// The wills this gateway won the claim of: to publish, then to remove with a tombstone.
+    pub fn take_won_wills(&self) -> Vec<(ClientKey, StoredWill)> {
+        let mut state = self.lock();
+        let HubState { wills, wills_claimed, wills_won, .. } = &mut *state;
+        wills_claimed.retain(|(client, _)| wills.contains_key(client));
+        std::mem::take(wills_won)
+    }
+
+    /// A claim that could not be written: it may be made again.
+    pub fn claim_failed(&self, client: &str, ended_at_ms: i64) {
+        self.lock().wills_claimed.remove(&(client.to_string(), ended_at_ms));
+    }
+
+    /// A new connection of `client` cancels its waiting will unless it is claimed already;
+    /// whether there was one (the caller then writes the tombstone).
+    pub fn cancel_will(&self, client: &str) -> bool {
+        let mut state = self.lock();
+        let waiting = state.wills.get(client).is_some_and(|will| will.claimed_by.is_none());
+        if waiting {
+            state.wills.remove(client);
+        }
+        waiting
+    }
+
+    /// The record to restore `client`'s session from, if this gateway does not hold it and the
+    /// cluster does.
+    pub fn restorable(&self, client: &str, now_ms: i64) -> Option<SessionRecord> {
+        let state = self.lock();
+        if state.sessions.contains_key(client) {
+            return None;
+        }
+        state.stored.get(client).filter(|record| !record.is_expired(now_ms)).cloned()
+    }
+
+    /// Starts restoring `client`'s session from `record`: the session exists from now on with
+    /// its subscriptions, detached, so messages read meanwhile queue in it. Returns the offsets
+    /// to re-read before [`Hub::finish_restore`], or `None` if a session appeared meanwhile.
+    pub fn begin_restore(
+        &self,
+        client: &str,
+        record: &SessionRecord,
+        options: &ConnectOptions,
+    ) -> Option<ReplayRanges> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        if state.sessions.contains_key(client) {
+            return None;
+        }
+        state.stored.remove(client);
+        let mut session = Session::new(options, self.config.max_in_flight);
+        session.recorded = true;
+        session.connected_at_ms = record.connected_at_ms;
+        session.next_packet_id = record.next_packet_id.max(1);
+        session.inbound_qos2 = record.inbound_qos2.iter().filter_map(|&id| PacketId::new(id)).collect();
+        session.sent = record.sent.clone();
+        for (filter, subscribed) in record.subscriptions.iter().filter_map(StoredSubscription::subscribed) {
+            if session.subscriptions.len() >= self.config.max_subscriptions {
+                break;
+            }
+            state.subscriptions.subscribe(client, &filter, subscribed);
+            session.subscriptions.insert(filter, subscribed);
+        }
+        state.sessions.insert(client.to_string(), session);
+        let ranges = state
+            .read
+            .iter()
+            .map(|(&partition, &until)| {
+                let from = record.positions.get(&partition).copied().unwrap_or(until).min(until);
+                (partition, (from, until))
+            })
+            .collect();
+        Some(ranges)
+    }
+
+    /// Finishes a restore: what the session owes from `replayed` (the pub/sub records in the
+    /// ranges [`Hub::begin_restore`] gave) goes ahead of what was queued meanwhile.
+    pub fn finish_restore(
+        &self,
+        client: &str,
+        record: &SessionRecord,
+        replayed: &[(Position, Arc<Message>)],
+        now_ms: i64,
+    ) {
+        let mut state = self.lock();
+        let Some(session) = state.sessions.get_mut(client) else { return };
+        let owed = owed_messages(record, client, replayed, self.config.max_queued_messages, now_ms);
+        let mut queue = VecDeque::with_capacity(owed.len() + session.queue.len());
+        for owed in owed {
+            match owed {
+                Owed::InFlight { stored_idx, position, message } => {
+                    let stored = &record.in_flight[stored_idx];
+                    let Some(packet_id) = PacketId::new(stored.packet_id) else { continue };
+                    let awaiting = match stored.awaiting {
+                        StoredAwaiting::PubAck => Awaiting::PubAck,
+                        StoredAwaiting::PubRec => Awaiting::PubRec,
+                        StoredAwaiting::PubComp => Awaiting::PubComp,
+                    };
+                    let queued = Queued {
+                        message: message.unwrap_or_else(|| Arc::new(Message::released())),
+                        qos: QoS::from_u8(stored.qos).unwrap_or(QoS::AtLeastOnce),
+                        retain: stored.retain,
+                        identifiers: stored.identifiers.clone(),
+                        command: None,
+                        position: Some(position),
+                    };
+                    if session.in_flight.iter().all(|flight| flight.packet_id != packet_id) {
+                        session.in_flight.push_back(InFlight { packet_id, queued, awaiting });
+                    }
+                }
+                Owed::Queued { position, message, qos, retain, identifiers } => {
+                    queue.push_back(Queued {
+                        message,
+                        qos,
+                        retain,
+                        identifiers,
+                        command: None,
+                        position: Some(position),
+                    });
+                }
+            }
+        }
+        queue.extend(session.queue.drain(..));
+        queue.truncate(self.config.max_queued_messages);
+        session.queue = queue;
+    }
+
+    /// Gives up a restore that could not re-read what the session owes: the session is removed
+    /// again and its record kept, so the next attempt starts over and nothing is lost.
+    pub fn abandon_restore(&self, client: &str, record: SessionRecord) {
+        let mut state = self.lock();
+        if let Some(session) = state.sessions.remove(client) {
+            for filter in session.subscriptions.keys() {
+                state.subscriptions.unsubscribe(client, filter);
+            }
+        }
+        state.dirty.remove(client);
+        state.stored.insert(client.to_string(), record);
     }
 
     /// Detaches `connection_id` from `client`'s session (if it is still the one attached) and
@@ -356,6 +809,7 @@ impl Hub {
             SessionExpiry::After(after) => session.expires_at = Some(Instant::now() + after),
             SessionExpiry::Never => {}
         }
+        self.touch(&mut state, client);
     }
 
     /// Records `client`'s subscriptions and queues the retained messages they ask for (and,
@@ -400,12 +854,14 @@ impl Hub {
                             retain: true,
                             identifiers: subscribed.identifier.into_iter().collect(),
                             command: None,
+                            position: None,
                         });
                     }
                 }
             }
         }
         state.take_commands(client);
+        self.touch(state, client);
         existed
     }
 
@@ -414,25 +870,38 @@ impl Hub {
         let mut state = self.lock();
         let state = &mut *state;
         let Some(session) = state.sessions.get_mut(client) else { return vec![false; filters.len()] };
-        filters
+        let existed = filters
             .iter()
             .map(|filter| {
                 session.subscriptions.remove(filter);
                 state.subscriptions.unsubscribe(client, filter)
             })
-            .collect()
+            .collect();
+        self.touch(state, client);
+        existed
     }
 
     /// The packets connection `connection_id` of `client` can send now: queued messages, as
     /// far as the window allows. Nothing for a connection that was taken over, so that messages
     /// do not go out on a socket that is closing.
     pub fn pump(&self, client: &str, connection_id: u64, now_ms: i64) -> Pumped {
-        self.lock().pump(client, connection_id, now_ms)
+        let mut state = self.lock();
+        let pumped = state.pump(client, connection_id, now_ms);
+        if !pumped.packets.is_empty() {
+            self.touch(&mut state, client);
+        }
+        pumped
     }
 
     /// Handles the client's PUBACK, PUBREC or PUBCOMP for `packet_id`.
     pub fn acknowledged(&self, client: &str, packet: &Packet) -> AckOutcome {
         let mut state = self.lock();
+        let outcome = self.acknowledged_locked(&mut state, client, packet);
+        self.touch(&mut state, client);
+        outcome
+    }
+
+    fn acknowledged_locked(&self, state: &mut HubState, client: &str, packet: &Packet) -> AckOutcome {
         let Some(session) = state.sessions.get_mut(client) else { return AckOutcome::default() };
         let (response, expect) = match packet {
             Packet::PubAck(response) => (response, Awaiting::PubAck),
@@ -488,23 +957,52 @@ impl Hub {
     }
 
     pub fn inbound_qos2_received(&self, client: &str, packet_id: PacketId) {
-        if let Some(session) = self.lock().sessions.get_mut(client) {
+        let mut state = self.lock();
+        if let Some(session) = state.sessions.get_mut(client) {
             session.inbound_qos2.insert(packet_id);
         }
+        self.touch(&mut state, client);
     }
 
     /// Forgets QoS 2 message `packet_id` on its PUBREL; whether it was known.
     pub fn inbound_qos2_released(&self, client: &str, packet_id: PacketId) -> bool {
-        self.lock().sessions.get_mut(client).is_some_and(|session| session.inbound_qos2.remove(&packet_id))
+        let mut state = self.lock();
+        let known =
+            state.sessions.get_mut(client).is_some_and(|session| session.inbound_qos2.remove(&packet_id));
+        if known {
+            self.touch(&mut state, client);
+        }
+        known
     }
 
     /// Queues a live message for every matching subscription and wakes their connections.
     pub fn publish(&self, message: Arc<Message>, now_ms: i64) {
+        let mut state = self.lock();
+        self.publish_locked(&mut state, message, None, now_ms);
+    }
+
+    /// Queues record `offset` of pub/sub partition `partition` (`None` if it holds no MQTT
+    /// message) as [`Hub::publish`] does, remembering its position: the hub has now read the
+    /// partition up to it, and a persistent session's record names what it is owed by position.
+    pub fn publish_at(&self, partition: i32, offset: i64, message: Option<Arc<Message>>, now_ms: i64) {
+        let mut state = self.lock();
+        let next = state.read.entry(partition).or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+        if let Some(message) = message {
+            self.publish_locked(&mut state, message, Some((partition, offset)), now_ms);
+        }
+    }
+
+    fn publish_locked(
+        &self,
+        state: &mut HubState,
+        message: Arc<Message>,
+        position: Option<Position>,
+        now_ms: i64,
+    ) {
         if message.is_expired(now_ms) {
             return;
         }
-        let mut state = self.lock();
-        let state = &mut *state;
         let sessions = &state.sessions;
         let targets = state.subscriptions.matching(message.topic.as_str(), |client| {
             sessions.get(client).is_some_and(|session| session.attached.is_some())
@@ -530,6 +1028,7 @@ impl Hub {
                 retain: message.retain && target.retain_as_published,
                 identifiers: target.identifiers,
                 command: None,
+                position,
             });
             session.wake();
         }
@@ -595,6 +1094,32 @@ impl Hub {
         for client in expired {
             state.end_session(&client);
         }
+        // Sessions left in the cluster by a gateway that is gone end here when they expire.
+        let expired: Vec<ClientKey> = state
+            .stored
+            .iter()
+            .filter(|(_, record)| record.is_expired(now_ms))
+            .map(|(client, _)| client.clone())
+            .collect();
+        for client in expired {
+            state.stored.remove(&client);
+            state.ended_recorded.insert(client.clone());
+            state.dirty.insert(client);
+        }
+        // An idle persistent session's positions fall behind what the hub read: write them again
+        // now and then, so a restore does not re-read all of that.
+        if self.config.persist_sessions {
+            let read_sum: i64 = state.read.values().sum();
+            let behind: Vec<ClientKey> = state
+                .sessions
+                .iter()
+                .filter(|(_, session)| {
+                    session.persists() && read_sum - session.written_at_read >= POSITION_REFRESH_RECORDS
+                })
+                .map(|(client, _)| client.clone())
+                .collect();
+            state.dirty.extend(behind);
+        }
         state.commands.retain(|_, pending| {
             pending.retain(|command| !command.message.is_expired(now_ms));
             !pending.is_empty()
@@ -617,6 +1142,10 @@ impl HubState {
         let Some(session) = self.sessions.remove(client) else { return };
         for filter in session.subscriptions.keys() {
             self.subscriptions.unsubscribe(client, filter);
+        }
+        if session.recorded {
+            self.ended_recorded.insert(client.to_string());
+            self.dirty.insert(client.to_string());
         }
         let Some(device) = session.device else { return };
         let held: Vec<PendingCommand> = session
@@ -649,6 +1178,7 @@ impl HubState {
                 retain: false,
                 identifiers: Vec::new(),
                 command: Some(command.id),
+                position: None,
             });
         }
         session.wake();
@@ -696,6 +1226,10 @@ impl HubState {
             // other message in flight holds (an acknowledgement must find exactly one).
             debug_assert!(session.in_flight.len() < session.window);
             debug_assert!(session.in_flight.iter().all(|flight| flight.packet_id != packet_id));
+            if let Some((partition, offset)) = queued.position {
+                let sent = session.sent.entry(partition).or_insert(offset);
+                *sent = (*sent).max(offset);
+            }
             session.in_flight.push_back(InFlight { packet_id, queued, awaiting });
             packets.push(Packet::Publish(publish));
         }
@@ -838,6 +1372,191 @@ mod tests {
         // The old connection's end leaves the new one attached.
         hub.disconnect("a", 1, None);
         assert_eq!(hub.session_counts(), (1, 1));
+    }
+
+    fn persisting() -> Hub {
+        Hub::new(HubConfig { persist_sessions: true, ..HubConfig::default() })
+    }
+
+    /// The dirty records as `client: tombstone` or `client: connected subscriptions`.
+    fn written(hub: &Hub) -> Vec<String> {
+        let mut records: Vec<String> = hub
+            .take_dirty(Instant::now(), 0)
+            .into_iter()
+            .map(|(client, record)| match record {
+                None => format!("{client}: tombstone"),
+                Some(record) => format!(
+                    "{client}: {} {:?}",
+                    if record.connected { "connected" } else { "away" },
+                    record.subscriptions.iter().map(|sub| sub.filter.as_str()).collect::<Vec<_>>()
+                ),
+            })
+            .collect();
+        records.sort();
+        records
+    }
+
+    #[test]
+    fn persistent_sessions_are_written_when_they_change_and_leave_a_tombstone_when_they_end() {
+        let hub = persisting();
+        hub.connect("clean", options(true, SessionExpiry::AtDisconnect), 1, Arc::default(), 0);
+        hub.subscribe("clean", &[("t".into(), at(QoS::AtLeastOnce))], 0);
+        hub.connect("kept", options(true, SessionExpiry::Never), 2, Arc::default(), 0);
+        assert_eq!(written(&hub), ["kept: connected []"], "a clean session writes nothing");
+        assert!(written(&hub).is_empty(), "nothing changed since");
+        hub.subscribe("kept", &[("t".into(), at(QoS::AtLeastOnce))], 0);
+        hub.disconnect("kept", 2, None);
+        hub.disconnect("clean", 1, None);
+        assert_eq!(written(&hub), ["kept: away [\"t\"]"]);
+        // A clean start ends it: a tombstone, and nothing for the clean session that follows.
+        hub.connect("kept", options(true, SessionExpiry::AtDisconnect), 3, Arc::default(), 0);
+        assert_eq!(written(&hub), ["kept: tombstone"]);
+        hub.disconnect("kept", 3, None);
+        assert!(written(&hub).is_empty());
+    }
+
+    #[test]
+    fn acknowledged_messages_move_the_position_and_a_restore_owes_only_the_rest() {
+        let hub = persisting();
+        hub.start_reading(0, 100);
+        hub.connect("a", options(true, SessionExpiry::Never), 1, Arc::default(), 0);
+        hub.subscribe("a", &[("t".into(), at(QoS::AtLeastOnce))], 0);
+        for offset in 100..104 {
+            hub.publish_at(0, offset, Some(message("t", &offset.to_string(), QoS::AtLeastOnce)), 0);
+        }
+        assert_eq!(describe(&hub.pump("a", 1, 0).packets), ["PUBLISH 1 t 100", "PUBLISH 2 t 101"]);
+        hub.acknowledged("a", &ack(Packet::PubAck, 2));
+        let records = hub.take_dirty(Instant::now(), 0);
+        let record = records[0].1.clone().expect("a record");
+        assert_eq!(record.positions, [(0, 100)].into(), "100 is still unacknowledged");
+        assert_eq!(record.sent, [(0, 101)].into());
+        assert_eq!(
+            record.in_flight.iter().map(|flight| (flight.offset, flight.packet_id)).collect::<Vec<_>>(),
+            [(100, 1)]
+        );
+
+        // Another gateway, after this one died, restores it from the record.
+        let other = persisting();
+        other.start_reading(0, 105);
+        other.apply_stored("a", Some(record.clone()));
+        let restored = other.restorable("a", 0).expect("restorable");
+        let ranges =
+            other.begin_restore("a", &restored, &options(false, SessionExpiry::Never)).expect("ranges");
+        assert_eq!(ranges, [(0, (100, 105))].into());
+        // A message read live meanwhile queues after what is re-read.
+        other.publish_at(0, 105, Some(message("t", "105", QoS::AtLeastOnce)), 0);
+        let replayed: Vec<(Position, Arc<Message>)> = (100..105)
+            .map(|offset| ((0, offset), message("t", &offset.to_string(), QoS::AtLeastOnce)))
+            .collect();
+        other.finish_restore("a", &restored, &replayed, 0);
+        let (present, owed) = other.connect("a", options(false, SessionExpiry::Never), 7, Arc::default(), 0);
+        assert!(present);
+        // Packet ids go on from the record's, so none is reused while the client may hold it.
+        assert_eq!(describe(&owed.packets), ["PUBLISH 1 t 100 dup", "PUBLISH 3 t 102"]);
+        other.acknowledged("a", &ack(Packet::PubAck, 1));
+        assert_eq!(describe(&other.pump("a", 7, 0).packets), ["PUBLISH 4 t 103"]);
+        other.acknowledged("a", &ack(Packet::PubAck, 3));
+        assert_eq!(describe(&other.pump("a", 7, 0).packets), ["PUBLISH 5 t 104"]);
+        other.acknowledged("a", &ack(Packet::PubAck, 4));
+        assert_eq!(describe(&other.pump("a", 7, 0).packets), ["PUBLISH 6 t 105"]);
+    }
+
+    #[test]
+    fn a_newer_record_from_another_gateway_takes_the_session_over_and_an_older_one_does_not() {
+        let hub = persisting();
+        let taken_over = Arc::new(Notify::new());
+        hub.connect("a", options(true, SessionExpiry::Never), 1, Arc::default(), 1_000);
+        hub.watch_takeover("a", 1, taken_over.clone());
+        let _ = written(&hub);
+        let mut record = hub.take_dirty(Instant::now(), 0);
+        assert!(record.is_empty());
+        hub.subscribe("a", &[("t".into(), at(QoS::AtLeastOnce))], 0);
+        record = hub.take_dirty(Instant::now(), 0);
+        let mut elsewhere = record[0].1.clone().expect("a record");
+        elsewhere.gateway = "other".into();
+        elsewhere.connected_at_ms = 999;
+        hub.apply_stored("a", Some(elsewhere.clone()));
+        assert_eq!(hub.session_counts(), (1, 1), "an older connection's record changes nothing");
+        let mine = SessionRecord {
+            gateway: hub.instance().to_string(),
+            connected_at_ms: 5_000,
+            ..elsewhere.clone()
+        };
+        hub.apply_stored("a", Some(mine));
+        assert_eq!(hub.session_counts(), (1, 1), "this gateway's own records are skipped");
+        elsewhere.connected_at_ms = 2_000;
+        hub.apply_stored("a", Some(elsewhere));
+        assert_eq!(hub.session_counts(), (0, 0));
+        assert!(written(&hub).is_empty(), "no tombstone: the session lives on at the other gateway");
+        // The connection was told (a permit is waiting for it).
+        let told = tokio::runtime::Builder::new_current_thread().enable_time().build().map(|runtime| {
+            runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(1), taken_over.notified()).await.is_ok()
+            })
+        });
+        assert!(matches!(told, Ok(true)));
+        assert!(hub.restorable("a", 0).is_some(), "the client may come back here");
+    }
+
+    #[test]
+    fn a_stored_session_past_its_expiry_is_ended_with_a_tombstone() {
+        let hub = persisting();
+        let record = SessionRecord {
+            version: crate::session_record::RECORD_VERSION,
+            gateway: "gone".into(),
+            connected_at_ms: 0,
+            connected: false,
+            expiry_secs: Some(60),
+            expires_at_ms: Some(60_000),
+            protocol_level: 5,
+            subscriptions: Vec::new(),
+            positions: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            in_flight: Vec::new(),
+            inbound_qos2: Vec::new(),
+            next_packet_id: 1,
+        };
+        hub.apply_stored("a", Some(record));
+        hub.sweep(Instant::now(), 59_999);
+        assert!(written(&hub).is_empty());
+        assert!(hub.restorable("a", 59_999).is_some());
+        hub.sweep(Instant::now(), 60_000);
+        assert_eq!(written(&hub), ["a: tombstone"]);
+        assert!(hub.restorable("a", 60_000).is_none());
+    }
+
+    #[test]
+    fn a_due_will_is_claimed_once_and_published_by_the_first_claimant_only() {
+        let will = tidewater_mqtt::Will {
+            topic: tidewater_mqtt::Utf8Bytes::default(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties::default(),
+        };
+        let waiting = StoredWill::of(&will, None, "writer", 1, 5_000);
+        let (here, there) = (persisting(), persisting());
+        for hub in [&here, &there] {
+            hub.apply_will("a", Some(waiting.clone()));
+            assert!(hub.claim_due_wills(4_999).is_empty(), "not due yet");
+        }
+        let claim_here = here.claim_due_wills(5_000);
+        let claim_there = there.claim_due_wills(5_000);
+        assert_eq!(claim_here.len(), 1);
+        assert!(here.claim_due_wills(6_000).is_empty(), "claimed once");
+        // Both read the two claims in the topic's order: the first wins everywhere.
+        for hub in [&here, &there] {
+            hub.apply_will("a", Some(claim_there[0].1.clone()));
+            hub.apply_will("a", Some(claim_here[0].1.clone()));
+        }
+        assert!(here.take_won_wills().is_empty());
+        assert_eq!(there.take_won_wills().len(), 1);
+        assert!(!there.cancel_will("a"), "a claimed will is no longer cancelled");
+        // A reconnect before the will is due cancels it.
+        let later = StoredWill::of(&will, None, "writer", 2, 9_000);
+        here.apply_will("a", Some(later));
+        assert!(here.cancel_will("a"));
+        assert!(here.claim_due_wills(10_000).is_empty());
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! - [`subscriptions`]: matching a topic to the sessions subscribed to it.
 //! - [`message`]: an MQTT message as record headers and back.
 //! - [`fanout`]: the log follower that feeds the hub from the cluster.
+//! - [`session_record`], [`session_store`]: persistent MQTT sessions kept in the cluster, so
+//!   they survive a restart and move between gateways.
 //! - [`http`]: HTTP ingestion (CloudEvents binary, structured and batch modes, plain JSON).
 //! - [`presence`]: which devices this process has seen, connected now, last seen, messages.
 
@@ -36,6 +38,8 @@ pub mod mqtt;
 pub mod presence;
 pub mod registry;
 pub mod route;
+pub mod session_record;
+pub mod session_store;
 pub mod subscriptions;
 pub mod token;
 
@@ -45,6 +49,7 @@ pub use http::HttpConfig;
 pub use listener::Listen;
 pub use mqtt::MqttConfig;
 pub use registry::{DeviceRegistry, Directory, RegistryView, DEVICES_TOPIC};
+pub use session_store::SessionStore;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,9 +79,18 @@ pub async fn run(
     };
     let appender: Arc<dyn Appender> = Arc::new(KafkaAppender::new(&cluster, table_topics)?);
     let mut fanout = None;
+    let mut sessions_follower = None;
+    let mut flusher = None;
+    let store = Arc::new(match &mqtt {
+        Some((_, config)) => {
+            SessionStore::new(&cluster, &config.topics.sessions, &config.topics.messages, timeout)?
+        }
+        None => SessionStore::disabled(),
+    });
     let mqtt = match mqtt {
         Some((listener, config)) => {
-            let hub = Arc::new(hub::Hub::new(config.hub_config()));
+            let hub =
+                Arc::new(hub::Hub::new(hub::HubConfig { persist_sessions: true, ..config.hub_config() }));
             // Not fatal either: the follower keeps trying to read what is missing.
             if let Err(error) = fanout::ensure_topics(&cluster, &config.topics, timeout).await {
                 tracing::warn!(error = %format!("{error:#}"), "could not create the MQTT pub/sub topics");
@@ -90,31 +104,60 @@ pub async fn run(
                 stop.clone(),
                 ready,
             )?);
-            // Clients wait in the listen backlog until subscribers can be fed; past the timeout
-            // the listener opens anyway (publishing works; subscribers get what arrives once the
-            // follower is reading).
+            let (loaded, sessions_loaded) = tokio::sync::oneshot::channel();
+            sessions_follower = session_store::follow(&store, hub.clone(), stop.clone(), loaded)?;
+            // Clients wait in the listen backlog until subscribers can be fed and their
+            // sessions are known; past the timeout the listener opens anyway (publishing works;
+            // subscribers get what arrives once the followers are reading).
             if tokio::time::timeout(timeout, following).await.is_err() {
                 tracing::warn!("the MQTT pub/sub follower is not reading yet; accepting MQTT clients anyway");
             }
-            Some(tokio::spawn(mqtt::serve(
-                listener,
-                config,
-                directory.clone(),
-                appender.clone(),
+            if tokio::time::timeout(timeout, sessions_loaded).await.is_err() {
+                tracing::warn!(
+                    topic = config.topics.sessions,
+                    "the MQTT sessions table is not read yet; accepting MQTT clients anyway"
+                );
+            }
+            flusher = Some(tokio::spawn(flush_sessions(store.clone(), hub.clone(), stop.clone())));
+            Some((
+                tokio::spawn(mqtt::serve(
+                    listener,
+                    config,
+                    directory.clone(),
+                    appender.clone(),
+                    hub.clone(),
+                    store.clone(),
+                    stop.clone(),
+                )),
                 hub,
-                stop.clone(),
-            )))
+            ))
         }
         None => None,
     };
     let http = http.map(|(listener, config)| {
         tokio::spawn(http::serve(listener, config, directory.clone(), appender.clone(), stop.clone()))
     });
+    let mut hub = None;
+    let mqtt = mqtt.map(|(task, mqtt_hub)| {
+        hub = Some(mqtt_hub);
+        task
+    });
     for task in [mqtt, http].into_iter().flatten() {
         if let Err(error) = task.await {
             tracing::warn!(%error, "a gateway listener task failed");
         }
     }
+    // Every connection has ended: write what their ends changed (detached sessions, tombstones)
+    // before the producer goes.
+    if let Some(flusher) = flusher {
+        let _ = flusher.await;
+    }
+    if let Some(hub) = hub {
+        if let Err(error) = tokio::time::timeout(timeout, store.flush(&hub)).await.unwrap_or(Ok(())) {
+            tracing::warn!(%error, "the last session records could not be written");
+        }
+    }
+    drop(store);
     // Close the Kafka clients before returning, so `serve` stops its listener after them.
     drop(appender);
     let _ = tokio::task::spawn_blocking(move || {
@@ -122,7 +165,39 @@ pub async fn run(
         if let Some(fanout) = fanout {
             let _ = fanout.join();
         }
+        if let Some(sessions_follower) = sessions_follower {
+            let _ = sessions_follower.join();
+        }
     })
     .await;
     Ok(())
+}
+
+/// Writes the records of the sessions that changed every [`session_store::FLUSH_INTERVAL`]
+/// until `stop`. A failed write is retried at the next round (the store marks its sessions dirty
+/// again).
+async fn flush_sessions(
+    store: Arc<SessionStore>,
+    hub: Arc<hub::Hub>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(session_store::FLUSH_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !*stop.borrow() {
+        tokio::select! {
+            _ = ticks.tick() => {
+                // Not awaited here: a slow cluster must not hold the next round back, and the
+                // store orders the records itself.
+                let written = store.flush(&hub);
+                tokio::spawn(async move {
+                    let _ = written.await;
+                });
+            }
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+    }
 }

@@ -57,6 +57,20 @@ pub struct Message {
 }
 
 impl Message {
+    /// Stands for a QoS 2 message already released to the client (PUBREL sent) whose content
+    /// is no longer needed: only its PUBREL is ever sent again.
+    pub fn released() -> Message {
+        Message {
+            topic: Utf8Bytes::default(),
+            payload: Bytes::new(),
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            publisher: None,
+            properties: Properties::default(),
+            expires_at_ms: None,
+        }
+    }
+
     pub fn is_expired(&self, now_ms: i64) -> bool {
         self.expires_at_ms.is_some_and(|deadline| deadline <= now_ms)
     }

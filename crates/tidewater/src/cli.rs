@@ -261,6 +261,12 @@ pub(crate) struct MqttArgs {
     /// The table of retained MQTT messages, keyed by MQTT topic, loaded at start.
     #[arg(long, default_value = "_tidewater_mqtt_retained")]
     pub(crate) mqtt_retained_topic: String,
+    /// The table of persistent MQTT sessions (Clean Session 0, Session Expiry Interval above 0),
+    /// keyed by client id: subscriptions, positions in the pub/sub topic, unacknowledged
+    /// messages and QoS 2 ids awaiting PUBREL. Every gateway in front of the cluster follows
+    /// it, so a session survives a gateway restart and moves to another gateway.
+    #[arg(long, default_value = "_tidewater_mqtt_sessions")]
+    pub(crate) mqtt_sessions_topic: String,
     /// Messages a session queues for its client beyond those in flight (also while the client
     /// of a persistent session is away); more are dropped.
     #[arg(long, default_value_t = 1000)]
@@ -308,6 +314,7 @@ impl MqttArgs {
             ("--mqtt-telemetry-topic", &self.mqtt_telemetry_topic),
             ("--mqtt-messages-topic", &self.mqtt_messages_topic),
             ("--mqtt-retained-topic", &self.mqtt_retained_topic),
+            ("--mqtt-sessions-topic", &self.mqtt_sessions_topic),
             ("--commands-topic", &self.commands_topic),
             ("--command-deliveries-topic", &self.command_deliveries_topic),
         ] {
@@ -330,6 +337,7 @@ impl MqttArgs {
                 retained: self.mqtt_retained_topic.clone(),
                 commands: self.commands_topic.clone(),
                 deliveries: self.command_deliveries_topic.clone(),
+                sessions: self.mqtt_sessions_topic.clone(),
                 command_ttl: std::time::Duration::from_secs(self.command_ttl_secs),
             },
             max_queued_messages: self.mqtt_max_queued_messages,

@@ -197,8 +197,26 @@ pub(super) async fn run_connection<R, W>(
         maximum_packet_size: connect.properties.maximum_packet_size,
         device: identity.device_id().map(str::to_string),
     };
+    // A session this gateway does not hold but the cluster does (a restart, another gateway):
+    // restored before the CONNACK, which then says it is present.
+    if !connect.clean_start {
+        shared.store.catch_up().await;
+        if let Some(record) = shared.hub.restorable(&claimed_id, now_ms()) {
+            if let Err(error) = restore_session(&shared, &claimed_id, record, &options).await {
+                tracing::warn!(%peer, client_id = claimed_id, error = %format!("{error:#}"), "could not restore a session; refused the connection");
+                let _ = write_packet(
+                    &mut writer,
+                    version,
+                    &connack(ReasonCode::ServerUnavailable, Properties::default()),
+                )
+                .await;
+                return;
+            }
+        }
+    }
     let (session_present, owed) =
         shared.hub.connect(&claimed_id, options, claim.connection_id, wake.clone(), now_ms());
+    shared.hub.watch_takeover(&claimed_id, claim.connection_id, claim.taken_over.clone());
     let connack = Packet::ConnAck(ConnAck { session_present, reason_code: ReasonCode::Success, properties });
     if write_packet(&mut writer, version, &connack).await.is_err() {
         shared.hub.disconnect(&claimed_id, claim.connection_id, None);
@@ -262,7 +280,7 @@ pub(super) async fn run_connection<R, W>(
         };
         match will_delay(&will.will, version, session_expiry) {
             None => will.publish().await,
-            Some(delay) => will.publish_after(delay, claim.connection_id),
+            Some(delay) => will.wait_out(delay, claim.connection_id).await,
         }
     }
     let _ = session.outgoing.send(Outgoing::Close).await;
@@ -272,6 +290,40 @@ pub(super) async fn run_connection<R, W>(
         linger(&mut reader, &mut buffer).await;
     }
 }
+
+/// Restores `client`'s session from its record: re-reads what it may be owed from the pub/sub
+/// topic and puts it back in the hub. On failure the hub is as before, the record kept.
+async fn restore_session(
+    shared: &Shared,
+    client: &str,
+    record: crate::session_record::SessionRecord,
+    options: &ConnectOptions,
+) -> anyhow::Result<()> {
+    let Some(ranges) = shared.hub.begin_restore(client, &record, options) else { return Ok(()) };
+    // Until the follower has started on the pub/sub topic the hub knows no position to re-read
+    // up to; restoring now would write the session back without its positions.
+    if ranges.is_empty() && !record.positions.is_empty() {
+        shared.hub.abandon_restore(client, record);
+        anyhow::bail!("the pub/sub topic is not being read yet");
+    }
+    match shared.store.replay(ranges).await {
+        Ok(replayed) => {
+            shared.hub.finish_restore(client, &record, &replayed, now_ms());
+            tracing::info!(
+                client,
+                gateway = record.gateway,
+                n_replayed = replayed.len(),
+                "restored a session from the cluster"
+            );
+            Ok(())
+        }
+        Err(error) => {
+            shared.hub.abandon_restore(client, record);
+            Err(error)
+        }
+    }
+}
+
 /// How long a connection the gateway closes keeps reading (and discarding) what the client
 /// still sends, and how much of it.
 pub(super) const LINGER: Duration = Duration::from_secs(2);

@@ -23,7 +23,8 @@
 //!   expires.
 //! - A will message is appended like a PUBLISH (header `mqtt-will: true`) when the connection
 //!   ends any way but a normal DISCONNECT; with an MQTT 5 Will Delay Interval, only if no new
-//!   connection with the same client id arrives within it (or before the session ends).
+//!   connection with the same client id arrives within it (or before the session ends), at
+//!   this gateway or another.
 //!
 //! A packet that does not decode, or breaks the protocol, ends that connection only: an MQTT 5
 //! client is sent a DISCONNECT with the reason code first (Malformed Packet, Protocol Error,
@@ -57,10 +58,15 @@
 //! Session taken over, 0x8E) once it has sent the acknowledgements it owes, and the session
 //! passes to the new one.
 //!
-//! # Not yet
+//! # Persistent sessions
 //!
-//! Sessions, and wills waiting out their delay, live in the gateway's memory: a restart ends
-//! them.
+//! A persistent session (3.1.1 Clean Session 0, MQTT 5 Session Expiry Interval above 0) is kept
+//! in the cluster too ([`crate::session_store`]): a CONNECT that finds no session in this
+//! gateway but one in the sessions table restores it (re-reading the pub/sub topic from the
+//! positions it names) before the CONNACK, which then says Session Present. Another gateway's
+//! newer connection for the same client id takes the session over from here, as a second
+//! connection to this gateway would. Wills waiting out their delay are kept there too, and
+//! published by whichever gateway claims them first once due (`will.rs`).
 //!
 //! # Where
 //!
@@ -99,6 +105,7 @@ use crate::hub::Hub;
 use crate::listener::{tls_handshake, LimitedListener, Listen};
 use crate::registry::Directory;
 use crate::route::{Destinations, DeviceMessage, Routed};
+use crate::session_store::SessionStore;
 
 use self::connection::{run_connection, End};
 
@@ -194,6 +201,8 @@ struct Shared {
     directory: Directory,
     appender: Arc<dyn Appender>,
     hub: Arc<Hub>,
+    /// Where persistent sessions are written ([`SessionStore::disabled`] keeps them in memory).
+    store: Arc<SessionStore>,
     /// The connection currently holding each client id, to take it over (MQTT-3.1.4-3).
     clients: std::sync::Mutex<HashMap<String, ClientSlot>>,
     next_connection_id: AtomicU64,
@@ -225,6 +234,16 @@ impl ClientClaim {
     fn take(shared: &Arc<Shared>, client_id: &str) -> ClientClaim {
         let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
         shared.lock_delayed_wills().remove(client_id);
+        // A will waiting in the cluster is cancelled there too.
+        if shared.hub.cancel_will(client_id) {
+            let written = shared.store.write_will(client_id, None);
+            let client = client_id.to_string();
+            tokio::spawn(async move {
+                if let Err(error) = written.await {
+                    tracing::warn!(%error, client, "cancelling a delayed will in the cluster failed; it may still be sent");
+                }
+            });
+        }
         let taken_over = Arc::new(Notify::new());
         let slot = ClientSlot { connection_id, taken_over: taken_over.clone() };
         let previous = shared.lock_clients().insert(client_id.to_string(), slot);
@@ -292,6 +311,7 @@ pub async fn serve(
     directory: Directory,
     appender: Arc<dyn Appender>,
     hub: Arc<Hub>,
+    store: Arc<SessionStore>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let shared = Arc::new(Shared {
@@ -299,11 +319,13 @@ pub async fn serve(
         directory,
         appender,
         hub,
+        store,
         clients: std::sync::Mutex::new(HashMap::new()),
         next_connection_id: AtomicU64::new(0),
         delayed_wills: std::sync::Mutex::new(HashMap::new()),
     });
     let mut accepting = tokio::task::JoinSet::new();
+    accepting.spawn(will::wills_loop(shared.clone(), stop.clone()));
     for listen in listeners {
         accepting.spawn(accept_loop(listen, shared.clone(), stop.clone()));
     }

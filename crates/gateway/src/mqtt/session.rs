@@ -295,8 +295,17 @@ impl Session {
                         format!("more than {} QoS 2 messages awaiting PUBREL", self.max_in_flight),
                     ));
                 }
-                let pending = self.shared.append_routed(&routed).await?;
+                let mut pending = self.shared.append_routed(&routed).await?;
                 hub.inbound_qos2_received(&self.client, packet_id);
+                // A persistent session's id awaiting PUBREL is in the cluster before the PUBREC:
+                // a resend after a restart is then recognised and not appended twice.
+                if hub.persists(&self.client) {
+                    let saved = self.shared.store.flush(hub);
+                    pending = Box::pin(async move {
+                        pending.await?;
+                        saved.await
+                    });
+                }
                 self.send(Outgoing::AfterAppend {
                     pending,
                     ack: Ack { qos, packet_id, received },
@@ -308,7 +317,13 @@ impl Session {
     }
 
     pub(super) async fn release(&mut self, release: PubResponse) -> Result<(), End> {
-        let reason_code = if self.shared.hub.inbound_qos2_released(&self.client, release.packet_id) {
+        let hub = &self.shared.hub;
+        let reason_code = if hub.inbound_qos2_released(&self.client, release.packet_id) {
+            // Forgotten in the cluster too before the PUBCOMP, so that the client's next message
+            // with this id is not taken for a resend after a restart.
+            if hub.persists(&self.client) {
+                self.save_session().await?;
+            }
             ReasonCode::Success
         } else {
             ReasonCode::PacketIdentifierNotFound
@@ -355,6 +370,9 @@ impl Session {
             .into_iter()
             .map(|refusal| refusal.or_else(|| answers.next()).unwrap_or(ReasonCode::UnspecifiedError))
             .collect();
+        if self.shared.hub.persists(&self.client) {
+            self.save_session().await?;
+        }
         let answer = Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             properties: Properties::default(),
@@ -374,12 +392,23 @@ impl Session {
             .into_iter()
             .map(|existed| if existed { ReasonCode::Success } else { ReasonCode::NoSubscriptionExisted })
             .collect();
+        if self.shared.hub.persists(&self.client) {
+            self.save_session().await?;
+        }
         let answer = Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
             properties: Properties::default(),
             reason_codes,
         });
         self.send(Outgoing::packet(answer)).await
+    }
+
+    /// Writes this session's record (with any other dirty ones) and waits for the cluster; a
+    /// failure ends the connection unanswered, so the client asks again.
+    pub(super) async fn save_session(&self) -> Result<(), End> {
+        self.shared.store.flush(&self.shared.hub).await.map_err(|error| {
+            End::Because(ReasonCode::UnspecifiedError, format!("the session could not be saved: {error}"))
+        })
     }
 
     /// A PUBACK, PUBREC or PUBCOMP for a message sent to this client: answers a PUBREC with

@@ -71,6 +71,7 @@ async fn start_with(config: MqttConfig, appender: Arc<dyn Appender>, memory: Mem
         directory,
         appender,
         hub.clone(),
+        Arc::new(tidewater_gateway::SessionStore::disabled()),
         stopped,
     ));
     Gateway { address, appender: memory, hub, _stop: stop, devices }
