@@ -560,15 +560,7 @@ impl Capture {
             self.listed(consumer, partition, visible_through)?;
         }
         while let Some((file, bytes)) = self.to_publish.pop_front() {
-            let path = layout::file_path(
-                &self.definition.topic,
-                file.hour,
-                file.partition,
-                file.first_offset,
-                file.last_offset,
-            );
-            let staging = layout::staging_path(&self.definition.topic, file.partition, file.first_offset);
-            let result = self.destination.publish(&path, &staging, bytes.bytes.clone()).await;
+            let (path, result) = self.publish(&file, &bytes).await;
             if self.settle(&format!("writing {path}"), result).is_none() {
                 self.to_publish.push_front((file, bytes));
                 return Ok(());
@@ -579,6 +571,16 @@ impl Capture {
             self.stats.set_last_error(None);
         }
         Ok(())
+    }
+
+    /// Makes a closed file visible under its final name (through its staging name); returns
+    /// that name and how it went.
+    async fn publish(&self, file: &FileId, encoded: &EncodedFile) -> (String, Result<(), DestinationError>) {
+        let topic = &self.definition.topic;
+        let path = layout::file_path(topic, file.hour, file.partition, file.first_offset, file.last_offset);
+        let staging = layout::staging_path(topic, file.partition, file.first_offset);
+        let result = self.destination.publish(&path, &staging, encoded.bytes.clone()).await;
+        (path, result)
     }
 
     /// Records an attempt's outcome: a failure is logged, kept for `capture describe`, and
@@ -699,15 +701,7 @@ impl Capture {
             if failed.contains(&file.partition) {
                 continue;
             }
-            let path = layout::file_path(
-                &self.definition.topic,
-                file.hour,
-                file.partition,
-                file.first_offset,
-                file.last_offset,
-            );
-            let staging = layout::staging_path(&self.definition.topic, file.partition, file.first_offset);
-            let result = self.destination.publish(&path, &staging, encoded.bytes.clone()).await;
+            let (path, result) = self.publish(&file, &encoded).await;
             // The retry time is not waited for: a failure now is not retried, and its records
             // are read again by the next run.
             self.retry = None;

@@ -1241,19 +1241,9 @@ impl HubState {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use tidewater_mqtt::{Properties, SubscriptionOptions, Utf8Bytes};
+    use tidewater_mqtt::{Properties, SubscriptionOptions};
 
-    fn message(topic: &str, payload: &str, qos: QoS) -> Arc<Message> {
-        Arc::new(Message {
-            topic: Utf8Bytes::try_from_bytes(Bytes::copy_from_slice(topic.as_bytes())).unwrap_or_default(),
-            payload: Bytes::copy_from_slice(payload.as_bytes()),
-            qos,
-            retain: false,
-            publisher: Some("publisher".into()),
-            properties: Properties::default(),
-            expires_at_ms: None,
-        })
-    }
+    use crate::message::test_message as message;
 
     fn options(clean_start: bool, expiry: SessionExpiry) -> ConnectOptions {
         ConnectOptions {

@@ -187,6 +187,20 @@ pub fn from_record<'a>(
     has_topic.then_some(message)
 }
 
+/// A message as the unit tests of the hub and the session records make them.
+#[cfg(test)]
+pub(crate) fn test_message(topic: &str, payload: &str, qos: QoS) -> std::sync::Arc<Message> {
+    std::sync::Arc::new(Message {
+        topic: Utf8Bytes::try_from_bytes(Bytes::copy_from_slice(topic.as_bytes())).unwrap_or_default(),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        qos,
+        retain: false,
+        publisher: Some("publisher".into()),
+        properties: Properties::default(),
+        expires_at_ms: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -396,17 +396,7 @@ mod tests {
     use bytes::Bytes;
     use tidewater_mqtt::{Properties, Utf8Bytes};
 
-    fn message(topic: &str, payload: &str, qos: QoS) -> Arc<Message> {
-        Arc::new(Message {
-            topic: Utf8Bytes::try_from_bytes(Bytes::copy_from_slice(topic.as_bytes())).unwrap_or_default(),
-            payload: Bytes::copy_from_slice(payload.as_bytes()),
-            qos,
-            retain: false,
-            publisher: Some("publisher".into()),
-            properties: Properties::default(),
-            expires_at_ms: None,
-        })
-    }
+    use crate::message::test_message as message;
 
     fn record(in_flight: Vec<StoredInFlight>) -> SessionRecord {
         SessionRecord {

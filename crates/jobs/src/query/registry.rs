@@ -250,8 +250,15 @@ mod tests {
             ("SELECT * INTO out FROM [in/put]", None),
             ("SELECT * INTO out FROM input", Some("..")),
         ] {
-            let refused = QueryDefinition { sql: sql.to_string(), late_topic: late.map(str::to_string), ..definition.clone() };
-            assert!(refused.validate().is_err_and(|error| error.contains("is not a Kafka topic name")), "{sql}");
+            let refused = QueryDefinition {
+                sql: sql.to_string(),
+                late_topic: late.map(str::to_string),
+                ..definition.clone()
+            };
+            assert!(
+                refused.validate().is_err_and(|error| error.contains("is not a Kafka topic name")),
+                "{sql}"
+            );
         }
     }
 }
