@@ -37,7 +37,7 @@ pub const DEFAULT_SLOTS: usize = 1000;
 /// The epoch of a full fetch that opens a session.
 const INITIAL_EPOCH: i32 = 0;
 /// The epoch of a full fetch that wants no session.
-const FINAL_EPOCH: i32 = -1;
+pub(crate) const FINAL_EPOCH: i32 = -1;
 
 /// A partition by topic name and index.
 pub(crate) type PartitionKey = (String, i32);
@@ -67,7 +67,9 @@ struct CachedPartition {
 
 #[derive(Debug)]
 struct Session {
-    partitions: BTreeMap<PartitionKey, CachedPartition>,
+    /// By topic, then partition: an answer is matched against it by `&str`, with no key built
+    /// per partition.
+    partitions: BTreeMap<String, BTreeMap<i32, CachedPartition>>,
     /// The epoch the next incremental fetch must carry.
     next_epoch: i32,
     last_used: Instant,
@@ -114,6 +116,13 @@ struct State {
     /// Seeded at random by the standard library: ids are a keyed hash of a counter.
     ids: std::collections::hash_map::RandomState,
     counter: u64,
+}
+
+impl Session {
+    /// Partitions held.
+    fn len(&self) -> usize {
+        self.partitions.values().map(BTreeMap::len).sum()
+    }
 }
 
 impl FetchSessions {
@@ -168,15 +177,16 @@ impl FetchSessions {
             return Err(ResponseError::InvalidFetchSessionEpoch);
         }
         for key in forgotten {
-            session.partitions.remove(&key);
-        }
-        for (key, fetch) in requested {
-            match session.partitions.get_mut(&key) {
-                Some(cached) => cached.fetch = fetch,
-                None => {
-                    session.partitions.insert(key, CachedPartition { fetch, sent: None });
+            if let Some(topic) = session.partitions.get_mut(&key.0) {
+                topic.remove(&key.1);
+                if topic.is_empty() {
+                    session.partitions.remove(&key.0);
                 }
             }
+        }
+        for (key, fetch) in requested {
+            let cached = session.partitions.entry(key.0).or_default().entry(key.1);
+            cached.and_modify(|cached| cached.fetch = fetch).or_insert(CachedPartition { fetch, sent: None });
         }
         if session.partitions.is_empty() {
             state.sessions.remove(&session_id);
@@ -184,7 +194,13 @@ impl FetchSessions {
         }
         session.next_epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
         session.last_used = now;
-        let partitions = session.partitions.iter().map(|(key, cached)| (key.clone(), cached.fetch)).collect();
+        let partitions = session
+            .partitions
+            .iter()
+            .flat_map(|(topic, partitions)| {
+                partitions.iter().map(|(&partition, cached)| ((topic.clone(), partition), cached.fetch))
+            })
+            .collect();
         Ok(FetchPlan { context: FetchContext::Incremental { id: session_id }, partitions })
     }
 
@@ -209,8 +225,8 @@ impl FetchSessions {
                 state
                     .sessions
                     .iter()
-                    .min_by_key(|(_, session)| session.partitions.len())
-                    .filter(|(_, session)| session.partitions.len() < partitions.len())
+                    .min_by_key(|(_, session)| session.len())
+                    .filter(|(_, session)| session.len() < partitions.len())
                     .map(|(&id, _)| id)
             };
             let evicted = stale.or_else(smaller)?;
@@ -224,11 +240,13 @@ impl FetchSessions {
                 break id;
             }
         };
-        let partitions = partitions
-            .iter()
-            .map(|(key, fetch)| (key.clone(), CachedPartition { fetch: *fetch, sent: None }))
-            .collect();
-        state.sessions.insert(id, Session { partitions, next_epoch: 1, last_used: now });
+        let mut held: BTreeMap<String, BTreeMap<i32, CachedPartition>> = BTreeMap::new();
+        for ((topic, partition), fetch) in partitions {
+            held.entry(topic.clone())
+                .or_default()
+                .insert(*partition, CachedPartition { fetch: *fetch, sent: None });
+        }
+        state.sessions.insert(id, Session { partitions: held, next_epoch: 1, last_used: now });
         Some(id)
     }
 
@@ -245,9 +263,9 @@ impl FetchSessions {
         let mut state = self.lock();
         let Some(session) = state.sessions.get_mut(&id) else { return };
         for topic in &mut response.responses {
-            let name = topic.topic.0.to_string();
+            let Some(held) = session.partitions.get_mut(topic.topic.0.as_str()) else { continue };
             topic.partitions.retain(|data| {
-                let Some(cached) = session.partitions.get_mut(&(name.clone(), data.partition_index)) else {
+                let Some(cached) = held.get_mut(&data.partition_index) else {
                     return true;
                 };
                 let has_records = data.records.as_ref().is_some_and(|records| !records.is_empty());

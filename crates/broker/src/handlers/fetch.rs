@@ -33,7 +33,7 @@ use super::blocking;
 use crate::acl::{Access, Operation, ResourceType};
 use crate::broker::Broker;
 use crate::error::log_error_code;
-use crate::fetch_sessions::{FetchPlan, PartitionFetch, PartitionKey};
+use crate::fetch_sessions::{FetchContext, PartitionFetch, PartitionKey, FINAL_EPOCH};
 use crate::fetch_waiters::FetchWaker;
 
 /// The longest a fetch may wait for data, whatever the client asks, so a request cannot park a
@@ -55,17 +55,16 @@ pub(super) async fn handle(
     version: i16,
     access: Access,
 ) -> FetchResponse {
-    let plan = match plan(&broker, &request, version) {
+    let (context, topics) = match plan(&broker, &request, version) {
         Ok(plan) => plan,
         Err(code) => {
             broker.fetch_metrics().session_error();
             return FetchResponse::default().with_error_code(code.code()).with_session_id(0);
         }
     };
-    broker.fetch_metrics().request(plan.context, request_partitions(&request));
-    let context = plan.context;
+    broker.fetch_metrics().request(context, request_partitions(&request));
     let fetch = Arc::new(PlannedFetch {
-        topics: group_by_topic(plan.partitions),
+        topics,
         isolation_level: request.isolation_level,
         max_bytes: request.max_bytes,
     });
@@ -110,40 +109,58 @@ fn request_partitions(request: &FetchRequest) -> usize {
 }
 
 /// How the fetch is answered and what it reads: the request's partitions, or its session's.
-/// Versions before 7 have no sessions.
-fn plan(broker: &Broker, request: &FetchRequest, version: i16) -> Result<FetchPlan, ResponseError> {
+/// A fetch that wants no session (before v7, or epoch -1 naming none, as librdkafka sends) is
+/// read straight from the request, without the session cache's keys.
+fn plan(
+    broker: &Broker,
+    request: &FetchRequest,
+    version: i16,
+) -> Result<(FetchContext, Vec<TopicFetch>), ResponseError> {
+    let fetch_of = |partition: &tidewater_kafka::kafka_protocol::messages::fetch_request::FetchPartition| {
+        PartitionFetch {
+            fetch_offset: partition.fetch_offset,
+            partition_max_bytes: partition.partition_max_bytes,
+            current_leader_epoch: partition.current_leader_epoch,
+        }
+    };
+    if version < 7 || (request.session_id == 0 && request.session_epoch == FINAL_EPOCH) {
+        let topics = request
+            .topics
+            .iter()
+            .map(|topic| TopicFetch {
+                topic: topic.topic.clone(),
+                partitions: topic
+                    .partitions
+                    .iter()
+                    .map(|partition| (partition.partition, fetch_of(partition)))
+                    .collect(),
+            })
+            .collect();
+        return Ok((FetchContext::Sessionless, topics));
+    }
     let requested: Vec<(PartitionKey, PartitionFetch)> = request
         .topics
         .iter()
         .flat_map(|topic| {
-            topic.partitions.iter().map(|partition| {
-                let fetch = PartitionFetch {
-                    fetch_offset: partition.fetch_offset,
-                    partition_max_bytes: partition.partition_max_bytes,
-                    current_leader_epoch: partition.current_leader_epoch,
-                };
-                ((topic.topic.0.to_string(), partition.partition), fetch)
-            })
+            topic
+                .partitions
+                .iter()
+                .map(|partition| ((topic.topic.0.to_string(), partition.partition), fetch_of(partition)))
         })
         .collect();
-    if version < 7 {
-        return Ok(FetchPlan {
-            context: crate::fetch_sessions::FetchContext::Sessionless,
-            partitions: requested,
-        });
-    }
     let forgotten = request
         .forgotten_topics_data
         .iter()
         .flat_map(|topic| topic.partitions.iter().map(|&partition| (topic.topic.0.to_string(), partition)))
         .collect();
-    broker.fetch_sessions.plan(
+    let plan = broker.fetch_sessions.plan(
         request.session_id,
         request.session_epoch,
         requested,
         forgotten,
         std::time::Instant::now(),
-    )
+    )?;
+    Ok((plan.context, group_by_topic(plan.partitions)))
 }
 
 /// A fetch's partitions grouped by topic, in order, with the request's limits.
