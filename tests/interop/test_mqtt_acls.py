@@ -13,8 +13,10 @@ acknowledged (acknowledgements leave in order, each after its own append).
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from gateway_support import MQTT_TIMEOUT_S, REGISTRY_TIMEOUT_S, V311, V5, VERSIONS
+from gateway_support import MQTT_TIMEOUT_S, REGISTRY_TIMEOUT_S, V5, VERSIONS, raw_connect
 from security_support import QUIET_LIBRDKAFKA
 from test_mqtt_pubsub import Client
 from trigger_support import tidewater
@@ -159,23 +161,19 @@ def until(check, what: str):
         time.sleep(0.1)
 
 
-def refused_connack(gateway: Gateway, version: str, client_id: str, credentials: tuple[str, str]) -> int:
-    client = RuledClient(gateway.port, VERSIONS[version], client_id, credentials=credentials)
-    try:
-        return client.connack.value if hasattr(client.connack, "value") else client.connack
-    finally:
-        client.client.loop_stop()
-
-
 @pytest.mark.parametrize("version", ["3.1.1", "5.0"])
 def test_a_scram_user_logs_in_with_its_password_and_is_refused_with_another(gateway, version):
     name = f"app-{uuid.uuid4().hex[:8]}"
     password = gateway.create_user(name)
     client = connect(gateway, version, f"{name}-client", (name, password))
     client.close()
+    # The exact code on the wire: MQTT 5 0x86, 3.1.1 return code 4.
     expected = BAD_USER_NAME_OR_PASSWORD if version == "5.0" else CONNACK_BAD_CREDENTIALS_311
-    assert refused_connack(gateway, version, f"{name}-client", (name, "wrong")) == expected
-    assert refused_connack(gateway, version, f"{name}-client", ("nobody-" + name, password)) == expected
+    level = 5 if version == "5.0" else 4
+    for user, wrong_password in ((name, "wrong"), ("nobody-" + name, password)):
+        sock, connack = raw_connect(gateway.port, f"{name}-client", wrong_password, level=level, user=user)
+        sock.close()
+        assert connack[0] == 0x20 and connack[3] == expected, connack
     log = "\n".join(gateway.broker.lines)
     assert password not in log
 
@@ -205,6 +203,24 @@ def test_rules_allow_and_deny_publish_and_subscribe_with_each_versions_codes(gat
         assert (f"{area}/open/1", b"allowed") in messages
         assert not [payload for _, payload in messages if payload.startswith(b"must not")], messages
         assert client.client.is_connected(), "a refused PUBLISH must not end the connection"
+        # Another user may publish under secret/: the wildcard subscription does not carry it.
+        # The pub/sub topic has one partition here, so what was published first arrives first.
+        other = f"{name}-other"
+        other_password = gateway.create_user(other)
+        gateway.rule("allow", "publish", f"{area}/#", "--user", other)
+        # MQTT 5, so its PUBACK says when the new rule applies.
+        publisher = connect(gateway, "5.0", f"{other}-c", (other, other_password))
+        try:
+            until(lambda: publisher.publish_code(f"{area}/secret/y", b"secret") == 0, "the allow never applied")
+            assert publisher.publish_code(f"{area}/open/2", b"after the secret") == 0
+        finally:
+            publisher.close()
+        received = client.wait_for(2)
+        assert [(topic, payload) for topic, payload, _, _ in received] == [
+            (f"{area}/open/1", b"allowed"),
+            (f"{area}/open/2", b"after the secret"),
+        ]
+        assert (f"{area}/secret/y", b"secret") in gateway.messages()
     finally:
         client.close()
     metrics = tidewater_metrics(gateway)
@@ -213,11 +229,19 @@ def test_rules_allow_and_deny_publish_and_subscribe_with_each_versions_codes(gat
 
 
 def tidewater_metrics(gateway: Gateway) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{gateway.broker.admin_port}/metrics", timeout=10) as answer:
+    """The non-zero `tidewater_mqtt_authorization_denied_total` lines of /metrics, read as the
+    admin (with SASL listeners /metrics asks for a SCRAM user)."""
+    credentials = base64.b64encode(f"{ADMIN}:{ADMIN_PASSWORD}".encode()).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{gateway.broker.admin_port}/metrics", headers={"Authorization": f"Basic {credentials}"}
+    )
+    with urllib.request.urlopen(request, timeout=MQTT_TIMEOUT_S) as answer:
         text = answer.read().decode()
-    return "\n".join(line for line in text.splitlines() if line.startswith("tidewater_mqtt_authorization_denied_total") and not line.endswith(" 0"))
+    return "\n".join(
+        line
+        for line in text.splitlines()
+        if line.startswith("tidewater_mqtt_authorization_denied_total") and not line.endswith(" 0")
+    )
 
 
 def test_placeholders_give_each_user_and_client_its_own_topics(gateway):

@@ -214,7 +214,9 @@ fn apply_rule_record(rules: &mut RuleMap, key: &str, value: Option<&[u8]>) {
         Ok(rule) if rule.key() == key && rule.validate().is_ok() => {
             rules.insert(key.to_string(), rule);
         }
-        Ok(_) => tracing::warn!(key, "an MQTT topic rule's record does not match its key or is invalid; skipped"),
+        Ok(_) => {
+            tracing::warn!(key, "an MQTT topic rule's record does not match its key or is invalid; skipped")
+        }
         Err(error) => tracing::warn!(key, %error, "an MQTT topic rule's record does not decode; skipped"),
     }
 }

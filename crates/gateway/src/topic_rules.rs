@@ -234,10 +234,9 @@ pub fn decide<'a>(
     topic_or_filter: &str,
 ) -> Decision<'a> {
     let inner = match action {
-        Action::Subscribe => parse_shared(topic_or_filter)
-            .ok()
-            .flatten()
-            .map_or(topic_or_filter, |shared| shared.filter),
+        Action::Subscribe => {
+            parse_shared(topic_or_filter).ok().flatten().map_or(topic_or_filter, |shared| shared.filter)
+        }
         _ => topic_or_filter,
     };
     let mut restricted = false;
@@ -449,7 +448,11 @@ mod tests {
 
     #[test]
     fn placeholders() {
-        let rules = ["allow everyone all users/%u/#", "allow everyone publish clients/%c", "deny user:eve all users/%u/private"];
+        let rules = [
+            "allow everyone all users/%u/#",
+            "allow everyone publish clients/%c",
+            "deny user:eve all users/%u/private",
+        ];
         check(
             &rules,
             &[

@@ -80,7 +80,12 @@ impl UserCheck {
     /// (with a warning, since user logins will then be refused).
     pub fn for_cluster(cluster: &ClusterConfig) -> UserCheck {
         let property = |name: &str| {
-            cluster.properties.iter().rev().find(|(key, _)| key == name).map(|(_, value)| value.to_ascii_uppercase())
+            cluster
+                .properties
+                .iter()
+                .rev()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.to_ascii_uppercase())
         };
         let sasl = property("security.protocol").is_some_and(|protocol| protocol.starts_with("SASL_"));
         let scram = property("sasl.mechanism")
@@ -99,10 +104,12 @@ impl UserCheck {
         match self {
             UserCheck::None => Verification::Refused,
             UserCheck::StoredKeys(credentials) => {
-                let (credentials, user, password) = (credentials.clone(), user.to_string(), password.to_vec());
-                let verified = tokio::task::spawn_blocking(move || verify_stored(&*credentials, &user, &password))
-                    .await
-                    .unwrap_or(false);
+                let (credentials, user, password) =
+                    (credentials.clone(), user.to_string(), password.to_vec());
+                let verified =
+                    tokio::task::spawn_blocking(move || verify_stored(&*credentials, &user, &password))
+                        .await
+                        .unwrap_or(false);
                 if verified {
                     Verification::Verified
                 } else {
@@ -209,7 +216,10 @@ impl rdkafka::consumer::ConsumerContext for LoginContext {}
 /// exchange did. Blocking.
 fn login(cluster: &ClusterConfig, user: &str, password: &str) -> Verification {
     let mut config = cluster.client_config(&[]);
-    config.set("sasl.username", user).set("sasl.password", password).set("client.id", "tidewater-gateway-login");
+    config
+        .set("sasl.username", user)
+        .set("sasl.password", password)
+        .set("client.id", "tidewater-gateway-login");
     let consumer: BaseConsumer<LoginContext> = match config.create_with_context(LoginContext::default()) {
         Ok(consumer) => consumer,
         Err(error) => return Verification::Unavailable(error.to_string()),
@@ -247,7 +257,8 @@ mod tests {
 
     #[test]
     fn a_password_is_checked_against_the_stored_keys() {
-        let credential = ScramCredential::from_password(ScramMechanism::Sha256, b"s3cret", b"salt-salt".to_vec(), 4096);
+        let credential =
+            ScramCredential::from_password(ScramMechanism::Sha256, b"s3cret", b"salt-salt".to_vec(), 4096);
         let users = OneUser(credential);
         assert!(verify_stored(&users, "alice", b"s3cret"));
         assert!(!verify_stored(&users, "alice", b"wrong"));

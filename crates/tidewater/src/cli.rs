@@ -67,8 +67,8 @@ pub(crate) enum Command {
     Device(crate::device_cmd::DeviceArgs),
     /// Topic rules for MQTT clients that are not devices (SCRAM users, anonymous clients):
     /// allow or deny publish/subscribe per user, client id, anonymous clients or everyone, with
-    /// + and # filters and %u/%c placeholders (add, list, remove), on any Kafka-compatible
-    /// cluster; every gateway follows them live.
+    /// the wildcards '+' and '#' and the placeholders %u/%c (add, list, remove), on any
+    /// Kafka-compatible cluster; every gateway follows them live.
     MqttAcl(crate::mqtt_acl_cmd::MqttAclArgs),
     /// Run a device gateway in this process against any Kafka-compatible cluster: devices
     /// connect over MQTT 3.1.1/5 and every message is appended before it is acknowledged

@@ -84,7 +84,9 @@ impl RuleArgs {
             (_, Some(id), _, _) => Subject::Client(id),
             (_, _, true, _) => Subject::Anonymous,
             (_, _, _, true) => Subject::Everyone,
-            _ => anyhow::bail!("say who the rule is for: --user NAME, --client CLIENT_ID, --anonymous or --everyone"),
+            _ => anyhow::bail!(
+                "say who the rule is for: --user NAME, --client CLIENT_ID, --anonymous or --everyone"
+            ),
         };
         let rule = TopicRule {
             subject,

@@ -22,10 +22,10 @@ use super::will::{will_delay, Will};
 use super::{ClientClaim, MqttConfig, Shared, CONNECT_TIMEOUT, WRITE_TIMEOUT};
 use crate::append::{AppendError, PendingAppend};
 use crate::auth::{authenticate, authenticate_certificate, user_login, Identity};
-use crate::topic_rules::Action;
-use crate::users::Verification;
 use crate::hub::{ConnectOptions, SessionExpiry};
 use crate::listener::PeerCertificates;
+use crate::topic_rules::Action;
+use crate::users::Verification;
 
 /// What the reader hands the writer, in the order it must go out.
 ///

@@ -109,14 +109,14 @@ use tidewater_mqtt::{Limits, ReasonCode};
 use tokio::sync::Notify;
 
 use crate::append::{AppendError, Appender, PendingAppend};
-use crate::fanout::PubSubTopics;
 use crate::auth::Identity;
+use crate::fanout::PubSubTopics;
 use crate::hub::{Hub, ReceiveCheck};
-use crate::topic_rules::{decide, Action, Client};
 use crate::listener::{tls_handshake, LimitedListener, Listen};
 use crate::registry::Directory;
 use crate::route::{Destinations, DeviceMessage, Routed};
 use crate::session_store::SessionStore;
+use crate::topic_rules::{decide, Action, Client};
 
 use self::connection::{run_connection, End};
 
@@ -341,7 +341,8 @@ fn receive_check(shared: &Shared, identity: &Identity, client_id: &str) -> Optio
     if identity.device_id().is_some() {
         return None;
     }
-    let (directory, identity, client_id) = (shared.directory.clone(), identity.clone(), client_id.to_string());
+    let (directory, identity, client_id) =
+        (shared.directory.clone(), identity.clone(), client_id.to_string());
     Some(ReceiveCheck(Arc::new(move |topic: &str| {
         rules_allow(&directory, &identity, &client_id, Action::Subscribe, topic)
     })))

@@ -22,8 +22,8 @@ use crate::auth::Identity;
 use crate::fanout::Delivery;
 use crate::hub::SessionExpiry;
 use crate::route::{may_subscribe, route, DeviceMessage};
-use crate::topic_rules::Action;
 use crate::subscriptions::Subscribed;
+use crate::topic_rules::Action;
 
 /// One connected client's state, owned by its reader.
 pub(super) struct Session {
@@ -275,7 +275,13 @@ impl Session {
                 };
             }
         };
-        if !super::rules_allow(&self.shared.directory, &self.identity, &self.client_id, Action::Publish, publish.topic.as_str()) {
+        if !super::rules_allow(
+            &self.shared.directory,
+            &self.identity,
+            &self.client_id,
+            Action::Publish,
+            publish.topic.as_str(),
+        ) {
             self.log_denial("PUBLISH", publish.topic.as_str());
             crate::metrics::gateway().denied(true);
             // MQTT 5 says Not authorized; 3.1.1 cannot, so the message is dropped and still
@@ -363,8 +369,13 @@ impl Session {
         let mut refusals: Vec<Option<ReasonCode>> = Vec::with_capacity(subscribe.subscriptions.len());
         for subscription in &subscribe.subscriptions {
             let filter = subscription.filter.as_str();
-            let allowed_by_rules =
-                super::rules_allow(&self.shared.directory, &self.identity, &self.client_id, Action::Subscribe, filter);
+            let allowed_by_rules = super::rules_allow(
+                &self.shared.directory,
+                &self.identity,
+                &self.client_id,
+                Action::Subscribe,
+                filter,
+            );
             if !allowed_by_rules {
                 self.log_denial("SUBSCRIBE", filter);
                 crate::metrics::gateway().denied(false);
