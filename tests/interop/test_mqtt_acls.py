@@ -8,12 +8,16 @@ rules are written as the admin. Each test uses users, client ids and topics of i
 rules accumulate: once a rule for any user exists, every user is under rules (deny by default).
 What an allowed PUBLISH appended is read back from the pub/sub topic with confluent-kafka; that a
 refused one was not is read there too, after a later allowed PUBLISH of the same client was
-acknowledged (acknowledgements leave in order, each after its own append).
+acknowledged (acknowledgements leave in order, each after its own append). A standalone
+`tidewater gateway` in front of the same broker checks users by logging in to it.
 """
 
 from __future__ import annotations
 
 import base64
+import os
+import re
+import subprocess
 import threading
 import time
 import urllib.request
@@ -25,6 +29,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from gateway_support import MQTT_TIMEOUT_S, REGISTRY_TIMEOUT_S, V5, VERSIONS, raw_connect
+from conftest import tidewater_binary
 from security_support import QUIET_LIBRDKAFKA
 from test_mqtt_pubsub import Client
 from trigger_support import tidewater
@@ -346,3 +351,54 @@ def test_changing_rules_needs_the_admins_rights(gateway):
     assert f"--user {name}" not in gateway.cli("mqtt-acl", "list").stdout
     bad = gateway.cli("mqtt-acl", "add", "allow", "all", "a/#/b", "--everyone", check=False)
     assert bad.returncode != 0 and "not a valid MQTT topic filter" in bad.stderr, bad.stderr
+
+
+def test_a_standalone_gateway_checks_a_user_by_logging_in_to_the_cluster(gateway):
+    """`tidewater gateway` is only a Kafka client: it proves a user's password by a SCRAM login
+    to the cluster with it, and applies the same rules as the embedded gateway."""
+    tag = uuid.uuid4().hex[:8]
+    name = f"standalone-{tag}"
+    password = gateway.create_user(name)
+    gateway.rule("allow", "all", f"standalone-{tag}/#", "--user", name)
+    # The gateway's own identity: the admin, over SCRAM-SHA-512, as any client of the cluster.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TIDEWATER_")}
+    command = [
+        str(tidewater_binary()), "gateway", "--client-config", str(gateway.admin_config),
+        "--mqtt-listen", "127.0.0.1:0", "--http-listen", "none", "--admin-listen", "none",
+    ]
+    standalone = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    )
+    log: list[str] = []
+    try:
+        assert standalone.stderr is not None
+        port = None
+        deadline = time.monotonic() + MQTT_TIMEOUT_S
+        while port is None and time.monotonic() < deadline:
+            line = standalone.stderr.readline()
+            assert line, f"the gateway exited with {standalone.poll()}"
+            log.append(line)
+            match = re.search(r"tidewater gateway is running.*\bmqtt=127\.0\.0\.1:(\d+)", line)
+            port = int(match.group(1)) if match else None
+        assert port is not None, "the gateway logged no running line"
+        threading.Thread(target=lambda: log.extend(standalone.stderr), daemon=True).start()
+
+        for user, wrong_password in ((name, "wrong"), (f"nobody-{tag}", password)):
+            sock, connack = raw_connect(port, f"s-{tag}", wrong_password, level=5, user=user)
+            sock.close()
+            assert connack[0] == 0x20 and connack[3] == BAD_USER_NAME_OR_PASSWORD, connack
+        client = RuledClient(port, V5, f"s-{tag}", credentials=(name, password))
+        assert client.connack == 0, client.connack
+        try:
+            until(lambda: subscribe_code(client, f"standalone-{tag}/in") == 1, "the allow rule never applied")
+            assert subscribe_code(client, f"elsewhere-{tag}") == NOT_AUTHORIZED
+            assert client.publish_code(f"standalone-{tag}/in", b"through the standalone gateway") == 0
+            assert client.publish_code(f"elsewhere-{tag}", b"refused") == NOT_AUTHORIZED
+            received = client.wait_for(1)
+            assert [payload for _, payload, _, _ in received] == [b"through the standalone gateway"]
+        finally:
+            client.close()
+    finally:
+        standalone.terminate()
+        standalone.wait(timeout=30)
+    assert password not in "".join(log)
