@@ -166,19 +166,24 @@ def until(check, what: str):
         time.sleep(0.1)
 
 
+def assert_wrong_logins_refused(port: int, version: str, client_id: str, name: str, password: str) -> None:
+    """A wrong password and an unknown user get the exact code on the wire: MQTT 5 0x86, 3.1.1
+    return code 4."""
+    expected = BAD_USER_NAME_OR_PASSWORD if version == "5.0" else CONNACK_BAD_CREDENTIALS_311
+    level = 5 if version == "5.0" else 4
+    for user, wrong_password in ((name, "wrong"), ("nobody-" + name, password)):
+        sock, connack = raw_connect(port, client_id, wrong_password, level=level, user=user)
+        sock.close()
+        assert connack[0] == 0x20 and connack[3] == expected, connack
+
+
 @pytest.mark.parametrize("version", ["3.1.1", "5.0"])
 def test_a_scram_user_logs_in_with_its_password_and_is_refused_with_another(gateway, version):
     name = f"app-{uuid.uuid4().hex[:8]}"
     password = gateway.create_user(name)
     client = connect(gateway, version, f"{name}-client", (name, password))
     client.close()
-    # The exact code on the wire: MQTT 5 0x86, 3.1.1 return code 4.
-    expected = BAD_USER_NAME_OR_PASSWORD if version == "5.0" else CONNACK_BAD_CREDENTIALS_311
-    level = 5 if version == "5.0" else 4
-    for user, wrong_password in ((name, "wrong"), ("nobody-" + name, password)):
-        sock, connack = raw_connect(gateway.port, f"{name}-client", wrong_password, level=level, user=user)
-        sock.close()
-        assert connack[0] == 0x20 and connack[3] == expected, connack
+    assert_wrong_logins_refused(gateway.port, version, f"{name}-client", name, password)
     log = "\n".join(gateway.broker.lines)
     assert password not in log
 
@@ -383,10 +388,7 @@ def test_a_standalone_gateway_checks_a_user_by_logging_in_to_the_cluster(gateway
         assert port is not None, "the gateway logged no running line"
         threading.Thread(target=lambda: log.extend(standalone.stderr), daemon=True).start()
 
-        for user, wrong_password in ((name, "wrong"), (f"nobody-{tag}", password)):
-            sock, connack = raw_connect(port, f"s-{tag}", wrong_password, level=5, user=user)
-            sock.close()
-            assert connack[0] == 0x20 and connack[3] == BAD_USER_NAME_OR_PASSWORD, connack
+        assert_wrong_logins_refused(port, "5.0", f"s-{tag}", name, password)
         client = RuledClient(port, V5, f"s-{tag}", credentials=(name, password))
         assert client.connack == 0, client.connack
         try:

@@ -68,6 +68,16 @@ pub enum Permission {
     Deny,
 }
 
+impl Permission {
+    /// As `tidewater mqtt-acl` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Permission::Allow => "allow",
+            Permission::Deny => "deny",
+        }
+    }
+}
+
 /// What a rule is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -79,6 +89,15 @@ pub enum Action {
 }
 
 impl Action {
+    /// As `tidewater mqtt-acl` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Publish => "publish",
+            Action::Subscribe => "subscribe",
+            Action::All => "all",
+        }
+    }
+
     fn covers(self, action: Action) -> bool {
         self == Action::All || self == action
     }
@@ -134,15 +153,7 @@ impl TopicRule {
             Subject::Anonymous => "anonymous".to_string(),
             Subject::Everyone => "everyone".to_string(),
         };
-        let permission = match self.permission {
-            Permission::Allow => "allow",
-            Permission::Deny => "deny",
-        };
-        let action = match self.action {
-            Action::Publish => "publish",
-            Action::Subscribe => "subscribe",
-            Action::All => "all",
-        };
+        let (permission, action) = (self.permission.name(), self.action.name());
         format!("{RULE_KEY_PREFIX}{subject}\u{0}{permission}\u{0}{action}\u{0}{}", self.filter)
     }
 

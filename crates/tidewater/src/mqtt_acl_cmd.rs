@@ -114,15 +114,7 @@ fn describe(rule: &TopicRule) -> String {
         Subject::Anonymous => "--anonymous".to_string(),
         Subject::Everyone => "--everyone".to_string(),
     };
-    let permission = match rule.permission {
-        Permission::Allow => "allow",
-        Permission::Deny => "deny",
-    };
-    let action = match rule.action {
-        Action::Publish => "publish",
-        Action::Subscribe => "subscribe",
-        Action::All => "all",
-    };
+    let (permission, action) = (rule.permission.name(), rule.action.name());
     format!("{permission} {action} {} {who}", rule.filter)
 }
 
