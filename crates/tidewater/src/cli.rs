@@ -42,7 +42,7 @@ pub(crate) enum Command {
     /// Kafka's AlterUserScramCredentials and DescribeUserScramCredentials.
     User(tidewater_cli::user::UserArgs),
     /// ACLs of any Kafka-compatible cluster (create, list, delete), as kafka-acls.sh manages
-    /// them.
+    /// them. (What MQTT users may publish and subscribe to is `mqtt-acl`.)
     Acl(tidewater_cli::acl::AclArgs),
     /// List, describe and delete consumer groups and reset their committed offsets on any
     /// Kafka-compatible cluster (like kafka-consumer-groups).
