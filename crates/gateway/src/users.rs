@@ -18,7 +18,8 @@
 //!   cluster connection to be SASL/SCRAM; otherwise user logins are refused and the gateway
 //!   says so at start. Since a login costs a connection and a round trip, a success is
 //!   remembered for [`LOGIN_CACHE_TTL`] under a salted hash of the name and password (the salt
-//!   is random per process; the password is not kept), at most [`LOGIN_CACHE_ENTRIES_MAX`].
+//!   is random per process; the password is not kept), at most [`LOGIN_CACHE_ENTRIES_MAX`], and
+//!   at most [`LOGINS_AT_ONCE_MAX`] logins run at once.
 //!
 //! A user that is removed or whose password changes keeps the connections it has, as a Kafka
 //! client keeps its session until re-authentication; new connections are checked afresh (a
@@ -42,6 +43,10 @@ pub const LOGIN_CACHE_TTL: Duration = Duration::from_secs(60);
 pub const LOGIN_CACHE_ENTRIES_MAX: usize = 10_000;
 /// How long a login to the cluster may take before the client is told to come back later.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most logins to the cluster at once (each is a librdkafka client with its threads and a
+/// connection); more CONNECTs wait their turn, so a flood of made-up user names cannot turn into
+/// a flood of connections to the cluster.
+pub const LOGINS_AT_ONCE_MAX: usize = 8;
 
 /// The outcome of a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +142,8 @@ pub struct ClusterLogin {
     salt: [u8; 32],
     /// Salted hash of name and password -> when the login succeeded.
     verified: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Bounds the logins in progress to [`LOGINS_AT_ONCE_MAX`].
+    logins: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for ClusterLogin {
@@ -152,7 +159,12 @@ impl ClusterLogin {
         // Without randomness the salt is zeros: the cache still works, its hashes are just
         // guessable by whoever can read this process's memory, who could read passwords anyway.
         let _ = getrandom::getrandom(&mut salt);
-        ClusterLogin { cluster, salt, verified: Mutex::new(HashMap::new()) }
+        ClusterLogin {
+            cluster,
+            salt,
+            verified: Mutex::new(HashMap::new()),
+            logins: tokio::sync::Semaphore::new(LOGINS_AT_ONCE_MAX),
+        }
     }
 
     fn hash(&self, user: &str, password: &[u8]) -> [u8; 32] {
@@ -172,6 +184,9 @@ impl ClusterLogin {
             }
         }
         let Ok(password_text) = String::from_utf8(password.to_vec()) else { return Verification::Refused };
+        let Ok(_turn) = self.logins.acquire().await else {
+            return Verification::Unavailable("the gateway is stopping".to_string());
+        };
         let (cluster, user_name) = (self.cluster.clone(), user.to_string());
         let outcome = tokio::task::spawn_blocking(move || login(&cluster, &user_name, &password_text))
             .await
