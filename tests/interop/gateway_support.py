@@ -183,10 +183,16 @@ def connect_when_registered(
 
 
 def raw_connect(
-    port: int, client_id: str, password: str | None, level: int = 4, tls: ssl.SSLContext | None = None
+    port: int,
+    client_id: str,
+    password: str | None,
+    level: int = 4,
+    tls: ssl.SSLContext | None = None,
+    user: str | None = None,
 ) -> tuple[socket.socket, bytes]:
     """Sends a hand-made CONNECT (protocol level 4 = 3.1.1, 5 = 5.0), over TLS with `tls`, and
-    returns the socket and the CONNACK bytes, so a test sees the exact return code on the wire."""
+    returns the socket and the CONNACK bytes, so a test sees the exact return code on the wire.
+    With a password the user name is `user`, or the client id (as devices send it)."""
     def string(value: bytes) -> bytes:
         return struct.pack(">H", len(value)) + value
 
@@ -194,7 +200,7 @@ def raw_connect(
     payload = string(client_id.encode())
     if password is not None:
         flags |= 0xC0
-        payload += string(client_id.encode()) + string(password.encode())
+        payload += string((user or client_id).encode()) + string(password.encode())
     variable = string(b"MQTT") + bytes([level, flags]) + struct.pack(">H", 30)
     if level == 5:
         variable += b"\x00"  # no properties

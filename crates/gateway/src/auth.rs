@@ -14,6 +14,10 @@
 //! A token is checked when the connection is made; as in IoT Hub, the MQTT listener also closes
 //! a connection when its token expires (`mqtt.rs`).
 //!
+//! A client whose user name and password are a SCRAM user's and whose client id names no device
+//! logs in as that user ([`user_login`] tells which; [`crate::users`] checks the password); an
+//! unknown user or a wrong password is Bad User Name or Password too.
+//!
 //! Over TLS, a client that sends no password but presented a certificate is an X.509 device
 //! ([`authenticate_certificate_at`]): the client id names the device, and the certificate must
 //! be the one registered by thumbprint, or chain to a registered CA with subject CN = the
@@ -37,6 +41,9 @@ use crate::token::{self, TokenError};
 pub enum Identity {
     /// An authenticated device; its id is stamped into every record it produces.
     Device(String),
+    /// A SCRAM user of the cluster ([`crate::users`]): plain pub/sub like an anonymous client,
+    /// under the topic rules of its name ([`crate::topic_rules`]).
+    User(String),
     /// Allowed only by an explicit setting; never has a device id, so it can publish to no
     /// device's topics.
     Anonymous,
@@ -46,9 +53,37 @@ impl Identity {
     pub fn device_id(&self) -> Option<&str> {
         match self {
             Identity::Device(id) => Some(id),
-            Identity::Anonymous => None,
+            Identity::User(_) | Identity::Anonymous => None,
         }
     }
+
+    /// The user name of a user, for topic rules.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Identity::User(name) => Some(name),
+            Identity::Device(_) | Identity::Anonymous => None,
+        }
+    }
+}
+
+/// Whether a CONNECT is a SCRAM user logging in rather than a device, and as whom. Devices come
+/// first, so nothing a device does changes: a CONNECT is a user's only when it has a password
+/// that is not a SAS token, a non-empty user name, and a client id that names no registered
+/// device. (Before the registry is read it is a device's, refused as Server unavailable.) A
+/// user whose client id names a device is checked as that device, and refused.
+pub fn user_login<'a>(
+    devices: Option<&DeviceMap>,
+    client_id: &str,
+    user_name: Option<&'a str>,
+    password: Option<&[u8]>,
+) -> Option<&'a str> {
+    let user_name = user_name.filter(|name| !name.is_empty())?;
+    let password = password?;
+    if token::is_token(password) {
+        return None;
+    }
+    let devices = devices?;
+    (!devices.contains_key(client_id)).then_some(user_name)
 }
 
 /// Why a client was refused: the reason code it is told and, if it sent a token, what was wrong
@@ -278,6 +313,23 @@ mod tests {
         assert_eq!(check("pump-1", Some("bad-key"), true), "Bad User Name or Password (0x86)");
         // The key of a device registered before tokens still works.
         assert_eq!(check("pump-3", Some("good-key"), false), r#"Device("pump-3")"#);
+    }
+
+    #[test]
+    fn a_user_logs_in_only_where_no_device_would() {
+        let devices = devices();
+        let login = |client_id: &str, user: Option<&'static str>, password: Option<&str>| {
+            user_login(Some(&devices), client_id, user, password.map(str::as_bytes))
+        };
+        assert_eq!(login("app-1", Some("alice"), Some("pw")), Some("alice"));
+        // A device's client id is always the device's, whatever user name it sends.
+        assert_eq!(login("pump-1", Some("alice"), Some("pw")), None);
+        assert_eq!(login("app-1", Some(""), Some("pw")), None);
+        assert_eq!(login("app-1", None, Some("pw")), None);
+        assert_eq!(login("app-1", Some("alice"), None), None);
+        assert_eq!(login("app-1", Some("alice"), Some("SharedAccessSignature sr=x")), None);
+        // Before the registry is read, nothing is known to be a user.
+        assert_eq!(user_login(None, "app-1", Some("alice"), Some(b"pw")), None);
     }
 
     #[test]

@@ -412,6 +412,7 @@ mod tests {
             receive_maximum: 10,
             maximum_packet_size: None,
             device: None,
+            may_receive: None,
         };
         hub.connect(client, options, 1, Arc::default(), 0);
         let everything = Subscribed { options: SubscriptionOptions::qos(QoS::AtMostOnce), identifier: None };

@@ -417,7 +417,8 @@ async fn answer(
     };
     match identity {
         Ok(Identity::Device(_)) => {}
-        Ok(Identity::Anonymous) | Err(AuthRefusal { code: ReasonCode::NotAuthorized, .. }) => {
+        Ok(Identity::Anonymous | Identity::User(_))
+        | Err(AuthRefusal { code: ReasonCode::NotAuthorized, .. }) => {
             return refuse(StatusCode::FORBIDDEN, "this device is disabled");
         }
         Err(AuthRefusal { code: ReasonCode::ServerUnavailable, .. }) => {

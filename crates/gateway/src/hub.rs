@@ -126,6 +126,27 @@ pub struct ConnectOptions {
     /// The device the session belongs to, for command delivery. A device's session is keyed by
     /// the device id itself, which is how a command finds it.
     pub device: Option<String>,
+    /// Which topics the client may receive, for clients under topic rules
+    /// ([`crate::topic_rules`]): a message whose topic it refuses is not queued, so a wildcard
+    /// subscription does not carry what a more specific deny rule refuses. `None`: everything.
+    pub may_receive: Option<ReceiveCheck>,
+}
+
+/// Whether a client may receive a message on a topic; asked under the hub's lock, so it must
+/// be cheap and must not block.
+#[derive(Clone)]
+pub struct ReceiveCheck(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for ReceiveCheck {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("ReceiveCheck")
+    }
+}
+
+impl ReceiveCheck {
+    fn allows(check: &Option<ReceiveCheck>, topic: &str) -> bool {
+        check.as_ref().is_none_or(|check| (check.0)(topic))
+    }
 }
 
 /// One message waiting for, or on, the wire to one client.
@@ -169,6 +190,7 @@ struct Attachment {
 #[derive(Debug)]
 struct Session {
     device: Option<String>,
+    may_receive: Option<ReceiveCheck>,
     subscriptions: BTreeMap<String, Subscribed>,
     queue: VecDeque<Queued>,
     /// In the order sent.
@@ -196,6 +218,7 @@ impl Session {
     fn new(options: &ConnectOptions, max_in_flight: u16) -> Session {
         Session {
             device: options.device.clone(),
+            may_receive: options.may_receive.clone(),
             subscriptions: BTreeMap::new(),
             queue: VecDeque::new(),
             in_flight: VecDeque::new(),
@@ -477,6 +500,7 @@ impl Hub {
         debug_assert!((1..=usize::from(max_in_flight.max(1))).contains(&session.window));
         session.maximum_packet_size = options.maximum_packet_size;
         session.device = options.device.clone();
+        session.may_receive = options.may_receive.clone();
         session.attached = Some(Attachment { connection_id, wake, taken_over: None });
         let mut packets = Vec::new();
         for flight in &session.in_flight {
@@ -847,7 +871,10 @@ impl Hub {
             // Retained messages are not sent for shared subscriptions (spec 4.8.2).
             if send_retained && !shared {
                 for message in state.retained.values() {
-                    if matches(message.topic.as_str(), filter) && !message.is_expired(now_ms) {
+                    if matches(message.topic.as_str(), filter)
+                        && !message.is_expired(now_ms)
+                        && ReceiveCheck::allows(&session.may_receive, message.topic.as_str())
+                    {
                         session.queue.push_back(Queued {
                             message: message.clone(),
                             qos: message.qos.min(subscribed.options.qos),
@@ -1012,6 +1039,9 @@ impl Hub {
                 continue;
             }
             let Some(session) = state.sessions.get_mut(&target.client) else { continue };
+            if !ReceiveCheck::allows(&session.may_receive, message.topic.as_str()) {
+                continue;
+            }
             let qos = message.qos.min(target.qos);
             // A session whose client is away keeps QoS 1 and 2 messages only.
             if session.attached.is_none() && qos == QoS::AtMostOnce {
@@ -1253,6 +1283,7 @@ mod tests {
             receive_maximum: 2,
             maximum_packet_size: None,
             device: None,
+            may_receive: None,
         }
     }
 
@@ -1583,6 +1614,28 @@ mod tests {
         hub.set_retained(message("r/1", "", QoS::AtMostOnce));
         hub.subscribe("a", &[("r/1".into(), at(QoS::AtMostOnce))], 0);
         assert!(hub.pump("a", 1, 0).packets.is_empty());
+    }
+
+    #[test]
+    fn a_client_under_topic_rules_is_not_sent_what_it_may_not_receive() {
+        let hub = Hub::new(HubConfig::default());
+        let mut retained = (*message("secret/1", "s", QoS::AtLeastOnce)).clone();
+        retained.retain = true;
+        hub.set_retained(Arc::new(retained));
+        let check = ReceiveCheck(Arc::new(|topic: &str| !topic.starts_with("secret/")));
+        let ruled = ConnectOptions { may_receive: Some(check), ..options(true, SessionExpiry::AtDisconnect) };
+        hub.connect("a", ruled, 1, Arc::default(), 0);
+        hub.connect("b", options(true, SessionExpiry::AtDisconnect), 1, Arc::default(), 0);
+        for client in ["a", "b"] {
+            hub.subscribe(client, &[("#".into(), at(QoS::AtLeastOnce))], 0);
+        }
+        hub.publish(message("secret/2", "s2", QoS::AtLeastOnce), 0);
+        hub.publish(message("open/1", "o", QoS::AtLeastOnce), 0);
+        assert_eq!(describe(&hub.pump("a", 1, 0).packets), ["PUBLISH 1 open/1 o"]);
+        assert_eq!(
+            describe(&hub.pump("b", 1, 0).packets),
+            ["PUBLISH 1 secret/1 s retain", "PUBLISH 2 secret/2 s2"]
+        );
     }
 
     #[test]

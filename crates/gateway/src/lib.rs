@@ -24,6 +24,8 @@
 //!   they survive a restart and move between gateways.
 //! - [`http`]: HTTP ingestion (CloudEvents binary, structured and batch modes, plain JSON).
 //! - [`presence`]: which devices this process has seen, connected now, last seen, messages.
+//! - [`topic_rules`]: what MQTT users and anonymous clients may publish and subscribe to.
+//! - [`users`]: checking an MQTT client's user name and password against SCRAM credentials.
 
 pub mod append;
 pub mod auth;
@@ -42,6 +44,8 @@ pub mod session_record;
 pub mod session_store;
 pub mod subscriptions;
 pub mod token;
+pub mod topic_rules;
+pub mod users;
 
 pub use append::{Appender, KafkaAppender, MemoryAppender};
 pub use device::{Device, DeviceCa, X509Identity};

@@ -1,6 +1,6 @@
 //! The gateway's metrics: MQTT connections and devices online, messages received by QoS, the
-//! time from a PUBLISH to its acknowledgement, device authentication failures by reason, and
-//! events received over HTTP. Every series is found once, the first time the gateway needs its
+//! time from a PUBLISH to its acknowledgement, device and user authentication failures by
+//! reason, PUBLISH and SUBSCRIBE refused by topic rules, and events received over HTTP. Every series is found once, the first time the gateway needs its
 //! metrics, so a message costs an atomic add and no lock.
 
 use std::sync::{Arc, OnceLock};
@@ -20,11 +20,15 @@ pub(crate) struct GatewayMetrics {
     /// PUBACK (QoS 1) and PUBREC (QoS 2).
     ack_latency: [Arc<Histogram>; 2],
     pub(crate) http_events_received: Arc<Counter>,
+    /// PUBLISH and SUBSCRIBE refused by topic rules.
+    denied_by_rules: [Arc<Counter>; 2],
 }
 
 /// The reasons `tidewater_device_auth_failures_total` counts, each a label value.
-const AUTH_FAILURE_REASONS: [&str; 14] = [
+const AUTH_FAILURE_REASONS: [&str; 16] = [
     "bad_credentials",
+    "user_bad_credentials",
+    "user_check_unavailable",
     "not_authorized",
     "registry_unavailable",
     "token_expired",
@@ -62,6 +66,11 @@ pub(crate) fn gateway() -> &'static GatewayMetrics {
         for reason in AUTH_FAILURE_REASONS {
             failures.series(&[reason]);
         }
+        let denied = registry.counters(
+            "tidewater_mqtt_authorization_denied_total",
+            "PUBLISH and SUBSCRIBE requests of MQTT users and anonymous clients refused by topic rules, by action.",
+            &["action"],
+        );
         GatewayMetrics {
             mqtt_connections: registry.gauge("tidewater_mqtt_connections", "Open MQTT connections."),
             devices_connected: registry
@@ -72,6 +81,7 @@ pub(crate) fn gateway() -> &'static GatewayMetrics {
                 "tidewater_http_events_received_total",
                 "Events received over HTTP and appended (one per record).",
             ),
+            denied_by_rules: [denied.series(&["publish"]), denied.series(&["subscribe"])],
         }
     })
 }
@@ -87,6 +97,16 @@ impl GatewayMetrics {
             QoS::ExactlyOnce => self.ack_latency[1].observe_since(received),
             QoS::AtMostOnce => {}
         }
+    }
+
+    /// A PUBLISH (`publish` true) or a SUBSCRIBE's filter refused by topic rules.
+    pub(crate) fn denied(&self, publish: bool) {
+        self.denied_by_rules[usize::from(!publish)].inc();
+    }
+
+    /// A SCRAM user's login refused: a wrong name or password, or the check could not be made.
+    pub(crate) fn user_refused(&self, unavailable: bool) {
+        count_auth_failure(if unavailable { "user_check_unavailable" } else { "user_bad_credentials" });
     }
 
     pub(crate) fn auth_failed(&self, refusal: &Refusal) {

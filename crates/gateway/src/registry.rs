@@ -10,6 +10,11 @@
 //! The CAs that X.509 devices' certificates chain to live in the same topic, under key
 //! `ca/NAME` ([`DeviceCa`]); no device id contains '/', so the two never collide, and a
 //! gateway learns of a new CA exactly as of a new device.
+//!
+//! The MQTT topic rules of clients that are not devices ([`crate::topic_rules`]) live there
+//! too, under keys `mqtt-rule/...` naming the whole rule: durable, compacted, and followed live
+//! by every gateway like the devices, and written only by whoever may write this internal topic
+//! (a superuser, once the cluster authorizes), the rights `tidewater acl` changes need.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use anyhow::Context;
 use tidewater_client::{ClusterConfig, KeyedTopic};
 
 use crate::device::{Device, DeviceCa, CA_KEY_PREFIX};
+use crate::topic_rules::{TopicRule, RULE_KEY_PREFIX};
 
 pub const DEVICES_TOPIC: &str = "_tidewater_devices";
 
@@ -28,11 +34,15 @@ pub type DeviceMap = BTreeMap<String, Device>;
 /// Every registered device CA by name.
 pub type CaMap = BTreeMap<String, DeviceCa>;
 
-/// The whole registry as of some point of its topic: devices and device CAs.
+/// Every MQTT topic rule, by its key.
+pub type RuleMap = BTreeMap<String, TopicRule>;
+
+/// The whole registry as of some point of its topic: devices, device CAs and topic rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegistryView {
     pub devices: DeviceMap,
     pub cas: CaMap,
+    pub rules: RuleMap,
 }
 
 /// What a gateway authenticates against: `None` until the registry has been read to the end
@@ -78,6 +88,19 @@ impl DeviceRegistry {
     /// Removes a device CA (a tombstone): certificates it signed stop opening connections.
     pub async fn remove_ca(&self, name: &str) -> anyhow::Result<()> {
         Ok(self.topic.write(&format!("{CA_KEY_PREFIX}{name}"), None).await?)
+    }
+
+    /// Adds a topic rule (adding one that exists changes nothing); returns once the cluster
+    /// acknowledged it.
+    pub async fn put_rule(&self, rule: &TopicRule) -> anyhow::Result<()> {
+        rule.validate()?;
+        let value = serde_json::to_vec(rule).context("encoding the rule")?;
+        Ok(self.topic.write(&rule.key(), Some(&value)).await?)
+    }
+
+    /// Removes a topic rule (a tombstone).
+    pub async fn remove_rule(&self, rule: &TopicRule) -> anyhow::Result<()> {
+        Ok(self.topic.write(&rule.key(), None).await?)
     }
 
     /// One device, or an error naming it.
@@ -145,6 +168,10 @@ pub fn apply_record(view: &mut RegistryView, key: Option<&[u8]>, value: Option<&
         apply_ca_record(&mut view.cas, name, value);
         return;
     }
+    if id.starts_with(RULE_KEY_PREFIX) {
+        apply_rule_record(&mut view.rules, id, value);
+        return;
+    }
     let devices = &mut view.devices;
     match value {
         None => {
@@ -172,6 +199,25 @@ fn apply_ca_record(cas: &mut CaMap, name: &str, value: Option<&[u8]>) {
             Ok(_) => tracing::warn!(name, "a device CA record's name differs from its key; skipped"),
             Err(error) => tracing::warn!(name, %error, "a device CA record does not decode; skipped"),
         },
+    }
+}
+
+/// A rule's record: one whose key is not the rule's own, or that does not decode or validate,
+/// is skipped with a warning (a rule this version does not understand must not be read as a
+/// different one).
+fn apply_rule_record(rules: &mut RuleMap, key: &str, value: Option<&[u8]>) {
+    let Some(value) = value else {
+        rules.remove(key);
+        return;
+    };
+    match serde_json::from_slice::<TopicRule>(value) {
+        Ok(rule) if rule.key() == key && rule.validate().is_ok() => {
+            rules.insert(key.to_string(), rule);
+        }
+        Ok(_) => {
+            tracing::warn!(key, "an MQTT topic rule's record does not match its key or is invalid; skipped")
+        }
+        Err(error) => tracing::warn!(key, %error, "an MQTT topic rule's record does not decode; skipped"),
     }
 }
 
@@ -221,5 +267,25 @@ mod tests {
         assert_eq!(view.cas.get("factory").and_then(DeviceCa::certificate_der), Some(vec![0, 1, 2]));
         apply_record(&mut view, Some(b"ca/factory"), None);
         assert!(view.cas.is_empty());
+    }
+
+    #[test]
+    fn rules_live_beside_devices_under_their_own_keys() {
+        use crate::topic_rules::{Action, Permission, Subject};
+        let mut view = RegistryView::default();
+        let rule = TopicRule {
+            subject: Subject::Anonymous,
+            permission: Permission::Deny,
+            action: Action::Subscribe,
+            filter: "test/nosubscribe".into(),
+        };
+        let value = serde_json::to_vec(&rule).unwrap_or_default();
+        apply_record(&mut view, Some(rule.key().as_bytes()), Some(&value));
+        // Under another rule's key it is not taken for that rule.
+        apply_record(&mut view, Some(b"mqtt-rule/other"), Some(&value));
+        assert_eq!(view.rules.values().collect::<Vec<_>>(), vec![&rule]);
+        assert!(view.devices.is_empty());
+        apply_record(&mut view, Some(rule.key().as_bytes()), None);
+        assert!(view.rules.is_empty());
     }
 }

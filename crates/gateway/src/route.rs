@@ -5,7 +5,7 @@
 //! device's events stay in order in one partition. A device subscribes only to its own
 //! `devices/{device}/messages/devicebound/...` topics, where its commands arrive.
 //!
-//! An anonymous client (where allowed) does plain MQTT pub/sub between applications: any topic
+//! A SCRAM user, and an anonymous client (where allowed), do plain MQTT pub/sub between applications: any topic
 //! outside `devices/` goes to the pub/sub topic keyed by MQTT topic, and if retained also to the
 //! retained table ([`crate::message`] has the record layout); it may subscribe to any filter not
 //! starting with `devices/`.
@@ -98,7 +98,7 @@ pub fn may_subscribe(identity: &Identity, filter: &str) -> Result<(), ReasonCode
                     .and_then(|rest| rest.strip_prefix(id.as_str()))
                     .is_some_and(|rest| rest.starts_with("/messages/devicebound/"))
         }
-        Identity::Anonymous => !inner.starts_with(DEVICES_PREFIX),
+        Identity::User(_) | Identity::Anonymous => !inner.starts_with(DEVICES_PREFIX),
     };
     if allowed {
         Ok(())

@@ -42,7 +42,7 @@ pub(crate) enum Command {
     /// Kafka's AlterUserScramCredentials and DescribeUserScramCredentials.
     User(tidewater_cli::user::UserArgs),
     /// ACLs of any Kafka-compatible cluster (create, list, delete), as kafka-acls.sh manages
-    /// them.
+    /// them. (What MQTT users may publish and subscribe to is `mqtt-acl`.)
     Acl(tidewater_cli::acl::AclArgs),
     /// List, describe and delete consumer groups and reset their committed offsets on any
     /// Kafka-compatible cluster (like kafka-consumer-groups).
@@ -65,6 +65,11 @@ pub(crate) enum Command {
     /// remove, rotate-key) on any Kafka-compatible cluster. Keys are stored hashed. `device
     /// token` makes a time-limited token from a key, with no server.
     Device(crate::device_cmd::DeviceArgs),
+    /// Topic rules for MQTT clients that are not devices (SCRAM users, anonymous clients):
+    /// allow or deny publish/subscribe per user, client id, anonymous clients or everyone, with
+    /// the wildcards '+' and '#' and the placeholders %u/%c (add, list, remove), on any
+    /// Kafka-compatible cluster; every gateway follows them live.
+    MqttAcl(crate::mqtt_acl_cmd::MqttAclArgs),
     /// Run a device gateway in this process against any Kafka-compatible cluster: devices
     /// connect over MQTT 3.1.1/5 and every message is appended before it is acknowledged
     /// (`tidewater serve` runs one against itself).
@@ -235,7 +240,9 @@ pub(crate) struct MqttArgs {
     #[arg(long, default_value = "none", env = "TIDEWATER_MQTT_WS_LISTEN")]
     pub(crate) mqtt_ws_listen: ListenAddress,
     /// Accept MQTT clients that send no password. They get no device identity, so they can
-    /// publish to no device's topics. Off by default, as in Mosquitto 2.
+    /// publish to no device's topics, and are under the anonymous topic rules once any exist
+    /// (`tidewater mqtt-acl`). Off by default, as in Mosquitto 2. (Clients with a SCRAM user's
+    /// name and password are accepted either way.)
     #[arg(long)]
     pub(crate) mqtt_allow_anonymous: bool,
     /// The topic device events (devices/{id}/messages/events/#) are appended to, keyed by
@@ -344,6 +351,8 @@ impl MqttArgs {
             topic_alias_maximum: self.mqtt_topic_alias_maximum,
             max_keep_alive_secs: self.mqtt_max_keep_alive_secs,
             max_subscriptions_per_client: self.mqtt_max_subscriptions,
+            // Set by the role: serve checks its own stored keys, a standalone gateway logs in.
+            users: tidewater_gateway::users::UserCheck::None,
         })
     }
 }

@@ -25,6 +25,11 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         "`tidewater gateway` needs an --mqtt-listen, --mqtt-tls-listen, --mqtt-ws-listen, --http-listen or --http-tls-listen address"
     );
     let cluster = args.connect.cluster_config()?;
+    // MQTT clients log in as SCRAM users by logging in to the cluster with their credentials.
+    let mqtt_config = tidewater_gateway::MqttConfig {
+        users: tidewater_gateway::users::UserCheck::for_cluster(&cluster),
+        ..mqtt_config
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tidewater-gateway")

@@ -9,6 +9,7 @@ mod gateway_cmd;
 mod gateway_listen;
 mod listeners;
 mod log_cmd;
+mod mqtt_acl_cmd;
 mod query_cmd;
 mod serve;
 mod trigger_cmd;
@@ -32,6 +33,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Query(command) => query_cmd::run(command),
         cli::Command::Capture(args) => capture_cmd::run(args),
         cli::Command::Device(args) => device_cmd::run(args),
+        cli::Command::MqttAcl(args) => mqtt_acl_cmd::run(args),
         cli::Command::Gateway(args) => gateway_cmd::run(*args),
     };
     match result {

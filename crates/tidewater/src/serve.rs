@@ -171,7 +171,12 @@ async fn serve(
     let has_gateway = !gateway.sockets.is_empty();
     let mqtt_listens = crate::gateway_listen::listens(gateway.sockets.mqtt)?;
     let http_listens = crate::gateway_listen::listens(gateway.sockets.http)?;
-    let mqtt = (!mqtt_listens.is_empty()).then_some((mqtt_listens, gateway.mqtt));
+    // MQTT clients log in as the SCRAM users whose keys this broker holds, checked in process.
+    let mqtt_config = tidewater_gateway::MqttConfig {
+        users: tidewater_gateway::users::UserCheck::StoredKeys(broker.credentials.clone()),
+        ..gateway.mqtt
+    };
+    let mqtt = (!mqtt_listens.is_empty()).then_some((mqtt_listens, mqtt_config));
     let http = (!http_listens.is_empty()).then_some((http_listens, gateway.http));
     let topics = broker.topics();
     tracing::info!(

@@ -21,9 +21,11 @@ use super::transport::ReadBytes;
 use super::will::{will_delay, Will};
 use super::{ClientClaim, MqttConfig, Shared, CONNECT_TIMEOUT, WRITE_TIMEOUT};
 use crate::append::{AppendError, PendingAppend};
-use crate::auth::{authenticate, authenticate_certificate, Identity};
+use crate::auth::{authenticate, authenticate_certificate, user_login, Identity};
 use crate::hub::{ConnectOptions, SessionExpiry};
 use crate::listener::PeerCertificates;
+use crate::topic_rules::Action;
+use crate::users::Verification;
 
 /// What the reader hands the writer, in the order it must go out.
 ///
@@ -129,19 +131,67 @@ pub(super) async fn run_connection<R, W>(
             }
         };
     let version = connect.protocol_version;
-    let registry = shared.directory.borrow().clone();
+    let mut registry = shared.directory.borrow().clone();
+    let user_name = connect.username.as_ref().map(|name| name.as_str());
+    let user = user_login(
+        registry.as_deref().map(|registry| &registry.devices),
+        connect.client_id.as_str(),
+        user_name,
+        connect.password.as_deref(),
+    );
     // A client that sends no password but presented a certificate in the TLS handshake is an
-    // X.509 device; one that sends a password is checked by it, certificate or not.
-    let identity = match (connect.password.as_deref(), certificates.as_deref()) {
-        (None, Some(chain)) if !chain.is_empty() => {
+    // X.509 device; one that sends a password is checked by it, certificate or not, as a device
+    // unless it is a user's login (`user_login` says when).
+    let identity = match (connect.password.as_deref(), certificates.as_deref(), user) {
+        (None, Some(chain), _) if !chain.is_empty() => {
             authenticate_certificate(registry.as_deref(), connect.client_id.as_str(), chain)
         }
-        (password, _) => authenticate(
+        (Some(password), _, Some(user)) => match shared.config.users.verify(user, password).await {
+            Verification::Verified => Ok(Identity::User(user.to_string())),
+            Verification::Refused => {
+                crate::metrics::gateway().user_refused(false);
+                tracing::info!(%peer, user, "refused an MQTT user: unknown user or wrong password");
+                Err(ReasonCode::BadUserNameOrPassword)
+            }
+            Verification::Unavailable(reason) => {
+                crate::metrics::gateway().user_refused(true);
+                tracing::warn!(%peer, user, %reason, "could not check an MQTT user's password");
+                Err(ReasonCode::ServerUnavailable)
+            }
+        },
+        (password, _, _) => authenticate(
             registry.as_deref().map(|registry| &registry.devices),
             connect.client_id.as_str(),
             password,
             shared.config.allow_anonymous,
         ),
+    };
+    // Topic rules are in the registry: a client they may apply to waits for it to be read, as a
+    // device does for its key (an anonymous client is let in without it otherwise).
+    if matches!(identity, Ok(Identity::Anonymous)) && registry.is_none() {
+        let mut directory = shared.directory.clone();
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, directory.wait_for(Option::is_some)).await;
+        registry = shared.directory.borrow().clone();
+    }
+    let identity = match identity {
+        Ok(Identity::Anonymous) if registry.is_none() => Err(ReasonCode::ServerUnavailable),
+        // A will is a PUBLISH made later: one the rules refuse refuses the connection now.
+        Ok(identity)
+            if connect.will.as_ref().is_some_and(|will| {
+                !super::rules_allow(
+                    &shared.directory,
+                    &identity,
+                    connect.client_id.as_str(),
+                    Action::Publish,
+                    will.topic.as_str(),
+                )
+            }) =>
+        {
+            crate::metrics::gateway().denied(true);
+            tracing::info!(%peer, client_id = connect.client_id.as_str(), ?identity, "refused a CONNECT whose will topic the topic rules refuse");
+            Err(ReasonCode::NotAuthorized)
+        }
+        other => other,
     };
     // The key the device proved it holds, as its hash: a rotated key ends the connection too
     // (an X.509 device's is empty, and stays so unless it is re-registered with a key).
@@ -175,11 +225,15 @@ pub(super) async fn run_connection<R, W>(
         None => connect.client_id.as_str(),
     };
     // Anonymous clients claim ids of their own kind, so one cannot push a device off by naming
-    // itself after it.
+    // itself after it; a user's are its own (a '/' in its name escaped), so one user cannot take
+    // another's session over and inherit subscriptions its rules would refuse.
     let claimed_id = match &identity {
         Identity::Device(id) => id.clone(),
+        Identity::User(name) => format!("user/{}/{client_id}", name.replace('%', "%25").replace('/', "%2F")),
         Identity::Anonymous => format!("anonymous/{client_id}"),
     };
+    // The client id as the client knows it: what topic rules' %c and client id rules see.
+    let rules_client_id = client_id.to_string();
     let claim = ClientClaim::take(&shared, &claimed_id);
     let expiry = match (version, connect.clean_start) {
         (ProtocolVersion::V5, _) => {
@@ -196,6 +250,7 @@ pub(super) async fn run_connection<R, W>(
         receive_maximum: connect.properties.receive_maximum.unwrap_or(u16::MAX),
         maximum_packet_size: connect.properties.maximum_packet_size,
         device: identity.device_id().map(str::to_string),
+        may_receive: super::receive_check(&shared, &identity, client_id),
     };
     // A session this gateway does not hold but the cluster does (a restart, another gateway):
     // restored before the CONNACK, which then says it is present.
@@ -237,6 +292,8 @@ pub(super) async fn run_connection<R, W>(
         version,
         identity,
         client: claimed_id.clone(),
+        client_id: rules_client_id,
+        denial_logged: false,
         connection_id: claim.connection_id,
         key_hash,
         keep_alive: keep_alive_deadline(granted_keep_alive(connect.keep_alive_secs, &shared.config)),

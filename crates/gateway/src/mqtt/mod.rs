@@ -49,8 +49,17 @@
 //! [`Hub`], which keeps sessions across connections; what it queues for this connection wakes
 //! the reader, which writes it out through the same writer. What subscribers receive comes from
 //! the cluster ([`crate::fanout`]), so it is durable before anyone sees it. Which filters a
-//! client may use is [`crate::route::may_subscribe`]; a refused one gets Not authorized in its
-//! SUBACK (3.1.1: 0x80). MQTT 5 topic aliases from the client are accepted up to
+//! client may use is [`crate::route::may_subscribe`], and for users and anonymous clients the
+//! topic rules ([`crate::topic_rules`], as the registry holds them when the packet arrives); a
+//! refused one gets Not authorized in its SUBACK (3.1.1: 0x80).
+//!
+//! A PUBLISH the topic rules refuse gets Not authorized in its PUBACK or PUBREC on MQTT 5 (a
+//! QoS 0 one is dropped); on 3.1.1, which has no way to say so, it is dropped and still
+//! acknowledged, as Mosquitto does, so the client does not send it again forever. A will whose
+//! topic the rules refuse refuses the CONNECT (Not authorized). Messages are checked once more
+//! as they are queued for a client under rules, so a wildcard subscription never carries a
+//! topic that a more specific deny rule refuses. The first refusal of a connection is logged
+//! at info, the rest at debug; each is counted in `tidewater_mqtt_authorization_denied_total`. MQTT 5 topic aliases from the client are accepted up to
 //! [`MqttConfig::topic_alias_maximum`], and the gateway sets its own on messages to a client
 //! that allows them (first come, first served, never reassigned).
 //!
@@ -100,12 +109,14 @@ use tidewater_mqtt::{Limits, ReasonCode};
 use tokio::sync::Notify;
 
 use crate::append::{AppendError, Appender, PendingAppend};
+use crate::auth::Identity;
 use crate::fanout::PubSubTopics;
-use crate::hub::Hub;
+use crate::hub::{Hub, ReceiveCheck};
 use crate::listener::{tls_handshake, LimitedListener, Listen};
 use crate::registry::Directory;
 use crate::route::{Destinations, DeviceMessage, Routed};
 use crate::session_store::SessionStore;
+use crate::topic_rules::{decide, Action, Client};
 
 use self::connection::{run_connection, End};
 
@@ -156,6 +167,8 @@ pub struct MqttConfig {
     /// none) is told this one in the CONNACK (MQTT 5 Server Keep Alive; 3.1.1 clients are simply
     /// held to it). 65,535 allows anything but "none".
     pub max_keep_alive_secs: u16,
+    /// How a client logging in as a SCRAM user is checked ([`crate::users`]); none by default.
+    pub users: crate::users::UserCheck,
 }
 
 impl MqttConfig {
@@ -191,6 +204,7 @@ impl Default for MqttConfig {
             topic_alias_maximum: DEFAULT_TOPIC_ALIAS_MAXIMUM,
             max_subscriptions_per_client: 100,
             max_keep_alive_secs: u16::MAX,
+            users: crate::users::UserCheck::None,
         }
     }
 }
@@ -300,6 +314,40 @@ impl Shared {
         }))
     }
 }
+/// Whether the topic rules in `directory` let `identity` (as `client_id`) `action` (publish or
+/// subscribe) `topic` (a topic name, or a filter to subscribe to). Devices are not under topic
+/// rules; without any rule everything is as it was; before the registry is read, nothing is.
+pub(crate) fn rules_allow(
+    directory: &Directory,
+    identity: &Identity,
+    client_id: &str,
+    action: Action,
+    topic: &str,
+) -> bool {
+    if identity.device_id().is_some() {
+        return true;
+    }
+    let registry = directory.borrow();
+    let Some(view) = registry.as_ref() else { return false };
+    if view.rules.is_empty() {
+        return true;
+    }
+    decide(view.rules.values(), Client { user: identity.user(), client_id }, action, topic).allowed()
+}
+
+/// What a client under topic rules may receive: topics it could subscribe to exactly, as
+/// the rules stand when the message is queued. `None` for devices.
+fn receive_check(shared: &Shared, identity: &Identity, client_id: &str) -> Option<ReceiveCheck> {
+    if identity.device_id().is_some() {
+        return None;
+    }
+    let (directory, identity, client_id) =
+        (shared.directory.clone(), identity.clone(), client_id.to_string());
+    Some(ReceiveCheck(Arc::new(move |topic: &str| {
+        rules_allow(&directory, &identity, &client_id, Action::Subscribe, topic)
+    })))
+}
+
 /// Accepts MQTT connections on every listener (plain and TLS; one client id table across them,
 /// so a device reconnecting over another listener takes its old connection over) until `stop`
 /// turns true, then tells each connection to finish (MQTT 5 clients get Server shutting down

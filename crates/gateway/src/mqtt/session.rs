@@ -23,6 +23,7 @@ use crate::fanout::Delivery;
 use crate::hub::SessionExpiry;
 use crate::route::{may_subscribe, route, DeviceMessage};
 use crate::subscriptions::Subscribed;
+use crate::topic_rules::Action;
 
 /// One connected client's state, owned by its reader.
 pub(super) struct Session {
@@ -31,6 +32,10 @@ pub(super) struct Session {
     pub(super) identity: Identity,
     /// The session's key in the hub: the claimed client id.
     pub(super) client: String,
+    /// The client id as the client knows it, for topic rules.
+    pub(super) client_id: String,
+    /// Whether a topic rule's refusal was logged at info yet (the rest go to debug).
+    pub(super) denial_logged: bool,
     /// This connection, as the hub knows it.
     pub(super) connection_id: u64,
     /// The hash of the key the device authenticated with (`None` for anonymous clients).
@@ -270,6 +275,28 @@ impl Session {
                 };
             }
         };
+        if !super::rules_allow(
+            &self.shared.directory,
+            &self.identity,
+            &self.client_id,
+            Action::Publish,
+            publish.topic.as_str(),
+        ) {
+            self.log_denial("PUBLISH", publish.topic.as_str());
+            crate::metrics::gateway().denied(true);
+            // MQTT 5 says Not authorized; 3.1.1 cannot, so the message is dropped and still
+            // acknowledged (as Mosquitto does), or the client would send it again forever.
+            let code = match self.version {
+                ProtocolVersion::V5 => ReasonCode::NotAuthorized,
+                ProtocolVersion::V311 => ReasonCode::Success,
+            };
+            return match packet_id {
+                Some(packet_id) if qos != QoS::AtMostOnce => {
+                    self.send(Outgoing::packet(self.ack(qos, packet_id, code))).await
+                }
+                _ => Ok(()),
+            };
+        }
         match (qos, packet_id) {
             (QoS::AtMostOnce, _) | (_, None) => {
                 // Fire and forget: the delivery report is not waited for.
@@ -342,6 +369,19 @@ impl Session {
         let mut refusals: Vec<Option<ReasonCode>> = Vec::with_capacity(subscribe.subscriptions.len());
         for subscription in &subscribe.subscriptions {
             let filter = subscription.filter.as_str();
+            let allowed_by_rules = super::rules_allow(
+                &self.shared.directory,
+                &self.identity,
+                &self.client_id,
+                Action::Subscribe,
+                filter,
+            );
+            if !allowed_by_rules {
+                self.log_denial("SUBSCRIBE", filter);
+                crate::metrics::gateway().denied(false);
+                refusals.push(Some(ReasonCode::NotAuthorized));
+                continue;
+            }
             match may_subscribe(&self.identity, filter) {
                 Ok(()) => {
                     allowed
@@ -380,6 +420,17 @@ impl Session {
         });
         self.send(Outgoing::packet(answer)).await?;
         self.pump().await
+    }
+
+    /// Logs a topic rule's refusal: the connection's first at info, later ones at debug, so a
+    /// client retrying a refused topic cannot flood the log.
+    fn log_denial(&mut self, what: &str, topic: &str) {
+        if self.denial_logged {
+            tracing::debug!(identity = ?self.identity, client_id = self.client_id, topic, "topic rules refused a {what}");
+        } else {
+            self.denial_logged = true;
+            tracing::info!(identity = ?self.identity, client_id = self.client_id, topic, "topic rules refused a {what} (later refusals of this connection are logged at debug)");
+        }
     }
 
     pub(super) async fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), End> {
