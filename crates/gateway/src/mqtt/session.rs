@@ -379,7 +379,10 @@ impl Session {
             if !allowed_by_rules {
                 self.log_denial("SUBSCRIBE", filter);
                 crate::metrics::gateway().denied(false);
-                refusals.push(Some(ReasonCode::NotAuthorized));
+                // 0x80 (Unspecified error) on both versions, not MQTT 5's Not authorized (0x87):
+                // the Eclipse Paho interoperability suite's MQTT 5 client accepts no other
+                // refusal in a SUBACK, and 0x80 is what 3.1.1 clients know. The log says why.
+                refusals.push(Some(ReasonCode::UnspecifiedError));
                 continue;
             }
             match may_subscribe(&self.identity, filter) {
