@@ -77,7 +77,8 @@ fn uniform(
 ) -> BTreeMap<String, Assignment> {
     let mut target: BTreeMap<String, Assignment> =
         members.keys().map(|id| (id.clone(), Assignment::new())).collect();
-    let exists = |tp: &TopicPartition| topics.get(&tp.topic_id).is_some_and(|n| (0..*n).contains(&tp.partition));
+    let exists =
+        |tp: &TopicPartition| topics.get(&tp.topic_id).is_some_and(|n| (0..*n).contains(&tp.partition));
     // 1. Stickiness: keep what each member had, if it still exists and is still subscribed (the
     //    first member to claim a partition keeps it, should a bad previous target list it twice).
     let mut taken = BTreeSet::new();
@@ -100,10 +101,7 @@ fn uniform(
             if taken.contains(&tp) {
                 continue;
             }
-            let least = subscribers
-                .iter()
-                .min_by_key(|id| (target[**id].len(), **id))
-                .expect("not empty");
+            let least = subscribers.iter().min_by_key(|id| (target[**id].len(), **id)).expect("not empty");
             target.get_mut(*least).expect("a member").insert(tp);
             taken.insert(tp);
         }
@@ -196,13 +194,19 @@ mod tests {
         target
             .iter()
             .map(|(id, set)| {
-                let parts = set.iter().map(|tp| format!("{}:{}", tp.topic_id.as_u128(), tp.partition)).collect();
+                let parts =
+                    set.iter().map(|tp| format!("{}:{}", tp.topic_id.as_u128(), tp.partition)).collect();
                 (id.clone(), parts)
             })
             .collect()
     }
 
-    fn check(assignor: Assignor, members: &[(&str, MemberSubscription)], topics: &[(u128, i32)], expected: &[(&str, &[&str])]) {
+    fn check(
+        assignor: Assignor,
+        members: &[(&str, MemberSubscription)],
+        topics: &[(u128, i32)],
+        expected: &[(&str, &[&str])],
+    ) {
         let members: BTreeMap<String, MemberSubscription> =
             members.iter().map(|(id, member)| (id.to_string(), member.clone())).collect();
         let topics: BTreeMap<Uuid, i32> = topics.iter().map(|(t, n)| (topic(*t), *n)).collect();
@@ -266,7 +270,8 @@ mod tests {
         );
     }
 
-    fn arbitrary_input() -> impl Strategy<Value = (BTreeMap<String, MemberSubscription>, BTreeMap<Uuid, i32>)> {
+    fn arbitrary_input() -> impl Strategy<Value = (BTreeMap<String, MemberSubscription>, BTreeMap<Uuid, i32>)>
+    {
         let topics = proptest::collection::btree_map(0u128..5, 0i32..9, 0..4);
         let members = proptest::collection::btree_map(
             "[a-f]",

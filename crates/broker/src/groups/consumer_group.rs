@@ -238,8 +238,10 @@ impl ConsumerGroups {
         validate(group_id, &request)?;
         let config = self.config;
         if request.member_epoch < 0 {
-            let group =
-                self.groups.get_mut(group_id).ok_or_else(|| refuse(ResponseError::UnknownMemberId, "no such member"))?;
+            let group = self
+                .groups
+                .get_mut(group_id)
+                .ok_or_else(|| refuse(ResponseError::UnknownMemberId, "no such member"))?;
             let answer = leave(group, &request, config)?;
             group.debug_check();
             if group.members.is_empty() {
@@ -249,7 +251,10 @@ impl ConsumerGroups {
         }
         if request.member_epoch > 0 && !self.groups.contains_key(group_id) {
             // After a restart the group is gone (it lives in memory): the member rejoins.
-            return Err(refuse(ResponseError::UnknownMemberId, format!("group {group_id} has no member {}", request.member_id)));
+            return Err(refuse(
+                ResponseError::UnknownMemberId,
+                format!("group {group_id} has no member {}", request.member_id),
+            ));
         }
         let group = self.groups.entry(group_id.to_string()).or_default();
         let result = heartbeat(group, request, topics, now_ms, config);
@@ -320,7 +325,12 @@ impl ConsumerGroups {
 
     /// Whether an OffsetFetch v9+ naming a member is accepted; fetches naming no member (the
     /// admin client, tools) always are. `None` when `group_id` is not a consumer group.
-    pub fn check_fetch(&self, group_id: &str, member_id: Option<&str>, member_epoch: i32) -> Option<Result<(), ResponseError>> {
+    pub fn check_fetch(
+        &self,
+        group_id: &str,
+        member_id: Option<&str>,
+        member_epoch: i32,
+    ) -> Option<Result<(), ResponseError>> {
         let group = self.groups.get(group_id)?;
         let Some(member_id) = member_id.filter(|id| !id.is_empty()) else { return Some(Ok(())) };
         if member_epoch < 0 {
@@ -426,7 +436,11 @@ fn validate(group_id: &str, request: &Heartbeat) -> Result<(), HeartbeatRefusal>
 }
 
 /// A member leaving: for good (-1), or a static member for now (-2).
-fn leave(group: &mut Group, request: &Heartbeat, config: ConsumerGroupConfig) -> Result<HeartbeatAnswer, HeartbeatRefusal> {
+fn leave(
+    group: &mut Group,
+    request: &Heartbeat,
+    config: ConsumerGroupConfig,
+) -> Result<HeartbeatAnswer, HeartbeatRefusal> {
     let member_id = if group.members.contains_key(&request.member_id) {
         request.member_id.clone()
     } else {
@@ -467,7 +481,8 @@ fn heartbeat(
     let mut full_answer = false;
     if request.member_epoch == 0 {
         full_answer = true;
-        let by_instance = request.instance_id.as_ref().and_then(|instance| group.member_by_instance(instance));
+        let by_instance =
+            request.instance_id.as_ref().and_then(|instance| group.member_by_instance(instance));
         match by_instance {
             Some(previous) if previous != member_id => {
                 // A static member back under a new member id takes its old place, partitions
@@ -476,7 +491,10 @@ fn heartbeat(
                 if group.members[&previous].member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH {
                     return Err(refuse(
                         ResponseError::UnreleasedInstanceId,
-                        format!("instance id {} is in use by member {previous}", request.instance_id.unwrap_or_default()),
+                        format!(
+                            "instance id {} is in use by member {previous}",
+                            request.instance_id.unwrap_or_default()
+                        ),
                     ));
                 }
                 let member = group.members.remove(&previous).expect("found by instance");
@@ -565,8 +583,11 @@ fn heartbeat(
     }
     // What the subscribed topics look like now: a topic created, deleted or grown changes the
     // assignment as much as a member does.
-    let now_topics: BTreeMap<String, (Uuid, i32)> =
-        group.subscribed_topic_names().into_iter().filter_map(|name| Some((name.clone(), topics(&name)?))).collect();
+    let now_topics: BTreeMap<String, (Uuid, i32)> = group
+        .subscribed_topic_names()
+        .into_iter()
+        .filter_map(|name| Some((name.clone(), topics(&name)?)))
+        .collect();
     if now_topics != group.topics {
         group.topics = now_topics;
         group_changed = true;
@@ -597,7 +618,11 @@ fn heartbeat(
 
 /// Kafka's epoch check: a member ahead of the coordinator, or behind it other than by one lost
 /// response (the previous epoch, owning no more than it was assigned), is fenced.
-fn check_member_epoch(member: &Member, received: i32, owned: Option<&[TopicPartition]>) -> Result<(), HeartbeatRefusal> {
+fn check_member_epoch(
+    member: &Member,
+    received: i32,
+    owned: Option<&[TopicPartition]>,
+) -> Result<(), HeartbeatRefusal> {
     let fenced = || {
         refuse(
             ResponseError::FencedMemberEpoch,
@@ -633,13 +658,18 @@ fn compute_target(group: &mut Group) {
         .into_iter()
         .max_by_key(|assignor| (votes.get(assignor).copied().unwrap_or(0), std::cmp::Reverse(*assignor)))
         .unwrap_or(Assignor::Uniform);
-    let topic_ids: BTreeMap<&str, Uuid> = group.topics.iter().map(|(name, (id, _))| (name.as_str(), *id)).collect();
+    let topic_ids: BTreeMap<&str, Uuid> =
+        group.topics.iter().map(|(name, (id, _))| (name.as_str(), *id)).collect();
     let members: BTreeMap<String, MemberSubscription> = group
         .members
         .iter()
         .map(|(id, member)| {
             let subscription = MemberSubscription {
-                topics: member.subscribed_topic_names.iter().filter_map(|name| topic_ids.get(name.as_str()).copied()).collect(),
+                topics: member
+                    .subscribed_topic_names
+                    .iter()
+                    .filter_map(|name| topic_ids.get(name.as_str()).copied())
+                    .collect(),
                 previous: group.target.get(id).cloned().unwrap_or_default(),
             };
             (id.clone(), subscription)
@@ -728,7 +758,8 @@ impl Group {
             ConsumerGroupState::Assigning
         } else if self.members.values().any(|member| {
             member.state != MemberState::Stable
-                || (member.member_epoch != self.assignment_epoch && member.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH)
+                || (member.member_epoch != self.assignment_epoch
+                    && member.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH)
         }) {
             ConsumerGroupState::Reconciling
         } else {
@@ -793,7 +824,11 @@ mod tests {
     }
 
     fn groups() -> ConsumerGroups {
-        ConsumerGroups::new(ConsumerGroupConfig { session_timeout_ms: SESSION_MS, heartbeat_interval_ms: 1_000, max_members: 10 })
+        ConsumerGroups::new(ConsumerGroupConfig {
+            session_timeout_ms: SESSION_MS,
+            heartbeat_interval_ms: 1_000,
+            max_members: 10,
+        })
     }
 
     fn join_request(member: &str) -> Heartbeat {
@@ -812,11 +847,22 @@ mod tests {
     }
 
     fn owned(numbers: &[i32]) -> Option<Vec<TopicPartition>> {
-        Some(numbers.iter().map(|partition| TopicPartition { topic_id: topic_id(TOPIC), partition: *partition }).collect())
+        Some(
+            numbers
+                .iter()
+                .map(|partition| TopicPartition { topic_id: topic_id(TOPIC), partition: *partition })
+                .collect(),
+        )
     }
 
     /// A heartbeat of an already joined member at `epoch`, reporting `owning` if given.
-    fn beat(groups: &mut ConsumerGroups, member: &str, epoch: i32, owning: Option<&[i32]>, now: i64) -> Result<HeartbeatAnswer, HeartbeatRefusal> {
+    fn beat(
+        groups: &mut ConsumerGroups,
+        member: &str,
+        epoch: i32,
+        owning: Option<&[i32]>,
+        now: i64,
+    ) -> Result<HeartbeatAnswer, HeartbeatRefusal> {
         let request = Heartbeat {
             member_id: member.to_string(),
             member_epoch: epoch,
@@ -831,7 +877,10 @@ mod tests {
     fn a_partition_moves_only_after_its_owner_acknowledged_the_revocation() {
         let mut groups = groups();
         let a = groups.heartbeat("g", join_request("a"), &topics, 0).expect("a joins");
-        assert_eq!((a.member_epoch, partitions(&a.assignment.expect("full answer"))), (1, vec![0, 1, 2, 3, 4, 5]));
+        assert_eq!(
+            (a.member_epoch, partitions(&a.assignment.expect("full answer"))),
+            (1, vec![0, 1, 2, 3, 4, 5])
+        );
         assert_eq!(groups.state("g"), Some(ConsumerGroupState::Stable));
 
         // b joins: epoch 2, but a still owns everything, so b gets nothing yet.
@@ -855,7 +904,10 @@ mod tests {
         assert_eq!(b.assignment.as_ref().map(partitions), Some(vec![3, 4, 5]));
         assert_eq!(groups.state("g"), Some(ConsumerGroupState::Stable));
         let described = groups.describe("g").expect("group");
-        assert_eq!((described.group_epoch, described.assignment_epoch, described.assignor), (2, 2, Assignor::Uniform));
+        assert_eq!(
+            (described.group_epoch, described.assignment_epoch, described.assignor),
+            (2, 2, Assignor::Uniform)
+        );
     }
 
     /// Three members sharing `events`, all Stable: returns their partitions by member.
@@ -892,13 +944,19 @@ mod tests {
         assert_eq!(fenced.error, ResponseError::FencedMemberEpoch);
         let fenced = beat(&mut groups, "a", 1, None, 100).expect_err("behind, not by one lost answer");
         assert_eq!(fenced.error, ResponseError::FencedMemberEpoch);
-        assert_eq!(beat(&mut groups, "z", 3, None, 100).expect_err("unknown").error, ResponseError::UnknownMemberId);
+        assert_eq!(
+            beat(&mut groups, "z", 3, None, 100).expect_err("unknown").error,
+            ResponseError::UnknownMemberId
+        );
         assert_eq!(
             groups.heartbeat("other", join_request("").clone(), &topics, 0).expect_err("no id").error,
             ResponseError::InvalidRequest
         );
         let unknown_assignor = Heartbeat { server_assignor: Some("sticky".to_string()), ..join_request("d") };
-        assert_eq!(groups.heartbeat("g", unknown_assignor, &topics, 0).expect_err("assignor").error, ResponseError::UnsupportedAssignor);
+        assert_eq!(
+            groups.heartbeat("g", unknown_assignor, &topics, 0).expect_err("assignor").error,
+            ResponseError::UnsupportedAssignor
+        );
         // A group that is gone (a broker restart) answers a member UNKNOWN_MEMBER_ID, so it rejoins.
         assert_eq!(
             beat(&mut ConsumerGroups::default(), "a", 3, None, 0).expect_err("no group").error,
@@ -955,7 +1013,10 @@ mod tests {
         beat(&mut groups, "b", 2, None, 4_000).expect("b");
         beat(&mut groups, "a", 1, None, 4_000).expect("a, still not revoking");
         groups.tick(5_101);
-        assert_eq!(beat(&mut groups, "a", 1, None, 5_200).expect_err("removed").error, ResponseError::UnknownMemberId);
+        assert_eq!(
+            beat(&mut groups, "a", 1, None, 5_200).expect_err("removed").error,
+            ResponseError::UnknownMemberId
+        );
         let b = beat(&mut groups, "b", 2, None, 5_300).expect("b");
         assert_eq!(b.assignment.as_ref().map(partitions), Some(vec![0, 1, 2, 3, 4, 5]));
     }
@@ -963,7 +1024,10 @@ mod tests {
     #[test]
     fn a_static_member_back_in_time_takes_its_partitions_back_without_moving_anything() {
         let mut groups = groups();
-        let static_join = |member: &str, instance: &str| Heartbeat { instance_id: Some(instance.to_string()), ..join_request(member) };
+        let static_join = |member: &str, instance: &str| Heartbeat {
+            instance_id: Some(instance.to_string()),
+            ..join_request(member)
+        };
         groups.heartbeat("g", static_join("a1", "a"), &topics, 0).expect("a");
         groups.heartbeat("g", join_request("b"), &topics, 0).expect("b");
         beat(&mut groups, "a1", 1, None, 10).expect("asked to revoke");
@@ -973,7 +1037,12 @@ mod tests {
         let epoch = groups.describe("g").expect("group").group_epoch;
 
         // a restarts: leaves with -2, comes back as another member id with the same instance.
-        let left = groups.heartbeat("g", Heartbeat { instance_id: Some("a".into()), ..join_request("a1") }.with_epoch(-2), &topics, 40);
+        let left = groups.heartbeat(
+            "g",
+            Heartbeat { instance_id: Some("a".into()), ..join_request("a1") }.with_epoch(-2),
+            &topics,
+            40,
+        );
         assert_eq!(left.expect("static leave").member_epoch, LEAVE_GROUP_STATIC_MEMBER_EPOCH);
         assert_eq!(beat(&mut groups, "b", 2, None, 50).expect("b").assignment, None, "b sees no change");
         let back = groups.heartbeat("g", static_join("a2", "a"), &topics, 60).expect("back");
@@ -988,13 +1057,21 @@ mod tests {
     #[test]
     fn the_assignor_most_members_name_is_used() {
         let mut groups = groups();
-        let with_assignor = |member: &str, assignor: &str| Heartbeat { server_assignor: Some(assignor.to_string()), ..join_request(member) };
+        let with_assignor = |member: &str, assignor: &str| Heartbeat {
+            server_assignor: Some(assignor.to_string()),
+            ..join_request(member)
+        };
         groups.heartbeat("g", with_assignor("a", "range"), &topics, 0).expect("a");
         groups.heartbeat("g", with_assignor("b", "range"), &topics, 0).expect("b");
         groups.heartbeat("g", join_request("c"), &topics, 0).expect("c");
         assert_eq!(groups.describe("g").expect("group").assignor, Assignor::Range);
-        let target: Vec<Vec<i32>> =
-            groups.describe("g").expect("group").members.iter().map(|member| partitions(&member.target_assignment)).collect();
+        let target: Vec<Vec<i32>> = groups
+            .describe("g")
+            .expect("group")
+            .members
+            .iter()
+            .map(|member| partitions(&member.target_assignment))
+            .collect();
         assert_eq!(target, vec![vec![0, 1], vec![2, 3], vec![4, 5]]);
     }
 
@@ -1029,7 +1106,11 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0..4usize, 1..4u8, 0..3u8).prop_map(|(slot, topics, assignor)| Op::Join { slot, topics, assignor }),
+            (0..4usize, 1..4u8, 0..3u8).prop_map(|(slot, topics, assignor)| Op::Join {
+                slot,
+                topics,
+                assignor
+            }),
             (0..4usize, any::<bool>()).prop_map(|(slot, report_owned)| Op::Heartbeat { slot, report_owned }),
             (0..4usize, any::<bool>()).prop_map(|(slot, report_owned)| Op::Heartbeat { slot, report_owned }),
             (0..4usize, any::<bool>()).prop_map(|(slot, report_owned)| Op::Heartbeat { slot, report_owned }),
@@ -1041,7 +1122,11 @@ mod tests {
     }
 
     fn subscription(bits: u8) -> Vec<String> {
-        [(1u8, "events"), (2, "audit")].iter().filter(|(bit, _)| bits & bit != 0).map(|(_, name)| name.to_string()).collect()
+        [(1u8, "events"), (2, "audit")]
+            .iter()
+            .filter(|(bit, _)| bits & bit != 0)
+            .map(|(_, name)| name.to_string())
+            .collect()
     }
 
     struct Model {
@@ -1079,7 +1164,10 @@ mod tests {
                 }
                 Err(refusal) => {
                     assert!(
-                        matches!(refusal.error, ResponseError::FencedMemberEpoch | ResponseError::UnknownMemberId),
+                        matches!(
+                            refusal.error,
+                            ResponseError::FencedMemberEpoch | ResponseError::UnknownMemberId
+                        ),
                         "{refusal:?}"
                     );
                     client.owned.clear();
@@ -1113,7 +1201,11 @@ mod tests {
                 Op::Leave { slot } => {
                     if let Some(client) = self.clients[slot].take() {
                         // The client drops its partitions before it says it leaves.
-                        let request = Heartbeat { member_id: client.member_id, member_epoch: -1, ..Heartbeat::default() };
+                        let request = Heartbeat {
+                            member_id: client.member_id,
+                            member_epoch: -1,
+                            ..Heartbeat::default()
+                        };
                         let _ = self.groups.heartbeat("g", request, &topics, self.now);
                     }
                 }
@@ -1170,7 +1262,13 @@ mod tests {
             let mut seen = BTreeSet::new();
             for client in self.clients.iter().flatten().chain(&self.zombies) {
                 for tp in &client.owned {
-                    prop_assert!(seen.insert(*tp), "{:?} owned twice: {:?} {:?}", tp, self.clients, self.zombies);
+                    prop_assert!(
+                        seen.insert(*tp),
+                        "{:?} owned twice: {:?} {:?}",
+                        tp,
+                        self.clients,
+                        self.zombies
+                    );
                 }
             }
             Ok(())

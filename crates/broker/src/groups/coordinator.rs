@@ -265,7 +265,8 @@ impl Coordinator {
     /// Whether the group has members of either kind (then its offsets are in use: they are not
     /// expired, and the group may not be deleted).
     pub fn has_members(&self, group_id: &str) -> bool {
-        self.state(group_id).is_some_and(|state| state != GroupState::Empty) || self.consumer.contains(group_id)
+        self.state(group_id).is_some_and(|state| state != GroupState::Empty)
+            || self.consumer.contains(group_id)
     }
 
     /// The OffsetCommit (or TxnOffsetCommit, with `TRANSACTIONAL_COMMIT`) check for a group of
@@ -295,7 +296,8 @@ impl Coordinator {
         if self.consumer.contains(group_id) {
             // Kafka 4.0 lets classic members join a consumer group only while upgrading it;
             // here a group is one kind or the other.
-            let _ = respond.send(JoinResult::error(ResponseError::InconsistentGroupProtocol, &request.member_id));
+            let _ =
+                respond.send(JoinResult::error(ResponseError::InconsistentGroupProtocol, &request.member_id));
             return;
         }
         if request.session_timeout_ms < config.min_session_timeout_ms

@@ -23,7 +23,9 @@ use tidewater_kafka::kafka_protocol::messages::consumer_protocol_assignment::{
     self as protocol_assignment, ConsumerProtocolAssignment,
 };
 use tidewater_kafka::kafka_protocol::messages::consumer_protocol_subscription::ConsumerProtocolSubscription;
-use tidewater_kafka::kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use tidewater_kafka::kafka_protocol::messages::describe_groups_response::{
+    DescribedGroup, DescribedGroupMember,
+};
 use tidewater_kafka::kafka_protocol::messages::TopicName;
 use tidewater_kafka::kafka_protocol::protocol::Encodable;
 use tidewater_kafka::{ConnectionInfo, ResponseError};
@@ -103,7 +105,9 @@ pub(super) fn heartbeat(
                 let topic_partitions = by_topic(&assignment)
                     .into_iter()
                     .map(|(topic_id, partitions)| {
-                        heartbeat::TopicPartitions::default().with_topic_id(topic_id).with_partitions(partitions)
+                        heartbeat::TopicPartitions::default()
+                            .with_topic_id(topic_id)
+                            .with_partitions(partitions)
                     })
                     .collect();
                 heartbeat::Assignment::default().with_topic_partitions(topic_partitions)
@@ -148,11 +152,15 @@ pub(super) fn describe(
                 // Kafka answers so for a classic group and for one that does not exist alike.
                 return answer
                     .with_error_code(ResponseError::GroupIdNotFound.code())
-                    .with_error_message(Some(str_bytes(format!("Group {} is not a consumer group.", group_id.0))))
+                    .with_error_message(Some(str_bytes(format!(
+                        "Group {} is not a consumer group.",
+                        group_id.0
+                    ))))
                     .with_group_state(str_bytes("Dead"));
             };
             let answer = if request.include_authorized_operations {
-                answer.with_authorized_operations(access.authorized_operations(ResourceType::Group, &group_id))
+                answer
+                    .with_authorized_operations(access.authorized_operations(ResourceType::Group, &group_id))
             } else {
                 answer
             };
@@ -192,7 +200,11 @@ fn described_group(
                 .with_client_id(str_bytes(member.client_id.clone()))
                 .with_client_host(str_bytes(member.client_host.clone()))
                 .with_subscribed_topic_names(
-                    member.subscribed_topic_names.iter().map(|name| TopicName(str_bytes(name.clone()))).collect(),
+                    member
+                        .subscribed_topic_names
+                        .iter()
+                        .map(|name| TopicName(str_bytes(name.clone())))
+                        .collect(),
                 )
                 .with_assignment(listed(&member.assignment))
                 .with_target_assignment(listed(&member.target_assignment));
@@ -224,8 +236,9 @@ pub(super) fn classic_description(
         .members
         .iter()
         .map(|member| {
-            let subscription = ConsumerProtocolSubscription::default()
-                .with_topics(member.subscribed_topic_names.iter().map(|name| str_bytes(name.clone())).collect());
+            let subscription = ConsumerProtocolSubscription::default().with_topics(
+                member.subscribed_topic_names.iter().map(|name| str_bytes(name.clone())).collect(),
+            );
             let assigned = by_topic(&member.assignment)
                 .into_iter()
                 .filter_map(|(topic_id, partitions)| {

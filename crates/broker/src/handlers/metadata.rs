@@ -87,9 +87,9 @@ pub(super) async fn metadata(
                                 .with_name(Some(TopicName(str_bytes(name))))
                                 .with_error_code(error.code.code()),
                         },
-                        Err((topic_id, code)) => {
-                            MetadataResponseTopic::default().with_topic_id(topic_id).with_error_code(code.code())
-                        }
+                        Err((topic_id, code)) => MetadataResponseTopic::default()
+                            .with_topic_id(topic_id)
+                            .with_error_code(code.code()),
                     })
                     .collect(),
             }

@@ -577,7 +577,10 @@ fn consumer_group_heartbeat(h: &Harness, who: &str) -> Vec<i16> {
     vec![h.call(who, 1, consumer_join("app", "m1")).error_code]
 }
 
-fn consumer_join(group_id: &str, member: &str) -> consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest {
+fn consumer_join(
+    group_id: &str,
+    member: &str,
+) -> consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest {
     consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest::default()
         .with_group_id(group(group_id))
         .with_member_id(text(member))
@@ -1915,7 +1918,9 @@ fn a_group_is_classic_or_consumer_protocol_and_both_kinds_are_listed_and_describ
         .with_session_timeout_ms(10_000)
         .with_rebalance_timeout_ms(10_000)
         .with_protocol_type(text("consumer"))
-        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default().with_name(text("range"))]);
+        .with_protocols(vec![
+            join_group_request::JoinGroupRequestProtocol::default().with_name(text("range"))
+        ]);
     assert_eq!(h.call(ADMIN, 7, join.clone()).error_code, ResponseError::InconsistentGroupProtocol.code());
     assert_eq!(commit_as(&h, "new", "m1", 1, 9), NONE);
     assert_eq!(commit_as(&h, "new", "m1", 0, 9), ResponseError::StaleMemberEpoch.code());
@@ -1964,13 +1969,18 @@ fn a_group_is_classic_or_consumer_protocol_and_both_kinds_are_listed_and_describ
     assert_eq!((described.protocol_type.as_str(), described.protocol_data.as_str()), ("consumer", "uniform"));
     let mut bytes = described.members[0].member_assignment.clone();
     assert_eq!(bytes.split_to(2).as_ref(), &[0, 0], "version 0");
-    let assignment = consumer_protocol_assignment::ConsumerProtocolAssignment::decode(&mut bytes, 0).expect("decodes");
+    let assignment =
+        consumer_protocol_assignment::ConsumerProtocolAssignment::decode(&mut bytes, 0).expect("decodes");
     assert_eq!(assignment.assigned_partitions[0].topic.as_str(), "orders");
     assert_eq!(assignment.assigned_partitions[0].partitions, vec![0]);
 
     // Metadata by topic id (v12), as KIP-848 consumers look their assignment up.
-    let request = metadata_request::MetadataRequest::default()
-        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(None).with_topic_id(orders_id)]));
+    let request = metadata_request::MetadataRequest::default().with_topics(Some(vec![
+        metadata_request::MetadataRequestTopic::default().with_name(None).with_topic_id(orders_id),
+    ]));
     let topics = h.call(ADMIN, 12, request).topics;
-    assert_eq!((topics[0].error_code, topics[0].name.as_ref().map(|name| name.as_str())), (NONE, Some("orders")));
+    assert_eq!(
+        (topics[0].error_code, topics[0].name.as_ref().map(|name| name.as_str())),
+        (NONE, Some("orders"))
+    );
 }
