@@ -369,7 +369,7 @@ def test_a_classic_member_cannot_join_a_consumer_group(broker_factory, topic_nam
     assert_incremental(member)
 
     first_line, rows = cli_describe(bootstrap, group, topic_name)
-    assert first_line == f"group {group}: state Stable, protocol consumer/uniform, 1 member", first_line
+    assert first_line == f"group {group}: state Stable, protocol consumer/uniform, type consumer, 1 member", first_line
     member_id = next(event["member_id"] for event in member.snapshot("assigned"))
     assert {partition: row["MEMBER"] for partition, row in rows.items()} == {
         partition: member_id for partition in range(N_PARTITIONS)
