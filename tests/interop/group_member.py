@@ -66,6 +66,7 @@ def parse_args() -> argparse.Namespace:
         help="consumer: KIP-848 (confluent only); the broker assigns, with --remote-assignor",
     )
     parser.add_argument("--remote-assignor", choices=["uniform", "range"], default=None)
+    parser.add_argument("--instance-id", default=None, help="group.instance.id: a static member (confluent only)")
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
     parser.add_argument("--heartbeat-interval-ms", type=int, default=1000)
     # Also the rebalance timeout these clients send in JoinGroup: how long a join phase may
@@ -102,6 +103,8 @@ def run_confluent(args: argparse.Namespace) -> None:
         "reconnect.backoff.ms": 50,
         "reconnect.backoff.max.ms": 500,
     }
+    if args.instance_id:
+        config["group.instance.id"] = args.instance_id
     if args.group_protocol == "consumer":
         # KIP-848: the broker owns the session timeout, the heartbeat interval and the
         # assignment; librdkafka refuses the classic settings for them.

@@ -63,6 +63,13 @@ N_PARTITIONS = 6
 TAKEOVER_TIMEOUT_S = SESSION_TIMEOUT_MS / 1000 + SETTLE_TIMEOUT_S
 
 
+def start_broker(broker_factory, topic_name: str):
+    """A broker of the test's own with the topic (six partitions): (broker, bootstrap, group id)."""
+    broker = broker_factory(*SERVE_ARGS)
+    ck.create_topic(broker.bootstrap, topic_name, N_PARTITIONS)
+    return broker, broker.bootstrap, f"{topic_name}-group"
+
+
 def start_consumer_member(pool: Members, name: str, bootstrap: str, topic: str, group: str, **options) -> Member:
     return pool.start(name, "confluent", bootstrap, topic, group, group_protocol="consumer", **options)
 
@@ -182,10 +189,7 @@ def test_three_members_share_six_partitions_and_take_over_from_a_killed_one(brok
     take its partitions, keeping their own; every record is processed, nothing committed is
     processed again, the group's commits reach the end of every partition, and no partition was
     owned by two members at once."""
-    broker = broker_factory(*SERVE_ARGS)
-    bootstrap = broker.bootstrap
-    ck.create_topic(bootstrap, topic_name, N_PARTITIONS)
-    group = f"{topic_name}-group"
+    _, bootstrap, group = start_broker(broker_factory, topic_name)
     stream = RecordStream(bootstrap, topic_name, N_PARTITIONS, members)
     stream.send(300)
     trio = [
@@ -227,10 +231,7 @@ def test_members_joining_one_by_one_keep_their_partitions(broker_factory, topic_
     already there give up only what moves (the uniform assignor is sticky: the first member goes
     from six to three to two partitions in two revocations, keeping the rest throughout), and
     the newcomer gets those only after they were given up."""
-    broker = broker_factory(*SERVE_ARGS)
-    bootstrap = broker.bootstrap
-    ck.create_topic(bootstrap, topic_name, N_PARTITIONS)
-    group = f"{topic_name}-group"
+    _, bootstrap, group = start_broker(broker_factory, topic_name)
     stream = RecordStream(bootstrap, topic_name, N_PARTITIONS, members)
     stream.send(120)
     joined: list[Member] = []
@@ -254,10 +255,7 @@ def test_members_joining_one_by_one_keep_their_partitions(broker_factory, topic_
 def test_members_naming_range_get_contiguous_ranges(broker_factory, topic_name, members):
     """Members that set group.remote.assignor=range get the broker's range assignor: per topic,
     contiguous ranges in member id order (ConsumerGroupDescribe names the assignor)."""
-    broker = broker_factory(*SERVE_ARGS)
-    bootstrap = broker.bootstrap
-    ck.create_topic(bootstrap, topic_name, N_PARTITIONS)
-    group = f"{topic_name}-group"
+    _, bootstrap, group = start_broker(broker_factory, topic_name)
     pair = [
         start_consumer_member(members, f"member-{index}", bootstrap, topic_name, group, remote_assignor="range")
         for index in range(2)
@@ -275,9 +273,7 @@ def test_rebalance_storm_with_a_classic_and_a_consumer_group_side_by_side(broker
     (SIGKILL), round after round. At the end each group's live members cover the six
     partitions exactly once, as each group's description says too, and each group processed
     every record."""
-    broker = broker_factory(*SERVE_ARGS)
-    bootstrap = broker.bootstrap
-    ck.create_topic(bootstrap, topic_name, N_PARTITIONS)
+    _, bootstrap, _ = start_broker(broker_factory, topic_name)
     classic_group, consumer_group = f"{topic_name}-classic", f"{topic_name}-consumer"
     stream = RecordStream(bootstrap, topic_name, N_PARTITIONS, members)
     stream.send(300)
@@ -345,10 +341,7 @@ def test_a_classic_member_cannot_join_a_consumer_group(broker_factory, topic_nam
     consumer-protocol members is refused with INCONSISTENT_GROUP_PROTOCOL, and the group keeps
     its member and partitions. `tidewater group describe` shows the consumer group's member and
     its partitions (DescribeGroups answers in the classic form)."""
-    broker = broker_factory(*SERVE_ARGS)
-    bootstrap = broker.bootstrap
-    ck.create_topic(bootstrap, topic_name, N_PARTITIONS)
-    group = f"{topic_name}-group"
+    _, bootstrap, group = start_broker(broker_factory, topic_name)
     member = start_consumer_member(members, "member-0", bootstrap, topic_name, group)
     wait_shared(bootstrap, group, [member], members, SETTLE_TIMEOUT_S, each=N_PARTITIONS)
 
@@ -376,16 +369,32 @@ def test_a_classic_member_cannot_join_a_consumer_group(broker_factory, topic_nam
     }, rows
 
 
+def test_a_static_member_back_within_its_session_gets_its_partitions_back(broker_factory, topic_name, members):
+    """A static member (group.instance.id) that closes leaves with epoch -2 and keeps its
+    partitions; a new process with the same instance id, started within the session timeout,
+    gets exactly those back, and the other member sees no revocation or assignment meanwhile."""
+    _, bootstrap, group = start_broker(broker_factory, topic_name)
+    static = start_consumer_member(members, "static-0", bootstrap, topic_name, group, instance_id="static")
+    other = start_consumer_member(members, "other", bootstrap, topic_name, group)
+    before = wait_shared(bootstrap, group, [static, other], members, SETTLE_TIMEOUT_S, each=3)
+    n_events_before = len([event for event in other.snapshot() if event["ev"] in ("assigned", "revoked", "lost")])
+    static.close()
+    restarted = start_consumer_member(members, "static-1", bootstrap, topic_name, group, instance_id="static")
+    after = wait_shared(bootstrap, group, [restarted, other], members, SETTLE_TIMEOUT_S, each=3)
+    assert after["static-1"] == before["static-0"], (before, after)
+    assert after["other"] == before["other"]
+    callbacks = [event for event in other.snapshot() if event["ev"] in ("assigned", "revoked", "lost")]
+    assert len(callbacks) == n_events_before, f"the other member saw a rebalance: {callbacks[n_events_before:]}"
+    assert_incremental(other)
+
+
 @pytest.mark.slow
 def test_members_rejoin_after_a_broker_restart(broker_factory, topic_name, members):
     """Consumer groups live in the broker's memory: after a restart the members are told their
     member id is unknown, rejoin with epoch 0 and share the partitions again, resuming from
     their committed offsets (durable), so every record is processed and nothing committed is
     processed again."""
-    broker = broker_factory(*SERVE_ARGS)
-    bootstrap = broker.bootstrap
-    ck.create_topic(bootstrap, topic_name, N_PARTITIONS)
-    group = f"{topic_name}-group"
+    broker, bootstrap, group = start_broker(broker_factory, topic_name)
     stream = RecordStream(bootstrap, topic_name, N_PARTITIONS, members)
     stream.send(120)
     pair = [start_consumer_member(members, f"member-{index}", bootstrap, topic_name, group) for index in range(2)]

@@ -42,9 +42,10 @@ pub struct GroupArgs {
 pub enum GroupCommand {
     /// List the cluster's groups, one per line: name, state and protocol type.
     List,
-    /// Show a group's state, its members with the partitions each is assigned, and per partition
-    /// the committed offset, the log end offset and the lag (end - committed; `-` where nothing
-    /// is committed).
+    /// Show a group's state, its members with the partitions each is assigned (and, for a KIP-848
+    /// consumer-protocol group, the target assignment the broker moves each towards), and per
+    /// partition the committed offset, the log end offset and the lag (end - committed; `-` where
+    /// nothing is committed).
     Describe {
         /// The group's id.
         group: String,

@@ -91,8 +91,7 @@ fn uniform(
     }
     // 2. Every partition nobody kept goes to the least loaded of its subscribers.
     for (topic_id, n_partitions) in topics {
-        let subscribers: Vec<&String> =
-            members.iter().filter(|(_, member)| member.topics.contains(topic_id)).map(|(id, _)| id).collect();
+        let subscribers = subscribers(members, topic_id);
         if subscribers.is_empty() {
             continue;
         }
@@ -117,6 +116,11 @@ fn uniform(
         target.get_mut(&to).expect("a member").insert(tp);
     }
     target
+}
+
+/// The members that subscribe to `topic_id`, in member id order.
+fn subscribers<'a>(members: &'a BTreeMap<String, MemberSubscription>, topic_id: &Uuid) -> Vec<&'a String> {
+    members.iter().filter(|(_, member)| member.topics.contains(topic_id)).map(|(id, _)| id).collect()
 }
 
 /// A partition that can move from a fuller member to a subscriber with at least two fewer:
@@ -148,8 +152,7 @@ fn range(
     let mut target: BTreeMap<String, Assignment> =
         members.keys().map(|id| (id.clone(), Assignment::new())).collect();
     for (topic_id, n_partitions) in topics {
-        let subscribers: Vec<&String> =
-            members.iter().filter(|(_, member)| member.topics.contains(topic_id)).map(|(id, _)| id).collect();
+        let subscribers = subscribers(members, topic_id);
         if subscribers.is_empty() {
             continue;
         }
