@@ -52,6 +52,11 @@ pub const LEAVE_GROUP_MEMBER_EPOCH: i32 = -1;
 /// The member epoch of a static member leaving for now (it may come back with its instance id).
 pub const LEAVE_GROUP_STATIC_MEMBER_EPOCH: i32 = -2;
 
+/// The most topics one member may subscribe to by name: every heartbeat that changes a
+/// subscription looks each of the group's topics up, so a subscription is bounded here rather
+/// than only by the request size.
+pub const MAX_SUBSCRIBED_TOPIC_NAMES: usize = 10_000;
+
 /// Settings of consumer-protocol groups, as Kafka's `group.consumer.*` broker configs.
 #[derive(Debug, Clone, Copy)]
 pub struct ConsumerGroupConfig {
@@ -420,6 +425,12 @@ fn validate(group_id: &str, request: &Heartbeat) -> Result<(), HeartbeatRefusal>
         if request.subscribed_topic_names.is_none() && request.subscribed_topic_regex.is_none() {
             return invalid("SubscribedTopicNames or SubscribedTopicRegex must be set in first request.");
         }
+    }
+    if request.subscribed_topic_names.as_ref().is_some_and(|names| names.len() > MAX_SUBSCRIBED_TOPIC_NAMES) {
+        return Err(refuse(
+            ResponseError::InvalidRequest,
+            format!("SubscribedTopicNames names more than {MAX_SUBSCRIBED_TOPIC_NAMES} topics."),
+        ));
     }
     if request.subscribed_topic_regex.as_deref().is_some_and(|regex| !regex.is_empty()) {
         return invalid("SubscribedTopicRegex is not supported by this broker: subscribe by topic names.");
@@ -956,6 +967,24 @@ mod tests {
         assert_eq!(
             groups.heartbeat("g", unknown_assignor, &topics, 0).expect_err("assignor").error,
             ResponseError::UnsupportedAssignor
+        );
+        let too_many = Heartbeat {
+            subscribed_topic_names: Some(vec![TOPIC.to_string(); MAX_SUBSCRIBED_TOPIC_NAMES + 1]),
+            ..join_request("e")
+        };
+        assert_eq!(
+            groups.heartbeat("g", too_many, &topics, 0).expect_err("bounded").error,
+            ResponseError::InvalidRequest
+        );
+        let at_the_limit = Heartbeat {
+            subscribed_topic_names: Some(vec![TOPIC.to_string(); MAX_SUBSCRIBED_TOPIC_NAMES]),
+            ..join_request("e")
+        };
+        assert!(groups.heartbeat("g", at_the_limit, &topics, 0).is_ok());
+        let regex = Heartbeat { subscribed_topic_regex: Some("ev.*".to_string()), ..join_request("f") };
+        assert_eq!(
+            groups.heartbeat("g", regex, &topics, 0).expect_err("regex").error,
+            ResponseError::InvalidRequest
         );
         // A group that is gone (a broker restart) answers a member UNKNOWN_MEMBER_ID, so it rejoins.
         assert_eq!(
