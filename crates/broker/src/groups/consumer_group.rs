@@ -364,11 +364,6 @@ impl ConsumerGroups {
         self.groups.iter().map(|(id, group)| (id.clone(), group.members.len())).collect()
     }
 
-    /// The topics (name, partition) members of `group_id` subscribe to; empty for no group.
-    pub fn subscribed_topics(&self, group_id: &str) -> BTreeSet<String> {
-        self.groups.get(group_id).map(Group::subscribed_topic_names).unwrap_or_default()
-    }
-
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
         let group = self.groups.get(group_id)?;
         let members = group
