@@ -162,7 +162,7 @@ def run_confluent(args: argparse.Namespace) -> None:
         n_processed += sum(len(batch) for batch in batches.values())
         if args.commit_records_max is not None and n_processed > args.commit_records_max:
             continue
-        offsets = [TopicPartition(args.topic, partition, batch[-1].offset() + 1) for partition, batch in batches.items()]
+        offsets = [TopicPartition(batch[-1].topic(), partition, batch[-1].offset() + 1) for partition, batch in batches.items()]
         try:
             results = consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as error:

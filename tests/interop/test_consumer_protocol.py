@@ -369,6 +369,22 @@ def test_a_classic_member_cannot_join_a_consumer_group(broker_factory, topic_nam
     }, rows
 
 
+def test_members_subscribed_by_a_regular_expression_share_the_matching_topic(broker_factory, topic_name, members):
+    """librdkafka sends a "^..." subscription to the broker as SubscribedTopicRegex; the broker
+    resolves it against the topics (whole names) and assigns as for names: two members share the
+    six partitions and process every record."""
+    _, bootstrap, group = start_broker(broker_factory, topic_name)
+    stream = RecordStream(bootstrap, topic_name, N_PARTITIONS, members)
+    stream.send(120)
+    pattern = f"^{topic_name}.*"
+    pair = [start_consumer_member(members, f"member-{index}", bootstrap, pattern, group) for index in range(2)]
+    wait_shared(bootstrap, group, pair, members, SETTLE_TIMEOUT_S, each=3)
+    delivered = stream.flush()
+    wait_all_processed(delivered, pair, members)
+    assert_every_record_processed(delivered, pair)
+    assert_never_owned_twice(pair, {})
+
+
 def test_a_static_member_back_within_its_session_gets_its_partitions_back(broker_factory, topic_name, members):
     """A static member (group.instance.id) that closes leaves with epoch -2 and keeps its
     partitions; a new process with the same instance id, started within the session timeout,

@@ -36,12 +36,18 @@
 //! time takes them back without moving anything. Silent members are removed when their session
 //! times out, members that do not give up partitions within their rebalance timeout too.
 //!
-//! No I/O and no clock: `now_ms` is passed in, topic metadata through a lookup function, and
+//! A member subscribes by topic names, by a regular expression (RE2 syntax, matching whole topic
+//! names), or both. A regular expression is resolved against the topics the member's heartbeat
+//! may see (`TopicMetadata::names`: what its principal may describe, internal topics left out),
+//! again on each of its heartbeats, so a topic created later is picked up.
+//!
+//! No I/O and no clock: `now_ms` is passed in, topic metadata through `TopicMetadata`, and
 //! `tick` handles timeouts. Groups live in memory only: after a broker restart members are
 //! answered UNKNOWN_MEMBER_ID and rejoin with epoch 0 (their committed offsets are durable).
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use regex::Regex;
 use tidewater_kafka::ResponseError;
 use uuid::Uuid;
 
@@ -56,6 +62,20 @@ pub const LEAVE_GROUP_STATIC_MEMBER_EPOCH: i32 = -2;
 /// subscription looks each of the group's topics up, so a subscription is bounded here rather
 /// than only by the request size.
 pub const MAX_SUBSCRIBED_TOPIC_NAMES: usize = 10_000;
+
+/// The longest regular expression a member may subscribe with, and the most memory its
+/// compiled form may take: a member's expression is matched against every topic name on each
+/// of its heartbeats.
+pub const MAX_TOPIC_REGEX_BYTES: usize = 1_000;
+const TOPIC_REGEX_SIZE_LIMIT_BYTES: usize = 1 << 20;
+
+/// What the state machine needs to know of topics, from the broker.
+pub trait TopicMetadata {
+    /// A topic's id and partition count, or `None` when it does not exist.
+    fn topic(&self, name: &str) -> Option<(Uuid, i32)>;
+    /// The topics a regular expression of the heartbeating member may match.
+    fn names(&self) -> Vec<String>;
+}
 
 /// Settings of consumer-protocol groups, as Kafka's `group.consumer.*` broker configs.
 #[derive(Debug, Clone, Copy)]
@@ -141,6 +161,10 @@ struct Member {
     client_id: String,
     client_host: String,
     subscribed_topic_names: BTreeSet<String>,
+    /// The regular expression as the member sent it, compiled to match whole names.
+    subscribed_topic_regex: Option<(String, Regex)>,
+    /// The topics the regular expression matched at the member's last heartbeat.
+    regex_topics: BTreeSet<String>,
     server_assignor: Option<Assignor>,
     rebalance_timeout_ms: i32,
     member_epoch: i32,
@@ -151,6 +175,27 @@ struct Member {
     last_heartbeat_ms: i64,
     /// UnrevokedPartitions: by when the member must have given them up.
     revocation_deadline_ms: i64,
+}
+
+impl Member {
+    /// The topics it subscribes to: by name, and those its regular expression matched.
+    fn subscribed(&self) -> impl Iterator<Item = &String> {
+        self.subscribed_topic_names.iter().chain(&self.regex_topics)
+    }
+}
+
+/// A member's regular expression, matching whole topic names (as Kafka's `matches()`), or
+/// INVALID_REGULAR_EXPRESSION.
+fn compile_topic_regex(source: &str) -> Result<Regex, HeartbeatRefusal> {
+    regex::RegexBuilder::new(&format!("^(?:{source})$"))
+        .size_limit(TOPIC_REGEX_SIZE_LIMIT_BYTES)
+        .build()
+        .map_err(|error| {
+            refuse(
+                ResponseError::InvalidRegularExpression,
+                format!("SubscribedTopicRegex {source:?}: {error}"),
+            )
+        })
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +244,7 @@ pub struct MemberDescription {
     pub client_id: String,
     pub client_host: String,
     pub subscribed_topic_names: Vec<String>,
+    pub subscribed_topic_regex: Option<String>,
     pub assignment: Assignment,
     pub target_assignment: Assignment,
 }
@@ -231,13 +277,12 @@ impl ConsumerGroups {
         self.groups.contains_key(group_id)
     }
 
-    /// Handles a ConsumerGroupHeartbeat. `topics` looks a topic up by name: its id and
-    /// partition count, or `None` when it does not exist.
+    /// Handles a ConsumerGroupHeartbeat.
     pub fn heartbeat(
         &mut self,
         group_id: &str,
         request: Heartbeat,
-        topics: &dyn Fn(&str) -> Option<(Uuid, i32)>,
+        topics: &dyn TopicMetadata,
         now_ms: i64,
     ) -> Result<HeartbeatAnswer, HeartbeatRefusal> {
         validate(group_id, &request)?;
@@ -378,6 +423,10 @@ impl ConsumerGroups {
                 client_id: member.client_id.clone(),
                 client_host: member.client_host.clone(),
                 subscribed_topic_names: member.subscribed_topic_names.iter().cloned().collect(),
+                subscribed_topic_regex: member
+                    .subscribed_topic_regex
+                    .as_ref()
+                    .map(|(source, _)| source.clone()),
                 assignment: member.assigned.clone(),
                 target_assignment: group.target.get(id).cloned().unwrap_or_default(),
             })
@@ -427,8 +476,11 @@ fn validate(group_id: &str, request: &Heartbeat) -> Result<(), HeartbeatRefusal>
             format!("SubscribedTopicNames names more than {MAX_SUBSCRIBED_TOPIC_NAMES} topics."),
         ));
     }
-    if request.subscribed_topic_regex.as_deref().is_some_and(|regex| !regex.is_empty()) {
-        return invalid("SubscribedTopicRegex is not supported by this broker: subscribe by topic names.");
+    if request.subscribed_topic_regex.as_ref().is_some_and(|regex| regex.len() > MAX_TOPIC_REGEX_BYTES) {
+        return Err(refuse(
+            ResponseError::InvalidRegularExpression,
+            format!("SubscribedTopicRegex is longer than {MAX_TOPIC_REGEX_BYTES} bytes."),
+        ));
     }
     if let Some(name) = &request.server_assignor {
         if Assignor::from_name(name).is_none() {
@@ -478,7 +530,7 @@ fn leave(
 fn heartbeat(
     group: &mut Group,
     request: Heartbeat,
-    topics: &dyn Fn(&str) -> Option<(Uuid, i32)>,
+    topics: &dyn TopicMetadata,
     now_ms: i64,
     config: ConsumerGroupConfig,
 ) -> Result<HeartbeatAnswer, HeartbeatRefusal> {
@@ -539,6 +591,8 @@ fn heartbeat(
                         client_id: String::new(),
                         client_host: String::new(),
                         subscribed_topic_names: BTreeSet::new(),
+                        subscribed_topic_regex: None,
+                        regex_topics: BTreeSet::new(),
                         server_assignor: None,
                         rebalance_timeout_ms: request.rebalance_timeout_ms,
                         member_epoch: 0,
@@ -580,6 +634,22 @@ fn heartbeat(
             group_changed = true;
         }
     }
+    match request.subscribed_topic_regex.as_deref() {
+        // librdkafka sends an empty expression for "none".
+        Some("") => member.subscribed_topic_regex = None,
+        Some(source) if member.subscribed_topic_regex.as_ref().is_none_or(|(old, _)| old != source) => {
+            member.subscribed_topic_regex = Some((source.to_string(), compile_topic_regex(source)?));
+        }
+        _ => {}
+    }
+    let regex_topics: BTreeSet<String> = match &member.subscribed_topic_regex {
+        Some((_, regex)) => topics.names().into_iter().filter(|name| regex.is_match(name)).collect(),
+        None => BTreeSet::new(),
+    };
+    if regex_topics != member.regex_topics {
+        member.regex_topics = regex_topics;
+        group_changed = true;
+    }
     if let Some(name) = request.server_assignor {
         let assignor = Assignor::from_name(&name);
         if assignor != member.server_assignor {
@@ -592,7 +662,7 @@ fn heartbeat(
     let now_topics: BTreeMap<String, (Uuid, i32)> = group
         .subscribed_topic_names()
         .into_iter()
-        .filter_map(|name| Some((name.clone(), topics(&name)?)))
+        .filter_map(|name| Some((name.clone(), topics.topic(&name)?)))
         .collect();
     if now_topics != group.topics {
         group.topics = now_topics;
@@ -672,8 +742,7 @@ fn compute_target(group: &mut Group) {
         .map(|(id, member)| {
             let subscription = MemberSubscription {
                 topics: member
-                    .subscribed_topic_names
-                    .iter()
+                    .subscribed()
                     .filter_map(|name| topic_ids.get(name.as_str()).copied())
                     .collect(),
                 previous: group.target.get(id).cloned().unwrap_or_default(),
@@ -773,8 +842,9 @@ impl Group {
         }
     }
 
+    /// Every topic some member subscribes to, by name or by its regular expression.
     fn subscribed_topic_names(&self) -> BTreeSet<String> {
-        self.members.values().flat_map(|member| member.subscribed_topic_names.iter().cloned()).collect()
+        self.members.values().flat_map(|member| member.subscribed().cloned()).collect()
     }
 
     fn member_by_instance(&self, instance: &str) -> Option<String> {
@@ -829,6 +899,19 @@ mod tests {
         }
     }
 
+    /// `topics` for the state machine; regular expressions see both topics.
+    struct Topics;
+
+    impl TopicMetadata for Topics {
+        fn topic(&self, name: &str) -> Option<(Uuid, i32)> {
+            topics(name)
+        }
+
+        fn names(&self) -> Vec<String> {
+            vec!["audit".to_string(), "events".to_string()]
+        }
+    }
+
     fn groups() -> ConsumerGroups {
         ConsumerGroups::new(ConsumerGroupConfig {
             session_timeout_ms: SESSION_MS,
@@ -876,13 +959,13 @@ mod tests {
             owned: owning.and_then(owned),
             ..Heartbeat::default()
         };
-        groups.heartbeat("g", request, &topics, now)
+        groups.heartbeat("g", request, &Topics, now)
     }
 
     #[test]
     fn a_partition_moves_only_after_its_owner_acknowledged_the_revocation() {
         let mut groups = groups();
-        let a = groups.heartbeat("g", join_request("a"), &topics, 0).expect("a joins");
+        let a = groups.heartbeat("g", join_request("a"), &Topics, 0).expect("a joins");
         assert_eq!(
             (a.member_epoch, partitions(&a.assignment.expect("full answer"))),
             (1, vec![0, 1, 2, 3, 4, 5])
@@ -890,7 +973,7 @@ mod tests {
         assert_eq!(groups.state("g"), Some(ConsumerGroupState::Stable));
 
         // b joins: epoch 2, but a still owns everything, so b gets nothing yet.
-        let b = groups.heartbeat("g", join_request("b"), &topics, 10).expect("b joins");
+        let b = groups.heartbeat("g", join_request("b"), &Topics, 10).expect("b joins");
         assert_eq!((b.member_epoch, b.assignment.as_ref().map(partitions)), (2, Some(vec![])));
         assert_eq!(groups.state("g"), Some(ConsumerGroupState::Reconciling));
 
@@ -922,7 +1005,7 @@ mod tests {
         let mut epochs: BTreeMap<String, i32> = BTreeMap::new();
         let mut owning: BTreeMap<String, Vec<i32>> = BTreeMap::new();
         for member in ["a", "b", "c"] {
-            let answer = groups.heartbeat("g", join_request(member), &topics, now).expect("joins");
+            let answer = groups.heartbeat("g", join_request(member), &Topics, now).expect("joins");
             epochs.insert(member.to_string(), answer.member_epoch);
             owning.insert(member.to_string(), partitions(&answer.assignment.expect("full")));
         }
@@ -955,12 +1038,12 @@ mod tests {
             ResponseError::UnknownMemberId
         );
         assert_eq!(
-            groups.heartbeat("other", join_request("").clone(), &topics, 0).expect_err("no id").error,
+            groups.heartbeat("other", join_request("").clone(), &Topics, 0).expect_err("no id").error,
             ResponseError::InvalidRequest
         );
         let unknown_assignor = Heartbeat { server_assignor: Some("sticky".to_string()), ..join_request("d") };
         assert_eq!(
-            groups.heartbeat("g", unknown_assignor, &topics, 0).expect_err("assignor").error,
+            groups.heartbeat("g", unknown_assignor, &Topics, 0).expect_err("assignor").error,
             ResponseError::UnsupportedAssignor
         );
         let too_many = Heartbeat {
@@ -968,18 +1051,26 @@ mod tests {
             ..join_request("e")
         };
         assert_eq!(
-            groups.heartbeat("g", too_many, &topics, 0).expect_err("bounded").error,
+            groups.heartbeat("g", too_many, &Topics, 0).expect_err("bounded").error,
             ResponseError::InvalidRequest
         );
         let at_the_limit = Heartbeat {
             subscribed_topic_names: Some(vec![TOPIC.to_string(); MAX_SUBSCRIBED_TOPIC_NAMES]),
             ..join_request("e")
         };
-        assert!(groups.heartbeat("g", at_the_limit, &topics, 0).is_ok());
-        let regex = Heartbeat { subscribed_topic_regex: Some("ev.*".to_string()), ..join_request("f") };
+        assert!(groups.heartbeat("g", at_the_limit, &Topics, 0).is_ok());
+        let regex = Heartbeat { subscribed_topic_regex: Some("(".to_string()), ..join_request("f") };
         assert_eq!(
-            groups.heartbeat("g", regex, &topics, 0).expect_err("regex").error,
-            ResponseError::InvalidRequest
+            groups.heartbeat("g", regex, &Topics, 0).expect_err("not an expression").error,
+            ResponseError::InvalidRegularExpression
+        );
+        let regex = Heartbeat {
+            subscribed_topic_regex: Some("e".repeat(MAX_TOPIC_REGEX_BYTES + 1)),
+            ..join_request("f")
+        };
+        assert_eq!(
+            groups.heartbeat("g", regex, &Topics, 0).expect_err("too long").error,
+            ResponseError::InvalidRegularExpression
         );
         // A group that is gone (a broker restart) answers a member UNKNOWN_MEMBER_ID, so it rejoins.
         assert_eq!(
@@ -1031,8 +1122,8 @@ mod tests {
     fn a_member_that_does_not_revoke_within_its_rebalance_timeout_is_removed() {
         let mut groups = groups();
         let first = Heartbeat { rebalance_timeout_ms: 5_000, ..join_request("a") };
-        groups.heartbeat("g", first, &topics, 0).expect("a");
-        groups.heartbeat("g", join_request("b"), &topics, 0).expect("b");
+        groups.heartbeat("g", first, &Topics, 0).expect("a");
+        groups.heartbeat("g", join_request("b"), &Topics, 0).expect("b");
         beat(&mut groups, "a", 1, None, 100).expect("asked to revoke");
         beat(&mut groups, "b", 2, None, 4_000).expect("b");
         beat(&mut groups, "a", 1, None, 4_000).expect("a, still not revoking");
@@ -1052,8 +1143,8 @@ mod tests {
             instance_id: Some(instance.to_string()),
             ..join_request(member)
         };
-        groups.heartbeat("g", static_join("a1", "a"), &topics, 0).expect("a");
-        groups.heartbeat("g", join_request("b"), &topics, 0).expect("b");
+        groups.heartbeat("g", static_join("a1", "a"), &Topics, 0).expect("a");
+        groups.heartbeat("g", join_request("b"), &Topics, 0).expect("b");
         beat(&mut groups, "a1", 1, None, 10).expect("asked to revoke");
         beat(&mut groups, "a1", 1, Some(&[0, 1, 2]), 20).expect("acknowledges");
         let b = beat(&mut groups, "b", 2, None, 30).expect("b");
@@ -1064,18 +1155,50 @@ mod tests {
         let left = groups.heartbeat(
             "g",
             Heartbeat { instance_id: Some("a".into()), ..join_request("a1") }.with_epoch(-2),
-            &topics,
+            &Topics,
             40,
         );
         assert_eq!(left.expect("static leave").member_epoch, LEAVE_GROUP_STATIC_MEMBER_EPOCH);
         assert_eq!(beat(&mut groups, "b", 2, None, 50).expect("b").assignment, None, "b sees no change");
-        let back = groups.heartbeat("g", static_join("a2", "a"), &topics, 60).expect("back");
+        let back = groups.heartbeat("g", static_join("a2", "a"), &Topics, 60).expect("back");
         assert_eq!((back.member_epoch, back.assignment.as_ref().map(partitions)), (2, Some(vec![0, 1, 2])));
         assert_eq!(groups.describe("g").expect("group").group_epoch, epoch, "no new group epoch");
         assert_eq!(groups.state("g"), Some(ConsumerGroupState::Stable));
         // While it is in the group, the instance id is not another process's to take.
-        let thief = groups.heartbeat("g", static_join("a3", "a"), &topics, 70).expect_err("in use");
+        let thief = groups.heartbeat("g", static_join("a3", "a"), &Topics, 70).expect_err("in use");
         assert_eq!(thief.error, ResponseError::UnreleasedInstanceId);
+    }
+
+    #[test]
+    fn a_regular_expression_subscribes_to_every_whole_name_it_matches() {
+        let mut groups = groups();
+        let by_regex = |member: &str, regex: &str| Heartbeat {
+            subscribed_topic_names: Some(Vec::new()),
+            subscribed_topic_regex: Some(regex.to_string()),
+            ..join_request(member)
+        };
+        // librdkafka combines its "^" subscriptions into one expression like this.
+        let a = groups.heartbeat("g", by_regex("a", "(^aud.*)|(^nothing)"), &Topics, 0).expect("a");
+        assert_eq!(a.assignment.as_ref().map(Assignment::len), Some(3), "audit's three partitions");
+        // A whole name must match: "vent" alone matches no topic, ".*vents" does.
+        let b = groups.heartbeat("g", by_regex("b", "vent"), &Topics, 0).expect("b");
+        assert_eq!(b.assignment.as_ref().map(Assignment::len), Some(0));
+        let b = groups
+            .heartbeat(
+                "g",
+                Heartbeat { member_epoch: b.member_epoch, ..by_regex("b", ".*vents") },
+                &Topics,
+                10,
+            )
+            .expect("b resubscribes");
+        assert_eq!(b.assignment.as_ref().map(Assignment::len), Some(6), "events' six partitions");
+        let described = groups.describe("g").expect("group");
+        assert_eq!(described.members[1].subscribed_topic_regex.as_deref(), Some(".*vents"));
+        // An empty expression (librdkafka's "none") drops it.
+        let b = groups
+            .heartbeat("g", Heartbeat { member_epoch: b.member_epoch, ..by_regex("b", "") }, &Topics, 20)
+            .expect("b unsubscribes");
+        assert_eq!(b.assignment.as_ref().map(Assignment::len), Some(0));
     }
 
     #[test]
@@ -1085,9 +1208,9 @@ mod tests {
             server_assignor: Some(assignor.to_string()),
             ..join_request(member)
         };
-        groups.heartbeat("g", with_assignor("a", "range"), &topics, 0).expect("a");
-        groups.heartbeat("g", with_assignor("b", "range"), &topics, 0).expect("b");
-        groups.heartbeat("g", join_request("c"), &topics, 0).expect("c");
+        groups.heartbeat("g", with_assignor("a", "range"), &Topics, 0).expect("a");
+        groups.heartbeat("g", with_assignor("b", "range"), &Topics, 0).expect("b");
+        groups.heartbeat("g", join_request("c"), &Topics, 0).expect("c");
         assert_eq!(groups.describe("g").expect("group").assignor, Assignor::Range);
         let target: Vec<Vec<i32>> = groups
             .describe("g")
@@ -1177,7 +1300,7 @@ mod tests {
                     .then(|| client.owned.iter().copied().collect()),
                 ..Heartbeat::default()
             };
-            match self.groups.heartbeat("g", request, &topics, self.now) {
+            match self.groups.heartbeat("g", request, &Topics, self.now) {
                 Ok(answer) => {
                     client.epoch = answer.member_epoch;
                     client.must_acknowledge = false;
@@ -1230,7 +1353,7 @@ mod tests {
                             member_epoch: -1,
                             ..Heartbeat::default()
                         };
-                        let _ = self.groups.heartbeat("g", request, &topics, self.now);
+                        let _ = self.groups.heartbeat("g", request, &Topics, self.now);
                     }
                 }
                 Op::Crash { slot } => {
@@ -1252,7 +1375,7 @@ mod tests {
                         ..Heartbeat::default()
                     };
                     client.subscription = subscription(bits);
-                    match self.groups.heartbeat("g", request, &topics, self.now) {
+                    match self.groups.heartbeat("g", request, &Topics, self.now) {
                         Ok(answer) => {
                             client.epoch = answer.member_epoch;
                             if let Some(assignment) = answer.assignment {

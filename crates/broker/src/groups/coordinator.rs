@@ -23,7 +23,7 @@ use tidewater_kafka::ResponseError;
 use tokio::sync::oneshot;
 
 use super::consumer_group::{
-    ConsumerGroupConfig, ConsumerGroups, Heartbeat, HeartbeatAnswer, HeartbeatRefusal,
+    ConsumerGroupConfig, ConsumerGroups, Heartbeat, HeartbeatAnswer, HeartbeatRefusal, TopicMetadata,
 };
 
 /// Timing settings, as in Kafka's group coordinator config.
@@ -250,7 +250,7 @@ impl Coordinator {
         &mut self,
         group_id: &str,
         request: Heartbeat,
-        topics: &dyn Fn(&str) -> Option<(uuid::Uuid, i32)>,
+        topics: &dyn TopicMetadata,
         now_ms: i64,
     ) -> Result<HeartbeatAnswer, HeartbeatRefusal> {
         if self.groups.get(group_id).is_some_and(|group| group.state != GroupState::Empty) {

@@ -6,7 +6,8 @@
 //!
 //! Authorization as in Kafka: ConsumerGroupHeartbeat needs READ on the group
 //! (GROUP_AUTHORIZATION_FAILED) and DESCRIBE on every topic it subscribes to by name
-//! (TOPIC_AUTHORIZATION_FAILED); ConsumerGroupDescribe needs DESCRIBE on the group.
+//! (TOPIC_AUTHORIZATION_FAILED), and a regular expression matches only topics the member may
+//! describe; ConsumerGroupDescribe needs DESCRIBE on the group.
 
 use std::collections::BTreeMap;
 
@@ -32,10 +33,10 @@ use tidewater_kafka::{ConnectionInfo, ResponseError};
 use uuid::Uuid;
 
 use super::str_bytes;
-use crate::acl::{Access, Operation, ResourceType};
+use crate::acl::{is_internal_topic, Access, Operation, ResourceType};
 use crate::broker::Broker;
 use crate::groups::assignor::{Assignment, TopicPartition};
-use crate::groups::consumer_group::{GroupDescription, Heartbeat};
+use crate::groups::consumer_group::{GroupDescription, Heartbeat, TopicMetadata};
 
 /// ConsumerGroupDescribe's member type of a consumer-protocol member (v1).
 const MEMBER_TYPE_CONSUMER: i8 = 1;
@@ -90,10 +91,7 @@ pub(super) fn heartbeat(
         client_id,
         client_host: format!("/{}", connection.peer.ip()),
     };
-    let topics = |name: &str| {
-        let topic = broker.topic(name)?;
-        Some((topic.id, i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX)))
-    };
+    let topics = BrokerTopics { broker, access };
     let now = broker.now_ms();
     let outcome = broker.lock_groups().consumer_heartbeat(&request.group_id, request_heartbeat, &topics, now);
     match outcome {
@@ -113,6 +111,31 @@ pub(super) fn heartbeat(
                 heartbeat::Assignment::default().with_topic_partitions(topic_partitions)
             })),
         Err(refusal) => refused(refusal.error, refusal.message),
+    }
+}
+
+/// The broker's topics as the state machine sees them for one heartbeat: a regular expression
+/// matches only topics the member's principal may describe, never internal ones (as Kafka leaves
+/// its internal topics out of pattern subscriptions).
+struct BrokerTopics<'a> {
+    broker: &'a Broker,
+    access: &'a Access,
+}
+
+impl TopicMetadata for BrokerTopics<'_> {
+    fn topic(&self, name: &str) -> Option<(Uuid, i32)> {
+        let topic = self.broker.topic(name)?;
+        Some((topic.id, i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX)))
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.broker
+            .topics()
+            .iter()
+            .map(|topic| topic.name.clone())
+            .filter(|name| !is_internal_topic(name))
+            .filter(|name| self.access.allows(Operation::Describe, ResourceType::Topic, name))
+            .collect()
     }
 }
 

@@ -21,7 +21,7 @@
 //! | AlterConfigs, IncrementalAlterConfigs | ALTER_CONFIGS topic, or cluster for the broker | TOPIC_, CLUSTER_AUTHORIZATION_FAILED |
 //! | FindCoordinator | DESCRIBE group or transactional id | GROUP_, TRANSACTIONAL_ID_AUTHORIZATION_FAILED |
 //! | JoinGroup, SyncGroup, Heartbeat, LeaveGroup | READ group | GROUP_AUTHORIZATION_FAILED |
-//! | ConsumerGroupHeartbeat | READ group, DESCRIBE every subscribed topic | GROUP_, TOPIC_AUTHORIZATION_FAILED |
+//! | ConsumerGroupHeartbeat | READ group, DESCRIBE every topic subscribed by name (a regular expression matches only describable topics) | GROUP_, TOPIC_AUTHORIZATION_FAILED |
 //! | ConsumerGroupDescribe | DESCRIBE group | GROUP_AUTHORIZATION_FAILED |
 //! | OffsetCommit | READ group, READ topic | GROUP_, TOPIC_AUTHORIZATION_FAILED |
 //! | OffsetFetch | DESCRIBE group, DESCRIBE topic (others left out of a fetch of every offset) | GROUP_, TOPIC_AUTHORIZATION_FAILED |
