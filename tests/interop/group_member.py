@@ -12,8 +12,12 @@ before a SIGKILL still reaches the test:
 
     {"ev": "started", "pid": ...}
     {"ev": "assigned", "t": ..., "member_id": ..., "partitions": [...]}   the whole assignment
-        (kafka-python adds "leader": whether this member computed the group's assignment)
-    {"ev": "revoked", "t": ..., "partitions": [...]}
+        (kafka-python adds "leader": whether this member computed the group's assignment); with
+        an incremental protocol (--group-protocol consumer, cooperative-sticky) only what was
+        added, and confluent members add "owned": everything they own after the callback
+    {"ev": "revoked", "t": ..., "partitions": [...]}   (confluent: and "owned", as above)
+    {"ev": "lost", "t": ..., "partitions": [...], "owned": [...]}   confluent: taken away without
+        a revocation (the session ended before the member could give them up)
     {"ev": "records", "t": ..., "partition": P, "offsets": [...], "values": [...]}
     {"ev": "committed", "t": ..., "offsets": {"P": next offset, ...}}
     {"ev": "commit_failed", "t": ..., "error": "..."}
@@ -54,7 +58,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("topic")
     parser.add_argument("group")
     parser.add_argument("--client-id", default="interop-group-member")
-    parser.add_argument("--assignor", choices=["range", "roundrobin"], default="range")
+    parser.add_argument("--assignor", choices=["range", "roundrobin", "cooperative-sticky"], default="range")
+    parser.add_argument(
+        "--group-protocol",
+        choices=["classic", "consumer"],
+        default="classic",
+        help="consumer: KIP-848 (confluent only); the broker assigns, with --remote-assignor",
+    )
+    parser.add_argument("--remote-assignor", choices=["uniform", "range"], default=None)
+    parser.add_argument("--instance-id", default=None, help="group.instance.id: a static member (confluent only)")
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
     parser.add_argument("--heartbeat-interval-ms", type=int, default=1000)
     # Also the rebalance timeout these clients send in JoinGroup: how long a join phase may
@@ -79,31 +91,54 @@ def parse_args() -> argparse.Namespace:
 def run_confluent(args: argparse.Namespace) -> None:
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": args.bootstrap,
-            "client.id": args.client_id,
-            "group.id": args.group,
-            "partition.assignment.strategy": args.assignor,
-            "session.timeout.ms": args.session_timeout_ms,
-            "heartbeat.interval.ms": args.heartbeat_interval_ms,
-            "max.poll.interval.ms": args.max_poll_interval_ms,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 100,
-            "reconnect.backoff.ms": 50,
-            "reconnect.backoff.max.ms": 500,
-        }
-    )
+    config = {
+        "bootstrap.servers": args.bootstrap,
+        "client.id": args.client_id,
+        "group.id": args.group,
+        "max.poll.interval.ms": args.max_poll_interval_ms,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 100,
+        "reconnect.backoff.ms": 50,
+        "reconnect.backoff.max.ms": 500,
+    }
+    if args.instance_id:
+        config["group.instance.id"] = args.instance_id
+    if args.group_protocol == "consumer":
+        # KIP-848: the broker owns the session timeout, the heartbeat interval and the
+        # assignment; librdkafka refuses the classic settings for them.
+        config["group.protocol"] = "consumer"
+        if args.remote_assignor:
+            config["group.remote.assignor"] = args.remote_assignor
+    else:
+        config["partition.assignment.strategy"] = args.assignor
+        config["session.timeout.ms"] = args.session_timeout_ms
+        config["heartbeat.interval.ms"] = args.heartbeat_interval_ms
+    consumer = Consumer(config)
+    # What this member owns, kept from the callbacks: with an incremental protocol (KIP-848,
+    # cooperative-sticky) they name only what changes, so "owned" reports the whole of it.
+    owned: set[int] = set()
+    incremental = args.group_protocol == "consumer" or args.assignor == "cooperative-sticky"
 
     def on_assign(client, partitions):
-        emit("assigned", member_id=client.memberid(), partitions=sorted(tp.partition for tp in partitions))
+        added = sorted(tp.partition for tp in partitions)
+        if not incremental:
+            owned.clear()
+        owned.update(added)
+        emit("assigned", member_id=client.memberid(), partitions=added, owned=sorted(owned))
 
     def on_revoke(_client, partitions):
-        emit("revoked", partitions=sorted(tp.partition for tp in partitions))
+        revoked = sorted(tp.partition for tp in partitions)
+        owned.difference_update(revoked)
+        emit("revoked", partitions=revoked, owned=sorted(owned))
 
-    consumer.subscribe([args.topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_revoke)
+    def on_lost(_client, partitions):
+        lost = sorted(tp.partition for tp in partitions)
+        owned.difference_update(lost)
+        emit("lost", partitions=lost, owned=sorted(owned))
+
+    consumer.subscribe([args.topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
     n_processed = 0
     while not STOP:
         messages = consumer.consume(num_messages=args.max_records, timeout=0.2)
@@ -127,7 +162,7 @@ def run_confluent(args: argparse.Namespace) -> None:
         n_processed += sum(len(batch) for batch in batches.values())
         if args.commit_records_max is not None and n_processed > args.commit_records_max:
             continue
-        offsets = [TopicPartition(args.topic, partition, batch[-1].offset() + 1) for partition, batch in batches.items()]
+        offsets = [TopicPartition(batch[-1].topic(), partition, batch[-1].offset() + 1) for partition, batch in batches.items()]
         try:
             results = consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as error:

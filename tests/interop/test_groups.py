@@ -197,7 +197,7 @@ class Member:
         for event in reversed(self.snapshot()):
             if event["ev"] == "assigned":
                 return event["member_id"], event["partitions"], event["t"]
-            if event["ev"] == "revoked":
+            if event["ev"] in ("revoked", "lost"):
                 return None, [], event["t"]
         return None
 

@@ -518,7 +518,7 @@ impl Broker {
             offsets
                 .groups()
                 .into_iter()
-                .filter(|group| groups.state(group).is_none())
+                .filter(|group| !groups.has_members(group))
                 .filter(|group| {
                     offsets
                         .last_commit_ms(group)

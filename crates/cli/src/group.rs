@@ -42,9 +42,10 @@ pub struct GroupArgs {
 pub enum GroupCommand {
     /// List the cluster's groups, one per line: name, state and protocol type.
     List,
-    /// Show a group's state, its members with the partitions each is assigned, and per partition
-    /// the committed offset, the log end offset and the lag (end - committed; `-` where nothing
-    /// is committed).
+    /// Show a group's state, its members with the partitions each is assigned (and, for a KIP-848
+    /// consumer-protocol group, the target assignment the broker moves each towards), and per
+    /// partition the committed offset, the log end offset and the lag (end - committed; `-` where
+    /// nothing is committed).
     Describe {
         /// The group's id.
         group: String,
@@ -162,9 +163,34 @@ fn describe(consumer: &BaseConsumer<CliContext>, connect: &Connection, group: &s
             client_id: member.client_id.clone(),
             host: member.client_host.clone(),
             assignment,
+            target: None,
         });
     }
     members.sort_by(|left, right| left.member_id.cmp(&right.member_id));
+    // A KIP-848 group also has, per member, the target the broker moves it towards: from
+    // ConsumerGroupDescribe (through librdkafka's DescribeConsumerGroups, which does not hand on
+    // the member epochs).
+    let mut group_type = None;
+    if info.protocol_type == CONSUMER_PROTOCOL_TYPE {
+        match raw::describe_consumer_group(client, group, timeout) {
+            Ok(described) if described.group_type == "consumer" => {
+                group_type = Some(described.group_type);
+                for member in &mut members {
+                    let target = described
+                        .members
+                        .iter()
+                        .find(|other| other.member_id == member.member_id)
+                        .and_then(|other| other.target_assignment.as_deref())
+                        .map(by_topic);
+                    member.target = target;
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                eprintln!("warning: describing group {group:?} with ConsumerGroupDescribe: {error}")
+            }
+        }
+    }
     for entry in committed {
         if let Some(error) = entry.error {
             eprintln!("warning: committed offset of {} partition {}: {error}", entry.topic, entry.partition);
@@ -194,6 +220,7 @@ fn describe(consumer: &BaseConsumer<CliContext>, connect: &Connection, group: &s
         state: info.state.clone(),
         protocol_type: info.protocol_type.clone(),
         protocol: info.protocol.clone(),
+        group_type,
         members,
     };
     let rows: Vec<((String, i32), PartitionRow)> = rows.into_iter().collect();
@@ -506,6 +533,8 @@ struct MemberView {
     host: String,
     /// The decoded assignment, or why it could not be decoded.
     assignment: Result<Vec<(String, Vec<i32>)>, String>,
+    /// KIP-848 consumer groups: the assignment the broker is moving the member towards.
+    target: Option<Vec<(String, Vec<i32>)>>,
 }
 
 /// A group as `describe` shows it.
@@ -515,6 +544,8 @@ struct GroupView {
     state: String,
     protocol_type: String,
     protocol: String,
+    /// "consumer" for a group of KIP-848's protocol; `None` for a classic one.
+    group_type: Option<String>,
     members: Vec<MemberView>,
 }
 
@@ -555,34 +586,31 @@ fn describe_text(group: &GroupView, rows: &[((String, i32), PartitionRow)]) -> S
         (protocol_type, "") => format!(", protocol {protocol_type}"),
         (protocol_type, protocol) => format!(", protocol {protocol_type}/{protocol}"),
     };
+    let group_type = group.group_type.as_ref().map(|kind| format!(", type {kind}")).unwrap_or_default();
     let mut text = format!(
-        "group {}: state {}{protocol}, {count} member{}\n",
+        "group {}: state {}{protocol}{group_type}, {count} member{}\n",
         group.name,
         group.state,
         if count == 1 { "" } else { "s" }
     );
     if !group.members.is_empty() {
-        let mut table = vec![["MEMBER", "CLIENT-ID", "HOST", "PARTITIONS"].map(String::from).to_vec()];
+        let with_target = group.members.iter().any(|member| member.target.is_some());
+        let mut header = vec!["MEMBER", "CLIENT-ID", "HOST", "PARTITIONS"];
+        if with_target {
+            header.push("TARGET");
+        }
+        let mut table = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
         for member in &group.members {
             let partitions = match &member.assignment {
-                Ok(topics) if topics.iter().all(|(_, partitions)| partitions.is_empty()) => "-".to_string(),
-                Ok(topics) => topics
-                    .iter()
-                    .filter(|(_, partitions)| !partitions.is_empty())
-                    .map(|(topic, partitions)| {
-                        let ids: Vec<String> = partitions.iter().map(i32::to_string).collect();
-                        format!("{topic}:{}", ids.join(","))
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                Ok(topics) => partitions_text(topics),
                 Err(reason) => format!("({reason})"),
             };
-            table.push(vec![
-                member.member_id.clone(),
-                or_dash(&member.client_id),
-                or_dash(&member.host),
-                partitions,
-            ]);
+            let mut line =
+                vec![member.member_id.clone(), or_dash(&member.client_id), or_dash(&member.host), partitions];
+            if with_target {
+                line.push(member.target.as_deref().map_or_else(|| "-".to_string(), partitions_text));
+            }
+            table.push(line);
         }
         text.push('\n');
         text.push_str(&columns(&table));
@@ -610,6 +638,38 @@ fn describe_text(group: &GroupView, rows: &[((String, i32), PartitionRow)]) -> S
     }
     text.push_str(&columns(&table));
     text
+}
+
+/// `topic:0,1 other:3`, or `-` for none.
+fn partitions_text(topics: &[(String, Vec<i32>)]) -> String {
+    if topics.iter().all(|(_, partitions)| partitions.is_empty()) {
+        return "-".to_string();
+    }
+    topics
+        .iter()
+        .filter(|(_, partitions)| !partitions.is_empty())
+        .map(|(topic, partitions)| {
+            let ids: Vec<String> = partitions.iter().map(i32::to_string).collect();
+            format!("{topic}:{}", ids.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// (topic, partition) pairs grouped by topic, topics in order of first appearance, partitions
+/// sorted.
+fn by_topic(partitions: &[(String, i32)]) -> Vec<(String, Vec<i32>)> {
+    let mut topics: Vec<(String, Vec<i32>)> = Vec::new();
+    for (topic, partition) in partitions {
+        match topics.iter_mut().find(|(name, _)| name == topic) {
+            Some((_, ids)) => ids.push(*partition),
+            None => topics.push((topic.clone(), vec![*partition])),
+        }
+    }
+    for (_, ids) in &mut topics {
+        ids.sort_unstable();
+    }
+    topics
 }
 
 /// The `reset-offsets` plan: per partition, the committed offset now and the new one.
@@ -725,18 +785,21 @@ mod tests {
             state: "Stable".to_string(),
             protocol_type: "consumer".to_string(),
             protocol: "range".to_string(),
+            group_type: None,
             members: vec![
                 MemberView {
                     member_id: "m-1".to_string(),
                     client_id: "worker".to_string(),
                     host: "/127.0.0.1".to_string(),
                     assignment: Ok(vec![("events".to_string(), vec![0, 1]), ("audit".to_string(), vec![0])]),
+                    target: None,
                 },
                 MemberView {
                     member_id: "m-22".to_string(),
                     client_id: String::new(),
                     host: "/10.0.0.7".to_string(),
                     assignment: Err("assignment version -1".to_string()),
+                    target: None,
                 },
             ],
         };
@@ -770,11 +833,50 @@ mod tests {
             state: "Empty".to_string(),
             protocol_type: String::new(),
             protocol: String::new(),
+            group_type: None,
             members: vec![],
         };
         assert_eq!(
             describe_text(&empty, &[]),
             "group idle: state Empty, 0 members\n\nno committed offsets and no assigned partitions\n"
+        );
+    }
+
+    #[test]
+    fn describe_text_shows_a_consumer_groups_type_and_each_members_target() {
+        let member = |id: &str, partitions: Vec<i32>, target: Vec<(&str, i32)>| MemberView {
+            member_id: id.to_string(),
+            client_id: "worker".to_string(),
+            host: "/127.0.0.1".to_string(),
+            assignment: Ok(vec![("events".to_string(), partitions)]),
+            target: Some(by_topic(
+                &target
+                    .into_iter()
+                    .map(|(topic, partition)| (topic.to_string(), partition))
+                    .collect::<Vec<_>>(),
+            )),
+        };
+        let group = GroupView {
+            name: "billing".to_string(),
+            state: "Reconciling".to_string(),
+            protocol_type: "consumer".to_string(),
+            protocol: "uniform".to_string(),
+            group_type: Some("consumer".to_string()),
+            members: vec![
+                member("a", vec![0, 1], vec![("events", 1), ("events", 0)]),
+                member("b", vec![], vec![("events", 2)]),
+            ],
+        };
+        let text = describe_text(&group, &[]);
+        assert_eq!(
+            text.lines().take(5).collect::<Vec<_>>(),
+            [
+                "group billing: state Reconciling, protocol consumer/uniform, type consumer, 2 members",
+                "",
+                "MEMBER  CLIENT-ID  HOST        PARTITIONS  TARGET",
+                "a       worker     /127.0.0.1  events:0,1  events:0,1",
+                "b       worker     /127.0.0.1  -           events:2",
+            ]
         );
     }
 

@@ -135,6 +135,15 @@ pub(crate) struct ServeArgs {
     /// The shortest session timeout a consumer may ask for (Kafka group.min.session.timeout.ms).
     #[arg(long, default_value_t = 6000)]
     pub(crate) group_min_session_timeout_ms: i32,
+    /// Consumer-protocol groups (KIP-848, `group.protocol=consumer`): a member not heard from
+    /// for this long is removed and its partitions reassigned (Kafka
+    /// group.consumer.session.timeout.ms).
+    #[arg(long, default_value_t = 45_000, value_parser = clap::value_parser!(i32).range(1..))]
+    pub(crate) group_consumer_session_timeout_ms: i32,
+    /// Consumer-protocol groups: how often members are told to heartbeat (Kafka
+    /// group.consumer.heartbeat.interval.ms).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(i32).range(1..))]
+    pub(crate) group_consumer_heartbeat_interval_ms: i32,
     /// Committed offsets of a group without members are deleted after this many minutes without
     /// a commit (Kafka offsets.retention.minutes).
     #[arg(long, default_value_t = 7 * 24 * 60)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tidewater_broker::groups::GroupConfig;
+use tidewater_broker::groups::{ConsumerGroupConfig, GroupConfig};
 use tidewater_broker::{Broker, BrokerConfig, BrokerHandler};
 use tidewater_kafka::ServerConfig;
 use tidewater_log::{LogConfig, SystemClock};
@@ -65,6 +65,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         groups: GroupConfig {
             initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
             min_session_timeout_ms: args.group_min_session_timeout_ms,
+            consumer: ConsumerGroupConfig {
+                session_timeout_ms: args.group_consumer_session_timeout_ms,
+                heartbeat_interval_ms: args.group_consumer_heartbeat_interval_ms,
+                ..ConsumerGroupConfig::default()
+            },
             ..GroupConfig::default()
         },
         offsets_retention_ms: args.offsets_retention_minutes.saturating_mul(60_000),

@@ -22,6 +22,10 @@ use bytes::Bytes;
 use tidewater_kafka::ResponseError;
 use tokio::sync::oneshot;
 
+use super::consumer_group::{
+    ConsumerGroupConfig, ConsumerGroups, Heartbeat, HeartbeatAnswer, HeartbeatRefusal, TopicMetadata,
+};
+
 /// Timing settings, as in Kafka's group coordinator config.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupConfig {
@@ -33,6 +37,8 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i64,
     /// Members one group may have (`group.max.size`).
     pub max_members: usize,
+    /// Groups of KIP-848's consumer protocol (`group.consumer.*`).
+    pub consumer: ConsumerGroupConfig,
 }
 
 impl Default for GroupConfig {
@@ -42,6 +48,7 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
             max_members: 1_000,
+            consumer: ConsumerGroupConfig::default(),
         }
     }
 }
@@ -206,17 +213,75 @@ impl Group {
     }
 }
 
-/// All groups this broker coordinates.
+/// All groups this broker coordinates: classic groups here, consumer-protocol groups in
+/// `consumer`. A group id is one or the other, as in Kafka 4.0: a JoinGroup to a consumer group
+/// is refused with INCONSISTENT_GROUP_PROTOCOL, a ConsumerGroupHeartbeat to a classic group with
+/// GROUP_ID_NOT_FOUND. An empty group of either kind is forgotten, so its id is free again.
 #[derive(Debug, Default)]
 pub struct Coordinator {
     config: GroupConfig,
     groups: HashMap<String, Group>,
     next_member_number: u64,
+    consumer: ConsumerGroups,
 }
+
+/// The commit version `check_any_commit` takes for a TxnOffsetCommit, whose member epoch is
+/// checked whatever its version (as Kafka does).
+pub const TRANSACTIONAL_COMMIT: i16 = i16::MAX;
 
 impl Coordinator {
     pub fn new(config: GroupConfig) -> Self {
-        Coordinator { config, groups: HashMap::new(), next_member_number: 0 }
+        Coordinator {
+            config,
+            groups: HashMap::new(),
+            next_member_number: 0,
+            consumer: ConsumerGroups::new(config.consumer),
+        }
+    }
+
+    /// The consumer-protocol groups, for describing them.
+    pub fn consumer(&self) -> &ConsumerGroups {
+        &self.consumer
+    }
+
+    /// Handles a ConsumerGroupHeartbeat (see `consumer_group.rs`), unless the id names a
+    /// classic group with members.
+    pub fn consumer_heartbeat(
+        &mut self,
+        group_id: &str,
+        request: Heartbeat,
+        topics: &dyn TopicMetadata,
+        now_ms: i64,
+    ) -> Result<HeartbeatAnswer, HeartbeatRefusal> {
+        if self.groups.get(group_id).is_some_and(|group| group.state != GroupState::Empty) {
+            return Err(HeartbeatRefusal {
+                error: ResponseError::GroupIdNotFound,
+                message: format!("Group {group_id} is not a consumer group."),
+            });
+        }
+        self.consumer.heartbeat(group_id, request, topics, now_ms)
+    }
+
+    /// Whether the group has members of either kind (then its offsets are in use: they are not
+    /// expired, and the group may not be deleted).
+    pub fn has_members(&self, group_id: &str) -> bool {
+        self.state(group_id).is_some_and(|state| state != GroupState::Empty)
+            || self.consumer.contains(group_id)
+    }
+
+    /// The OffsetCommit (or TxnOffsetCommit, with `TRANSACTIONAL_COMMIT`) check for a group of
+    /// either kind: a consumer group checks the member epoch, a classic group the generation.
+    pub fn check_any_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation_or_member_epoch: i32,
+        commit_version: i16,
+    ) -> Result<(), ResponseError> {
+        match self.consumer.check_commit(group_id, member_id, generation_or_member_epoch, commit_version) {
+            Some(outcome) => outcome,
+            None => self.check_commit(group_id, member_id, generation_or_member_epoch),
+        }
     }
 
     /// Handles a JoinGroup. The result arrives on `respond`, now or when the rebalance completes.
@@ -228,6 +293,13 @@ impl Coordinator {
         respond: oneshot::Sender<JoinResult>,
     ) {
         let config = self.config;
+        if self.consumer.contains(group_id) {
+            // Kafka 4.0 lets classic members join a consumer group only while upgrading it;
+            // here a group is one kind or the other.
+            let _ =
+                respond.send(JoinResult::error(ResponseError::InconsistentGroupProtocol, &request.member_id));
+            return;
+        }
         if request.session_timeout_ms < config.min_session_timeout_ms
             || request.session_timeout_ms > config.max_session_timeout_ms
         {
@@ -431,6 +503,7 @@ impl Coordinator {
 
     /// Handles time: expired sessions, a join phase whose time is up, a leader that never synced.
     pub fn tick(&mut self, now_ms: i64) {
+        self.consumer.tick(now_ms);
         let delay = self.config.initial_rebalance_delay_ms;
         let max_members = self.config.max_members;
         for (group_id, group) in self.groups.iter_mut() {
@@ -538,7 +611,10 @@ impl Coordinator {
 
     /// Every group with its number of members (the consumer_group_members metric).
     pub fn member_counts(&self) -> Vec<(String, usize)> {
-        self.groups.iter().map(|(id, group)| (id.clone(), group.members.len())).collect()
+        let mut counts: Vec<(String, usize)> =
+            self.groups.iter().map(|(id, group)| (id.clone(), group.members.len())).collect();
+        counts.extend(self.consumer.member_counts());
+        counts
     }
 
     /// Every group with members: (id, protocol type, state).

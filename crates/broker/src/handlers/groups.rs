@@ -282,6 +282,7 @@ type PartitionOutcome = (i32, Option<ResponseError>);
 pub(super) async fn offset_commit(
     broker: Arc<Broker>,
     request: OffsetCommitRequest,
+    version: i16,
     access: Access,
 ) -> OffsetCommitResponse {
     blocking(move || {
@@ -290,10 +291,11 @@ pub(super) async fn offset_commit(
         let group_allowed =
             access.check(Operation::Read, ResourceType::Group, &group_id).map_err(|refusal| refusal.code);
         let member_checked = group_allowed.and_then(|()| {
-            broker.lock_groups().check_commit(
+            broker.lock_groups().check_any_commit(
                 &group_id,
                 &request.member_id,
                 request.generation_id_or_member_epoch,
+                version,
             )
         });
         let mut entries = Vec::new();
@@ -459,6 +461,15 @@ pub(super) fn offset_fetch(
                     Ok(fetched) => fetched,
                     Err(refusal) => return response.with_error_code(refusal.code.code()),
                 };
+                // v9: a member of a consumer-protocol group fetches at its member epoch.
+                let member_checked = broker.lock_groups().consumer().check_fetch(
+                    &group.group_id.0,
+                    group.member_id.as_deref(),
+                    group.member_epoch,
+                );
+                if let Some(Err(error)) = member_checked {
+                    return response.with_error_code(error.code());
+                }
                 let topics = fetched
                     .into_iter()
                     .map(|(topic, offsets)| {
@@ -536,34 +547,55 @@ pub(super) fn list_groups(
     access: &Access,
 ) -> ListGroupsResponse {
     let every_group = access.allows_cluster(Operation::Describe);
-    let active = broker.lock_groups().list();
-    let mut listed: Vec<(String, String, &'static str)> = active
-        .iter()
-        .map(|(id, protocol_type, state)| (id.clone(), protocol_type.clone(), state.name()))
-        .collect();
+    // (id, protocol type, state, group type): classic groups, then consumer-protocol groups
+    // (KIP-848, type "consumer" in v5; their protocol type is "consumer" as in Kafka 4.0).
+    let mut listed: Vec<(String, String, &'static str, &'static str)> = {
+        let groups = broker.lock_groups();
+        let mut listed: Vec<_> = groups
+            .list()
+            .into_iter()
+            .map(|(id, protocol_type, state)| (id, protocol_type, state.name(), GROUP_TYPE_CLASSIC))
+            .collect();
+        listed.extend(
+            groups
+                .consumer()
+                .list()
+                .into_iter()
+                .map(|(id, state)| (id, "consumer".to_string(), state.name(), GROUP_TYPE_CONSUMER)),
+        );
+        listed
+    };
     // Groups with only committed offsets are listed as Empty, as Kafka lists them.
     for group in broker.lock_offsets().groups() {
-        if !active.iter().any(|(id, ..)| *id == group) {
-            listed.push((group, "consumer".to_string(), GroupState::Empty.name()));
+        if !listed.iter().any(|(id, ..)| *id == group) {
+            listed.push((group, "consumer".to_string(), GroupState::Empty.name(), GROUP_TYPE_CLASSIC));
         }
     }
     let groups = listed
         .into_iter()
-        .filter(|(_, _, state)| {
+        .filter(|(_, _, state, _)| {
             request.states_filter.is_empty()
-                || request.states_filter.iter().any(|wanted| wanted.as_str() == *state)
+                || request.states_filter.iter().any(|wanted| wanted.eq_ignore_ascii_case(state))
+        })
+        .filter(|(.., group_type)| {
+            request.types_filter.is_empty()
+                || request.types_filter.iter().any(|wanted| wanted.eq_ignore_ascii_case(group_type))
         })
         .filter(|(id, ..)| every_group || access.allows(Operation::Describe, ResourceType::Group, id))
-        .map(|(id, protocol_type, state)| {
+        .map(|(id, protocol_type, state, group_type)| {
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(id)))
                 .with_protocol_type(str_bytes(protocol_type))
                 .with_group_state(str_bytes(state))
-                .with_group_type(str_bytes("classic"))
+                .with_group_type(str_bytes(group_type))
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)
 }
+
+/// ListGroups v5's group types.
+const GROUP_TYPE_CLASSIC: &str = "classic";
+const GROUP_TYPE_CONSUMER: &str = "consumer";
 
 pub(super) fn describe_groups(
     broker: &Broker,
@@ -588,6 +620,10 @@ pub(super) fn describe_groups(
             } else {
                 group
             };
+            let consumer_group = broker.lock_groups().consumer().describe(&group_id.0);
+            if let Some(description) = consumer_group {
+                return super::consumer_groups::classic_description(broker, group, description);
+            }
             match described {
                 Some(description) => {
                     let members = description
@@ -644,7 +680,7 @@ pub(super) async fn delete_groups(
 }
 
 fn delete_group(broker: &Broker, group: &str) -> Option<ResponseError> {
-    if broker.lock_groups().state(group).is_some_and(|state| state != GroupState::Empty) {
+    if broker.lock_groups().has_members(group) {
         return Some(ResponseError::NonEmptyGroup);
     }
     let mut offsets = broker.lock_offsets();
@@ -669,7 +705,7 @@ pub(super) async fn offset_delete(
         if let Err(refusal) = access.check(Operation::Delete, ResourceType::Group, &group) {
             return OffsetDeleteResponse::default().with_error_code(refusal.code.code());
         }
-        if broker.lock_groups().state(&group).is_some_and(|state| state != GroupState::Empty) {
+        if broker.lock_groups().has_members(&group) {
             // Kafka refuses only for topics the group subscribes to; members' subscriptions are
             // opaque here, so any active group refuses.
             return OffsetDeleteResponse::default()

@@ -20,6 +20,7 @@ use tidewater_kafka::kafka_protocol::messages::metadata_response::{
 };
 use tidewater_kafka::kafka_protocol::messages::{BrokerId, TopicName};
 use tidewater_kafka::{ListenerInfo, ResponseError};
+use uuid::Uuid;
 
 use super::{blocking, str_bytes};
 use crate::acl::{Access, Operation, ResourceType, CLUSTER_NAME};
@@ -36,13 +37,24 @@ pub(super) async fn metadata(
     let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
     let topic_operations = version >= 8 && request.include_topic_authorized_operations;
     let cluster_operations = (8..=10).contains(&version) && request.include_cluster_authorized_operations;
-    let requested: Option<Vec<Result<String, ResponseError>>> = request.topics.map(|topics| {
+    let requested: Option<Vec<Result<String, (Uuid, ResponseError)>>> = request.topics.map(|topics| {
         topics
             .into_iter()
             .map(|topic| match topic.name {
                 Some(name) => Ok(name.0.to_string()),
-                // Lookups by topic id alone (v10+) are not supported yet.
-                None => Err(ResponseError::UnknownTopicId),
+                // By topic id alone (v10+): KIP-848 consumers learn their assignment by id and
+                // look the names up so. An id that names no topic is UNKNOWN_TOPIC_ID.
+                None => broker
+                    .topics()
+                    .iter()
+                    .find(|known| known.id == topic.topic_id && !topic.topic_id.is_nil())
+                    .map(|known| known.name.clone())
+                    .ok_or((topic.topic_id, ResponseError::UnknownTopicId))
+                    // Refused by id, the name is not disclosed.
+                    .and_then(|name| match access.allows(Operation::Describe, ResourceType::Topic, &name) {
+                        true => Ok(name),
+                        false => Err((topic.topic_id, ResponseError::TopicAuthorizationFailed)),
+                    }),
             })
             .collect()
     });
@@ -75,7 +87,9 @@ pub(super) async fn metadata(
                                 .with_name(Some(TopicName(str_bytes(name))))
                                 .with_error_code(error.code.code()),
                         },
-                        Err(code) => MetadataResponseTopic::default().with_error_code(code.code()),
+                        Err((topic_id, code)) => MetadataResponseTopic::default()
+                            .with_topic_id(topic_id)
+                            .with_error_code(code.code()),
                     })
                     .collect(),
             }

@@ -21,6 +21,8 @@
 //! | AlterConfigs, IncrementalAlterConfigs | ALTER_CONFIGS topic, or cluster for the broker | TOPIC_, CLUSTER_AUTHORIZATION_FAILED |
 //! | FindCoordinator | DESCRIBE group or transactional id | GROUP_, TRANSACTIONAL_ID_AUTHORIZATION_FAILED |
 //! | JoinGroup, SyncGroup, Heartbeat, LeaveGroup | READ group | GROUP_AUTHORIZATION_FAILED |
+//! | ConsumerGroupHeartbeat | READ group, DESCRIBE every topic subscribed by name (a regular expression matches only describable topics) | GROUP_, TOPIC_AUTHORIZATION_FAILED |
+//! | ConsumerGroupDescribe | DESCRIBE group | GROUP_AUTHORIZATION_FAILED |
 //! | OffsetCommit | READ group, READ topic | GROUP_, TOPIC_AUTHORIZATION_FAILED |
 //! | OffsetFetch | DESCRIBE group, DESCRIBE topic (others left out of a fetch of every offset) | GROUP_, TOPIC_AUTHORIZATION_FAILED |
 //! | ListGroups | DESCRIBE cluster lists every group, else the groups with DESCRIBE group | - (filtered) |
@@ -46,6 +48,7 @@
 mod acls;
 mod admin;
 mod configs;
+mod consumer_groups;
 mod delete_records;
 mod fetch;
 mod groups;
@@ -92,12 +95,16 @@ const SUPPORTED: &[ApiRange] = &[
     ApiRange { api_key: ApiKey::SyncGroup, min: 0, max: 5 },
     ApiRange { api_key: ApiKey::Heartbeat, min: 0, max: 4 },
     ApiRange { api_key: ApiKey::LeaveGroup, min: 0, max: 5 },
-    ApiRange { api_key: ApiKey::OffsetCommit, min: 2, max: 8 },
-    ApiRange { api_key: ApiKey::OffsetFetch, min: 1, max: 8 },
-    ApiRange { api_key: ApiKey::ListGroups, min: 0, max: 4 },
+    // v9 of both: the member epoch of consumer-protocol groups (the wire is v8's).
+    ApiRange { api_key: ApiKey::OffsetCommit, min: 2, max: 9 },
+    ApiRange { api_key: ApiKey::OffsetFetch, min: 1, max: 9 },
+    ApiRange { api_key: ApiKey::ListGroups, min: 0, max: 5 },
     ApiRange { api_key: ApiKey::DescribeGroups, min: 0, max: 5 },
     ApiRange { api_key: ApiKey::DeleteGroups, min: 0, max: 2 },
     ApiRange { api_key: ApiKey::OffsetDelete, min: 0, max: 0 },
+    // KIP-848. Heartbeat v0 had the coordinator make up member ids; librdkafka sends only v1.
+    ApiRange { api_key: ApiKey::ConsumerGroupHeartbeat, min: 1, max: 1 },
+    ApiRange { api_key: ApiKey::ConsumerGroupDescribe, min: 0, max: 1 },
     ApiRange { api_key: ApiKey::AddPartitionsToTxn, min: 0, max: 3 },
     ApiRange { api_key: ApiKey::AddOffsetsToTxn, min: 0, max: 3 },
     ApiRange { api_key: ApiKey::TxnOffsetCommit, min: 0, max: 3 },
@@ -202,8 +209,14 @@ async fn dispatch(
                 ResponseKind::LeaveGroup(groups::leave_group(&broker, body, version, &access))
             }
             (RequestKind::OffsetCommit(body), _) => {
-                ResponseKind::OffsetCommit(groups::offset_commit(broker, body, access).await)
+                ResponseKind::OffsetCommit(groups::offset_commit(broker, body, version, access).await)
             }
+            (RequestKind::ConsumerGroupHeartbeat(body), _) => ResponseKind::ConsumerGroupHeartbeat(
+                consumer_groups::heartbeat(&broker, body, &connection, client_id, &access),
+            ),
+            (RequestKind::ConsumerGroupDescribe(body), _) => ResponseKind::ConsumerGroupDescribe(
+                consumer_groups::describe(&broker, body, version, &access),
+            ),
             (RequestKind::OffsetFetch(body), _) => {
                 ResponseKind::OffsetFetch(groups::offset_fetch(&broker, body, version, &access))
             }

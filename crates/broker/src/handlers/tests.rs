@@ -40,6 +40,7 @@ const INVALID_TXN_STATE: i16 = 48;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const TXN_DENIED: i16 = 53;
 const MEMBER_ID_REQUIRED: i16 = 79;
+const GROUP_ID_NOT_FOUND: i16 = 69;
 
 #[test]
 fn the_codes_are_kafkas() {
@@ -52,6 +53,7 @@ fn the_codes_are_kafkas() {
     check(INVALID_REQUEST, ResponseError::InvalidRequest);
     check(TXN_DENIED, ResponseError::TransactionalIdAuthorizationFailed);
     check(MEMBER_ID_REQUIRED, ResponseError::MemberIdRequired);
+    check(GROUP_ID_NOT_FOUND, ResponseError::GroupIdNotFound);
 }
 
 /// The principal the tests authorize, and the superuser.
@@ -568,6 +570,30 @@ fn heartbeat(h: &Harness, who: &str) -> Vec<i16> {
         .with_generation_id(1)
         .with_member_id(text("someone"));
     vec![h.call(who, 4, request).error_code]
+}
+
+/// A member joining group `app` over KIP-848's protocol, subscribed to `orders`.
+fn consumer_group_heartbeat(h: &Harness, who: &str) -> Vec<i16> {
+    vec![h.call(who, 1, consumer_join("app", "m1")).error_code]
+}
+
+fn consumer_join(
+    group_id: &str,
+    member: &str,
+) -> consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest {
+    consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(group(group_id))
+        .with_member_id(text(member))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(10_000)
+        .with_subscribed_topic_names(Some(vec![topic("orders")]))
+        .with_topic_partitions(Some(Vec::new()))
+}
+
+fn consumer_group_describe(h: &Harness, who: &str) -> Vec<i16> {
+    let request = consumer_group_describe_request::ConsumerGroupDescribeRequest::default()
+        .with_group_ids(vec![group("app")]);
+    h.call(who, 0, request).groups.iter().map(|g| g.error_code).collect()
 }
 
 fn leave_group(h: &Harness, who: &str) -> Vec<i16> {
@@ -1099,6 +1125,23 @@ fn the_acl_matrix() {
             needs: &[APP_READ],
             allowed: &[UNKNOWN_MEMBER_ID],
             also: &[],
+        },
+        Case {
+            api: "ConsumerGroupHeartbeat",
+            call: consumer_group_heartbeat,
+            refused: &[GROUP_DENIED],
+            needs: &[APP_READ, ORDERS_DESCRIBE],
+            allowed: &[NONE],
+            also: &[(&[APP_READ], &[TOPIC_DENIED]), (&[ORDERS_DESCRIBE], &[GROUP_DENIED])],
+        },
+        Case {
+            api: "ConsumerGroupDescribe",
+            call: consumer_group_describe,
+            refused: &[GROUP_DENIED],
+            needs: &[APP_DESCRIBE],
+            // `app` has only offsets: not a consumer group.
+            allowed: &[GROUP_ID_NOT_FOUND],
+            also: &[(&[APP_READ], &[GROUP_ID_NOT_FOUND])],
         },
         Case {
             api: "LeaveGroup",
@@ -1838,4 +1881,106 @@ fn acl_changes_apply_from_the_next_request_and_survive_a_restart() {
     assert_eq!(described_acls(&harness, ALICE, 3, EVERY_ACL), ["2:4:ord User:alice@* 3 3"]);
     let harness = harness.reopen(true);
     assert_eq!(fetch_topic(&harness, ALICE, "logs"), [TOPIC_DENIED]);
+}
+
+/// An OffsetCommit of `orders` partition 0 for `group_id` at `version`; the partition's code.
+fn commit_as(h: &Harness, group_id: &str, member: &str, epoch: i32, version: i16) -> i16 {
+    let request = offset_commit_request::OffsetCommitRequest::default()
+        .with_group_id(group(group_id))
+        .with_member_id(text(member))
+        .with_generation_id_or_member_epoch(epoch)
+        .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+            .with_name(topic("orders"))
+            .with_partitions(vec![offset_commit_request::OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(1)])]);
+    h.call(ADMIN, version, request).topics[0].partitions[0].error_code
+}
+
+#[test]
+fn a_group_is_classic_or_consumer_protocol_and_both_kinds_are_listed_and_described() {
+    let h = Harness::new(false);
+    let joined = h.call(ADMIN, 1, consumer_join("new", "m1"));
+    assert_eq!((joined.error_code, joined.member_epoch), (NONE, 1));
+    let orders_id = h.broker.topic("orders").expect("orders").id;
+    let assigned: Vec<(uuid::Uuid, Vec<i32>)> = joined
+        .assignment
+        .expect("a joining member gets its assignment")
+        .topic_partitions
+        .into_iter()
+        .map(|tp| (tp.topic_id, tp.partitions))
+        .collect();
+    assert_eq!(assigned, vec![(orders_id, vec![0])]);
+
+    // The classic protocol may not join it, and its commits need v9 and the member epoch.
+    let join = join_group_request::JoinGroupRequest::default()
+        .with_group_id(group("new"))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(text("consumer"))
+        .with_protocols(vec![
+            join_group_request::JoinGroupRequestProtocol::default().with_name(text("range"))
+        ]);
+    assert_eq!(h.call(ADMIN, 7, join.clone()).error_code, ResponseError::InconsistentGroupProtocol.code());
+    assert_eq!(commit_as(&h, "new", "m1", 1, 9), NONE);
+    assert_eq!(commit_as(&h, "new", "m1", 0, 9), ResponseError::StaleMemberEpoch.code());
+    assert_eq!(commit_as(&h, "new", "m1", 1, 8), ResponseError::UnsupportedVersion.code());
+    assert_eq!(commit_as(&h, "new", "other", 1, 9), UNKNOWN_MEMBER_ID);
+
+    // A classic group with a member refuses the consumer protocol.
+    let first = h.call(ADMIN, 7, join.clone().with_group_id(group("old")));
+    assert_eq!(first.error_code, MEMBER_ID_REQUIRED);
+    let second = h.call(ADMIN, 7, join.with_group_id(group("old")).with_member_id(first.member_id));
+    assert_eq!(second.error_code, NONE);
+    assert_eq!(h.call(ADMIN, 1, consumer_join("old", "m2")).error_code, GROUP_ID_NOT_FOUND);
+
+    // ListGroups v5 tells the kinds apart, and filters by them.
+    let listed = |types: &[&str]| {
+        let request = list_groups_request::ListGroupsRequest::default()
+            .with_types_filter(types.iter().map(|name| text(name)).collect());
+        let mut groups: Vec<(String, String, String)> = h
+            .call(ADMIN, 5, request)
+            .groups
+            .into_iter()
+            .map(|g| (g.group_id.to_string(), g.group_type.to_string(), g.group_state.to_string()))
+            .collect();
+        groups.sort();
+        groups
+    };
+    let new = ("new".to_string(), "consumer".to_string(), "Stable".to_string());
+    assert_eq!(listed(&["consumer"]), vec![new.clone()]);
+    assert!(listed(&[]).contains(&new));
+    assert!(listed(&["classic"]).iter().any(|(id, kind, _)| id == "old" && kind == "classic"));
+
+    // ConsumerGroupDescribe shows the member and its epoch; a classic group is not found.
+    let request = consumer_group_describe_request::ConsumerGroupDescribeRequest::default()
+        .with_group_ids(vec![group("new"), group("old")]);
+    let described = h.call(ADMIN, 1, request).groups;
+    assert_eq!(described[0].error_code, NONE);
+    assert_eq!((described[0].group_epoch, described[0].assignment_epoch), (1, 1));
+    let member = &described[0].members[0];
+    assert_eq!((member.member_id.as_str(), member.member_epoch, member.member_type), ("m1", 1, 1));
+    assert_eq!(member.assignment.topic_partitions[0].topic_name.as_str(), "orders");
+    assert_eq!(described[1].error_code, GROUP_ID_NOT_FOUND);
+
+    // DescribeGroups answers in the classic form: the assignment in the consumer protocol's bytes.
+    let request = describe_groups_request::DescribeGroupsRequest::default().with_groups(vec![group("new")]);
+    let described = h.call(ADMIN, 5, request).groups.remove(0);
+    assert_eq!((described.protocol_type.as_str(), described.protocol_data.as_str()), ("consumer", "uniform"));
+    let mut bytes = described.members[0].member_assignment.clone();
+    assert_eq!(bytes.split_to(2).as_ref(), &[0, 0], "version 0");
+    let assignment =
+        consumer_protocol_assignment::ConsumerProtocolAssignment::decode(&mut bytes, 0).expect("decodes");
+    assert_eq!(assignment.assigned_partitions[0].topic.as_str(), "orders");
+    assert_eq!(assignment.assigned_partitions[0].partitions, vec![0]);
+
+    // Metadata by topic id (v12), as KIP-848 consumers look their assignment up.
+    let request = metadata_request::MetadataRequest::default().with_topics(Some(vec![
+        metadata_request::MetadataRequestTopic::default().with_name(None).with_topic_id(orders_id),
+    ]));
+    let topics = h.call(ADMIN, 12, request).topics;
+    assert_eq!(
+        (topics[0].error_code, topics[0].name.as_ref().map(|name| name.as_str())),
+        (NONE, Some("orders"))
+    );
 }

@@ -36,6 +36,7 @@ use tidewater_kafka::ResponseError;
 use super::{blocking, str_bytes};
 use crate::acl::{Access, Operation, ResourceType};
 use crate::broker::{ApiError, Broker};
+use crate::groups::coordinator::TRANSACTIONAL_COMMIT;
 use crate::groups::CommittedOffset;
 
 fn code(outcome: Result<(), ResponseError>) -> i16 {
@@ -186,7 +187,12 @@ pub(super) async fn txn_offset_commit(
         } else if request.generation_id >= 0 || !request.member_id.is_empty() {
             broker
                 .lock_groups()
-                .check_commit(&request.group_id.0, &request.member_id, request.generation_id)
+                .check_any_commit(
+                    &request.group_id.0,
+                    &request.member_id,
+                    request.generation_id,
+                    TRANSACTIONAL_COMMIT,
+                )
                 .err()
         } else {
             None

@@ -1,7 +1,8 @@
-//! Consumer group requests: ListGroups with DescribeGroups, ListConsumerGroupOffsets,
+//! Consumer group requests: ListGroups with DescribeGroups, DescribeConsumerGroups (which asks
+//! with KIP-848's ConsumerGroupDescribe first), ListConsumerGroupOffsets,
 //! AlterConsumerGroupOffsets and DeleteGroups, as an administrator (never a member) sends them.
 
-use std::ffi::c_int;
+use std::ffi::{c_char, c_int};
 use std::time::Duration;
 
 use rdkafka::bindings as rdsys;
@@ -81,6 +82,141 @@ const DELETE_GROUPS: Operation<rdsys::rd_kafka_DeleteGroup_t> = Operation::new(
     rdsys::rd_kafka_DeleteGroups,
     rdsys::rd_kafka_event_DeleteGroups_result,
 );
+
+/// A group as librdkafka's DescribeConsumerGroups shows it: for a group of KIP-848's consumer
+/// protocol (ConsumerGroupDescribe) each member's assignment and the target the broker moves it
+/// towards; librdkafka does not hand on the epochs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupDescription {
+    /// "consumer" (KIP-848), "classic", or "unknown" (a broker that does not say).
+    pub group_type: String,
+    /// The assignor: the broker's (uniform, range) for a consumer group.
+    pub assignor: String,
+    pub members: Vec<ConsumerGroupMember>,
+}
+
+/// A member of a [`ConsumerGroupDescription`]: partitions as (topic, partition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub host: String,
+    pub assignment: Vec<(String, i32)>,
+    /// Consumer groups only: where the broker is moving the member's assignment.
+    pub target_assignment: Option<Vec<(String, i32)>>,
+}
+
+const DESCRIBE_CONSUMER_GROUPS: Operation<c_char> = Operation::new(
+    "DescribeConsumerGroups",
+    Op::RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS,
+    describe_groups,
+    rdsys::rd_kafka_event_DescribeConsumerGroups_result,
+);
+
+/// DescribeConsumerGroups as the other requests are sent (`ffi::Submit`): its array is of
+/// `const char *`.
+///
+/// # Safety
+///
+/// As `rd_kafka_DescribeConsumerGroups`: `groups` points to `count` live C strings.
+unsafe extern "C" fn describe_groups(
+    client: *mut rdsys::rd_kafka_t,
+    groups: *mut *mut c_char,
+    count: usize,
+    options: *const rdsys::rd_kafka_AdminOptions_t,
+    queue: *mut rdsys::rd_kafka_queue_t,
+) {
+    // SAFETY: the caller's contract; librdkafka only reads the strings.
+    unsafe { rdsys::rd_kafka_DescribeConsumerGroups(client, groups.cast(), count, options, queue) }
+}
+
+/// `group` through librdkafka's DescribeConsumerGroups: ConsumerGroupDescribe for a group of
+/// KIP-848's protocol, DescribeGroups (librdkafka falls back) for a classic one.
+pub fn describe_consumer_group<C: ClientContext>(
+    client: &Client<C>,
+    group: &str,
+    timeout: Duration,
+) -> Result<ConsumerGroupDescription, AdminError> {
+    let names = [c_string(group)?];
+    // SAFETY (read): the result is live during the call; its entries are group descriptions,
+    // each with `member_count` members whose strings and partition lists live as long as it.
+    request(client, &DESCRIBE_CONSUMER_GROUPS, timeout, &names, |result| unsafe {
+        let descriptions = result_array(result, rdsys::rd_kafka_DescribeConsumerGroups_result_groups);
+        let outcomes = descriptions
+            .iter()
+            .map(|&description| {
+                let name = c_text(rdsys::rd_kafka_ConsumerGroupDescription_group_id(description));
+                if let Some(error) = entry_error(rdsys::rd_kafka_ConsumerGroupDescription_error(description))
+                {
+                    return (name, Err(error));
+                }
+                (name, Ok(read_consumer_group(description)))
+            })
+            .collect();
+        single(outcomes, group)
+    })
+}
+
+/// One description of a DescribeConsumerGroups result, copied out.
+///
+/// # Safety
+///
+/// `description` must be a live group description.
+unsafe fn read_consumer_group(
+    description: *const rdsys::rd_kafka_ConsumerGroupDescription_t,
+) -> ConsumerGroupDescription {
+    // SAFETY: the caller's contract; members are indexed below their count, and each member's
+    // strings and assignments live as long as the description.
+    unsafe {
+        let group_type = c_text(rdsys::rd_kafka_consumer_group_type_name(
+            rdsys::rd_kafka_ConsumerGroupDescription_type(description),
+        ))
+        .to_lowercase();
+        let assignor = c_text(rdsys::rd_kafka_ConsumerGroupDescription_partition_assignor(description));
+        let members = (0..rdsys::rd_kafka_ConsumerGroupDescription_member_count(description))
+            .map(|index| {
+                let member = rdsys::rd_kafka_ConsumerGroupDescription_member(description, index);
+                let instance_id = rdsys::rd_kafka_MemberDescription_group_instance_id(member);
+                ConsumerGroupMember {
+                    member_id: c_text(rdsys::rd_kafka_MemberDescription_consumer_id(member)),
+                    instance_id: (!instance_id.is_null()).then(|| c_text(instance_id)),
+                    client_id: c_text(rdsys::rd_kafka_MemberDescription_client_id(member)),
+                    host: c_text(rdsys::rd_kafka_MemberDescription_host(member)),
+                    assignment: member_partitions(rdsys::rd_kafka_MemberDescription_assignment(member))
+                        .unwrap_or_default(),
+                    target_assignment: member_partitions(
+                        rdsys::rd_kafka_MemberDescription_target_assignment(member),
+                    ),
+                }
+            })
+            .collect();
+        ConsumerGroupDescription { group_type, assignor, members }
+    }
+}
+
+/// A member assignment's partitions; `None` for a null assignment (a classic group's target).
+///
+/// # Safety
+///
+/// `assignment` must be null or a live member assignment.
+unsafe fn member_partitions(
+    assignment: *const rdsys::rd_kafka_MemberAssignment_t,
+) -> Option<Vec<(String, i32)>> {
+    if assignment.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's contract; a non-null list holds `cnt` entries.
+    unsafe {
+        let list = rdsys::rd_kafka_MemberAssignment_partitions(assignment);
+        if list.is_null() {
+            return Some(Vec::new());
+        }
+        Some(
+            raw_slice((*list).elems, (*list).cnt).iter().map(|tp| (c_text(tp.topic), tp.partition)).collect(),
+        )
+    }
+}
 
 /// Every group of the cluster, or only `group`, with its state and members: ListGroups to every
 /// broker, then DescribeGroups of what they list (librdkafka's `rd_kafka_list_groups`, a

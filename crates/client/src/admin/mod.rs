@@ -31,8 +31,8 @@ pub use acls::{
     PatternType, ResourceType,
 };
 pub use groups::{
-    alter_group_offsets, delete_group, list_group_offsets, list_groups, GroupInfo, GroupListing, GroupMember,
-    GroupOffset,
+    alter_group_offsets, delete_group, describe_consumer_group, list_group_offsets, list_groups,
+    ConsumerGroupDescription, ConsumerGroupMember, GroupInfo, GroupListing, GroupMember, GroupOffset,
 };
 pub use scram::{
     alter_user_scram_credentials, describe_user_scram_credentials, ScramAlteration, ScramCredentialInfo,
