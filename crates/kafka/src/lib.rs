@@ -8,6 +8,7 @@
 
 pub mod authentication;
 pub mod codec;
+pub mod encoded;
 pub mod frame;
 pub mod listener;
 mod metrics;
@@ -18,6 +19,7 @@ pub use kafka_protocol;
 pub use kafka_protocol::ResponseError;
 
 pub use crate::codec::{decode_request, encode_response, DecodeError, Request};
+pub use crate::encoded::EncodedResponse;
 pub use crate::listener::{ListenerAddress, ListenerConfig, ListenerInfo, SaslSettings, SecurityProtocol};
 pub use crate::server::{serve, ConnectionInfo, Handler, Reply, ReplyFuture, ServerConfig, Turn, TurnQueue};
 pub use crate::versions::{ApiRange, SupportedVersions};

@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 
 use crate::authentication::{Authentication, FAILED_AUTHENTICATION_CLOSE_DELAY};
 use crate::codec::{self, DecodeError, Request};
+use crate::encoded::EncodedResponse;
 use crate::frame;
 use crate::listener::{ListenerConfig, ListenerInfo};
 use crate::versions::SupportedVersions;
@@ -515,12 +516,12 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     peer: SocketAddr,
 ) {
     while let Some(next) = outgoing.recv().await {
-        let (bytes, request) = match next {
+        let (response, request) = match next {
             Outgoing::SaslToken(token) => {
                 let mut framed = BytesMut::with_capacity(frame::SIZE_PREFIX_BYTES + token.len());
                 framed.put_i32(i32::try_from(token.len()).unwrap_or(i32::MAX));
                 framed.put_slice(&token);
-                (framed.freeze(), None)
+                (EncodedResponse::single(framed.freeze()), None)
             }
             Outgoing::Reply { correlation_id, api_key, api_version, received, reply } => {
                 let reply = match reply.await {
@@ -532,7 +533,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                 };
                 let Reply::Response(body) = reply else { continue };
                 match codec::encode_response(correlation_id, api_key, api_version, &body) {
-                    Ok(bytes) => (bytes, Some((api_key, received))),
+                    Ok(response) => (response, Some((api_key, received))),
                     Err(error) => {
                         tracing::error!(%peer, %error, "could not encode a response; closing connection");
                         break;
@@ -540,7 +541,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                 }
             }
         };
-        if let Err(error) = writer.write_all(&bytes).await {
+        if let Err(error) = response.write_to(&mut writer).await {
             tracing::debug!(%peer, %error, "write failed");
             break;
         }

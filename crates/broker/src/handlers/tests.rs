@@ -172,6 +172,7 @@ impl Harness {
         };
         let mut bytes: Bytes = encode_response(7, api_key, version, &response)
             .expect("the response is encodable at the request's version")
+            .into_contiguous()
             .slice(4..);
         ResponseHeader::decode(&mut bytes, api_key.response_header_version(version))
             .expect("response header");
