@@ -35,6 +35,7 @@ use tidewater_client::{ClusterConfig, QuietContext};
 use tidewater_sql::{local, Job, ReferenceError};
 use tokio::sync::watch;
 
+use super::delivery::Deliveries;
 use super::metrics::QueryMetrics;
 use super::reference::{ReferenceInputs, ReferenceTarget};
 
@@ -65,6 +66,8 @@ struct Shared {
     settings: QueryJobSettings,
     cluster: ClusterConfig,
     producer: FutureProducer<QuietContext>,
+    /// Reports of the records in the open transaction, read before it commits.
+    deliveries: Deliveries,
     metrics: QueryMetrics,
     jobs: BTreeMap<i32, PartitionJob>,
     /// The reference tables as their topics and files hold them now: what the job of a newly
@@ -215,14 +218,14 @@ fn restore(
 /// Emits what processing time closes, then commits every changed partition's checkpoint and the
 /// consumer offsets with the outputs in one transaction, and opens the next.
 fn commit_round(shared: &mut Shared, metadata: &ConsumerGroupMetadata) -> anyhow::Result<()> {
-    let Shared { settings, producer, metrics, jobs, .. } = shared;
+    let Shared { settings, producer, deliveries, metrics, jobs, .. } = shared;
     let now = now_ms();
     for partition_job in jobs.values_mut() {
         let step = partition_job.job.advance_processing_time(now);
         if !step.outputs.is_empty() || !step.late.is_empty() {
             partition_job.dirty = true;
         }
-        send_step(producer, settings, metrics, step, &mut partition_job.counts)?;
+        send_step(producer, deliveries, settings, metrics, step, &mut partition_job.counts)?;
     }
     metrics.watermarks(jobs.values().map(|partition_job| &partition_job.job));
     let mut offsets = TopicPartitionList::new();
@@ -236,7 +239,7 @@ fn commit_round(shared: &mut Shared, metadata: &ConsumerGroupMetadata) -> anyhow
         }
         let record =
             CheckpointRecord::new(&partition_job.job, &partition_job.next_offsets, partition_job.counts, now);
-        enqueue_checkpoint(producer, &checkpoint_key(&settings.name, *partition), &record)?;
+        enqueue_checkpoint(producer, deliveries, &checkpoint_key(&settings.name, *partition), &record)?;
         partition_job.dirty = false;
         changed = true;
     }
@@ -249,6 +252,9 @@ fn commit_round(shared: &mut Shared, metadata: &ConsumerGroupMetadata) -> anyhow
             .context("committing consumer offsets in the transaction")?;
     }
     let started = std::time::Instant::now();
+    // A record the broker refused fails the round with its reason, before the commit would
+    // fail with only a count of failed messages.
+    deliveries.settle(producer).context("writing a checkpoint transaction")?;
     producer.commit_transaction(TRANSACTION_TIMEOUT).context("committing a checkpoint transaction")?;
     metrics.checkpointed(started);
     producer.begin_transaction().context("beginning a transaction")?;
@@ -316,6 +322,7 @@ async fn run_round(
         settings: settings.clone(),
         cluster: cluster.clone(),
         producer,
+        deliveries: Deliveries::default(),
         metrics: QueryMetrics::of(&settings.name, &compile(settings)?),
         jobs: BTreeMap::new(),
         tables,
@@ -381,7 +388,7 @@ async fn run_round(
                         let shared = &mut *guard;
                         let Some(partition_job) = shared.jobs.get_mut(&partition) else { continue };
                         let step = caught_up(&mut partition_job.job, &inputs, partition);
-                        if let Err(error) = send_step(&shared.producer, &shared.settings, &shared.metrics, step, &mut partition_job.counts) {
+                        if let Err(error) = send_step(&shared.producer, &mut shared.deliveries, &shared.settings, &shared.metrics, step, &mut partition_job.counts) {
                             break Err(error);
                         }
                         continue;
@@ -410,7 +417,7 @@ async fn run_round(
                     None => continue,
                 };
                 let step = partition_job.job.push(message.topic(), message.partition(), &event, arrival_ms);
-                if let Err(error) = send_step(&shared.producer, &shared.settings, &shared.metrics, step, &mut partition_job.counts) {
+                if let Err(error) = send_step(&shared.producer, &mut shared.deliveries, &shared.settings, &shared.metrics, step, &mut partition_job.counts) {
                     break Err(error);
                 }
             }
@@ -425,7 +432,8 @@ async fn run_round(
             }
         }
         Err(_) => {
-            let guard = lock(&shared);
+            let mut guard = lock(&shared);
+            guard.deliveries.clear();
             let _ = blocking(|| guard.producer.abort_transaction(TRANSACTION_TIMEOUT));
         }
     }
