@@ -137,19 +137,24 @@ def percentile(sorted_ms: list[float], fraction: float) -> float:
     return sorted_ms[min(len(sorted_ms) - 1, int(fraction * len(sorted_ms)))]
 
 
+def read_back(bootstrap: str, readings: str, rows: str) -> list[float]:
+    """`measure` with a reader of topic `rows` running meanwhile."""
+    reader = Reader(bootstrap, rows)
+    reader.start()
+    try:
+        return measure(bootstrap, readings, reader)
+    finally:
+        reader.stop.set()
+        reader.join()
+
+
 def run_mode(binary: Path, work: Path, bootstrap: str, mode: str | None) -> list[float]:
     """One row of the table: `mode` None is the broker alone."""
     suffix = uuid.uuid4().hex[:8]
     readings, alerts = f"readings-{suffix}", f"alerts-{suffix}"
     create_topic(binary, bootstrap, readings)
     if mode is None:
-        reader = Reader(bootstrap, readings)
-        reader.start()
-        try:
-            return measure(bootstrap, readings, reader)
-        finally:
-            reader.stop.set()
-            reader.join()
+        return read_back(bootstrap, readings, readings)
     create_topic(binary, bootstrap, alerts)
     query = work / f"latency-{mode}-{suffix}.sql"
     query.write_text(QUERY.format(alerts=alerts, readings=readings))
@@ -160,13 +165,9 @@ def run_mode(binary: Path, work: Path, bootstrap: str, mode: str | None) -> list
         stdout=subprocess.DEVNULL, stderr=open(log, "a"), stdin=subprocess.DEVNULL,
     )
     STARTED.append(job)
-    reader = Reader(bootstrap, alerts)
-    reader.start()
     try:
-        return measure(bootstrap, readings, reader)
+        return read_back(bootstrap, readings, alerts)
     finally:
-        reader.stop.set()
-        reader.join()
         job.send_signal(signal.SIGTERM)
         if job.wait(timeout=60) != 0:
             raise RuntimeError(f"the {mode} job exited with {job.returncode}; see {log}")

@@ -191,3 +191,38 @@ fn check(report: Report) -> anyhow::Result<()> {
         Err(_) => anyhow::bail!("the producer closed before a record's delivery was reported"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_modes_parse_and_print_as_the_cli_spells_them() {
+        for delivery in [Delivery::ExactlyOnce, Delivery::AtLeastOnce] {
+            assert_eq!(Delivery::parse(&delivery.to_string()), Ok(delivery));
+        }
+        assert!(Delivery::parse("at-most-once").is_err_and(|error| error.contains("at-least-once")));
+    }
+
+    #[test]
+    fn a_record_that_is_never_acknowledged_fails_settle_with_its_topic_and_reason() {
+        // Nothing listens on port 1: librdkafka gives up on the record after its timeout and
+        // says so in the report, which settle must return rather than an empty Ok.
+        let producer: FutureProducer<QuietContext> = tidewater_client::ClusterConfig::new("127.0.0.1:1")
+            .client_config(&[("message.timeout.ms", "200")])
+            .create_with_context(QuietContext::default())
+            .unwrap_or_else(|error| panic!("{error}"));
+        let mut deliveries = Deliveries::default();
+        assert!(deliveries.settle(&producer).is_ok(), "nothing produced, nothing to wait for");
+        deliveries
+            .send(&producer, FutureRecord::<(), [u8]>::to("alerts").payload(&b"{}"[..]))
+            .unwrap_or_else(|error| panic!("{error}"));
+        let error = deliveries.settle(&producer).err().unwrap_or_else(|| panic!("a lost record settled"));
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("delivering a record to alerts") && message.contains("timed out"),
+            "{message}"
+        );
+        assert!(deliveries.pending.is_empty());
+    }
+}

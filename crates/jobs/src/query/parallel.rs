@@ -41,8 +41,8 @@ use super::reference::{ReferenceInputs, ReferenceTarget};
 
 use super::runner::{
     blocking, caught_up, enqueue_checkpoint, ensure_checkpoint_topic, now_ms, read_latest_checkpoint,
-    send_step, CheckpointRecord, Counts, InputOffsets, QueryJobSettings, StartPosition, CHECKPOINT_BYTES_MAX,
-    TRANSACTION_TIMEOUT,
+    send_step, transactional_producer, CheckpointRecord, Counts, InputOffsets, QueryJobSettings,
+    StartPosition, TRANSACTION_TIMEOUT,
 };
 
 /// How long an instance waits before it joins again after a failed round.
@@ -296,21 +296,11 @@ async fn run_round(
 ) -> anyhow::Result<()> {
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let transactional_id = format!("tidewater-query-{}-{}", settings.name, &instance[..12]);
-    let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
-    // Checkpoints go to a compacted topic, in the outputs' transactions: nothing it writes is
-    // compressed.
-    let producer: FutureProducer<QuietContext> = cluster
-        .table_client_config(&[
-            ("client.id", &transactional_id),
-            ("transactional.id", &transactional_id),
-            ("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS),
-            ("enable.idempotence", "true"),
-            ("message.max.bytes", &max_message_bytes),
-            ("linger.ms", "5"),
-        ])
-        .create_with_context(QuietContext::default())
-        .context("creating the job's transactional producer")?;
-    blocking(|| producer.init_transactions(TRANSACTION_TIMEOUT)).context("initialising transactions")?;
+    let producer = transactional_producer(
+        cluster,
+        &transactional_id,
+        &[("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)],
+    )?;
     blocking(|| producer.begin_transaction()).context("beginning a transaction")?;
     // Every round reads the reference tables anew before it joins the group, so that no
     // partition's job sees an event before its tables are whole.

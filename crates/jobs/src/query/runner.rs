@@ -499,8 +499,7 @@ pub const PARALLEL_AT_LEAST_ONCE: &str =
 ///
 /// Exactly once: transactional, with the job's transactional id; `init_transactions` fences any
 /// earlier instance of the job and aborts its open transaction, so the checkpoint read next is
-/// the last one that really committed. Checkpoints go to a compacted topic in the outputs'
-/// transactions, so nothing it writes is compressed.
+/// the last one that really committed.
 ///
 /// At least once: idempotent (a retry never duplicates a row) with no transaction, lingering
 /// 1 ms rather than 5 since latency is what the mode is for. An earlier exactly-once instance
@@ -512,25 +511,14 @@ fn job_producer(
     transactional_id: &str,
     delivery: Delivery,
 ) -> anyhow::Result<FutureProducer<QuietContext>> {
-    let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
-    let transactional = || -> anyhow::Result<FutureProducer<QuietContext>> {
-        let producer: FutureProducer<QuietContext> = cluster
-            .table_client_config(&[
-                ("client.id", transactional_id),
-                ("transactional.id", transactional_id),
-                ("enable.idempotence", "true"),
-                ("message.max.bytes", &max_message_bytes),
-                ("linger.ms", "5"),
-            ])
-            .create_with_context(QuietContext::default())
-            .context("creating the job's transactional producer")?;
-        blocking(|| producer.init_transactions(TRANSACTION_TIMEOUT)).context("initialising transactions")?;
-        Ok(producer)
-    };
     match delivery {
-        Delivery::ExactlyOnce => transactional(),
+        Delivery::ExactlyOnce => transactional_producer(cluster, transactional_id, &[]),
         Delivery::AtLeastOnce => {
-            drop(transactional().context("fencing an earlier exactly-once instance of the job")?);
+            drop(
+                transactional_producer(cluster, transactional_id, &[])
+                    .context("fencing an earlier exactly-once instance of the job")?,
+            );
+            let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
             cluster
                 .table_client_config(&[
                     ("client.id", transactional_id),
@@ -547,6 +535,32 @@ fn job_producer(
                 .context("creating the job's producer")
         }
     }
+}
+
+/// A transactional producer of id `transactional_id` (with `extra` settings), its transactions
+/// initialised: any earlier producer of that id is fenced and its open transaction aborted.
+/// Checkpoints go to a compacted topic in the outputs' transactions, so nothing it writes is
+/// compressed.
+pub(super) fn transactional_producer(
+    cluster: &ClusterConfig,
+    transactional_id: &str,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<FutureProducer<QuietContext>> {
+    let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
+    let mut settings = vec![
+        ("client.id", transactional_id),
+        ("transactional.id", transactional_id),
+        ("enable.idempotence", "true"),
+        ("message.max.bytes", max_message_bytes.as_str()),
+        ("linger.ms", "5"),
+    ];
+    settings.extend_from_slice(extra);
+    let producer: FutureProducer<QuietContext> = cluster
+        .table_client_config(&settings)
+        .create_with_context(QuietContext::default())
+        .context("creating the job's transactional producer")?;
+    blocking(|| producer.init_transactions(TRANSACTION_TIMEOUT)).context("initialising transactions")?;
+    Ok(producer)
 }
 
 /// Writes a checkpoint of `job` having read up to `next_offsets`. Blocks (librdkafka's
