@@ -16,7 +16,13 @@ The latency of a reading is the wall time from just before its `produce()` call 
 consumer returns its row, matched by `seq` (one process, one clock). Readings go out at
 TIDEWATER_BENCH_RATE per second (20) for TIDEWATER_BENCH_EVENTS (300) after a warm-up that waits
 for the first row (connections, the job's start and first fetch). Each row is printed with its
-median, p90, p99 and max. Figures are printed, nothing is asserted.
+median, p90, p99 and max.
+
+Then what the mode costs in throughput: TIDEWATER_BENCH_BACKLOG (200,000) readings are produced
+first, and a job of each mode is started over them; the figure is readings per second from the
+job's start to its last row being readable (so it includes the job's start, a second or so),
+next to the job's CPU seconds (user + system, from /proc) over the same span. Figures are
+printed, nothing is asserted.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 N_EVENTS = int(os.environ.get("TIDEWATER_BENCH_EVENTS", "300"))
 RATE = float(os.environ.get("TIDEWATER_BENCH_RATE", "20"))
+N_BACKLOG = int(os.environ.get("TIDEWATER_BENCH_BACKLOG", "200000"))
+# How long a job may take over the backlog.
+BACKLOG_TIMEOUT_S = 600
 START_TIMEOUT_S = 120
 # How long the last rows may take to arrive once everything is produced (an exactly-once row
 # waits for the next checkpoint).
@@ -156,21 +165,76 @@ def run_mode(binary: Path, work: Path, bootstrap: str, mode: str | None) -> list
     if mode is None:
         return read_back(bootstrap, readings, readings)
     create_topic(binary, bootstrap, alerts)
-    query = work / f"latency-{mode}-{suffix}.sql"
-    query.write_text(QUERY.format(alerts=alerts, readings=readings))
-    log = work / f"{query.stem}.log"
-    job = subprocess.Popen(
-        [str(binary), "query", "run", str(query), "--brokers", bootstrap, "--delivery", mode,
-         "--admin-listen", "none"],
-        stdout=subprocess.DEVNULL, stderr=open(log, "a"), stdin=subprocess.DEVNULL,
-    )
-    STARTED.append(job)
+    job = start_job(binary, work, bootstrap, mode, readings, alerts)
     try:
         return read_back(bootstrap, readings, alerts)
     finally:
-        job.send_signal(signal.SIGTERM)
-        if job.wait(timeout=60) != 0:
-            raise RuntimeError(f"the {mode} job exited with {job.returncode}; see {log}")
+        stop_job(job, mode)
+
+
+def start_job(binary: Path, work: Path, bootstrap: str, mode: str, readings: str, alerts: str) -> subprocess.Popen:
+    query = work / f"job-{mode}-{uuid.uuid4().hex[:8]}.sql"
+    query.write_text(QUERY.format(alerts=alerts, readings=readings))
+    job = subprocess.Popen(
+        [str(binary), "query", "run", str(query), "--brokers", bootstrap, "--delivery", mode,
+         "--admin-listen", "none"],
+        stdout=subprocess.DEVNULL, stderr=open(work / f"{query.stem}.log", "a"), stdin=subprocess.DEVNULL,
+    )
+    STARTED.append(job)
+    return job
+
+
+def stop_job(job: subprocess.Popen, mode: str) -> None:
+    job.send_signal(signal.SIGTERM)
+    if job.wait(timeout=60) != 0:
+        raise RuntimeError(f"the {mode} job exited with {job.returncode}; see its log in the work directory")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backlog_rate(binary: Path, work: Path, bootstrap: str, mode: str, readings: str) -> tuple[float, float]:
+    """(readings/s from the job's start to its last row readable, the job's CPU seconds)."""
+    alerts = f"alerts-{uuid.uuid4().hex[:8]}"
+    create_topic(binary, bootstrap, alerts)
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False, "isolation.level": "read_committed",
+    })
+    consumer.assign([TopicPartition(alerts, 0, 0)])
+    started = time.monotonic()
+    job = start_job(binary, work, bootstrap, mode, readings, alerts)
+    try:
+        rows, deadline = 0, started + BACKLOG_TIMEOUT_S
+        while rows < N_BACKLOG:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {mode} job wrote {rows} of {N_BACKLOG} rows in {BACKLOG_TIMEOUT_S}s")
+            rows += sum(message.error() is None for message in consumer.consume(10_000, 0.1))
+        elapsed = time.monotonic() - started
+        return N_BACKLOG / elapsed, cpu_seconds(job.pid)
+    finally:
+        consumer.close()
+        stop_job(job, mode)
+
+
+def produce_backlog(binary: Path, bootstrap: str) -> str:
+    """A new topic holding N_BACKLOG hot readings; its name."""
+    readings = f"backlog-{uuid.uuid4().hex[:8]}"
+    create_topic(binary, bootstrap, readings)
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    for seq in range(N_BACKLOG):
+        value = json.dumps({"deviceId": f"d{seq % 4}", "temperature": 31, "seq": seq}).encode()
+        while True:
+            try:
+                producer.produce(readings, key=f"d{seq % 4}".encode(), value=value)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    if producer.flush(60) != 0:
+        raise RuntimeError("the backlog was not all acknowledged")
+    return readings
 
 
 def main() -> None:
@@ -188,6 +252,13 @@ def main() -> None:
                 continue
             say(f"{label:<16} {len(latencies):>6} {percentile(latencies, 0.5):>8.1f} "
                 f"{percentile(latencies, 0.9):>8.1f} {percentile(latencies, 0.99):>8.1f} {latencies[-1]:>8.1f}")
+        if N_BACKLOG > 0:
+            readings = produce_backlog(binary, bootstrap)
+            say(f"\n{N_BACKLOG} readings already in the topic, every one an alert: job start to last row readable")
+            say(f"{'':<16} {'readings/s':>11} {'job CPU s':>10}")
+            for mode in ["exactly-once", "at-least-once"]:
+                rate, cpu = backlog_rate(binary, work, bootstrap, mode, readings)
+                say(f"{mode:<16} {rate:>11.0f} {cpu:>10.2f}")
     finally:
         for process in STARTED:
             if process.poll() is None:
