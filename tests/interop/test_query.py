@@ -51,9 +51,9 @@ def produce(bootstrap: str, topic: str, events: list[tuple[str, dict]]) -> None:
 class QueryJob:
     """`tidewater query run` as a child process."""
 
-    def __init__(self, query: Path, bootstrap: str, log: Path, *extra: str):
+    def __init__(self, query: Path, bootstrap: str, log: Path, *extra: str, checkpoint_interval_ms: str = "200"):
         self.command = [str(tidewater_binary()), "query", "run", str(query), "--brokers", bootstrap,
-                        "--checkpoint-interval-ms", "200", *extra]
+                        "--checkpoint-interval-ms", checkpoint_interval_ms, *extra]
         self.log = log
         self.process: subprocess.Popen | None = None
 

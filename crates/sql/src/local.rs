@@ -143,26 +143,27 @@ fn time_ms(json: &Json) -> Option<i64> {
     }
 }
 
-/// Appends what one call into the job produced, in the result format.
-fn record(step: Step, line: &Json, results: &mut Vec<Json>) {
+/// Hands what one call into the job produced to `emit`, in the result format, in order.
+fn record(step: Step, line: &Json, emit: &mut impl FnMut(Json) -> Result<(), String>) -> Result<(), String> {
     for output in step.outputs {
-        results.push(serde_json::json!({"output": output.name, "line": line, "row": output.row}));
+        emit(serde_json::json!({"output": output.name, "line": line, "row": output.row}))?;
     }
     for late in step.late {
         let action = match late.action {
             LateAction::Adjusted { .. } => "adjusted",
             LateAction::Dropped => "dropped",
         };
-        results.push(serde_json::json!({"late": {
+        emit(serde_json::json!({"late": {
             "input": late.input,
             "partition": late.partition,
             "timestamp": format_timestamp(late.timestamp_ms),
             "action": action,
-        }, "line": line}));
+        }, "line": line}))?;
     }
     for error in step.errors {
-        results.push(serde_json::json!({"error": error.to_string(), "line": line}));
+        emit(serde_json::json!({"error": error.to_string(), "line": line}))?;
     }
+    Ok(())
 }
 
 fn is_skipped(text: &str) -> bool {
@@ -186,16 +187,39 @@ pub fn run_with_references(
     job: &mut Job,
     input: &str,
     references: &mut ReferenceTables,
-    mut after_line: impl FnMut(&mut Job, usize, &ReferenceTables) -> Result<(), String>,
+    after_line: impl FnMut(&mut Job, usize, &ReferenceTables) -> Result<(), String>,
 ) -> Result<Vec<Json>, LineError> {
-    let inputs = job.inputs();
     let mut results = Vec::new();
-    for (index, text) in input.lines().enumerate() {
+    run_streaming(job, input.lines().map(Ok), references, after_line, |result| {
+        results.push(result);
+        Ok(())
+    })?;
+    Ok(results)
+}
+
+/// [`run_with_references`] over lines read one at a time (a file through `BufRead::lines`),
+/// handing each result to `emit` as it is produced rather than collecting them, so that memory
+/// does not grow with the input or the output. The results and their order are the same. A
+/// line that cannot be read, or an `emit` that fails (a closed output), ends the run with an
+/// error naming the line.
+pub fn run_streaming<T: AsRef<str>>(
+    job: &mut Job,
+    lines: impl IntoIterator<Item = std::io::Result<T>>,
+    references: &mut ReferenceTables,
+    mut after_line: impl FnMut(&mut Job, usize, &ReferenceTables) -> Result<(), String>,
+    mut emit: impl FnMut(Json) -> Result<(), String>,
+) -> Result<(), LineError> {
+    let inputs = job.inputs();
+    let mut lines_read = 0;
+    for (index, text) in lines.into_iter().enumerate() {
         let line_number = index + 1;
+        lines_read = line_number;
+        let error = |message: String| LineError { line: line_number, message };
+        let text = text.map_err(|read| error(format!("reading: {read}")))?;
+        let text = text.as_ref();
         if is_skipped(text) {
             continue;
         }
-        let error = |message: String| LineError { line: line_number, message };
         let line = Json::from(line_number);
         let mut event: Json =
             serde_json::from_str(text).map_err(|parse| error(format!("not JSON: {parse}")))?;
@@ -205,7 +229,7 @@ pub fn run_with_references(
         if let Some(now) = map.remove("@advance_processing_time") {
             let now_ms =
                 time_ms(&now).ok_or_else(|| error("@advance_processing_time is not a time".to_string()))?;
-            record(job.advance_processing_time(now_ms), &line, &mut results);
+            record(job.advance_processing_time(now_ms), &line, &mut emit).map_err(error)?;
             continue;
         }
         if let Some(reference) = map.remove("@reference") {
@@ -222,7 +246,9 @@ pub fn run_with_references(
             };
             match job.update_reference(&name, key.as_bytes(), row.clone().map(Json::Object).as_ref()) {
                 Ok(()) => references.update(&name, key.as_bytes(), row),
-                Err(refused) => results.push(serde_json::json!({"error": refused.to_string(), "line": line})),
+                Err(refused) => {
+                    emit(serde_json::json!({"error": refused.to_string(), "line": line})).map_err(error)?
+                }
             }
             after_line(job, line_number, references).map_err(error)?;
             continue;
@@ -243,11 +269,11 @@ pub fn run_with_references(
             Some(value) => time_ms(&value).ok_or_else(|| error("@arrival is not a time".to_string()))?,
             None => 0,
         };
-        record(job.push(&input_name, partition, &event, arrival_ms), &line, &mut results);
+        record(job.push(&input_name, partition, &event, arrival_ms), &line, &mut emit).map_err(error)?;
         after_line(job, line_number, references).map_err(error)?;
     }
-    record(job.finish(), &Json::from("finish"), &mut results);
-    Ok(results)
+    record(job.finish(), &Json::from("finish"), &mut emit)
+        .map_err(|message| LineError { line: lines_read, message })
 }
 
 /// Reads an expected-results file.

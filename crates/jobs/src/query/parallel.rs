@@ -35,13 +35,14 @@ use tidewater_client::{ClusterConfig, QuietContext};
 use tidewater_sql::{local, Job, ReferenceError};
 use tokio::sync::watch;
 
+use super::delivery::Deliveries;
 use super::metrics::QueryMetrics;
 use super::reference::{ReferenceInputs, ReferenceTarget};
 
 use super::runner::{
     blocking, caught_up, enqueue_checkpoint, ensure_checkpoint_topic, now_ms, read_latest_checkpoint,
-    send_step, CheckpointRecord, Counts, InputOffsets, QueryJobSettings, StartPosition, CHECKPOINT_BYTES_MAX,
-    TRANSACTION_TIMEOUT,
+    send_step, transactional_producer, CheckpointRecord, Counts, InputOffsets, QueryJobSettings,
+    StartPosition, TRANSACTION_TIMEOUT,
 };
 
 /// How long an instance waits before it joins again after a failed round.
@@ -65,6 +66,8 @@ struct Shared {
     settings: QueryJobSettings,
     cluster: ClusterConfig,
     producer: FutureProducer<QuietContext>,
+    /// Reports of the records in the open transaction, read before it commits.
+    deliveries: Deliveries,
     metrics: QueryMetrics,
     jobs: BTreeMap<i32, PartitionJob>,
     /// The reference tables as their topics and files hold them now: what the job of a newly
@@ -215,14 +218,14 @@ fn restore(
 /// Emits what processing time closes, then commits every changed partition's checkpoint and the
 /// consumer offsets with the outputs in one transaction, and opens the next.
 fn commit_round(shared: &mut Shared, metadata: &ConsumerGroupMetadata) -> anyhow::Result<()> {
-    let Shared { settings, producer, metrics, jobs, .. } = shared;
+    let Shared { settings, producer, deliveries, metrics, jobs, .. } = shared;
     let now = now_ms();
     for partition_job in jobs.values_mut() {
         let step = partition_job.job.advance_processing_time(now);
         if !step.outputs.is_empty() || !step.late.is_empty() {
             partition_job.dirty = true;
         }
-        send_step(producer, settings, metrics, step, &mut partition_job.counts)?;
+        send_step(producer, deliveries, settings, metrics, step, &mut partition_job.counts)?;
     }
     metrics.watermarks(jobs.values().map(|partition_job| &partition_job.job));
     let mut offsets = TopicPartitionList::new();
@@ -236,7 +239,7 @@ fn commit_round(shared: &mut Shared, metadata: &ConsumerGroupMetadata) -> anyhow
         }
         let record =
             CheckpointRecord::new(&partition_job.job, &partition_job.next_offsets, partition_job.counts, now);
-        enqueue_checkpoint(producer, &checkpoint_key(&settings.name, *partition), &record)?;
+        enqueue_checkpoint(producer, deliveries, &checkpoint_key(&settings.name, *partition), &record)?;
         partition_job.dirty = false;
         changed = true;
     }
@@ -249,6 +252,9 @@ fn commit_round(shared: &mut Shared, metadata: &ConsumerGroupMetadata) -> anyhow
             .context("committing consumer offsets in the transaction")?;
     }
     let started = std::time::Instant::now();
+    // A record the broker refused fails the round with its reason, before the commit would
+    // fail with only a count of failed messages.
+    deliveries.settle(producer).context("writing a checkpoint transaction")?;
     producer.commit_transaction(TRANSACTION_TIMEOUT).context("committing a checkpoint transaction")?;
     metrics.checkpointed(started);
     producer.begin_transaction().context("beginning a transaction")?;
@@ -290,21 +296,11 @@ async fn run_round(
 ) -> anyhow::Result<()> {
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let transactional_id = format!("tidewater-query-{}-{}", settings.name, &instance[..12]);
-    let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
-    // Checkpoints go to a compacted topic, in the outputs' transactions: nothing it writes is
-    // compressed.
-    let producer: FutureProducer<QuietContext> = cluster
-        .table_client_config(&[
-            ("client.id", &transactional_id),
-            ("transactional.id", &transactional_id),
-            ("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS),
-            ("enable.idempotence", "true"),
-            ("message.max.bytes", &max_message_bytes),
-            ("linger.ms", "5"),
-        ])
-        .create_with_context(QuietContext::default())
-        .context("creating the job's transactional producer")?;
-    blocking(|| producer.init_transactions(TRANSACTION_TIMEOUT)).context("initialising transactions")?;
+    let producer = transactional_producer(
+        cluster,
+        &transactional_id,
+        &[("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)],
+    )?;
     blocking(|| producer.begin_transaction()).context("beginning a transaction")?;
     // Every round reads the reference tables anew before it joins the group, so that no
     // partition's job sees an event before its tables are whole.
@@ -316,6 +312,7 @@ async fn run_round(
         settings: settings.clone(),
         cluster: cluster.clone(),
         producer,
+        deliveries: Deliveries::default(),
         metrics: QueryMetrics::of(&settings.name, &compile(settings)?),
         jobs: BTreeMap::new(),
         tables,
@@ -381,7 +378,7 @@ async fn run_round(
                         let shared = &mut *guard;
                         let Some(partition_job) = shared.jobs.get_mut(&partition) else { continue };
                         let step = caught_up(&mut partition_job.job, &inputs, partition);
-                        if let Err(error) = send_step(&shared.producer, &shared.settings, &shared.metrics, step, &mut partition_job.counts) {
+                        if let Err(error) = send_step(&shared.producer, &mut shared.deliveries, &shared.settings, &shared.metrics, step, &mut partition_job.counts) {
                             break Err(error);
                         }
                         continue;
@@ -410,7 +407,7 @@ async fn run_round(
                     None => continue,
                 };
                 let step = partition_job.job.push(message.topic(), message.partition(), &event, arrival_ms);
-                if let Err(error) = send_step(&shared.producer, &shared.settings, &shared.metrics, step, &mut partition_job.counts) {
+                if let Err(error) = send_step(&shared.producer, &mut shared.deliveries, &shared.settings, &shared.metrics, step, &mut partition_job.counts) {
                     break Err(error);
                 }
             }
@@ -425,7 +422,8 @@ async fn run_round(
             }
         }
         Err(_) => {
-            let guard = lock(&shared);
+            let mut guard = lock(&shared);
+            guard.deliveries.clear();
             let _ = blocking(|| guard.producer.abort_transaction(TRANSACTION_TIMEOUT));
         }
     }

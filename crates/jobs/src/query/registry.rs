@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use tidewater_client::{ClusterConfig, KeyedTopic};
 use tidewater_sql::{JobOptions, LatePolicy};
 
+use super::delivery::Delivery;
 use super::reference::{reference_names, validate_sources, ReferenceSource};
-use super::runner::{QueryJobSettings, StartPosition};
+use super::runner::{QueryJobSettings, StartPosition, PARALLEL_AT_LEAST_ONCE};
 use crate::definitions::Named;
 
 pub const QUERIES_TOPIC: &str = "_tidewater_queries";
@@ -50,6 +51,10 @@ pub struct QueryDefinition {
     /// --parallel` instances share the partitions.
     #[serde(default)]
     pub parallel: bool,
+    /// `"exactly-once"` (default: rows visible at checkpoints) or `"at-least-once"` (rows
+    /// visible as produced; a crash may repeat some).
+    #[serde(default)]
+    pub delivery: Delivery,
     /// A stopped job keeps its definition and its last checkpoint; `start` resumes from it.
     #[serde(default)]
     pub stopped: bool,
@@ -106,6 +111,7 @@ impl QueryDefinition {
             late_topic: self.late_topic.clone(),
             parallel: self.parallel,
             references: self.references.clone(),
+            delivery: self.delivery,
         }
     }
 
@@ -117,6 +123,9 @@ impl QueryDefinition {
             return Err("checkpoint_interval_ms must be between 10 and 3600000".to_string());
         }
         validate_sources(&self.references)?;
+        if self.parallel && self.delivery == Delivery::AtLeastOnce {
+            return Err(PARALLEL_AT_LEAST_ONCE.to_string());
+        }
         let job = tidewater_sql::compile(&self.sql, self.options()).map_err(|diagnostics| {
             let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
             format!("the query does not compile:\n{}", lines.join("\n"))
@@ -237,6 +246,21 @@ mod tests {
         .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(definition.start_from, StartPosition::Earliest);
         assert_eq!(definition.checkpoint_interval_ms, 1000);
+        assert_eq!(definition.delivery, Delivery::ExactlyOnce);
+        // The mode is kept in the registry under its CLI spelling, and --parallel refuses it.
+        let fast: QueryDefinition = serde_json::from_value(serde_json::json!({
+            "name": "alerts", "sql": "SELECT * INTO out FROM input", "delivery": "at-least-once"
+        }))
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(fast.delivery, Delivery::AtLeastOnce);
+        assert_eq!(fast.settings().delivery, Delivery::AtLeastOnce);
+        assert_eq!(serde_json::to_value(&fast).unwrap_or_default()["delivery"], "at-least-once");
+        assert_eq!(fast.validate(), Ok(()));
+        let parallel = QueryDefinition { parallel: true, ..fast.clone() };
+        assert!(parallel.validate().is_err_and(|error| error.contains("at-least-once")));
+        assert_eq!(Delivery::parse("at-least-once"), Ok(Delivery::AtLeastOnce));
+        assert_eq!(Delivery::parse(Delivery::ExactlyOnce.as_str()), Ok(Delivery::ExactlyOnce));
+        assert!(Delivery::parse("at-most-once").is_err());
         assert_eq!(definition.options().idle_key_timeout_ms, tidewater_sql::DEFAULT_IDLE_KEY_TIMEOUT_MS);
         assert_eq!(definition.validate(), Ok(()));
         let broken =

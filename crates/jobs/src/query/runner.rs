@@ -1,4 +1,4 @@
-//! Runs a streaming SQL job against a Kafka-compatible cluster, exactly once.
+//! Runs a streaming SQL job against a Kafka-compatible cluster, exactly once or at least once.
 //!
 //! The job (a `tidewater_sql::Job`, deterministic and I/O-free) reads its inputs from topics of
 //! the same names (JSON values, event time by `TIMESTAMP BY` or else the record timestamp) and
@@ -13,6 +13,14 @@
 //! consumers reading the outputs with `isolation.level=read_committed` see every row exactly
 //! once, the same rows a clean run produces.
 //!
+//! At least once (`Delivery::AtLeastOnce`) trades that for latency: each row is produced as the
+//! engine emits it, with an idempotent producer and no transaction, so it is readable at once.
+//! The checkpoint record (state and input offsets, the same record) is written only after every
+//! record produced before it has been acknowledged (`Deliveries::settle`), so the restored job
+//! never skips an input whose rows were lost; it repeats the rows produced since its last
+//! checkpoint. A failed delivery fails the job with the broker's reason, before any checkpoint
+//! past it.
+//!
 //! One instance runs a job (it reads every partition of its inputs by assignment); a second
 //! instance with the same name fences the first (its transactional id is the job's). Scaling a
 //! job out over instances that share partitions is not done yet.
@@ -26,7 +34,6 @@ use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tidewater_sql::{Job, JobOptions, Step};
@@ -36,6 +43,7 @@ use tidewater_client::admin::ensure_table_topic_on;
 use tidewater_client::keyed_topic::table_topic;
 use tidewater_client::{ClusterConfig, QuietContext};
 
+use super::delivery::{Deliveries, Delivery};
 use super::metrics::QueryMetrics;
 use super::reference::{reference_names, ReferenceInputs, ReferenceSource};
 
@@ -70,6 +78,8 @@ pub struct QueryJobSettings {
     /// Reference inputs (tables joined as of now), loaded before the first event and at every
     /// restart; their names become `options.reference_inputs`.
     pub references: Vec<ReferenceSource>,
+    /// Exactly once (rows visible at checkpoints) or at least once (rows visible as produced).
+    pub delivery: Delivery,
 }
 
 /// Where a job without a checkpoint starts reading its inputs.
@@ -188,6 +198,10 @@ pub async fn run_query_job(
 ) -> anyhow::Result<()> {
     let mut settings = settings;
     settings.options.reference_inputs = reference_names(&settings.references);
+    anyhow::ensure!(
+        !(settings.parallel && settings.delivery == Delivery::AtLeastOnce),
+        "{PARALLEL_AT_LEAST_ONCE}"
+    );
     if settings.parallel {
         return super::parallel::run_parallel_query_job(settings, cluster, stop).await;
     }
@@ -205,22 +219,9 @@ pub async fn run_query_job(
     ensure_checkpoint_topic(&cluster).await?;
 
     let transactional_id = format!("tidewater-query-{}", settings.name);
-    let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
-    // Checkpoints go to a compacted topic, in the outputs' transactions: nothing it writes is
-    // compressed.
-    let producer: FutureProducer<QuietContext> = cluster
-        .table_client_config(&[
-            ("client.id", &transactional_id),
-            ("transactional.id", &transactional_id),
-            ("enable.idempotence", "true"),
-            ("message.max.bytes", &max_message_bytes),
-            ("linger.ms", "5"),
-        ])
-        .create_with_context(QuietContext::default())
-        .context("creating the job's transactional producer")?;
-    // Fences any earlier instance of this job and aborts its open transaction, so the
-    // checkpoint read next is the last one that really committed.
-    blocking(|| producer.init_transactions(TRANSACTION_TIMEOUT)).context("initialising transactions")?;
+    let producer = job_producer(&cluster, &transactional_id, settings.delivery)?;
+    let exactly_once = settings.delivery == Delivery::ExactlyOnce;
+    let mut deliveries = Deliveries::default();
 
     // Reference tables are not in checkpoints: they are read again, whole, at every start,
     // before the checkpoint is restored and before the first event.
@@ -317,9 +318,11 @@ pub async fn run_query_job(
     for element in assignment.elements() {
         job.expect_partition(element.topic(), element.partition());
     }
-    tracing::info!(job = %settings.name, ?inputs, ?outputs, restored, "query job running");
+    tracing::info!(job = %settings.name, ?inputs, ?outputs, restored, delivery = %settings.delivery, "query job running");
 
-    blocking(|| producer.begin_transaction()).context("beginning a transaction")?;
+    if exactly_once {
+        blocking(|| producer.begin_transaction()).context("beginning a transaction")?;
+    }
     let (mut checkpointed_events, mut checkpointed_outputs) = (counts.events, counts.outputs);
     let mut checkpoint_timer = tokio::time::interval(settings.checkpoint_interval);
     checkpoint_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -335,7 +338,7 @@ pub async fn run_query_job(
             }
             _ = checkpoint_timer.tick() => {
                 let step = job.advance_processing_time(now_ms());
-                send_step(&producer, &settings, &metrics, step, &mut counts)?;
+                send_step(&producer, &mut deliveries, &settings, &metrics, step, &mut counts)?;
                 metrics.watermarks([&job]);
                 if lag_measured.elapsed() >= INPUT_LAG_INTERVAL {
                     lag_measured = std::time::Instant::now();
@@ -346,7 +349,7 @@ pub async fn run_query_job(
                 // An idle job writes no checkpoints: nothing it would say has changed.
                 if counts.events != checkpointed_events || counts.outputs != checkpointed_outputs {
                     let started = std::time::Instant::now();
-                    checkpoint(&producer, &settings.name, &job, &next_offsets, counts)?;
+                    blocking(|| checkpoint(&producer, &mut deliveries, &settings, &job, &next_offsets, counts))?;
                     metrics.checkpointed(started);
                     (checkpointed_events, checkpointed_outputs) = (counts.events, counts.outputs);
                     tracing::debug!(job = %settings.name, ?counts, "checkpoint committed");
@@ -361,7 +364,7 @@ pub async fn run_query_job(
                     Ok(message) => message,
                     Err(KafkaError::PartitionEOF(partition)) => {
                         let step = caught_up(&mut job, &inputs, partition);
-                        send_step(&producer, &settings, &metrics, step, &mut counts)?;
+                        send_step(&producer, &mut deliveries, &settings, &metrics, step, &mut counts)?;
                         continue;
                     }
                     Err(error) => {
@@ -385,14 +388,19 @@ pub async fn run_query_job(
                     None => continue,
                 };
                 let step = job.push(message.topic(), message.partition(), &event, arrival_ms);
-                send_step(&producer, &settings, &metrics, step, &mut counts)?;
+                send_step(&producer, &mut deliveries, &settings, &metrics, step, &mut counts)?;
             }
         }
     }
     let step = job.advance_processing_time(now_ms());
-    send_step(&producer, &settings, &metrics, step, &mut counts)?;
-    checkpoint(&producer, &settings.name, &job, &next_offsets, counts)?;
-    blocking(|| producer.abort_transaction(TRANSACTION_TIMEOUT)).ok();
+    send_step(&producer, &mut deliveries, &settings, &metrics, step, &mut counts)?;
+    blocking(|| checkpoint(&producer, &mut deliveries, &settings, &job, &next_offsets, counts))?;
+    if exactly_once {
+        blocking(|| producer.abort_transaction(TRANSACTION_TIMEOUT)).ok();
+    } else {
+        // The last checkpoint is acknowledged before the job says it stopped.
+        blocking(|| deliveries.settle(&producer))?;
+    }
     references.join().await;
     tracing::info!(job = %settings.name, events = counts.events, outputs = counts.outputs, late = counts.late,
         errors = counts.errors, "query job stopped");
@@ -439,9 +447,11 @@ pub(super) fn caught_up(job: &mut Job, inputs: &[String], partition: i32) -> Ste
     step
 }
 
-/// Queues one step's output rows (and late events) in the open transaction.
+/// Queues one step's output rows (and late events): in the open transaction, or at least once
+/// straight away; their delivery reports go to `deliveries`.
 pub(super) fn send_step(
     producer: &FutureProducer<QuietContext>,
+    deliveries: &mut Deliveries,
     settings: &QueryJobSettings,
     metrics: &QueryMetrics,
     step: Step,
@@ -451,7 +461,7 @@ pub(super) fn send_step(
         let value = serde_json::to_vec(&output.row).context("encoding an output row")?;
         let record =
             FutureRecord::<(), [u8]>::to(&output.name).payload(&value).timestamp(output.timestamp_ms);
-        enqueue(producer, record)?;
+        deliveries.send(producer, record)?;
         counts.outputs += 1;
         metrics.row_written(&output.name);
     }
@@ -471,7 +481,7 @@ pub(super) fn send_step(
                     value: Some(watermark.as_bytes()),
                 });
             let record = FutureRecord::<(), [u8]>::to(topic).payload(&value).headers(headers);
-            enqueue(producer, record)?;
+            deliveries.send(producer, record)?;
         }
     }
     for error in step.errors {
@@ -481,43 +491,120 @@ pub(super) fn send_step(
     Ok(())
 }
 
-/// Queues a record in the open transaction, waiting while librdkafka's queue is full rather than
-/// failing.
-pub(super) fn enqueue<K: rdkafka::message::ToBytes + ?Sized>(
-    producer: &FutureProducer<QuietContext>,
-    mut record: FutureRecord<'_, K, [u8]>,
-) -> anyhow::Result<()> {
-    loop {
-        match producer.send_result(record) {
-            Ok(_delivery) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                record = returned;
-                producer.poll(Duration::from_millis(10));
-            }
-            Err((error, returned)) => anyhow::bail!("producing to {}: {error}", returned.topic),
+/// Why `--parallel` and at-least-once do not go together yet.
+pub const PARALLEL_AT_LEAST_ONCE: &str =
+    "a parallel job is exactly once: --delivery at-least-once runs one instance per job (without --parallel)";
+
+/// The job's producer, which writes its output rows and its checkpoints.
+///
+/// Exactly once: transactional, with the job's transactional id; `init_transactions` fences any
+/// earlier instance of the job and aborts its open transaction, so the checkpoint read next is
+/// the last one that really committed.
+///
+/// At least once: idempotent (a retry never duplicates a row) with no transaction, lingering
+/// 1 ms rather than 5 since latency is what the mode is for. An earlier exactly-once instance
+/// of the job is fenced first, with a transactional producer of the same id made for that
+/// alone: its open transaction would otherwise hold back read_committed readers of the outputs
+/// (and of the checkpoints) until it timed out.
+fn job_producer(
+    cluster: &ClusterConfig,
+    transactional_id: &str,
+    delivery: Delivery,
+) -> anyhow::Result<FutureProducer<QuietContext>> {
+    match delivery {
+        Delivery::ExactlyOnce => transactional_producer(cluster, transactional_id, &[]),
+        Delivery::AtLeastOnce => {
+            drop(
+                transactional_producer(cluster, transactional_id, &[])
+                    .context("fencing an earlier exactly-once instance of the job")?,
+            );
+            let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
+            cluster
+                .table_client_config(&[
+                    ("client.id", transactional_id),
+                    ("enable.idempotence", "true"),
+                    ("acks", "all"),
+                    ("message.max.bytes", &max_message_bytes),
+                    ("linger.ms", "1"),
+                    // A record the broker has not taken in this time fails the job (which
+                    // restarts from its last checkpoint) with the reason, rather than after
+                    // librdkafka's default of five minutes.
+                    ("message.timeout.ms", "30000"),
+                ])
+                .create_with_context(QuietContext::default())
+                .context("creating the job's producer")
         }
     }
 }
 
-/// Writes the checkpoint into the open transaction, commits it, and opens the next.
+/// A transactional producer of id `transactional_id` (with `extra` settings), its transactions
+/// initialised: any earlier producer of that id is fenced and its open transaction aborted.
+/// Checkpoints go to a compacted topic in the outputs' transactions, so nothing it writes is
+/// compressed.
+pub(super) fn transactional_producer(
+    cluster: &ClusterConfig,
+    transactional_id: &str,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<FutureProducer<QuietContext>> {
+    let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
+    let mut settings = vec![
+        ("client.id", transactional_id),
+        ("transactional.id", transactional_id),
+        ("enable.idempotence", "true"),
+        ("message.max.bytes", max_message_bytes.as_str()),
+        ("linger.ms", "5"),
+    ];
+    settings.extend_from_slice(extra);
+    let producer: FutureProducer<QuietContext> = cluster
+        .table_client_config(&settings)
+        .create_with_context(QuietContext::default())
+        .context("creating the job's transactional producer")?;
+    blocking(|| producer.init_transactions(TRANSACTION_TIMEOUT)).context("initialising transactions")?;
+    Ok(producer)
+}
+
+/// Writes a checkpoint of `job` having read up to `next_offsets`. Blocks (librdkafka's
+/// transactional calls and flush do).
+///
+/// Exactly once: the checkpoint joins the open transaction, every record of the transaction is
+/// checked as acknowledged (a failed one fails the job with the broker's reason rather than as
+/// the commit's count of failed messages), then the transaction commits and the next opens.
+///
+/// At least once: every record produced before this point must be acknowledged before the
+/// checkpoint that says its input was handled is written; the checkpoint's own report is read
+/// with the next checkpoint's (or on the way out).
 fn checkpoint(
     producer: &FutureProducer<QuietContext>,
-    name: &str,
+    deliveries: &mut Deliveries,
+    settings: &QueryJobSettings,
     job: &Job,
     next_offsets: &InputOffsets,
     counts: Counts,
 ) -> anyhow::Result<()> {
     let record = CheckpointRecord::new(job, next_offsets, counts, now_ms());
-    enqueue_checkpoint(producer, name, &record)?;
-    blocking(|| producer.commit_transaction(TRANSACTION_TIMEOUT))
-        .context("committing a checkpoint transaction")?;
-    blocking(|| producer.begin_transaction()).context("beginning a transaction")?;
+    match settings.delivery {
+        Delivery::ExactlyOnce => {
+            enqueue_checkpoint(producer, deliveries, &settings.name, &record)?;
+            deliveries.settle(producer).context("writing a checkpoint transaction")?;
+            producer
+                .commit_transaction(TRANSACTION_TIMEOUT)
+                .context("committing a checkpoint transaction")?;
+            producer.begin_transaction().context("beginning a transaction")?;
+        }
+        Delivery::AtLeastOnce => {
+            deliveries
+                .settle(producer)
+                .context("a record produced since the last checkpoint was not written, so no checkpoint is taken past it")?;
+            enqueue_checkpoint(producer, deliveries, &settings.name, &record)?;
+        }
+    }
     Ok(())
 }
 
-/// Queues a checkpoint record, keyed `key`, in the open transaction.
+/// Queues a checkpoint record, keyed `key` (in the open transaction, if there is one).
 pub(super) fn enqueue_checkpoint(
     producer: &FutureProducer<QuietContext>,
+    deliveries: &mut Deliveries,
     key: &str,
     record: &CheckpointRecord,
 ) -> anyhow::Result<()> {
@@ -527,7 +614,7 @@ pub(super) fn enqueue_checkpoint(
         "the job's state is {} bytes, more than a checkpoint may hold ({CHECKPOINT_BYTES_MAX})",
         value.len()
     );
-    enqueue(producer, FutureRecord::to(CHECKPOINT_TOPIC).key(key).payload(&value[..]))
+    deliveries.send(producer, FutureRecord::to(CHECKPOINT_TOPIC).key(key).payload(&value[..]))
 }
 
 /// Runs a blocking librdkafka call without stalling the async worker's other tasks.
