@@ -28,8 +28,9 @@ import pytest
 from confluent_kafka import ConsumerGroupState, KafkaError
 
 import confluent_support as ck
+import test_groups
 from support import CLIENT_TIMEOUT_S, cli_describe
-from test_groups import (  # noqa: F401 - `members` is a fixture
+from test_groups import (
     DRAIN_TIMEOUT_S,
     SETTLE_TIMEOUT_S,
     Member,
@@ -41,10 +42,12 @@ from test_groups import (  # noqa: F401 - `members` is a fixture
     assert_running,
     committed_offsets,
     is_exact_cover,
-    members,
     poll_until,
     wait_all_processed,
 )
+
+# test_groups' fixture: the test's group member processes, killed when it ends.
+members = test_groups.members
 
 SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 500
