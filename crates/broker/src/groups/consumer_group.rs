@@ -534,6 +534,13 @@ fn heartbeat(
     now_ms: i64,
     config: ConsumerGroupConfig,
 ) -> Result<HeartbeatAnswer, HeartbeatRefusal> {
+    // Compiled before anything changes, so that a bad expression leaves the group as it was
+    // (a member that would have joined is not left behind). Clients send the expression only
+    // when it changes.
+    let regex = match request.subscribed_topic_regex.as_deref() {
+        Some(source) if !source.is_empty() => Some(compile_topic_regex(source)?),
+        _ => None,
+    };
     let member_id = request.member_id.clone();
     let mut group_changed = false;
     let mut full_answer = false;
@@ -634,11 +641,13 @@ fn heartbeat(
             group_changed = true;
         }
     }
-    match request.subscribed_topic_regex.as_deref() {
+    match (request.subscribed_topic_regex.as_deref(), regex) {
         // librdkafka sends an empty expression for "none".
-        Some("") => member.subscribed_topic_regex = None,
-        Some(source) if member.subscribed_topic_regex.as_ref().is_none_or(|(old, _)| old != source) => {
-            member.subscribed_topic_regex = Some((source.to_string(), compile_topic_regex(source)?));
+        (Some(""), _) => member.subscribed_topic_regex = None,
+        (Some(source), Some(regex))
+            if member.subscribed_topic_regex.as_ref().is_none_or(|(old, _)| old != source) =>
+        {
+            member.subscribed_topic_regex = Some((source.to_string(), regex));
         }
         _ => {}
     }
@@ -1072,6 +1081,10 @@ mod tests {
             groups.heartbeat("g", regex, &Topics, 0).expect_err("too long").error,
             ResponseError::InvalidRegularExpression
         );
+        // A refused join leaves nothing behind: no member counting towards the group's size.
+        let members: Vec<String> =
+            groups.describe("g").expect("group").members.into_iter().map(|member| member.member_id).collect();
+        assert!(!members.iter().any(|id| id == "d" || id == "f"), "refused joins left {members:?}");
         // A group that is gone (a broker restart) answers a member UNKNOWN_MEMBER_ID, so it rejoins.
         assert_eq!(
             beat(&mut ConsumerGroups::default(), "a", 3, None, 0).expect_err("no group").error,
