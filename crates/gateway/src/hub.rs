@@ -785,6 +785,10 @@ impl Hub {
                         session.in_flight.push_back(InFlight { packet_id, queued, awaiting });
                     }
                 }
+                // Checked against the topic rules as a message queued live is: a restored
+                // wildcard subscription must not carry what the rules now refuse.
+                Owed::Queued { message, .. }
+                    if !ReceiveCheck::allows(&session.may_receive, message.topic.as_str()) => {}
                 Owed::Queued { position, message, qos, retain, identifiers } => {
                     queue.push_back(Queued {
                         message,
@@ -1480,6 +1484,31 @@ mod tests {
         assert_eq!(describe(&other.pump("a", 7, 0).packets), ["PUBLISH 5 t 104"]);
         other.acknowledged("a", &ack(Packet::PubAck, 4));
         assert_eq!(describe(&other.pump("a", 7, 0).packets), ["PUBLISH 6 t 105"]);
+    }
+
+    #[test]
+    fn a_restored_session_under_topic_rules_is_not_owed_what_it_may_not_receive() {
+        let hub = persisting();
+        hub.start_reading(0, 100);
+        hub.connect("a", options(true, SessionExpiry::Never), 1, Arc::default(), 0);
+        hub.subscribe("a", &[("#".into(), at(QoS::AtLeastOnce))], 0);
+        let record = hub.take_dirty(Instant::now(), 0)[0].1.clone().expect("a record");
+
+        let other = persisting();
+        other.start_reading(0, 102);
+        other.apply_stored("a", Some(record));
+        let restored = other.restorable("a", 0).expect("restorable");
+        let check = ReceiveCheck(Arc::new(|topic: &str| !topic.starts_with("secret/")));
+        let ruled = ConnectOptions { may_receive: Some(check), ..options(false, SessionExpiry::Never) };
+        other.begin_restore("a", &restored, &ruled).expect("ranges");
+        let replayed: Vec<(Position, Arc<Message>)> = vec![
+            ((0, 100), message("secret/1", "s", QoS::AtLeastOnce)),
+            ((0, 101), message("open/1", "o", QoS::AtLeastOnce)),
+        ];
+        other.finish_restore("a", &restored, &replayed, 0);
+        let (present, owed) = other.connect("a", ruled, 7, Arc::default(), 0);
+        assert!(present);
+        assert_eq!(describe(&owed.packets), ["PUBLISH 1 open/1 o"]);
     }
 
     #[test]
