@@ -398,8 +398,9 @@ fn assigned_consumer(
     Ok(consumer)
 }
 
-/// Reads one reference topic until `stop`, sending each record, and `Loaded` once every
-/// partition has reached its end for the first time.
+/// Reads one reference topic until `stop` or until the job that reads the updates is gone (its
+/// receiver dropped: a failed round or start must not wait for a quiet topic's next record),
+/// sending each record, and `Loaded` once every partition has reached its end for the first time.
 fn follow(
     consumer: &BaseConsumer<QuietContext>,
     name: &Arc<str>,
@@ -409,7 +410,7 @@ fn follow(
     let n_partitions = consumer.assignment().map_or(0, |assignment| assignment.count());
     let mut at_end = vec![false; n_partitions];
     let mut loaded = false;
-    while !*stop.borrow() {
+    while !*stop.borrow() && !sender.is_closed() {
         let update = match consumer.poll(FOLLOW_POLL) {
             None => continue,
             Some(Ok(message)) => Update::Record {
