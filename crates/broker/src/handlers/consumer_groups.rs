@@ -7,7 +7,8 @@
 //! Authorization as in Kafka: ConsumerGroupHeartbeat needs READ on the group
 //! (GROUP_AUTHORIZATION_FAILED) and DESCRIBE on every topic it subscribes to by name
 //! (TOPIC_AUTHORIZATION_FAILED), and a regular expression matches only topics the member may
-//! describe; ConsumerGroupDescribe needs DESCRIBE on the group.
+//! describe; ConsumerGroupDescribe (and DescribeGroups of a consumer group) needs DESCRIBE on
+//! the group and on every topic its members subscribe to or are assigned.
 
 use std::collections::BTreeMap;
 
@@ -181,6 +182,13 @@ pub(super) fn describe(
                     ))))
                     .with_group_state(str_bytes("Dead"));
             };
+            if let Some(topic) = undescribable_topic(&description, &names, access) {
+                return answer
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_error_message(Some(str_bytes(format!(
+                        "not allowed to describe a topic of the group: {topic}"
+                    ))));
+            }
             let answer = if request.include_authorized_operations {
                 answer
                     .with_authorized_operations(access.authorized_operations(ResourceType::Group, &group_id))
@@ -191,6 +199,27 @@ pub(super) fn describe(
         })
         .collect();
     ConsumerGroupDescribeResponse::default().with_groups(groups)
+}
+
+/// A topic the group's members subscribe to or are assigned that `access` may not describe: the
+/// group is then refused with TOPIC_AUTHORIZATION_FAILED, as Kafka does, rather than reveal the
+/// name.
+fn undescribable_topic(
+    description: &GroupDescription,
+    names: &BTreeMap<Uuid, String>,
+    access: &Access,
+) -> Option<String> {
+    description
+        .members
+        .iter()
+        .flat_map(|member| {
+            let assigned = [&member.assignment, &member.target_assignment]
+                .into_iter()
+                .flat_map(|assignment| assignment.iter().filter_map(|tp| names.get(&tp.topic_id)));
+            member.subscribed_topic_names.iter().chain(assigned)
+        })
+        .find(|name| !access.allows(Operation::Describe, ResourceType::Topic, name))
+        .cloned()
 }
 
 fn described_group(
@@ -253,8 +282,14 @@ pub(super) fn classic_description(
     broker: &Broker,
     group: DescribedGroup,
     description: GroupDescription,
+    access: &Access,
 ) -> DescribedGroup {
     let names = topic_names(broker);
+    if undescribable_topic(&description, &names, access).is_some() {
+        return group
+            .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+            .with_group_state(str_bytes(""));
+    }
     let members = description
         .members
         .iter()

@@ -622,7 +622,7 @@ pub(super) fn describe_groups(
             };
             let consumer_group = broker.lock_groups().consumer().describe(&group_id.0);
             if let Some(description) = consumer_group {
-                return super::consumer_groups::classic_description(broker, group, description);
+                return super::consumer_groups::classic_description(broker, group, description, access);
             }
             match described {
                 Some(description) => {

@@ -597,6 +597,13 @@ fn consumer_group_describe(h: &Harness, who: &str) -> Vec<i16> {
     h.call(who, 0, request).groups.iter().map(|g| g.error_code).collect()
 }
 
+/// ConsumerGroupDescribe of a group whose member (joined by the superuser) subscribes to
+/// `orders`: the topic's name is shown only to who may describe it.
+fn describe_subscribed_consumer_group(h: &Harness, who: &str) -> Vec<i16> {
+    h.call(ADMIN, 1, consumer_join("app", "m1"));
+    consumer_group_describe(h, who)
+}
+
 fn leave_group(h: &Harness, who: &str) -> Vec<i16> {
     let request = leave_group_request::LeaveGroupRequest::default()
         .with_group_id(group("app"))
@@ -1143,6 +1150,14 @@ fn the_acl_matrix() {
             // `app` has only offsets: not a consumer group.
             allowed: &[GROUP_ID_NOT_FOUND],
             also: &[(&[APP_READ], &[GROUP_ID_NOT_FOUND])],
+        },
+        Case {
+            api: "ConsumerGroupDescribe, a member subscribed to a topic",
+            call: describe_subscribed_consumer_group,
+            refused: &[GROUP_DENIED],
+            needs: &[APP_DESCRIBE, ORDERS_DESCRIBE],
+            allowed: &[NONE],
+            also: &[(&[APP_DESCRIBE], &[TOPIC_DENIED])],
         },
         Case {
             api: "LeaveGroup",
