@@ -320,6 +320,7 @@ TABLES = {
     "_tidewater_triggers": "compact",
     "_tidewater_trigger_status": "compact,delete",
     "_tidewater_queries": "compact",
+    "_tidewater_query_status": "compact,delete",
 }
 
 

@@ -21,6 +21,7 @@ from confluent_kafka import Producer
 from conftest import tidewater_binary
 from metrics_support import wait_for_scrape
 from query_support import read_committed
+from support import wait_until
 from test_query import QueryJob
 from trigger_support import tidewater
 
@@ -169,6 +170,44 @@ def test_alerts_follow_thresholds_updated_while_the_job_runs_and_across_a_restar
     assert log.count("reference data loaded") == 2, log
     for reason in ["the value is not JSON", "must be a JSON object"]:
         assert reason in log, f"no warning saying {reason!r}:\n{log}"
+
+
+def test_a_registered_job_that_fails_shows_why_in_describe_until_it_runs(bootstrap, topic_name, tmp_path):
+    """A job `serve` runs fails at start (its reference topic is missing) and is restarted every
+    few seconds: `query describe` and `query list` say so from the status `serve` publishes,
+    with the broker's reason. Once the topic exists the job runs and alerts; the last error stays
+    in describe, with its age, as the job's latest failure."""
+    readings, thresholds, alerts = f"{topic_name}-readings", f"{topic_name}-thresholds", f"{topic_name}-alerts"
+    tidewater("topic", "create", readings, "--partitions", "1", bootstrap=bootstrap)
+    query = tmp_path / "thresholds.sql"
+    query.write_text(THRESHOLD_QUERY.format(alerts=alerts, readings=readings))
+    name = f"failing-{topic_name[-8:]}"
+    tidewater("query", "create", name, "--file", str(query), "--checkpoint-interval-ms", "200",
+              "--reference", f"thresholds=topic:{thresholds}", bootstrap=bootstrap)
+    missing = f'reference topic "{thresholds}" does not exist'
+    try:
+        def described_with(*parts: str) -> str | None:
+            described = tidewater("query", "describe", name, bootstrap=bootstrap).stdout
+            return described if all(part in described for part in parts) else None
+
+        described = wait_until(lambda: described_with("last error (", missing), timeout_s=60,
+                               what=f"describe to show the job's failure:\n{missing}")
+        assert "runner " in described, described
+        listed = tidewater("query", "list", bootstrap=bootstrap).stdout
+        line = next(line for line in listed.splitlines() if line.startswith(name + " "))
+        assert line.split()[1] == "active" and " on 1" in line, listed
+
+        tidewater("topic", "create", thresholds, "--partitions", "1", "--config", "cleanup.policy=compact",
+                  bootstrap=bootstrap)
+        feed = Feed(bootstrap, readings, thresholds)
+        feed.threshold("d1", 30, partition=0)
+        hot = feed.reading("d1", 35)
+        assert wait_for_alert(bootstrap, alerts, hot)[hot]["threshold"] == 30
+        described = wait_until(lambda: described_with(": running, 1 events read there"), timeout_s=60,
+                               what="describe to show the job running")
+        assert missing in described, "the latest failure is no longer shown:\n" + described
+    finally:
+        tidewater("query", "delete", name, bootstrap=bootstrap, check=False)
 
 
 def run_query_test(tmp_path: Path, query: str, *extra: str) -> subprocess.CompletedProcess:

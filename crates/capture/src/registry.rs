@@ -20,13 +20,11 @@ use tidewater_client::{ClusterConfig, KeyedTopic, QuietContext};
 use tidewater_jobs::definitions::Named;
 
 use crate::definition::CaptureDefinition;
+pub use tidewater_jobs::definitions::STATUS_STALE_MS;
+use tidewater_jobs::definitions::STATUS_TABLE_CONFIGS as STATUS_CONFIGS;
 
 pub const CAPTURES_TOPIC: &str = "_tidewater_captures";
 pub const STATUS_TOPIC: &str = "_tidewater_capture_status";
-/// The status topic's configs beyond a table's: an instance gone for an hour is forgotten.
-const STATUS_CONFIGS: &[(&str, &str)] = &[("cleanup.policy", "compact,delete"), ("retention.ms", "3600000")];
-/// Status records older than this describe an instance that is gone.
-pub const STATUS_STALE_MS: i64 = 30_000;
 /// `client.id` of the registry's clients.
 const REGISTRY_CLIENT_ID: &str = "tidewater-capture-registry";
 

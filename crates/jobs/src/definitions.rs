@@ -81,6 +81,15 @@ pub fn apply<T: DeserializeOwned + Named>(
     }
 }
 
+/// The configs of a status table (triggers', captures' and query jobs' `*_status` topics) beyond
+/// a compacted table's. Each instance reports under a key of its own, and an instance's name is
+/// new with each process, so the table also deletes by time: a live instance reports every few
+/// seconds, and only the records of instances gone for an hour go.
+pub const STATUS_TABLE_CONFIGS: &[(&str, &str)] =
+    &[("cleanup.policy", "compact,delete"), ("retention.ms", "3600000")];
+/// Status records older than this describe an instance that is gone.
+pub const STATUS_STALE_MS: i64 = 30_000;
+
 /// The latest record of every key of a status table, as the triggers' and the captures'
 /// `statuses` read them. A record that does not decode is skipped: status is advisory.
 pub fn latest_statuses<T: DeserializeOwned>(

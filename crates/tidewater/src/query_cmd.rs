@@ -4,14 +4,16 @@
 //! they are produced, not held). `query run` runs a job against any Kafka-compatible cluster,
 //! exactly once or at least once (`tidewater_jobs::query`).
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use tidewater_client::{ClusterArgs, ClusterConfig};
+use tidewater_jobs::definitions::STATUS_STALE_MS;
 use tidewater_jobs::query::reference::{self, validate_sources, ReferenceLocation, ReferenceSource};
-use tidewater_jobs::query::registry::LatePolicyName;
+use tidewater_jobs::query::registry::{LatePolicyName, QueryStatus};
 use tidewater_jobs::query::runner::StartPosition;
 use tidewater_jobs::query::{Delivery, QueryDefinition, QueryRegistry};
 use tidewater_sql::{local, JobOptions, LatePolicy};
@@ -304,16 +306,18 @@ async fn set_stopped(registry: QueryRegistry, name: String, stopped: bool) -> an
 
 fn list(registry: &QueryRegistry) -> anyhow::Result<()> {
     let definitions = registry.load()?;
+    let statuses = registry.statuses().unwrap_or_default();
+    let now = tidewater_client::now_ms();
     println!(
-        "{:<28} {:<8} {:>12} {:>10} {:>8} {:>8}  LAST CHECKPOINT",
-        "NAME", "STATE", "EVENTS", "OUTPUTS", "LATE", "ERRORS"
+        "{:<28} {:<8} {:>12} {:>10} {:>8} {:>8}  {:<16} RUNNERS",
+        "NAME", "STATE", "EVENTS", "OUTPUTS", "LATE", "ERRORS", "LAST CHECKPOINT"
     );
     for (name, definition) in &definitions {
         let checkpoint =
             tidewater_jobs::query::runner::read_latest_checkpoint(registry_cluster(registry), name)?;
         let counts = checkpoint.as_ref().map(|record| record.counts).unwrap_or_default();
         println!(
-            "{:<28} {:<8} {:>12} {:>10} {:>8} {:>8}  {}",
+            "{:<28} {:<8} {:>12} {:>10} {:>8} {:>8}  {:<16} {}",
             name,
             if definition.stopped { "stopped" } else { "active" },
             counts.events,
@@ -321,9 +325,33 @@ fn list(registry: &QueryRegistry) -> anyhow::Result<()> {
             counts.late,
             counts.errors,
             checkpoint.map_or("never".to_string(), |record| format_age(record.written_at_ms)),
+            runners_summary(&live_statuses(&statuses, name, now)),
         );
     }
     Ok(())
+}
+
+/// The status records of `name` that instances published recently, newest first.
+fn live_statuses<'a>(statuses: &'a [QueryStatus], name: &str, now_ms: i64) -> Vec<&'a QueryStatus> {
+    let mut live: Vec<&QueryStatus> = statuses
+        .iter()
+        .filter(|status| status.job == name && now_ms - status.updated_at_ms <= STATUS_STALE_MS)
+        .collect();
+    live.sort_by_key(|status| std::cmp::Reverse(status.updated_at_ms));
+    live
+}
+
+/// What the instances running a job say of it, in a few words: `running on 1`, `restarting on
+/// 1, running on 2`, or `none` when no `serve` reported it lately.
+fn runners_summary(live: &[&QueryStatus]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for status in live {
+        *counts.entry(status.state.as_str()).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "none".to_string();
+    }
+    counts.iter().map(|(state, count)| format!("{state} on {count}")).collect::<Vec<_>>().join(", ")
 }
 
 fn describe(registry: &QueryRegistry, name: &str) -> anyhow::Result<()> {
@@ -340,6 +368,20 @@ fn describe(registry: &QueryRegistry, name: &str) -> anyhow::Result<()> {
             Delivery::AtLeastOnce => "at-least-once (rows visible as produced; a restart may repeat some)",
         }
     );
+    let statuses = registry.statuses().unwrap_or_default();
+    let live = live_statuses(&statuses, name, tidewater_client::now_ms());
+    if live.is_empty() {
+        println!(
+            "runners:          none reported in the last {} s (tidewater serve runs registered jobs)",
+            STATUS_STALE_MS / 1000
+        );
+    }
+    for status in &live {
+        println!("runner {}: {}, {} events read there", status.instance, status.state, status.events);
+        if let Some(failure) = &status.last_failure {
+            println!("  last error ({}): {}", format_age(failure.at_ms), failure.message);
+        }
+    }
     println!("definition:\n{}", serde_json::to_string_pretty(&definition)?);
     match tidewater_jobs::query::runner::read_latest_checkpoint(registry_cluster(registry), name)? {
         None => println!("last checkpoint:  none yet"),
@@ -365,8 +407,8 @@ fn registry_cluster(registry: &QueryRegistry) -> &ClusterConfig {
     registry.cluster()
 }
 
-fn format_age(written_at_ms: i64) -> String {
-    format!("{:.1} s ago", (tidewater_client::now_ms() - written_at_ms).max(0) as f64 / 1000.0)
+fn format_age(at_ms: i64) -> String {
+    format!("{:.1} s ago", (tidewater_client::now_ms() - at_ms).max(0) as f64 / 1000.0)
 }
 
 impl EventTimeArgs {

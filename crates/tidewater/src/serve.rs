@@ -248,7 +248,14 @@ async fn serve(
                 broker.clone(),
                 tidewater_jobs::query::registry::QUERIES_TOPIC,
                 stop,
-                |stop| tidewater_jobs::query::supervise_queries(cluster, CLIENT_TIMEOUT, stop),
+                |stop| {
+                    tidewater_jobs::query::supervise_queries(
+                        cluster,
+                        CLIENT_TIMEOUT,
+                        crate::trigger_cmd::default_instance(),
+                        stop,
+                    )
+                },
             )
         })
     });

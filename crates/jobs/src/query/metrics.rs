@@ -26,6 +26,20 @@ pub(crate) struct QueryMetrics {
 
 const INPUT_LAG_NAME: &str = "tidewater_query_input_lag_records";
 
+fn events_family() -> Arc<Family<Counter>> {
+    global().counters("tidewater_query_events_total", "Input records a query job read.", &["job"])
+}
+
+/// Input records job `job_name` read in this process (0 before it first ran here).
+pub(crate) fn events_read(job_name: &str) -> u64 {
+    let family = events_family();
+    if family.contains(&[job_name]) {
+        family.series(&[job_name]).get()
+    } else {
+        0
+    }
+}
+
 fn input_lag_family() -> Arc<Family<Gauge>> {
     global().gauges(
         INPUT_LAG_NAME,
@@ -42,7 +56,7 @@ pub fn input_lag_records(job_name: &str) -> Option<f64> {
 }
 
 /// A query job's latest failure in this process.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobFailure {
     pub message: String,
     pub at_ms: i64,
@@ -82,9 +96,7 @@ impl QueryMetrics {
             &["job", "output"],
         );
         QueryMetrics {
-            events: registry
-                .counters("tidewater_query_events_total", "Input records a query job read.", &["job"])
-                .series(&[job_name]),
+            events: events_family().series(&[job_name]),
             late: registry
                 .counters(
                     "tidewater_query_late_events_total",

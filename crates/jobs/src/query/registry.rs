@@ -1,22 +1,34 @@
-//! Query jobs registered in the cluster: topic `_tidewater_queries`, key = job name, value = the
-//! definition as JSON, a tombstone for a deleted job (a [`KeyedTopic`] table, like the trigger
-//! registry). `tidewater query create|start|stop|delete` write it; the supervisor inside
-//! `tidewater serve` follows it and runs every job that is not stopped.
+//! Query jobs registered in the cluster, in two tables like the triggers' (see
+//! `crate::trigger::registry`):
+//!
+//! - `_tidewater_queries`: key = job name, value = the definition as JSON, a tombstone for a
+//!   deleted job. `tidewater query create|start|stop|delete` write it; the supervisor inside
+//!   `tidewater serve` follows it and runs every job that is not stopped.
+//! - `_tidewater_query_status`: every few seconds each supervisor publishes one record per job
+//!   (key = `{job}/{instance}`) with the job's state there, its latest error and the events it
+//!   read, so that `query list` and `query describe` show what a job's log would, from any
+//!   machine. Records of instances gone for an hour are deleted by time.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
+use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
-use tidewater_client::{ClusterConfig, KeyedTopic};
+use tidewater_client::{ClusterConfig, KeyedTopic, QuietContext};
 use tidewater_sql::{JobOptions, LatePolicy};
 
 use super::delivery::Delivery;
+use super::metrics::JobFailure;
 use super::reference::{reference_names, validate_sources, ReferenceSource};
 use super::runner::{QueryJobSettings, StartPosition, PARALLEL_AT_LEAST_ONCE};
 use crate::definitions::Named;
+use crate::definitions::STATUS_TABLE_CONFIGS;
 
 pub const QUERIES_TOPIC: &str = "_tidewater_queries";
+pub const STATUS_TOPIC: &str = "_tidewater_query_status";
+/// `client.id` of the registry's clients.
+const REGISTRY_CLIENT_ID: &str = "tidewater-query-registry";
 /// Longest job name: it becomes part of a transactional id.
 pub const NAME_BYTES_MAX: usize = 200;
 
@@ -165,15 +177,35 @@ pub fn validate_job_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads and writes `_tidewater_queries`.
+/// A supervisor's report about one job it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryStatus {
+    pub job: String,
+    pub instance: String,
+    /// `running`, `restarting` (it failed and starts again shortly) or `stopped`.
+    pub state: String,
+    /// The job's latest failure in this instance, even once it runs again.
+    #[serde(default)]
+    pub last_failure: Option<JobFailure>,
+    /// Input records the job read in this instance.
+    #[serde(default)]
+    pub events: u64,
+    pub updated_at_ms: i64,
+}
+
+/// Reads and writes `_tidewater_queries` and `_tidewater_query_status`.
 #[derive(Debug, Clone)]
 pub struct QueryRegistry {
     table: KeyedTopic,
+    status: KeyedTopic,
 }
 
 impl QueryRegistry {
     pub fn new(cluster: ClusterConfig, timeout: Duration) -> QueryRegistry {
-        QueryRegistry { table: KeyedTopic::new(cluster, QUERIES_TOPIC, "tidewater-query-registry", timeout) }
+        QueryRegistry {
+            table: KeyedTopic::new(cluster.clone(), QUERIES_TOPIC, REGISTRY_CLIENT_ID, timeout),
+            status: KeyedTopic::new(cluster, STATUS_TOPIC, REGISTRY_CLIENT_ID, timeout),
+        }
     }
 
     pub fn cluster(&self) -> &ClusterConfig {
@@ -189,6 +221,30 @@ impl QueryRegistry {
     /// runner of registered jobs does at start (it creates nothing).
     pub async fn upgrade_topic(&self) {
         self.table.upgrade(&[]).await;
+    }
+
+    /// Creates the status topic unless it exists: the supervisor does at start.
+    pub async fn ensure_status_topic(&self) -> anyhow::Result<()> {
+        Ok(self.status.ensure(STATUS_TABLE_CONFIGS).await?)
+    }
+
+    /// The latest status record of every (job, instance); none before a supervisor first ran.
+    pub fn statuses(&self) -> anyhow::Result<Vec<QueryStatus>> {
+        crate::definitions::latest_statuses(&self.status).context("reading the query status topic")
+    }
+
+    /// Queues a status record without waiting: status is advisory and the next one follows.
+    pub fn publish_status(
+        &self,
+        producer: &FutureProducer<QuietContext>,
+        record: &QueryStatus,
+    ) -> anyhow::Result<()> {
+        let key = format!("{}/{}", record.job, record.instance);
+        crate::definitions::queue_status(producer, STATUS_TOPIC, &key, record)
+    }
+
+    pub fn producer(&self) -> anyhow::Result<FutureProducer<QuietContext>> {
+        self.cluster().table_producer(REGISTRY_CLIENT_ID).context("creating the registry producer")
     }
 
     pub fn load(&self) -> anyhow::Result<BTreeMap<String, QueryDefinition>> {

@@ -1,19 +1,23 @@
 //! Keeps the registered query jobs running: one `run_query_job` task per job that is not
 //! stopped, restarted when its definition changes, and after `RESTART_DELAY` when it fails (a
-//! cluster not reachable yet, or another instance of the job fencing this one).
+//! cluster not reachable yet, another instance of the job fencing this one, a row the broker
+//! refused). Every `STATUS_INTERVAL` it publishes each job's state here, its latest failure and
+//! the events it read to `_tidewater_query_status`, which `query list` and `query describe` show.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use tidewater_client::ClusterConfig;
+use tidewater_client::{now_ms, ClusterConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::registry::{QueryDefinition, QueryRegistry};
+use super::registry::{QueryDefinition, QueryRegistry, QueryStatus};
 use super::runner::run_query_job;
 
 /// How long a failed job waits before it starts again.
 const RESTART_DELAY: Duration = Duration::from_secs(5);
+/// How often each job's status is published.
+const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 
 struct Running {
     definition: QueryDefinition,
@@ -23,14 +27,22 @@ struct Running {
 
 /// Runs the registered query jobs until `stop` turns true, then stops them (each commits a last
 /// checkpoint).
+/// `instance` names this supervisor in the status records (host and process).
 pub async fn supervise_queries(
     cluster: ClusterConfig,
     timeout: Duration,
+    instance: String,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let registry = QueryRegistry::new(cluster.clone(), timeout);
     // A registry an older version made keeps every record until it is a compacted table.
     registry.upgrade_topic().await;
+    // Status is advisory: a cluster that refuses the topic still gets its jobs run.
+    if let Err(error) = registry.ensure_status_topic().await {
+        tracing::warn!(error = %format!("{error:#}"), "creating the query status topic failed; job status is not published");
+    }
+    let status_producer = registry.producer()?;
+    let mut status_timer = tokio::time::interval(STATUS_INTERVAL);
     let (mut definitions, follower) = registry.watch(stop.clone())?;
     tracing::info!(brokers = %cluster.bootstrap_servers, "running the query jobs registered in {}", super::registry::QUERIES_TOPIC);
     let mut wanted: BTreeMap<String, QueryDefinition> = BTreeMap::new();
@@ -48,6 +60,29 @@ pub async fn supervise_queries(
                 if let Some(latest) = latest {
                     wanted = latest;
                 }
+            }
+            _ = status_timer.tick() => {
+                for (name, definition) in &wanted {
+                    let state = if definition.stopped {
+                        "stopped"
+                    } else if running.contains_key(name) {
+                        "running"
+                    } else {
+                        "restarting"
+                    };
+                    let record = QueryStatus {
+                        job: name.clone(),
+                        instance: instance.clone(),
+                        state: state.to_string(),
+                        last_failure: super::metrics::last_failure(name),
+                        events: super::metrics::events_read(name),
+                        updated_at_ms: now_ms(),
+                    };
+                    if let Err(error) = registry.publish_status(&status_producer, &record) {
+                        tracing::debug!(%error, "publishing query status failed");
+                    }
+                }
+                continue;
             }
             _ = check_timer.tick() => {}
         }

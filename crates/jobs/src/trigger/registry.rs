@@ -28,16 +28,11 @@ use tidewater_client::{ClusterConfig, KeyedTopic, QuietContext};
 
 use super::definition::TriggerDefinition;
 use super::stats::StatsSnapshot;
+pub use crate::definitions::STATUS_STALE_MS;
+use crate::definitions::STATUS_TABLE_CONFIGS as STATUS_CONFIGS;
 
 pub const TRIGGERS_TOPIC: &str = "_tidewater_triggers";
 pub const STATUS_TOPIC: &str = "_tidewater_trigger_status";
-/// How long status records are kept: the status of an instance gone this long goes.
-const STATUS_RETENTION_MS: &str = "3600000";
-/// The status topic's configs beyond a table's.
-const STATUS_CONFIGS: &[(&str, &str)] =
-    &[("cleanup.policy", "compact,delete"), ("retention.ms", STATUS_RETENTION_MS)];
-/// Status records older than this describe an instance that is gone.
-pub const STATUS_STALE_MS: i64 = 30_000;
 
 /// A runner instance's report about one trigger.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
