@@ -18,6 +18,9 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    if ends_when_its_reader_does(&cli.command) {
+        end_quietly_on_a_closed_pipe();
+    }
     init_tracing(&cli.log_level);
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(*args),
@@ -42,6 +45,32 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Whether `command` prints a report and ends (a listing, a description, `consume`, `query
+/// test`), so that a reader that stops early (`| head`) should end it, as it ends `cat`. Servers
+/// and runners are not: they serve sockets and feed trigger commands' pipes, where a closed
+/// reader is an error to handle, not a reason to exit.
+fn ends_when_its_reader_does(command: &cli::Command) -> bool {
+    use cli::Command;
+    match command {
+        Command::Serve(_) | Command::Gateway(_) | Command::Bench(_) => false,
+        Command::Trigger(args) => !matches!(args.command, trigger_cmd::TriggerCommand::Run(_)),
+        Command::Capture(args) => !matches!(args.command, capture_cmd::CaptureCommand::Run(_)),
+        Command::Query(command) => !matches!(command, query_cmd::QueryCommand::Run(_)),
+        _ => true,
+    }
+}
+
+/// Restores the default action of SIGPIPE, ending the process. Rust starts with SIGPIPE
+/// ignored, so a write to a closed pipe is an error, and `println!` panics on it with a
+/// backtrace: `tidewater consume ... | head` would end that way.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: `signal` with SIG_DFL only changes this process's disposition of SIGPIPE, before
+    // any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
