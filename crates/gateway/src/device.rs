@@ -257,8 +257,9 @@ mod tests {
     fn a_record_from_before_quotas_loads_with_the_default_and_quotas_round_trip() {
         let old = r#"{"id":"a","key_hash":"00","salt":"00","signing_key":"","created_at_ms":5}"#;
         let device: Result<Device, _> = serde_json::from_str(old);
-        assert!(device.is_ok_and(|device| device.max_messages_per_second.is_none()
-            && device.max_bytes_per_second.is_none()));
+        assert!(device.is_ok_and(
+            |device| device.max_messages_per_second.is_none() && device.max_bytes_per_second.is_none()
+        ));
         let mut device = Device::new("pump-1", "k", [1; SALT_BYTES], 0);
         let json = serde_json::to_string(&device).unwrap_or_default();
         assert!(!json.contains("per_second"), "no quota fields unless set: {json}");

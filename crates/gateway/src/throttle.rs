@@ -102,7 +102,8 @@ impl Bucket {
             }
             wait_after(lane.load(Ordering::Relaxed), now_nanos)
         };
-        lane_debt(&self.messages, quota.messages_per_second).max(lane_debt(&self.bytes, quota.bytes_per_second))
+        lane_debt(&self.messages, quota.messages_per_second)
+            .max(lane_debt(&self.bytes, quota.bytes_per_second))
     }
 }
 
@@ -156,7 +157,8 @@ impl Buckets {
     /// The device's bucket, made on first use.
     pub fn of_device(&self, device: &str) -> Arc<Bucket> {
         // A poisoned lock only means a task panicked while holding it; the map is still whole.
-        if let Some(found) = self.devices.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(device) {
+        if let Some(found) = self.devices.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(device)
+        {
             return found.clone();
         }
         self.devices

@@ -140,7 +140,9 @@ fn parse_limit(text: &str) -> Result<Limit, String> {
         return Ok(Limit::Default);
     }
     text.parse().map(Limit::PerSecond).map_err(|_| {
-        format!("expected a number per second (0 for no limit) or \"default\" for the gateway's, got {text:?}")
+        format!(
+            "expected a number per second (0 for no limit) or \"default\" for the gateway's, got {text:?}"
+        )
     })
 }
 

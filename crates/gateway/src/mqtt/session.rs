@@ -132,7 +132,9 @@ impl Session {
             let handled = match packet {
                 Packet::Publish(publish) => {
                     let handled = self.publish(publish).await;
-                    if let Some(pause) = self.throttle.as_ref().and_then(|throttle| throttle.after_message(frame_bytes)) {
+                    if let Some(pause) =
+                        self.throttle.as_ref().and_then(|throttle| throttle.after_message(frame_bytes))
+                    {
                         throttled_until = Some(tokio::time::Instant::now() + pause);
                         // Our pause is not the client's silence.
                         deadline = deadline.map(|deadline| deadline + pause);
