@@ -39,12 +39,12 @@
 //! refused with 429 Too Many Requests and `Retry-After` before its body is read, and nothing of
 //! it is appended ([`Bucket::debt`]), as IoT Hub's HTTP endpoint throttles.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::device::Device;
+use crate::presence::PerDevice;
 
 /// How far ahead of its rate a sender may get: a device may send one second's worth of its
 /// quota at once before it is paced.
@@ -144,7 +144,7 @@ pub fn now_nanos() -> u64 {
 /// The buckets of devices, by id, shared by every gateway listener of this process.
 #[derive(Debug, Default)]
 pub struct Buckets {
-    devices: RwLock<HashMap<String, Arc<Bucket>>>,
+    devices: PerDevice<Bucket>,
 }
 
 /// The process's table of device buckets.
@@ -156,17 +156,7 @@ pub fn buckets() -> &'static Buckets {
 impl Buckets {
     /// The device's bucket, made on first use.
     pub fn of_device(&self, device: &str) -> Arc<Bucket> {
-        // A poisoned lock only means a task panicked while holding it; the map is still whole.
-        if let Some(found) = self.devices.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(device)
-        {
-            return found.clone();
-        }
-        self.devices
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(device.to_string())
-            .or_default()
-            .clone()
+        self.devices.get(device)
     }
 }
 
