@@ -314,14 +314,14 @@ def packet(first_byte: int, body: bytes) -> bytes:
     return bytes([first_byte]) + varint(len(body)) + body
 
 
-def connect_packet(client_id: str, password: str | None, level: int) -> bytes:
+def connect_packet(client_id: str, password: str | None, level: int, keep_alive_s: int = 30) -> bytes:
     """A clean-session CONNECT (level 4 = 3.1.1, 5 = 5.0) with user name = client id."""
     flags = 0x02
     payload = mqtt_string(client_id.encode())
     if password is not None:
         flags |= 0xC0
         payload += mqtt_string(client_id.encode()) + mqtt_string(password.encode())
-    variable = mqtt_string(b"MQTT") + bytes([level, flags]) + struct.pack(">H", 30)
+    variable = mqtt_string(b"MQTT") + bytes([level, flags]) + struct.pack(">H", keep_alive_s)
     if level == 5:
         variable += b"\x00"  # no properties
     return packet(0x10, variable + payload)

@@ -51,6 +51,14 @@ pub struct Device {
     /// Set for a device that authenticates with a client certificate instead of a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x509: Option<X509Identity>,
+    /// The device's own limit on messages per second (0: unlimited), in place of the gateway's
+    /// default ([`crate::throttle`]); `None`, as in records written before quotas existed, means
+    /// the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_messages_per_second: Option<u64>,
+    /// Likewise for bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_second: Option<u64>,
 }
 
 /// How an X.509 device's certificate is recognized.
@@ -140,6 +148,8 @@ impl Device {
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
             x509: None,
+            max_messages_per_second: None,
+            max_bytes_per_second: None,
         }
     }
 
@@ -154,6 +164,8 @@ impl Device {
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
             x509: Some(x509),
+            max_messages_per_second: None,
+            max_bytes_per_second: None,
         }
     }
 
@@ -239,6 +251,24 @@ mod tests {
         let old = r#"{"id":"a","key_hash":"00","salt":"00","created_at_ms":5}"#;
         let device: Result<Device, _> = serde_json::from_str(old);
         assert!(device.is_ok_and(|device| device.signing_key.is_empty() && device.signing_key().is_none()));
+    }
+
+    #[test]
+    fn a_record_from_before_quotas_loads_with_the_default_and_quotas_round_trip() {
+        let old = r#"{"id":"a","key_hash":"00","salt":"00","signing_key":"","created_at_ms":5}"#;
+        let device: Result<Device, _> = serde_json::from_str(old);
+        assert!(device.is_ok_and(
+            |device| device.max_messages_per_second.is_none() && device.max_bytes_per_second.is_none()
+        ));
+        let mut device = Device::new("pump-1", "k", [1; SALT_BYTES], 0);
+        let json = serde_json::to_string(&device).unwrap_or_default();
+        assert!(!json.contains("per_second"), "no quota fields unless set: {json}");
+        device.max_messages_per_second = Some(20);
+        device.max_bytes_per_second = Some(0);
+        let json = serde_json::to_string(&device).unwrap_or_default();
+        assert!(json.contains(r#""max_messages_per_second":20,"max_bytes_per_second":0"#), "{json}");
+        let back: Result<Device, _> = serde_json::from_str(&json);
+        assert_eq!(back.ok(), Some(device));
     }
 
     #[test]

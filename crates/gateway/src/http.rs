@@ -38,7 +38,9 @@
 //! [`HttpConfig::max_body_bytes`] (from `Content-Length` before reading, and counted while
 //! reading) or a batch over [`HttpConfig::max_batch_events`]; 400
 //! `{"error": reason}` for malformed JSON or a missing attribute; 415 for an unsupported content
-//! type; 503 while the registry has not been read yet or when an append fails. A 503 after some
+//! type; 429 with `Retry-After` (whole seconds) for a device over its quota
+//! ([`crate::throttle`]; checked before the body is read, so nothing of the request is
+//! appended); 503 while the registry has not been read yet or when an append fails. A 503 after some
 //! of a batch's appends succeeded leaves those records in the log: a retrying device gets at
 //! least once, never silently none.
 //!
@@ -56,7 +58,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE,
+    HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value as Json;
@@ -69,6 +71,7 @@ use crate::auth::{
 use crate::listener::{tls_handshake, LimitedListener, Listen, PeerCertificates};
 use crate::registry::Directory;
 use crate::route::{DeviceMessage, CONTENT_TYPE_HEADER, DEVICE_ID_HEADER, RECORD_BYTES_MAX};
+use crate::throttle::{self, Quota};
 use crate::token::TOKEN_PREFIX;
 use tidewater_mqtt::ReasonCode;
 
@@ -101,6 +104,9 @@ pub struct HttpConfig {
     pub body_timeout: Duration,
     /// Where device events go (the same topic as MQTT's).
     pub telemetry_topic: String,
+    /// What a device may send unless its record says otherwise ([`crate::throttle`]; the same
+    /// as MQTT's, and charged to the same bucket); unlimited by default.
+    pub device_quota: crate::throttle::Quota,
 }
 
 impl Default for HttpConfig {
@@ -112,6 +118,7 @@ impl Default for HttpConfig {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             telemetry_topic: "telemetry".to_string(),
+            device_quota: crate::throttle::Quota::UNLIMITED,
         }
     }
 }
@@ -444,6 +451,20 @@ async fn answer(
             return response;
         }
     }
+    // A device over its quota is refused before its body is read, and nothing of it appended.
+    let quota = shared
+        .directory
+        .borrow()
+        .as_ref()
+        .and_then(|registry| registry.devices.get(&device_id))
+        .map_or(shared.config.device_quota, |device| Quota::of_device(device, shared.config.device_quota));
+    let bucket = (!quota.is_unlimited()).then(|| throttle::buckets().of_device(&device_id));
+    if let Some(bucket) = &bucket {
+        let debt = bucket.debt(quota, throttle::now_nanos());
+        if !debt.is_zero() {
+            return too_many_requests(&device_id, quota, debt);
+        }
+    }
     let max_body_bytes = shared.config.max_body_bytes;
     let declared_length = request
         .headers()
@@ -471,6 +492,7 @@ async fn answer(
         }
         Ok(Err(error)) => return refuse(StatusCode::BAD_REQUEST, format!("reading the body: {error}")),
     };
+    let body_bytes = u64::try_from(body.len()).unwrap_or(u64::MAX);
     let messages = match parse_events(
         &device_id,
         &shared.config.telemetry_topic,
@@ -490,6 +512,11 @@ async fn answer(
             ),
         );
     }
+    // Charged before appending (a request refused above costs nothing); the debt it leaves is
+    // what the device's next request is refused for.
+    if let Some(bucket) = &bucket {
+        bucket.charge(quota, throttle::now_nanos(), messages.len() as u64, body_bytes);
+    }
     match append_all(shared.appender.as_ref(), &messages).await {
         Ok(()) => {
             crate::metrics::gateway().http_events_received.add(messages.len() as u64);
@@ -501,6 +528,32 @@ async fn answer(
             refuse(StatusCode::SERVICE_UNAVAILABLE, format!("appending failed: {error}"))
         }
     }
+}
+
+/// 429 for a device over its quota, with `Retry-After` in whole seconds (at least 1) until it is
+/// not.
+fn too_many_requests(device_id: &str, quota: Quota, debt: Duration) -> HttpResponse {
+    crate::metrics::gateway().throttled_http();
+    tracing::debug!(device_id, ?debt, "refused an HTTP request over the device's quota");
+    let retry_after_secs = retry_after_secs(debt);
+    let limits = [(quota.messages_per_second, "messages"), (quota.bytes_per_second, "bytes")]
+        .iter()
+        .filter(|(limit, _)| *limit > 0)
+        .map(|(limit, what)| format!("{limit} {what}"))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let mut response = refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("device {device_id} is over its quota of {limits} per second; retry in {retry_after_secs}s"),
+    );
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
+}
+
+/// A wait as `Retry-After` seconds: rounded up, and at least 1 (0 would invite a retry that is
+/// still early).
+fn retry_after_secs(debt: Duration) -> u64 {
+    (debt.as_secs() + u64::from(debt.subsec_nanos() > 0)).max(1)
 }
 
 /// Queues every message in order, then waits until all are durable.
@@ -563,6 +616,12 @@ mod tests {
 
     const BINARY: [(&str, &str); 4] =
         [("ce-specversion", "1.0"), ("ce-id", "A-1"), ("ce-source", "/pump"), ("ce-type", "reading")];
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let check = |millis: u64| retry_after_secs(Duration::from_millis(millis));
+        assert_eq!([check(1), check(999), check(1000), check(1001), check(2500)], [1, 1, 1, 2, 3]);
+    }
 
     #[test]
     fn binary_mode_headers_become_ce_headers() {

@@ -26,6 +26,7 @@
 //! - [`presence`]: which devices this process has seen, connected now, last seen, messages.
 //! - [`topic_rules`]: what MQTT users and anonymous clients may publish and subscribe to.
 //! - [`users`]: checking an MQTT client's user name and password against SCRAM credentials.
+//! - [`throttle`]: per-device quotas (messages and bytes per second) as token buckets.
 
 pub mod append;
 pub mod auth;
@@ -43,6 +44,7 @@ pub mod route;
 pub mod session_record;
 pub mod session_store;
 pub mod subscriptions;
+pub mod throttle;
 pub mod token;
 pub mod topic_rules;
 pub mod users;

@@ -1,7 +1,9 @@
 //! The gateway's metrics: MQTT connections and devices online, messages received by QoS, the
 //! time from a PUBLISH to its acknowledgement, device and user authentication failures by
-//! reason, PUBLISH and SUBSCRIBE refused by topic rules, and events received over HTTP. Every series is found once, the first time the gateway needs its
-//! metrics, so a message costs an atomic add and no lock.
+//! reason, PUBLISH and SUBSCRIBE refused by topic rules, events received over HTTP, and devices
+//! throttled by their quota (MQTT pauses, HTTP 429s; no label per device). Every series is
+//! found once, the first time the gateway needs its metrics, so a message costs an atomic add
+//! and no lock.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -22,6 +24,10 @@ pub(crate) struct GatewayMetrics {
     pub(crate) http_events_received: Arc<Counter>,
     /// PUBLISH and SUBSCRIBE refused by topic rules.
     denied_by_rules: [Arc<Counter>; 2],
+    /// Senders over their quota: MQTT connections paused, HTTP requests refused with 429.
+    throttled: [Arc<Counter>; 2],
+    /// How long each MQTT pause lasted (its sum: the seconds spent paused).
+    throttle_pauses: Arc<Histogram>,
 }
 
 /// The reasons `tidewater_device_auth_failures_total` counts, each a label value.
@@ -71,6 +77,11 @@ pub(crate) fn gateway() -> &'static GatewayMetrics {
             "PUBLISH and SUBSCRIBE requests of MQTT users and anonymous clients refused by topic rules, by action.",
             &["action"],
         );
+        let throttled = registry.counters(
+            "tidewater_device_throttled_total",
+            "Times a sender was over its quota: an MQTT connection paused its reading, an HTTP request was refused with 429, by protocol.",
+            &["protocol"],
+        );
         GatewayMetrics {
             mqtt_connections: registry.gauge("tidewater_mqtt_connections", "Open MQTT connections."),
             devices_connected: registry
@@ -82,6 +93,11 @@ pub(crate) fn gateway() -> &'static GatewayMetrics {
                 "Events received over HTTP and appended (one per record).",
             ),
             denied_by_rules: [denied.series(&["publish"]), denied.series(&["subscribe"])],
+            throttled: [throttled.series(&["mqtt"]), throttled.series(&["http"])],
+            throttle_pauses: registry.histogram(
+                "tidewater_device_throttle_pause_seconds",
+                "How long MQTT connections over their quota stopped reading; the sum is the time spent throttled.",
+            ),
         }
     })
 }
@@ -102,6 +118,17 @@ impl GatewayMetrics {
     /// A PUBLISH (`publish` true) or a SUBSCRIBE's filter refused by topic rules.
     pub(crate) fn denied(&self, publish: bool) {
         self.denied_by_rules[usize::from(!publish)].inc();
+    }
+
+    /// An MQTT connection over its quota stops reading for `pause`.
+    pub(crate) fn throttled_mqtt(&self, pause: std::time::Duration) {
+        self.throttled[0].inc();
+        self.throttle_pauses.observe(pause);
+    }
+
+    /// An HTTP request refused with 429: its device is over its quota.
+    pub(crate) fn throttled_http(&self) {
+        self.throttled[1].inc();
     }
 
     /// A SCRAM user's login refused: a wrong name or password, or the check could not be made.

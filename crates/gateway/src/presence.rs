@@ -45,10 +45,44 @@ pub struct DevicePresence {
     pub messages: u64,
 }
 
+/// One `T` per device id, made on first use and kept for the process's life (so bounded by the
+/// devices the registry ever held): what a device's connections and requests share.
+#[derive(Debug)]
+pub(crate) struct PerDevice<T> {
+    entries: RwLock<HashMap<String, Arc<T>>>,
+}
+
+impl<T> Default for PerDevice<T> {
+    fn default() -> Self {
+        PerDevice { entries: RwLock::new(HashMap::new()) }
+    }
+}
+
+impl<T: Default> PerDevice<T> {
+    /// The device's entry, made on first use; a read lock unless it is new.
+    pub(crate) fn get(&self, device: &str) -> Arc<T> {
+        if let Some(found) = self.read().get(device) {
+            return found.clone();
+        }
+        self.entries
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(device.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Every entry, under the read lock.
+    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<T>>> {
+        // A poisoned lock only means a task panicked while holding it; the map is still whole.
+        self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// The process's table of devices seen.
 #[derive(Debug, Default)]
 pub struct Presence {
-    devices: RwLock<HashMap<String, Arc<DeviceActivity>>>,
+    devices: PerDevice<DeviceActivity>,
 }
 
 /// The table every gateway of this process records into.
@@ -60,16 +94,7 @@ pub fn presence() -> &'static Presence {
 impl Presence {
     /// The device's entry, made on first sight.
     pub(crate) fn activity(&self, device: &str) -> Arc<DeviceActivity> {
-        if let Some(found) = self.devices.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(device)
-        {
-            return found.clone();
-        }
-        self.devices
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(device.to_string())
-            .or_default()
-            .clone()
+        self.devices.get(device)
     }
 
     /// Marks the device connected until the returned guard is dropped (the connection ends).
@@ -84,7 +109,7 @@ impl Presence {
 
     /// Every device seen, by id.
     pub fn snapshot(&self) -> Vec<DevicePresence> {
-        let devices = self.devices.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let devices = self.devices.read();
         let mut seen: Vec<DevicePresence> = devices
             .iter()
             .map(|(id, activity)| {

@@ -61,8 +61,8 @@ pub(crate) enum Command {
     /// in a directory or an S3 bucket, exactly once, for DuckDB, Spark, Polars or pyarrow.
     /// `capture run` runs one against any Kafka-compatible cluster.
     Capture(crate::capture_cmd::CaptureArgs),
-    /// Register devices for the gateway and manage them (add, list, show, disable, enable,
-    /// remove, rotate-key) on any Kafka-compatible cluster. Keys are stored hashed. `device
+    /// Register devices for the gateway and manage them (add, list, show, update their quota,
+    /// disable, enable, remove, rotate-key) on any Kafka-compatible cluster. Keys are stored hashed. `device
     /// token` makes a time-limited token from a key, with no server.
     Device(crate::device_cmd::DeviceArgs),
     /// Topic rules for MQTT clients that are not devices (SCRAM users, anonymous clients):
@@ -309,6 +309,18 @@ pub(crate) struct MqttArgs {
     /// mqtt-message-expiry header (seconds).
     #[arg(long, default_value_t = 3600)]
     pub(crate) command_ttl_secs: u64,
+    /// Messages per second a device may send, over MQTT and HTTP together, unless its own record
+    /// says otherwise (`device add|update --max-messages-per-second`); 0 for no limit. A device
+    /// may send one second's worth at once. Over it, its MQTT connection is read no further until
+    /// it is back within it (nothing is dropped, and TCP slows the device), and its HTTP requests
+    /// get 429 with Retry-After. MQTT users and anonymous clients are held to it too, per
+    /// connection.
+    #[arg(long, default_value_t = 0, env = "TIDEWATER_DEVICE_MAX_MESSAGES_PER_SECOND")]
+    pub(crate) device_max_messages_per_second: u64,
+    /// Bytes per second a device may send (MQTT PUBLISH packets as sent, HTTP request bodies),
+    /// likewise; 0 for no limit.
+    #[arg(long, default_value_t = 0, env = "TIDEWATER_DEVICE_MAX_BYTES_PER_SECOND")]
+    pub(crate) device_max_bytes_per_second: u64,
 }
 
 /// The smallest packet limit accepted: a CONNECT with a device id and key fits easily.
@@ -362,6 +374,10 @@ impl MqttArgs {
             max_subscriptions_per_client: self.mqtt_max_subscriptions,
             // Set by the role: serve checks its own stored keys, a standalone gateway logs in.
             users: tidewater_gateway::users::UserCheck::None,
+            device_quota: tidewater_gateway::throttle::Quota {
+                messages_per_second: self.device_max_messages_per_second,
+                bytes_per_second: self.device_max_bytes_per_second,
+            },
         })
     }
 }
@@ -397,8 +413,12 @@ pub(crate) struct HttpArgs {
 }
 
 impl HttpArgs {
-    /// The listener's configuration, after checking the flags; `telemetry_topic` is MQTT's.
-    pub(crate) fn config(&self, telemetry_topic: &str) -> anyhow::Result<tidewater_gateway::HttpConfig> {
+    /// The listener's configuration, after checking the flags; the telemetry topic and the
+    /// devices' default quota are MQTT's.
+    pub(crate) fn config(
+        &self,
+        mqtt: &tidewater_gateway::MqttConfig,
+    ) -> anyhow::Result<tidewater_gateway::HttpConfig> {
         anyhow::ensure!(self.http_max_body_bytes > 0, "--http-max-body-bytes must be at least 1");
         anyhow::ensure!(self.http_max_batch_events > 0, "--http-max-batch-events must be at least 1");
         anyhow::ensure!(self.http_max_connections > 0, "--http-max-connections must be at least 1");
@@ -410,7 +430,8 @@ impl HttpArgs {
             max_connections: self.http_max_connections,
             header_timeout: std::time::Duration::from_millis(self.http_header_timeout_ms),
             body_timeout: std::time::Duration::from_millis(self.http_body_timeout_ms),
-            telemetry_topic: telemetry_topic.to_string(),
+            telemetry_topic: mqtt.telemetry_topic.clone(),
+            device_quota: mqtt.device_quota,
         })
     }
 }

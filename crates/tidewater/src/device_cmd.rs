@@ -53,13 +53,22 @@ pub(crate) enum DeviceCommand {
         /// add`, with subject CN = the device id, instead of a key.
         #[arg(long)]
         x509_ca: bool,
+        #[command(flatten)]
+        quota: QuotaArgs,
+    },
+    /// Change a device's own quota (what it may send per second over MQTT and HTTP together);
+    /// gateways apply it from the device's next message.
+    Update {
+        id: String,
+        #[command(flatten)]
+        quota: QuotaArgs,
     },
     /// Manage the CAs that `add --x509-ca` devices' certificates chain to.
     Ca {
         #[command(subcommand)]
         command: CaCommand,
     },
-    /// List devices: id, state and when each was created.
+    /// List devices: id, state, when each was created and its quota.
     List {
         /// Print the records as JSON (key hashes included, token-signing keys redacted).
         #[arg(long)]
@@ -103,6 +112,60 @@ pub(crate) enum DeviceCommand {
     },
 }
 
+/// A device's own limits, for `add` and `update`.
+#[derive(Debug, Clone, Copy, Args)]
+pub(crate) struct QuotaArgs {
+    /// Messages per second the device may send (0: no limit), in place of the gateway's
+    /// --device-max-messages-per-second; "default" goes back to that. Over it, its MQTT
+    /// connection is read no further until it is back within it, and its HTTP requests get 429.
+    #[arg(long, value_name = "N|default", value_parser = parse_limit)]
+    max_messages_per_second: Option<Limit>,
+    /// Bytes per second the device may send (MQTT PUBLISH packets, HTTP bodies; 0: no limit), in
+    /// place of the gateway's --device-max-bytes-per-second; "default" goes back to that.
+    #[arg(long, value_name = "N|default", value_parser = parse_limit)]
+    max_bytes_per_second: Option<Limit>,
+}
+
+/// One of a device's own limits as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// The gateway's default.
+    Default,
+    /// At most this many per second; 0 is no limit.
+    PerSecond(u64),
+}
+
+fn parse_limit(text: &str) -> Result<Limit, String> {
+    if text.eq_ignore_ascii_case("default") {
+        return Ok(Limit::Default);
+    }
+    text.parse().map(Limit::PerSecond).map_err(|_| {
+        format!(
+            "expected a number per second (0 for no limit) or \"default\" for the gateway's, got {text:?}"
+        )
+    })
+}
+
+impl QuotaArgs {
+    fn is_empty(&self) -> bool {
+        self.max_messages_per_second.is_none() && self.max_bytes_per_second.is_none()
+    }
+
+    /// Sets what was given on `device`, leaving the rest as it was.
+    fn apply(&self, device: &mut Device) {
+        let stored = |limit: Limit| match limit {
+            Limit::Default => None,
+            Limit::PerSecond(per_second) => Some(per_second),
+        };
+        if let Some(limit) = self.max_messages_per_second {
+            device.max_messages_per_second = stored(limit);
+        }
+        if let Some(limit) = self.max_bytes_per_second {
+            device.max_bytes_per_second = stored(limit);
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum CaCommand {
     /// Register a CA (its PEM certificate); devices added with --x509-ca whose certificates
@@ -138,7 +201,7 @@ pub(crate) fn run(args: DeviceArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         match args.command {
-            DeviceCommand::Add { id, x509_thumbprint, secondary_thumbprint, x509_ca } => {
+            DeviceCommand::Add { id, x509_thumbprint, secondary_thumbprint, x509_ca, quota } => {
                 validate_device_id(&id).map_err(|error| anyhow::anyhow!("device {id:?}: {error}"))?;
                 let x509 = x509_identity(x509_thumbprint.as_deref(), secondary_thumbprint.as_deref(), x509_ca)?;
                 registry.ensure_topic().await?;
@@ -148,13 +211,17 @@ pub(crate) fn run(args: DeviceArgs) -> anyhow::Result<()> {
                         X509Identity::Thumbprint { .. } => "its certificate's thumbprint",
                         X509Identity::CertificateAuthority => "a certificate from a registered CA with CN = the id",
                     };
-                    registry.put(&Device::new_x509(&id, x509, now_ms())).await?;
+                    let mut device = Device::new_x509(&id, x509, now_ms());
+                    quota.apply(&mut device);
+                    registry.put(&device).await?;
                     println!("added X.509 device {id}; it connects over TLS with {how}");
                     return Ok(());
                 }
                 let key = generate_key().context("reading random bytes for the key")?;
                 let salt = generate_salt().context("reading random bytes for the salt")?;
-                registry.put(&Device::new(&id, &key, salt, now_ms())).await?;
+                let mut device = Device::new(&id, &key, salt, now_ms());
+                quota.apply(&mut device);
+                registry.put(&device).await?;
                 eprintln!("added device {id}; its key (shown only this once) is on stdout");
                 println!("{key}");
                 Ok(())
@@ -165,9 +232,15 @@ pub(crate) fn run(args: DeviceArgs) -> anyhow::Result<()> {
                     let records: Vec<_> = devices.values().map(printable).collect();
                     println!("{}", serde_json::to_string_pretty(&records)?);
                 } else {
-                    println!("{:<40} {:<9} CREATED_AT_MS", "DEVICE", "STATE");
+                    println!("{:<40} {:<9} {:<14} QUOTA", "DEVICE", "STATE", "CREATED_AT_MS");
                     for device in devices.values() {
-                        println!("{:<40} {:<9} {}", device.id, state(device), device.created_at_ms);
+                        println!(
+                            "{:<40} {:<9} {:<14} {}",
+                            device.id,
+                            state(device),
+                            device.created_at_ms,
+                            quota_text(device)
+                        );
                     }
                 }
                 Ok(())
@@ -186,9 +259,22 @@ pub(crate) fn run(args: DeviceArgs) -> anyhow::Result<()> {
                         "not accepted until rotate-key (registered before tokens existed)"
                     };
                     println!("tokens:        {tokens}");
+                    println!("quota:         {}", quota_text(&device));
                     println!("created_at_ms: {}", device.created_at_ms);
                     println!("updated_at_ms: {}", device.updated_at_ms);
                 }
+                Ok(())
+            }
+            DeviceCommand::Update { id, quota } => {
+                anyhow::ensure!(
+                    !quota.is_empty(),
+                    "nothing to change: give --max-messages-per-second and/or --max-bytes-per-second"
+                );
+                let mut device = registry.get(&id)?;
+                quota.apply(&mut device);
+                device.updated_at_ms = now_ms();
+                registry.put(&device).await?;
+                println!("updated device {id}: quota {}", quota_text(&device));
                 Ok(())
             }
             DeviceCommand::Disable { id } => set_disabled(&registry, &id, true).await,
@@ -337,6 +423,20 @@ async fn set_disabled(registry: &DeviceRegistry, id: &str, disabled: bool) -> an
     Ok(())
 }
 
+/// A device's own quota as `list` and `show` print it: "default" for the gateway's in both, or
+/// each limit (a number per second, "unlimited", or "default").
+fn quota_text(device: &Device) -> String {
+    let limit = |limit: Option<u64>| match limit {
+        None => "default".to_string(),
+        Some(0) => "unlimited".to_string(),
+        Some(per_second) => per_second.to_string(),
+    };
+    match (device.max_messages_per_second, device.max_bytes_per_second) {
+        (None, None) => "default".to_string(),
+        (messages, bytes) => format!("{} msg/s, {} B/s", limit(messages), limit(bytes)),
+    }
+}
+
 fn state(device: &Device) -> &'static str {
     if device.disabled {
         "disabled"
@@ -381,6 +481,29 @@ mod tests {
         assert!(check("h").is_err());
         assert!(check("-1h").is_err());
         assert!(check("").is_err());
+    }
+
+    #[test]
+    fn quotas_from_the_command_line_and_as_printed() {
+        assert_eq!(parse_limit("20"), Ok(Limit::PerSecond(20)));
+        assert_eq!(parse_limit("0"), Ok(Limit::PerSecond(0)));
+        assert_eq!(parse_limit("Default"), Ok(Limit::Default));
+        assert!(parse_limit("-1").is_err_and(|error| error.contains("or \"default\"")));
+        assert!(parse_limit("fast").is_err());
+        let mut device = Device::new("pump-1", "key", [1; 16], 0);
+        assert_eq!(quota_text(&device), "default");
+        let set = QuotaArgs {
+            max_messages_per_second: Some(Limit::PerSecond(20)),
+            max_bytes_per_second: Some(Limit::PerSecond(0)),
+        };
+        set.apply(&mut device);
+        assert_eq!(quota_text(&device), "20 msg/s, unlimited B/s");
+        // Only what is given changes; "default" clears the device's own limit.
+        let reset = QuotaArgs { max_messages_per_second: Some(Limit::Default), max_bytes_per_second: None };
+        assert!(!reset.is_empty());
+        reset.apply(&mut device);
+        assert_eq!(quota_text(&device), "default msg/s, unlimited B/s");
+        assert_eq!((device.max_messages_per_second, device.max_bytes_per_second), (None, Some(0)));
     }
 
     #[test]

@@ -13,7 +13,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let mqtt_config = args.mqtt.config()?;
-    let http_config = args.http.config(&mqtt_config.telemetry_topic)?;
+    let http_config = args.http.config(&mqtt_config)?;
     let sockets = crate::gateway_listen::GatewaySockets::bind(
         &args.mqtt,
         &args.http,

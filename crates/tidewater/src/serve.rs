@@ -32,7 +32,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         tidewater_broker::PARTITIONS_PER_TOPIC_MAX
     );
     let mqtt_config = args.mqtt.config()?;
-    let http_config = args.http.config(&mqtt_config.telemetry_topic)?;
+    let http_config = args.http.config(&mqtt_config)?;
     // Anonymous MQTT clients without TLS: the plain listener, and the WebSocket one when there
     // is no certificate to make it wss://.
     let plain_websocket = args.mqtt.mqtt_ws_listen.0.filter(|_| args.listeners.tls_cert.is_none());

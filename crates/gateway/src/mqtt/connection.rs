@@ -287,6 +287,7 @@ pub(super) async fn run_connection<R, W>(
     let max_in_flight = usize::from(shared.config.max_in_flight_per_connection.max(1));
     let (outgoing, queue) = mpsc::channel(max_in_flight * 2 + 8);
     let writer_task = tokio::spawn(write_loop(writer, queue, version));
+    let throttle = crate::throttle::Throttle::for_client(identity.device_id(), shared.config.device_quota);
     let mut session = Session {
         shared: shared.clone(),
         version,
@@ -307,6 +308,7 @@ pub(super) async fn run_connection<R, W>(
         credentials_expire_at,
         expiry_at_disconnect: None,
         activity: online.as_ref().map(|online| online.activity().clone()),
+        throttle,
     };
     for (device, (partition, offset)) in owed.delivered {
         session.record_delivery(device, partition, offset);

@@ -63,6 +63,11 @@
 //! [`MqttConfig::topic_alias_maximum`], and the gateway sets its own on messages to a client
 //! that allows them (first come, first served, never reassigned).
 //!
+//! A client over its quota ([`MqttConfig::device_quota`], or its device record's) stops being
+//! read after the PUBLISH that put it over, for as long as its debt lasts
+//! ([`crate::throttle`]); TCP flow control slows it, nothing is dropped, and the pause does not
+//! count against its keep-alive.
+//!
 //! A second connection with the same client id takes over: the first is closed (MQTT 5:
 //! Session taken over, 0x8E) once it has sent the acknowledgements it owes, and the session
 //! passes to the new one.
@@ -169,6 +174,9 @@ pub struct MqttConfig {
     pub max_keep_alive_secs: u16,
     /// How a client logging in as a SCRAM user is checked ([`crate::users`]); none by default.
     pub users: crate::users::UserCheck,
+    /// What a device may send unless its record says otherwise, and what every MQTT user and
+    /// anonymous client may ([`crate::throttle`]); unlimited by default.
+    pub device_quota: crate::throttle::Quota,
 }
 
 impl MqttConfig {
@@ -205,6 +213,7 @@ impl Default for MqttConfig {
             max_subscriptions_per_client: 100,
             max_keep_alive_secs: u16::MAX,
             users: crate::users::UserCheck::None,
+            device_quota: crate::throttle::Quota::UNLIMITED,
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::fanout::Delivery;
 use crate::hub::SessionExpiry;
 use crate::route::{may_subscribe, route, DeviceMessage};
 use crate::subscriptions::Subscribed;
+use crate::throttle::{Quota, Throttle};
 use crate::topic_rules::Action;
 
 /// One connected client's state, owned by its reader.
@@ -58,6 +59,8 @@ pub(super) struct Session {
     pub(super) credentials_expire_at: Option<tokio::time::Instant>,
     /// The device's activity on the console (`None` for anonymous clients).
     pub(super) activity: Option<Arc<crate::presence::DeviceActivity>>,
+    /// What its PUBLISHes are charged to (`None`: a client that is not a device, under no quota).
+    pub(super) throttle: Option<Throttle>,
 }
 
 impl Session {
@@ -71,8 +74,13 @@ impl Session {
         let limits = self.shared.config.limits;
         // Keep-alive counts from the last packet received, not from the last wake-up.
         let mut deadline = self.keep_alive.map(|keep_alive| tokio::time::Instant::now() + keep_alive);
+        // Until when reading stops because the client went over its quota.
+        let mut throttled_until = None;
         loop {
             let read = async {
+                if let Some(resume_at) = throttled_until {
+                    tokio::time::sleep_until(resume_at).await;
+                }
                 match deadline {
                     Some(deadline) => {
                         tokio::time::timeout_at(deadline, read_frame(reader, buffer, &limits)).await.ok()
@@ -116,12 +124,23 @@ impl Session {
                 }
             };
             deadline = self.keep_alive.map(|keep_alive| tokio::time::Instant::now() + keep_alive);
+            let frame_bytes = frame.len();
             let packet = match decode(frame, self.version, &limits) {
                 Ok(packet) => packet,
                 Err(error) => return End::Because(error.reason_code(), error.to_string()),
             };
             let handled = match packet {
-                Packet::Publish(publish) => self.publish(publish).await,
+                Packet::Publish(publish) => {
+                    let handled = self.publish(publish).await;
+                    if let Some(pause) =
+                        self.throttle.as_ref().and_then(|throttle| throttle.after_message(frame_bytes))
+                    {
+                        throttled_until = Some(tokio::time::Instant::now() + pause);
+                        // Our pause is not the client's silence.
+                        deadline = deadline.map(|deadline| deadline + pause);
+                    }
+                    handled
+                }
                 Packet::PubRel(release) => self.release(release).await,
                 Packet::PingReq => self.send(Outgoing::packet(Packet::PingResp)).await,
                 Packet::Disconnect(disconnect) => {
@@ -235,18 +254,23 @@ impl Session {
         }
         self.resolve_topic_alias(&mut publish)?;
         // A device disabled, removed or given a new key while connected is cut off at its next
-        // message.
+        // message; one whose quota changed is charged under the new one from this message on.
         if let Identity::Device(id) = &self.identity {
-            let allowed = self.shared.directory.borrow().as_ref().is_some_and(|registry| {
-                registry.devices.get(id).is_some_and(|device| {
-                    !device.disabled && Some(&device.key_hash) == self.key_hash.as_ref()
-                })
+            let quota = self.shared.directory.borrow().as_ref().and_then(|registry| {
+                registry
+                    .devices
+                    .get(id)
+                    .filter(|device| !device.disabled && Some(&device.key_hash) == self.key_hash.as_ref())
+                    .map(|device| Quota::of_device(device, self.shared.config.device_quota))
             });
-            if !allowed {
+            let Some(quota) = quota else {
                 return Err(End::Because(
                     ReasonCode::NotAuthorized,
                     format!("device {id} was disabled, removed or re-keyed"),
                 ));
+            };
+            if let Some(throttle) = &mut self.throttle {
+                throttle.set_quota(quota);
             }
         }
         let qos = publish.qos;

@@ -28,6 +28,11 @@ async fn start_with(
     let mut disabled = Device::new("pump-off", KEY, [9; 16], 0);
     disabled.disabled = true;
     devices.insert("pump-off".to_string(), disabled);
+    // One message a second, whatever the listener's default (only one test uses this device: its
+    // bucket lives as long as the process).
+    let mut limited = Device::new("pump-quota", KEY, [9; 16], 0);
+    limited.max_messages_per_second = Some(1);
+    devices.insert("pump-quota".to_string(), limited);
     let (_devices, directory) =
         tokio::sync::watch::channel(Some(Arc::new(tidewater_gateway::RegistryView {
             devices,
@@ -119,6 +124,41 @@ async fn the_answer_waits_for_every_append_of_a_batch() {
     assert!(early.is_err(), "answered before every append was durable");
     appender.resolve(0, Ok(()));
     assert_eq!(read_answer(&mut stream).await, r#"200 {"appended":2}"#);
+}
+
+#[tokio::test]
+async fn a_device_over_its_quota_gets_429_with_retry_after_and_nothing_is_appended() {
+    let appender = MemoryAppender::default();
+    let (address, _stop) = start_with(Arc::new(appender.clone()), HttpConfig::default()).await;
+    let path = "/devices/pump-quota/messages/events";
+    let event = r#"{"specversion":"1.0","id":"1","source":"/s","type":"t"}"#;
+    let batch = format!("[{event},{event},{event}]");
+    // Three events at one a second: taken whole, and two seconds of debt beyond the burst.
+    let sent = request("POST", path, Some(KEY), "application/cloudevents-batch+json", &batch);
+    assert_eq!(exchange(address, &sent).await, r#"200 {"appended":3}"#);
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    let over = request("POST", path, Some(KEY), "application/json", r#"{"over":1}"#);
+    stream.write_all(over.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 5 s")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 429 "), "{answer}");
+    let retry_after: u64 = answer
+        .split("\r\n")
+        .find_map(|line| line.strip_prefix("retry-after: "))
+        .and_then(|secs| secs.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!((1..=2).contains(&retry_after), "{answer}");
+    assert!(answer.contains("over its quota of 1 messages per second"), "{answer}");
+    assert_eq!(appender.messages().len(), 3, "nothing of the refused request was appended");
+    // A device without a quota of its own, under no default, is never refused.
+    for _ in 0..5 {
+        let sent = request("POST", EVENTS, Some(KEY), "application/json", "{}");
+        assert_eq!(exchange(address, &sent).await, r#"200 {"appended":1}"#);
+    }
 }
 
 #[tokio::test]
