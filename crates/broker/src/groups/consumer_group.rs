@@ -42,8 +42,11 @@
 //! again on each of its heartbeats, so a topic created later is picked up.
 //!
 //! No I/O and no clock: `now_ms` is passed in, topic metadata through `TopicMetadata`, and
-//! `tick` handles timeouts. Groups live in memory only: after a broker restart members are
-//! answered UNKNOWN_MEMBER_ID and rejoin with epoch 0 (their committed offsets are durable).
+//! `tick` handles timeouts. Groups survive a broker restart as records (`metadata.rs`): a
+//! heartbeat or expiry that changes an epoch, an assignment, a subscription or the membership
+//! marks its group (`take_changed`), and the coordinator hands out its snapshot (`record`);
+//! `restore` loads it with every session starting at load time, so members carry on at their
+//! epochs. A heartbeat that changes nothing marks nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,6 +55,7 @@ use tidewater_kafka::ResponseError;
 use uuid::Uuid;
 
 use super::assignor::{Assignment, Assignor, MemberSubscription, TopicPartition};
+use super::metadata::{ConsumerGroupRecord, ConsumerMemberRecord};
 
 /// The member epoch of a member leaving the group.
 pub const LEAVE_GROUP_MEMBER_EPOCH: i32 = -1;
@@ -266,11 +270,104 @@ pub struct GroupDescription {
 pub struct ConsumerGroups {
     config: ConsumerGroupConfig,
     groups: BTreeMap<String, Group>,
+    /// Groups whose stored record is out of date.
+    changed: BTreeSet<String>,
 }
 
 impl ConsumerGroups {
     pub fn new(config: ConsumerGroupConfig) -> Self {
-        ConsumerGroups { config, groups: BTreeMap::new() }
+        ConsumerGroups { config, groups: BTreeMap::new(), changed: BTreeSet::new() }
+    }
+
+    /// The groups changed since the last call (their records are `record`, or gone).
+    pub(crate) fn take_changed(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// What is stored of a group, or `None` when it has no members.
+    pub(crate) fn record(&self, group_id: &str) -> Option<ConsumerGroupRecord> {
+        let group = self.groups.get(group_id)?;
+        let members = group
+            .members
+            .iter()
+            .map(|(member_id, member)| member_record(member_id, member, group.target.get(member_id)))
+            .collect();
+        Some(ConsumerGroupRecord {
+            group_epoch: group.group_epoch,
+            assignment_epoch: group.assignment_epoch,
+            assignor: group.assignor.map(|assignor| assignor.name().to_string()),
+            topics: group.topics.iter().map(|(name, (id, n))| (name.clone(), *id, *n)).collect(),
+            members,
+        })
+    }
+
+    /// Loads a stored group as of `now_ms` (every session, and every revocation deadline,
+    /// starts now), or says why the record is not a valid group.
+    pub(crate) fn restore(
+        &mut self,
+        group_id: &str,
+        record: ConsumerGroupRecord,
+        now_ms: i64,
+    ) -> Result<(), String> {
+        let assignor = |name: &Option<String>| -> Result<Option<Assignor>, String> {
+            name.as_deref()
+                .map(|name| Assignor::from_name(name).ok_or_else(|| format!("unknown assignor {name}")))
+                .transpose()
+        };
+        let partitions = |pairs: Vec<(Uuid, i32)>| -> Assignment {
+            pairs.into_iter().map(|(topic_id, partition)| TopicPartition { topic_id, partition }).collect()
+        };
+        let mut group = Group {
+            group_epoch: record.group_epoch,
+            assignment_epoch: record.assignment_epoch,
+            assignor: assignor(&record.assignor)?,
+            topics: record.topics.into_iter().map(|(name, id, n)| (name, (id, n))).collect(),
+            ..Group::default()
+        };
+        for member in record.members {
+            let state = match member.state.as_str() {
+                "stable" => MemberState::Stable,
+                "unrevoked_partitions" => MemberState::UnrevokedPartitions,
+                "unreleased_partitions" => MemberState::UnreleasedPartitions,
+                other => return Err(format!("member {} in unknown state {other}", member.member_id)),
+            };
+            let subscribed_topic_regex = match member.subscribed_topic_regex {
+                Some(source) => {
+                    let regex = compile_topic_regex(&source).map_err(|refusal| refusal.message)?;
+                    Some((source, regex))
+                }
+                None => None,
+            };
+            let restored = Member {
+                instance_id: member.instance_id,
+                rack_id: member.rack_id,
+                client_id: member.client_id,
+                client_host: member.client_host,
+                subscribed_topic_names: member.subscribed_topic_names.into_iter().collect(),
+                subscribed_topic_regex,
+                regex_topics: member.regex_topics.into_iter().collect(),
+                server_assignor: assignor(&member.server_assignor)?,
+                rebalance_timeout_ms: member.rebalance_timeout_ms,
+                member_epoch: member.member_epoch,
+                previous_member_epoch: member.previous_member_epoch,
+                state,
+                assigned: partitions(member.assigned),
+                pending_revocation: partitions(member.pending_revocation),
+                last_heartbeat_ms: now_ms,
+                revocation_deadline_ms: now_ms + i64::from(member.rebalance_timeout_ms),
+            };
+            group.target.insert(member.member_id.clone(), partitions(member.target));
+            if group.members.insert(member.member_id.clone(), restored).is_some() {
+                return Err(format!("member {} is stored twice", member.member_id));
+            }
+        }
+        if group.members.is_empty() {
+            return Err("no members".to_string());
+        }
+        group.check()?;
+        tracing::info!(group = %group_id, group_epoch = group.group_epoch, members = group.members.len(), "loaded consumer group");
+        self.groups.insert(group_id.to_string(), group);
+        Ok(())
     }
 
     pub fn contains(&self, group_id: &str) -> bool {
@@ -286,6 +383,25 @@ impl ConsumerGroups {
         now_ms: i64,
     ) -> Result<HeartbeatAnswer, HeartbeatRefusal> {
         validate(group_id, &request)?;
+        // What is stored of this member and the group before, to know whether the record must
+        // be written again (most heartbeats change nothing).
+        let member_id = request.member_id.clone();
+        let before = self.groups.get(group_id).map(|group| group.durable_view(&member_id));
+        let result = self.heartbeat_unrecorded(group_id, request, topics, now_ms);
+        let after = self.groups.get(group_id).map(|group| group.durable_view(&member_id));
+        if before != after {
+            self.changed.insert(group_id.to_string());
+        }
+        result
+    }
+
+    fn heartbeat_unrecorded(
+        &mut self,
+        group_id: &str,
+        request: Heartbeat,
+        topics: &dyn TopicMetadata,
+        now_ms: i64,
+    ) -> Result<HeartbeatAnswer, HeartbeatRefusal> {
         let config = self.config;
         if request.member_epoch < 0 {
             let group = self
@@ -300,7 +416,8 @@ impl ConsumerGroups {
             return Ok(answer);
         }
         if request.member_epoch > 0 && !self.groups.contains_key(group_id) {
-            // After a restart the group is gone (it lives in memory): the member rejoins.
+            // The group is gone (its members expired, or its record could not be loaded after
+            // a restart): the member rejoins.
             return Err(refuse(
                 ResponseError::UnknownMemberId,
                 format!("group {group_id} has no member {}", request.member_id),
@@ -338,6 +455,7 @@ impl ConsumerGroups {
             for (member_id, why) in expired {
                 tracing::info!(group = %group_id, member = %member_id, "consumer group member removed: {why}");
                 remove_member(group, &member_id);
+                self.changed.insert(group_id.clone());
             }
             group.debug_check();
         }
@@ -826,6 +944,36 @@ fn reconcile(group: &mut Group, member_id: &str, owned: Option<&[TopicPartition]
     member.state = if unreleased { MemberState::UnreleasedPartitions } else { MemberState::Stable };
 }
 
+/// What is stored of a member (`metadata.rs`).
+fn member_record(member_id: &str, member: &Member, target: Option<&Assignment>) -> ConsumerMemberRecord {
+    let pairs = |assignment: &Assignment| -> Vec<(Uuid, i32)> {
+        assignment.iter().map(|tp| (tp.topic_id, tp.partition)).collect()
+    };
+    ConsumerMemberRecord {
+        member_id: member_id.to_string(),
+        instance_id: member.instance_id.clone(),
+        rack_id: member.rack_id.clone(),
+        client_id: member.client_id.clone(),
+        client_host: member.client_host.clone(),
+        subscribed_topic_names: member.subscribed_topic_names.iter().cloned().collect(),
+        subscribed_topic_regex: member.subscribed_topic_regex.as_ref().map(|(source, _)| source.clone()),
+        regex_topics: member.regex_topics.iter().cloned().collect(),
+        server_assignor: member.server_assignor.map(|assignor| assignor.name().to_string()),
+        rebalance_timeout_ms: member.rebalance_timeout_ms,
+        member_epoch: member.member_epoch,
+        previous_member_epoch: member.previous_member_epoch,
+        state: member.state.name().to_string(),
+        assigned: pairs(&member.assigned),
+        pending_revocation: pairs(&member.pending_revocation),
+        target: target.map(pairs).unwrap_or_default(),
+    }
+}
+
+/// What one heartbeat can change of a group's stored record: the group's epochs and size, and
+/// the heartbeating member's record (a change to the target moves the epochs; a static member
+/// back under a new id is a member that was not there before).
+type DurableView = (i32, i32, usize, Option<ConsumerMemberRecord>);
+
 /// Removes a member for good: its partitions are free, and the group's assignment must change.
 fn remove_member(group: &mut Group, member_id: &str) {
     if group.members.remove(member_id).is_some() {
@@ -856,6 +1004,15 @@ impl Group {
         self.members.values().flat_map(|member| member.subscribed().cloned()).collect()
     }
 
+    fn durable_view(&self, member_id: &str) -> DurableView {
+        (
+            self.group_epoch,
+            self.assignment_epoch,
+            self.members.len(),
+            self.members.get(member_id).map(|member| member_record(member_id, member, self.target.get(member_id))),
+        )
+    }
+
     fn member_by_instance(&self, instance: &str) -> Option<String> {
         self.members
             .iter()
@@ -867,23 +1024,33 @@ impl Group {
     /// two members; a member's pending revocations are not also assigned to it; epochs never
     /// run ahead of the target; only Unrevoked members have partitions pending revocation.
     fn debug_check(&self) {
-        if !cfg!(debug_assertions) {
-            return;
+        if cfg!(debug_assertions) {
+            if let Err(broken) = self.check() {
+                panic!("{broken}: {self:?}");
+            }
         }
+    }
+
+    /// The invariants `debug_check` asserts, also checked of a group loaded from disk.
+    fn check(&self) -> Result<(), String> {
         let mut owners: BTreeMap<TopicPartition, &str> = BTreeMap::new();
         for (id, member) in &self.members {
             for tp in member.assigned.iter().chain(&member.pending_revocation) {
                 if let Some(other) = owners.insert(*tp, id) {
-                    panic!("{tp:?} owned by both {other} and {id}: {self:?}");
+                    return Err(format!("{tp:?} owned by both {other} and {id}"));
                 }
             }
-            debug_assert!(member.member_epoch <= self.assignment_epoch, "{self:?}");
-            debug_assert!(
-                member.pending_revocation.is_empty() || member.state == MemberState::UnrevokedPartitions,
-                "{self:?}"
-            );
+            if member.member_epoch > self.assignment_epoch {
+                return Err(format!("member {id} is at epoch {} past the target's", member.member_epoch));
+            }
+            if !member.pending_revocation.is_empty() && member.state != MemberState::UnrevokedPartitions {
+                return Err(format!("member {id} has partitions pending revocation but is not revoking"));
+            }
         }
-        debug_assert!(self.assignment_epoch <= self.group_epoch, "{self:?}");
+        if self.assignment_epoch > self.group_epoch {
+            return Err("the target assignment is ahead of the group epoch".to_string());
+        }
+        Ok(())
     }
 }
 
