@@ -1138,6 +1138,65 @@ mod tests {
         groups.heartbeat("g", request, &Topics, now)
     }
 
+    /// The group as a restart reads it back: its record through the stored bytes, loaded into
+    /// a new state machine at `now`.
+    fn restarted(groups: &ConsumerGroups, now: i64) -> ConsumerGroups {
+        use crate::groups::metadata::{decode, encode, GroupRecord};
+        let mut restored = super::tests::groups();
+        if let Some(record) = groups.record("g") {
+            let GroupRecord::Consumer(record) =
+                decode(&encode(&GroupRecord::Consumer(record))).expect("decodes")
+            else {
+                panic!("a consumer group record")
+            };
+            restored.restore("g", record, now).expect("a valid group");
+        }
+        restored
+    }
+
+    #[test]
+    fn a_group_restored_mid_reconciliation_carries_on_at_its_epochs() {
+        let mut groups = groups();
+        groups.heartbeat("g", join_request("a"), &Topics, 0).expect("a");
+        let regex = Heartbeat {
+            subscribed_topic_names: Some(Vec::new()),
+            subscribed_topic_regex: Some("ev.*".to_string()),
+            ..join_request("b")
+        };
+        groups.heartbeat("g", regex, &Topics, 0).expect("b");
+        // a is asked to give up half its partitions and has not yet.
+        let a = beat(&mut groups, "a", 1, None, 10).expect("asked to revoke");
+        assert_eq!(a.assignment.as_ref().map(partitions), Some(vec![0, 1, 2]));
+        assert_eq!(groups.take_changed().into_iter().collect::<Vec<_>>(), ["g"]);
+        assert!(beat(&mut groups, "a", 1, None, 20).is_ok());
+        assert!(groups.take_changed().is_empty(), "a heartbeat that changes nothing marks nothing");
+
+        let restart = 1_000_000;
+        let mut restored = restarted(&groups, restart);
+        assert_eq!(restored.describe("g"), groups.describe("g"));
+        assert!(restored.take_changed().is_empty(), "loading marks nothing");
+        // b may not have a's partitions before a lets go of them, restart or not.
+        let b = beat(&mut restored, "b", 2, None, restart + 1).expect("b at its epoch");
+        assert_eq!(b.member_epoch, 2);
+        assert!(restored.describe("g").expect("group").members[1].assignment.is_empty());
+        assert_eq!(restored.check_commit("g", "a", 1, 9), Some(Ok(())));
+        let a = beat(&mut restored, "a", 1, Some(&[0, 1, 2]), restart + 2).expect("a acknowledges");
+        assert_eq!(a.member_epoch, 2);
+        let b = beat(&mut restored, "b", 2, None, restart + 3).expect("b");
+        assert_eq!(b.assignment.as_ref().map(partitions), Some(vec![3, 4, 5]));
+        assert_eq!(restored.state("g"), Some(ConsumerGroupState::Stable));
+
+        // Sessions start at load time: silent members expire a session after it, and the
+        // emptied group is marked so that its record goes.
+        let mut silent = restarted(&groups, restart);
+        silent.tick(restart + i64::from(SESSION_MS));
+        assert_eq!(silent.state("g"), Some(ConsumerGroupState::Reconciling));
+        silent.tick(restart + i64::from(SESSION_MS) + 1);
+        assert_eq!(silent.state("g"), None);
+        assert_eq!(silent.take_changed().into_iter().collect::<Vec<_>>(), ["g"]);
+        assert_eq!(silent.record("g"), None);
+    }
+
     #[test]
     fn a_partition_moves_only_after_its_owner_acknowledged_the_revocation() {
         let mut groups = groups();
@@ -1429,6 +1488,8 @@ mod tests {
         Crash { slot: usize },
         Resubscribe { slot: usize, topics: u8 },
         ExpireCrashed,
+        /// The broker restarts: the group is what its last record says.
+        Restart,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1445,6 +1506,7 @@ mod tests {
             (0..4usize).prop_map(|slot| Op::Crash { slot }),
             (0..4usize, 1..4u8).prop_map(|(slot, topics)| Op::Resubscribe { slot, topics }),
             Just(Op::ExpireCrashed),
+            Just(Op::Restart),
         ]
     }
 
@@ -1568,6 +1630,9 @@ mod tests {
                             client.epoch = 0;
                         }
                     }
+                }
+                Op::Restart => {
+                    self.groups = restarted(&self.groups, self.now);
                 }
                 Op::ExpireCrashed => {
                     // Half a session, everyone alive heartbeats, another half: only the crashed
