@@ -500,7 +500,8 @@ impl Broker {
         // The journals a start replays, so that it reads their live keys, not their history.
         compacted
             .push((OFFSETS_DIR_NAME.to_string(), CleanTarget::Journal(self.lock_offsets().journal_log())));
-        compacted.push((GROUPS_DIR_NAME.to_string(), CleanTarget::Journal(self.lock_group_store().journal_log())));
+        compacted
+            .push((GROUPS_DIR_NAME.to_string(), CleanTarget::Journal(self.lock_group_store().journal_log())));
         compacted.push((
             TRANSACTIONS_DIR_NAME.to_string(),
             CleanTarget::Journal(self.lock_transactions().journal_log()),

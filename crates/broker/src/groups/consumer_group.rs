@@ -1009,7 +1009,9 @@ impl Group {
             self.group_epoch,
             self.assignment_epoch,
             self.members.len(),
-            self.members.get(member_id).map(|member| member_record(member_id, member, self.target.get(member_id))),
+            self.members
+                .get(member_id)
+                .map(|member| member_record(member_id, member, self.target.get(member_id))),
         )
     }
 
@@ -1482,11 +1484,25 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Join { slot: usize, topics: u8, assignor: u8 },
-        Heartbeat { slot: usize, report_owned: bool },
-        Leave { slot: usize },
-        Crash { slot: usize },
-        Resubscribe { slot: usize, topics: u8 },
+        Join {
+            slot: usize,
+            topics: u8,
+            assignor: u8,
+        },
+        Heartbeat {
+            slot: usize,
+            report_owned: bool,
+        },
+        Leave {
+            slot: usize,
+        },
+        Crash {
+            slot: usize,
+        },
+        Resubscribe {
+            slot: usize,
+            topics: u8,
+        },
         ExpireCrashed,
         /// The broker restarts: the group is what its last record says.
         Restart,

@@ -1364,7 +1364,10 @@ mod tests {
         assert_eq!(coordinator.leave("g", &second, None, DELAY + 10), Ok(()));
         assert_eq!(store(&mut coordinator, &mut journal), 1, "a departure is stored");
         let GroupRecord::Classic(record) = &journal["g"] else { panic!("classic") };
-        assert_eq!((record.state, record.generation_id, record.members.len()), (ClassicRecordState::PreparingRebalance, 1, 1));
+        assert_eq!(
+            (record.state, record.generation_id, record.members.len()),
+            (ClassicRecordState::PreparingRebalance, 1, 1)
+        );
 
         let restart = 1_000_000;
         let mut restored = Coordinator::restore(coordinator.config, journal.clone(), restart);
@@ -1401,7 +1404,10 @@ mod tests {
         assert_eq!(restored.state("g"), Some(GroupState::PreparingRebalance));
         assert_eq!(store(&mut restored, &mut journal), 1, "the expiry is stored");
         let GroupRecord::Classic(record) = &journal["g"] else { panic!("classic") };
-        assert_eq!(record.members.iter().map(|member| member.member_id.as_str()).collect::<Vec<_>>(), [first.as_str()]);
+        assert_eq!(
+            record.members.iter().map(|member| member.member_id.as_str()).collect::<Vec<_>>(),
+            [first.as_str()]
+        );
         // And nobody rejoining within the rebalance timeout empties it, stored as gone.
         restored.tick(restart + 10_001 + 20_000);
         assert_eq!(restored.state("g"), None);

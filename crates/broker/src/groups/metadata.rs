@@ -163,13 +163,10 @@ pub fn decode(value: &[u8]) -> Result<GroupRecord, String> {
         .map_err(|error| format!("no format version: {error}"))?
         .version;
     if version > GROUP_RECORD_VERSION {
-        return Err(format!(
-            "format version {version} is newer than this broker's {GROUP_RECORD_VERSION}"
-        ));
+        return Err(format!("format version {version} is newer than this broker's {GROUP_RECORD_VERSION}"));
     }
     // The version is read above; the group's fields ignore it.
-    serde_json::from_slice::<GroupRecord>(value)
-        .map_err(|error| format!("format version {version}: {error}"))
+    serde_json::from_slice::<GroupRecord>(value).map_err(|error| format!("format version {version}: {error}"))
 }
 
 /// The journal of group records, and which snapshot of each group was written last.
@@ -287,7 +284,9 @@ mod tests {
         {
             let (mut store, loaded) = GroupStore::open(dir.path(), clock.clone()).expect("open");
             assert!(loaded.is_empty());
-            store.write(vec![change("a", 1, Some(classic(1))), change("b", 2, Some(classic(1)))], 0).expect("write");
+            store
+                .write(vec![change("a", 1, Some(classic(1))), change("b", 2, Some(classic(1)))], 0)
+                .expect("write");
             // Snapshot 4 is written before snapshot 3, which lost the race: 3 is not written.
             store.write(vec![change("a", 4, Some(classic(3)))], 0).expect("write");
             store.write(vec![change("a", 3, Some(classic(2)))], 0).expect("write");
@@ -305,7 +304,8 @@ mod tests {
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_000));
         {
             let (journal, _) = Journal::open(dir.path(), GROUPS_DIR_NAME, clock.clone()).expect("open");
-            let newer = serde_json::to_vec(&serde_json::json!({"version": 99, "kind": "classic"})).expect("json");
+            let newer =
+                serde_json::to_vec(&serde_json::json!({"version": 99, "kind": "classic"})).expect("json");
             journal
                 .write(
                     0,
