@@ -291,4 +291,4 @@ def test_a_group_member_carries_on_across_a_broker_restart_without_a_rebalance(
     loaded = [line for line in broker.log_since(mark) if f"loaded {kind} group" in line and group in line]
     assert len(loaded) == 1, f"the broker did not log loading the group:\n{broker.log_tail()}"
     if kind == "classic":
-        assert "generation=1" in loaded[0] and "Stable" in loaded[0], loaded
+        assert "generation=1" in loaded[0] and "state=Stable" in loaded[0], loaded

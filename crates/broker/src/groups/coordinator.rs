@@ -359,7 +359,7 @@ impl Coordinator {
             let restored = match record {
                 GroupRecord::Classic(record) => Group::restore(record, now_ms).map(|group| {
                     n_classic += 1;
-                    tracing::info!(group = %group_id, generation = group.generation_id, state = group.state.name(), members = group.members.len(), "loaded classic group");
+                    tracing::info!(group = %group_id, generation = group.generation_id, state = %group.state.name(), members = group.members.len(), "loaded classic group");
                     coordinator.groups.insert(group_id.clone(), group);
                 }),
                 GroupRecord::Consumer(record) => coordinator.consumer.restore(&group_id, record, now_ms).map(|()| {
