@@ -157,7 +157,8 @@ impl Broker {
         let cluster_id = meta.meta.cluster_id.clone();
         let offsets = OffsetStore::open(&root, clock.clone())?;
         let (group_store, stored_groups) = GroupStore::open(&root, clock.clone())?;
-        let groups = Coordinator::restore(config.groups, stored_groups, clock.now_ms());
+        let groups = Coordinator::restore(config.groups, stored_groups, clock.now_ms())
+            .hold_sync_answers_until_stored();
         let transactions = TxnStore::open(&root, clock.clone())?;
         let acls = Authorizer::open(&config.authorization, &root, clock.clone())?;
         let credentials = Arc::new(CredentialStore::open(&root, clock.clone())?);
@@ -524,6 +525,7 @@ impl Broker {
         // Expiries, and anything a handler marked but did not write (it writes what it marked,
         // so this is usually nothing).
         let changes = groups.take_changes();
+        let held_answers = groups.take_held_sync_answers();
         let expired: Vec<String> = {
             let offsets = self.lock_offsets();
             offsets
@@ -539,6 +541,9 @@ impl Broker {
         };
         drop(groups);
         self.store_group_changes(changes);
+        for (respond, answer) in held_answers {
+            let _ = respond.send(answer);
+        }
         for group in expired {
             let mut offsets = self.lock_offsets();
             let keys: Vec<_> = offsets

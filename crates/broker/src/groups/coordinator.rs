@@ -331,7 +331,15 @@ pub struct Coordinator {
     changed: BTreeSet<String>,
     /// The number of the last snapshot `take_changes` handed out.
     change_sequence: u64,
+    /// Whether the SyncGroup answers of a completed generation wait in `held_sync_answers`
+    /// until its record is stored (the broker's setting; tests of the state machine alone get
+    /// them at once).
+    hold_sync_answers: bool,
+    held_sync_answers: Vec<HeldSyncAnswer>,
 }
+
+/// A member's SyncGroup answer, held until the generation it names is stored.
+pub type HeldSyncAnswer = (oneshot::Sender<SyncResult>, SyncResult);
 
 /// The commit version `check_any_commit` takes for a TxnOffsetCommit, whose member epoch is
 /// checked whatever its version (as Kafka does).
@@ -346,7 +354,22 @@ impl Coordinator {
             consumer: ConsumerGroups::new(config.consumer),
             changed: BTreeSet::new(),
             change_sequence: 0,
+            hold_sync_answers: false,
+            held_sync_answers: Vec::new(),
         }
+    }
+
+    /// Holds the SyncGroup answers of each completed generation (every member's assignment)
+    /// until the caller has stored the group's record and sends them (`take_held_sync_answers`),
+    /// so that no member learns of a generation a crash could make the broker forget.
+    pub fn hold_sync_answers_until_stored(mut self) -> Self {
+        self.hold_sync_answers = true;
+        self
+    }
+
+    /// The answers held since the last call, to send once `take_changes`' records are stored.
+    pub fn take_held_sync_answers(&mut self) -> Vec<HeldSyncAnswer> {
+        std::mem::take(&mut self.held_sync_answers)
     }
 
     /// A coordinator holding the groups of a previous run, as stored (`metadata.rs`), at
@@ -608,11 +631,12 @@ impl Coordinator {
                     for (id, member) in group.members.iter_mut() {
                         member.assignment = assignments.remove(id).unwrap_or_default();
                         if let Some(waiting) = member.pending_sync.take() {
-                            let _ = waiting.send(Ok((
-                                answer.0.clone(),
-                                answer.1.clone(),
-                                member.assignment.clone(),
-                            )));
+                            let synced = Ok((answer.0.clone(), answer.1.clone(), member.assignment.clone()));
+                            if self.hold_sync_answers {
+                                self.held_sync_answers.push((waiting, synced));
+                            } else {
+                                let _ = waiting.send(synced);
+                            }
                         }
                     }
                     group.state = GroupState::Stable;
@@ -1353,6 +1377,29 @@ mod tests {
             restored.join("g", request(member, &["range"]), restart + 4, respond);
         }
         assert_eq!(third_join.try_recv().expect("joined").generation_id, 2);
+    }
+
+    #[test]
+    fn sync_answers_can_wait_until_the_generation_is_stored() {
+        let mut coordinator = coordinator().hold_sync_answers_until_stored();
+        let (first, mut first_join) = join_new(&mut coordinator, "g", &["range"], 0);
+        let (second, mut second_join) = join_new(&mut coordinator, "g", &["range"], 0);
+        coordinator.tick(DELAY);
+        first_join.try_recv().expect("joined");
+        second_join.try_recv().expect("joined");
+        let mut follower = sync(&mut coordinator, "g", &second, 1, Vec::new(), DELAY);
+        let assignments =
+            vec![(first.clone(), Bytes::from_static(b"a0")), (second.clone(), Bytes::from_static(b"a1"))];
+        let mut leader = sync(&mut coordinator, "g", &first, 1, assignments, DELAY);
+        assert_eq!(coordinator.state("g"), Some(GroupState::Stable));
+        assert!(follower.try_recv().is_err() && leader.try_recv().is_err(), "held until stored");
+        assert_eq!(coordinator.take_changes().len(), 1);
+        for (respond, answer) in coordinator.take_held_sync_answers() {
+            let _ = respond.send(answer);
+        }
+        assert_eq!(follower.try_recv().expect("answered").expect("ok").2, Bytes::from_static(b"a1"));
+        assert_eq!(leader.try_recv().expect("answered").expect("ok").2, Bytes::from_static(b"a0"));
+        assert!(coordinator.take_held_sync_answers().is_empty());
     }
 
     #[test]

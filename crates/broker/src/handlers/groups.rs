@@ -7,9 +7,10 @@
 //!
 //! A call that changed what is stored of a group (a synced generation, a departure) takes the
 //! group's snapshot under the group lock and writes it once the lock is let go, before it
-//! answers (`store_changes`): a member told of a new generation by this answer finds it again
-//! after a restart. Followers of a SyncGroup are answered when the leader's sync completes,
-//! which may be just before its write is on disk; a crash in between makes them rejoin.
+//! answers (`store_changes`): a member told of a new generation finds it again after a
+//! restart. The SyncGroup answers of a completed generation, the followers' too, are held by
+//! the coordinator and sent once the leader's call has stored it, from the blocking task that
+//! stores it, so they go out even if the leader's connection is gone by then.
 //!
 //! Authorization as in Kafka, before anything changes: the membership APIs (JoinGroup,
 //! SyncGroup, Heartbeat, LeaveGroup) and OffsetCommit need READ on the group, OffsetFetch and
@@ -222,7 +223,7 @@ pub(super) async fn sync_group(
         .into_iter()
         .map(|assignment| (assignment.member_id.to_string(), assignment.assignment))
         .collect();
-    let changes = {
+    let (changes, answers) = {
         let mut groups = broker.lock_groups();
         groups.sync(
             &request.group_id.0,
@@ -232,9 +233,18 @@ pub(super) async fn sync_group(
             broker.now_ms(),
             respond,
         );
-        groups.take_changes()
+        (groups.take_changes(), groups.take_held_sync_answers())
     };
-    store_changes(&broker, changes).await;
+    if !changes.is_empty() || !answers.is_empty() {
+        let broker = broker.clone();
+        blocking(move || {
+            broker.store_group_changes(changes);
+            for (respond, answer) in answers {
+                let _ = respond.send(answer);
+            }
+        })
+        .await;
+    }
     match result.await.unwrap_or(Err(ResponseError::RebalanceInProgress)) {
         Ok((protocol_type, protocol_name, assignment)) => SyncGroupResponse::default()
             .with_protocol_type(protocol_type.map(str_bytes))
