@@ -55,7 +55,7 @@ use tidewater_kafka::ResponseError;
 use uuid::Uuid;
 
 use super::assignor::{Assignment, Assignor, MemberSubscription, TopicPartition};
-use super::metadata::{ConsumerGroupRecord, ConsumerMemberRecord};
+use super::metadata::{ConsumerGroupRecord, ConsumerMemberRecord, TopicPartitions};
 
 /// The member epoch of a member leaving the group.
 pub const LEAVE_GROUP_MEMBER_EPOCH: i32 = -1;
@@ -314,8 +314,13 @@ impl ConsumerGroups {
                 .map(|name| Assignor::from_name(name).ok_or_else(|| format!("unknown assignor {name}")))
                 .transpose()
         };
-        let partitions = |pairs: Vec<(Uuid, i32)>| -> Assignment {
-            pairs.into_iter().map(|(topic_id, partition)| TopicPartition { topic_id, partition }).collect()
+        let partitions = |topics: Vec<TopicPartitions>| -> Assignment {
+            topics
+                .into_iter()
+                .flat_map(|(topic_id, partitions)| {
+                    partitions.into_iter().map(move |partition| TopicPartition { topic_id, partition })
+                })
+                .collect()
         };
         let mut group = Group {
             group_epoch: record.group_epoch,
@@ -946,8 +951,16 @@ fn reconcile(group: &mut Group, member_id: &str, owned: Option<&[TopicPartition]
 
 /// What is stored of a member (`metadata.rs`).
 fn member_record(member_id: &str, member: &Member, target: Option<&Assignment>) -> ConsumerMemberRecord {
-    let pairs = |assignment: &Assignment| -> Vec<(Uuid, i32)> {
-        assignment.iter().map(|tp| (tp.topic_id, tp.partition)).collect()
+    // An assignment is ordered by topic id, then partition: one entry per topic.
+    let pairs = |assignment: &Assignment| -> Vec<TopicPartitions> {
+        let mut topics: Vec<TopicPartitions> = Vec::new();
+        for tp in assignment {
+            match topics.last_mut() {
+                Some((topic_id, partitions)) if *topic_id == tp.topic_id => partitions.push(tp.partition),
+                _ => topics.push((tp.topic_id, vec![tp.partition])),
+            }
+        }
+        topics
     };
     ConsumerMemberRecord {
         member_id: member_id.to_string(),

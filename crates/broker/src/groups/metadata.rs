@@ -107,11 +107,14 @@ pub struct ConsumerMemberRecord {
     pub previous_member_epoch: i32,
     /// `stable`, `unrevoked_partitions` or `unreleased_partitions`.
     pub state: String,
-    pub assigned: Vec<(Uuid, i32)>,
-    pub pending_revocation: Vec<(Uuid, i32)>,
+    pub assigned: Vec<TopicPartitions>,
+    pub pending_revocation: Vec<TopicPartitions>,
     /// Its partitions in the group's target assignment.
-    pub target: Vec<(Uuid, i32)>,
+    pub target: Vec<TopicPartitions>,
 }
+
+/// A topic's id and partitions, as an assignment is stored (each topic id once).
+pub type TopicPartitions = (Uuid, Vec<i32>);
 
 /// Opaque client bytes (subscription metadata, assignments), base64 in the JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
