@@ -18,8 +18,9 @@ use crate::acl::{AuthorizationConfig, Authorizer};
 use crate::cleaner::{CleanTarget, Cleaner};
 use crate::credentials::CredentialStore;
 use crate::error::BrokerError;
+use crate::groups::metadata::{GroupChange, GROUPS_DIR_NAME};
 use crate::groups::offsets::OFFSETS_DIR_NAME;
-use crate::groups::{Coordinator, GroupConfig, OffsetStore};
+use crate::groups::{Coordinator, GroupConfig, GroupStore, OffsetStore};
 use crate::meta::{MetaStore, TopicMeta};
 use crate::metrics::TopicMetrics;
 use crate::partition::Partition;
@@ -92,6 +93,9 @@ pub struct Broker {
     clock: Arc<dyn Clock>,
     /// The consumer group coordinator (membership, generations, assignments).
     pub(crate) groups: Mutex<Coordinator>,
+    /// The groups' membership and assignments, durable (`store_group_changes`). Taken only
+    /// when a group changed, never while `groups` is held.
+    group_store: Mutex<GroupStore>,
     /// Committed offsets of every group, durable.
     pub(crate) offsets: Mutex<OffsetStore>,
     /// Users' SCRAM credentials, durable; what SASL listeners authenticate against.
@@ -152,7 +156,9 @@ impl Broker {
         }
         let cluster_id = meta.meta.cluster_id.clone();
         let offsets = OffsetStore::open(&root, clock.clone())?;
-        let groups = Coordinator::new(config.groups);
+        let (group_store, stored_groups) = GroupStore::open(&root, clock.clone())?;
+        let groups = Coordinator::restore(config.groups, stored_groups, clock.now_ms())
+            .hold_sync_answers_until_stored();
         let transactions = TxnStore::open(&root, clock.clone())?;
         let acls = Authorizer::open(&config.authorization, &root, clock.clone())?;
         let credentials = Arc::new(CredentialStore::open(&root, clock.clone())?);
@@ -167,6 +173,7 @@ impl Broker {
             clock,
             producer_ids: Mutex::new((0, 0)),
             groups: Mutex::new(groups),
+            group_store: Mutex::new(group_store),
             offsets: Mutex::new(offsets),
             transactions: Mutex::new(transactions),
             acls,
@@ -494,6 +501,8 @@ impl Broker {
         // The journals a start replays, so that it reads their live keys, not their history.
         compacted
             .push((OFFSETS_DIR_NAME.to_string(), CleanTarget::Journal(self.lock_offsets().journal_log())));
+        compacted
+            .push((GROUPS_DIR_NAME.to_string(), CleanTarget::Journal(self.lock_group_store().journal_log())));
         compacted.push((
             TRANSACTIONS_DIR_NAME.to_string(),
             CleanTarget::Journal(self.lock_transactions().journal_log()),
@@ -513,6 +522,10 @@ impl Broker {
         let now = self.clock.now_ms();
         let mut groups = self.lock_groups();
         groups.tick(now);
+        // Expiries, and anything a handler marked but did not write (it writes what it marked,
+        // so this is usually nothing).
+        let changes = groups.take_changes();
+        let held_answers = groups.take_held_sync_answers();
         let expired: Vec<String> = {
             let offsets = self.lock_offsets();
             offsets
@@ -527,6 +540,10 @@ impl Broker {
                 .collect()
         };
         drop(groups);
+        self.store_group_changes(changes);
+        for (respond, answer) in held_answers {
+            let _ = respond.send(answer);
+        }
         for group in expired {
             let mut offsets = self.lock_offsets();
             let keys: Vec<_> = offsets
@@ -545,6 +562,24 @@ impl Broker {
         self.groups.lock().expect("group coordinator mutex poisoned by a panic")
     }
 
+    /// Writes group snapshots taken with `Coordinator::take_changes` (after the group lock was
+    /// let go) and waits until they are on disk. A failure is logged: the group carries on in
+    /// memory, and a restart before its next successful write loads its previous record (its
+    /// members are then refused and rejoin, as they did before groups were stored).
+    pub(crate) fn store_group_changes(&self, changes: Vec<GroupChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        let groups: Vec<String> = changes.iter().map(|change| change.group_id.clone()).collect();
+        if let Err(error) = self.lock_group_store().write(changes, self.clock.now_ms()) {
+            tracing::error!(?groups, %error, "could not store consumer group metadata");
+        }
+    }
+
+    fn lock_group_store(&self) -> MutexGuard<'_, GroupStore> {
+        self.group_store.lock().expect("group store mutex poisoned by a panic")
+    }
+
     pub(crate) fn lock_offsets(&self) -> MutexGuard<'_, OffsetStore> {
         self.offsets.lock().expect("offset store mutex poisoned by a panic")
     }
@@ -561,6 +596,7 @@ impl Broker {
         }
         self.lock_transactions().close()?;
         self.lock_offsets().close()?;
+        self.lock_group_store().close()?;
         self.acls.close()?;
         self.credentials.close()?;
         let closed = self.logs.close();

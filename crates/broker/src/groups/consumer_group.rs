@@ -42,8 +42,11 @@
 //! again on each of its heartbeats, so a topic created later is picked up.
 //!
 //! No I/O and no clock: `now_ms` is passed in, topic metadata through `TopicMetadata`, and
-//! `tick` handles timeouts. Groups live in memory only: after a broker restart members are
-//! answered UNKNOWN_MEMBER_ID and rejoin with epoch 0 (their committed offsets are durable).
+//! `tick` handles timeouts. Groups survive a broker restart as records (`metadata.rs`): a
+//! heartbeat or expiry that changes an epoch, an assignment, a subscription or the membership
+//! marks its group (`take_changed`), and the coordinator hands out its snapshot (`record`);
+//! `restore` loads it with every session starting at load time, so members carry on at their
+//! epochs. A heartbeat that changes nothing marks nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,6 +55,7 @@ use tidewater_kafka::ResponseError;
 use uuid::Uuid;
 
 use super::assignor::{Assignment, Assignor, MemberSubscription, TopicPartition};
+use super::metadata::{ConsumerGroupRecord, ConsumerMemberRecord, TopicPartitions};
 
 /// The member epoch of a member leaving the group.
 pub const LEAVE_GROUP_MEMBER_EPOCH: i32 = -1;
@@ -266,11 +270,109 @@ pub struct GroupDescription {
 pub struct ConsumerGroups {
     config: ConsumerGroupConfig,
     groups: BTreeMap<String, Group>,
+    /// Groups whose stored record is out of date.
+    changed: BTreeSet<String>,
 }
 
 impl ConsumerGroups {
     pub fn new(config: ConsumerGroupConfig) -> Self {
-        ConsumerGroups { config, groups: BTreeMap::new() }
+        ConsumerGroups { config, groups: BTreeMap::new(), changed: BTreeSet::new() }
+    }
+
+    /// The groups changed since the last call (their records are `record`, or gone).
+    pub(crate) fn take_changed(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// What is stored of a group, or `None` when it has no members.
+    pub(crate) fn record(&self, group_id: &str) -> Option<ConsumerGroupRecord> {
+        let group = self.groups.get(group_id)?;
+        let members = group
+            .members
+            .iter()
+            .map(|(member_id, member)| member_record(member_id, member, group.target.get(member_id)))
+            .collect();
+        Some(ConsumerGroupRecord {
+            group_epoch: group.group_epoch,
+            assignment_epoch: group.assignment_epoch,
+            assignor: group.assignor.map(|assignor| assignor.name().to_string()),
+            topics: group.topics.iter().map(|(name, (id, n))| (name.clone(), *id, *n)).collect(),
+            members,
+        })
+    }
+
+    /// Loads a stored group as of `now_ms` (every session, and every revocation deadline,
+    /// starts now), or says why the record is not a valid group.
+    pub(crate) fn restore(
+        &mut self,
+        group_id: &str,
+        record: ConsumerGroupRecord,
+        now_ms: i64,
+    ) -> Result<(), String> {
+        let assignor = |name: &Option<String>| -> Result<Option<Assignor>, String> {
+            name.as_deref()
+                .map(|name| Assignor::from_name(name).ok_or_else(|| format!("unknown assignor {name}")))
+                .transpose()
+        };
+        let partitions = |topics: Vec<TopicPartitions>| -> Assignment {
+            topics
+                .into_iter()
+                .flat_map(|(topic_id, partitions)| {
+                    partitions.into_iter().map(move |partition| TopicPartition { topic_id, partition })
+                })
+                .collect()
+        };
+        let mut group = Group {
+            group_epoch: record.group_epoch,
+            assignment_epoch: record.assignment_epoch,
+            assignor: assignor(&record.assignor)?,
+            topics: record.topics.into_iter().map(|(name, id, n)| (name, (id, n))).collect(),
+            ..Group::default()
+        };
+        for member in record.members {
+            let state = match member.state.as_str() {
+                "stable" => MemberState::Stable,
+                "unrevoked_partitions" => MemberState::UnrevokedPartitions,
+                "unreleased_partitions" => MemberState::UnreleasedPartitions,
+                other => return Err(format!("member {} in unknown state {other}", member.member_id)),
+            };
+            let subscribed_topic_regex = match member.subscribed_topic_regex {
+                Some(source) => {
+                    let regex = compile_topic_regex(&source).map_err(|refusal| refusal.message)?;
+                    Some((source, regex))
+                }
+                None => None,
+            };
+            let restored = Member {
+                instance_id: member.instance_id,
+                rack_id: member.rack_id,
+                client_id: member.client_id,
+                client_host: member.client_host,
+                subscribed_topic_names: member.subscribed_topic_names.into_iter().collect(),
+                subscribed_topic_regex,
+                regex_topics: member.regex_topics.into_iter().collect(),
+                server_assignor: assignor(&member.server_assignor)?,
+                rebalance_timeout_ms: member.rebalance_timeout_ms,
+                member_epoch: member.member_epoch,
+                previous_member_epoch: member.previous_member_epoch,
+                state,
+                assigned: partitions(member.assigned),
+                pending_revocation: partitions(member.pending_revocation),
+                last_heartbeat_ms: now_ms,
+                revocation_deadline_ms: now_ms + i64::from(member.rebalance_timeout_ms),
+            };
+            group.target.insert(member.member_id.clone(), partitions(member.target));
+            if group.members.insert(member.member_id.clone(), restored).is_some() {
+                return Err(format!("member {} is stored twice", member.member_id));
+            }
+        }
+        if group.members.is_empty() {
+            return Err("no members".to_string());
+        }
+        group.check()?;
+        tracing::info!(group = %group_id, group_epoch = group.group_epoch, members = group.members.len(), "loaded consumer group");
+        self.groups.insert(group_id.to_string(), group);
+        Ok(())
     }
 
     pub fn contains(&self, group_id: &str) -> bool {
@@ -286,6 +388,25 @@ impl ConsumerGroups {
         now_ms: i64,
     ) -> Result<HeartbeatAnswer, HeartbeatRefusal> {
         validate(group_id, &request)?;
+        // What is stored of this member and the group before, to know whether the record must
+        // be written again (most heartbeats change nothing).
+        let member_id = request.member_id.clone();
+        let before = self.groups.get(group_id).map(|group| group.durable_view(&member_id));
+        let result = self.heartbeat_unrecorded(group_id, request, topics, now_ms);
+        let after = self.groups.get(group_id).map(|group| group.durable_view(&member_id));
+        if before != after {
+            self.changed.insert(group_id.to_string());
+        }
+        result
+    }
+
+    fn heartbeat_unrecorded(
+        &mut self,
+        group_id: &str,
+        request: Heartbeat,
+        topics: &dyn TopicMetadata,
+        now_ms: i64,
+    ) -> Result<HeartbeatAnswer, HeartbeatRefusal> {
         let config = self.config;
         if request.member_epoch < 0 {
             let group = self
@@ -300,7 +421,8 @@ impl ConsumerGroups {
             return Ok(answer);
         }
         if request.member_epoch > 0 && !self.groups.contains_key(group_id) {
-            // After a restart the group is gone (it lives in memory): the member rejoins.
+            // The group is gone (its members expired, or its record could not be loaded after
+            // a restart): the member rejoins.
             return Err(refuse(
                 ResponseError::UnknownMemberId,
                 format!("group {group_id} has no member {}", request.member_id),
@@ -338,6 +460,7 @@ impl ConsumerGroups {
             for (member_id, why) in expired {
                 tracing::info!(group = %group_id, member = %member_id, "consumer group member removed: {why}");
                 remove_member(group, &member_id);
+                self.changed.insert(group_id.clone());
             }
             group.debug_check();
         }
@@ -826,6 +949,44 @@ fn reconcile(group: &mut Group, member_id: &str, owned: Option<&[TopicPartition]
     member.state = if unreleased { MemberState::UnreleasedPartitions } else { MemberState::Stable };
 }
 
+/// What is stored of a member (`metadata.rs`).
+fn member_record(member_id: &str, member: &Member, target: Option<&Assignment>) -> ConsumerMemberRecord {
+    // An assignment is ordered by topic id, then partition: one entry per topic.
+    let pairs = |assignment: &Assignment| -> Vec<TopicPartitions> {
+        let mut topics: Vec<TopicPartitions> = Vec::new();
+        for tp in assignment {
+            match topics.last_mut() {
+                Some((topic_id, partitions)) if *topic_id == tp.topic_id => partitions.push(tp.partition),
+                _ => topics.push((tp.topic_id, vec![tp.partition])),
+            }
+        }
+        topics
+    };
+    ConsumerMemberRecord {
+        member_id: member_id.to_string(),
+        instance_id: member.instance_id.clone(),
+        rack_id: member.rack_id.clone(),
+        client_id: member.client_id.clone(),
+        client_host: member.client_host.clone(),
+        subscribed_topic_names: member.subscribed_topic_names.iter().cloned().collect(),
+        subscribed_topic_regex: member.subscribed_topic_regex.as_ref().map(|(source, _)| source.clone()),
+        regex_topics: member.regex_topics.iter().cloned().collect(),
+        server_assignor: member.server_assignor.map(|assignor| assignor.name().to_string()),
+        rebalance_timeout_ms: member.rebalance_timeout_ms,
+        member_epoch: member.member_epoch,
+        previous_member_epoch: member.previous_member_epoch,
+        state: member.state.name().to_string(),
+        assigned: pairs(&member.assigned),
+        pending_revocation: pairs(&member.pending_revocation),
+        target: target.map(pairs).unwrap_or_default(),
+    }
+}
+
+/// What one heartbeat can change of a group's stored record: the group's epochs and size, and
+/// the heartbeating member's record (a change to the target moves the epochs; a static member
+/// back under a new id is a member that was not there before).
+type DurableView = (i32, i32, usize, Option<ConsumerMemberRecord>);
+
 /// Removes a member for good: its partitions are free, and the group's assignment must change.
 fn remove_member(group: &mut Group, member_id: &str) {
     if group.members.remove(member_id).is_some() {
@@ -856,6 +1017,17 @@ impl Group {
         self.members.values().flat_map(|member| member.subscribed().cloned()).collect()
     }
 
+    fn durable_view(&self, member_id: &str) -> DurableView {
+        (
+            self.group_epoch,
+            self.assignment_epoch,
+            self.members.len(),
+            self.members
+                .get(member_id)
+                .map(|member| member_record(member_id, member, self.target.get(member_id))),
+        )
+    }
+
     fn member_by_instance(&self, instance: &str) -> Option<String> {
         self.members
             .iter()
@@ -867,23 +1039,33 @@ impl Group {
     /// two members; a member's pending revocations are not also assigned to it; epochs never
     /// run ahead of the target; only Unrevoked members have partitions pending revocation.
     fn debug_check(&self) {
-        if !cfg!(debug_assertions) {
-            return;
+        if cfg!(debug_assertions) {
+            if let Err(broken) = self.check() {
+                panic!("{broken}: {self:?}");
+            }
         }
+    }
+
+    /// The invariants `debug_check` asserts, also checked of a group loaded from disk.
+    fn check(&self) -> Result<(), String> {
         let mut owners: BTreeMap<TopicPartition, &str> = BTreeMap::new();
         for (id, member) in &self.members {
             for tp in member.assigned.iter().chain(&member.pending_revocation) {
                 if let Some(other) = owners.insert(*tp, id) {
-                    panic!("{tp:?} owned by both {other} and {id}: {self:?}");
+                    return Err(format!("{tp:?} owned by both {other} and {id}"));
                 }
             }
-            debug_assert!(member.member_epoch <= self.assignment_epoch, "{self:?}");
-            debug_assert!(
-                member.pending_revocation.is_empty() || member.state == MemberState::UnrevokedPartitions,
-                "{self:?}"
-            );
+            if member.member_epoch > self.assignment_epoch {
+                return Err(format!("member {id} is at epoch {} past the target's", member.member_epoch));
+            }
+            if !member.pending_revocation.is_empty() && member.state != MemberState::UnrevokedPartitions {
+                return Err(format!("member {id} has partitions pending revocation but is not revoking"));
+            }
         }
-        debug_assert!(self.assignment_epoch <= self.group_epoch, "{self:?}");
+        if self.assignment_epoch > self.group_epoch {
+            return Err("the target assignment is ahead of the group epoch".to_string());
+        }
+        Ok(())
     }
 }
 
@@ -969,6 +1151,65 @@ mod tests {
             ..Heartbeat::default()
         };
         groups.heartbeat("g", request, &Topics, now)
+    }
+
+    /// The group as a restart reads it back: its record through the stored bytes, loaded into
+    /// a new state machine at `now`.
+    fn restarted(groups: &ConsumerGroups, now: i64) -> ConsumerGroups {
+        use crate::groups::metadata::{decode, encode, GroupRecord};
+        let mut restored = super::tests::groups();
+        if let Some(record) = groups.record("g") {
+            let GroupRecord::Consumer(record) =
+                decode(&encode(&GroupRecord::Consumer(record))).expect("decodes")
+            else {
+                panic!("a consumer group record")
+            };
+            restored.restore("g", record, now).expect("a valid group");
+        }
+        restored
+    }
+
+    #[test]
+    fn a_group_restored_mid_reconciliation_carries_on_at_its_epochs() {
+        let mut groups = groups();
+        groups.heartbeat("g", join_request("a"), &Topics, 0).expect("a");
+        let regex = Heartbeat {
+            subscribed_topic_names: Some(Vec::new()),
+            subscribed_topic_regex: Some("ev.*".to_string()),
+            ..join_request("b")
+        };
+        groups.heartbeat("g", regex, &Topics, 0).expect("b");
+        // a is asked to give up half its partitions and has not yet.
+        let a = beat(&mut groups, "a", 1, None, 10).expect("asked to revoke");
+        assert_eq!(a.assignment.as_ref().map(partitions), Some(vec![0, 1, 2]));
+        assert_eq!(groups.take_changed().into_iter().collect::<Vec<_>>(), ["g"]);
+        assert!(beat(&mut groups, "a", 1, None, 20).is_ok());
+        assert!(groups.take_changed().is_empty(), "a heartbeat that changes nothing marks nothing");
+
+        let restart = 1_000_000;
+        let mut restored = restarted(&groups, restart);
+        assert_eq!(restored.describe("g"), groups.describe("g"));
+        assert!(restored.take_changed().is_empty(), "loading marks nothing");
+        // b may not have a's partitions before a lets go of them, restart or not.
+        let b = beat(&mut restored, "b", 2, None, restart + 1).expect("b at its epoch");
+        assert_eq!(b.member_epoch, 2);
+        assert!(restored.describe("g").expect("group").members[1].assignment.is_empty());
+        assert_eq!(restored.check_commit("g", "a", 1, 9), Some(Ok(())));
+        let a = beat(&mut restored, "a", 1, Some(&[0, 1, 2]), restart + 2).expect("a acknowledges");
+        assert_eq!(a.member_epoch, 2);
+        let b = beat(&mut restored, "b", 2, None, restart + 3).expect("b");
+        assert_eq!(b.assignment.as_ref().map(partitions), Some(vec![3, 4, 5]));
+        assert_eq!(restored.state("g"), Some(ConsumerGroupState::Stable));
+
+        // Sessions start at load time: silent members expire a session after it, and the
+        // emptied group is marked so that its record goes.
+        let mut silent = restarted(&groups, restart);
+        silent.tick(restart + i64::from(SESSION_MS));
+        assert_eq!(silent.state("g"), Some(ConsumerGroupState::Reconciling));
+        silent.tick(restart + i64::from(SESSION_MS) + 1);
+        assert_eq!(silent.state("g"), None);
+        assert_eq!(silent.take_changed().into_iter().collect::<Vec<_>>(), ["g"]);
+        assert_eq!(silent.record("g"), None);
     }
 
     #[test]
@@ -1256,12 +1497,28 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Join { slot: usize, topics: u8, assignor: u8 },
-        Heartbeat { slot: usize, report_owned: bool },
-        Leave { slot: usize },
-        Crash { slot: usize },
-        Resubscribe { slot: usize, topics: u8 },
+        Join {
+            slot: usize,
+            topics: u8,
+            assignor: u8,
+        },
+        Heartbeat {
+            slot: usize,
+            report_owned: bool,
+        },
+        Leave {
+            slot: usize,
+        },
+        Crash {
+            slot: usize,
+        },
+        Resubscribe {
+            slot: usize,
+            topics: u8,
+        },
         ExpireCrashed,
+        /// The broker restarts: the group is what its last record says.
+        Restart,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1278,6 +1535,7 @@ mod tests {
             (0..4usize).prop_map(|slot| Op::Crash { slot }),
             (0..4usize, 1..4u8).prop_map(|(slot, topics)| Op::Resubscribe { slot, topics }),
             Just(Op::ExpireCrashed),
+            Just(Op::Restart),
         ]
     }
 
@@ -1401,6 +1659,9 @@ mod tests {
                             client.epoch = 0;
                         }
                     }
+                }
+                Op::Restart => {
+                    self.groups = restarted(&self.groups, self.now);
                 }
                 Op::ExpireCrashed => {
                     // Half a session, everyone alive heartbeats, another half: only the crashed

@@ -11,12 +11,16 @@
 //! ```
 //!
 //! No I/O and no clock: every call takes `now_ms`, and `tick` handles timeouts, so tests drive
-//! time. A JoinGroup or SyncGroup that must wait for other members parks a `oneshot` sender
+//! time. What must survive a restart leaves as snapshots (`take_changes`, see `metadata.rs`):
+//! a classic group is stored when a generation's assignment is synced, when a static member
+//! takes its place back under a new member id, and when a member leaves or expires (stored in
+//! its join phase, members to rejoin); an emptied group, or one that never completed a
+//! generation, is deleted. `restore` loads them with every session starting at load time. A JoinGroup or SyncGroup that must wait for other members parks a `oneshot` sender
 //! here; the handler awaits the other end. Assignments and subscriptions are opaque bytes: the
 //! client-side assignors (range, roundrobin, cooperative-sticky) work because the metadata passes
 //! through exactly.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use bytes::Bytes;
 use tidewater_kafka::ResponseError;
@@ -24,6 +28,9 @@ use tokio::sync::oneshot;
 
 use super::consumer_group::{
     ConsumerGroupConfig, ConsumerGroups, Heartbeat, HeartbeatAnswer, HeartbeatRefusal, TopicMetadata,
+};
+use super::metadata::{
+    Base64Bytes, ClassicGroupRecord, ClassicMemberRecord, ClassicRecordState, GroupChange, GroupRecord,
 };
 
 /// Timing settings, as in Kafka's group coordinator config.
@@ -213,6 +220,103 @@ impl Group {
     }
 }
 
+/// What a classic group's stored record should be now.
+enum Stored {
+    Record(ClassicGroupRecord),
+    /// Empty, or no generation ever completed: nothing a member could carry on with.
+    Deleted,
+    /// Between the end of a join phase and the leader's sync: the record stays as it was
+    /// (the last generation, or the join phase a departure started) until the sync stores
+    /// the new generation. A restart in between makes the members rejoin, as in Kafka.
+    Unchanged,
+}
+
+impl Group {
+    fn record(&self) -> Stored {
+        let state = match self.state {
+            GroupState::Empty => return Stored::Deleted,
+            _ if self.generation_id == 0 => return Stored::Deleted,
+            GroupState::CompletingRebalance => return Stored::Unchanged,
+            GroupState::Stable => ClassicRecordState::Stable,
+            GroupState::PreparingRebalance => ClassicRecordState::PreparingRebalance,
+        };
+        let members = self
+            .members
+            .iter()
+            .map(|(member_id, member)| ClassicMemberRecord {
+                member_id: member_id.clone(),
+                group_instance_id: member.group_instance_id.clone(),
+                client_id: member.client_id.clone(),
+                client_host: member.client_host.clone(),
+                session_timeout_ms: member.session_timeout_ms,
+                rebalance_timeout_ms: member.rebalance_timeout_ms,
+                protocols: member
+                    .protocols
+                    .iter()
+                    .map(|(name, metadata)| (name.clone(), Base64Bytes(metadata.clone())))
+                    .collect(),
+                assignment: Base64Bytes(member.assignment.clone()),
+            })
+            .collect();
+        Stored::Record(ClassicGroupRecord {
+            state,
+            generation_id: self.generation_id,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol_name.clone(),
+            leader: self.leader.clone(),
+            members,
+        })
+    }
+
+    /// The group a record describes, as of `now_ms`: a Stable group carries on at its
+    /// generation, a group stored in its join phase starts that phase again (members rejoin
+    /// within their rebalance timeout or are dropped), and every session starts now.
+    fn restore(record: ClassicGroupRecord, now_ms: i64) -> Result<Group, String> {
+        if record.members.is_empty() || record.generation_id <= 0 {
+            return Err(format!("{} members at generation {}", record.members.len(), record.generation_id));
+        }
+        let mut group = Group::new();
+        group.generation_id = record.generation_id;
+        group.protocol_type = record.protocol_type;
+        group.protocol_name = record.protocol_name;
+        for member in record.members {
+            let restored = Member {
+                group_instance_id: member.group_instance_id,
+                client_id: member.client_id,
+                client_host: member.client_host,
+                session_timeout_ms: member.session_timeout_ms,
+                rebalance_timeout_ms: member.rebalance_timeout_ms,
+                protocols: member.protocols.into_iter().map(|(name, metadata)| (name, metadata.0)).collect(),
+                assignment: member.assignment.0,
+                last_heartbeat_ms: now_ms,
+                pending_join: None,
+                pending_sync: None,
+            };
+            if group.members.insert(member.member_id.clone(), restored).is_some() {
+                return Err(format!("member {} is stored twice", member.member_id));
+            }
+        }
+        group.leader = record.leader.filter(|leader| group.members.contains_key(leader));
+        match record.state {
+            ClassicRecordState::Stable => {
+                if group.leader.is_none() || group.protocol_name.is_none() {
+                    return Err("a Stable group without its leader or protocol".to_string());
+                }
+                group.state = GroupState::Stable;
+            }
+            ClassicRecordState::PreparingRebalance => {
+                // Not a new group: no initial delay, the join phase ends when everyone has
+                // rejoined or the longest rebalance timeout has passed.
+                group.state = GroupState::PreparingRebalance;
+                let rebalance_timeout =
+                    group.members.values().map(|member| member.rebalance_timeout_ms).max().unwrap_or(0);
+                group.rebalance_deadline_ms = now_ms + i64::from(rebalance_timeout);
+            }
+        }
+        Ok(group)
+    }
+}
+
 /// All groups this broker coordinates: classic groups here, consumer-protocol groups in
 /// `consumer`. A group id is one or the other, as in Kafka 4.0: a JoinGroup to a consumer group
 /// is refused with INCONSISTENT_GROUP_PROTOCOL, a ConsumerGroupHeartbeat to a classic group with
@@ -223,7 +327,19 @@ pub struct Coordinator {
     groups: HashMap<String, Group>,
     next_member_number: u64,
     consumer: ConsumerGroups,
+    /// Classic groups whose stored record is out of date (`take_changes`).
+    changed: BTreeSet<String>,
+    /// The number of the last snapshot `take_changes` handed out.
+    change_sequence: u64,
+    /// Whether the SyncGroup answers of a completed generation wait in `held_sync_answers`
+    /// until its record is stored (the broker's setting; tests of the state machine alone get
+    /// them at once).
+    hold_sync_answers: bool,
+    held_sync_answers: Vec<HeldSyncAnswer>,
 }
+
+/// A member's SyncGroup answer, held until the generation it names is stored.
+pub type HeldSyncAnswer = (oneshot::Sender<SyncResult>, SyncResult);
 
 /// The commit version `check_any_commit` takes for a TxnOffsetCommit, whose member epoch is
 /// checked whatever its version (as Kafka does).
@@ -236,7 +352,78 @@ impl Coordinator {
             groups: HashMap::new(),
             next_member_number: 0,
             consumer: ConsumerGroups::new(config.consumer),
+            changed: BTreeSet::new(),
+            change_sequence: 0,
+            hold_sync_answers: false,
+            held_sync_answers: Vec::new(),
         }
+    }
+
+    /// Holds the SyncGroup answers of each completed generation (every member's assignment)
+    /// until the caller has stored the group's record and sends them (`take_held_sync_answers`),
+    /// so that no member learns of a generation a crash could make the broker forget.
+    pub fn hold_sync_answers_until_stored(mut self) -> Self {
+        self.hold_sync_answers = true;
+        self
+    }
+
+    /// The answers held since the last call, to send once `take_changes`' records are stored.
+    pub fn take_held_sync_answers(&mut self) -> Vec<HeldSyncAnswer> {
+        std::mem::take(&mut self.held_sync_answers)
+    }
+
+    /// A coordinator holding the groups of a previous run, as stored (`metadata.rs`), at
+    /// `now_ms`: every member's session and every join phase starts now. A record that does
+    /// not make a valid group is reported and left out (its members rejoin).
+    pub fn restore(config: GroupConfig, records: BTreeMap<String, GroupRecord>, now_ms: i64) -> Self {
+        let mut coordinator = Coordinator::new(config);
+        let (mut n_classic, mut n_consumer) = (0usize, 0usize);
+        for (group_id, record) in records {
+            let restored = match record {
+                GroupRecord::Classic(record) => Group::restore(record, now_ms).map(|group| {
+                    n_classic += 1;
+                    tracing::info!(group = %group_id, generation = group.generation_id, state = %group.state.name(), members = group.members.len(), "loaded classic group");
+                    coordinator.groups.insert(group_id.clone(), group);
+                }),
+                GroupRecord::Consumer(record) => coordinator.consumer.restore(&group_id, record, now_ms).map(|()| {
+                    n_consumer += 1;
+                }),
+            };
+            if let Err(reason) = restored {
+                tracing::warn!(group = %group_id, %reason, "a stored consumer group is not valid; it starts empty and its members rejoin");
+            }
+        }
+        if n_classic + n_consumer > 0 {
+            tracing::info!(classic = n_classic, consumer = n_consumer, "consumer groups loaded");
+        }
+        coordinator
+    }
+
+    /// Snapshots of the groups whose stored record changed since the last call, to be written
+    /// (`GroupStore::write`) once the group lock is let go. Cheap when nothing changed.
+    pub fn take_changes(&mut self) -> Vec<GroupChange> {
+        let consumer_changed = self.consumer.take_changed();
+        if self.changed.is_empty() && consumer_changed.is_empty() {
+            return Vec::new();
+        }
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.extend(consumer_changed);
+        let mut changes = Vec::new();
+        for group_id in changed {
+            let record = if let Some(record) = self.consumer.record(&group_id) {
+                Some(GroupRecord::Consumer(record))
+            } else {
+                match self.groups.get(&group_id).map(Group::record) {
+                    // Mid-rebalance with nothing new to store: the sync will store it.
+                    Some(Stored::Unchanged) => continue,
+                    Some(Stored::Record(record)) => Some(GroupRecord::Classic(record)),
+                    Some(Stored::Deleted) | None => None,
+                }
+            };
+            self.change_sequence += 1;
+            changes.push(GroupChange { group_id, sequence: self.change_sequence, record });
+        }
+        changes
     }
 
     /// The consumer-protocol groups, for describing them.
@@ -340,6 +527,7 @@ impl Coordinator {
                     let _ =
                         respond.send(rejoin_without_rebalance(group, &previous, member_id, request, now_ms));
                     group.debug_check(config.max_members);
+                    self.changed.insert(group_id.to_string());
                     return;
                 }
                 if let Some(mut old) = group.members.remove(&previous) {
@@ -349,6 +537,8 @@ impl Coordinator {
                     if group.leader.as_deref() == Some(previous.as_str()) {
                         group.leader = None;
                     }
+                    // The old member id is gone for good; its successor joins below.
+                    self.changed.insert(group_id.to_string());
                 }
             }
             self.next_member_number += 1;
@@ -441,14 +631,16 @@ impl Coordinator {
                     for (id, member) in group.members.iter_mut() {
                         member.assignment = assignments.remove(id).unwrap_or_default();
                         if let Some(waiting) = member.pending_sync.take() {
-                            let _ = waiting.send(Ok((
-                                answer.0.clone(),
-                                answer.1.clone(),
-                                member.assignment.clone(),
-                            )));
+                            let synced = Ok((answer.0.clone(), answer.1.clone(), member.assignment.clone()));
+                            if self.hold_sync_answers {
+                                self.held_sync_answers.push((waiting, synced));
+                            } else {
+                                let _ = waiting.send(synced);
+                            }
                         }
                     }
                     group.state = GroupState::Stable;
+                    self.changed.insert(group_id.to_string());
                 }
             }
         }
@@ -495,6 +687,9 @@ impl Coordinator {
         } else {
             member_id.to_string()
         };
+        if group.members.contains_key(&member_id) {
+            self.changed.insert(group_id.to_string());
+        }
         remove_member(group, &member_id, ResponseError::UnknownMemberId);
         after_membership_change(group, now_ms, self.config.initial_rebalance_delay_ms);
         group.debug_check(self.config.max_members);
@@ -523,12 +718,18 @@ impl Coordinator {
             }
             if !expired.is_empty() {
                 after_membership_change(group, now_ms, delay);
+                self.changed.insert(group_id.clone());
             }
             if group.state == GroupState::CompletingRebalance && now_ms >= group.sync_deadline_ms {
                 tracing::info!(group = %group_id, "leader did not sync in time; rebalancing again");
                 prepare_rebalance(group, now_ms, delay);
             }
+            let was_empty = group.state == GroupState::Empty;
             maybe_complete_join(group, now_ms);
+            if group.state == GroupState::Empty && !was_empty {
+                // Nobody rejoined in time: the stored group goes.
+                self.changed.insert(group_id.clone());
+            }
             group.debug_check(max_members);
         }
         // Forget groups with nothing left in them; committed offsets live elsewhere.
@@ -1083,6 +1284,218 @@ mod tests {
         // Unused ids expire with the session timeout, making room again.
         coordinator.tick(10_001);
         assert_eq!(ask(&mut coordinator), Some(ResponseError::MemberIdRequired));
+    }
+
+    /// The journal as a map: the changes taken so far, folded in through the stored bytes
+    /// (a tombstone removes the group), as a restart reads them.
+    fn store(coordinator: &mut Coordinator, journal: &mut BTreeMap<String, GroupRecord>) -> usize {
+        let changes = coordinator.take_changes();
+        for change in &changes {
+            match &change.record {
+                Some(record) => {
+                    let decoded = crate::groups::metadata::decode(&crate::groups::metadata::encode(record))
+                        .expect("decodes");
+                    assert_eq!(&decoded, record);
+                    journal.insert(change.group_id.clone(), decoded);
+                }
+                None => {
+                    journal.remove(&change.group_id);
+                }
+            }
+        }
+        changes.len()
+    }
+
+    /// A Stable group of two, leader first, at generation 1 with assignments a0 and a1.
+    fn stable_group_of_two(coordinator: &mut Coordinator) -> (String, String) {
+        let (first, mut first_join) = join_new(coordinator, "g", &["range"], 0);
+        let (second, mut second_join) = join_new(coordinator, "g", &["range"], 0);
+        coordinator.tick(DELAY);
+        assert_eq!(first_join.try_recv().expect("joined").leader, first);
+        second_join.try_recv().expect("joined");
+        let assignments =
+            vec![(first.clone(), Bytes::from_static(b"a0")), (second.clone(), Bytes::from_static(b"a1"))];
+        sync(coordinator, "g", &first, 1, assignments, DELAY);
+        sync(coordinator, "g", &second, 1, Vec::new(), DELAY);
+        assert_eq!(coordinator.state("g"), Some(GroupState::Stable));
+        (first, second)
+    }
+
+    #[test]
+    fn a_synced_generation_is_stored_and_carries_on_after_a_restart_without_a_rebalance() {
+        let mut coordinator = coordinator();
+        let mut journal = BTreeMap::new();
+        let (respond, _pending) = oneshot::channel();
+        coordinator.join("g", request("", &["range"]), 0, respond);
+        assert_eq!(store(&mut coordinator, &mut journal), 0, "nothing stored before a generation is synced");
+        let (first, second) = stable_group_of_two(&mut coordinator);
+        assert_eq!(store(&mut coordinator, &mut journal), 1);
+        // Heartbeats and commits change nothing stored.
+        assert_eq!(coordinator.heartbeat("g", &second, 1, DELAY + 1), Ok(()));
+        assert_eq!(store(&mut coordinator, &mut journal), 0, "a heartbeat writes nothing");
+
+        let restart = 1_000_000;
+        let mut restored = Coordinator::restore(coordinator.config, journal.clone(), restart);
+        assert_eq!(restored.state("g"), Some(GroupState::Stable));
+        for member in [&first, &second] {
+            assert_eq!(restored.check_commit("g", member, 1), Ok(()), "the old generation commits");
+            assert_eq!(restored.heartbeat("g", member, 1, restart + 1), Ok(()));
+        }
+        assert_eq!(restored.heartbeat("g", &second, 2, restart + 1), Err(ResponseError::IllegalGeneration));
+        let mut synced = sync(&mut restored, "g", &second, 1, Vec::new(), restart + 2);
+        let (protocol_type, protocol_name, assignment) = synced.try_recv().expect("answered").expect("ok");
+        assert_eq!((protocol_type.as_deref(), protocol_name.as_deref()), (Some("consumer"), Some("range")));
+        assert_eq!(assignment, Bytes::from_static(b"a1"));
+        let before = coordinator.describe("g").expect("group");
+        let after = restored.describe("g").expect("group");
+        assert_eq!(
+            (after.state, &after.protocol_type, &after.protocol_name),
+            (before.state, &before.protocol_type, &before.protocol_name)
+        );
+        let members = |description: &GroupDescription| -> Vec<(String, String, String, Bytes, Bytes)> {
+            description
+                .members
+                .iter()
+                .map(|member| {
+                    (
+                        member.member_id.clone(),
+                        member.client_id.clone(),
+                        member.client_host.clone(),
+                        member.metadata.clone(),
+                        member.assignment.clone(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(members(&after), members(&before));
+        assert_eq!(store(&mut restored, &mut journal), 0, "loading writes nothing");
+
+        // The next rebalance continues from the stored generation.
+        let (_third, mut third_join) = join_new(&mut restored, "g", &["range"], restart + 3);
+        for member in [&first, &second] {
+            let (respond, _rejoin) = oneshot::channel();
+            restored.join("g", request(member, &["range"]), restart + 4, respond);
+        }
+        assert_eq!(third_join.try_recv().expect("joined").generation_id, 2);
+    }
+
+    #[test]
+    fn sync_answers_can_wait_until_the_generation_is_stored() {
+        let mut coordinator = coordinator().hold_sync_answers_until_stored();
+        let (first, mut first_join) = join_new(&mut coordinator, "g", &["range"], 0);
+        let (second, mut second_join) = join_new(&mut coordinator, "g", &["range"], 0);
+        coordinator.tick(DELAY);
+        first_join.try_recv().expect("joined");
+        second_join.try_recv().expect("joined");
+        let mut follower = sync(&mut coordinator, "g", &second, 1, Vec::new(), DELAY);
+        let assignments =
+            vec![(first.clone(), Bytes::from_static(b"a0")), (second.clone(), Bytes::from_static(b"a1"))];
+        let mut leader = sync(&mut coordinator, "g", &first, 1, assignments, DELAY);
+        assert_eq!(coordinator.state("g"), Some(GroupState::Stable));
+        assert!(follower.try_recv().is_err() && leader.try_recv().is_err(), "held until stored");
+        assert_eq!(coordinator.take_changes().len(), 1);
+        for (respond, answer) in coordinator.take_held_sync_answers() {
+            let _ = respond.send(answer);
+        }
+        assert_eq!(follower.try_recv().expect("answered").expect("ok").2, Bytes::from_static(b"a1"));
+        assert_eq!(leader.try_recv().expect("answered").expect("ok").2, Bytes::from_static(b"a0"));
+        assert!(coordinator.take_held_sync_answers().is_empty());
+    }
+
+    #[test]
+    fn a_group_stored_in_its_join_phase_loads_in_it_and_its_members_rejoin() {
+        let mut coordinator = coordinator();
+        let mut journal = BTreeMap::new();
+        let (first, second) = stable_group_of_two(&mut coordinator);
+        store(&mut coordinator, &mut journal);
+        assert_eq!(coordinator.leave("g", &second, None, DELAY + 10), Ok(()));
+        assert_eq!(store(&mut coordinator, &mut journal), 1, "a departure is stored");
+        let GroupRecord::Classic(record) = &journal["g"] else { panic!("classic") };
+        assert_eq!(
+            (record.state, record.generation_id, record.members.len()),
+            (ClassicRecordState::PreparingRebalance, 1, 1)
+        );
+
+        let restart = 1_000_000;
+        let mut restored = Coordinator::restore(coordinator.config, journal.clone(), restart);
+        assert_eq!(restored.state("g"), Some(GroupState::PreparingRebalance));
+        assert_eq!(restored.check_commit("g", &first, 1), Ok(()), "the current generation still commits");
+        assert_eq!(restored.check_commit("g", &second, 1), Err(ResponseError::UnknownMemberId));
+        assert_eq!(restored.heartbeat("g", &first, 1, restart + 1), Err(ResponseError::RebalanceInProgress));
+        let (respond, mut rejoin) = oneshot::channel();
+        restored.join("g", request(&first, &["range"]), restart + 2, respond);
+        let rejoined = rejoin.try_recv().expect("no initial delay: not a new group");
+        assert_eq!((rejoined.generation_id, rejoined.leader.as_str()), (2, first.as_str()));
+
+        // Emptied: the stored group goes too.
+        assert_eq!(restored.leave("g", &first, None, restart + 3), Ok(()));
+        assert_eq!(store(&mut restored, &mut journal), 1);
+        assert!(journal.is_empty(), "{journal:?}");
+    }
+
+    #[test]
+    fn a_loaded_group_whose_members_never_come_back_expires_from_load_time() {
+        let mut coordinator = coordinator();
+        let mut journal = BTreeMap::new();
+        let (first, _second) = stable_group_of_two(&mut coordinator);
+        store(&mut coordinator, &mut journal);
+        let restart = 1_000_000;
+        let mut restored = Coordinator::restore(coordinator.config, journal.clone(), restart);
+        // Sessions (10 s) start at load time, however old the stored heartbeats are.
+        restored.tick(restart + 10_000);
+        assert_eq!(restored.state("g"), Some(GroupState::Stable));
+        assert_eq!(store(&mut restored, &mut journal), 0);
+        // Only the first comes back; the second expires and the group rebalances as usual.
+        assert_eq!(restored.heartbeat("g", &first, 1, restart + 9_000), Ok(()));
+        restored.tick(restart + 10_001);
+        assert_eq!(restored.state("g"), Some(GroupState::PreparingRebalance));
+        assert_eq!(store(&mut restored, &mut journal), 1, "the expiry is stored");
+        let GroupRecord::Classic(record) = &journal["g"] else { panic!("classic") };
+        assert_eq!(
+            record.members.iter().map(|member| member.member_id.as_str()).collect::<Vec<_>>(),
+            [first.as_str()]
+        );
+        // And nobody rejoining within the rebalance timeout empties it, stored as gone.
+        restored.tick(restart + 10_001 + 20_000);
+        assert_eq!(restored.state("g"), None);
+        assert_eq!(store(&mut restored, &mut journal), 1);
+        assert!(journal.is_empty(), "{journal:?}");
+    }
+
+    #[test]
+    fn a_stored_group_that_is_not_valid_is_skipped_and_the_others_load() {
+        let mut coordinator = coordinator();
+        let mut journal = BTreeMap::new();
+        stable_group_of_two(&mut coordinator);
+        store(&mut coordinator, &mut journal);
+        let GroupRecord::Classic(mut broken) = journal["g"].clone() else { panic!("classic") };
+        broken.leader = Some("nobody".to_string());
+        journal.insert("broken".to_string(), GroupRecord::Classic(broken.clone()));
+        broken.members.clear();
+        journal.insert("no-members".to_string(), GroupRecord::Classic(broken));
+        let restored = Coordinator::restore(coordinator.config, journal, 1_000_000);
+        assert_eq!(restored.state("g"), Some(GroupState::Stable));
+        assert_eq!(restored.state("broken"), None, "a Stable group whose leader is not a member");
+        assert_eq!(restored.state("no-members"), None);
+    }
+
+    #[test]
+    fn a_static_member_taking_its_place_back_is_stored_under_its_new_id() {
+        let mut coordinator = coordinator();
+        let mut journal = BTreeMap::new();
+        let (respond, mut join) = oneshot::channel();
+        coordinator.join("g", static_request("", "a", &["range"]), 0, respond);
+        coordinator.tick(DELAY);
+        let old = join.try_recv().expect("joined").member_id;
+        sync(&mut coordinator, "g", &old, 1, vec![(old.clone(), Bytes::from_static(b"p0"))], DELAY);
+        store(&mut coordinator, &mut journal);
+        let (respond, mut rejoin) = oneshot::channel();
+        coordinator.join("g", static_request("", "a", &["range"]), DELAY + 1, respond);
+        let new = rejoin.try_recv().expect("answered").member_id;
+        assert_eq!(store(&mut coordinator, &mut journal), 1);
+        let restored = Coordinator::restore(coordinator.config, journal, 1_000_000);
+        assert_eq!(restored.check_commit("g", &new, 1), Ok(()));
+        assert_eq!(restored.check_commit("g", &old, 1), Err(ResponseError::UnknownMemberId));
     }
 
     #[test]

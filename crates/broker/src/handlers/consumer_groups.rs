@@ -11,6 +11,7 @@
 //! the group and on every topic its members subscribe to or are assigned.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tidewater_kafka::kafka_protocol::messages::consumer_group_describe_request::ConsumerGroupDescribeRequest;
@@ -42,8 +43,8 @@ use crate::groups::consumer_group::{GroupDescription, Heartbeat, TopicMetadata};
 /// ConsumerGroupDescribe's member type of a consumer-protocol member (v1).
 const MEMBER_TYPE_CONSUMER: i8 = 1;
 
-pub(super) fn heartbeat(
-    broker: &Broker,
+pub(super) async fn heartbeat(
+    broker: &Arc<Broker>,
     request: ConsumerGroupHeartbeatRequest,
     connection: &ConnectionInfo,
     client_id: String,
@@ -92,9 +93,15 @@ pub(super) fn heartbeat(
         client_id,
         client_host: format!("/{}", connection.peer.ip()),
     };
-    let topics = BrokerTopics { broker, access };
     let now = broker.now_ms();
-    let outcome = broker.lock_groups().consumer_heartbeat(&request.group_id, request_heartbeat, &topics, now);
+    let (outcome, changes) = {
+        let topics = BrokerTopics { broker, access };
+        let mut groups = broker.lock_groups();
+        let outcome = groups.consumer_heartbeat(&request.group_id, request_heartbeat, &topics, now);
+        (outcome, groups.take_changes())
+    };
+    // A new epoch or assignment is on disk before the member hears of it.
+    super::groups::store_changes(broker, changes).await;
     match outcome {
         Ok(answer) => ConsumerGroupHeartbeatResponse::default()
             .with_member_id(Some(str_bytes(answer.member_id)))

@@ -5,6 +5,13 @@
 //! other members: the coordinator parks a `oneshot` sender and the handler awaits it, so a
 //! waiting member holds no thread.
 //!
+//! A call that changed what is stored of a group (a synced generation, a departure) takes the
+//! group's snapshot under the group lock and writes it once the lock is let go, before it
+//! answers (`store_changes`): a member told of a new generation finds it again after a
+//! restart. The SyncGroup answers of a completed generation, the followers' too, are held by
+//! the coordinator and sent once the leader's call has stored it, from the blocking task that
+//! stores it, so they go out even if the leader's connection is gone by then.
+//!
 //! Authorization as in Kafka, before anything changes: the membership APIs (JoinGroup,
 //! SyncGroup, Heartbeat, LeaveGroup) and OffsetCommit need READ on the group, OffsetFetch and
 //! DescribeGroups DESCRIBE, DeleteGroups and OffsetDelete DELETE, all refused with
@@ -62,6 +69,7 @@ use super::{blocking, str_bytes};
 use crate::acl::{Access, Operation, ResourceType};
 use crate::broker::{ApiError, Broker};
 use crate::groups::coordinator::{JoinRequest, JoinResult};
+use crate::groups::metadata::GroupChange;
 use crate::groups::{CommittedOffset, GroupState};
 
 /// FindCoordinator key types.
@@ -162,7 +170,12 @@ pub(super) async fn join_group(
         requires_known_member_id: version >= 4,
     };
     let (respond, result) = oneshot::channel();
-    broker.lock_groups().join(&group_id, join, broker.now_ms(), respond);
+    let changes = {
+        let mut groups = broker.lock_groups();
+        groups.join(&group_id, join, broker.now_ms(), respond);
+        groups.take_changes()
+    };
+    store_changes(&broker, changes).await;
     let result = result.await.unwrap_or_else(|_| JoinResult {
         error: Some(ResponseError::RebalanceInProgress),
         generation_id: -1,
@@ -210,14 +223,28 @@ pub(super) async fn sync_group(
         .into_iter()
         .map(|assignment| (assignment.member_id.to_string(), assignment.assignment))
         .collect();
-    broker.lock_groups().sync(
-        &request.group_id.0,
-        &request.member_id,
-        request.generation_id,
-        assignments,
-        broker.now_ms(),
-        respond,
-    );
+    let (changes, answers) = {
+        let mut groups = broker.lock_groups();
+        groups.sync(
+            &request.group_id.0,
+            &request.member_id,
+            request.generation_id,
+            assignments,
+            broker.now_ms(),
+            respond,
+        );
+        (groups.take_changes(), groups.take_held_sync_answers())
+    };
+    if !changes.is_empty() || !answers.is_empty() {
+        let broker = broker.clone();
+        blocking(move || {
+            broker.store_group_changes(changes);
+            for (respond, answer) in answers {
+                let _ = respond.send(answer);
+            }
+        })
+        .await;
+    }
     match result.await.unwrap_or(Err(ResponseError::RebalanceInProgress)) {
         Ok((protocol_type, protocol_name, assignment)) => SyncGroupResponse::default()
             .with_protocol_type(protocol_type.map(str_bytes))
@@ -242,17 +269,41 @@ pub(super) fn heartbeat(broker: &Broker, request: HeartbeatRequest, access: &Acc
     HeartbeatResponse::default().with_error_code(outcome.err().map_or(0, |error| error.code()))
 }
 
-pub(super) fn leave_group(
-    broker: &Broker,
+/// Writes group snapshots taken under the group lock (`Coordinator::take_changes`), on the
+/// blocking pool; nothing to do, and no lock taken, when nothing changed.
+pub(super) async fn store_changes(broker: &Arc<Broker>, changes: Vec<GroupChange>) {
+    if changes.is_empty() {
+        return;
+    }
+    let broker = broker.clone();
+    blocking(move || broker.store_group_changes(changes)).await;
+}
+
+pub(super) async fn leave_group(
+    broker: Arc<Broker>,
     request: LeaveGroupRequest,
     version: i16,
-    access: &Access,
+    access: Access,
 ) -> LeaveGroupResponse {
     if let Err(refusal) = access.check(Operation::Read, ResourceType::Group, &request.group_id) {
         return LeaveGroupResponse::default().with_error_code(refusal.code.code());
     }
     let now = broker.now_ms();
-    let mut groups = broker.lock_groups();
+    let (response, changes) = {
+        let mut groups = broker.lock_groups();
+        let response = leave_members(&mut groups, request, version, now);
+        (response, groups.take_changes())
+    };
+    store_changes(&broker, changes).await;
+    response
+}
+
+fn leave_members(
+    groups: &mut crate::groups::Coordinator,
+    request: LeaveGroupRequest,
+    version: i16,
+    now: i64,
+) -> LeaveGroupResponse {
     if version < 3 {
         let outcome = groups.leave(&request.group_id.0, &request.member_id, None, now);
         return LeaveGroupResponse::default().with_error_code(outcome.err().map_or(0, |error| error.code()));

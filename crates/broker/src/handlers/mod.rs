@@ -206,13 +206,13 @@ async fn dispatch(
                 ResponseKind::Heartbeat(groups::heartbeat(&broker, body, &access))
             }
             (RequestKind::LeaveGroup(body), _) => {
-                ResponseKind::LeaveGroup(groups::leave_group(&broker, body, version, &access))
+                ResponseKind::LeaveGroup(groups::leave_group(broker, body, version, access).await)
             }
             (RequestKind::OffsetCommit(body), _) => {
                 ResponseKind::OffsetCommit(groups::offset_commit(broker, body, version, access).await)
             }
             (RequestKind::ConsumerGroupHeartbeat(body), _) => ResponseKind::ConsumerGroupHeartbeat(
-                consumer_groups::heartbeat(&broker, body, &connection, client_id, &access),
+                consumer_groups::heartbeat(&broker, body, &connection, client_id, &access).await,
             ),
             (RequestKind::ConsumerGroupDescribe(body), _) => ResponseKind::ConsumerGroupDescribe(
                 consumer_groups::describe(&broker, body, version, &access),

@@ -2000,3 +2000,50 @@ fn a_group_is_classic_or_consumer_protocol_and_both_kinds_are_listed_and_describ
         (NONE, Some("orders"))
     );
 }
+
+/// Regression guard for durable groups: a classic member (JoinGroup, SyncGroup) and a
+/// consumer-protocol member are still in their groups after the broker reopens its data
+/// directory, at their generation and member epoch, where before they were unknown.
+#[test]
+fn members_of_both_kinds_of_group_carry_on_after_the_broker_reopens() {
+    let h = Harness::new(false);
+    let join = join_group_request::JoinGroupRequest::default()
+        .with_group_id(group("old"))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(text("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()
+            .with_name(text("range"))
+            .with_metadata(Bytes::from_static(b"subscription"))]);
+    let first = h.call(ADMIN, 7, join.clone());
+    assert_eq!(first.error_code, MEMBER_ID_REQUIRED);
+    let member = first.member_id.clone();
+    let joined = h.call(ADMIN, 7, join.with_member_id(member.clone()));
+    assert_eq!((joined.error_code, joined.generation_id), (NONE, 1));
+    let sync = sync_group_request::SyncGroupRequest::default()
+        .with_group_id(group("old"))
+        .with_generation_id(1)
+        .with_member_id(member.clone())
+        .with_assignments(vec![sync_group_request::SyncGroupRequestAssignment::default()
+            .with_member_id(member.clone())
+            .with_assignment(Bytes::from_static(b"assignment"))]);
+    assert_eq!(h.call(ADMIN, 5, sync.clone()).error_code, NONE);
+    assert_eq!(h.call(ADMIN, 1, consumer_join("new", "m1")).member_epoch, 1);
+
+    let h = h.reopen(false);
+    let heartbeat = heartbeat_request::HeartbeatRequest::default()
+        .with_group_id(group("old"))
+        .with_generation_id(1)
+        .with_member_id(member.clone());
+    assert_eq!(h.call(ADMIN, 4, heartbeat).error_code, NONE);
+    assert_eq!(commit_as(&h, "old", &member, 1, 8), NONE);
+    let synced = h.call(ADMIN, 5, sync.with_assignments(Vec::new()));
+    assert_eq!((synced.error_code, synced.assignment.as_ref()), (NONE, b"assignment".as_slice()));
+    assert_eq!(commit_as(&h, "new", "m1", 1, 9), NONE);
+    let beat = consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(group("new"))
+        .with_member_id(text("m1"))
+        .with_member_epoch(1);
+    let answered = h.call(ADMIN, 1, beat);
+    assert_eq!((answered.error_code, answered.member_epoch), (NONE, 1));
+}
