@@ -39,9 +39,10 @@
 //! Environment knobs (all optional): `NEXMARK_EVENTS` (bids generated, default 2,500,000),
 //! `NEXMARK_RUNS` (default 5), `NEXMARK_ONLY` (run only the queries whose name contains it).
 //!
-//! `cargo bench -p tidewater-sql --bench nexmark -- --write-jsonl DIR` measures nothing: it writes
-//! the generated bids and readings as JSON lines (`DIR/bids.jsonl`, `DIR/telemetry.jsonl`), which
-//! is how scripts/bench-flink gives Tidewater and Apache Flink the same events.
+//! `cargo bench -p tidewater-sql --bench nexmark -- --write-jsonl DIR` (an absolute path: cargo
+//! runs a bench in its crate's directory) measures nothing: it writes the generated bids and
+//! readings as JSON lines (`DIR/bids.jsonl`, `DIR/telemetry.jsonl`), which is how
+//! scripts/bench-flink gives Tidewater and Apache Flink the same events.
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument, and a debug build) it is a smoke
 //! test: every query once over `SMOKE_N_EVENTS` events and the memory measurement over
