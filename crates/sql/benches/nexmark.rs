@@ -39,6 +39,11 @@
 //! Environment knobs (all optional): `NEXMARK_EVENTS` (bids generated, default 2,500,000),
 //! `NEXMARK_RUNS` (default 5), `NEXMARK_ONLY` (run only the queries whose name contains it).
 //!
+//! `cargo bench -p tidewater-sql --bench nexmark -- --write-jsonl DIR` (an absolute path: cargo
+//! runs a bench in its crate's directory) measures nothing: it writes the generated bids and
+//! readings as JSON lines (`DIR/bids.jsonl`, `DIR/telemetry.jsonl`), which is how
+//! scripts/bench-flink gives Tidewater and Apache Flink the same events.
+//!
 //! Under `cargo test --all-targets` (no `--bench` argument, and a debug build) it is a smoke
 //! test: every query once over `SMOKE_N_EVENTS` events and the memory measurement over
 //! `SMOKE_MEMORY_KEYS` keys, which checks that each query still compiles and runs without event
@@ -515,9 +520,43 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|text| text.parse().ok()).filter(|&n| n > 0).unwrap_or(default)
 }
 
+/// `-- --write-jsonl DIR`: writes the bids and the readings the table measures (`NEXMARK_EVENTS`
+/// of each, from the same seeds) to `DIR/bids.jsonl` and `DIR/telemetry.jsonl`, one JSON object
+/// per line, for scripts/bench-flink to feed Tidewater and Apache Flink the same file.
+fn write_jsonl(dir: &std::path::Path, n_events: usize) -> std::io::Result<()> {
+    use std::io::Write;
+    let write = |name: &str, events: &mut dyn Iterator<Item = Value>| -> std::io::Result<()> {
+        let path = dir.join(name);
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        for event in events {
+            serde_json::to_writer(&mut out, &event)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        println!("wrote {n_events} events to {}", path.display());
+        Ok(())
+    };
+    let mut generator = BidGenerator::new();
+    write("bids.jsonl", &mut (0..n_events).map(|_| generator.next_bid()))?;
+    write("telemetry.jsonl", &mut telemetry(n_events, 1000, 1, &mut Rng(42)).into_iter())
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(position) = args.iter().position(|arg| arg == "--write-jsonl") {
+        let Some(dir) = args.get(position + 1) else {
+            eprintln!("--write-jsonl needs a directory");
+            std::process::exit(2);
+        };
+        let n_events = env_usize("NEXMARK_EVENTS", DEFAULT_N_EVENTS);
+        if let Err(error) = write_jsonl(std::path::Path::new(dir), n_events) {
+            eprintln!("writing the events to {dir}: {error}");
+            std::process::exit(1);
+        }
+        return;
+    }
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this without it.
-    let smoke = !std::env::args().any(|arg| arg == "--bench");
+    let smoke = !args.iter().any(|arg| arg == "--bench");
     let (n_events, n_runs, n_memory_keys) = if smoke {
         (SMOKE_N_EVENTS, SMOKE_N_RUNS, SMOKE_MEMORY_KEYS)
     } else {

@@ -146,7 +146,12 @@ fn time_ms(json: &Json) -> Option<i64> {
 /// Hands what one call into the job produced to `emit`, in the result format, in order.
 fn record(step: Step, line: &Json, emit: &mut impl FnMut(Json) -> Result<(), String>) -> Result<(), String> {
     for output in step.outputs {
-        emit(serde_json::json!({"output": output.name, "line": line, "row": output.row}))?;
+        // Built by hand, not with json!, which would copy the row by serializing it again.
+        let mut result = serde_json::Map::with_capacity(3);
+        result.insert("output".to_string(), Json::String(output.name));
+        result.insert("line".to_string(), line.clone());
+        result.insert("row".to_string(), output.row);
+        emit(Json::Object(result))?;
     }
     for late in step.late {
         let action = match late.action {
