@@ -395,30 +395,44 @@ async fn accept_loop(listen: Listen, shared: Arc<Shared>, mut stop: tokio::sync:
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let stop = stop.clone();
-        let tls = listen.tls.clone();
-        tokio::spawn(async move {
-            match (tls, websocket) {
-                (None, false) => {
+        // One spawn per kind of connection, so each task is as large as its own future: a plain
+        // connection's must not carry the room a TLS handshake or a WebSocket needs.
+        match (listen.tls.clone(), websocket) {
+            (None, false) => {
+                tokio::spawn(async move {
                     let _permit = permit;
                     let (reader, writer) = stream.into_split();
                     run_connection(reader, writer, peer, None, shared, stop).await;
-                }
-                (None, true) => websocket::serve_connection(stream, peer, None, shared, stop, permit).await,
-                (Some(config), websocket) => {
-                    let Some((stream, certificates)) = tls_handshake(stream, &config, peer, "MQTT").await
+                });
+            }
+            (None, true) => {
+                tokio::spawn(websocket::serve_connection(stream, peer, None, shared, stop, permit));
+            }
+            (Some(config), websocket) => {
+                tokio::spawn(async move {
+                    let Some((stream, certificates)) =
+                        Box::pin(tls_handshake(stream, &config, peer, "MQTT")).await
                     else {
                         return;
                     };
                     if websocket {
-                        websocket::serve_connection(stream, peer, certificates, shared, stop, permit).await;
+                        Box::pin(websocket::serve_connection(
+                            stream,
+                            peer,
+                            certificates,
+                            shared,
+                            stop,
+                            permit,
+                        ))
+                        .await;
                     } else {
                         let _permit = permit;
                         let (reader, writer) = tokio::io::split(stream);
                         run_connection(reader, writer, peer, certificates, shared, stop).await;
                     }
-                }
+                });
             }
-        });
+        }
     }
     listener.close(SHUTDOWN_GRACE).await;
 }
