@@ -285,7 +285,7 @@ where
     };
     // The client id as the client knows it: what topic rules' %c and client id rules see.
     let rules_client_id = client_id.to_string();
-    let claim = ClientClaim::take(&shared, &claimed_id);
+    let claim = ClientClaim::take(shared, &claimed_id);
     let expiry = match (version, connect.clean_start) {
         (ProtocolVersion::V5, _) => {
             SessionExpiry::from_interval(connect.properties.session_expiry_interval_secs.unwrap_or(0))
@@ -301,14 +301,14 @@ where
         receive_maximum: connect.properties.receive_maximum.unwrap_or(u16::MAX),
         maximum_packet_size: connect.properties.maximum_packet_size,
         device: identity.device_id().map(str::to_string),
-        may_receive: super::receive_check(&shared, &identity, client_id),
+        may_receive: super::receive_check(shared, &identity, client_id),
     };
     // A session this gateway does not hold but the cluster does (a restart, another gateway):
     // restored before the CONNACK, which then says it is present.
     if !connect.clean_start {
         shared.store.catch_up().await;
         if let Some(record) = shared.hub.restorable(&claimed_id, now_ms()) {
-            if let Err(error) = restore_session(&shared, &claimed_id, record, &options).await {
+            if let Err(error) = restore_session(shared, &claimed_id, record, &options).await {
                 tracing::warn!(%peer, client_id = claimed_id, error = %format!("{error:#}"), "could not restore a session; refused the connection");
                 let _ = write_packet(
                     &mut writer,
