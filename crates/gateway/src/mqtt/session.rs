@@ -13,9 +13,9 @@ use tidewater_mqtt::{
     decode, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, SubAck,
     Subscribe, UnsubAck, Unsubscribe, Utf8Bytes,
 };
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 
-use super::connection::{read_frame, sleep_until_or_never, Ack, End, Outgoing, ReadError};
+use super::connection::{read_frame, sleep_until_or_never, Ack, End, Outgoing, OutgoingQueue, ReadError};
 use super::transport::ReadBytes;
 use super::Shared;
 use crate::auth::Identity;
@@ -45,7 +45,7 @@ pub(super) struct Session {
     /// QoS 1 appends awaiting durability.
     pub(super) qos1_slots: Arc<Semaphore>,
     pub(super) max_in_flight: usize,
-    pub(super) outgoing: mpsc::Sender<Outgoing>,
+    pub(super) outgoing: OutgoingQueue,
     /// Notified when the hub queued something for this client.
     pub(super) wake: Arc<Notify>,
     /// MQTT 5 topic aliases the client set on this connection.
@@ -92,7 +92,7 @@ impl Session {
             let frame = tokio::select! {
                 read = read => read,
                 _ = self.wake.notified() => {
-                    if let Err(end) = self.pump().await {
+                    if let Err(end) = Box::pin(self.pump()).await {
                         return end;
                     }
                     continue;
@@ -129,50 +129,56 @@ impl Session {
                 Ok(packet) => packet,
                 Err(error) => return End::Because(error.reason_code(), error.to_string()),
             };
-            let handled = match packet {
-                Packet::Publish(publish) => {
-                    let handled = self.publish(publish).await;
-                    if let Some(pause) =
-                        self.throttle.as_ref().and_then(|throttle| throttle.after_message(frame_bytes))
-                    {
-                        throttled_until = Some(tokio::time::Instant::now() + pause);
-                        // Our pause is not the client's silence.
-                        deadline = deadline.map(|deadline| deadline + pause);
-                    }
-                    handled
+            let is_publish = matches!(packet, Packet::Publish(_));
+            // Boxed: a packet's handling is far larger than the wait for the next packet, and
+            // inline it would be part of the connection's task all its life.
+            let handled = Box::pin(self.handle(packet)).await;
+            if is_publish {
+                if let Some(pause) =
+                    self.throttle.as_ref().and_then(|throttle| throttle.after_message(frame_bytes))
+                {
+                    throttled_until = Some(tokio::time::Instant::now() + pause);
+                    // Our pause is not the client's silence.
+                    deadline = deadline.map(|deadline| deadline + pause);
                 }
-                Packet::PubRel(release) => self.release(release).await,
-                Packet::PingReq => self.send(Outgoing::packet(Packet::PingResp)).await,
-                Packet::Disconnect(disconnect) => {
-                    self.expiry_at_disconnect =
-                        disconnect.properties.session_expiry_interval_secs.map(SessionExpiry::from_interval);
-                    return End::Disconnected(disconnect.reason_code);
-                }
-                Packet::Subscribe(subscribe) => self.subscribe(subscribe).await,
-                Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe).await,
-                ack @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)) => {
-                    self.acknowledged(&ack).await
-                }
-                Packet::Connect(_) => {
-                    Err(End::Because(ReasonCode::ProtocolError, "a second CONNECT (MQTT-3.1.0-2)".into()))
-                }
-                Packet::Auth(_) => Err(End::Because(
-                    ReasonCode::ProtocolError,
-                    "AUTH without an authentication method".into(),
-                )),
-                other => Err(End::Because(
-                    ReasonCode::ProtocolError,
-                    format!("{} is a packet servers send, not clients", other.packet_type().name()),
-                )),
-            };
+            }
             if let Err(end) = handled {
                 return end;
             }
         }
     }
 
+    /// What one packet from the client does; `Err` ends the connection (DISCONNECT too).
+    async fn handle(&mut self, packet: Packet) -> Result<(), End> {
+        match packet {
+            Packet::Publish(publish) => self.publish(publish).await,
+            Packet::PubRel(release) => self.release(release).await,
+            Packet::PingReq => self.send(Outgoing::packet(Packet::PingResp)).await,
+            Packet::Disconnect(disconnect) => {
+                self.expiry_at_disconnect =
+                    disconnect.properties.session_expiry_interval_secs.map(SessionExpiry::from_interval);
+                Err(End::Disconnected(disconnect.reason_code))
+            }
+            Packet::Subscribe(subscribe) => self.subscribe(subscribe).await,
+            Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe).await,
+            ack @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)) => {
+                self.acknowledged(&ack).await
+            }
+            Packet::Connect(_) => {
+                Err(End::Because(ReasonCode::ProtocolError, "a second CONNECT (MQTT-3.1.0-2)".into()))
+            }
+            Packet::Auth(_) => {
+                Err(End::Because(ReasonCode::ProtocolError, "AUTH without an authentication method".into()))
+            }
+            other => Err(End::Because(
+                ReasonCode::ProtocolError,
+                format!("{} is a packet servers send, not clients", other.packet_type().name()),
+            )),
+        }
+    }
+
     pub(super) async fn send(&self, item: Outgoing) -> Result<(), End> {
-        self.outgoing.send(item).await.map_err(|_| End::Quietly)
+        self.outgoing.send(Box::new(item)).await.map_err(|_| End::Quietly)
     }
 
     pub(super) async fn send_all(&mut self, packets: Vec<Packet>) -> Result<(), End> {
