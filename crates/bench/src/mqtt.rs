@@ -1114,7 +1114,7 @@ mod tests {
         let remote = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 8883);
         assert_eq!(source_addresses(remote, 20_000, 26_232).ok(), Some(vec![]));
         let error = source_addresses(remote, 100_000, 26_232).err().map(|error| error.to_string());
-        assert!(error.is_some_and(|error| error.contains("need 4 local addresses")), "{error:?}");
+        assert!(error.as_ref().is_some_and(|error| error.contains("need 4 local addresses")), "{error:?}");
     }
 
     #[test]
