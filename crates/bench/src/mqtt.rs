@@ -56,6 +56,7 @@ use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use clap::{Args, Subcommand};
 use rdkafka::consumer::Consumer;
+use rustls::pki_types::ServerName;
 use tidewater_client::ClusterArgs;
 use tidewater_gateway::device::{generate_key, generate_salt, validate_device_id};
 use tidewater_gateway::{Device, DeviceRegistry};
@@ -63,7 +64,6 @@ use tidewater_mqtt::{
     check, decode, Connect, Disconnect, Limits, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS,
     ReasonCode, Utf8Bytes,
 };
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
@@ -390,7 +390,9 @@ impl Dialer {
             .context("creating a socket")?;
         if !self.sources.is_empty() {
             let source = self.sources[index % self.sources.len()];
-            socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("binding a socket to {source}"))?;
+            socket
+                .bind(SocketAddr::new(source, 0))
+                .with_context(|| format!("binding a socket to {source}"))?;
         }
         let stream = socket.connect(address).await.with_context(|| format!("connecting to {address}"))?;
         // PUBLISHes and acknowledgements are small and latency is measured: no Nagle delay.
@@ -416,7 +418,11 @@ fn tls_connector(ca: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
 /// The local addresses connections to `server` come from: none (the kernel chooses) while
 /// `open_at_once` connections fit in one address's `ports_per_address` ephemeral ports; else as
 /// many of 127.0.0.1, 127.0.0.2, ... as they need, which only a server on 127.0.0.0/8 accepts.
-fn source_addresses(server: SocketAddr, open_at_once: u32, ports_per_address: u32) -> anyhow::Result<Vec<IpAddr>> {
+fn source_addresses(
+    server: SocketAddr,
+    open_at_once: u32,
+    ports_per_address: u32,
+) -> anyhow::Result<Vec<IpAddr>> {
     if open_at_once <= ports_per_address {
         return Ok(Vec::new());
     }

@@ -141,7 +141,8 @@ fn mqtt_handshakes_load_and_idle_over_tls() {
     let pki = tempfile::tempdir().expect("tempdir");
     let (ca, cert, key) = test_pki(pki.path(), "bench-ca");
     let (cert, key) = (cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
-    let server = Server::start_with(&["--mqtt-tls-listen", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]);
+    let server =
+        Server::start_with(&["--mqtt-tls-listen", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]);
     let mqtt_tls = server
         .running
         .split_whitespace()
@@ -150,9 +151,11 @@ fn mqtt_handshakes_load_and_idle_over_tls() {
         .to_string();
     let pid = server.child.0.id().to_string();
     let ca = ca.to_string_lossy().into_owned();
-    let target = ["--gateway", "--mqtt", &mqtt_tls, "--tls-ca", &ca, "--connections", "10", "--pid", &pid, "--kv"];
+    let target =
+        ["--gateway", "--mqtt", &mqtt_tls, "--tls-ca", &ca, "--connections", "10", "--pid", &pid, "--kv"];
 
-    let mut handshake_args = vec!["bench", "mqtt", "handshakes", "--concurrency", "3", "--duration-secs", "0.3"];
+    let mut handshake_args =
+        vec!["bench", "mqtt", "handshakes", "--concurrency", "3", "--duration-secs", "0.3"];
     handshake_args.extend(["--runs", "2"]);
     handshake_args.extend(target);
     let handshakes = figures(&ok(&server, &handshake_args, ""));
