@@ -20,6 +20,17 @@ fn figures(output: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// The address of one of the server's listeners (`mqtt`, `mqtt_tls`) from its running line.
+fn listener(server: &Server, name: &str) -> String {
+    let prefix = format!("{name}=");
+    server
+        .running
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name}=ADDRESS in {:?}", server.running))
+        .to_string()
+}
+
 /// A figure that must be a number above zero.
 fn positive(figures: &HashMap<String, String>, name: &str) -> f64 {
     let value: f64 = figures
@@ -86,12 +97,7 @@ fn produce_consume_and_e2e_measure_every_record() {
 #[test]
 fn mqtt_load_and_idle_against_the_gateway() {
     let server = Server::start_with(&["--mqtt-listen", "127.0.0.1:0"]);
-    let mqtt = server
-        .running
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("mqtt="))
-        .unwrap_or_else(|| panic!("no mqtt=ADDRESS in {:?}", server.running))
-        .to_string();
+    let mqtt = listener(&server, "mqtt");
     let pid = server.child.0.id().to_string();
     let target = ["--gateway", "--mqtt", &mqtt, "--connections", "20", "--pid", &pid, "--kv"];
     let mut load_args = vec!["bench", "mqtt", "load", "--in-flight", "2", "--warmup-secs", "0.2"];
@@ -143,12 +149,7 @@ fn mqtt_handshakes_load_and_idle_over_tls() {
     let (cert, key) = (cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
     let server =
         Server::start_with(&["--mqtt-tls-listen", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]);
-    let mqtt_tls = server
-        .running
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("mqtt_tls="))
-        .unwrap_or_else(|| panic!("no mqtt_tls=ADDRESS in {:?}", server.running))
-        .to_string();
+    let mqtt_tls = listener(&server, "mqtt_tls");
     let pid = server.child.0.id().to_string();
     let ca = ca.to_string_lossy().into_owned();
     let target =
