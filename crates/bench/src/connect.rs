@@ -107,18 +107,23 @@ pub(crate) fn run(args: ConnectBenchArgs) -> anyhow::Result<()> {
 }
 
 fn tls_connector(ca: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(ca)?)))
+}
+
+/// A rustls client (ring, TLS 1.2 and 1.3, no client certificate) trusting the CA certificates
+/// of a PEM file; `bench mqtt` starts from it too.
+pub(crate) fn tls_client_config(ca: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for certificate in
         CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
     {
         roots.add(certificate.with_context(|| format!("reading {}", ca.display()))?)?;
     }
-    let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", ca.display());
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// One run: every worker logs in again and again until the deadline. Returns each login's

@@ -13,9 +13,10 @@
 //!   fell behind its schedule (no coordinated omission).
 //! - `trigger` (`trigger.rs`): a trigger delivering a topic to a webhook receiver in this
 //!   process, next to the same HTTP client posting without Kafka, and its end-to-end latency.
-//! - `mqtt load | idle` (`mqtt.rs`): simulated devices against any MQTT server (the Tidewater
-//!   gateway or Mosquitto): QoS 1 publish rate and PUBACK latency, and resident memory per idle
-//!   connection. It speaks MQTT, not Kafka; with `--gateway` it registers its devices and checks
+//! - `mqtt load | idle | handshakes` (`mqtt.rs`): simulated devices against any MQTT server (the
+//!   Tidewater gateway or Mosquitto), over TCP or TLS: QoS 1 publish rate and PUBACK latency,
+//!   resident memory per idle connection, and new sessions (TLS handshakes) per second. It
+//!   speaks MQTT, not Kafka; with `--gateway` it registers its devices and checks
 //!   the telemetry topic through the cluster.
 //! - `connect` (`connect.rs`): new SASL (and TLS) logins per second against a listener.
 //! - `loopback` (`loopback.rs`, hidden): raw TCP over 127.0.0.1, the network ceiling the other
@@ -83,9 +84,9 @@ pub enum BenchCommand {
     /// Trigger throughput and latency: webhook deliveries per second at several concurrencies
     /// beside the same HTTP client without Kafka, and produce-to-webhook latency at a fixed rate.
     Trigger(Box<trigger::TriggerBenchArgs>),
-    /// MQTT device load against any MQTT server (`scripts/bench-mqtt` compares the Tidewater
-    /// gateway with Mosquitto): QoS 1 msgs/s and PUBACK latency of simulated devices, and
-    /// resident memory per idle connection.
+    /// MQTT device load against any MQTT server, over TCP or TLS (`scripts/bench-mqtt` compares
+    /// the Tidewater gateway with Mosquitto): QoS 1 msgs/s and PUBACK latency of simulated
+    /// devices, resident memory per idle connection, and new sessions per second.
     #[command(subcommand)]
     Mqtt(mqtt::MqttBenchCommand),
     /// New authenticated connections per second: SASL logins (SCRAM or PLAIN), over TLS with

@@ -1,9 +1,10 @@
-//! `tidewater bench mqtt load | idle`: a fleet of simulated devices against any MQTT server, so
+//! `tidewater bench mqtt load | idle | handshakes`: a fleet of simulated devices against any MQTT server, so
 //! the Tidewater gateway and Mosquitto are measured by the same client under the same load
 //! (`scripts/bench-mqtt` runs both side by side).
 //!
 //! Every simulated device is one TCP connection speaking MQTT 3.1.1 (what device SDKs speak)
-//! through the `tidewater-mqtt` codec, with its own client id (`{prefix}-{index}`), user name
+//! through the `tidewater-mqtt` codec, over TLS with `--tls-ca` (a rustls client trusting that
+//! CA, checking the server's certificate for --mqtt's IP), with its own client id (`{prefix}-{index}`), user name
 //! (the same) and password (a fresh random key). With `--gateway` the target is a Tidewater
 //! gateway: the devices are first registered in its cluster's `_tidewater_devices` topic in one
 //! bulk write ([`DeviceRegistry::put_many`]), and the command waits until the gateway accepts
@@ -26,16 +27,27 @@
 //!   keep-alive), waits `--settle-secs`, reads it again and reports the difference per
 //!   connection. Kernel socket buffers are not in VmRSS, for any server. Afterwards every session
 //!   must still answer a PINGREQ, so the figure is for live sessions.
+//! - `handshakes`: new sessions per second. `--concurrency` workers each open a connection
+//!   (TCP, the TLS handshake with `--tls-ca`, CONNECT, CONNACK), send DISCONNECT, close it and
+//!   start again with the next device of the fleet, for `--runs` windows of `--duration-secs`;
+//!   reported are completed sessions per second, the latency from the TCP connect to the
+//!   CONNACK, and the CPU time each costs the server and this process. Every TLS handshake is a
+//!   full one: the client keeps no sessions to resume, as a fleet of devices that each connect
+//!   once would not have any.
 //!
 //! Both ends of every connection are on this machine, so each connection costs a file
 //! descriptor here and one in the server; the command checks its own limit (`ulimit -n`) before
-//! it starts. Rates are PUBACKs per second of wall time; latencies come from a histogram whose
+//! it starts. One local address reaches one server port from at most the ephemeral port range
+//! (`net.ipv4.ip_local_port_range`, 28,232 ports by default), so when more connections than that
+//! are open at once to a loopback server, they are spread over the local addresses 127.0.0.1,
+//! 127.0.0.2, ... (all of 127.0.0.0/8 is this machine's). Rates are PUBACKs per second of wall time; latencies come from a histogram whose
 //! buckets are at most 1/32 (about 3%) of their value wide, reported at their upper edge.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU16;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -44,6 +56,7 @@ use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use clap::{Args, Subcommand};
 use rdkafka::consumer::Consumer;
+use rustls::pki_types::ServerName;
 use tidewater_client::ClusterArgs;
 use tidewater_gateway::device::{generate_key, generate_salt, validate_device_id};
 use tidewater_gateway::{Device, DeviceRegistry};
@@ -51,8 +64,8 @@ use tidewater_mqtt::{
     check, decode, Connect, Disconnect, Limits, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS,
     ReasonCode, Utf8Bytes,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -60,10 +73,17 @@ use crate::measure::{self, middle_index, LatencyHistogram, MachineTicks, USER_HZ
 use crate::Summary;
 use tidewater_cli::Connection;
 
-/// The most connections one command opens. One client address reaches one server port from at
-/// most the ephemeral port range (28,232 ports by default on Linux), so more would need a wider
-/// range anyway.
-const CONNECTIONS_MAX: i64 = 60_000;
+/// The most connections one command opens. Beyond the ephemeral port range they come from
+/// several local addresses, which a loopback server allows (see [`Dialer`]).
+const CONNECTIONS_MAX: i64 = 200_000;
+/// The ephemeral port range's size when `/proc/sys/net/ipv4/ip_local_port_range` cannot be read
+/// (Linux's default, 32768-60999).
+const EPHEMERAL_PORTS_DEFAULT: u32 = 28_232;
+/// Ephemeral ports of each local address left to other sockets (the Kafka clients, connections
+/// still closing) when connections are spread over several.
+const EPHEMERAL_PORTS_SPARE: u32 = 2_000;
+/// The most handshakes `handshakes` keeps in progress at once.
+const CONCURRENCY_MAX: i64 = 1024;
 /// File descriptors this process needs besides its connections (runtime, Kafka clients).
 const FD_MARGIN: u64 = 64;
 /// The most unacknowledged PUBLISHes per connection (Tidewater's default Receive Maximum is 64).
@@ -77,7 +97,7 @@ const CONNECTS_IN_FLIGHT: usize = 64;
 /// Attempts per connection before the command gives up on it, and the wait between them.
 const CONNECT_ATTEMPTS: u32 = 5;
 const CONNECT_RETRY: Duration = Duration::from_millis(200);
-/// How long a server may take to answer a CONNECT or a PINGREQ.
+/// How long a server may take to complete a TLS handshake, or answer a CONNECT or a PINGREQ.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection waits for a PUBACK while PUBLISHes are outstanding before the run
 /// fails (the gateway's own producer gives up after 30 s).
@@ -99,6 +119,9 @@ pub enum MqttBenchCommand {
     Load(LoadArgs),
     /// Resident memory per idle MQTT connection of a server on this machine (by --pid).
     Idle(IdleArgs),
+    /// New sessions per second (TCP, with --tls-ca a full TLS handshake, CONNECT, CONNACK,
+    /// DISCONNECT), the latency of each, and the CPU time each costs the server and the client.
+    Handshakes(HandshakeArgs),
 }
 
 /// What `load` and `idle` share: where the server is and who the devices are.
@@ -109,11 +132,16 @@ pub struct TargetArgs {
     /// The MQTT server, host:port.
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub(crate) mqtt: SocketAddr,
+    /// Connect over TLS, trusting the CA certificates in this PEM file; the server's certificate
+    /// must name --mqtt's IP address. No TLS session is resumed: every handshake is a full one.
+    #[arg(long)]
+    pub(crate) tls_ca: Option<PathBuf>,
     /// The server is a Tidewater gateway whose Kafka-compatible cluster is at --brokers:
     /// register the devices there first (and for `load`, check the telemetry topic afterwards).
     #[arg(long)]
     pub(crate) gateway: bool,
-    /// Simulated devices, one connection each.
+    /// Simulated devices, one connection each (`handshakes`: the fleet its workers go through,
+    /// one device after another).
     #[arg(long, short = 'n', default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=CONNECTIONS_MAX))]
     pub(crate) connections: u32,
     /// Device ids (client ids) are PREFIX-00000, PREFIX-00001, ...; by default bench-{unix ms},
@@ -172,6 +200,27 @@ pub struct IdleArgs {
     pub(crate) keep_alive_secs: u16,
 }
 
+#[derive(Debug, Args)]
+pub struct HandshakeArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// Sessions being opened at once, each by a worker that opens the next as soon as its last
+    /// one is closed. Keep it below the server's listen backlog (Mosquitto's is 100): an
+    /// overflowing backlog drops connection attempts, which the kernel retries a second later.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=CONCURRENCY_MAX))]
+    pub(crate) concurrency: u32,
+    /// Seconds of each measured window.
+    #[arg(long, default_value_t = 3.0)]
+    pub(crate) duration_secs: f64,
+    /// Measured windows, one after the other; the figures are their medians.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) runs: usize,
+    /// The server's process id, if it runs on this machine: its CPU time per session is reported
+    /// beside this process's.
+    #[arg(long)]
+    pub(crate) pid: Option<u32>,
+}
+
 pub(crate) fn run(command: MqttBenchCommand) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -181,6 +230,7 @@ pub(crate) fn run(command: MqttBenchCommand) -> anyhow::Result<()> {
     match command {
         MqttBenchCommand::Load(args) => runtime.block_on(load(args)),
         MqttBenchCommand::Idle(args) => runtime.block_on(idle(args)),
+        MqttBenchCommand::Handshakes(args) => runtime.block_on(handshakes(args)),
     }
 }
 
@@ -194,9 +244,14 @@ struct SimulatedDevice {
 }
 
 /// The fleet of `target`: ids from the prefix, a fresh key each. With `--gateway` they are
-/// registered and the gateway is waited for until it accepts the last one.
-async fn fleet(target: &TargetArgs) -> anyhow::Result<Arc<Vec<SimulatedDevice>>> {
-    check_fd_limit(u64::from(target.connections))?;
+/// registered and the gateway is waited for until it accepts the last one. `open_at_once` is
+/// the most connections the command will hold at the same time (for the file descriptor check).
+async fn fleet(
+    target: &TargetArgs,
+    dialer: &Dialer,
+    open_at_once: u32,
+) -> anyhow::Result<Arc<Vec<SimulatedDevice>>> {
+    check_fd_limit(u64::from(open_at_once))?;
     let prefix = match &target.device_prefix {
         Some(prefix) => prefix.clone(),
         None => format!("bench-{}", unix_ms()),
@@ -212,14 +267,14 @@ async fn fleet(target: &TargetArgs) -> anyhow::Result<Arc<Vec<SimulatedDevice>>>
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     if target.gateway {
-        register(target, &devices).await?;
+        register(target, dialer, &devices).await?;
     }
     Ok(Arc::new(devices))
 }
 
 /// Writes every device to the gateway's registry in one bulk write, then waits until the
 /// gateway accepts the last one written (it applies the registry in order, so then all).
-async fn register(target: &TargetArgs, devices: &[SimulatedDevice]) -> anyhow::Result<()> {
+async fn register(target: &TargetArgs, dialer: &Dialer, devices: &[SimulatedDevice]) -> anyhow::Result<()> {
     let started = Instant::now();
     let registry = DeviceRegistry::new(target.connect.cluster_config()?, target.connect.timeout());
     registry.ensure_topic().await?;
@@ -236,7 +291,7 @@ async fn register(target: &TargetArgs, devices: &[SimulatedDevice]) -> anyhow::R
     let Some(last) = devices.last() else { return Ok(()) };
     let deadline = Instant::now() + target.connect.timeout();
     loop {
-        match connect(target.mqtt, last, LOAD_KEEP_ALIVE_SECS).await {
+        match connect(dialer, devices.len() - 1, last, LOAD_KEEP_ALIVE_SECS).await {
             Ok(session) => {
                 session.disconnect().await;
                 break;
@@ -294,27 +349,126 @@ fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
 }
 
+// --- reaching the server ------------------------------------------------------------------------
+
+/// A connection's byte stream: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// How this command reaches the server: its address, TLS if asked, and the local addresses the
+/// connections come from.
+#[derive(Clone)]
+struct Dialer {
+    address: SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
+    /// Connection `index` comes from `sources[index % len]`; none: the kernel chooses, as for
+    /// any client.
+    sources: Arc<Vec<IpAddr>>,
+}
+
+impl Dialer {
+    /// `open_at_once`: the most connections the command holds at the same time.
+    fn new(target: &TargetArgs, open_at_once: u32) -> anyhow::Result<Dialer> {
+        let tls = target.tls_ca.as_deref().map(tls_connector).transpose()?;
+        let ports_per_address = ephemeral_ports().saturating_sub(EPHEMERAL_PORTS_SPARE).max(1);
+        let sources = source_addresses(target.mqtt, open_at_once, ports_per_address)?;
+        if !sources.is_empty() {
+            eprintln!(
+                "{open_at_once} connections at once: from {} local addresses, {} to {}",
+                sources.len(),
+                sources[0],
+                sources[sources.len() - 1]
+            );
+        }
+        Ok(Dialer { address: target.mqtt, tls, sources: Arc::new(sources) })
+    }
+
+    /// Opens connection number `index`: TCP, then the TLS handshake if asked.
+    async fn open(&self, index: usize) -> anyhow::Result<Box<dyn Io>> {
+        let address = self.address;
+        let socket = if address.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+            .context("creating a socket")?;
+        if !self.sources.is_empty() {
+            let source = self.sources[index % self.sources.len()];
+            socket
+                .bind(SocketAddr::new(source, 0))
+                .with_context(|| format!("binding a socket to {source}"))?;
+        }
+        let stream = socket.connect(address).await.with_context(|| format!("connecting to {address}"))?;
+        // PUBLISHes and acknowledgements are small and latency is measured: no Nagle delay.
+        stream.set_nodelay(true).context("setting TCP_NODELAY")?;
+        let Some(tls) = &self.tls else { return Ok(Box::new(stream)) };
+        let handshake = tls.connect(ServerName::IpAddress(address.ip().into()), stream);
+        let stream = tokio::time::timeout(ANSWER_TIMEOUT, handshake)
+            .await
+            .map_err(|_| anyhow::anyhow!("no TLS handshake within {ANSWER_TIMEOUT:?}"))?
+            .with_context(|| format!("the TLS handshake with {address}"))?;
+        Ok(Box::new(stream))
+    }
+}
+
+/// The TLS client of every connection: trusts the CAs of `ca` and keeps no sessions to resume,
+/// so every handshake is a full one, as for a fleet of devices that each connect once.
+fn tls_connector(ca: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    let mut config = crate::connect::tls_client_config(ca)?;
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// The local addresses connections to `server` come from: none (the kernel chooses) while
+/// `open_at_once` connections fit in one address's `ports_per_address` ephemeral ports; else as
+/// many of 127.0.0.1, 127.0.0.2, ... as they need, which only a server on 127.0.0.0/8 accepts.
+fn source_addresses(
+    server: SocketAddr,
+    open_at_once: u32,
+    ports_per_address: u32,
+) -> anyhow::Result<Vec<IpAddr>> {
+    if open_at_once <= ports_per_address {
+        return Ok(Vec::new());
+    }
+    let needed = open_at_once.div_ceil(ports_per_address.max(1));
+    anyhow::ensure!(
+        matches!(server.ip(), IpAddr::V4(ip) if ip.is_loopback()) && needed < 1 << 24,
+        "{open_at_once} connections to {server} at once need {needed} local addresses (each has \
+         {ports_per_address} ephemeral ports to spare); only a server on 127.0.0.0/8 can be reached \
+         from several here"
+    );
+    let first = u32::from(Ipv4Addr::LOCALHOST);
+    Ok((0..needed).map(|offset| IpAddr::V4(Ipv4Addr::from(first + offset))).collect())
+}
+
+/// The size of this machine's ephemeral port range (`net.ipv4.ip_local_port_range`).
+fn ephemeral_ports() -> u32 {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    parse_port_range(&range).unwrap_or(EPHEMERAL_PORTS_DEFAULT)
+}
+
+/// The number of ports in an `ip_local_port_range` text ("32768\t60999").
+fn parse_port_range(range: &str) -> Option<u32> {
+    let mut bounds = range.split_whitespace().map(|bound| bound.parse::<u32>().ok());
+    let (low, high) = (bounds.next()??, bounds.next()??);
+    (high >= low).then(|| high - low + 1)
+}
+
 // --- one connection ------------------------------------------------------------------------------
 
-/// A connected MQTT 3.1.1 session: the socket and what has been read past the last packet.
-#[derive(Debug)]
+/// A connected MQTT 3.1.1 session: the stream and what has been read past the last packet.
 struct Session {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buffer: BytesMut,
 }
 
 const VERSION: ProtocolVersion = ProtocolVersion::V311;
 
-/// Opens a session for `device`: TCP, CONNECT (clean session, user name = client id, password =
-/// key), and a CONNACK that accepts it.
+/// Opens a session for `device` as connection number `index`: TCP (and TLS), CONNECT (clean
+/// session, user name = client id, password = key), and a CONNACK that accepts it.
 async fn connect(
-    address: SocketAddr,
+    dialer: &Dialer,
+    index: usize,
     device: &SimulatedDevice,
     keep_alive_secs: u16,
 ) -> anyhow::Result<Session> {
-    let stream = TcpStream::connect(address).await.with_context(|| format!("connecting to {address}"))?;
-    // PUBLISHes and acknowledgements are small and latency is measured: no Nagle delay.
-    stream.set_nodelay(true).context("setting TCP_NODELAY")?;
+    let stream = dialer.open(index).await?;
     let client_id = Utf8Bytes::try_from_bytes(Bytes::from(device.id.clone())).context("client id")?;
     let packet = Packet::Connect(Box::new(Connect {
         protocol_version: VERSION,
@@ -390,7 +544,7 @@ impl Session {
 /// to [`CONNECT_ATTEMPTS`] times (a full listen backlog resets connections). Returns them in
 /// device order, or the first failure.
 async fn connect_all(
-    address: SocketAddr,
+    dialer: &Dialer,
     devices: &Arc<Vec<SimulatedDevice>>,
     keep_alive_secs: u16,
 ) -> anyhow::Result<Vec<Session>> {
@@ -400,12 +554,13 @@ async fn connect_all(
     for index in 0..devices.len() {
         let devices = devices.clone();
         let handshakes = handshakes.clone();
+        let dialer = dialer.clone();
         tasks.spawn(async move {
             let _permit = handshakes.acquire_owned().await?;
             let device = &devices[index];
             let mut attempt = 1;
             loop {
-                match connect(address, device, keep_alive_secs).await {
+                match connect(&dialer, index, device, keep_alive_secs).await {
                     Ok(session) => return Ok((index, session)),
                     Err(error) if attempt < CONNECT_ATTEMPTS => {
                         tracing::debug!(%error, attempt, "connecting {}; trying again", device.id);
@@ -477,13 +632,14 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     let duration = super::check_seconds("--duration-secs", args.duration_secs, false)?;
     super::check_runs(args.runs)?;
     let target = &args.target;
-    let devices = fleet(target).await?;
+    let dialer = Dialer::new(target, target.connections)?;
+    let devices = fleet(target, &dialer, target.connections).await?;
     let appended_before = if target.gateway {
         Some(telemetry_end_offset(&target.connect, &args.telemetry_topic)?)
     } else {
         None
     };
-    let sessions = connect_all(target.mqtt, &devices, LOAD_KEEP_ALIVE_SECS).await?;
+    let sessions = connect_all(&dialer, &devices, LOAD_KEEP_ALIVE_SECS).await?;
 
     let state = Arc::new(LoadState {
         phase: AtomicUsize::new(0),
@@ -788,10 +944,11 @@ async fn idle(args: IdleArgs) -> anyhow::Result<()> {
     let settle = super::check_seconds("--settle-secs", args.settle_secs, true)?;
     anyhow::ensure!(args.keep_alive_secs > 0, "--keep-alive-secs must be at least 1 (0 would turn it off)");
     let target = &args.target;
-    let devices = fleet(target).await?;
+    let dialer = Dialer::new(target, target.connections)?;
+    let devices = fleet(target, &dialer, target.connections).await?;
     tokio::time::sleep(settle).await;
     let before_kib = measure::resident_kib(args.pid)?;
-    let sessions = connect_all(target.mqtt, &devices, args.keep_alive_secs).await?;
+    let sessions = connect_all(&dialer, &devices, args.keep_alive_secs).await?;
     tokio::time::sleep(settle).await;
     let after_kib = measure::resident_kib(args.pid)?;
     let n_sessions = sessions.len();
@@ -839,6 +996,99 @@ async fn idle(args: IdleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+// --- handshakes ----------------------------------------------------------------------------------
+
+async fn handshakes(args: HandshakeArgs) -> anyhow::Result<()> {
+    let duration = super::check_seconds("--duration-secs", args.duration_secs, false)?;
+    super::check_runs(args.runs)?;
+    let target = &args.target;
+    let dialer = Dialer::new(target, args.concurrency)?;
+    let devices = fleet(target, &dialer, args.concurrency).await?;
+    eprintln!(
+        "{} workers opening and closing sessions{} of {} devices: {} x {:?}",
+        args.concurrency,
+        if dialer.tls.is_some() { " over TLS (full handshakes)" } else { " over TCP" },
+        devices.len(),
+        args.runs,
+        duration
+    );
+    // Each session is the next device's, round the fleet.
+    let next_device = Arc::new(AtomicUsize::new(0));
+    let (mut rates, mut p50s, mut p99s) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut server_us, mut client_us, mut shares) = (Vec::new(), Vec::new(), Vec::new());
+    for run_idx in 0..args.runs {
+        let latency = Arc::new(LatencyHistogram::default());
+        let cpu_before = CpuSample::take(args.pid)?;
+        let started = Instant::now();
+        let deadline = started + duration;
+        let mut workers = JoinSet::new();
+        for _ in 0..args.concurrency {
+            let (dialer, devices, next_device, latency) =
+                (dialer.clone(), devices.clone(), next_device.clone(), latency.clone());
+            workers.spawn(async move {
+                let mut completed = 0u64;
+                while Instant::now() < deadline {
+                    let index = next_device.fetch_add(1, Ordering::Relaxed) % devices.len();
+                    let device = &devices[index];
+                    let begun = Instant::now();
+                    let session = connect(&dialer, index, device, LOAD_KEEP_ALIVE_SECS)
+                        .await
+                        .with_context(|| format!("device {}", device.id))?;
+                    latency.record(begun.elapsed());
+                    session.disconnect().await;
+                    completed += 1;
+                }
+                anyhow::Ok(completed)
+            });
+        }
+        let mut completed = 0;
+        while let Some(joined) = workers.join_next().await {
+            completed += joined.context("a handshake worker failed")??;
+        }
+        // The window ends when the last worker has closed its last session.
+        let elapsed = started.elapsed();
+        let cpu = CpuSample::take(args.pid)?.since(&cpu_before);
+        let rate = completed as f64 / elapsed.as_secs_f64();
+        let per_session = |ticks: u64| ticks as f64 * 1e6 / USER_HZ as f64 / completed.max(1) as f64;
+        let (p50, p99) = (latency.percentile(50.0), latency.percentile(99.0));
+        let share = cpu.shares();
+        eprintln!(
+            "run {}: {completed} sessions in {:.2} s, {rate:.0}/s; TCP connect to CONNACK p50 {} / p99 {} ms; \
+             CPU per session: server {}, load generator {:.1} us; CPU shares server / load generator / \
+             softirq / other: {share}",
+            run_idx + 1,
+            elapsed.as_secs_f64(),
+            millis(p50),
+            millis(p99),
+            cpu.server_ticks.map_or("-".to_string(), |ticks| format!("{:.1} us", per_session(ticks))),
+            per_session(cpu.own_ticks),
+        );
+        rates.push(rate);
+        p50s.extend(p50.map(|micros| micros as f64));
+        p99s.extend(p99.map(|micros| micros as f64));
+        client_us.push(per_session(cpu.own_ticks));
+        server_us.extend(cpu.server_ticks.map(per_session));
+        shares.push(share);
+    }
+    let mut summary = Summary::default();
+    summary
+        .add("tls", dialer.tls.is_some())
+        .add("concurrency", args.concurrency)
+        .add("runs", args.runs)
+        .add("handshakes_per_s", format!("{:.0}", measure::median(&rates).unwrap_or(0.0)))
+        .add("p50_ms", millis(measure::median(&p50s).map(|micros| micros as u64)))
+        .add("p99_ms", millis(measure::median(&p99s).map(|micros| micros as u64)))
+        .add("client_cpu_us_per_handshake", format!("{:.1}", measure::median(&client_us).unwrap_or(0.0)));
+    if let Some(server_us) = measure::median(&server_us) {
+        summary.add("server_cpu_us_per_handshake", format!("{server_us:.1}"));
+    }
+    if let Some(middle) = middle_index(&rates) {
+        summary.add("cpu_shares", &shares[middle]);
+    }
+    print!("{}", summary.render(target.kv));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -857,6 +1107,28 @@ mod tests {
         }
         telemetry_payload(&mut payload, "d", 1, 0, 200);
         assert_eq!(payload.len(), 200);
+    }
+
+    #[test]
+    fn connections_beyond_the_ephemeral_ports_come_from_several_loopback_addresses() {
+        let server = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8883);
+        assert_eq!(source_addresses(server, 20_000, 26_232).ok(), Some(vec![]));
+        let sources = source_addresses(server, 100_000, 26_232).unwrap_or_default();
+        let expected: Vec<IpAddr> = (1..=4).map(|last| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))).collect();
+        assert_eq!(sources, expected);
+        // A server elsewhere sees one address of this machine's.
+        let remote = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 8883);
+        assert_eq!(source_addresses(remote, 20_000, 26_232).ok(), Some(vec![]));
+        let error = source_addresses(remote, 100_000, 26_232).err().map(|error| error.to_string());
+        assert!(error.as_ref().is_some_and(|error| error.contains("need 4 local addresses")), "{error:?}");
+    }
+
+    #[test]
+    fn ephemeral_port_ranges_are_counted_inclusively() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some(28_232));
+        assert_eq!(parse_port_range("1024 1024"), Some(1));
+        assert_eq!(parse_port_range("60999 32768"), None);
+        assert_eq!(parse_port_range(""), None);
     }
 
     #[test]

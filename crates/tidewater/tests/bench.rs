@@ -7,6 +7,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use support::{fails, ok, run, tidewater, Server};
 
@@ -17,6 +18,17 @@ fn figures(output: &str) -> HashMap<String, String> {
         .filter_map(|line| line.split_once('='))
         .map(|(name, value)| (name.to_string(), value.to_string()))
         .collect()
+}
+
+/// The address of one of the server's listeners (`mqtt`, `mqtt_tls`) from its running line.
+fn listener(server: &Server, name: &str) -> String {
+    let prefix = format!("{name}=");
+    server
+        .running
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name}=ADDRESS in {:?}", server.running))
+        .to_string()
 }
 
 /// A figure that must be a number above zero.
@@ -85,12 +97,7 @@ fn produce_consume_and_e2e_measure_every_record() {
 #[test]
 fn mqtt_load_and_idle_against_the_gateway() {
     let server = Server::start_with(&["--mqtt-listen", "127.0.0.1:0"]);
-    let mqtt = server
-        .running
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("mqtt="))
-        .unwrap_or_else(|| panic!("no mqtt=ADDRESS in {:?}", server.running))
-        .to_string();
+    let mqtt = listener(&server, "mqtt");
     let pid = server.child.0.id().to_string();
     let target = ["--gateway", "--mqtt", &mqtt, "--connections", "20", "--pid", &pid, "--kv"];
     let mut load_args = vec!["bench", "mqtt", "load", "--in-flight", "2", "--warmup-secs", "0.2"];
@@ -117,6 +124,71 @@ fn mqtt_load_and_idle_against_the_gateway() {
     positive(&idle, "rss_after_kib");
 }
 
+/// A CA, and a server certificate it signs for IP 127.0.0.1, as PEM files in `dir`: (CA, server
+/// certificate, server key).
+fn test_pki(dir: &Path, ca_name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).expect("CA params");
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, ca_name);
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let server_key = rcgen::KeyPair::generate().expect("server key");
+    let server_params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("server params");
+    let server = server_params.signed_by(&server_key, &ca, &ca_key).expect("server certificate");
+    let paths = (dir.join(format!("{ca_name}.pem")), dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&paths.0, ca.pem()).expect("write CA");
+    std::fs::write(&paths.1, server.pem()).expect("write server certificate");
+    std::fs::write(&paths.2, server_key.serialize_pem()).expect("write server key");
+    paths
+}
+
+#[test]
+fn mqtt_handshakes_load_and_idle_over_tls() {
+    let pki = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = test_pki(pki.path(), "bench-ca");
+    let (cert, key) = (cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
+    let server =
+        Server::start_with(&["--mqtt-tls-listen", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]);
+    let mqtt_tls = listener(&server, "mqtt_tls");
+    let pid = server.child.0.id().to_string();
+    let ca = ca.to_string_lossy().into_owned();
+    let target =
+        ["--gateway", "--mqtt", &mqtt_tls, "--tls-ca", &ca, "--connections", "10", "--pid", &pid, "--kv"];
+
+    let mut handshake_args =
+        vec!["bench", "mqtt", "handshakes", "--concurrency", "3", "--duration-secs", "0.3"];
+    handshake_args.extend(["--runs", "2"]);
+    handshake_args.extend(target);
+    let handshakes = figures(&ok(&server, &handshake_args, ""));
+    assert_eq!((handshakes["tls"].as_str(), handshakes["runs"].as_str()), ("true", "2"), "{handshakes:?}");
+    positive(&handshakes, "handshakes_per_s");
+    let p50 = positive(&handshakes, "p50_ms");
+    let p99 = positive(&handshakes, "p99_ms");
+    assert!(p50 <= p99, "{handshakes:?}");
+    positive(&handshakes, "client_cpu_us_per_handshake");
+    assert!(handshakes.contains_key("server_cpu_us_per_handshake"), "{handshakes:?}");
+
+    // Every acknowledged message is in the topic over TLS too (the command fails otherwise).
+    let mut load_args = vec!["bench", "mqtt", "load", "--in-flight", "2", "--warmup-secs", "0.2"];
+    load_args.extend(["--duration-secs", "0.3", "--runs", "1"]);
+    load_args.extend(target);
+    let load = figures(&ok(&server, &load_args, ""));
+    assert_eq!(load["acked"], load["appended"], "{load:?}");
+    positive(&load, "msgs_per_s");
+
+    let mut idle_args = vec!["bench", "mqtt", "idle", "--settle-secs", "0"];
+    idle_args.extend(target);
+    let idle = figures(&ok(&server, &idle_args, ""));
+    assert_eq!(idle["connections"], "10");
+
+    // A client that trusts another CA refuses the server's certificate.
+    let (other_ca, _, _) = test_pki(pki.path(), "other-ca");
+    let other_ca = other_ca.to_string_lossy().into_owned();
+    let args = ["bench", "mqtt", "handshakes", "--mqtt", &mqtt_tls, "--tls-ca", &other_ca, "--runs", "1"];
+    let stderr = fails(tidewater(&server, &args, ""), &args);
+    assert!(stderr.contains("TLS handshake") && stderr.contains("UnknownIssuer"), "{stderr}");
+}
+
 #[test]
 fn loopback_measures_without_a_broker() {
     let output = run(&["bench", "loopback", "--duration-secs", "0.2", "--runs", "1", "--kv"], b"");
@@ -141,7 +213,9 @@ fn settings_it_cannot_honour_are_refused() {
     check(&["bench", "produce", "--record-bytes", "900001"], "900001");
     check(&["bench", "e2e", "--record-bytes", "7"], "7");
     check(&["bench", "mqtt", "load", "--in-flight", "0"], "--in-flight");
-    check(&["bench", "mqtt", "load", "--connections", "60001"], "--connections");
+    check(&["bench", "mqtt", "load", "--connections", "200001"], "--connections");
+    check(&["bench", "mqtt", "handshakes", "--concurrency", "0"], "--concurrency");
+    check(&["bench", "mqtt", "load", "--tls-ca", "/nonexistent/ca.pem"], "/nonexistent/ca.pem");
     check(&["bench", "mqtt", "load", "--runs", "0"], "--runs must be between 1 and 100");
     check(&["bench", "mqtt", "idle", "--pid", "1", "--keep-alive-secs", "0"], "--keep-alive-secs");
     ok(&server, &["topic", "create", "empty"], "");
