@@ -48,14 +48,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Whether `command` prints a report and ends (a listing, a description, `consume`, `query
-/// test`), so that a reader that stops early (`| head`) should end it, as it ends `cat`. Servers
-/// and runners are not: they serve sockets and feed trigger commands' pipes, where a closed
-/// reader is an error to handle, not a reason to exit.
+/// Whether `command` prints a report and ends (a listing, a description, `query test`), so that
+/// a reader that stops early (`| head`) should end it, as it ends `cat`. Not so for servers and
+/// runners, which serve sockets and feed trigger commands' pipes, nor for `produce` and
+/// `consume`, which may run for hours: OpenSSL writes to a TLS connection the broker reset would
+/// raise SIGPIPE too, where librdkafka reconnects. (`consume` ends quietly on a closed stdout by
+/// itself.)
 fn ends_when_its_reader_does(command: &cli::Command) -> bool {
     use cli::Command;
     match command {
         Command::Serve(_) | Command::Gateway(_) | Command::Bench(_) => false,
+        Command::Produce(_) | Command::Consume(_) => false,
         Command::Trigger(args) => !matches!(args.command, trigger_cmd::TriggerCommand::Run(_)),
         Command::Capture(args) => !matches!(args.command, capture_cmd::CaptureCommand::Run(_)),
         Command::Query(command) => !matches!(command, query_cmd::QueryCommand::Run(_)),
@@ -65,7 +68,7 @@ fn ends_when_its_reader_does(command: &cli::Command) -> bool {
 
 /// Restores the default action of SIGPIPE, ending the process. Rust starts with SIGPIPE
 /// ignored, so a write to a closed pipe is an error, and `println!` panics on it with a
-/// backtrace: `tidewater consume ... | head` would end that way.
+/// backtrace: `tidewater query describe JOB | head -3` ended that way.
 fn end_quietly_on_a_closed_pipe() {
     // SAFETY: `signal` with SIG_DFL only changes this process's disposition of SIGPIPE, before
     // any other thread exists.
