@@ -324,7 +324,13 @@ pub async fn run_query_job(
         blocking(|| producer.begin_transaction()).context("beginning a transaction")?;
     }
     let (mut checkpointed_events, mut checkpointed_outputs) = (counts.events, counts.outputs);
-    let mut checkpoint_timer = tokio::time::interval(settings.checkpoint_interval);
+    // The first checkpoint is one interval after the start, not at once: an immediate first tick
+    // fires only at the timer driver's next turn, which under load comes after the first events
+    // and would checkpoint them early.
+    let mut checkpoint_timer = tokio::time::interval_at(
+        tokio::time::Instant::now() + settings.checkpoint_interval,
+        settings.checkpoint_interval,
+    );
     checkpoint_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Measured at the first tick, then every INPUT_LAG_INTERVAL.
     let mut lag_measured = std::time::Instant::now() - INPUT_LAG_INTERVAL;
