@@ -324,13 +324,11 @@ pub async fn run_query_job(
         blocking(|| producer.begin_transaction()).context("beginning a transaction")?;
     }
     let (mut checkpointed_events, mut checkpointed_outputs) = (counts.events, counts.outputs);
-    // The first checkpoint is one interval after the start, not at once: an immediate first tick
-    // fires only at the timer driver's next turn, which under load comes after the first events
-    // and would checkpoint them early.
-    let mut checkpoint_timer = tokio::time::interval_at(
-        tokio::time::Instant::now() + settings.checkpoint_interval,
-        settings.checkpoint_interval,
-    );
+    let mut checkpoint_timer = tokio::time::interval(settings.checkpoint_interval);
+    // The first tick is due at once but fires only at the timer driver's next turn, which under
+    // load comes after the first events: it measures the input lag and takes no checkpoint, so
+    // the first checkpoint is one interval after the start.
+    let mut first_tick = true;
     checkpoint_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Measured at the first tick, then every INPUT_LAG_INTERVAL.
     let mut lag_measured = std::time::Instant::now() - INPUT_LAG_INTERVAL;
@@ -353,7 +351,9 @@ pub async fn run_query_job(
                     }
                 }
                 // An idle job writes no checkpoints: nothing it would say has changed.
-                if counts.events != checkpointed_events || counts.outputs != checkpointed_outputs {
+                let changed = counts.events != checkpointed_events || counts.outputs != checkpointed_outputs;
+                let first = std::mem::take(&mut first_tick);
+                if changed && !first {
                     let started = std::time::Instant::now();
                     blocking(|| checkpoint(&producer, &mut deliveries, &settings, &job, &next_offsets, counts))?;
                     metrics.checkpointed(started);
