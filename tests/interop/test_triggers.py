@@ -19,7 +19,8 @@ import uuid
 
 import pytest
 from cloudevents.http import from_http
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, ConsumerGroupState, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from standardwebhooks.webhooks import Webhook
 
 from trigger_support import (
@@ -441,6 +442,71 @@ def test_pause_resume_and_apply_round_trip(bootstrap, topic_name, trigger_name, 
     assert requests[1].headers["content-type"].startswith("application/cloudevents+json")
     assert from_http(requests[1].headers, requests[1].body).data == {"key": "a", "seq": 1}
     assert len(requests) == 2, "the event delivered before the pause was delivered again"
+
+
+def test_a_killed_serve_takes_its_triggers_partitions_back_without_waiting_for_its_dead_self(
+    broker_factory, topic_name, receiver, tmp_path
+):
+    """Group membership survives a broker restart, so a serve killed with SIGKILL comes back to
+    find its trigger's dead consumer still a member. As a new member, its consumer would wait
+    for that member's session to time out (librdkafka's 45 s) before the group rebalanced; it
+    joins as a static member named after the broker instead, takes the dead member's place and
+    its partitions at once, and the group never leaves Stable. Checked on the group itself: the
+    first change DescribeGroups shows after the restart is the member id being replaced in a
+    Stable group of one, where a dynamic member's join shows PreparingRebalance, for 45 s."""
+    broker = broker_factory()
+    bootstrap = broker.bootstrap
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    group = f"tidewater-trigger-{name}"
+    create_topic(bootstrap, topic_name, partitions=2)
+    hook = receiver()
+    tidewater("trigger", "create", name, "--topic", topic_name, "--webhook", hook.url, "--from", "earliest",
+              bootstrap=bootstrap)
+    produce(bootstrap, topic_name, [(f"k{seq % 4}", {"seq": seq}, None) for seq in range(8)])
+    hook.wait_for(lambda seen: len({request.json()["seq"] for request in seen}) >= 8, "deliveries before the kill")
+    before = describe_group_once(bootstrap, group)
+    assert before.state == ConsumerGroupState.STABLE and len(before.members) == 1, before
+    (dead,) = before.members
+    assert dead.group_instance_id == "tidewater-serve-0", dead
+    # Committed (every 1 s), so nothing but what is produced next is delivered after the restart.
+    wait_for_commits(bootstrap, group, topic_name, committed_ends(bootstrap, topic_name, 2))
+
+    bootstrap = broker.restart(kill=True)
+    deadline = time.monotonic() + 60
+    after = describe_group_once(bootstrap, group)
+    while time.monotonic() < deadline:
+        after = describe_group_once(bootstrap, group)
+        if after.state != ConsumerGroupState.STABLE or [m.member_id for m in after.members] != [dead.member_id]:
+            break
+        time.sleep(0.1)
+    assert after.state == ConsumerGroupState.STABLE, f"the restarted trigger made the group rebalance: {after}"
+    (member,) = after.members
+    assert member.member_id != dead.member_id and member.group_instance_id == dead.group_instance_id, after
+    assert sorted(tp.partition for tp in member.assignment.topic_partitions) == [0, 1], after
+
+    produce(bootstrap, topic_name, [(f"k{seq % 4}", {"seq": seq}, None) for seq in range(8, 12)])
+    hook.wait_for(lambda seen: {8, 9, 10, 11} <= {request.json()["seq"] for request in seen},
+                  "deliveries after the restart")
+    tidewater("trigger", "delete", name, bootstrap=bootstrap)
+
+
+def describe_group_once(bootstrap: str, group: str):
+    """DescribeGroups from a client of its own: librdkafka's admin client can stay stuck on a
+    coordinator it knew before a broker restart (see test_groups.py's `restart_broker`)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    return admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+
+
+def committed_ends(bootstrap: str, topic: str, partitions: int) -> list[int]:
+    """What a group that has read every partition of `topic` has committed: each partition's end
+    offset, or no offset (OFFSET_INVALID) where the partition is empty."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False})
+    try:
+        ends = [consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+                for partition in range(partitions)]
+        return [end if end > 0 else OFFSET_INVALID for end in ends]
+    finally:
+        consumer.close()
 
 
 def wait_until_state(bootstrap: str, name: str, state: str, timeout_s: float = 30.0) -> None:

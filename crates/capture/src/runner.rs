@@ -223,7 +223,7 @@ pub async fn run_capture(
     let group_id = definition.group_id();
     let client_id = format!("tidewater-capture-{}", definition.name);
     let consumer: StreamConsumer<CaptureContext> = cluster
-        .client_config(&[
+        .group_consumer_config(&[
             ("group.id", &group_id),
             ("client.id", &client_id),
             ("enable.auto.commit", "false"),

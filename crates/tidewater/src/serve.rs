@@ -127,10 +127,12 @@ async fn serve(
         anyone: tidewater_client::ClusterConfig {
             bootstrap_servers: listeners.internal_access.bootstrap.clone(),
             properties: listeners.internal_access.properties.clone(),
+            static_member: None,
         },
         users: listeners.authorization.then(|| tidewater_client::ClusterConfig {
             bootstrap_servers: listeners.internal_access.bootstrap.clone(),
             properties: vec![("security.protocol".to_string(), "SASL_PLAINTEXT".to_string())],
+            static_member: None,
         }),
     };
     let admin = crate::admin::start(
@@ -217,10 +219,14 @@ async fn serve(
     // listener (the internal one, with an identity of their own, when the external ones
     // authenticate; see listeners.rs). Each starts once the first `trigger create` / `query
     // create` made its registry topic: a server without them keeps no such clients (and their
-    // connections) around.
+    // connections) around. Their group consumers are static members named after this broker,
+    // which is all the group ever sees of this process: a serve killed with its broker takes
+    // its partitions back as soon as it is up, rather than waiting for the dead members'
+    // sessions, which the broker kept across the restart, to time out.
     let own_cluster = tidewater_client::ClusterConfig {
         bootstrap_servers: listeners.internal_access.bootstrap.clone(),
         properties: listeners.internal_access.properties.clone(),
+        static_member: Some(format!("tidewater-serve-{}", args.node_id)),
     };
     let triggers = args.triggers.then(|| {
         let cluster = own_cluster.clone();

@@ -320,7 +320,7 @@ async fn run_round(
     }));
     let group_id = format!("tidewater-query-{}", settings.name);
     let consumer: StreamConsumer<ParallelContext> = cluster
-        .client_config(&[
+        .group_consumer_config(&[
             ("group.id", &group_id),
             ("client.id", &transactional_id),
             ("enable.auto.commit", "false"),

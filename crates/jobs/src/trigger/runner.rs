@@ -180,7 +180,7 @@ pub async fn run_trigger(
     let group_id = definition.group_id();
     let client_id = format!("tidewater-trigger-{}", definition.name);
     let consumer: StreamConsumer<TriggerContext> = cluster
-        .client_config(&[
+        .group_consumer_config(&[
             ("group.id", &group_id),
             ("client.id", &client_id),
             ("enable.auto.commit", "false"),
