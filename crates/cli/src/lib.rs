@@ -30,6 +30,11 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use tidewater_client::{ClusterArgs, ClusterConfig};
 
+/// What every client command's librdkafka configuration starts with (see
+/// [`Connection::client_config`]).
+const COMMAND_BASE_SETTINGS: [(&str, &str); 2] =
+    [("client.id", "tidewater-cli"), ("allow.auto.create.topics", "false")];
+
 /// The cluster a command talks to, from its flags, and how long it waits for it.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -52,7 +57,7 @@ impl Connection {
         &self.cluster.bootstrap_servers
     }
 
-    /// librdkafka's configuration for a client command: the commands' base settings, then
+    /// librdkafka's configuration for a client command: [`COMMAND_BASE_SETTINGS`], then
     /// `settings`, then the user's properties (client config file, `-X`), which win.
     ///
     /// `allow.auto.create.topics=false`: a metadata request for a topic that does not exist must
@@ -60,7 +65,7 @@ impl Connection {
     /// of a mistyped name would leave a new empty topic behind instead of saying it does not
     /// exist.
     pub fn client_config(&self, settings: &[(&str, &str)]) -> ClientConfig {
-        let mut all = vec![("client.id", "tidewater-cli"), ("allow.auto.create.topics", "false")];
+        let mut all = COMMAND_BASE_SETTINGS.to_vec();
         all.extend_from_slice(settings);
         self.cluster.client_config(&all)
     }
@@ -81,13 +86,15 @@ impl Connection {
         &self,
         settings: &[(&str, &str)],
     ) -> anyhow::Result<rdkafka::consumer::BaseConsumer<CliContext>> {
-        let mut all = vec![
+        let mut all = COMMAND_BASE_SETTINGS.to_vec();
+        all.extend([
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "error"),
-        ];
+        ]);
         all.extend_from_slice(settings);
-        self.client_config(&all)
+        self.cluster
+            .consumer_config(&all)
             .create_with_context(CliContext::default())
             .context("creating the Kafka consumer")
     }

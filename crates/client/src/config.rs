@@ -96,6 +96,18 @@ impl std::str::FromStr for KeyValue {
     }
 }
 
+/// What Tidewater's consumers of streams set before their own settings
+/// ([`ClusterConfig::consumer_config`]).
+///
+/// `fetch.queue.backoff.ms`: librdkafka stops fetching a partition whose local queue holds
+/// `queued.min.messages` records (100,000), and looks again only after this backoff, 1 s by
+/// default. A consumer that gets through 100,000 small records in less than a second then sits
+/// idle for the rest of it. Measured on a release build: `tidewater bench consume` of 64-byte
+/// records read 0.3 million records/s with the default and 2.0 million with 10 ms, and a query
+/// job over 1,000,000 JSON readings finished in 3.5-5.5 s instead of 9 s, its CPU time the
+/// same. Records of 1 KiB fill the queue's byte bound first and did not show it.
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[("fetch.queue.backoff.ms", "10")];
+
 /// Bootstrap servers plus the user's librdkafka properties, applied to every client Tidewater
 /// creates for this cluster (security settings, timeouts) after the client's own settings.
 #[derive(Clone, PartialEq, Eq)]
@@ -149,6 +161,14 @@ impl ClusterConfig {
         if let Some(name) = &self.static_member {
             all.push(("group.instance.id", name));
         }
+        self.consumer_config(&all)
+    }
+
+    /// [`ClusterConfig::client_config`] for a consumer that reads streams: the
+    /// [`CONSUMER_DEFAULTS`] first, then `settings`, then the user's properties.
+    pub fn consumer_config(&self, settings: &[(&str, &str)]) -> ClientConfig {
+        let mut all = CONSUMER_DEFAULTS.to_vec();
+        all.extend_from_slice(settings);
         self.client_config(&all)
     }
 
@@ -496,6 +516,16 @@ mod tests {
             assert_eq!(cluster.client_config(&[]).get(key), Some(value), "other clients keep it");
             assert!(cluster.table_producer("t").is_ok());
         }
+    }
+
+    #[test]
+    fn consumers_take_the_consumer_defaults_and_the_user_still_wins() {
+        let mut cluster = ClusterConfig::new("kafka:9092");
+        assert_eq!(cluster.consumer_config(&[]).get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(cluster.group_consumer_config(&[]).get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(cluster.client_config(&[]).get("fetch.queue.backoff.ms"), None, "producers do not take it");
+        cluster.properties.push(("fetch.queue.backoff.ms".to_string(), "250".to_string()));
+        assert_eq!(cluster.consumer_config(&[]).get("fetch.queue.backoff.ms"), Some("250"));
     }
 
     #[test]

@@ -274,7 +274,7 @@ impl KeyedTopic {
         let group_id = format!("{}-reader", self.client_id);
         let consumer: BaseConsumer<QuietContext> = self
             .cluster
-            .client_config(&[
+            .consumer_config(&[
                 ("client.id", &self.client_id),
                 ("group.id", &group_id),
                 ("enable.auto.commit", "false"),

@@ -132,7 +132,7 @@ pub fn follow(
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let consumer: BaseConsumer<QuietContext> = cluster
-        .client_config(&[
+        .consumer_config(&[
             ("client.id", "tidewater-gateway-fanout"),
             ("group.id", "tidewater-gateway-fanout"),
             ("enable.auto.commit", "false"),

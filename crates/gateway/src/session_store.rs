@@ -251,7 +251,7 @@ pub fn follow(
     let Some(inner) = &store.inner else { return Ok(None) };
     let consumer: BaseConsumer<QuietContext> = inner
         .cluster
-        .client_config(&[
+        .consumer_config(&[
             ("client.id", CLIENT_ID),
             ("group.id", "tidewater-gateway-sessions-reader"),
             ("enable.auto.commit", "false"),
@@ -343,7 +343,7 @@ fn replay(
     timeout: Duration,
 ) -> anyhow::Result<Vec<(Position, Arc<Message>)>> {
     let consumer: BaseConsumer<QuietContext> = cluster
-        .client_config(&[
+        .consumer_config(&[
             ("client.id", CLIENT_ID),
             ("group.id", "tidewater-gateway-session-replay"),
             ("enable.auto.commit", "false"),

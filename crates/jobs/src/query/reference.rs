@@ -369,7 +369,7 @@ fn assigned_consumer(
 ) -> anyhow::Result<BaseConsumer<QuietContext>> {
     let client_id = format!("tidewater-query-{job_name}-reference");
     let consumer: BaseConsumer<QuietContext> = cluster
-        .client_config(&[
+        .consumer_config(&[
             ("client.id", &client_id),
             ("group.id", &client_id),
             ("enable.auto.commit", "false"),

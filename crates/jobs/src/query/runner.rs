@@ -245,7 +245,7 @@ pub async fn run_query_job(
     };
     counts.errors += refused;
     let consumer: StreamConsumer<QuietContext> = cluster
-        .client_config(&[
+        .consumer_config(&[
             ("group.id", &transactional_id),
             ("client.id", &transactional_id),
             ("enable.auto.commit", "false"),
@@ -651,7 +651,7 @@ pub fn read_latest_checkpoint(
     name: &str,
 ) -> anyhow::Result<Option<CheckpointRecord>> {
     let consumer: BaseConsumer<QuietContext> = cluster
-        .client_config(&[
+        .consumer_config(&[
             ("group.id", "tidewater-query-checkpoint-reader"),
             ("enable.auto.commit", "false"),
             ("isolation.level", "read_committed"),
