@@ -319,7 +319,9 @@ fn commit_round<C: Consumer<ParallelContext>>(shared: &mut Shared, consumer: &C)
             // A record the broker refused fails the round with its reason, before the commit
             // would fail with only a count of failed messages.
             deliveries.settle(producer).context("writing a checkpoint transaction")?;
-            producer.commit_transaction(TRANSACTION_TIMEOUT).context("committing a checkpoint transaction")?;
+            producer
+                .commit_transaction(TRANSACTION_TIMEOUT)
+                .context("committing a checkpoint transaction")?;
             producer.begin_transaction().context("beginning a transaction")?;
         }
         Delivery::AtLeastOnce => {

@@ -614,9 +614,9 @@ pub(super) fn settle_rows(
     producer: &FutureProducer<QuietContext>,
     deliveries: &mut Deliveries,
 ) -> anyhow::Result<()> {
-    deliveries
-        .settle(producer)
-        .context("a record produced since the last checkpoint was not written, so no checkpoint is taken past it")
+    deliveries.settle(producer).context(
+        "a record produced since the last checkpoint was not written, so no checkpoint is taken past it",
+    )
 }
 
 /// Queues a checkpoint record, keyed `key` (in the open transaction, if there is one).
