@@ -51,6 +51,15 @@ def hot_seqs(seqs: range) -> set[int]:
     return {seq for seq in seqs if seq % 2 == 0}
 
 
+def wait_for_seqs(bootstrap: str, topic: str, expected: set[int], timeout_s: float = 120.0) -> None:
+    """Until `topic` holds a row of every seq in `expected`, or the time is up (the caller then
+    reports what is missing)."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while not expected <= seen and time.monotonic() < deadline:
+        seen = {row["seq"] for row in read_committed(bootstrap, topic, settle_s=1.0)}
+
+
 def test_at_least_once_rows_are_readable_while_the_job_runs_without_a_checkpoint(bootstrap, topic_name, tmp_path):
     """With an hour between checkpoints, no transaction would commit while the test runs: the
     rows a read_committed consumer reads were produced outside any transaction."""
@@ -137,11 +146,7 @@ def test_an_at_least_once_job_killed_mid_stream_loses_no_row(bootstrap, topic_na
         job.start()
         feeder.join(timeout=120)
         assert not feeder.is_alive(), "the feeder did not finish"
-        expected = hot_seqs(range(total))
-        seen: set[int] = set()
-        deadline = time.monotonic() + 120
-        while not expected <= seen and time.monotonic() < deadline:
-            seen = {row["seq"] for row in read_committed(bootstrap, alerts, settle_s=1.0)}
+        wait_for_seqs(bootstrap, alerts, hot_seqs(range(total)))
     finally:
         assert job.stop() == 0, (tmp_path / "job.log").read_text()[-3000:]
     rows = read_committed(bootstrap, alerts)
@@ -253,11 +258,7 @@ def test_a_parallel_at_least_once_job_killed_mid_stream_loses_no_row(bootstrap, 
         restarted(second)
         feeder.join(timeout=120)
         assert not feeder.is_alive(), "the feeder did not finish"
-        expected = hot_seqs(range(total))
-        seen: set[int] = set()
-        deadline = time.monotonic() + 120
-        while not expected <= seen and time.monotonic() < deadline:
-            seen = {row["seq"] for row in read_committed(bootstrap, alerts, settle_s=1.0)}
+        wait_for_seqs(bootstrap, alerts, hot_seqs(range(total)))
     finally:
         for job in (first, second):
             assert job.stop() == 0, job.log.read_text()[-3000:]

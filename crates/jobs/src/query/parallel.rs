@@ -53,9 +53,9 @@ use super::metrics::QueryMetrics;
 use super::reference::{ReferenceInputs, ReferenceTarget};
 
 use super::runner::{
-    at_least_once_producer, blocking, caught_up, enqueue_checkpoint, ensure_checkpoint_topic, now_ms,
-    read_latest_checkpoint, send_step, settle_rows, transactional_producer, CheckpointRecord, Counts,
-    InputOffsets, QueryJobSettings, StartPosition, TRANSACTION_TIMEOUT,
+    at_least_once_producer, blocking, caught_up, commit_and_begin, enqueue_checkpoint,
+    ensure_checkpoint_topic, now_ms, read_latest_checkpoint, send_step, settle_rows, transactional_producer,
+    CheckpointRecord, Counts, InputOffsets, QueryJobSettings, StartPosition, TRANSACTION_TIMEOUT,
 };
 
 /// How long an instance waits before it joins again after a failed round.
@@ -316,13 +316,7 @@ fn commit_round<C: Consumer<ParallelContext>>(shared: &mut Shared, consumer: &C)
                     .send_offsets_to_transaction(&offsets, &metadata, TRANSACTION_TIMEOUT)
                     .context("committing consumer offsets in the transaction")?;
             }
-            // A record the broker refused fails the round with its reason, before the commit
-            // would fail with only a count of failed messages.
-            deliveries.settle(producer).context("writing a checkpoint transaction")?;
-            producer
-                .commit_transaction(TRANSACTION_TIMEOUT)
-                .context("committing a checkpoint transaction")?;
-            producer.begin_transaction().context("beginning a transaction")?;
+            commit_and_begin(producer, deliveries)?;
         }
         Delivery::AtLeastOnce => {
             // An offset committed ahead of a checkpoint that was lost would resume a partition

@@ -593,17 +593,26 @@ fn checkpoint(
     match settings.delivery {
         Delivery::ExactlyOnce => {
             enqueue_checkpoint(producer, deliveries, &settings.name, &record)?;
-            deliveries.settle(producer).context("writing a checkpoint transaction")?;
-            producer
-                .commit_transaction(TRANSACTION_TIMEOUT)
-                .context("committing a checkpoint transaction")?;
-            producer.begin_transaction().context("beginning a transaction")?;
+            commit_and_begin(producer, deliveries)?;
         }
         Delivery::AtLeastOnce => {
             settle_rows(producer, deliveries)?;
             enqueue_checkpoint(producer, deliveries, &settings.name, &record)?;
         }
     }
+    Ok(())
+}
+
+/// Exactly once: commits the open transaction once every record in it is acknowledged (a record
+/// the broker refused fails with its reason, where the commit would fail with only a count of
+/// failed messages), and opens the next. Blocks.
+pub(super) fn commit_and_begin(
+    producer: &FutureProducer<QuietContext>,
+    deliveries: &mut Deliveries,
+) -> anyhow::Result<()> {
+    deliveries.settle(producer).context("writing a checkpoint transaction")?;
+    producer.commit_transaction(TRANSACTION_TIMEOUT).context("committing a checkpoint transaction")?;
+    producer.begin_transaction().context("beginning a transaction")?;
     Ok(())
 }
 
