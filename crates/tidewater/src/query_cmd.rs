@@ -144,6 +144,7 @@ pub(crate) struct RunArgs {
     /// Process each input partition number on its own (like ASA's PARTITION BY PartitionId), so
     /// that several instances of the job share the partitions as a consumer group. Right for
     /// queries whose groups live in one partition (e.g. per device, input keyed by device id).
+    /// Exactly once or at least once (--delivery).
     #[arg(long)]
     parallel: bool,
     #[command(flatten)]
@@ -166,7 +167,9 @@ struct DeliveryArgs {
     /// input offsets and state are checkpointed only after every earlier row is acknowledged, so
     /// a crash loses no row but may write again the rows since the last checkpoint (consumers
     /// must tolerate duplicates). Both reach about the same events/s; at-least-once spends some
-    /// 30% more CPU on its smaller produce requests. Not with --parallel.
+    /// 30% more CPU on its smaller produce requests. With --parallel the same holds per instance:
+    /// each waits for its rows' acknowledgements, then writes its partitions' checkpoints, then
+    /// commits the group's offsets; a partition taken over resumes from its checkpoint.
     #[arg(long, default_value = "exactly-once", value_name = "exactly-once|at-least-once",
           value_parser = Delivery::parse)]
     delivery: Delivery,

@@ -4,7 +4,8 @@
 //!   least once (rows produced as emitted, checkpoints once they are acknowledged).
 //! - `delivery`: the delivery modes, and the delivery reports a job reads before it commits.
 //! - `parallel`: one job over several instances sharing the input partitions, one engine job
-//!   per partition number, exactly once through KIP-447 transactional offset commits.
+//!   per partition number, exactly once through KIP-447 transactional offset commits, or at
+//!   least once (offsets committed after the checkpoints, which come after the rows).
 //! - `registry`: query jobs registered in the cluster (`_tidewater_queries`), as the trigger
 //!   registry does for triggers, so `tidewater serve` can run them.
 //! - `supervisor`: keeps the registered jobs running.

@@ -1,4 +1,5 @@
-//! A query job scaled out over instances that share its input partitions, still exactly once.
+//! A query job scaled out over instances that share its input partitions, exactly once or at
+//! least once.
 //!
 //! Like Azure Stream Analytics' `PARTITION BY PartitionId` ("embarrassingly parallel") jobs, each
 //! input partition number is processed on its own: partition N of every input feeds one engine
@@ -16,6 +17,20 @@
 //! generation, so its transaction aborts. Any such failure ends the round: the instance drops
 //! its state and joins again, restoring from the committed checkpoints.
 //!
+//! At least once (`Delivery::AtLeastOnce`) there is no transaction: rows are produced as the
+//! engine emits them, and at each checkpoint interval the instance waits until the broker has
+//! acknowledged every row produced so far (the single runner's `settle_rows`), then writes its
+//! changed partitions' checkpoints, waits for those too, and only then commits its consumer
+//! offsets. A crash at any point leaves the last checkpoint of each partition behind the rows
+//! already written: the next owner repeats rows, never skips input. The checkpoint, one record
+//! holding both the state and the offsets it has read to, is where a partition resumes: when
+//! partitions are assigned, the instance restores their checkpoints and, before librdkafka
+//! fetches the group's offsets, commits the checkpoints' offsets (`resume_positions`). Without
+//! that, the group's offsets could be ahead of the checkpoint (a zombie that lost its partitions
+//! can still write a checkpoint, which only its offset commit is fenced from), and the state
+//! restored would miss the input in between. A zombie's late checkpoint is still a consistent
+//! pair of state and offsets, so it costs repeated rows only.
+//!
 //! Reference inputs are read whole at the start of every round, before the instance joins the
 //! group; each assigned partition's job gets its own copy of the tables (loaded before its
 //! checkpoint is restored), and every later record is applied to all of them.
@@ -25,9 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::consumer::{
-    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -35,14 +48,14 @@ use tidewater_client::{ClusterConfig, QuietContext};
 use tidewater_sql::{local, Job, ReferenceError};
 use tokio::sync::watch;
 
-use super::delivery::Deliveries;
+use super::delivery::{Deliveries, Delivery};
 use super::metrics::QueryMetrics;
 use super::reference::{ReferenceInputs, ReferenceTarget};
 
 use super::runner::{
-    blocking, caught_up, enqueue_checkpoint, ensure_checkpoint_topic, now_ms, read_latest_checkpoint,
-    send_step, transactional_producer, CheckpointRecord, Counts, InputOffsets, QueryJobSettings,
-    StartPosition, TRANSACTION_TIMEOUT,
+    at_least_once_producer, blocking, caught_up, commit_and_begin, enqueue_checkpoint,
+    ensure_checkpoint_topic, now_ms, read_latest_checkpoint, send_step, settle_rows, transactional_producer,
+    CheckpointRecord, Counts, InputOffsets, QueryJobSettings, StartPosition, TRANSACTION_TIMEOUT,
 };
 
 /// How long an instance waits before it joins again after a failed round.
@@ -65,8 +78,9 @@ struct PartitionJob {
 struct Shared {
     settings: QueryJobSettings,
     cluster: ClusterConfig,
+    /// Transactional exactly once, idempotent without transactions at least once.
     producer: FutureProducer<QuietContext>,
-    /// Reports of the records in the open transaction, read before it commits.
+    /// Reports of the records produced since the last commit, read before the next.
     deliveries: Deliveries,
     metrics: QueryMetrics,
     jobs: BTreeMap<i32, PartitionJob>,
@@ -141,45 +155,89 @@ impl rdkafka::client::ClientContext for ParallelContext {
 
 impl ConsumerContext for ParallelContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(partitions) = rebalance else { return };
         let mut shared = lock(&self.shared);
-        // Commit while the generation that owns the partitions is still current; the next
-        // owner resumes exactly from this commit.
-        if let Some(metadata) = consumer.group_metadata() {
-            if let Err(error) = commit_round(&mut shared, &metadata) {
-                shared.failed.get_or_insert(error);
-            }
-        }
-        for element in partitions.elements() {
-            shared.jobs.remove(&element.partition());
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Assign(partitions) = rebalance else { return };
-        let mut shared = lock(&self.shared);
-        for element in partitions.elements() {
-            let partition = element.partition();
-            if shared.jobs.contains_key(&partition) {
-                continue;
-            }
-            match restore(&shared.settings, &shared.cluster, partition, &shared.tables) {
-                Ok(job) => {
-                    shared.jobs.insert(partition, job);
+        match rebalance {
+            Rebalance::Revoke(partitions) => {
+                // Commit while the generation that owns the partitions is still current; the
+                // next owner resumes from this commit.
+                if let Err(error) = commit_round(&mut shared, consumer) {
+                    shared.failed.get_or_insert(error);
                 }
-                Err(error) => {
+                for element in partitions.elements() {
+                    shared.jobs.remove(&element.partition());
+                }
+            }
+            // Before librdkafka's assign, which fetches the group's offsets: at least once,
+            // those must first be set to the restored checkpoints'.
+            Rebalance::Assign(partitions) => {
+                if let Err(error) = assign(&mut shared, consumer, partitions) {
+                    for element in partitions.elements() {
+                        shared.jobs.remove(&element.partition());
+                    }
                     shared.failed.get_or_insert(error);
                 }
             }
-        }
-        // Each assigned (input, partition) holds its job's watermark until it is read from or
-        // found empty (`Job::expect_partition`).
-        for element in partitions.elements() {
-            if let Some(partition_job) = shared.jobs.get_mut(&element.partition()) {
-                partition_job.job.expect_partition(element.topic(), element.partition());
-            }
+            Rebalance::Error(_) => {}
         }
     }
+}
+
+/// Restores the job of every newly assigned partition number from its checkpoint and, at least
+/// once, commits the offsets the jobs have read to as the group's, so the partitions are read
+/// from there.
+fn assign(
+    shared: &mut Shared,
+    consumer: &BaseConsumer<ParallelContext>,
+    partitions: &TopicPartitionList,
+) -> anyhow::Result<()> {
+    for element in partitions.elements() {
+        let partition = element.partition();
+        if !shared.jobs.contains_key(&partition) {
+            let job = restore(&shared.settings, &shared.cluster, partition, &shared.tables)?;
+            shared.jobs.insert(partition, job);
+        }
+    }
+    // Each assigned (input, partition) holds its job's watermark until it is read from or found
+    // empty (`Job::expect_partition`).
+    for element in partitions.elements() {
+        if let Some(partition_job) = shared.jobs.get_mut(&element.partition()) {
+            partition_job.job.expect_partition(element.topic(), element.partition());
+        }
+    }
+    // Exactly once the group's offsets and the checkpoints come from the same transactions.
+    if shared.settings.delivery == Delivery::AtLeastOnce {
+        let elements = partitions.elements();
+        let assigned: Vec<(&str, i32)> =
+            elements.iter().map(|element| (element.topic(), element.partition())).collect();
+        let mut positions = TopicPartitionList::new();
+        for (topic, partition, offset) in resume_positions(&assigned, &shared.jobs) {
+            positions.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        }
+        if positions.count() > 0 {
+            consumer
+                .commit(&positions, CommitMode::Sync)
+                .context("setting the group's offsets to the restored checkpoints")?;
+        }
+    }
+    Ok(())
+}
+
+/// Where each assigned input partition resumes at least once: the next offset its partition
+/// number's job has read to (as restored from its checkpoint, or as held in memory), one entry
+/// per assigned `(input, partition)` the job has an offset for. A partition its job never read
+/// from is left to the group's offsets and `auto.offset.reset`: at least once an offset is
+/// committed only after a checkpoint holding it, so there is none ahead of the job's.
+fn resume_positions<'a>(
+    assigned: &[(&'a str, i32)],
+    jobs: &BTreeMap<i32, PartitionJob>,
+) -> Vec<(&'a str, i32, i64)> {
+    assigned
+        .iter()
+        .filter_map(|&(topic, partition)| {
+            let offset = jobs.get(&partition)?.next_offsets.get(topic, partition)?;
+            Some((topic, partition, offset))
+        })
+        .collect()
 }
 
 fn checkpoint_key(name: &str, partition: i32) -> String {
@@ -216,8 +274,10 @@ fn restore(
 }
 
 /// Emits what processing time closes, then commits every changed partition's checkpoint and the
-/// consumer offsets with the outputs in one transaction, and opens the next.
-fn commit_round(shared: &mut Shared, metadata: &ConsumerGroupMetadata) -> anyhow::Result<()> {
+/// consumer offsets: exactly once with the outputs in one transaction (and opens the next); at
+/// least once after every row produced so far is acknowledged, the offsets last, once the
+/// checkpoints are acknowledged too.
+fn commit_round<C: Consumer<ParallelContext>>(shared: &mut Shared, consumer: &C) -> anyhow::Result<()> {
     let Shared { settings, producer, deliveries, metrics, jobs, .. } = shared;
     let now = now_ms();
     for partition_job in jobs.values_mut() {
@@ -228,8 +288,14 @@ fn commit_round(shared: &mut Shared, metadata: &ConsumerGroupMetadata) -> anyhow
         send_step(producer, deliveries, settings, metrics, step, &mut partition_job.counts)?;
     }
     metrics.watermarks(jobs.values().map(|partition_job| &partition_job.job));
+    if !jobs.values().any(|partition_job| partition_job.dirty) {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    if settings.delivery == Delivery::AtLeastOnce {
+        settle_rows(producer, deliveries)?;
+    }
     let mut offsets = TopicPartitionList::new();
-    let mut changed = false;
     for (partition, partition_job) in jobs.iter_mut() {
         for (topic, input_partition, offset) in partition_job.next_offsets.iter() {
             offsets.add_partition_offset(topic, input_partition, Offset::Offset(offset))?;
@@ -241,23 +307,28 @@ fn commit_round(shared: &mut Shared, metadata: &ConsumerGroupMetadata) -> anyhow
             CheckpointRecord::new(&partition_job.job, &partition_job.next_offsets, partition_job.counts, now);
         enqueue_checkpoint(producer, deliveries, &checkpoint_key(&settings.name, *partition), &record)?;
         partition_job.dirty = false;
-        changed = true;
     }
-    if !changed {
-        return Ok(());
+    match settings.delivery {
+        Delivery::ExactlyOnce => {
+            let metadata = consumer.group_metadata().context("the job's consumer has no group metadata")?;
+            if offsets.count() > 0 {
+                producer
+                    .send_offsets_to_transaction(&offsets, &metadata, TRANSACTION_TIMEOUT)
+                    .context("committing consumer offsets in the transaction")?;
+            }
+            commit_and_begin(producer, deliveries)?;
+        }
+        Delivery::AtLeastOnce => {
+            // An offset committed ahead of a checkpoint that was lost would resume a partition
+            // with no state for the input before it.
+            deliveries.settle(producer).context("writing the partitions' checkpoints")?;
+            if offsets.count() > 0 {
+                // Refused once this instance's generation is over (it lost the partitions).
+                consumer.commit(&offsets, CommitMode::Sync).context("committing consumer offsets")?;
+            }
+        }
     }
-    if offsets.count() > 0 {
-        producer
-            .send_offsets_to_transaction(&offsets, metadata, TRANSACTION_TIMEOUT)
-            .context("committing consumer offsets in the transaction")?;
-    }
-    let started = std::time::Instant::now();
-    // A record the broker refused fails the round with its reason, before the commit would
-    // fail with only a count of failed messages.
-    deliveries.settle(producer).context("writing a checkpoint transaction")?;
-    producer.commit_transaction(TRANSACTION_TIMEOUT).context("committing a checkpoint transaction")?;
     metrics.checkpointed(started);
-    producer.begin_transaction().context("beginning a transaction")?;
     Ok(())
 }
 
@@ -296,12 +367,18 @@ async fn run_round(
 ) -> anyhow::Result<()> {
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let transactional_id = format!("tidewater-query-{}-{}", settings.name, &instance[..12]);
-    let producer = transactional_producer(
-        cluster,
-        &transactional_id,
-        &[("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)],
-    )?;
-    blocking(|| producer.begin_transaction()).context("beginning a transaction")?;
+    let producer = match settings.delivery {
+        Delivery::ExactlyOnce => {
+            let producer = transactional_producer(
+                cluster,
+                &transactional_id,
+                &[("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)],
+            )?;
+            blocking(|| producer.begin_transaction()).context("beginning a transaction")?;
+            producer
+        }
+        Delivery::AtLeastOnce => at_least_once_producer(cluster, &transactional_id)?,
+    };
     // Every round reads the reference tables anew before it joins the group, so that no
     // partition's job sees an event before its tables are whole.
     let max_rows = settings.options.max_reference_rows;
@@ -340,9 +417,14 @@ async fn run_round(
     let inputs: Vec<String> = probe.inputs();
     let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).context("subscribing to the inputs")?;
-    tracing::info!(job = %settings.name, instance = %transactional_id, ?inputs, "parallel query job instance running");
+    tracing::info!(job = %settings.name, instance = %transactional_id, ?inputs, delivery = %settings.delivery,
+        "parallel query job instance running");
 
-    let mut checkpoint_timer = tokio::time::interval(settings.checkpoint_interval);
+    // The first commit is one interval after the start, as in the single runner.
+    let mut checkpoint_timer = tokio::time::interval_at(
+        tokio::time::Instant::now() + settings.checkpoint_interval,
+        settings.checkpoint_interval,
+    );
     checkpoint_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         if let Some(error) = lock(&shared).failed.take() {
@@ -356,9 +438,8 @@ async fn run_round(
                 }
             }
             _ = checkpoint_timer.tick() => {
-                let Some(metadata) = consumer.group_metadata() else { continue };
                 let mut guard = lock(&shared);
-                if let Err(error) = blocking(|| commit_round(&mut guard, &metadata)) {
+                if let Err(error) = blocking(|| commit_round(&mut guard, &consumer)) {
                     break Err(error);
                 }
             }
@@ -416,19 +497,54 @@ async fn run_round(
     match &result {
         Ok(()) => {
             // A last commit, then leave the group (the revocation commits nothing new).
-            if let Some(metadata) = consumer.group_metadata() {
-                let mut guard = lock(&shared);
-                blocking(|| commit_round(&mut guard, &metadata))?;
-            }
+            let mut guard = lock(&shared);
+            blocking(|| commit_round(&mut guard, &consumer))?;
         }
         Err(_) => {
+            // Exactly once the open transaction is aborted; at least once the rows are out
+            // already, and the next owner writes again those its checkpoint does not cover.
             let mut guard = lock(&shared);
             guard.deliveries.clear();
-            let _ = blocking(|| guard.producer.abort_transaction(TRANSACTION_TIMEOUT));
+            if settings.delivery == Delivery::ExactlyOnce {
+                let _ = blocking(|| guard.producer.abort_transaction(TRANSACTION_TIMEOUT));
+            }
         }
     }
     lock(&shared).jobs.clear();
     consumer.unsubscribe();
     references.join().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition_job(offsets: &[(&str, i32, i64)]) -> PartitionJob {
+        let job = tidewater_sql::compile("SELECT * INTO out FROM a", tidewater_sql::JobOptions::default())
+            .unwrap_or_else(|diagnostics| panic!("{diagnostics:?}"));
+        let mut next_offsets = InputOffsets::default();
+        for (topic, partition, offset) in offsets {
+            next_offsets.advance(topic, *partition, *offset);
+        }
+        PartitionJob { job, next_offsets, counts: Counts::default(), dirty: false }
+    }
+
+    #[test]
+    fn assigned_partitions_resume_where_their_jobs_checkpoint_says_and_nowhere_else() {
+        // Partition 0's job has read inputs a and b; partition 1's only a; partition 2 has no
+        // job (its restore failed, or it is not this instance's).
+        let jobs = BTreeMap::from([
+            (0, partition_job(&[("a", 0, 17), ("b", 0, 3)])),
+            (1, partition_job(&[("a", 1, 40)])),
+        ]);
+        let assigned = [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2)];
+        // b/1 was never read by its job: the group's offset (none ahead of a checkpoint) or
+        // auto.offset.reset decide; a/2 has no job to say.
+        assert_eq!(resume_positions(&assigned, &jobs), vec![("a", 0, 17), ("b", 0, 3), ("a", 1, 40)]);
+        // A job's offset of another partition number is never used for this one.
+        let stray = BTreeMap::from([(0, partition_job(&[("a", 1, 99)]))]);
+        assert_eq!(resume_positions(&[("a", 1)], &stray), vec![]);
+        assert_eq!(resume_positions(&[], &jobs), vec![]);
+    }
 }

@@ -21,7 +21,7 @@ use tidewater_sql::{JobOptions, LatePolicy};
 use super::delivery::Delivery;
 use super::metrics::JobFailure;
 use super::reference::{reference_names, validate_sources, ReferenceSource};
-use super::runner::{QueryJobSettings, StartPosition, PARALLEL_AT_LEAST_ONCE};
+use super::runner::{QueryJobSettings, StartPosition};
 use crate::definitions::Named;
 use crate::definitions::STATUS_TABLE_CONFIGS;
 
@@ -135,9 +135,6 @@ impl QueryDefinition {
             return Err("checkpoint_interval_ms must be between 10 and 3600000".to_string());
         }
         validate_sources(&self.references)?;
-        if self.parallel && self.delivery == Delivery::AtLeastOnce {
-            return Err(PARALLEL_AT_LEAST_ONCE.to_string());
-        }
         let job = tidewater_sql::compile(&self.sql, self.options()).map_err(|diagnostics| {
             let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
             format!("the query does not compile:\n{}", lines.join("\n"))
@@ -303,7 +300,7 @@ mod tests {
         assert_eq!(definition.start_from, StartPosition::Earliest);
         assert_eq!(definition.checkpoint_interval_ms, 1000);
         assert_eq!(definition.delivery, Delivery::ExactlyOnce);
-        // The mode is kept in the registry under its CLI spelling, and --parallel refuses it.
+        // The mode is kept in the registry under its CLI spelling, with or without --parallel.
         let fast: QueryDefinition = serde_json::from_value(serde_json::json!({
             "name": "alerts", "sql": "SELECT * INTO out FROM input", "delivery": "at-least-once"
         }))
@@ -313,7 +310,8 @@ mod tests {
         assert_eq!(serde_json::to_value(&fast).unwrap_or_default()["delivery"], "at-least-once");
         assert_eq!(fast.validate(), Ok(()));
         let parallel = QueryDefinition { parallel: true, ..fast.clone() };
-        assert!(parallel.validate().is_err_and(|error| error.contains("at-least-once")));
+        assert_eq!(parallel.validate(), Ok(()));
+        assert!(parallel.settings().parallel && parallel.settings().delivery == Delivery::AtLeastOnce);
         assert_eq!(Delivery::parse("at-least-once"), Ok(Delivery::AtLeastOnce));
         assert_eq!(Delivery::parse(Delivery::ExactlyOnce.as_str()), Ok(Delivery::ExactlyOnce));
         assert!(Delivery::parse("at-most-once").is_err());

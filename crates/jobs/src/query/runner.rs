@@ -22,8 +22,9 @@
 //! past it.
 //!
 //! One instance runs a job (it reads every partition of its inputs by assignment); a second
-//! instance with the same name fences the first (its transactional id is the job's). Scaling a
-//! job out over instances that share partitions is not done yet.
+//! exactly-once instance with the same name fences the first (its transactional id is the
+//! job's). `--parallel` scales a job out over instances that share the partitions (`parallel`),
+//! in either mode.
 
 pub(super) use tidewater_client::now_ms;
 
@@ -198,10 +199,6 @@ pub async fn run_query_job(
 ) -> anyhow::Result<()> {
     let mut settings = settings;
     settings.options.reference_inputs = reference_names(&settings.references);
-    anyhow::ensure!(
-        !(settings.parallel && settings.delivery == Delivery::AtLeastOnce),
-        "{PARALLEL_AT_LEAST_ONCE}"
-    );
     if settings.parallel {
         return super::parallel::run_parallel_query_job(settings, cluster, stop).await;
     }
@@ -497,10 +494,6 @@ pub(super) fn send_step(
     Ok(())
 }
 
-/// Why `--parallel` and at-least-once do not go together yet.
-pub const PARALLEL_AT_LEAST_ONCE: &str =
-    "a parallel job is exactly once: --delivery at-least-once runs one instance per job (without --parallel)";
-
 /// The job's producer, which writes its output rows and its checkpoints.
 ///
 /// Exactly once: transactional, with the job's transactional id; `init_transactions` fences any
@@ -524,23 +517,32 @@ fn job_producer(
                 transactional_producer(cluster, transactional_id, &[])
                     .context("fencing an earlier exactly-once instance of the job")?,
             );
-            let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
-            cluster
-                .table_client_config(&[
-                    ("client.id", transactional_id),
-                    ("enable.idempotence", "true"),
-                    ("acks", "all"),
-                    ("message.max.bytes", &max_message_bytes),
-                    ("linger.ms", "1"),
-                    // A record the broker has not taken in this time fails the job (which
-                    // restarts from its last checkpoint) with the reason, rather than after
-                    // librdkafka's default of five minutes.
-                    ("message.timeout.ms", "30000"),
-                ])
-                .create_with_context(QuietContext::default())
-                .context("creating the job's producer")
+            at_least_once_producer(cluster, transactional_id)
         }
     }
+}
+
+/// An at-least-once job's producer (also a parallel instance's): idempotent, no transaction,
+/// acks from every in-sync replica, lingering 1 ms.
+pub(super) fn at_least_once_producer(
+    cluster: &ClusterConfig,
+    client_id: &str,
+) -> anyhow::Result<FutureProducer<QuietContext>> {
+    let max_message_bytes = CHECKPOINT_BYTES_MAX.to_string();
+    cluster
+        .table_client_config(&[
+            ("client.id", client_id),
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("message.max.bytes", &max_message_bytes),
+            ("linger.ms", "1"),
+            // A record the broker has not taken in this time fails the job (which restarts from
+            // its last checkpoint) with the reason, rather than after librdkafka's default of
+            // five minutes.
+            ("message.timeout.ms", "30000"),
+        ])
+        .create_with_context(QuietContext::default())
+        .context("creating the job's producer")
 }
 
 /// A transactional producer of id `transactional_id` (with `extra` settings), its transactions
@@ -591,20 +593,39 @@ fn checkpoint(
     match settings.delivery {
         Delivery::ExactlyOnce => {
             enqueue_checkpoint(producer, deliveries, &settings.name, &record)?;
-            deliveries.settle(producer).context("writing a checkpoint transaction")?;
-            producer
-                .commit_transaction(TRANSACTION_TIMEOUT)
-                .context("committing a checkpoint transaction")?;
-            producer.begin_transaction().context("beginning a transaction")?;
+            commit_and_begin(producer, deliveries)?;
         }
         Delivery::AtLeastOnce => {
-            deliveries
-                .settle(producer)
-                .context("a record produced since the last checkpoint was not written, so no checkpoint is taken past it")?;
+            settle_rows(producer, deliveries)?;
             enqueue_checkpoint(producer, deliveries, &settings.name, &record)?;
         }
     }
     Ok(())
+}
+
+/// Exactly once: commits the open transaction once every record in it is acknowledged (a record
+/// the broker refused fails with its reason, where the commit would fail with only a count of
+/// failed messages), and opens the next. Blocks.
+pub(super) fn commit_and_begin(
+    producer: &FutureProducer<QuietContext>,
+    deliveries: &mut Deliveries,
+) -> anyhow::Result<()> {
+    deliveries.settle(producer).context("writing a checkpoint transaction")?;
+    producer.commit_transaction(TRANSACTION_TIMEOUT).context("committing a checkpoint transaction")?;
+    producer.begin_transaction().context("beginning a transaction")?;
+    Ok(())
+}
+
+/// At least once, before a checkpoint is written: waits until the broker has acknowledged every
+/// record produced so far, so no checkpoint says an input was handled while a row derived from
+/// it may still be lost. Blocks.
+pub(super) fn settle_rows(
+    producer: &FutureProducer<QuietContext>,
+    deliveries: &mut Deliveries,
+) -> anyhow::Result<()> {
+    deliveries.settle(producer).context(
+        "a record produced since the last checkpoint was not written, so no checkpoint is taken past it",
+    )
 }
 
 /// Queues a checkpoint record, keyed `key` (in the open transaction, if there is one).
