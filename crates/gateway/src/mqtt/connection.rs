@@ -25,12 +25,12 @@ use crate::listener::PeerCertificates;
 use crate::topic_rules::Action;
 use crate::users::Verification;
 
-/// Why the reader ended a connection; the DISCONNECT reason for MQTT 5 where there is one.
+/// Why the connection's loop ended it; the DISCONNECT reason for MQTT 5 where there is one.
 #[derive(Debug)]
 pub(super) enum End {
     /// The client sent DISCONNECT with this reason code.
     Disconnected(ReasonCode),
-    /// The stream ended or the writer gave up.
+    /// The stream ended, or writing to it failed or timed out.
     Quietly,
     /// Tell an MQTT 5 client why, then close.
     Because(ReasonCode, String),

@@ -1,7 +1,7 @@
-//! A connected client's session as its reader drives it: packets read and decoded, PUBLISHes
-//! routed and appended, QoS 2 ids, topic aliases in both directions, SUBSCRIBE/UNSUBSCRIBE and
-//! acknowledgements of outgoing messages handed to the [`Hub`], and what the hub queued written
-//! out.
+//! A connected client's session as its connection's loop drives it: packets read and decoded,
+//! PUBLISHes routed and appended, QoS 2 ids, topic aliases in both directions,
+//! SUBSCRIBE/UNSUBSCRIBE and acknowledgements of outgoing messages handed to the [`Hub`], and
+//! what the hub queued written out, reading and writing in one task.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use crate::subscriptions::Subscribed;
 use crate::throttle::{Quota, Throttle};
 use crate::topic_rules::Action;
 
-/// One connected client's state, owned by its reader.
+/// One connected client's state, owned by its connection's task.
 pub(super) struct Session {
     pub(super) shared: Arc<Shared>,
     pub(super) version: ProtocolVersion,
