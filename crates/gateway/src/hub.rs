@@ -41,6 +41,7 @@
 //! A command past its time-to-live is dropped wherever it is.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -178,13 +179,58 @@ struct InFlight {
     awaiting: Awaiting,
 }
 
-/// Which connection is attached to a session, and how to wake it when something is queued.
+/// How a connection is reached from outside its task: woken when the hub queued something for
+/// it, told that a newer connection took its client id over (here or at another gateway), or
+/// that the gateway is stopping. One allocation per connection, shared by the hub and the
+/// client id table, and one thing for the connection to wait on.
+#[derive(Debug, Default)]
+pub struct ConnectionSignal {
+    notify: Notify,
+    taken_over: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl ConnectionSignal {
+    /// Something was queued for the connection. A wake while it is busy is kept until it next
+    /// waits ([`Notify::notify_one`]'s permit).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// A newer connection took the client id over: the connection is to end.
+    pub fn take_over(&self) {
+        self.taken_over.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Whether [`ConnectionSignal::take_over`] was called.
+    pub fn is_taken_over(&self) -> bool {
+        self.taken_over.load(Ordering::Acquire)
+    }
+
+    /// The gateway is stopping: the connection is to end.
+    pub fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Whether [`ConnectionSignal::shut_down`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Resolves at the next [`ConnectionSignal::wake`], [`ConnectionSignal::take_over`] or
+    /// [`ConnectionSignal::shut_down`] (or at once if one came while nobody waited).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+}
+
+/// Which connection is attached to a session, and how to reach it.
 #[derive(Debug)]
 struct Attachment {
     connection_id: u64,
-    wake: Arc<Notify>,
-    /// Told when another gateway's newer connection takes the session over.
-    taken_over: Option<Arc<Notify>>,
+    signal: Arc<ConnectionSignal>,
 }
 
 #[derive(Debug)]
@@ -338,7 +384,7 @@ impl Session {
 
     fn wake(&self) {
         if let Some(attached) = &self.attached {
-            attached.wake.notify_one();
+            attached.signal.wake();
         }
     }
 }
@@ -375,7 +421,9 @@ pub struct AckOutcome {
 
 #[derive(Debug, Default)]
 struct HubState {
-    sessions: HashMap<ClientKey, Session>,
+    /// Boxed: a session is some 300 bytes, and a hash table keeps an eighth or more of its
+    /// slots empty (up to half just after it grew), each as large as an entry.
+    sessions: HashMap<ClientKey, Box<Session>>,
     subscriptions: Subscriptions,
     retained: BTreeMap<String, Arc<Message>>,
     commands: HashMap<String, VecDeque<PendingCommand>>,
@@ -468,13 +516,14 @@ impl Hub {
     /// Attaches connection `connection_id` to `client`'s session, starting a new one if asked
     /// or if there is none. Returns whether a session was present, and the packets owed from
     /// before (PUBLISH with DUP, PUBREL) followed by whatever is queued (with the commands that
-    /// sending delivers, as [`Hub::pump`]).
+    /// sending delivers, as [`Hub::pump`]). `signal` is woken whenever something is queued for
+    /// the connection, and told if another gateway's newer connection takes the session over.
     pub fn connect(
         &self,
         client: &str,
         options: ConnectOptions,
         connection_id: u64,
-        wake: Arc<Notify>,
+        signal: Arc<ConnectionSignal>,
         now_ms: i64,
     ) -> (bool, Pumped) {
         let mut state = self.lock();
@@ -487,8 +536,10 @@ impl Hub {
         let stored = state.stored.remove(client).is_some();
         let present = existing && !options.clean_start;
         let max_in_flight = self.config.max_in_flight;
-        let session =
-            state.sessions.entry(client.to_string()).or_insert_with(|| Session::new(&options, max_in_flight));
+        let session = state
+            .sessions
+            .entry(client.to_string())
+            .or_insert_with(|| Box::new(Session::new(&options, max_in_flight)));
         session.recorded |= stored;
         session.connected_at_ms = now_ms;
         session.expiry = options.expiry;
@@ -501,7 +552,7 @@ impl Hub {
         session.maximum_packet_size = options.maximum_packet_size;
         session.device = options.device.clone();
         session.may_receive = options.may_receive.clone();
-        session.attached = Some(Attachment { connection_id, wake, taken_over: None });
+        session.attached = Some(Attachment { connection_id, signal });
         let mut packets = Vec::new();
         for flight in &session.in_flight {
             packets.push(match flight.awaiting {
@@ -527,7 +578,7 @@ impl Hub {
         // Checked before inserting: this runs on every acknowledgement, and the key is a copy.
         if self.config.persist_sessions
             && !state.dirty.contains(client)
-            && state.sessions.get(client).is_some_and(Session::persists)
+            && state.sessions.get(client).is_some_and(|session| session.persists())
         {
             state.dirty.insert(client.to_string());
         }
@@ -536,19 +587,8 @@ impl Hub {
     /// Whether `client`'s session is persisted, so that a change to it is written before it
     /// is acknowledged (inbound QoS 2 ids).
     pub fn persists(&self, client: &str) -> bool {
-        self.config.persist_sessions && self.lock().sessions.get(client).is_some_and(Session::persists)
-    }
-
-    /// `notify` is told when another gateway takes `client`'s session over from connection
-    /// `connection_id`.
-    pub fn watch_takeover(&self, client: &str, connection_id: u64, notify: Arc<Notify>) {
-        let mut state = self.lock();
-        let Some(session) = state.sessions.get_mut(client) else { return };
-        if let Some(attached) =
-            session.attached.as_mut().filter(|attached| attached.connection_id == connection_id)
-        {
-            attached.taken_over = Some(notify);
-        }
+        self.config.persist_sessions
+            && self.lock().sessions.get(client).is_some_and(|session| session.persists())
     }
 
     /// The records to write now: one per dirty session, or a tombstone for one that ended. A
@@ -583,7 +623,7 @@ impl Hub {
         let mut state = self.lock();
         for client in clients {
             let tombstone = state.ended_recorded.contains(&client);
-            if tombstone || state.sessions.get(&client).is_some_and(Session::persists) {
+            if tombstone || state.sessions.get(&client).is_some_and(|session| session.persists()) {
                 state.dirty.insert(client);
             }
         }
@@ -611,10 +651,8 @@ impl Hub {
                 // An older connection's record, written elsewhere before ours: ours stands.
                 return;
             }
-            if let Some(taken_over) =
-                session.attached.as_ref().and_then(|attached| attached.taken_over.clone())
-            {
-                taken_over.notify_one();
+            if let Some(attached) = &session.attached {
+                attached.signal.take_over();
             }
             tracing::info!(client, gateway = record.gateway, "the session was taken over by another gateway");
             // Its record is the other gateway's now: no tombstone from here.
@@ -738,7 +776,7 @@ impl Hub {
             state.subscriptions.subscribe(client, &filter, subscribed);
             session.subscriptions.insert(filter, subscribed);
         }
-        state.sessions.insert(client.to_string(), session);
+        state.sessions.insert(client.to_string(), Box::new(session));
         let ranges = state
             .read
             .iter()
@@ -1173,7 +1211,7 @@ impl HubState {
     /// Removes a session and its subscriptions; commands it held go back to wait for the
     /// device, in their order, ahead of newer ones.
     fn end_session(&mut self, client: &str) {
-        let Some(session) = self.sessions.remove(client) else { return };
+        let Some(session) = self.sessions.remove(client).map(|session| *session) else { return };
         for filter in session.subscriptions.keys() {
             self.subscriptions.unsubscribe(client, filter);
         }
@@ -1514,9 +1552,8 @@ mod tests {
     #[test]
     fn a_newer_record_from_another_gateway_takes_the_session_over_and_an_older_one_does_not() {
         let hub = persisting();
-        let taken_over = Arc::new(Notify::new());
-        hub.connect("a", options(true, SessionExpiry::Never), 1, Arc::default(), 1_000);
-        hub.watch_takeover("a", 1, taken_over.clone());
+        let signal = Arc::new(ConnectionSignal::default());
+        hub.connect("a", options(true, SessionExpiry::Never), 1, signal.clone(), 1_000);
         let _ = written(&hub);
         let mut record = hub.take_dirty(Instant::now(), 0);
         assert!(record.is_empty());
@@ -1539,9 +1576,10 @@ mod tests {
         assert_eq!(hub.session_counts(), (0, 0));
         assert!(written(&hub).is_empty(), "no tombstone: the session lives on at the other gateway");
         // The connection was told (a permit is waiting for it).
+        assert!(signal.is_taken_over());
         let told = tokio::runtime::Builder::new_current_thread().enable_time().build().map(|runtime| {
             runtime.block_on(async {
-                tokio::time::timeout(Duration::from_secs(1), taken_over.notified()).await.is_ok()
+                tokio::time::timeout(Duration::from_secs(1), signal.notified()).await.is_ok()
             })
         });
         assert!(matches!(told, Ok(true)));

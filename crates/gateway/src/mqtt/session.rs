@@ -1,32 +1,37 @@
-//! A connected client's session as its reader drives it: packets read and decoded, PUBLISHes
-//! routed and appended, QoS 2 ids, topic aliases in both directions, SUBSCRIBE/UNSUBSCRIBE and
-//! acknowledgements of outgoing messages handed to the [`Hub`], and what the hub queued written
-//! out.
+//! A connected client's session as its connection's loop drives it: packets read and decoded,
+//! PUBLISHes routed and appended, QoS 2 ids, topic aliases in both directions,
+//! SUBSCRIBE/UNSUBSCRIBE and acknowledgements of outgoing messages handed to the [`Hub`], and
+//! what the hub queued written out, reading and writing in one task.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::task::{Context, Poll};
+
 use bytes::{Bytes, BytesMut};
 use tidewater_client::now_ms;
 use tidewater_mqtt::{
-    decode, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, SubAck,
-    Subscribe, UnsubAck, Unsubscribe, Utf8Bytes,
+    check, decode, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode,
+    SubAck, Subscribe, UnsubAck, Unsubscribe, Utf8Bytes,
 };
-use tokio::sync::{Notify, Semaphore};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 
-use super::connection::{read_frame, sleep_until_or_never, Ack, End, Outgoing, OutgoingQueue, ReadError};
-use super::transport::ReadBytes;
+use super::connection::End;
+use super::outbound::{Ack, Outbound, Outgoing};
+use super::transport::poll_read_some;
 use super::Shared;
 use crate::auth::Identity;
 use crate::fanout::Delivery;
-use crate::hub::SessionExpiry;
+use crate::hub::{ConnectionSignal, SessionExpiry};
 use crate::route::{may_subscribe, route, DeviceMessage};
 use crate::subscriptions::Subscribed;
 use crate::throttle::{Quota, Throttle};
 use crate::topic_rules::Action;
 
-/// One connected client's state, owned by its reader.
+/// One connected client's state, owned by its connection's task.
 pub(super) struct Session {
     pub(super) shared: Arc<Shared>,
     pub(super) version: ProtocolVersion,
@@ -42,16 +47,15 @@ pub(super) struct Session {
     /// The hash of the key the device authenticated with (`None` for anonymous clients).
     pub(super) key_hash: Option<String>,
     pub(super) keep_alive: Option<Duration>,
-    /// QoS 1 appends awaiting durability.
-    pub(super) qos1_slots: Arc<Semaphore>,
+    /// Most QoS 1 appends awaiting durability (and QoS 2 messages awaiting PUBREL).
     pub(super) max_in_flight: usize,
-    pub(super) outgoing: OutgoingQueue,
-    /// Notified when the hub queued something for this client.
-    pub(super) wake: Arc<Notify>,
-    /// MQTT 5 topic aliases the client set on this connection.
-    pub(super) topic_aliases: HashMap<u16, Utf8Bytes>,
-    /// Topic aliases the gateway set for messages to the client, up to the client's maximum.
-    pub(super) outbound_aliases: HashMap<Utf8Bytes, u16>,
+    /// What the client is owed, in order.
+    pub(super) outbound: Outbound,
+    /// Woken when the hub queued something for this client, or its id was taken over.
+    pub(super) signal: Arc<ConnectionSignal>,
+    /// MQTT 5 topic aliases in both directions, made when the first is used: most clients use
+    /// none, and two empty maps are 96 bytes an idle connection would hold all its life.
+    pub(super) aliases: Option<Box<TopicAliases>>,
     pub(super) client_topic_alias_maximum: u16,
     /// A Session Expiry Interval the client's DISCONNECT set.
     pub(super) expiry_at_disconnect: Option<SessionExpiry>,
@@ -63,69 +67,147 @@ pub(super) struct Session {
     pub(super) throttle: Option<Throttle>,
 }
 
+/// Where the connection's timer starts, beyond any deadline it will be given.
+const TIMER_IDLE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// What woke the connection's loop.
+enum Event {
+    /// A whole packet from the client.
+    Frame(Bytes),
+    /// The connection ends.
+    End(End),
+    /// Something moved (written, acknowledged, a deadline passed): look again.
+    Moved,
+    /// The hub queued something, the client id was taken over or the gateway is stopping.
+    Signal,
+}
+
+/// A connection's MQTT 5 topic aliases.
+#[derive(Default)]
+pub(super) struct TopicAliases {
+    /// Those the client set on this connection.
+    inbound: HashMap<u16, Utf8Bytes>,
+    /// Those the gateway set for messages to the client, up to the client's maximum.
+    outbound: HashMap<Utf8Bytes, u16>,
+}
+
 impl Session {
-    pub(super) async fn read_loop<R: ReadBytes>(
+    /// The connection's loop, until it ends: reads the client's packets and handles each, and
+    /// writes what the connection owes the client ([`Outbound`]), both on `stream` in this one
+    /// task, with one timer for every deadline (keep-alive, the SAS token's expiry, the end of
+    /// a throttling pause, the write in progress).
+    ///
+    /// Reading pauses while the client is over its quota, while the queue to the client is full
+    /// and while every QoS 1 slot is taken; a pause is not the client's silence, so it does not
+    /// count against the keep-alive.
+    pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
         &mut self,
-        reader: &mut R,
+        stream: &mut S,
         buffer: &mut BytesMut,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-        taken_over: &Notify,
     ) -> End {
-        let limits = self.shared.config.limits;
-        // Keep-alive counts from the last packet received, not from the last wake-up.
-        let mut deadline = self.keep_alive.map(|keep_alive| tokio::time::Instant::now() + keep_alive);
+        let signal = self.signal.clone();
+        let started = Instant::now();
+        // Keep-alive counts from the last packet received (spec 3.1.2.10).
+        let mut keep_alive_at = self.keep_alive.map(|keep_alive| started + keep_alive);
         // Until when reading stops because the client went over its quota.
-        let mut throttled_until = None;
+        let mut throttled_until: Option<Instant> = None;
+        // Since when reading has been paused, if it is.
+        let mut paused_since: Option<Instant> = None;
+        // The hub queued something while the queue to the client was full.
+        let mut pump_owed = false;
+        // Armed for the earliest deadline. A later one (the keep-alive moves with every packet)
+        // does not re-arm it: it fires early, finds nothing due, and is armed again then.
+        let timer = tokio::time::sleep_until(started + TIMER_IDLE);
+        tokio::pin!(timer);
         loop {
-            let read = async {
-                if let Some(resume_at) = throttled_until {
-                    tokio::time::sleep_until(resume_at).await;
+            if signal.is_taken_over() {
+                return End::Because(
+                    ReasonCode::SessionTakenOver,
+                    "a new connection with the same client id".into(),
+                );
+            }
+            if signal.is_shutting_down() {
+                return End::Because(ReasonCode::ServerShuttingDown, "the gateway is stopping".into());
+            }
+            if pump_owed && self.outbound.has_room() {
+                pump_owed = false;
+                if let Err(end) = self.pump() {
+                    return end;
+                }
+            }
+            // Checked on every turn, not only when the timer is polled: a client that never
+            // stops sending keeps the read ready ahead of the timer.
+            let now = Instant::now();
+            if self.credentials_expire_at.is_some_and(|at| at <= now) {
+                return End::Because(ReasonCode::NotAuthorized, "the SAS token expired".into());
+            }
+            if self.outbound.write_deadline().is_some_and(|at| at <= now) {
+                self.outbound.give_up();
+                return End::Quietly;
+            }
+            if throttled_until.is_some_and(|at| at <= now) {
+                throttled_until = None;
+            }
+            let reading = throttled_until.is_none()
+                && self.outbound.has_room()
+                && usize::from(self.outbound.qos1_in_flight()) < self.max_in_flight;
+            match (reading, paused_since) {
+                (false, None) => paused_since = Some(now),
+                (true, Some(since)) => {
+                    keep_alive_at = keep_alive_at.map(|at| at + now.saturating_duration_since(since));
+                    paused_since = None;
+                }
+                _ => {}
+            }
+            let deadline = [
+                keep_alive_at.filter(|_| reading),
+                self.credentials_expire_at,
+                throttled_until,
+                self.outbound.write_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if let Some(deadline) = deadline {
+                if deadline < timer.deadline() || timer.is_elapsed() {
+                    timer.as_mut().reset(deadline);
+                }
+            }
+            // The stream (both ways) and the timer are polled in one place, the stream first: a
+            // packet that came is read even if the keep-alive ran out meanwhile.
+            let io = std::future::poll_fn(|context| {
+                if let Poll::Ready(event) = self.poll_io(context, stream, buffer, reading) {
+                    return Poll::Ready(event);
                 }
                 match deadline {
-                    Some(deadline) => {
-                        tokio::time::timeout_at(deadline, read_frame(reader, buffer, &limits)).await.ok()
-                    }
-                    None => Some(read_frame(reader, buffer, &limits).await),
+                    Some(_) => timer.as_mut().poll(context).map(|()| Event::Moved),
+                    None => Poll::Pending,
                 }
+            });
+            let event = tokio::select! {
+                event = io => event,
+                _ = signal.notified() => Event::Signal,
             };
-            // `read_frame` can be dropped at any await: what it read stays in `buffer`.
-            let frame = tokio::select! {
-                read = read => read,
-                _ = self.wake.notified() => {
-                    if let Err(end) = Box::pin(self.pump()).await {
-                        return end;
+            let frame = match event {
+                Event::Frame(frame) => frame,
+                Event::End(end) => return end,
+                Event::Signal => {
+                    pump_owed = true;
+                    continue;
+                }
+                Event::Moved => {
+                    if reading && keep_alive_at.is_some_and(|at| at <= Instant::now()) {
+                        return End::Because(
+                            ReasonCode::KeepAliveTimeout,
+                            "no packet within 1.5 x keep-alive".into(),
+                        );
                     }
                     continue;
                 }
-                _ = self.outgoing.closed() => return End::Quietly,
-                _ = stop.changed() => return End::Because(ReasonCode::ServerShuttingDown, "the gateway is stopping".into()),
-                _ = sleep_until_or_never(self.credentials_expire_at) => {
-                    return End::Because(ReasonCode::NotAuthorized, "the SAS token expired".into())
-                }
-                _ = taken_over.notified() => {
-                    return End::Because(ReasonCode::SessionTakenOver, "a new connection with the same client id".into())
-                }
             };
-            let frame = match frame {
-                None => {
-                    return End::Because(
-                        ReasonCode::KeepAliveTimeout,
-                        "no packet within 1.5 x keep-alive".into(),
-                    )
-                }
-                Some(Ok(Some(frame))) => frame,
-                Some(Ok(None)) => return End::Quietly,
-                Some(Err(ReadError::Decode(error))) => {
-                    return End::Because(error.reason_code(), error.to_string())
-                }
-                Some(Err(error)) => {
-                    tracing::debug!(%error, "reading from an MQTT client");
-                    return End::Quietly;
-                }
-            };
-            deadline = self.keep_alive.map(|keep_alive| tokio::time::Instant::now() + keep_alive);
+            keep_alive_at = self.keep_alive.map(|keep_alive| Instant::now() + keep_alive);
             let frame_bytes = frame.len();
-            let packet = match decode(frame, self.version, &limits) {
+            let packet = match decode(frame, self.version, &self.shared.config.limits) {
                 Ok(packet) => packet,
                 Err(error) => return End::Because(error.reason_code(), error.to_string()),
             };
@@ -137,9 +219,7 @@ impl Session {
                 if let Some(pause) =
                     self.throttle.as_ref().and_then(|throttle| throttle.after_message(frame_bytes))
                 {
-                    throttled_until = Some(tokio::time::Instant::now() + pause);
-                    // Our pause is not the client's silence.
-                    deadline = deadline.map(|deadline| deadline + pause);
+                    throttled_until = Some(Instant::now() + pause);
                 }
             }
             if let Err(end) = handled {
@@ -148,12 +228,59 @@ impl Session {
         }
     }
 
+    /// One look at the stream: writes what is owed as far as it goes, then (if `reading`) reads
+    /// until a whole packet is buffered. Cancel-safe: what was read stays in `buffer`.
+    fn poll_io<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        context: &mut Context<'_>,
+        stream: &mut S,
+        buffer: &mut BytesMut,
+        reading: bool,
+    ) -> Poll<Event> {
+        let moved = match self.outbound.poll_progress(stream, context) {
+            Poll::Ready(Ok(())) => true,
+            // The queue closed: an append failed or the client cannot be written to.
+            Poll::Ready(Err(())) => return Poll::Ready(Event::End(End::Quietly)),
+            Poll::Pending => false,
+        };
+        if reading {
+            loop {
+                match check(buffer, self.shared.config.limits.max_packet_bytes) {
+                    Ok(Some(len)) => return Poll::Ready(Event::Frame(buffer.split_to(len).freeze())),
+                    Ok(None) => {}
+                    Err(error) => {
+                        return Poll::Ready(Event::End(End::Because(error.reason_code(), error.to_string())))
+                    }
+                }
+                match poll_read_some(stream, context, buffer) {
+                    Poll::Ready(Ok(0)) => {
+                        if !buffer.is_empty() {
+                            tracing::debug!("the connection closed in the middle of a packet");
+                        }
+                        return Poll::Ready(Event::End(End::Quietly));
+                    }
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(error)) => {
+                        tracing::debug!(%error, "reading from an MQTT client");
+                        return Poll::Ready(Event::End(End::Quietly));
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if moved {
+            Poll::Ready(Event::Moved)
+        } else {
+            Poll::Pending
+        }
+    }
+
     /// What one packet from the client does; `Err` ends the connection (DISCONNECT too).
     async fn handle(&mut self, packet: Packet) -> Result<(), End> {
         match packet {
             Packet::Publish(publish) => self.publish(publish).await,
             Packet::PubRel(release) => self.release(release).await,
-            Packet::PingReq => self.send(Outgoing::packet(Packet::PingResp)).await,
+            Packet::PingReq => self.send(Outgoing::packet(Packet::PingResp)),
             Packet::Disconnect(disconnect) => {
                 self.expiry_at_disconnect =
                     disconnect.properties.session_expiry_interval_secs.map(SessionExpiry::from_interval);
@@ -161,9 +288,7 @@ impl Session {
             }
             Packet::Subscribe(subscribe) => self.subscribe(subscribe).await,
             Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe).await,
-            ack @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)) => {
-                self.acknowledged(&ack).await
-            }
+            ack @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)) => self.acknowledged(&ack),
             Packet::Connect(_) => {
                 Err(End::Because(ReasonCode::ProtocolError, "a second CONNECT (MQTT-3.1.0-2)".into()))
             }
@@ -177,16 +302,23 @@ impl Session {
         }
     }
 
-    pub(super) async fn send(&self, item: Outgoing) -> Result<(), End> {
-        self.outgoing.send(Box::new(item)).await.map_err(|_| End::Quietly)
+    /// Queues `item` for the client; `Err` once the queue closed (the connection is ending).
+    pub(super) fn send(&mut self, item: Outgoing) -> Result<(), End> {
+        if self.outbound.push(item) {
+            Ok(())
+        } else {
+            Err(End::Quietly)
+        }
     }
 
-    pub(super) async fn send_all(&mut self, packets: Vec<Packet>) -> Result<(), End> {
+    /// Queues packets from the hub, with outbound topic aliases where the client allows them.
+    /// They are in memory already; taking them stops while the queue is full (see `run`).
+    pub(super) fn send_all(&mut self, packets: Vec<Packet>) -> Result<(), End> {
         for mut packet in packets {
             if let Packet::Publish(publish) = &mut packet {
                 self.apply_outbound_alias(publish);
             }
-            self.send(Outgoing::packet(packet)).await?;
+            self.send(Outgoing::packet(packet))?;
         }
         Ok(())
     }
@@ -198,24 +330,25 @@ impl Session {
         if self.version != ProtocolVersion::V5 || self.client_topic_alias_maximum == 0 {
             return;
         }
-        if let Some(&alias) = self.outbound_aliases.get(&publish.topic) {
+        let outbound = &mut self.aliases.get_or_insert_with(Box::default).outbound;
+        if let Some(&alias) = outbound.get(&publish.topic) {
             publish.properties.topic_alias = Some(alias);
             publish.topic = Utf8Bytes::default();
-        } else if let Ok(next) = u16::try_from(self.outbound_aliases.len() + 1) {
+        } else if let Ok(next) = u16::try_from(outbound.len() + 1) {
             if next <= self.client_topic_alias_maximum {
-                self.outbound_aliases.insert(publish.topic.clone(), next);
+                outbound.insert(publish.topic.clone(), next);
                 publish.properties.topic_alias = Some(next);
             }
         }
     }
 
     /// Writes what the hub has queued for this client, as far as its window allows.
-    pub(super) async fn pump(&mut self) -> Result<(), End> {
+    pub(super) fn pump(&mut self) -> Result<(), End> {
         let pumped = self.shared.hub.pump(&self.client, self.connection_id, now_ms());
         for (device, (partition, offset)) in pumped.delivered {
             self.record_delivery(device, partition, offset);
         }
-        self.send_all(pumped.packets).await
+        self.send_all(pumped.packets)
     }
 
     pub(super) fn ack(&self, qos: QoS, packet_id: PacketId, reason_code: ReasonCode) -> Packet {
@@ -237,7 +370,7 @@ impl Session {
             ));
         }
         if publish.topic.is_empty() {
-            match self.topic_aliases.get(&alias) {
+            match self.aliases.as_ref().and_then(|aliases| aliases.inbound.get(&alias)) {
                 Some(topic) => publish.topic = topic.clone(),
                 None => {
                     return Err(End::Because(
@@ -247,7 +380,7 @@ impl Session {
                 }
             }
         } else {
-            self.topic_aliases.insert(alias, publish.topic.clone());
+            self.aliases.get_or_insert_with(Box::default).inbound.insert(alias, publish.topic.clone());
         }
         Ok(())
     }
@@ -285,7 +418,7 @@ impl Session {
         if let (QoS::ExactlyOnce, Some(packet_id)) = (qos, packet_id) {
             if hub.inbound_qos2_pending(&self.client, packet_id) {
                 // A resend of a message already appended: acknowledge, do not append again.
-                return self.send(Outgoing::packet(self.ack(qos, packet_id, ReasonCode::Success))).await;
+                return self.send(Outgoing::packet(self.ack(qos, packet_id, ReasonCode::Success)));
             }
         }
         let routed = match route(&self.identity, &self.client, &publish, self.shared.config.destinations()) {
@@ -295,7 +428,7 @@ impl Session {
                 return match (self.version, packet_id) {
                     (ProtocolVersion::V5, Some(packet_id)) => {
                         tracing::info!(identity = ?self.identity, reason = %code, detail, "refused a PUBLISH");
-                        self.send(Outgoing::packet(self.ack(qos, packet_id, code))).await
+                        self.send(Outgoing::packet(self.ack(qos, packet_id, code)))
                     }
                     (ProtocolVersion::V5, None) => {
                         tracing::info!(identity = ?self.identity, reason = %code, detail, "dropped a QoS 0 PUBLISH");
@@ -322,7 +455,7 @@ impl Session {
             };
             return match packet_id {
                 Some(packet_id) if qos != QoS::AtMostOnce => {
-                    self.send(Outgoing::packet(self.ack(qos, packet_id, code))).await
+                    self.send(Outgoing::packet(self.ack(qos, packet_id, code)))
                 }
                 _ => Ok(()),
             };
@@ -333,17 +466,9 @@ impl Session {
                 self.shared.append_routed(&routed).await.map(drop)
             }
             (QoS::AtLeastOnce, Some(packet_id)) => {
-                let permit = tokio::select! {
-                    permit = self.qos1_slots.clone().acquire_owned() => permit.map_err(|_| End::Quietly)?,
-                    _ = self.outgoing.closed() => return Err(End::Quietly),
-                };
+                // A QoS 1 slot is free: `run` reads only while one is.
                 let pending = self.shared.append_routed(&routed).await?;
-                self.send(Outgoing::AfterAppend {
-                    pending,
-                    ack: Ack { qos, packet_id, received },
-                    permit: Some(permit),
-                })
-                .await
+                self.send(Outgoing::AfterAppend { pending, ack: Ack { qos, packet_id, received } })
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 if hub.inbound_qos2_count(&self.client) >= self.max_in_flight {
@@ -363,12 +488,7 @@ impl Session {
                         saved.await
                     });
                 }
-                self.send(Outgoing::AfterAppend {
-                    pending,
-                    ack: Ack { qos, packet_id, received },
-                    permit: None,
-                })
-                .await
+                self.send(Outgoing::AfterAppend { pending, ack: Ack { qos, packet_id, received } })
             }
         }
     }
@@ -387,7 +507,7 @@ impl Session {
         };
         let complete =
             PubResponse { packet_id: release.packet_id, reason_code, properties: Properties::default() };
-        self.send(Outgoing::packet(Packet::PubComp(complete))).await
+        self.send(Outgoing::packet(Packet::PubComp(complete)))
     }
 
     /// Grants what this client may subscribe to, answers with the SUBACK, then sends the
@@ -451,8 +571,8 @@ impl Session {
             properties: Properties::default(),
             reason_codes,
         });
-        self.send(Outgoing::packet(answer)).await?;
-        self.pump().await
+        self.send(Outgoing::packet(answer))?;
+        self.pump()
     }
 
     /// Logs a topic rule's refusal: the connection's first at info, later ones at debug, so a
@@ -484,12 +604,14 @@ impl Session {
             properties: Properties::default(),
             reason_codes,
         });
-        self.send(Outgoing::packet(answer)).await
+        self.send(Outgoing::packet(answer))
     }
 
     /// Writes this session's record (with any other dirty ones) and waits for the cluster; a
-    /// failure ends the connection unanswered, so the client asks again.
-    pub(super) async fn save_session(&self) -> Result<(), End> {
+    /// failure ends the connection unanswered, so the client asks again. (`&mut`: a session is
+    /// not `Sync`, as the appends in its queue are not, and a future holding `&self` would not be
+    /// `Send`.)
+    pub(super) async fn save_session(&mut self) -> Result<(), End> {
         self.shared.store.flush(&self.shared.hub).await.map_err(|error| {
             End::Because(ReasonCode::UnspecifiedError, format!("the session could not be saved: {error}"))
         })
@@ -498,15 +620,15 @@ impl Session {
     /// A PUBACK, PUBREC or PUBCOMP for a message sent to this client: answers a PUBREC with
     /// PUBREL, records a command's delivery in the cluster, and sends what the freed slot
     /// allows.
-    pub(super) async fn acknowledged(&mut self, ack: &Packet) -> Result<(), End> {
+    pub(super) fn acknowledged(&mut self, ack: &Packet) -> Result<(), End> {
         let outcome = self.shared.hub.acknowledged(&self.client, ack);
         if let Some(reply) = outcome.reply {
-            self.send(Outgoing::packet(reply)).await?;
+            self.send(Outgoing::packet(reply))?;
         }
         if let Some((device, (partition, offset))) = outcome.delivered {
             self.record_delivery(device, partition, offset);
         }
-        self.pump().await
+        self.pump()
     }
 
     /// Appends a command's delivery record, so every gateway stops holding it and a restart

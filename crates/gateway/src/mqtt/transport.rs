@@ -1,11 +1,11 @@
 //! The byte streams an MQTT connection runs over: a plain TCP socket, TLS over one, or the
-//! in-memory pipe behind a WebSocket. The connection code is generic over the two halves: any
-//! `AsyncWrite` for the writer task, and [`ReadBytes`] for the reader, which must be cancel-safe
-//! (the reader waits on it inside `select!`) and must not hold a read buffer while the client is
-//! idle.
+//! in-memory pipe behind a WebSocket. The connection code is generic over the stream, which one
+//! task both reads and writes; its reads ([`ReadBytes`], [`poll_read_some`]) must be cancel-safe
+//! and must not hold a read buffer while the client is idle.
 
 use std::future::Future;
 use std::pin::pin;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -26,20 +26,27 @@ pub(super) trait ReadBytes: Send {
 
 impl<S: AsyncRead + Unpin + Send> ReadBytes for S {
     async fn read_some(&mut self, buffer: &mut BytesMut) -> std::io::Result<usize> {
-        std::future::poll_fn(|context| {
-            // Room is made for each attempt and given back when nothing came: a read can only
-            // be tried with room, and an idle connection (TCP readiness is stale after the
-            // last read; rustls always tries its socket) would otherwise keep a chunk while it
-            // waits, which is most of its life. A partial packet is kept, of course.
-            buffer.reserve(READ_CHUNK_BYTES);
-            let polled = pin!(self.read_buf(buffer)).poll(context);
-            if polled.is_pending() && buffer.is_empty() {
-                *buffer = BytesMut::new();
-            }
-            polled
-        })
-        .await
+        std::future::poll_fn(|context| poll_read_some(self, context, buffer)).await
     }
+}
+
+/// One attempt at [`ReadBytes::read_some`], for a caller that polls the stream itself (the
+/// connection's loop, which writes to the same stream between reads).
+pub(super) fn poll_read_some<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    context: &mut Context<'_>,
+    buffer: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    // Room is made for each attempt and given back when nothing came: a read can only be tried
+    // with room, and an idle connection (TCP readiness is stale after the last read; rustls
+    // always tries its socket) would otherwise keep a chunk while it waits, which is most of
+    // its life. A partial packet is kept, of course.
+    buffer.reserve(READ_CHUNK_BYTES);
+    let polled = pin!(stream.read_buf(buffer)).poll(context);
+    if polled.is_pending() && buffer.is_empty() {
+        *buffer = BytesMut::new();
+    }
+    polled
 }
 
 #[cfg(test)]

@@ -60,15 +60,13 @@ pub(super) async fn serve_connection<S>(
     peer: SocketAddr,
     certificates: Option<PeerCertificates>,
     shared: Arc<Shared>,
-    stop: tokio::sync::watch::Receiver<bool>,
     permit: OwnedSemaphorePermit,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let permit = Arc::new(permit);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-        let (shared, stop, certificates, permit) =
-            (shared.clone(), stop.clone(), certificates.clone(), permit.clone());
+        let (shared, certificates, permit) = (shared.clone(), certificates.clone(), permit.clone());
         async move {
             let response = handshake(&request);
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -77,7 +75,7 @@ pub(super) async fn serve_connection<S>(
                     match hyper::upgrade::on(&mut request).await {
                         Ok(upgraded) => {
                             let io = hyper_util::rt::TokioIo::new(upgraded);
-                            run_over_websocket(io, peer, certificates, shared, stop).await;
+                            run_over_websocket(io, peer, certificates, shared).await;
                         }
                         Err(error) => tracing::debug!(%peer, %error, "a WebSocket upgrade did not complete"),
                     }
@@ -185,7 +183,6 @@ async fn run_over_websocket<S>(
     peer: SocketAddr,
     certificates: Option<PeerCertificates>,
     shared: Arc<Shared>,
-    stop: tokio::sync::watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -195,9 +192,8 @@ async fn run_over_websocket<S>(
     let (control, controls) = mpsc::channel(4);
     let max_payload = FRAME_PAYLOAD_BYTES_MAX;
     let from_client = tokio::spawn(frames_to_bytes(socket_read, into_mqtt, control, max_payload));
-    let (reader, writer) = tokio::io::split(mqtt_side);
     tokio::join!(
-        run_connection(reader, writer, peer, certificates, shared, stop),
+        run_connection(mqtt_side, peer, certificates, shared),
         bytes_to_frames(from_mqtt, socket_write, controls),
     );
     // The client's side may still be waiting for a frame that will not come.
