@@ -518,7 +518,7 @@ impl Job {
         arrival_time_ms: i64,
     ) -> Result<Step, serde_json::Error> {
         let scanned = match self.find_input(input).map(|input_idx| &self.inputs[input_idx].fields) {
-            Some(fields @ Fields::Named(_)) => scan_object(bytes, |key| fields.wants(key)),
+            Some(fields @ Fields::Named(_)) => scan_object(bytes, fields.n_named(), |key| fields.wants(key)),
             Some(Fields::All) | None => None,
         };
         let Some(map) = scanned else {

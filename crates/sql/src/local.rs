@@ -172,6 +172,16 @@ fn record(step: Step, line: &Json, emit: &mut impl FnMut(Json) -> Result<(), Str
     Ok(())
 }
 
+/// Takes a steering key out of a line's event, if the line has any (`shift_remove` keeps the
+/// other keys in the line's order).
+fn take(map: &mut serde_json::Map<String, Json>, has_steering: bool, key: &str) -> Option<Json> {
+    if has_steering {
+        map.shift_remove(key)
+    } else {
+        None
+    }
+}
+
 fn is_skipped(text: &str) -> bool {
     text.trim().is_empty() || text.trim_start().starts_with("//")
 }
@@ -231,9 +241,11 @@ pub fn run_streaming<T: AsRef<str>>(
         }
         let line = Json::from(line_number);
         let scanned = match &fields {
-            Fields::Named(_) => scan_object(text.as_bytes(), |key| key.starts_with('@') || fields.wants(key))
-                // A reference row is the whole line.
-                .filter(|map| !map.contains_key("@reference")),
+            Fields::Named(_) => scan_object(text.as_bytes(), fields.n_named(), |key| {
+                key.starts_with('@') || fields.wants(key)
+            })
+            // A reference row is the whole line.
+            .filter(|map| !map.contains_key("@reference")),
             Fields::All => None,
         };
         let is_scanned = scanned.is_some();
@@ -247,20 +259,22 @@ pub fn run_streaming<T: AsRef<str>>(
                 _ => return Err(error("an event is a JSON object".to_string())),
             },
         };
-        if let Some(now) = map.shift_remove("@advance_processing_time") {
+        // Most lines have no `@` key: then there is nothing to take out (each try hashes).
+        let has_steering = map.keys().any(|key| key.starts_with('@'));
+        if let Some(now) = take(&mut map, has_steering, "@advance_processing_time") {
             let now_ms =
                 time_ms(&now).ok_or_else(|| error("@advance_processing_time is not a time".to_string()))?;
             record(job.advance_processing_time(now_ms), &line, &mut emit).map_err(error)?;
             continue;
         }
-        if let Some(reference) = map.shift_remove("@reference") {
+        if let Some(reference) = take(&mut map, has_steering, "@reference") {
             let Json::String(name) = reference else {
                 return Err(error("@reference is not a name".to_string()));
             };
-            let Some(Json::String(key)) = map.shift_remove("@key") else {
+            let Some(Json::String(key)) = take(&mut map, has_steering, "@key") else {
                 return Err(error("a @reference line needs \"@key\": the record key, a string".to_string()));
             };
-            let row = match map.shift_remove("@tombstone") {
+            let row = match take(&mut map, has_steering, "@tombstone") {
                 Some(Json::Bool(true)) => None,
                 None | Some(Json::Bool(false)) => Some(map.clone()),
                 Some(_) => return Err(error("@tombstone is true or false".to_string())),
@@ -274,19 +288,19 @@ pub fn run_streaming<T: AsRef<str>>(
             after_line(job, line_number, references).map_err(error)?;
             continue;
         }
-        let input_name = match map.shift_remove("@input") {
+        let input_name = match take(&mut map, has_steering, "@input") {
             Some(Json::String(name)) => name,
             Some(_) => return Err(error("@input is not a name".to_string())),
             None => inputs.first().cloned().ok_or_else(|| error("the query reads no input".to_string()))?,
         };
-        let partition = match map.shift_remove("@partition") {
+        let partition = match take(&mut map, has_steering, "@partition") {
             Some(value) => value
                 .as_i64()
                 .and_then(|partition| i32::try_from(partition).ok())
                 .ok_or_else(|| error("@partition is not a partition number".to_string()))?,
             None => 0,
         };
-        let arrival_ms = match map.shift_remove("@arrival") {
+        let arrival_ms = match take(&mut map, has_steering, "@arrival") {
             Some(value) => time_ms(&value).ok_or_else(|| error("@arrival is not a time".to_string()))?,
             None => 0,
         };
