@@ -284,7 +284,7 @@ impl<'de, W: Fn(&str) -> bool> Visitor<'de> for TopLevel<'_, W> {
             if std::mem::take(&mut first) && is_private(&key) {
                 return Err(serde::de::Error::custom("a serde_json private marker"));
             }
-            if (self.wanted)(&*key) {
+            if (self.wanted)(&key) {
                 // A repeated key: the map keeps the first position and the last value.
                 map.insert(key.into_owned(), access.next_value::<serde_json::Value>()?);
             } else {
