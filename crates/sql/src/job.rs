@@ -40,6 +40,7 @@ use crate::plan::{
     Target,
 };
 use crate::reference::{ReferenceError, ReferenceRow, ReferenceTable};
+use crate::scan::{fields_read, scan_object, Fields};
 use crate::value::{KeyMap, KeyPart, Value};
 use crate::watermark::Watermark;
 use crate::window::{WindowInput, WindowState};
@@ -172,6 +173,9 @@ struct InputRuntime {
     sequence: u64,
     /// `TIMESTAMP BY ... OVER`: the key expressions, and a clock per key (empty without OVER).
     over: Vec<crate::expr::CompiledExpr>,
+    /// The top-level fields the query reads from this input's events: what
+    /// [`Job::push_json_bytes`] decodes of them.
+    fields: Fields,
     keys: KeyMap<KeyClock>,
     /// Events held over all keys' reorder buffers.
     n_held_by_keys: usize,
@@ -196,10 +200,12 @@ pub struct Job {
 
 impl Job {
     pub(crate) fn new(plan: Plan, options: &JobOptions, fingerprint: u64) -> Job {
+        let fields = fields_read(&plan);
         let mut inputs: Vec<InputRuntime> = plan
             .inputs
             .into_iter()
-            .map(|input| InputRuntime {
+            .zip(fields)
+            .map(|(input, fields)| InputRuntime {
                 name: input.name,
                 timestamp_by: input.timestamp_by,
                 watermark: Watermark::new(
@@ -212,6 +218,7 @@ impl Job {
                 reorder: BTreeMap::new(),
                 sequence: 0,
                 over: input.over,
+                fields,
                 keys: KeyMap::default(),
                 n_held_by_keys: 0,
             })
@@ -481,24 +488,76 @@ impl Job {
         event: &serde_json::Value,
         arrival_time_ms: i64,
     ) -> Step {
-        let mut step = Step::default();
-        let Some(input_idx) = self.find_input(input) else {
-            step.errors.push(EventError {
-                statement_idx: None,
-                target: input.to_string(),
-                message: format!("the job has no input named '{input}'"),
-            });
+        let Some(map) = event.as_object() else {
+            let mut step = Step::default();
+            match self.find_input(input) {
+                None => step.errors.push(no_such_input(input)),
+                Some(_) => step.errors.push(EventError {
+                    statement_idx: None,
+                    target: input.to_string(),
+                    message: format!(
+                        "an event must be a JSON object, got {}",
+                        Value::from_json(event).describe()
+                    ),
+                }),
+            }
             return step;
         };
-        let Some(map) = event.as_object() else {
-            step.errors.push(EventError {
-                statement_idx: None,
-                target: input.to_string(),
-                message: format!(
-                    "an event must be a JSON object, got {}",
-                    Value::from_json(event).describe()
-                ),
-            });
+        self.push_object(input, partition, map, arrival_time_ms, &|| event.clone())
+    }
+
+    /// [`Job::push`] for an event still in its JSON text, as it arrives: only the top-level
+    /// fields the query reads from `input` are decoded (see `scan`), and the results are those
+    /// of `push` with the parsed event. An error is the one `serde_json::from_slice` gives for
+    /// `bytes`: the event is not JSON, and nothing was done.
+    pub fn push_json_bytes(
+        &mut self,
+        input: &str,
+        partition: i32,
+        bytes: &[u8],
+        arrival_time_ms: i64,
+    ) -> Result<Step, serde_json::Error> {
+        let scanned = match self.find_input(input).map(|input_idx| &self.inputs[input_idx].fields) {
+            Some(fields @ Fields::Named(_)) => scan_object(bytes, fields.n_named(), |key| fields.wants(key)),
+            Some(Fields::All) | None => None,
+        };
+        let Some(map) = scanned else {
+            // The whole event, something other than an object, or not JSON: the full parse
+            // gives the result (and the error) it always did.
+            let event: serde_json::Value = serde_json::from_slice(bytes)?;
+            return Ok(self.push(input, partition, &event, arrival_time_ms));
+        };
+        // The scan accepted `bytes`, so the full parse does too; it only runs for a late event.
+        let full_event =
+            || serde_json::from_slice(bytes).unwrap_or_else(|_| serde_json::Value::Object(map.clone()));
+        Ok(self.push_object(input, partition, &map, arrival_time_ms, &full_event))
+    }
+
+    /// The top-level fields some input's events are read by, for a caller that decodes an
+    /// event before it knows its input (`local`'s lines name it inside the event).
+    pub(crate) fn fields_read_by_any_input(&self) -> Fields {
+        self.inputs.iter().fold(Fields::Named(Vec::new()), |fields, input| fields.union(&input.fields))
+    }
+
+    /// Per input, the fields its events are read by.
+    #[cfg(test)]
+    pub(crate) fn input_fields(&self) -> Vec<&Fields> {
+        self.inputs.iter().map(|input| &input.fields).collect()
+    }
+
+    /// [`Job::push`] of an event object `map`, which may hold only the fields the query reads
+    /// from `input` (or more); `full_event` gives the whole event for a late-event report.
+    pub(crate) fn push_object(
+        &mut self,
+        input: &str,
+        partition: i32,
+        map: &serde_json::Map<String, serde_json::Value>,
+        arrival_time_ms: i64,
+        full_event: &dyn Fn() -> serde_json::Value,
+    ) -> Step {
+        let mut step = Step::default();
+        let Some(input_idx) = self.find_input(input) else {
+            step.errors.push(no_such_input(input));
             return step;
         };
         let runtime = &mut self.inputs[input_idx];
@@ -520,12 +579,12 @@ impl Job {
             }
         };
         if !runtime.over.is_empty() {
-            self.push_keyed(input_idx, partition, event, map, timestamp_ms, arrival_time_ms, &mut step);
+            self.push_keyed(input_idx, partition, full_event, map, timestamp_ms, arrival_time_ms, &mut step);
             return step;
         }
         let boundary_ms = runtime.watermark.close_boundary_ms();
         if timestamp_ms < boundary_ms {
-            let late = (runtime.name.as_str(), partition, event, timestamp_ms);
+            let late = (runtime.name.as_str(), partition, full_event, timestamp_ms);
             match report_late(self.late_policy, &runtime.watermark, late, &mut step) {
                 Some(adjusted_ms) => timestamp_ms = adjusted_ms,
                 None => {
@@ -569,7 +628,7 @@ impl Job {
         &mut self,
         input_idx: usize,
         partition: i32,
-        event: &serde_json::Value,
+        full_event: &dyn Fn() -> serde_json::Value,
         map: &serde_json::Map<String, serde_json::Value>,
         mut timestamp_ms: i64,
         arrival_time_ms: i64,
@@ -617,7 +676,7 @@ impl Job {
             match report_late(
                 self.late_policy,
                 &clock.watermark,
-                (name.as_str(), partition, event, timestamp_ms),
+                (name.as_str(), partition, full_event, timestamp_ms),
                 step,
             ) {
                 Some(adjusted_ms) => timestamp_ms = adjusted_ms,
@@ -1077,13 +1136,21 @@ impl Job {
     }
 }
 
-/// An event of `(input, partition, event, event time)` behind the close boundary of its
+fn no_such_input(input: &str) -> EventError {
+    EventError {
+        statement_idx: None,
+        target: input.to_string(),
+        message: format!("the job has no input named '{input}'"),
+    }
+}
+
+/// An event of `(input, partition, whole event, event time)` behind the close boundary of its
 /// watermark (its partition's, or its key's): reported, and moved to the watermark or dropped
 /// as the late policy says. Returns the time to process it at, or `None` when it is dropped.
 fn report_late(
     policy: LatePolicy,
     watermark: &Watermark,
-    (input, partition, event, timestamp_ms): (&str, i32, &serde_json::Value, i64),
+    (input, partition, full_event, timestamp_ms): (&str, i32, &dyn Fn() -> serde_json::Value, i64),
     step: &mut Step,
 ) -> Option<i64> {
     let action = match policy {
@@ -1093,7 +1160,7 @@ fn report_late(
     step.late.push(LateEvent {
         input: input.to_string(),
         partition,
-        event: event.clone(),
+        event: full_event(),
         timestamp_ms,
         watermark_ms: watermark.close_boundary_ms(),
         action,

@@ -42,6 +42,7 @@ mod matcher;
 mod parser;
 mod plan;
 mod reference;
+mod scan;
 mod time;
 mod value;
 mod watermark;

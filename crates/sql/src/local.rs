@@ -23,6 +23,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value as Json;
 
+use crate::scan::{scan_object, Fields};
 use crate::{
     format_timestamp, parse_timestamp, Job, JobOptions, LateAction, LatePolicy, ReferenceError, ReferenceRow,
     Step,
@@ -171,6 +172,16 @@ fn record(step: Step, line: &Json, emit: &mut impl FnMut(Json) -> Result<(), Str
     Ok(())
 }
 
+/// Takes a steering key out of a line's event, if the line has any (`shift_remove` keeps the
+/// other keys in the line's order).
+fn take(map: &mut serde_json::Map<String, Json>, has_steering: bool, key: &str) -> Option<Json> {
+    if has_steering {
+        map.shift_remove(key)
+    } else {
+        None
+    }
+}
+
 fn is_skipped(text: &str) -> bool {
     text.trim().is_empty() || text.trim_start().starts_with("//")
 }
@@ -215,6 +226,9 @@ pub fn run_streaming<T: AsRef<str>>(
     mut emit: impl FnMut(Json) -> Result<(), String>,
 ) -> Result<(), LineError> {
     let inputs = job.inputs();
+    // What a line's event is decoded to: the fields some input's statements read and the `@`
+    // keys that steer the run (see `scan`); a query that needs whole events parses them whole.
+    let fields = job.fields_read_by_any_input();
     let mut lines_read = 0;
     for (index, text) in lines.into_iter().enumerate() {
         let line_number = index + 1;
@@ -226,25 +240,41 @@ pub fn run_streaming<T: AsRef<str>>(
             continue;
         }
         let line = Json::from(line_number);
-        let mut event: Json =
-            serde_json::from_str(text).map_err(|parse| error(format!("not JSON: {parse}")))?;
-        let Some(map) = event.as_object_mut() else {
-            return Err(error("an event is a JSON object".to_string()));
+        let scanned = match &fields {
+            Fields::Named(_) => scan_object(text.as_bytes(), fields.n_named(), |key| {
+                key.starts_with('@') || fields.wants(key)
+            })
+            // A reference row is the whole line.
+            .filter(|map| !map.contains_key("@reference")),
+            Fields::All => None,
         };
-        if let Some(now) = map.remove("@advance_processing_time") {
+        let is_scanned = scanned.is_some();
+        // The `@` keys are taken out with `shift_remove`, which keeps the other keys in the
+        // line's order (`remove` would move the last key into the gap, and the last key of the
+        // line and of the scanned fields are not the same one).
+        let mut map = match scanned {
+            Some(map) => map,
+            None => match serde_json::from_str(text).map_err(|parse| error(format!("not JSON: {parse}")))? {
+                Json::Object(map) => map,
+                _ => return Err(error("an event is a JSON object".to_string())),
+            },
+        };
+        // Most lines have no `@` key: then there is nothing to take out (each try hashes).
+        let has_steering = map.keys().any(|key| key.starts_with('@'));
+        if let Some(now) = take(&mut map, has_steering, "@advance_processing_time") {
             let now_ms =
                 time_ms(&now).ok_or_else(|| error("@advance_processing_time is not a time".to_string()))?;
             record(job.advance_processing_time(now_ms), &line, &mut emit).map_err(error)?;
             continue;
         }
-        if let Some(reference) = map.remove("@reference") {
+        if let Some(reference) = take(&mut map, has_steering, "@reference") {
             let Json::String(name) = reference else {
                 return Err(error("@reference is not a name".to_string()));
             };
-            let Some(Json::String(key)) = map.remove("@key") else {
+            let Some(Json::String(key)) = take(&mut map, has_steering, "@key") else {
                 return Err(error("a @reference line needs \"@key\": the record key, a string".to_string()));
             };
-            let row = match map.remove("@tombstone") {
+            let row = match take(&mut map, has_steering, "@tombstone") {
                 Some(Json::Bool(true)) => None,
                 None | Some(Json::Bool(false)) => Some(map.clone()),
                 Some(_) => return Err(error("@tombstone is true or false".to_string())),
@@ -258,23 +288,37 @@ pub fn run_streaming<T: AsRef<str>>(
             after_line(job, line_number, references).map_err(error)?;
             continue;
         }
-        let input_name = match map.remove("@input") {
+        let input_name = match take(&mut map, has_steering, "@input") {
             Some(Json::String(name)) => name,
             Some(_) => return Err(error("@input is not a name".to_string())),
             None => inputs.first().cloned().ok_or_else(|| error("the query reads no input".to_string()))?,
         };
-        let partition = match map.remove("@partition") {
+        let partition = match take(&mut map, has_steering, "@partition") {
             Some(value) => value
                 .as_i64()
                 .and_then(|partition| i32::try_from(partition).ok())
                 .ok_or_else(|| error("@partition is not a partition number".to_string()))?,
             None => 0,
         };
-        let arrival_ms = match map.remove("@arrival") {
+        let arrival_ms = match take(&mut map, has_steering, "@arrival") {
             Some(value) => time_ms(&value).ok_or_else(|| error("@arrival is not a time".to_string()))?,
             None => 0,
         };
-        record(job.push(&input_name, partition, &event, arrival_ms), &line, &mut emit).map_err(error)?;
+        // A late event is reported whole, as the line gave it but for the keys taken out above.
+        let full_event = || {
+            if !is_scanned {
+                return Json::Object(map.clone());
+            }
+            let mut event = serde_json::from_str(text).unwrap_or_else(|_| Json::Object(map.clone()));
+            if let Some(event) = event.as_object_mut() {
+                for steering in ["@input", "@partition", "@arrival"] {
+                    event.shift_remove(steering);
+                }
+            }
+            event
+        };
+        let step = job.push_object(&input_name, partition, &map, arrival_ms, &full_event);
+        record(step, &line, &mut emit).map_err(error)?;
         after_line(job, line_number, references).map_err(error)?;
     }
     record(job.finish(), &Json::from("finish"), &mut emit)

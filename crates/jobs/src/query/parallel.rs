@@ -477,17 +477,17 @@ async fn run_round(
                 shared.metrics.events.inc();
                 partition_job.dirty = true;
                 let arrival_ms = message.timestamp().to_millis().unwrap_or_else(now_ms);
-                let event: serde_json::Value = match message.payload().map(serde_json::from_slice) {
-                    Some(Ok(event)) => event,
-                    Some(Err(error)) => {
+                let Some(payload) = message.payload() else { continue };
+                // Only the fields the query reads are decoded (`Job::push_json_bytes`).
+                let step = match partition_job.job.push_json_bytes(message.topic(), message.partition(), payload, arrival_ms) {
+                    Ok(step) => step,
+                    Err(error) => {
                         partition_job.counts.errors += 1;
                         tracing::warn!(job = %settings.name, topic = message.topic(), partition = message.partition(),
                             offset = message.offset(), %error, "an input record is not JSON; skipped");
                         continue;
                     }
-                    None => continue,
                 };
-                let step = partition_job.job.push(message.topic(), message.partition(), &event, arrival_ms);
                 if let Err(error) = send_step(&shared.producer, &mut shared.deliveries, &shared.settings, &shared.metrics, step, &mut partition_job.counts) {
                     break Err(error);
                 }

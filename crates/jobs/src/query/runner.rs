@@ -380,17 +380,17 @@ pub async fn run_query_job(
                 counts.events += 1;
                 metrics.events.inc();
                 let arrival_ms = message.timestamp().to_millis().unwrap_or_else(now_ms);
-                let event: serde_json::Value = match message.payload().map(serde_json::from_slice) {
-                    Some(Ok(event)) => event,
-                    Some(Err(error)) => {
+                let Some(payload) = message.payload() else { continue };
+                // Only the fields the query reads are decoded (`Job::push_json_bytes`).
+                let step = match job.push_json_bytes(message.topic(), message.partition(), payload, arrival_ms) {
+                    Ok(step) => step,
+                    Err(error) => {
                         counts.errors += 1;
                         tracing::warn!(job = %settings.name, topic = message.topic(), partition = message.partition(),
                             offset = message.offset(), %error, "an input record is not JSON; skipped");
                         continue;
                     }
-                    None => continue,
                 };
-                let step = job.push(message.topic(), message.partition(), &event, arrival_ms);
                 send_step(&producer, &mut deliveries, &settings, &metrics, step, &mut counts)?;
             }
         }
