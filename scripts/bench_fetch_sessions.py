@@ -20,12 +20,13 @@ order, each mode through two loads:
    first round, to another 100-partition topic) from the beginning with
    max_partition_fetch_bytes 16 KiB, so it takes many fetches, each with data in every partition.
 
-Figures per load and mode, the median over the rounds: the broker's CPU microseconds per record
-read (its own CPU time over the run, from /proc: the producer's share of it is the same in both
-modes), the bytes the consumer sent (its requests: bytes written by this process, from
-/proc/self/io) per fetch and per record, and fetches and partitions named per fetch (the
-broker's /metrics). Other processes share the machine's cores; the CPU figures are CPU time, not
-wall time, to be moved least by that.
+Figures per load and mode, the median over the rounds: the broker's CPU microseconds per fetch
+and per record read (its own CPU time over the run, from /proc; while tailing it includes the
+producer's appends, the same in both modes, so the broker runs with fsync=interval to keep them
+small), the consumer's request bytes per fetch (kafka-python's request-size-avg, whose window
+covers the run) and per record, and fetches and partitions named per fetch (the broker's
+/metrics). Other processes share the machine's cores; the CPU figures are CPU time, not wall
+time, to be moved least by that.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ ROUNDS = int(os.environ.get("TIDEWATER_BENCH_ROUNDS", "3"))
 TAIL_SECS = float(os.environ.get("TIDEWATER_BENCH_SECS", "10"))
 TAIL_RATE = int(os.environ.get("TIDEWATER_BENCH_RATE", "2000"))
 CATCHUP_RECORDS = int(os.environ.get("TIDEWATER_BENCH_RECORDS", "200000"))
-CATCHUP_PARTITION_FETCH_BYTES = 16 * 1024
+# Small batches and small fetches, so the catch-up takes many fetches.
+CATCHUP_BATCH_BYTES = 2048
+CATCHUP_PARTITION_FETCH_BYTES = 2048
 START_TIMEOUT_S = 60
 READ_TIMEOUT_S = 300
 MODES = {"sessions": True, "sessionless": False}
@@ -69,7 +72,7 @@ def start_broker(binary: Path, work: Path) -> tuple[subprocess.Popen, int, int]:
     log = work / "serve.log"
     process = subprocess.Popen(
         [str(binary), "serve", "--kafka-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-         "--mqtt-listen", "none", "--http-listen", "none", "--data-dir", str(work / "data")],
+         "--mqtt-listen", "none", "--http-listen", "none", "--fsync", "interval", "--data-dir", str(work / "data")],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -89,13 +92,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-def bytes_written_by_this_process() -> int:
-    for line in Path("/proc/self/io").read_text().splitlines():
-        if line.startswith("wchar:"):
-            return int(line.split()[1])
-    raise RuntimeError("no wchar in /proc/self/io")
-
-
 def fetch_counts(admin_port: int) -> tuple[float, float]:
     """Fetch requests and partitions named in them, all kinds together."""
     with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as response:
@@ -109,9 +105,9 @@ def fetch_counts(admin_port: int) -> tuple[float, float]:
     return requests, partitions
 
 
-def produce(bootstrap: str, topic: str, records: int, rate: int | None) -> None:
+def produce(bootstrap: str, topic: str, records: int, rate: int | None, batch_bytes: int = 1_000_000) -> None:
     """Writes `records` values round robin over the partitions, at `rate` a second if given."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all", "batch.size": batch_bytes})
     value = b"x" * RECORD_BYTES
     started = time.monotonic()
     for index in range(records):
@@ -136,29 +132,29 @@ def consumer(bootstrap: str, sessions: bool, **settings) -> KafkaConsumer:
 
 
 class Window:
-    """The broker's CPU, this process's writes and the broker's fetch counters over a run."""
+    """The broker's CPU, the consumer's request sizes and the broker's fetch counters over a run."""
 
-    def __init__(self, broker_pid: int, admin_port: int):
-        self.broker_pid, self.admin_port = broker_pid, admin_port
+    def __init__(self, broker_pid: int, admin_port: int, reader: KafkaConsumer):
+        self.broker_pid, self.admin_port, self.reader = broker_pid, admin_port, reader
 
     def __enter__(self) -> "Window":
         self.cpu = cpu_seconds(self.broker_pid)
-        self.written = bytes_written_by_this_process()
         self.fetches, self.named = fetch_counts(self.admin_port)
         return self
 
     def __exit__(self, *_) -> None:
         self.cpu = cpu_seconds(self.broker_pid) - self.cpu
-        self.written = bytes_written_by_this_process() - self.written
         fetches, named = fetch_counts(self.admin_port)
         self.fetches, self.named = fetches - self.fetches, named - self.named
+        self.request_bytes = self.reader.metrics()["consumer-metrics"]["request-size-avg"]
 
     def figures(self, records: int) -> dict[str, float]:
         return {
             "records": records,
+            "broker_us_per_fetch": 1e6 * self.cpu / max(self.fetches, 1),
             "broker_us_per_record": 1e6 * self.cpu / max(records, 1),
-            "request_bytes_per_record": self.written / max(records, 1),
-            "request_bytes_per_fetch": self.written / max(self.fetches, 1),
+            "request_bytes_per_fetch": self.request_bytes,
+            "request_bytes_per_record": self.request_bytes * self.fetches / max(records, 1),
             "fetches": self.fetches,
             "partitions_per_fetch": self.named / max(self.fetches, 1),
         }
@@ -175,7 +171,7 @@ def tail(bootstrap: str, topic: str, sessions: bool, broker_pid: int, admin_port
     reader.poll(timeout_ms=100)  # the first fetch (which opens the session) before the clock
     writer = multiprocessing.Process(target=produce, args=(bootstrap, topic, expected, TAIL_RATE))
     got = 0
-    with Window(broker_pid, admin_port) as window:
+    with Window(broker_pid, admin_port, reader) as window:
         writer.start()
         deadline = time.monotonic() + TAIL_SECS + READ_TIMEOUT_S
         while got < expected and time.monotonic() < deadline:
@@ -193,7 +189,7 @@ def catch_up(bootstrap: str, topic: str, sessions: bool, broker_pid: int, admin_
     reader.seek_to_beginning()
     got = 0
     deadline = time.monotonic() + READ_TIMEOUT_S
-    with Window(broker_pid, admin_port) as window:
+    with Window(broker_pid, admin_port, reader) as window:
         while got < CATCHUP_RECORDS and time.monotonic() < deadline:
             got += sum(len(batch) for batch in reader.poll(timeout_ms=200, max_records=100_000).values())
     reader.close()
@@ -212,7 +208,7 @@ def main() -> None:
         for future in admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in ("tail", "catch-up")]).values():
             future.result(30)
         say(f"writing {CATCHUP_RECORDS} records of {RECORD_BYTES} bytes to the catch-up topic")
-        produce(bootstrap, "catch-up", CATCHUP_RECORDS, None)
+        produce(bootstrap, "catch-up", CATCHUP_RECORDS, None, CATCHUP_BATCH_BYTES)
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
         loads = {"tail": tail, "catch-up": catch_up}
         for round_index in range(ROUNDS):
@@ -225,12 +221,12 @@ def main() -> None:
                         f"{name}={value:.1f}" for name, value in figures.items()))
         say(f"medians over {ROUNDS} rounds (kafka-python, 100 partitions, {RECORD_BYTES}-byte records; "
             f"tail at {TAIL_RATE}/s for {TAIL_SECS:g} s, catch-up of {CATCHUP_RECORDS}):")
-        say(f"{'load':<9} {'mode':<12} {'broker us/record':>16} {'req B/record':>13} {'req B/fetch':>12} "
-            f"{'fetches':>8} {'partitions/fetch':>17}")
+        say(f"{'load':<9} {'mode':<12} {'broker us/fetch':>15} {'broker us/record':>16} {'req B/fetch':>12} "
+            f"{'req B/record':>13} {'fetches':>8} {'partitions/fetch':>17}")
         for (load, mode), runs in results.items():
             median = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
-            say(f"{load:<9} {mode:<12} {median['broker_us_per_record']:>16.1f} "
-                f"{median['request_bytes_per_record']:>13.1f} {median['request_bytes_per_fetch']:>12.0f} "
+            say(f"{load:<9} {mode:<12} {median['broker_us_per_fetch']:>15.0f} {median['broker_us_per_record']:>16.1f} "
+                f"{median['request_bytes_per_fetch']:>12.0f} {median['request_bytes_per_record']:>13.1f} "
                 f"{median['fetches']:>8.0f} {median['partitions_per_fetch']:>17.1f}")
     finally:
         broker.terminate()

@@ -13,7 +13,8 @@
 //! that have something new. read_uncommitted reads up to the high watermark; read_committed up to the
 //! last stable offset, with the aborted transactions in the range listed for the client to skip.
 //!
-//! On a plaintext connection a record set of 4 KiB or more is not read at all: the response gets a
+//! Where the server sends files (plaintext listeners of `serve --kafka-sendfile true`;
+//! `ConnectionInfo::sends_files`) a record set of 4 KiB or more is not read at all: the response gets a
 //! placeholder and the file range it stands for, which the protocol server sends with `sendfile`
 //! (`tidewater_kafka::file_records`). Through TLS, record sets are read into memory (one copy).
 //!
