@@ -12,6 +12,7 @@ use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::encoded::{ChunkedBuf, EncodedResponse, PASS_THROUGH_MIN_BYTES};
+use crate::file_records::FileRecordSets;
 use crate::versions::SupportedVersions;
 
 /// A decoded request.
@@ -64,23 +65,27 @@ pub fn decode_request(mut payload: Bytes, supported: &SupportedVersions) -> Resu
 }
 
 /// Encodes a response, size prefix included. A fetch response's larger record sets stay the
-/// `Bytes` the log read, as chunks of their own ([`crate::encoded`]), instead of being copied.
+/// `Bytes` the log read, as chunks of their own ([`crate::encoded`]), instead of being copied;
+/// those that `files` holds placeholders for become file ranges ([`crate::file_records`]).
 pub fn encode_response(
     correlation_id: i32,
     api_key: ApiKey,
     api_version: i16,
     body: &ResponseKind,
+    files: &FileRecordSets,
 ) -> Result<EncodedResponse, String> {
     let capacity = response_capacity(body, api_version);
     let encode_error = |error| encoding_failed(api_key, api_version, error);
     if let ResponseKind::Fetch(fetch) = body {
-        let pass_through = record_sets_to_pass_through(fetch);
-        if !pass_through.is_empty() {
-            let passed_bytes: usize = pass_through.iter().map(Bytes::len).sum();
-            let mut buffer = ChunkedBuf::new(capacity.saturating_sub(passed_bytes), &pass_through);
+        let (pass_through, file_chunks) = record_sets_to_pass_through(fetch, files);
+        if !pass_through.is_empty() || file_chunks > 0 {
+            let passed_bytes = passed_bytes(fetch);
+            let mut buffer = ChunkedBuf::new(capacity.saturating_sub(passed_bytes), &pass_through, files);
             put_size_placeholder_and_header(&mut buffer, correlation_id, api_key, api_version)?;
             fetch.encode(&mut buffer, api_version).map_err(encode_error)?;
-            return Ok(buffer.finish_with_size_prefix());
+            return buffer
+                .finish_with_size_prefix(file_chunks)
+                .map_err(|reason| encoding_failed(api_key, api_version, reason));
         }
     }
     let mut buffer = BytesMut::with_capacity(capacity);
@@ -117,15 +122,33 @@ fn put_size_placeholder_and_header<B: ByteBufMut>(
 }
 
 /// A fetch response's record sets large enough to send as they are (see [`crate::encoded`]).
-fn record_sets_to_pass_through(fetch: &FetchResponse) -> Vec<Bytes> {
+/// The record sets in memory large enough to pass through, and how many placeholders for file
+/// ranges the response holds.
+fn record_sets_to_pass_through(fetch: &FetchResponse, files: &FileRecordSets) -> (Vec<Bytes>, usize) {
+    let mut in_memory = Vec::new();
+    let mut file_chunks = 0;
+    for records in large_record_sets(fetch) {
+        if files.find(records).is_some() {
+            file_chunks += 1;
+        } else {
+            in_memory.push(records.clone());
+        }
+    }
+    (in_memory, file_chunks)
+}
+
+/// Bytes of the record sets that become chunks of their own, in memory or in files.
+fn passed_bytes(fetch: &FetchResponse) -> usize {
+    large_record_sets(fetch).map(Bytes::len).sum()
+}
+
+fn large_record_sets(fetch: &FetchResponse) -> impl Iterator<Item = &Bytes> {
     fetch
         .responses
         .iter()
         .flat_map(|topic| &topic.partitions)
         .filter_map(|partition| partition.records.as_ref())
         .filter(|records| records.len() >= PASS_THROUGH_MIN_BYTES)
-        .cloned()
-        .collect()
 }
 
 /// Room for the size prefix and a response header (a correlation id and at most an empty tagged
@@ -157,6 +180,8 @@ mod tests {
     use kafka_protocol::protocol::StrBytes;
 
     use super::*;
+    use crate::encoded::Chunk;
+    use crate::file_records::FileRecords;
 
     fn fetch_response(record_sets: &[Bytes]) -> ResponseKind {
         let partitions = record_sets
@@ -182,13 +207,18 @@ mod tests {
         let body = fetch_response(&[records.clone(), records.clone(), records.clone()]);
         for api_version in 4..=12 {
             let capacity = response_capacity(&body, api_version);
-            let encoded = encode_response(1, ApiKey::Fetch, api_version, &body).expect("encode");
+            let encoded = encode_response(1, ApiKey::Fetch, api_version, &body, &FileRecordSets::default())
+                .expect("encode");
             assert!(
                 encoded.len() <= capacity && capacity - encoded.len() <= PREFIX_AND_HEADER_BYTES,
                 "v{api_version}: {} bytes encoded for a computed size of {capacity}",
                 encoded.len()
             );
-            let shared = encoded.chunks().iter().filter(|chunk| chunk.as_ptr() == records.as_ptr()).count();
+            let shared = encoded
+                .chunks()
+                .iter()
+                .filter(|chunk| matches!(chunk, Chunk::Memory(bytes) if bytes.as_ptr() == records.as_ptr()))
+                .count();
             assert_eq!(shared, 3, "v{api_version}: every record set is sent from the fetch's own buffer");
         }
         let small = ResponseKind::Fetch(FetchResponse::default());
@@ -216,9 +246,43 @@ mod tests {
             let size = (contiguous.len() - 4) as i32;
             contiguous[..4].copy_from_slice(&size.to_be_bytes());
 
-            let encoded = encode_response(9, ApiKey::Fetch, api_version, &body).expect("encode");
+            let encoded = encode_response(9, ApiKey::Fetch, api_version, &body, &FileRecordSets::default())
+                .expect("encode");
             assert!(encoded.chunks().len() > 1, "v{api_version}: the two large record sets are chunks");
-            assert_eq!(encoded.into_contiguous(), contiguous.freeze(), "v{api_version}");
+            assert_eq!(encoded.into_contiguous().expect("joined"), contiguous.freeze(), "v{api_version}");
+        }
+    }
+
+    /// A record set left in its file encodes to the same bytes as the record set read.
+    #[test]
+    fn a_fetch_response_with_file_record_sets_is_byte_for_byte_the_read_encoding() {
+        let contents: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let file = std::sync::Arc::new(crate::file_records::tests::file_with(&contents));
+        let read = Bytes::copy_from_slice(&contents[1000..51_000]);
+        for api_version in 4..=12 {
+            let mut files = FileRecordSets::default();
+            let range = FileRecords { file: file.clone(), position: 1000, len: 50_000 };
+            let placeholder = files.placeholder_for(range).expect("placeholder");
+            let small = Bytes::from_static(b"small");
+            let with_files = fetch_response(&[small.clone(), placeholder.clone(), placeholder.clone()]);
+            let encoded =
+                encode_response(3, ApiKey::Fetch, api_version, &with_files, &files).expect("encode");
+            let file_chunks = encoded.chunks().iter().filter(|chunk| matches!(chunk, Chunk::File(_))).count();
+            assert_eq!(file_chunks, 2, "v{api_version}");
+            let expected = encode_response(
+                3,
+                ApiKey::Fetch,
+                api_version,
+                &fetch_response(&[small, read.clone(), read.clone()]),
+                &FileRecordSets::default(),
+            )
+            .expect("encode");
+            assert_eq!(encoded.len(), expected.len(), "v{api_version}");
+            assert_eq!(
+                encoded.into_contiguous().expect("joined"),
+                expected.into_contiguous().expect("joined"),
+                "v{api_version}"
+            );
         }
     }
 }

@@ -9,9 +9,11 @@
 pub mod authentication;
 pub mod codec;
 pub mod encoded;
+pub mod file_records;
 pub mod frame;
 pub mod listener;
 mod metrics;
+mod send_file;
 pub mod server;
 pub mod versions;
 
@@ -19,7 +21,8 @@ pub use kafka_protocol;
 pub use kafka_protocol::ResponseError;
 
 pub use crate::codec::{decode_request, encode_response, DecodeError, Request};
-pub use crate::encoded::EncodedResponse;
+pub use crate::encoded::{Chunk, EncodedResponse};
+pub use crate::file_records::{FileRecordSets, FileRecords};
 pub use crate::listener::{ListenerAddress, ListenerConfig, ListenerInfo, SaslSettings, SecurityProtocol};
 pub use crate::server::{serve, ConnectionInfo, Handler, Reply, ReplyFuture, ServerConfig, Turn, TurnQueue};
 pub use crate::versions::{ApiRange, SupportedVersions};

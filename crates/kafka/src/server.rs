@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use tidewater_security::KafkaPrincipal;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -38,8 +38,10 @@ use tokio::task::JoinHandle;
 use crate::authentication::{Authentication, FAILED_AUTHENTICATION_CLOSE_DELAY};
 use crate::codec::{self, DecodeError, Request};
 use crate::encoded::EncodedResponse;
+use crate::file_records::FileRecordSets;
 use crate::frame;
 use crate::listener::{ListenerConfig, ListenerInfo};
+use crate::send_file::ResponseWriter;
 use crate::versions::SupportedVersions;
 
 /// What a handler returns for one request. Rarely `NoResponse`, so the size difference between
@@ -48,6 +50,9 @@ use crate::versions::SupportedVersions;
 #[allow(clippy::large_enum_variant)]
 pub enum Reply {
     Response(ResponseKind),
+    /// A fetch response some of whose record sets are placeholders for file ranges, sent
+    /// with `sendfile` ([`crate::file_records`]); only where `ConnectionInfo::sends_files`.
+    WithFiles(ResponseKind, FileRecordSets),
     /// Send nothing back: a produce with acks=0.
     NoResponse,
 }
@@ -77,6 +82,9 @@ pub struct ConnectionInfo {
     /// The listener the connection came in on: its advertised address is what Metadata gives
     /// this client.
     pub listener: Arc<ListenerInfo>,
+    /// Whether record sets may be left in their files for the writer to send with `sendfile`
+    /// ([`Reply::WithFiles`]): on plaintext TCP, not through TLS, which must encrypt them.
+    pub sends_files: bool,
 }
 
 /// A FIFO of turns: each `Turn` waits until the turn taken before it on the same queue is over.
@@ -134,6 +142,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub max_in_flight_per_connection: usize,
     pub idle_timeout: Duration,
+    /// Send fetched record sets on plaintext connections with `sendfile` instead of reading them
+    /// first ([`crate::file_records`]). Off by default: on loopback it measured more broker CPU
+    /// per byte served than the one-copy read (docs/operations.md, `bench-consume-ab`).
+    pub send_files: bool,
 }
 
 impl Default for ServerConfig {
@@ -143,6 +155,7 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            send_files: false,
         }
     }
 }
@@ -215,6 +228,7 @@ impl AcceptLoop {
                 turns: TurnQueue::default(),
                 principal: Arc::new(KafkaPrincipal::anonymous()),
                 listener: listener.info.clone(),
+                sends_files: self.config.send_files && listener.tls.is_none(),
             };
             let connection = Connection { config: self.config.clone(), handler: self.handler.clone(), info };
             let shutdown = shutdown.clone();
@@ -330,7 +344,7 @@ impl Connection {
         mut shutdown: watch::Receiver<bool>,
     ) where
         R: AsyncRead + Unpin + Send,
-        W: AsyncWrite + Unpin + Send + 'static,
+        W: ResponseWriter + 'static,
     {
         let peer = self.info.peer;
         tracing::debug!(%peer, connection_id = self.info.connection_id, listener = %listener.info.name, "connection opened");
@@ -510,7 +524,7 @@ fn room_to_make(buffered: usize, frame_bytes: usize) -> usize {
 
 /// Writes replies in request order. Stops at the first failure (a panicked handler, an encode
 /// error, a broken socket), which closes the connection.
-async fn write_replies<W: AsyncWrite + Unpin>(
+async fn write_replies<W: ResponseWriter>(
     mut writer: W,
     mut outgoing: mpsc::Receiver<Outgoing>,
     peer: SocketAddr,
@@ -531,8 +545,12 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                         break;
                     }
                 };
-                let Reply::Response(body) = reply else { continue };
-                match codec::encode_response(correlation_id, api_key, api_version, &body) {
+                let (body, files) = match reply {
+                    Reply::Response(body) => (body, FileRecordSets::default()),
+                    Reply::WithFiles(body, files) => (body, files),
+                    Reply::NoResponse => continue,
+                };
+                match codec::encode_response(correlation_id, api_key, api_version, &body, &files) {
                     Ok(response) => (response, Some((api_key, received))),
                     Err(error) => {
                         tracing::error!(%peer, %error, "could not encode a response; closing connection");

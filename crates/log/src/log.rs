@@ -105,10 +105,35 @@ pub struct FileRange {
 }
 
 impl FileRange {
-    /// Reads the range into memory.
+    /// Reads the range into memory. The buffer is not zeroed first: every byte of it is written
+    /// by the read (a fetch's record sets are megabytes, and zeroing them cost as much again as
+    /// a copy from the page cache).
     pub fn read_bytes(&self) -> io::Result<Vec<u8>> {
-        let mut bytes = vec![0u8; self.len as usize];
-        self.file.read_exact_at(&mut bytes, self.position)?;
+        use std::os::fd::AsRawFd;
+        let len = usize::try_from(self.len).map_err(|_| io::Error::other("file range too large"))?;
+        let mut bytes = Vec::with_capacity(len);
+        while bytes.len() < len {
+            let filled = bytes.len();
+            let unfilled = &mut bytes.spare_capacity_mut()[..len - filled];
+            let offset = libc::off_t::try_from(self.position + filled as u64)
+                .map_err(|_| io::Error::other("file position out of range"))?;
+            // SAFETY: `unfilled` is the vector's spare capacity, writable for its length, which is
+            // all `pread` may write; the descriptor is open while `self.file` is borrowed.
+            let read = unsafe {
+                libc::pread(self.file.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len(), offset)
+            };
+            match read {
+                0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its range")),
+                read if read < 0 => {
+                    let error = io::Error::last_os_error();
+                    if error.kind() != io::ErrorKind::Interrupted {
+                        return Err(error);
+                    }
+                }
+                // SAFETY: `pread` initialised the first `read` bytes of the spare capacity.
+                read => unsafe { bytes.set_len(filled + read as usize) },
+            }
+        }
         Ok(bytes)
     }
 }

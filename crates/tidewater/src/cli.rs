@@ -154,6 +154,11 @@ pub(crate) struct ServeArgs {
     /// 0 answers every fetch without a session.
     #[arg(long, default_value_t = tidewater_broker::fetch_sessions::DEFAULT_SLOTS)]
     pub(crate) fetch_session_cache_slots: usize,
+    /// Send fetched batches on plaintext Kafka listeners with sendfile, straight from the segment
+    /// files, instead of reading them into memory first (TLS listeners always read them). Off by
+    /// default: on loopback it cost the broker more CPU per byte served (docs/operations.md).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub(crate) kafka_sendfile: bool,
     /// Run the triggers registered in this server's triggers topic (`tidewater trigger create`),
     /// as a Kafka client of the embedded broker.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

@@ -81,6 +81,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections.max(1),
         max_in_flight_per_connection: args.max_in_flight_per_connection.max(1),
         idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
+        send_files: args.kafka_sendfile,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

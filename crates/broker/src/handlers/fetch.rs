@@ -13,6 +13,11 @@
 //! that have something new. read_uncommitted reads up to the high watermark; read_committed up to the
 //! last stable offset, with the aborted transactions in the range listed for the client to skip.
 //!
+//! Where the server sends files (plaintext listeners of `serve --kafka-sendfile true`;
+//! `ConnectionInfo::sends_files`) a record set of 4 KiB or more is not read at all: the response gets a
+//! placeholder and the file range it stands for, which the protocol server sends with `sendfile`
+//! (`tidewater_kafka::file_records`). Through TLS, record sets are read into memory (one copy).
+//!
 //! Each topic needs READ, checked once when the request arrives (not again on each pass of the
 //! long poll), for the session's topics as for the request's; the partitions of a topic that may
 //! not be read answer TOPIC_AUTHORIZATION_FAILED.
@@ -27,7 +32,8 @@ use tidewater_kafka::kafka_protocol::messages::fetch_response::{
 };
 use tidewater_kafka::kafka_protocol::messages::{ProducerId, TopicName};
 use tidewater_kafka::kafka_protocol::protocol::StrBytes;
-use tidewater_kafka::ResponseError;
+use tidewater_kafka::{FileRecordSets, FileRecords, ResponseError};
+use tidewater_log::FileRange;
 
 use super::blocking;
 use crate::acl::{Access, Operation, ResourceType};
@@ -54,12 +60,14 @@ pub(super) async fn handle(
     request: FetchRequest,
     version: i16,
     access: Access,
-) -> FetchResponse {
+    sends_files: bool,
+) -> (FetchResponse, FileRecordSets) {
     let (context, topics) = match plan(&broker, &request, version) {
         Ok(plan) => plan,
         Err(code) => {
             broker.fetch_metrics().session_error();
-            return FetchResponse::default().with_error_code(code.code()).with_session_id(0);
+            let response = FetchResponse::default().with_error_code(code.code()).with_session_id(0);
+            return (response, FileRecordSets::default());
         }
     };
     broker.fetch_metrics().request(context, request_partitions(&request));
@@ -82,18 +90,24 @@ pub(super) async fn handle(
     // before reading them, so a produce landing between the read and the wait is not missed.
     let waker = FetchWaker::default();
     loop {
-        let (mut response, bytes, has_error) = {
+        let (mut response, files, bytes, has_error) = {
             let broker = broker.clone();
             let fetch = fetch.clone();
             let readable = readable.clone();
             let waker = waker.clone();
-            blocking(move || read_partitions(&broker, &fetch, version, &readable, &waker)).await
+            blocking(move || {
+                let mut files = sends_files.then(FileRecordSets::default);
+                let (response, bytes, has_error) =
+                    read_partitions(&broker, &fetch, version, &readable, &waker, files.as_mut());
+                (response, files.unwrap_or_default(), bytes, has_error)
+            })
+            .await
         };
         let expired = tokio::time::Instant::now() >= deadline;
         if bytes >= min_bytes || has_error || expired || broker.is_shutting_down() {
             count_fetched_bytes(&broker, &response);
             broker.fetch_sessions.finish(context, &mut response);
-            return response;
+            return (response, files);
         }
         tokio::select! {
             _ = waker.notified() => {}
@@ -206,13 +220,15 @@ fn count_fetched_bytes(broker: &Broker, response: &FetchResponse) {
 /// One pass over every requested partition. Returns the response, the record bytes in it and
 /// whether any partition had an error (which ends the long poll at once, as in Kafka).
 /// `readable` says, topic by topic, whether the request may read it. `waker` is registered with
-/// each partition before it is read.
+/// each partition before it is read. With `files`, record sets are left in their files where
+/// they can be ([`record_set`]).
 fn read_partitions(
     broker: &Broker,
     request: &PlannedFetch,
     version: i16,
     readable: &[bool],
     waker: &FetchWaker,
+    mut files: Option<&mut FileRecordSets>,
 ) -> (FetchResponse, usize, bool) {
     let response_budget = response_budget(request.max_bytes);
     let mut total_bytes = 0usize;
@@ -272,7 +288,7 @@ fn read_partitions(
             let budget = (fetch.partition_max_bytes.max(0) as usize).min(remaining);
             let read = log.read(fetch.fetch_offset, budget, upper).and_then(|range| match range {
                 Some(range) => {
-                    let bytes = range.read_bytes().map(Bytes::from).map_err(|source| {
+                    let bytes = record_set(&range, files.as_deref_mut()).map_err(|source| {
                         tidewater_log::LogError::Io { op: "read", path: log.dir().to_path_buf(), source }
                     })?;
                     Ok((bytes, range.first_offset, range.next_offset))
@@ -313,6 +329,23 @@ fn read_partitions(
         );
     }
     (FetchResponse::default().with_session_id(0).with_responses(responses), total_bytes, has_error)
+}
+
+/// The bytes of `range` for the response. With `files` (a connection that sends files), a
+/// placeholder for the range, unless the range is small, the response's placeholders are used
+/// up, or the file is shorter than the range (truncated behind the broker's back: then the read
+/// fails here, and the partition answers with an error, rather than the response being cut
+/// short on the wire). Otherwise the bytes, read.
+fn record_set(range: &FileRange, files: Option<&mut FileRecordSets>) -> std::io::Result<Bytes> {
+    if let Some(files) = files {
+        if range.file.metadata()?.len() >= range.position + range.len {
+            let records = FileRecords { file: range.file.clone(), position: range.position, len: range.len };
+            if let Some(placeholder) = files.placeholder_for(records) {
+                return Ok(placeholder);
+            }
+        }
+    }
+    range.read_bytes().map(Bytes::from)
 }
 
 /// The record bytes a response may carry for a request's `max_bytes` (0 or less: no client limit).

@@ -161,7 +161,14 @@ async fn dispatch(
                 return produce::handle(broker, body, version, turn, access).await
             }
             (RequestKind::Fetch(body), _) => {
-                ResponseKind::Fetch(fetch::handle(broker, body, version, access).await)
+                let (response, files) =
+                    fetch::handle(broker, body, version, access, connection.sends_files).await;
+                let response = ResponseKind::Fetch(response);
+                return if files.is_empty() {
+                    Reply::Response(response)
+                } else {
+                    Reply::WithFiles(response, files)
+                };
             }
             (RequestKind::DeleteRecords(body), _) => {
                 ResponseKind::DeleteRecords(delete_records::handle(broker, body, access).await)

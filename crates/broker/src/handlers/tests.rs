@@ -17,8 +17,8 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, Request as ProtocolRequest, StrBytes};
 use tidewater_kafka::kafka_protocol;
 use tidewater_kafka::{
-    decode_request, encode_response, ConnectionInfo, Handler, ListenerInfo, Reply, ResponseError,
-    SecurityProtocol, TurnQueue,
+    decode_request, encode_response, ConnectionInfo, FileRecordSets, Handler, ListenerInfo, Reply,
+    ResponseError, SecurityProtocol, TurnQueue,
 };
 use tidewater_log::{FsyncPolicy, LogConfig, ManualClock};
 
@@ -165,14 +165,17 @@ impl Harness {
                 advertised_host: "127.0.0.1".to_string(),
                 advertised_port: 9092,
             }),
+            sends_files: true,
         };
-        let Reply::Response(response) = self.runtime.block_on(self.handler.handle(request, &connection))
-        else {
-            panic!("no response to {api_key:?}");
+        let (response, files) = match self.runtime.block_on(self.handler.handle(request, &connection)) {
+            Reply::Response(response) => (response, FileRecordSets::default()),
+            Reply::WithFiles(response, files) => (response, files),
+            Reply::NoResponse => panic!("no response to {api_key:?}"),
         };
-        let mut bytes: Bytes = encode_response(7, api_key, version, &response)
+        let mut bytes: Bytes = encode_response(7, api_key, version, &response, &files)
             .expect("the response is encodable at the request's version")
             .into_contiguous()
+            .expect("file record sets are readable")
             .slice(4..);
         ResponseHeader::decode(&mut bytes, api_key.response_header_version(version))
             .expect("response header");
