@@ -523,7 +523,11 @@ mod tests {
         let mut cluster = ClusterConfig::new("kafka:9092");
         assert_eq!(cluster.consumer_config(&[]).get("fetch.queue.backoff.ms"), Some("10"));
         assert_eq!(cluster.group_consumer_config(&[]).get("fetch.queue.backoff.ms"), Some("10"));
-        assert_eq!(cluster.client_config(&[]).get("fetch.queue.backoff.ms"), None, "producers do not take it");
+        assert_eq!(
+            cluster.client_config(&[]).get("fetch.queue.backoff.ms"),
+            None,
+            "producers do not take it"
+        );
         cluster.properties.push(("fetch.queue.backoff.ms".to_string(), "250".to_string()));
         assert_eq!(cluster.consumer_config(&[]).get("fetch.queue.backoff.ms"), Some("250"));
     }
