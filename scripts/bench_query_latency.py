@@ -260,13 +260,18 @@ def main() -> None:
                 rate, cpu = backlog_rate(binary, work, bootstrap, mode, readings)
                 say(f"{mode:<16} {rate:>11.0f} {cpu:>10.2f}")
     finally:
-        for process in STARTED:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        stop_started()
+
+
+def stop_started() -> None:
+    """Stops every process this driver started that still runs: SIGTERM, then SIGKILL after 60 s."""
+    for process in STARTED:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 if __name__ == "__main__":
