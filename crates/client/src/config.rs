@@ -104,7 +104,7 @@ impl std::str::FromStr for KeyValue {
 /// default. A consumer that gets through 100,000 small records in less than a second then sits
 /// idle for the rest of it. Measured on a release build: `tidewater bench consume` of 64-byte
 /// records read 0.3 million records/s with the default and 2.0 million with 10 ms, and a query
-/// job over 1,000,000 JSON readings finished in 3.5-5.5 s instead of 9 s, its CPU time the
+/// job over 1,000,000 JSON readings finished in 3.6-5.5 s instead of 9.0-10.0 s, its CPU time the
 /// same. Records of 1 KiB fill the queue's byte bound first and did not show it.
 pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[("fetch.queue.backoff.ms", "10")];
 
